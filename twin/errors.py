@@ -1,0 +1,54 @@
+"""One error hierarchy for the whole product.
+
+Every message says what went wrong, where (file, feature, table), what was
+expected and what was found, and how to fix it, in the manner of shapely's
+``errors`` module and geopandas' CRS messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class TwinError(Exception):
+    """Base class of every error the product raises on purpose.
+
+    The command line turns a ``TwinError`` into exit code 2 and prints its
+    message; anything else is a bug.
+    """
+
+    exit_code = 2
+
+
+class InputError(TwinError):
+    """Input data (a file, a feature, a request) cannot be used as given."""
+
+
+class CRSError(InputError):
+    """A coordinate reference system is missing, unknown or unsuitable."""
+
+
+class StoreError(TwinError):
+    """The DuckDB store is missing, of another schema version, or unusable."""
+
+
+class OptionError(TwinError, ValueError):
+    """A keyword option has a value outside its documented choices."""
+
+
+def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
+    """Raise :class:`OptionError` unless ``value`` is one of ``choices``.
+
+    Parameters
+    ----------
+    name : str
+        Name of the option, as the caller spells it.
+    value : object
+        The value given.
+    choices : iterable
+        The valid values, listed in the message.
+    """
+    valid = list(choices)
+    if value not in valid:
+        listed = ", ".join(repr(c) for c in valid)
+        raise OptionError(f"{name}={value!r} is not a valid choice; expected one of {listed}.")
