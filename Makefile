@@ -1,0 +1,43 @@
+# Quick start: `make serve` (the app on the demo district) and `make test` (the whole suite).
+# Both set themselves up on a fresh Debian machine with Python 3.11, pip and root.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DB := data/demo.duckdb
+PORT ?= 5006
+
+.PHONY: serve test setup test-setup demo bench clean
+
+$(BIN)/twin: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+setup: $(BIN)/twin
+
+$(VENV)/.test-deps: $(BIN)/twin
+	$(BIN)/pip install --quiet -e '.[test]'
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; fi
+	touch $@
+
+test-setup: $(VENV)/.test-deps
+
+$(DEMO_DB): | $(BIN)/twin
+	$(BIN)/twin demo --db $(DEMO_DB) --scale full
+
+demo: $(DEMO_DB)
+
+serve: $(DEMO_DB)
+	$(BIN)/twin serve --db $(DEMO_DB) --port $(PORT)
+
+test: test-setup
+	$(BIN)/python -m pytest
+
+bench: $(DEMO_DB)
+	$(BIN)/twin bench ingest --db $(DEMO_DB) --json
+
+clean:
+	rm -rf $(VENV) $(DEMO_DB) $(DEMO_DB).wal

@@ -1,0 +1,162 @@
+"""The ``twin`` command line.
+
+Every subcommand takes ``--db PATH``; with ``--json`` it prints one JSON
+object on stdout. Progress bars go to stderr. Bad input exits with code 2
+and a message naming the file, the feature and the fix, and the store is left
+as it was (each command is one transaction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from twin.errors import TwinError
+
+log = logging.getLogger("twin")
+
+
+class StageBar:
+    """A progress bar over named stages, on stderr."""
+
+    def __init__(self, stages: Sequence[str], *, desc: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=len(stages), desc=desc, file=sys.stderr, unit="stage", leave=False)
+
+    def __call__(self, name: str) -> None:
+        self.bar.set_postfix_str(name)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _cmd_demo(args: argparse.Namespace) -> dict:
+    from data.build import DEMO_STAGES, build_demo_store
+
+    bar = StageBar(DEMO_STAGES, desc="demo district")
+    try:
+        return build_demo_store(args.db, scale=args.scale, seed=args.seed, step=bar, force=args.force)
+    finally:
+        bar.close()
+
+
+def _cmd_ingest_footprints(args: argparse.Namespace) -> dict:
+    from ingest.footprints import ingest_footprints, read_footprints
+    from twin.store import open_for_command
+
+    bar = StageBar(("read", "transform", "clean", "mesh", "store"), desc=f"ingest {Path(args.path).name}")
+    try:
+        where = f"{args.path}" + (f" (layer {args.layer})" if args.layer else "")
+        features = read_footprints(args.path, layer=args.layer)
+        bar("read")
+        with open_for_command(args.db) as store:
+            return ingest_footprints(
+                store, features, source=args.source or Path(args.path).stem, where=where,
+                source_crs=args.source_crs, crs=args.crs, id_attr=args.id_attr, height_attr=args.height_attr,
+                levels_attr=args.levels_attr, storey_height=args.storey_height,
+                default_height=args.default_height, step=bar)
+    finally:
+        bar.close()
+
+
+def _cmd_serve(args: argparse.Namespace) -> dict:
+    from twin.store import Store
+
+    Store(args.db, read_only=True).close()  # a clear error now rather than in the browser
+    spec = importlib.util.find_spec("app")
+    if spec is None or spec.origin is None:
+        raise TwinError("app.py is not importable; install the project with `pip install -e .`.")
+    origins = [f"{args.address}:{args.port}", f"localhost:{args.port}", f"127.0.0.1:{args.port}", *args.allow_origin]
+    argv = [sys.executable, "-m", "panel", "serve", spec.origin, "--port", str(args.port), "--address", args.address,
+            *(f"--allow-websocket-origin={o}" for o in origins), "--args", "--db", str(Path(args.db).resolve())]
+    log.info("serving %s on http://%s:%s", args.db, args.address, args.port)
+    os.execv(sys.executable, argv)
+    return {}  # not reached
+
+
+def _cmd_bench(args: argparse.Namespace) -> dict:
+    import runpy
+
+    bench = Path(__file__).resolve().parent / "bench" / f"{args.name}.py"
+    if not bench.exists():
+        raise TwinError(f"no benchmark {args.name!r}: {bench} does not exist.")
+    module = runpy.run_path(str(bench))
+    return module["run"](db=args.db, quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="twin", description="The district twin: store, ingest, serve.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, handler: Callable, sub=sub, **kw) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, **kw)
+        p.add_argument("--db", required=True, help="the DuckDB store file")
+        p.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+        p.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+        p.set_defaults(handler=handler)
+        return p
+
+    demo = command("demo", _cmd_demo, help="build the synthetic demo district")
+    demo.add_argument("--scale", choices=("full", "small"), default="full")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--force", action="store_true", help="replace an existing store file")
+
+    ingest = sub.add_parser("ingest", help="bring outside data into the store")
+    isub = ingest.add_subparsers(dest="kind", required=True)
+    fp = command("footprints", _cmd_ingest_footprints, sub=isub,
+                 help="building footprints (GeoJSON, GeoPackage, Shapefile, GeoParquet)")
+    fp.add_argument("path")
+    fp.add_argument("--layer")
+    fp.add_argument("--source", help="name of the source in building ids (default: the file name)")
+    fp.add_argument("--id-attr")
+    fp.add_argument("--height-attr")
+    fp.add_argument("--levels-attr")
+    fp.add_argument("--storey-height", type=float, default=3.0, metavar="M")
+    fp.add_argument("--default-height", type=float, metavar="M")
+    fp.add_argument("--source-crs", metavar="EPSG:N")
+    fp.add_argument("--crs", metavar="EPSG:N", help="district CRS of a new store (default: the data's UTM zone)")
+
+    serve = command("serve", _cmd_serve, help="serve the app")
+    serve.add_argument("--port", type=int, default=5006)
+    serve.add_argument("--address", default="127.0.0.1", help="0.0.0.0 to serve the intranet")
+    serve.add_argument("--allow-origin", action="append", default=[], metavar="HOST:PORT",
+                       help="another host name browsers use to reach the app (repeatable)")
+
+    bench = command("bench", _cmd_bench, help="run a benchmark and print JSON results")
+    bench.add_argument("name", choices=("ingest",))
+    bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
+    try:
+        result = args.handler(args)
+    except TwinError as exc:
+        print(f"twin {args.command}: error: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"ok": False, "error": str(exc), "error_type": type(exc).__name__}))
+        return exc.exit_code
+    result = {"ok": True, **result, "elapsed_s": round(time.perf_counter() - started, 3)}
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, default=str))
+    else:
+        counts = {k: v for k, v in result.items() if isinstance(v, int | float | str)}
+        print(", ".join(f"{k}: {v}" for k, v in counts.items()), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""``twin ingest footprints``: footprint files into buildings and LOD1 meshes.
+
+Reading is at the edge (:func:`read_footprints`); the cleaning and meshing
+are pure functions in :mod:`twin.footprints` and :mod:`twin.mesh`; writing is
+:func:`twin.buildings.upsert_buildings`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import shapely
+
+from twin.buildings import building_ids, upsert_buildings
+from twin.crs import District, check_near_origin, parse_crs, require_projected, transform_geometries, utm_crs_for
+from twin.errors import CRSError, InputError
+from twin.footprints import prepare_footprints
+from twin.mesh import extrude_footprints
+from twin.store import Store
+
+log = logging.getLogger(__name__)
+
+FORMATS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GeoPackage", ".shp": "Shapefile",
+           ".zip": "zipped Shapefile", ".parquet": "GeoParquet", ".geoparquet": "GeoParquet"}
+BUILDING_LAYER_NAMES = ("buildings", "building", "footprints")
+
+Step = Callable[[str], None]
+
+
+def _no_step(_: str) -> None:
+    return None
+
+
+def read_footprints(path: str | Path, *, layer: str | None = None) -> gpd.GeoDataFrame:
+    """Read a GeoJSON, GeoPackage, Shapefile or GeoParquet file of footprints.
+
+    Parameters
+    ----------
+    path : path-like
+    layer : str, optional
+        Layer of a multi-layer file. Without it, a layer named ``buildings``
+        is taken, or the only layer.
+
+    Returns
+    -------
+    GeoDataFrame
+        The features as read, in the file's CRS (``crs`` None when the file has none).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file.")
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise InputError(f"{path}: unknown footprint format {suffix!r}; expected one of "
+                         f"{', '.join(sorted(FORMATS))} ({', '.join(sorted(set(FORMATS.values())))}).")
+    try:
+        if FORMATS[suffix] == "GeoParquet":
+            return gpd.read_parquet(path)
+        layer = layer or _default_layer(path)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Several features with id.*")
+            return gpd.read_file(path, layer=layer, engine="pyogrio", use_arrow=True)
+    except InputError:
+        raise
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, ValueError, OSError) as exc:
+        raise InputError(f"{path}: cannot read it as {FORMATS[suffix]} ({exc}). "
+                         "Check that the file is complete and of that format.") from exc
+
+
+def _default_layer(path: Path) -> str | None:
+    layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+    if len(layers) <= 1:
+        return None
+    named = [name for name in layers if name.lower() in BUILDING_LAYER_NAMES]
+    if named:
+        return named[0]
+    raise InputError(f"{path}: has {len(layers)} layers ({', '.join(layers)}); "
+                     "choose the footprint layer with --layer NAME.")
+
+
+def district_for(store: Store, features: gpd.GeoDataFrame, *, source_crs: str, crs: str | None,
+                 where: str) -> District:
+    """The store's district, or a new one for this data (``crs`` or the data's UTM zone)."""
+    current = store.district
+    if current is not None:
+        if crs is not None and require_projected(parse_crs(crs, what="--crs"), what="--crs") != current.crs:
+            raise CRSError(f"{where}: --crs {crs} differs from this store's district CRS {current.crs}. "
+                           "Leave out --crs, or use a new store for another CRS.")
+        return current
+    if crs is not None:
+        chosen = require_projected(parse_crs(crs, what="--crs"), what="--crs")
+    else:
+        lonlat = shapely.get_coordinates(shapely.centroid(
+            transform_geometries(np.array([shapely.box(*features.total_bounds)]), source_crs, "EPSG:4326")))
+        chosen = utm_crs_for(*lonlat[0])
+        log.info("new store: district CRS %s (the data's UTM zone)", chosen)
+    bounds = shapely.bounds(transform_geometries(np.array([shapely.box(*features.total_bounds)]),
+                                                 source_crs, chosen))[0]
+    origin = (float(np.round((bounds[0] + bounds[2]) / 2)), float(np.round((bounds[1] + bounds[3]) / 2)), 0.0)
+    district = District(crs=chosen, origin=origin)
+    store.set_district(district)
+    return district
+
+
+def ingest_footprints(
+    store: Store,
+    features: gpd.GeoDataFrame,
+    *,
+    source: str,
+    where: str,
+    source_crs: str | None = None,
+    crs: str | None = None,
+    id_attr: str | None = None,
+    height_attr: str | None = None,
+    levels_attr: str | None = None,
+    storey_height: float = 3.0,
+    default_height: float | None = None,
+    step: Step = _no_step,
+) -> dict:
+    """Clean, mesh and upsert footprints into an open store (inside its transaction).
+
+    Parameters
+    ----------
+    store : Store
+        Open, inside :meth:`Store.transaction` or :func:`twin.store.open_for_command`.
+    features : GeoDataFrame
+        Footprints as read.
+    source : str
+        Name of the source; with each feature's id it makes the stable
+        ``building_id`` (``source:source_id``), so re-ingesting updates in place.
+    where : str
+        File (and layer) for messages.
+    source_crs, crs : str, optional
+        CRS of a file that has none; district CRS of a new store.
+    step : callable, optional
+        Called with the name of each stage, for progress bars.
+
+    Returns
+    -------
+    dict
+        JSON-ready summary: counts, the cleaning report and timings in seconds.
+    """
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 4)
+        clock = now
+        step(name)
+
+    src = _source_crs(features, source_crs=source_crs, where=where)
+    district = district_for(store, features, source_crs=src, crs=crs, where=where)
+    geoms = transform_geometries(np.asarray(features.geometry.values, dtype=object), src, district.crs)
+    projected = gpd.GeoDataFrame(features.drop(columns=features.geometry.name), geometry=geoms, crs=district.crs)
+    lap("transform")
+    buildings, report = prepare_footprints(projected, where=where, id_attr=id_attr, height_attr=height_attr,
+                                           levels_attr=levels_attr, storey_height=storey_height,
+                                           default_height=default_height)
+    if len(buildings) == 0:
+        raise InputError(f"{where}: no footprint polygons to ingest ({report.features_read} features read, "
+                         f"{len(report.skipped)} skipped: not polygons or empty).")
+    check_near_origin(shapely.get_coordinates(shapely.centroid(buildings.geometry.values)), district, what=where)
+    lap("clean")
+    meshes = extrude_footprints(buildings.geometry.values, base_z=buildings["base_z"].to_numpy(),
+                                height=buildings["height"].to_numpy(), origin=district.origin)
+    lap("mesh")
+    buildings["source"] = source
+    buildings["building_id"] = building_ids(source, buildings["source_id"])
+    counts = upsert_buildings(store.con, buildings, meshes)
+    lap("store")
+    return {"file": where, "source": source, "crs": district.crs, "source_crs": src,
+            "buildings": len(buildings), **counts, "triangles": int(len(meshes.triangles)),
+            **report.as_dict(), "timings_s": timings}
+
+
+def _source_crs(features: gpd.GeoDataFrame, *, source_crs: str | None, where: str) -> str:
+    given = None if source_crs is None else parse_crs(source_crs, what="--source-crs")
+    if features.crs is None:
+        if given is None:
+            raise CRSError(f"{where}: the file has no CRS. Give the CRS its coordinates are in with "
+                           "--source-crs, for example --source-crs EPSG:4326 for longitude/latitude.")
+        found = given
+    elif given is not None and not given.equals(features.crs):
+        raise CRSError(f"{where}: --source-crs {source_crs} contradicts the file's own CRS "
+                       f"{features.crs.to_string()}. Leave out --source-crs, or fix the file.")
+    else:
+        found = features.crs
+    code = found.to_epsg()
+    return f"EPSG:{code}" if code is not None else found.to_wkt()

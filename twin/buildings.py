@@ -1,0 +1,81 @@
+"""Writing buildings and their LOD1 meshes to the store, idempotently."""
+
+from __future__ import annotations
+
+import logging
+
+import duckdb
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from twin.grids import current_micro_grids, locate
+from twin.mesh import MeshBatch
+from twin.store import binary_column, insert_frame
+
+log = logging.getLogger(__name__)
+
+BUILDING_COLUMNS = ("building_id", "source", "source_id", "name", "address", "use", "height", "base_z",
+                    "floors", "height_source", "grid_id", "compound_id", "households")
+
+
+def building_ids(source: str, source_ids: pd.Series) -> pd.Series:
+    """Stable building ids: ``source:source_id``."""
+    return source + ":" + source_ids.astype("string")
+
+
+def upsert_buildings(con: duckdb.DuckDBPyConnection, buildings: gpd.GeoDataFrame, meshes: MeshBatch) -> dict:
+    """Insert or replace buildings and their LOD1 meshes, keyed by ``building_id``.
+
+    Parameters
+    ----------
+    buildings : GeoDataFrame, n rows
+        Footprints in the district CRS with the columns of ``BUILDING_COLUMNS``
+        that are known (``building_id``, ``source``, ``source_id``, ``height``,
+        ``base_z``, ``height_source`` at least).
+    meshes : MeshBatch
+        The LOD1 mesh of each row, in the same order.
+
+    Returns
+    -------
+    dict
+        ``inserted`` and ``updated`` counts.
+    """
+    frame = pd.DataFrame({c: buildings[c] for c in BUILDING_COLUMNS if c in buildings.columns})
+    footprints = np.asarray(buildings.geometry.values, dtype=object)
+    label = shapely.get_coordinates(shapely.point_on_surface(footprints))
+    frame["label_x"], frame["label_y"] = label[:, 0], label[:, 1]
+    if "grid_id" not in frame.columns:
+        frame["grid_id"] = locate(label, *current_micro_grids(con))
+    frame["footprint"] = footprints
+
+    con.register("incoming_ids", pd.DataFrame({"building_id": frame["building_id"].astype(str)}))
+    try:
+        existing = con.execute("SELECT count(*) FROM buildings JOIN incoming_ids USING (building_id)").fetchone()[0]
+        con.execute("DELETE FROM meshes WHERE lod = 'lod1' AND building_id IN (SELECT building_id FROM incoming_ids)")
+        con.execute("DELETE FROM buildings WHERE building_id IN (SELECT building_id FROM incoming_ids)")
+    finally:
+        con.unregister("incoming_ids")
+    insert_frame(con, "buildings", frame, geometry=("footprint",))
+    insert_meshes(con, frame["building_id"].astype(str).to_numpy(), meshes, lod="lod1")
+    return {"inserted": len(frame) - existing, "updated": existing}
+
+
+def insert_meshes(con: duckdb.DuckDBPyConnection, building_id: np.ndarray, meshes: MeshBatch, *, lod: str) -> None:
+    """Append one mesh row per building: float32/uint32 little-endian blobs and a bbox."""
+    v_off, t_off = meshes.vertex_offsets, meshes.triangle_offsets
+    starts = v_off[:-1]
+    vmin = np.minimum.reduceat(meshes.vertices, starts).astype(np.float64) + meshes.origin
+    vmax = np.maximum.reduceat(meshes.vertices, starts).astype(np.float64) + meshes.origin
+    frame = pd.DataFrame({
+        "mesh_id": pd.Series(building_id, dtype="string") + "/" + lod,
+        "building_id": building_id,
+        "lod": lod,
+        "n_vertices": np.diff(v_off).astype(np.int32),
+        "n_triangles": np.diff(t_off).astype(np.int32),
+        "bbox_xmin": vmin[:, 0], "bbox_ymin": vmin[:, 1], "bbox_zmin": vmin[:, 2],
+        "bbox_xmax": vmax[:, 0], "bbox_ymax": vmax[:, 1], "bbox_zmax": vmax[:, 2],
+    })
+    insert_frame(con, "meshes", frame, arrow_columns={"vertices": binary_column(meshes.vertices, v_off),
+                                                      "triangles": binary_column(meshes.triangles, t_off)})

@@ -1,0 +1,196 @@
+"""LOD1 meshes: footprints extruded to prisms, for all buildings at once.
+
+Each building's mesh shares its vertices between walls, roof and floor, so it
+is watertight by index: ``2 * n`` vertices for a footprint of ``n`` ring
+vertices (floor ring then roof ring), roof and floor triangulated by earcut
+(or a fan for convex footprints without holes), and two wall triangles per
+ring edge. Triangles wind counter-clockwise seen from outside, so normals
+point out. Everything but the earcut call itself is vectorised over all
+buildings with numpy.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import mapbox_earcut
+import numpy as np
+import shapely
+
+log = logging.getLogger(__name__)
+
+_CONVEX_TOLERANCE = 1e-9  # relative area difference to the convex hull
+
+
+@dataclass(frozen=True)
+class MeshBatch:
+    """Triangle meshes of many buildings in flat arrays.
+
+    Attributes
+    ----------
+    vertices : ndarray, shape (V, 3), float32
+        Metres, relative to ``origin``; building ``i`` owns rows
+        ``vertex_offsets[i]:vertex_offsets[i + 1]``.
+    triangles : ndarray, shape (T, 3), uint32
+        Vertex indices local to each building (0 is its first vertex);
+        building ``i`` owns rows ``triangle_offsets[i]:triangle_offsets[i + 1]``.
+    vertex_offsets, triangle_offsets : ndarray, shape (n + 1,), int64
+    origin : tuple of float
+        ``(x, y, z)`` in the district CRS, metres.
+    """
+
+    vertices: np.ndarray
+    triangles: np.ndarray
+    vertex_offsets: np.ndarray
+    triangle_offsets: np.ndarray
+    origin: tuple[float, float, float]
+
+    def __len__(self) -> int:
+        return len(self.vertex_offsets) - 1
+
+    def building(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Vertices (float32, relative) and local triangles of building ``i``."""
+        v = self.vertices[self.vertex_offsets[i]:self.vertex_offsets[i + 1]]
+        t = self.triangles[self.triangle_offsets[i]:self.triangle_offsets[i + 1]]
+        return v, t
+
+    @property
+    def triangle_building(self) -> np.ndarray:
+        """Index of the building each triangle belongs to, shape (T,), int64."""
+        return np.repeat(np.arange(len(self)), np.diff(self.triangle_offsets))
+
+
+def _ring_coordinates(polygons: np.ndarray):
+    """Open ring coordinates of oriented polygons.
+
+    Returns ``xy`` (R, 2) float64, ``ring_polygon`` (rings,), ``ring_start``
+    (rings,), ``ring_length`` (rings,) and ``ring_is_exterior`` (rings,).
+    """
+    polygons = shapely.orient_polygons(polygons, exterior_cw=False)
+    rings, ring_polygon = shapely.get_rings(polygons, return_index=True)
+    coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
+    closed_length = np.bincount(coord_ring, minlength=len(rings))
+    closed_start = np.concatenate([[0], np.cumsum(closed_length)[:-1]])
+    keep = np.ones(len(coords), dtype=bool)
+    keep[closed_start + closed_length - 1] = False  # drop the closing vertex
+    ring_length = closed_length - 1
+    ring_start = np.concatenate([[0], np.cumsum(ring_length)[:-1]])
+    first_of_polygon = np.ones(len(rings), dtype=bool)
+    first_of_polygon[1:] = ring_polygon[1:] != ring_polygon[:-1]
+    return coords[keep], ring_polygon, ring_start, ring_length, first_of_polygon
+
+
+def _fan_triangles(poly_start: np.ndarray, poly_length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fan triangulation of convex single-ring polygons, in polygon-local indices.
+
+    Returns triangles (T, 3) and the polygon index of each, grouped by polygon.
+    """
+    n_tri = poly_length - 2
+    which = np.repeat(np.arange(len(poly_length)), n_tri)
+    first = np.repeat(np.cumsum(n_tri) - n_tri, n_tri)
+    k = np.arange(len(which)) - first + 1
+    tri = np.column_stack([np.zeros_like(k), k, k + 1])
+    return tri, which
+
+
+def _earcut_triangles(xy: np.ndarray, polys: np.ndarray, poly_xy_start: np.ndarray,
+                      poly_xy_length: np.ndarray, ring_ends: list[np.ndarray]):
+    """Earcut each polygon in ``polys``; polygon-local triangle indices."""
+    parts = [mapbox_earcut.triangulate_float64(xy[s:s + n] - xy[s], ends).reshape(-1, 3)
+             for s, n, ends in zip(poly_xy_start[polys], poly_xy_length[polys], ring_ends)]
+    counts = np.array([len(p) for p in parts], dtype=np.int64)
+    tri = np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, 3), np.int64)
+    return tri, np.repeat(polys, counts)
+
+
+def extrude_footprints(polygons: np.ndarray, *, base_z: np.ndarray, height: np.ndarray,
+                       origin: tuple[float, float, float]) -> MeshBatch:
+    """Extrude footprints into watertight LOD1 prisms.
+
+    Parameters
+    ----------
+    polygons : ndarray of shapely.Polygon, shape (n,)
+        Valid footprints in the district CRS (metres). Holes are kept as
+        courtyards.
+    base_z : ndarray, shape (n,)
+        Floor elevation of each building, metres.
+    height : ndarray, shape (n,)
+        Height above ``base_z``, metres, > 0.
+    origin : tuple of float
+        ``(x, y, z)`` the vertices are made relative to.
+
+    Returns
+    -------
+    MeshBatch
+    """
+    polygons = np.asarray(polygons, dtype=object)
+    n = len(polygons)
+    base_z = np.asarray(base_z, dtype=np.float64)
+    top_z = base_z + np.asarray(height, dtype=np.float64)
+    xy, ring_polygon, ring_start, ring_length, first_ring = _ring_coordinates(polygons)
+
+    # Per-polygon ring vertex ranges (rings of one polygon are contiguous).
+    poly_length = np.bincount(ring_polygon, weights=ring_length, minlength=n).astype(np.int64)
+    poly_start = np.concatenate([[0], np.cumsum(poly_length)[:-1]])
+    rings_per_poly = np.bincount(ring_polygon, minlength=n)
+
+    # Roof triangles: a fan for convex footprints without holes, earcut otherwise.
+    area = shapely.area(polygons)
+    hull_area = shapely.area(shapely.convex_hull(polygons))
+    convex = (rings_per_poly == 1) & (hull_area - area <= _CONVEX_TOLERANCE * np.maximum(hull_area, 1.0))
+    fan_polys = np.flatnonzero(convex)
+    fan_tri, fan_which = _fan_triangles(poly_start[fan_polys], poly_length[fan_polys])
+    fan_which = fan_polys[fan_which]
+    ear_polys = np.flatnonzero(~convex)
+    ring_end_rel = (ring_start + ring_length - poly_start[ring_polygon]).astype(np.uint32)
+    first_ring_index = np.flatnonzero(first_ring)
+    ends = [ring_end_rel[first_ring_index[p]:first_ring_index[p] + rings_per_poly[p]] for p in ear_polys]
+    ear_tri, ear_which = _earcut_triangles(xy, ear_polys, poly_start, poly_length, ends)
+    if len(ear_polys):
+        log.debug("earcut on %d of %d footprints; fan on the rest", len(ear_polys), n)
+
+    roof = np.concatenate([fan_tri, ear_tri])
+    roof_which = np.concatenate([fan_which, ear_which])
+    # Make every roof triangle counter-clockwise seen from above.
+    g = roof + poly_start[roof_which][:, None]
+    a, b, c = xy[g[:, 0]], xy[g[:, 1]], xy[g[:, 2]]
+    cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    roof[cross < 0] = roof[cross < 0][:, [0, 2, 1]]
+
+    # Vertices: each building's floor ring then its roof ring.
+    vertex_offsets = np.concatenate([[0], np.cumsum(2 * poly_length)])
+    point_poly = np.repeat(np.arange(n), poly_length)
+    local = np.arange(len(xy)) - poly_start[point_poly]
+    rel = xy - np.asarray(origin[:2])
+    verts = np.empty((2 * len(xy), 3), dtype=np.float64)
+    floor_idx = vertex_offsets[point_poly] + local
+    roof_idx = floor_idx + poly_length[point_poly]
+    verts[floor_idx, :2] = rel
+    verts[roof_idx, :2] = rel
+    verts[floor_idx, 2] = base_z[point_poly] - origin[2]
+    verts[roof_idx, 2] = top_z[point_poly] - origin[2]
+
+    # Walls: two triangles per ring edge k -> k+1, outward for CCW shells and CW holes.
+    k = np.arange(len(xy))
+    nxt = k + 1
+    last = ring_start + ring_length - 1
+    nxt[last] = ring_start
+    fk, fn = local, local[nxt]
+    hk = poly_length[point_poly]
+    walls = np.concatenate([np.column_stack([fk, fn, fn + hk]), np.column_stack([fk, fn + hk, fk + hk])])
+    wall_which = np.concatenate([point_poly, point_poly])
+
+    roof_tris = roof + poly_length[roof_which][:, None]  # roof ring follows the floor ring
+    floor_tris = roof[:, [0, 2, 1]]
+    tris = np.concatenate([roof_tris, floor_tris, walls])
+    which = np.concatenate([roof_which, roof_which, wall_which])
+    order = np.argsort(which, kind="stable")
+    tri_counts = np.bincount(which, minlength=n)
+    return MeshBatch(
+        vertices=verts.astype(np.float32),
+        triangles=tris[order].astype(np.uint32),
+        vertex_offsets=vertex_offsets,
+        triangle_offsets=np.concatenate([[0], np.cumsum(tri_counts)]),
+        origin=tuple(float(o) for o in origin),
+    )

@@ -1,0 +1,134 @@
+"""The store's tables: the contract that checks, notebooks and later issues rely on.
+
+Geometry columns use the spatial extension's ``GEOMETRY`` type and hold
+coordinates in the district CRS (metres, x = easting, y = northing).
+Mesh vertices are float32 relative to the district origin kept in ``meta``.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+GRID_LEVELS = ("street", "community", "grid", "micro")
+HEIGHT_SOURCES = ("height", "levels", "default", "bim", "mesh")
+MESH_LODS = ("lod1", "bim", "mesh")
+
+TABLES: dict[str, str] = {
+    "meta": """
+        key VARCHAR PRIMARY KEY,
+        value VARCHAR NOT NULL""",
+    "buildings": """
+        building_id VARCHAR PRIMARY KEY,
+        source VARCHAR NOT NULL,
+        source_id VARCHAR NOT NULL,
+        name VARCHAR,
+        address VARCHAR,
+        use VARCHAR,
+        footprint GEOMETRY NOT NULL,
+        height DOUBLE NOT NULL,
+        base_z DOUBLE NOT NULL,
+        floors INTEGER,
+        height_source VARCHAR NOT NULL,
+        grid_id VARCHAR,
+        compound_id VARCHAR,
+        households INTEGER,
+        label_x DOUBLE NOT NULL,
+        label_y DOUBLE NOT NULL""",
+    "meshes": """
+        mesh_id VARCHAR PRIMARY KEY,
+        building_id VARCHAR NOT NULL,
+        lod VARCHAR NOT NULL,
+        vertices BLOB NOT NULL,
+        triangles BLOB NOT NULL,
+        element_ids BLOB,
+        n_vertices INTEGER NOT NULL,
+        n_triangles INTEGER NOT NULL,
+        bbox_xmin DOUBLE, bbox_ymin DOUBLE, bbox_zmin DOUBLE,
+        bbox_xmax DOUBLE, bbox_ymax DOUBLE, bbox_zmax DOUBLE""",
+    "grids": """
+        grid_id VARCHAR NOT NULL,
+        parent_id VARCHAR,
+        level VARCHAR NOT NULL,
+        name VARCHAR NOT NULL,
+        kind VARCHAR,
+        worker VARCHAR,
+        boundary GEOMETRY NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1,
+        valid_from TIMESTAMP NOT NULL,
+        valid_to TIMESTAMP,
+        PRIMARY KEY (grid_id, version)""",
+    "compounds": """
+        compound_id VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        boundary GEOMETRY NOT NULL,
+        grid_id VARCHAR""",
+    "residents": """
+        resident_id VARCHAR PRIMARY KEY,
+        household_id VARCHAR NOT NULL,
+        building_id VARCHAR NOT NULL,
+        unit VARCHAR,
+        room VARCHAR,
+        name VARCHAR,
+        gender VARCHAR,
+        id_number VARCHAR,
+        phone VARCHAR,
+        birth_date DATE,
+        tags VARCHAR[]""",
+    "cases": """
+        case_id VARCHAR PRIMARY KEY,
+        category VARCHAR NOT NULL,
+        subcategory VARCHAR NOT NULL,
+        source VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        description VARCHAR,
+        address VARCHAR,
+        location GEOMETRY NOT NULL,
+        building_id VARCHAR,
+        grid_id VARCHAR,
+        reported_grid_id VARCHAR,
+        camera_id VARCHAR,
+        reported_at TIMESTAMP NOT NULL,
+        updated_at TIMESTAMP NOT NULL,
+        due_at TIMESTAMP""",
+    "case_events": """
+        case_id VARCHAR NOT NULL,
+        "at" TIMESTAMP NOT NULL,
+        from_status VARCHAR,
+        to_status VARCHAR NOT NULL,
+        actor VARCHAR NOT NULL,
+        note VARCHAR""",
+    "cameras": """
+        camera_id VARCHAR PRIMARY KEY,
+        name VARCHAR,
+        position GEOMETRY NOT NULL,
+        z DOUBLE,
+        heading_deg DOUBLE,
+        pitch_deg DOUBLE,
+        fov_deg DOUBLE,
+        range_m DOUBLE,
+        stream_url VARCHAR,
+        status VARCHAR,
+        grid_id VARCHAR,
+        building_id VARCHAR""",
+    "party_orgs": """
+        org_id VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        grid_id VARCHAR,
+        compound_id VARCHAR,
+        members INTEGER""",
+}
+
+# Lookups later issues need: building -> residents and cases, grid -> buildings,
+# point -> grid (R-tree on the boundary), mesh by building.
+INDEXES: dict[str, str] = {
+    "residents_building": "residents (building_id)",
+    "cases_building": "cases (building_id)",
+    "cases_grid": "cases (grid_id)",
+    "case_events_case": "case_events (case_id)",
+    "buildings_grid": "buildings (grid_id)",
+    "buildings_source": "buildings (source, source_id)",
+    "meshes_building": "meshes (building_id)",
+    "cameras_grid": "cameras (grid_id)",
+    "grids_parent": "grids (parent_id)",
+    "grids_boundary": "grids USING RTREE (boundary)",
+}
