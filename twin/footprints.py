@@ -193,8 +193,9 @@ def prepare_footprints(
             f"{where}: {int(lacking.sum())} of {len(frame)} buildings have no height and no levels "
             f"(for example {sample}). Give --default-height M to use M metres for them, or "
             f"--height-attr/--levels-attr to name the attributes that hold them.")
-    top = frame["height"].fillna(frame["levels"] * storey_height).fillna(default_height or 0.0)
     base = frame["min_height"].fillna(0.0)
+    # OSM: height is the top above ground; levels (and our default) count from min_height up.
+    top = frame["height"].fillna(base + frame["levels"] * storey_height).fillna(base + (default_height or 0.0))
     bad_base = base >= top
     for sid, b, t in zip(frame.source_id[bad_base], base[bad_base], top[bad_base]):
         report.height_notes.append({"source_id": sid, "reason": f"min_height {b} m is not below the "

@@ -210,8 +210,9 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame
     view = f"incoming_{table}"
     con.register(view, pa.table(columns))
     try:
-        select = ", ".join(f"ST_GeomFromWKB({c})" if c in geometry else c for c in columns)
-        con.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT {select} FROM {view}")
+        select = ", ".join(f'ST_GeomFromWKB("{c}")' if c in geometry else f'"{c}"' for c in columns)
+        names = ", ".join(f'"{c}"' for c in columns)
+        con.execute(f"INSERT INTO {table} ({names}) SELECT {select} FROM {view}")
     finally:
         con.unregister(view)
     return len(frame)

@@ -1,0 +1,150 @@
+"""``twin demo``: write the synthetic district into a new store.
+
+The footprints go through the same cleaning, meshing and writing as
+``twin ingest footprints``. The store is built in a temporary file next to
+the target and moved into place at the end, so a failed build leaves no file
+and a rebuild (``--force``) leaves the old store until the new one is whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import shapely
+
+from data.demo import DemoDistrict, generate_district, level_counts
+from twin.buildings import building_ids, upsert_buildings
+from twin.crs import District
+from twin.errors import InputError
+from twin.footprints import prepare_footprints
+from twin.grids import locate
+from twin.mesh import extrude_footprints
+from twin.store import Store, create_indexes, drop_indexes, insert_frame
+
+log = logging.getLogger(__name__)
+
+DEMO_CRS = "EPSG:4547"
+DEMO_SOURCE = "demo"
+DEMO_STAGES = ("generate", "grids", "buildings", "residents", "cameras", "cases", "indexes")
+
+
+def _demo_id(source_ids: pd.Series) -> pd.Series:
+    return building_ids(DEMO_SOURCE, source_ids).where(source_ids.notna(), None)
+
+
+def build_demo_store(path: str | os.PathLike, *, scale: str = "full", seed: int = 0, force: bool = False,
+                     step: Callable[[str], None] = lambda _: None) -> dict:
+    """Generate the demo district and write it to a new store at ``path``.
+
+    Returns
+    -------
+    dict
+        JSON-ready counts per table and per grid level, and timings in seconds.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise InputError(f"{path}: a store already exists here. Give --force to replace it, "
+                         "or another --db path.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.building-{os.getpid()}")
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+        step(name)
+
+    try:
+        district = generate_district(scale=scale, seed=seed)
+        lap("generate")
+        with Store(partial, create=True) as store, store.transaction():
+            drop_indexes(store.con)
+            counts = write_district(store, district, lap=lap, scale=scale, seed=seed)
+            create_indexes(store.con)
+            lap("indexes")
+        os.replace(partial, path)
+    finally:
+        for p in (partial, Path(f"{partial}.wal")):
+            p.unlink(missing_ok=True)
+    return {"db": str(path), "scale": scale, "seed": seed, **counts, "grid_levels": level_counts(district),
+            "timings_s": timings}
+
+
+def write_district(store: Store, demo: DemoDistrict, *, lap: Callable[[str], None], scale: str, seed: int) -> dict:
+    """Write every table of a generated district into an open, empty store."""
+    con = store.con
+    bounds = demo.grids.total_bounds
+    store.set_district(District(crs=DEMO_CRS, origin=(float(np.round((bounds[0] + bounds[2]) / 2)),
+                                                      float(np.round((bounds[1] + bounds[3]) / 2)), 0.0)))
+    store.set_meta(district_name="郑东新区 (demo)", demo_scale=scale, demo_seed=seed)
+
+    grids = demo.grids
+    insert_frame(con, "grids", pd.DataFrame({
+        "grid_id": grids["grid_id"], "parent_id": grids["parent_id"], "level": grids["level"],
+        "name": grids["name"], "kind": grids["kind"], "worker": grids["worker"],
+        "boundary": grids.geometry.values, "version": 1,
+        "valid_from": pd.Timestamp("2026-01-01")}), geometry=("boundary",))
+    micro = grids[grids["level"] == "micro"]
+    micro_ids, micro_shapes = micro["grid_id"].to_numpy(dtype=object), micro.geometry.to_numpy()
+    insert_frame(con, "compounds", pd.DataFrame({
+        "compound_id": demo.compounds["compound_id"], "name": demo.compounds["name"],
+        "boundary": demo.compounds.geometry.values, "grid_id": demo.compounds["grid_id"]}), geometry=("boundary",))
+    lap("grids")
+
+    district = store.district
+    buildings, _ = prepare_footprints(demo.buildings, where="demo district", id_attr="source_id",
+                                      height_attr="height", levels_attr="floors")
+    extra = demo.buildings.set_index("source_id")[["use", "compound_id", "households"]]
+    buildings = buildings.join(extra, on="source_id")
+    buildings["source"] = DEMO_SOURCE
+    buildings["building_id"] = building_ids(DEMO_SOURCE, buildings["source_id"])
+    meshes = extrude_footprints(buildings.geometry.values, base_z=buildings["base_z"].to_numpy(),
+                                height=buildings["height"].to_numpy(), origin=district.origin)
+    upsert_buildings(con, buildings, meshes)
+    lap("buildings")
+
+    r = demo.residents
+    insert_frame(con, "residents", pd.DataFrame({
+        "resident_id": r["resident_id"], "household_id": r["household_id"],
+        "building_id": _demo_id(r["building_source_id"]), "unit": r["unit"], "room": r["room"],
+        "name": r["name"], "gender": r["gender"], "id_number": r["id_number"], "phone": r["phone"],
+        "birth_date": pd.to_datetime(r["birth_date"]), "tags": r["tags"]}))
+    insert_frame(con, "party_orgs", demo.party_orgs[["org_id", "name", "grid_id", "compound_id", "members"]])
+    lap("residents")
+
+    cams = demo.cameras
+    cam_xy = shapely.get_coordinates(cams.geometry.values)
+    insert_frame(con, "cameras", pd.DataFrame({
+        "camera_id": cams["camera_id"], "name": cams["name"], "position": cams.geometry.values,
+        "z": cams["z"], "heading_deg": cams["heading_deg"], "pitch_deg": cams["pitch_deg"],
+        "fov_deg": cams["fov_deg"], "range_m": cams["range_m"], "stream_url": cams["stream_url"],
+        "status": cams["status"], "grid_id": locate(cam_xy, micro_ids, micro_shapes),
+        "building_id": _demo_id(cams["building_source_id"])}), geometry=("position",))
+    lap("cameras")
+
+    cases = demo.cases
+    case_grid = locate(shapely.get_coordinates(cases.geometry.values), micro_ids, micro_shapes)
+    insert_frame(con, "cases", pd.DataFrame({
+        "case_id": cases["case_id"], "category": cases["category"], "subcategory": cases["subcategory"],
+        "source": cases["source"], "status": cases["status"], "description": cases["description"],
+        "address": cases["address"], "location": cases.geometry.values,
+        "building_id": _demo_id(cases["building_source_id"]), "grid_id": case_grid,
+        "reported_grid_id": case_grid, "camera_id": cases["camera_id"],
+        "reported_at": cases["reported_at"], "updated_at": cases["updated_at"], "due_at": cases["due_at"]}),
+        geometry=("location",))
+    insert_frame(con, "case_events", demo.case_events[["case_id", "at", "from_status", "to_status", "actor", "note"]])
+    lap("cases")
+    tables = ("buildings", "meshes", "grids", "compounds", "residents", "cameras", "cases", "case_events",
+              "party_orgs")
+    counts = {t: store.count(t) for t in tables}
+    counts["households"] = con.execute("SELECT count(DISTINCT household_id) FROM residents").fetchone()[0]
+    return counts

@@ -1,0 +1,131 @@
+"""Read-side queries behind the screens: key figures, per-grid tables, map layers.
+
+All of the UI's reads of the store go through this module (and
+:mod:`twin.inspector` for one building), so that access rules can be added in
+one place.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+import shapely
+
+from twin.errors import check_choice
+from twin.schema import GRID_LEVELS
+
+OPEN_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "reopened")
+CASE_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "evaluated", "closed", "rejected", "reopened")
+
+
+def _now(con: duckdb.DuckDBPyConnection) -> pd.Timestamp:
+    """The store's clock: ``meta.now`` when set (the demo's fixed day), else the wall clock."""
+    row = con.execute("SELECT value FROM meta WHERE key = 'now'").fetchone()
+    return pd.Timestamp(row[0]) if row else pd.Timestamp.now()
+
+
+def key_figures(con: duckdb.DuckDBPyConnection) -> dict:
+    """The district at a glance.
+
+    Returns
+    -------
+    dict
+        ``buildings``, ``residents``, ``households``, ``open_cases`` (by
+        status), ``overdue_cases``, ``cameras`` and ``cameras_online``.
+    """
+    placeholders = ", ".join("?" for _ in OPEN_STATUSES)
+    buildings, = con.execute("SELECT count(*) FROM buildings").fetchone()
+    residents, households = con.execute("SELECT count(*), count(DISTINCT household_id) FROM residents").fetchone()
+    by_status = dict(con.execute(
+        f"SELECT status, count(*) FROM cases WHERE status IN ({placeholders}) GROUP BY status",
+        list(OPEN_STATUSES)).fetchall())
+    overdue, = con.execute(
+        f"SELECT count(*) FROM cases WHERE status IN ({placeholders}) AND due_at < ?",
+        [*OPEN_STATUSES, _now(con)]).fetchone()
+    cameras, online = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'online') FROM cameras").fetchone()
+    return {"buildings": buildings, "residents": residents, "households": households,
+            "open_cases": {s: by_status.get(s, 0) for s in OPEN_STATUSES},
+            "overdue_cases": overdue, "cameras": cameras, "cameras_online": online}
+
+
+def grid_tree(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Grids in force with the ancestor at each level.
+
+    Returns
+    -------
+    DataFrame
+        One row per grid: ``grid_id``, ``name``, ``level``, ``parent_id`` and
+        one column per level above it (``street``, ``community``, ``grid``)
+        holding that ancestor's id.
+    """
+    grids = con.execute("SELECT grid_id, name, level, parent_id FROM grids WHERE valid_to IS NULL").df()
+    parent = dict(zip(grids["grid_id"], grids["parent_id"]))
+    level = dict(zip(grids["grid_id"], grids["level"]))
+    for lvl in GRID_LEVELS:
+        grids[lvl] = None
+    ancestor = grids["grid_id"].to_numpy(dtype=object)
+    for _ in GRID_LEVELS:  # walk up at most the number of levels
+        lv = np.array([level.get(a) for a in ancestor], dtype=object)
+        for lvl in GRID_LEVELS:
+            hit = lv == lvl
+            grids.loc[hit, lvl] = ancestor[hit]
+        ancestor = np.array([parent.get(a) for a in ancestor], dtype=object)
+    return grids
+
+
+def grid_table(con: duckdb.DuckDBPyConnection, *, level: str = "grid") -> pd.DataFrame:
+    """Figures per grid at one level, for the leader's table.
+
+    Parameters
+    ----------
+    level : {'street', 'community', 'grid', 'micro'}
+
+    Returns
+    -------
+    DataFrame
+        ``grid_id``, ``name``, ``buildings``, ``residents``, ``households``,
+        ``open_cases``, ``cameras``, one row per grid of that level.
+    """
+    check_choice("level", level, GRID_LEVELS)
+    tree = grid_tree(con)
+    micro_to = tree[tree["level"] == "micro"][["grid_id", level]].rename(columns={"grid_id": "micro"})
+    placeholders = ", ".join("?" for _ in OPEN_STATUSES)
+    per_micro = con.execute(f"""
+        WITH b AS (SELECT grid_id, count(*) AS buildings FROM buildings GROUP BY grid_id),
+             r AS (SELECT bl.grid_id, count(*) AS residents, count(DISTINCT r.household_id) AS households
+                   FROM residents r JOIN buildings bl USING (building_id) GROUP BY bl.grid_id),
+             c AS (SELECT grid_id, count(*) AS open_cases FROM cases WHERE status IN ({placeholders})
+                   GROUP BY grid_id),
+             k AS (SELECT grid_id, count(*) AS cameras FROM cameras GROUP BY grid_id)
+        SELECT g.grid_id AS micro, coalesce(b.buildings, 0) AS buildings, coalesce(r.residents, 0) AS residents,
+               coalesce(r.households, 0) AS households, coalesce(c.open_cases, 0) AS open_cases,
+               coalesce(k.cameras, 0) AS cameras
+        FROM grids g LEFT JOIN b USING (grid_id) LEFT JOIN r USING (grid_id) LEFT JOIN c USING (grid_id)
+             LEFT JOIN k USING (grid_id)
+        WHERE g.level = 'micro' AND g.valid_to IS NULL""", list(OPEN_STATUSES)).df()
+    figures = per_micro.merge(micro_to, on="micro").groupby(level)[
+        ["buildings", "residents", "households", "open_cases", "cameras"]].sum()
+    names = tree[tree["level"] == level][["grid_id", "name"]].set_index("grid_id")
+    out = names.join(figures).fillna(0).reset_index()
+    for c in ("buildings", "residents", "households", "open_cases", "cameras"):
+        out[c] = out[c].astype(int)
+    return out.sort_values("grid_id").reset_index(drop=True)
+
+
+def grid_boundaries(con: duckdb.DuckDBPyConnection, *, level: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Grids in force at one level and their boundaries (shapely, district CRS)."""
+    check_choice("level", level, GRID_LEVELS)
+    frame = con.execute("SELECT grid_id, name, parent_id, ST_AsWKB(boundary) AS wkb FROM grids "
+                        "WHERE level = ? AND valid_to IS NULL ORDER BY grid_id", [level]).df()
+    shapes = shapely.from_wkb(frame.pop("wkb").map(bytes).to_numpy()) if len(frame) else np.array([])
+    return frame, shapes
+
+
+def building_footprints(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every building's id, name, grid and height, and its footprint (shapely, district CRS)."""
+    frame = con.execute("SELECT building_id, name, grid_id, height, base_z, ST_AsWKB(footprint) AS wkb "
+                        "FROM buildings ORDER BY building_id").df()
+    shapes = shapely.from_wkb(frame.pop("wkb").map(bytes).to_numpy()) if len(frame) else np.array([])
+    return frame, shapes
