@@ -19,7 +19,7 @@ setup: $(BIN)/twin
 $(VENV)/.test-deps: $(BIN)/twin
 	$(BIN)/pip install --quiet -e '.[test]'
 	@if [ ! -x /usr/bin/chromium ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; \
 	  else echo "browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; fi
 	touch $@
 

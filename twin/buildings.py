@@ -79,3 +79,26 @@ def insert_meshes(con: duckdb.DuckDBPyConnection, building_id: np.ndarray, meshe
     })
     insert_frame(con, "meshes", frame, arrow_columns={"vertices": binary_column(meshes.vertices, v_off),
                                                       "triangles": binary_column(meshes.triangles, t_off)})
+
+
+def load_meshes(con: duckdb.DuckDBPyConnection, *, lod: str = "lod1") -> tuple[np.ndarray, MeshBatch]:
+    """Every building's mesh of one level of detail, in one flat batch.
+
+    Returns
+    -------
+    building_id : ndarray of str, shape (n,)
+    meshes : MeshBatch
+        Vertices relative to the district origin (from ``meta``).
+    """
+    meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    origin = (float(meta.get("origin_x", 0)), float(meta.get("origin_y", 0)), float(meta.get("origin_z", 0)))
+    table = con.execute("SELECT building_id, vertices, triangles, n_vertices, n_triangles FROM meshes "
+                        "WHERE lod = ? ORDER BY building_id", [lod]).arrow().read_all()
+    vertices = np.frombuffer(b"".join(table.column("vertices").to_pylist()), dtype="<f4").reshape(-1, 3)
+    triangles = np.frombuffer(b"".join(table.column("triangles").to_pylist()), dtype="<u4").reshape(-1, 3)
+    v_counts = table.column("n_vertices").to_numpy().astype(np.int64)
+    t_counts = table.column("n_triangles").to_numpy().astype(np.int64)
+    batch = MeshBatch(vertices=vertices, triangles=triangles,
+                      vertex_offsets=np.concatenate([[0], np.cumsum(v_counts)]),
+                      triangle_offsets=np.concatenate([[0], np.cumsum(t_counts)]), origin=origin)
+    return np.asarray(table.column("building_id").to_pylist(), dtype=object), batch

@@ -1,0 +1,49 @@
+"""The ``twin`` command line as a user runs it: JSON on stdout, progress on stderr, exit 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import BUBENEC, ROOT, file_digest
+
+
+def twin(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+def test_ingest_prints_one_json_object_and_progress_on_stderr(tmp_path):
+    db = tmp_path / "p.duckdb"
+    done = twin("ingest", "footprints", str(BUBENEC), "--db", str(db), "--default-height", "9", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["ok"] and summary["buildings"] == 144 and summary["inserted"] == 144
+    assert set(summary["timings_s"]) == {"transform", "clean", "mesh", "store"}
+    assert "stage" in done.stderr  # the progress bar
+
+
+def test_bad_input_exits_2_names_the_file_and_changes_nothing(tmp_path):
+    db = tmp_path / "p.duckdb"
+    assert twin("ingest", "footprints", str(BUBENEC), "--db", str(db), "--default-height", "9").returncode == 0
+    digest = file_digest(db)
+    done = twin("ingest", "footprints", str(BUBENEC), "--db", str(db), "--json")
+    assert done.returncode == 2
+    assert str(BUBENEC) in done.stderr and "--default-height" in done.stderr
+    assert json.loads(done.stdout) == {"ok": False, "error": json.loads(done.stdout)["error"],
+                                       "error_type": "InputError"}
+    missing = twin("ingest", "footprints", str(tmp_path / "nope.geojson"), "--db", str(db))
+    assert missing.returncode == 2 and "nope.geojson: no such file" in missing.stderr
+    assert file_digest(db) == digest
+
+
+def test_unknown_layer_and_format_are_explained(tmp_path):
+    db = tmp_path / "p.duckdb"
+    wrong_layer = twin("ingest", "footprints", str(BUBENEC), "--db", str(db), "--layer", "roofs", "--default-height", "9")
+    assert wrong_layer.returncode == 2 and "roofs" in wrong_layer.stderr
+    text = tmp_path / "b.csv"
+    text.write_text("a,b\n")
+    wrong_format = twin("ingest", "footprints", str(text), "--db", str(db))
+    assert wrong_format.returncode == 2 and ".geojson" in wrong_format.stderr
+    assert not db.exists()
