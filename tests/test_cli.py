@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import BUBENEC, ROOT, file_digest
+from tests.conftest import BUBENEC, ROOT, file_digest
 
 
 def twin(*args: str) -> subprocess.CompletedProcess:

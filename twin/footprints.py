@@ -125,7 +125,7 @@ def prepare_footprints(
     buildings : GeoDataFrame
         Columns ``source_id``, ``name``, ``address``, ``height`` (m above
         ``base_z``), ``base_z`` (m), ``floors``, ``height_source`` and the
-        footprint ``geometry`` (valid Polygons, exterior counter-clockwise).
+        footprint ``geometry`` (valid Polygons).
     report : FootprintReport
     """
     if storey_height <= 0:
@@ -140,9 +140,10 @@ def prepare_footprints(
     name_col = _pick_column(features, None, NAME_CANDIDATES, what="name", where=where)
 
     n = len(features)
-    ids = _text_ids(features[id_col]) if id_col else pd.Series([None] * n, dtype="string")
-    row_ids = pd.Series([f"feature-{i + 1}" for i in range(n)], dtype="string")
-    ids = ids.where(ids.notna(), row_ids).reset_index(drop=True)
+    ids = (_text_ids(features[id_col]) if id_col else pd.Series([None] * n, dtype="string")).reset_index(drop=True)
+    if ids.isna().any():  # number the features without an id by their row
+        rows = pd.Series(np.arange(1, n + 1), dtype="string")
+        ids = ids.fillna("feature-" + rows)
     frame = pd.DataFrame({
         "source_id": ids,
         "name": features[name_col].astype("string").reset_index(drop=True) if name_col else pd.NA,
@@ -173,8 +174,9 @@ def prepare_footprints(
         geoms[invalid] = shapely.make_valid(geoms[invalid])
         for sid, why in zip(frame.source_id[invalid], reasons):
             report.repaired.append({"source_id": sid, "reason": f"invalid ring ({why}); repaired with make_valid"})
-    polys = np.full(n, None, dtype=object)
-    polys[usable] = _polygonal_part(geoms[usable])
+    polys = np.where(usable, geoms, None)
+    mixed = usable & (shapely.get_type_id(polys) != 3)  # multi-part or repaired into collections
+    polys[mixed] = _polygonal_part(polys[mixed])
     lost = usable & shapely.is_missing(polys)
     for sid in frame.source_id[lost]:
         report.skipped.append({"source_id": sid, "reason": "no polygon left after repair"})
@@ -212,8 +214,7 @@ def prepare_footprints(
     report.height_sources = {k: int(v) for k, v in frame["height_source"].value_counts().items()}
     out = gpd.GeoDataFrame(
         frame[["source_id", "name", "address", "height", "base_z", "floors", "height_source"]],
-        geometry=shapely.orient_polygons(shapely.remove_repeated_points(frame["geometry"].to_numpy()),
-                                         exterior_cw=False),
+        geometry=shapely.remove_repeated_points(frame["geometry"].to_numpy()),
         crs=features.crs)
     return out, report
 
@@ -250,6 +251,10 @@ def _merge_shared_ids(frame: pd.DataFrame, report: FootprintReport) -> pd.DataFr
 
 
 def _split_multipolygons(frame: pd.DataFrame, report: FootprintReport) -> pd.DataFrame:
+    is_multi = shapely.get_type_id(frame["geometry"].to_numpy()) != 3
+    if not is_multi.any():
+        return frame
+    single, frame = frame[~is_multi], frame[is_multi].reset_index(drop=True)
     geoms = frame["geometry"].to_numpy()
     parts, owner = shapely.get_parts(geoms, return_index=True)
     counts = np.bincount(owner, minlength=len(frame))
@@ -272,4 +277,4 @@ def _split_multipolygons(frame: pd.DataFrame, report: FootprintReport) -> pd.Dat
                                  "reason": f"MultiPolygon with {counts[i]} disjoint parts; "
                                            "each part is its own building"})
         out["source_id"] = derived
-    return out
+    return pd.concat([single, out], ignore_index=True)

@@ -62,23 +62,58 @@ class MeshBatch:
 
 
 def _ring_coordinates(polygons: np.ndarray):
-    """Open ring coordinates of oriented polygons.
+    """Open ring coordinates, exteriors counter-clockwise and holes clockwise.
 
-    Returns ``xy`` (R, 2) float64, ``ring_polygon`` (rings,), ``ring_start``
-    (rings,), ``ring_length`` (rings,) and ``ring_is_exterior`` (rings,).
+    Returns ``xy`` (R, 2) float64, ``ring_start`` and ``ring_length`` (rings,)
+    into ``xy``, ``ring_polygon`` (rings,) and ``poly_ring_offsets`` (n + 1,).
     """
-    polygons = shapely.orient_polygons(polygons, exterior_cw=False)
-    rings, ring_polygon = shapely.get_rings(polygons, return_index=True)
-    coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
-    closed_length = np.bincount(coord_ring, minlength=len(rings))
-    closed_start = np.concatenate([[0], np.cumsum(closed_length)[:-1]])
+    if len(polygons) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return np.zeros((0, 2)), empty, empty, empty, np.zeros(1, dtype=np.int64)
+    kind, coords, (ring_offsets, poly_ring_offsets) = shapely.to_ragged_array(polygons, include_z=False)
+    if kind != shapely.GeometryType.POLYGON:
+        raise ValueError(f"extrude_footprints needs Polygons, found {kind.name}")
+    closed_length = np.diff(ring_offsets)
     keep = np.ones(len(coords), dtype=bool)
-    keep[closed_start + closed_length - 1] = False  # drop the closing vertex
+    keep[ring_offsets[1:] - 1] = False  # drop each ring's closing vertex
+    xy = coords[keep]
     ring_length = closed_length - 1
-    ring_start = np.concatenate([[0], np.cumsum(ring_length)[:-1]])
-    first_of_polygon = np.ones(len(rings), dtype=bool)
-    first_of_polygon[1:] = ring_polygon[1:] != ring_polygon[:-1]
-    return coords[keep], ring_polygon, ring_start, ring_length, first_of_polygon
+    ring_start = ring_offsets[:-1] - np.arange(len(ring_length))
+    n_rings = len(ring_length)
+    ring_polygon = np.repeat(np.arange(len(polygons)), np.diff(poly_ring_offsets))
+    point_ring = np.repeat(np.arange(n_rings), ring_length)
+
+    # Signed ring areas (shoelace, relative to each ring's first vertex) decide which rings to reverse.
+    local = np.arange(len(xy)) - ring_start[point_ring]
+    nxt = np.arange(len(xy)) + 1
+    nxt[ring_start + ring_length - 1] = ring_start
+    rel = xy - xy[ring_start[point_ring]]
+    twice_area = np.add.reduceat(rel[:, 0] * rel[nxt, 1] - rel[nxt, 0] * rel[:, 1], ring_start)
+    exterior = np.zeros(n_rings, dtype=bool)
+    exterior[poly_ring_offsets[:-1]] = True
+    reverse = (twice_area < 0) == exterior
+    if reverse.any():
+        flip = reverse[point_ring]
+        perm = np.arange(len(xy))
+        perm[flip] = (ring_start + ring_length - 1)[point_ring[flip]] - local[flip]
+        xy = xy[perm]
+    return xy, ring_start, ring_length, ring_polygon, poly_ring_offsets
+
+
+def _convex_single_rings(xy: np.ndarray, ring_start: np.ndarray, ring_length: np.ndarray,
+                         ring_polygon: np.ndarray, n: int) -> np.ndarray:
+    """Which polygons are one counter-clockwise convex ring (no reflex vertex)."""
+    k = np.arange(len(xy))
+    nxt, prv = k + 1, k - 1
+    nxt[ring_start + ring_length - 1] = ring_start
+    prv[ring_start] = ring_start + ring_length - 1
+    a, b = xy[k] - xy[prv], xy[nxt] - xy[k]
+    turn = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    ring_convex = np.minimum.reduceat(turn, ring_start) >= -1e-9
+    single = np.bincount(ring_polygon, minlength=n) == 1
+    convex = np.zeros(n, dtype=bool)
+    convex[ring_polygon] = ring_convex
+    return single & convex
 
 
 def _fan_triangles(poly_start: np.ndarray, poly_length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,42 +163,42 @@ def extrude_footprints(polygons: np.ndarray, *, base_z: np.ndarray, height: np.n
     n = len(polygons)
     base_z = np.asarray(base_z, dtype=np.float64)
     top_z = base_z + np.asarray(height, dtype=np.float64)
-    xy, ring_polygon, ring_start, ring_length, first_ring = _ring_coordinates(polygons)
+    xy, ring_start, ring_length, ring_polygon, poly_ring_offsets = _ring_coordinates(polygons)
 
     # Per-polygon ring vertex ranges (rings of one polygon are contiguous).
     poly_length = np.bincount(ring_polygon, weights=ring_length, minlength=n).astype(np.int64)
-    poly_start = np.concatenate([[0], np.cumsum(poly_length)[:-1]])
-    rings_per_poly = np.bincount(ring_polygon, minlength=n)
+    poly_start = np.concatenate([[0], np.cumsum(poly_length)[:-1]]).astype(np.int64)
+    rings_per_poly = np.diff(poly_ring_offsets)
 
     # Roof triangles: a fan for convex footprints without holes, earcut otherwise.
-    area = shapely.area(polygons)
-    hull_area = shapely.area(shapely.convex_hull(polygons))
-    convex = (rings_per_poly == 1) & (hull_area - area <= _CONVEX_TOLERANCE * np.maximum(hull_area, 1.0))
+    convex = _convex_single_rings(xy, ring_start, ring_length, ring_polygon, n)
     fan_polys = np.flatnonzero(convex)
     fan_tri, fan_which = _fan_triangles(poly_start[fan_polys], poly_length[fan_polys])
     fan_which = fan_polys[fan_which]
     ear_polys = np.flatnonzero(~convex)
     ring_end_rel = (ring_start + ring_length - poly_start[ring_polygon]).astype(np.uint32)
-    first_ring_index = np.flatnonzero(first_ring)
-    ends = [ring_end_rel[first_ring_index[p]:first_ring_index[p] + rings_per_poly[p]] for p in ear_polys]
+    first = poly_ring_offsets[:-1]
+    ends = [ring_end_rel[first[p]:first[p] + rings_per_poly[p]] for p in ear_polys]
     ear_tri, ear_which = _earcut_triangles(xy, ear_polys, poly_start, poly_length, ends)
     if len(ear_polys):
         log.debug("earcut on %d of %d footprints; fan on the rest", len(ear_polys), n)
 
-    roof = np.concatenate([fan_tri, ear_tri])
+    roof = np.concatenate([fan_tri, ear_tri]).astype(np.int32)
     roof_which = np.concatenate([fan_which, ear_which])
+    del fan_tri, ear_tri
     # Make every roof triangle counter-clockwise seen from above.
     g = roof + poly_start[roof_which][:, None]
     a, b, c = xy[g[:, 0]], xy[g[:, 1]], xy[g[:, 2]]
     cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
     roof[cross < 0] = roof[cross < 0][:, [0, 2, 1]]
+    del g, a, b, c, cross
 
     # Vertices: each building's floor ring then its roof ring.
     vertex_offsets = np.concatenate([[0], np.cumsum(2 * poly_length)])
     point_poly = np.repeat(np.arange(n), poly_length)
     local = np.arange(len(xy)) - poly_start[point_poly]
     rel = xy - np.asarray(origin[:2])
-    verts = np.empty((2 * len(xy), 3), dtype=np.float64)
+    verts = np.empty((2 * len(xy), 3), dtype=np.float32)  # offsets from the origin: mm at 10 km
     floor_idx = vertex_offsets[point_poly] + local
     roof_idx = floor_idx + poly_length[point_poly]
     verts[floor_idx, :2] = rel
@@ -172,24 +207,26 @@ def extrude_footprints(polygons: np.ndarray, *, base_z: np.ndarray, height: np.n
     verts[roof_idx, 2] = top_z[point_poly] - origin[2]
 
     # Walls: two triangles per ring edge k -> k+1, outward for CCW shells and CW holes.
-    k = np.arange(len(xy))
-    nxt = k + 1
-    last = ring_start + ring_length - 1
-    nxt[last] = ring_start
-    fk, fn = local, local[nxt]
-    hk = poly_length[point_poly]
+    nxt = np.arange(1, len(xy) + 1)
+    nxt[ring_start + ring_length - 1] = ring_start
+    fk = local.astype(np.int32)
+    fn = fk[nxt]
+    hk = poly_length[point_poly].astype(np.int32)
     walls = np.concatenate([np.column_stack([fk, fn, fn + hk]), np.column_stack([fk, fn + hk, fk + hk])])
     wall_which = np.concatenate([point_poly, point_poly])
+    del nxt, fk, fn, hk
 
-    roof_tris = roof + poly_length[roof_which][:, None]  # roof ring follows the floor ring
+    roof_tris = roof + poly_length[roof_which][:, None].astype(np.int32)  # roof ring follows the floor ring
     floor_tris = roof[:, [0, 2, 1]]
     tris = np.concatenate([roof_tris, floor_tris, walls])
+    del roof_tris, floor_tris, walls
     which = np.concatenate([roof_which, roof_which, wall_which])
     order = np.argsort(which, kind="stable")
     tri_counts = np.bincount(which, minlength=n)
+    del which
     return MeshBatch(
-        vertices=verts.astype(np.float32),
-        triangles=tris[order].astype(np.uint32),
+        vertices=verts,
+        triangles=tris[order].view(np.uint32),
         vertex_offsets=vertex_offsets,
         triangle_offsets=np.concatenate([[0], np.cumsum(tri_counts)]),
         origin=tuple(float(o) for o in origin),

@@ -11,7 +11,7 @@ import pyproj
 import pytest
 import shapely
 
-from conftest import BUBENEC, LUJIAZUI, file_digest
+from tests.conftest import BUBENEC, LUJIAZUI, file_digest
 from ingest.footprints import ingest_footprints, read_footprints
 from twin.errors import CRSError, InputError
 from twin.store import Store, open_for_command

@@ -1,0 +1,146 @@
+"""Footprint ingest benchmark (``twin bench ingest --json``).
+
+In one run, on the full demo district's footprints written to a GeoParquet file:
+
+- ours: ``twin ingest footprints`` end to end (read, transform, clean, mesh,
+  write the store), and the mesh step alone;
+- baseline: a plain loop of ``trimesh.creation.extrude_polygon`` over the
+  same cleaned footprints (meshing only, no store);
+- scale: 1,000,000 footprints (the demo tiled) through the same command in a
+  child process, with its wall time and peak resident memory.
+
+Goals: at least 20x faster than the baseline; 1,000,000 footprints in at most
+60 s with a peak of at most 4 GB.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import shapely
+import trimesh
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from data.demo import generate_district  # noqa: E402
+from ingest.footprints import ingest_footprints, read_footprints  # noqa: E402
+from twin.footprints import prepare_footprints  # noqa: E402
+from twin.mesh import extrude_footprints  # noqa: E402
+from twin.store import open_for_command  # noqa: E402
+
+GOAL_SPEEDUP = 20.0
+GOAL_MILLION_S = 60.0
+GOAL_MILLION_PEAK_GB = 4.0
+
+
+def demo_footprints(path: Path) -> gpd.GeoDataFrame:
+    """The full demo district's footprints, as a file a user would ingest."""
+    buildings = generate_district(scale="full").buildings[["source_id", "height", "floors", "geometry"]]
+    buildings.to_parquet(path)
+    return buildings
+
+
+def tiled(buildings: gpd.GeoDataFrame, count: int) -> gpd.GeoDataFrame:
+    """``count`` footprints: copies of the district shifted on a square lattice."""
+    xmin, ymin, xmax, ymax = buildings.total_bounds
+    pitch = max(xmax - xmin, ymax - ymin) + 200.0
+    copies = int(np.ceil(count / len(buildings)))
+    side = int(np.ceil(np.sqrt(copies)))
+    parts = []
+    for k in range(copies):
+        dx, dy = (k % side - (side - 1) / 2) * pitch, (k // side - (side - 1) / 2) * pitch
+        moved = buildings.copy()
+        moved["geometry"] = shapely.transform(buildings.geometry.values, lambda xy, dx=dx, dy=dy: xy + [dx, dy])
+        moved["source_id"] = buildings["source_id"] + f"-t{k}"
+        parts.append(moved)
+    return gpd.GeoDataFrame(gpd.pd.concat(parts, ignore_index=True).head(count), crs=buildings.crs)
+
+
+def time_ours(path: Path, work: Path) -> dict:
+    started = time.perf_counter()
+    features = read_footprints(path)
+    with open_for_command(work / "ours.duckdb") as store:
+        summary = ingest_footprints(store, features, source="bench", where=str(path), id_attr="source_id")
+    return {"seconds": time.perf_counter() - started, "buildings": summary["buildings"],
+            "triangles": summary["triangles"], "stages_s": summary["timings_s"]}
+
+
+def time_baseline(footprints: gpd.GeoDataFrame) -> dict:
+    polygons, heights = footprints.geometry.values, footprints["height"].to_numpy()
+    started = time.perf_counter()
+    triangles = sum(len(trimesh.creation.extrude_polygon(p, h).faces) for p, h in zip(polygons, heights))
+    return {"seconds": time.perf_counter() - started, "buildings": len(polygons), "triangles": triangles}
+
+
+def time_mesh_only(footprints: gpd.GeoDataFrame) -> float:
+    started = time.perf_counter()
+    extrude_footprints(footprints.geometry.values, base_z=footprints["base_z"].to_numpy(),
+                       height=footprints["height"].to_numpy(), origin=(0.0, 0.0, 0.0))
+    return time.perf_counter() - started
+
+
+def time_million(buildings: gpd.GeoDataFrame, count: int, work: Path) -> dict:
+    path = work / "million.parquet"
+    tiled(buildings, count).to_parquet(path)
+    db = work / "million.duckdb"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "ingest", "footprints", str(path), "--db", str(db),
+                           "--id-attr", "source_id", "--json"], capture_output=True, text=True, cwd=ROOT)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"the {count:,}-footprint ingest failed: {done.stderr[-2000:]}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    summary = json.loads(done.stdout)
+    return {"footprints": count, "buildings": summary["buildings"], "seconds": seconds,
+            "peak_rss_gb": max(peak_kb, before) / 1024**2, "stages_s": summary["timings_s"],
+            "store_mb": db.stat().st_size / 1024**2}
+
+
+def run(*, db: str | None = None, quick: bool = False) -> dict:
+    """Run the benchmark; ``quick`` shrinks the scale test to 100,000 footprints."""
+    with tempfile.TemporaryDirectory(prefix="twin-bench-") as tmp:
+        work = Path(tmp)
+        path = work / "demo_footprints.parquet"
+        raw = demo_footprints(path)
+        cleaned, _ = prepare_footprints(raw, where="demo", id_attr="source_id", levels_attr="floors")
+        ours = time_ours(path, work)
+        mesh_s = time_mesh_only(cleaned)
+        baseline = time_baseline(cleaned)
+        million = time_million(raw, 100_000 if quick else 1_000_000, work)
+    speedup = baseline["seconds"] / ours["seconds"]
+    result = {
+        "benchmark": "ingest",
+        "buildings": ours["buildings"],
+        "ours_ingest_s": round(ours["seconds"], 3),
+        "ours_stages_s": ours["stages_s"],
+        "ours_mesh_only_s": round(mesh_s, 3),
+        "baseline_trimesh_extrude_loop_s": round(baseline["seconds"], 3),
+        "speedup_end_to_end": round(speedup, 1),
+        "speedup_mesh_only": round(baseline["seconds"] / mesh_s, 1),
+        "scale": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in million.items()},
+        "goals": {
+            "speedup_at_least": GOAL_SPEEDUP, "speedup_met": speedup >= GOAL_SPEEDUP,
+            "million_s_at_most": GOAL_MILLION_S, "million_peak_gb_at_most": GOAL_MILLION_PEAK_GB,
+            "million_met": (not quick and million["seconds"] <= GOAL_MILLION_S
+                            and million["peak_rss_gb"] <= GOAL_MILLION_PEAK_GB),
+        },
+    }
+    out = ROOT / "bench" / "out"
+    out.mkdir(exist_ok=True)
+    (out / "ingest.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
