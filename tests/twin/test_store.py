@@ -1,0 +1,71 @@
+"""The store contract: tables, columns, indexes, schema version, offline spatial extension, transactions."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from twin.errors import StoreError
+from twin.schema import SCHEMA_VERSION
+from twin.store import Store, open_for_command, spatial_extension_path
+
+CONTRACT = {
+    "meta": {"key", "value"},
+    "buildings": {"building_id", "source", "source_id", "name", "address", "footprint", "height", "base_z",
+                  "floors", "height_source", "grid_id"},
+    "meshes": {"mesh_id", "building_id", "lod", "vertices", "triangles", "element_ids", "bbox_xmin", "bbox_ymin",
+               "bbox_zmin", "bbox_xmax", "bbox_ymax", "bbox_zmax"},
+    "grids": {"grid_id", "parent_id", "level", "name", "boundary", "version", "valid_from", "valid_to"},
+    "residents": {"resident_id", "household_id", "building_id", "unit", "room", "name", "id_number", "phone",
+                  "birth_date", "tags"},
+    "cases": {"case_id", "category", "subcategory", "source", "status", "location", "building_id", "grid_id",
+              "camera_id", "reported_at", "updated_at", "due_at"},
+    "case_events": {"case_id", "at", "from_status", "to_status", "actor", "note"},
+    "cameras": {"camera_id", "name", "position", "z", "heading_deg", "pitch_deg", "fov_deg", "range_m",
+                "stream_url", "status", "grid_id", "building_id"},
+}
+GEOMETRY = {("buildings", "footprint"), ("grids", "boundary"), ("cases", "location"), ("cameras", "position")}
+
+
+def test_a_new_store_has_the_contract_tables_and_indexes(tmp_path):
+    with Store(tmp_path / "s.duckdb", create=True) as store:
+        columns = store.con.execute("SELECT table_name, column_name, data_type FROM information_schema.columns").fetchall()
+        found: dict[str, set] = {}
+        for table, column, _ in columns:
+            found.setdefault(table, set()).add(column)
+        for table, wanted in CONTRACT.items():
+            assert wanted <= found[table], (table, wanted - found[table])
+        types = {(t, c): d for t, c, d in columns}
+        assert all(types[key] == "GEOMETRY" for key in GEOMETRY)
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION)
+        indexes = {r[0] for r in store.con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()}
+        assert {"residents_building", "cases_building", "buildings_grid", "grids_boundary"} <= indexes
+
+
+def test_the_spatial_extension_comes_from_the_pinned_wheel():
+    path = spatial_extension_path()
+    assert path.exists() and f"v{duckdb.__version__}" in str(path)
+
+
+def test_a_missing_store_and_a_foreign_file_are_clear_errors(tmp_path):
+    with pytest.raises(StoreError, match="no such store.*twin demo"):
+        Store(tmp_path / "missing.duckdb")
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).execute("CREATE TABLE t (x INT)").close()
+    with pytest.raises(StoreError, match="not a district store"):
+        Store(other)
+
+
+def test_a_failed_command_rolls_back_and_removes_a_store_it_created(tmp_path):
+    path = tmp_path / "new.duckdb"
+    with pytest.raises(RuntimeError), open_for_command(path) as store:
+        store.set_meta(crs="EPSG:4547")
+        raise RuntimeError("boom")
+    assert not path.exists()
+    with open_for_command(path) as store:
+        store.set_meta(district_name="x")
+    with pytest.raises(RuntimeError), open_for_command(path) as store:
+        store.set_meta(district_name="y")
+        raise RuntimeError("boom")
+    with Store(path, read_only=True) as store:
+        assert store.meta()["district_name"] == "x"
