@@ -2,8 +2,9 @@
 
 In one run, on the full demo district's footprints written to a GeoParquet file:
 
-- ours: ``twin ingest footprints`` end to end (read, transform, clean, mesh,
-  write the store), and the mesh step alone;
+- ours: the footprint ingest (read the file, transform, clean, mesh, write
+  the store) into a new store, with the store's opening (DuckDB loading its
+  spatial extension, a fixed 0.2-0.3 s) reported apart, and the mesh step alone;
 - baseline: a plain loop of ``trimesh.creation.extrude_polygon`` over the
   same cleaned footprints (meshing only, no store);
 - scale: 1,000,000 footprints (the demo tiled) through the same command in a
@@ -67,12 +68,16 @@ def tiled(buildings: gpd.GeoDataFrame, count: int) -> gpd.GeoDataFrame:
 
 
 def time_ours(path: Path, work: Path) -> dict:
+    """Ingest into a new store; the store's opening (which loads the spatial extension) is timed apart."""
     started = time.perf_counter()
-    features = read_footprints(path)
     with open_for_command(work / "ours.duckdb") as store:
-        summary = ingest_footprints(store, features, source="bench", where=str(path), id_attr="source_id")
-    return {"seconds": time.perf_counter() - started, "buildings": summary["buildings"],
-            "triangles": summary["triangles"], "stages_s": summary["timings_s"]}
+        opened = time.perf_counter()
+        features = read_footprints(path)
+        summary = ingest_footprints(store, features, source="bench", where=str(path), id_attr="source_id",
+                                    crs="EPSG:4547")
+        ingested = time.perf_counter()
+    return {"seconds": time.perf_counter() - started, "open_s": opened - started, "ingest_s": ingested - opened,
+            "buildings": summary["buildings"], "triangles": summary["triangles"], "stages_s": summary["timings_s"]}
 
 
 def time_baseline(footprints: gpd.GeoDataFrame) -> dict:
@@ -96,7 +101,7 @@ def time_million(buildings: gpd.GeoDataFrame, count: int, work: Path) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
     done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "ingest", "footprints", str(path), "--db", str(db),
-                           "--id-attr", "source_id", "--json"], capture_output=True, text=True, cwd=ROOT)
+                           "--id-attr", "source_id", "--crs", "EPSG:4547", "--json"], capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"the {count:,}-footprint ingest failed: {done.stderr[-2000:]}")
@@ -118,15 +123,18 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
         mesh_s = time_mesh_only(cleaned)
         baseline = time_baseline(cleaned)
         million = time_million(raw, 100_000 if quick else 1_000_000, work)
-    speedup = baseline["seconds"] / ours["seconds"]
+    speedup = baseline["seconds"] / ours["ingest_s"]
     result = {
         "benchmark": "ingest",
         "buildings": ours["buildings"],
-        "ours_ingest_s": round(ours["seconds"], 3),
+        "ours_command_s": round(ours["seconds"], 3),
+        "ours_store_open_s": round(ours["open_s"], 3),
+        "ours_ingest_s": round(ours["ingest_s"], 3),
         "ours_stages_s": ours["stages_s"],
         "ours_mesh_only_s": round(mesh_s, 3),
         "baseline_trimesh_extrude_loop_s": round(baseline["seconds"], 3),
-        "speedup_end_to_end": round(speedup, 1),
+        "speedup_ingest": round(speedup, 1),
+        "speedup_whole_command": round(baseline["seconds"] / ours["seconds"], 1),
         "speedup_mesh_only": round(baseline["seconds"] / mesh_s, 1),
         "scale": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in million.items()},
         "goals": {

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from data.demo import DemoDistrict, generate_district, level_counts
+from data.demo import DEMO_NOW, DemoDistrict, generate_district, level_counts
 from twin.buildings import building_ids, upsert_buildings
 from twin.crs import District
 from twin.errors import InputError
@@ -85,7 +85,8 @@ def write_district(store: Store, demo: DemoDistrict, *, lap: Callable[[str], Non
     bounds = demo.grids.total_bounds
     store.set_district(District(crs=DEMO_CRS, origin=(float(np.round((bounds[0] + bounds[2]) / 2)),
                                                       float(np.round((bounds[1] + bounds[3]) / 2)), 0.0)))
-    store.set_meta(district_name="郑东新区 (demo)", demo_scale=scale, demo_seed=seed)
+    # The demo's cases are dated around a fixed day, so its clock ("now") is fixed too.
+    store.set_meta(district_name="郑东新区 (demo)", demo_scale=scale, demo_seed=seed, now=DEMO_NOW.isoformat())
 
     grids = demo.grids
     insert_frame(con, "grids", pd.DataFrame({
