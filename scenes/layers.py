@@ -1,0 +1,210 @@
+"""Layer buffers for the 3D view: numpy arrays packed as little-endian bytes.
+
+Positions are float32 offsets from the district origin, never absolute
+projected coordinates (float32 at 3.8e6 m resolves only 0.25 m).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pandas as pd
+import shapely
+
+from scenes.colours import CATEGORICAL, SEQUENTIAL, neighbour_distinct_classes, sequential
+from twin.buildings import load_meshes
+from twin.errors import check_choice
+from twin.queries import OPEN_STATUSES, CASE_STATUSES, grid_boundaries
+
+BUILDING_MAGIC = 0x31425754  # "TWB1"
+COLOUR_MEASURES = ("grid", "open_cases", "population", "height")
+MEASURE_TITLES = {"grid": "Micro-grid", "open_cases": "Open cases", "population": "Residents", "height": "Height (m)"}
+
+
+def _pack(*arrays: np.ndarray) -> bytes:
+    """Concatenate arrays as little-endian bytes, each padded to 4 bytes."""
+    out = []
+    for a in arrays:
+        raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+        out.append(raw + b"\0" * (-len(raw) % 4))
+    return b"".join(out)
+
+
+@dataclass(frozen=True)
+class BuildingLayer:
+    """What the browser needs to draw and identify every building.
+
+    Attributes
+    ----------
+    building_id : ndarray of str, shape (n,)
+        Index ``i`` in every per-building array is this building.
+    centre : ndarray, shape (n, 3), float64
+        A point inside each footprint at its roof, relative to the origin (m).
+    radius : ndarray, shape (n,)
+        Half the footprint's diagonal (m), for "fly to".
+    grid_id : ndarray of str, shape (n,)
+    height : ndarray, shape (n,)
+    payload : bytes
+        The binary geometry buffer (see ``view3d.js``'s ``parseBuildings``).
+    """
+
+    building_id: np.ndarray
+    centre: np.ndarray
+    radius: np.ndarray
+    grid_id: np.ndarray
+    height: np.ndarray
+    origin: tuple[float, float, float]
+    payload: bytes
+
+    def index_of(self, building_id: str) -> int:
+        hits = np.flatnonzero(self.building_id == building_id)
+        return int(hits[0]) if len(hits) else -1
+
+
+def building_layer(con: duckdb.DuckDBPyConnection) -> BuildingLayer:
+    """Pack every building's footprint rings, heights and roof triangles.
+
+    The LOD1 mesh of each building holds its floor ring, then its roof ring
+    (oriented: shells counter-clockwise, holes clockwise), and its roof
+    triangles first; the browser makes floors and walls from those.
+    """
+    ids, meshes = load_meshes(con)
+    info = con.execute("SELECT building_id, grid_id, height, base_z, label_x, label_y, "
+                       "ST_AsWKB(footprint) AS wkb FROM buildings ORDER BY building_id").df()
+    if not np.array_equal(info["building_id"].to_numpy(dtype=object), ids):
+        raise RuntimeError("buildings and meshes disagree; rebuild the LOD1 meshes")
+    footprints = shapely.from_wkb(info["wkb"].map(bytes).to_numpy())
+    _, _, (ring_offsets, poly_offsets) = shapely.to_ragged_array(footprints)
+    ring_length = np.diff(ring_offsets) - 1
+    rings_per = np.diff(poly_offsets)
+    n_points = np.diff(meshes.vertex_offsets) // 2
+    # Roof triangles come first in each building and use only roof-ring vertices.
+    tri = meshes.triangles.astype(np.int64)
+    owner = meshes.triangle_building
+    on_roof = (tri >= n_points[owner][:, None]).all(axis=1)
+    normal_z = _triangle_normal_z(meshes.vertices, tri, meshes.vertex_offsets[:-1][owner])
+    roof = on_roof & (normal_z > 0)
+    roof_per = np.bincount(owner[roof], minlength=len(ids))
+    roof_local = tri[roof] - n_points[owner[roof]][:, None]
+    v = meshes.vertices
+    starts = meshes.vertex_offsets[:-1]
+    vertex_building = np.repeat(np.arange(len(ids)), 2 * n_points)
+    floor_mask = np.arange(len(v)) - starts[vertex_building] < n_points[vertex_building]
+    xy = v[floor_mask][:, :2]
+    base = v[starts, 2] if len(ids) else np.zeros(0, np.float32)
+    top = v[starts + n_points, 2] if len(ids) else np.zeros(0, np.float32)
+    big = max(int(ring_length.max(initial=0)), int(roof_local.max(initial=0)), int(rings_per.max(initial=0)),
+              int(roof_per.max(initial=0)))
+    index = np.uint16 if big < 2**16 else np.uint32
+    header = np.array([BUILDING_MAGIC, len(ids), len(ring_length), len(xy), len(roof_local), np.dtype(index).itemsize,
+                       0, 0], dtype=np.uint32)
+    payload = _pack(header, rings_per.astype(index), ring_length.astype(index), roof_per.astype(index),
+                    base.astype(np.float32), top.astype(np.float32), xy.astype(np.float32),
+                    roof_local.astype(index))
+    origin = meshes.origin
+    bounds = shapely.bounds(footprints)
+    centre = np.column_stack([info["label_x"] - origin[0], info["label_y"] - origin[1], info["base_z"] + info["height"]])
+    radius = 0.5 * np.hypot(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
+    return BuildingLayer(building_id=ids, centre=centre, radius=radius,
+                         grid_id=info["grid_id"].to_numpy(dtype=object), height=info["height"].to_numpy(),
+                         origin=origin, payload=payload)
+
+
+def _triangle_normal_z(vertices: np.ndarray, tri: np.ndarray, base: np.ndarray) -> np.ndarray:
+    g = tri + base[:, None]
+    a, b, c = (vertices[g[:, k], :2].astype(np.float64) for k in range(3))
+    return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+
+
+def _hex_rgb(colours: list[str]) -> np.ndarray:
+    return np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in colours], dtype=np.uint8)
+
+
+def building_colours(con: duckdb.DuckDBPyConnection, layer: BuildingLayer, *, measure: str) -> tuple[bytes, dict]:
+    """Per-building RGB (n x 3 uint8) for a measure, and its legend.
+
+    Parameters
+    ----------
+    measure : {'grid', 'open_cases', 'population', 'height'}
+    """
+    check_choice("measure", measure, COLOUR_MEASURES)
+    n = len(layer.building_id)
+    if measure == "grid":
+        micro, shapes = grid_boundaries(con, level="micro")
+        classes = dict(zip(micro["grid_id"], neighbour_distinct_classes(shapes)))
+        idx = np.array([classes.get(g, -1) for g in layer.grid_id], dtype=np.int64)
+        palette = _hex_rgb(list(CATEGORICAL) + ["#8fa3bf"])
+        rgb = palette[idx]  # -1 picks the last, grey: outside every grid
+        legend = {"title": "Micro-grid", "items": [[CATEGORICAL[0], "neighbouring micro-grids"],
+                                                   [CATEGORICAL[1], "differ in colour"],
+                                                   ["#8fa3bf", "outside any grid"]]}
+        return rgb.tobytes(), legend
+    values = _measure_values(con, layer, measure)
+    idx, top = sequential(values)
+    rgb = _hex_rgb(list(SEQUENTIAL))[idx]
+    steps = np.linspace(0, top, len(SEQUENTIAL))
+    legend = {"title": MEASURE_TITLES[measure],
+              "items": [[SEQUENTIAL[i], f"{steps[i]:,.0f}" + (" +" if i == len(SEQUENTIAL) - 1 else "")]
+                        for i in range(0, len(SEQUENTIAL), 2)]}
+    assert rgb.shape == (n, 3)
+    return rgb.tobytes(), legend
+
+
+def _measure_values(con: duckdb.DuckDBPyConnection, layer: BuildingLayer, measure: str) -> np.ndarray:
+    if measure == "height":
+        return layer.height
+    if measure == "population":
+        counts = con.execute("SELECT building_id, count(*) FROM residents GROUP BY building_id").df()
+    else:
+        placeholders = ", ".join("?" for _ in OPEN_STATUSES)
+        counts = con.execute(f"SELECT building_id, count(*) FROM cases WHERE status IN ({placeholders}) "
+                             "GROUP BY building_id", list(OPEN_STATUSES)).df()
+    series = pd.Series(counts.iloc[:, 1].to_numpy(), index=counts.iloc[:, 0].to_numpy())
+    return series.reindex(layer.building_id).fillna(0).to_numpy(dtype=np.float64)
+
+
+def grid_segments(shapes: np.ndarray, origin: tuple[float, float, float]) -> bytes:
+    """Boundary edges of polygons as float32 segment end points (x0, y0, x1, y1 ...), relative to the origin."""
+    if len(shapes) == 0:
+        return b""
+    rings = shapely.get_rings(shapes)
+    coords, ring = shapely.get_coordinates(rings, return_index=True)
+    same = ring[1:] == ring[:-1]
+    seg = np.concatenate([coords[:-1][same], coords[1:][same]], axis=1) - np.array(origin[:2] * 2)
+    return seg.astype("<f4").tobytes()
+
+
+def grid_labels(frame: pd.DataFrame, shapes: np.ndarray, origin: tuple[float, float, float], *,
+                limit: int = 500) -> list[list]:
+    """``[name, x, y]`` at a point inside each grid (relative to the origin); none above ``limit``."""
+    if len(shapes) == 0 or len(shapes) > limit:
+        return []
+    pts = shapely.get_coordinates(shapely.point_on_surface(shapes)) - np.array(origin[:2])
+    return [[str(name), float(x), float(y)] for name, (x, y) in zip(frame["name"], pts)]
+
+
+def case_markers(cases: pd.DataFrame, layer: BuildingLayer) -> bytes:
+    """Float32 records (x, y, z, status index) per case; on the roof of its building, else on the ground.
+
+    ``cases`` has ``x``, ``y`` (district CRS), ``building_id`` and ``status``.
+    """
+    if len(cases) == 0:
+        return b""
+    height = pd.Series(layer.centre[:, 2], index=layer.building_id)
+    z = height.reindex(cases["building_id"].to_numpy()).fillna(0.0).to_numpy()
+    status = pd.Categorical(cases["status"], categories=CASE_STATUSES).codes.clip(0)
+    rec = np.column_stack([cases["x"] - layer.origin[0], cases["y"] - layer.origin[1], z, status])
+    return rec.astype("<f4").tobytes()
+
+
+def camera_records(cameras: pd.DataFrame, origin: tuple[float, float, float]) -> bytes:
+    """Float32 records (x, y, z, heading, pitch, fov, range, online) per camera, relative to the origin."""
+    if len(cameras) == 0:
+        return b""
+    rec = np.column_stack([cameras["x"] - origin[0], cameras["y"] - origin[1], cameras["z"].fillna(4.0),
+                           cameras["heading_deg"].fillna(0), cameras["pitch_deg"].fillna(-20),
+                           cameras["fov_deg"].fillna(60), cameras["range_m"].fillna(40),
+                           (cameras["status"] == "online").astype(float)])
+    return rec.astype("<f4").tobytes()

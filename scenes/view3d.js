@@ -1,0 +1,536 @@
+// The district in 3D, drawn with the vtk.js that Panel bundles (global `vtk`).
+// Geometry arrives once as binary; colours, highlight and overlays arrive as
+// small arrays and are applied without touching the geometry.
+
+const MAGIC = 0x31425754; // "TWB1"
+const BACKGROUND = [0.059, 0.09, 0.141];
+const HIGHLIGHT = [255, 196, 0];
+const STATUS_COLOURS = [[239, 68, 68], [249, 115, 22], [234, 179, 8], [34, 197, 94], [56, 189, 248],
+                        [148, 163, 184], [100, 116, 139], [217, 70, 239]];
+
+function asArrayBuffer(data) {
+  if (!data) return null;
+  if (data instanceof ArrayBuffer) return data;
+  if (ArrayBuffer.isView(data)) return data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
+  if (typeof data === "string") { // base64 fallback
+    const bin = atob(data); const out = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out.buffer;
+  }
+  return null;
+}
+
+function reader(ab, offset) {
+  let off = offset;
+  return function take(Type, count) {
+    const a = new Type(ab, off, count);
+    off += Math.ceil((count * Type.BYTES_PER_ELEMENT) / 4) * 4;
+    return a;
+  };
+}
+
+// Buildings: footprint rings (float32 x, y relative to the origin), floor and
+// top heights, and roof triangles; walls are made here from the rings.
+function parseBuildings(ab) {
+  const head = new Uint32Array(ab, 0, 8);
+  if (head[0] !== MAGIC) throw new Error("not a building buffer");
+  const [, nb, nrings, npts, nroof, indexBytes] = head;
+  const take = reader(ab, 32);
+  const Index = indexBytes === 2 ? Uint16Array : Uint32Array;
+  const ringsPer = take(Index, nb), ringLen = take(Index, nrings), roofPer = take(Index, nb);
+  const base = take(Float32Array, nb), top = take(Float32Array, nb);
+  const xy = take(Float32Array, npts * 2), roof = take(Index, nroof * 3);
+  const points = new Float32Array(npts * 2 * 3);
+  let ncells = 0;
+  for (let b = 0; b < nb; b++) ncells += 2 * roofPer[b];
+  ncells += 2 * npts;
+  const cells = new Uint32Array(ncells * 4);
+  const cellBuilding = new Uint32Array(ncells);
+  const bbox = new Float32Array(nb * 6);
+  let p0 = 0, r0 = 0, t0 = 0, c = 0, ci = 0;
+  for (let b = 0; b < nb; b++) {
+    let np = 0;
+    for (let r = 0; r < ringsPer[b]; r++) np += ringLen[r0 + r];
+    const v0 = 2 * p0;
+    let xmin = Infinity, ymin = Infinity, xmax = -Infinity, ymax = -Infinity;
+    for (let k = 0; k < np; k++) {
+      const x = xy[2 * (p0 + k)], y = xy[2 * (p0 + k) + 1];
+      const f = 3 * (v0 + k), t = 3 * (v0 + np + k);
+      points[f] = x; points[f + 1] = y; points[f + 2] = base[b];
+      points[t] = x; points[t + 1] = y; points[t + 2] = top[b];
+      if (x < xmin) xmin = x; if (x > xmax) xmax = x; if (y < ymin) ymin = y; if (y > ymax) ymax = y;
+    }
+    bbox.set([xmin, ymin, base[b], xmax, ymax, top[b]], 6 * b);
+    for (let t = 0; t < roofPer[b]; t++) { // roof, then the floor reversed
+      const a = roof[3 * (t0 + t)], bb = roof[3 * (t0 + t) + 1], cc = roof[3 * (t0 + t) + 2];
+      cells.set([3, v0 + np + a, v0 + np + bb, v0 + np + cc], ci); ci += 4; cellBuilding[c++] = b;
+      cells.set([3, v0 + a, v0 + cc, v0 + bb], ci); ci += 4; cellBuilding[c++] = b;
+    }
+    let start = 0;
+    for (let r = 0; r < ringsPer[b]; r++) { // walls: outward for CCW shells and CW holes
+      const n = ringLen[r0 + r];
+      for (let k = 0; k < n; k++) {
+        const fk = v0 + start + k, fn = v0 + start + ((k + 1) % n);
+        cells.set([3, fk, fn, fn + np], ci); ci += 4; cellBuilding[c++] = b;
+        cells.set([3, fk, fn + np, fk + np], ci); ci += 4; cellBuilding[c++] = b;
+      }
+      start += n;
+    }
+    p0 += np; r0 += ringsPer[b]; t0 += roofPer[b];
+  }
+  return { nb, points, cells, cellBuilding, bbox };
+}
+
+function floatBuffer(data) {
+  const ab = asArrayBuffer(data);
+  return ab && ab.byteLength ? new Float32Array(ab) : new Float32Array(0);
+}
+
+export function render({ model, el }) {
+  const vtk = window.vtk;
+  const container = document.createElement("div");
+  container.className = "twin-view";
+  container.style.cssText = "position:relative;width:100%;height:100%;min-height:300px;overflow:hidden;";
+  el.appendChild(container);
+  if (!vtk) {
+    container.textContent = "The 3D view needs vtk.js, which did not load.";
+    return;
+  }
+  const { vtkGenericRenderWindow } = vtk.Rendering.Misc;
+  const { vtkActor, vtkMapper, vtkLight } = vtk.Rendering.Core;
+  const { vtkPolyData } = vtk.Common.DataModel;
+  const { vtkDataArray } = vtk.Common.Core;
+  const FieldAssociations = vtk.Common.DataModel.vtkDataSet.FieldAssociations;
+
+  const grw = vtkGenericRenderWindow.newInstance({ background: BACKGROUND, listenWindowResize: false });
+  const canvasHolder = document.createElement("div");
+  canvasHolder.style.cssText = "position:absolute;inset:0;";
+  container.appendChild(canvasHolder);
+  grw.setContainer(canvasHolder);
+  const renderer = grw.getRenderer();
+  const renderWindow = grw.getRenderWindow();
+  const glWindow = grw.getApiSpecificRenderWindow();
+  const interactor = grw.getInteractor();
+
+  // Map-like navigation: left drag orbits around world-up, right or shift drag pans, wheel zooms.
+  const M = vtk.Interaction.Manipulators;
+  const style = vtk.Interaction.Style.vtkInteractorStyleManipulator.newInstance();
+  const rotate = M.vtkMouseCameraTrackballRotateManipulator.newInstance({ button: 1 });
+  rotate.setUseWorldUpVec(true); rotate.setWorldUpVec(0, 0, 1);
+  style.addMouseManipulator(rotate);
+  style.addMouseManipulator(M.vtkMouseCameraTrackballPanManipulator.newInstance({ button: 3 }));
+  style.addMouseManipulator(M.vtkMouseCameraTrackballPanManipulator.newInstance({ button: 1, shift: true }));
+  style.addMouseManipulator(M.vtkMouseCameraTrackballZoomManipulator.newInstance({ button: 2 }));
+  style.addMouseManipulator(M.vtkMouseCameraTrackballZoomManipulator.newInstance({ scrollEnabled: true, dragEnabled: false }));
+  interactor.setInteractorStyle(style);
+
+  // Light from above plus a weaker headlight, so roofs and walls read apart.
+  renderer.setAutomaticLightCreation(false);
+  renderer.removeAllLights();
+  const sun = vtkLight.newInstance({ intensity: 0.75 });
+  sun.setLightTypeToSceneLight(); sun.setPositional(false);
+  sun.setPosition(0.35, -0.55, 1.0); sun.setFocalPoint(0, 0, 0);
+  const head = vtkLight.newInstance({ intensity: 0.45 });
+  head.setLightTypeToHeadLight();
+  renderer.addLight(sun); renderer.addLight(head);
+
+  function makeActor(pickable = true) {
+    const polydata = vtkPolyData.newInstance();
+    const mapper = vtkMapper.newInstance();
+    mapper.setInputData(polydata);
+    const actor = vtkActor.newInstance();
+    actor.setMapper(mapper);
+    actor.setPickable(pickable);
+    renderer.addActor(actor);
+    return { polydata, mapper, actor };
+  }
+
+  const state = { layer: null, colours: null, selected: -1, hiddenGrid: null, bounds: null,
+                  clickSeq: 0, firstFrame: false, labels: [], caseCount: 0, cameraCount: 0 };
+  const ground = makeActor(false);
+  const buildings = makeActor(true);
+  const gridLines = makeActor(false);
+  const gridHighlight = makeActor(false);
+  const cases = makeActor(true);
+  const cameras = makeActor(true);
+  const cones = makeActor(false);
+  buildings.actor.getProperty().setInterpolationToFlat();
+  buildings.actor.getProperty().setAmbient(0.25);
+  buildings.actor.getProperty().setDiffuse(0.8);
+  buildings.mapper.setScalarModeToUseCellData();
+  buildings.mapper.setColorModeToDirectScalars();
+  ground.actor.getProperty().setColor(0.105, 0.165, 0.286);
+  ground.actor.getProperty().setLighting(false);
+  gridLines.actor.getProperty().setColor(0.9, 0.93, 0.97);
+  gridLines.actor.getProperty().setLineWidth(1.5);
+  gridLines.actor.getProperty().setLighting(false);
+  gridHighlight.actor.getProperty().setColor(0.22, 0.74, 0.97);
+  gridHighlight.actor.getProperty().setLineWidth(4);
+  gridHighlight.actor.getProperty().setLighting(false);
+  for (const layer of [cases, cameras]) {
+    layer.mapper.setScalarModeToUseCellData();
+    layer.mapper.setColorModeToDirectScalars();
+  }
+  cones.actor.getProperty().setColor(0.22, 0.74, 0.97);
+  cones.actor.getProperty().setOpacity(0.55);
+  cones.actor.getProperty().setLighting(false);
+
+  // Overlay elements: tooltip, legend, labels, navigation buttons.
+  const overlay = document.createElement("div");
+  overlay.style.cssText = "position:absolute;inset:0;pointer-events:none;font:12px sans-serif;color:#e6edf7;";
+  container.appendChild(overlay);
+  const labelLayer = document.createElement("div");
+  overlay.appendChild(labelLayer);
+  const tooltip = document.createElement("div");
+  tooltip.className = "twin-tooltip";
+  tooltip.style.cssText = "position:absolute;display:none;background:rgba(15,23,36,.92);border:1px solid #38bdf8;" +
+    "padding:4px 8px;border-radius:4px;white-space:nowrap;";
+  overlay.appendChild(tooltip);
+  const legend = document.createElement("div");
+  legend.className = "twin-legend";
+  legend.style.cssText = "position:absolute;left:10px;bottom:10px;background:rgba(15,23,36,.85);padding:6px 10px;" +
+    "border-radius:4px;";
+  overlay.appendChild(legend);
+  const buttons = document.createElement("div");
+  buttons.style.cssText = "position:absolute;right:10px;top:10px;display:flex;gap:4px;pointer-events:auto;";
+  overlay.appendChild(buttons);
+  for (const [name, title] of [["oblique", "Oblique view"], ["top", "Top view"], ["reset", "Reset view"]]) {
+    const b = document.createElement("button");
+    b.textContent = name === "oblique" ? "3D" : name === "top" ? "Top" : "Reset";
+    b.title = title;
+    b.className = `twin-nav-${name}`;
+    b.style.cssText = "background:#16213a;color:#e6edf7;border:1px solid #38bdf8;border-radius:4px;padding:3px 8px;cursor:pointer;";
+    b.addEventListener("click", () => setView(name));
+    buttons.appendChild(b);
+  }
+
+  function render() {
+    renderWindow.render();
+    if (!state.firstFrame && state.layer) {
+      state.firstFrame = true;
+      window.twinFirstFrame = performance.now();
+      model.ready = true;
+    }
+  }
+
+  // --- buildings --------------------------------------------------------
+  function loadBuildings() {
+    const ab = asArrayBuffer(model.buildings);
+    if (!ab || ab.byteLength < 32) return;
+    const layer = parseBuildings(ab);
+    state.layer = layer;
+    buildings.polydata.getPoints().setData(layer.points, 3);
+    buildings.polydata.getPolys().setData(layer.cells);
+    const colours = vtkDataArray.newInstance({ name: "colour", numberOfComponents: 3,
+                                               values: new Uint8Array(layer.cellBuilding.length * 3) });
+    buildings.polydata.getCellData().setScalars(colours);
+    state.colours = colours;
+    let b = [Infinity, Infinity, Infinity, -Infinity, -Infinity, -Infinity];
+    for (let i = 0; i < layer.nb; i++) {
+      for (let k = 0; k < 3; k++) {
+        b[k] = Math.min(b[k], layer.bbox[6 * i + k]);
+        b[k + 3] = Math.max(b[k + 3], layer.bbox[6 * i + 3 + k]);
+      }
+    }
+    state.bounds = b;
+    const pad = 0.15 * Math.max(b[3] - b[0], b[4] - b[1]);
+    const g = new Float32Array([b[0] - pad, b[1] - pad, -0.2, b[3] + pad, b[1] - pad, -0.2,
+                                b[3] + pad, b[4] + pad, -0.2, b[0] - pad, b[4] + pad, -0.2]);
+    ground.polydata.getPoints().setData(g, 3);
+    ground.polydata.getPolys().setData(new Uint32Array([4, 0, 1, 2, 3]));
+    applyColours();
+    setView("oblique", false);
+  }
+
+  function applyColours() {
+    const layer = state.layer;
+    if (!layer || !state.colours) return;
+    const src = new Uint8Array(asArrayBuffer(model.colors) || new ArrayBuffer(0));
+    const out = state.colours.getData();
+    const cb = layer.cellBuilding;
+    const sel = model.selected;
+    for (let c = 0; c < cb.length; c++) {
+      const b = cb[c];
+      if (b === sel) { out[3 * c] = HIGHLIGHT[0]; out[3 * c + 1] = HIGHLIGHT[1]; out[3 * c + 2] = HIGHLIGHT[2]; }
+      else if (src.length >= 3 * (b + 1)) { out[3 * c] = src[3 * b]; out[3 * c + 1] = src[3 * b + 1]; out[3 * c + 2] = src[3 * b + 2]; }
+      else { out[3 * c] = 143; out[3 * c + 1] = 179; out[3 * c + 2] = 217; }
+    }
+    state.colours.modified();
+    buildings.polydata.modified();
+    render();
+  }
+
+  // --- overlays ---------------------------------------------------------
+  function setSegments(layer, data, z) {
+    const xy = floatBuffer(data);
+    const n = xy.length / 2;
+    const pts = new Float32Array(n * 3);
+    for (let i = 0; i < n; i++) { pts[3 * i] = xy[2 * i]; pts[3 * i + 1] = xy[2 * i + 1]; pts[3 * i + 2] = z; }
+    const lines = new Uint32Array((n / 2) * 3);
+    for (let s = 0; s < n / 2; s++) lines.set([2, 2 * s, 2 * s + 1], 3 * s);
+    layer.polydata.getPoints().setData(pts, 3);
+    layer.polydata.getLines().setData(lines);
+    layer.polydata.modified();
+  }
+
+  // Octahedron markers: 6 points and 8 triangles each, coloured per marker.
+  function setMarkers(layer, xyz, colourOf, size) {
+    const n = xyz.length / 3;
+    const pts = new Float32Array(n * 18), cells = new Uint32Array(n * 32), rgb = new Uint8Array(n * 24);
+    const faces = [[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]];
+    for (let i = 0; i < n; i++) {
+      const x = xyz[3 * i], y = xyz[3 * i + 1], z = xyz[3 * i + 2] + size;
+      pts.set([x + size, y, z, x - size, y, z, x, y + size, z, x, y - size, z, x, y, z + size, x, y, z - size], 18 * i);
+      const colour = colourOf(i);
+      for (let f = 0; f < 8; f++) {
+        const [a, b, c] = faces[f];
+        cells.set([3, 6 * i + a, 6 * i + b, 6 * i + c], 32 * i + 4 * f);
+        rgb.set(colour, 24 * i + 3 * f);
+      }
+    }
+    layer.polydata.getPoints().setData(pts, 3);
+    layer.polydata.getPolys().setData(cells);
+    layer.polydata.getCellData().setScalars(vtkDataArray.newInstance({ name: "colour", numberOfComponents: 3, values: rgb }));
+    layer.polydata.modified();
+    return n;
+  }
+
+  function loadCases() {
+    const ab = asArrayBuffer(model.cases);
+    const rec = ab && ab.byteLength ? new Float32Array(ab) : new Float32Array(0); // x, y, z, status
+    const n = rec.length / 4;
+    const xyz = new Float32Array(n * 3);
+    for (let i = 0; i < n; i++) { xyz[3 * i] = rec[4 * i]; xyz[3 * i + 1] = rec[4 * i + 1]; xyz[3 * i + 2] = rec[4 * i + 2] + 4; }
+    state.caseCount = setMarkers(cases, xyz, (i) => STATUS_COLOURS[rec[4 * i + 3] | 0] || STATUS_COLOURS[0], 5);
+    render();
+  }
+
+  function loadCameras() {
+    const rec = floatBuffer(model.cameras); // x, y, z, heading, pitch, fov, range, online
+    const n = rec.length / 8;
+    const xyz = new Float32Array(n * 3);
+    const seg = new Float32Array(n * 8 * 2 * 3);
+    for (let i = 0; i < n; i++) {
+      const [x, y, z, heading, pitch, fov, range] = rec.subarray(8 * i, 8 * i + 7);
+      xyz.set([x, y, z - 2.5], 3 * i);
+      const h = (heading * Math.PI) / 180, p = (pitch * Math.PI) / 180, half = (fov * Math.PI) / 360;
+      const corner = (dh, dp) => {
+        const hh = h + dh, pp = p + dp;
+        return [x + range * Math.cos(pp) * Math.sin(hh), y + range * Math.cos(pp) * Math.cos(hh),
+                Math.max(0.2, z + range * Math.sin(pp))];
+      };
+      const c = [corner(-half, half * 0.6), corner(half, half * 0.6), corner(half, -half * 0.6), corner(-half, -half * 0.6)];
+      const o = 48 * i;
+      for (let k = 0; k < 4; k++) { // apex to corners, then the far rectangle
+        seg.set([x, y, z], o + 6 * k); seg.set(c[k], o + 6 * k + 3);
+        seg.set(c[k], o + 24 + 6 * k); seg.set(c[(k + 1) % 4], o + 24 + 6 * k + 3);
+      }
+    }
+    state.cameraCount = setMarkers(cameras, xyz, (i) => (rec[8 * i + 7] > 0 ? [56, 189, 248] : [100, 116, 139]), 2.5);
+    const npts = seg.length / 3;
+    const lines = new Uint32Array((npts / 2) * 3);
+    for (let s = 0; s < npts / 2; s++) lines.set([2, 2 * s, 2 * s + 1], 3 * s);
+    cones.polydata.getPoints().setData(seg, 3);
+    cones.polydata.getLines().setData(lines);
+    cones.polydata.modified();
+    applyLayerVisibility();
+  }
+
+  function applyLayerVisibility() {
+    cameras.actor.setVisibility(!!model.show_cameras);
+    cones.actor.setVisibility(!!model.show_cameras);
+    cases.actor.setVisibility(model.show_cases !== false);
+    render();
+  }
+
+  // --- labels and legend ------------------------------------------------
+  function placeLabels() {
+    const labels = model.labels || [];
+    const dpr = window.devicePixelRatio || 1;
+    const [, h] = glWindow.getSize();
+    while (labelLayer.childElementCount < labels.length) {
+      const d = document.createElement("div");
+      d.className = "twin-label";
+      d.style.cssText = "position:absolute;transform:translate(-50%,-50%);color:#e6edf7;font-size:11px;" +
+        "text-shadow:0 0 3px #000,0 0 2px #000;white-space:nowrap;";
+      labelLayer.appendChild(d);
+    }
+    while (labelLayer.childElementCount > labels.length) labelLayer.lastChild.remove();
+    labels.forEach(([text, x, y], i) => {
+      const d = labelLayer.children[i];
+      const p = glWindow.worldToDisplay(x, y, 1, renderer);
+      d.textContent = text;
+      d.style.left = `${p[0] / dpr}px`;
+      d.style.top = `${(h - p[1]) / dpr}px`;
+      d.style.display = p[2] > 0 && p[2] < 1 ? "block" : "none";
+    });
+  }
+  let labelFrame = 0;
+  renderer.getActiveCamera().onModified(() => {
+    if (!labelFrame) labelFrame = requestAnimationFrame(() => { labelFrame = 0; placeLabels(); });
+  });
+
+  function drawLegend() {
+    const l = model.legend || {};
+    const items = (l.items || []).map(([colour, text]) =>
+      `<div><span style="display:inline-block;width:12px;height:12px;background:${colour};margin-right:6px;` +
+      `vertical-align:middle"></span>${text}</div>`).join("");
+    legend.innerHTML = l.title ? `<div style="font-weight:600;margin-bottom:4px">${l.title}</div>${items}` : "";
+  }
+
+  // --- camera -------------------------------------------------------------
+  function clampCamera() {
+    const b = state.bounds, layer = state.layer;
+    if (!b || !layer) return;
+    const cam = renderer.getActiveCamera();
+    const fp = cam.getFocalPoint(), pos = cam.getPosition();
+    const span = Math.max(b[3] - b[0], b[4] - b[1], 100);
+    const cfp = [Math.min(Math.max(fp[0], b[0] - 0.25 * span), b[3] + 0.25 * span),
+                 Math.min(Math.max(fp[1], b[1] - 0.25 * span), b[4] + 0.25 * span), 0];
+    let dir = [pos[0] - fp[0], pos[1] - fp[1], pos[2] - fp[2]];
+    let dist = Math.hypot(...dir) || 1;
+    const clamped = Math.min(Math.max(dist, 25), 3 * span);
+    dir = dir.map((d) => (d / dist) * clamped);
+    const npos = [cfp[0] + dir[0], cfp[1] + dir[1], Math.max(cfp[2] + dir[2], 5)];
+    // Never inside a building: lift the eye above the roof of any building around it.
+    for (let i = 0; i < layer.nb; i++) {
+      const o = 6 * i;
+      if (npos[0] > layer.bbox[o] - 2 && npos[0] < layer.bbox[o + 3] + 2 && npos[1] > layer.bbox[o + 1] - 2 &&
+          npos[1] < layer.bbox[o + 4] + 2 && npos[2] < layer.bbox[o + 5] + 5) npos[2] = layer.bbox[o + 5] + 5;
+    }
+    const moved = Math.hypot(npos[0] - pos[0], npos[1] - pos[1], npos[2] - pos[2]) > 1e-3 ||
+                  Math.hypot(cfp[0] - fp[0], cfp[1] - fp[1]) > 1e-3;
+    if (moved) { cam.setFocalPoint(...cfp); cam.setPosition(...npos); cam.setViewUp(0, 0, 1); }
+    renderer.resetCameraClippingRange();
+    return moved;
+  }
+  interactor.onEndAnimation(() => { if (clampCamera()) render(); });
+
+  function viewAround(cx, cy, cz, radius, mode) {
+    const d = Math.max(radius * 2.6, 60);
+    if (mode === "top") return { fp: [cx, cy, cz], pos: [cx, cy + 0.001, cz + d * 1.2], up: [0, 1, 0] };
+    return { fp: [cx, cy, cz], pos: [cx + 0.35 * d, cy - 0.8 * d, cz + 0.65 * d], up: [0, 0, 1] };
+  }
+
+  let flight = 0;
+  function flyTo(target, animate = true) {
+    const cam = renderer.getActiveCamera();
+    const from = { fp: cam.getFocalPoint(), pos: cam.getPosition(), up: cam.getViewUp() };
+    cancelAnimationFrame(flight);
+    const finish = () => { cam.setFocalPoint(...target.fp); cam.setPosition(...target.pos); cam.setViewUp(...target.up);
+                           renderer.resetCameraClippingRange(); clampCamera(); render(); };
+    if (!animate) return finish();
+    const t0 = performance.now(), ms = 650;
+    const step = (now) => {
+      const t = Math.min(1, (now - t0) / ms), e = t < 0.5 ? 2 * t * t : 1 - Math.pow(-2 * t + 2, 2) / 2;
+      const mix = (a, b) => a.map((v, k) => v + (b[k] - v) * e);
+      cam.setFocalPoint(...mix(from.fp, target.fp)); cam.setPosition(...mix(from.pos, target.pos));
+      cam.setViewUp(...mix(from.up, target.up));
+      renderer.resetCameraClippingRange(); renderWindow.render();
+      if (t < 1) flight = requestAnimationFrame(step); else finish();
+    };
+    flight = requestAnimationFrame(step);
+  }
+
+  function setView(name, animate = true) {
+    const b = state.bounds;
+    if (!b) return;
+    const cx = (b[0] + b[3]) / 2, cy = (b[1] + b[4]) / 2;
+    const r = 0.5 * Math.max(b[3] - b[0], b[4] - b[1]);
+    flyTo(viewAround(cx, cy, 0, r * 0.75, name === "top" ? "top" : "oblique"), animate);
+  }
+
+  // --- picking ------------------------------------------------------------
+  const selector = glWindow.getSelector();
+  selector.setFieldAssociation(FieldAssociations.FIELD_ASSOCIATION_CELLS);
+  selector.setCaptureZValues(false);
+
+  async function pickAt(clientX, clientY) {
+    const rect = canvasHolder.getBoundingClientRect();
+    const dpr = window.devicePixelRatio || 1;
+    const x = Math.round((clientX - rect.left) * dpr), y = Math.round((rect.height - (clientY - rect.top)) * dpr);
+    selector.attach(glWindow, renderer);
+    const found = await selector.selectAsync(renderer, x, y, x, y);
+    if (!found || !found.length) return null;
+    const { prop, attributeID } = found[0].getProperties();
+    if (prop === buildings.actor && state.layer) return { kind: "building", index: state.layer.cellBuilding[attributeID] };
+    if (prop === cases.actor) return { kind: "case", index: Math.floor(attributeID / 8) };
+    if (prop === cameras.actor) return { kind: "camera", index: Math.floor(attributeID / 8) };
+    return null;
+  }
+
+  let down = null;
+  canvasHolder.addEventListener("pointerdown", (e) => { down = [e.clientX, e.clientY]; });
+  canvasHolder.addEventListener("pointerup", async (e) => {
+    if (!down || Math.hypot(e.clientX - down[0], e.clientY - down[1]) > 4) return;
+    down = null;
+    const hit = await pickAt(e.clientX, e.clientY);
+    state.clickSeq += 1;
+    window.twinLastClick = performance.now();
+    model.pick = hit ? { ...hit, seq: state.clickSeq } : { kind: "none", index: -1, seq: state.clickSeq };
+  });
+  let hoverTimer = 0, lastHover = -2;
+  canvasHolder.addEventListener("pointermove", (e) => {
+    const rect = container.getBoundingClientRect();
+    tooltip.style.left = `${e.clientX - rect.left + 14}px`;
+    tooltip.style.top = `${e.clientY - rect.top + 10}px`;
+    if (e.buttons) return;
+    clearTimeout(hoverTimer);
+    hoverTimer = setTimeout(async () => {
+      const hit = await pickAt(e.clientX, e.clientY);
+      const index = hit && hit.kind === "building" ? hit.index : -1;
+      if (index !== lastHover) { lastHover = index; model.hovered = index; }
+    }, 120);
+  });
+  canvasHolder.addEventListener("pointerleave", () => { lastHover = -1; model.hovered = -1; });
+
+  // Where a world point lands on screen (CSS pixels in the page), for tests and tools.
+  container.worldToPage = (x, y, z) => {
+    const p = glWindow.worldToDisplay(x, y, z, renderer);
+    const rect = canvasHolder.getBoundingClientRect(), dpr = window.devicePixelRatio || 1;
+    return [rect.left + p[0] / dpr, rect.top + rect.height - p[1] / dpr];
+  };
+  window.twinView = container;
+
+  // --- wiring -------------------------------------------------------------
+  model.on("buildings", loadBuildings);
+  model.on("colors", applyColours);
+  model.on("selected", applyColours);
+  model.on("grid_lines", () => { setSegments(gridLines, model.grid_lines, 0.4); render(); });
+  model.on("grid_highlight", () => { setSegments(gridHighlight, model.grid_highlight, 0.6); render(); });
+  model.on("labels", placeLabels);
+  model.on("legend", drawLegend);
+  model.on("cases", loadCases);
+  model.on("cameras", loadCameras);
+  model.on("show_cameras", applyLayerVisibility);
+  model.on("show_cases", applyLayerVisibility);
+  model.on("tooltip", () => {
+    tooltip.textContent = model.tooltip || "";
+    tooltip.style.display = model.tooltip && model.hovered >= 0 ? "block" : "none";
+  });
+  model.on("fly_to", () => {
+    const f = model.fly_to || {};
+    if (f.view) setView(f.view);
+    else if (f.x !== undefined) flyTo(viewAround(f.x, f.y, f.z || 0, f.r || 50, f.mode || "oblique"));
+  });
+
+  const resize = () => { grw.resize(); placeLabels(); render(); };
+  model.on("resize", resize);
+  let started = false;
+  model.on("after_layout", () => {
+    grw.resize();
+    if (started) { render(); return; }
+    started = true;
+    loadBuildings();
+    setSegments(gridLines, model.grid_lines, 0.4);
+    setSegments(gridHighlight, model.grid_highlight, 0.6);
+    loadCases();
+    loadCameras();
+    drawLegend();
+    placeLabels();
+    render();
+  });
+  const observer = new ResizeObserver(() => resize());
+  observer.observe(container);
+  model.on("remove", () => { observer.disconnect(); grw.delete(); });
+}
