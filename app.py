@@ -11,10 +11,12 @@ import sys
 
 import panel as pn
 
+from scenes.layers import building_layer
 from scenes.screens import DistrictApp
 from twin.store import Store
 
-pn.extension("tabulator", theme="dark", raw_css=[], sizing_mode="stretch_width")
+# 'vtk' puts the vtk.js that Panel ships (served by this server, no CDN) on the page.
+pn.extension("vtk", "tabulator", theme="dark", sizing_mode="stretch_width")
 
 
 def _db_path() -> str:
@@ -28,5 +30,11 @@ def _store(path: str) -> Store:
     return Store(path, read_only=True)
 
 
+@pn.cache
+def _layer(path: str):
+    return building_layer(_store(path).con.cursor())
+
+
 if pn.state.served or __name__.startswith("bokeh_app"):
-    DistrictApp(_store(_db_path()).con.cursor()).servable(title="District twin")
+    db = _db_path()
+    DistrictApp(_store(db).con.cursor(), _layer(db)).servable(title="District twin")

@@ -1,40 +1,225 @@
-"""The app: header with screen tabs, key figures, the district, the per-grid table."""
+"""The app: one screen for the leader (Overview) and the operator, and the planner's plan.
+
+Layout, as in district operations centres: header with the screen tabs and
+search, key figures and the per-grid table on the left, the 3D district in
+the middle, the inspector on the right, and the live case ticker below.
+"""
 
 from __future__ import annotations
 
 import duckdb
+import numpy as np
+import pandas as pd
 import panel as pn
 import param
 
 from scenes.figures import GridTable, KeyFigures
+from scenes.inspector import Inspector
+from scenes.layers import (COLOUR_MEASURES, BuildingLayer, building_colours, camera_records, case_markers,
+                           grid_labels, grid_segments)
 from scenes.plan import PlanMap
 from scenes.theme import CSS
+from scenes.view3d import DistrictView
+from twin.errors import TwinError
+from twin.inspector import search
+from twin.queries import OPEN_STATUSES, grid_boundaries
+from twin.schema import GRID_LEVELS
+
+SCREENS = ("Overview", "Planner", "Operator")
+MEASURE_LABELS = {"grid": "grid", "open_cases": "open cases", "population": "population", "height": "height"}
+
+
+def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pd.DataFrame:
+    return con.execute(sql, params or []).df()
 
 
 class DistrictApp(pn.viewable.Viewer):
-    """The one-screen overview of a district store.
+    """The whole app on one store.
 
     Parameters
     ----------
     con : duckdb.DuckDBPyConnection
-        An open store connection (a cursor of the server's read-only connection).
+        A cursor on the store (one per browser session).
+    layer : BuildingLayer
+        The buildings' geometry buffer, shared by every session.
     """
 
-    district_name = param.String(default="District")
+    screen = param.Selector(default="Overview", objects=list(SCREENS))
+    colour_by = param.Selector(default="grid", objects=list(COLOUR_MEASURES))
+    level = param.Selector(default="grid", objects=list(GRID_LEVELS))
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, **params) -> None:
-        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-        params.setdefault("district_name", meta.get("district_name", "District"))
+    def __init__(self, con: duckdb.DuckDBPyConnection, layer: BuildingLayer, **params) -> None:
         super().__init__(**params)
+        self._con = con
+        self.layer = layer
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        self.district_name = meta.get("district_name", "District")
         self.figures = KeyFigures(con)
-        self.grid_table = GridTable(con)
-        self.plan = PlanMap(con)
-        self.grid_table.param.watch(lambda e: setattr(self.plan, "level", e.new), "level")
+        self.grid_table = GridTable(con, level=self.level)
+        self.inspector = Inspector(con)
+        self.view = DistrictView(buildings=layer.payload, sizing_mode="stretch_both", min_height=400)
+        self._plan: PlanMap | None = None
+        self._hover_text = self._hover_texts()
+        self._cases = self._open_cases()
+        self._cameras = _frame(con, "SELECT camera_id, ST_X(position) AS x, ST_Y(position) AS y, z, heading_deg, "
+                                    "pitch_deg, fov_deg, range_m, status FROM cameras ORDER BY camera_id")
+        self.view.cases = case_markers(self._cases, layer)
+        self._colour()
+        self._grids()
+        self.search_box = pn.widgets.TextInput(placeholder="Search address, building or case id", width=320)
+        self.search_box.param.watch(self._search, "enter_pressed")
+        self.search_results = pn.widgets.Select(options={}, width=320, visible=False)
+        self.search_results.param.watch(lambda e: self._go_to(e.new), "value")
+        self.message = pn.pane.HTML("", stylesheets=[CSS])
+        self.show_cameras = pn.widgets.Checkbox(name="cameras", value=True)
+        self.show_cameras.link(self.view, value="show_cameras")
+        self.show_cases = pn.widgets.Checkbox(name="cases", value=True)
+        self.show_cases.link(self.view, value="show_cases")
+        self.ticker = pn.Row(sizing_mode="stretch_width", height=44, css_classes=["twin-ticker"])
+        self._fill_ticker()
+        self.view.param.watch(self._picked, "pick")
+        self.view.param.watch(self._hovered, "hovered")
+        self.view.param.watch(self._ready, "ready")
+        self.grid_table.param.watch(self._grid_clicked, "selected_grid")
+        self.grid_table.param.watch(lambda e: setattr(self, "level", e.new), "level")
+
+    # -- data shaped for the view -------------------------------------------
+    def _hover_texts(self) -> np.ndarray:
+        """'name · micro-grid' per building, in layer order (kept here; hovering sends only an index)."""
+        info = _frame(self._con, "SELECT coalesce(b.name, b.building_id) || coalesce(' · ' || g.name || ' (' || "
+                                 "g.grid_id || ')', '') AS text FROM buildings b LEFT JOIN grids g "
+                                 "ON g.grid_id = b.grid_id AND g.valid_to IS NULL ORDER BY b.building_id")
+        return info["text"].to_numpy(dtype=object)
+
+    def _open_cases(self) -> pd.DataFrame:
+        placeholders = ", ".join("?" for _ in OPEN_STATUSES)
+        return _frame(self._con, f"SELECT case_id, status, building_id, ST_X(location) AS x, ST_Y(location) AS y, "
+                                 f"category, subcategory, updated_at FROM cases WHERE status IN ({placeholders}) "
+                                 "ORDER BY case_id", list(OPEN_STATUSES))
+
+    @param.depends("colour_by", watch=True)
+    def _colour(self) -> None:
+        colours, legend = building_colours(self._con, self.layer, measure=self.colour_by)
+        self.view.param.update(colors=colours, legend=legend)
+
+    @param.depends("level", watch=True)
+    def _grids(self) -> None:
+        frame, shapes = grid_boundaries(self._con, level=self.level)
+        self._grid_frame, self._grid_shapes = frame, shapes
+        self.view.param.update(grid_lines=grid_segments(shapes, self.layer.origin),
+                               labels=grid_labels(frame, shapes, self.layer.origin), grid_highlight=b"")
+        self.grid_table.level = self.level
+        if self._plan is not None:
+            self._plan.level = self.level
+
+    def _ready(self, event: param.parameterized.Event) -> None:
+        # Cameras go after the first frame, so they never delay it.
+        if event.new and not self.view.cameras:
+            self.view.cameras = camera_records(self._cameras, self.layer.origin)
+
+    # -- interaction ---------------------------------------------------------
+    def select_building(self, index: int, *, fly: bool = False) -> None:
+        self.view.selected = index
+        if index < 0:
+            self.inspector.clear()
+            return
+        self.inspector.building_id = str(self.layer.building_id[index])
+        if fly:
+            x, y, z = self.layer.centre[index]
+            self.view.fly(x=x, y=y, z=z * 0.5, r=max(self.layer.radius[index], z * 0.6))
+
+    def _picked(self, event: param.parameterized.Event) -> None:
+        kind, index = event.new.get("kind"), int(event.new.get("index", -1))
+        if kind == "building":
+            self.select_building(index)
+        elif kind == "case" and 0 <= index < len(self._cases):
+            self.view.selected = -1
+            self.inspector.show_case(str(self._cases["case_id"].iloc[index]))
+        elif kind == "camera" and 0 <= index < len(self._cameras):
+            self.view.selected = -1
+            self.inspector.show_camera(str(self._cameras["camera_id"].iloc[index]))
+        else:
+            self.select_building(-1)
+
+    def _hovered(self, event: param.parameterized.Event) -> None:
+        i = event.new
+        self.view.tooltip = str(self._hover_text[i]) if 0 <= i < len(self._hover_text) else ""
+
+    def _grid_clicked(self, event: param.parameterized.Event) -> None:
+        hits = np.flatnonzero(self._grid_frame["grid_id"].to_numpy() == event.new)
+        if not len(hits):
+            return
+        shape = self._grid_shapes[hits[0]]
+        self.view.grid_highlight = grid_segments(np.array([shape]), self.layer.origin)
+        c = shape.centroid
+        xmin, ymin, xmax, ymax = shape.bounds
+        self.view.fly(x=c.x - self.layer.origin[0], y=c.y - self.layer.origin[1],
+                      r=0.5 * max(xmax - xmin, ymax - ymin))
+
+    def _search(self, _event: param.parameterized.Event) -> None:
+        try:
+            found = search(self._con, self.search_box.value_input or self.search_box.value or "")
+        except TwinError as exc:
+            self.message.object = f"<span class='twin-muted'>{exc}</span>"
+            return
+        self.message.object = "" if found else "<span class='twin-muted'>nothing found</span>"
+        options = {r["label"]: f"{r['kind']}|{r['id']}" for r in found}
+        self.search_results.options = options
+        self.search_results.visible = len(found) > 1
+        if found:
+            self._go_to(f"{found[0]['kind']}|{found[0]['id']}")
+
+    def _go_to(self, target: str | None) -> None:
+        if not target:
+            return
+        kind, ident = target.split("|", 1)
+        if kind == "building":
+            index = self.layer.index_of(ident)
+            if index >= 0:
+                self.select_building(index, fly=True)
+        elif kind == "case":
+            self.inspector.show_case(ident)
+            row = self._con.execute("SELECT ST_X(location), ST_Y(location) FROM cases WHERE case_id = ?",
+                                    [ident]).fetchone()
+            if row:
+                self.view.fly(x=row[0] - self.layer.origin[0], y=row[1] - self.layer.origin[1], r=60)
+
+    def _fill_ticker(self) -> None:
+        latest = self._cases.sort_values("updated_at", ascending=False).head(8)
+        buttons = []
+        for case_id, sub, status in zip(latest["case_id"], latest["subcategory"], latest["status"]):
+            b = pn.widgets.Button(name=f"{case_id} · {sub} · {status}", button_type="light", height=34)
+            b.on_click(lambda _e, c=case_id: self._go_to(f"case|{c}"))
+            buttons.append(b)
+        self.ticker.objects = [pn.pane.HTML("<span class='twin-muted'>LIVE CASES</span>", stylesheets=[CSS],
+                                            width=90), *buttons]
+
+    @param.depends("screen", watch=True)
+    def _screen_changed(self) -> None:
+        self.inspector.show_residents = self.screen == "Operator"
+
+    # -- layout ---------------------------------------------------------------
+    def _centre(self) -> pn.viewable.Viewable:
+        if self.screen == "Planner":
+            if self._plan is None:
+                self._plan = PlanMap(self._con, level=self.level)
+            return self._plan
+        toolbar = pn.Row(
+            pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, button_type="primary", name="",
+                                                   options={label: m for m, label in MEASURE_LABELS.items()}),
+            pn.widgets.Select.from_param(self.param.level, name="", width=120),
+            self.show_cases, self.show_cameras, sizing_mode="stretch_width", height=44)
+        return pn.Column(toolbar, self.view, sizing_mode="stretch_both")
 
     def __panel__(self) -> pn.viewable.Viewable:
-        header = pn.Row(pn.pane.HTML(f"<div class='twin-title'>{self.district_name}</div>", stylesheets=[CSS]),
-                        pn.layout.HSpacer(),
-                        sizing_mode="stretch_width", height=48)
-        left = pn.Column(self.figures, self.grid_table, width=380, sizing_mode="stretch_height")
-        body = pn.Row(left, self.plan, sizing_mode="stretch_both")
-        return pn.Column(header, body, sizing_mode="stretch_both", stylesheets=[CSS])
+        header = pn.Row(
+            pn.pane.HTML(f"<div class='twin-title'>{self.district_name}</div>", stylesheets=[CSS], width=260),
+            pn.widgets.RadioButtonGroup.from_param(self.param.screen, button_type="primary", width=330),
+            pn.layout.HSpacer(), self.search_box, self.search_results, self.message,
+            sizing_mode="stretch_width", height=52)
+        left = pn.Column(self.figures, self.grid_table, width=360, sizing_mode="stretch_height")
+        right = pn.Column(self.inspector, width=400, sizing_mode="stretch_height", scroll=True)
+        centre = pn.panel(pn.bind(lambda _s: self._centre(), self.param.screen), sizing_mode="stretch_both")
+        body = pn.Row(left, centre, right, sizing_mode="stretch_both")
+        return pn.Column(header, body, self.ticker, sizing_mode="stretch_both", stylesheets=[CSS])
+

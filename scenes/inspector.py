@@ -1,0 +1,133 @@
+"""The inspector card: one building (with residents and open cases), case or camera."""
+
+from __future__ import annotations
+
+import html
+
+import duckdb
+import pandas as pd
+import panel as pn
+import param
+
+from scenes.theme import CSS
+from twin.inspector import building_card, camera_card, case_card, open_cases, residents_page
+
+PAGE_SIZE = 50
+LEVEL_NAMES = {"street": "street", "community": "community", "grid": "grid", "micro": "micro-grid"}
+
+
+def _rows(pairs: list[tuple[str, object]]) -> str:
+    return "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in pairs
+                   if v is not None and v == v)
+
+
+class Inspector(pn.viewable.Viewer):
+    """What is selected: a building card with its residents and open cases, or a case or camera card.
+
+    ``show_residents`` is off on the leader's overview (counts and tags only)
+    and on for the operator.
+    """
+
+    building_id = param.String(default=None, allow_None=True)
+    case_id = param.String(default=None, allow_None=True)
+    camera_id = param.String(default=None, allow_None=True)
+    show_residents = param.Boolean(default=False)
+    page = param.Integer(default=0, bounds=(0, None))
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, **params) -> None:
+        super().__init__(**params)
+        self._con = con
+        self.card = pn.pane.HTML("<div class='twin-muted'>Click a building, a case or a camera.</div>",
+                                 sizing_mode="stretch_width", stylesheets=[CSS], css_classes=["twin-inspector"])
+        self.residents = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True, theme="midnight",
+                                              sizing_mode="stretch_width", height=320, groupby=["unit", "household_id"],
+                                              visible=False, css_classes=["twin-residents"])
+        self.cases = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True, theme="midnight",
+                                          sizing_mode="stretch_width", height=160, visible=False,
+                                          css_classes=["twin-cases"])
+        self.prev = pn.widgets.Button(name="‹ previous", width=90, disabled=True)
+        self.next = pn.widgets.Button(name="next ›", width=90, disabled=True)
+        self.page_info = pn.pane.HTML("", stylesheets=[CSS])
+        self.prev.on_click(lambda _: setattr(self, "page", self.page - 1))
+        self.next.on_click(lambda _: setattr(self, "page", self.page + 1))
+        self.pager = pn.Row(self.prev, self.page_info, self.next, visible=False)
+        self._total = 0
+
+    @param.depends("building_id", "show_residents", watch=True)
+    def _show_building(self) -> None:
+        if self.building_id is None:
+            return
+        self.case_id = self.camera_id = None
+        card = building_card(self._con, self.building_id)
+        self._total = card["residents"]
+        path = " › ".join(f"{g['name']}" for g in card["grid_path"]) or "outside every grid"
+        self.card.object = (
+            f"<div class='twin-card'><div class='twin-title'>{html.escape(card['name'] or card['building_id'])}</div>"
+            f"<div class='twin-building-id'>{html.escape(card['building_id'])}</div><table class='twin-facts'>"
+            + _rows([("address", card["address"]), ("use", card["use"]),
+                     ("height", f"{card['height']:.1f} m" + (f" from {card['base_z']:.1f} m" if card["base_z"] else "")),
+                     ("floors", card["floors"]), ("data", f"{card['source']} · {card['source_id']} · "
+                                                           f"height from {card['height_source']}"),
+                     ("grid", path),
+                     ("residents", f"{card['residents']:,} in {card['households']:,} households")])
+            + "</table></div>")
+        cases = open_cases(self._con, building_id=self.building_id)
+        self.cases.value = cases
+        self.cases.visible = True
+        if self.page == 0:
+            self._show_residents()
+        else:
+            self.page = 0
+
+    @param.depends("page", watch=True)
+    def _show_residents(self) -> None:
+        visible = self.show_residents and self.building_id is not None and self._total > 0
+        self.residents.visible = self.pager.visible = visible
+        if not visible:
+            return
+        self.residents.value = residents_page(self._con, self.building_id, page=self.page, page_size=PAGE_SIZE)
+        pages = max(1, -(-self._total // PAGE_SIZE))
+        self.prev.disabled = self.page == 0
+        self.next.disabled = self.page >= pages - 1
+        self.page_info.object = (f"<span class='twin-muted'>residents {self.page * PAGE_SIZE + 1:,}–"
+                                 f"{min(self._total, (self.page + 1) * PAGE_SIZE):,} of {self._total:,}</span>")
+
+    def show_case(self, case_id: str) -> None:
+        card = case_card(self._con, case_id)
+        self.building_id = self.camera_id = None
+        self.case_id = case_id
+        self._hide_tables()
+        history = "".join(f"<li>{html.escape(str(r['at']))[:16]} · {html.escape(str(r['to_status']))} · "
+                          f"{html.escape(str(r['actor']))}</li>" for _, r in card["history"].iterrows())
+        self.card.object = (
+            f"<div class='twin-card'><div class='twin-title'>Case {html.escape(case_id)}</div><table class='twin-facts'>"
+            + _rows([("category", f"{card['category']} · {card['subcategory']}"), ("status", card["status"]),
+                     ("source", card["source"]), ("reported", str(card["reported_at"])[:16]),
+                     ("due", str(card["due_at"])[:16]), ("where", card["address"]), ("building", card["building_id"]),
+                     ("grid", card["grid_id"]), ("camera", card["camera_id"]), ("what", card["description"])])
+            + f"</table><div class='label'>history</div><ul class='twin-history'>{history}</ul></div>")
+
+    def show_camera(self, camera_id: str) -> None:
+        card = camera_card(self._con, camera_id)
+        self.building_id = self.case_id = None
+        self.camera_id = camera_id
+        self._hide_tables()
+        self.card.object = (
+            f"<div class='twin-card'><div class='twin-title'>Camera {html.escape(camera_id)}</div>"
+            f"<table class='twin-facts'>"
+            + _rows([("name", card["name"]), ("status", card["status"]), ("stream", card["stream_url"]),
+                     ("mounted", f"{card['z']:.1f} m, heading {card['heading_deg']:.0f}°, "
+                                 f"field {card['fov_deg']:.0f}°, range {card['range_m']:.0f} m"),
+                     ("grid", card["grid_id"]), ("building", card["building_id"])])
+            + "</table></div>")
+
+    def clear(self) -> None:
+        self.building_id = self.case_id = self.camera_id = None
+        self._hide_tables()
+        self.card.object = "<div class='twin-muted'>Click a building, a case or a camera.</div>"
+
+    def _hide_tables(self) -> None:
+        self.residents.visible = self.cases.visible = self.pager.visible = False
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column(self.card, self.cases, self.pager, self.residents, sizing_mode="stretch_width")

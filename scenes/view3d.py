@@ -1,0 +1,49 @@
+"""The 3D view: our own Panel component over the vtk.js that Panel bundles.
+
+Unlike ``pn.pane.VTK``, which serialises a whole render window as a vtk.js
+scene and sends no clicks back, this component sends the geometry once as a
+binary buffer and then only small per-building arrays (colours, selection)
+and overlay buffers, and reports picks and hovers to Python.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import param
+from panel.custom import JSComponent
+
+
+class DistrictView(JSComponent):
+    """Buildings, grid outlines, case markers and camera cones in 3D.
+
+    Buffers are little-endian bytes with positions in metres relative to the
+    district origin (see :mod:`scenes.layers`).
+    """
+
+    buildings = param.Bytes(default=b"", doc="Geometry buffer from scenes.layers.building_layer")
+    colors = param.Bytes(default=b"", doc="RGB uint8 per building")
+    selected = param.Integer(default=-1, doc="Highlighted building index, -1 for none")
+    grid_lines = param.Bytes(default=b"", doc="float32 segment end points of the grid outlines")
+    grid_highlight = param.Bytes(default=b"", doc="float32 segment end points of the highlighted grid")
+    labels = param.List(default=[], doc="[name, x, y] grid labels")
+    legend = param.Dict(default={}, doc="{'title': str, 'items': [[colour, text], ...]}")
+    cases = param.Bytes(default=b"", doc="float32 (x, y, z, status) per case")
+    cameras = param.Bytes(default=b"", doc="float32 (x, y, z, heading, pitch, fov, range, online) per camera")
+    show_cameras = param.Boolean(default=True)
+    show_cases = param.Boolean(default=True)
+    fly_to = param.Dict(default={}, doc="{'x', 'y', 'z', 'r'} to fly to, or {'view': 'oblique'|'top'|'reset'}")
+    tooltip = param.String(default="")
+
+    # Set by the browser.
+    ready = param.Boolean(default=False, doc="The first frame is drawn")
+    pick = param.Dict(default={}, doc="{'kind': 'building'|'case'|'camera'|'none', 'index': int, 'seq': int}")
+    hovered = param.Integer(default=-1, doc="Building index under the pointer")
+
+    _esm = Path(__file__).with_name("view3d.js")
+    _stylesheets = [":host { display: block; width: 100%; height: 100%; }"]
+
+    def fly(self, *, x: float, y: float, z: float = 0.0, r: float = 50.0, mode: str = "oblique") -> None:
+        """Fly the camera to look at a point (metres, relative to the origin) from ``2.6 r`` away."""
+        self.fly_to = {"x": float(x), "y": float(y), "z": float(z), "r": float(r), "mode": mode,
+                       "seq": self.fly_to.get("seq", 0) + 1}
