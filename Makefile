@@ -16,11 +16,15 @@ $(BIN)/twin: pyproject.toml
 
 setup: $(BIN)/twin
 
+# Debian packages the tests use: Chromium for the browser tests, a CJK font for the
+# district's names, and Mesa's EGL for offscreen VTK pictures.
+APT_PACKAGES := chromium fonts-wqy-zenhei libegl1 libegl-mesa0 libgl1-mesa-dri
+
 $(VENV)/.test-deps: $(BIN)/twin
 	$(BIN)/pip install --quiet -e '.[test]'
-	@if [ ! -x /usr/bin/chromium ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; \
-	  else echo "browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; fi
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	  else echo "the tests need Debian packages: sudo apt-get install $(APT_PACKAGES)" >&2; exit 1; fi; fi
 	touch $@
 
 test-setup: $(VENV)/.test-deps

@@ -71,12 +71,18 @@ class DistrictApp(pn.viewable.Viewer):
         self.search_results = pn.widgets.Select(options={}, width=320, visible=False)
         self.search_results.param.watch(lambda e: self._go_to(e.new), "value")
         self.message = pn.pane.HTML("", stylesheets=[CSS])
-        self.show_cameras = pn.widgets.Checkbox(name="cameras", value=True)
+        self.show_cameras = pn.widgets.Checkbox(name="cameras", value=True, width=90)
         self.show_cameras.link(self.view, value="show_cameras")
-        self.show_cases = pn.widgets.Checkbox(name="cases", value=True)
+        self.show_cases = pn.widgets.Checkbox(name="cases", value=True, width=80)
         self.show_cases.link(self.view, value="show_cases")
         self.ticker = pn.Row(sizing_mode="stretch_width", height=44, css_classes=["twin-ticker"])
         self._fill_ticker()
+        self.toolbar = pn.Row(
+            pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, button_type="primary", name="", width=380,
+                                                   options={label: m for m, label in MEASURE_LABELS.items()}),
+            pn.widgets.Select.from_param(self.param.level, name="", width=120),
+            self.show_cases, self.show_cameras, sizing_mode="stretch_width", height=44)
+        self.centre = pn.Column(self.toolbar, self.view, sizing_mode="stretch_both")
         self.view.param.watch(self._picked, "pick")
         self.view.param.watch(self._hovered, "hovered")
         self.view.param.watch(self._ready, "ready")
@@ -126,7 +132,7 @@ class DistrictApp(pn.viewable.Viewer):
         self.inspector.building_id = str(self.layer.building_id[index])
         if fly:
             x, y, z = self.layer.centre[index]
-            self.view.fly(x=x, y=y, z=z * 0.5, r=max(self.layer.radius[index], z * 0.6))
+            self.view.fly(x=x, y=y, z=z * 0.5, r=max(self.layer.radius[index], z, 30.0))
 
     def _picked(self, event: param.parameterized.Event) -> None:
         kind, index = event.new.get("kind"), int(event.new.get("index", -1))
@@ -197,19 +203,12 @@ class DistrictApp(pn.viewable.Viewer):
     @param.depends("screen", watch=True)
     def _screen_changed(self) -> None:
         self.inspector.show_residents = self.screen == "Operator"
-
-    # -- layout ---------------------------------------------------------------
-    def _centre(self) -> pn.viewable.Viewable:
         if self.screen == "Planner":
             if self._plan is None:
                 self._plan = PlanMap(self._con, level=self.level)
-            return self._plan
-        toolbar = pn.Row(
-            pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, button_type="primary", name="",
-                                                   options={label: m for m, label in MEASURE_LABELS.items()}),
-            pn.widgets.Select.from_param(self.param.level, name="", width=120),
-            self.show_cases, self.show_cameras, sizing_mode="stretch_width", height=44)
-        return pn.Column(toolbar, self.view, sizing_mode="stretch_both")
+            self.centre.objects = [self._plan]
+        elif self.centre.objects != [self.toolbar, self.view]:
+            self.centre.objects = [self.toolbar, self.view]
 
     def __panel__(self) -> pn.viewable.Viewable:
         header = pn.Row(
@@ -219,7 +218,6 @@ class DistrictApp(pn.viewable.Viewer):
             sizing_mode="stretch_width", height=52)
         left = pn.Column(self.figures, self.grid_table, width=360, sizing_mode="stretch_height")
         right = pn.Column(self.inspector, width=400, sizing_mode="stretch_height", scroll=True)
-        centre = pn.panel(pn.bind(lambda _s: self._centre(), self.param.screen), sizing_mode="stretch_both")
-        body = pn.Row(left, centre, right, sizing_mode="stretch_both")
+        body = pn.Row(left, self.centre, right, sizing_mode="stretch_both")
         return pn.Column(header, body, self.ticker, sizing_mode="stretch_both", stylesheets=[CSS])
 

@@ -327,6 +327,7 @@ export function render({ model, el }) {
       }
     }
     state.cameraCount = setMarkers(cameras, xyz, (i) => (rec[8 * i + 7] > 0 ? [56, 189, 248] : [100, 116, 139]), 2.5);
+    window.twinCameras = state.cameraCount;
     const npts = seg.length / 3;
     const lines = new Uint32Array((npts / 2) * 3);
     for (let s = 0; s < npts / 2; s++) lines.set([2, 2 * s, 2 * s + 1], 3 * s);
@@ -336,9 +337,17 @@ export function render({ model, el }) {
     applyLayerVisibility();
   }
 
+  // Level of detail: 18,000 view cones only read when close, so far away cameras are just markers.
+  const CONE_DISTANCE_M = 900;
+  function conesWanted() {
+    const cam = renderer.getActiveCamera();
+    const d = Math.hypot(...cam.getPosition().map((v, k) => v - cam.getFocalPoint()[k]));
+    return !!model.show_cameras && d < CONE_DISTANCE_M;
+  }
+
   function applyLayerVisibility() {
     cameras.actor.setVisibility(!!model.show_cameras);
-    cones.actor.setVisibility(!!model.show_cameras);
+    cones.actor.setVisibility(conesWanted());
     cases.actor.setVisibility(model.show_cases !== false);
     render();
   }
@@ -365,9 +374,14 @@ export function render({ model, el }) {
       d.style.display = p[2] > 0 && p[2] < 1 ? "block" : "none";
     });
   }
-  let labelFrame = 0;
-  renderer.getActiveCamera().onModified(() => {
-    if (!labelFrame) labelFrame = requestAnimationFrame(() => { labelFrame = 0; placeLabels(); });
+  let labelFrame = 0, removed = false;
+  const cameraWatch = renderer.getActiveCamera().onModified(() => {
+    if (!labelFrame) labelFrame = requestAnimationFrame(() => {
+      labelFrame = 0;
+      if (removed) return;
+      placeLabels();
+      if (cones.actor.getVisibility() !== conesWanted()) { cones.actor.setVisibility(conesWanted()); renderWindow.render(); }
+    });
   });
 
   function drawLegend() {
@@ -437,7 +451,7 @@ export function render({ model, el }) {
     if (!b) return;
     const cx = (b[0] + b[3]) / 2, cy = (b[1] + b[4]) / 2;
     const r = 0.5 * Math.max(b[3] - b[0], b[4] - b[1]);
-    flyTo(viewAround(cx, cy, 0, r * 0.75, name === "top" ? "top" : "oblique"), animate);
+    flyTo(viewAround(cx, cy, 0, r, name === "top" ? "top" : "oblique"), animate);
   }
 
   // --- picking ------------------------------------------------------------
@@ -514,7 +528,7 @@ export function render({ model, el }) {
     else if (f.x !== undefined) flyTo(viewAround(f.x, f.y, f.z || 0, f.r || 50, f.mode || "oblique"));
   });
 
-  const resize = () => { grw.resize(); placeLabels(); render(); };
+  const resize = () => { if (removed) return; grw.resize(); placeLabels(); render(); };
   model.on("resize", resize);
   let started = false;
   model.on("after_layout", () => {
@@ -532,5 +546,12 @@ export function render({ model, el }) {
   });
   const observer = new ResizeObserver(() => resize());
   observer.observe(container);
-  model.on("remove", () => { observer.disconnect(); grw.delete(); });
+  model.on("remove", () => {
+    removed = true;
+    cancelAnimationFrame(labelFrame);
+    cancelAnimationFrame(flight);
+    cameraWatch.unsubscribe();
+    observer.disconnect();
+    grw.delete();
+  });
 }

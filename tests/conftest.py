@@ -37,3 +37,13 @@ def lujiazui_copy(lujiazui_store, tmp_path) -> Path:
     path = tmp_path / "store.duckdb"
     shutil.copy(lujiazui_store, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory) -> Path:
+    """The small demo district (about 500 buildings), built once per test run (do not modify)."""
+    from data.build import build_demo_store
+
+    path = tmp_path_factory.mktemp("demo") / "small.duckdb"
+    build_demo_store(path, scale="small", seed=0)
+    return path

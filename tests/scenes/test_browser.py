@@ -1,0 +1,109 @@
+"""What a person sees and clicks, in Debian's Chromium against `twin serve` on a small demo store."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import expect
+
+from scenes.browser import WebSocketMeter, chromium, served
+from twin.store import Store
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def app_url(small_demo):
+    with served(small_demo) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
+    page.console_errors = []
+    page.on("console", lambda m: m.type == "error" and page.console_errors.append(f"{m.text} at {m.location}"))
+    page.on("pageerror", lambda e: page.console_errors.append(f"{e}: {e.stack}"))
+    page.meter = WebSocketMeter(page)
+    page.requests = []
+    page.on("request", lambda r: page.requests.append(r.url))
+    page.goto(app_url)
+    page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
+    page.wait_for_function("window.twinCameras > 0", timeout=30_000)  # cameras follow the first frame
+    page.wait_for_timeout(800)  # the opening camera move
+    yield page
+    page.close()
+
+
+def canvas_pixels(page) -> np.ndarray:
+    box = page.locator(".twin-view canvas").first.bounding_box()
+    png = page.screenshot(clip=box)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+
+def test_the_canvas_draws_the_district_and_nothing_comes_from_outside(page):
+    pixels = canvas_pixels(page)
+    background = np.array([15, 23, 36])
+    ground = np.array([27, 42, 73])
+    far = (np.abs(pixels - background).sum(axis=2) > 40) & (np.abs(pixels - ground).sum(axis=2) > 40)
+    assert far.mean() > 0.1, "buildings cover part of the canvas"
+    assert len(np.unique(pixels.reshape(-1, 3) // 16, axis=0)) > 20, "shaded, coloured buildings"
+    host = page.url.split("/")[2]
+    assert all(r.split("/")[2] == host for r in page.requests if r.startswith("http")), "no CDN"
+    assert page.console_errors == []
+
+
+def test_clicking_a_building_fills_the_inspector(page, small_demo):
+    with Store(small_demo, read_only=True) as store:
+        building_id, x, y, top, residents = store.con.execute("""
+            SELECT b.building_id, b.label_x - m.value::DOUBLE, b.label_y - n.value::DOUBLE, b.base_z + b.height,
+                   count(*) AS people
+            FROM buildings b JOIN residents r USING (building_id), meta m, meta n
+            WHERE m.key = 'origin_x' AND n.key = 'origin_y'
+            GROUP BY ALL ORDER BY people DESC LIMIT 1""").fetchone()
+        first_name, = store.con.execute("SELECT name FROM residents WHERE building_id = ? "
+                                        "ORDER BY unit, household_id, room, resident_id LIMIT 1", [building_id]).fetchone()
+    page.get_by_role("button", name="Operator").click()
+    page.get_by_role("button", name="Top").click()
+    page.wait_for_timeout(1200)
+    expect(page.get_by_text("Click a building, a case or a camera.")).to_be_visible()
+    # Where its roof lands on screen, from the view's own camera.
+    px, py = page.evaluate(f"window.twinView.worldToPage({x}, {y}, {top - 0.5})")
+    page.mouse.click(px, py)
+    expect(page.get_by_text(building_id, exact=True)).to_be_visible(timeout=10_000)
+    expect(page.get_by_text(f"{residents:,} in ")).to_be_visible()
+    expect(page.get_by_text(first_name, exact=True).first).to_be_visible(timeout=10_000)
+    expect(page.get_by_text(f"residents 1–50 of {residents:,}")).to_be_visible()
+    assert page.console_errors == []
+
+
+def test_recolouring_changes_pixels_without_resending_geometry(page):
+    loaded = page.meter.received  # everything so far: geometry, overlays, cameras
+    before = canvas_pixels(page)
+    page.get_by_role("button", name="height").click()
+    expect(page.locator(".twin-legend")).to_contain_text("Height", timeout=10_000)
+    page.wait_for_timeout(500)
+    after = canvas_pixels(page)
+    sent = page.meter.received - loaded
+    assert np.abs(after - before).sum(axis=2).mean() > 5, "the colours changed on screen"
+    assert sent < 0.2 * loaded, f"{sent:,} bytes after {loaded:,}: a colour change must not resend the geometry"
+    assert page.console_errors == []
+
+
+def test_search_flies_to_a_building_and_opens_its_card(page, small_demo):
+    with Store(small_demo, read_only=True) as store:
+        building_id, name = store.con.execute("SELECT building_id, name FROM buildings WHERE name IS NOT NULL "
+                                              "ORDER BY height DESC LIMIT 1").fetchone()
+    page.get_by_placeholder("Search address, building or case id").fill(building_id)
+    page.keyboard.press("Enter")
+    expect(page.get_by_text(building_id, exact=True)).to_be_visible(timeout=10_000)
+    expect(page.locator(".twin-inspector").get_by_text(name)).to_be_visible()
