@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="another host name browsers use to reach the app (repeatable)")
 
     bench = command("bench", _cmd_bench, help="run a benchmark and print JSON results")
-    bench.add_argument("name", choices=("ingest",))
+    bench.add_argument("name", choices=("ingest", "view"))
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     return parser
 

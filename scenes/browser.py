@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ def served(db: str | os.PathLike, *, app: str | None = None, timeout: float = 12
         cmd = [sys.executable, "-m", "panel", "serve", app, "--port", str(port), "--address", "127.0.0.1",
                f"--allow-websocket-origin=127.0.0.1:{port}", "--args", "--db", str(db)]
         path = Path(app).stem
-    log = open(Path(db).with_suffix(f".serve-{port}.log"), "w")
+    log = open(Path(tempfile.gettempdir()) / f"twin-serve-{port}.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/{path}"
     try:

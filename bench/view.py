@@ -1,0 +1,171 @@
+"""3D view benchmark (``twin bench view --db data/demo.duckdb --json``).
+
+On the full demo district, in one run, in headless Chromium (Debian's):
+
+- ours (``twin serve``) and the baseline (``pn.pane.VTK`` of the same LOD1
+  buildings, ``bench/vtk_baseline_app.py``): websocket bytes received until
+  the first frame, and the time from navigation to the first drawn frame.
+  "Drawn" is found the same way for both: the canvas shows buildings
+  (screenshots every ~100 ms). Ours also reports the moment its own code
+  finished the first render.
+- server time per pick: building -> inspector data (card, first residents
+  page, open cases) with 1.127 million residents in the store;
+- click to inspector filled, in the browser.
+
+It also saves the leader's screen at 1920x1080 to ``bench/out/overview.png``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scenes.browser import WebSocketMeter, chromium, served  # noqa: E402
+from twin.inspector import building_card, open_cases, residents_page  # noqa: E402
+from twin.store import Store  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+BACKGROUNDS = (np.array([15, 23, 36]), np.array([27, 42, 73]))
+GOALS = {"bytes_ratio_at_most": 1 / 3, "first_frame_speedup_at_least": 2.0, "first_frame_s_at_most": 4.0,
+         "server_pick_ms_at_most": 50.0, "click_to_inspector_ms_at_most": 300.0}
+
+
+def _drawn(png: bytes) -> bool:
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+    far = np.ones(pixels.shape[:2], dtype=bool)
+    for bg in BACKGROUNDS:
+        far &= np.abs(pixels - bg).sum(axis=2) > 60
+    far &= np.abs(pixels - [255, 255, 255]).sum(axis=2) > 60  # a blank white page is not a frame
+    return far.mean() > 0.02
+
+
+def first_frame(browser, url: str, *, timeout_s: float = 120.0) -> dict:
+    """Navigate; poll the canvas until it shows buildings; report ms since navigation and bytes so far."""
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    meter = WebSocketMeter(page)
+    page.goto(url, wait_until="commit")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        canvas = page.locator("canvas").first
+        if canvas.count() and (box := canvas.bounding_box()) and box["width"] > 50:
+            if _drawn(page.screenshot(clip=box)):
+                ms = page.evaluate("performance.now()")
+                own = page.evaluate("window.twinFirstFrame || null")
+                result = {"first_frame_ms": ms, "bytes": meter.received, "frames": meter.frames, "own_ms": own}
+                page.close()
+                return result
+        page.wait_for_timeout(50)
+    page.close()
+    raise RuntimeError(f"{url}: no frame within {timeout_s} s")
+
+
+def server_pick_ms(db: Path, *, samples: int = 200) -> dict:
+    """Building -> inspector data, timed in the server process's own terms (DuckDB queries)."""
+    with Store(db, read_only=True) as store:
+        con = store.con.cursor()
+        ids = [r[0] for r in con.execute("SELECT building_id FROM buildings USING SAMPLE reservoir(?) REPEATABLE (7)",
+                                         [samples]).fetchall()]
+        biggest = con.execute("SELECT building_id FROM residents GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
+        times = []
+        for building_id in [biggest, *ids]:
+            started = time.perf_counter()
+            building_card(con, building_id)
+            residents_page(con, building_id)
+            open_cases(con, building_id=building_id)
+            times.append((time.perf_counter() - started) * 1000)
+    times = times[1:]  # the first call warms DuckDB's caches
+    return {"mean_ms": statistics.fmean(times), "p95_ms": float(np.percentile(times, 95)), "max_ms": max(times),
+            "samples": len(times)}
+
+
+def click_to_inspector_ms(browser, url: str, db: Path, *, clicks: int = 5) -> dict:
+    with Store(db, read_only=True) as store:
+        origin = store.district.origin
+        rows = store.con.execute("SELECT building_id, label_x, label_y, base_z + height FROM buildings "
+                                 "ORDER BY height DESC LIMIT ?", [clicks * 4]).fetchall()
+    page = browser.new_page(viewport={"width": 1920, "height": 1080})
+    page.goto(url)
+    page.wait_for_function("window.twinFirstFrame !== undefined", timeout=120_000)
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Top").click()
+    page.wait_for_timeout(1500)
+    times = []
+    for building_id, x, y, top in rows:
+        px, py = page.evaluate(f"window.twinView.worldToPage({x - origin[0]}, {y - origin[1]}, {top - 0.5})")
+        page.mouse.click(px, py)
+        try:
+            page.locator(".twin-building-id", has_text=building_id).wait_for(timeout=5000)
+        except Exception:  # another building stood in front: not this one's click
+            continue
+        times.append(page.evaluate("performance.now() - window.twinLastClick"))
+        if len(times) == clicks:
+            break
+    page.close()
+    return {"median_ms": statistics.median(times) if times else None, "max_ms": max(times, default=None),
+            "clicks": len(times)}
+
+
+def overview_screenshot(browser, url: str, path: Path) -> None:
+    page = browser.new_page(viewport={"width": 1920, "height": 1080})
+    page.goto(url)
+    page.wait_for_function("window.twinFirstFrame !== undefined", timeout=120_000)
+    page.wait_for_function("window.twinCameras > 0", timeout=60_000)
+    page.wait_for_timeout(2500)
+    page.screenshot(path=str(path))
+    page.close()
+
+
+def run(*, db: str | None = None, quick: bool = False) -> dict:
+    db_path = Path(db or ROOT / "data" / "demo.duckdb")
+    if not db_path.exists():
+        raise FileNotFoundError(f"{db_path}: build the demo first (make demo)")
+    OUT.mkdir(exist_ok=True)
+    pick = server_pick_ms(db_path)
+    with chromium() as browser:
+        with served(db_path) as url:
+            first_frame(browser, url)  # warm the server's caches (the layer is built once per server)
+            ours = first_frame(browser, url)
+            click = click_to_inspector_ms(browser, url, db_path)
+            overview_screenshot(browser, url, OUT / "overview.png")
+        with served(db_path, app=str(ROOT / "bench" / "vtk_baseline_app.py")) as url:
+            first_frame(browser, url)
+            baseline = first_frame(browser, url)
+    result = {
+        "benchmark": "view",
+        "db": str(db_path),
+        "ours": {"bytes_to_first_frame": ours["bytes"], "first_frame_ms": round(ours["first_frame_ms"]),
+                 "own_first_render_ms": round(ours["own_ms"]) if ours["own_ms"] else None},
+        "baseline_pn_pane_vtk": {"bytes_to_first_frame": baseline["bytes"],
+                                 "first_frame_ms": round(baseline["first_frame_ms"])},
+        "bytes_ratio": round(ours["bytes"] / baseline["bytes"], 3),
+        "first_frame_speedup": round(baseline["first_frame_ms"] / ours["first_frame_ms"], 2),
+        "server_pick_ms": {k: round(v, 2) if isinstance(v, float) else v for k, v in pick.items()},
+        "click_to_inspector_ms": click,
+        "screenshot": str(OUT / "overview.png"),
+    }
+    result["goals"] = {
+        **GOALS,
+        "bytes_met": result["bytes_ratio"] <= GOALS["bytes_ratio_at_most"],
+        "speedup_met": result["first_frame_speedup"] >= GOALS["first_frame_speedup_at_least"],
+        "first_frame_met": ours["first_frame_ms"] / 1000 <= GOALS["first_frame_s_at_most"],
+        "server_pick_met": pick["p95_ms"] <= GOALS["server_pick_ms_at_most"],
+        "click_met": click["median_ms"] is not None and click["median_ms"] <= GOALS["click_to_inspector_ms_at_most"],
+    }
+    (OUT / "view.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    db_arg = sys.argv[sys.argv.index("--db") + 1] if "--db" in sys.argv else None
+    print(json.dumps(run(db=db_arg), indent=2))
