@@ -74,8 +74,8 @@ def server_pick_ms(db: Path, *, samples: int = 200) -> dict:
     """Building -> inspector data, timed in the server process's own terms (DuckDB queries)."""
     with Store(db, read_only=True) as store:
         con = store.con.cursor()
-        ids = [r[0] for r in con.execute("SELECT building_id FROM buildings USING SAMPLE reservoir(?) REPEATABLE (7)",
-                                         [samples]).fetchall()]
+        ids = [r[0] for r in con.execute(f"SELECT building_id FROM buildings USING SAMPLE reservoir({int(samples)}) "
+                                         "REPEATABLE (7)").fetchall()]
         biggest = con.execute("SELECT building_id FROM residents GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
         times = []
         for building_id in [biggest, *ids]:

@@ -74,5 +74,5 @@ class GridTable(pn.viewable.Viewer):
         self.selected_grid = str(self.table.value.iloc[event.row]["grid_id"])
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(pn.widgets.RadioButtonGroup.from_param(self.param.level, button_type="primary"),
+        return pn.Column(pn.widgets.RadioButtonGroup.from_param(self.param.level, color="primary"),
                          self.table, sizing_mode="stretch_both")

@@ -45,8 +45,8 @@ class Inspector(pn.viewable.Viewer):
         self.cases = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True, theme="midnight",
                                           sizing_mode="stretch_width", height=160, visible=False,
                                           css_classes=["twin-cases"])
-        self.prev = pn.widgets.Button(name="‹ previous", width=90, disabled=True)
-        self.next = pn.widgets.Button(name="next ›", width=90, disabled=True)
+        self.prev = pn.widgets.Button(label="‹ previous", width=90, disabled=True)
+        self.next = pn.widgets.Button(label="next ›", width=90, disabled=True)
         self.page_info = pn.pane.HTML("", stylesheets=[CSS])
         self.prev.on_click(lambda _: setattr(self, "page", self.page - 1))
         self.next.on_click(lambda _: setattr(self, "page", self.page + 1))

@@ -71,16 +71,16 @@ class DistrictApp(pn.viewable.Viewer):
         self.search_results = pn.widgets.Select(options={}, width=320, visible=False)
         self.search_results.param.watch(lambda e: self._go_to(e.new), "value")
         self.message = pn.pane.HTML("", stylesheets=[CSS])
-        self.show_cameras = pn.widgets.Checkbox(name="cameras", value=True, width=90)
+        self.show_cameras = pn.widgets.Checkbox(label="cameras", value=True, width=90)
         self.show_cameras.link(self.view, value="show_cameras")
-        self.show_cases = pn.widgets.Checkbox(name="cases", value=True, width=80)
+        self.show_cases = pn.widgets.Checkbox(label="cases", value=True, width=80)
         self.show_cases.link(self.view, value="show_cases")
         self.ticker = pn.Row(sizing_mode="stretch_width", height=44, css_classes=["twin-ticker"])
         self._fill_ticker()
         self.toolbar = pn.Row(
-            pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, button_type="primary", name="", width=380,
+            pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, color="primary", label="", width=380,
                                                    options={label: m for m, label in MEASURE_LABELS.items()}),
-            pn.widgets.Select.from_param(self.param.level, name="", width=120),
+            pn.widgets.Select.from_param(self.param.level, label="", width=120),
             self.show_cases, self.show_cameras, sizing_mode="stretch_width", height=44)
         self.centre = pn.Column(self.toolbar, self.view, sizing_mode="stretch_both")
         self.view.param.watch(self._picked, "pick")
@@ -194,7 +194,7 @@ class DistrictApp(pn.viewable.Viewer):
         latest = self._cases.sort_values("updated_at", ascending=False).head(8)
         buttons = []
         for case_id, sub, status in zip(latest["case_id"], latest["subcategory"], latest["status"]):
-            b = pn.widgets.Button(name=f"{case_id} · {sub} · {status}", button_type="light", height=34)
+            b = pn.widgets.Button(label=f"{case_id} · {sub} · {status}", color="light", height=34)
             b.on_click(lambda _e, c=case_id: self._go_to(f"case|{c}"))
             buttons.append(b)
         self.ticker.objects = [pn.pane.HTML("<span class='twin-muted'>LIVE CASES</span>", stylesheets=[CSS],
@@ -213,7 +213,7 @@ class DistrictApp(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         header = pn.Row(
             pn.pane.HTML(f"<div class='twin-title'>{self.district_name}</div>", stylesheets=[CSS], width=260),
-            pn.widgets.RadioButtonGroup.from_param(self.param.screen, button_type="primary", width=330),
+            pn.widgets.RadioButtonGroup.from_param(self.param.screen, color="primary", width=330),
             pn.layout.HSpacer(), self.search_box, self.search_results, self.message,
             sizing_mode="stretch_width", height=52)
         left = pn.Column(self.figures, self.grid_table, width=360, sizing_mode="stretch_height")

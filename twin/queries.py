@@ -90,7 +90,8 @@ def grid_table(con: duckdb.DuckDBPyConnection, *, level: str = "grid") -> pd.Dat
     """
     check_choice("level", level, GRID_LEVELS)
     tree = grid_tree(con)
-    micro_to = tree[tree["level"] == "micro"][["grid_id", level]].rename(columns={"grid_id": "micro"})
+    micro_to = pd.DataFrame({"micro_id": tree.loc[tree["level"] == "micro", "grid_id"],
+                             level: tree.loc[tree["level"] == "micro", level]})
     placeholders = ", ".join("?" for _ in OPEN_STATUSES)
     per_micro = con.execute(f"""
         WITH b AS (SELECT grid_id, count(*) AS buildings FROM buildings GROUP BY grid_id),
@@ -99,13 +100,13 @@ def grid_table(con: duckdb.DuckDBPyConnection, *, level: str = "grid") -> pd.Dat
              c AS (SELECT grid_id, count(*) AS open_cases FROM cases WHERE status IN ({placeholders})
                    GROUP BY grid_id),
              k AS (SELECT grid_id, count(*) AS cameras FROM cameras GROUP BY grid_id)
-        SELECT g.grid_id AS micro, coalesce(b.buildings, 0) AS buildings, coalesce(r.residents, 0) AS residents,
+        SELECT g.grid_id AS micro_id, coalesce(b.buildings, 0) AS buildings, coalesce(r.residents, 0) AS residents,
                coalesce(r.households, 0) AS households, coalesce(c.open_cases, 0) AS open_cases,
                coalesce(k.cameras, 0) AS cameras
         FROM grids g LEFT JOIN b USING (grid_id) LEFT JOIN r USING (grid_id) LEFT JOIN c USING (grid_id)
              LEFT JOIN k USING (grid_id)
         WHERE g.level = 'micro' AND g.valid_to IS NULL""", list(OPEN_STATUSES)).df()
-    figures = per_micro.merge(micro_to, on="micro").groupby(level)[
+    figures = per_micro.merge(micro_to, on="micro_id").groupby(level)[
         ["buildings", "residents", "households", "open_cases", "cameras"]].sum()
     names = tree[tree["level"] == level][["grid_id", "name"]].set_index("grid_id")
     out = names.join(figures).fillna(0).reset_index()

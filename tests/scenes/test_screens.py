@@ -1,0 +1,91 @@
+"""The screens as Panel objects, without a browser: picks, colours, grids and search drive the state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scenes.layers import BUILDING_MAGIC, building_layer
+from scenes.screens import DistrictApp
+from twin.buildings import load_meshes
+from twin.store import Store
+
+
+@pytest.fixture(scope="module")
+def store(small_demo):
+    with Store(small_demo, read_only=True) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def layer(store):
+    return building_layer(store.con.cursor())
+
+
+@pytest.fixture
+def app(store, layer):
+    return DistrictApp(store.con.cursor(), layer)
+
+
+def test_the_building_buffer_holds_every_footprint_relative_to_the_origin(store, layer):
+    head = np.frombuffer(layer.payload[:32], dtype="<u4")
+    ids, meshes = load_meshes(store.con)
+    assert head[0] == BUILDING_MAGIC and head[1] == len(ids) == 500
+    assert head[3] == len(meshes.vertices) // 2  # one ring point per floor/roof vertex pair
+    assert np.abs(layer.centre[:, :2]).max() < 20_000  # offsets, not absolute coordinates
+    assert len(layer.payload) < 60 * len(meshes.vertices)
+
+
+def test_a_picked_building_fills_the_inspector_and_is_highlighted(app, layer):
+    i = int(np.argmax(layer.height))
+    app.view.pick = {"kind": "building", "index": i, "seq": 1}
+    assert app.view.selected == i
+    assert app.inspector.building_id == layer.building_id[i]
+    assert layer.building_id[i] in app.inspector.card.object
+    app.view.pick = {"kind": "none", "index": -1, "seq": 2}
+    assert app.view.selected == -1 and app.inspector.building_id is None
+
+
+def test_the_operator_sees_residents_and_the_leader_does_not(app, store, layer):
+    building_id, = store.con.execute("SELECT building_id FROM residents GROUP BY 1 ORDER BY count(*) DESC "
+                                     "LIMIT 1").fetchone()
+    app.select_building(layer.index_of(building_id))
+    assert not app.inspector.residents.visible
+    app.screen = "Operator"
+    assert app.inspector.residents.visible and len(app.inspector.residents.value) == 50
+
+
+def test_recolouring_sends_colours_not_geometry(app):
+    geometry = app.view.buildings
+    grid_colours = app.view.colors
+    app.colour_by = "height"
+    assert app.view.colors != grid_colours and len(app.view.colors) == 3 * 500
+    assert app.view.buildings is geometry
+    assert app.view.legend["title"] == "Height (m)"
+
+
+def test_the_grid_level_changes_outlines_and_table(app):
+    app.level = "street"
+    streets = app.view.grid_lines
+    assert len(app.view.labels) == len(app.grid_table.table.value) == 2
+    app.level = "micro"
+    assert len(app.view.grid_lines) > len(streets)
+
+
+def test_a_grid_row_highlights_and_flies(app):
+    app.grid_table.selected_grid = app.grid_table.table.value["grid_id"].iloc[0]
+    assert app.view.grid_highlight and "x" in app.view.fly_to
+
+
+def test_cases_and_cameras_have_their_own_cards(app):
+    app.view.pick = {"kind": "case", "index": 0, "seq": 3}
+    assert app.inspector.case_id is not None and "history" in app.inspector.card.object
+    app.view.ready = True
+    assert len(app.view.cameras) == 32 * 700
+    app.view.pick = {"kind": "camera", "index": 3, "seq": 4}
+    assert app.inspector.camera_id is not None
+
+
+def test_hover_names_the_building_and_its_grid(app, layer):
+    app.view.hovered = 0
+    assert layer.grid_id[0] in app.view.tooltip
