@@ -125,17 +125,22 @@ class DistrictApp(pn.viewable.Viewer):
 
     # -- interaction ---------------------------------------------------------
     def select_building(self, index: int, *, fly: bool = False) -> None:
-        self.view.selected = index
         if index < 0:
             self.inspector.clear()
+        else:
+            self.inspector.building_id = str(self.layer.building_id[index])
+        self.view.selected = index
+        if index < 0:
             return
-        self.inspector.building_id = str(self.layer.building_id[index])
         if fly:
             x, y, z = self.layer.centre[index]
             self.view.fly(x=x, y=y, z=z * 0.5, r=max(self.layer.radius[index], z, 30.0))
 
     def _picked(self, event: param.parameterized.Event) -> None:
-        kind, index = event.new.get("kind"), int(event.new.get("index", -1))
+        with pn.io.hold():  # one message: the card lands before the highlight is drawn
+            self._show_pick(event.new.get("kind"), int(event.new.get("index", -1)))
+
+    def _show_pick(self, kind: str | None, index: int) -> None:
         if kind == "building":
             self.select_building(index)
         elif kind == "case" and 0 <= index < len(self._cases):

@@ -41,11 +41,13 @@ function parseBuildings(ab) {
   const base = take(Float32Array, nb), top = take(Float32Array, nb);
   const xy = take(Float32Array, npts * 2), roof = take(Index, nroof * 3);
   const points = new Float32Array(npts * 2 * 3);
+  const pointBuilding = new Uint32Array(npts * 2);
   let ncells = 0;
   for (let b = 0; b < nb; b++) ncells += 2 * roofPer[b];
   ncells += 2 * npts;
   const cells = new Uint32Array(ncells * 4);
   const cellBuilding = new Uint32Array(ncells);
+  const cellStart = new Uint32Array(nb + 1);
   const bbox = new Float32Array(nb * 6);
   let p0 = 0, r0 = 0, t0 = 0, c = 0, ci = 0;
   for (let b = 0; b < nb; b++) {
@@ -61,6 +63,7 @@ function parseBuildings(ab) {
       if (x < xmin) xmin = x; if (x > xmax) xmax = x; if (y < ymin) ymin = y; if (y > ymax) ymax = y;
     }
     bbox.set([xmin, ymin, base[b], xmax, ymax, top[b]], 6 * b);
+    pointBuilding.fill(b, v0, v0 + 2 * np);
     for (let t = 0; t < roofPer[b]; t++) { // roof, then the floor reversed
       const a = roof[3 * (t0 + t)], bb = roof[3 * (t0 + t) + 1], cc = roof[3 * (t0 + t) + 2];
       cells.set([3, v0 + np + a, v0 + np + bb, v0 + np + cc], ci); ci += 4; cellBuilding[c++] = b;
@@ -77,8 +80,9 @@ function parseBuildings(ab) {
       start += n;
     }
     p0 += np; r0 += ringsPer[b]; t0 += roofPer[b];
+    cellStart[b + 1] = c;
   }
-  return { nb, points, cells, cellBuilding, bbox };
+  return { nb, points, pointBuilding, cells, cellBuilding, cellStart, bbox };
 }
 
 function floatBuffer(data) {
@@ -100,7 +104,6 @@ export function render({ model, el }) {
   const { vtkActor, vtkMapper, vtkLight } = vtk.Rendering.Core;
   const { vtkPolyData } = vtk.Common.DataModel;
   const { vtkDataArray } = vtk.Common.Core;
-  const FieldAssociations = vtk.Common.DataModel.vtkDataSet.FieldAssociations;
 
   const grw = vtkGenericRenderWindow.newInstance({ background: BACKGROUND, listenWindowResize: false });
   const canvasHolder = document.createElement("div");
@@ -157,7 +160,7 @@ export function render({ model, el }) {
   buildings.actor.getProperty().setInterpolationToFlat();
   buildings.actor.getProperty().setAmbient(0.25);
   buildings.actor.getProperty().setDiffuse(0.8);
-  buildings.mapper.setScalarModeToUseCellData();
+  buildings.mapper.setScalarModeToUsePointData();
   buildings.mapper.setColorModeToDirectScalars();
   ground.actor.getProperty().setColor(0.105, 0.165, 0.286);
   ground.actor.getProperty().setLighting(false);
@@ -221,9 +224,10 @@ export function render({ model, el }) {
     state.layer = layer;
     buildings.polydata.getPoints().setData(layer.points, 3);
     buildings.polydata.getPolys().setData(layer.cells);
+    // Colours per point (each building owns its points): no cell-to-point expansion on the GPU side.
     const colours = vtkDataArray.newInstance({ name: "colour", numberOfComponents: 3,
-                                               values: new Uint8Array(layer.cellBuilding.length * 3) });
-    buildings.polydata.getCellData().setScalars(colours);
+                                               values: new Uint8Array(layer.pointBuilding.length * 3) });
+    buildings.polydata.getPointData().setScalars(colours);
     state.colours = colours;
     let b = [Infinity, Infinity, Infinity, -Infinity, -Infinity, -Infinity];
     for (let i = 0; i < layer.nb; i++) {
@@ -247,7 +251,7 @@ export function render({ model, el }) {
     if (!layer || !state.colours) return;
     const src = new Uint8Array(asArrayBuffer(model.colors) || new ArrayBuffer(0));
     const out = state.colours.getData();
-    const cb = layer.cellBuilding;
+    const cb = layer.pointBuilding;
     const sel = model.selected;
     for (let c = 0; c < cb.length; c++) {
       const b = cb[c];
@@ -455,34 +459,120 @@ export function render({ model, el }) {
   }
 
   // --- picking ------------------------------------------------------------
-  const selector = glWindow.getSelector();
-  selector.setFieldAssociation(FieldAssociations.FIELD_ASSOCIATION_CELLS);
-  selector.setCaptureZValues(false);
-
-  async function pickAt(clientX, clientY) {
+  // A ray from the eye through the pixel, tested on the CPU: each building's box first, then the
+  // triangles of the buildings whose boxes it crosses, nearest first. The GPU hardware selector
+  // renders the whole scene once per selection pass, which software GL (SwiftShader) makes cost
+  // 600-900 ms a click on the full district; this costs a millisecond or two.
+  function eyeRay(clientX, clientY) {
     const rect = canvasHolder.getBoundingClientRect();
     const dpr = window.devicePixelRatio || 1;
-    const x = Math.round((clientX - rect.left) * dpr), y = Math.round((rect.height - (clientY - rect.top)) * dpr);
-    selector.attach(glWindow, renderer);
-    const found = await selector.selectAsync(renderer, x, y, x, y);
-    if (!found || !found.length) return null;
-    const { prop, attributeID } = found[0].getProperties();
-    if (prop === buildings.actor && state.layer) return { kind: "building", index: state.layer.cellBuilding[attributeID] };
-    if (prop === cases.actor) return { kind: "case", index: Math.floor(attributeID / 8) };
-    if (prop === cameras.actor) return { kind: "camera", index: Math.floor(attributeID / 8) };
-    return null;
+    const x = (clientX - rect.left) * dpr, y = (rect.height - (clientY - rect.top)) * dpr;
+    const near = glWindow.displayToWorld(x, y, 0, renderer), far = glWindow.displayToWorld(x, y, 1, renderer);
+    const d = [far[0] - near[0], far[1] - near[1], far[2] - near[2]];
+    const len = Math.hypot(...d);
+    return { o: near, d: d.map((v) => v / len) };
   }
 
-  let down = null;
-  canvasHolder.addEventListener("pointerdown", (e) => { down = [e.clientX, e.clientY]; });
-  canvasHolder.addEventListener("pointerup", async (e) => {
-    if (!down || Math.hypot(e.clientX - down[0], e.clientY - down[1]) > 4) return;
+  function rayBox(o, inv, b, off) {
+    let t0 = 0, t1 = Infinity;
+    for (let k = 0; k < 3; k++) {
+      let a = (b[off + k] - o[k]) * inv[k], c = (b[off + 3 + k] - o[k]) * inv[k];
+      if (a > c) [a, c] = [c, a];
+      t0 = Math.max(t0, a); t1 = Math.min(t1, c);
+      if (t0 > t1) return Infinity;
+    }
+    return t0;
+  }
+
+  function rayTriangle(o, d, p, i0, i1, i2) { // Möller–Trumbore, two-sided
+    const e1 = [p[3 * i1] - p[3 * i0], p[3 * i1 + 1] - p[3 * i0 + 1], p[3 * i1 + 2] - p[3 * i0 + 2]];
+    const e2 = [p[3 * i2] - p[3 * i0], p[3 * i2 + 1] - p[3 * i0 + 1], p[3 * i2 + 2] - p[3 * i0 + 2]];
+    const q = [d[1] * e2[2] - d[2] * e2[1], d[2] * e2[0] - d[0] * e2[2], d[0] * e2[1] - d[1] * e2[0]];
+    const det = e1[0] * q[0] + e1[1] * q[1] + e1[2] * q[2];
+    if (Math.abs(det) < 1e-12) return Infinity;
+    const s = [o[0] - p[3 * i0], o[1] - p[3 * i0 + 1], o[2] - p[3 * i0 + 2]];
+    const u = (s[0] * q[0] + s[1] * q[1] + s[2] * q[2]) / det;
+    if (u < 0 || u > 1) return Infinity;
+    const r = [s[1] * e1[2] - s[2] * e1[1], s[2] * e1[0] - s[0] * e1[2], s[0] * e1[1] - s[1] * e1[0]];
+    const v = (d[0] * r[0] + d[1] * r[1] + d[2] * r[2]) / det;
+    if (v < 0 || u + v > 1) return Infinity;
+    const t = (e2[0] * r[0] + e2[1] * r[1] + e2[2] * r[2]) / det;
+    return t > 0 ? t : Infinity;
+  }
+
+  function rayMarkers(o, d, layer, count, radius) { // nearest marker whose centre passes within radius
+    const pts = layer.polydata.getPoints().getData();
+    let best = Infinity, index = -1;
+    for (let i = 0; i < count; i++) {
+      // Octahedron i: vertex 0 is (x + s, y, z), vertex 2 is (x, y + s, z); so its centre is:
+      const c = [pts[18 * i + 6], pts[18 * i + 1], pts[18 * i + 2]];
+      const w = [c[0] - o[0], c[1] - o[1], c[2] - o[2]];
+      const t = w[0] * d[0] + w[1] * d[1] + w[2] * d[2];
+      if (t <= 0) continue;
+      const miss = Math.hypot(w[0] - t * d[0], w[1] - t * d[1], w[2] - t * d[2]);
+      if (miss <= radius && t < best) { best = t; index = i; }
+    }
+    return { t: best, index };
+  }
+
+  function pickAt(clientX, clientY) {
+    const started = performance.now();
+    const { o, d } = eyeRay(clientX, clientY);
+    const inv = d.map((v) => 1 / v);
+    let hit = null, best = Infinity;
+    const layer = state.layer;
+    if (layer && buildings.actor.getVisibility()) {
+      const candidates = [];
+      for (let b = 0; b < layer.nb; b++) {
+        const t = rayBox(o, inv, layer.bbox, 6 * b);
+        if (t < Infinity) candidates.push([t, b]);
+      }
+      candidates.sort((a, b) => a[0] - b[0]);
+      const p = layer.points, cells = layer.cells;
+      for (const [tBox, b] of candidates) {
+        if (tBox > best) break;
+        for (let c = layer.cellStart[b]; c < layer.cellStart[b + 1]; c++) {
+          const t = rayTriangle(o, d, p, cells[4 * c + 1], cells[4 * c + 2], cells[4 * c + 3]);
+          if (t < best) { best = t; hit = { kind: "building", index: b }; }
+        }
+      }
+    }
+    for (const [kind, markers, count, radius] of [["case", cases, state.caseCount, 7], ["camera", cameras, state.cameraCount, 4]]) {
+      if (!markers.actor.getVisibility() || !count) continue;
+      const m = rayMarkers(o, d, markers, count, radius);
+      if (m.t < best) { best = m.t; hit = { kind, index: m.index }; }
+    }
+    window.twinPickMs = performance.now() - started;
+    return hit;
+  }
+
+  // Clicks never reach vtk.js's interactor, which renders on every button press and release; a press
+  // is handed to it only once the pointer has moved, as a drag (orbit, pan) begins.
+  let down = null, forwarding = false;
+  canvasHolder.addEventListener("pointerdown", (e) => {
+    if (forwarding) return;
+    down = { x: e.clientX, y: e.clientY, event: e, handedOver: false };
+    e.stopImmediatePropagation();
+  }, true);
+  canvasHolder.addEventListener("pointermove", (e) => {
+    if (!down || down.handedOver || forwarding) return;
+    if (Math.hypot(e.clientX - down.x, e.clientY - down.y) <= 4) { e.stopImmediatePropagation(); return; }
+    down.handedOver = true;
+    forwarding = true;
+    down.event.target.dispatchEvent(new PointerEvent("pointerdown", down.event));
+    forwarding = false;
+  }, true);
+  canvasHolder.addEventListener("pointerup", (e) => {
+    if (!down || forwarding) return;
+    const wasDrag = down.handedOver;
     down = null;
-    const hit = await pickAt(e.clientX, e.clientY);
-    state.clickSeq += 1;
+    if (wasDrag) return;
+    e.stopImmediatePropagation();
     window.twinLastClick = performance.now();
+    const hit = pickAt(e.clientX, e.clientY);
+    state.clickSeq += 1;
     model.pick = hit ? { ...hit, seq: state.clickSeq } : { kind: "none", index: -1, seq: state.clickSeq };
-  });
+  }, true);
   let hoverTimer = 0, lastHover = -2;
   canvasHolder.addEventListener("pointermove", (e) => {
     const rect = container.getBoundingClientRect();
@@ -490,8 +580,8 @@ export function render({ model, el }) {
     tooltip.style.top = `${e.clientY - rect.top + 10}px`;
     if (e.buttons) return;
     clearTimeout(hoverTimer);
-    hoverTimer = setTimeout(async () => {
-      const hit = await pickAt(e.clientX, e.clientY);
+    hoverTimer = setTimeout(() => {
+      const hit = pickAt(e.clientX, e.clientY);
       const index = hit && hit.kind === "building" ? hit.index : -1;
       if (index !== lastHover) { lastHover = index; model.hovered = index; }
     }, 120);
