@@ -91,6 +91,7 @@ function floatBuffer(data) {
 }
 
 export function render({ model, el }) {
+  window.twinMarks = { init: performance.now() };
   const vtk = window.vtk;
   const container = document.createElement("div");
   container.className = "twin-view";
@@ -178,6 +179,9 @@ export function render({ model, el }) {
   cones.actor.getProperty().setOpacity(0.55);
   cones.actor.getProperty().setLighting(false);
 
+  const deferred = [ground, gridLines, gridHighlight, cases];
+  for (const a of [...deferred, cameras, cones]) a.actor.setVisibility(false);
+
   // Overlay elements: tooltip, legend, labels, navigation buttons.
   const overlay = document.createElement("div");
   overlay.style.cssText = "position:absolute;inset:0;pointer-events:none;font:12px sans-serif;color:#e6edf7;";
@@ -207,20 +211,32 @@ export function render({ model, el }) {
     buttons.appendChild(b);
   }
 
+  // Renders are coalesced into the next animation frame: software GL makes each one costly.
+  let renderQueued = false, removed = false;
   function render() {
-    renderWindow.render();
-    if (!state.firstFrame && state.layer) {
-      state.firstFrame = true;
-      window.twinFirstFrame = performance.now();
-      model.ready = true;
-    }
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(() => {
+      renderQueued = false;
+      if (removed) return;
+      renderWindow.render();
+      if (!state.firstFrame && state.layer) {
+        state.firstFrame = true;
+        window.twinFirstFrame = performance.now();
+        model.ready = true;
+        // Each overlay needs a shader of its own, which software GL compiles slowly: after the buildings.
+        setTimeout(() => { for (const a of deferred) a.actor.setVisibility(true); applyLayerVisibility(); }, 0);
+      }
+    });
   }
 
   // --- buildings --------------------------------------------------------
   function loadBuildings() {
     const ab = asArrayBuffer(model.buildings);
     if (!ab || ab.byteLength < 32) return;
+    window.twinMarks.parse0 = performance.now();
     const layer = parseBuildings(ab);
+    window.twinMarks.parse1 = performance.now();
     state.layer = layer;
     buildings.polydata.getPoints().setData(layer.points, 3);
     buildings.polydata.getPolys().setData(layer.cells);
@@ -350,6 +366,7 @@ export function render({ model, el }) {
   }
 
   function applyLayerVisibility() {
+    if (!state.firstFrame) return;
     cameras.actor.setVisibility(!!model.show_cameras);
     cones.actor.setVisibility(conesWanted());
     cases.actor.setVisibility(model.show_cases !== false);
@@ -378,13 +395,13 @@ export function render({ model, el }) {
       d.style.display = p[2] > 0 && p[2] < 1 ? "block" : "none";
     });
   }
-  let labelFrame = 0, removed = false;
+  let labelFrame = 0;
   const cameraWatch = renderer.getActiveCamera().onModified(() => {
     if (!labelFrame) labelFrame = requestAnimationFrame(() => {
       labelFrame = 0;
       if (removed) return;
       placeLabels();
-      if (cones.actor.getVisibility() !== conesWanted()) { cones.actor.setVisibility(conesWanted()); renderWindow.render(); }
+      if (state.firstFrame && cones.actor.getVisibility() !== conesWanted()) { cones.actor.setVisibility(conesWanted()); render(); }
     });
   });
 
