@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from twin.errors import InputError
 from twin.footprints import prepare_footprints
 from twin.grids import locate
 from twin.mesh import extrude_footprints
+from twin.timing import StageTimer
 from twin.store import Store, create_indexes, drop_indexes, insert_frame
 
 log = logging.getLogger(__name__)
@@ -53,16 +53,8 @@ def build_demo_store(path: str | os.PathLike, *, scale: str = "full", seed: int 
                          "or another --db path.")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.building-{os.getpid()}")
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 3)
-        clock = now
-        step(name)
-
+    timer = StageTimer(step, digits=3)
+    lap = timer.lap
     try:
         district = generate_district(scale=scale, seed=seed)
         lap("generate")
@@ -76,7 +68,7 @@ def build_demo_store(path: str | os.PathLike, *, scale: str = "full", seed: int 
         for p in (partial, Path(f"{partial}.wal")):
             p.unlink(missing_ok=True)
     return {"db": str(path), "scale": scale, "seed": seed, **counts, "grid_levels": level_counts(district),
-            "timings_s": timings}
+            "timings_s": timer.timings}
 
 
 def write_district(store: Store, demo: DemoDistrict, *, lap: Callable[[str], None], scale: str, seed: int) -> dict:

@@ -687,22 +687,22 @@ def _row(B, blk, strip, uses, weights):
         _single(B, blk, cell, uses[int(B.rng.choice(len(uses), p=p))])
 
 
-def _school(B, blk, rect):
-    if max(rect[2] - rect[0], rect[3] - rect[1]) >= 130:
-        main, gym = _cut(rect, _long_axis(rect), .68)
-        name = _single(B, blk, main, "school")
-        _single(B, blk, gym, "school", "gym", name=f"{name} 体育馆")
+def _main_and_annex(B, blk, rect, use, *, annex, suffix, min_side, share):
+    """One building of ``use``, with an annex beside it when the plot is large enough."""
+    if max(rect[2] - rect[0], rect[3] - rect[1]) >= min_side:
+        main, rest = _cut(rect, _long_axis(rect), share)
+        name = _single(B, blk, main, use)
+        _single(B, blk, rest, use, annex, name=f"{name} {suffix}")
     else:
-        _single(B, blk, rect, "school")
+        _single(B, blk, rect, use)
+
+
+def _school(B, blk, rect):
+    _main_and_annex(B, blk, rect, "school", annex="gym", suffix="体育馆", min_side=130, share=.68)
 
 
 def _hospital(B, blk, rect):
-    if max(rect[2] - rect[0], rect[3] - rect[1]) >= 140:
-        main, out = _cut(rect, _long_axis(rect), .62)
-        name = _single(B, blk, main, "hospital")
-        _single(B, blk, out, "hospital", "outpatient", name=f"{name} 门诊楼")
-    else:
-        _single(B, blk, rect, "hospital")
+    _main_and_annex(B, blk, rect, "hospital", annex="outpatient", suffix="门诊楼", min_side=140, share=.62)
 
 
 _STRIP_USES = (("commercial", "school", "public", "market"), (5, 2, 2, 1))

@@ -8,7 +8,6 @@ are pure functions in :mod:`twin.footprints` and :mod:`twin.mesh`; writing is
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from twin.errors import CRSError, InputError
 from twin.footprints import prepare_footprints
 from twin.mesh import extrude_footprints
 from twin.store import Store
+from twin.timing import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -147,16 +147,8 @@ def ingest_footprints(
     dict
         JSON-ready summary: counts, the cleaning report and timings in seconds.
     """
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 4)
-        clock = now
-        step(name)
-
+    timer = StageTimer(step)
+    lap = timer.lap
     src = _source_crs(features, source_crs=source_crs, where=where)
     district = district_for(store, features, source_crs=src, crs=crs, where=where)
     geoms = transform_geometries(np.asarray(features.geometry.values, dtype=object), src, district.crs)
@@ -179,7 +171,7 @@ def ingest_footprints(
     lap("store")
     return {"file": where, "source": source, "crs": district.crs, "source_crs": src,
             "buildings": len(buildings), **counts, "triangles": int(len(meshes.triangles)),
-            **report.as_dict(), "timings_s": timings}
+            **report.as_dict(), "timings_s": timer.timings}
 
 
 def _source_crs(features: gpd.GeoDataFrame, *, source_crs: str | None, where: str) -> str:

@@ -43,7 +43,9 @@ function parseBuildings(ab) {
   const points = new Float32Array(npts * 2 * 3);
   const pointBuilding = new Uint32Array(npts * 2);
   let ncells = 0;
-  for (let b = 0; b < nb; b++) ncells += 2 * roofPer[b];
+  // Floors on the ground are never seen; a part that starts above ground (base > 0) keeps its underside.
+  const lifted = (b) => base[b] > 0.5;
+  for (let b = 0; b < nb; b++) ncells += (lifted(b) ? 2 : 1) * roofPer[b];
   ncells += 2 * npts;
   const cells = new Uint32Array(ncells * 4);
   const cellBuilding = new Uint32Array(ncells);
@@ -64,10 +66,10 @@ function parseBuildings(ab) {
     }
     bbox.set([xmin, ymin, base[b], xmax, ymax, top[b]], 6 * b);
     pointBuilding.fill(b, v0, v0 + 2 * np);
-    for (let t = 0; t < roofPer[b]; t++) { // roof, then the floor reversed
+    for (let t = 0; t < roofPer[b]; t++) { // the roof, and the floor reversed when lifted
       const a = roof[3 * (t0 + t)], bb = roof[3 * (t0 + t) + 1], cc = roof[3 * (t0 + t) + 2];
       cells.set([3, v0 + np + a, v0 + np + bb, v0 + np + cc], ci); ci += 4; cellBuilding[c++] = b;
-      cells.set([3, v0 + a, v0 + cc, v0 + bb], ci); ci += 4; cellBuilding[c++] = b;
+      if (lifted(b)) { cells.set([3, v0 + a, v0 + cc, v0 + bb], ci); ci += 4; cellBuilding[c++] = b; }
     }
     let start = 0;
     for (let r = 0; r < ringsPer[b]; r++) { // walls: outward for CCW shells and CW holes
