@@ -11,8 +11,8 @@ import sys
 
 import panel as pn
 
-from scenes.layers import building_layer
 from scenes.screens import DistrictApp
+from scenes.shared import SharedDistrict
 from twin.store import Store
 
 # 'vtk' puts the vtk.js that Panel ships (served by this server, no CDN) on the page.
@@ -31,10 +31,10 @@ def _store(path: str) -> Store:
 
 
 @pn.cache
-def _layer(path: str):
-    return building_layer(_store(path).con.cursor())
+def _shared(path: str) -> SharedDistrict:
+    return SharedDistrict(_store(path).con.cursor())
 
 
 if pn.state.served or __name__.startswith("bokeh_app"):
     db = _db_path()
-    DistrictApp(_store(db).con.cursor(), _layer(db)).servable(title="District twin")
+    DistrictApp(_store(db).con.cursor(), _shared(db)).servable(title="District twin")

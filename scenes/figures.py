@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import duckdb
+import pandas as pd
 import panel as pn
 import param
 
 from scenes.theme import CSS, MUTED
-from twin.queries import grid_table, key_figures
+from twin.queries import key_figures
 from twin.schema import GRID_LEVELS
 
 STATUS_LABELS = {"reported": "reported", "dispatched": "dispatched", "in_progress": "in progress",
@@ -52,23 +55,29 @@ class KeyFigures(pn.viewable.Viewer):
 
 
 class GridTable(pn.viewable.Viewer):
-    """A sortable table of figures per grid at the chosen level."""
+    """A sortable table of figures per grid at the chosen level.
+
+    Parameters
+    ----------
+    figures : callable
+        ``figures(level) -> DataFrame``, as :func:`twin.queries.grid_table` (or a memoised one).
+    """
 
     level = param.Selector(default="grid", objects=list(GRID_LEVELS))
     selected_grid = param.String(default=None, allow_None=True, doc="grid_id of the clicked row")
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, **params) -> None:
+    def __init__(self, figures: Callable[[str], pd.DataFrame], **params) -> None:
         super().__init__(**params)
-        self._con = con
+        self._figures = figures
         self.table = pn.widgets.Tabulator(
-            grid_table(con, level=self.level), show_index=False, disabled=True, selectable=1,
-            sizing_mode="stretch_both", min_height=300, theme="midnight", pagination=None,
+            figures(self.level), show_index=False, disabled=True, selectable=1,
+            sizing_mode="stretch_both", min_height=300, theme="midnight", pagination="local", page_size=15,
             titles={"grid_id": "Grid", "name": "Name", "open_cases": "Open cases"})
         self.table.on_click(self._clicked)
 
     @param.depends("level", watch=True)
     def refresh(self) -> None:
-        self.table.value = grid_table(self._con, level=self.level)
+        self.table.value = self._figures(self.level)
 
     def _clicked(self, event) -> None:
         self.selected_grid = str(self.table.value.iloc[event.row]["grid_id"])

@@ -177,7 +177,7 @@ def grid_segments(shapes: np.ndarray, origin: tuple[float, float, float]) -> byt
 
 
 def grid_labels(frame: pd.DataFrame, shapes: np.ndarray, origin: tuple[float, float, float], *,
-                limit: int = 500) -> list[list]:
+                limit: int = 150) -> list[list]:
     """``[name, x, y]`` at a point inside each grid (relative to the origin); none above ``limit``."""
     if len(shapes) == 0 or len(shapes) > limit:
         return []

@@ -15,9 +15,9 @@ import param
 
 from scenes.figures import GridTable, KeyFigures
 from scenes.inspector import Inspector
-from scenes.layers import (COLOUR_MEASURES, BuildingLayer, building_colours, camera_records, case_markers,
-                           grid_labels, grid_segments)
+from scenes.layers import COLOUR_MEASURES, camera_records, case_markers, grid_labels, grid_segments
 from scenes.plan import PlanMap
+from scenes.shared import SharedDistrict
 from scenes.theme import CSS
 from scenes.view3d import DistrictView
 from twin.errors import TwinError
@@ -40,26 +40,26 @@ class DistrictApp(pn.viewable.Viewer):
     ----------
     con : duckdb.DuckDBPyConnection
         A cursor on the store (one per browser session).
-    layer : BuildingLayer
-        The buildings' geometry buffer, shared by every session.
+    shared : SharedDistrict
+        The buildings' geometry buffer and what else every session shows alike.
     """
 
     screen = param.Selector(default="Overview", objects=list(SCREENS))
     colour_by = param.Selector(default="grid", objects=list(COLOUR_MEASURES))
     level = param.Selector(default="grid", objects=list(GRID_LEVELS))
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, layer: BuildingLayer, **params) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, shared: SharedDistrict, **params) -> None:
         super().__init__(**params)
         self._con = con
-        self.layer = layer
+        self.shared = shared
+        self.layer = layer = shared.layer
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         self.district_name = meta.get("district_name", "District")
         self.figures = KeyFigures(con)
-        self.grid_table = GridTable(con, level=self.level)
+        self.grid_table = GridTable(shared.grid_table, level=self.level)
         self.inspector = Inspector(con)
         self.view = DistrictView(buildings=layer.payload, sizing_mode="stretch_both", min_height=400)
         self._plan: PlanMap | None = None
-        self._hover_text = self._hover_texts()
         self._cases = self._open_cases()
         self._cameras = _frame(con, "SELECT camera_id, ST_X(position) AS x, ST_Y(position) AS y, z, heading_deg, "
                                     "pitch_deg, fov_deg, range_m, status FROM cameras ORDER BY camera_id")
@@ -90,13 +90,6 @@ class DistrictApp(pn.viewable.Viewer):
         self.grid_table.param.watch(lambda e: setattr(self, "level", e.new), "level")
 
     # -- data shaped for the view -------------------------------------------
-    def _hover_texts(self) -> np.ndarray:
-        """'name · micro-grid' per building, in layer order (kept here; hovering sends only an index)."""
-        info = _frame(self._con, "SELECT coalesce(b.name, b.building_id) || coalesce(' · ' || g.name || ' (' || "
-                                 "g.grid_id || ')', '') AS text FROM buildings b LEFT JOIN grids g "
-                                 "ON g.grid_id = b.grid_id AND g.valid_to IS NULL ORDER BY b.building_id")
-        return info["text"].to_numpy(dtype=object)
-
     def _open_cases(self) -> pd.DataFrame:
         placeholders = ", ".join("?" for _ in OPEN_STATUSES)
         return _frame(self._con, f"SELECT case_id, status, building_id, ST_X(location) AS x, ST_Y(location) AS y, "
@@ -105,7 +98,7 @@ class DistrictApp(pn.viewable.Viewer):
 
     @param.depends("colour_by", watch=True)
     def _colour(self) -> None:
-        colours, legend = building_colours(self._con, self.layer, measure=self.colour_by)
+        colours, legend = self.shared.colours(self.colour_by)
         self.view.param.update(colors=colours, legend=legend)
 
     @param.depends("level", watch=True)
@@ -154,7 +147,8 @@ class DistrictApp(pn.viewable.Viewer):
 
     def _hovered(self, event: param.parameterized.Event) -> None:
         i = event.new
-        self.view.tooltip = str(self._hover_text[i]) if 0 <= i < len(self._hover_text) else ""
+        texts = self.shared.hover_text
+        self.view.tooltip = str(texts[i]) if 0 <= i < len(texts) else ""
 
     def _grid_clicked(self, event: param.parameterized.Event) -> None:
         hits = np.flatnonzero(self._grid_frame["grid_id"].to_numpy() == event.new)

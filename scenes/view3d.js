@@ -474,7 +474,7 @@ export function render({ model, el }) {
     if (!b) return;
     const cx = (b[0] + b[3]) / 2, cy = (b[1] + b[4]) / 2;
     const r = 0.5 * Math.max(b[3] - b[0], b[4] - b[1]);
-    flyTo(viewAround(cx, cy, 0, r, name === "top" ? "top" : "oblique"), animate);
+    flyTo(viewAround(cx, cy, 0, 1.3 * r, name === "top" ? "top" : "oblique"), animate);
   }
 
   // --- picking ------------------------------------------------------------

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scenes.layers import BUILDING_MAGIC, building_layer
+from scenes.layers import BUILDING_MAGIC
 from scenes.screens import DistrictApp
+from scenes.shared import SharedDistrict
 from twin.buildings import load_meshes
 from twin.store import Store
 
@@ -18,13 +19,18 @@ def store(small_demo):
 
 
 @pytest.fixture(scope="module")
-def layer(store):
-    return building_layer(store.con.cursor())
+def shared(store):
+    return SharedDistrict(store.con.cursor())
+
+
+@pytest.fixture(scope="module")
+def layer(shared):
+    return shared.layer
 
 
 @pytest.fixture
-def app(store, layer):
-    return DistrictApp(store.con.cursor(), layer)
+def app(store, shared):
+    return DistrictApp(store.con.cursor(), shared)
 
 
 def test_the_building_buffer_holds_every_footprint_relative_to_the_origin(store, layer):
@@ -67,7 +73,7 @@ def test_recolouring_sends_colours_not_geometry(app):
 def test_the_grid_level_changes_outlines_and_table(app):
     app.level = "street"
     streets = app.view.grid_lines
-    assert len(app.view.labels) == len(app.grid_table.table.value) == 2
+    assert len(app.view.labels) == len(app.grid_table.table.value) == 2  # labels up to 150 grids
     app.level = "micro"
     assert len(app.view.grid_lines) > len(streets)
 
