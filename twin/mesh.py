@@ -70,10 +70,22 @@ def _ring_coordinates(polygons: np.ndarray):
     if len(polygons) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return np.zeros((0, 2)), empty, empty, empty, np.zeros(1, dtype=np.int64)
-    kind, coords, (ring_offsets, poly_ring_offsets) = shapely.to_ragged_array(polygons, include_z=False)
-    if kind != shapely.GeometryType.POLYGON:
-        raise ValueError(f"extrude_footprints needs Polygons, found {kind.name}")
-    closed_length = np.diff(ring_offsets)
+    if not (shapely.get_type_id(polygons) == shapely.GeometryType.POLYGON).all():
+        raise ValueError("extrude_footprints needs Polygons")
+    # Every polygon's closed rings, exterior first. Ring lengths come from splitting the few polygons
+    # with holes into rings; splitting them all (shapely.get_rings) costs more than the rest together.
+    coords = shapely.get_coordinates(polygons)
+    n_holes = shapely.get_num_interior_rings(polygons)
+    poly_ring_offsets = np.concatenate([[0], np.cumsum(n_holes + 1)])
+    closed_length = np.empty(poly_ring_offsets[-1], dtype=np.int64)
+    closed_length[poly_ring_offsets[:-1]] = shapely.get_num_coordinates(polygons)
+    holed = np.flatnonzero(n_holes)
+    if len(holed):
+        rings, owner = shapely.get_rings(polygons[holed], return_index=True)
+        first = poly_ring_offsets[holed][owner]
+        rank = np.arange(len(rings)) - np.searchsorted(owner, owner)
+        closed_length[first + rank] = shapely.get_num_coordinates(rings)
+    ring_offsets = np.concatenate([[0], np.cumsum(closed_length)])
     keep = np.ones(len(coords), dtype=bool)
     keep[ring_offsets[1:] - 1] = False  # drop each ring's closing vertex
     xy = coords[keep]
