@@ -47,3 +47,17 @@ def test_unknown_layer_and_format_are_explained(tmp_path):
     wrong_format = twin("ingest", "footprints", str(text), "--db", str(db))
     assert wrong_format.returncode == 2 and ".geojson" in wrong_format.stderr
     assert not db.exists()
+
+
+def test_demo_builds_a_store_and_will_not_overwrite_one_without_force(tmp_path):
+    db = tmp_path / "demo.duckdb"
+    done = twin("demo", "--db", str(db), "--scale", "small", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["buildings"] == 500 and summary["residents"] > 40_000
+    assert set(summary["grid_levels"]) == {"street", "community", "grid", "micro"}
+    digest = file_digest(db)
+    again = twin("demo", "--db", str(db), "--scale", "small")
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert file_digest(db) == digest
+    assert twin("demo", "--db", str(db), "--scale", "tiny").returncode == 2  # argparse lists the choices
