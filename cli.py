@@ -68,6 +68,19 @@ def _cmd_ingest_footprints(args: argparse.Namespace) -> dict:
         bar.close()
 
 
+def _cmd_ingest_ifc(args: argparse.Namespace) -> dict:
+    from ingest.ifc import ingest_ifc
+    from twin.store import open_for_command
+
+    bar = StageBar(("read", "geometry", "place", "store"), desc=f"ingest {Path(args.path).name}")
+    try:
+        with open_for_command(args.db) as store:
+            return ingest_ifc(store, args.path, building_id=args.building_id, anchor=args.anchor, crs=args.crs,
+                              step=bar)
+    finally:
+        bar.close()
+
+
 def _cmd_serve(args: argparse.Namespace) -> dict:
     from twin.store import Store
 
@@ -124,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--default-height", type=float, metavar="M")
     fp.add_argument("--source-crs", metavar="EPSG:N")
     fp.add_argument("--crs", metavar="EPSG:N", help="district CRS of a new store (default: the data's UTM zone)")
+
+    ifc = command("ifc", _cmd_ingest_ifc, sub=isub, help="a BIM model (IFC2X3, IFC4, IFC4X3), placed on the map")
+    ifc.add_argument("path")
+    ifc.add_argument("--building-id", help="the building the model belongs to (default: the footprint it stands on)")
+    ifc.add_argument("--anchor", metavar="LON,LAT,H,ROT_DEG",
+                     help="place the model's origin here, turned ROT_DEG counter-clockwise; overrides the file")
+    ifc.add_argument("--crs", metavar="EPSG:N", help="district CRS of a new store (default: the model's UTM zone)")
 
     serve = command("serve", _cmd_serve, help="serve the app")
     serve.add_argument("--port", type=int, default=5006)

@@ -85,26 +85,29 @@ def _default_layer(path: Path) -> str | None:
                      "choose the footprint layer with --layer NAME.")
 
 
-def district_for(store: Store, features: gpd.GeoDataFrame, *, source_crs: str, crs: str | None,
-                 where: str) -> District:
-    """The store's district, or a new one for this data (``crs`` or the data's UTM zone)."""
+def district_for(store: Store, bounds: np.ndarray, *, source_crs: str, crs: str | None, where: str) -> District:
+    """The store's district, or a new one for data within ``bounds`` (``crs``, else the data's UTM zone).
+
+    Parameters
+    ----------
+    bounds : ndarray, shape (4,)
+        ``xmin, ymin, xmax, ymax`` of the incoming data in ``source_crs``.
+    """
     current = store.district
     if current is not None:
         if crs is not None and require_projected(parse_crs(crs, what="--crs"), what="--crs") != current.crs:
             raise CRSError(f"{where}: --crs {crs} differs from this store's district CRS {current.crs}. "
                            "Leave out --crs, or use a new store for another CRS.")
         return current
+    box = np.array([shapely.box(*bounds)])
     if crs is not None:
         chosen = require_projected(parse_crs(crs, what="--crs"), what="--crs")
     else:
-        lonlat = shapely.get_coordinates(shapely.centroid(
-            transform_geometries(np.array([shapely.box(*features.total_bounds)]), source_crs, "EPSG:4326")))
+        lonlat = shapely.get_coordinates(shapely.centroid(transform_geometries(box, source_crs, "EPSG:4326")))
         chosen = utm_crs_for(*lonlat[0])
         log.info("new store: district CRS %s (the data's UTM zone)", chosen)
-    bounds = shapely.bounds(transform_geometries(np.array([shapely.box(*features.total_bounds)]),
-                                                 source_crs, chosen))[0]
-    origin = (float(np.round((bounds[0] + bounds[2]) / 2)), float(np.round((bounds[1] + bounds[3]) / 2)), 0.0)
-    district = District(crs=chosen, origin=origin)
+    b = shapely.bounds(transform_geometries(box, source_crs, chosen))[0]
+    district = District(crs=chosen, origin=(float(np.round((b[0] + b[2]) / 2)), float(np.round((b[1] + b[3]) / 2)), 0.0))
     store.set_district(district)
     return district
 
@@ -150,7 +153,7 @@ def ingest_footprints(
     timer = StageTimer(step)
     lap = timer.lap
     src = _source_crs(features, source_crs=source_crs, where=where)
-    district = district_for(store, features, source_crs=src, crs=crs, where=where)
+    district = district_for(store, features.total_bounds, source_crs=src, crs=crs, where=where)
     geoms = transform_geometries(np.asarray(features.geometry.values, dtype=object), src, district.crs)
     projected = gpd.GeoDataFrame(features.drop(columns=features.geometry.name), geometry=geoms, crs=district.crs)
     lap("transform")

@@ -65,8 +65,12 @@ def upsert_buildings(con: duckdb.DuckDBPyConnection, buildings: gpd.GeoDataFrame
     return {"inserted": len(frame) - existing, "updated": existing}
 
 
-def insert_meshes(con: duckdb.DuckDBPyConnection, building_id: np.ndarray, meshes: MeshBatch, *, lod: str) -> None:
-    """Append one mesh row per building: float32/uint32 little-endian blobs and a bbox."""
+def insert_meshes(con: duckdb.DuckDBPyConnection, building_id: np.ndarray, meshes: MeshBatch, *, lod: str,
+                  element_ids: list[np.ndarray] | None = None) -> None:
+    """Append one mesh row per building: float32/uint32 little-endian blobs and a bbox.
+
+    ``element_ids`` holds, per building, one uint32 per triangle (the element it belongs to).
+    """
     v_off, t_off = meshes.vertex_offsets, meshes.triangle_offsets
     starts = v_off[:-1]
     vmin = np.minimum.reduceat(meshes.vertices, starts).astype(np.float64) + meshes.origin
@@ -80,8 +84,10 @@ def insert_meshes(con: duckdb.DuckDBPyConnection, building_id: np.ndarray, meshe
         "bbox_xmin": vmin[:, 0], "bbox_ymin": vmin[:, 1], "bbox_zmin": vmin[:, 2],
         "bbox_xmax": vmax[:, 0], "bbox_ymax": vmax[:, 1], "bbox_zmax": vmax[:, 2],
     })
-    insert_frame(con, "meshes", frame, arrow_columns={"vertices": binary_column(meshes.vertices, v_off),
-                                                      "triangles": binary_column(meshes.triangles, t_off)})
+    blobs = {"vertices": binary_column(meshes.vertices, v_off), "triangles": binary_column(meshes.triangles, t_off)}
+    if element_ids is not None:
+        blobs["element_ids"] = binary_column(np.concatenate(element_ids).astype(np.uint32), t_off)
+    insert_frame(con, "meshes", frame, arrow_columns=blobs)
 
 
 def load_meshes(con: duckdb.DuckDBPyConnection, *, lod: str = "lod1") -> tuple[np.ndarray, MeshBatch]:

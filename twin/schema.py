@@ -40,7 +40,7 @@ TABLES: dict[str, str] = {
         lod VARCHAR NOT NULL,
         vertices BLOB NOT NULL,
         triangles BLOB NOT NULL,
-        element_ids BLOB,
+        element_ids BLOB,  -- uint32 per triangle: element_index in elements
         n_vertices INTEGER NOT NULL,
         n_triangles INTEGER NOT NULL,
         bbox_xmin DOUBLE, bbox_ymin DOUBLE, bbox_zmin DOUBLE,
@@ -110,6 +110,17 @@ TABLES: dict[str, str] = {
         status VARCHAR,
         grid_id VARCHAR,
         building_id VARCHAR""",
+    "elements": """
+        element_id VARCHAR PRIMARY KEY,
+        mesh_id VARCHAR NOT NULL,
+        building_id VARCHAR NOT NULL,
+        element_index INTEGER NOT NULL,
+        global_id VARCHAR,
+        ifc_class VARCHAR,
+        name VARCHAR,
+        storey VARCHAR,
+        psets VARCHAR,
+        hidden BOOLEAN NOT NULL DEFAULT false""",
     "party_orgs": """
         org_id VARCHAR PRIMARY KEY,
         name VARCHAR NOT NULL,
@@ -131,4 +142,5 @@ INDEXES: dict[str, str] = {
     "cameras_grid": "cameras (grid_id)",
     "grids_parent": "grids (parent_id)",
     "grids_boundary": "grids USING RTREE (boundary)",
+    "elements_mesh": "elements (mesh_id)",
 }

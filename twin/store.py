@@ -85,6 +85,8 @@ class Store:
             create_schema(self.con)
         else:
             check_schema(self.con, self.path)
+            if not read_only:
+                add_missing_tables(self.con)
 
     # -- lifecycle -------------------------------------------------------
     def close(self) -> None:
@@ -159,6 +161,18 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
     create_indexes(con)
     con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+
+
+def add_missing_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Add tables and indexes this version has and an older store lacks (writes nothing otherwise)."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    indexes = {r[0] for r in con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()}
+    for name, columns in TABLES.items():
+        if name not in tables:
+            con.execute(f"CREATE TABLE {name} ({columns})")
+    for name, target in INDEXES.items():
+        if name not in indexes:
+            con.execute(f"CREATE INDEX {name} ON {target}")
 
 
 def create_indexes(con: duckdb.DuckDBPyConnection) -> None:
