@@ -81,6 +81,19 @@ def _cmd_ingest_ifc(args: argparse.Namespace) -> dict:
         bar.close()
 
 
+def _cmd_ingest_mesh(args: argparse.Namespace) -> dict:
+    from ingest.mesh import ingest_mesh
+    from twin.store import open_for_command
+
+    bar = StageBar(("read", "place and store"), desc=f"ingest {Path(args.path).name}")
+    try:
+        with open_for_command(args.db) as store:
+            return ingest_mesh(store, args.path, crs=args.crs, anchor=args.anchor, up=args.up, units=args.units,
+                               building_id=args.building_id, step=bar)
+    finally:
+        bar.close()
+
+
 def _cmd_serve(args: argparse.Namespace) -> dict:
     from twin.store import Store
 
@@ -145,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="place the model's origin here, turned ROT_DEG counter-clockwise; overrides the file")
     ifc.add_argument("--crs", metavar="EPSG:N", help="district CRS of a new store (default: the model's UTM zone)")
 
+    mesh = command("mesh", _cmd_ingest_mesh, sub=isub, help="a glTF/GLB, OBJ, PLY or STL model, placed on the map")
+    mesh.add_argument("path")
+    mesh.add_argument("--crs", metavar="EPSG:N", help="the vertices are map coordinates in this CRS (Z up)")
+    mesh.add_argument("--anchor", metavar="LON,LAT,H,ROT_DEG", help="place the local model's origin here")
+    mesh.add_argument("--up", choices=("y", "z"), help="the model's up axis (default: y for glTF, z otherwise)")
+    mesh.add_argument("--units", choices=("m", "cm", "mm"), default="m")
+    mesh.add_argument("--building-id")
+
     serve = command("serve", _cmd_serve, help="serve the app")
     serve.add_argument("--port", type=int, default=5006)
     serve.add_argument("--address", default="127.0.0.1", help="0.0.0.0 to serve the intranet")
@@ -152,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="another host name browsers use to reach the app (repeatable)")
 
     bench = command("bench", _cmd_bench, help="run a benchmark and print JSON results")
-    bench.add_argument("name", choices=("ingest", "view"))
+    bench.add_argument("name", choices=("ingest", "view", "ifc"))
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     return parser
 

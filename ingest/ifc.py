@@ -15,19 +15,14 @@ import logging
 import multiprocessing
 from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
-import shapely
 
-from ingest.footprints import district_for
-from twin.buildings import insert_meshes, upsert_buildings
-from twin.crs import check_near_origin, transform_xy
+from ingest.models import store_model
 from twin.errors import InputError
 from twin.georef import (Placement, distance_m, horizontal_crs, parse_anchor, placement_from_lonlat,
                          rotation_from_axis, rotation_from_true_north)
-from twin.mesh import MeshBatch, extrude_footprints
-from twin.store import Store, insert_frame
+from twin.store import Store
 from twin.timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -36,7 +31,6 @@ SCHEMAS = ("IFC2X3", "IFC4", "IFC4X3")
 HIDDEN_CLASSES = ("IfcSpace",)  # stored and pickable, but not drawn by default
 VOID_CLASSES = ("IfcOpeningElement", "IfcOpeningStandardCase", "IfcVoidingFeature")  # cut-outs, not elements
 CONFLICT_M = 5.0  # sources further apart than this disagree
-MIN_OVERLAP = 0.5  # share of the model's ground outline a footprint must cover to take the model
 
 
 def open_ifc(path: str | Path):
@@ -254,15 +248,6 @@ def model_elements(model, *, threads: int | None = None) -> tuple[pd.DataFrame, 
     return (pd.DataFrame(rows), np.concatenate(verts), np.concatenate(tris), np.concatenate(owner), failed)
 
 
-def ground_outline(vertices_xy: np.ndarray, triangles: np.ndarray) -> shapely.Geometry:
-    """The model's outline on the ground: the union of its triangles seen from above (map metres)."""
-    tri = vertices_xy[triangles]
-    polys = shapely.polygons(np.concatenate([tri, tri[:, :1]], axis=1))
-    polys = polys[shapely.area(polys) > 1e-4]
-    outline = shapely.union_all(polys, grid_size=0.01)
-    return shapely.make_valid(outline)
-
-
 def ingest_ifc(store: Store, path: str | Path, *, building_id: str | None = None, anchor: str | None = None,
                crs: str | None = None, step=lambda _: None) -> dict:
     """Place an IFC model on the map and store it as a BIM mesh of a building (inside the store's transaction).
@@ -283,39 +268,17 @@ def ingest_ifc(store: Store, path: str | Path, *, building_id: str | None = None
         raise InputError(f"{where}: none of its {len(failed)} products with geometry could be triangulated "
                          f"(first: {failed[0]['ifc_class'] + ' ' + failed[0]['global_id'] if failed else 'none'}).")
     timer.lap("geometry")
-    on_map = placement.to_map(local - offset)
-    lo, hi = on_map[:, :2].min(axis=0), on_map[:, :2].max(axis=0)
-    district = district_for(store, np.r_[lo, hi], source_crs=placement.crs, crs=crs, where=where)
-    xy = transform_xy(on_map[:, :2], placement.crs, district.crs)
-    try:
-        check_near_origin(xy[[0]], district, what=where)
-    except InputError as exc:
-        raise InputError(f"{exc} {' '.join(warnings)}".strip()) from exc
-    z = on_map[:, 2]
-    outline = ground_outline(xy, triangles[~elements["hidden"].to_numpy()[owner]])
-    target, linked_by = _link_building(store, outline, building_id=building_id, where=where)
-    timer.lap("place")
-
-    ox, oy, oz = district.origin
-    vertices = np.column_stack([xy[:, 0] - ox, xy[:, 1] - oy, z - oz]).astype(np.float32)
-    if target is None:
-        target = _new_building(store, path, model, outline, zmin=float(z.min()), zmax=float(z.max()))
-    store.con.execute("UPDATE buildings SET height_source = 'bim' WHERE building_id = ?", [target])
-    mesh_id = f"{target}/bim"
-    store.con.execute("DELETE FROM elements WHERE mesh_id = ?", [mesh_id])
-    store.con.execute("DELETE FROM meshes WHERE mesh_id = ?", [mesh_id])
-    batch = MeshBatch(vertices=vertices, triangles=triangles.astype(np.uint32),
-                      vertex_offsets=np.array([0, len(vertices)]), triangle_offsets=np.array([0, len(triangles)]),
-                      origin=district.origin)
-    insert_meshes(store.con, np.array([target], dtype=object), batch, lod="bim",
-                  element_ids=[owner.astype(np.uint32)])
-    insert_frame(store.con, "elements", elements.assign(
-        element_id=mesh_id + "#" + elements["global_id"], mesh_id=mesh_id, building_id=target,
-        element_index=np.arange(len(elements), dtype=np.int32)))
-    timer.lap("store")
+    buildings = model.by_type("IfcBuilding")
+    stored = store_model(
+        store, on_map=placement.to_map(local - offset), map_crs=placement.crs, triangles=triangles, owner=owner,
+        elements=elements, building_id=building_id, crs=crs, where=where, warnings=warnings,
+        new_building={"source": "ifc", "source_id": buildings[0].GlobalId if buildings else Path(path).stem,
+                      "name": (buildings[0].Name if buildings else None) or Path(path).stem,
+                      "floors": max(1, len(model.by_type("IfcBuildingStorey")))})
+    timer.lap("place and store")
     counts = elements["ifc_class"].value_counts()
     return {
-        "file": where, "schema": model.schema, "building_id": target, "linked_by": linked_by,
+        "file": where, "schema": model.schema, **stored,
         "elements": len(elements), "hidden_elements": int(elements["hidden"].sum()),
         "elements_by_class": {k: int(v) for k, v in counts.items()}, "triangles": int(len(triangles)),
         "skipped": failed,
@@ -324,38 +287,3 @@ def ingest_ifc(store: Store, path: str | Path, *, building_id: str | None = None
     }
 
 
-def _link_building(store: Store, outline, *, building_id: str | None, where: str) -> tuple[str | None, str]:
-    if building_id is not None:
-        if store.con.execute("SELECT 1 FROM buildings WHERE building_id = ?", [building_id]).fetchone() is None:
-            raise InputError(f"{where}: --building-id {building_id!r} is not in the store. Leave it out to link "
-                             "the model to the footprint it stands on, or to a new building.")
-        return building_id, "building_id"
-    xmin, ymin, xmax, ymax = outline.bounds
-    rows = store.con.execute(
-        "SELECT building_id, ST_AsWKB(footprint) FROM buildings WHERE label_x BETWEEN ? AND ? "
-        "AND label_y BETWEEN ? AND ?", [xmin - 500, xmax + 500, ymin - 500, ymax + 500]).fetchall()
-    best, share = None, 0.0
-    for bid, wkb in rows:
-        overlap = shapely.intersection(shapely.from_wkb(bytes(wkb)), outline).area / max(outline.area, 1e-9)
-        if overlap > share:
-            best, share = bid, overlap
-    if best is not None and share >= MIN_OVERLAP:
-        return best, f"footprint overlap {share:.0%}"
-    return None, "new building from the model's outline"
-
-
-def _new_building(store: Store, path: str | Path, model, outline, *, zmin: float, zmax: float) -> str:
-    buildings = model.by_type("IfcBuilding")
-    source_id = buildings[0].GlobalId if buildings else Path(path).stem
-    name = (buildings[0].Name if buildings else None) or Path(path).stem
-    polygons = [g for g in shapely.get_parts(outline) if g.geom_type == "Polygon"]
-    footprint = max(polygons, key=lambda g: g.area)
-    frame = pd.DataFrame({"source_id": [source_id], "name": [name], "address": [None], "height": [zmax - zmin],
-                          "base_z": [zmin], "floors": [max(1, len(model.by_type("IfcBuildingStorey")))],
-                          "height_source": ["bim"], "source": ["ifc"]})
-    frame["building_id"] = "ifc:" + frame["source_id"]
-    gdf = gpd.GeoDataFrame(frame, geometry=[footprint])
-    lod1 = extrude_footprints(gdf.geometry.values, base_z=gdf["base_z"].to_numpy(), height=gdf["height"].to_numpy(),
-                              origin=store.district.origin)
-    upsert_buildings(store.con, gdf, lod1)
-    return str(frame["building_id"].iloc[0])
