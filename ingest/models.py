@@ -60,7 +60,8 @@ def store_model(store: Store, *, on_map: np.ndarray, map_crs: str, triangles: np
     if target is None:
         target = _new_building(store, outline, zmin=float(z.min()), zmax=float(z.max()), height_source=lod,
                                **new_building)
-    store.con.execute("UPDATE buildings SET height_source = ? WHERE building_id = ?", [lod, target])
+    store.con.execute("UPDATE buildings SET height = ?, base_z = ?, height_source = ? WHERE building_id = ?",
+                      [float(z.max() - z.min()), float(z.min()), lod, target])
     mesh_id = f"{target}/{lod}"
     store.con.execute("DELETE FROM elements WHERE mesh_id = ?", [mesh_id])
     store.con.execute("DELETE FROM meshes WHERE mesh_id = ?", [mesh_id])

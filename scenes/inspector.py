@@ -10,7 +10,7 @@ import panel as pn
 import param
 
 from scenes.theme import CSS
-from twin.inspector import building_card, camera_card, case_card, open_cases, residents_page
+from twin.inspector import building_card, camera_card, case_card, element_card, open_cases, residents_page
 
 PAGE_SIZE = 50
 LEVEL_NAMES = {"street": "street", "community": "community", "grid": "grid", "micro": "micro-grid"}
@@ -91,6 +91,19 @@ class Inspector(pn.viewable.Viewer):
         self.next.disabled = self.page >= pages - 1
         self.page_info.object = (f"<span class='twin-muted'>residents {self.page * PAGE_SIZE + 1:,}–"
                                  f"{min(self._total, (self.page + 1) * PAGE_SIZE):,} of {self._total:,}</span>")
+
+    def show_element(self, element_index: int) -> None:
+        """Add the clicked model element (IFC class, name, storey, main property sets) to the building card."""
+        if self.building_id is None:
+            return
+        e = element_card(self._con, self.building_id, element_index)
+        sets = "".join(f"<div class='label'>{html.escape(name)}</div><table class='twin-facts'>"
+                       + _rows([(k, v) for k, v in props.items()]) + "</table>" for name, props in e["psets"].items())
+        self.card.object += (
+            f"<div class='twin-card twin-element'><div class='twin-title'>{html.escape(e['ifc_class'] or '')}"
+            f"</div><table class='twin-facts'>"
+            + _rows([("name", e["name"]), ("storey", e["storey"]), ("GlobalId", e["global_id"])])
+            + f"</table>{sets}</div>")
 
     def show_case(self, case_id: str) -> None:
         card = case_card(self._con, case_id)

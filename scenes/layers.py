@@ -112,6 +112,42 @@ def building_layer(con: duckdb.DuckDBPyConnection) -> BuildingLayer:
                          origin=origin, payload=payload)
 
 
+MODEL_MAGIC = 0x314D5754  # "TWM1"
+
+
+def model_layer(con: duckdb.DuckDBPyConnection, layer: BuildingLayer) -> bytes:
+    """Pack the BIM and mesh models that replace their buildings' LOD1 blocks in the view.
+
+    Layout: header u32[4] (magic, models, vertices, triangles); per model u32 building index,
+    vertex count, triangle count; then float32 vertices (relative to the origin), uint32
+    triangles (per model) and uint32 element index per triangle. Triangles of hidden
+    elements (spaces) are left out.
+    """
+    rows = con.execute("""
+        SELECT m.building_id, m.vertices, m.triangles, m.element_ids,
+               list(e.element_index ORDER BY e.element_index) FILTER (WHERE e.hidden) AS hidden
+        FROM meshes m LEFT JOIN elements e ON e.mesh_id = m.mesh_id
+        WHERE m.lod IN ('bim', 'mesh') GROUP BY ALL ORDER BY m.building_id""").fetchall()
+    heads, verts, tris, elems = [], [], [], []
+    for building_id, v, t, e, hidden in rows:
+        index = layer.index_of(building_id)
+        if index < 0:
+            continue
+        v = np.frombuffer(v, "<f4").reshape(-1, 3)
+        t = np.frombuffer(t, "<u4").reshape(-1, 3)
+        e = np.frombuffer(e, "<u4") if e is not None else np.zeros(len(t), np.uint32)
+        shown = ~np.isin(e, np.asarray(hidden or [], dtype=np.uint32))
+        heads.append((index, len(v), int(shown.sum())))
+        verts.append(v)
+        tris.append(t[shown])
+        elems.append(e[shown])
+    if not heads:
+        return b""
+    header = np.array([MODEL_MAGIC, len(heads), sum(h[1] for h in heads), sum(h[2] for h in heads)], dtype=np.uint32)
+    return _pack(header, np.array(heads, dtype=np.uint32).ravel(), np.concatenate(verts).astype(np.float32),
+                 np.concatenate(tris).astype(np.uint32), np.concatenate(elems).astype(np.uint32))
+
+
 def _triangle_normal_z(vertices: np.ndarray, tri: np.ndarray, base: np.ndarray) -> np.ndarray:
     g = tri + base[:, None]
     a, b, c = (vertices[g[:, k], :2].astype(np.float64) for k in range(3))

@@ -58,7 +58,8 @@ class DistrictApp(pn.viewable.Viewer):
         self.figures = KeyFigures(con)
         self.grid_table = GridTable(shared.grid_table, level=self.level)
         self.inspector = Inspector(con)
-        self.view = DistrictView(buildings=layer.payload, sizing_mode="stretch_both", min_height=400)
+        self.view = DistrictView(buildings=layer.payload, models=shared.models, sizing_mode="stretch_both",
+                                 min_height=400)
         self._plan: PlanMap | None = None
         self._cases = self._open_cases()
         self._cameras = _frame(con, "SELECT camera_id, ST_X(position) AS x, ST_Y(position) AS y, z, heading_deg, "
@@ -131,11 +132,14 @@ class DistrictApp(pn.viewable.Viewer):
 
     def _picked(self, event: param.parameterized.Event) -> None:
         with pn.io.hold():  # one message: the card lands before the highlight is drawn
-            self._show_pick(event.new.get("kind"), int(event.new.get("index", -1)))
+            pick = event.new
+            self._show_pick(pick.get("kind"), int(pick.get("index", -1)), int(pick.get("element", -1) or -1))
 
-    def _show_pick(self, kind: str | None, index: int) -> None:
+    def _show_pick(self, kind: str | None, index: int, element: int = -1) -> None:
         if kind == "building":
             self.select_building(index)
+            if element >= 0:
+                self.inspector.show_element(element)
         elif kind == "case" and 0 <= index < len(self._cases):
             self.view.selected = -1
             self.inspector.show_case(str(self._cases["case_id"].iloc[index]))

@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from scenes.layers import BuildingLayer, building_colours, building_layer
+from scenes.layers import BuildingLayer, building_colours, building_layer, model_layer
 from twin.queries import grid_table
 
 
@@ -29,6 +29,7 @@ class SharedDistrict:
         self._con = con
         self._lock = threading.Lock()
         self.layer: BuildingLayer = building_layer(con)
+        self.models: bytes = model_layer(con, self.layer)
         self.hover_text: np.ndarray = con.execute(
             "SELECT coalesce(b.name, b.building_id) || coalesce(' · ' || g.name || ' (' || g.grid_id || ')', '') "
             "FROM buildings b LEFT JOIN grids g ON g.grid_id = b.grid_id AND g.valid_to IS NULL "

@@ -3,6 +3,7 @@
 // small arrays and are applied without touching the geometry.
 
 const MAGIC = 0x31425754; // "TWB1"
+const MODEL_MAGIC = 0x314D5754; // "TWM1"
 const BACKGROUND = [0.059, 0.09, 0.141];
 const HIGHLIGHT = [255, 196, 0];
 const STATUS_COLOURS = [[239, 68, 68], [249, 115, 22], [234, 179, 8], [34, 197, 94], [56, 189, 248],
@@ -29,9 +30,30 @@ function reader(ab, offset) {
   };
 }
 
+// BIM and mesh models that stand in for their buildings' LOD1 blocks.
+function parseModels(ab) {
+  const models = new Map();
+  if (!ab || ab.byteLength < 16) return models;
+  const head = new Uint32Array(ab, 0, 4);
+  if (head[0] !== MODEL_MAGIC) throw new Error("not a model buffer");
+  const [, n, nv, nt] = head;
+  const take = reader(ab, 16);
+  const heads = take(Uint32Array, n * 3), verts = take(Float32Array, nv * 3);
+  const tris = take(Uint32Array, nt * 3), elems = take(Uint32Array, nt);
+  let v0 = 0, t0 = 0;
+  for (let i = 0; i < n; i++) {
+    const [b, cv, ct] = heads.subarray(3 * i, 3 * i + 3);
+    models.set(b, { verts: verts.subarray(3 * v0, 3 * (v0 + cv)), tris: tris.subarray(3 * t0, 3 * (t0 + ct)),
+                    elems: elems.subarray(t0, t0 + ct) });
+    v0 += cv; t0 += ct;
+  }
+  return models;
+}
+
 // Buildings: footprint rings (float32 x, y relative to the origin), floor and
-// top heights, and roof triangles; walls are made here from the rings.
-function parseBuildings(ab) {
+// top heights, and roof triangles; walls are made here from the rings. A
+// building with a model (BIM or mesh) shows that model instead.
+function parseBuildings(ab, models) {
   const head = new Uint32Array(ab, 0, 8);
   if (head[0] !== MAGIC) throw new Error("not a building buffer");
   const [, nb, nrings, npts, nroof, indexBytes] = head;
@@ -40,51 +62,77 @@ function parseBuildings(ab) {
   const ringsPer = take(Index, nb), ringLen = take(Index, nrings), roofPer = take(Index, nb);
   const base = take(Float32Array, nb), top = take(Float32Array, nb);
   const xy = take(Float32Array, npts * 2), roof = take(Index, nroof * 3);
-  const points = new Float32Array(npts * 2 * 3);
-  const pointBuilding = new Uint32Array(npts * 2);
-  let ncells = 0;
   // Floors on the ground are never seen; a part that starts above ground (base > 0) keeps its underside.
   const lifted = (b) => base[b] > 0.5;
-  for (let b = 0; b < nb; b++) ncells += (lifted(b) ? 2 : 1) * roofPer[b];
-  ncells += 2 * npts;
+  const pointsOf = new Uint32Array(nb);
+  let ncells = 0, nverts = 0;
+  { let r0 = 0;
+    for (let b = 0; b < nb; b++) {
+      let np = 0;
+      for (let r = 0; r < ringsPer[b]; r++) np += ringLen[r0 + r];
+      r0 += ringsPer[b];
+      pointsOf[b] = np;
+      const m = models.get(b);
+      if (m) { nverts += m.verts.length / 3; ncells += m.elems.length; }
+      else { nverts += 2 * np; ncells += (lifted(b) ? 2 : 1) * roofPer[b] + 2 * np; }
+    }
+  }
+  const points = new Float32Array(nverts * 3);
+  const pointBuilding = new Uint32Array(nverts);
   const cells = new Uint32Array(ncells * 4);
   const cellBuilding = new Uint32Array(ncells);
+  const cellElement = new Int32Array(ncells).fill(-1);
   const cellStart = new Uint32Array(nb + 1);
   const bbox = new Float32Array(nb * 6);
-  let p0 = 0, r0 = 0, t0 = 0, c = 0, ci = 0;
+  let p0 = 0, r0 = 0, t0 = 0, c = 0, ci = 0, v0 = 0;
   for (let b = 0; b < nb; b++) {
-    let np = 0;
-    for (let r = 0; r < ringsPer[b]; r++) np += ringLen[r0 + r];
-    const v0 = 2 * p0;
-    let xmin = Infinity, ymin = Infinity, xmax = -Infinity, ymax = -Infinity;
-    for (let k = 0; k < np; k++) {
-      const x = xy[2 * (p0 + k)], y = xy[2 * (p0 + k) + 1];
-      const f = 3 * (v0 + k), t = 3 * (v0 + np + k);
-      points[f] = x; points[f + 1] = y; points[f + 2] = base[b];
-      points[t] = x; points[t + 1] = y; points[t + 2] = top[b];
-      if (x < xmin) xmin = x; if (x > xmax) xmax = x; if (y < ymin) ymin = y; if (y > ymax) ymax = y;
-    }
-    bbox.set([xmin, ymin, base[b], xmax, ymax, top[b]], 6 * b);
-    pointBuilding.fill(b, v0, v0 + 2 * np);
-    for (let t = 0; t < roofPer[b]; t++) { // the roof, and the floor reversed when lifted
-      const a = roof[3 * (t0 + t)], bb = roof[3 * (t0 + t) + 1], cc = roof[3 * (t0 + t) + 2];
-      cells.set([3, v0 + np + a, v0 + np + bb, v0 + np + cc], ci); ci += 4; cellBuilding[c++] = b;
-      if (lifted(b)) { cells.set([3, v0 + a, v0 + cc, v0 + bb], ci); ci += 4; cellBuilding[c++] = b; }
-    }
-    let start = 0;
-    for (let r = 0; r < ringsPer[b]; r++) { // walls: outward for CCW shells and CW holes
-      const n = ringLen[r0 + r];
-      for (let k = 0; k < n; k++) {
-        const fk = v0 + start + k, fn = v0 + start + ((k + 1) % n);
-        cells.set([3, fk, fn, fn + np], ci); ci += 4; cellBuilding[c++] = b;
-        cells.set([3, fk, fn + np, fk + np], ci); ci += 4; cellBuilding[c++] = b;
+    const np = pointsOf[b];
+    const m = models.get(b);
+    const lo = [Infinity, Infinity, Infinity], hi = [-Infinity, -Infinity, -Infinity];
+    if (m) {
+      const nv = m.verts.length / 3;
+      points.set(m.verts, 3 * v0);
+      for (let k = 0; k < nv; k++) for (let a = 0; a < 3; a++) {
+        const q = m.verts[3 * k + a]; if (q < lo[a]) lo[a] = q; if (q > hi[a]) hi[a] = q;
       }
-      start += n;
+      for (let t = 0; t < m.elems.length; t++) {
+        cells.set([3, v0 + m.tris[3 * t], v0 + m.tris[3 * t + 1], v0 + m.tris[3 * t + 2]], ci); ci += 4;
+        cellElement[c] = m.elems[t]; cellBuilding[c++] = b;
+      }
+      pointBuilding.fill(b, v0, v0 + nv);
+      v0 += nv;
+    } else {
+      for (let k = 0; k < np; k++) {
+        const x = xy[2 * (p0 + k)], y = xy[2 * (p0 + k) + 1];
+        const f = 3 * (v0 + k), t = 3 * (v0 + np + k);
+        points[f] = x; points[f + 1] = y; points[f + 2] = base[b];
+        points[t] = x; points[t + 1] = y; points[t + 2] = top[b];
+        if (x < lo[0]) lo[0] = x; if (x > hi[0]) hi[0] = x; if (y < lo[1]) lo[1] = y; if (y > hi[1]) hi[1] = y;
+      }
+      lo[2] = base[b]; hi[2] = top[b];
+      for (let t = 0; t < roofPer[b]; t++) { // the roof, and the floor reversed when lifted
+        const a = roof[3 * (t0 + t)], bb = roof[3 * (t0 + t) + 1], cc = roof[3 * (t0 + t) + 2];
+        cells.set([3, v0 + np + a, v0 + np + bb, v0 + np + cc], ci); ci += 4; cellBuilding[c++] = b;
+        if (lifted(b)) { cells.set([3, v0 + a, v0 + cc, v0 + bb], ci); ci += 4; cellBuilding[c++] = b; }
+      }
+      let start = 0;
+      for (let r = 0; r < ringsPer[b]; r++) { // walls: outward for CCW shells and CW holes
+        const n = ringLen[r0 + r];
+        for (let k = 0; k < n; k++) {
+          const fk = v0 + start + k, fn = v0 + start + ((k + 1) % n);
+          cells.set([3, fk, fn, fn + np], ci); ci += 4; cellBuilding[c++] = b;
+          cells.set([3, fk, fn + np, fk + np], ci); ci += 4; cellBuilding[c++] = b;
+        }
+        start += n;
+      }
+      pointBuilding.fill(b, v0, v0 + 2 * np);
+      v0 += 2 * np;
     }
+    bbox.set([lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]], 6 * b);
     p0 += np; r0 += ringsPer[b]; t0 += roofPer[b];
     cellStart[b + 1] = c;
   }
-  return { nb, points, pointBuilding, cells, cellBuilding, cellStart, bbox };
+  return { nb, points, pointBuilding, cells, cellBuilding, cellElement, cellStart, bbox };
 }
 
 function floatBuffer(data) {
@@ -93,7 +141,6 @@ function floatBuffer(data) {
 }
 
 export function render({ model, el }) {
-  window.twinMarks = { init: performance.now() };
   const vtk = window.vtk;
   const container = document.createElement("div");
   container.className = "twin-view";
@@ -236,9 +283,8 @@ export function render({ model, el }) {
   function loadBuildings() {
     const ab = asArrayBuffer(model.buildings);
     if (!ab || ab.byteLength < 32) return;
-    window.twinMarks.parse0 = performance.now();
-    const layer = parseBuildings(ab);
-    window.twinMarks.parse1 = performance.now();
+    const first = !state.layer;
+    const layer = parseBuildings(ab, parseModels(asArrayBuffer(model.models)));
     state.layer = layer;
     buildings.polydata.getPoints().setData(layer.points, 3);
     buildings.polydata.getPolys().setData(layer.cells);
@@ -261,7 +307,7 @@ export function render({ model, el }) {
     ground.polydata.getPoints().setData(g, 3);
     ground.polydata.getPolys().setData(new Uint32Array([4, 0, 1, 2, 3]));
     applyColours();
-    setView("oblique", false);
+    if (first) setView("oblique", false);
   }
 
   function applyColours() {
@@ -552,7 +598,7 @@ export function render({ model, el }) {
         if (tBox > best) break;
         for (let c = layer.cellStart[b]; c < layer.cellStart[b + 1]; c++) {
           const t = rayTriangle(o, d, p, cells[4 * c + 1], cells[4 * c + 2], cells[4 * c + 3]);
-          if (t < best) { best = t; hit = { kind: "building", index: b }; }
+          if (t < best) { best = t; hit = { kind: "building", index: b, element: layer.cellElement[c] }; }
         }
       }
     }
@@ -617,6 +663,7 @@ export function render({ model, el }) {
 
   // --- wiring -------------------------------------------------------------
   model.on("buildings", loadBuildings);
+  model.on("models", () => { if (state.layer) loadBuildings(); });
   model.on("colors", applyColours);
   model.on("selected", applyColours);
   model.on("grid_lines", () => { setSegments(gridLines, model.grid_lines, 0.4); render(); });

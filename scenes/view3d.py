@@ -22,6 +22,7 @@ class DistrictView(JSComponent):
     """
 
     buildings = param.Bytes(default=b"", doc="Geometry buffer from scenes.layers.building_layer")
+    models = param.Bytes(default=b"", doc="BIM and mesh models that replace LOD1 blocks (scenes.layers.model_layer)")
     colors = param.Bytes(default=b"", doc="RGB uint8 per building")
     selected = param.Integer(default=-1, doc="Highlighted building index, -1 for none")
     grid_lines = param.Bytes(default=b"", doc="float32 segment end points of the grid outlines")
@@ -37,7 +38,8 @@ class DistrictView(JSComponent):
 
     # Set by the browser.
     ready = param.Boolean(default=False, doc="The first frame is drawn")
-    pick = param.Dict(default={}, doc="{'kind': 'building'|'case'|'camera'|'none', 'index': int, 'seq': int}")
+    pick = param.Dict(default={}, doc="{'kind': 'building'|'case'|'camera'|'none', 'index': int, 'seq': int, "
+                                      "'element': int (a model's element, -1 for an LOD1 block)}")
     hovered = param.Integer(default=-1, doc="Building index under the pointer")
 
     _esm = Path(__file__).with_name("view3d.js")

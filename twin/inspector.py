@@ -7,6 +7,8 @@ place.
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pandas as pd
 
@@ -138,3 +140,25 @@ def search(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 10) -> lis
                             [pattern, pattern, text, text, limit]).fetchall()
     return ([{"kind": "case", "id": c, "label": f"{c} · {lbl}"} for c, lbl in cases]
             + [{"kind": "building", "id": b, "label": lbl} for b, lbl in buildings])[:limit]
+
+
+def element_card(con: duckdb.DuckDBPyConnection, building_id: str, element_index: int, *,
+                 max_psets: int = 4, max_properties: int = 8) -> dict:
+    """One element of a building's model: IFC class, name, storey and its main property sets.
+
+    Parameters
+    ----------
+    element_index : int
+        The element's index in the building's model (as stored per triangle in ``meshes.element_ids``).
+    """
+    row = con.execute("""SELECT e.global_id, e.ifc_class, e.name, e.storey, e.psets FROM elements e
+                         JOIN meshes m ON m.mesh_id = e.mesh_id
+                         WHERE m.building_id = ? AND e.element_index = ?
+                         ORDER BY m.lod LIMIT 1""", [building_id, element_index]).fetchone()
+    if row is None:
+        raise InputError(f"building {building_id!r} has no model element {element_index}")
+    global_id, ifc_class, name, storey, psets = row
+    sets = json.loads(psets or "{}")
+    main = sorted(sets, key=lambda k: (not k.startswith("Pset_"), k))[:max_psets]
+    return {"global_id": global_id, "ifc_class": ifc_class, "name": name, "storey": storey,
+            "psets": {k: {p: v for p, v in list(sets[k].items())[:max_properties] if p != "id"} for k in main}}

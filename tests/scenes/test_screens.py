@@ -95,3 +95,39 @@ def test_cases_and_cameras_have_their_own_cards(app):
 def test_hover_names_the_building_and_its_grid(app, layer):
     app.view.hovered = 0
     assert layer.grid_id[0] in app.view.tooltip
+
+
+@pytest.fixture(scope="module")
+def store_with_bim(small_demo, tmp_path_factory):
+    import shutil
+
+    import pyproj
+
+    from ingest.ifc import ingest_ifc
+    from tests.ingest.test_ifc import OPENHOUSE
+    from twin.store import open_for_command
+
+    db = tmp_path_factory.mktemp("bim") / "demo.duckdb"
+    shutil.copy(small_demo, db)
+    with Store(db, read_only=True) as s:
+        building_id, x, y = s.con.execute("SELECT building_id, label_x, label_y FROM buildings "
+                                          "ORDER BY ST_Area(footprint) DESC LIMIT 1").fetchone()
+    lon, lat = pyproj.Transformer.from_crs("EPSG:4547", "EPSG:4326", always_xy=True).transform(x, y)
+    with open_for_command(db) as s:
+        ingest_ifc(s, OPENHOUSE, anchor=f"{lon},{lat},0,0")
+    with Store(db, read_only=True) as s:
+        yield s, building_id
+
+
+def test_a_building_with_a_bim_model_sends_the_model_and_its_elements_are_clickable(store_with_bim):
+    store, building_id = store_with_bim
+    shared = SharedDistrict(store.con.cursor())
+    head = np.frombuffer(shared.models[:16], dtype="<u4")
+    assert head[1] == 1  # one model, standing in for its building's LOD1 block
+    assert np.frombuffer(shared.models[16:20], dtype="<u4")[0] == shared.layer.index_of(building_id)
+    app = DistrictApp(store.con.cursor(), shared)
+    wall, = store.con.execute("SELECT element_index FROM elements WHERE ifc_class = 'IfcWallStandardCase' "
+                              "LIMIT 1").fetchone()
+    app.view.pick = {"kind": "building", "index": shared.layer.index_of(building_id), "element": wall, "seq": 1}
+    card = app.inspector.card.object
+    assert building_id in card and "IfcWallStandardCase" in card and "twin-element" in card
