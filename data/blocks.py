@@ -29,7 +29,6 @@ from data.shapes import (
     _notched,
     _place,
     _rect,
-    _split_households,
     _split_n,
     _u_shape,
 )
@@ -162,7 +161,7 @@ def _slab_compound(B, blk, rect):
             caps = [s[2] * s[3] * 2 for s in g]
             m = B.add_micro(blk, (strip[0], g[0][0][1], strip[2], g[-1][0][3]), "residential")
             total = int(rng.integers(MICRO_HOUSEHOLDS[0], min(MICRO_HOUSEHOLDS[1], sum(caps)) + 1))
-            for s, hh in zip(g, _split_households(total, caps)):
+            for s, hh in zip(g, _apportion(total, caps)):
                 B.add_bld(m, s[1], "residential", s[2], s[2] * 2.9 + rng.uniform(1, 2.5), compound=ci,
                           units=s[3], per_floor=2, households=hh, cls="slab")
 
@@ -414,7 +413,7 @@ def _village_micro(B, blk, cell, k, vname):
             it[2] += 1
         else:
             it[1] = min(6, it[1] + 1)
-    for (shape, floors, per_floor), hh in zip(items, _split_households(total, [f * p for _, f, p in items])):
+    for (shape, floors, per_floor), hh in zip(items, _apportion(total, [f * p for _, f, p in items])):
         b = B.add_bld(m, shape, "residential", floors, floors * 3.0 + rng.uniform(.3, 1.5), units=1,
                       per_floor=per_floor, households=hh, cls="village")
         B.blds[b]["village"] = vname

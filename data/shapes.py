@@ -121,13 +121,3 @@ def _carve(rng, rect, depth):
     if side == 2:
         return (x0, y0, round(x0 + depth, 2), y1), (round(x0 + depth, 2), y0, x1, y1)
     return (round(x1 - depth, 2), y0, x1, y1), (x0, y0, round(x1 - depth, 2), y1)
-
-
-def _split_households(total, caps):
-    """Split ``total`` households over buildings in proportion to capacity, none over it."""
-    caps = np.asarray(caps, float)
-    raw = total * caps / caps.sum()
-    out = np.floor(raw).astype(int)
-    for k in np.argsort(-(raw - out), kind="stable")[: total - out.sum()]:
-        out[k] += 1
-    return out
