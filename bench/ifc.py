@@ -3,7 +3,8 @@
 In one run, for the KIT FZK-Haus (IFC4) and the georeferenced Duplex (IFC2X3):
 
 - ours: ``ingest.ifc.model_elements`` (ifcopenshell's geometry iterator on all
-  cores, plus each element's storey and property sets);
+  cores, plus each element's storey and property sets), and the same on one
+  thread, to show what the cores add;
 - baseline: a single-process loop of ``ifcopenshell.geom.create_shape`` over
   ``products_with_geometry`` with the same settings (world coordinates),
   catching each product's failure;
@@ -12,12 +13,15 @@ In one run, for the KIT FZK-Haus (IFC4) and the georeferenced Duplex (IFC2X3):
 
 Every figure is the median of 3 runs (1 with ``--quick``). The file is parsed
 once per file, outside the timings: both sides start from the open model.
+The load average before and after is recorded: on a shared machine the
+timings wander with it.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -44,9 +48,9 @@ def _median(results: list[dict], key: str) -> dict:
     return {**ordered[len(ordered) // 2], "runs_s": [round(r[key], 3) for r in results]}
 
 
-def time_ours(model) -> dict:
+def time_ours(model, threads: int | None = None) -> dict:
     started = time.perf_counter()
-    elements, _, triangles, _, failed = model_elements(model)
+    elements, _, triangles, _, failed = model_elements(model, threads=threads)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "elements": len(elements), "triangles": int(len(triangles)), "failed": len(failed)}
 
@@ -94,11 +98,12 @@ def bench_file(path: Path, *, runs: int, work: Path) -> dict:
     model = open_ifc(path)
     parse_s = time.perf_counter() - started
     # Interleave ours and the baseline so that drift in the machine's speed hits both alike.
-    ours_runs, base_runs = [], []
+    ours_runs, one_runs, base_runs = [], [], []
     for _ in range(runs):
         ours_runs.append(time_ours(model))
+        one_runs.append(time_ours(model, threads=1))
         base_runs.append(time_baseline(model))
-    ours, base = _median(ours_runs, "seconds"), _median(base_runs, "seconds")
+    ours, one, base = _median(ours_runs, "seconds"), _median(one_runs, "seconds"), _median(base_runs, "seconds")
     ingest = _median([time_ingest(path, work / f"run{k}") for k in range(runs)], "ingest_s")
     return {
         "file": str(path.relative_to(ROOT)),
@@ -109,11 +114,15 @@ def bench_file(path: Path, *, runs: int, work: Path) -> dict:
             "elements": ours["elements"], "triangles": ours["triangles"], "failed": ours["failed"],
             "seconds": round(ours["seconds"], 3), "elements_per_s": _rate(ours["elements"], ours["seconds"]),
             "runs_s": ours["runs_s"]},
+        "ours_model_elements_1_thread": {
+            "seconds": round(one["seconds"], 3), "elements_per_s": _rate(one["elements"], one["seconds"]),
+            "runs_s": one["runs_s"]},
         "baseline_create_shape_loop": {
             "elements": base["elements"], "triangles": base["triangles"], "failed": base["failed"],
             "seconds": round(base["seconds"], 3), "elements_per_s": _rate(base["elements"], base["seconds"]),
             "runs_s": base["runs_s"]},
         "speedup": round(base["seconds"] / ours["seconds"], 2),
+        "speedup_1_thread": round(base["seconds"] / one["seconds"], 2),
         "ingest_ifc": {
             "seconds": round(ingest["ingest_s"], 3), "store_open_s": round(ingest["open_s"], 3),
             "command_s": round(ingest["seconds"], 3), "runs_s": ingest["runs_s"],
@@ -124,12 +133,14 @@ def bench_file(path: Path, *, runs: int, work: Path) -> dict:
 def run(*, db: str | None = None, quick: bool = False) -> dict:
     """Run the benchmark (``db`` is unused: every store is temporary); ``quick`` takes 1 run instead of 3."""
     runs = 1 if quick else 3
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="twin-bench-ifc-") as tmp:
         files = {name: bench_file(path, runs=runs, work=Path(tmp) / name) for name, path in FILES.items()}
     result = {
         "benchmark": "ifc",
         "cores": multiprocessing.cpu_count(),
         "runs": runs,
+        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "files": files,
         "speedup_median": round(float(np.median([f["speedup"] for f in files.values()])), 2),
     }

@@ -145,7 +145,8 @@ def georef_sources(model, *, where: str) -> dict[str, Placement]:
     return found
 
 
-def choose_placement(model, *, anchor: str | None, where: str) -> tuple[Placement, list[dict], list[str], np.ndarray]:
+def choose_placement(model, *, anchor: str | None, where: str,
+                     grid_crs: str | None = None) -> tuple[Placement, list[dict], list[str], np.ndarray]:
     """The placement to use, the other sources that disagree with it, warnings, and the local offset.
 
     Returns
@@ -166,7 +167,7 @@ def choose_placement(model, *, anchor: str | None, where: str) -> tuple[Placemen
                         "georeferenced and the model may land thousands of kilometres away. Check it, or "
                         "place it with --anchor.")
     if anchor is not None:
-        chosen = parse_anchor(anchor)
+        chosen = parse_anchor(anchor, crs=grid_crs)
     elif sources:
         chosen = next(sources[s] for s in ("map_conversion", "epset_map_conversion", "ref_latitude") if s in sources)
     else:
@@ -261,7 +262,9 @@ def ingest_ifc(store: Store, path: str | Path, *, building_id: str | None = None
     timer = StageTimer(step)
     where = str(path)
     model = open_ifc(path)
-    placement, conflicts, warnings, offset = choose_placement(model, anchor=anchor, where=where)
+    district = store.district
+    placement, conflicts, warnings, offset = choose_placement(model, anchor=anchor, where=where,
+                                                              grid_crs=district.crs if district else None)
     timer.lap("read")
     elements, local, triangles, owner, failed = model_elements(model)
     if len(elements) == 0:

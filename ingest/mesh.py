@@ -95,7 +95,7 @@ def ingest_mesh(store: Store, path: str | Path, *, crs: str | None = None, ancho
     elements, local, triangles, owner = load_mesh_elements(path, up=up, units=units)
     timer.lap("read")
     if anchor is not None:
-        placement = parse_anchor(anchor)
+        placement = parse_anchor(anchor, crs=store.district.crs if store.district else None)
         on_map, map_crs, georef = placement.to_map(local), placement.crs, placement.as_dict()
     else:
         map_crs = require_projected(parse_crs(crs, what="--crs"), what="--crs")

@@ -54,7 +54,9 @@ def store_model(store: Store, *, on_map: np.ndarray, map_crs: str, triangles: np
     except InputError as exc:
         raise InputError(f"{exc} {' '.join(warnings)}".strip()) from exc
     z = on_map[:, 2]
-    shown = ~elements["hidden"].to_numpy(dtype=bool)[owner]
+    # The building's outline: its drawn parts, without the site (terrain, garden slabs).
+    standing = ~elements["hidden"].to_numpy(dtype=bool) & (elements["ifc_class"] != "IfcSite").to_numpy()
+    shown = standing[owner]
     outline = ground_outline(xy, triangles[shown] if shown.any() else triangles)
     target, linked_by = _link_building(store, outline, building_id=building_id, where=where)
     if target is None:

@@ -66,18 +66,23 @@ def render_buildings(con: duckdb.DuckDBPyConnection, path: str | os.PathLike, *,
 
 
 def _bim_polydata(con: duckdb.DuckDBPyConnection, building_id: str) -> pv.PolyData | None:
-    """The building's BIM mesh without its hidden elements (IfcSpace), coloured by IFC class; None if it has none."""
-    ids, meshes = load_meshes(con, lod="bim")
+    """The building's model (BIM or mesh) without hidden elements (IfcSpace), coloured by class; None if none."""
+    row = con.execute("SELECT lod FROM meshes WHERE building_id = ? AND lod IN ('bim', 'mesh') ORDER BY lod LIMIT 1",
+                      [building_id]).fetchone()
+    if row is None:
+        return None
+    lod, = row
+    ids, meshes = load_meshes(con, lod=lod)
     if not (ids == building_id).any():
         return None
     found = int(np.flatnonzero(ids == building_id)[0])
     v0, v1 = meshes.vertex_offsets[found:found + 2]
     t0, t1 = meshes.triangle_offsets[found:found + 2]
-    blob, = con.execute("SELECT element_ids FROM meshes WHERE building_id = ? AND lod = 'bim'",
-                        [building_id]).fetchone()
+    blob, = con.execute("SELECT element_ids FROM meshes WHERE building_id = ? AND lod = ?",
+                        [building_id, lod]).fetchone()
     owner = np.frombuffer(blob, dtype="<u4") if blob is not None else np.zeros(t1 - t0, np.uint32)
     elements = con.execute("SELECT element_index, ifc_class, hidden FROM elements WHERE mesh_id = ? "
-                           "ORDER BY element_index", [f"{building_id}/bim"]).fetchall()
+                           "ORDER BY element_index", [f"{building_id}/{lod}"]).fetchall()
     n = max([e[0] for e in elements] + [int(owner.max(initial=0))]) + 1
     classes, hidden = np.full(n, "", dtype=object), np.zeros(n, bool)
     for index, ifc_class, is_hidden in elements:
@@ -107,8 +112,8 @@ def _clear_view(boxes: list[tuple], focus: np.ndarray, distance: float, elevatio
         for bearing in bearings:
             az = np.radians(bearing)
             ray = focus + t * distance * np.array([np.sin(az) * np.cos(el), np.cos(az) * np.cos(el), np.sin(el)])
-            inside = ((ray[:, None, 0] >= b[:, 0] - 1) & (ray[:, None, 0] <= b[:, 2] + 1)
-                      & (ray[:, None, 1] >= b[:, 1] - 1) & (ray[:, None, 1] <= b[:, 3] + 1)
+            inside = ((ray[:, None, 0] >= b[:, 0] - 3) & (ray[:, None, 0] <= b[:, 2] + 3)
+                      & (ray[:, None, 1] >= b[:, 1] - 3) & (ray[:, None, 1] <= b[:, 3] + 3)
                       & (ray[:, None, 2] <= b[:, 4] + 1))
             if not inside.any():
                 return float(bearing % 360), float(elevation)
@@ -116,7 +121,7 @@ def _clear_view(boxes: list[tuple], focus: np.ndarray, distance: float, elevatio
 
 
 def render_site(con: duckdb.DuckDBPyConnection, path: str | os.PathLike, *, building_id: str,
-                radius_m: float = 150.0, azimuth_deg: float | None = None, elevation_deg: float = 28.0,
+                radius_m: float = 150.0, azimuth_deg: float | None = None, elevation_deg: float = 45.0,
                 window_size: tuple[int, int] = (1200, 800)) -> np.ndarray:
     """Render one building's BIM model in place among the LOD1 buildings within ``radius_m`` of it, to a PNG file.
 
@@ -171,7 +176,7 @@ def render_site(con: duckdb.DuckDBPyConnection, path: str | os.PathLike, *, buil
     plotter.add_mesh(pv.Plane(center=(focus[0], focus[1], ground_z), i_size=2 * radius_m, j_size=2 * radius_m),
                      color="#1b2a49")
 
-    distance = max(2.6 * size, 40.0)
+    distance = max(4.5 * size, 110.0)
     boxes = [(x0 - origin[0], y0 - origin[1], x1 - origin[0], y1 - origin[1], z1 - origin[2])
              for _, x0, y0, x1, y1, z1 in near]
     if azimuth_deg is None:

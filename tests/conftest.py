@@ -12,6 +12,7 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 LUJIAZUI = TESTS / "data" / "footprints" / "shanghai-lujiazui" / "shanghai_lujiazui_buildings.DERIVED.geojson"
 BUBENEC = TESTS / "data" / "footprints" / "prague-bubenec" / "bubenec.gpkg"
+IFC = TESTS / "data" / "ifc"
 
 
 def file_digest(path: Path) -> str:
@@ -47,3 +48,22 @@ def small_demo(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("demo") / "small.duckdb"
     build_demo_store(path, scale="small", seed=0)
     return path
+
+
+@pytest.fixture(scope="session")
+def bim_demo(small_demo, tmp_path_factory) -> tuple[Path, str]:
+    """The small demo with IfcOpenHouse standing on its largest footprint: (store, that building's id)."""
+    import pyproj
+
+    from ingest.ifc import ingest_ifc
+    from twin.store import Store, open_for_command
+
+    path = tmp_path_factory.mktemp("bim") / "demo.duckdb"
+    shutil.copy(small_demo, path)
+    with Store(path, read_only=True) as store:
+        building_id, x, y = store.con.execute("SELECT building_id, label_x, label_y FROM buildings "
+                                              "ORDER BY ST_Area(footprint) DESC LIMIT 1").fetchone()
+    lon, lat = pyproj.Transformer.from_crs("EPSG:4547", "EPSG:4326", always_xy=True).transform(x, y)
+    with open_for_command(path) as store:
+        ingest_ifc(store, IFC / "ifcopenhouse-ifc4" / "IfcOpenHouse_IFC4.ifc", anchor=f"{lon},{lat},0,0")
+    return path, building_id

@@ -85,21 +85,26 @@ def horizontal_crs(text: str, *, what: str) -> str:
     return f"EPSG:{code}" if code else crs.to_wkt()
 
 
-def placement_from_lonlat(lon: float, lat: float, height: float, rotation_deg: float, *, source: str) -> Placement:
-    """A model origin given in longitude/latitude, placed on the UTM zone that holds it."""
+def placement_from_lonlat(lon: float, lat: float, height: float, rotation_deg: float, *, source: str,
+                          crs: str | None = None) -> Placement:
+    """A model origin given in longitude/latitude, placed on ``crs`` (default: the UTM zone that holds it).
+
+    The rotation is measured on that CRS's grid, so give the district's CRS when the model
+    should line up with the district's grid.
+    """
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):
         raise InputError(f"longitude {lon}, latitude {lat} are not on Earth; give LON,LAT in degrees.")
-    crs = utm_crs_for(lon, lat)
+    crs = crs or utm_crs_for(lon, lat)
     e, n = transform_xy(np.array([[lon, lat]]), "EPSG:4326", crs)[0]
     return Placement(source=source, crs=crs, eastings=float(e), northings=float(n), height=float(height),
                      rotation_deg=float(rotation_deg))
 
 
-def parse_anchor(text: str) -> Placement:
+def parse_anchor(text: str, *, crs: str | None = None) -> Placement:
     """``--anchor LON,LAT,H,ROT_DEG``: where the model's origin goes and how it turns.
 
     ``ROT_DEG`` turns the model counter-clockwise (seen from above) about its origin; 0 keeps its
-    x axis pointing east.
+    x axis along the grid east of ``crs`` (the district's, when the store has one).
     """
     parts = [p.strip() for p in text.split(",")]
     try:
@@ -107,7 +112,7 @@ def parse_anchor(text: str) -> Placement:
     except ValueError:
         raise InputError(f"--anchor {text!r}: expected four numbers LON,LAT,H,ROT_DEG "
                          "(degrees, degrees, metres, degrees), e.g. --anchor 113.72,34.76,0,0") from None
-    return placement_from_lonlat(lon, lat, h, rot, source="anchor")
+    return placement_from_lonlat(lon, lat, h, rot, source="anchor", crs=crs)
 
 
 def distance_m(a: Placement, b: Placement) -> float:

@@ -98,24 +98,9 @@ def test_hover_names_the_building_and_its_grid(app, layer):
 
 
 @pytest.fixture(scope="module")
-def store_with_bim(small_demo, tmp_path_factory):
-    import shutil
-
-    import pyproj
-
-    from ingest.ifc import ingest_ifc
-    from tests.ingest.test_ifc import OPENHOUSE
-    from twin.store import open_for_command
-
-    db = tmp_path_factory.mktemp("bim") / "demo.duckdb"
-    shutil.copy(small_demo, db)
-    with Store(db, read_only=True) as s:
-        building_id, x, y = s.con.execute("SELECT building_id, label_x, label_y FROM buildings "
-                                          "ORDER BY ST_Area(footprint) DESC LIMIT 1").fetchone()
-    lon, lat = pyproj.Transformer.from_crs("EPSG:4547", "EPSG:4326", always_xy=True).transform(x, y)
-    with open_for_command(db) as s:
-        ingest_ifc(s, OPENHOUSE, anchor=f"{lon},{lat},0,0")
-    with Store(db, read_only=True) as s:
+def store_with_bim(bim_demo):
+    path, building_id = bim_demo
+    with Store(path, read_only=True) as s:
         yield s, building_id
 
 
