@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import multiprocessing
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def open_ifc(path: str | Path):
     if not head.lstrip().startswith(b"ISO-10303-21"):
         raise InputError(f"{path}: not an IFC file (an IFC STEP file starts with 'ISO-10303-21;'). "
                          "Export the model as IFC (.ifc) and try again.")
+    with open(path, "rb") as fh:
+        header = fh.read(8192).decode("latin-1")
+    declared = re.search(r"FILE_SCHEMA\s*\(\s*\(\s*'([^']+)'", header)
+    if declared and not declared.group(1).upper().startswith(SCHEMAS):
+        raise InputError(f"{path}: IFC schema {declared.group(1)} is not supported; expected one of "
+                         f"{', '.join(SCHEMAS)}. Export the model as IFC4 or IFC2X3.")
     try:
         model = ifcopenshell.open(str(path))
     except Exception as exc:  # ifcopenshell raises bare errors for truncated files

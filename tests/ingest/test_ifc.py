@@ -115,6 +115,8 @@ def test_a_model_on_a_footprint_joins_that_building(small_demo, tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     (b"ISO-10303-21;\nHEADER;\nFILE_DESCRIPTION((''),'2;1');\nDATA;\n#1=IFCWALL(", "cannot read this IFC file"),
+    (b"ISO-10303-21;\nHEADER;\nFILE_SCHEMA(('IFC2X2_FINAL'));\nENDSEC;\nDATA;\nENDSEC;\nEND-ISO-10303-21;\n",
+     "IFC2X2_FINAL is not supported"),
     (b"solid cube\nfacet normal 0 0 1\n", "not an IFC file"),
 ])
 def test_bad_files_are_refused_and_the_store_is_unchanged(lujiazui_copy, tmp_path, content, message):
@@ -143,3 +145,16 @@ def test_cli_prints_the_georef_summary(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "cli.py"), "ingest", "ifc", str(OPENHOUSE), "--db",
                           str(tmp_path / "o.duckdb")], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert bad.returncode == 2 and "--anchor" in bad.stderr and str(OPENHOUSE) in bad.stderr
+
+
+def test_a_doubly_georeferenced_file_is_called_out(tmp_path):
+    import ifcopenshell
+
+    model = ifcopenshell.open(str(UTM_EXAMPLE))
+    site = model.by_type("IfcSite")[0]
+    site.ObjectPlacement.RelativePlacement.Location.Coordinates = (458657300.0, 5438232250.0, 0.0)  # mm, on the map
+    doubled = tmp_path / "doubled.ifc"
+    model.write(str(doubled))
+    summary = ingest(doubled, tmp_path / "s.duckdb", crs="EPSG:25832")
+    assert any("doubly georeferenced" in w for w in summary["georef"]["warnings"])
+    assert summary["georef"]["source"] == "map_conversion"
