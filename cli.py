@@ -97,7 +97,7 @@ def _cmd_ingest_mesh(args: argparse.Namespace) -> dict:
 def _cmd_serve(args: argparse.Namespace) -> dict:
     from twin.store import Store
 
-    Store(args.db, read_only=True).close()  # a clear error now rather than in the browser
+    Store(args.db).close()  # a clear error now rather than in the browser; upgrades an older store
     spec = importlib.util.find_spec("app")
     if spec is None or spec.origin is None:
         raise TwinError("app.py is not importable; install the project with `pip install -e .`.")

@@ -84,9 +84,7 @@ class Store:
         if self.created:
             create_schema(self.con)
         else:
-            check_schema(self.con, self.path)
-            if not read_only:
-                add_missing_tables(self.con)
+            check_schema(self.con, self.path, read_only=read_only)
 
     # -- lifecycle -------------------------------------------------------
     def close(self) -> None:
@@ -186,15 +184,24 @@ def drop_indexes(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"DROP INDEX IF EXISTS {name}")
 
 
-def check_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def check_schema(con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool) -> None:
+    """Refuse a foreign file or a newer store; upgrade an older one in place when writable."""
     try:
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except duckdb.CatalogException as exc:
         raise StoreError(f"{path}: this DuckDB file is not a district store (no meta table).") from exc
-    found = int(row[0]) if row else None
-    if found != SCHEMA_VERSION:
-        raise StoreError(f"{path}: store schema version {found}, this program expects {SCHEMA_VERSION}. "
-                         "Rebuild the store with this version of the program.")
+    found = int(row[0]) if row else 0
+    if found == SCHEMA_VERSION:
+        return
+    if found > SCHEMA_VERSION or found < 1:
+        raise StoreError(f"{path}: store schema version {found}, this program knows {SCHEMA_VERSION}. "
+                         "Use the program that wrote it, or rebuild the store with this one.")
+    if read_only:
+        raise StoreError(f"{path}: store schema version {found} is older than this program's {SCHEMA_VERSION}. "
+                         f"`twin serve --db {path}` (or any ingest) upgrades it in place.")
+    log.info("%s: upgrading the store from schema %d to %d", path, found, SCHEMA_VERSION)
+    add_missing_tables(con)  # every step so far only added tables and indexes
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
 
 def _arrow_column(values: pd.Series) -> pa.Array:

@@ -69,3 +69,16 @@ def test_a_failed_command_rolls_back_and_removes_a_store_it_created(tmp_path):
         raise RuntimeError("boom")
     with Store(path, read_only=True) as store:
         assert store.meta()["district_name"] == "x"
+
+
+def test_an_older_store_is_upgraded_when_opened_for_writing(tmp_path):
+    path = tmp_path / "old.duckdb"
+    with Store(path, create=True) as store:  # make it look like a schema 1 store: no elements table
+        store.con.execute("DROP TABLE elements")
+        store.con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="older than this program.*twin serve"):
+        Store(path, read_only=True)
+    with Store(path) as store:
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION)
+        assert store.count("elements") == 0
+    Store(path, read_only=True).close()
