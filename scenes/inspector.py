@@ -51,6 +51,8 @@ class Inspector(pn.viewable.Viewer):
         self.prev.on_click(lambda _: setattr(self, "page", self.page - 1))
         self.next.on_click(lambda _: setattr(self, "page", self.page + 1))
         self.pager = pn.Row(self.prev, self.page_info, self.next, visible=False)
+        # The tables join the page with the first building: nothing to draw before, and the first frame is sooner.
+        self.details = pn.Column(sizing_mode="stretch_width")
         self._total = 0
 
     @param.depends("building_id", "show_residents", watch=True)
@@ -74,6 +76,8 @@ class Inspector(pn.viewable.Viewer):
         cases = open_cases(self._con, building_id=self.building_id)
         self.cases.value = cases
         self.cases.visible = True
+        if not self.details.objects:
+            self.details.objects = [self.cases, self.pager, self.residents]
         if self.page == 0:
             self._show_residents()
         else:
@@ -143,4 +147,4 @@ class Inspector(pn.viewable.Viewer):
         self.residents.visible = self.cases.visible = self.pager.visible = False
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(self.card, self.cases, self.pager, self.residents, sizing_mode="stretch_width")
+        return pn.Column(self.card, self.details, sizing_mode="stretch_width")
