@@ -35,17 +35,13 @@ if str(ROOT) not in sys.path:
 
 from ingest.ifc import ingest_ifc, model_elements, open_ifc, products_with_geometry  # noqa: E402
 from twin.store import open_for_command  # noqa: E402
+from bench.common import median_run, write_result  # noqa: E402
 
 IFC = ROOT / "tests" / "data" / "ifc"
 FILES = {
     "fzk_haus": IFC / "fzk-haus-ifc4" / "AC20-FZK-Haus.ifc",
     "duplex": IFC / "duplex-georef-luxembourg-ifc2x3" / "Duplex_A_20110907_georeferenced.ifc",
 }
-
-
-def _median(results: list[dict], key: str) -> dict:
-    ordered = sorted(results, key=lambda r: r[key])
-    return {**ordered[len(ordered) // 2], "runs_s": [round(r[key], 3) for r in results]}
 
 
 def time_ours(model, threads: int | None = None) -> dict:
@@ -103,8 +99,9 @@ def bench_file(path: Path, *, runs: int, work: Path) -> dict:
         ours_runs.append(time_ours(model))
         one_runs.append(time_ours(model, threads=1))
         base_runs.append(time_baseline(model))
-    ours, one, base = _median(ours_runs, "seconds"), _median(one_runs, "seconds"), _median(base_runs, "seconds")
-    ingest = _median([time_ingest(path, work / f"run{k}") for k in range(runs)], "ingest_s")
+    ours, one, base = (median_run(r, "seconds", runs_key="runs_s") for r in (ours_runs, one_runs, base_runs))
+    ingest = median_run([time_ingest(path, work / f"run{k}") for k in range(runs)], "ingest_s",
+                        runs_key="runs_s")
     return {
         "file": str(path.relative_to(ROOT)),
         "schema": model.schema,
@@ -144,10 +141,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
         "files": files,
         "speedup_median": round(float(np.median([f["speedup"] for f in files.values()])), 2),
     }
-    out = ROOT / "bench" / "out"
-    out.mkdir(exist_ok=True)
-    (out / "ifc.json").write_text(json.dumps(result, indent=2))
-    return result
+    return write_result("ifc", result)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from ingest.footprints import ingest_footprints, read_footprints  # noqa: E402
 from twin.footprints import prepare_footprints  # noqa: E402
 from twin.mesh import extrude_footprints  # noqa: E402
 from twin.store import open_for_command  # noqa: E402
+from bench.common import median_run, write_result  # noqa: E402
 
 GOAL_SPEEDUP = 20.0
 GOAL_MILLION_S = 60.0
@@ -65,11 +66,6 @@ def tiled(buildings: gpd.GeoDataFrame, count: int) -> gpd.GeoDataFrame:
         moved["source_id"] = buildings["source_id"] + f"-t{k}"
         parts.append(moved)
     return gpd.GeoDataFrame(gpd.pd.concat(parts, ignore_index=True).head(count), crs=buildings.crs)
-
-
-def _median(results: list[dict], key: str) -> dict:
-    ordered = sorted(results, key=lambda r: r[key])
-    return {**ordered[len(ordered) // 2], "runs": [round(r[key], 3) for r in results]}
 
 
 def time_ours(path: Path, work: Path) -> dict:
@@ -126,9 +122,9 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
         raw = demo_footprints(path)
         cleaned, _ = prepare_footprints(raw, where="demo", id_attr="source_id", levels_attr="floors")
         runs = 1 if quick else 3  # medians: this machine's timings wander by 10-20 %
-        ours = _median([time_ours(path, work / f"run{k}") for k in range(runs)], "ingest_s")
+        ours = median_run([time_ours(path, work / f"run{k}") for k in range(runs)], "ingest_s")
         mesh_s = float(np.median([time_mesh_only(cleaned) for _ in range(runs)]))
-        baseline = _median([time_baseline(cleaned) for _ in range(runs)], "seconds")
+        baseline = median_run([time_baseline(cleaned) for _ in range(runs)], "seconds")
         million = time_million(raw, 100_000 if quick else 1_000_000, work)
     speedup = baseline["seconds"] / ours["ingest_s"]
     result = {
@@ -153,10 +149,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
                             and million["peak_rss_gb"] <= GOAL_MILLION_PEAK_GB),
         },
     }
-    out = ROOT / "bench" / "out"
-    out.mkdir(exist_ok=True)
-    (out / "ingest.json").write_text(json.dumps(result, indent=2))
-    return result
+    return write_result("ingest", result)
 
 
 if __name__ == "__main__":

@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import OUT, median_run, write_result  # noqa: E402
 from scenes.browser import WebSocketMeter, chromium, served  # noqa: E402
 from twin.inspector import building_card, open_cases, residents_page  # noqa: E402
 from twin.store import Store  # noqa: E402
 
-OUT = ROOT / "bench" / "out"
 GOALS = {"bytes_ratio_at_most": 1 / 3, "first_frame_speedup_at_least": 2.0, "first_frame_s_at_most": 4.0,
          "server_pick_ms_at_most": 50.0, "click_to_inspector_ms_at_most": 300.0}
 
@@ -183,12 +183,6 @@ def overview_screenshot(browser, url: str, path: Path) -> None:
     page.close()
 
 
-def _median_run(results: list[dict]) -> dict:
-    """The run with the median first-frame time, with every run's time kept."""
-    ordered = sorted(results, key=lambda r: r["first_frame_ms"])
-    return {**ordered[len(ordered) // 2], "all_ms": [round(r["first_frame_ms"]) for r in results]}
-
-
 def run(*, db: str | None = None, quick: bool = False) -> dict:
     db_path = Path(db or ROOT / "data" / "demo.duckdb")
     if not db_path.exists():
@@ -199,12 +193,12 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
     with chromium() as browser:
         with served(db_path) as url:
             first_frame(browser, url)  # warm the server's caches (the layer is built once per server)
-            ours = _median_run([first_frame(browser, url) for _ in range(runs)])
+            ours = median_run([first_frame(browser, url) for _ in range(runs)], "first_frame_ms", runs_key="all_ms")
             click = click_to_inspector_ms(browser, url, db_path)
             overview_screenshot(browser, url, OUT / "overview.png")
         with served(db_path, app=str(ROOT / "bench" / "vtk_baseline_app.py")) as url:
             first_frame(browser, url)
-            baseline = _median_run([first_frame(browser, url) for _ in range(runs)])
+            baseline = median_run([first_frame(browser, url) for _ in range(runs)], "first_frame_ms", runs_key="all_ms")
     result = {
         "benchmark": "view",
         "db": str(db_path),
@@ -226,8 +220,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
         "server_pick_met": pick["p95_ms"] <= GOALS["server_pick_ms_at_most"],
         "click_met": click["median_ms"] is not None and click["median_ms"] <= GOALS["click_to_inspector_ms_at_most"],
     }
-    (OUT / "view.json").write_text(json.dumps(result, indent=2))
-    return result
+    return write_result("view", result)
 
 
 if __name__ == "__main__":
