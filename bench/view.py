@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import OUT, median_run, write_result  # noqa: E402
-from scenes.browser import WebSocketMeter, chromium, served  # noqa: E402
+from scenes.browser import chromium, served  # noqa: E402
 from twin.inspector import building_card, open_cases, residents_page  # noqa: E402
 from twin.store import Store  # noqa: E402
 

@@ -55,7 +55,7 @@ def _cameras(rng, lat, B, buildings, info, plan: _Plan) -> gpd.GeoDataFrame:
                 x, y = X[i] + sx * (hx[i] + 2), Y[j] + sy * (hy[j] + 2)
                 cams["inter"].append((x, y, f"{ns[i]}与{ew[j]}交叉口{N.CORNERS[(sx, sy)]}角", rng.uniform(6, 10),
                                       _bearing(-sx, -sy) + rng.normal(0, 15), None))
-    for c, comp in enumerate(B.compounds):
+    for comp in B.compounds:
         x0, y0, x1, y1 = comp["rect"]
         ix0, iy0, ix1, iy1 = lat.inner[comp["block"]]
         sides = [s for s, hit in (("N", y1 == iy1), ("S", y0 == iy0), ("E", x1 == ix1), ("W", x0 == ix0)) if hit]

@@ -6,7 +6,6 @@ import duckdb
 import numpy as np
 import panel as pn
 import param
-import shapely
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
@@ -73,7 +72,3 @@ class PlanMap(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.pane.Bokeh(self.figure, sizing_mode="stretch_both")
 
-
-def bounds_of(shapes: np.ndarray) -> tuple[float, float, float, float]:
-    """Total bounds (xmin, ymin, xmax, ymax) of shapely geometries."""
-    return tuple(shapely.total_bounds(shapes))
