@@ -24,8 +24,8 @@ from twin.errors import InputError
 from twin.footprints import prepare_footprints
 from twin.grids import locate
 from twin.mesh import extrude_footprints
-from twin.timing import StageTimer
 from twin.store import Store, create_indexes, drop_indexes, insert_frame
+from twin.timing import StageTimer
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from twin.cases import CASE_STATUSES, CASE_TRANSITIONS, OPEN_STATUSES  # noqa: F401  (re-exported)
+
 CRS = "EPSG:4547"
 CENTRE_LONLAT = (113.72, 34.76)
 DEMO_NOW = pd.Timestamp("2026-11-26 09:00:00")
@@ -19,14 +21,6 @@ SCALES = ("full", "small")
 BUILDING_USES = ("residential", "office", "school", "market", "hospital", "public", "commercial")
 MICRO_KINDS = ("residential", "office", "street", "mixed", "public")
 CASE_SOURCES = ("ai", "citizen", "patrol", "open311", "hotline")
-CASE_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "evaluated", "closed", "rejected", "reopened")
-OPEN_STATUSES = ("reported", "dispatched", "in_progress", "reopened")
-CASE_TRANSITIONS = frozenset({
-    (None, "reported"), ("reported", "dispatched"), ("reported", "rejected"),
-    ("dispatched", "in_progress"), ("dispatched", "rejected"), ("in_progress", "resolved"),
-    ("resolved", "evaluated"), ("evaluated", "closed"), ("evaluated", "reopened"),
-    ("reopened", "dispatched"),
-})
 MICRO_HOUSEHOLDS = (70, 80)  # households of a residential micro-grid of several buildings
 _USE_KIND = {"residential": "residential", "office": "office", "commercial": "mixed", "market": "mixed",
              "school": "public", "hospital": "public", "public": "public"}

@@ -8,10 +8,6 @@ compounds with the party members living in them.
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
-from importlib import resources
-
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -20,20 +16,9 @@ import shapely
 from data import names as N
 from data.common import CRS, DEMO_NOW, _apportion, _nullable, _Plan
 from data.people import _ids, _person_names
+from twin.cases import load_taxonomy
 
 # --------------------------------------------------------------------------- taxonomy
-
-@lru_cache(maxsize=1)
-def load_taxonomy() -> dict:
-    """Return the case taxonomy (``data/taxonomy.json``): categories and subcategories.
-
-    Each subcategory has ``code``, ``category`` (a category code), ``name``,
-    ``name_en``, ``deadline_hours``, ``ai`` (raised by video analytics),
-    ``place``, ``uses``, ``weight`` and a description ``template``.
-    """
-    text = resources.files("data").joinpath("taxonomy.json").read_text(encoding="utf-8")
-    return json.loads(text)
-
 
 # --------------------------------------------------------------------------- cameras
 

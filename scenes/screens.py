@@ -20,9 +20,10 @@ from scenes.plan import PlanMap
 from scenes.shared import SharedDistrict
 from scenes.theme import CSS
 from scenes.view3d import DistrictView
+from twin.cases import OPEN_STATUSES
 from twin.errors import TwinError
 from twin.inspector import search
-from twin.queries import OPEN_STATUSES, grid_boundaries
+from twin.queries import grid_boundaries
 from twin.schema import GRID_LEVELS
 
 SCREENS = ("Overview", "Planner", "Operator")

@@ -12,8 +12,9 @@ import json
 import duckdb
 import pandas as pd
 
+from twin.cases import OPEN_STATUSES
 from twin.errors import InputError
-from twin.queries import OPEN_STATUSES, _now
+from twin.queries import _now
 
 RESIDENT_COLUMNS = ("unit", "household_id", "room", "name", "gender", "age", "phone", "tags")
 

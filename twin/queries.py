@@ -12,11 +12,9 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from twin.cases import OPEN_STATUSES
 from twin.errors import check_choice
 from twin.schema import GRID_LEVELS
-
-OPEN_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "reopened")
-CASE_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "evaluated", "closed", "rejected", "reopened")
 
 
 def _now(con: duckdb.DuckDBPyConnection) -> pd.Timestamp:

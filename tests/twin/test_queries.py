@@ -6,7 +6,8 @@ import pytest
 
 from twin.errors import InputError, OptionError
 from twin.inspector import building_card, grid_path, open_cases, residents_page, search
-from twin.queries import OPEN_STATUSES, grid_table, key_figures
+from twin.cases import OPEN_STATUSES
+from twin.queries import grid_table, key_figures
 from twin.store import Store
 
 
