@@ -7,8 +7,16 @@ import shutil
 
 import pytest
 
-from twin.cases import (CASE_STATUSES, CASE_TRANSITIONS, OPEN_STATUSES, check_transition, load_taxonomy,
-                        record_transition)
+from twin.cases import (
+    CASE_STATUSES,
+    CASE_TRANSITIONS,
+    OPEN_STATUSES,
+    check_transition,
+    create_case,
+    load_taxonomy,
+    match_location,
+    record_transition,
+)
 from twin.errors import InputError
 from twin.store import Store, open_for_command
 
@@ -54,3 +62,54 @@ def test_the_taxonomy_has_deadlines_and_the_ai_scenes():
     ai = {s["name"] for s in tax["subcategories"] if s["ai"]}
     assert {"高空抛物", "消防通道占用", "违章停车", "垃圾满溢", "电动车入户充电", "人脸布控预警"} <= ai
     assert set(OPEN_STATUSES) < set(CASE_STATUSES)
+
+
+@pytest.fixture
+def demo_copy(small_demo, tmp_path):
+    db = tmp_path / "s.duckdb"
+    shutil.copy(small_demo, db)
+    return db
+
+
+def _building(db):
+    with Store(db, read_only=True) as store:
+        return store.con.execute("SELECT building_id, label_x, label_y, ST_XMin(footprint), ST_YMin(footprint), "
+                                 "grid_id FROM buildings ORDER BY building_id LIMIT 1").fetchone()
+
+
+def test_intake_matches_the_building_the_grid_and_its_worker_and_sets_the_deadline(demo_copy):
+    building_id, x, y, xmin, ymin, grid_id = _building(demo_copy)
+    code = load_taxonomy()["subcategories"][0]["code"]
+    with open_for_command(demo_copy) as store:
+        case = create_case(store.con, subcategory_code=code, source="citizen", x=x, y=y,
+                           reported_at="2026-11-26 10:00")
+        record = store.con.execute("SELECT building_id, grid_id, status, due_at FROM cases WHERE case_id = ?",
+                                   [case["case_id"]]).fetchone()
+        worker, = store.con.execute("SELECT worker FROM grids WHERE grid_id = ?", [grid_id]).fetchone()
+    hours = load_taxonomy()["subcategories"][0]["deadline_hours"]
+    assert case["building_id"] == building_id and case["grid_id"] == grid_id and case["worker"] == worker
+    assert record[:3] == (building_id, grid_id, "reported")
+    assert (record[3] - case["reported_at"]).total_seconds() == hours * 3600
+    assert case["case_id"].startswith("C20261126-")
+
+
+def test_a_point_beside_a_building_goes_to_it_within_30_m_and_no_further(demo_copy):
+    building_id, _, _, xmin, ymin, _ = _building(demo_copy)
+    with Store(demo_copy, read_only=True) as store:
+        near = match_location(store.con, xmin - 3.0, ymin + 1.0)
+        assert near["building_id"] is not None and near["distance_m"] <= 30
+        lonely = store.con.execute("""
+            SELECT ST_X(c), ST_Y(c) FROM (SELECT ST_Centroid(boundary) AS c FROM grids
+            WHERE level = 'micro' AND kind = 'street') g
+            WHERE NOT EXISTS (SELECT 1 FROM buildings b WHERE ST_DWithin(b.footprint, g.c, 30)) LIMIT 1""").fetchone()
+        far = match_location(store.con, *lonely)
+        assert far["building_id"] is None and far["grid_id"] is not None
+
+
+def test_points_outside_the_district_and_unknown_kinds_are_refused(demo_copy):
+    building_id, x, y, *_ = _building(demo_copy)
+    code = load_taxonomy()["subcategories"][0]["code"]
+    with pytest.raises(InputError, match="outside every grid"), open_for_command(demo_copy) as store:
+        create_case(store.con, subcategory_code=code, source="citizen", x=x + 50_000, y=y)
+    with pytest.raises(InputError, match="unknown case subcategory 'nope'"), open_for_command(demo_copy) as store:
+        create_case(store.con, subcategory_code="nope", source="citizen", x=x, y=y)
