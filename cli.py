@@ -94,6 +94,20 @@ def _cmd_ingest_mesh(args: argparse.Namespace) -> dict:
         bar.close()
 
 
+def _cmd_keys(args: argparse.Namespace) -> dict:
+    from twin.keys import add_key, revoke_key
+    from twin.store import open_for_command
+
+    with open_for_command(args.db, create=False) as store:
+        if args.action == "add":
+            key = add_key(store.con, args.name)
+            if not args.json:
+                print(key)  # the only time the key is shown
+            return {"name": args.name, "api_key": key}
+        revoke_key(store.con, args.name)
+        return {"name": args.name, "revoked": True}
+
+
 def _cmd_serve(args: argparse.Namespace) -> dict:
     from twin.store import Store
 
@@ -165,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     mesh.add_argument("--up", choices=("y", "z"), help="the model's up axis (default: y for glTF, z otherwise)")
     mesh.add_argument("--units", choices=("m", "cm", "mm"), default="m")
     mesh.add_argument("--building-id")
+
+    keys = sub.add_parser("keys", help="API keys of the intake clients")
+    ksub = keys.add_subparsers(dest="action", required=True)
+    for action in ("add", "revoke"):
+        k = command(action, _cmd_keys, sub=ksub, help=f"{action} a client's key")
+        k.add_argument("name")
 
     serve = command("serve", _cmd_serve, help="serve the app")
     serve.add_argument("--port", type=int, default=5006)

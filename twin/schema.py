@@ -7,7 +7,7 @@ Mesh vertices are float32 relative to the district origin kept in ``meta``.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2  # 2 added the elements table (BIM parts); older stores are upgraded in place
+SCHEMA_VERSION = 3  # 2 added elements (BIM parts), 3 api_keys; older stores are upgraded in place
 
 GRID_LEVELS = ("street", "community", "grid", "micro")
 HEIGHT_SOURCES = ("height", "levels", "default", "bim", "mesh")
@@ -121,6 +121,11 @@ TABLES: dict[str, str] = {
         storey VARCHAR,
         psets VARCHAR,
         hidden BOOLEAN NOT NULL DEFAULT false""",
+    "api_keys": """
+        name VARCHAR PRIMARY KEY,
+        key_hash VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        revoked_at TIMESTAMP""",
     "party_orgs": """
         org_id VARCHAR PRIMARY KEY,
         name VARCHAR NOT NULL,
