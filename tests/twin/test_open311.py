@@ -10,7 +10,7 @@ import pytest
 
 from twin.cases import load_taxonomy
 from twin.crs import transform_xy
-from twin.open311 import Open311Error, find_requests, parse_request, services, submit_request, to_xml
+from twin.open311 import Open311Error, find_requests, services, submit_request, to_xml
 from twin.store import Store, open_for_command
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from twin.cases import OPEN_STATUSES
 from twin.errors import InputError, OptionError
 from twin.inspector import building_card, grid_path, open_cases, residents_page, search
-from twin.cases import OPEN_STATUSES
 from twin.queries import grid_table, key_figures
 from twin.store import Store
 
