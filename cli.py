@@ -9,10 +9,8 @@ as it was (each command is one transaction).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -109,18 +107,12 @@ def _cmd_keys(args: argparse.Namespace) -> dict:
 
 
 def _cmd_serve(args: argparse.Namespace) -> dict:
-    from twin.store import Store
+    from scenes.server import serve
 
-    Store(args.db).close()  # a clear error now rather than in the browser; upgrades an older store
-    spec = importlib.util.find_spec("app")
-    if spec is None or spec.origin is None:
-        raise TwinError("app.py is not importable; install the project with `pip install -e .`.")
     origins = [f"{args.address}:{args.port}", f"localhost:{args.port}", f"127.0.0.1:{args.port}", *args.allow_origin]
-    argv = [sys.executable, "-m", "panel", "serve", spec.origin, "--port", str(args.port), "--address", args.address,
-            *(f"--allow-websocket-origin={o}" for o in origins), "--args", "--db", str(Path(args.db).resolve())]
-    log.info("serving %s on http://%s:%s", args.db, args.address, args.port)
-    os.execv(sys.executable, argv)
-    return {}  # not reached
+    log.info("serving %s on http://%s:%s/app", args.db, args.address, args.port)
+    serve(args.db, port=args.port, address=args.address, origins=origins)
+    return {}
 
 
 def _cmd_bench(args: argparse.Namespace) -> dict:

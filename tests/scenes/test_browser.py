@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 
 import numpy as np
 import pytest
@@ -16,8 +17,11 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def app_url(small_demo):
-    with served(small_demo) as url:
+def app_url(small_demo, tmp_path_factory):
+    # The server holds its store for writing, so it serves a copy and the tests read the original.
+    served_copy = tmp_path_factory.mktemp("served") / "demo.duckdb"
+    shutil.copy(small_demo, served_copy)
+    with served(served_copy) as url:
         yield url
 
 
