@@ -192,6 +192,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
     if not db_path.exists():
         raise FileNotFoundError(f"{db_path}: build the demo first (make demo)")
     OUT.mkdir(exist_ok=True)
+    Store(db_path).close()  # upgrades an older store before the read-only looks below
     pick = server_pick_ms(db_path)
     targets = tall_buildings(db_path, 20)
     runs = 1 if quick else 3
