@@ -21,6 +21,30 @@ def _rows(pairs: list[tuple[str, object]]) -> str:
                    if v is not None and v == v)
 
 
+def residents_html(rows: pd.DataFrame) -> str:
+    """Residents grouped by unit and household: a heading row per household with its size, then its people."""
+    out = ["<table class='twin-table'><tr><th>room</th><th>name</th><th>sex</th><th>age</th><th>phone</th>"
+           "<th>tags</th></tr>"]
+    for (unit, household), people in rows.groupby(["unit", "household_id"], sort=False):
+        out.append(f"<tr class='twin-group'><td colspan='6'>{html.escape(str(unit))} · {html.escape(household)} · "
+                   f"{len(people)} {'person' if len(people) == 1 else 'people'}</td></tr>")
+        out += [f"<tr><td>{html.escape(str(r.room))}</td><td>{html.escape(str(r.name))}</td>"
+                f"<td>{html.escape(str(r.gender))}</td><td>{r.age}</td><td>{html.escape(str(r.phone))}</td>"
+                f"<td>{html.escape(str(r.tags or ''))}</td></tr>" for r in people.itertuples()]
+    return "".join(out) + "</table>"
+
+
+def cases_html(cases: pd.DataFrame) -> str:
+    """Open cases with status, age and an overdue mark."""
+    if cases.empty:
+        return "<div class='twin-muted'>No open cases.</div>"
+    rows = "".join(f"<tr><td>{html.escape(r.case_id)}</td><td>{html.escape(r.subcategory)}</td>"
+                   f"<td>{html.escape(r.status)}</td><td>{r.age_h:.0f} h</td>"
+                   f"<td>{'overdue' if r.overdue else ''}</td></tr>" for r in cases.itertuples())
+    return ("<div class='label'>open cases</div><table class='twin-table'><tr><th>case</th><th>kind</th>"
+            f"<th>status</th><th>age</th><th></th></tr>{rows}</table>")
+
+
 class Inspector(pn.viewable.Viewer):
     """What is selected: a building card with its residents and open cases, or a case or camera card.
 
@@ -39,12 +63,12 @@ class Inspector(pn.viewable.Viewer):
         self._con = con
         self.card = pn.pane.HTML("<div class='twin-muted'>Click a building, a case or a camera.</div>",
                                  sizing_mode="stretch_width", stylesheets=[CSS], css_classes=["twin-inspector"])
-        self.residents = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True, theme="midnight",
-                                              sizing_mode="stretch_width", height=320, groupby=["unit", "household_id"],
-                                              visible=False, css_classes=["twin-residents"])
-        self.cases = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True, theme="midnight",
-                                          sizing_mode="stretch_width", height=160, visible=False,
-                                          css_classes=["twin-cases"])
+        # Plain HTML tables: a page of 50 needs no grid widget, and the page loads no table library.
+        self.residents = pn.pane.HTML("", sizing_mode="stretch_width", visible=False, stylesheets=[CSS],
+                                      css_classes=["twin-residents"])
+        self.cases = pn.pane.HTML("", sizing_mode="stretch_width", visible=False, stylesheets=[CSS],
+                                  css_classes=["twin-cases"])
+        self.resident_rows = pd.DataFrame()
         self.prev = pn.widgets.Button(label="‹ previous", width=90, disabled=True)
         self.next = pn.widgets.Button(label="next ›", width=90, disabled=True)
         self.page_info = pn.pane.HTML("", stylesheets=[CSS])
@@ -73,8 +97,7 @@ class Inspector(pn.viewable.Viewer):
                      ("grid", path),
                      ("residents", f"{card['residents']:,} in {card['households']:,} households")])
             + "</table></div>")
-        cases = open_cases(self._con, building_id=self.building_id)
-        self.cases.value = cases
+        self.cases.object = cases_html(open_cases(self._con, building_id=self.building_id))
         self.cases.visible = True
         if not self.details.objects:
             self.details.objects = [self.cases, self.pager, self.residents]
@@ -89,7 +112,8 @@ class Inspector(pn.viewable.Viewer):
         self.residents.visible = self.pager.visible = visible
         if not visible:
             return
-        self.residents.value = residents_page(self._con, self.building_id, page=self.page, page_size=PAGE_SIZE)
+        self.resident_rows = residents_page(self._con, self.building_id, page=self.page, page_size=PAGE_SIZE)
+        self.residents.object = residents_html(self.resident_rows)
         pages = max(1, -(-self._total // PAGE_SIZE))
         self.prev.disabled = self.page == 0
         self.next.disabled = self.page >= pages - 1

@@ -12,4 +12,9 @@ body, .bk-root {{ background: {BACKGROUND}; color: {TEXT}; }}
 .twin-figure .value {{ font-size: 26px; font-weight: 600; color: {TEXT}; }}
 .twin-figure .label {{ font-size: 12px; color: {MUTED}; text-transform: uppercase; letter-spacing: .05em; }}
 .twin-title {{ font-size: 20px; font-weight: 600; color: {TEXT}; }}
+.twin-muted {{ color: {MUTED}; }}
+.twin-table {{ width: 100%; border-collapse: collapse; font-size: 12px; color: {TEXT}; }}
+.twin-table th {{ text-align: left; color: {MUTED}; font-weight: 500; border-bottom: 1px solid {PANEL}; }}
+.twin-table td {{ padding: 2px 4px; border-bottom: 1px solid {PANEL}; }}
+.twin-table tr.twin-group td {{ background: {PANEL}; color: {ACCENT}; font-weight: 600; }}
 """

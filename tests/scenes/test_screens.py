@@ -58,7 +58,9 @@ def test_the_operator_sees_residents_and_the_leader_does_not(app, store, layer):
     app.select_building(layer.index_of(building_id))
     assert not app.inspector.residents.visible
     app.screen = "Operator"
-    assert app.inspector.residents.visible and len(app.inspector.residents.value) == 50
+    assert app.inspector.residents.visible and len(app.inspector.resident_rows) == 50
+    first = app.inspector.resident_rows.iloc[0]
+    assert first["name"] in app.inspector.residents.object and "people" in app.inspector.residents.object
 
 
 def test_recolouring_sends_colours_not_geometry(app):
