@@ -21,6 +21,14 @@ def _rows(pairs: list[tuple[str, object]]) -> str:
                    if v is not None and v == v)
 
 
+def _card(title: str, pairs: list[tuple[str, object]], *, subtitle: str = "", tail: str = "",
+          kind: str = "") -> str:
+    """One inspector card: a title, an optional subtitle, a table of facts and anything after it."""
+    sub = f"<div class='twin-building-id'>{html.escape(subtitle)}</div>" if subtitle else ""
+    return (f"<div class='twin-card {kind}'><div class='twin-title'>{html.escape(title)}</div>{sub}"
+            f"<table class='twin-facts'>{_rows(pairs)}</table>{tail}</div>")
+
+
 def residents_html(rows: pd.DataFrame) -> str:
     """Residents grouped by unit and household: a heading row per household with its size, then its people."""
     out = ["<table class='twin-table'><tr><th>room</th><th>name</th><th>sex</th><th>age</th><th>phone</th>"
@@ -87,16 +95,12 @@ class Inspector(pn.viewable.Viewer):
         card = building_card(self._con, self.building_id)
         self._total = card["residents"]
         path = " › ".join(f"{g['name']}" for g in card["grid_path"]) or "outside every grid"
-        self.card.object = (
-            f"<div class='twin-card'><div class='twin-title'>{html.escape(card['name'] or card['building_id'])}</div>"
-            f"<div class='twin-building-id'>{html.escape(card['building_id'])}</div><table class='twin-facts'>"
-            + _rows([("address", card["address"]), ("use", card["use"]),
-                     ("height", f"{card['height']:.1f} m" + (f" from {card['base_z']:.1f} m" if card["base_z"] else "")),
-                     ("floors", card["floors"]), ("data", f"{card['source']} · {card['source_id']} · "
-                                                           f"height from {card['height_source']}"),
-                     ("grid", path),
-                     ("residents", f"{card['residents']:,} in {card['households']:,} households")])
-            + "</table></div>")
+        facts = [("address", card["address"]), ("use", card["use"]),
+                 ("height", f"{card['height']:.1f} m" + (f" from {card['base_z']:.1f} m" if card["base_z"] else "")),
+                 ("floors", card["floors"]),
+                 ("data", f"{card['source']} · {card['source_id']} · height from {card['height_source']}"),
+                 ("grid", path), ("residents", f"{card['residents']:,} in {card['households']:,} households")]
+        self.card.object = _card(card["name"] or card["building_id"], facts, subtitle=card["building_id"])
         self.cases.object = cases_html(open_cases(self._con, building_id=self.building_id))
         self.cases.visible = True
         if not self.details.objects:
@@ -127,11 +131,8 @@ class Inspector(pn.viewable.Viewer):
         e = element_card(self._con, self.building_id, element_index)
         sets = "".join(f"<div class='label'>{html.escape(name)}</div><table class='twin-facts'>"
                        + _rows([(k, v) for k, v in props.items()]) + "</table>" for name, props in e["psets"].items())
-        self.card.object += (
-            f"<div class='twin-card twin-element'><div class='twin-title'>{html.escape(e['ifc_class'] or '')}"
-            f"</div><table class='twin-facts'>"
-            + _rows([("name", e["name"]), ("storey", e["storey"]), ("GlobalId", e["global_id"])])
-            + f"</table>{sets}</div>")
+        self.card.object += _card(e["ifc_class"] or "", [("name", e["name"]), ("storey", e["storey"]),
+                                                         ("GlobalId", e["global_id"])], tail=sets, kind="twin-element")
 
     def show_case(self, case_id: str) -> None:
         card = case_card(self._con, case_id)
@@ -140,27 +141,23 @@ class Inspector(pn.viewable.Viewer):
         self._hide_tables()
         history = "".join(f"<li>{html.escape(str(r['at']))[:16]} · {html.escape(str(r['to_status']))} · "
                           f"{html.escape(str(r['actor']))}</li>" for _, r in card["history"].iterrows())
-        self.card.object = (
-            f"<div class='twin-card'><div class='twin-title'>Case {html.escape(case_id)}</div><table class='twin-facts'>"
-            + _rows([("category", f"{card['category']} · {card['subcategory']}"), ("status", card["status"]),
-                     ("source", card["source"]), ("reported", str(card["reported_at"])[:16]),
-                     ("due", str(card["due_at"])[:16]), ("where", card["address"]), ("building", card["building_id"]),
-                     ("grid", card["grid_id"]), ("camera", card["camera_id"]), ("what", card["description"])])
-            + f"</table><div class='label'>history</div><ul class='twin-history'>{history}</ul></div>")
+        facts = [("category", f"{card['category']} · {card['subcategory']}"), ("status", card["status"]),
+                 ("source", card["source"]), ("reported", str(card["reported_at"])[:16]),
+                 ("due", str(card["due_at"])[:16]), ("where", card["address"]), ("building", card["building_id"]),
+                 ("grid", card["grid_id"]), ("camera", card["camera_id"]), ("what", card["description"])]
+        self.card.object = _card(f"Case {case_id}", facts,
+                                 tail=f"<div class='label'>history</div><ul class='twin-history'>{history}</ul>")
 
     def show_camera(self, camera_id: str) -> None:
         card = camera_card(self._con, camera_id)
         self.building_id = self.case_id = None
         self.camera_id = camera_id
         self._hide_tables()
-        self.card.object = (
-            f"<div class='twin-card'><div class='twin-title'>Camera {html.escape(camera_id)}</div>"
-            f"<table class='twin-facts'>"
-            + _rows([("name", card["name"]), ("status", card["status"]), ("stream", card["stream_url"]),
-                     ("mounted", f"{card['z']:.1f} m, heading {card['heading_deg']:.0f}°, "
-                                 f"field {card['fov_deg']:.0f}°, range {card['range_m']:.0f} m"),
-                     ("grid", card["grid_id"]), ("building", card["building_id"])])
-            + "</table></div>")
+        facts = [("name", card["name"]), ("status", card["status"]), ("stream", card["stream_url"]),
+                 ("mounted", f"{card['z']:.1f} m, heading {card['heading_deg']:.0f}°, "
+                             f"field {card['fov_deg']:.0f}°, range {card['range_m']:.0f} m"),
+                 ("grid", card["grid_id"]), ("building", card["building_id"])]
+        self.card.object = _card(f"Camera {camera_id}", facts)
 
     def clear(self) -> None:
         self.building_id = self.case_id = self.camera_id = None

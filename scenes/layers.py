@@ -106,7 +106,8 @@ def building_layer(con: duckdb.DuckDBPyConnection) -> BuildingLayer:
                     roof_local.astype(index))
     origin = meshes.origin
     bounds = shapely.bounds(footprints)
-    centre = np.column_stack([info["label_x"] - origin[0], info["label_y"] - origin[1], info["base_z"] + info["height"]])
+    centre = np.column_stack([info["label_x"] - origin[0], info["label_y"] - origin[1],
+                              info["base_z"] + info["height"]])
     radius = 0.5 * np.hypot(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
     return BuildingLayer(building_id=ids, centre=centre, radius=radius,
                          grid_id=info["grid_id"].to_numpy(dtype=object), height=info["height"].to_numpy(),

@@ -15,7 +15,7 @@ import param
 
 from scenes.figures import GridTable, KeyFigures
 from scenes.inspector import Inspector
-from scenes.layers import COLOUR_MEASURES, camera_records, case_markers, grid_labels, grid_segments
+from scenes.layers import COLOUR_MEASURES, case_markers, grid_labels, grid_segments
 from scenes.plan import PlanMap
 from scenes.shared import SharedDistrict
 from scenes.theme import CSS
@@ -63,8 +63,7 @@ class DistrictApp(pn.viewable.Viewer):
                                  min_height=400)
         self._plan: PlanMap | None = None
         self._cases = self._open_cases()
-        self._cameras = _frame(con, "SELECT camera_id, ST_X(position) AS x, ST_Y(position) AS y, z, heading_deg, "
-                                    "pitch_deg, fov_deg, range_m, status FROM cameras ORDER BY camera_id")
+        self._cameras = shared.cameras
         self.view.cases = case_markers(self._cases, layer)
         self._colour()
         self._grids()
@@ -116,7 +115,7 @@ class DistrictApp(pn.viewable.Viewer):
     def _ready(self, event: param.parameterized.Event) -> None:
         # Cameras go after the first frame, so they never delay it.
         if event.new and not self.view.cameras:
-            self.view.cameras = camera_records(self._cameras, self.layer.origin)
+            self.view.cameras = self.shared.camera_payload
 
     # -- interaction ---------------------------------------------------------
     def select_building(self, index: int, *, fly: bool = False) -> None:

@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from scenes.layers import BuildingLayer, building_colours, building_layer, model_layer
+from scenes.layers import BuildingLayer, building_colours, building_layer, camera_records, model_layer
 from twin.queries import grid_table
 
 
@@ -34,6 +34,10 @@ class SharedDistrict:
             "SELECT coalesce(b.name, b.building_id) || coalesce(' · ' || g.name || ' (' || g.grid_id || ')', '') "
             "FROM buildings b LEFT JOIN grids g ON g.grid_id = b.grid_id AND g.valid_to IS NULL "
             "ORDER BY b.building_id").df().iloc[:, 0].to_numpy(dtype=object)
+        self.cameras: pd.DataFrame = con.execute(
+            "SELECT camera_id, ST_X(position) AS x, ST_Y(position) AS y, z, heading_deg, pitch_deg, fov_deg, "
+            "range_m, status FROM cameras ORDER BY camera_id").df()
+        self.camera_payload: bytes = camera_records(self.cameras, self.layer.origin)
         self._colours: dict[str, tuple[bytes, dict]] = {}
         self._tables: dict[str, pd.DataFrame] = {}
 
