@@ -7,7 +7,8 @@ Mesh vertices are float32 relative to the district origin kept in ``meta``.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3  # 2 added elements (BIM parts), 3 api_keys; older stores are upgraded in place
+SCHEMA_VERSION = 4  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url;
+# older stores are upgraded in place
 
 GRID_LEVELS = ("street", "community", "grid", "micro")
 HEIGHT_SOURCES = ("height", "levels", "default", "bim", "mesh")
@@ -89,7 +90,8 @@ TABLES: dict[str, str] = {
         camera_id VARCHAR,
         reported_at TIMESTAMP NOT NULL,
         updated_at TIMESTAMP NOT NULL,
-        due_at TIMESTAMP""",
+        due_at TIMESTAMP,
+        media_url VARCHAR""",
     "case_events": """
         case_id VARCHAR NOT NULL,
         "at" TIMESTAMP NOT NULL,
@@ -126,6 +128,16 @@ TABLES: dict[str, str] = {
         key_hash VARCHAR NOT NULL,
         created_at TIMESTAMP NOT NULL,
         revoked_at TIMESTAMP""",
+    "detections": """
+        detection_id VARCHAR PRIMARY KEY,
+        camera_id VARCHAR NOT NULL,
+        category VARCHAR NOT NULL,
+        confidence DOUBLE NOT NULL,
+        detected_at TIMESTAMP NOT NULL,
+        received_at TIMESTAMP NOT NULL,
+        snapshot_url VARCHAR,
+        bbox DOUBLE[],
+        case_id VARCHAR NOT NULL""",
     "party_orgs": """
         org_id VARCHAR PRIMARY KEY,
         name VARCHAR NOT NULL,
@@ -148,4 +160,11 @@ INDEXES: dict[str, str] = {
     "grids_parent": "grids (parent_id)",
     "grids_boundary": "grids USING RTREE (boundary)",
     "elements_mesh": "elements (mesh_id)",
+    "detections_case": "detections (case_id)",
+    "detections_camera": "detections (camera_id)",
 }
+
+# Columns that later schema versions added to existing tables: (table, column, type).
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("cases", "media_url", "VARCHAR"),
+)

@@ -25,7 +25,7 @@ import shapely
 
 from twin.crs import District
 from twin.errors import StoreError
-from twin.schema import INDEXES, SCHEMA_VERSION, TABLES
+from twin.schema import ADDED_COLUMNS, INDEXES, SCHEMA_VERSION, TABLES
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +162,19 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def add_missing_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Add tables and indexes this version has and an older store lacks (writes nothing otherwise)."""
+    """Add tables, columns and indexes this version has and an older store lacks (writes nothing otherwise)."""
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     indexes = {r[0] for r in con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()}
     for name, columns in TABLES.items():
         if name not in tables:
             con.execute(f"CREATE TABLE {name} ({columns})")
+    have = set(con.execute("SELECT table_name, column_name FROM duckdb_columns()").fetchall())
+    missing = [c for c in ADDED_COLUMNS if c[:2] not in have]
+    if missing:  # DuckDB alters no table that an index depends on
+        drop_indexes(con)
+        indexes = set()
+    for table, column, kind in missing:
+        con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
     for name, target in INDEXES.items():
         if name not in indexes:
             con.execute(f"CREATE INDEX {name} ON {target}")
@@ -200,7 +207,7 @@ def check_schema(con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool)
         raise StoreError(f"{path}: store schema version {found} is older than this program's {SCHEMA_VERSION}. "
                          f"`twin serve --db {path}` (or any ingest) upgrades it in place.")
     log.info("%s: upgrading the store from schema %d to %d", path, found, SCHEMA_VERSION)
-    add_missing_tables(con)  # every step so far only added tables and indexes
+    add_missing_tables(con)  # every step so far only added tables, columns and indexes
     con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from twin.errors import StoreError
 from twin.schema import SCHEMA_VERSION
-from twin.store import Store, open_for_command, spatial_extension_path
+from twin.store import Store, create_indexes, drop_indexes, open_for_command, spatial_extension_path
 
 CONTRACT = {
     "meta": {"key", "value"},
@@ -73,7 +73,10 @@ def test_a_failed_command_rolls_back_and_removes_a_store_it_created(tmp_path):
 
 def test_an_older_store_is_upgraded_when_opened_for_writing(tmp_path):
     path = tmp_path / "old.duckdb"
-    with Store(path, create=True) as store:  # make it look like a schema 1 store: no elements table
+    with Store(path, create=True) as store:  # make it look like a schema 1 store: no elements, no media_url
+        drop_indexes(store.con)
+        store.con.execute("ALTER TABLE cases DROP COLUMN media_url")
+        create_indexes(store.con)
         store.con.execute("DROP TABLE elements")
         store.con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     with pytest.raises(StoreError, match="older than this program.*twin serve"):
@@ -81,4 +84,5 @@ def test_an_older_store_is_upgraded_when_opened_for_writing(tmp_path):
     with Store(path) as store:
         assert store.meta()["schema_version"] == str(SCHEMA_VERSION)
         assert store.count("elements") == 0
+        assert "media_url" in store.con.execute("SELECT * FROM cases LIMIT 0").df().columns
     Store(path, read_only=True).close()
