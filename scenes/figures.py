@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import duckdb
 import pandas as pd
 import panel as pn
 import param
 
 from scenes.theme import CSS, MUTED
-from twin.queries import key_figures
 from twin.schema import GRID_LEVELS
 
 STATUS_LABELS = {"reported": "reported", "dispatched": "dispatched", "in_progress": "in progress",
@@ -29,13 +27,16 @@ class KeyFigures(pn.viewable.Viewer):
 
     figures = param.Dict(default={}, doc="The latest figures from twin.queries.key_figures")
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, **params) -> None:
+    def __init__(self, source: Callable[[], dict], **params) -> None:
         super().__init__(**params)
-        self._con = con
+        self._source = source
         self.refresh()
 
     def refresh(self) -> None:
-        self.figures = key_figures(self._con)
+        """Fetch the figures again; the cards are redrawn only when they changed."""
+        figures = self._source()
+        if figures != self.figures:
+            self.figures = figures
 
     @param.depends("figures")
     def _panel(self) -> pn.Column:
@@ -72,12 +73,16 @@ class GridTable(pn.viewable.Viewer):
         self.table = pn.widgets.Tabulator(
             figures(self.level), show_index=False, disabled=True, selectable=1,
             sizing_mode="stretch_both", min_height=300, theme="midnight", pagination="local", page_size=15,
-            titles={"grid_id": "Grid", "name": "Name", "open_cases": "Open cases"})
+            titles={"grid_id": "Grid", "name": "Name", "open_cases": "Open cases",
+                    "camera_coverage": "Camera coverage %"})
         self.table.on_click(self._clicked)
 
     @param.depends("level", watch=True)
     def refresh(self) -> None:
-        self.table.value = self._figures(self.level)
+        """Fetch the table again; it is resent only when its figures changed."""
+        table = self._figures(self.level)
+        if not table.equals(self.table.value):
+            self.table.value = table
 
     def _clicked(self, event) -> None:
         self.selected_grid = str(self.table.value.iloc[event.row]["grid_id"])

@@ -10,6 +10,8 @@ import panel as pn
 import param
 
 from scenes.theme import CSS
+from twin.errors import TwinError
+from twin.live import IntakeWriter
 from twin.inspector import building_card, camera_card, case_card, element_card, open_cases, residents_page
 
 PAGE_SIZE = 50
@@ -64,11 +66,19 @@ class Inspector(pn.viewable.Viewer):
     case_id = param.String(default=None, allow_None=True)
     camera_id = param.String(default=None, allow_None=True)
     show_residents = param.Boolean(default=False)
+    can_act = param.Boolean(default=False, doc="Show the case card's transition buttons (the operator's screen)")
     page = param.Integer(default=0, bounds=(0, None))
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, **params) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, writer: IntakeWriter | None = None,
+                 actor: str = "operator", **params) -> None:
         super().__init__(**params)
         self._con = con
+        self._writer = writer
+        self.actor = actor
+        self.note = pn.widgets.TextInput(placeholder="note for the next step (optional)", sizing_mode="stretch_width")
+        self.actions = pn.Row(sizing_mode="stretch_width", css_classes=["twin-actions"])
+        self.act_message = pn.pane.HTML("", stylesheets=[CSS])
+        self.act = pn.Column(self.note, self.actions, self.act_message, sizing_mode="stretch_width", visible=False)
         self.card = pn.pane.HTML("<div class='twin-muted'>Click a building, a case or a camera.</div>",
                                  sizing_mode="stretch_width", stylesheets=[CSS], css_classes=["twin-inspector"])
         # Plain HTML tables: a page of 50 needs no grid widget, and the page loads no table library.
@@ -100,7 +110,14 @@ class Inspector(pn.viewable.Viewer):
                  ("floors", card["floors"]),
                  ("data", f"{card['source']} · {card['source_id']} · height from {card['height_source']}"),
                  ("grid", path), ("residents", f"{card['residents']:,} in {card['households']:,} households")]
-        self.card.object = _card(card["name"] or card["building_id"], facts, subtitle=card["building_id"])
+        seen = card["cameras"]
+        names = [f"{html.escape(r.camera_id)} ({r.distance_m:.0f} m" + ("" if r.status == "online" else
+                                                                        f", {html.escape(str(r.status))}") + ")"
+                 for r in seen.head(8).itertuples()]
+        watchers = (f"<div class='label'>cameras that see this building: {len(seen)}</div>"
+                    f"<div class='twin-cameras'>{' · '.join(names)}{' …' if len(seen) > 8 else ''}</div>")
+        self.card.object = _card(card["name"] or card["building_id"], facts, subtitle=card["building_id"],
+                                 tail=watchers)
         self.cases.object = cases_html(open_cases(self._con, building_id=self.building_id))
         self.cases.visible = True
         if not self.details.objects:
@@ -140,13 +157,42 @@ class Inspector(pn.viewable.Viewer):
         self.case_id = case_id
         self._hide_tables()
         history = "".join(f"<li>{html.escape(str(r['at']))[:16]} · {html.escape(str(r['to_status']))} · "
-                          f"{html.escape(str(r['actor']))}</li>" for _, r in card["history"].iterrows())
+                          f"{html.escape(str(r['actor']))}{' · ' + html.escape(str(r['note'])) if r['note'] else ''}"
+                          "</li>" for _, r in card["history"].iterrows())
+        grid = card["grid_id"] if card["grid_id"] == card["reported_grid_id"] else \
+            f"{card['grid_id']} (reported in {card['reported_grid_id']})"
         facts = [("category", f"{card['category']} · {card['subcategory']}"), ("status", card["status"]),
                  ("source", card["source"]), ("reported", str(card["reported_at"])[:16]),
                  ("due", str(card["due_at"])[:16]), ("where", card["address"]), ("building", card["building_id"]),
-                 ("grid", card["grid_id"]), ("camera", card["camera_id"]), ("what", card["description"])]
+                 ("grid", grid), ("camera", card["camera_id"]),
+                 ("detections", card["detections"] or None), ("what", card["description"])]
+        photos = "".join(f"<a href='{html.escape(u)}' target='_blank' rel='noopener'><img class='twin-photo' "
+                         f"src='{html.escape(u)}' alt='photo' loading='lazy'></a>" for u in card["photos"][:6])
         self.card.object = _card(f"Case {case_id}", facts,
-                                 tail=f"<div class='label'>history</div><ul class='twin-history'>{history}</ul>")
+                                 tail=(f"<div class='label'>photos</div><div>{photos}</div>" if photos else "")
+                                 + f"<div class='label'>history</div><ul class='twin-history'>{history}</ul>")
+        buttons = []
+        for status in card["next_statuses"]:
+            b = pn.widgets.Button(label=f"→ {status.replace('_', ' ')}", color="primary", height=32,
+                                  css_classes=[f"twin-to-{status}"])
+            b.on_click(lambda _e, s=status: self.move_case(s))
+            buttons.append(b)
+        self.actions.objects = buttons
+        self.act.visible = bool(buttons) and self.can_act and self._writer is not None
+
+    def move_case(self, to_status: str) -> None:
+        """Move the shown case to ``to_status`` through the store's writer, and show the card again."""
+        if self.case_id is None or self._writer is None:
+            return
+        try:
+            self._writer.transition(self.case_id, to_status, actor=self.actor,
+                                    note=self.note.value.strip() or None).result(timeout=10)
+        except TwinError as exc:
+            self.act_message.object = f"<span class='twin-muted'>{html.escape(str(exc))}</span>"
+            return
+        self.note.value = ""
+        self.act_message.object = ""
+        self.show_case(self.case_id)
 
     def show_camera(self, camera_id: str) -> None:
         card = camera_card(self._con, camera_id)
@@ -157,7 +203,13 @@ class Inspector(pn.viewable.Viewer):
                  ("mounted", f"{card['z']:.1f} m, heading {card['heading_deg']:.0f}°, "
                              f"field {card['fov_deg']:.0f}°, range {card['range_m']:.0f} m"),
                  ("grid", card["grid_id"]), ("building", card["building_id"])]
-        self.card.object = _card(f"Camera {camera_id}", facts)
+        found = card["detections"]
+        rows = "".join(f"<tr><td>{str(r.detected_at)[5:16]}</td><td>{html.escape(r.category)}</td>"
+                       f"<td>{r.confidence:.2f}</td><td>{html.escape(r.case_id)}</td></tr>" for r in found.itertuples())
+        recent = ("<div class='label'>recent detections</div>" + (
+            f"<table class='twin-table'><tr><th>when</th><th>what</th><th>conf.</th><th>case</th></tr>{rows}</table>"
+            if rows else "<div class='twin-muted'>none</div>"))
+        self.card.object = _card(f"Camera {camera_id}", facts, tail=recent)
 
     def clear(self) -> None:
         self.building_id = self.case_id = self.camera_id = None
@@ -165,7 +217,12 @@ class Inspector(pn.viewable.Viewer):
         self.card.object = "<div class='twin-muted'>Click a building, a case or a camera.</div>"
 
     def _hide_tables(self) -> None:
-        self.residents.visible = self.cases.visible = self.pager.visible = False
+        self.residents.visible = self.cases.visible = self.pager.visible = self.act.visible = False
+
+    @param.depends("can_act", watch=True)
+    def _can_act(self) -> None:
+        if self.case_id is not None:
+            self.show_case(self.case_id)
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(self.card, self.details, sizing_mode="stretch_width")
+        return pn.Column(self.card, self.act, self.details, sizing_mode="stretch_width")

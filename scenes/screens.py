@@ -7,6 +7,8 @@ the middle, the inspector on the right, and the live case ticker below.
 
 from __future__ import annotations
 
+import time
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -17,16 +19,18 @@ from scenes.figures import GridTable, KeyFigures
 from scenes.inspector import Inspector
 from scenes.layers import COLOUR_MEASURES, case_markers, grid_labels, grid_segments
 from scenes.plan import PlanMap
-from scenes.shared import SharedDistrict
+from scenes.shared import REFRESH_S, SharedDistrict
 from scenes.theme import CSS
 from scenes.view3d import DistrictView
-from twin.cases import OPEN_STATUSES
+from twin.cases import CASE_STATUSES, OPEN_STATUSES
 from twin.errors import TwinError
 from twin.inspector import search
 from twin.queries import grid_boundaries
 from twin.schema import GRID_LEVELS
 
 SCREENS = ("Overview", "Planner", "Operator")
+TICKER_SIZE = 8
+LIVE_POLL_MS = 200  # how often a session looks for committed case changes
 MEASURE_LABELS = {"grid": "grid", "open_cases": "open cases", "population": "population", "height": "height"}
 
 
@@ -56,15 +60,17 @@ class DistrictApp(pn.viewable.Viewer):
         self.layer = layer = shared.layer
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         self.district_name = meta.get("district_name", "District")
-        self.figures = KeyFigures(con)
+        self.figures = KeyFigures(shared.key_figures)
         self.grid_table = GridTable(shared.grid_table, level=self.level)
-        self.inspector = Inspector(con)
+        self.inspector = Inspector(con, writer=shared.writer, actor=pn.state.user or "operator")
         self.view = DistrictView(buildings=layer.payload, models=shared.models, sizing_mode="stretch_both",
                                  min_height=400)
         self._plan: PlanMap | None = None
-        self._cases = self._open_cases()
         self._cameras = shared.cameras
-        self.view.cases = case_markers(self._cases, layer)
+        self._roof = pd.Series(layer.centre[:, 2], index=layer.building_id)
+        self._load_cases()
+        self._live_at, self._live_version = time.monotonic(), self._seen
+        self._poll = None
         self._colour()
         self._grids()
         self.search_box = pn.widgets.TextInput(placeholder="Search address, building or case id", width=320)
@@ -91,11 +97,58 @@ class DistrictApp(pn.viewable.Viewer):
         self.grid_table.param.watch(lambda e: setattr(self, "level", e.new), "level")
 
     # -- data shaped for the view -------------------------------------------
-    def _open_cases(self) -> pd.DataFrame:
+    def _load_cases(self) -> None:
+        """All open cases as markers; their order gives the markers' slots."""
+        self._seen = self.shared.feed.version  # before the read: a change in between is applied twice, harmlessly
         placeholders = ", ".join("?" for _ in OPEN_STATUSES)
-        return _frame(self._con, f"SELECT case_id, status, building_id, ST_X(location) AS x, ST_Y(location) AS y, "
-                                 f"category, subcategory, updated_at FROM cases WHERE status IN ({placeholders}) "
-                                 "ORDER BY case_id", list(OPEN_STATUSES))
+        cases = _frame(self._con, f"SELECT case_id, status, building_id, ST_X(location) AS x, ST_Y(location) AS y, "
+                                  f"category, subcategory, updated_at FROM cases WHERE status IN ({placeholders}) "
+                                  "ORDER BY case_id", list(OPEN_STATUSES))
+        self._case_ids: list[str] = cases["case_id"].tolist()
+        self._case_slot = {c: i for i, c in enumerate(self._case_ids)}
+        self._latest = cases.sort_values("updated_at", ascending=False).head(TICKER_SIZE)[
+            ["case_id", "subcategory", "status"]].values.tolist()
+        self.view.cases = case_markers(cases, self.layer)
+
+    def catch_up(self) -> None:
+        """Draw the case changes committed since this session last looked; refresh the figures once a second.
+
+        Runs every ``LIVE_POLL_MS`` in a served session, from its first frame on.
+        """
+        version, rows = self.shared.feed.since(self._seen)
+        if rows is None:  # too far behind: start over
+            self._load_cases()
+        elif rows:
+            self._seen = version
+            self.view.case_updates = self._marker_updates(rows)
+            for r in rows:
+                self._latest = [[r["case_id"], r["subcategory"], r["status"]]] + [
+                    t for t in self._latest if t[0] != r["case_id"]][:TICKER_SIZE - 1]
+        if self._seen != self._live_version and time.monotonic() - self._live_at >= REFRESH_S:
+            self._live_at, self._live_version = time.monotonic(), self._seen
+            with pn.io.hold():
+                self.figures.refresh()
+                self.grid_table.refresh()
+                self._fill_ticker()
+                if self.colour_by == "open_cases":
+                    self._colour()
+
+    def _marker_updates(self, rows: list[dict]) -> list[list]:
+        """``[slot, x, y, z, status, fresh, case_id]`` per changed case (the last change of each)."""
+        ox, oy, _ = self.layer.origin
+        updates = []
+        for r in {r["case_id"]: r for r in rows}.values():
+            slot = self._case_slot.get(r["case_id"])
+            status = CASE_STATUSES.index(r["status"]) if r["status"] in OPEN_STATUSES else -1
+            new = slot is None  # a new marker pulses
+            if new:
+                if status < 0:
+                    continue
+                slot = self._case_slot[r["case_id"]] = len(self._case_ids)
+                self._case_ids.append(r["case_id"])
+            z = float(self._roof.get(r["building_id"], 0.0)) if r["building_id"] else 0.0
+            updates.append([slot, float(r["x"] - ox), float(r["y"] - oy), z, status, int(new), r["case_id"]])
+        return updates
 
     @param.depends("colour_by", watch=True)
     def _colour(self) -> None:
@@ -113,9 +166,13 @@ class DistrictApp(pn.viewable.Viewer):
             self._plan.level = self.level
 
     def _ready(self, event: param.parameterized.Event) -> None:
-        # Cameras go after the first frame, so they never delay it.
-        if event.new and not self.view.cameras:
+        # Cameras and live updates start after the first frame, so they never delay it.
+        if not event.new:
+            return
+        if not self.view.cameras:
             self.view.cameras = self.shared.camera_payload
+        if self._poll is None and pn.state.curdoc is not None:
+            self._poll = pn.state.add_periodic_callback(self.catch_up, period=LIVE_POLL_MS)
 
     # -- interaction ---------------------------------------------------------
     def select_building(self, index: int, *, fly: bool = False) -> None:
@@ -140,9 +197,9 @@ class DistrictApp(pn.viewable.Viewer):
             self.select_building(index)
             if element >= 0:
                 self.inspector.show_element(element)
-        elif kind == "case" and 0 <= index < len(self._cases):
+        elif kind == "case" and 0 <= index < len(self._case_ids):
             self.view.selected = -1
-            self.inspector.show_case(str(self._cases["case_id"].iloc[index]))
+            self.inspector.show_case(self._case_ids[index])
         elif kind == "camera" and 0 <= index < len(self._cameras):
             self.view.selected = -1
             self.inspector.show_camera(str(self._cameras["camera_id"].iloc[index]))
@@ -194,9 +251,8 @@ class DistrictApp(pn.viewable.Viewer):
                 self.view.fly(x=row[0] - self.layer.origin[0], y=row[1] - self.layer.origin[1], r=60)
 
     def _fill_ticker(self) -> None:
-        latest = self._cases.sort_values("updated_at", ascending=False).head(8)
         buttons = []
-        for case_id, sub, status in zip(latest["case_id"], latest["subcategory"], latest["status"]):
+        for case_id, sub, status in self._latest:
             b = pn.widgets.Button(label=f"{case_id} · {sub} · {status}", color="light", height=34)
             b.on_click(lambda _e, c=case_id: self._go_to(f"case|{c}"))
             buttons.append(b)
@@ -205,7 +261,7 @@ class DistrictApp(pn.viewable.Viewer):
 
     @param.depends("screen", watch=True)
     def _screen_changed(self) -> None:
-        self.inspector.show_residents = self.screen == "Operator"
+        self.inspector.show_residents = self.inspector.can_act = self.screen == "Operator"
         if self.screen == "Planner":
             if self._plan is None:
                 self._plan = PlanMap(self._con, level=self.level)

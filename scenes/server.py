@@ -1,14 +1,17 @@
-"""``twin serve``: the app and the Open311 intake, in one process on one store.
+"""``twin serve``: the app, the Open311 intake and the detection API, in one process on one store.
 
 The process holds the store's one writable DuckDB connection. Browser sessions
-read through cursors of it; each intake request is one transaction, committed
-before its reply.
+read through cursors of it. Intake requests go to one writer thread
+(:class:`twin.live.IntakeWriter`), which commits them in batches before it
+answers any of them, and publishes what changed to every open session.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from urllib.parse import parse_qsl
 
 import panel as pn
@@ -16,20 +19,47 @@ from tornado.web import RequestHandler
 
 from scenes.screens import DistrictApp
 from scenes.shared import SharedDistrict
+from twin.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
 from twin.keys import client_for
-from twin.open311 import Open311Error, find_requests, services, submit_request, to_xml
+from twin.live import CaseFeed, IntakeWriter
+from twin.open311 import Open311Error, find_requests, services, to_xml
 from twin.store import Store
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
+KEY_CACHE_S = 10.0  # a key is looked up again after this long
 
 
-class _Open311(RequestHandler):
-    """Common ground of the GeoReport routes: the store, the format, errors in the spec's shape."""
+class Clients:
+    """API key to client name, remembered for a few seconds so intake under load does not ask the store each time."""
 
-    def initialize(self, store: Store) -> None:
+    def __init__(self, store: Store) -> None:
+        self._con = store.con.cursor()
+        self._seen: dict[str, tuple[str | None, float]] = {}
+
+    def __call__(self, key: str | None) -> str | None:
+        if not key:
+            return None
+        hit = self._seen.get(key)
+        if hit is None or time.monotonic() - hit[1] > KEY_CACHE_S:
+            if len(self._seen) > 10_000:
+                self._seen.clear()
+            hit = self._seen[key] = (client_for(self._con, key), time.monotonic())
+        return hit[0]
+
+
+class _Intake(RequestHandler):
+    """Common ground of the intake routes: the store, its writer and the API key check."""
+
+    def initialize(self, store: Store, writer: IntakeWriter, clients: Clients) -> None:
         self.store = store
+        self.writer = writer
+        self.clients = clients
         self.con = store.con.cursor()
+
+
+class _Open311(_Intake):
+    """The GeoReport routes: the format, errors in the spec's shape."""
 
     def reply(self, items: list[dict], *, fmt: str, root: str, item: str, status: int = 200) -> None:
         self.set_status(status)
@@ -60,7 +90,7 @@ class RequestsHandler(_Open311):
             return self.fail(exc, fmt=fmt)
         self.reply(found, fmt=fmt, root="service_requests", item="request")
 
-    def post(self, fmt: str) -> None:
+    async def post(self, fmt: str) -> None:
         try:
             if len(self.request.body) > MAX_BODY_BYTES:
                 raise Open311Error(413, f"the request body is over {MAX_BODY_BYTES // 1024} KB.")
@@ -71,16 +101,10 @@ class RequestsHandler(_Open311):
                 form = dict(parse_qsl(self.request.body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
             except UnicodeDecodeError:
                 raise Open311Error(400, "the form is not UTF-8.") from None
-            client = client_for(self.con, form.get("api_key"))
+            client = self.clients(form.get("api_key"))
             if client is None:
                 raise Open311Error(403, "api_key is missing, unknown or revoked; ask the district for a key.")
-            self.con.execute("BEGIN TRANSACTION")
-            try:
-                answer = submit_request(self.con, form, district_crs=self.store.district.crs)
-                self.con.execute("COMMIT")  # durable before the reply
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
+            answer = await asyncio.wrap_future(self.writer.take_request(form, district_crs=self.store.district.crs))
         except Open311Error as exc:
             return self.fail(exc, fmt=fmt)
         log.info("open311: %s from %s", answer["service_request_id"], client)
@@ -95,22 +119,58 @@ class RequestHandler(_Open311):
         self.reply(found, fmt=fmt, root="service_requests", item="request")
 
 
-def intake_routes(store: Store) -> list[tuple]:
-    """Tornado routes of the GeoReport v2 intake."""
-    args = {"store": store}
+class DetectionsHandler(_Intake):
+    """``POST /api/detections``: one detection as JSON; 201 with the case it opened or joined."""
+
+    def reply(self, body: dict, status: int) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(body, ensure_ascii=False, default=str))
+
+    def refuse(self, status: int, field: str, message: str) -> None:
+        self.reply({"error": {"field": field, "message": message}}, status)
+
+    async def post(self) -> None:
+        if len(self.request.body) > MAX_BODY_BYTES:
+            return self.refuse(413, "body", f"the body is over {MAX_BODY_BYTES // 1024} KB.")
+        if not self.request.headers.get("Content-Type", "").startswith("application/json"):
+            return self.refuse(415, "body", "send the detection as application/json.")
+        try:
+            body = json.loads(self.request.body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return self.refuse(400, "body", f"not UTF-8 JSON ({exc}).")
+        key = self.request.headers.get("X-API-Key") or (body.pop("api_key", None) if isinstance(body, dict) else None)
+        client = self.clients(key)
+        if client is None:
+            return self.refuse(403, "api_key", "missing, unknown or revoked; send it in the X-API-Key header.")
+        try:
+            answer = await asyncio.wrap_future(self.writer.take_detection(parse_detection(body)))
+        except DetectionError as exc:
+            return self.refuse(400, exc.field, str(exc))
+        log.debug("detection %s from %s -> %s", answer["detection_id"], client, answer["case_id"])
+        self.reply(answer, 201)
+
+
+def intake_routes(store: Store, writer: IntakeWriter) -> list[tuple]:
+    """Tornado routes of the GeoReport v2 intake and the detection API."""
+    args = {"store": store, "writer": writer, "clients": Clients(store)}
     return [(r"/open311/v2/services\.(json|xml)", ServicesHandler, args),
             (r"/open311/v2/requests\.(json|xml)", RequestsHandler, args),
-            (r"/open311/v2/requests/([^/.]+)\.(json|xml)", RequestHandler, args)]
+            (r"/open311/v2/requests/([^/.]+)\.(json|xml)", RequestHandler, args),
+            (r"/api/detections", DetectionsHandler, args)]
 
 
-def serve(db: str, *, port: int, address: str, origins: list[str]) -> None:
-    """Serve the app at ``/app`` and the intake at ``/open311/v2/`` until interrupted."""
+def serve(db: str, *, port: int, address: str, origins: list[str],
+          dedupe_window_s: float = DEDUPE_WINDOW_S) -> None:
+    """Serve the app at ``/app``, the intake at ``/open311/v2/`` and ``/api/detections`` until interrupted."""
     store = Store(db)
-    shared = SharedDistrict(store.con.cursor())
+    feed = CaseFeed()
+    writer = IntakeWriter(store.con, feed, dedupe_window_s=dedupe_window_s)
+    shared = SharedDistrict(store.con.cursor(), feed=feed, writer=writer)
     pn.extension("vtk", "tabulator", theme="dark", sizing_mode="stretch_width")
 
     def app() -> pn.viewable.Viewable:
         return DistrictApp(store.con.cursor(), shared)
 
     pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
-             title="District twin", extra_patterns=intake_routes(store))
+             title="District twin", extra_patterns=intake_routes(store, writer))

@@ -1,19 +1,25 @@
 """What every browser session of one server shows alike, computed once per server.
 
-The server opens its store read-only, so these stay true for its lifetime;
-a server that writes (live cases) must drop them when the store changes.
+Geometry, hover texts and district totals stay true for the server's lifetime.
+What cases change (key figures, per-grid open cases, the open-cases colouring)
+is recomputed when the case feed has moved, at most once per ``REFRESH_S``.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 import duckdb
 import numpy as np
 import pandas as pd
 
 from scenes.layers import BuildingLayer, building_colours, building_layer, camera_records, model_layer
-from twin.queries import grid_table
+from twin.live import CaseFeed, IntakeWriter
+from twin.queries import district_totals, grid_table, grid_tree, key_figures, micro_figures
+
+REFRESH_S = 1.0  # live figures are at most this old
 
 
 class SharedDistrict:
@@ -23,10 +29,17 @@ class SharedDistrict:
     ----------
     con : duckdb.DuckDBPyConnection
         A cursor of the server's store connection, kept for the memoised queries.
+    feed : CaseFeed, optional
+        Committed case changes (``twin serve``); a read-only app has one that never moves.
+    writer : IntakeWriter, optional
+        The store's writer, for case transitions from the operator's card; None when read-only.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, feed: CaseFeed | None = None,
+                 writer: IntakeWriter | None = None) -> None:
         self._con = con
+        self.feed = feed if feed is not None else CaseFeed()
+        self.writer = writer
         self._lock = threading.Lock()
         self.layer: BuildingLayer = building_layer(con)
         self.models: bytes = model_layer(con, self.layer)
@@ -38,19 +51,33 @@ class SharedDistrict:
             "SELECT camera_id, ST_X(position) AS x, ST_Y(position) AS y, z, heading_deg, pitch_deg, fov_deg, "
             "range_m, status FROM cameras ORDER BY camera_id").df()
         self.camera_payload: bytes = camera_records(self.cameras, self.layer.origin)
-        self._colours: dict[str, tuple[bytes, dict]] = {}
-        self._tables: dict[str, pd.DataFrame] = {}
+        self._totals = district_totals(con)
+        self._tree = grid_tree(con)
+        self._micro: pd.DataFrame | None = None
+        self._memo: dict[tuple, tuple[int, float, object]] = {}
+
+    def _fresh(self, key: tuple, compute: Callable[[], object], *, live: bool) -> object:
+        """A memoised value; a ``live`` one is recomputed once the feed moved (sessions ask once per ``REFRESH_S``)."""
+        with self._lock:
+            version, now = self.feed.version, time.monotonic()
+            hit = self._memo.get(key)
+            if hit is None or (live and hit[0] != version):
+                hit = self._memo[key] = (version, now, compute())
+            return hit[2]
 
     def colours(self, measure: str) -> tuple[bytes, dict]:
         """Per-building RGB bytes and legend for a measure (see :func:`scenes.layers.building_colours`)."""
-        with self._lock:
-            if measure not in self._colours:
-                self._colours[measure] = building_colours(self._con, self.layer, measure=measure)
-            return self._colours[measure]
+        return self._fresh(("colours", measure), lambda: building_colours(self._con, self.layer, measure=measure),
+                           live=measure == "open_cases")
+
+    def key_figures(self) -> dict:
+        """The leader's key figures (see :func:`twin.queries.key_figures`)."""
+        return self._fresh(("figures",), lambda: key_figures(self._con, totals=self._totals), live=True)
 
     def grid_table(self, level: str) -> pd.DataFrame:
         """Figures per grid at a level (see :func:`twin.queries.grid_table`); a copy the caller may sort."""
-        with self._lock:
-            if level not in self._tables:
-                self._tables[level] = grid_table(self._con, level=level)
-            return self._tables[level].copy()
+        def compute() -> pd.DataFrame:
+            if self._micro is None:
+                self._micro = micro_figures(self._con)
+            return grid_table(self._con, level=level, micro=self._micro, tree=self._tree)
+        return self._fresh(("table", level), compute, live=True).copy()

@@ -199,12 +199,14 @@ export function render({ model, el }) {
   }
 
   const state = { layer: null, colours: null, selected: -1, hiddenGrid: null, bounds: null,
-                  clickSeq: 0, firstFrame: false, labels: [], caseCount: 0, cameraCount: 0 };
+                  clickSeq: 0, firstFrame: false, labels: [], caseCount: 0, cameraCount: 0,
+                  caseRec: [], caseFresh: new Map(), pendingDrawn: [] };
   const ground = makeActor(false);
   const buildings = makeActor(true);
   const gridLines = makeActor(false);
   const gridHighlight = makeActor(false);
   const cases = makeActor(true);
+  const pulses = makeActor(false);
   const cameras = makeActor(true);
   const cones = makeActor(false);
   buildings.actor.getProperty().setInterpolationToFlat();
@@ -220,7 +222,8 @@ export function render({ model, el }) {
   gridHighlight.actor.getProperty().setColor(0.22, 0.74, 0.97);
   gridHighlight.actor.getProperty().setLineWidth(4);
   gridHighlight.actor.getProperty().setLighting(false);
-  for (const layer of [cases, cameras]) {
+  pulses.actor.getProperty().setOpacity(0.45);
+  for (const layer of [cases, pulses, cameras]) {
     layer.mapper.setScalarModeToUseCellData();
     layer.mapper.setColorModeToDirectScalars();
   }
@@ -228,7 +231,7 @@ export function render({ model, el }) {
   cones.actor.getProperty().setOpacity(0.55);
   cones.actor.getProperty().setLighting(false);
 
-  const deferred = [ground, gridLines, gridHighlight, cases];
+  const deferred = [ground, gridLines, gridHighlight, cases, pulses];
   for (const a of [...deferred, cameras, cones]) a.actor.setVisibility(false);
 
   // Overlay elements: tooltip, legend, labels, navigation buttons.
@@ -269,6 +272,12 @@ export function render({ model, el }) {
       renderQueued = false;
       if (removed) return;
       renderWindow.render();
+      if (state.pendingDrawn.length) { // live cases: when each new marker was first drawn, for tests and the bench
+        const t = performance.now();
+        window.twinCaseDrawn = window.twinCaseDrawn || {};
+        for (const id of state.pendingDrawn) if (!(id in window.twinCaseDrawn)) window.twinCaseDrawn[id] = t;
+        state.pendingDrawn = [];
+      }
       if (!state.firstFrame && state.layer) {
         state.firstFrame = true;
         window.twinFirstFrame = performance.now();
@@ -363,14 +372,53 @@ export function render({ model, el }) {
     return n;
   }
 
+  // Case markers: records [x, y, z, status] by slot; a status below 0 hides the marker (the case closed).
   function loadCases() {
-    const ab = asArrayBuffer(model.cases);
-    const rec = ab && ab.byteLength ? new Float32Array(ab) : new Float32Array(0); // x, y, z, status
-    const n = rec.length / 4;
+    const rec = floatBuffer(model.cases); // x, y, z, status
+    state.caseRec = [];
+    for (let i = 0; i < rec.length / 4; i++) state.caseRec.push([rec[4 * i], rec[4 * i + 1], rec[4 * i + 2], rec[4 * i + 3]]);
+    drawCases();
+  }
+
+  function drawCases() {
+    const recs = state.caseRec, n = recs.length;
     const xyz = new Float32Array(n * 3);
-    for (let i = 0; i < n; i++) { xyz[3 * i] = rec[4 * i]; xyz[3 * i + 1] = rec[4 * i + 1]; xyz[3 * i + 2] = rec[4 * i + 2] + 4; }
-    state.caseCount = setMarkers(cases, xyz, (i) => STATUS_COLOURS[rec[4 * i + 3] | 0] || STATUS_COLOURS[0], 5);
+    for (let i = 0; i < n; i++) {
+      const [x, y, z, status] = recs[i];
+      xyz[3 * i] = x; xyz[3 * i + 1] = y; xyz[3 * i + 2] = status < 0 ? -1e4 : z + 4;
+    }
+    state.caseCount = setMarkers(cases, xyz, (i) => STATUS_COLOURS[Math.max(0, recs[i][3] | 0)] || STATUS_COLOURS[0], 5);
     render();
+  }
+
+  // New cases pulse for a while: a larger translucent marker that grows and shrinks around each.
+  const PULSE_MS = 10000;
+  let pulseTimer = 0;
+  function drawPulses() {
+    pulseTimer = 0;
+    const now = performance.now(), phase = 0.5 + 0.5 * Math.sin(now / 160);
+    const live = [];
+    for (const [slot, since] of state.caseFresh) {
+      if (now - since > PULSE_MS || (state.caseRec[slot] || [0, 0, 0, -1])[3] < 0) state.caseFresh.delete(slot);
+      else live.push(slot);
+    }
+    const xyz = new Float32Array(live.length * 3);
+    live.forEach((slot, k) => { const r = state.caseRec[slot]; xyz.set([r[0], r[1], r[2] + 4 - 5 * phase], 3 * k); });
+    setMarkers(pulses, xyz, (k) => STATUS_COLOURS[Math.max(0, state.caseRec[live[k]][3] | 0)] || STATUS_COLOURS[0], 6 + 5 * phase);
+    render();
+    if (live.length && !removed) pulseTimer = setTimeout(drawPulses, 180); // software GL: a few frames a second
+  }
+
+  function applyCaseUpdates() {
+    const now = performance.now();
+    for (const [slot, x, y, z, status, fresh, id] of model.case_updates || []) {
+      state.caseRec[slot] = [x, y, z, status];
+      if (fresh) state.caseFresh.set(slot, now);
+      state.pendingDrawn.push(id);
+    }
+    for (let i = 0; i < state.caseRec.length; i++) if (!state.caseRec[i]) state.caseRec[i] = [0, 0, 0, -1];
+    drawCases();
+    if (!pulseTimer && state.caseFresh.size) drawPulses();
   }
 
   function loadCameras() {
@@ -418,6 +466,7 @@ export function render({ model, el }) {
     cameras.actor.setVisibility(!!model.show_cameras);
     cones.actor.setVisibility(conesWanted());
     cases.actor.setVisibility(model.show_cases !== false);
+    pulses.actor.setVisibility(model.show_cases !== false);
     render();
   }
 
@@ -500,6 +549,7 @@ export function render({ model, el }) {
     const cam = renderer.getActiveCamera();
     const from = { fp: cam.getFocalPoint(), pos: cam.getPosition(), up: cam.getViewUp() };
     cancelAnimationFrame(flight);
+    clearTimeout(pulseTimer);
     const finish = () => { cam.setFocalPoint(...target.fp); cam.setPosition(...target.pos); cam.setViewUp(...target.up);
                            renderer.resetCameraClippingRange(); clampCamera(); render(); };
     if (!animate) return finish();
@@ -671,6 +721,7 @@ export function render({ model, el }) {
   model.on("labels", placeLabels);
   model.on("legend", drawLegend);
   model.on("cases", loadCases);
+  model.on("case_updates", applyCaseUpdates);
   model.on("cameras", loadCameras);
   model.on("show_cameras", applyLayerVisibility);
   model.on("show_cases", applyLayerVisibility);
@@ -706,6 +757,7 @@ export function render({ model, el }) {
     removed = true;
     cancelAnimationFrame(labelFrame);
     cancelAnimationFrame(flight);
+    clearTimeout(pulseTimer);
     cameraWatch.unsubscribe();
     observer.disconnect();
     grw.delete();

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import geopandas as gpd
@@ -25,7 +27,8 @@ def building_ids(source: str, source_ids: pd.Series) -> pd.Series:
     return source + ":" + source_ids.astype("string")
 
 
-def upsert_buildings(con: duckdb.DuckDBPyConnection, buildings: gpd.GeoDataFrame, meshes: MeshBatch) -> dict:
+def upsert_buildings(con: duckdb.DuckDBPyConnection, buildings: gpd.GeoDataFrame,
+                     meshes: MeshBatch | Callable[[], MeshBatch]) -> dict:
     """Insert or replace buildings and their LOD1 meshes, keyed by ``building_id``.
 
     Parameters
@@ -34,14 +37,31 @@ def upsert_buildings(con: duckdb.DuckDBPyConnection, buildings: gpd.GeoDataFrame
         Footprints in the district CRS with the columns of ``BUILDING_COLUMNS``
         that are known (``building_id``, ``source``, ``source_id``, ``height``,
         ``base_z``, ``height_source`` at least).
-    meshes : MeshBatch
-        The LOD1 mesh of each row, in the same order.
+    meshes : MeshBatch or callable
+        The LOD1 mesh of each row, in the same order; or a function without
+        arguments that makes it. The function runs in this thread while
+        another thread writes the buildings (GEOS and DuckDB work outside the
+        GIL), so meshing and writing overlap; the connection is not used here
+        meanwhile.
 
     Returns
     -------
     dict
         ``inserted`` and ``updated`` counts.
     """
+    if callable(meshes):
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-buildings") as pool:
+            written = pool.submit(_write_buildings, con, buildings)
+            meshes = meshes()
+            existing = written.result()
+    else:
+        existing = _write_buildings(con, buildings)
+    insert_meshes(con, np.asarray(buildings["building_id"].astype(str), dtype=object), meshes, lod="lod1")
+    return {"inserted": len(buildings) - existing, "updated": existing}
+
+
+def _write_buildings(con: duckdb.DuckDBPyConnection, buildings: gpd.GeoDataFrame) -> int:
+    """Replace the rows of ``buildings`` that exist (with their LOD1 meshes) and insert all; the count replaced."""
     frame = pd.DataFrame({c: buildings[c] for c in BUILDING_COLUMNS if c in buildings.columns})
     footprints = np.asarray(buildings.geometry.values, dtype=object)
     label = shapely.get_coordinates(shapely.point_on_surface(footprints))
@@ -61,8 +81,7 @@ def upsert_buildings(con: duckdb.DuckDBPyConnection, buildings: gpd.GeoDataFrame
         finally:
             con.unregister("incoming_ids")
     insert_frame(con, "buildings", frame, geometry=("footprint",))
-    insert_meshes(con, frame["building_id"].astype(str).to_numpy(), meshes, lod="lod1")
-    return {"inserted": len(frame) - existing, "updated": existing}
+    return existing
 
 
 def insert_meshes(con: duckdb.DuckDBPyConnection, building_id: np.ndarray, meshes: MeshBatch, *, lod: str,

@@ -214,9 +214,31 @@ def prepare_footprints(
     report.height_sources = {k: int(v) for k, v in frame["height_source"].value_counts().items()}
     out = gpd.GeoDataFrame(
         frame[["source_id", "name", "address", "height", "base_z", "floors", "height_source"]],
-        geometry=shapely.remove_repeated_points(frame["geometry"].to_numpy()),
+        geometry=_without_repeated_points(frame["geometry"].to_numpy()),
         crs=features.crs)
     return out, report
+
+
+def _without_repeated_points(geoms: np.ndarray) -> np.ndarray:
+    """``shapely.remove_repeated_points``, run only on the geometries that have a repeated point.
+
+    Consecutive equal (or non-finite) coordinates are found on all coordinates
+    at once; a pair that straddles two rings or two geometries at most sends a
+    geometry through the GEOS call for nothing. The others come back as they
+    are, which is what the GEOS call would return for them.
+    """
+    coords = shapely.get_coordinates(geoms)
+    if len(coords) == 0:
+        return shapely.remove_repeated_points(geoms)
+    owner = np.repeat(np.arange(len(geoms)), shapely.get_num_coordinates(geoms))
+    suspect = np.zeros(len(geoms), dtype=bool)
+    pair = np.flatnonzero((coords[1:] == coords[:-1]).all(axis=1))
+    suspect[owner[pair]] = True
+    suspect[owner[~np.isfinite(coords).all(axis=1)]] = True
+    out = np.array(geoms, dtype=object, copy=True)
+    if suspect.any():
+        out[suspect] = shapely.remove_repeated_points(out[suspect])
+    return out
 
 
 def _addresses(features: pd.DataFrame) -> pd.Series:

@@ -12,7 +12,9 @@ import json
 import duckdb
 import pandas as pd
 
-from twin.cases import OPEN_STATUSES
+from twin.cameras import cameras_seeing
+from twin.cases import OPEN_STATUSES, next_statuses
+from twin.detections import recent_detections
 from twin.errors import InputError
 from twin.queries import _now
 
@@ -54,6 +56,7 @@ def building_card(con: duckdb.DuckDBPyConnection, building_id: str) -> dict:
         "SELECT count(*), count(DISTINCT household_id) FROM residents "
         "WHERE rowid IN (SELECT rowid FROM residents WHERE building_id = ?)", [building_id]).fetchone()
     card["grid_path"] = grid_path(con, card["grid_id"])
+    card["cameras"] = cameras_seeing(con, building_id)
     return card
 
 
@@ -95,16 +98,21 @@ def open_cases(con: duckdb.DuckDBPyConnection, *, building_id: str | None = None
 
 def case_card(con: duckdb.DuckDBPyConnection, case_id: str) -> dict:
     """A case with its history."""
+    """A case with its history, the statuses it may move to next, and its detections' snapshots."""
     row = con.execute("""SELECT case_id, category, subcategory, source, status, description, address, building_id,
-                                grid_id, camera_id, reported_at, due_at FROM cases WHERE case_id = ?""",
-                      [case_id]).fetchone()
+                                grid_id, reported_grid_id, camera_id, reported_at, due_at, media_url
+                         FROM cases WHERE case_id = ?""", [case_id]).fetchone()
     if row is None:
         raise InputError(f"no case {case_id!r} in the store")
     keys = ("case_id", "category", "subcategory", "source", "status", "description", "address", "building_id",
-            "grid_id", "camera_id", "reported_at", "due_at")
+            "grid_id", "reported_grid_id", "camera_id", "reported_at", "due_at", "media_url")
     card = dict(zip(keys, row))
     card["history"] = con.execute('SELECT "at", from_status, to_status, actor, note FROM case_events '
                                   'WHERE case_id = ? ORDER BY "at"', [case_id]).df()
+    card["next_statuses"] = next_statuses(card["status"])
+    detections = recent_detections(con, case_id=case_id, limit=20)
+    card["detections"] = len(detections)
+    card["photos"] = list(dict.fromkeys([u for u in [card["media_url"], *detections["snapshot_url"]] if u]))
     return card
 
 
@@ -115,7 +123,9 @@ def camera_card(con: duckdb.DuckDBPyConnection, camera_id: str) -> dict:
         raise InputError(f"no camera {camera_id!r} in the store")
     keys = ("camera_id", "name", "status", "stream_url", "z", "heading_deg", "fov_deg", "range_m", "grid_id",
             "building_id")
-    return dict(zip(keys, row))
+    card = dict(zip(keys, row))
+    card["detections"] = recent_detections(con, camera_id=camera_id, limit=10)
+    return card
 
 
 def search(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 10) -> list[dict]:

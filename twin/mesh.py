@@ -142,12 +142,27 @@ def _fan_triangles(poly_start: np.ndarray, poly_length: np.ndarray) -> tuple[np.
 
 
 def _earcut_triangles(xy: np.ndarray, polys: np.ndarray, poly_xy_start: np.ndarray,
-                      poly_xy_length: np.ndarray, ring_ends: list[np.ndarray]):
-    """Earcut each polygon in ``polys``; polygon-local triangle indices."""
-    parts = [mapbox_earcut.triangulate_float64(xy[s:s + n] - xy[s], ends).reshape(-1, 3)
-             for s, n, ends in zip(poly_xy_start[polys], poly_xy_length[polys], ring_ends)]
-    counts = np.array([len(p) for p in parts], dtype=np.int64)
-    tri = np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, 3), np.int64)
+                      poly_xy_length: np.ndarray, ring_ends: np.ndarray, poly_ring_offsets: np.ndarray):
+    """Earcut each polygon in ``polys``; polygon-local triangle indices.
+
+    ``ring_ends`` holds each ring's end relative to its polygon's first vertex,
+    rings of polygon ``p`` at ``poly_ring_offsets[p]:poly_ring_offsets[p + 1]``.
+    Each polygon is triangulated relative to its first vertex; the relative
+    coordinates are computed for all polygons at once, so the loop only slices.
+    """
+    if len(polys) == 0:
+        return np.zeros((0, 3), np.int64), np.zeros(0, dtype=np.int64)
+    # Polygons' vertices are contiguous and in order, so this is ``xy[s:s + n] - xy[s]`` for every polygon at once.
+    rel = np.repeat(xy[poly_xy_start], poly_xy_length, axis=0)
+    np.subtract(xy, rel, out=rel)
+    starts = poly_xy_start[polys]
+    ring_ends = np.ascontiguousarray(ring_ends, dtype=np.uint32)
+    triangulate = mapbox_earcut.triangulate_float64
+    parts = [triangulate(rel[s:e], ring_ends[r:q])
+             for s, e, r, q in zip(starts.tolist(), (starts + poly_xy_length[polys]).tolist(),
+                                   poly_ring_offsets[polys].tolist(), poly_ring_offsets[polys + 1].tolist())]
+    counts = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts)) // 3
+    tri = np.concatenate(parts).astype(np.int64).reshape(-1, 3)
     return tri, np.repeat(polys, counts)
 
 
@@ -180,7 +195,6 @@ def extrude_footprints(polygons: np.ndarray, *, base_z: np.ndarray, height: np.n
     # Per-polygon ring vertex ranges (rings of one polygon are contiguous).
     poly_length = np.bincount(ring_polygon, weights=ring_length, minlength=n).astype(np.int64)
     poly_start = np.concatenate([[0], np.cumsum(poly_length)[:-1]]).astype(np.int64)
-    rings_per_poly = np.diff(poly_ring_offsets)
 
     # Roof triangles: a fan for convex footprints without holes, earcut otherwise.
     convex = _convex_single_rings(xy, ring_start, ring_length, ring_polygon, n)
@@ -189,9 +203,7 @@ def extrude_footprints(polygons: np.ndarray, *, base_z: np.ndarray, height: np.n
     fan_which = fan_polys[fan_which]
     ear_polys = np.flatnonzero(~convex)
     ring_end_rel = (ring_start + ring_length - poly_start[ring_polygon]).astype(np.uint32)
-    first = poly_ring_offsets[:-1]
-    ends = [ring_end_rel[first[p]:first[p] + rings_per_poly[p]] for p in ear_polys]
-    ear_tri, ear_which = _earcut_triangles(xy, ear_polys, poly_start, poly_length, ends)
+    ear_tri, ear_which = _earcut_triangles(xy, ear_polys, poly_start, poly_length, ring_end_rel, poly_ring_offsets)
     if len(ear_polys):
         log.debug("earcut on %d of %d footprints; fan on the rest", len(ear_polys), n)
 

@@ -95,17 +95,23 @@ def parse_request(form: dict[str, str]) -> dict:
             "media_url": media_url}
 
 
-def submit_request(con: duckdb.DuckDBPyConnection, form: dict[str, str], *, district_crs: str) -> dict:
-    """Take in a parsed request as a case (inside the caller's transaction); the GeoReport reply."""
+def submit_request(con: duckdb.DuckDBPyConnection, form: dict[str, str], *, district_crs: str,
+                   **intake) -> dict:
+    """Take in a request form as a case (inside the caller's transaction); the GeoReport reply.
+
+    ``intake`` goes to :func:`twin.cases.create_case` (``matcher``, ``numbers``, ``write``);
+    the reply's ``case`` holds the case record, which is not part of the GeoReport answer.
+    """
     request = parse_request(form)
     x, y = transform_xy(np.array([[request["long"], request["lat"]]]), "EPSG:4326", district_crs)[0]
     try:
         case = create_case(con, subcategory_code=request["service_code"], source="open311", x=float(x), y=float(y),
-                           description=request["description"], address=request["address_string"], actor="open311")
+                           description=request["description"], address=request["address_string"],
+                           media_url=request["media_url"], actor="open311", **intake)
     except InputError as exc:
         raise Open311Error(400, str(exc)) from exc
     return {"service_request_id": case["case_id"], "service_notice": f"assigned to {case['worker']}",
-            "account_id": None}
+            "account_id": None, "case": case}
 
 
 def describe(rows: pd.DataFrame, *, district_crs: str) -> list[dict]:
@@ -120,7 +126,8 @@ def describe(rows: pd.DataFrame, *, district_crs: str) -> list[dict]:
              "address": r.address, "requested_datetime": pd.Timestamp(r.reported_at).isoformat(),
              "updated_datetime": pd.Timestamp(r.updated_at).isoformat(),
              "expected_datetime": pd.Timestamp(r.due_at).isoformat() if pd.notna(r.due_at) else None,
-             "lat": round(float(lat), 7), "long": round(float(lon), 7)}
+             "lat": round(float(lat), 7), "long": round(float(lon), 7),
+             "media_url": getattr(r, "media_url", None)}
             for r, (lon, lat) in zip(rows.itertuples(), lonlat)]
 
 
@@ -153,6 +160,7 @@ def find_requests(con: duckdb.DuckDBPyConnection, query: dict[str, str], *, dist
                 where.append(f"reported_at {op} ?")
                 params.append(stamp.tz_convert(None) if stamp.tzinfo else stamp)
     sql = ("SELECT case_id, subcategory, status, description, address, grid_id, reported_at, updated_at, due_at, "
+           "media_url, "
            "ST_X(location) AS x, ST_Y(location) AS y FROM cases"
            + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY reported_at DESC LIMIT {int(limit)}")
     return describe(con.execute(sql, params).df(), district_crs=district_crs)

@@ -1,0 +1,94 @@
+"""What the cameras see: view sectors on the ground, and which buildings they meet.
+
+A camera's view cone, projected on the ground, is a circular sector: apex at
+the camera, opening ``fov_deg`` around ``heading_deg`` (clockwise from north),
+radius ``range_m``. A building is seen when the sector meets its footprint;
+the building a camera is mounted on does not count.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+import shapely
+
+ARC_STEPS = 9
+
+
+def view_sectors(x: np.ndarray, y: np.ndarray, *, heading_deg: np.ndarray, fov_deg: np.ndarray,
+                 range_m: np.ndarray) -> np.ndarray:
+    """Ground sectors of cameras, vectorised.
+
+    Parameters
+    ----------
+    x, y : ndarray, shape (n,)
+        Camera positions (metres, district CRS).
+    heading_deg, fov_deg, range_m : ndarray, shape (n,)
+        Heading clockwise from north and horizontal field of view (degrees), range (metres).
+
+    Returns
+    -------
+    ndarray of shapely.Polygon, shape (n,)
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    fov = np.clip(np.asarray(fov_deg, dtype=float), 1.0, 359.0)
+    t = np.linspace(-0.5, 0.5, ARC_STEPS)
+    angles = np.radians(np.asarray(heading_deg, dtype=float)[:, None] + fov[:, None] * t[None, :])
+    r = np.asarray(range_m, dtype=float)[:, None]
+    arc = np.stack([x[:, None] + r * np.sin(angles), y[:, None] + r * np.cos(angles)], axis=-1)
+    apex = np.stack([x, y], axis=-1)[:, None, :]
+    return shapely.polygons(np.concatenate([apex, arc, apex], axis=1))
+
+
+def _cameras(con: duckdb.DuckDBPyConnection, where: str = "", params: list | None = None) -> pd.DataFrame:
+    return con.execute("SELECT camera_id, name, status, building_id, ST_X(position) AS x, ST_Y(position) AS y, "
+                       "coalesce(heading_deg, 0) AS heading_deg, coalesce(fov_deg, 60) AS fov_deg, "
+                       f"coalesce(range_m, 40) AS range_m FROM cameras {where} ORDER BY camera_id",
+                       params or []).df()
+
+
+def _sectors(cams: pd.DataFrame) -> np.ndarray:
+    return view_sectors(cams["x"].to_numpy(), cams["y"].to_numpy(), heading_deg=cams["heading_deg"].to_numpy(),
+                        fov_deg=cams["fov_deg"].to_numpy(), range_m=cams["range_m"].to_numpy())
+
+
+def cameras_seeing(con: duckdb.DuckDBPyConnection, building_id: str) -> pd.DataFrame:
+    """Cameras whose view sector meets a building's footprint, nearest first.
+
+    Returns
+    -------
+    DataFrame
+        ``camera_id``, ``name``, ``status``, ``distance_m`` (camera to footprint).
+    """
+    row = con.execute("SELECT ST_AsWKB(footprint) FROM buildings WHERE building_id = ?", [building_id]).fetchone()
+    if row is None:
+        return pd.DataFrame(columns=["camera_id", "name", "status", "distance_m"])
+    footprint = shapely.from_wkb(bytes(row[0]))
+    xmin, ymin, xmax, ymax = footprint.bounds
+    reach = float(con.execute("SELECT coalesce(max(range_m), 40) FROM cameras").fetchone()[0])
+    cams = _cameras(con, "WHERE ST_X(position) BETWEEN ? AND ? AND ST_Y(position) BETWEEN ? AND ? "
+                         "AND building_id IS DISTINCT FROM ?",
+                    [xmin - reach, xmax + reach, ymin - reach, ymax + reach, building_id])
+    if cams.empty:
+        return pd.DataFrame(columns=["camera_id", "name", "status", "distance_m"])
+    seen = shapely.intersects(_sectors(cams), footprint)
+    out = cams.loc[seen, ["camera_id", "name", "status"]].copy()
+    out["distance_m"] = shapely.distance(shapely.points(cams.loc[seen, ["x", "y"]].to_numpy()), footprint).round(1)
+    return out.sort_values(["distance_m", "camera_id"]).reset_index(drop=True)
+
+
+def cameras_per_building(con: duckdb.DuckDBPyConnection) -> pd.Series:
+    """How many cameras see each building (0 for none), indexed by ``building_id``."""
+    buildings = con.execute("SELECT building_id, ST_AsWKB(footprint) AS wkb FROM buildings ORDER BY building_id").df()
+    counts = pd.Series(0, index=buildings["building_id"].to_numpy(), dtype=np.int64)
+    cams = _cameras(con)
+    if cams.empty or buildings.empty:
+        return counts
+    tree = shapely.STRtree(shapely.from_wkb(buildings["wkb"].map(bytes).to_numpy()))
+    cam_idx, bld_idx = tree.query(_sectors(cams), predicate="intersects")
+    ids = buildings["building_id"].to_numpy()
+    mounted = cams["building_id"].to_numpy(dtype=object)[cam_idx] == ids[bld_idx]
+    seen = pd.Series(ids[bld_idx[~mounted]]).value_counts()
+    counts.loc[seen.index] = seen.to_numpy()
+    return counts
