@@ -111,8 +111,25 @@ def _cmd_serve(args: argparse.Namespace) -> dict:
 
     origins = [f"{args.address}:{args.port}", f"localhost:{args.port}", f"127.0.0.1:{args.port}", *args.allow_origin]
     log.info("serving %s on http://%s:%s/app", args.db, args.address, args.port)
-    serve(args.db, port=args.port, address=args.address, origins=origins)
+    serve(args.db, port=args.port, address=args.address, origins=origins, dedupe_window_s=args.dedupe_window)
     return {}
+
+
+def _cmd_feed_replay(args: argparse.Namespace) -> dict:
+    import os
+
+    from tqdm import tqdm
+
+    from twin.replay import read_feed, replay
+
+    key = args.api_key or os.environ.get("TWIN_API_KEY")
+    key_file = Path(args.path).with_suffix("").with_suffix(".key")  # demo.feed.jsonl -> demo.key
+    if not key and key_file.exists():
+        key = key_file.read_text().strip()
+    total = len(read_feed(args.path))
+    with tqdm(total=total, desc="replay", unit="req", file=sys.stderr, leave=False) as bar:
+        return replay(args.path, url=args.url, api_key=key or "", rate=args.rate, live_times=not args.keep_times,
+                      progress=bar.update)
 
 
 def _cmd_bench(args: argparse.Namespace) -> dict:
@@ -129,9 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twin", description="The district twin: store, ingest, serve.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, handler: Callable, sub=sub, **kw) -> argparse.ArgumentParser:
+    def command(name: str, handler: Callable, sub=sub, db: bool = True, **kw) -> argparse.ArgumentParser:
         p = sub.add_parser(name, **kw)
-        p.add_argument("--db", required=True, help="the DuckDB store file")
+        if db:
+            p.add_argument("--db", required=True, help="the DuckDB store file")
         p.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
         p.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
         p.set_defaults(handler=handler)
@@ -183,9 +201,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--address", default="127.0.0.1", help="0.0.0.0 to serve the intranet")
     serve.add_argument("--allow-origin", action="append", default=[], metavar="HOST:PORT",
                        help="another host name browsers use to reach the app (repeatable)")
+    serve.add_argument("--dedupe-window", type=float, default=600.0, metavar="S",
+                       help="detections from one camera and category this close become one case (default 600 s)")
+
+    feed = sub.add_parser("feed", help="recorded intake streams")
+    fsub = feed.add_subparsers(dest="action", required=True)
+    replay = command("replay", _cmd_feed_replay, sub=fsub, db=False,
+                     help="post a recorded stream (JSON lines) to a running server")
+    replay.add_argument("path", metavar="FILE")
+    replay.add_argument("--rate", type=float, default=5.0, metavar="N", help="requests per second (default 5)")
+    replay.add_argument("--url", default="http://127.0.0.1:5006", help="the running `twin serve`")
+    replay.add_argument("--api-key", help="an intake key (`twin keys add`); default: $TWIN_API_KEY, or the "
+                                          "demo's key file next to the feed")
+    replay.add_argument("--keep-times", action="store_true",
+                        help="send detections with their recorded times (default: the time of sending)")
 
     bench = command("bench", _cmd_bench, help="run a benchmark and print JSON results")
-    bench.add_argument("name", choices=("ingest", "view", "ifc"))
+    bench.add_argument("name", choices=("ingest", "view", "ifc", "feed"))
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     return parser
 

@@ -18,11 +18,13 @@ import pandas as pd
 import shapely
 
 from data.demo import DEMO_NOW, DemoDistrict, generate_district, level_counts
+from data.feed import demo_feed, write_feed
 from twin.buildings import building_ids, upsert_buildings
 from twin.crs import District
 from twin.errors import InputError
 from twin.footprints import prepare_footprints
 from twin.grids import locate
+from twin.keys import add_key
 from twin.mesh import extrude_footprints
 from twin.store import Store, create_indexes, drop_indexes, insert_frame
 from twin.timing import StageTimer
@@ -63,11 +65,20 @@ def build_demo_store(path: str | os.PathLike, *, scale: str = "full", seed: int 
             counts = write_district(store, district, lap=lap, scale=scale, seed=seed)
             create_indexes(store.con)
             lap("indexes")
+            feed = demo_feed(store.con, crs=DEMO_CRS, seed=seed,
+                             incidents=400 if scale == "full" else 40, reports=300 if scale == "full" else 30)
+            key = add_key(store.con, "demo-feed")
         os.replace(partial, path)
     finally:
         for p in (partial, Path(f"{partial}.wal")):
             p.unlink(missing_ok=True)
+    # A day of intake to replay, and the demo's own intake key (fake data, so kept beside it).
+    feed_path = write_feed(feed, path.with_suffix(".feed.jsonl"))
+    key_path = path.with_suffix(".key")
+    key_path.write_text(key + "\n")
+    key_path.chmod(0o600)
     return {"db": str(path), "scale": scale, "seed": seed, **counts, "grid_levels": level_counts(district),
+            "feed": str(feed_path), "feed_lines": len(feed), "api_key_file": str(key_path),
             "timings_s": timer.timings}
 
 

@@ -50,6 +50,14 @@ def small_demo(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture
+def demo_copy(small_demo, tmp_path) -> Path:
+    """A copy of the small demo that a test may change."""
+    db = tmp_path / "s.duckdb"
+    shutil.copy(small_demo, db)
+    return db
+
+
 @pytest.fixture(scope="session")
 def bim_demo(small_demo, tmp_path_factory) -> tuple[Path, str]:
     """The small demo with IfcOpenHouse standing on its largest footprint: (store, that building's id)."""

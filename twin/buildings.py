@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
@@ -27,9 +26,12 @@ def building_ids(source: str, source_ids: pd.Series) -> pd.Series:
     return source + ":" + source_ids.astype("string")
 
 
-def upsert_buildings(con: duckdb.DuckDBPyConnection, buildings: gpd.GeoDataFrame,
-                     meshes: MeshBatch | Callable[[], MeshBatch]) -> dict:
+def upsert_buildings(con: duckdb.DuckDBPyConnection, buildings: gpd.GeoDataFrame, meshes: MeshBatch) -> dict:
     """Insert or replace buildings and their LOD1 meshes, keyed by ``building_id``.
+
+    The meshes are written in a second thread while this one makes the
+    buildings' rows (label points, grids, WKB): DuckDB works outside the GIL,
+    and the connection is used by one thread at a time.
 
     Parameters
     ----------
@@ -37,50 +39,57 @@ def upsert_buildings(con: duckdb.DuckDBPyConnection, buildings: gpd.GeoDataFrame
         Footprints in the district CRS with the columns of ``BUILDING_COLUMNS``
         that are known (``building_id``, ``source``, ``source_id``, ``height``,
         ``base_z``, ``height_source`` at least).
-    meshes : MeshBatch or callable
-        The LOD1 mesh of each row, in the same order; or a function without
-        arguments that makes it. The function runs in this thread while
-        another thread writes the buildings (GEOS and DuckDB work outside the
-        GIL), so meshing and writing overlap; the connection is not used here
-        meanwhile.
+    meshes : MeshBatch
+        The LOD1 mesh of each row, in the same order.
 
     Returns
     -------
     dict
         ``inserted`` and ``updated`` counts.
     """
-    if callable(meshes):
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-buildings") as pool:
-            written = pool.submit(_write_buildings, con, buildings)
-            meshes = meshes()
-            existing = written.result()
-    else:
-        existing = _write_buildings(con, buildings)
-    insert_meshes(con, np.asarray(buildings["building_id"].astype(str), dtype=object), meshes, lod="lod1")
-    return {"inserted": len(buildings) - existing, "updated": existing}
+    building_id = np.asarray(buildings["building_id"].astype(str), dtype=object)
+    existing = _delete_existing(con, building_id)
+    grids = None if "grid_id" in buildings.columns else current_micro_grids(con)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-meshes") as pool:
+        meshed = pool.submit(insert_meshes, con, building_id, meshes, lod="lod1")
+        frame = building_rows(buildings, grids)
+        meshed.result()
+    insert_frame(con, "buildings", frame, geometry=("footprint",))
+    return {"inserted": len(frame) - existing, "updated": existing}
 
 
-def _write_buildings(con: duckdb.DuckDBPyConnection, buildings: gpd.GeoDataFrame) -> int:
-    """Replace the rows of ``buildings`` that exist (with their LOD1 meshes) and insert all; the count replaced."""
+def building_rows(buildings: gpd.GeoDataFrame, grids: tuple[np.ndarray, np.ndarray] | None) -> pd.DataFrame:
+    """The ``buildings`` table's rows: the known columns, label point and footprint.
+
+    Parameters
+    ----------
+    buildings : GeoDataFrame
+        As for :func:`upsert_buildings`.
+    grids : tuple of ndarray, optional
+        Micro-grid ids and boundaries (:func:`twin.grids.current_micro_grids`)
+        that give ``grid_id`` by label point; None when ``buildings`` has it.
+    """
     frame = pd.DataFrame({c: buildings[c] for c in BUILDING_COLUMNS if c in buildings.columns})
     footprints = np.asarray(buildings.geometry.values, dtype=object)
     label = shapely.get_coordinates(shapely.point_on_surface(footprints))
     frame["label_x"], frame["label_y"] = label[:, 0], label[:, 1]
-    if "grid_id" not in frame.columns:
-        frame["grid_id"] = locate(label, *current_micro_grids(con))
+    if grids is not None:
+        frame["grid_id"] = locate(label, *grids)
     frame["footprint"] = footprints
+    return frame
 
-    existing = 0
-    if con.execute("SELECT count(*) FROM buildings").fetchone()[0]:  # nothing to replace in a new store
-        con.register("incoming_ids", pd.DataFrame({"building_id": frame["building_id"].astype(str)}))
-        try:
-            existing = con.execute("SELECT count(*) FROM buildings JOIN incoming_ids USING (building_id)").fetchone()[0]
-            con.execute("DELETE FROM meshes WHERE lod = 'lod1' AND building_id IN "
-                        "(SELECT building_id FROM incoming_ids)")
-            con.execute("DELETE FROM buildings WHERE building_id IN (SELECT building_id FROM incoming_ids)")
-        finally:
-            con.unregister("incoming_ids")
-    insert_frame(con, "buildings", frame, geometry=("footprint",))
+
+def _delete_existing(con: duckdb.DuckDBPyConnection, building_id: np.ndarray) -> int:
+    """Delete the buildings (and their LOD1 meshes) about to be written again; how many there were."""
+    if not con.execute("SELECT count(*) FROM buildings").fetchone()[0]:  # nothing to replace in a new store
+        return 0
+    con.register("incoming_ids", pd.DataFrame({"building_id": building_id}))
+    try:
+        existing = con.execute("SELECT count(*) FROM buildings JOIN incoming_ids USING (building_id)").fetchone()[0]
+        con.execute("DELETE FROM meshes WHERE lod = 'lod1' AND building_id IN (SELECT building_id FROM incoming_ids)")
+        con.execute("DELETE FROM buildings WHERE building_id IN (SELECT building_id FROM incoming_ids)")
+    finally:
+        con.unregister("incoming_ids")
     return existing
 
 

@@ -48,7 +48,8 @@ def parse_detection(body: object, *, now: pd.Timestamp | None = None) -> dict:
         raise DetectionError("body", f"expected a JSON object, found {type(body).__name__}.")
     unknown = sorted(set(body) - set(DETECTION_FIELDS))
     if unknown:
-        raise DetectionError(unknown[0], f"unknown field; the fields are {', '.join(DETECTION_FIELDS)}.")
+        raise DetectionError("body", f"unknown field(s) {', '.join(map(repr, unknown))}; the fields are "
+                                     f"{', '.join(DETECTION_FIELDS)}.")
     camera_id = body.get("camera_id")
     if not isinstance(camera_id, str) or not camera_id.strip():
         raise DetectionError("camera_id", "required: the id of the camera that saw it (text).")

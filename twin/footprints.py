@@ -232,9 +232,9 @@ def _without_repeated_points(geoms: np.ndarray) -> np.ndarray:
         return shapely.remove_repeated_points(geoms)
     owner = np.repeat(np.arange(len(geoms)), shapely.get_num_coordinates(geoms))
     suspect = np.zeros(len(geoms), dtype=bool)
-    pair = np.flatnonzero((coords[1:] == coords[:-1]).all(axis=1))
-    suspect[owner[pair]] = True
-    suspect[owner[~np.isfinite(coords).all(axis=1)]] = True
+    x, y = coords[:, 0], coords[:, 1]
+    suspect[owner[:-1][(x[1:] == x[:-1]) & (y[1:] == y[:-1])]] = True
+    suspect[owner[~(np.isfinite(x) & np.isfinite(y))]] = True
     out = np.array(geoms, dtype=object, copy=True)
     if suspect.any():
         out[suspect] = shapely.remove_repeated_points(out[suspect])

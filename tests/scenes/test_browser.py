@@ -136,3 +136,65 @@ def test_a_bim_model_stands_in_for_its_block_and_its_parts_are_clickable(browser
         assert page.locator(".twin-element .twin-title").inner_text().startswith("Ifc")
         assert errors == []
         page.close()
+
+
+POST_AND_WAIT_FOR_MARKER = """async ([form, timeoutMs]) => {
+  const res = await fetch("/open311/v2/requests.json", {method: "POST", body: new URLSearchParams(form),
+    headers: {"Content-Type": "application/x-www-form-urlencoded"}});
+  const replied = performance.now();
+  const body = await res.json();
+  if (res.status !== 201) return {status: res.status, body};
+  const id = body[0].service_request_id;
+  while (!(window.twinCaseDrawn && id in window.twinCaseDrawn)) {
+    if (performance.now() - replied > timeoutMs) return {status: 201, id, drawnAfterMs: null};
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return {status: 201, id, drawnAfterMs: window.twinCaseDrawn[id] - replied};
+}"""
+
+
+def _report_form(small_demo, *, service_code: str = "sanitation.garbage_overflow") -> dict:
+    import pyproj
+
+    with Store(small_demo, read_only=True) as store:
+        x, y = store.con.execute("SELECT label_x, label_y FROM buildings ORDER BY height DESC LIMIT 1").fetchone()
+    lon, lat = pyproj.Transformer.from_crs("EPSG:4547", "EPSG:4326", always_xy=True).transform(x, y)
+    key = small_demo.with_suffix(".key").read_text().strip()
+    return {"service_code": service_code, "lat": f"{lat:.7f}", "long": f"{lon:.7f}", "api_key": key,
+            "description": "bins overflowing at the tower's gate"}
+
+
+def open_cases_figure(page) -> int:
+    text = page.locator(".twin-figure", has_text="Open cases").locator(".value").inner_text()
+    return int(text.replace(",", ""))
+
+
+def test_a_posted_case_is_drawn_within_a_second_and_the_figures_follow(page, small_demo):
+    before = open_cases_figure(page)
+    result = page.evaluate(POST_AND_WAIT_FOR_MARKER, [_report_form(small_demo), 5000])
+    assert result["status"] == 201, result
+    assert result["drawnAfterMs"] is not None and result["drawnAfterMs"] <= 1000, result
+    expect(page.locator(".twin-figure", has_text="Open cases").locator(".value")).to_have_text(
+        f"{before + 1:,}", timeout=5_000)
+    expect(page.get_by_role("button", name=f"{result['id']} · sanitation.garbage_overflow · reported")).to_be_visible()
+    assert page.console_errors == []
+
+
+def test_the_operator_moves_a_case_along_the_loop_from_its_card(page, small_demo):
+    posted = page.evaluate(POST_AND_WAIT_FOR_MARKER, [_report_form(small_demo, service_code="municipal.streetlight_out"),
+                                                      5000])
+    case_id = posted["id"]
+    page.get_by_role("button", name="Operator").click()
+    page.get_by_role("button", name=f"{case_id} · municipal.streetlight_out · reported").click()
+    expect(page.locator(".twin-inspector .twin-title")).to_have_text(f"Case {case_id}", timeout=10_000)
+    page.get_by_placeholder("note for the next step (optional)").fill("sent to the lighting crew")
+    page.get_by_role("button", name="→ dispatched").click()
+    expect(page.locator(".twin-history")).to_contain_text("dispatched · operator · sent to the lighting crew",
+                                                          timeout=10_000)
+    page.get_by_role("button", name="→ in progress").click()
+    expect(page.locator(".twin-history")).to_contain_text("in_progress · operator", timeout=10_000)
+    status = page.evaluate(f"fetch('/open311/v2/requests/{case_id}.json').then(r => r.json())")
+    assert status[0]["status_notes"] == "in_progress", "the change is in the store"
+    expect(page.get_by_role("button", name="→ resolved")).to_be_visible()
+    assert page.get_by_role("button", name="→ closed").count() == 0, "only allowed steps are offered"
+    assert page.console_errors == []

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -72,7 +73,7 @@ def test_open311_as_a_client_sends_it(intake):
         assert status == 404
 
 
-def test_no_acknowledged_case_is_lost_when_the_server_is_killed(intake, tmp_path):
+def test_no_acknowledged_case_is_lost_when_the_server_is_killed_under_load(intake, tmp_path):
     db, form = intake
     copy = tmp_path / "kill.duckdb"
     shutil.copy(db, copy)
@@ -84,18 +85,103 @@ def test_no_acknowledged_case_is_lost_when_the_server_is_killed(intake, tmp_path
     while not _up(base):
         assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.3)
-    acknowledged = []
-    try:
-        for _ in range(40):
-            status, body = call(f"{base}/requests.json", form)
-            assert status == 201
-            acknowledged.append(json.loads(body)[0]["service_request_id"])
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+
+    def client() -> None:  # posts until the server dies
+        while True:
+            try:
+                status, body = call(f"{base}/requests.json", form)
+            except OSError:
+                return
+            if status != 201:
+                return
+            with lock:
+                acknowledged.append(json.loads(body)[0]["service_request_id"])
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    while len(acknowledged) < 150 and time.monotonic() < deadline + 60:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-stream: requests are in flight
+    proc.wait(timeout=30)
+    for t in threads:
+        t.join(timeout=60)
     with Store(copy) as store:
         stored = {r[0] for r in store.con.execute("SELECT case_id FROM cases WHERE source = 'open311'").fetchall()}
-    assert len(acknowledged) == 40 and set(acknowledged) <= stored
+    assert len(acknowledged) >= 150 and set(acknowledged) <= stored
+
+
+def _detection(camera_id: str, **changes) -> dict:
+    return {"camera_id": camera_id, "category": "fire_safety.fire_lane_blocked", "confidence": 0.91,
+            "detected_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "snapshot_url": "http://video.zd.local/snap/1.jpg",
+            "bbox": [100, 120, 80, 60], **changes}
+
+
+def post_json(url: str, body: object, *, key: str | None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json", **({"X-API-Key": key} if key else {})}
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_detections_open_one_case_per_scene_and_bad_ones_store_nothing(intake, tmp_path):
+    db, form = intake
+    copy = tmp_path / "detections.duckdb"
+    shutil.copy(db, copy)
+    with Store(copy, read_only=True) as store:
+        cameras = store.con.execute("SELECT camera_id FROM cameras WHERE grid_id IS NOT NULL ORDER BY camera_id "
+                                    "LIMIT 30").df()["camera_id"].tolist()
+        before = store.count("cases")
+    with served(copy) as url:
+        api = url.rsplit("/", 1)[0] + "/api/detections"
+        answers = []
+        for camera in cameras:
+            status, first = post_json(api, _detection(camera), key=form["api_key"])
+            if status != 201:  # a camera that looks out of the district
+                assert status == 400 and first["error"]["field"] == "camera_id"
+                continue
+            repeats = [post_json(api, _detection(camera), key=form["api_key"]) for _ in range(4)]
+            answers.append((first, repeats))
+        assert len(answers) >= 5
+        for first, repeats in answers:
+            assert not first["duplicate"] and all(s == 201 and r["case_id"] == first["case_id"] and r["duplicate"]
+                                                  for s, r in repeats)
+        for body, key, code, field in ((_detection(cameras[0], confidence=7), form["api_key"], 400, "confidence"),
+                                       (_detection("CAM-NOPE"), form["api_key"], 400, "camera_id"),
+                                       (_detection(cameras[0]), "wrong", 403, "api_key"),
+                                       ([1, 2], form["api_key"], 400, "body")):
+            status, reply = post_json(api, body, key=key)
+            assert status == code and reply["error"]["field"] == field
+    with Store(copy, read_only=True) as store:
+        assert store.count("cases") == before + len(answers)
+        assert store.count("detections") == 5 * len(answers)
+
+
+def test_feed_replay_posts_the_demo_day_to_a_running_server(intake, small_demo, tmp_path):
+    db, _ = intake
+    copy = tmp_path / "replay.duckdb"
+    shutil.copy(db, copy)
+    feed = small_demo.with_suffix(".feed.jsonl")
+    lines = feed.read_text().count("\n")
+    with Store(copy, read_only=True) as store:
+        before = store.count("cases")
+    with served(copy) as url:
+        done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "feed", "replay", str(feed), "--rate", "200",
+                               "--url", url.rsplit("/", 1)[0], "--json"], capture_output=True, text=True, cwd=ROOT,
+                              timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["posted"] == lines and summary["accepted"] + sum(summary["refused"].values()) == lines
+    assert summary["joined"] > 0 and summary["new_cases"] > 0
+    assert set(summary["refused"]) <= {"400"}  # only targets outside the district, if any
+    with Store(copy, read_only=True) as store:
+        assert store.count("cases") - before == summary["new_cases"]
+        assert store.count("detections") >= summary["joined"] > 0
 
 
 def _up(base: str) -> bool:

@@ -6,6 +6,8 @@ import itertools
 import shutil
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from twin.cases import (
     CASE_STATUSES,
@@ -64,13 +66,6 @@ def test_the_taxonomy_has_deadlines_and_the_ai_scenes():
     assert set(OPEN_STATUSES) < set(CASE_STATUSES)
 
 
-@pytest.fixture
-def demo_copy(small_demo, tmp_path):
-    db = tmp_path / "s.duckdb"
-    shutil.copy(small_demo, db)
-    return db
-
-
 def _building(db):
     with Store(db, read_only=True) as store:
         return store.con.execute("SELECT building_id, label_x, label_y, ST_XMin(footprint), ST_YMin(footprint), "
@@ -113,3 +108,56 @@ def test_points_outside_the_district_and_unknown_kinds_are_refused(demo_copy):
         create_case(store.con, subcategory_code=code, source="citizen", x=x + 50_000, y=y)
     with pytest.raises(InputError, match="unknown case subcategory 'nope'"), open_for_command(demo_copy) as store:
         create_case(store.con, subcategory_code="nope", source="citizen", x=x, y=y)
+
+
+@pytest.fixture(scope="module")
+def demo_matcher(small_demo):
+    from twin.cases import LocationMatcher
+
+    with Store(small_demo, read_only=True) as store:
+        con = store.con.cursor()
+        bounds = con.execute("SELECT min(ST_XMin(boundary)), min(ST_YMin(boundary)), max(ST_XMax(boundary)), "
+                             "max(ST_YMax(boundary)) FROM grids WHERE level = 'micro'").fetchone()
+        corners = con.execute("SELECT ST_XMin(footprint), ST_YMin(footprint) FROM buildings ORDER BY building_id "
+                              "LIMIT 50").fetchall()
+        yield LocationMatcher(con), con, bounds, corners
+
+
+def _same_match(matcher, con, x, y):
+    try:
+        expected = match_location(con, x, y)
+    except InputError:
+        with pytest.raises(InputError, match="outside every grid"):
+            matcher.match(x, y)
+        return
+    assert matcher.match(x, y) == expected
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fx=st.floats(-0.05, 1.05), fy=st.floats(-0.05, 1.05))
+def test_the_in_memory_matcher_agrees_with_the_store_anywhere(demo_matcher, fx, fy):
+    matcher, con, (xmin, ymin, xmax, ymax), _ = demo_matcher
+    _same_match(matcher, con, xmin + fx * (xmax - xmin), ymin + fy * (ymax - ymin))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(k=st.integers(0, 49), dx=st.floats(-40, 40), dy=st.sampled_from([0.0, 0.5, -0.5, 29.99, 30.01]))
+def test_the_in_memory_matcher_agrees_with_the_store_at_footprint_edges(demo_matcher, k, dx, dy):
+    matcher, con, _, corners = demo_matcher
+    x, y = corners[k]
+    _same_match(matcher, con, x + dx, y - dy)
+
+
+def test_case_numbers_continue_after_the_stores_last_and_restart_after_a_rollback(demo_copy):
+    import pandas as pd
+
+    from twin.cases import CaseNumbers
+
+    numbers = CaseNumbers()
+    at = pd.Timestamp("2026-11-26 10:00")
+    with Store(demo_copy) as store:
+        last, = store.con.execute("SELECT max(case_id) FROM cases WHERE case_id LIKE 'C20261126-%'").fetchone()
+        first = numbers.next(store.con, at)
+        assert first > (last or "") and numbers.next(store.con, at) > first
+        numbers.reset()
+        assert numbers.next(store.con, at) == first, "after a rollback, numbering starts from the store again"

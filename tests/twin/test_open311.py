@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from xml.etree import ElementTree
 
 import numpy as np
@@ -12,13 +11,6 @@ from twin.cases import load_taxonomy
 from twin.crs import transform_xy
 from twin.open311 import Open311Error, find_requests, services, submit_request, to_xml
 from twin.store import Store, open_for_command
-
-
-@pytest.fixture
-def demo_copy(small_demo, tmp_path):
-    db = tmp_path / "s.duckdb"
-    shutil.copy(small_demo, db)
-    return db
 
 
 def a_form(db, **changes):
