@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 import panel as pn
 import param
@@ -15,44 +16,48 @@ STATUS_LABELS = {"reported": "reported", "dispatched": "dispatched", "in_progres
                  "resolved": "resolved", "reopened": "reopened"}
 
 
-def _figure(label: str, value: object, note: str = "") -> pn.pane.HTML:
+def _figure_html(label: str, value: object, note: str = "") -> str:
     extra = f"<div style='color:{MUTED};font-size:12px'>{note}</div>" if note else ""
-    return pn.pane.HTML(f"<div class='twin-figure twin-card'><div class='label'>{label}</div>"
-                        f"<div class='value'>{value}</div>{extra}</div>", sizing_mode="stretch_width", margin=(4, 0),
-                        stylesheets=[CSS])
+    return f"<div class='twin-figure twin-card'><div class='label'>{label}</div><div class='value'>{value}</div>{extra}</div>"
 
 
 class KeyFigures(pn.viewable.Viewer):
-    """Buildings, residents, households, open cases by status, overdue cases, cameras online."""
+    """Buildings, residents, households, open cases by status, overdue cases, cameras online.
+
+    The five cards stay on the page; a change of figures only replaces their text.
+    """
 
     figures = param.Dict(default={}, doc="The latest figures from twin.queries.key_figures")
 
     def __init__(self, source: Callable[[], dict], **params) -> None:
         super().__init__(**params)
         self._source = source
+        self.cards = [pn.pane.HTML("", sizing_mode="stretch_width", margin=(4, 0), stylesheets=[CSS])
+                      for _ in range(5)]
         self.refresh()
 
-    def refresh(self) -> None:
-        """Fetch the figures again; the cards are redrawn only when they changed."""
-        figures = self._source()
+    def refresh(self, figures: dict | None = None) -> None:
+        """Show new figures (fetched from the source when not given); nothing is sent when they are unchanged."""
+        figures = self._source() if figures is None else figures
         if figures != self.figures:
             self.figures = figures
 
-    @param.depends("figures")
-    def _panel(self) -> pn.Column:
+    @param.depends("figures", watch=True)
+    def _show(self) -> None:
         f = self.figures
         open_total = sum(f["open_cases"].values())
         by_status = " · ".join(f"{STATUS_LABELS[s]} {n:,}" for s, n in f["open_cases"].items())
-        return pn.Column(
-            _figure("Buildings", f"{f['buildings']:,}"),
-            _figure("Residents", f"{f['residents']:,}", f"{f['households']:,} households"),
-            _figure("Open cases", f"{open_total:,}", by_status),
-            _figure("Overdue cases", f"{f['overdue_cases']:,}"),
-            _figure("Cameras online", f"{f['cameras_online']:,} / {f['cameras']:,}"),
-            sizing_mode="stretch_width")
+        texts = [_figure_html("Buildings", f"{f['buildings']:,}"),
+                 _figure_html("Residents", f"{f['residents']:,}", f"{f['households']:,} households"),
+                 _figure_html("Open cases", f"{open_total:,}", by_status),
+                 _figure_html("Overdue cases", f"{f['overdue_cases']:,}"),
+                 _figure_html("Cameras online", f"{f['cameras_online']:,} / {f['cameras']:,}")]
+        for card, text in zip(self.cards, texts):
+            if card.object != text:
+                card.object = text
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.panel(self._panel)
+        return pn.Column(*self.cards, sizing_mode="stretch_width")
 
 
 class GridTable(pn.viewable.Viewer):
@@ -78,11 +83,23 @@ class GridTable(pn.viewable.Viewer):
         self.table.on_click(self._clicked)
 
     @param.depends("level", watch=True)
-    def refresh(self) -> None:
-        """Fetch the table again; it is resent only when its figures changed."""
-        table = self._figures(self.level)
-        if not table.equals(self.table.value):
+    def refresh(self, table: pd.DataFrame | None = None) -> None:
+        """Show the table again (fetched when not given). When only figures moved, only the changed
+        cells are sent (a patch), so a busy district does not resend the table every second."""
+        table = self._figures(self.level) if table is None else table
+        current = self.table.value
+        if table.equals(current):
+            return
+        if current is None or list(table.columns) != list(current.columns) or not table["grid_id"].equals(
+                current["grid_id"]):
             self.table.value = table
+            return
+        patch = {}
+        for column in table.columns:
+            changed = np.flatnonzero(table[column].to_numpy() != current[column].to_numpy())
+            if len(changed):
+                patch[column] = list(zip(changed.tolist(), table[column].to_numpy()[changed].tolist()))
+        self.table.patch(patch)
 
     def _clicked(self, event) -> None:
         self.selected_grid = str(self.table.value.iloc[event.row]["grid_id"])

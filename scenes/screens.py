@@ -7,6 +7,7 @@ the middle, the inspector on the right, and the live case ticker below.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import duckdb
@@ -17,7 +18,7 @@ import param
 
 from scenes.figures import GridTable, KeyFigures
 from scenes.inspector import Inspector
-from scenes.layers import COLOUR_MEASURES, case_markers, grid_labels, grid_segments
+from scenes.layers import COLOUR_MEASURES, case_markers, case_update_records, grid_labels, grid_segments
 from scenes.plan import PlanMap
 from scenes.shared import REFRESH_S, SharedDistrict
 from scenes.theme import CSS
@@ -83,6 +84,7 @@ class DistrictApp(pn.viewable.Viewer):
         self.show_cases = pn.widgets.Checkbox(label="cases", value=True, width=80)
         self.show_cases.link(self.view, value="show_cases")
         self.ticker = pn.Row(sizing_mode="stretch_width", height=44, css_classes=["twin-ticker"])
+        self._ticker_buttons: list[pn.widgets.Button] = []
         self._fill_ticker()
         self.toolbar = pn.Row(
             pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, color="primary", label="", width=380,
@@ -113,28 +115,52 @@ class DistrictApp(pn.viewable.Viewer):
     def catch_up(self) -> None:
         """Draw the case changes committed since this session last looked; refresh the figures once a second.
 
-        Runs every ``LIVE_POLL_MS`` in a served session, from its first frame on.
+        A served session runs it (as :meth:`_catch_up_live`) every ``LIVE_POLL_MS`` from its first frame on.
         """
+        self._draw_changes()
+        if self._figures_due():
+            self._show_figures(*self._live_figures())
+
+    def _draw_changes(self) -> None:
         version, rows = self.shared.feed.since(self._seen)
         if rows is None:  # too far behind: start over
             self._load_cases()
         elif rows:
             self._seen = version
-            self.view.case_updates = self._marker_updates(rows)
+            self.view.case_updates = case_update_records(self._marker_updates(rows))
             for r in rows:
                 self._latest = [[r["case_id"], r["subcategory"], r["status"]]] + [
                     t for t in self._latest if t[0] != r["case_id"]][:TICKER_SIZE - 1]
-        if self._seen != self._live_version and time.monotonic() - self._live_at >= REFRESH_S:
-            self._live_at, self._live_version = time.monotonic(), self._seen
-            with pn.io.hold():
-                self.figures.refresh()
-                self.grid_table.refresh()
-                self._fill_ticker()
-                if self.colour_by == "open_cases":
-                    self._colour()
+        if self._figures_due():
+            self._show_figures(*self._live_figures())
 
-    def _marker_updates(self, rows: list[dict]) -> list[list]:
-        """``[slot, x, y, z, status, fresh, case_id]`` per changed case (the last change of each)."""
+    async def _catch_up_live(self) -> None:
+        """:meth:`catch_up` for the periodic callback: the figures' queries run off the server's event loop,
+        so intake requests are not held up behind them."""
+        self._draw_changes()
+        if self._figures_due():
+            self._show_figures(*await asyncio.to_thread(self._live_figures))
+
+    def _figures_due(self) -> bool:
+        if self._seen == self._live_version or time.monotonic() - self._live_at < REFRESH_S:
+            return False
+        self._live_at, self._live_version = time.monotonic(), self._seen
+        return True
+
+    def _live_figures(self) -> tuple[dict, pd.DataFrame, tuple | None]:
+        colours = self.shared.colours("open_cases") if self.colour_by == "open_cases" else None
+        return self.shared.key_figures(), self.shared.grid_table(self.grid_table.level), colours
+
+    def _show_figures(self, figures: dict, table: pd.DataFrame, colours: tuple | None) -> None:
+        with pn.io.hold():
+            self.figures.refresh(figures)
+            self.grid_table.refresh(table)
+            self._fill_ticker()
+            if colours is not None and self.colour_by == "open_cases":
+                self.view.param.update(colors=colours[0], legend=colours[1])
+
+    def _marker_updates(self, rows: list[dict]) -> list[tuple]:
+        """``(slot, x, y, z, status, fresh, case_id)`` per changed case (the last change of each)."""
         ox, oy, _ = self.layer.origin
         updates = []
         for r in {r["case_id"]: r for r in rows}.values():
@@ -147,7 +173,7 @@ class DistrictApp(pn.viewable.Viewer):
                 slot = self._case_slot[r["case_id"]] = len(self._case_ids)
                 self._case_ids.append(r["case_id"])
             z = float(self._roof.get(r["building_id"], 0.0)) if r["building_id"] else 0.0
-            updates.append([slot, float(r["x"] - ox), float(r["y"] - oy), z, status, int(new), r["case_id"]])
+            updates.append((slot, float(r["x"] - ox), float(r["y"] - oy), z, status, new, r["case_id"]))
         return updates
 
     @param.depends("colour_by", watch=True)
@@ -172,7 +198,7 @@ class DistrictApp(pn.viewable.Viewer):
         if not self.view.cameras:
             self.view.cameras = self.shared.camera_payload
         if self._poll is None and pn.state.curdoc is not None:
-            self._poll = pn.state.add_periodic_callback(self.catch_up, period=LIVE_POLL_MS)
+            self._poll = pn.state.add_periodic_callback(self._catch_up_live, period=LIVE_POLL_MS)
 
     # -- interaction ---------------------------------------------------------
     def select_building(self, index: int, *, fly: bool = False) -> None:
@@ -251,13 +277,21 @@ class DistrictApp(pn.viewable.Viewer):
                 self.view.fly(x=row[0] - self.layer.origin[0], y=row[1] - self.layer.origin[1], r=60)
 
     def _fill_ticker(self) -> None:
-        buttons = []
-        for case_id, sub, status in self._latest:
-            b = pn.widgets.Button(label=f"{case_id} · {sub} · {status}", color="light", height=34)
-            b.on_click(lambda _e, c=case_id: self._go_to(f"case|{c}"))
-            buttons.append(b)
-        self.ticker.objects = [pn.pane.HTML("<span class='twin-muted'>LIVE CASES</span>", stylesheets=[CSS],
-                                            width=90), *buttons]
+        # The buttons stay; only their labels change, so a busy feed sends a few strings a second.
+        if not self._ticker_buttons:
+            for k in range(TICKER_SIZE):
+                b = pn.widgets.Button(label="", color="light", height=34, visible=False)
+                b.on_click(lambda _e, k=k: self._go_to(f"case|{self._ticker_ids[k]}"))
+                self._ticker_buttons.append(b)
+            self.ticker.objects = [pn.pane.HTML("<span class='twin-muted'>LIVE CASES</span>", stylesheets=[CSS],
+                                                width=90), *self._ticker_buttons]
+        self._ticker_ids = [t[0] for t in self._latest]
+        for k, b in enumerate(self._ticker_buttons):
+            if k < len(self._latest):
+                case_id, sub, status = self._latest[k]
+                b.param.update(label=f"{case_id} · {sub} · {status}", visible=True)
+            else:
+                b.visible = False
 
     @param.depends("screen", watch=True)
     def _screen_changed(self) -> None:

@@ -14,6 +14,7 @@ import logging
 import time
 from urllib.parse import parse_qsl
 
+import duckdb
 import panel as pn
 from tornado.web import RequestHandler
 
@@ -51,11 +52,14 @@ class Clients:
 class _Intake(RequestHandler):
     """Common ground of the intake routes: the store, its writer and the API key check."""
 
-    def initialize(self, store: Store, writer: IntakeWriter, clients: Clients) -> None:
+    def initialize(self, store: Store, writer: IntakeWriter, clients: Clients,
+                   reader: duckdb.DuckDBPyConnection, crs: str) -> None:
+        # Handlers are made per request: the cursor is made once (opening one costs milliseconds).
         self.store = store
+        self.crs = crs
         self.writer = writer
         self.clients = clients
-        self.con = store.con.cursor()
+        self.con = reader
 
 
 class _Open311(_Intake):
@@ -85,7 +89,7 @@ class ServicesHandler(_Open311):
 class RequestsHandler(_Open311):
     def get(self, fmt: str) -> None:
         try:
-            found = find_requests(self.con, self.query(), district_crs=self.store.district.crs)
+            found = find_requests(self.con, self.query(), district_crs=self.crs)
         except Open311Error as exc:
             return self.fail(exc, fmt=fmt)
         self.reply(found, fmt=fmt, root="service_requests", item="request")
@@ -104,7 +108,7 @@ class RequestsHandler(_Open311):
             client = self.clients(form.get("api_key"))
             if client is None:
                 raise Open311Error(403, "api_key is missing, unknown or revoked; ask the district for a key.")
-            answer = await asyncio.wrap_future(self.writer.take_request(form, district_crs=self.store.district.crs))
+            answer = await asyncio.wrap_future(self.writer.take_request(form, district_crs=self.crs))
         except Open311Error as exc:
             return self.fail(exc, fmt=fmt)
         log.info("open311: %s from %s", answer["service_request_id"], client)
@@ -113,7 +117,7 @@ class RequestsHandler(_Open311):
 
 class RequestHandler(_Open311):
     def get(self, request_id: str, fmt: str) -> None:
-        found = find_requests(self.con, {"service_request_id": request_id}, district_crs=self.store.district.crs)
+        found = find_requests(self.con, {"service_request_id": request_id}, district_crs=self.crs)
         if not found:
             return self.fail(Open311Error(404, f"no service request {request_id!r}."), fmt=fmt)
         self.reply(found, fmt=fmt, root="service_requests", item="request")
@@ -153,7 +157,8 @@ class DetectionsHandler(_Intake):
 
 def intake_routes(store: Store, writer: IntakeWriter) -> list[tuple]:
     """Tornado routes of the GeoReport v2 intake and the detection API."""
-    args = {"store": store, "writer": writer, "clients": Clients(store)}
+    args = {"store": store, "writer": writer, "clients": Clients(store), "reader": store.con.cursor(),
+            "crs": store.district.crs}
     return [(r"/open311/v2/services\.(json|xml)", ServicesHandler, args),
             (r"/open311/v2/requests\.(json|xml)", RequestsHandler, args),
             (r"/open311/v2/requests/([^/.]+)\.(json|xml)", RequestHandler, args),

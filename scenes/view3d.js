@@ -288,6 +288,16 @@ export function render({ model, el }) {
     });
   }
 
+  // Live updates redraw at most a few times a second: each frame of the whole district costs software GL a lot,
+  // and a busy feed changes markers many times a second.
+  const LIVE_FRAME_MS = 250;
+  let lastLive = 0, liveTimer = 0;
+  function renderLive() {
+    if (liveTimer) return;
+    const wait = Math.max(0, lastLive + LIVE_FRAME_MS - performance.now());
+    liveTimer = setTimeout(() => { liveTimer = 0; lastLive = performance.now(); render(); }, wait);
+  }
+
   // --- buildings --------------------------------------------------------
   function loadBuildings() {
     const ab = asArrayBuffer(model.buildings);
@@ -373,22 +383,54 @@ export function render({ model, el }) {
   }
 
   // Case markers: records [x, y, z, status] by slot; a status below 0 hides the marker (the case closed).
+  // Their buffers grow by doubling and a live change rewrites only its own slot, so a busy feed costs
+  // the page little however many cases are open.
+  const MARKER_FACES = [[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]];
+  const caseBuf = { cap: 0, pts: new Float32Array(0), cells: new Uint32Array(0), rgb: new Uint8Array(0) };
+  const CASE_SIZE = 5;
+
+  function caseCapacity(n) {
+    if (n <= caseBuf.cap) return;
+    const cap = Math.max(n, 2 * caseBuf.cap, 1024);
+    const pts = new Float32Array(cap * 18), cells = new Uint32Array(cap * 32), rgb = new Uint8Array(cap * 24);
+    pts.set(caseBuf.pts); rgb.set(caseBuf.rgb);
+    for (let i = 0; i < cap; i++) {
+      for (let f = 0; f < 8; f++) {
+        const o = 32 * i + 4 * f, [a, b, c] = MARKER_FACES[f];
+        cells[o] = 3; cells[o + 1] = 6 * i + a; cells[o + 2] = 6 * i + b; cells[o + 3] = 6 * i + c;
+      }
+    }
+    Object.assign(caseBuf, { cap, pts, cells, rgb });
+  }
+
+  function writeCase(i) {
+    const [x, y, zr, status] = state.caseRec[i], s = CASE_SIZE;
+    const z = status < 0 ? -1e4 : zr + 4 + s, p = caseBuf.pts, o = 18 * i;
+    p[o] = x + s; p[o + 1] = y; p[o + 2] = z; p[o + 3] = x - s; p[o + 4] = y; p[o + 5] = z;
+    p[o + 6] = x; p[o + 7] = y + s; p[o + 8] = z; p[o + 9] = x; p[o + 10] = y - s; p[o + 11] = z;
+    p[o + 12] = x; p[o + 13] = y; p[o + 14] = z + s; p[o + 15] = x; p[o + 16] = y; p[o + 17] = z - s;
+    const colour = STATUS_COLOURS[Math.max(0, status | 0)] || STATUS_COLOURS[0];
+    for (let k = 0; k < 8; k++) caseBuf.rgb.set(colour, 24 * i + 3 * k);
+  }
+
+  function drawCases(slots = null) {
+    const n = state.caseRec.length;
+    caseCapacity(n);
+    for (const i of slots || state.caseRec.keys()) writeCase(i);
+    cases.polydata.getPoints().setData(caseBuf.pts.subarray(0, 18 * n), 3);
+    cases.polydata.getPolys().setData(caseBuf.cells.subarray(0, 32 * n));
+    cases.polydata.getCellData().setScalars(vtkDataArray.newInstance({ name: "colour", numberOfComponents: 3,
+                                                                       values: caseBuf.rgb.subarray(0, 24 * n) }));
+    cases.polydata.modified();
+    state.caseCount = n;
+    renderLive();
+  }
+
   function loadCases() {
     const rec = floatBuffer(model.cases); // x, y, z, status
     state.caseRec = [];
     for (let i = 0; i < rec.length / 4; i++) state.caseRec.push([rec[4 * i], rec[4 * i + 1], rec[4 * i + 2], rec[4 * i + 3]]);
     drawCases();
-  }
-
-  function drawCases() {
-    const recs = state.caseRec, n = recs.length;
-    const xyz = new Float32Array(n * 3);
-    for (let i = 0; i < n; i++) {
-      const [x, y, z, status] = recs[i];
-      xyz[3 * i] = x; xyz[3 * i + 1] = y; xyz[3 * i + 2] = status < 0 ? -1e4 : z + 4;
-    }
-    state.caseCount = setMarkers(cases, xyz, (i) => STATUS_COLOURS[Math.max(0, recs[i][3] | 0)] || STATUS_COLOURS[0], 5);
-    render();
   }
 
   // New cases pulse for a while: a larger translucent marker that grows and shrinks around each.
@@ -405,19 +447,26 @@ export function render({ model, el }) {
     const xyz = new Float32Array(live.length * 3);
     live.forEach((slot, k) => { const r = state.caseRec[slot]; xyz.set([r[0], r[1], r[2] + 4 - 5 * phase], 3 * k); });
     setMarkers(pulses, xyz, (k) => STATUS_COLOURS[Math.max(0, state.caseRec[live[k]][3] | 0)] || STATUS_COLOURS[0], 6 + 5 * phase);
-    render();
-    if (live.length && !removed) pulseTimer = setTimeout(drawPulses, 180); // software GL: a few frames a second
+    renderLive();
+    if (live.length && !removed) pulseTimer = setTimeout(drawPulses, 400);
   }
 
   function applyCaseUpdates() {
-    const now = performance.now();
-    for (const [slot, x, y, z, status, fresh, id] of model.case_updates || []) {
-      state.caseRec[slot] = [x, y, z, status];
-      if (fresh) state.caseFresh.set(slot, now);
-      state.pendingDrawn.push(id);
+    const ab = asArrayBuffer(model.case_updates);
+    if (!ab || ab.byteLength < 4) return;
+    const n = new Uint32Array(ab, 0, 1)[0];
+    const rec = new Float32Array(ab, 4, 6 * n); // slot, x, y, z, status, fresh
+    const ids = new TextDecoder().decode(new Uint8Array(ab, 4 + 24 * n)).split("\n");
+    const now = performance.now(), changed = [];
+    for (let i = 0; i < n; i++) {
+      const slot = rec[6 * i] | 0;
+      for (let k = state.caseRec.length; k < slot; k++) { state.caseRec[k] = [0, 0, 0, -1]; changed.push(k); }
+      state.caseRec[slot] = [rec[6 * i + 1], rec[6 * i + 2], rec[6 * i + 3], rec[6 * i + 4]];
+      changed.push(slot);
+      if (rec[6 * i + 5]) state.caseFresh.set(slot, now);
+      state.pendingDrawn.push(ids[i]);
     }
-    for (let i = 0; i < state.caseRec.length; i++) if (!state.caseRec[i]) state.caseRec[i] = [0, 0, 0, -1];
-    drawCases();
+    drawCases(changed);
     if (!pulseTimer && state.caseFresh.size) drawPulses();
   }
 
@@ -550,6 +599,7 @@ export function render({ model, el }) {
     const from = { fp: cam.getFocalPoint(), pos: cam.getPosition(), up: cam.getViewUp() };
     cancelAnimationFrame(flight);
     clearTimeout(pulseTimer);
+    clearTimeout(liveTimer);
     const finish = () => { cam.setFocalPoint(...target.fp); cam.setPosition(...target.pos); cam.setViewUp(...target.up);
                            renderer.resetCameraClippingRange(); clampCamera(); render(); };
     if (!animate) return finish();
@@ -758,6 +808,7 @@ export function render({ model, el }) {
     cancelAnimationFrame(labelFrame);
     cancelAnimationFrame(flight);
     clearTimeout(pulseTimer);
+    clearTimeout(liveTimer);
     cameraWatch.unsubscribe();
     observer.disconnect();
     grw.delete();

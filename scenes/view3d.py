@@ -30,8 +30,9 @@ class DistrictView(JSComponent):
     labels = param.List(default=[], doc="[name, x, y] grid labels")
     legend = param.Dict(default={}, doc="{'title': str, 'items': [[colour, text], ...]}")
     cases = param.Bytes(default=b"", doc="float32 (x, y, z, status) per case")
-    case_updates = param.List(default=[], doc="Live changes: [slot, x, y, z, status (-1 hides), fresh, case_id] "
-                                              "per changed case; a slot past the end adds a marker")
+    case_updates = param.Bytes(default=b"", doc="Live changes (scenes.layers.case_update_records): per changed "
+                                                "case its slot, x, y, z, status (-1 hides) and fresh flag, then "
+                                                "the case ids; a slot past the end adds a marker")
     cameras = param.Bytes(default=b"", doc="float32 (x, y, z, heading, pitch, fov, range, online) per camera")
     show_cameras = param.Boolean(default=True)
     show_cases = param.Boolean(default=True)

@@ -157,32 +157,39 @@ class IntakeWriter:
             self._commit(batch)
 
     def _commit(self, batch: list[tuple[Callable, Future]]) -> None:
+        """Run a batch in one transaction and answer it; after an unexpected failure, retry its jobs one by one."""
         con = self.con
         done: list[tuple[Future, Written]] = []
+        refused: list[tuple[Future, TwinError]] = []
         try:
             con.execute("BEGIN TRANSACTION")
             for job, future in batch:
                 try:
                     done.append((future, job(con)))
                 except TwinError as exc:
-                    future.set_exception(exc)
+                    refused.append((future, exc))
             new_cases = [c for _, w in done for c in w.cases]
             write_cases(con, new_cases)
             write_detections(con, [d for _, w in done for d in w.detections])
             changed = changed_cases(con, [c for _, w in done for c in w.changed])
             con.execute("COMMIT")  # durable before any answer
-        except Exception as exc:  # an unexpected failure: nothing of this batch was written
-            log.exception("intake: a batch of %d was rolled back", len(batch))
+        except Exception as exc:  # nothing of this batch was written
             try:
                 con.execute("ROLLBACK")
             except duckdb.Error:
                 pass
             self.numbers.reset()
             self.detections.forget()
-            for future, _ in done:
-                future.set_exception(exc)
+            if len(batch) > 1:
+                log.warning("intake: a batch of %d was rolled back (%s); retrying one by one", len(batch), exc)
+                for item in batch:
+                    self._commit([item])
+            else:
+                log.exception("intake: a job failed and was rolled back")
+                batch[0][1].set_exception(exc)
             return
         self.feed.publish(new_cases + changed)
+        for future, error in refused:
+            future.set_exception(error)
         for future, written in done:
             future.set_result(written.answer)
-

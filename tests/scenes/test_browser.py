@@ -153,6 +153,15 @@ POST_AND_WAIT_FOR_MARKER = """async ([form, timeoutMs]) => {
 }"""
 
 
+def _tallest(small_demo) -> tuple[float, float, float]:
+    """The tallest building's label point and roof, relative to the district origin."""
+    with Store(small_demo, read_only=True) as store:
+        ox, oy, _ = store.district.origin
+        x, y, roof = store.con.execute("SELECT label_x, label_y, base_z + height FROM buildings "
+                                       "ORDER BY height DESC LIMIT 1").fetchone()
+    return x - ox, y - oy, roof
+
+
 def _report_form(small_demo, *, service_code: str = "sanitation.garbage_overflow") -> dict:
     import pyproj
 
@@ -177,6 +186,28 @@ def test_a_posted_case_is_drawn_within_a_second_and_the_figures_follow(page, sma
     expect(page.locator(".twin-figure", has_text="Open cases").locator(".value")).to_have_text(
         f"{before + 1:,}", timeout=5_000)
     expect(page.get_by_role("button", name=f"{result['id']} · sanitation.garbage_overflow · reported")).to_be_visible()
+    assert page.console_errors == []
+
+
+def test_a_case_on_open_ground_is_drawn_there_and_clicking_it_opens_its_card(page, small_demo):
+    import pyproj
+
+    with Store(small_demo, read_only=True) as store:
+        ox, oy, _ = store.district.origin
+        x, y = store.con.execute("""
+            SELECT ST_X(c), ST_Y(c) FROM (SELECT ST_Centroid(boundary) AS c FROM grids
+            WHERE level = 'micro' AND kind = 'street' ORDER BY grid_id) g
+            WHERE NOT EXISTS (SELECT 1 FROM buildings b WHERE ST_DWithin(b.footprint, g.c, 40))
+              AND NOT EXISTS (SELECT 1 FROM cases k WHERE ST_DWithin(k.location, g.c, 40)) LIMIT 1""").fetchone()
+    lon, lat = pyproj.Transformer.from_crs("EPSG:4547", "EPSG:4326", always_xy=True).transform(x, y)
+    form = {**_report_form(small_demo), "lat": f"{lat:.7f}", "long": f"{lon:.7f}"}
+    result = page.evaluate(POST_AND_WAIT_FOR_MARKER, [form, 5000])
+    assert result["drawnAfterMs"] is not None, result
+    page.get_by_role("button", name="Top").click()
+    page.wait_for_timeout(1500)
+    expect(page.get_by_text("Click a building, a case or a camera.")).to_be_visible()
+    page.mouse.click(*page.evaluate(f"window.twinView.worldToPage({x - ox}, {y - oy}, 9)"))  # on the ground
+    expect(page.locator(".twin-inspector .twin-title")).to_have_text(f"Case {result['id']}", timeout=10_000)
     assert page.console_errors == []
 
 
