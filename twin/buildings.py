@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import geopandas as gpd
@@ -29,10 +28,6 @@ def building_ids(source: str, source_ids: pd.Series) -> pd.Series:
 def upsert_buildings(con: duckdb.DuckDBPyConnection, buildings: gpd.GeoDataFrame, meshes: MeshBatch) -> dict:
     """Insert or replace buildings and their LOD1 meshes, keyed by ``building_id``.
 
-    The meshes are written in a second thread while this one makes the
-    buildings' rows (label points, grids, WKB): DuckDB works outside the GIL,
-    and the connection is used by one thread at a time.
-
     Parameters
     ----------
     buildings : GeoDataFrame, n rows
@@ -47,50 +42,27 @@ def upsert_buildings(con: duckdb.DuckDBPyConnection, buildings: gpd.GeoDataFrame
     dict
         ``inserted`` and ``updated`` counts.
     """
-    building_id = np.asarray(buildings["building_id"].astype(str), dtype=object)
-    existing = _delete_existing(con, building_id)
-    grids = None if "grid_id" in buildings.columns else current_micro_grids(con)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-meshes") as pool:
-        meshed = pool.submit(insert_meshes, con, building_id, meshes, lod="lod1")
-        frame = building_rows(buildings, grids)
-        meshed.result()
-    insert_frame(con, "buildings", frame, geometry=("footprint",))
-    return {"inserted": len(frame) - existing, "updated": existing}
-
-
-def building_rows(buildings: gpd.GeoDataFrame, grids: tuple[np.ndarray, np.ndarray] | None) -> pd.DataFrame:
-    """The ``buildings`` table's rows: the known columns, label point and footprint.
-
-    Parameters
-    ----------
-    buildings : GeoDataFrame
-        As for :func:`upsert_buildings`.
-    grids : tuple of ndarray, optional
-        Micro-grid ids and boundaries (:func:`twin.grids.current_micro_grids`)
-        that give ``grid_id`` by label point; None when ``buildings`` has it.
-    """
     frame = pd.DataFrame({c: buildings[c] for c in BUILDING_COLUMNS if c in buildings.columns})
     footprints = np.asarray(buildings.geometry.values, dtype=object)
     label = shapely.get_coordinates(shapely.point_on_surface(footprints))
     frame["label_x"], frame["label_y"] = label[:, 0], label[:, 1]
-    if grids is not None:
-        frame["grid_id"] = locate(label, *grids)
+    if "grid_id" not in frame.columns:
+        frame["grid_id"] = locate(label, *current_micro_grids(con))
     frame["footprint"] = footprints
-    return frame
 
-
-def _delete_existing(con: duckdb.DuckDBPyConnection, building_id: np.ndarray) -> int:
-    """Delete the buildings (and their LOD1 meshes) about to be written again; how many there were."""
-    if not con.execute("SELECT count(*) FROM buildings").fetchone()[0]:  # nothing to replace in a new store
-        return 0
-    con.register("incoming_ids", pd.DataFrame({"building_id": building_id}))
-    try:
-        existing = con.execute("SELECT count(*) FROM buildings JOIN incoming_ids USING (building_id)").fetchone()[0]
-        con.execute("DELETE FROM meshes WHERE lod = 'lod1' AND building_id IN (SELECT building_id FROM incoming_ids)")
-        con.execute("DELETE FROM buildings WHERE building_id IN (SELECT building_id FROM incoming_ids)")
-    finally:
-        con.unregister("incoming_ids")
-    return existing
+    existing = 0
+    if con.execute("SELECT count(*) FROM buildings").fetchone()[0]:  # nothing to replace in a new store
+        con.register("incoming_ids", pd.DataFrame({"building_id": frame["building_id"].astype(str)}))
+        try:
+            existing = con.execute("SELECT count(*) FROM buildings JOIN incoming_ids USING (building_id)").fetchone()[0]
+            con.execute("DELETE FROM meshes WHERE lod = 'lod1' AND building_id IN "
+                        "(SELECT building_id FROM incoming_ids)")
+            con.execute("DELETE FROM buildings WHERE building_id IN (SELECT building_id FROM incoming_ids)")
+        finally:
+            con.unregister("incoming_ids")
+    insert_frame(con, "buildings", frame, geometry=("footprint",))
+    insert_meshes(con, frame["building_id"].astype(str).to_numpy(), meshes, lod="lod1")
+    return {"inserted": len(frame) - existing, "updated": existing}
 
 
 def insert_meshes(con: duckdb.DuckDBPyConnection, building_id: np.ndarray, meshes: MeshBatch, *, lod: str,
