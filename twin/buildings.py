@@ -8,6 +8,8 @@ import duckdb
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
 from twin.grids import current_micro_grids, locate
@@ -75,10 +77,10 @@ def insert_meshes(con: duckdb.DuckDBPyConnection, building_id: np.ndarray, meshe
     starts = v_off[:-1]
     vmin = np.minimum.reduceat(meshes.vertices, starts).astype(np.float64) + meshes.origin
     vmax = np.maximum.reduceat(meshes.vertices, starts).astype(np.float64) + meshes.origin
+    ids = pa.array(np.asarray(building_id, dtype=object), type=pa.string())
+    text = {"mesh_id": pc.binary_join_element_wise(ids, lod, "/"), "building_id": ids,
+            "lod": pa.array(np.full(len(ids), lod, dtype=object), type=pa.string())}
     frame = pd.DataFrame({
-        "mesh_id": pd.Series(building_id, dtype="string") + "/" + lod,
-        "building_id": building_id,
-        "lod": lod,
         "n_vertices": np.diff(v_off).astype(np.int32),
         "n_triangles": np.diff(t_off).astype(np.int32),
         "bbox_xmin": vmin[:, 0], "bbox_ymin": vmin[:, 1], "bbox_zmin": vmin[:, 2],
@@ -87,7 +89,7 @@ def insert_meshes(con: duckdb.DuckDBPyConnection, building_id: np.ndarray, meshe
     blobs = {"vertices": binary_column(meshes.vertices, v_off), "triangles": binary_column(meshes.triangles, t_off)}
     if element_ids is not None:
         blobs["element_ids"] = binary_column(np.concatenate(element_ids).astype(np.uint32), t_off)
-    insert_frame(con, "meshes", frame, arrow_columns=blobs)
+    insert_frame(con, "meshes", frame, arrow_columns={**text, **blobs})
 
 
 def load_meshes(con: duckdb.DuckDBPyConnection, *, lod: str = "lod1") -> tuple[np.ndarray, MeshBatch]:

@@ -153,10 +153,11 @@ def prepare_footprints(
         "min_height": parse_lengths(features[min_col]).reset_index(drop=True) if min_col else np.nan,
     })
     too_tall = frame["height"] > MAX_PLAUSIBLE_HEIGHT_M
-    for sid, h in zip(frame.loc[too_tall, "source_id"], frame.loc[too_tall, "height"]):
-        report.height_notes.append({"source_id": sid, "reason": f"height {h} m is over "
-                                    f"{MAX_PLAUSIBLE_HEIGHT_M:.0f} m; ignored"})
-    frame.loc[too_tall, "height"] = np.nan
+    if too_tall.any():
+        for sid, h in zip(frame.loc[too_tall, "source_id"], frame.loc[too_tall, "height"]):
+            report.height_notes.append({"source_id": sid, "reason": f"height {h} m is over "
+                                        f"{MAX_PLAUSIBLE_HEIGHT_M:.0f} m; ignored"})
+        frame.loc[too_tall, "height"] = np.nan
     geoms = np.asarray(features.geometry.values, dtype=object)
 
     # 1. Skip what is not a footprint; repair invalid rings.
@@ -178,10 +179,13 @@ def prepare_footprints(
     mixed = usable & (shapely.get_type_id(polys) != 3)  # multi-part or repaired into collections
     polys[mixed] = _polygonal_part(polys[mixed])
     lost = usable & shapely.is_missing(polys)
-    for sid in frame.source_id[lost]:
-        report.skipped.append({"source_id": sid, "reason": "no polygon left after repair"})
+    if lost.any():
+        for sid in frame.source_id[lost]:
+            report.skipped.append({"source_id": sid, "reason": "no polygon left after repair"})
     frame["geometry"] = polys
-    frame = frame[usable & ~lost].reset_index(drop=True)
+    keep = usable & ~lost
+    if not keep.all():
+        frame = frame[keep].reset_index(drop=True)
 
     # 2. Features that share one id (a building cut at tile edges) become one building.
     frame = _merge_shared_ids(frame, report)
@@ -199,10 +203,11 @@ def prepare_footprints(
     # OSM: height is the top above ground; levels (and our default) count from min_height up.
     top = frame["height"].fillna(base + frame["levels"] * storey_height).fillna(base + (default_height or 0.0))
     bad_base = base >= top
-    for sid, b, t in zip(frame.source_id[bad_base], base[bad_base], top[bad_base]):
-        report.height_notes.append({"source_id": sid, "reason": f"min_height {b} m is not below the "
-                                    f"height {t} m; min_height ignored"})
-    base = base.where(~bad_base, 0.0)
+    if bad_base.any():
+        for sid, b, t in zip(frame.source_id[bad_base], base[bad_base], top[bad_base]):
+            report.height_notes.append({"source_id": sid, "reason": f"min_height {b} m is not below the "
+                                        f"height {t} m; min_height ignored"})
+        base = base.where(~bad_base, 0.0)
     frame["base_z"] = base
     frame["height"] = top - base
     frame["height_source"] = source
@@ -230,11 +235,12 @@ def _without_repeated_points(geoms: np.ndarray) -> np.ndarray:
     coords = shapely.get_coordinates(geoms)
     if len(coords) == 0:
         return shapely.remove_repeated_points(geoms)
-    owner = np.repeat(np.arange(len(geoms)), shapely.get_num_coordinates(geoms))
-    suspect = np.zeros(len(geoms), dtype=bool)
     x, y = coords[:, 0], coords[:, 1]
-    suspect[owner[:-1][(x[1:] == x[:-1]) & (y[1:] == y[:-1])]] = True
-    suspect[owner[~(np.isfinite(x) & np.isfinite(y))]] = True
+    repeated = np.flatnonzero((x[1:] == x[:-1]) & (y[1:] == y[:-1]))
+    odd = np.flatnonzero(~(np.isfinite(x) & np.isfinite(y)))
+    ends = np.cumsum(shapely.get_num_coordinates(geoms))
+    suspect = np.zeros(len(geoms), dtype=bool)
+    suspect[np.searchsorted(ends, np.concatenate([repeated, odd]), side="right")] = True
     out = np.array(geoms, dtype=object, copy=True)
     if suspect.any():
         out[suspect] = shapely.remove_repeated_points(out[suspect])

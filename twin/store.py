@@ -239,7 +239,7 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame
             columns[name] = _arrow_column(frame[name])
     columns.update(arrow_columns or {})
     view = f"incoming_{table}"
-    con.register(view, pa.table(columns))
+    con.register(view, _in_batches(pa.table(columns)))
     try:
         select = ", ".join(f'ST_GeomFromWKB("{c}")' if c in geometry else f'"{c}"' for c in columns)
         names = ", ".join(f'"{c}"' for c in columns)
@@ -247,6 +247,14 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame
     finally:
         con.unregister(view)
     return len(frame)
+
+
+def _in_batches(table: pa.Table, *, min_rows: int = 2048) -> pa.Table:
+    """The table in one record batch per core (of at least ``min_rows``), so DuckDB scans and inserts in parallel."""
+    parts = max(1, min(os.cpu_count() or 1, table.num_rows // min_rows))
+    if parts == 1:
+        return table
+    return pa.Table.from_batches(table.to_batches(max_chunksize=-(-table.num_rows // parts)), schema=table.schema)
 
 
 def binary_column(data: np.ndarray, offsets: np.ndarray) -> pa.Array:

@@ -97,3 +97,25 @@ def test_unknown_attribute_names_the_available_ones():
 def test_parse_lengths_reads_osm_text():
     got = parse_lengths(pd.Series(["12", "12.5 m", "7m", "tall", None, "-3", "0"], dtype="object"))
     np.testing.assert_array_equal(got.to_numpy(), [12.0, 12.5, 7.0, np.nan, np.nan, np.nan, np.nan])
+
+
+def test_repeated_points_are_removed_as_geos_removes_them():
+    from twin.footprints import _without_repeated_points
+
+    holed = shapely.Polygon([(0, 0), (9, 0), (9, 9), (0, 9)], [[(2, 2), (2, 2), (4, 2), (4, 4), (2, 4)]])
+    geoms = np.array([
+        shapely.box(0, 0, 5, 5),
+        shapely.Polygon([(0, 0), (5, 0), (5, 0), (5, 5), (0, 5)]),  # repeated corner
+        holed,  # repeated point in the hole
+        shapely.Polygon([(5, 5), (8, 5), (8, 8)]),  # starts where the previous ring ends: not a repeat
+        shapely.Polygon([(0, 0, 1), (5, 0, 1), (5, 0, 2), (5, 5, 1)]),  # equal in x and y only
+        shapely.Polygon(),
+        None,
+        shapely.MultiPolygon([shapely.box(0, 0, 1, 1), shapely.Polygon([(2, 2), (3, 2), (3, 2), (3, 3)])]),
+    ], dtype=object)
+    got = _without_repeated_points(geoms)
+    want = shapely.remove_repeated_points(geoms)
+    assert [None if g is None else shapely.to_wkb(g) for g in got] == \
+           [None if g is None else shapely.to_wkb(g) for g in want]
+    assert got[0] is geoms[0]  # nothing to remove: the geometry is kept as it is
+    assert shapely.get_num_coordinates(got[1]) == 5 and shapely.get_num_coordinates(got[2]) == 10
