@@ -22,6 +22,7 @@ from scenes.layers import COLOUR_MEASURES, case_markers, case_update_records, gr
 from scenes.plan import PlanMap
 from scenes.shared import REFRESH_S, SharedDistrict
 from scenes.theme import CSS
+from scenes.ticker import CaseTicker
 from scenes.view3d import DistrictView
 from twin.cases import CASE_STATUSES, OPEN_STATUSES
 from twin.errors import TwinError
@@ -31,7 +32,7 @@ from twin.schema import GRID_LEVELS
 
 SCREENS = ("Overview", "Planner", "Operator")
 TICKER_SIZE = 8
-LIVE_POLL_MS = 200  # how often a session looks for committed case changes
+LIVE_POLL_MS = 100  # how often a session looks for committed case changes
 MEASURE_LABELS = {"grid": "grid", "open_cases": "open cases", "population": "population", "height": "height"}
 
 
@@ -83,8 +84,8 @@ class DistrictApp(pn.viewable.Viewer):
         self.show_cameras.link(self.view, value="show_cameras")
         self.show_cases = pn.widgets.Checkbox(label="cases", value=True, width=80)
         self.show_cases.link(self.view, value="show_cases")
-        self.ticker = pn.Row(sizing_mode="stretch_width", height=44, css_classes=["twin-ticker"])
-        self._ticker_buttons: list[pn.widgets.Button] = []
+        self.ticker = CaseTicker(sizing_mode="stretch_width", height=44)
+        self.ticker.param.watch(lambda e: self._go_to(f"case|{e.new['case_id']}"), "clicked")
         self._fill_ticker()
         self.toolbar = pn.Row(
             pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, color="primary", label="", width=380,
@@ -277,21 +278,9 @@ class DistrictApp(pn.viewable.Viewer):
                 self.view.fly(x=row[0] - self.layer.origin[0], y=row[1] - self.layer.origin[1], r=60)
 
     def _fill_ticker(self) -> None:
-        # The buttons stay; only their labels change, so a busy feed sends a few strings a second.
-        if not self._ticker_buttons:
-            for k in range(TICKER_SIZE):
-                b = pn.widgets.Button(label="", color="light", height=34, visible=False)
-                b.on_click(lambda _e, k=k: self._go_to(f"case|{self._ticker_ids[k]}"))
-                self._ticker_buttons.append(b)
-            self.ticker.objects = [pn.pane.HTML("<span class='twin-muted'>LIVE CASES</span>", stylesheets=[CSS],
-                                                width=90), *self._ticker_buttons]
-        self._ticker_ids = [t[0] for t in self._latest]
-        for k, b in enumerate(self._ticker_buttons):
-            if k < len(self._latest):
-                case_id, sub, status = self._latest[k]
-                b.param.update(label=f"{case_id} · {sub} · {status}", visible=True)
-            else:
-                b.visible = False
+        items = [[case_id, f"{case_id} · {sub} · {status}"] for case_id, sub, status in self._latest]
+        if items != self.ticker.items:
+            self.ticker.items = items
 
     @param.depends("screen", watch=True)
     def _screen_changed(self) -> None:

@@ -199,14 +199,12 @@ export function render({ model, el }) {
   }
 
   const state = { layer: null, colours: null, selected: -1, hiddenGrid: null, bounds: null,
-                  clickSeq: 0, firstFrame: false, labels: [], caseCount: 0, cameraCount: 0,
+                  clickSeq: 0, firstFrame: false, labels: [], cameraCount: 0,
                   caseRec: [], caseFresh: new Map(), pendingDrawn: [] };
   const ground = makeActor(false);
   const buildings = makeActor(true);
   const gridLines = makeActor(false);
   const gridHighlight = makeActor(false);
-  const cases = makeActor(true);
-  const pulses = makeActor(false);
   const cameras = makeActor(true);
   const cones = makeActor(false);
   buildings.actor.getProperty().setInterpolationToFlat();
@@ -222,22 +220,25 @@ export function render({ model, el }) {
   gridHighlight.actor.getProperty().setColor(0.22, 0.74, 0.97);
   gridHighlight.actor.getProperty().setLineWidth(4);
   gridHighlight.actor.getProperty().setLighting(false);
-  pulses.actor.getProperty().setOpacity(0.45);
-  for (const layer of [cases, pulses, cameras]) {
-    layer.mapper.setScalarModeToUseCellData();
-    layer.mapper.setColorModeToDirectScalars();
-  }
+  cameras.mapper.setScalarModeToUseCellData();
+  cameras.mapper.setColorModeToDirectScalars();
   cones.actor.getProperty().setColor(0.22, 0.74, 0.97);
   cones.actor.getProperty().setOpacity(0.55);
   cones.actor.getProperty().setLighting(false);
 
-  const deferred = [ground, gridLines, gridHighlight, cases, pulses];
+  const deferred = [ground, gridLines, gridHighlight];
   for (const a of [...deferred, cameras, cones]) a.actor.setVisibility(false);
 
   // Overlay elements: tooltip, legend, labels, navigation buttons.
   const overlay = document.createElement("div");
   overlay.style.cssText = "position:absolute;inset:0;pointer-events:none;font:12px sans-serif;color:#e6edf7;";
   container.appendChild(overlay);
+  // Case markers live on a 2D canvas over the 3D one: a live change redraws only these dots, never the
+  // whole district, which software GL takes a large part of a second to draw.
+  const caseCanvas = document.createElement("canvas");
+  caseCanvas.className = "twin-cases";
+  caseCanvas.style.cssText = "position:absolute;inset:0;width:100%;height:100%;";
+  overlay.appendChild(caseCanvas);
   const labelLayer = document.createElement("div");
   overlay.appendChild(labelLayer);
   const tooltip = document.createElement("div");
@@ -272,30 +273,14 @@ export function render({ model, el }) {
       renderQueued = false;
       if (removed) return;
       renderWindow.render();
-      if (state.pendingDrawn.length) { // live cases: when each new marker was first drawn, for tests and the bench
-        const t = performance.now();
-        window.twinCaseDrawn = window.twinCaseDrawn || {};
-        for (const id of state.pendingDrawn) if (!(id in window.twinCaseDrawn)) window.twinCaseDrawn[id] = t;
-        state.pendingDrawn = [];
-      }
       if (!state.firstFrame && state.layer) {
         state.firstFrame = true;
         window.twinFirstFrame = performance.now();
         model.ready = true;
         // Each overlay needs a shader of its own, which software GL compiles slowly: after the buildings.
-        setTimeout(() => { for (const a of deferred) a.actor.setVisibility(true); applyLayerVisibility(); }, 0);
+        setTimeout(() => { for (const a of deferred) a.actor.setVisibility(true); applyLayerVisibility(); queueCases(); }, 0);
       }
     });
-  }
-
-  // Live updates redraw at most a few times a second: each frame of the whole district costs software GL a lot,
-  // and a busy feed changes markers many times a second.
-  const LIVE_FRAME_MS = 250;
-  let lastLive = 0, liveTimer = 0;
-  function renderLive() {
-    if (liveTimer) return;
-    const wait = Math.max(0, lastLive + LIVE_FRAME_MS - performance.now());
-    liveTimer = setTimeout(() => { liveTimer = 0; lastLive = performance.now(); render(); }, wait);
   }
 
   // --- buildings --------------------------------------------------------
@@ -383,72 +368,136 @@ export function render({ model, el }) {
   }
 
   // Case markers: records [x, y, z, status] by slot; a status below 0 hides the marker (the case closed).
-  // Their buffers grow by doubling and a live change rewrites only its own slot, so a busy feed costs
-  // the page little however many cases are open.
-  const MARKER_FACES = [[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]];
-  const caseBuf = { cap: 0, pts: new Float32Array(0), cells: new Uint32Array(0), rgb: new Uint8Array(0) };
-  const CASE_SIZE = 5;
+  // Drawn as dots at the case's place (the roof, or the ground), projected with the 3D view's camera.
+  const CASE_RADIUS_PX = 5, PULSE_MS = 10000, MAX_PULSES = 300, LIVE_FRAME_MS = 150;
+  let caseFrame = 0, pulseTimer = 0, lastCases = 0;
+  let caseImage = null, casePixels = null, dotMask = [];
+  const caseScreen = { x: new Float32Array(0), y: new Float32Array(0), n: 0 };
+  function diskOffsets(radius) { // [dx, dy, isEdge, ...] of a disk with a one-pixel rim
+    const out = [], r = Math.max(2, Math.round(radius));
+    for (let dy = -r; dy <= r; dy++) for (let dx = -r; dx <= r; dx++) {
+      const d = Math.hypot(dx, dy);
+      if (d <= r + 0.5) out.push(dx, dy, d > r - 0.5 ? 1 : 0);
+    }
+    return out;
+  }
 
-  function caseCapacity(n) {
-    if (n <= caseBuf.cap) return;
-    const cap = Math.max(n, 2 * caseBuf.cap, 1024);
-    const pts = new Float32Array(cap * 18), cells = new Uint32Array(cap * 32), rgb = new Uint8Array(cap * 24);
-    pts.set(caseBuf.pts); rgb.set(caseBuf.rgb);
-    for (let i = 0; i < cap; i++) {
-      for (let f = 0; f < 8; f++) {
-        const o = 32 * i + 4 * f, [a, b, c] = MARKER_FACES[f];
-        cells[o] = 3; cells[o + 1] = 6 * i + a; cells[o + 2] = 6 * i + b; cells[o + 3] = 6 * i + c;
+  function projector() { // world (relative to the origin) -> CSS pixels in the view, or null behind the eye
+    const cam = renderer.getActiveCamera();
+    const pos = cam.getPosition(), fp = cam.getFocalPoint(), up = cam.getViewUp();
+    const f = [fp[0] - pos[0], fp[1] - pos[1], fp[2] - pos[2]];
+    const fl = Math.hypot(...f); f[0] /= fl; f[1] /= fl; f[2] /= fl;
+    const r = [f[1] * up[2] - f[2] * up[1], f[2] * up[0] - f[0] * up[2], f[0] * up[1] - f[1] * up[0]];
+    const rl = Math.hypot(...r); r[0] /= rl; r[1] /= rl; r[2] /= rl;
+    const u = [r[1] * f[2] - r[2] * f[1], r[2] * f[0] - r[0] * f[2], r[0] * f[1] - r[1] * f[0]];
+    const w = caseCanvas.clientWidth, h = caseCanvas.clientHeight;
+    const k = (h / 2) / Math.tan((cam.getViewAngle() * Math.PI) / 360);
+    const near = cam.getClippingRange()[0];
+    return (x, y, z) => {
+      const dx = x - pos[0], dy = y - pos[1], dz = z - pos[2];
+      const depth = dx * f[0] + dy * f[1] + dz * f[2];
+      if (depth <= near) return null;
+      return [w / 2 + (k * (dx * r[0] + dy * r[1] + dz * r[2])) / depth,
+              h / 2 - (k * (dx * u[0] + dy * u[1] + dz * u[2])) / depth];
+    };
+  }
+
+  function drawCases() {
+    caseFrame = 0;
+    if (removed) return;
+    lastCases = performance.now();
+    const dpr = window.devicePixelRatio || 1;
+    const w = caseCanvas.clientWidth, h = caseCanvas.clientHeight;
+    if (caseCanvas.width !== Math.round(w * dpr) || caseCanvas.height !== Math.round(h * dpr)) {
+      caseCanvas.width = Math.round(w * dpr); caseCanvas.height = Math.round(h * dpr);
+    }
+    const ctx = caseCanvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    const recs = state.caseRec, n = recs.length;
+    if (caseScreen.x.length < n) { caseScreen.x = new Float32Array(2 * n + 1024); caseScreen.y = new Float32Array(2 * n + 1024); }
+    caseScreen.n = n;
+    const visible = state.firstFrame && model.show_cases !== false;
+    const project = projector(), now = performance.now();
+    const byColour = new Map();
+    for (let i = 0; i < n; i++) {
+      caseScreen.x[i] = NaN;
+      const [x, y, z, status] = recs[i];
+      if (!visible || status < 0) continue;
+      const p = project(x, y, z + 6);
+      if (!p || p[0] < -10 || p[1] < -10 || p[0] > w + 10 || p[1] > h + 10) continue;
+      caseScreen.x[i] = p[0]; caseScreen.y[i] = p[1];
+      const c = status | 0;
+      if (!byColour.has(c)) byColour.set(c, []);
+      byColour.get(c).push(i);
+    }
+    // Dots are written straight into the pixels: tens of thousands of canvas calls would cost far more.
+    if (!caseImage || caseImage.width !== caseCanvas.width || caseImage.height !== caseCanvas.height) {
+      caseImage = ctx.createImageData(caseCanvas.width, caseCanvas.height);
+      casePixels = new Uint32Array(caseImage.data.buffer);
+      dotMask = diskOffsets(CASE_RADIUS_PX * dpr);
+    }
+    casePixels.fill(0);
+    const W = caseCanvas.width, H = caseCanvas.height, edge = 0xff241710; // ABGR: the background, as an outline
+    for (const [c, idx] of byColour) {
+      const [r, g, b] = STATUS_COLOURS[c] || STATUS_COLOURS[0];
+      const colour = (0xff000000 | (b << 16) | (g << 8) | r) >>> 0;
+      for (const i of idx) {
+        const cx = Math.round(caseScreen.x[i] * dpr), cy = Math.round(caseScreen.y[i] * dpr);
+        for (let k = 0; k < dotMask.length; k += 3) {
+          const x = cx + dotMask[k], y = cy + dotMask[k + 1];
+          if (x >= 0 && y >= 0 && x < W && y < H) casePixels[y * W + x] = dotMask[k + 2] ? edge : colour;
+        }
       }
     }
-    Object.assign(caseBuf, { cap, pts, cells, rgb });
+    ctx.putImageData(caseImage, 0, 0);
+    // New cases pulse for a while: a ring that grows and fades, twice a second (the newest few hundred).
+    let pulsing = 0;
+    ctx.lineWidth = 2.5;
+    const fresh = [...state.caseFresh];
+    for (let k = fresh.length - 1; k >= 0; k--) {
+      const [slot, since] = fresh[k], age = now - since;
+      if (age > PULSE_MS || !(slot < n) || recs[slot][3] < 0) { state.caseFresh.delete(slot); continue; }
+      if (++pulsing > MAX_PULSES || Number.isNaN(caseScreen.x[slot])) continue;
+      const phase = (age % 500) / 500;
+      const [r, g, b] = STATUS_COLOURS[recs[slot][3] | 0] || STATUS_COLOURS[0];
+      ctx.strokeStyle = `rgba(${r},${g},${b},${(1 - phase).toFixed(2)})`;
+      ctx.beginPath();
+      ctx.arc(caseScreen.x[slot], caseScreen.y[slot], CASE_RADIUS_PX + 3 + 12 * phase, 0, 2 * Math.PI);
+      ctx.stroke();
+    }
+    if (visible && state.pendingDrawn.length) { // when each new marker was first drawn, for tests and the bench
+      window.twinCaseDrawn = window.twinCaseDrawn || {};
+      for (const id of state.pendingDrawn) if (!(id in window.twinCaseDrawn)) window.twinCaseDrawn[id] = now;
+      state.pendingDrawn = [];
+    }
+    clearTimeout(pulseTimer);
+    pulseTimer = pulsing && visible ? setTimeout(queueCases, 100) : 0;
   }
 
-  function writeCase(i) {
-    const [x, y, zr, status] = state.caseRec[i], s = CASE_SIZE;
-    const z = status < 0 ? -1e4 : zr + 4 + s, p = caseBuf.pts, o = 18 * i;
-    p[o] = x + s; p[o + 1] = y; p[o + 2] = z; p[o + 3] = x - s; p[o + 4] = y; p[o + 5] = z;
-    p[o + 6] = x; p[o + 7] = y + s; p[o + 8] = z; p[o + 9] = x; p[o + 10] = y - s; p[o + 11] = z;
-    p[o + 12] = x; p[o + 13] = y; p[o + 14] = z + s; p[o + 15] = x; p[o + 16] = y; p[o + 17] = z - s;
-    const colour = STATUS_COLOURS[Math.max(0, status | 0)] || STATUS_COLOURS[0];
-    for (let k = 0; k < 8; k++) caseBuf.rgb.set(colour, 24 * i + 3 * k);
-  }
-
-  function drawCases(slots = null) {
-    const n = state.caseRec.length;
-    caseCapacity(n);
-    for (const i of slots || state.caseRec.keys()) writeCase(i);
-    cases.polydata.getPoints().setData(caseBuf.pts.subarray(0, 18 * n), 3);
-    cases.polydata.getPolys().setData(caseBuf.cells.subarray(0, 32 * n));
-    cases.polydata.getCellData().setScalars(vtkDataArray.newInstance({ name: "colour", numberOfComponents: 3,
-                                                                       values: caseBuf.rgb.subarray(0, 24 * n) }));
-    cases.polydata.modified();
-    state.caseCount = n;
-    renderLive();
+  function queueCases() { // live changes redraw the dots a few times a second at most
+    if (caseFrame) return;
+    const wait = Math.max(0, lastCases + LIVE_FRAME_MS - performance.now());
+    caseFrame = -1;
+    setTimeout(() => { caseFrame = requestAnimationFrame(drawCases); }, wait);
   }
 
   function loadCases() {
     const rec = floatBuffer(model.cases); // x, y, z, status
     state.caseRec = [];
     for (let i = 0; i < rec.length / 4; i++) state.caseRec.push([rec[4 * i], rec[4 * i + 1], rec[4 * i + 2], rec[4 * i + 3]]);
-    drawCases();
+    queueCases();
   }
 
-  // New cases pulse for a while: a larger translucent marker that grows and shrinks around each.
-  const PULSE_MS = 10000;
-  let pulseTimer = 0;
-  function drawPulses() {
-    pulseTimer = 0;
-    const now = performance.now(), phase = 0.5 + 0.5 * Math.sin(now / 160);
-    const live = [];
-    for (const [slot, since] of state.caseFresh) {
-      if (now - since > PULSE_MS || (state.caseRec[slot] || [0, 0, 0, -1])[3] < 0) state.caseFresh.delete(slot);
-      else live.push(slot);
+  function pickCase(clientX, clientY) { // the nearest dot within a few pixels of the pointer
+    const rect = caseCanvas.getBoundingClientRect();
+    const px = clientX - rect.left, py = clientY - rect.top;
+    let best = (CASE_RADIUS_PX + 3) ** 2, index = -1;
+    for (let i = 0; i < caseScreen.n; i++) {
+      const d = (caseScreen.x[i] - px) ** 2 + (caseScreen.y[i] - py) ** 2;
+      if (d <= best) { best = d; index = i; }
     }
-    const xyz = new Float32Array(live.length * 3);
-    live.forEach((slot, k) => { const r = state.caseRec[slot]; xyz.set([r[0], r[1], r[2] + 4 - 5 * phase], 3 * k); });
-    setMarkers(pulses, xyz, (k) => STATUS_COLOURS[Math.max(0, state.caseRec[live[k]][3] | 0)] || STATUS_COLOURS[0], 6 + 5 * phase);
-    renderLive();
-    if (live.length && !removed) pulseTimer = setTimeout(drawPulses, 400);
+    return index;
   }
 
   function applyCaseUpdates() {
@@ -457,17 +506,15 @@ export function render({ model, el }) {
     const n = new Uint32Array(ab, 0, 1)[0];
     const rec = new Float32Array(ab, 4, 6 * n); // slot, x, y, z, status, fresh
     const ids = new TextDecoder().decode(new Uint8Array(ab, 4 + 24 * n)).split("\n");
-    const now = performance.now(), changed = [];
+    const now = performance.now();
     for (let i = 0; i < n; i++) {
       const slot = rec[6 * i] | 0;
-      for (let k = state.caseRec.length; k < slot; k++) { state.caseRec[k] = [0, 0, 0, -1]; changed.push(k); }
+      for (let k = state.caseRec.length; k < slot; k++) state.caseRec[k] = [0, 0, 0, -1];
       state.caseRec[slot] = [rec[6 * i + 1], rec[6 * i + 2], rec[6 * i + 3], rec[6 * i + 4]];
-      changed.push(slot);
       if (rec[6 * i + 5]) state.caseFresh.set(slot, now);
       state.pendingDrawn.push(ids[i]);
     }
-    drawCases(changed);
-    if (!pulseTimer && state.caseFresh.size) drawPulses();
+    queueCases();
   }
 
   function loadCameras() {
@@ -514,8 +561,7 @@ export function render({ model, el }) {
     if (!state.firstFrame) return;
     cameras.actor.setVisibility(!!model.show_cameras);
     cones.actor.setVisibility(conesWanted());
-    cases.actor.setVisibility(model.show_cases !== false);
-    pulses.actor.setVisibility(model.show_cases !== false);
+    queueCases();
     render();
   }
 
@@ -547,6 +593,7 @@ export function render({ model, el }) {
       labelFrame = 0;
       if (removed) return;
       placeLabels();
+      drawCases();
       if (state.firstFrame && cones.actor.getVisibility() !== conesWanted()) { cones.actor.setVisibility(conesWanted()); render(); }
     });
   });
@@ -599,7 +646,7 @@ export function render({ model, el }) {
     const from = { fp: cam.getFocalPoint(), pos: cam.getPosition(), up: cam.getViewUp() };
     cancelAnimationFrame(flight);
     clearTimeout(pulseTimer);
-    clearTimeout(liveTimer);
+    if (caseFrame > 0) cancelAnimationFrame(caseFrame);
     const finish = () => { cam.setFocalPoint(...target.fp); cam.setPosition(...target.pos); cam.setViewUp(...target.up);
                            renderer.resetCameraClippingRange(); clampCamera(); render(); };
     if (!animate) return finish();
@@ -702,11 +749,12 @@ export function render({ model, el }) {
         }
       }
     }
-    for (const [kind, markers, count, radius] of [["case", cases, state.caseCount, 7], ["camera", cameras, state.cameraCount, 4]]) {
-      if (!markers.actor.getVisibility() || !count) continue;
-      const m = rayMarkers(o, d, markers, count, radius);
-      if (m.t < best) { best = m.t; hit = { kind, index: m.index }; }
+    if (cameras.actor.getVisibility() && state.cameraCount) {
+      const m = rayMarkers(o, d, cameras, state.cameraCount, 4);
+      if (m.t < best) { best = m.t; hit = { kind: "camera", index: m.index }; }
     }
+    const c = model.show_cases !== false ? pickCase(clientX, clientY) : -1; // dots lie on top of everything
+    if (c >= 0) hit = { kind: "case", index: c };
     window.twinPickMs = performance.now() - started;
     return hit;
   }
@@ -785,7 +833,7 @@ export function render({ model, el }) {
     else if (f.x !== undefined) flyTo(viewAround(f.x, f.y, f.z || 0, f.r || 50, f.mode || "oblique"));
   });
 
-  const resize = () => { if (removed) return; grw.resize(); placeLabels(); render(); };
+  const resize = () => { if (removed) return; grw.resize(); placeLabels(); queueCases(); render(); };
   model.on("resize", resize);
   let started = false;
   model.on("after_layout", () => {
@@ -808,7 +856,7 @@ export function render({ model, el }) {
     cancelAnimationFrame(labelFrame);
     cancelAnimationFrame(flight);
     clearTimeout(pulseTimer);
-    clearTimeout(liveTimer);
+    if (caseFrame > 0) cancelAnimationFrame(caseFrame);
     cameraWatch.unsubscribe();
     observer.disconnect();
     grw.delete();

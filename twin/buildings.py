@@ -14,7 +14,7 @@ import shapely
 
 from twin.grids import current_micro_grids, locate
 from twin.mesh import MeshBatch
-from twin.store import binary_column, insert_frame
+from twin.store import binary_column, insert_frame, one_thread
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +53,19 @@ def upsert_buildings(con: duckdb.DuckDBPyConnection, buildings: gpd.GeoDataFrame
     frame["footprint"] = footprints
 
     existing = 0
-    if con.execute("SELECT count(*) FROM buildings").fetchone()[0]:  # nothing to replace in a new store
-        con.register("incoming_ids", pd.DataFrame({"building_id": frame["building_id"].astype(str)}))
-        try:
-            existing = con.execute("SELECT count(*) FROM buildings JOIN incoming_ids USING (building_id)").fetchone()[0]
-            con.execute("DELETE FROM meshes WHERE lod = 'lod1' AND building_id IN "
-                        "(SELECT building_id FROM incoming_ids)")
-            con.execute("DELETE FROM buildings WHERE building_id IN (SELECT building_id FROM incoming_ids)")
-        finally:
-            con.unregister("incoming_ids")
-    insert_frame(con, "buildings", frame, geometry=("footprint",))
-    insert_meshes(con, frame["building_id"].astype(str).to_numpy(), meshes, lod="lod1")
+    with one_thread(con):
+        if con.execute("SELECT count(*) FROM buildings").fetchone()[0]:  # nothing to replace in a new store
+            con.register("incoming_ids", pd.DataFrame({"building_id": frame["building_id"].astype(str)}))
+            try:
+                existing = con.execute(
+                    "SELECT count(*) FROM buildings JOIN incoming_ids USING (building_id)").fetchone()[0]
+                con.execute("DELETE FROM meshes WHERE lod = 'lod1' AND building_id IN "
+                            "(SELECT building_id FROM incoming_ids)")
+                con.execute("DELETE FROM buildings WHERE building_id IN (SELECT building_id FROM incoming_ids)")
+            finally:
+                con.unregister("incoming_ids")
+        insert_frame(con, "buildings", frame, geometry=("footprint",))
+        insert_meshes(con, frame["building_id"].astype(str).to_numpy(), meshes, lod="lod1")
     return {"inserted": len(frame) - existing, "updated": existing}
 
 

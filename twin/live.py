@@ -11,9 +11,11 @@ every browser session can catch up with what it has not yet drawn.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from twin.open311 import submit_request
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 512
+SLOW_COMMIT_S = 0.2  # a commit slower than this is logged (DuckDB checkpoints now and then)
 FEED_COLUMNS = ("case_id", "status", "x", "y", "building_id", "grid_id", "subcategory", "updated_at")
 
 
@@ -112,32 +115,35 @@ class IntakeWriter:
         self._thread = threading.Thread(target=self._run, name="twin-intake-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Callable[[duckdb.DuckDBPyConnection], Written]) -> Future:
+    def submit(self, job: Callable[[duckdb.DuckDBPyConnection], Written], *,
+               loop: asyncio.AbstractEventLoop | None = None) -> Future | asyncio.Future:
         """Queue a job; its future holds ``Written.answer`` once committed, or the job's error.
 
         A job must raise (a :class:`TwinError`) before it writes anything, so that a
-        refused request costs the others in its batch nothing.
+        refused request costs the others in its batch nothing. Called from an event
+        loop with ``loop``, the future is that loop's, and a batch's answers reach the
+        loop together, in one wake-up.
         """
-        future: Future = Future()
+        future = loop.create_future() if loop is not None else Future()
         self._jobs.put((job, future))
         return future
 
     # Jobs for the routes ------------------------------------------------------
-    def take_detection(self, detection: dict) -> Future:
+    def take_detection(self, detection: dict, **submit) -> Future:
         def job(con: duckdb.DuckDBPyConnection) -> Written:
             taken = self.detections.take(con, detection, write=False)
             answer = {k: taken[k] for k in ("detection_id", "case_id", "duplicate")}
             return Written(answer, cases=[taken["case"]] if taken["case"] else [],
                            detections=[taken["detection"]])
-        return self.submit(job)
+        return self.submit(job, **submit)
 
-    def take_request(self, form: dict[str, str], *, district_crs: str) -> Future:
+    def take_request(self, form: dict[str, str], *, district_crs: str, **submit) -> Future:
         """An Open311 request form; the answer is the GeoReport reply."""
         def job(con: duckdb.DuckDBPyConnection) -> Written:
             reply = submit_request(con, form, district_crs=district_crs, matcher=self.matcher,
                                    numbers=self.numbers, write=False)
             return Written({k: v for k, v in reply.items() if k != "case"}, cases=[reply["case"]])
-        return self.submit(job)
+        return self.submit(job, **submit)
 
     def transition(self, case_id: str, to_status: str, *, actor: str, note: str | None = None) -> Future:
         def job(con: duckdb.DuckDBPyConnection) -> Written:
@@ -172,7 +178,10 @@ class IntakeWriter:
             write_cases(con, new_cases)
             write_detections(con, [d for _, w in done for d in w.detections])
             changed = changed_cases(con, [c for _, w in done for c in w.changed])
+            started = time.perf_counter()
             con.execute("COMMIT")  # durable before any answer
+            if time.perf_counter() - started > SLOW_COMMIT_S:
+                log.warning("intake: a commit of %d took %.2f s", len(batch), time.perf_counter() - started)
         except Exception as exc:  # nothing of this batch was written
             try:
                 con.execute("ROLLBACK")
@@ -186,10 +195,31 @@ class IntakeWriter:
                     self._commit([item])
             else:
                 log.exception("intake: a job failed and was rolled back")
-                batch[0][1].set_exception(exc)
+                _settle([(batch[0][1], None, exc)])
             return
         self.feed.publish(new_cases + changed)
-        for future, error in refused:
+        _settle([(f, None, e) for f, e in refused] + [(f, w.answer, None) for f, w in done])
+
+
+def _settle(outcomes: list[tuple[Future | asyncio.Future, object, BaseException | None]]) -> None:
+    """Answer futures: thread futures at once, each event loop's in one call on that loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for future, result, error in outcomes:
+        if isinstance(future, asyncio.Future):
+            by_loop.setdefault(future.get_loop(), []).append((future, result, error))
+        elif error is not None:
             future.set_exception(error)
-        for future, written in done:
-            future.set_result(written.answer)
+        else:
+            future.set_result(result)
+    for loop, items in by_loop.items():
+        loop.call_soon_threadsafe(_settle_here, items)
+
+
+def _settle_here(items: list) -> None:
+    for future, result, error in items:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)

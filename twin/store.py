@@ -222,6 +222,22 @@ def _arrow_column(values: pd.Series) -> pa.Array:
     return pa.Array.from_pandas(values)
 
 
+@contextlib.contextmanager
+def one_thread(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Run a block of bulk inserts on one DuckDB thread, and restore the thread count after.
+
+    Inserting Arrow data into the indexed tables is faster on one thread than
+    on two here (13,000 to 1,000,000 buildings): the threads cost more in
+    coordination than they share in work.
+    """
+    threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
+    con.execute("SET threads = 1")
+    try:
+        yield
+    finally:
+        con.execute(f"SET threads = {threads}")
+
+
 def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, *,
                  geometry: Sequence[str] = (), arrow_columns: dict[str, pa.Array] | None = None) -> int:
     """Append a frame to a table; shapely columns named in ``geometry`` become GEOMETRY.
@@ -239,7 +255,7 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame
             columns[name] = _arrow_column(frame[name])
     columns.update(arrow_columns or {})
     view = f"incoming_{table}"
-    con.register(view, _in_batches(pa.table(columns)))
+    con.register(view, pa.table(columns))
     try:
         select = ", ".join(f'ST_GeomFromWKB("{c}")' if c in geometry else f'"{c}"' for c in columns)
         names = ", ".join(f'"{c}"' for c in columns)
@@ -247,14 +263,6 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame
     finally:
         con.unregister(view)
     return len(frame)
-
-
-def _in_batches(table: pa.Table, *, min_rows: int = 2048) -> pa.Table:
-    """The table in one record batch per core (of at least ``min_rows``), so DuckDB scans and inserts in parallel."""
-    parts = max(1, min(os.cpu_count() or 1, table.num_rows // min_rows))
-    if parts == 1:
-        return table
-    return pa.Table.from_batches(table.to_batches(max_chunksize=-(-table.num_rows // parts)), schema=table.schema)
 
 
 def binary_column(data: np.ndarray, offsets: np.ndarray) -> pa.Array:

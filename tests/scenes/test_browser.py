@@ -206,7 +206,7 @@ def test_a_case_on_open_ground_is_drawn_there_and_clicking_it_opens_its_card(pag
     page.get_by_role("button", name="Top").click()
     page.wait_for_timeout(1500)
     expect(page.get_by_text("Click a building, a case or a camera.")).to_be_visible()
-    page.mouse.click(*page.evaluate(f"window.twinView.worldToPage({x - ox}, {y - oy}, 9)"))  # on the ground
+    page.mouse.click(*page.evaluate(f"window.twinView.worldToPage({x - ox}, {y - oy}, 6)"))  # on the ground
     expect(page.locator(".twin-inspector .twin-title")).to_have_text(f"Case {result['id']}", timeout=10_000)
     assert page.console_errors == []
 
