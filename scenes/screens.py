@@ -32,7 +32,7 @@ from twin.schema import GRID_LEVELS
 
 SCREENS = ("Overview", "Planner", "Operator")
 TICKER_SIZE = 8
-LIVE_POLL_MS = 100  # how often a session looks for committed case changes
+LIVE_POLL_MS = 250  # how often a session looks for committed case changes
 MEASURE_LABELS = {"grid": "grid", "open_cases": "open cases", "population": "population", "height": "height"}
 
 
