@@ -8,6 +8,7 @@ the middle, the inspector on the right, and the live case ticker below.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import duckdb
@@ -30,6 +31,7 @@ from twin.inspector import search
 from twin.queries import grid_boundaries
 from twin.schema import GRID_LEVELS
 
+log = logging.getLogger(__name__)
 SCREENS = ("Overview", "Planner", "Operator")
 TICKER_SIZE = 8
 LIVE_POLL_MS = 250  # how often a session looks for committed case changes
@@ -73,6 +75,8 @@ class DistrictApp(pn.viewable.Viewer):
         self._load_cases()
         self._live_at, self._live_version = time.monotonic(), self._seen
         self._poll = None
+        self._figures_task: asyncio.Future | None = None
+        self._figures_ready: tuple | None = None
         self._colour()
         self._grids()
         self.search_box = pn.widgets.TextInput(placeholder="Search address, building or case id", width=320)
@@ -136,11 +140,22 @@ class DistrictApp(pn.viewable.Viewer):
             self._show_figures(*self._live_figures())
 
     async def _catch_up_live(self) -> None:
-        """:meth:`catch_up` for the periodic callback: the figures' queries run off the server's event loop,
-        so intake requests are not held up behind them."""
+        """:meth:`catch_up` for the periodic callback. The figures' queries run in a thread of their own:
+        intake requests are not held up behind them, and neither are the next markers."""
         self._draw_changes()
-        if self._figures_due():
-            self._show_figures(*await asyncio.to_thread(self._live_figures))
+        if self._figures_ready is not None:
+            figures, self._figures_ready = self._figures_ready, None
+            self._show_figures(*figures)
+        if self._figures_task is None and self._figures_due():
+            self._figures_task = asyncio.ensure_future(asyncio.to_thread(self._live_figures))
+            self._figures_task.add_done_callback(self._figures_computed)
+
+    def _figures_computed(self, task: asyncio.Future) -> None:
+        self._figures_task = None
+        if task.exception() is None:
+            self._figures_ready = task.result()  # shown at the next tick, inside the session's callback
+        else:
+            log.error("live figures failed", exc_info=task.exception())
 
     def _figures_due(self) -> bool:
         if self._seen == self._live_version or time.monotonic() - self._live_at < REFRESH_S:
