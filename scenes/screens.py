@@ -232,7 +232,8 @@ class DistrictApp(pn.viewable.Viewer):
     def _picked(self, event: param.parameterized.Event) -> None:
         with pn.io.hold():  # one message: the card lands before the highlight is drawn
             pick = event.new
-            self._show_pick(pick.get("kind"), int(pick.get("index", -1)), int(pick.get("element", -1) or -1))
+            element = pick.get("element")
+            self._show_pick(pick.get("kind"), int(pick.get("index", -1)), -1 if element is None else int(element))
 
     def _show_pick(self, kind: str | None, index: int, element: int = -1) -> None:
         if kind == "building":

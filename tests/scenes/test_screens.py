@@ -113,7 +113,7 @@ def test_a_building_with_a_bim_model_sends_the_model_and_its_elements_are_clicka
     assert head[1] == 1  # one model, standing in for its building's LOD1 block
     assert np.frombuffer(shared.models[16:20], dtype="<u4")[0] == shared.layer.index_of(building_id)
     app = DistrictApp(store.con.cursor(), shared)
-    wall, = store.con.execute("SELECT element_index FROM elements WHERE ifc_class = 'IfcWallStandardCase' "
+    wall, = store.con.execute("SELECT min(element_index) FROM elements WHERE ifc_class = 'IfcWallStandardCase' "
                               "LIMIT 1").fetchone()
     app.view.pick = {"kind": "building", "index": shared.layer.index_of(building_id), "element": wall, "seq": 1}
     card = app.inspector.card.object
