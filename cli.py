@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--keep-times", action="store_true",
                         help="send detections with their recorded times (default: the time of sending)")
 
-    bench = command("bench", _cmd_bench, help="run a benchmark and print JSON results")
+    bench = command("bench", _cmd_bench, db=False, help="run a benchmark and print JSON results")
+    bench.add_argument("--db", help="the store to use (view, feed: default data/demo.duckdb)")
     bench.add_argument("name", choices=("ingest", "view", "ifc", "feed"))
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     return parser
