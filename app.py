@@ -16,7 +16,7 @@ from scenes.shared import SharedDistrict
 from twin.store import Store
 
 # 'vtk' puts the vtk.js that Panel ships (served by this server, no CDN) on the page.
-pn.extension("vtk", "tabulator", theme="dark", sizing_mode="stretch_width")
+pn.extension("vtk", theme="dark", sizing_mode="stretch_width")
 
 
 def _db_path() -> str:

@@ -9,6 +9,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from scenes.table import SortableTable
 from scenes.theme import CSS, MUTED
 from twin.schema import GRID_LEVELS
 
@@ -60,8 +61,13 @@ class KeyFigures(pn.viewable.Viewer):
         return pn.Column(*self.cards, sizing_mode="stretch_width")
 
 
+GRID_TABLE_TITLES = {"grid_id": "Grid", "name": "Name", "buildings": "Buildings", "residents": "Residents",
+                     "households": "Households", "cameras": "Cameras", "camera_coverage": "Camera coverage %",
+                     "open_cases": "Open cases"}
+
+
 class GridTable(pn.viewable.Viewer):
-    """A sortable table of figures per grid at the chosen level.
+    """A sortable table of figures per grid at the chosen level; a click on a row selects its grid.
 
     Parameters
     ----------
@@ -75,35 +81,35 @@ class GridTable(pn.viewable.Viewer):
     def __init__(self, figures: Callable[[str], pd.DataFrame], **params) -> None:
         super().__init__(**params)
         self._figures = figures
-        self.table = pn.widgets.Tabulator(
-            figures(self.level), show_index=False, disabled=True, selectable=1,
-            sizing_mode="stretch_both", min_height=300, theme="midnight", pagination="local", page_size=15,
-            titles={"grid_id": "Grid", "name": "Name", "open_cases": "Open cases",
-                    "camera_coverage": "Camera coverage %"})
-        self.table.on_click(self._clicked)
+        self.value: pd.DataFrame | None = None
+        self.table = SortableTable(sizing_mode="stretch_width", min_height=300)
+        self.table.param.watch(self._clicked, "clicked")
+        self.refresh()
 
     @param.depends("level", watch=True)
     def refresh(self, table: pd.DataFrame | None = None) -> None:
         """Show the table again (fetched when not given). When only figures moved, only the changed
-        cells are sent (a patch), so a busy district does not resend the table every second."""
+        cells are sent, so a busy district does not resend the table every second."""
         table = self._figures(self.level) if table is None else table
-        current = self.table.value
-        if table.equals(current):
+        current, self.value = self.value, table
+        if current is not None and table.equals(current):
             return
         if current is None or list(table.columns) != list(current.columns) or not table["grid_id"].equals(
                 current["grid_id"]):
-            self.table.value = table
+            self.table.param.update(
+                columns=[[GRID_TABLE_TITLES.get(c, c), bool(pd.api.types.is_numeric_dtype(table[c]))]
+                         for c in table.columns],
+                rows=table.to_numpy(dtype=object).tolist())
             return
-        patch = {}
-        for column in table.columns:
+        cells = []
+        for k, column in enumerate(table.columns):
             changed = np.flatnonzero(table[column].to_numpy() != current[column].to_numpy())
-            if len(changed):
-                patch[column] = list(zip(changed.tolist(), table[column].to_numpy()[changed].tolist()))
-        self.table.patch(patch)
+            cells += [[int(i), k, v] for i, v in zip(changed.tolist(), table[column].to_numpy()[changed].tolist())]
+        self.table.cells = cells
 
-    def _clicked(self, event) -> None:
-        self.selected_grid = str(self.table.value.iloc[event.row]["grid_id"])
+    def _clicked(self, event: param.parameterized.Event) -> None:
+        self.selected_grid = str(self.value["grid_id"].iloc[int(event.new["row"])])
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(pn.widgets.RadioButtonGroup.from_param(self.param.level, color="primary"),
-                         self.table, sizing_mode="stretch_both")
+                         self.table, sizing_mode="stretch_width")

@@ -100,6 +100,11 @@ class DistrictApp(pn.viewable.Viewer):
         self.view.param.watch(self._picked, "pick")
         self.view.param.watch(self._hovered, "hovered")
         self.view.param.watch(self._ready, "ready")
+        # The side panels join the page after the district's first frame: the browser builds them while
+        # the first frame is already on screen, not before it (their places are kept, so nothing moves).
+        self._left = pn.Column(width=360, sizing_mode="stretch_height")
+        self._right = pn.Column(width=400, sizing_mode="stretch_height", scroll=True)
+        self._bottom = pn.Column(height=44, sizing_mode="stretch_width")
         self.grid_table.param.watch(self._grid_clicked, "selected_grid")
         self.grid_table.param.watch(lambda e: setattr(self, "level", e.new), "level")
 
@@ -211,10 +216,19 @@ class DistrictApp(pn.viewable.Viewer):
         # Cameras and live updates start after the first frame, so they never delay it.
         if not event.new:
             return
+        self.show_panels()
         if not self.view.cameras:
             self.view.cameras = self.shared.camera_payload
         if self._poll is None and pn.state.curdoc is not None:
             self._poll = pn.state.add_periodic_callback(self._catch_up_live, period=LIVE_POLL_MS)
+
+    def show_panels(self) -> None:
+        """Put the key figures, the grid table, the inspector and the ticker on the page."""
+        if not self._left.objects:
+            with pn.io.hold():
+                self._left.objects = [self.figures, self.grid_table]
+                self._right.objects = [self.inspector]
+                self._bottom.objects = [self.ticker]
 
     # -- interaction ---------------------------------------------------------
     def select_building(self, index: int, *, fly: bool = False) -> None:
@@ -314,8 +328,6 @@ class DistrictApp(pn.viewable.Viewer):
             pn.widgets.RadioButtonGroup.from_param(self.param.screen, color="primary", width=330),
             pn.layout.HSpacer(), self.search_box, self.search_results, self.message,
             sizing_mode="stretch_width", height=52)
-        left = pn.Column(self.figures, self.grid_table, width=360, sizing_mode="stretch_height")
-        right = pn.Column(self.inspector, width=400, sizing_mode="stretch_height", scroll=True)
-        body = pn.Row(left, self.centre, right, sizing_mode="stretch_both")
-        return pn.Column(header, body, self.ticker, sizing_mode="stretch_both", stylesheets=[CSS])
+        body = pn.Row(self._left, self.centre, self._right, sizing_mode="stretch_both")
+        return pn.Column(header, body, self._bottom, sizing_mode="stretch_both", stylesheets=[CSS])
 

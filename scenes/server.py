@@ -173,7 +173,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     feed = CaseFeed()
     writer = IntakeWriter(store.con, feed, dedupe_window_s=dedupe_window_s)
     shared = SharedDistrict(store.con.cursor(), feed=feed, writer=writer)
-    pn.extension("vtk", "tabulator", theme="dark", sizing_mode="stretch_width")
+    pn.extension("vtk", theme="dark", sizing_mode="stretch_width")
 
     def app() -> pn.viewable.Viewable:
         return DistrictApp(store.con.cursor(), shared)

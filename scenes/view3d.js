@@ -141,6 +141,7 @@ function floatBuffer(data) {
 }
 
 export function render({ model, el }) {
+  const marks = window.twinMarks = { render: performance.now() }; // where the first frame's time goes
   const vtk = window.vtk;
   const container = document.createElement("div");
   container.className = "twin-view";
@@ -272,13 +273,20 @@ export function render({ model, el }) {
     requestAnimationFrame(() => {
       renderQueued = false;
       if (removed) return;
+      if (!state.firstFrame) marks.renderCall = performance.now();
       renderWindow.render();
       if (!state.firstFrame && state.layer) {
         state.firstFrame = true;
-        window.twinFirstFrame = performance.now();
-        model.ready = true;
-        // Each overlay needs a shader of its own, which software GL compiles slowly: after the buildings.
-        setTimeout(() => { for (const a of deferred) a.actor.setVisibility(true); applyLayerVisibility(); queueCases(); }, 0);
+        // Everything else waits until the frame is on screen (two animation frames on): the overlays, which
+        // each need a shader that software GL compiles slowly, and the side panels Python sends on `ready`.
+        requestAnimationFrame(() => requestAnimationFrame(() => {
+          if (removed) return;
+          window.twinFirstFrame = performance.now();
+          model.ready = true;
+          for (const a of deferred) a.actor.setVisibility(true);
+          applyLayerVisibility();
+          queueCases();
+        }));
       }
     });
   }
@@ -288,7 +296,9 @@ export function render({ model, el }) {
     const ab = asArrayBuffer(model.buildings);
     if (!ab || ab.byteLength < 32) return;
     const first = !state.layer;
+    marks.load = marks.load || performance.now();
     const layer = parseBuildings(ab, parseModels(asArrayBuffer(model.models)));
+    marks.parsed = marks.parsed || performance.now();
     state.layer = layer;
     buildings.polydata.getPoints().setData(layer.points, 3);
     buildings.polydata.getPolys().setData(layer.cells);

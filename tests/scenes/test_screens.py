@@ -75,13 +75,13 @@ def test_recolouring_sends_colours_not_geometry(app):
 def test_the_grid_level_changes_outlines_and_table(app):
     app.level = "street"
     streets = app.view.grid_lines
-    assert len(app.view.labels) == len(app.grid_table.table.value) == 2  # labels up to 150 grids
+    assert len(app.view.labels) == len(app.grid_table.value) == 2  # labels up to 150 grids
     app.level = "micro"
     assert len(app.view.grid_lines) > len(streets)
 
 
 def test_a_grid_row_highlights_and_flies(app):
-    app.grid_table.selected_grid = app.grid_table.table.value["grid_id"].iloc[0]
+    app.grid_table.selected_grid = app.grid_table.value["grid_id"].iloc[0]
     assert app.view.grid_highlight and "x" in app.view.fly_to
 
 

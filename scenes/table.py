@@ -1,0 +1,91 @@
+"""A light sortable, paged table: the per-grid figures without a table library in the page.
+
+Tabulator and Bokeh's tables add 0.8 MB of scripts that every page evaluates
+before it can draw the district; this table is a few dozen lines. Rows travel
+as plain lists; a live change of a few cells travels as those cells only.
+"""
+
+from __future__ import annotations
+
+import param
+from panel.custom import JSComponent
+
+from scenes.theme import ACCENT, MUTED, PANEL, TEXT
+
+
+class SortableTable(JSComponent):
+    """Rows of a table, sorted by a click on a column's title and shown a page at a time.
+
+    ``columns`` are ``[title, numeric]``; ``rows`` are lists in that order. A click on a
+    row sets ``clicked`` to ``{'row': index into rows, 'seq': n}``. ``cells`` patches
+    ``[row, column, value]`` into the rows without resending them.
+    """
+
+    columns = param.List(default=[], doc="[title, numeric] per column")
+    rows = param.List(default=[], doc="The rows, each a list in column order")
+    cells = param.List(default=[], doc="Live changes: [row, column, value]")
+    page_size = param.Integer(default=15, bounds=(1, None))
+    clicked = param.Dict(default={}, doc="Set by the browser: {'row', 'seq'}")
+
+    _esm = """
+    export function render({ model, el }) {
+      const box = document.createElement("div");
+      box.className = "twin-table-box";
+      el.appendChild(box);
+      let sortCol = 0, sortDesc = false, page = 0, seq = 0, order = [];
+      function sortRows() {
+        const rows = model.rows || [], numeric = (model.columns[sortCol] || [])[1];
+        order = rows.map((_, i) => i);
+        order.sort((a, b) => {
+          const x = rows[a][sortCol], y = rows[b][sortCol];
+          const c = numeric ? x - y : String(x).localeCompare(String(y));
+          return sortDesc ? -c : c;
+        });
+      }
+      function draw() {
+        const rows = model.rows || [], size = model.page_size, pages = Math.max(1, Math.ceil(rows.length / size));
+        page = Math.min(page, pages - 1);
+        const head = model.columns.map(([title, numeric], c) =>
+          `<th data-col="${c}" class="${numeric ? "num" : ""}">${title}${c === sortCol ? (sortDesc ? " ▼" : " ▲") : ""}</th>`).join("");
+        const body = order.slice(page * size, (page + 1) * size).map((r) =>
+          `<tr data-row="${r}">` + rows[r].map((v, c) => model.columns[c][1]
+            ? `<td class="num">${Number(v).toLocaleString()}</td>` : `<td>${String(v ?? "")}</td>`).join("") + "</tr>").join("");
+        box.innerHTML = `<table><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>` +
+          `<div class="pager"><button data-go="-1" ${page ? "" : "disabled"}>‹</button>` +
+          `<span>${page + 1} / ${pages} · ${rows.length.toLocaleString()} rows</span>` +
+          `<button data-go="1" ${page < pages - 1 ? "" : "disabled"}>›</button></div>`;
+      }
+      box.addEventListener("click", (e) => {
+        const th = e.target.closest("th"), tr = e.target.closest("tr[data-row]"), go = e.target.closest("button");
+        if (th) {
+          const c = Number(th.dataset.col);
+          sortDesc = c === sortCol ? !sortDesc : (model.columns[c] || [])[1];  // numbers: largest first
+          sortCol = c; sortRows(); draw();
+        } else if (go) { page += Number(go.dataset.go); draw(); }
+        else if (tr) { model.clicked = { row: Number(tr.dataset.row), seq: ++seq }; }
+      });
+      model.on("rows", () => { sortRows(); draw(); });
+      model.on("columns", () => { sortCol = 0; sortDesc = false; sortRows(); draw(); });
+      model.on("cells", () => {
+        for (const [r, c, v] of model.cells || []) if (model.rows[r]) model.rows[r][c] = v;
+        sortRows(); draw();
+      });
+      sortRows(); draw();
+    }
+    """
+    _stylesheets = [f"""
+    :host {{ display: block; width: 100%; }}
+    .twin-table-box {{ font: 12px sans-serif; color: {TEXT}; }}
+    table {{ width: 100%; border-collapse: collapse; table-layout: auto; }}
+    th {{ text-align: left; color: {MUTED}; font-weight: 500; padding: 4px; cursor: pointer; user-select: none;
+          border-bottom: 1px solid {ACCENT}; white-space: nowrap; }}
+    td {{ padding: 3px 4px; border-bottom: 1px solid {PANEL}; white-space: nowrap; overflow: hidden;
+          text-overflow: ellipsis; max-width: 110px; }}
+    .num {{ text-align: right; }}
+    tbody tr {{ cursor: pointer; }}
+    tbody tr:hover {{ background: {PANEL}; }}
+    .pager {{ display: flex; gap: 8px; align-items: center; justify-content: flex-end; padding: 6px 0; color: {MUTED}; }}
+    .pager button {{ background: {PANEL}; color: {TEXT}; border: 1px solid {ACCENT}; border-radius: 4px; padding: 2px 10px;
+                     cursor: pointer; }}
+    .pager button:disabled {{ opacity: .4; cursor: default; }}
+    """]
