@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import write_result  # noqa: E402
-from scenes.browser import chromium, served  # noqa: E402
+from scenes.browser import POST_AND_WAIT_FOR_MARKER, chromium, served  # noqa: E402
 from twin.cases import create_case, load_taxonomy  # noqa: E402
 from twin.crs import transform_xy  # noqa: E402
 from twin.keys import add_key  # noqa: E402
@@ -49,19 +49,7 @@ OFFERED_RATE = 600.0
 CONNECTIONS = 64
 WARMUP_S = 5.0
 GOALS = {"cases_per_s_at_least": 500.0, "p99_ms_at_most": 200.0, "lost_or_duplicated": 0, "marker_ms_at_most": 1000.0}
-PROBE = """async ([form, timeoutMs]) => {
-  const res = await fetch("/open311/v2/requests.json", {method: "POST", body: new URLSearchParams(form),
-    headers: {"Content-Type": "application/x-www-form-urlencoded"}});
-  const replied = performance.now();
-  const body = await res.json();
-  if (res.status !== 201) return {status: res.status};
-  const id = body[0].service_request_id;
-  while (!(window.twinCaseDrawn && id in window.twinCaseDrawn)) {
-    if (performance.now() - replied > timeoutMs) return {status: 201, id, ms: null};
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return {status: 201, id, ms: window.twinCaseDrawn[id] - replied};
-}"""
+
 
 
 def report_forms(db: Path, count: int, *, seed: int = 0) -> list[dict]:
@@ -125,7 +113,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
             k = 0
             while loader.is_alive():
                 probe = {**forms[-(k % 200) - 1], "api_key": key}
-                probes.append(page.evaluate(PROBE, [probe, 5000]))
+                probes.append(page.evaluate(POST_AND_WAIT_FOR_MARKER, [probe, 5000]))
                 k += 1
                 page.wait_for_timeout(2000)
             loader.join()

@@ -23,6 +23,23 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Run in a page of the app: post an Open311 form, then wait until the view has drawn that case's marker.
+# Both times are the page's clock: ``ms`` runs from the reply to the frame with the marker.
+POST_AND_WAIT_FOR_MARKER = """async ([form, timeoutMs]) => {
+  const res = await fetch("/open311/v2/requests.json", {method: "POST", body: new URLSearchParams(form),
+    headers: {"Content-Type": "application/x-www-form-urlencoded"}});
+  const replied = performance.now();
+  const body = await res.json();
+  if (res.status !== 201) return {status: res.status, body};
+  const id = body[0].service_request_id;
+  while (!(window.twinCaseDrawn && id in window.twinCaseDrawn)) {
+    if (performance.now() - replied > timeoutMs) return {status: 201, id, ms: null};
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return {status: 201, id, ms: window.twinCaseDrawn[id] - replied};
+}"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
