@@ -52,3 +52,22 @@ def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
     if value not in valid:
         listed = ", ".join(repr(c) for c in valid)
         raise OptionError(f"{name}={value!r} is not a valid choice; expected one of {listed}.")
+
+
+class GridEditError(InputError):
+    """A grid edit cannot be made as asked (a split line that does not cut, a merge of grids that do not touch)."""
+
+
+class GridRuleError(GridEditError):
+    """A grid edit or import would break a rule of the grids (inside the parent, no overlap or gap,
+    no building cut by a micro-grid boundary); nothing is saved.
+
+    Attributes
+    ----------
+    violations : list of twin.gridrules.Violation
+        Every broken rule, with the grid, the offending geometry and its area in m².
+    """
+
+    def __init__(self, message: str, violations: list | None = None) -> None:
+        super().__init__(message)
+        self.violations = list(violations or [])

@@ -7,8 +7,8 @@ Mesh vertices are float32 relative to the district origin kept in ``meta``.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url;
-# older stores are upgraded in place
+SCHEMA_VERSION = 5  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
+# 5 grid_changes (who changed which grid version, when and why); older stores are upgraded in place
 
 GRID_LEVELS = ("street", "community", "grid", "micro")
 HEIGHT_SOURCES = ("height", "levels", "default", "bim", "mesh")
@@ -138,6 +138,17 @@ TABLES: dict[str, str] = {
         snapshot_url VARCHAR,
         bbox DOUBLE[],
         case_id VARCHAR NOT NULL""",
+    "grid_changes": """
+        change_id VARCHAR NOT NULL,     -- one saved edit, import or restore
+        "at" TIMESTAMP NOT NULL,        -- = valid_from of the versions it wrote
+        actor VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        action VARCHAR NOT NULL,        -- edit, restore, import
+        grid_id VARCHAR NOT NULL,
+        version INTEGER,                -- the version written; NULL when the grid was deleted
+        change VARCHAR NOT NULL,        -- changed, added, deleted, reparented
+        -- moved: JSON of what the change moved (buildings, households, ...)
+        moved VARCHAR""",
     "party_orgs": """
         org_id VARCHAR PRIMARY KEY,
         name VARCHAR NOT NULL,
@@ -162,6 +173,7 @@ INDEXES: dict[str, str] = {
     "elements_mesh": "elements (mesh_id)",
     "detections_case": "detections (case_id)",
     "detections_camera": "detections (camera_id)",
+    "grid_changes_grid": "grid_changes (grid_id)",
 }
 
 # Columns that later schema versions added to existing tables: (table, column, type).

@@ -1,0 +1,227 @@
+"""Reassignment against a brute-force spatial join, and versioned saving, history and restore, on the small demo."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+
+from tests.conftest import file_digest
+from twin.cases import OPEN_STATUSES
+from twin.errors import GridEditError, GridRuleError
+from twin.gridedit import merge_grids, move_vertex, split_grid
+from twin.gridversions import (check_edit, check_store_partition, current_grids, grid_history, partition_at,
+                               restore_version, save_partition)
+from twin.reassign import FIGURES, figures_by_sjoin, load_assets, reassign
+from twin.store import Store, open_for_command
+
+PARENT = "S01-C01-G1"
+
+
+@pytest.fixture(scope="module")
+def demo_state(small_demo):
+    """Assets, micro-grids, residents and points of the small demo, read once."""
+    with Store(small_demo, read_only=True) as store:
+        con = store.con
+        assets = load_assets(con)
+        micro = current_grids(con, level="micro")
+        residents = con.execute("SELECT building_id, household_id FROM residents").df()
+    return assets, micro, residents
+
+
+def brute_force(assets, micro: gpd.GeoDataFrame, residents: pd.DataFrame, changed: dict):
+    grids = micro.geometry.copy()
+    for g, geom in changed.items():
+        if geom is None:
+            grids = grids.drop(g)
+        else:
+            grids[g] = geom
+    frame = gpd.GeoDataFrame({"grid_id": grids.index}, geometry=list(grids.values))
+
+    def points(kind, key):
+        f = assets.frame(kind)
+        return gpd.GeoDataFrame({key: f[key]}, geometry=shapely.points(f[["x", "y"]].to_numpy()))
+    return figures_by_sjoin(frame, points("buildings", "building_id"), residents,
+                            points("cameras", "camera_id"), points("cases", "case_id"))
+
+
+def edits(micro: gpd.GeoDataFrame) -> list[dict]:
+    """Three edits of one grid's micro-grids: a big vertex move, a split, a merge plus a delete."""
+    shapes = micro[micro["parent_id"] == PARENT].geometry
+    xy = shapely.get_coordinates(shapes.iloc[2])[0]
+    moved = move_vertex(shapes, at=xy, to=xy + [30.0, 25.0])
+    g = shapes.index[3]
+    x0, y0, x1, y1 = shapes[g].bounds
+    split = split_grid(shapes, g, [((x0 + x1) / 2 + 3, y0 - 1), ((x0 + x1) / 2 - 3, y1 + 1)], new_ids=["NEW-1"])
+    merged = merge_grids(shapes, [shapes.index[2], shapes.index[3]]).drop(shapes.index[5])
+    merged[shapes.index[6]] = shapes[shapes.index[6]].union(shapes[shapes.index[5]])
+    out = []
+    for after in (moved, split, merged):
+        change = {g: after[g] for g in after.index if g not in shapes.index or not after[g].equals(shapes[g])}
+        change.update({g: None for g in shapes.index if g not in after.index})
+        out.append(change)
+    return out
+
+
+def test_reassignment_matches_a_brute_force_spatial_join(demo_state):
+    assets, micro, residents = demo_state
+    _, before = brute_force(assets, micro, residents, {})
+    for changed in edits(micro):
+        result = reassign(assets, changed)
+        where, after = brute_force(assets, micro, residents, changed)
+        # every asset whose grid differs in the brute force is listed as moved, to the same grid
+        for kind, key in (("buildings", "building_id"), ("cameras", "camera_id"), ("cases", "case_id")):
+            now = assets.frame(kind).set_index(key)["grid_id"]
+            expected = where[kind].reindex(now.index)
+            differs = expected[expected.fillna("") != now.fillna("")]
+            got = result.moves[kind].set_index(key)["to_grid"]
+            assert sorted(got.index) == sorted(differs.index), kind
+            assert (got.reindex(differs.index).fillna("") == differs.fillna("")).all(), kind
+        table = result.figures.set_index("grid_id")
+        for fig in FIGURES:
+            assert (table[f"{fig}_before"] == before[fig].reindex(table.index).fillna(0)).all(), fig
+            assert (table[f"{fig}_after"] == after[fig].reindex(table.index).fillna(0)).all(), fig
+        assert result.summary()["buildings"] > 0
+        assert set(changed) <= set(table.index)
+
+
+def test_reassignment_at_a_higher_level(demo_state):
+    assets, micro, _ = demo_state
+    community = assets.tree.loc[assets.tree["grid_id"] == PARENT, "community"].iloc[0]
+    before = assets.figures("community")
+    assert before.loc[community, "buildings"] == (assets.membership("buildings", "community") == community).sum()
+    shrunk = shapely.box(0, 0, 1, 1)
+    result = reassign(assets, {community: shrunk}, level="community")
+    row = result.figures.set_index("grid_id").loc[community]
+    assert row["buildings_after"] == 0 and row["buildings_before"] == before.loc[community, "buildings"]
+
+
+def test_save_merge_moves_everything_and_writes_history(demo_copy):
+    with open_for_command(demo_copy, create=False) as store:
+        con = store.con
+        shapes = current_grids(con, parent_id=PARENT).geometry
+        a, b = shapes.index[2], shapes.index[3]
+        cases_before = con.execute("SELECT case_id, grid_id, reported_grid_id, status FROM cases").df()
+        b_buildings = con.execute("SELECT count(*) FROM buildings WHERE grid_id = ?", [b]).fetchone()[0]
+        saved = save_partition(con, PARENT, merge_grids(shapes, [a, b]), actor="planner1", reason="compound merged")
+    assert saved.changed == [a] and saved.deleted == [b] and saved.versions == {a: 2}
+    assert saved.summary()["moved"]["buildings"] == b_buildings > 0
+    assert any(w.rule == "households" for w in saved.warnings)
+    with Store(demo_copy, read_only=True) as store:
+        con = store.con
+        assert con.execute("SELECT count(*) FROM buildings WHERE grid_id = ?", [b]).fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM cameras WHERE grid_id = ?", [b]).fetchone()[0] == 0
+        placeholders = ", ".join("?" for _ in OPEN_STATUSES)
+        assert con.execute(f"SELECT count(*) FROM cases WHERE grid_id = ? AND status IN ({placeholders})",
+                           [b, *OPEN_STATUSES]).fetchone()[0] == 0
+        after = con.execute("SELECT case_id, grid_id, reported_grid_id FROM cases").df()
+        assert (after.sort_values("case_id")["reported_grid_id"].to_numpy()
+                == cases_before.sort_values("case_id")["reported_grid_id"].to_numpy()).all()
+        hist = grid_history(con, a)
+        assert list(hist["version"]) == [1, 2]
+        assert hist["valid_to"].iloc[0] == hist["valid_from"].iloc[1] and pd.isna(hist["valid_to"].iloc[1])
+        assert hist["actor"].iloc[1] == "planner1" and hist["reason"].iloc[1] == "compound merged"
+        assert hist.geometry.iloc[1].area == pytest.approx(shapes[a].area + shapes[b].area, rel=1e-6)
+        gone = grid_history(con, b)
+        assert gone["valid_to"].notna().all()
+        changes = con.execute("SELECT grid_id, version, change, action FROM grid_changes ORDER BY grid_id").fetchall()
+        assert changes == [(a, 2, "changed", "edit"), (b, None, "deleted", "edit")]
+        assert b not in current_grids(con, parent_id=PARENT).index
+        assert check_store_partition(con, PARENT) == [] or all(
+            v.severity == "warning" for v in check_store_partition(con, PARENT))
+
+
+def test_an_invalid_edit_is_refused_and_nothing_is_saved(demo_copy):
+    digest = file_digest(demo_copy)
+    with Store(demo_copy, read_only=True) as store:
+        shapes = current_grids(store.con, parent_id=PARENT).geometry
+    xy = shapely.get_coordinates(shapes.iloc[2])[0]
+    bad = move_vertex(shapes, at=xy, to=xy + [30.0, 25.0])  # overlaps a neighbour and cuts buildings
+    with pytest.raises(GridRuleError, match="overlap: grid") as info:
+        with open_for_command(demo_copy, create=False) as store:
+            assert any(v.rule == "building_cut" for v in check_edit(store.con, PARENT, bad))
+            save_partition(store.con, PARENT, bad, actor="planner1", reason="oops")
+    assert {v.rule for v in info.value.violations} >= {"overlap", "building_cut"}
+    assert "nothing was saved" in str(info.value)
+    assert file_digest(demo_copy) == digest
+    with pytest.raises(GridEditError, match="who saves and why"):
+        with open_for_command(demo_copy, create=False) as store:
+            save_partition(store.con, PARENT, shapes.drop(shapes.index[0]), actor="", reason="x")
+    assert file_digest(demo_copy) == digest
+
+
+def test_restore_is_a_new_version(demo_copy):
+    with open_for_command(demo_copy, create=False) as store:
+        con = store.con
+        shapes = current_grids(con, parent_id=PARENT).geometry
+        a, b = shapes.index[2], shapes.index[3]
+        owners = con.execute("SELECT building_id, grid_id FROM buildings ORDER BY 1").df()
+        save_partition(con, PARENT, merge_grids(shapes, [a, b]), actor="p", reason="merge")
+    with open_for_command(demo_copy, create=False) as store:
+        con = store.con
+        restored = restore_version(con, b, 1, actor="p", reason="merged by mistake")
+        assert restored.versions == {a: 3, b: 2} and restored.added == [b]
+        with pytest.raises(GridEditError, match="has no version 7; its versions are \\[1, 2\\]"):
+            restore_version(con, b, 7, actor="p", reason="x")
+    with Store(demo_copy, read_only=True) as store:
+        con = store.con
+        assert con.execute("SELECT building_id, grid_id FROM buildings ORDER BY 1").df().equals(owners)
+        now = current_grids(con, parent_id=PARENT)
+        assert now.geometry[a].equals(shapes[a]) and now.geometry[b].equals(shapes[b])
+        assert now.loc[b, "kind"] == "residential"
+        hist = grid_history(con, a)
+        assert list(hist["version"]) == [1, 2, 3] and hist["action"].iloc[2] == "restore"
+        first = partition_at(con, PARENT, hist["valid_from"].iloc[0])
+        assert sorted(first.index) == sorted(shapes.index)
+
+
+def test_higher_level_merge_reparents_children(demo_copy):
+    with open_for_command(demo_copy, create=False) as store:
+        con = store.con
+        community = current_grids(con, grid_ids=[PARENT])["parent_id"].iloc[0]
+        grids = current_grids(con, parent_id=community).geometry
+        a, b = list(grids.index[:2])
+        if not grids[a].touches(grids[b]):
+            pytest.skip("the first two grids are not neighbours")
+        kids_b = list(current_grids(con, parent_id=b).index)
+        saved = save_partition(con, community, merge_grids(grids, [a, b]), actor="p", reason="merge grids")
+        assert sorted(saved.reparented) == sorted(kids_b)
+        assert saved.reassignment is None
+        assert current_grids(con, parent_id=b).empty
+        assert set(kids_b) <= set(current_grids(con, parent_id=a).index)
+
+
+def test_split_without_cutting_buildings_is_saved(demo_copy):
+    with open_for_command(demo_copy, create=False) as store:
+        con = store.con
+        shapes = current_grids(con, parent_id=PARENT).geometry
+        assets = load_assets(con)
+        g = shapes.index[2]
+        inside = assets.footprints[np.isin(assets.buildings["grid_id"], [g])]
+        ys = sorted({round(p.bounds[1], 2) for p in inside} | {round(p.bounds[3], 2) for p in inside})
+        x0, y0, x1, y1 = shapes[g].bounds
+        # a horizontal line through the widest gap between footprints
+        spans = shapely.union_all(list(inside)).bounds
+        cut = None
+        for y in np.linspace(y0 + 1, y1 - 1, 200):
+            line = shapely.LineString([(x0 - 1, y), (x1 + 1, y)])
+            if not any(line.intersects(p) for p in inside) and spans[1] < y < spans[3]:
+                cut = line
+                break
+        assert cut is not None, ys
+        saved = save_partition(con, PARENT, split_grid(shapes, g, cut), actor="p", reason="split",
+                               assets=assets)
+        new = saved.added[0]
+        assert saved.summary()["moved"]["buildings"] == (
+            con.execute("SELECT count(*) FROM buildings WHERE grid_id = ?", [new]).fetchone()[0]) > 0
+        assert current_grids(con, grid_ids=[new])["kind"].iloc[0] == "residential"
+
+
+def test_old_store_gains_grid_changes(demo_copy):
+    with Store(demo_copy) as store:
+        store.con.execute("DROP TABLE grid_changes")
+        store.con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    with Store(demo_copy) as store:
+        assert store.count("grid_changes") == 0

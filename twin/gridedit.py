@@ -1,0 +1,421 @@
+"""Edits of the grids of one parent: pure functions on shapely polygons.
+
+A *partition* is a :class:`geopandas.GeoSeries` of polygons indexed by
+``grid_id``: the siblings under one parent, in the district CRS (metres). Every
+edit takes a partition and returns a new one (the input is never changed), so
+that the caller can keep them for undo and redo (:class:`EditSession`) and
+check them with :func:`twin.gridrules.check_partition` before saving them with
+:func:`twin.gridversions.save_partition`.
+
+The edits keep the siblings' shared edges shared: a moved vertex moves in
+every sibling that has it (or whose edge passes through it), a split line cuts
+one grid into pieces that meet along the line, a merge, a drawn grid and a
+deleted grid move area between siblings without leaving gaps or overlaps.
+Overlay operations run on a 1 mm precision grid (:data:`GRID_SIZE_M`), so no
+sliver thinner than that is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import geopandas as gpd
+import numpy as np
+import shapely
+import shapely.ops
+from shapely.geometry.base import BaseGeometry
+
+from twin.errors import GridEditError, check_choice
+
+log = logging.getLogger(__name__)
+
+GRID_SIZE_M = 0.001  # overlay precision: 1 mm, well under the 5 cm a 1:500 map needs
+SNAP_KINDS = ("vertex", "corner", "edge")
+
+
+def as_partition(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry]) -> gpd.GeoSeries:
+    """A partition as a GeoSeries indexed by grid id (a copy; the input is not changed)."""
+    if isinstance(shapes, gpd.GeoSeries):
+        out = shapes.copy()
+    else:
+        out = gpd.GeoSeries(list(shapes.values()), index=list(shapes.keys()))
+    out.index = out.index.astype(str)
+    out.index.name = "grid_id"
+    if out.index.has_duplicates:
+        dup = out.index[out.index.duplicated()].unique().tolist()
+        raise GridEditError(f"grid ids {dup} appear twice in the partition; every grid needs its own id.")
+    return out
+
+
+def _need(shapes: gpd.GeoSeries, grid_id: str) -> BaseGeometry:
+    if grid_id not in shapes.index:
+        raise GridEditError(f"no grid {grid_id!r} among the edited siblings ({', '.join(shapes.index[:6])}"
+                            f"{'…' if len(shapes) > 6 else ''}); pick one of them.")
+    return shapes[grid_id]
+
+
+def _polygonal(geom: BaseGeometry) -> BaseGeometry:
+    """Keep only the polygon parts of an overlay result (drop stray lines and points)."""
+    if geom.is_empty or geom.geom_type in ("Polygon", "MultiPolygon"):
+        return geom
+    parts = [g for g in shapely.get_parts(geom) if g.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(parts, grid_size=GRID_SIZE_M) if parts else shapely.Polygon()
+
+
+def fresh_ids(existing: Iterable[str], like: str, count: int) -> list[str]:
+    """``count`` new grid ids in the manner of ``like``, unused among ``existing``.
+
+    ``S01-C01-G1-M031`` with siblings up to ``M040`` gives ``S01-C01-G1-M041``,
+    ``…M042``; an id without a trailing number gets ``-2``, ``-3``….
+    """
+    existing = set(existing)
+    m = re.match(r"^(.*?)(\d+)$", like)
+    prefix, width = (m.group(1), len(m.group(2))) if m else (f"{like}-", 1)
+    numbers = [int(e[len(prefix):]) for e in existing if e.startswith(prefix) and e[len(prefix):].isdigit()]
+    start = max(numbers, default=1) + 1
+    out, k = [], start
+    while len(out) < count:
+        candidate = f"{prefix}{k:0{width}d}"
+        if candidate not in existing:
+            out.append(candidate)
+        k += 1
+    return out
+
+
+# --------------------------------------------------------------------------- vertices
+
+def _map_rings(poly: BaseGeometry, fn: Callable[[np.ndarray], np.ndarray]) -> BaseGeometry:
+    """Apply ``fn`` to the coordinates (shape (n, 2), closed) of every ring of a (multi)polygon."""
+    if poly.geom_type == "MultiPolygon":
+        return shapely.MultiPolygon([_map_rings(p, fn) for p in poly.geoms])
+    shell = fn(np.asarray(poly.exterior.coords)[:, :2])
+    holes = [fn(np.asarray(r.coords)[:, :2]) for r in poly.interiors]
+    return shapely.Polygon(shell, holes)
+
+
+def _move_in_ring(ring: np.ndarray, at: np.ndarray, to: np.ndarray, tol: float) -> np.ndarray:
+    """Move the ring's vertices within ``tol`` of ``at`` to ``to``; when none is that close but an
+    edge passes within ``tol``, insert ``to`` into that edge."""
+    d = np.hypot(*(ring - at).T)
+    near = d <= tol
+    if near.any():
+        ring = ring.copy()
+        ring[near] = to
+        return ring
+    a, b = ring[:-1], ring[1:]
+    ab = b - a
+    length2 = (ab ** 2).sum(axis=1)
+    t = np.clip(((at - a) * ab).sum(axis=1) / np.where(length2 > 0, length2, 1.0), 0.0, 1.0)
+    dist = np.hypot(*(a + t[:, None] * ab - at).T)
+    k = int(np.argmin(dist))
+    if dist[k] > tol:
+        return ring
+    return np.vstack([ring[:k + 1], to[None, :], ring[k + 1:]])
+
+
+def move_vertex(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], *, at: Sequence[float], to: Sequence[float],
+                tolerance_m: float = 0.01) -> gpd.GeoSeries:
+    """Move the vertex at ``at`` to ``to`` in every grid that has it.
+
+    A sibling whose edge passes through ``at`` (a T-junction) gets the vertex
+    inserted there and moved too, so no gap or overlap opens between them.
+
+    Parameters
+    ----------
+    shapes : GeoSeries of Polygon, indexed by grid_id
+        The siblings under one parent, district CRS (metres).
+    at, to : (x, y)
+        The vertex and where it goes, metres.
+    tolerance_m : float
+        How close (m) a vertex or an edge must be to ``at`` to count as that vertex.
+
+    Returns
+    -------
+    GeoSeries
+        The partition after the move.
+
+    Raises
+    ------
+    GridEditError
+        No grid has a vertex or edge within ``tolerance_m`` of ``at``, or the
+        move makes a grid's outline cross itself.
+    """
+    out = as_partition(shapes)
+    at_, to_ = np.asarray(at, dtype=float)[:2], np.asarray(to, dtype=float)[:2]
+    hit = shapely.dwithin(out.values, shapely.Point(at_), tolerance_m)
+    hit &= shapely.distance(shapely.boundary(out.values), shapely.Point(at_)) <= tolerance_m
+    if not hit.any():
+        raise GridEditError(f"no grid has a vertex or edge within {tolerance_m} m of ({at_[0]:.2f}, {at_[1]:.2f}); "
+                            "pick a point on a grid outline, or raise tolerance_m.")
+    for grid_id in out.index[hit]:
+        moved = _map_rings(out[grid_id], lambda r: _move_in_ring(r, at_, to_, tolerance_m))
+        if not moved.is_valid or moved.area <= 0:
+            raise GridEditError(f"moving ({at_[0]:.2f}, {at_[1]:.2f}) to ({to_[0]:.2f}, {to_[1]:.2f}) makes the "
+                                f"outline of grid {grid_id} cross itself ({shapely.is_valid_reason(moved)}); "
+                                "move the vertex less far, or move its neighbours first.")
+        out[grid_id] = moved
+    return out
+
+
+def snap_point(point: Sequence[float], *, shapes: gpd.GeoSeries | Sequence[BaseGeometry],
+               footprints: Sequence[BaseGeometry] | np.ndarray = (), tolerance_m: float = 1.0
+               ) -> tuple[tuple[float, float], str | None]:
+    """Snap a point to the nearest grid vertex or building corner, else the nearest grid edge.
+
+    Parameters
+    ----------
+    point : (x, y)
+        District CRS, metres.
+    shapes : sequence of Polygon
+        The grids to snap to (the edited siblings and their parent).
+    footprints : sequence of Polygon
+        Building footprints near the point; their corners are snap targets.
+    tolerance_m : float
+        Snap radius in metres.
+
+    Returns
+    -------
+    ((x, y), kind)
+        The snapped point and what it snapped to: ``'vertex'``, ``'corner'``,
+        ``'edge'``, or None (the point unchanged) when nothing is within
+        ``tolerance_m``.
+    """
+    p = np.asarray(point, dtype=float)[:2]
+    shapes = np.asarray(list(shapes.values) if isinstance(shapes, gpd.GeoSeries) else list(shapes), dtype=object)
+    best: tuple[float, np.ndarray, str] | None = None
+    for kind, geoms in (("vertex", shapes), ("corner", np.asarray(list(footprints), dtype=object))):
+        if len(geoms) == 0:
+            continue
+        xy = shapely.get_coordinates(geoms)
+        if len(xy) == 0:
+            continue
+        d = np.hypot(*(xy - p).T)
+        k = int(np.argmin(d))
+        if d[k] <= tolerance_m and (best is None or d[k] < best[0]):
+            best = (float(d[k]), xy[k], kind)
+    if best is not None:
+        return (float(best[1][0]), float(best[1][1])), best[2]
+    if len(shapes):
+        target = shapely.Point(p)
+        edges = shapely.boundary(shapes)
+        d = shapely.distance(edges, target)
+        k = int(np.argmin(d))
+        if d[k] <= tolerance_m:
+            q = shapely.ops.nearest_points(edges[k], target)[0]
+            return (float(q.x), float(q.y)), "edge"
+    return (float(p[0]), float(p[1])), None
+
+
+# --------------------------------------------------------------------------- split, merge, draw, delete
+
+def split_grid(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_id: str, line: BaseGeometry | Sequence,
+               *, new_ids: Sequence[str] | None = None) -> gpd.GeoSeries:
+    """Cut one grid in pieces along a line drawn across it.
+
+    The largest piece keeps ``grid_id``; the others get ``new_ids`` (or fresh
+    ids after the siblings', see :func:`fresh_ids`), largest first.
+
+    Parameters
+    ----------
+    line : LineString or sequence of (x, y)
+        Drawn from outside (or on) one edge to outside (or on) another, metres.
+
+    Raises
+    ------
+    GridEditError
+        The line does not cut the grid in two, or ``new_ids`` has too few or used ids.
+    """
+    out = as_partition(shapes)
+    poly = _need(out, grid_id)
+    line = line if isinstance(line, BaseGeometry) else shapely.LineString(line)
+    pieces = [g for g in shapely.get_parts(shapely.ops.split(poly, line)) if g.area > 0]
+    if len(pieces) < 2:
+        raise GridEditError(f"the line does not cut grid {grid_id} in two; draw it across the grid from one edge "
+                            "to another, starting and ending outside it.")
+    pieces.sort(key=lambda g: -g.area)
+    ids = list(new_ids) if new_ids is not None else fresh_ids(out.index, grid_id, len(pieces) - 1)
+    if len(ids) < len(pieces) - 1:
+        raise GridEditError(f"splitting grid {grid_id} gives {len(pieces)} pieces, but {len(ids)} new id(s) were "
+                            f"given; give {len(pieces) - 1}.")
+    used = [i for i in ids[:len(pieces) - 1] if i in out.index]
+    if used:
+        raise GridEditError(f"new grid id(s) {used} already belong to siblings of {grid_id}; choose unused ids.")
+    out[grid_id] = pieces[0]
+    for new_id, piece in zip(ids, pieces[1:]):
+        out[new_id] = piece
+    log.debug("split %s into %d pieces", grid_id, len(pieces))
+    return out
+
+
+def merge_grids(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_ids: Sequence[str], *,
+                keep: str | None = None) -> gpd.GeoSeries:
+    """Merge neighbouring grids into one, which keeps the id ``keep`` (default: the first).
+
+    Raises
+    ------
+    GridEditError
+        Fewer than two grids, or the grids do not form one piece (they share no edge).
+    """
+    out = as_partition(shapes)
+    grid_ids = list(dict.fromkeys(grid_ids))
+    if len(grid_ids) < 2:
+        raise GridEditError(f"a merge needs at least two grids; got {grid_ids}.")
+    keep = grid_ids[0] if keep is None else keep
+    if keep not in grid_ids:
+        raise GridEditError(f"keep={keep!r} is not one of the merged grids {grid_ids}.")
+    merged = _polygonal(shapely.union_all([_need(out, g) for g in grid_ids], grid_size=GRID_SIZE_M))
+    if merged.geom_type != "Polygon":
+        raise GridEditError(f"grids {grid_ids} do not form one piece when merged (they share no edge); "
+                            "merge only neighbours that share a boundary.")
+    out = out.drop([g for g in grid_ids if g != keep])
+    out[keep] = merged
+    return out
+
+
+def draw_grid(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], polygon: BaseGeometry | Sequence, *,
+              parent: BaseGeometry, new_id: str | None = None, min_area_m2: float = 1.0) -> gpd.GeoSeries:
+    """Draw a new grid inside the parent, taking its area from the siblings it covers.
+
+    The polygon is clipped to the parent. Siblings lose what it covers; a
+    sibling it covers whole disappears.
+
+    Raises
+    ------
+    GridEditError
+        The drawn polygon is invalid, or less than ``min_area_m2`` of it lies inside the parent.
+    """
+    out = as_partition(shapes)
+    polygon = polygon if isinstance(polygon, BaseGeometry) else shapely.Polygon(polygon)
+    if not polygon.is_valid:
+        raise GridEditError(f"the drawn grid's outline is invalid ({shapely.is_valid_reason(polygon)}); draw it "
+                            "without crossing its own edges.")
+    new = _polygonal(shapely.intersection(polygon, parent, grid_size=GRID_SIZE_M))
+    if new.area < min_area_m2:
+        raise GridEditError(f"the drawn grid has {new.area:.2f} m² inside its parent, expected at least "
+                            f"{min_area_m2} m²; draw it inside the parent.")
+    new_id = new_id or fresh_ids(out.index, out.index[0] if len(out) else "M000", 1)[0]
+    if new_id in out.index:
+        raise GridEditError(f"grid id {new_id!r} already belongs to a sibling; choose an unused id.")
+    rest = shapely.difference(out.values, new, grid_size=GRID_SIZE_M)
+    for grid_id, geom in zip(list(out.index), rest):
+        geom = _polygonal(geom)
+        if geom.is_empty or geom.area < GRID_SIZE_M:
+            out = out.drop(grid_id)
+            log.info("the drawn grid %s covers all of %s, which goes", new_id, grid_id)
+        else:
+            out[grid_id] = geom
+    out[new_id] = new
+    return out
+
+
+def neighbours(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_id: str) -> dict[str, float]:
+    """Siblings sharing an edge with ``grid_id``, with the shared length in metres, longest first."""
+    out = as_partition(shapes)
+    poly = _need(out, grid_id)
+    others = out.drop(grid_id)
+    shared = shapely.length(shapely.intersection(shapely.boundary(others.values), poly.boundary,
+                                                 grid_size=GRID_SIZE_M))
+    pairs = sorted(((g, float(s)) for g, s in zip(others.index, shared) if s > GRID_SIZE_M), key=lambda p: -p[1])
+    return dict(pairs)
+
+
+def delete_grid(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_id: str, *,
+                to: str | None = None) -> gpd.GeoSeries:
+    """Delete a grid by giving its area to a neighbour.
+
+    Parameters
+    ----------
+    to : str, optional
+        The neighbour that takes the area; by default the one sharing the longest edge.
+
+    Raises
+    ------
+    GridEditError
+        The grid has no neighbour (its area would be left as a gap), or ``to`` is not a neighbour.
+    """
+    out = as_partition(shapes)
+    near = neighbours(out, grid_id)
+    if not near:
+        raise GridEditError(f"grid {grid_id} shares no edge with a sibling, so its area cannot go to a neighbour; "
+                            "redraw a neighbour over it first, or merge it.")
+    to = next(iter(near)) if to is None else to
+    if to not in near:
+        raise GridEditError(f"grid {to!r} is not a neighbour of {grid_id}; its neighbours are {', '.join(near)}.")
+    return merge_grids(out, [to, grid_id], keep=to)
+
+
+# --------------------------------------------------------------------------- undo and redo
+
+EDITS: dict[str, Callable[..., gpd.GeoSeries]] = {
+    "move_vertex": move_vertex, "split": split_grid, "merge": merge_grids, "draw": draw_grid, "delete": delete_grid,
+}
+
+
+@dataclass
+class EditSession:
+    """The edits of one planner on one parent's grids, with undo and redo.
+
+    Attributes
+    ----------
+    shapes : GeoSeries
+        The partition after the edits so far.
+    """
+
+    shapes: gpd.GeoSeries
+    _done: list[tuple[str, gpd.GeoSeries]] = field(default_factory=list)
+    _undone: list[tuple[str, gpd.GeoSeries]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.shapes = as_partition(self.shapes)
+
+    def apply(self, edit: str, *args: object, **kwargs: object) -> gpd.GeoSeries:
+        """Run one of :data:`EDITS` on the current shapes; a refused edit changes nothing."""
+        check_choice("edit", edit, EDITS)
+        after = EDITS[edit](self.shapes, *args, **kwargs)
+        self._done.append((edit, self.shapes))
+        self._undone.clear()
+        self.shapes = after
+        return after
+
+    def undo(self) -> gpd.GeoSeries:
+        if not self._done:
+            raise GridEditError("nothing to undo.")
+        edit, before = self._done.pop()
+        self._undone.append((edit, self.shapes))
+        self.shapes = before
+        return before
+
+    def redo(self) -> gpd.GeoSeries:
+        if not self._undone:
+            raise GridEditError("nothing to redo.")
+        edit, after = self._undone.pop()
+        self._done.append((edit, self.shapes))
+        self.shapes = after
+        return after
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._done)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._undone)
+
+
+def changed_grids(before: gpd.GeoSeries, after: gpd.GeoSeries, *, tolerance_m: float = GRID_SIZE_M
+                  ) -> tuple[list[str], list[str], list[str]]:
+    """Grid ids (changed, added, removed) between two partitions of the same parent."""
+    common = before.index.intersection(after.index)
+    same = shapely.equals_exact(shapely.normalize(before[common].values), shapely.normalize(after[common].values),
+                                tolerance=tolerance_m)
+    changed = [g for g, s in zip(common, same) if not s]
+    # equals_exact is strict about vertex order and count; fall back to a symmetric difference by area
+    if changed:
+        sym = shapely.area(shapely.symmetric_difference(before[changed].values, after[changed].values))
+        changed = [g for g, a in zip(changed, sym) if a > tolerance_m ** 2]
+    added = [g for g in after.index if g not in before.index]
+    removed = [g for g in before.index if g not in after.index]
+    return changed, added, removed
