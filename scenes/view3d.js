@@ -156,11 +156,34 @@ export function render({ model, el }) {
   const { vtkPolyData } = vtk.Common.DataModel;
   const { vtkDataArray } = vtk.Common.Core;
 
-  const grw = vtkGenericRenderWindow.newInstance({ background: BACKGROUND, listenWindowResize: false });
   const canvasHolder = document.createElement("div");
   canvasHolder.style.cssText = "position:absolute;inset:0;";
   container.appendChild(canvasHolder);
-  grw.setContainer(canvasHolder);
+  // Multisampling quadruples what software GL (SwiftShader, llvmpipe: thin clients, VMs, headless) draws
+  // per frame, so the window starts without it and is made again with it only on a real GPU.
+  function makeWindow(antialias) {
+    const nativeGetContext = HTMLCanvasElement.prototype.getContext;
+    HTMLCanvasElement.prototype.getContext = function (type, attrs) {
+      return nativeGetContext.call(this, type, String(type).startsWith("webgl") ? { ...attrs, antialias } : attrs);
+    };
+    try {
+      const w = vtkGenericRenderWindow.newInstance({ background: BACKGROUND, listenWindowResize: false });
+      w.setContainer(canvasHolder);
+      return w;
+    } finally {
+      HTMLCanvasElement.prototype.getContext = nativeGetContext;
+    }
+  }
+  let grw = makeWindow(false);
+  const gl = grw.getApiSpecificRenderWindow().getContext();
+  const debugInfo = gl && gl.getExtension("WEBGL_debug_renderer_info");
+  const glRenderer = String(gl ? gl.getParameter(debugInfo ? debugInfo.UNMASKED_RENDERER_WEBGL : gl.RENDERER) : "");
+  if (!/swiftshader|llvmpipe|softpipe|software/i.test(glRenderer)) {
+    grw.delete();
+    canvasHolder.replaceChildren();
+    grw = makeWindow(true);
+  }
+  window.twinGL = { renderer: glRenderer, antialias: !!grw.getApiSpecificRenderWindow().getContext().getContextAttributes().antialias };
   const renderer = grw.getRenderer();
   const renderWindow = grw.getRenderWindow();
   const glWindow = grw.getApiSpecificRenderWindow();
