@@ -61,21 +61,30 @@ def cameras_seeing(con: duckdb.DuckDBPyConnection, building_id: str) -> pd.DataF
     DataFrame
         ``camera_id``, ``name``, ``status``, ``distance_m`` (camera to footprint).
     """
-    row = con.execute("SELECT ST_AsWKB(footprint) FROM buildings WHERE building_id = ?", [building_id]).fetchone()
+    columns = ["camera_id", "name", "status", "distance_m"]
+    row = con.execute("SELECT ST_AsWKB(footprint), ST_XMin(footprint), ST_XMax(footprint), ST_YMin(footprint), "
+                      "ST_YMax(footprint), (SELECT coalesce(max(range_m), 40) FROM cameras) "
+                      "FROM buildings WHERE building_id = ?", [building_id]).fetchone()
     if row is None:
-        return pd.DataFrame(columns=["camera_id", "name", "status", "distance_m"])
+        return pd.DataFrame(columns=columns)
     footprint = shapely.from_wkb(bytes(row[0]))
-    xmin, ymin, xmax, ymax = footprint.bounds
-    reach = float(con.execute("SELECT coalesce(max(range_m), 40) FROM cameras").fetchone()[0])
-    cams = _cameras(con, "WHERE ST_X(position) BETWEEN ? AND ? AND ST_Y(position) BETWEEN ? AND ? "
-                         "AND building_id IS DISTINCT FROM ?",
-                    [xmin - reach, xmax + reach, ymin - reach, ymax + reach, building_id])
-    if cams.empty:
-        return pd.DataFrame(columns=["camera_id", "name", "status", "distance_m"])
-    seen = shapely.intersects(_sectors(cams), footprint)
-    out = cams.loc[seen, ["camera_id", "name", "status"]].copy()
-    out["distance_m"] = shapely.distance(shapely.points(cams.loc[seen, ["x", "y"]].to_numpy()), footprint).round(1)
-    return out.sort_values(["distance_m", "camera_id"]).reset_index(drop=True)
+    xmin, xmax, ymin, ymax, reach = row[1:]
+    # Plain tuples and arrays: this runs on every click in the inspector.
+    cams = con.execute(
+        "SELECT camera_id, name, status, x, y, heading_deg, fov_deg, range_m FROM ("
+        "SELECT camera_id, name, status, building_id, ST_X(position) AS x, ST_Y(position) AS y, "
+        "coalesce(heading_deg, 0) AS heading_deg, coalesce(fov_deg, 60) AS fov_deg, "
+        "coalesce(range_m, 40) AS range_m FROM cameras) "
+        "WHERE x BETWEEN ? AND ? AND y BETWEEN ? AND ? AND building_id IS DISTINCT FROM ? ORDER BY camera_id",
+        [xmin - reach, xmax + reach, ymin - reach, ymax + reach, building_id]).fetchall()
+    if not cams:
+        return pd.DataFrame(columns=columns)
+    x, y, heading, fov, reach = (np.array([c[k] for c in cams], dtype=float) for k in range(3, 8))
+    seen = np.flatnonzero(shapely.intersects(view_sectors(x, y, heading_deg=heading, fov_deg=fov, range_m=reach),
+                                             footprint))
+    distance = shapely.distance(shapely.points(x[seen], y[seen]), footprint).round(1)
+    order = sorted(range(len(seen)), key=lambda k: (distance[k], cams[seen[k]][0]))
+    return pd.DataFrame([[*cams[seen[k]][:3], float(distance[k])] for k in order], columns=columns)
 
 
 def cameras_per_building(con: duckdb.DuckDBPyConnection) -> pd.Series:
