@@ -34,19 +34,36 @@ log = logging.getLogger(__name__)
 
 GRID_SIZE_M = 0.001  # overlay precision: 1 mm, well under the 5 cm a 1:500 map needs
 SNAP_KINDS = ("vertex", "corner", "edge")
+SPLIT_REACH_M = 0.01  # a split line's ends must lie outside the grid, or this close to its outline
 
 
-def as_partition(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry]) -> gpd.GeoSeries:
-    """A partition as a GeoSeries indexed by grid id (a copy; the input is not changed)."""
+def as_partition(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], *, snap: bool = False) -> gpd.GeoSeries:
+    """A partition as a GeoSeries indexed by grid id (a copy; the input is not changed).
+
+    With ``snap``, every vertex goes to the 1 mm grid (:data:`GRID_SIZE_M`), as
+    overlay results do, so that a shared edge stays the same edge in both
+    neighbours after an edit (a store's centimetre coordinates do not move).
+    """
     if isinstance(shapes, gpd.GeoSeries):
         out = shapes.copy()
     else:
         out = gpd.GeoSeries(list(shapes.values()), index=list(shapes.keys()))
+    if snap and len(out):
+        out = gpd.GeoSeries(shapely.set_precision(out.to_numpy(dtype=object), GRID_SIZE_M), index=out.index,
+                            crs=out.crs)
     out.index = out.index.astype(str)
     out.index.name = "grid_id"
     if out.index.has_duplicates:
         dup = out.index[out.index.duplicated()].unique().tolist()
         raise GridEditError(f"grid ids {dup} appear twice in the partition; every grid needs its own id.")
+    return out
+
+
+def _snapped(out: gpd.GeoSeries, ids: Iterable[str]) -> gpd.GeoSeries:
+    """``out`` with the grids ``ids`` put on the 1 mm grid (the others already are)."""
+    for g in ids:
+        if g in out.index:
+            out[g] = shapely.set_precision(out[g], GRID_SIZE_M)
     return out
 
 
@@ -143,7 +160,7 @@ def move_vertex(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], *, at: Seque
         No grid has a vertex or edge within ``tolerance_m`` of ``at``, or the
         move makes a grid's outline cross itself.
     """
-    out = as_partition(shapes)
+    out = as_partition(shapes, snap=True)
     at_, to_ = np.asarray(at, dtype=float)[:2], np.asarray(to, dtype=float)[:2]
     hit = shapely.dwithin(out.values, shapely.Point(at_), tolerance_m)
     hit &= shapely.distance(shapely.boundary(out.values), shapely.Point(at_)) <= tolerance_m
@@ -151,13 +168,19 @@ def move_vertex(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], *, at: Seque
         raise GridEditError(f"no grid has a vertex or edge within {tolerance_m} m of ({at_[0]:.2f}, {at_[1]:.2f}); "
                             "pick a point on a grid outline, or raise tolerance_m.")
     for grid_id in out.index[hit]:
+        # first give the grid every sibling vertex lying on its edges, so that its edges pivot about
+        # the same points as its neighbours' do
+        others = out.drop(grid_id).to_numpy(dtype=object)
+        near = others[shapely.dwithin(others, out[grid_id], tolerance_m)]
+        if len(near):
+            out[grid_id] = shapely.snap(out[grid_id], shapely.multipoints(shapely.get_coordinates(near)), tolerance_m)
         moved = _map_rings(out[grid_id], lambda r: _move_in_ring(r, at_, to_, tolerance_m))
         if not moved.is_valid or moved.area <= 0:
             raise GridEditError(f"moving ({at_[0]:.2f}, {at_[1]:.2f}) to ({to_[0]:.2f}, {to_[1]:.2f}) makes the "
                                 f"outline of grid {grid_id} cross itself ({shapely.is_valid_reason(moved)}); "
                                 "move the vertex less far, or move its neighbours first.")
         out[grid_id] = moved
-    return out
+    return _snapped(out, out.index[hit])
 
 
 def snap_point(point: Sequence[float], *, shapes: gpd.GeoSeries | Sequence[BaseGeometry],
@@ -228,10 +251,12 @@ def split_grid(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_id: str,
     GridEditError
         The line does not cut the grid in two, or ``new_ids`` has too few or used ids.
     """
-    out = as_partition(shapes)
+    out = as_partition(shapes, snap=True)
     poly = _need(out, grid_id)
     line = line if isinstance(line, BaseGeometry) else shapely.LineString(line)
-    pieces = [g for g in shapely.get_parts(shapely.ops.split(poly, line)) if g.area > 0]
+    ends = shapely.points(shapely.get_coordinates(line)[[0, -1]])
+    inside = shapely.contains(poly, ends) & (shapely.distance(poly.boundary, ends) > SPLIT_REACH_M)
+    pieces = [poly] if inside.any() else _cut(poly, line)
     if len(pieces) < 2:
         raise GridEditError(f"the line does not cut grid {grid_id} in two; draw it across the grid from one edge "
                             "to another, starting and ending outside it.")
@@ -250,6 +275,35 @@ def split_grid(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_id: str,
     return out
 
 
+def _cut(poly: BaseGeometry, line: BaseGeometry) -> list[BaseGeometry]:
+    """The pieces of ``poly`` on either side of ``line`` (extended far past both ends), largest first.
+
+    The sides are cut out of a box around the polygon and overlaid on it on the
+    1 mm grid, the last side as what the others leave, so the pieces cover the
+    polygon exactly and meet along the line.
+    """
+    xy = shapely.get_coordinates(line)
+    if len(xy) < 2:
+        return [poly]
+    xmin, ymin, xmax, ymax = shapely.total_bounds(np.array([poly, line], dtype=object))
+    reach = 4 * (xmax - xmin + ymax - ymin) + 10.0
+    head, tail = xy[0] - xy[1], xy[-1] - xy[-2]
+    head, tail = head / (np.hypot(*head) or 1.0), tail / (np.hypot(*tail) or 1.0)
+    long_line = shapely.LineString(np.vstack([xy[0] + head * reach, xy, xy[-1] + tail * reach]))
+    frame = shapely.box(xmin - reach / 2, ymin - reach / 2, xmax + reach / 2, ymax + reach / 2)
+    sides = [s for s in shapely.get_parts(shapely.ops.split(frame, long_line)) if s.area > 0]
+    if len(sides) < 2:
+        return [poly]
+    pieces, rest = [], poly
+    for side in sides[:-1]:
+        part = _polygonal(shapely.intersection(rest, side, grid_size=GRID_SIZE_M))
+        rest = _polygonal(shapely.difference(rest, side, grid_size=GRID_SIZE_M))
+        pieces.extend(shapely.get_parts(part))
+    pieces.extend(shapely.get_parts(rest))
+    pieces = [p for p in pieces if p.area > GRID_SIZE_M]
+    return sorted(pieces, key=lambda g: -g.area)
+
+
 def merge_grids(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_ids: Sequence[str], *,
                 keep: str | None = None) -> gpd.GeoSeries:
     """Merge neighbouring grids into one, which keeps the id ``keep`` (default: the first).
@@ -259,7 +313,7 @@ def merge_grids(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_ids: Se
     GridEditError
         Fewer than two grids, or the grids do not form one piece (they share no edge).
     """
-    out = as_partition(shapes)
+    out = as_partition(shapes, snap=True)
     grid_ids = list(dict.fromkeys(grid_ids))
     if len(grid_ids) < 2:
         raise GridEditError(f"a merge needs at least two grids; got {grid_ids}.")
@@ -287,7 +341,7 @@ def draw_grid(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], polygon: BaseG
     GridEditError
         The drawn polygon is invalid, or less than ``min_area_m2`` of it lies inside the parent.
     """
-    out = as_partition(shapes)
+    out = as_partition(shapes, snap=True)
     polygon = polygon if isinstance(polygon, BaseGeometry) else shapely.Polygon(polygon)
     if not polygon.is_valid:
         raise GridEditError(f"the drawn grid's outline is invalid ({shapely.is_valid_reason(polygon)}); draw it "
@@ -336,7 +390,7 @@ def delete_grid(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_id: str
     GridEditError
         The grid has no neighbour (its area would be left as a gap), or ``to`` is not a neighbour.
     """
-    out = as_partition(shapes)
+    out = as_partition(shapes, snap=True)
     near = neighbours(out, grid_id)
     if not near:
         raise GridEditError(f"grid {grid_id} shares no edge with a sibling, so its area cannot go to a neighbour; "
