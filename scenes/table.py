@@ -75,7 +75,7 @@ class SortableTable(JSComponent):
     """
     _stylesheets = [f"""
     :host {{ display: block; width: 100%; }}
-    .twin-table-box {{ font: 12px sans-serif; color: {TEXT}; }}
+    .twin-table-box {{ font: 12px sans-serif; color: {TEXT}; overflow-x: auto; }}
     table {{ width: 100%; border-collapse: collapse; table-layout: auto; }}
     th {{ text-align: left; color: {MUTED}; font-weight: 500; padding: 4px; cursor: pointer; user-select: none;
           border-bottom: 1px solid {ACCENT}; white-space: nowrap; }}
