@@ -138,14 +138,17 @@ def test_an_invalid_edit_is_refused_and_nothing_is_saved(demo_copy):
     with Store(demo_copy, read_only=True) as store:
         shapes = current_grids(store.con, parent_id=PARENT).geometry
     xy = shapely.get_coordinates(shapes.iloc[2])[0]
-    bad = move_vertex(shapes, at=xy, to=xy + [30.0, 25.0])  # overlaps a neighbour and cuts buildings
-    with pytest.raises(GridRuleError, match="overlap: grid") as info:
-        with open_for_command(demo_copy, create=False) as store:
-            assert any(v.rule == "building_cut" for v in check_edit(store.con, PARENT, bad))
-            save_partition(store.con, PARENT, bad, actor="planner1", reason="oops")
-    assert {v.rule for v in info.value.violations} >= {"overlap", "building_cut"}
-    assert "nothing was saved" in str(info.value)
-    assert file_digest(demo_copy) == digest
+    cutting = move_vertex(shapes, at=xy, to=xy + [30.0, 25.0])  # its neighbours follow, but buildings are cut
+    overlapping = shapes.copy()
+    overlapping[shapes.index[3]] = shapes.iloc[3].buffer(4.0, join_style="mitre")
+    for bad, rule in ((cutting, "building_cut"), (overlapping, "overlap")):
+        with pytest.raises(GridRuleError, match=f"{rule}: grid") as info:
+            with open_for_command(demo_copy, create=False) as store:
+                assert any(v.rule == rule for v in check_edit(store.con, PARENT, bad))
+                save_partition(store.con, PARENT, bad, actor="planner1", reason="oops")
+        assert rule in {v.rule for v in info.value.violations}
+        assert "nothing was saved" in str(info.value)
+        assert file_digest(demo_copy) == digest
     with pytest.raises(GridEditError, match="who saves and why"):
         with open_for_command(demo_copy, create=False) as store:
             save_partition(store.con, PARENT, shapes.drop(shapes.index[0]), actor="", reason="x")
