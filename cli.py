@@ -106,6 +106,26 @@ def _cmd_keys(args: argparse.Namespace) -> dict:
         return {"name": args.name, "revoked": True}
 
 
+def _cmd_grids(args: argparse.Namespace) -> dict:
+    from ingest.grids import export_grids, import_grids, read_grids
+    from twin.store import Store, open_for_command
+
+    if args.action == "export":
+        with Store(args.db, read_only=True) as store:
+            return export_grids(store.con, args.path, level=args.level, history=args.history)
+    bar = StageBar(("read", "check and save"), desc="grids")
+    try:
+        with open_for_command(args.db, create=False) as store:
+            frame = read_grids(args.path, layer=args.layer, crs=store.district.crs)
+            bar("read")
+            summary = import_grids(store.con, frame, actor=args.actor, reason=args.reason, where=args.path,
+                                   mode=args.mode)
+            bar("check and save")
+            return summary
+    finally:
+        bar.close()
+
+
 def _cmd_serve(args: argparse.Namespace) -> dict:
     from scenes.server import serve
 
@@ -196,6 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
         k = command(action, _cmd_keys, sub=ksub, help=f"{action} a client's key")
         k.add_argument("name")
 
+    grids = sub.add_parser("grids", help="grid polygons in and out (GeoJSON, GeoPackage)")
+    gsub = grids.add_subparsers(dest="action", required=True)
+    gexp = command("export", _cmd_grids, sub=gsub, help="write the grids to a .geojson or .gpkg file")
+    gexp.add_argument("path")
+    gexp.add_argument("--level", choices=("street", "community", "grid", "micro"))
+    gexp.add_argument("--history", action="store_true", help="every version, not only those in force")
+    gimp = command("import", _cmd_grids, sub=gsub,
+                   help="read grids from a file: every rule is checked, changed grids get new versions")
+    gimp.add_argument("path")
+    gimp.add_argument("--layer")
+    gimp.add_argument("--actor", required=True, help="who imports (kept with each new version)")
+    gimp.add_argument("--reason", required=True, help="why (kept with each new version)")
+    gimp.add_argument("--mode", choices=("update", "replace"), default="update",
+                      help="replace: each parent's children become exactly the file's")
+
     serve = command("serve", _cmd_serve, help="serve the app")
     serve.add_argument("--port", type=int, default=5006)
     serve.add_argument("--address", default="127.0.0.1", help="0.0.0.0 to serve the intranet")
@@ -218,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = command("bench", _cmd_bench, db=False, help="run a benchmark and print JSON results")
     bench.add_argument("--db", help="the store to use (view, feed: default data/demo.duckdb)")
-    bench.add_argument("name", choices=("ingest", "view", "ifc", "feed"))
+    bench.add_argument("name", choices=("ingest", "view", "ifc", "feed", "grids"))
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     return parser
 
