@@ -61,3 +61,29 @@ def test_demo_builds_a_store_and_will_not_overwrite_one_without_force(tmp_path):
     assert again.returncode == 2 and "--force" in again.stderr
     assert file_digest(db) == digest
     assert twin("demo", "--db", str(db), "--scale", "tiny").returncode == 2  # argparse lists the choices
+
+
+def test_grids_go_out_and_back_and_a_broken_file_changes_nothing(demo_copy, tmp_path):
+    out = tmp_path / "micro.gpkg"
+    done = twin("grids", "export", str(out), "--db", str(demo_copy), "--level", "micro", "--json")
+    assert done.returncode == 0, done.stderr
+    exported = json.loads(done.stdout)
+    assert exported["grids"] == exported["levels"]["micro"] > 100
+    same = twin("grids", "import", str(out), "--db", str(demo_copy), "--actor", "planner", "--reason", "check",
+                "--json")
+    assert same.returncode == 0, same.stderr
+    assert json.loads(same.stdout)["changed"] == [], "the same grids again change nothing"
+
+    import geopandas as gpd
+    import shapely
+
+    grids = gpd.read_file(out)
+    first = grids.index[0]
+    grids.loc[first, "geometry"] = shapely.affinity.translate(grids.geometry[first], xoff=25.0)  # onto a neighbour
+    broken = tmp_path / "broken.geojson"
+    grids.to_file(broken, driver="GeoJSON")
+    digest = file_digest(demo_copy)
+    refused = twin("grids", "import", str(broken), "--db", str(demo_copy), "--actor", "planner", "--reason", "x")
+    assert refused.returncode == 2
+    assert str(broken) in refused.stderr and grids["grid_id"][first] in refused.stderr
+    assert file_digest(demo_copy) == digest
