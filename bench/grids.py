@@ -13,6 +13,8 @@ million residents), with the session's assets read once (timed apart):
   (label points), cameras and open cases with all micro-grids after the edit,
   and the residents joined to their buildings and counted per grid
   (:func:`twin.reassign.figures_by_sjoin`); its figures are checked against ours;
+- the proposal for every community of the district: the share of proposed
+  micro-grids within 70-80 households and their Polsby-Popper compactness;
 - the save of the one edit (new versions, moves, one transaction), for the record.
 
 Medians of five runs (three for the baseline). Goals: at most 1 s after one
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +43,8 @@ if str(ROOT) not in sys.path:
 from bench.common import write_result  # noqa: E402
 from twin.gridedit import merge_grids, move_vertex  # noqa: E402
 from twin.gridversions import check_edit, current_grids, save_partition  # noqa: E402
-from twin.partition import propose_micro_grids  # noqa: E402
+from twin.errors import GridEditError  # noqa: E402
+from twin.partition import Proposal, propose_micro_grids  # noqa: E402
 from twin.reassign import FIGURES, figures_by_sjoin, load_assets, reassign  # noqa: E402
 from twin.store import Store, open_for_command  # noqa: E402
 
@@ -82,6 +86,24 @@ def one_edit(con, micro: gpd.GeoDataFrame, assets) -> tuple[str, object, dict]:
     raise RuntimeError("no shared vertex to move in the store")
 
 
+def district_proposal(con, assets, *, limit: int | None = None) -> dict:
+    """The micro-grid proposal for every community (the first ``limit`` with ``quick``), summed up."""
+    communities = [r[0] for r in con.execute("SELECT grid_id FROM grids WHERE level = 'community' "
+                                             "AND valid_to IS NULL ORDER BY grid_id").fetchall()][:limit]
+    started = time.perf_counter()
+    proposed, current = [], []
+    for c in communities:
+        try:
+            p = propose_micro_grids(con, c, assets=assets)
+        except GridEditError:  # no residential micro-grid there
+            continue
+        proposed.append(p.proposed)
+        current.append(p.current)
+    seconds = time.perf_counter() - started
+    whole = Proposal("district", {}, pd.concat(proposed, ignore_index=True), pd.concat(current, ignore_index=True))
+    return {"communities": len(proposed), "seconds": round(seconds, 1), **whole.summary()}
+
+
 def run(*, db: str | None = None, quick: bool = False) -> dict:
     """Run the benchmark on a copy of ``db`` (default ``data/demo.duckdb``); ``quick`` runs each timing once."""
     source = Path(db) if db else DEFAULT_DB
@@ -111,6 +133,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
                 repart.update({g: shapes[g] for g in shapes.index if g not in old.index})
                 repart.update({g: None for g in old.index if g not in shapes.index})
             repart_s, repart_runs, repart_result = _timed(lambda: reassign(assets, repart), runs)
+            district = district_proposal(con, assets, limit=5 if quick else None)
 
             grids = micro.geometry.copy()
             for g, geom in changed.items():
@@ -148,6 +171,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
                         "grids_changed": len(repart), "moved": repart_result.summary(),
                         "reassign_s": round(repart_s, 4), "reassign_runs_s": repart_runs,
                         "proposal": proposal.summary()},
+        "proposal_district": district,
         "baseline_sjoin_s": round(base_s, 3), "baseline_runs_s": base_runs,
         "baseline_agrees": bool(agree),
         "speedup_one_edit": round(speedup, 1),

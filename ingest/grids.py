@@ -59,7 +59,8 @@ def grids_frame(con: duckdb.DuckDBPyConnection, *, level: str | None = None, his
            f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY grid_id, version")
     df = con.execute(sql, params).df()
     crs = dict(con.execute("SELECT key, value FROM meta WHERE key = 'crs'").fetchall()).get("crs")
-    geoms = gpd.GeoSeries.from_wkb(df.pop("wkb").map(bytes).to_numpy(), crs=crs) if len(df) else gpd.GeoSeries([], crs=crs)
+    wkb = df.pop("wkb").map(bytes).to_numpy()
+    geoms = gpd.GeoSeries.from_wkb(wkb, crs=crs) if len(df) else gpd.GeoSeries([], crs=crs)
     for c in ("valid_from", "valid_to"):
         df[c] = df[c].map(lambda t: None if pd.isna(t) else pd.Timestamp(t).isoformat())
     return gpd.GeoDataFrame(df, geometry=geoms.values, crs=crs)
@@ -130,7 +131,8 @@ def read_grids(path: str | os.PathLike, *, layer: str | None = None, crs: str | 
     bad_level = frame[~frame["level"].isin(GRID_LEVELS)]
     if len(bad_level):
         row = bad_level.iloc[0]
-        raise InputError(f"{path}: grid {row['grid_id']}: level {row['level']!r} is not one of {', '.join(GRID_LEVELS)}.")
+        raise InputError(f"{path}: grid {row['grid_id']}: level {row['level']!r} is not one of "
+                         f"{', '.join(GRID_LEVELS)}.")
     kinds = frame.geometry.geom_type.to_numpy()
     bad = ~np.isin(kinds, ["Polygon", "MultiPolygon"])
     if bad.any():
@@ -193,7 +195,8 @@ def import_grids(con: duckdb.DuckDBPyConnection, frame: gpd.GeoDataFrame, *, act
                 raise InputError(f"{where}: grid {group['grid_id'].iloc[0]}: its parent {parent_id!r} is neither "
                                  "in force nor in the file; add the parent first or fix parent_id.")
             current = current_grids(con, parent_id=parent_id)
-            shapes = gpd.GeoSeries(group.geometry.to_numpy(dtype=object), index=pd.Index(group["grid_id"], name="grid_id"))
+            shapes = gpd.GeoSeries(group.geometry.to_numpy(dtype=object),
+                                   index=pd.Index(group["grid_id"], name="grid_id"))
             if mode == "update":
                 shapes = pd.concat([current.geometry.drop(shapes.index, errors="ignore"), shapes])
             attrs = group.set_index("grid_id")[list(ATTRS)]

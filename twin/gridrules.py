@@ -186,7 +186,10 @@ def _building_rules(ids: np.ndarray, geoms: np.ndarray, buildings: gpd.GeoDataFr
     lo, hi = HOUSEHOLDS_RANGE
     for g in np.flatnonzero(check):
         gid = ids[g]
-        residential = (kinds.get(gid) == "residential") if kinds is not None else (g in per.index and per.at[g, "sum"] > 0)
+        if kinds is not None:
+            residential = kinds.get(gid) == "residential"
+        else:
+            residential = g in per.index and per.at[g, "sum"] > 0
         if not residential:
             continue
         total = float(per.at[g, "sum"]) if g in per.index else 0.0

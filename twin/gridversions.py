@@ -34,7 +34,7 @@ from shapely.geometry.base import BaseGeometry
 
 from twin.errors import GridEditError, GridRuleError, check_choice
 from twin.gridedit import GRID_SIZE_M, as_partition, changed_grids
-from twin.gridrules import Violation, check_partition, errors, raise_on_errors
+from twin.gridrules import Violation, check_partition, raise_on_errors
 from twin.reassign import Assets, Reassignment, load_assets, nearby_buildings, reassign
 from twin.schema import GRID_LEVELS
 
@@ -293,8 +293,8 @@ def save_partition(con: duckdb.DuckDBPyConnection, parent_id: str | None, shapes
     moved = json.dumps(result.summary()) if result is not None else None
     rows = ([(g, versions[g], "changed") for g in changed] + [(g, versions[g], "added") for g in added]
             + [(g, None, "deleted") for g in removed] + [(g, versions[g], "reparented") for g in reparent])
-    con.executemany('INSERT INTO grid_changes (change_id, "at", actor, reason, action, grid_id, version, change, moved) '
-                    'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    con.executemany('INSERT INTO grid_changes (change_id, "at", actor, reason, action, grid_id, version, change, '
+                    'moved) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
                     [(change_id, at, actor, reason, action, g, v, c, moved) for g, v, c in rows])
     log.info("%s: saved %s (%d changed, %d added, %d deleted) by %s", change_id, where, len(changed), len(added),
              len(removed), actor)
@@ -303,8 +303,8 @@ def save_partition(con: duckdb.DuckDBPyConnection, parent_id: str | None, shapes
 
 
 def _same(a: object, b: object) -> bool:
-    return (a is None or (isinstance(a, float) and np.isnan(a))) and (b is None or (isinstance(b, float) and np.isnan(b))) \
-        or a == b
+    """Equal attribute values, a missing value (None or NaN) equal to another missing one."""
+    return (pd.isna(a) and pd.isna(b)) or a == b
 
 
 def _reparent(con, level: str, shapes: gpd.GeoSeries, changed: list[str], removed: list[str],
@@ -439,5 +439,5 @@ def _check_all(con, parent_id, current, level) -> list[Violation]:
                            kinds=dict(current["kind"].items()))
 
 
-__all__ = ["SavedEdit", "check_edit", "check_store_partition", "current_grids", "errors", "grid_history",
+__all__ = ["SavedEdit", "check_edit", "check_store_partition", "current_grids", "grid_history",
            "partition_at", "restore_version", "save_partition"]

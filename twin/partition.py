@@ -79,30 +79,69 @@ def bisect_households(xy: np.ndarray, households: np.ndarray, *, low: int = 70, 
             labels[idx] = next_label[0]
             next_label[0] += 1
             return
-        k1 = k // 2
         total = households[idx].sum()
         best = None
         extent = np.ptp(xy[idx], axis=0)
         p = xy[idx]
-        # the longer side first, then the other, then the diagonals
-        for along in [p[:, a] for a in np.argsort(-extent)] + [p[:, 0] + p[:, 1], p[:, 0] - p[:, 1]]:
-            order = idx[np.argsort(along, kind="stable")]
-            left = np.cumsum(households[order])[:-1]
-            right = total - left
-            feasible = ((left >= low * k1) & (left <= high * k1)
-                        & (right >= low * (k - k1)) & (right <= high * (k - k1)))
-            miss = np.abs(left - total * k1 / k)
-            score = miss + np.where(feasible, 0.0, 1e6)
-            j = int(np.argmin(score))
-            if best is None or score[j] < best[0] - 1e-9:
-                best = (score[j], order, j)
-            if feasible.any():
-                break  # the longer side cuts well: keep its (more compact) halves
-        _, order, j = best
+        # the longer side first, then the other, then the diagonals; an even cut first, then uneven ones
+        axes = [p[:, a] for a in np.argsort(-extent)] + [p[:, 0] + p[:, 1], p[:, 0] - p[:, 1]]
+        orders = [idx[np.argsort(along, kind="stable")] for along in axes]
+        splits = sorted(range(1, k), key=lambda m: (abs(m - k / 2), m))
+        for k1 in splits:
+            for order in orders:
+                left = np.cumsum(households[order])[:-1]
+                right = total - left
+                feasible = ((left >= low * k1) & (left <= high * k1)
+                            & (right >= low * (k - k1)) & (right <= high * (k - k1)))
+                miss = np.abs(left - total * k1 / k)
+                score = miss + np.where(feasible, 0.0, 1e6)
+                j = int(np.argmin(score))
+                if best is None or score[j] < best[0] - 1e-9:
+                    best = (score[j], order, j, k1)
+                if feasible.any():
+                    break  # this side cuts well: keep its (more compact) halves
+            if best[0] < 1e6:
+                break
+        _, order, j, k1 = best
         cut(order[:j + 1], k1)
         cut(order[j + 1:], k - k1)
 
     cut(np.arange(len(xy)), _groups(households.sum(), low, high))
+    return _repair(xy, households, labels, low=low, high=high)
+
+
+def _repair(xy: np.ndarray, households: np.ndarray, labels: np.ndarray, *, low: int, high: int,
+            passes: int = 3, near: int = 3) -> np.ndarray:
+    """Move single buildings between neighbouring groups (by centroid) to bring groups outside
+    ``low``–``high`` households inside, where the other group stays inside too."""
+    labels = labels.copy()
+    for _ in range(passes):
+        sums = np.bincount(labels, weights=households)
+        bad = np.flatnonzero((sums < low) | (sums > high))
+        if not len(bad):
+            break
+        centre = np.array([xy[labels == g].mean(axis=0) for g in range(len(sums))])
+        for g in bad:
+            sums = np.bincount(labels, weights=households, minlength=len(sums))
+            others = np.argsort(np.hypot(*(centre - centre[g]).T))[1:near + 1]
+            best = None
+            for o in others:
+                give, take = (g, o) if sums[g] > high else (o, g)  # move one building from give to take
+                members = np.flatnonzero(labels == give)
+                if len(members) < 2:
+                    continue
+                hh = households[members]
+                ok = ((sums[give] - hh >= low) & (sums[take] + hh <= high)
+                      & ((sums[give] - hh <= high) if give == g else True)
+                      & ((sums[take] + hh >= low) if take == g else True))
+                if not ok.any():
+                    continue
+                d = np.hypot(*(xy[members] - centre[take]).T) + np.where(ok, 0.0, np.inf)
+                k = int(np.argmin(d))
+                if best is None or d[k] < best[0]:
+                    best = (d[k], members[k], take)
+            if best is not None:
+                labels[best[1]] = best[2]
     return labels
 
 

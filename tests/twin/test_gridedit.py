@@ -46,8 +46,8 @@ def test_shared_vertex_moves_in_every_neighbour():
 
 
 def test_t_junction_vertex_is_inserted_in_the_neighbour():
-    shapes = gpd.GeoSeries([shapely.box(0, 0, 100, 200), shapely.box(100, 0, 300, 100), shapely.box(100, 100, 300, 200)],
-                           index=["A", "B", "C"])
+    shapes = gpd.GeoSeries([shapely.box(0, 0, 100, 200), shapely.box(100, 0, 300, 100),
+                            shapely.box(100, 100, 300, 200)], index=["A", "B", "C"])
     parent = shapely.box(0, 0, 300, 200)
     moved = move_vertex(shapes, at=(100, 100), to=(90, 100))  # B and C's corner lies on A's edge
     assert coverage_errors(moved, parent) == []
