@@ -228,3 +228,20 @@ def test_old_store_gains_grid_changes(demo_copy):
         store.con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     with Store(demo_copy) as store:
         assert store.count("grid_changes") == 0
+
+
+def test_session_assets_follow_a_save(demo_copy):
+    from twin.queries import micro_figures
+    with open_for_command(demo_copy, create=False) as store:
+        con = store.con
+        assets = load_assets(con)
+        shapes = current_grids(con, parent_id=PARENT).geometry
+        a, b = shapes.index[2], shapes.index[3]
+        saved = save_partition(con, PARENT, merge_grids(shapes, [a, b]), actor="p", reason="merge", assets=assets)
+        assets.apply(saved.reassignment)
+        again = reassign(assets, {a: current_grids(con, grid_ids=[a]).geometry.iloc[0]})
+        assert all(len(m) == 0 for m in again.moves.values())
+        ours = assets.figures("micro")
+        theirs = micro_figures(con).set_index("micro_id")
+        for fig in ("buildings", "households", "residents", "cameras"):
+            assert ours[fig].reindex(theirs.index).fillna(0).astype(int).equals(theirs[fig].astype(int)), fig
