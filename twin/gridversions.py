@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -354,7 +355,7 @@ def _write_versions(con, current, shapes, attrs, changed, added, removed, repare
             elif base is not None:
                 row[c] = base[c]
             else:
-                row[c] = g if c == "name" else _inherit(current, shapes[g], c)
+                row[c] = _default_name(g, row["level"]) if c == "name" else _inherit(current, shapes[g], c)
         rows.append(row)
     if reparent:
         kids = _frame(con, "grid_id IN (SELECT unnest(?)) AND valid_from < ? AND valid_to = ?",
@@ -370,6 +371,12 @@ def _write_versions(con, current, shapes, attrs, changed, added, removed, repare
             raise GridEditError("a new grid needs a level; give level= when the parent has no children yet.")
         insert_frame(con, "grids", frame, geometry=("boundary",))
     return {r["grid_id"]: r["version"] for r in rows}
+
+
+def _default_name(grid_id: str, level: str | None) -> str:
+    """The demo's manner of naming: micro-grid ``…-M012`` is 第12微网格; other ids name themselves."""
+    m = re.search(r"M(\d+)$", grid_id)
+    return f"第{int(m.group(1))}微网格" if level == "micro" and m else grid_id
 
 
 def _parent_of(con, current) -> str | None:
@@ -412,20 +419,17 @@ def restore_version(con: duckdb.DuckDBPyConnection, grid_id: str, version: int, 
                                           [grid_id]).fetchall()]
         raise GridEditError(f"grid {grid_id} has no version {version}; its versions are {have or 'none'}.")
     parent_id, valid_from = row
-    then = partition_at(con, parent_id, pd.Timestamp(valid_from))
-    current = current_grids(con, parent_id=parent_id)
-    level = str(then["level"].iloc[0])
+    then = partition_at(con, parent_id, pd.Timestamp(valid_from))  # holds the version itself, so never empty
     return save_partition(con, parent_id, then.geometry, actor=actor,
-                          reason=f"restore {grid_id} version {version}: {reason}", level=level,
-                          attrs=then[list(ATTRS)], action="restore", assets=assets) if len(current) or len(then) \
-        else SavedEdit(None, None, parent_id, level)
+                          reason=f"restore {grid_id} version {version}: {reason}", level=str(then["level"].iloc[0]),
+                          attrs=then[list(ATTRS)], action="restore", assets=assets)
 
 
 def check_store_partition(con: duckdb.DuckDBPyConnection, parent_id: str) -> list[Violation]:
     """The rules the children in force of ``parent_id`` break now (a health check of the store)."""
     current = current_grids(con, parent_id=parent_id)
     level = _level(current, None, parent_id)
-    return [v for v in _check_all(con, parent_id, current, level)]
+    return _check_all(con, parent_id, current, level)
 
 
 def _check_all(con, parent_id, current, level) -> list[Violation]:

@@ -220,6 +220,7 @@ def test_split_without_cutting_buildings_is_saved(demo_copy):
         assert saved.summary()["moved"]["buildings"] == (
             con.execute("SELECT count(*) FROM buildings WHERE grid_id = ?", [new]).fetchone()[0]) > 0
         assert current_grids(con, grid_ids=[new])["kind"].iloc[0] == "residential"
+        assert current_grids(con, grid_ids=[new])["name"].iloc[0] == f"第{int(new[-3:])}微网格"
 
 
 def test_old_store_gains_grid_changes(demo_copy):
