@@ -435,20 +435,19 @@ class EditSession:
         return after
 
     def undo(self) -> gpd.GeoSeries:
-        if not self._done:
-            raise GridEditError("nothing to undo.")
-        edit, before = self._done.pop()
-        self._undone.append((edit, self.shapes))
-        self.shapes = before
-        return before
+        return self._step(self._done, self._undone, "undo")
 
     def redo(self) -> gpd.GeoSeries:
-        if not self._undone:
-            raise GridEditError("nothing to redo.")
-        edit, after = self._undone.pop()
-        self._done.append((edit, self.shapes))
-        self.shapes = after
-        return after
+        return self._step(self._undone, self._done, "redo")
+
+    def _step(self, source: list, target: list, what: str) -> gpd.GeoSeries:
+        """Take the last state off ``source``, keep the current one on ``target``, and show it."""
+        if not source:
+            raise GridEditError(f"nothing to {what}.")
+        edit, shapes = source.pop()
+        target.append((edit, self.shapes))
+        self.shapes = shapes
+        return shapes
 
     @property
     def can_undo(self) -> bool:

@@ -98,11 +98,16 @@ def test_reassignment_at_a_higher_level(demo_state):
     assert row["buildings_after"] == 0 and row["buildings_before"] == before.loc[community, "buildings"]
 
 
+def _two_neighbours(con) -> tuple[gpd.GeoSeries, str, str]:
+    """The parent's grids in force, and two of them that share an edge."""
+    shapes = current_grids(con, parent_id=PARENT).geometry
+    return shapes, shapes.index[2], shapes.index[3]
+
+
 def test_save_merge_moves_everything_and_writes_history(demo_copy):
     with open_for_command(demo_copy, create=False) as store:
         con = store.con
-        shapes = current_grids(con, parent_id=PARENT).geometry
-        a, b = shapes.index[2], shapes.index[3]
+        shapes, a, b = _two_neighbours(con)
         cases_before = con.execute("SELECT case_id, grid_id, reported_grid_id, status FROM cases").df()
         b_buildings = con.execute("SELECT count(*) FROM buildings WHERE grid_id = ?", [b]).fetchone()[0]
         saved = save_partition(con, PARENT, merge_grids(shapes, [a, b]), actor="planner1", reason="compound merged")
@@ -158,8 +163,7 @@ def test_an_invalid_edit_is_refused_and_nothing_is_saved(demo_copy):
 def test_restore_is_a_new_version(demo_copy):
     with open_for_command(demo_copy, create=False) as store:
         con = store.con
-        shapes = current_grids(con, parent_id=PARENT).geometry
-        a, b = shapes.index[2], shapes.index[3]
+        shapes, a, b = _two_neighbours(con)
         owners = con.execute("SELECT building_id, grid_id FROM buildings ORDER BY 1").df()
         save_partition(con, PARENT, merge_grids(shapes, [a, b]), actor="p", reason="merge")
     with open_for_command(demo_copy, create=False) as store:
