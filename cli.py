@@ -126,6 +126,50 @@ def _cmd_grids(args: argparse.Namespace) -> dict:
         bar.close()
 
 
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    return getpass.getpass(f"password for {args.name}: ")
+
+
+def _cmd_users(args: argparse.Namespace) -> dict:
+    from twin.access import add_user, disable_user, list_users, set_password
+    from twin.store import Store, open_for_command
+
+    if args.action == "list":
+        with Store(args.db, read_only=True) as store:
+            users = list_users(store.con)
+        if not args.json:
+            for u in users:
+                print(f"{u['username']}\t{u['role']}\t{','.join(u['grids'])}\t{'disabled' if u['disabled'] else ''}")
+        return {"users": users}
+    password = _password(args) if args.action in ("add", "passwd") else None
+    with open_for_command(args.db, create=False) as store:
+        if args.action == "add":
+            return add_user(store.con, args.name, password, role=args.role,
+                            grids=[g for g in (args.grids or "").split(",") if g])
+        if args.action == "passwd":
+            set_password(store.con, args.name, password)
+        else:
+            disable_user(store.con, args.name)
+        return {"username": args.name, args.action: True}
+
+
+def _cmd_audit(args: argparse.Namespace) -> dict:
+    from twin.access import verify_audit
+    from twin.store import Store
+
+    with Store(args.db, read_only=True) as store:
+        broken = verify_audit(store.con)
+        rows = store.count("audit")
+    if broken is not None:
+        raise TwinError(f"{args.db}: the audit trail is broken at row {broken} of {rows}: that row or the one "
+                        "before it was changed or removed outside the product.")
+    return {"rows": rows, "intact": True}
+
+
 def _cmd_serve(args: argparse.Namespace) -> dict:
     from scenes.server import serve
 
@@ -230,6 +274,22 @@ def build_parser() -> argparse.ArgumentParser:
     gimp.add_argument("--reason", required=True, help="why (kept with each new version)")
     gimp.add_argument("--mode", choices=("update", "replace"), default="update",
                       help="replace: each parent's children become exactly the file's")
+
+    users = sub.add_parser("users", help="who may sign in, with which role and grids")
+    usub = users.add_subparsers(dest="action", required=True)
+    uadd = command("add", _cmd_users, sub=usub, help="add a user (asks for the password)")
+    uadd.add_argument("name")
+    uadd.add_argument("--role", required=True, choices=("leader", "operator", "planner", "admin"))
+    uadd.add_argument("--grids", help="comma-separated grid ids the role is bound to")
+    command("list", _cmd_users, sub=usub, help="list the users")
+    for action in ("disable", "passwd"):
+        u = command(action, _cmd_users, sub=usub, help=f"{action} a user")
+        u.add_argument("name")
+    for u in (uadd, usub.choices["passwd"]):
+        u.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    audit = sub.add_parser("audit", help="the audit trail")
+    asub = audit.add_subparsers(dest="action", required=True)
+    command("verify", _cmd_audit, sub=asub, help="check the audit trail's hash chain")
 
     serve = command("serve", _cmd_serve, help="serve the app")
     serve.add_argument("--port", type=int, default=5006)

@@ -71,3 +71,7 @@ class GridRuleError(GridEditError):
     def __init__(self, message: str, violations: list | None = None) -> None:
         super().__init__(message)
         self.violations = list(violations or [])
+
+
+class AccessError(TwinError):
+    """Who may see or do what: a refused sign-in, a missing role or grid, an unmasking without a reason."""

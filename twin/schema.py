@@ -7,8 +7,9 @@ Mesh vertices are float32 relative to the district origin kept in ``meta``.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
-# 5 grid_changes (who changed which grid version, when and why); older stores are upgraded in place
+SCHEMA_VERSION = 6  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
+# 5 grid_changes (who changed which grid version, when and why), 6 users and the audit trail;
+# older stores are upgraded in place
 
 GRID_LEVELS = ("street", "community", "grid", "micro")
 HEIGHT_SOURCES = ("height", "levels", "default", "bim", "mesh")
@@ -149,6 +150,23 @@ TABLES: dict[str, str] = {
         change VARCHAR NOT NULL,        -- changed, added, deleted, reparented
         -- moved: JSON of what the change moved (buildings, households, ...)
         moved VARCHAR""",
+    "users": """
+        username VARCHAR PRIMARY KEY,
+        password_hash VARCHAR NOT NULL,  -- scrypt, salted (twin.access)
+        role VARCHAR NOT NULL,
+        grids VARCHAR[] NOT NULL,        -- the grids the role is bound to
+        disabled BOOLEAN NOT NULL DEFAULT false,
+        created_at TIMESTAMP NOT NULL""",
+    "audit": """
+        seq BIGINT PRIMARY KEY,
+        "at" TIMESTAMP NOT NULL,
+        actor VARCHAR NOT NULL,
+        action VARCHAR NOT NULL,
+        target VARCHAR,
+        detail VARCHAR,
+        source VARCHAR,
+        prev_hash VARCHAR NOT NULL,
+        hash VARCHAR NOT NULL""",
     "party_orgs": """
         org_id VARCHAR PRIMARY KEY,
         name VARCHAR NOT NULL,
