@@ -12,6 +12,7 @@ import json
 import duckdb
 import pandas as pd
 
+from twin.access import mask_phone
 from twin.cameras import cameras_seeing
 from twin.cases import OPEN_STATUSES, next_statuses
 from twin.detections import recent_detections
@@ -67,12 +68,13 @@ def residents_page(con: duckdb.DuckDBPyConnection, building_id: str, *, page: in
     Returns
     -------
     DataFrame
-        Columns ``RESIDENT_COLUMNS``; ``age`` in whole years at the store's clock.
+        Columns ``RESIDENT_COLUMNS``; ``age`` in whole years at the store's clock; ``phone``
+        masked (``138****5678``): unmasking, with a stated reason, comes with the access rules.
     """
     if page < 0 or page_size <= 0:
         raise InputError(f"page {page} of size {page_size}: give page >= 0 and a positive page size")
     now = _now(con)
-    return con.execute("""
+    rows = con.execute("""
         SELECT unit, household_id, room, name, gender,
                date_diff('year', birth_date, ?::DATE) - CASE WHEN strftime(birth_date, '%m%d') > strftime(?::DATE, '%m%d')
                                                           THEN 1 ELSE 0 END AS age,
@@ -80,6 +82,8 @@ def residents_page(con: duckdb.DuckDBPyConnection, building_id: str, *, page: in
         FROM residents WHERE rowid IN (SELECT rowid FROM residents WHERE building_id = ?)
         ORDER BY unit, household_id, room, resident_id
         LIMIT ? OFFSET ?""", [now, now, building_id, page_size, page * page_size]).df()
+    rows["phone"] = rows["phone"].map(mask_phone)
+    return rows
 
 
 def open_cases(con: duckdb.DuckDBPyConnection, *, building_id: str | None = None,
