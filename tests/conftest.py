@@ -33,11 +33,14 @@ def lujiazui_store(tmp_path_factory) -> Path:
     return path
 
 
+def copy_of(store: Path, tmp_path: Path) -> Path:
+    """A copy of a session store in the test's own folder, that the test may change."""
+    return Path(shutil.copy(store, tmp_path / "store.duckdb"))
+
+
 @pytest.fixture
 def lujiazui_copy(lujiazui_store, tmp_path) -> Path:
-    path = tmp_path / "store.duckdb"
-    shutil.copy(lujiazui_store, path)
-    return path
+    return copy_of(lujiazui_store, tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +56,7 @@ def small_demo(tmp_path_factory) -> Path:
 @pytest.fixture
 def demo_copy(small_demo, tmp_path) -> Path:
     """A copy of the small demo that a test may change."""
-    db = tmp_path / "s.duckdb"
-    shutil.copy(small_demo, db)
-    return db
+    return copy_of(small_demo, tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -249,11 +249,7 @@ def create_case(con: duckdb.DuckDBPyConnection, *, subcategory_code: str, source
     subcategory(subcategory_code)  # an unknown code is refused before anything else
     where = matcher.match(x, y) if matcher is not None else match_location(con, x, y)
     at = pd.Timestamp(details.pop("reported_at", None) or pd.Timestamp.now().floor("s"))
-    if numbers is not None:
-        case_id = numbers.next(con, at, prefix)
-    else:
-        day = f"{prefix}{at:%Y%m%d}-"
-        case_id = f"{day}{_last_number(con, day) + 1:04d}"
+    case_id = (numbers or CaseNumbers()).next(con, at, prefix)
     case = new_case(subcategory_code=subcategory_code, source=source, x=x, y=y, where=where, case_id=case_id,
                     reported_at=at, **details)
     if write:
