@@ -20,6 +20,7 @@ import hmac
 import json
 import re
 import secrets
+from dataclasses import dataclass, field
 
 import duckdb
 import pandas as pd
@@ -31,6 +32,25 @@ USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 10
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}  # about 50 ms a check here: slow for a guesser, fine for a sign-in
 GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a signed-in user with a role bound to grids, and where the request comes from.
+
+    Every read of residents or cases takes one (``principal=``), so the rules of
+    :mod:`twin.policy` decide what it gets. ``grids`` empty means the whole district
+    (leaders, planners and admins may be bound to all of it; operators may not).
+    """
+
+    username: str
+    role: str
+    grids: tuple[str, ...] = ()
+    source: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        check_choice("role", self.role, ROLES)
+        object.__setattr__(self, "grids", tuple(self.grids))
 
 
 def hash_password(password: str) -> str:
