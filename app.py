@@ -1,6 +1,9 @@
-"""Serve the district twin: ``panel serve app.py --args --db PATH`` (or ``twin serve``).
+"""Serve the district twin: ``panel serve app.py --args --db PATH`` (``twin serve`` is the full server).
 
-Thin on purpose: open the store, build the app, serve it.
+Thin on purpose: open the store, build the app, serve it. Every page needs a
+signed-in user of the store. ``twin serve`` brings the sign-in page, the intake
+and the audit trail's writer; under plain ``panel serve`` (read-only store, no
+sign-in configured) the app explains that and shows nothing of the district.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import sys
 
 import panel as pn
 
-from scenes.screens import DistrictApp
+from scenes.screens import DistrictApp, SignedOut
 from scenes.shared import SharedDistrict
+from twin.access import find_user
 from twin.store import Store
 
 # 'vtk' puts the vtk.js that Panel ships (served by this server, no CDN) on the page.
@@ -37,4 +41,9 @@ def _shared(path: str) -> SharedDistrict:
 
 if pn.state.served or __name__.startswith("bokeh_app"):
     db = _db_path()
-    DistrictApp(_store(db).con.cursor(), _shared(db)).servable(title="District twin")
+    principal = find_user(_store(db).con.cursor(), pn.state.user) if pn.state.user else None
+    if principal is None:
+        SignedOut(reason="Nobody is signed in: serve the district with `twin serve --db PATH`, which has the "
+                         "sign-in page.").servable(title="District twin")
+    else:
+        DistrictApp(_store(db).con.cursor(), _shared(db), principal=principal).servable(title="District twin")

@@ -175,7 +175,8 @@ def _cmd_serve(args: argparse.Namespace) -> dict:
 
     origins = [f"{args.address}:{args.port}", f"localhost:{args.port}", f"127.0.0.1:{args.port}", *args.allow_origin]
     log.info("serving %s on http://%s:%s/app", args.db, args.address, args.port)
-    serve(args.db, port=args.port, address=args.address, origins=origins, dedupe_window_s=args.dedupe_window)
+    serve(args.db, port=args.port, address=args.address, origins=origins, dedupe_window_s=args.dedupe_window,
+          intake_rate=args.intake_rate)
     return {}
 
 
@@ -296,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--address", default="127.0.0.1", help="0.0.0.0 to serve the intranet")
     serve.add_argument("--allow-origin", action="append", default=[], metavar="HOST:PORT",
                        help="another host name browsers use to reach the app (repeatable)")
+    serve.add_argument("--intake-rate", type=float, default=1000.0, metavar="N",
+                       help="requests a second each intake client (API key) may send, in bursts of 2N; "
+                            "more get HTTP 429 with Retry-After (default 1000)")
     serve.add_argument("--dedupe-window", type=float, default=600.0, metavar="S",
                        help="detections from one camera and category this close become one case (default 600 s)")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -46,12 +47,57 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class ServedURL(str):
+    """The app's URL, with the user made for signing in to it (``user``, ``password``)."""
+
+    user: str | None = None
+    password: str | None = None
+
+
+def browser_user(db: str | os.PathLike, *, role: str) -> tuple[str, str]:
+    """Make (or reset) the user ``browser.<role>`` on a store that is not being served; its name and password.
+
+    Operators are bound to every street, so the whole district is theirs.
+    """
+    from twin.access import add_user, set_password
+    from twin.store import Store
+
+    username, password = f"browser.{role}", secrets.token_urlsafe(16)
+    with Store(db) as store:
+        con = store.con
+        if con.execute("SELECT 1 FROM users WHERE username = ?", [username]).fetchone():
+            set_password(con, username, password, actor="browser")
+        else:
+            streets = [r[0] for r in con.execute("SELECT grid_id FROM grids WHERE level = 'street' "
+                                                 "AND valid_to IS NULL").fetchall()] if role == "operator" else []
+            add_user(con, username, password, role=role, grids=streets, actor="browser")
+    return username, password
+
+
+def sign_in(page, url: str) -> None:
+    """Sign in on the login form as a person does, as the user :func:`served` made, and open ``url``."""
+    base = url.rsplit("/", 1)[0]
+    page.goto(f"{base}/login")
+    page.fill("#username", url.user)
+    page.fill("#password", url.password)
+    page.click("#signin")
+    page.wait_for_load_state()
+    page.goto(url, wait_until="commit")
+
+
 @contextlib.contextmanager
-def served(db: str | os.PathLike, *, app: str | None = None, timeout: float = 120.0) -> Iterator[str]:
-    """Serve the app on a store with ``twin serve`` (or ``panel serve`` on ``app``); yield its URL."""
+def served(db: str | os.PathLike, *, app: str | None = None, role: str = "operator", args: tuple[str, ...] = (),
+           timeout: float = 120.0) -> Iterator[ServedURL]:
+    """Serve the app on a store with ``twin serve`` (or ``panel serve`` on ``app``); yield its URL.
+
+    For ``twin serve``, a user with ``role`` is made first (see :func:`browser_user`); the URL carries
+    its name and password for :func:`sign_in`. ``args`` go to ``twin serve``.
+    """
     port = free_port()
+    user = password = None
     if app is None:
-        cmd = [sys.executable, str(ROOT / "cli.py"), "serve", "--db", str(db), "--port", str(port)]
+        user, password = browser_user(db, role=role)
+        cmd = [sys.executable, str(ROOT / "cli.py"), "serve", "--db", str(db), "--port", str(port), *args]
         path = "app"
     else:
         cmd = [sys.executable, "-m", "panel", "serve", app, "--port", str(port), "--address", "127.0.0.1",
@@ -59,7 +105,8 @@ def served(db: str | os.PathLike, *, app: str | None = None, timeout: float = 12
         path = Path(app).stem
     log = open(Path(tempfile.gettempdir()) / f"twin-serve-{port}.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/{path}"
+    url = ServedURL(f"http://127.0.0.1:{port}/{path}")
+    url.user, url.password = user, password
     try:
         deadline = time.monotonic() + timeout
         while True:

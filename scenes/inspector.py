@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import html
+import io
 
-import duckdb
 import pandas as pd
 import panel as pn
 import param
@@ -12,7 +12,7 @@ import param
 from scenes.theme import CSS
 from twin.errors import TwinError
 from twin.live import IntakeWriter
-from twin.inspector import building_card, camera_card, case_card, element_card, open_cases, residents_page
+from twin.policy import Gate
 
 PAGE_SIZE = 50
 LEVEL_NAMES = {"street": "street", "community": "community", "grid": "grid", "micro": "micro-grid"}
@@ -33,13 +33,14 @@ def _card(title: str, pairs: list[tuple[str, object]], *, subtitle: str = "", ta
 
 def residents_html(rows: pd.DataFrame) -> str:
     """Residents grouped by unit and household: a heading row per household with its size, then its people."""
-    out = ["<table class='twin-table'><tr><th>room</th><th>name</th><th>sex</th><th>age</th><th>phone</th>"
-           "<th>tags</th></tr>"]
+    out = ["<table class='twin-table'><tr><th>room</th><th>name</th><th>sex</th><th>age</th><th>ID number</th>"
+           "<th>phone</th><th>tags</th></tr>"]
     for (unit, household), people in rows.groupby(["unit", "household_id"], sort=False):
-        out.append(f"<tr class='twin-group'><td colspan='6'>{html.escape(str(unit))} · {html.escape(household)} · "
+        out.append(f"<tr class='twin-group'><td colspan='7'>{html.escape(str(unit))} · {html.escape(household)} · "
                    f"{len(people)} {'person' if len(people) == 1 else 'people'}</td></tr>")
         out += [f"<tr><td>{html.escape(str(r.room))}</td><td>{html.escape(str(r.name))}</td>"
-                f"<td>{html.escape(str(r.gender))}</td><td>{r.age}</td><td>{html.escape(str(r.phone))}</td>"
+                f"<td>{html.escape(str(r.gender))}</td><td>{r.age}</td><td>{html.escape(str(r.id_number))}</td>"
+                f"<td>{html.escape(str(r.phone))}</td>"
                 f"<td>{html.escape(str(r.tags or ''))}</td></tr>" for r in people.itertuples()]
     return "".join(out) + "</table>"
 
@@ -58,8 +59,9 @@ def cases_html(cases: pd.DataFrame) -> str:
 class Inspector(pn.viewable.Viewer):
     """What is selected: a building card with its residents and open cases, or a case or camera card.
 
-    ``show_residents`` is off on the leader's overview (counts and tags only)
-    and on for the operator.
+    Everything is read through ``gate`` (:class:`twin.policy.Gate`), which decides what
+    the signed-in user may see. ``show_residents`` is on for the operator's screen; the
+    gate still refuses residents outside the operator's grids.
     """
 
     building_id = param.String(default=None, allow_None=True)
@@ -69,12 +71,10 @@ class Inspector(pn.viewable.Viewer):
     can_act = param.Boolean(default=False, doc="Show the case card's transition buttons (the operator's screen)")
     page = param.Integer(default=0, bounds=(0, None))
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, *, writer: IntakeWriter | None = None,
-                 actor: str = "operator", **params) -> None:
+    def __init__(self, gate: Gate, *, writer: IntakeWriter | None = None, **params) -> None:
         super().__init__(**params)
-        self._con = con
+        self.gate = gate
         self._writer = writer
-        self.actor = actor
         self.note = pn.widgets.TextInput(placeholder="note for the next step (optional)", sizing_mode="stretch_width")
         self.actions = pn.Row(sizing_mode="stretch_width", css_classes=["twin-actions"])
         self.act_message = pn.pane.HTML("", stylesheets=[CSS])
@@ -93,23 +93,36 @@ class Inspector(pn.viewable.Viewer):
         self.prev.on_click(lambda _: setattr(self, "page", self.page - 1))
         self.next.on_click(lambda _: setattr(self, "page", self.page + 1))
         self.pager = pn.Row(self.prev, self.page_info, self.next, visible=False)
+        # Unmasking one resident: pick them, state why; the gate audits it.
+        self.unmask_who = pn.widgets.Select(options={}, width=170)
+        self.unmask_reason = pn.widgets.TextInput(placeholder="reason (recorded)", width=150)
+        self.unmask_button = pn.widgets.Button(label="Unmask", width=70, css_classes=["twin-unmask"])
+        self.unmask_button.on_click(lambda _: self.unmask())
+        self.unmasked = pn.pane.HTML("", stylesheets=[CSS], css_classes=["twin-unmasked"])
+        self.export = pn.widgets.FileDownload(callback=self._export_csv, filename="residents.csv", label="Export CSV",
+                                              width=110, embed=False)
+        self.unmasking = pn.Column(pn.Row(self.unmask_who, self.unmask_reason, self.unmask_button, self.export),
+                                   self.unmasked, visible=False, sizing_mode="stretch_width")
         # The tables join the page with the first building: nothing to draw before, and the first frame is sooner.
         self.details = pn.Column(sizing_mode="stretch_width")
         self._total = 0
+        self._may_see_residents = False
 
     @param.depends("building_id", "show_residents", watch=True)
     def _show_building(self) -> None:
         if self.building_id is None:
             return
         self.case_id = self.camera_id = None
-        card = building_card(self._con, self.building_id)
+        card = self.gate.building_card(self.building_id)
+        self._may_see_residents = card["may_see_residents"]
         self._total = card["residents"]
         path = " › ".join(f"{g['name']}" for g in card["grid_path"]) or "outside every grid"
         facts = [("address", card["address"]), ("use", card["use"]),
                  ("height", f"{card['height']:.1f} m" + (f" from {card['base_z']:.1f} m" if card["base_z"] else "")),
                  ("floors", card["floors"]),
                  ("data", f"{card['source']} · {card['source_id']} · height from {card['height_source']}"),
-                 ("grid", path), ("residents", f"{card['residents']:,} in {card['households']:,} households")]
+                 ("grid", path), ("residents", f"{card['residents']:,} in {card['households']:,} households"),
+                 ("tags", " · ".join(f"{t} {n}" for t, n in card["tags"].items()) or None)]
         seen = card["cameras"]
         names = [f"{html.escape(r.camera_id)} ({r.distance_m:.0f} m" + ("" if r.status == "online" else
                                                                         f", {html.escape(str(r.status))}") + ")"
@@ -118,10 +131,11 @@ class Inspector(pn.viewable.Viewer):
                     f"<div class='twin-cameras'>{' · '.join(names)}{' …' if len(seen) > 8 else ''}</div>")
         self.card.object = _card(card["name"] or card["building_id"], facts, subtitle=card["building_id"],
                                  tail=watchers)
-        self.cases.object = cases_html(open_cases(self._con, building_id=self.building_id))
-        self.cases.visible = True
+        self.cases.object = cases_html(self.gate.open_cases(building_id=self.building_id))
+        self.cases.visible = card["may_see_cases"]
+        self.unmasked.object = ""
         if not self.details.objects:
-            self.details.objects = [self.cases, self.pager, self.residents]
+            self.details.objects = [self.cases, self.pager, self.unmasking, self.residents]
         if self.page == 0:
             self._show_residents()
         else:
@@ -129,12 +143,15 @@ class Inspector(pn.viewable.Viewer):
 
     @param.depends("page", watch=True)
     def _show_residents(self) -> None:
-        visible = self.show_residents and self.building_id is not None and self._total > 0
-        self.residents.visible = self.pager.visible = visible
+        visible = (self.show_residents and self.building_id is not None and self._total > 0
+                   and self._may_see_residents)
+        self.residents.visible = self.pager.visible = self.unmasking.visible = visible
         if not visible:
             return
-        self.resident_rows = residents_page(self._con, self.building_id, page=self.page, page_size=PAGE_SIZE)
+        self.resident_rows = self.gate.residents_page(self.building_id, page=self.page, page_size=PAGE_SIZE)
         self.residents.object = residents_html(self.resident_rows)
+        who = {f"{r.room} {r.name} · {r.resident_id[-4:]}": r.resident_id for r in self.resident_rows.itertuples()}
+        self.unmask_who.param.update(options=who, value=next(iter(who.values()), None))
         pages = max(1, -(-self._total // PAGE_SIZE))
         self.prev.disabled = self.page == 0
         self.next.disabled = self.page >= pages - 1
@@ -145,14 +162,14 @@ class Inspector(pn.viewable.Viewer):
         """Add the clicked model element (IFC class, name, storey, main property sets) to the building card."""
         if self.building_id is None:
             return
-        e = element_card(self._con, self.building_id, element_index)
+        e = self.gate.element_card(self.building_id, element_index)
         sets = "".join(f"<div class='label'>{html.escape(name)}</div><table class='twin-facts'>"
                        + _rows([(k, v) for k, v in props.items()]) + "</table>" for name, props in e["psets"].items())
         self.card.object += _card(e["ifc_class"] or "", [("name", e["name"]), ("storey", e["storey"]),
                                                          ("GlobalId", e["global_id"])], tail=sets, kind="twin-element")
 
     def show_case(self, case_id: str) -> None:
-        card = case_card(self._con, case_id)
+        card = self.gate.case_card(case_id)
         self.building_id = self.camera_id = None
         self.case_id = case_id
         self._hide_tables()
@@ -178,14 +195,16 @@ class Inspector(pn.viewable.Viewer):
             b.on_click(lambda _e, s=status: self.move_case(s))
             buttons.append(b)
         self.actions.objects = buttons
-        self.act.visible = bool(buttons) and self.can_act and self._writer is not None
+        self.act.visible = bool(buttons) and self.can_act and self._writer is not None and self.gate.may("act")
 
     def move_case(self, to_status: str) -> None:
         """Move the shown case to ``to_status`` through the store's writer, and show the card again."""
         if self.case_id is None or self._writer is None:
             return
         try:
-            self._writer.transition(self.case_id, to_status, actor=self.actor,
+            self.gate.check_act(self.case_id)
+            who = self.gate.principal
+            self._writer.transition(self.case_id, to_status, actor=who.username, source=who.source,
                                     note=self.note.value.strip() or None).result(timeout=10)
         except TwinError as exc:
             self.act_message.object = f"<span class='twin-muted'>{html.escape(str(exc))}</span>"
@@ -195,7 +214,7 @@ class Inspector(pn.viewable.Viewer):
         self.show_case(self.case_id)
 
     def show_camera(self, camera_id: str) -> None:
-        card = camera_card(self._con, camera_id)
+        card = self.gate.camera_card(camera_id)
         self.building_id = self.case_id = None
         self.camera_id = camera_id
         self._hide_tables()
@@ -211,6 +230,25 @@ class Inspector(pn.viewable.Viewer):
             if rows else "<div class='twin-muted'>none</div>"))
         self.card.object = _card(f"Camera {camera_id}", facts, tail=recent)
 
+    def unmask(self) -> None:
+        """Show the picked resident's ID number and phone in clear, if the gate accepts the reason."""
+        if not self.unmask_who.value:
+            return
+        try:
+            found = self.gate.unmask(self.unmask_who.value, reason=self.unmask_reason.value_input
+                                     or self.unmask_reason.value)
+        except TwinError as exc:
+            self.unmasked.object = f"<span class='twin-muted'>{html.escape(str(exc))}</span>"
+            return
+        self.unmask_reason.value = ""
+        self.unmasked.object = (f"<div class='twin-unmasked-row'>{html.escape(str(found['name']))} · "
+                                f"{html.escape(str(found['id_number']))} · {html.escape(str(found['phone']))}</div>")
+
+    def _export_csv(self):
+        """The shown building's residents, masked, as CSV (the gate audits the export)."""
+        rows = self.gate.export_residents(self.building_id)
+        return io.BytesIO(rows.to_csv(index=False).encode("utf-8-sig"))
+
     def clear(self) -> None:
         self.building_id = self.case_id = self.camera_id = None
         self._hide_tables()
@@ -218,6 +256,7 @@ class Inspector(pn.viewable.Viewer):
 
     def _hide_tables(self) -> None:
         self.residents.visible = self.cases.visible = self.pager.visible = self.act.visible = False
+        self.unmasking.visible = False
 
     @param.depends("can_act", watch=True)
     def _can_act(self) -> None:

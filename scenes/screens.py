@@ -8,6 +8,7 @@ the middle, the inspector on the right, and the live case ticker below.
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import time
 
@@ -17,6 +18,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from scenes.admin import AdminScreen
 from scenes.figures import GridTable, KeyFigures
 from scenes.inspector import Inspector
 from scenes.layers import COLOUR_MEASURES, case_markers, case_update_records, grid_labels, grid_segments
@@ -26,13 +28,17 @@ from scenes.theme import CSS
 from scenes.ticker import CaseTicker
 from scenes.view3d import DistrictView
 from twin.cases import CASE_STATUSES, OPEN_STATUSES
+from twin.access import Principal
 from twin.errors import TwinError
-from twin.inspector import search
+from twin.policy import Gate
 from twin.queries import grid_boundaries
 from twin.schema import GRID_LEVELS
 
 log = logging.getLogger(__name__)
-SCREENS = ("Overview", "Planner", "Operator")
+SCREENS = ("Overview", "Planner", "Operator", "Admin")
+# The screens each role works on; the first is where it starts.
+ROLE_SCREENS = {"leader": ("Overview",), "operator": ("Operator", "Overview"), "planner": ("Planner", "Overview"),
+                "admin": ("Admin", "Overview")}
 TICKER_SIZE = 8
 LIVE_POLL_MS = 250  # how often a session looks for committed case changes
 MEASURE_LABELS = {"grid": "grid", "open_cases": "open cases", "population": "population", "height": "height"}
@@ -51,22 +57,32 @@ class DistrictApp(pn.viewable.Viewer):
         A cursor on the store (one per browser session).
     shared : SharedDistrict
         The buildings' geometry buffer and what else every session shows alike.
+    principal : Principal
+        The signed-in user: the screens offered follow the role, and every read of
+        residents and cases goes through a :class:`twin.policy.Gate` for them.
     """
 
     screen = param.Selector(default="Overview", objects=list(SCREENS))
     colour_by = param.Selector(default="grid", objects=list(COLOUR_MEASURES))
     level = param.Selector(default="grid", objects=list(GRID_LEVELS))
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, shared: SharedDistrict, **params) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, shared: SharedDistrict, *, principal: Principal,
+                 **params) -> None:
         super().__init__(**params)
         self._con = con
+        self.principal = principal
+        writer = shared.writer
+        # Served, an audit row goes through the store's writer, and what it records is shown only once committed.
+        self.gate = Gate(con, principal, audit_sink=None if writer is None else
+                         (lambda **row: writer.audit(**row).result(timeout=10)))
+        self.param.screen.objects = list(ROLE_SCREENS[principal.role])
         self.shared = shared
         self.layer = layer = shared.layer
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         self.district_name = meta.get("district_name", "District")
         self.figures = KeyFigures(shared.key_figures)
         self.grid_table = GridTable(shared.grid_table, level=self.level)
-        self.inspector = Inspector(con, writer=shared.writer, actor=pn.state.user or "operator")
+        self.inspector = Inspector(self.gate, writer=writer)
         self.view = DistrictView(buildings=layer.payload, models=shared.models, sizing_mode="stretch_both",
                                  min_height=400)
         self._plan: PlanMap | None = None
@@ -105,8 +121,11 @@ class DistrictApp(pn.viewable.Viewer):
         self._left = pn.Column(width=360, sizing_mode="stretch_height")
         self._right = pn.Column(width=400, sizing_mode="stretch_height", scroll=True)
         self._bottom = pn.Column(height=44, sizing_mode="stretch_width")
+        self._admin: AdminScreen | None = None
         self.grid_table.param.watch(self._grid_clicked, "selected_grid")
         self.grid_table.param.watch(lambda e: setattr(self, "level", e.new), "level")
+        self.screen = ROLE_SCREENS[principal.role][0]
+        self._screen_changed()
 
     # -- data shaped for the view -------------------------------------------
     def _load_cases(self) -> None:
@@ -281,7 +300,7 @@ class DistrictApp(pn.viewable.Viewer):
 
     def _search(self, _event: param.parameterized.Event) -> None:
         try:
-            found = search(self._con, self.search_box.value_input or self.search_box.value or "")
+            found = self.gate.search(self.search_box.value_input or self.search_box.value or "")
         except TwinError as exc:
             self.message.object = f"<span class='twin-muted'>{exc}</span>"
             return
@@ -315,7 +334,11 @@ class DistrictApp(pn.viewable.Viewer):
     @param.depends("screen", watch=True)
     def _screen_changed(self) -> None:
         self.inspector.show_residents = self.inspector.can_act = self.screen == "Operator"
-        if self.screen == "Planner":
+        if self.screen == "Admin":
+            if self._admin is None:
+                self._admin = AdminScreen(self.gate)
+            self.centre.objects = [self._admin]
+        elif self.screen == "Planner":
             if self._plan is None:
                 self._plan = PlanMap(self._con, level=self.level)
             self.centre.objects = [self._plan]
@@ -327,7 +350,20 @@ class DistrictApp(pn.viewable.Viewer):
             pn.pane.HTML(f"<div class='twin-title'>{self.district_name}</div>", stylesheets=[CSS], width=260),
             pn.widgets.RadioButtonGroup.from_param(self.param.screen, color="primary", width=330),
             pn.layout.HSpacer(), self.search_box, self.search_results, self.message,
+            pn.pane.HTML(f"<div class='twin-user'>{html.escape(self.principal.username)} · {self.principal.role} · "
+                         "<a href='./logout'>sign out</a></div>", stylesheets=[CSS], width=220),
             sizing_mode="stretch_width", height=52)
         body = pn.Row(self._left, self.centre, self._right, sizing_mode="stretch_both")
         return pn.Column(header, body, self._bottom, sizing_mode="stretch_both", stylesheets=[CSS])
 
+
+
+class SignedOut(pn.viewable.Viewer):
+    """What a session gets without a known, enabled user: nothing of the district, and why."""
+
+    reason = param.String(default="This account is disabled or unknown. <a href='./logout'>Sign in again</a>, "
+                                  "or ask the district's admin.")
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.pane.HTML(f"<div class='twin-card'><div class='twin-title'>Signed out</div><p>{self.reason}</p>"
+                            "</div>", stylesheets=[CSS])

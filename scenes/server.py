@@ -12,6 +12,7 @@ import asyncio
 import gc
 import json
 import logging
+import secrets
 import time
 from urllib.parse import parse_qsl
 
@@ -19,17 +20,20 @@ import duckdb
 import panel as pn
 from tornado.web import RequestHandler
 
-from scenes.screens import DistrictApp
+from scenes.auth import SignIns, StoreAuthProvider, session_principal
+from scenes.screens import DistrictApp, SignedOut
 from scenes.shared import SharedDistrict
 from twin.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
 from twin.keys import client_for
 from twin.live import CaseFeed, IntakeWriter
 from twin.open311 import Open311Error, find_requests, services, to_xml
+from twin.ratelimit import RateLimiter
 from twin.store import Store
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 KEY_CACHE_S = 10.0  # a key is looked up again after this long
+INTAKE_RATE = 1000.0  # requests per second per API key (bursts of twice that)
 
 
 class Clients:
@@ -54,13 +58,22 @@ class _Intake(RequestHandler):
     """Common ground of the intake routes: the store, its writer and the API key check."""
 
     def initialize(self, store: Store, writer: IntakeWriter, clients: Clients,
-                   reader: duckdb.DuckDBPyConnection, crs: str) -> None:
+                   reader: duckdb.DuckDBPyConnection, crs: str, limiter: RateLimiter) -> None:
         # Handlers are made per request: the cursor is made once (opening one costs milliseconds).
         self.store = store
         self.crs = crs
         self.writer = writer
         self.clients = clients
         self.con = reader
+        self.limiter = limiter
+
+    def over_limit(self, client: str) -> float:
+        """0 when ``client`` may send this request now, else seconds to wait (sent as Retry-After)."""
+        if self.limiter.allow(client):
+            return 0.0
+        wait = max(self.limiter.retry_after(client), 0.001)
+        self.set_header("Retry-After", str(max(1, round(wait))))
+        return wait
 
 
 class _Open311(_Intake):
@@ -79,7 +92,17 @@ class _Open311(_Intake):
         self.reply(error.body(), fmt=fmt, root="errors", item="error", status=error.code)
 
     def query(self) -> dict[str, str]:
-        return {k: v[-1].decode() for k, v in self.request.query_arguments.items()}
+        return {k: v[-1].decode(errors="replace") for k, v in self.request.query_arguments.items()}
+
+    def client_of(self, key: str | None) -> str:
+        """The client a key belongs to, within its rate; else the GeoReport error to send."""
+        client = self.clients(key)
+        if client is None:
+            raise Open311Error(403, "api_key is missing, unknown or revoked; ask the district for a key.")
+        if self.over_limit(client):
+            raise Open311Error(429, f"client {client} is over its {self.limiter.rate_per_s:g} requests a second; "
+                                    "wait for the Retry-After seconds and send again.")
+        return client
 
 
 class ServicesHandler(_Open311):
@@ -90,6 +113,7 @@ class ServicesHandler(_Open311):
 class RequestsHandler(_Open311):
     def get(self, fmt: str) -> None:
         try:
+            self.client_of(self.query().get("api_key"))
             found = find_requests(self.con, self.query(), district_crs=self.crs)
         except Open311Error as exc:
             return self.fail(exc, fmt=fmt)
@@ -106,10 +130,9 @@ class RequestsHandler(_Open311):
                 form = dict(parse_qsl(self.request.body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
             except UnicodeDecodeError:
                 raise Open311Error(400, "the form is not UTF-8.") from None
-            client = self.clients(form.get("api_key"))
-            if client is None:
-                raise Open311Error(403, "api_key is missing, unknown or revoked; ask the district for a key.")
-            answer = await self.writer.take_request(form, district_crs=self.crs, loop=asyncio.get_running_loop())
+            client = self.client_of(form.get("api_key"))
+            answer = await self.writer.take_request(form, district_crs=self.crs, client=client,
+                                                   loop=asyncio.get_running_loop())
         except Open311Error as exc:
             return self.fail(exc, fmt=fmt)
         log.info("open311: %s from %s", answer["service_request_id"], client)
@@ -118,6 +141,10 @@ class RequestsHandler(_Open311):
 
 class RequestHandler(_Open311):
     def get(self, request_id: str, fmt: str) -> None:
+        try:
+            self.client_of(self.query().get("api_key"))
+        except Open311Error as exc:
+            return self.fail(exc, fmt=fmt)
         found = find_requests(self.con, {"service_request_id": request_id}, district_crs=self.crs)
         if not found:
             return self.fail(Open311Error(404, f"no service request {request_id!r}."), fmt=fmt)
@@ -148,18 +175,22 @@ class DetectionsHandler(_Intake):
         client = self.clients(key)
         if client is None:
             return self.refuse(403, "api_key", "missing, unknown or revoked; send it in the X-API-Key header.")
+        if self.over_limit(client):
+            return self.refuse(429, "api_key", f"client {client} is over its {self.limiter.rate_per_s:g} requests "
+                                               "a second; wait for the Retry-After seconds and send again.")
         try:
-            answer = await self.writer.take_detection(parse_detection(body), loop=asyncio.get_running_loop())
+            answer = await self.writer.take_detection(parse_detection(body), client=client,
+                                                     loop=asyncio.get_running_loop())
         except DetectionError as exc:
             return self.refuse(400, exc.field, str(exc))
         log.debug("detection %s from %s -> %s", answer["detection_id"], client, answer["case_id"])
         self.reply(answer, 201)
 
 
-def intake_routes(store: Store, writer: IntakeWriter) -> list[tuple]:
-    """Tornado routes of the GeoReport v2 intake and the detection API."""
+def intake_routes(store: Store, writer: IntakeWriter, *, intake_rate: float = INTAKE_RATE) -> list[tuple]:
+    """Tornado routes of the GeoReport v2 intake and the detection API (each needs an API key)."""
     args = {"store": store, "writer": writer, "clients": Clients(store), "reader": store.con.cursor(),
-            "crs": store.district.crs}
+            "crs": store.district.crs, "limiter": RateLimiter(rate_per_s=intake_rate, burst=2 * intake_rate)}
     return [(r"/open311/v2/services\.(json|xml)", ServicesHandler, args),
             (r"/open311/v2/requests\.(json|xml)", RequestsHandler, args),
             (r"/open311/v2/requests/([^/.]+)\.(json|xml)", RequestHandler, args),
@@ -167,21 +198,30 @@ def intake_routes(store: Store, writer: IntakeWriter) -> list[tuple]:
 
 
 def serve(db: str, *, port: int, address: str, origins: list[str],
-          dedupe_window_s: float = DEDUPE_WINDOW_S) -> None:
-    """Serve the app at ``/app``, the intake at ``/open311/v2/`` and ``/api/detections`` until interrupted."""
+          dedupe_window_s: float = DEDUPE_WINDOW_S, intake_rate: float = INTAKE_RATE) -> None:
+    """Serve the app at ``/app`` (after sign-in at ``/login``), the intake at ``/open311/v2/`` and
+    ``/api/detections`` (with API keys) until interrupted."""
     store = Store(db)
+    if not store.count("users"):
+        log.warning("%s has no users: nobody can sign in. Add one with `twin users add NAME --role admin`.", db)
     feed = CaseFeed()
     writer = IntakeWriter(store.con, feed, dedupe_window_s=dedupe_window_s)
     shared = SharedDistrict(store.con.cursor(), feed=feed, writer=writer)
+    signins = SignIns(store.con, writer)
     pn.extension("vtk", theme="dark", sizing_mode="stretch_width")
 
     def app() -> pn.viewable.Viewable:
-        return DistrictApp(store.con.cursor(), shared)
+        principal = session_principal(signins)
+        if principal is None:  # the cookie's user was disabled or removed since
+            return SignedOut()
+        return DistrictApp(store.con.cursor(), shared, principal=principal)
 
     # What was loaded at start-up (geometry, texts, R-trees) stays for the server's life: keep it out of
     # the garbage collector's sweeps, and sweep less often, so intake under load sees no long pauses.
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    # A fresh cookie secret each start: signing in again after a restart is the price of keeping no secret on disk.
     pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
-             title="District twin", extra_patterns=intake_routes(store, writer))
+             title="District twin", extra_patterns=intake_routes(store, writer, intake_rate=intake_rate),
+             auth_provider=StoreAuthProvider(signins), cookie_secret=secrets.token_urlsafe(32))

@@ -19,4 +19,9 @@ body, .bk-root {{ background: {BACKGROUND}; color: {TEXT}; }}
 .twin-table tr.twin-group td {{ background: {PANEL}; color: {ACCENT}; font-weight: 600; }}
 .twin-photo {{ max-width: 110px; max-height: 80px; margin: 2px; border: 1px solid {ACCENT}; }}
 .twin-cameras {{ font-size: 12px; color: {TEXT}; }}
+.twin-user {{ font-size: 12px; color: {MUTED}; text-align: right; padding-top: 14px; }}
+.twin-user a, .twin-card a {{ color: {ACCENT}; }}
+.twin-ok {{ color: #4ade80; }}
+.twin-alert {{ color: #f87171; font-weight: 600; }}
+.twin-unmasked-row {{ font-size: 12px; color: {ACCENT}; padding: 2px 0; }}
 """

@@ -32,6 +32,7 @@ USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 10
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}  # about 50 ms a check here: slow for a guesser, fine for a sign-in
 GENESIS = "0" * 64
+SIGNIN_REFUSED = "wrong user name or password, or the user is disabled."
 
 
 @dataclass(frozen=True)
@@ -120,18 +121,37 @@ def set_password(con: duckdb.DuckDBPyConnection, username: str, password: str, *
     audit(con, actor=actor, action="user.passwd", target=username)
 
 
-def authenticate(con: duckdb.DuckDBPyConnection, username: str, password: str, *, source: str | None = None) -> dict:
-    """The user's ``username``, ``role`` and ``grids``, or :class:`AccessError`; either way it is audited."""
+_DUMMY_HASH = hash_password("x" * MIN_PASSWORD)
+
+
+def check_credentials(con: duckdb.DuckDBPyConnection, username: str, password: str) -> tuple[dict | None, str]:
+    """``({username, role, grids}, "")`` when the password is right and the user enabled, else ``(None, why)``.
+
+    Reads only: the caller audits the attempt (:func:`authenticate` does both).
+    """
     row = con.execute("SELECT password_hash, role, grids, disabled FROM users WHERE username = ?",
                       [username]).fetchone()
     # A missing user costs a hash too, so the answer's time does not tell which names exist.
-    ok = verify_password(password, row[0] if row else hash_password("x" * MIN_PASSWORD)) and row is not None
+    ok = verify_password(password, row[0] if row else _DUMMY_HASH) and row is not None
     if not ok or row[3]:
-        audit(con, actor=username or "?", action="signin.failed", source=source,
-              detail={"reason": "disabled" if ok else "wrong name or password"})
-        raise AccessError("wrong user name or password, or the user is disabled.")
+        return None, "disabled" if ok else "wrong name or password"
+    return {"username": username, "role": row[1], "grids": list(row[2])}, ""
+
+
+def find_user(con: duckdb.DuckDBPyConnection, username: str) -> Principal | None:
+    """The enabled user ``username`` as a :class:`Principal` (no source), or None."""
+    row = con.execute("SELECT role, grids FROM users WHERE username = ? AND NOT disabled", [username]).fetchone()
+    return Principal(username, row[0], tuple(row[1])) if row else None
+
+
+def authenticate(con: duckdb.DuckDBPyConnection, username: str, password: str, *, source: str | None = None) -> dict:
+    """The user's ``username``, ``role`` and ``grids``, or :class:`AccessError`; either way it is audited."""
+    user, why = check_credentials(con, username, password)
+    if user is None:
+        audit(con, actor=username or "?", action="signin.failed", source=source, detail={"reason": why})
+        raise AccessError(SIGNIN_REFUSED)
     audit(con, actor=username, action="signin", source=source)
-    return {"username": username, "role": row[1], "grids": list(row[2])}
+    return user
 
 
 def mask_id_number(value: str | None) -> str | None:

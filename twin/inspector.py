@@ -1,8 +1,8 @@
-"""What the inspector shows about one building, case or camera.
+"""The raw reads behind the inspector: one building, case or camera, a page of residents, search.
 
-Every read of residents' and cases' records for the UI goes through this
-module, so that access rules (who may see whose personal data) live in one
-place.
+These answer whatever they are asked. The app, the API and exports call them only
+through :class:`twin.policy.Gate`, which applies the access rules (who may see whose
+personal data), masks and the audit trail in one place.
 """
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ import json
 import duckdb
 import pandas as pd
 
-from twin.access import mask_phone
 from twin.cameras import cameras_seeing
 from twin.cases import OPEN_STATUSES, next_statuses
 from twin.detections import recent_detections
 from twin.errors import InputError
 from twin.queries import _now
 
-RESIDENT_COLUMNS = ("unit", "household_id", "room", "name", "gender", "age", "phone", "tags")
+RESIDENT_COLUMNS = ("resident_id", "unit", "household_id", "room", "name", "gender", "age", "id_number", "phone",
+                    "tags")
+OPEN_CASE_COLUMNS = ("case_id", "category", "subcategory", "status", "age_h", "overdue")
 
 
 def grid_path(con: duckdb.DuckDBPyConnection, grid_id: str | None) -> list[dict]:
@@ -68,22 +69,20 @@ def residents_page(con: duckdb.DuckDBPyConnection, building_id: str, *, page: in
     Returns
     -------
     DataFrame
-        Columns ``RESIDENT_COLUMNS``; ``age`` in whole years at the store's clock; ``phone``
-        masked (``138****5678``): unmasking, with a stated reason, comes with the access rules.
+        Columns ``RESIDENT_COLUMNS``; ``age`` in whole years at the store's clock. ID numbers
+        and phones are in clear: :meth:`twin.policy.Gate.residents_page` masks them.
     """
     if page < 0 or page_size <= 0:
         raise InputError(f"page {page} of size {page_size}: give page >= 0 and a positive page size")
     now = _now(con)
-    rows = con.execute("""
-        SELECT unit, household_id, room, name, gender,
+    return con.execute("""
+        SELECT resident_id, unit, household_id, room, name, gender,
                date_diff('year', birth_date, ?::DATE) - CASE WHEN strftime(birth_date, '%m%d') > strftime(?::DATE, '%m%d')
                                                           THEN 1 ELSE 0 END AS age,
-               phone, array_to_string(tags, ', ') AS tags
+               id_number, phone, array_to_string(tags, ', ') AS tags
         FROM residents WHERE rowid IN (SELECT rowid FROM residents WHERE building_id = ?)
         ORDER BY unit, household_id, room, resident_id
         LIMIT ? OFFSET ?""", [now, now, building_id, page_size, page * page_size]).df()
-    rows["phone"] = rows["phone"].map(mask_phone)
-    return rows
 
 
 def open_cases(con: duckdb.DuckDBPyConnection, *, building_id: str | None = None,
@@ -101,7 +100,6 @@ def open_cases(con: duckdb.DuckDBPyConnection, *, building_id: str | None = None
 
 
 def case_card(con: duckdb.DuckDBPyConnection, case_id: str) -> dict:
-    """A case with its history."""
     """A case with its history, the statuses it may move to next, and its detections' snapshots."""
     row = con.execute("""SELECT case_id, category, subcategory, source, status, description, address, building_id,
                                 grid_id, reported_grid_id, camera_id, reported_at, due_at, media_url

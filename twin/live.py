@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from twin.access import audit
 from twin.cases import CaseNumbers, LocationMatcher, record_transition, write_cases
 from twin.detections import DetectionDesk, write_detections
 from twin.errors import TwinError
@@ -41,6 +42,7 @@ class Written:
     cases: list[dict] = field(default_factory=list)
     detections: list[dict] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)  # ids of existing cases that changed
+    client: str | None = None  # the intake client whose new cases these are (for the audit trail)
 
 
 class CaseFeed:
@@ -129,27 +131,36 @@ class IntakeWriter:
         return future
 
     # Jobs for the routes ------------------------------------------------------
-    def take_detection(self, detection: dict, **submit) -> Future:
+    def take_detection(self, detection: dict, *, client: str | None = None, **submit) -> Future:
         def job(con: duckdb.DuckDBPyConnection) -> Written:
             taken = self.detections.take(con, detection, write=False)
             answer = {k: taken[k] for k in ("detection_id", "case_id", "duplicate")}
             return Written(answer, cases=[taken["case"]] if taken["case"] else [],
-                           detections=[taken["detection"]])
+                           detections=[taken["detection"]], client=client)
         return self.submit(job, **submit)
 
-    def take_request(self, form: dict[str, str], *, district_crs: str, **submit) -> Future:
+    def take_request(self, form: dict[str, str], *, district_crs: str, client: str | None = None,
+                     **submit) -> Future:
         """An Open311 request form; the answer is the GeoReport reply."""
         def job(con: duckdb.DuckDBPyConnection) -> Written:
             reply = submit_request(con, form, district_crs=district_crs, matcher=self.matcher,
                                    numbers=self.numbers, write=False)
-            return Written({k: v for k, v in reply.items() if k != "case"}, cases=[reply["case"]])
+            return Written({k: v for k, v in reply.items() if k != "case"}, cases=[reply["case"]], client=client)
         return self.submit(job, **submit)
 
-    def transition(self, case_id: str, to_status: str, *, actor: str, note: str | None = None) -> Future:
+    def transition(self, case_id: str, to_status: str, *, actor: str, note: str | None = None,
+                   source: str | None = None) -> Future:
+        """Move a case along the loop; audited as ``case.transition`` with who and from where."""
         def job(con: duckdb.DuckDBPyConnection) -> Written:
             event = record_transition(con, case_id, to_status, actor=actor, note=note)
+            audit(con, actor=actor, action="case.transition", target=case_id, source=source,
+                  detail={"from": event["from_status"], "to": to_status, "note": note})
             return Written(event, changed=[case_id])
         return self.submit(job)
+
+    def audit(self, **row) -> Future:
+        """Append one audit row (``actor``, ``action``, ``target``, ``detail``, ``source``) in the next commit."""
+        return self.submit(lambda con: Written(audit(con, **row)))
 
     # The thread ---------------------------------------------------------------
     def _run(self) -> None:
@@ -176,6 +187,7 @@ class IntakeWriter:
                     refused.append((future, exc))
             new_cases = [c for _, w in done for c in w.cases]
             write_cases(con, new_cases)
+            _audit_intake(con, [w for _, w in done if w.cases])
             write_detections(con, [d for _, w in done for d in w.detections])
             changed = changed_cases(con, [c for _, w in done for c in w.changed])
             started = time.perf_counter()
@@ -199,6 +211,16 @@ class IntakeWriter:
             return
         self.feed.publish(new_cases + changed)
         _settle([(f, None, e) for f, e in refused] + [(f, w.answer, None) for f, w in done])
+
+
+def _audit_intake(con: duckdb.DuckDBPyConnection, written: list[Written]) -> None:
+    """One audit row per intake client and batch, listing the cases it opened (cheap at hundreds a second)."""
+    by_client: dict[str, list[str]] = {}
+    for w in written:
+        by_client.setdefault(w.client or "intake", []).extend(c["case_id"] for c in w.cases)
+    for client, case_ids in by_client.items():
+        audit(con, actor=client, action="case.intake", target=case_ids[0] if len(case_ids) == 1 else None,
+              detail={"cases": case_ids}, source="intake")
 
 
 def _settle(outcomes: list[tuple[Future | asyncio.Future, object, BaseException | None]]) -> None:

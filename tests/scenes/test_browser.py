@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from scenes.browser import POST_AND_WAIT_FOR_MARKER, WebSocketMeter, chromium, served
+from scenes.browser import POST_AND_WAIT_FOR_MARKER, WebSocketMeter, chromium, served, sign_in
 from twin.store import Store
 
 pytestmark = pytest.mark.browser
@@ -39,8 +39,8 @@ def page(browser, app_url):
     page.on("pageerror", lambda e: page.console_errors.append(f"{e}: {e.stack}"))
     page.meter = WebSocketMeter(page)
     page.requests = []
+    sign_in(page, app_url)
     page.on("request", lambda r: page.requests.append(r.url))
-    page.goto(app_url)
     page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
     page.wait_for_function("window.twinCameras > 0", timeout=30_000)  # cameras follow the first frame
     page.wait_for_timeout(800)  # the opening camera move
@@ -124,7 +124,7 @@ def test_a_bim_model_stands_in_for_its_block_and_its_parts_are_clickable(browser
         page = browser.new_page(viewport={"width": 1600, "height": 900})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url)
+        sign_in(page, url)
         page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
         page.get_by_placeholder("Search address, building or case id").fill(building_id)
         page.keyboard.press("Enter")
@@ -200,20 +200,57 @@ def test_a_case_on_open_ground_is_drawn_there_and_clicking_it_opens_its_card(pag
 
 
 def test_the_operator_moves_a_case_along_the_loop_from_its_card(page, small_demo):
-    posted = page.evaluate(POST_AND_WAIT_FOR_MARKER, [_report_form(small_demo, service_code="municipal.streetlight_out"),
-                                                      5000])
+    form = _report_form(small_demo, service_code="municipal.streetlight_out")
+    posted = page.evaluate(POST_AND_WAIT_FOR_MARKER, [form, 5000])
     case_id = posted["id"]
     page.get_by_role("button", name="Operator").click()
     page.get_by_role("button", name=f"{case_id} · municipal.streetlight_out · reported").click()
     expect(page.locator(".twin-inspector .twin-title")).to_have_text(f"Case {case_id}", timeout=10_000)
     page.get_by_placeholder("note for the next step (optional)").fill("sent to the lighting crew")
     page.get_by_role("button", name="→ dispatched").click()
-    expect(page.locator(".twin-history")).to_contain_text("dispatched · operator · sent to the lighting crew",
+    expect(page.locator(".twin-history")).to_contain_text("dispatched · browser.operator · sent to the lighting crew",
                                                           timeout=10_000)
     page.get_by_role("button", name="→ in progress").click()
-    expect(page.locator(".twin-history")).to_contain_text("in_progress · operator", timeout=10_000)
-    status = page.evaluate(f"fetch('/open311/v2/requests/{case_id}.json').then(r => r.json())")
+    expect(page.locator(".twin-history")).to_contain_text("in_progress · browser.operator", timeout=10_000)
+    status = page.evaluate(f"fetch('/open311/v2/requests/{case_id}.json?api_key={form['api_key']}')"
+                           ".then(r => r.json())")
     assert status[0]["status_notes"] == "in_progress", "the change is in the store"
     expect(page.get_by_role("button", name="→ resolved")).to_be_visible()
     assert page.get_by_role("button", name="→ closed").count() == 0, "only allowed steps are offered"
     assert page.console_errors == []
+
+
+def test_nothing_is_shown_before_sign_in_and_a_wrong_password_is_refused(browser, app_url):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(app_url)
+    expect(page.locator("#signin")).to_be_visible()  # sent to the login form
+    assert "/login" in page.url and "twin-view" not in page.content()
+    page.fill("#username", app_url.user)
+    page.fill("#password", "not the password")
+    page.click("#signin")
+    expect(page.locator("#error-message")).to_contain_text("wrong user name or password")
+    page.fill("#username", app_url.user)
+    page.fill("#password", app_url.password)
+    page.click("#signin")
+    page.goto(app_url)
+    page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
+    expect(page.locator(".twin-user")).to_contain_text(f"{app_url.user} · operator")
+    context.close()
+
+
+def test_residents_are_masked_on_the_page_and_unmasking_needs_a_reason(page, small_demo):
+    with Store(small_demo, read_only=True) as store:
+        building_id, name, phone = store.con.execute(
+            "SELECT b.building_id, b.name, r.phone FROM residents r JOIN buildings b USING (building_id) "
+            "ORDER BY b.building_id, r.unit, r.household_id, r.room, r.resident_id LIMIT 1").fetchone()
+    page.get_by_placeholder("Search address, building or case id").fill(building_id)
+    page.keyboard.press("Enter")
+    residents = page.locator(".twin-residents")
+    expect(residents).to_contain_text(phone[:3] + "****" + phone[-4:], timeout=10_000)
+    assert phone not in page.content()
+    page.locator(".twin-unmask button").click()
+    expect(page.locator(".twin-unmasked")).to_contain_text("needs a reason")
+    page.get_by_placeholder("reason (recorded)").fill("returning the resident's call")
+    page.locator(".twin-unmask button").click()
+    expect(page.locator(".twin-unmasked")).to_contain_text(phone, timeout=10_000)

@@ -8,13 +8,18 @@ import pytest
 from scenes.layers import BUILDING_MAGIC
 from scenes.screens import DistrictApp
 from scenes.shared import SharedDistrict
+from tests.conftest import copy_of
+from twin.access import Principal
 from twin.buildings import load_meshes
 from twin.store import Store
 
+LEADER = Principal("lu.ming", "leader")
+
 
 @pytest.fixture(scope="module")
-def store(small_demo):
-    with Store(small_demo, read_only=True) as s:
+def store(small_demo, tmp_path_factory):
+    # Writable: what the screens show is audited.
+    with Store(copy_of(small_demo, tmp_path_factory.mktemp("screens"))) as s:
         yield s
 
 
@@ -30,7 +35,11 @@ def layer(shared):
 
 @pytest.fixture
 def app(store, shared):
-    return DistrictApp(store.con.cursor(), shared)
+    return DistrictApp(store.con.cursor(), shared, principal=LEADER)
+
+
+def app_for(store, shared, role: str, grids: tuple[str, ...] = ()) -> DistrictApp:
+    return DistrictApp(store.con.cursor(), shared, principal=Principal(f"a.{role}", role, grids))
 
 
 def test_the_building_buffer_holds_every_footprint_relative_to_the_origin(store, layer):
@@ -52,15 +61,48 @@ def test_a_picked_building_fills_the_inspector_and_is_highlighted(app, layer):
     assert app.view.selected == -1 and app.inspector.building_id is None
 
 
-def test_the_operator_sees_residents_and_the_leader_does_not(app, store, layer):
-    building_id, = store.con.execute("SELECT building_id FROM residents GROUP BY 1 ORDER BY count(*) DESC "
-                                     "LIMIT 1").fetchone()
+def test_the_operator_of_its_grid_sees_residents_masked_and_the_leader_does_not(app, store, shared, layer):
+    building_id, grid_id, parent = store.con.execute("""
+        SELECT r.building_id, b.grid_id, g.parent_id FROM residents r JOIN buildings b USING (building_id)
+        JOIN grids g ON g.grid_id = b.grid_id AND g.valid_to IS NULL
+        GROUP BY ALL ORDER BY count(*) DESC LIMIT 1""").fetchone()
+    assert app.param.screen.objects == ["Overview"]
     app.select_building(layer.index_of(building_id))
-    assert not app.inspector.residents.visible
-    app.screen = "Operator"
-    assert app.inspector.residents.visible and len(app.inspector.resident_rows) == 50
-    first = app.inspector.resident_rows.iloc[0]
-    assert first["name"] in app.inspector.residents.object and "people" in app.inspector.residents.object
+    assert not app.inspector.residents.visible and "residents" in app.inspector.card.object
+    operator = app_for(store, shared, "operator", (parent,))  # bound to the grid above: its micro-grids are in
+    assert operator.screen == "Operator"
+    operator.select_building(layer.index_of(building_id))
+    assert operator.inspector.residents.visible and len(operator.inspector.resident_rows) == 50
+    first = operator.inspector.resident_rows.iloc[0]
+    shown = operator.inspector.residents.object
+    assert first["name"] in shown and "people" in shown and "****" in first["phone"] and "****" in shown
+    phone, = store.con.execute("SELECT phone FROM residents WHERE resident_id = ?", [first["resident_id"]]).fetchone()
+    assert phone not in shown
+    assert store.con.execute("SELECT count(*) FROM audit WHERE action = 'residents.view' AND target = ? "
+                             "AND actor = 'a.operator'", [building_id]).fetchone()[0] == 1
+    elsewhere, = store.con.execute("SELECT grid_id FROM grids WHERE level = 'grid' AND grid_id <> ? AND "
+                                   "valid_to IS NULL LIMIT 1", [parent]).fetchone()
+    stranger = app_for(store, shared, "operator", (elsewhere,))
+    stranger.select_building(layer.index_of(building_id))
+    assert not stranger.inspector.residents.visible and first["name"] not in stranger.inspector.card.object
+
+
+def test_unmasking_needs_a_reason_and_is_audited(store, shared, layer):
+    building_id, grid_id = store.con.execute("SELECT r.building_id, b.grid_id FROM residents r JOIN buildings b "
+                                             "USING (building_id) LIMIT 1").fetchone()
+    operator = app_for(store, shared, "operator", (grid_id,))
+    operator.select_building(layer.index_of(building_id))
+    inspector = operator.inspector
+    who = inspector.unmask_who.value
+    phone, = store.con.execute("SELECT phone FROM residents WHERE resident_id = ?", [who]).fetchone()
+    inspector.unmask()
+    assert "reason" in inspector.unmasked.object and phone not in inspector.unmasked.object
+    inspector.unmask_reason.value = "calling about a burst pipe"
+    inspector.unmask()
+    assert phone in inspector.unmasked.object
+    detail, = store.con.execute("SELECT detail FROM audit WHERE action = 'resident.unmask' AND target = ?",
+                                [who]).fetchone()
+    assert "burst pipe" in detail
 
 
 def test_recolouring_sends_colours_not_geometry(app):
@@ -112,7 +154,7 @@ def test_a_building_with_a_bim_model_sends_the_model_and_its_elements_are_clicka
     head = np.frombuffer(shared.models[:16], dtype="<u4")
     assert head[1] == 1  # one model, standing in for its building's LOD1 block
     assert np.frombuffer(shared.models[16:20], dtype="<u4")[0] == shared.layer.index_of(building_id)
-    app = DistrictApp(store.con.cursor(), shared)
+    app = DistrictApp(store.con.cursor(), shared, principal=Principal("p", "planner"))
     wall, = store.con.execute("SELECT min(element_index) FROM elements WHERE ifc_class = 'IfcWallStandardCase' "
                               "LIMIT 1").fetchone()
     app.view.pick = {"kind": "building", "index": shared.layer.index_of(building_id), "element": wall, "seq": 1}

@@ -59,9 +59,10 @@ def test_open311_as_a_client_sends_it(intake):
         status, body = call(f"{base}/requests.json", form)
         assert status == 201
         request_id = json.loads(body)[0]["service_request_id"]
-        status, body = call(f"{base}/requests/{request_id}.json")
+        key = form["api_key"]
+        status, body = call(f"{base}/requests/{request_id}.json?api_key={key}")
         assert status == 200 and json.loads(body)[0]["status"] == "open"
-        status, body = call(f"{base}/requests.json?status=open&service_code={form['service_code']}")
+        status, body = call(f"{base}/requests.json?status=open&service_code={form['service_code']}&api_key={key}")
         assert status == 200 and request_id in body
         for changes, code, words in (({"api_key": "wrong"}, 403, "api_key"), ({"lat": ""}, 400, "lat is required"),
                                      ({"service_code": "nope"}, 404, "nope")):
@@ -69,7 +70,7 @@ def test_open311_as_a_client_sends_it(intake):
             assert status == code and json.loads(body)[0]["code"] == code and words in json.loads(body)[0]["description"]
         status, body = call(f"{base}/requests.json", form, content_type="application/json")
         assert status == 400 and "form-encoded" in body
-        status, body = call(f"{base}/requests/nope.json")
+        status, body = call(f"{base}/requests/nope.json?api_key={key}")
         assert status == 404
 
 
@@ -189,3 +190,55 @@ def _up(base: str) -> bool:
         return call(f"{base}/services.json")[0] == 200
     except OSError:
         return False
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def fetch(url: str, form: dict | None = None, *, cookies: str | None = None) -> tuple[int, object, str]:
+    """One request without following redirects: status, headers, body."""
+    data = urllib.parse.urlencode(form).encode() if form is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Cookie": cookies} if cookies else {})
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status, response.headers, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read().decode()
+
+
+def test_pages_and_data_need_sign_in_or_a_key_and_attempts_are_limited_and_audited(intake, tmp_path):
+    db, form = intake
+    copy = tmp_path / "access.duckdb"
+    shutil.copy(db, copy)
+    with served(copy, args=("--intake-rate", "5")) as url:
+        root = url.rsplit("/", 1)[0]
+        status, headers, _ = fetch(url)
+        assert status == 302 and "/login" in headers["Location"], "the app sends strangers to the login form"
+        status, headers, _ = fetch(root + "/app/autoload.js?bokeh-autoload-element=x&bokeh-absolute-url=" + root)
+        assert status in (302, 401, 403), "no embedding the app without a sign-in either"
+        status, _, body = fetch(f"{root}/open311/v2/requests.json")
+        assert status == 403 and "api_key" in body, "the cases' API needs a key"
+        status, _, body = fetch(f"{root}/open311/v2/requests.json?api_key=%27%20OR%20%271%27=%271")
+        assert status == 403
+        # A right password gets the signed cookie, and with it the app.
+        status, headers, _ = fetch(f"{root}/login", {"username": url.user, "password": url.password})
+        assert status == 302
+        cookies = "; ".join(c.split(";")[0] for c in headers.get_all("Set-Cookie"))
+        assert fetch(url, cookies=cookies)[0] == 200
+        # Wrong passwords: five per name and address are checked, then 429 with Retry-After.
+        answers = [fetch(f"{root}/login", {"username": url.user, "password": f"guess {i}"}) for i in range(8)]
+        assert [a[0] for a in answers[:4]] == [302] * 4 and answers[-1][0] == 429
+        assert int(answers[-1][1]["Retry-After"]) >= 1
+        # Intake at 5 a second (bursts of 10) per key: a burst of 25 gets some 429s, and nothing else is lost.
+        codes = [call(f"{root}/open311/v2/requests.json", form)[0] for _ in range(25)]
+        assert set(codes) == {201, 429} and codes.count(201) <= 12
+    with Store(copy, read_only=True) as store:
+        actions = dict(store.con.execute("SELECT action, count(*) FROM audit GROUP BY 1").fetchall())
+        from twin.access import verify_audit
+
+        assert verify_audit(store.con) is None
+    assert actions["signin"] == 1 and actions["signin.failed"] == 8
+    assert actions["case.intake"] >= 1

@@ -1,0 +1,152 @@
+"""Sign-in for ``twin serve``: Panel's own auth, with the users kept in the store.
+
+Panel's :class:`~panel.auth.BasicAuthProvider` serves the login page and keeps
+the signed-in user in a signed cookie; here the names and passwords are checked
+against the store's ``users`` table (salted scrypt, :mod:`twin.access`), every
+attempt is audited with the address it came from, and attempts are rate limited
+per user and address and per address. A user who is disabled or removed loses
+access at the next page or session, not only at the next sign-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import duckdb
+import panel as pn
+import tornado.escape
+from panel.auth import BasicAuthProvider, BasicLoginHandler, _validate_next_url
+from panel.config import config
+from panel.io.state import state
+
+from twin.access import SIGNIN_REFUSED, Principal, check_credentials, find_user
+from twin.live import IntakeWriter
+from twin.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+TEMPLATES = Path(__file__).parent / "templates"
+USER_CACHE_S = 10.0  # how long a looked-up user (enabled or not) is trusted before asking the store again
+# At most 5 tries per name and address, and 20 per address, in a minute (tokens refill steadily).
+SIGNIN_PER_USER = {"rate_per_s": 5 / 60, "burst": 5}
+SIGNIN_PER_ADDRESS = {"rate_per_s": 20 / 60, "burst": 20}
+MAX_FIELD = 256
+
+
+class SignIns:
+    """Checks sign-ins against the store: rate limits, the password check off the event loop, the audit.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        The store's connection (cursors of it are made per check).
+    writer : IntakeWriter
+        Audit rows go through the store's one writer.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, writer: IntakeWriter) -> None:
+        self._con = con
+        self._reader = con.cursor()
+        self._writer = writer
+        self.per_user = RateLimiter(**SIGNIN_PER_USER)
+        self.per_address = RateLimiter(**SIGNIN_PER_ADDRESS)
+        self._users: dict[str, tuple[Principal | None, float]] = {}
+
+    def wait_s(self, username: str, address: str) -> float:
+        """0 when this attempt may be checked, else the seconds to wait (and the attempt is spent)."""
+        if self.per_address.allow(address) and self.per_user.allow(f"{username}|{address}"):
+            return 0.0
+        return max(self.per_address.retry_after(address), self.per_user.retry_after(f"{username}|{address}"), 1.0)
+
+    async def check(self, username: str, password: str, *, address: str) -> bool:
+        """Whether the name and password are right; the attempt is audited either way."""
+        user, why = await asyncio.to_thread(self._check, username, password)
+        if user is None:
+            await asyncio.wrap_future(self._writer.audit(actor=username or "?", action="signin.failed",
+                                                         source=address, detail={"reason": why}))
+            return False
+        await asyncio.wrap_future(self._writer.audit(actor=username, action="signin", source=address))
+        self._users.pop(username, None)
+        return True
+
+    def _check(self, username: str, password: str) -> tuple[dict | None, str]:
+        con = self._con.cursor()
+        try:
+            return check_credentials(con, username, password)
+        finally:
+            con.close()
+
+    async def refused(self, username: str, *, address: str) -> None:
+        await asyncio.wrap_future(self._writer.audit(actor=username or "?", action="signin.failed", source=address,
+                                                     detail={"reason": "too many attempts"}))
+
+    def principal(self, username: str | None, *, source: str | None = None) -> Principal | None:
+        """The enabled user ``username`` (looked up at most every ``USER_CACHE_S``), or None."""
+        if not username:
+            return None
+        hit = self._users.get(username)
+        if hit is None or time.monotonic() - hit[1] > USER_CACHE_S:
+            if len(self._users) > 10_000:
+                self._users.clear()
+            hit = self._users[username] = (find_user(self._reader, username), time.monotonic())
+        user = hit[0]
+        return None if user is None else Principal(user.username, user.role, user.grids, source)
+
+
+class SignInHandler(BasicLoginHandler):
+    """``/login``: the form (GET) and its check (POST)."""
+
+    signins: SignIns
+
+    async def post(self) -> None:
+        username = self.get_argument("username", "")[:MAX_FIELD]
+        password = self.get_argument("password", "")[:MAX_FIELD]
+        address = self.request.remote_ip or "?"
+        wait = self.signins.wait_s(username, address)
+        if wait:
+            await self.signins.refused(username, address=address)
+            self.set_status(429)
+            self.set_header("Retry-After", str(int(wait + 0.999)))
+            self.write(self._login_template.render(
+                login_endpoint=self._login_endpoint,
+                errormessage=f"Too many attempts: wait {int(wait + 0.999)} s and try again."))
+            return
+        if await self.signins.check(username, password, address=address):
+            self.set_current_user(username)
+            self.redirect(_validate_next_url(self.get_cookie("next_url", state.base_url)) or state.base_url)
+        else:
+            self.redirect(self._login_endpoint.lstrip("/") + "?error=" + tornado.escape.url_escape(SIGNIN_REFUSED))
+
+
+class StoreAuthProvider(BasicAuthProvider):
+    """Panel's basic auth provider with the login page and users of the store."""
+
+    def __init__(self, signins: SignIns) -> None:
+        self._signins = signins  # before the base class, which validates the handlers it is given
+        super().__init__(login_template=str(TEMPLATES / "login.html"),
+                         logout_template=str(TEMPLATES / "logout.html"))
+
+    @property
+    def get_user(self):
+        def get_user(handler) -> str | None:
+            name = handler.get_secure_cookie("user", max_age_days=config.oauth_expiry)
+            name = name.decode("utf-8") if name else None
+            return name if self._signins.principal(name) is not None else None
+        return get_user
+
+    @property
+    def login_handler(self):
+        return type("StoreSignInHandler", (SignInHandler,), {
+            "_login_endpoint": self._login_endpoint, "_login_template": self._login_template,
+            "signins": self._signins})
+
+
+def session_principal(signins: SignIns) -> Principal | None:
+    """The signed-in user of the current Panel session, with the address the session came from."""
+    context = pn.state.curdoc.session_context if pn.state.curdoc is not None else None
+    request = getattr(context, "request", None)
+    address = getattr(request, "remote_ip", None) if request is not None else None
+    return signins.principal(pn.state.user, source=address)
+
