@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB := data/demo.duckdb
+DEMO_USERS := data/demo.users
 PORT ?= 5006
 
 .PHONY: serve test setup test-setup demo bench clean
@@ -32,9 +33,15 @@ test-setup: $(VENV)/.test-deps
 $(DEMO_DB): | $(BIN)/twin
 	$(BIN)/twin demo --db $(DEMO_DB) --scale full
 
+# Stores built before sign-in existed get their demo users here.
+$(DEMO_USERS): | $(DEMO_DB)
+	$(BIN)/twin demo --db $(DEMO_DB) --users
+
 demo: $(DEMO_DB)
 
-serve: $(DEMO_DB)
+serve: $(DEMO_DB) $(DEMO_USERS)
+	@echo "Sign in at http://127.0.0.1:$(PORT)/app as one of the demo users ($(DEMO_USERS)):"
+	@cat $(DEMO_USERS)
 	$(BIN)/twin serve --db $(DEMO_DB) --port $(PORT)
 
 test: test-setup
@@ -44,4 +51,4 @@ bench: $(DEMO_DB)
 	$(BIN)/twin bench ingest --db $(DEMO_DB) --json
 
 clean:
-	rm -rf $(VENV) $(DEMO_DB) $(DEMO_DB).wal
+	rm -rf $(VENV) $(DEMO_DB) $(DEMO_DB).wal $(DEMO_USERS)

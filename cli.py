@@ -38,7 +38,13 @@ class StageBar:
 
 
 def _cmd_demo(args: argparse.Namespace) -> dict:
-    from data.build import DEMO_STAGES, build_demo_store
+    from data.build import DEMO_STAGES, build_demo_store, demo_users, write_demo_users
+    from twin.store import open_for_command
+
+    if args.users:
+        with open_for_command(args.db, create=False) as store:
+            users = demo_users(store.con)
+        return {"users_file": str(write_demo_users(users, Path(args.db)))}
 
     bar = StageBar(DEMO_STAGES, desc="demo district")
     try:
@@ -108,11 +114,18 @@ def _cmd_keys(args: argparse.Namespace) -> dict:
 
 def _cmd_grids(args: argparse.Namespace) -> dict:
     from ingest.grids import export_grids, import_grids, read_grids
-    from twin.store import Store, open_for_command
+    from twin.store import open_for_command
 
     if args.action == "export":
-        with Store(args.db, read_only=True) as store:
-            return export_grids(store.con, args.path, level=args.level, history=args.history)
+        import getpass
+
+        from twin.access import audit
+
+        with open_for_command(args.db, create=False) as store:
+            summary = export_grids(store.con, args.path, level=args.level, history=args.history)
+            audit(store.con, actor=getpass.getuser(), action="grids.export", target=str(args.path), source="cli",
+                  detail={"level": args.level, "history": args.history})
+            return summary
     bar = StageBar(("read", "check and save"), desc="grids")
     try:
         with open_for_command(args.db, create=False) as store:
@@ -224,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scale", choices=("full", "small"), default="full")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--force", action="store_true", help="replace an existing store file")
+    demo.add_argument("--users", action="store_true",
+                      help="only (re)make the demo's users on an existing store, with new passwords in <db>.users")
 
     ingest = sub.add_parser("ingest", help="bring outside data into the store")
     isub = ingest.add_subparsers(dest="kind", required=True)

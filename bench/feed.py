@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import write_result  # noqa: E402
-from scenes.browser import POST_AND_WAIT_FOR_MARKER, chromium, served  # noqa: E402
+from scenes.browser import POST_AND_WAIT_FOR_MARKER, chromium, served, sign_in  # noqa: E402
 from twin.cases import create_case, load_taxonomy  # noqa: E402
 from twin.crs import transform_xy  # noqa: E402
 from twin.keys import add_key  # noqa: E402
@@ -104,7 +104,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
         with chromium() as browser, served(work) as url:
             base = url.rsplit("/", 1)[0]
             page = browser.new_page(viewport={"width": 1600, "height": 900})
-            page.goto(url)
+            sign_in(page, url)
             page.wait_for_function("window.twinFirstFrame !== undefined", timeout=120_000)
             page.wait_for_function("window.twinCameras > 0", timeout=60_000)
             requests = [encode({"kind": "open311", "form": f}, api_key=key) for f in forms[:-200]]  # ready before

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import shapely
 
 from data.demo import DEMO_NOW, DemoDistrict, generate_district, level_counts
 from data.feed import demo_feed, write_feed
+from twin.access import add_user, set_password
 from twin.buildings import building_ids, upsert_buildings
 from twin.crs import District
 from twin.errors import InputError
@@ -68,6 +71,7 @@ def build_demo_store(path: str | os.PathLike, *, scale: str = "full", seed: int 
             feed = demo_feed(store.con, crs=DEMO_CRS, seed=seed,
                              incidents=400 if scale == "full" else 40, reports=300 if scale == "full" else 30)
             key = add_key(store.con, "demo-feed")
+            users = demo_users(store.con)
         os.replace(partial, path)
     finally:
         for p in (partial, Path(f"{partial}.wal")):
@@ -77,9 +81,42 @@ def build_demo_store(path: str | os.PathLike, *, scale: str = "full", seed: int 
     key_path = path.with_suffix(".key")
     key_path.write_text(key + "\n")
     key_path.chmod(0o600)
+    users_path = write_demo_users(users, path)
     return {"db": str(path), "scale": scale, "seed": seed, **counts, "grid_levels": level_counts(district),
             "feed": str(feed_path), "feed_lines": len(feed), "api_key_file": str(key_path),
-            "timings_s": timer.timings}
+            "users_file": str(users_path), "timings_s": timer.timings}
+
+
+DEMO_ROLES = ("leader", "operator", "planner", "admin")
+
+
+def demo_users(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    """(Re)make the demo's four users, one per role, with fresh random passwords.
+
+    The operator is bound to the first community, so the demo shows what an
+    operator cannot see as well as what they can.
+    """
+    community, = con.execute("SELECT min(grid_id) FROM grids WHERE level = 'community' AND valid_to IS NULL").fetchone()
+    made = []
+    for role in DEMO_ROLES:
+        password = secrets.token_urlsafe(12)
+        grids = [community] if role == "operator" and community else []
+        if con.execute("SELECT 1 FROM users WHERE username = ?", [role]).fetchone():
+            set_password(con, role, password, actor="demo")
+        else:
+            add_user(con, role, password, role=role, grids=grids, actor="demo")
+        made.append({"username": role, "password": password, "role": role, "grids": grids})
+    return made
+
+
+def write_demo_users(users: list[dict], db: Path) -> Path:
+    """``<db>.users``: one line per demo user (name, password, role, grids), readable by the owner only."""
+    out = Path(db).with_suffix(".users")
+    out.write_text("".join(f"{u['username']:<9} {u['password']}  ({u['role']}"
+                           f"{', grids ' + ','.join(u['grids']) if u['grids'] else ', whole district'})\n"
+                           for u in users))
+    out.chmod(0o600)
+    return out
 
 
 def write_district(store: Store, demo: DemoDistrict, *, lap: Callable[[str], None], scale: str, seed: int) -> dict:

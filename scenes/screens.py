@@ -27,8 +27,8 @@ from scenes.shared import REFRESH_S, SharedDistrict
 from scenes.theme import CSS
 from scenes.ticker import CaseTicker
 from scenes.view3d import DistrictView
-from twin.cases import CASE_STATUSES, OPEN_STATUSES
 from twin.access import Principal
+from twin.cases import CASE_STATUSES, OPEN_STATUSES
 from twin.errors import TwinError
 from twin.policy import Gate
 from twin.queries import grid_boundaries

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 from xml.etree import ElementTree
 
 import duckdb
@@ -19,8 +19,11 @@ import pandas as pd
 from twin.cases import OPEN_STATUSES, create_case, load_taxonomy
 from twin.crs import transform_xy
 from twin.errors import InputError, TwinError
+from twin.policy import mask_text
 
 MAX_DESCRIPTION = 4000
+MAX_FORM_BYTES = 64 * 1024
+MAX_FORM_FIELDS = 100
 REQUEST_FIELDS = ("service_code", "lat", "long", "address_string", "address_id", "email", "device_id", "account_id",
                   "first_name", "last_name", "phone", "description", "media_url", "api_key", "jurisdiction_id")
 
@@ -73,8 +76,52 @@ def _number(form: dict, name: str, low: float, high: float) -> float:
     return value
 
 
+def decode_form(body: bytes, *, content_type: str | None = "application/x-www-form-urlencoded") -> dict[str, str]:
+    """The fields of a ``POST requests`` body, as GeoReport v2 sends them (form-encoded UTF-8).
+
+    Parameters
+    ----------
+    body : bytes
+        The request body, at most ``MAX_FORM_BYTES``.
+    content_type : str, optional
+        The request's ``Content-Type``; it must be ``application/x-www-form-urlencoded``.
+
+    Returns
+    -------
+    dict
+        Field name to value; of a repeated field, the last value.
+
+    Raises
+    ------
+    Open311Error
+        413 for a body over ``MAX_FORM_BYTES``; 400 for another content type, a body that is
+        not UTF-8 or one of more than ``MAX_FORM_FIELDS`` fields.
+    """
+    if len(body) > MAX_FORM_BYTES:
+        raise Open311Error(413, f"the request body is over {MAX_FORM_BYTES // 1024} KB.")
+    if not (content_type or "").startswith("application/x-www-form-urlencoded"):
+        raise Open311Error(400, "send the request form-encoded (application/x-www-form-urlencoded), "
+                                "as GeoReport v2 says.")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Open311Error(400, "the form is not UTF-8.") from None
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:  # more fields than max_num_fields
+        raise Open311Error(400, f"the form has more than {MAX_FORM_FIELDS} fields.") from None
+    return dict(pairs)
+
+
 def parse_request(form: dict[str, str]) -> dict:
     """Validate a ``POST requests`` form (already decoded); raise :class:`Open311Error` naming the field."""
+    for name, value in form.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise Open311Error(400, f"field {name!r}: expected text, found {type(value).__name__}.")
+        try:
+            name.encode("utf-8"), value.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: only a Python caller can send them, and DuckDB refuses them
+            raise Open311Error(400, f"field {name!r} is not valid Unicode text.") from None
     unknown = sorted(set(form) - set(REQUEST_FIELDS) - {k for k in form if k.startswith("attribute[")})
     if unknown:
         raise Open311Error(400, f"unknown field(s) {', '.join(unknown)}; GeoReport v2 fields are "
@@ -122,7 +169,7 @@ def describe(rows: pd.DataFrame, *, district_crs: str) -> list[dict]:
     lonlat = transform_xy(rows[["x", "y"]].to_numpy(dtype=float), district_crs, "EPSG:4326")
     return [{"service_request_id": r.case_id, "status": "open" if r.status in OPEN_STATUSES else "closed",
              "status_notes": r.status, "service_name": names.get(r.subcategory, r.subcategory),
-             "service_code": r.subcategory, "description": r.description, "agency_responsible": r.grid_id,
+             "service_code": r.subcategory, "description": mask_text(r.description), "agency_responsible": r.grid_id,
              "address": r.address, "requested_datetime": pd.Timestamp(r.reported_at).isoformat(),
              "updated_datetime": pd.Timestamp(r.updated_at).isoformat(),
              "expected_datetime": pd.Timestamp(r.due_at).isoformat() if pd.notna(r.due_at) else None,

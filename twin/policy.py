@@ -49,7 +49,7 @@ AuditSink = Callable[..., object]
 
 def mask_text(text: str | None) -> str | None:
     """Free text with any phone or ID number in it masked (``138****5678``, ``410105********1234``)."""
-    if not text:
+    if not isinstance(text, str) or not text:  # None, or NaN from a frame
         return text
     text = ID_IN_TEXT.sub(lambda m: m.group(1) + "*" * 8 + m.group(3), text)
     return PHONE_IN_TEXT.sub(lambda m: m.group(1) + "****" + m.group(3), text)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from data.build import DEMO_ROLES
 from tests.test_cli import twin
 from twin.access import (
     add_user,
@@ -42,6 +43,7 @@ def test_masks_hide_the_middle_and_keep_the_length(id_number, phone):
 def test_users_sign_in_and_every_attempt_is_audited(demo_copy):
     with open_for_command(demo_copy, create=False) as store:
         grid, = store.con.execute("SELECT grid_id FROM grids WHERE level = 'grid' LIMIT 1").fetchone()
+        first, = store.con.execute("SELECT max(seq) + 1 FROM audit").fetchone()  # after the demo's own users
         add_user(store.con, "wang.fang", "a long passphrase", role="operator", grids=[grid])
         with pytest.raises(InputError, match="bound to grids"):
             add_user(store.con, "li.lei", "a long passphrase", role="operator")
@@ -55,23 +57,24 @@ def test_users_sign_in_and_every_attempt_is_audited(demo_copy):
         disable_user(store.con, "wang.fang")
         with pytest.raises(AccessError):
             authenticate(store.con, "wang.fang", "a long passphrase")
-        actions = [r[0] for r in store.con.execute("SELECT action FROM audit ORDER BY seq").fetchall()]
+        actions = [r[0] for r in store.con.execute("SELECT action FROM audit WHERE seq >= ? ORDER BY seq",
+                                                   [first]).fetchall()]
     assert actions == ["user.add", "signin", "signin.failed", "signin.failed", "user.disable", "signin.failed"]
 
 
 def test_the_audit_chain_finds_an_edited_or_removed_row(demo_copy):
     with open_for_command(demo_copy, create=False) as store:
-        for k in range(5):
-            audit(store.con, actor="op", action="resident.view", target=f"R{k}", source="10.0.0.7")
+        seqs = [audit(store.con, actor="op", action="resident.view", target=f"R{k}", source="10.0.0.7")
+                for k in range(5)]
         assert verify_audit(store.con) is None
     with Store(demo_copy) as store:  # someone edits the file behind the product's back
-        store.con.execute("UPDATE audit SET target = 'R9' WHERE seq = 3")
-        assert verify_audit(store.con) == 3
-        store.con.execute("UPDATE audit SET target = 'R2' WHERE seq = 3")
-        store.con.execute("DELETE FROM audit WHERE seq = 4")
-        assert verify_audit(store.con) == 5
+        store.con.execute("UPDATE audit SET target = 'R9' WHERE seq = ?", [seqs[2]])
+        assert verify_audit(store.con) == seqs[2]
+        store.con.execute("UPDATE audit SET target = 'R2' WHERE seq = ?", [seqs[2]])
+        store.con.execute("DELETE FROM audit WHERE seq = ?", [seqs[3]])
+        assert verify_audit(store.con) == seqs[4]
     done = twin("audit", "verify", "--db", str(demo_copy))
-    assert done.returncode == 2 and "broken at row 5" in done.stderr
+    assert done.returncode == 2 and f"broken at row {seqs[4]}" in done.stderr
 
 
 def test_users_from_the_command_line(demo_copy):
@@ -89,6 +92,7 @@ def test_users_from_the_command_line(demo_copy):
     short = run("users", "add", "qian", "--role", "leader", "--password-stdin", stdin="short\n")
     assert short.returncode == 2 and "at least 10" in short.stderr
     listed = run("users", "list", "--json")
-    assert [u["username"] for u in __import__("json").loads(listed.stdout)["users"]] == ["zhao.min"]
+    users = {u["username"]: u for u in __import__("json").loads(listed.stdout)["users"]}
+    assert users["zhao.min"]["role"] == "planner" and set(users) == {"zhao.min", *DEMO_ROLES}
     assert "password" not in listed.stdout and "scrypt" not in listed.stdout
     assert run("audit", "verify", "--json").returncode == 0
