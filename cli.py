@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from twin.errors import TwinError
+from twin.errors import OptionError, TwinError
 
 log = logging.getLogger("twin")
 
@@ -188,8 +189,16 @@ def _cmd_serve(args: argparse.Namespace) -> dict:
 
     origins = [f"{args.address}:{args.port}", f"localhost:{args.port}", f"127.0.0.1:{args.port}", *args.allow_origin]
     log.info("serving %s on http://%s:%s/app", args.db, args.address, args.port)
+    oauth = None
+    if args.oauth_provider:
+        secret = os.environ.get("TWIN_OAUTH_SECRET")
+        if not (args.oauth_key and secret):
+            raise OptionError(f"--oauth-provider {args.oauth_provider}: give --oauth-key and the secret in the "
+                              "TWIN_OAUTH_SECRET environment variable (not on the command line, where ps shows it).")
+        oauth = {"provider": args.oauth_provider, "key": args.oauth_key, "secret": secret,
+                 "redirect_uri": args.oauth_redirect_uri}
     serve(args.db, port=args.port, address=args.address, origins=origins, dedupe_window_s=args.dedupe_window,
-          intake_rate=args.intake_rate)
+          intake_rate=args.intake_rate, oauth=oauth)
     return {}
 
 
@@ -315,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--intake-rate", type=float, default=1000.0, metavar="N",
                        help="requests a second each intake client (API key) may send, in bursts of 2N; "
                             "more get HTTP 429 with Retry-After (default 1000)")
+    serve.add_argument("--oauth-provider", choices=("azure", "github", "gitlab", "google", "okta", "auth0", "generic"),
+                       help="sign in through this OAuth provider (Panel's) instead of the store's passwords; "
+                            "its user names must be users of the store")
+    serve.add_argument("--oauth-key", help="the OAuth client id (the secret goes in TWIN_OAUTH_SECRET)")
+    serve.add_argument("--oauth-redirect-uri")
     serve.add_argument("--dedupe-window", type=float, default=600.0, metavar="S",
                        help="detections from one camera and category this close become one case (default 600 s)")
 

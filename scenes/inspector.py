@@ -10,7 +10,7 @@ import panel as pn
 import param
 
 from scenes.theme import CSS
-from twin.errors import TwinError
+from twin.errors import AccessError, TwinError
 from twin.live import IntakeWriter
 from twin.policy import Gate
 
@@ -169,7 +169,12 @@ class Inspector(pn.viewable.Viewer):
                                                          ("GlobalId", e["global_id"])], tail=sets, kind="twin-element")
 
     def show_case(self, case_id: str) -> None:
-        card = self.gate.case_card(case_id)
+        try:
+            card = self.gate.case_card(case_id)
+        except AccessError as exc:  # a planner clicking a case dot, an operator another grid's case
+            self.clear()
+            self.card.object = f"<div class='twin-card'><div class='twin-muted'>{html.escape(str(exc))}</div></div>"
+            return
         self.building_id = self.camera_id = None
         self.case_id = case_id
         self._hide_tables()

@@ -198,9 +198,15 @@ def intake_routes(store: Store, writer: IntakeWriter, *, intake_rate: float = IN
 
 
 def serve(db: str, *, port: int, address: str, origins: list[str],
-          dedupe_window_s: float = DEDUPE_WINDOW_S, intake_rate: float = INTAKE_RATE) -> None:
+          dedupe_window_s: float = DEDUPE_WINDOW_S, intake_rate: float = INTAKE_RATE,
+          oauth: dict | None = None) -> None:
     """Serve the app at ``/app`` (after sign-in at ``/login``), the intake at ``/open311/v2/`` and
-    ``/api/detections`` (with API keys) until interrupted."""
+    ``/api/detections`` (with API keys) until interrupted.
+
+    ``oauth`` (``provider``, ``key``, ``secret``, optional ``redirect_uri``) signs users in through
+    Panel's OAuth providers instead of the store's passwords; the user name the provider gives
+    must still be a user of the store, whose role and grids apply.
+    """
     store = Store(db)
     if not store.count("users"):
         log.warning("%s has no users: nobody can sign in. Add one with `twin users add NAME --role admin`.", db)
@@ -212,8 +218,10 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
 
     def app() -> pn.viewable.Viewable:
         principal = session_principal(signins)
-        if principal is None:  # the cookie's user was disabled or removed since
+        if principal is None:  # the cookie's user was disabled or removed since, or OAuth found no such user
+            writer.audit(actor=pn.state.user or "?", action="session.refused", source=None)
             return SignedOut()
+        writer.audit(actor=principal.username, action="session.open", source=principal.source)
         return DistrictApp(store.con.cursor(), shared, principal=principal)
 
     # What was loaded at start-up (geometry, texts, R-trees) stays for the server's life: keep it out of
@@ -222,6 +230,11 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     # A fresh cookie secret each start: signing in again after a restart is the price of keeping no secret on disk.
+    if oauth:
+        sign_in = {"oauth_provider": oauth["provider"], "oauth_key": oauth["key"], "oauth_secret": oauth["secret"],
+                   "oauth_redirect_uri": oauth.get("redirect_uri"), "oauth_encryption_key": oauth.get("encryption_key")}
+    else:
+        sign_in = {"auth_provider": StoreAuthProvider(signins)}
     pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
              title="District twin", extra_patterns=intake_routes(store, writer, intake_rate=intake_rate),
-             auth_provider=StoreAuthProvider(signins), cookie_secret=secrets.token_urlsafe(32))
+             cookie_secret=secrets.token_urlsafe(32), **sign_in)

@@ -160,3 +160,31 @@ def test_a_building_with_a_bim_model_sends_the_model_and_its_elements_are_clicka
     app.view.pick = {"kind": "building", "index": shared.layer.index_of(building_id), "element": wall, "seq": 1}
     card = app.inspector.card.object
     assert building_id in card and "IfcWallStandardCase" in card and "twin-element" in card
+
+
+def test_the_admin_screen_filters_the_trail_and_finds_a_tampered_row(store, shared, layer):
+    building_id, grid_id = store.con.execute("SELECT r.building_id, b.grid_id FROM residents r JOIN buildings b "
+                                             "USING (building_id) LIMIT 1").fetchone()
+    looker = app_for(store, shared, "operator", (grid_id,))
+    looker.select_building(layer.index_of(building_id))
+    admin = app_for(store, shared, "admin")
+    assert admin.screen == "Admin" and admin.param.screen.objects == ["Admin", "Overview"]
+    screen = admin._admin
+    screen.param.update(actor="a.operator", action="residents.view")
+    assert len(screen.rows) and set(screen.rows["actor"]) == {"a.operator"} and building_id in screen.table.object
+    screen.target = "no such record"
+    assert screen.rows.empty and "No rows match" in screen.table.object
+    assert screen.check_chain() is None and "whole" in screen.chain.object
+    last, detail = store.con.execute("SELECT seq, detail FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    store.con.execute("UPDATE audit SET detail = '{}' WHERE seq = ?", [last])
+    try:
+        assert screen.check_chain() == last and f"breaks at row {last}" in screen.chain.object
+    finally:
+        store.con.execute("UPDATE audit SET detail = ? WHERE seq = ?", [detail, last])
+
+
+def test_a_planner_gets_no_case_records_but_a_reason(store, shared):
+    planner = app_for(store, shared, "planner")
+    case_id, = store.con.execute("SELECT case_id FROM cases LIMIT 1").fetchone()
+    planner._go_to(f"case|{case_id}")
+    assert planner.inspector.case_id is None and "may not see case records" in planner.inspector.card.object
