@@ -31,7 +31,9 @@ from twin.ratelimit import RateLimiter
 from twin.store import Store
 
 log = logging.getLogger(__name__)
-MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES = 64 * 1024  # one intake request
+MAX_HTTP_BODY_BYTES = 1024 * 1024  # anything posted to the server (the sign-in form, intake): refused above
+MAX_WS_MESSAGE_BYTES = 4 * 1024 * 1024  # a browser session's message (picks, typed text; no uploads)
 KEY_CACHE_S = 10.0  # a key is looked up again after this long
 INTAKE_RATE = 1000.0  # requests per second per API key (bursts of twice that)
 
@@ -237,4 +239,5 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         sign_in = {"auth_provider": StoreAuthProvider(signins)}
     pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
              title="District twin", extra_patterns=intake_routes(store, writer, intake_rate=intake_rate),
-             cookie_secret=secrets.token_urlsafe(32), **sign_in)
+             cookie_secret=secrets.token_urlsafe(32), websocket_max_message_size=MAX_WS_MESSAGE_BYTES,
+             http_server_kwargs={"max_body_size": MAX_HTTP_BODY_BYTES}, **sign_in)

@@ -223,6 +223,11 @@ def test_pages_and_data_need_sign_in_or_a_key_and_attempts_are_limited_and_audit
         assert status == 403 and "api_key" in body, "the cases' API needs a key"
         status, _, body = fetch(f"{root}/open311/v2/requests.json?api_key=%27%20OR%20%271%27=%271")
         assert status == 403
+        try:
+            status = fetch(f"{root}/login", {"username": "x" * 2_000_000, "password": "y"})[0]
+        except (urllib.error.URLError, ConnectionError):
+            status = "closed"
+        assert status in (400, 413, "closed"), "a 2 MB form is refused before anyone reads it"
         # A right password gets the signed cookie, and with it the app.
         status, headers, _ = fetch(f"{root}/login", {"username": url.user, "password": url.password})
         assert status == 302
