@@ -92,7 +92,8 @@ def read_footprints(path: str | Path, *, layer: str | None = None) -> gpd.GeoDat
             return gpd.read_file(path, layer=layer, engine="pyogrio", use_arrow=True)
     except InputError:
         raise
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, ValueError, OSError) as exc:
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, shapely.errors.ShapelyError, ValueError,
+            OSError) as exc:  # a ShapelyError is a geometry GEOS cannot build (an unclosed or too short ring)
         raise InputError(f"{path}: cannot read it as {FORMATS[suffix]} ({exc}). "
                          "Check that the file is complete and of that format.") from exc
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import multiprocessing
 from pathlib import Path
@@ -85,14 +86,20 @@ def _effective_scale(scale: float | None, unit_m: float) -> float:
     return scale
 
 
-def _site_origin(model) -> np.ndarray:
+def _site_origin(model, *, where: str = "the IFC file") -> np.ndarray:
     import ifcopenshell.util.placement
 
     sites = model.by_type("IfcSite")
     if not sites or sites[0].ObjectPlacement is None:
         return np.zeros(3)
-    matrix = ifcopenshell.util.placement.get_local_placement(sites[0].ObjectPlacement)
-    return matrix[:3, 3] * _length_unit_m(model)
+    try:
+        matrix = ifcopenshell.util.placement.get_local_placement(sites[0].ObjectPlacement)
+        origin = np.asarray(matrix[:3, 3], dtype=np.float64) * _length_unit_m(model)
+    except UNREADABLE as exc:
+        raise InputError(f"{where}: the IfcSite's placement cannot be read ({type(exc).__name__}: {exc}).") from exc
+    if not np.isfinite(origin).all():
+        raise InputError(f"{where}: the IfcSite's placement is at {origin.tolist()}; expected finite numbers.")
+    return origin
 
 
 def _true_north(model) -> tuple[float, float] | None:
@@ -110,8 +117,41 @@ def _dms(value) -> float:
     return sign * (d + m / 60 + (s + micro / 1e6) / 3600)
 
 
+# What reading a broken IFC entity raises: an attribute of the wrong type or unset ($), a missing reference.
+UNREADABLE = (TypeError, ValueError, AttributeError, IndexError, KeyError, ZeroDivisionError, RuntimeError)
+
+
+def _finite(placement: Placement, *, where: str) -> Placement:
+    """The placement, if its numbers are finite and its scale positive; else :class:`InputError`."""
+    numbers = {"eastings": placement.eastings, "northings": placement.northings, "height": placement.height,
+               "rotation": placement.rotation_deg, "scale": placement.scale}
+    bad = {k: v for k, v in numbers.items() if not math.isfinite(v)}
+    if bad or placement.scale <= 0:
+        found = ", ".join(f"{k} {v}" for k, v in (bad or {"scale": placement.scale}).items())
+        raise InputError(f"{where}: the {placement.source} georeferencing has {found}; expected finite numbers "
+                         "and a positive scale. Fix it in the authoring tool, or place the model with --anchor.")
+    return placement
+
+
 def georef_sources(model, *, where: str) -> dict[str, Placement]:
-    """Every georeferencing the file states, keyed by source (strongest first)."""
+    """Every georeferencing the file states, keyed by source (strongest first).
+
+    Raises
+    ------
+    InputError
+        When a stated georeferencing cannot be read (an unset or mistyped attribute, a number that
+        is not finite, an unknown CRS).
+    """
+    try:
+        found = _georef_sources(model, where=where)
+    except UNREADABLE as exc:
+        raise InputError(f"{where}: its georeferencing cannot be read ({type(exc).__name__}: {exc}). Fix "
+                         "IfcMapConversion, ePSet_MapConversion or IfcSite RefLatitude/RefLongitude in the "
+                         "authoring tool, or place the model with --anchor.") from exc
+    return {name: _finite(placement, where=where) for name, placement in found.items()}
+
+
+def _georef_sources(model, *, where: str) -> dict[str, Placement]:
     import ifcopenshell.util.element
 
     found: dict[str, Placement] = {}
@@ -166,7 +206,7 @@ def choose_placement(model, *, anchor: str | None, where: str,
         Subtracted from model coordinates before placing (the site origin for RefLatitude).
     """
     sources = georef_sources(model, where=where)
-    site_origin = _site_origin(model)
+    site_origin = _site_origin(model, where=where)
     warnings = []
     if np.hypot(*site_origin[:2]) > 10_000 and ({"map_conversion", "epset_map_conversion"} & sources.keys()):
         warnings.append(f"the site placement is already at map-like coordinates ({site_origin[0]:.0f}, "

@@ -46,6 +46,9 @@ def store_model(store: Store, *, on_map: np.ndarray, map_crs: str, triangles: np
     dict
         ``building_id`` and ``linked_by``.
     """
+    if not np.isfinite(on_map).all():
+        raise InputError(f"{where}: {int((~np.isfinite(on_map).all(axis=1)).sum())} of the model's {len(on_map)} "
+                         "vertices are not finite numbers once placed; check its geometry and georeferencing.")
     lo, hi = on_map[:, :2].min(axis=0), on_map[:, :2].max(axis=0)
     district = district_for(store, np.r_[lo, hi], source_crs=map_crs, crs=crs, where=where)
     xy = transform_xy(on_map[:, :2], map_crs, district.crs)
@@ -60,6 +63,9 @@ def store_model(store: Store, *, on_map: np.ndarray, map_crs: str, triangles: np
     outline = ground_outline(xy, triangles[shown] if shown.any() else triangles)
     target, linked_by = _link_building(store, outline, building_id=building_id, where=where)
     if target is None:
+        if not any(g.geom_type == "Polygon" and g.area > 0 for g in shapely.get_parts(outline)):
+            raise InputError(f"{where}: the model has no outline on the ground (seen from above it covers no area), "
+                             "so it cannot be a new building; link it to one with --building-id.")
         target = _new_building(store, outline, zmin=float(z.min()), zmax=float(z.max()), height_source=lod,
                                **new_building)
     store.con.execute("UPDATE buildings SET height = ?, base_z = ?, height_source = ? WHERE building_id = ?",

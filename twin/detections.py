@@ -20,6 +20,7 @@ from twin.errors import InputError
 DETECTION_FIELDS = ("camera_id", "category", "confidence", "detected_at", "snapshot_url", "bbox", "api_key")
 DEDUPE_WINDOW_S = 600.0
 MAX_CLOCK_SKEW = pd.Timedelta(minutes=5)  # a detection may not come from further in the future than this
+EARLIEST = pd.Timestamp("2000-01-01")  # nor from before this (a camera whose clock was never set)
 
 
 class DetectionError(InputError):
@@ -33,6 +34,17 @@ class DetectionError(InputError):
 def ai_categories() -> list[str]:
     """The taxonomy subcategories that camera analytics report (``ai`` true)."""
     return [s["code"] for s in load_taxonomy()["subcategories"] if s.get("ai")]
+
+
+def _is_text(value: object) -> bool:
+    """A str that UTF-8 can carry (JSON's ``\\ud800`` escapes decode to lone surrogates, which DuckDB refuses)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_detection(body: object, *, now: pd.Timestamp | None = None) -> dict:
@@ -51,7 +63,7 @@ def parse_detection(body: object, *, now: pd.Timestamp | None = None) -> dict:
         raise DetectionError("body", f"unknown field(s) {', '.join(map(repr, unknown))}; the fields are "
                                      f"{', '.join(DETECTION_FIELDS)}.")
     camera_id = body.get("camera_id")
-    if not isinstance(camera_id, str) or not camera_id.strip():
+    if not _is_text(camera_id) or not camera_id.strip():
         raise DetectionError("camera_id", "required: the id of the camera that saw it (text).")
     category = body.get("category")
     if category not in ai_categories():
@@ -69,12 +81,14 @@ def parse_detection(body: object, *, now: pd.Timestamp | None = None) -> dict:
                                             f"found {stamp!r}.")
     if detected_at.tzinfo is not None:
         detected_at = detected_at.tz_convert(None)
+    if detected_at < EARLIEST:
+        raise DetectionError("detected_at", f"{stamp} is before {EARLIEST:%Y-%m-%d}; check the camera's clock.")
     now = now if now is not None else pd.Timestamp.now()
     if detected_at > now + MAX_CLOCK_SKEW:
         raise DetectionError("detected_at", f"{stamp} is in the future (now {now:%Y-%m-%d %H:%M:%S} UTC); "
                                             "check the camera's clock.")
     snapshot_url = body.get("snapshot_url")
-    if snapshot_url is not None and (not isinstance(snapshot_url, str)
+    if snapshot_url is not None and (not _is_text(snapshot_url)
                                      or urlparse(snapshot_url).scheme not in ("http", "https")
                                      or len(snapshot_url) > 2000):
         raise DetectionError("snapshot_url", f"expected an http(s) URL, found {snapshot_url!r}.")

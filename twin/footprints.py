@@ -58,9 +58,11 @@ def _pick_column(gdf: pd.DataFrame, given: str | None, candidates: tuple[str, ..
 
 
 def _text_ids(values: pd.Series) -> pd.Series:
-    """Ids as text, with integral floats written without '.0'."""
-    if pd.api.types.is_float_dtype(values) and values.dropna().mod(1).eq(0).all():
-        values = values.astype("Int64")
+    """Ids as text, with integral floats written without '.0' (those beyond 2**53 are not exact integers)."""
+    if pd.api.types.is_float_dtype(values):
+        known = values.dropna()
+        if known.mod(1).eq(0).all() and known.abs().lt(2.0**53).all():
+            values = values.astype("Int64")
     return values.astype("string")
 
 
@@ -158,6 +160,14 @@ def prepare_footprints(
             report.height_notes.append({"source_id": sid, "reason": f"height {h} m is over "
                                         f"{MAX_PLAUSIBLE_HEIGHT_M:.0f} m; ignored"})
         frame.loc[too_tall, "height"] = np.nan
+    # Levels or a base that would put the building over the plausible height are ignored the same way
+    # (they would also overflow the whole-floor count).
+    for column, scale, unit in (("levels", storey_height, f" x {storey_height} m"), ("min_height", 1.0, " m")):
+        implausible = frame[column] * scale > MAX_PLAUSIBLE_HEIGHT_M
+        for sid, v in zip(frame.loc[implausible, "source_id"], frame.loc[implausible, column]):
+            report.height_notes.append({"source_id": sid, "reason": f"{column} {v}{unit} is over "
+                                        f"{MAX_PLAUSIBLE_HEIGHT_M:.0f} m; ignored"})
+        frame.loc[implausible, column] = np.nan
     geoms = np.asarray(features.geometry.values, dtype=object)
 
     # 1. Skip what is not a footprint; repair invalid rings.

@@ -94,6 +94,8 @@ def placement_from_lonlat(lon: float, lat: float, height: float, rotation_deg: f
     """
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):
         raise InputError(f"longitude {lon}, latitude {lat} are not on Earth; give LON,LAT in degrees.")
+    if not (math.isfinite(height) and math.isfinite(rotation_deg)):
+        raise InputError(f"height {height} m and rotation {rotation_deg}° must be finite numbers.")
     crs = crs or utm_crs_for(lon, lat)
     e, n = transform_xy(np.array([[lon, lat]]), "EPSG:4326", crs)[0]
     return Placement(source=source, crs=crs, eastings=float(e), northings=float(n), height=float(height),
