@@ -338,7 +338,7 @@ class GridEditor(pn.viewable.Viewer):
             button("Split along the line", self.split), button("Merge selected", self.merge),
             button("Add drawn grid", self.draw), button("Delete selected", self.delete),
             self.undo_button, self.redo_button, sizing_mode="stretch_width", css_classes=["twin-planner-tools"])
-        self.save_button = button("Save", self.save, button_type="primary", width=90)
+        self.save_button = button("Save", self.save, color="primary", width=90)
         self.message_pane = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width",
                                          css_classes=["twin-planner-message"])
         self.figures_pane = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width",
@@ -350,7 +350,7 @@ class GridEditor(pn.viewable.Viewer):
                                           css_classes=["twin-proposal"])
         self.history_buttons = pn.Row(button("Show history of selected", self.show_history),
                                       button("Restore this version", self.restore))
-        self.proposal_buttons = pn.Row(button("Accept", self.accept_proposal, button_type="primary"),
+        self.proposal_buttons = pn.Row(button("Accept", self.accept_proposal, color="primary"),
                                        button("Edit", self.edit_proposal), button("Discard", self.discard_proposal),
                                        visible=False)
 

@@ -1,0 +1,305 @@
+"""The planner's grid editor without a browser: its methods and its Bokeh sources, on the small demo."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import shapely
+
+from scenes.planner import GridEditor, _drag, ring_rows, save_through_writer
+from twin.gridrules import errors
+from twin.gridversions import current_grids, grid_history
+from twin.live import CaseFeed, IntakeWriter
+from twin.reassign import load_assets
+from twin.store import Store
+
+PARENT = "S01-C01-G1"
+
+
+@pytest.fixture
+def store(demo_copy):
+    with Store(demo_copy) as s:
+        yield s
+
+
+@pytest.fixture
+def editor(store):
+    return GridEditor(store.con.cursor(), actor="planner.one", source="127.0.0.1", parent_id=PARENT)
+
+
+def shared_vertex(shapes, *, at_least: int = 2) -> tuple[np.ndarray, list[str]]:
+    """A vertex that ``at_least`` grids have, and those grids."""
+    owners: dict[tuple, list[str]] = {}
+    for g, geom in shapes.items():
+        for xy in {tuple(p) for p in np.round(shapely.get_coordinates(geom), 3)}:
+            owners.setdefault(xy, []).append(g)
+    counts = Counter({xy: len(g) for xy, g in owners.items()})
+    xy = next(xy for xy, n in counts.most_common() if n >= at_least and len(set(owners[xy])) == n)
+    return np.array(xy), owners[xy]
+
+
+def has_vertex(geom, xy, tol=1e-3) -> bool:
+    return bool(np.isclose(shapely.get_coordinates(geom), xy, rtol=0, atol=tol).all(axis=1).any())
+
+
+def coverage_errors(editor) -> list:
+    return [v for v in errors(editor.violations) if v.rule in ("gap", "overlap", "inside_parent", "valid")]
+
+
+def drag_in_browser(editor, at, to) -> None:
+    """What the PolyEditTool sends after a vertex drag: the grid source's data with one vertex moved."""
+    xs = [np.asarray(x, dtype=float).copy() for x in editor.grid_source.data["xs"]]
+    ys = [np.asarray(y, dtype=float).copy() for y in editor.grid_source.data["ys"]]
+    rel_at, rel_to = np.asarray(at) - editor.origin, np.asarray(to) - editor.origin
+    for k in range(len(xs)):
+        hit = np.flatnonzero(np.isclose(xs[k], rel_at[0], atol=1e-6) & np.isclose(ys[k], rel_at[1], atol=1e-6))
+        if len(hit):
+            xs[k][hit[0]], ys[k][hit[0]] = rel_to
+            break
+    else:
+        raise AssertionError(f"no drawn ring has the vertex {at}")
+    editor.grid_source.data = {**editor.grid_source.data, "xs": [x.tolist() for x in xs],
+                               "ys": [y.tolist() for y in ys]}
+
+
+def test_it_shows_one_parents_grids_relative_to_the_origin(editor, store):
+    saved = current_grids(store.con, parent_id=PARENT)
+    assert editor.parent_id == PARENT and editor._level == "micro"
+    assert set(editor.grid_source.data["grid_id"]) == set(saved.index)
+    xs = np.concatenate(editor.grid_source.data["xs"])
+    assert np.abs(xs).max() < 20_000, "offsets from the district origin, not absolute coordinates"
+    inside = store.con.execute("SELECT count(*) FROM buildings b, grids g WHERE g.grid_id = ? AND g.valid_to IS NULL "
+                               "AND ST_Intersects(b.footprint, g.boundary)", [PARENT]).fetchone()[0]
+    assert inside <= len(editor.footprint_source.data["xs"]) < store.count("buildings"), "the parent's area only"
+    assert "All rules hold" in editor.rules_pane.object and "No change yet" in editor.figures_pane.object
+    assert editor.undo_button.disabled and editor.redo_button.disabled
+
+
+def test_parents_follow_the_level_and_the_planners_grids(store):
+    everyone = GridEditor(store.con.cursor(), actor="p")
+    levels = set(current_grids(store.con, grid_ids=list(everyone.param.parent_id.objects.values()))["level"])
+    assert levels == {"community", "grid"}
+    community = current_grids(store.con, grid_ids=[PARENT])["parent_id"].iloc[0]
+    bound = GridEditor(store.con.cursor(), actor="p", allowed_parents={community})
+    offered = set(bound.param.parent_id.objects.values())
+    assert community in offered and PARENT in offered
+    assert all(g.startswith(community) for g in offered)
+    bound.parent_id = community
+    assert bound._level == "grid" and set(bound.session.shapes.index) == set(
+        current_grids(store.con, parent_id=community).index)
+
+
+def test_a_dragged_shared_vertex_moves_in_every_neighbour(editor):
+    at, owners = shared_vertex(editor.session.shapes)
+    editor.tolerance_m = 0.0  # no snapping: the vertex goes exactly where it was dropped
+    to = at + [1.5, -1.0]
+    drag_in_browser(editor, at, to)
+    assert editor.message == "", editor.message
+    for g in owners:
+        assert has_vertex(editor.session.shapes[g], to), g
+        assert not has_vertex(editor.session.shapes[g], at), g
+    assert coverage_errors(editor) == []
+    assert editor.session.can_undo and not editor.undo_button.disabled
+    assert set(owners) <= set(editor.reassignment.figures["grid_id"]), "the before → after table lists them"
+    assert "→" in editor.figures_pane.object and owners[0] in editor.figures_pane.object
+    assert editor.last_edit_s < 1.0
+
+
+def test_a_drop_snaps_to_a_building_corner_within_the_tolerance(editor):
+    shapes = editor.session.shapes
+    at, owners = shared_vertex(shapes)
+    corners = shapely.get_coordinates(editor._assets.footprints)
+    target = corners[np.argmin(np.hypot(*(corners - at).T))]
+    editor.tolerance_m = 2.0
+    assert editor.move_vertex(at, target + [0.4, -0.3]), editor.message
+    assert all(has_vertex(editor.session.shapes[g], target) for g in owners)
+
+
+def test_two_vertices_at_once_are_refused_and_the_plan_is_reset(editor):
+    before = [np.asarray(x).copy() for x in editor.grid_source.data["xs"]]
+    xs = [np.asarray(x, dtype=float).copy() for x in before]
+    xs[0][0] += 3.0
+    xs[0][1] += 3.0
+    editor.grid_source.data = {**editor.grid_source.data, "xs": xs}
+    assert editor.message.startswith("Refused: more than one vertex moved")
+    assert not editor.session.can_undo
+    assert all(np.array_equal(a, b) for a, b in zip(before, editor.grid_source.data["xs"]))
+
+
+def test_an_inserted_vertex_comes_from_its_edge():
+    ring = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0]])
+    xs = np.insert(ring[:, 0], 1, 5.0)
+    ys = np.insert(ring[:, 1], 1, -2.0)
+    at, to, inserted = _drag([ring], [xs], [ys])
+    assert inserted and at == pytest.approx([5.0, 0.0]) and to == pytest.approx([5.0, -2.0])
+    assert _drag([ring], [ring[:, 0]], [ring[:, 1]]) is None
+
+
+def test_split_merge_and_delete_keep_the_coverage(editor):
+    shapes = editor.session.shapes
+    g = shapes.index[3]
+    x0, y0, x1, y1 = shapes[g].bounds
+    # a line drawn on the plan (relative coordinates), across the grid from outside to outside
+    line = np.array([[(x0 + x1) / 2, y0 - 1], [(x0 + x1) / 2, y1 + 1]]) - editor.origin
+    editor.line_source.data = {"xs": [line[:, 0].tolist()], "ys": [line[:, 1].tolist()]}
+    editor.selected = [g]
+    assert editor.split(), editor.message
+    assert len(editor.session.shapes) == len(shapes) + 1 and coverage_errors(editor) == []
+    assert editor.line_source.data["xs"] == [], "the drawn line is used up"
+    new = [n for n in editor.session.shapes.index if n not in shapes.index][0]
+    assert editor.merge([g, new]), editor.message
+    assert len(editor.session.shapes) == len(shapes) and coverage_errors(editor) == []
+    assert editor.session.shapes[g].area == pytest.approx(shapes[g].area, rel=1e-6)
+    editor.selected = [shapes.index[5]]
+    assert editor.delete(), editor.message
+    assert shapes.index[5] not in editor.session.shapes.index and coverage_errors(editor) == []
+    assert editor.session.shapes.union_all().area == pytest.approx(shapes.union_all().area, rel=1e-6)
+
+
+def test_a_grid_drawn_inside_the_parent_takes_its_area_from_the_siblings(editor):
+    shapes = editor.session.shapes
+    c = shapes.iloc[0].representative_point()
+    square = np.array([[c.x - 5, c.y - 5], [c.x + 5, c.y - 5], [c.x + 5, c.y + 5], [c.x - 5, c.y + 5]])
+    rel = square - editor.origin
+    editor.draw_source.data = {"xs": [rel[:, 0].tolist()], "ys": [rel[:, 1].tolist()]}
+    assert editor.draw(), editor.message
+    assert len(editor.session.shapes) == len(shapes) + 1 and coverage_errors(editor) == []
+
+
+def test_an_impossible_edit_is_refused_with_its_reason(editor):
+    shapes = editor.session.shapes
+    far = [g for g in shapes.index if not shapes[g].intersects(shapes.iloc[0])]
+    assert not editor.merge([shapes.index[0], far[0]])
+    assert editor.message.startswith("Refused:") and "share no edge" in editor.message
+    assert not editor.session.can_undo and editor.session.shapes.equals(shapes)
+
+
+def test_an_edit_breaking_a_rule_is_shown_in_red_and_cannot_be_saved(editor, store):
+    before = store.con.execute("SELECT count(*), max(version) FROM grids").fetchone()
+    at, owners = shared_vertex(editor.session.shapes)
+    editor.tolerance_m = 0.0
+    assert editor.move_vertex(at, at + [30.0, 25.0])  # neighbours follow, but buildings are cut
+    bad = errors(editor.violations)
+    assert bad and {v.rule for v in bad} & {"building_cut", "inside_parent", "overlap"}
+    assert len(editor.violation_source.data["xs"]) >= 1
+    assert "m²" in editor.rules_pane.object and bad[0].grid_id in editor.rules_pane.object
+    assert editor.save("widen the compound") is None
+    assert editor.message.startswith("Refused: the edit breaks") and bad[0].rule in editor.message
+    assert store.con.execute("SELECT count(*), max(version) FROM grids").fetchone() == before
+    assert editor.saved == {}
+
+
+def test_undo_and_redo(editor):
+    shapes = editor.session.shapes
+    at, owners = shared_vertex(shapes)
+    editor.tolerance_m = 0.0
+    editor.move_vertex(at, at + [1.0, 1.0])
+    moved = editor.session.shapes
+    assert editor.undo() and editor.session.shapes.equals(shapes)
+    assert editor.reassignment is None and "No change yet" in editor.figures_pane.object
+    assert editor.redo() and editor.session.shapes.equals(moved)
+    assert not editor.redo() and editor.message == "Refused: nothing to redo."
+
+
+def test_saving_needs_a_reason_and_writes_versions_with_who_and_why(editor, store):
+    at, owners = shared_vertex(editor.session.shapes)
+    editor.tolerance_m = 0.0
+    editor.move_vertex(at, at + [1.0, 0.5])
+    assert editor.save("") is None and "give a reason" in editor.message
+    events = []
+    editor.param.watch(lambda e: events.append(e.new), "saved")
+    editor.reason = "gate moved"
+    saved = editor.save()
+    assert saved and saved[0].change_id and sorted(saved[0].changed) == sorted(owners)
+    assert events and events[-1]["change_ids"] == [saved[0].change_id] and events[-1]["action"] == "edit"
+    for g in owners:
+        hist = grid_history(store.con, g)
+        assert list(hist["version"]) == [1, 2]
+        assert hist["actor"].iloc[1] == "planner.one" and hist["reason"].iloc[1] == "gate moved"
+        assert has_vertex(current_grids(store.con, grid_ids=[g]).geometry.iloc[0], at + [1.0, 0.5])
+    row = store.con.execute("SELECT actor, action, target, source FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    assert row == ("planner.one", "grids.save", PARENT, "127.0.0.1")
+    assert editor.reason == "" and not editor.session.can_undo, "a fresh session on the saved grids"
+    assert editor.message.startswith("Saved gc-")
+
+
+def test_a_save_moves_buildings_and_the_table_said_so(editor, store):
+    shapes = editor.session.shapes
+    assets = load_assets(store.con)
+    counts = assets.buildings.groupby("grid_id").size()
+    a = max((g for g in shapes.index if g in counts.index), key=lambda g: counts[g])
+    b = next(iter(n for n in shapes.index if n != a and shapes[n].touches(shapes[a])
+                  and shapes[n].intersection(shapes[a]).length > 1))
+    assert editor.merge([b, a])
+    row = editor.reassignment.figures.set_index("grid_id").loc[a]
+    assert row["buildings_before"] == counts[a] and row["buildings_after"] == 0
+    editor.save("compounds merged")
+    assert store.con.execute("SELECT count(*) FROM buildings WHERE grid_id = ?", [a]).fetchone()[0] == 0
+
+
+def test_saving_through_the_writer_thread(store):
+    writer = IntakeWriter(store.con, CaseFeed(), dedupe_window_s=60)
+    editor = GridEditor(store.con.cursor(), save=save_through_writer(writer), actor="planner.two", parent_id=PARENT)
+    at, owners = shared_vertex(editor.session.shapes)
+    editor.tolerance_m = 0.0
+    editor.move_vertex(at, at + [0.8, 0.0])
+    saved = editor.save("through the writer")
+    assert saved and saved[0].versions
+    assert grid_history(store.con, owners[0])["actor"].iloc[-1] == "planner.two"
+
+
+def test_history_and_restore(editor, store):
+    shapes = editor.session.shapes
+    at, owners = shared_vertex(shapes)
+    editor.tolerance_m = 0.0
+    editor.move_vertex(at, at + [2.0, 0.0])
+    editor.save("first try")
+    g = owners[0]
+    editor.selected = [g]
+    editor.show_history()
+    assert editor.history_grid == g and editor.param.history_version.objects == [1, 2]
+    assert editor.history_version == 1, "the version before the one in force"
+    assert len(editor.history_source.data["xs"]) == 1 and "first try" in editor.history_pane.object
+    assert editor.restore("") is None and "give a reason" in editor.message
+    assert editor.restore("back as it was")
+    hist = grid_history(store.con, g)
+    assert list(hist["version"]) == [1, 2, 3] and hist["action"].iloc[2] == "restore"
+    assert hist.geometry.iloc[2].equals(shapes[g]) or hist.geometry.iloc[2].symmetric_difference(
+        shapes[g]).area < 1e-4
+    assert editor.saved["action"] == "restore"
+
+
+def test_the_proposal_is_shown_with_its_figures_and_accepted(editor, store):
+    proposal = editor.propose()
+    assert proposal is not None, editor.message
+    assert editor.show == "proposal" and editor.proposal_renderer.visible and not editor.grid_renderer.visible
+    assert len(editor.proposal_source.data["xs"]) >= len(proposal.partitions[PARENT])
+    assert "70–80" in editor.proposal_pane.object and "Polsby–Popper" in editor.proposal_pane.object
+    editor.show = "edit"
+    assert editor.grid_renderer.visible
+    assert editor.accept_proposal("") is None
+    saved = editor.accept_proposal("re-divided by households")
+    assert saved and saved[0].added
+    now = current_grids(store.con, parent_id=PARENT)
+    assert set(now.index) == set(proposal.partitions[PARENT].index)
+    assert grid_history(store.con, saved[0].added[0])["reason"].iloc[-1].startswith("micro-grid proposal")
+    assert editor.proposal is None and set(editor.session.shapes.index) == set(now.index)
+
+
+def test_a_proposal_can_be_edited_or_discarded(editor):
+    proposal = editor.propose()
+    editor.discard_proposal()
+    assert editor.proposal is None and editor.show == "edit" and editor.proposal_source.data["xs"] == []
+    proposal = editor.propose()
+    assert editor.edit_proposal()
+    assert set(editor.session.shapes.index) == set(proposal.partitions[PARENT].index)
+    assert editor.reassignment is not None and len(editor.reassignment.figures)
+
+
+def test_ring_rows_put_larger_parts_first():
+    import geopandas as gpd
+    shapes = gpd.GeoSeries([shapely.box(0, 0, 2, 2), shapely.box(-10, -10, 10, 10)], index=["small", "big"])
+    ids, rings = ring_rows(shapes, np.array([0.0, 0.0]))
+    assert ids == ["big", "small"] and rings[0].shape == (4, 2)
