@@ -23,6 +23,7 @@ from scenes.figures import GridTable, KeyFigures
 from scenes.inspector import Inspector
 from scenes.layers import COLOUR_MEASURES, case_markers, case_update_records, grid_labels, grid_segments
 from scenes.plan import PlanMap
+from scenes.planner import GridEditor, save_through_writer
 from scenes.shared import REFRESH_S, SharedDistrict
 from scenes.theme import CSS
 from scenes.ticker import CaseTicker
@@ -86,6 +87,7 @@ class DistrictApp(pn.viewable.Viewer):
         self.view = DistrictView(buildings=layer.payload, models=shared.models, sizing_mode="stretch_both",
                                  min_height=400)
         self._plan: PlanMap | None = None
+        self._editor: GridEditor | None = None
         self._cameras = shared.cameras
         self._roof = pd.Series(layer.centre[:, 2], index=layer.building_id)
         self._load_cases()
@@ -339,11 +341,22 @@ class DistrictApp(pn.viewable.Viewer):
                 self._admin = AdminScreen(self.gate)
             self.centre.objects = [self._admin]
         elif self.screen == "Planner":
-            if self._plan is None:
-                self._plan = PlanMap(self._con, level=self.level)
-            self.centre.objects = [self._plan]
+            if self._editor is None:
+                writer = self.shared.writer
+                self._editor = GridEditor(self._con, save=None if writer is None else save_through_writer(writer),
+                                          actor=self.principal.username, source=self.principal.source,
+                                          allowed_parents=set(self.principal.grids) or None)
+                self._editor.param.watch(self._grids_saved, "saved")
+            self.centre.objects = [self._editor]
         elif self.centre.objects != [self.toolbar, self.view]:
             self.centre.objects = [self.toolbar, self.view]
+
+    def _grids_saved(self, _event: param.parameterized.Event) -> None:
+        # A planner saved grids: outlines, labels, colours and the per-grid table follow the store.
+        self.shared.forget_grids()
+        self._grids()
+        self._colour()
+        self.grid_table.refresh()
 
     def __panel__(self) -> pn.viewable.Viewable:
         header = pn.Row(

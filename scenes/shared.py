@@ -65,6 +65,14 @@ class SharedDistrict:
                 hit = self._memo[key] = (version, now, compute())
             return hit[2]
 
+    def forget_grids(self) -> None:
+        """Grids were saved (the planner): the grid tree, the micro-grid figures and every memoised table
+        and colouring are computed afresh when next asked for."""
+        with self._lock:
+            self._tree = grid_tree(self._con)
+            self._micro = None
+            self._memo.clear()
+
     def colours(self, measure: str) -> tuple[bytes, dict]:
         """Per-building RGB bytes and legend for a measure (see :func:`scenes.layers.building_colours`)."""
         return self._fresh(("colours", measure), lambda: building_colours(self._con, self.layer, measure=measure),

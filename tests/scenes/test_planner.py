@@ -303,3 +303,33 @@ def test_ring_rows_put_larger_parts_first():
     shapes = gpd.GeoSeries([shapely.box(0, 0, 2, 2), shapely.box(-10, -10, 10, 10)], index=["small", "big"])
     ids, rings = ring_rows(shapes, np.array([0.0, 0.0]))
     assert ids == ["big", "small"] and rings[0].shape == (4, 2)
+
+
+def test_the_planner_screen_edits_and_a_save_redraws_the_grids_and_the_table(store):
+    from scenes.screens import DistrictApp
+    from scenes.shared import SharedDistrict
+    from twin.access import Principal
+
+    app = DistrictApp(store.con.cursor(), SharedDistrict(store.con.cursor()),
+                      principal=Principal("plan.ner", "planner", source="10.0.0.7"))
+    assert app.screen == "Planner" and isinstance(app._editor, GridEditor) and len(app.centre.objects) == 1
+    editor = app._editor
+    editor.parent_id = PARENT
+    app.level = "micro"
+    lines, table = app.view.grid_lines, app.grid_table.value
+    shapes = editor.session.shapes
+    a, b = shapes.index[2], shapes.index[3]
+    assert editor.merge([a, b]) and editor.save("compounds merged")
+    assert grid_history(store.con, a)["actor"].iloc[-1] == "plan.ner"
+    assert app.view.grid_lines != lines, "the 3D view's grid lines follow the save"
+    now = app.grid_table.value.set_index("grid_id")
+    assert b in set(table["grid_id"]) and b not in now.index
+    assert now.loc[a, "buildings"] == table.set_index("grid_id").loc[[a, b], "buildings"].sum()
+
+
+def test_a_planner_bound_to_grids_edits_only_under_them(store):
+    grid = current_grids(store.con, grid_ids=[PARENT])
+    editor = GridEditor(store.con.cursor(), actor="p", allowed_parents={PARENT})
+    assert list(editor.param.parent_id.objects.values()) == [PARENT] and len(grid)
+    with pytest.raises(Exception, match="may edit"):
+        GridEditor(store.con.cursor(), actor="p", allowed_parents={PARENT}, parent_id="S01-C01")
