@@ -22,6 +22,8 @@ from twin.mesh import MeshBatch, extrude_footprints
 from twin.store import Store, insert_frame
 
 MIN_OVERLAP = 0.5  # share of the model's ground outline a footprint must cover to take the model
+MAX_MODEL_HEIGHT_M = 1000.0  # taller than any building: a wrong length unit or georeferencing
+MAX_ELEVATION_M = 10_000.0  # above or below sea level, once placed
 
 
 def store_model(store: Store, *, on_map: np.ndarray, map_crs: str, triangles: np.ndarray, owner: np.ndarray,
@@ -49,6 +51,11 @@ def store_model(store: Store, *, on_map: np.ndarray, map_crs: str, triangles: np
     if not np.isfinite(on_map).all():
         raise InputError(f"{where}: {int((~np.isfinite(on_map).all(axis=1)).sum())} of the model's {len(on_map)} "
                          "vertices are not finite numbers once placed; check its geometry and georeferencing.")
+    zmin, zmax = float(on_map[:, 2].min()), float(on_map[:, 2].max())
+    if zmax - zmin > MAX_MODEL_HEIGHT_M or max(abs(zmin), abs(zmax)) > MAX_ELEVATION_M:
+        raise InputError(f"{where}: once placed, the model runs from {zmin:.6g} m to {zmax:.6g} m in height; expected "
+                         f"a building under {MAX_MODEL_HEIGHT_M:.0f} m tall within {MAX_ELEVATION_M:.0f} m of sea "
+                         "level. Check the file's length unit and the height of its georeferencing.")
     lo, hi = on_map[:, :2].min(axis=0), on_map[:, :2].max(axis=0)
     district = district_for(store, np.r_[lo, hi], source_crs=map_crs, crs=crs, where=where)
     xy = transform_xy(on_map[:, :2], map_crs, district.crs)

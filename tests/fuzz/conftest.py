@@ -14,5 +14,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         total += t.tried
         terminalreporter.write_line(
             f"{name:<28} {t.tried:>5} examples  {t.ok:>5} accepted  {t.refused:>5} refused  "
-            f"{len(t.crashes)} crashes  {len(t.changed)} store changes  {t.seconds:6.1f} s")
+            f"{len(t.crashes)} crashes  {len(t.changed)} store changes  {len(t.bad_accepts)} nonsense accepted  "
+            f"{t.seconds:6.1f} s")
     terminalreporter.write_line(f"{'total':<28} {total:>5} examples")

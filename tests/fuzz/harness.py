@@ -75,14 +75,17 @@ class Tally:
     refused: int = 0
     crashes: list[dict] = field(default_factory=list)
     changed: list[dict] = field(default_factory=list)
+    bad_accepts: list[dict] = field(default_factory=list)  # accepted, but left nonsense in the store
     seconds: float = 0.0
     reasons: Counter = field(default_factory=Counter)  # refusals by error class
 
     def as_dict(self) -> dict:
         return {"tried": self.tried, "accepted": self.ok, "refused": self.refused, "crashes": len(self.crashes),
-                "store_changes_after_refusal": len(self.changed), "seconds": round(self.seconds, 2),
+                "store_changes_after_refusal": len(self.changed), "nonsense_accepted": len(self.bad_accepts),
+                "seconds": round(self.seconds, 2),
                 "refused_by": dict(self.reasons.most_common()),
-                "first_crashes": self.crashes[:3], "first_changes": self.changed[:3]}
+                "first_crashes": self.crashes[:3], "first_changes": self.changed[:3],
+                "first_nonsense": self.bad_accepts[:3]}
 
 
 TALLIES: dict[str, Tally] = {}
@@ -109,12 +112,16 @@ class Target:
         ``session(store_path, workdir)`` is a context manager yielding ``(con, run)``: the store's connection
         for the checksums and ``run(value)``, which feeds one input (raising on refusal, rolling back its
         own transaction).
+    sane : str, optional
+        A query counting the rows that no accepted input may leave in the store (a non-finite height, a
+        case from the year 1); after each accepted input it must count 0.
     """
 
     name: str
     strategy: st.SearchStrategy
     tables: tuple[str, ...]
     session: Callable[..., contextlib.AbstractContextManager]
+    sane: str | None = None  # SQL counting rows no accepted input may leave (non-finite heights, cases in year 1)
 
 
 @contextlib.contextmanager
@@ -154,6 +161,13 @@ def _feeder(target: Target, con: duckdb.DuckDBPyConnection, run: Callable, tally
                 raise
         else:
             tally.ok += 1
+            insane = con.execute(target.sane).fetchone()[0] if target.sane else 0
+            if insane:
+                finding = {"input": repr(value)[:500], "error": f"accepted, and left {insane} rows that "
+                                                                 f"`{target.sane}` counts"}
+                tally.bad_accepts.append(finding)
+                if strict:
+                    raise Finding(f"{target.name}: {finding}")
 
     return one
 

@@ -93,7 +93,18 @@ def session(store_path: Path, workdir: Path):
         yield store.con, run
 
 
-TARGET = Target("ingest.ifc", mutated(), ("buildings", "meshes", "elements", "meta"), session)
+# No accepted file may leave a building or mesh that is not finite, or implausibly tall or far.
+SANE = ("""
+    WITH o AS (SELECT max(CASE WHEN key = 'origin_x' THEN value::DOUBLE END) AS x,
+                      max(CASE WHEN key = 'origin_y' THEN value::DOUBLE END) AS y FROM meta)
+    SELECT (SELECT count(*) FROM buildings WHERE NOT (isfinite(height) AND isfinite(base_z) AND height >= 0
+                                                     AND height <= 1000 AND abs(base_z) <= 10000))
+         + (SELECT count(*) FROM meshes, o WHERE NOT (greatest(abs(bbox_xmin - o.x), abs(bbox_xmax - o.x),
+                                                               abs(bbox_ymin - o.y), abs(bbox_ymax - o.y)) <= 1e5
+                                                      AND greatest(abs(bbox_zmin), abs(bbox_zmax)) <= 1e4))""")
+
+
+TARGET = Target("ingest.ifc", mutated(), ("buildings", "meshes", "elements", "meta"), session, sane=SANE)
 
 
 def test_mutated_ifc_files_load_or_are_refused_without_a_trace(small_demo, tmp_path):
@@ -119,6 +130,9 @@ FOUND = [  # inputs fuzzing found that crashed (TypeError, AttributeError, Value
     {"data": _with(points="(1.E400"), "anchor": ANCHOR},
     {"data": ORIGINAL, "anchor": "113.72,34.76,inf,0"},
     {"data": ORIGINAL, "anchor": "113.72,34.76,0,nan"},
+    # accepted before, leaving float32 infinities in the mesh: a height of 1e308 m, a model 4 km tall
+    {"data": ORIGINAL, "anchor": "113.72,34.76,1e308,0"},
+    {"data": _with(unit=".KILO."), "anchor": ANCHOR},
 ]
 
 

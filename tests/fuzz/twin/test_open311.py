@@ -75,7 +75,12 @@ def session(store_path: Path, workdir: Path):
         yield store.con, run
 
 
-TARGET = Target("twin.open311", inputs, ("cases", "case_events", "meta"), session)
+# No accepted input may leave a case that is not on the map or not of this era.
+SANE = ("SELECT count(*) FROM cases WHERE NOT (isfinite(ST_X(location)) AND isfinite(ST_Y(location))) "
+        "OR reported_at < TIMESTAMP '2000-01-01' OR reported_at > TIMESTAMP '2100-01-01'")
+
+
+TARGET = Target("twin.open311", inputs, ("cases", "case_events", "meta"), session, sane=SANE)
 
 
 def test_open311_forms_become_cases_or_are_refused_without_a_trace(small_demo, tmp_path):

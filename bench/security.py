@@ -1,0 +1,216 @@
+"""Security benchmark (``twin bench security --json``): fuzzed inputs, and rate limits under a loopback burst.
+
+1. Fuzzing, on a copy of the small demo district (the inputs are made around it:
+   its origin, its cameras): each entry point of ``tests/fuzz`` (footprint
+   files, mutated IFC files, Open311 forms and bodies, detection JSON, the search
+   box) is fed ``EXAMPLES`` inputs from a random seed. Counted per entry point:
+   inputs tried, accepted, refused (a ``TwinError``), crashes (any other
+   exception) and store changes after a refused input. Goal: 0 crashes, 0 changes.
+2. Rate limits, against a real ``twin serve --intake-rate INTAKE_RATE`` on another
+   copy, over loopback (``SIGNIN_CONNECTIONS`` / ``INTAKE_CONNECTIONS`` parallel
+   connections, as fast as they go):
+
+   - sign-in: ``SIGNIN_BURST`` wrong passwords for one user from one address
+     (127.0.0.1), then ``SIGNIN_BURST`` wrong passwords for as many user names
+     from another (127.0.0.2; all of 127/8 is loopback), then the right password
+     from the first address. Counted: attempts checked (an answer other than 429)
+     and refused with 429 (with a ``Retry-After``). Goal: at most 5 checked per
+     user and address and 20 per address in a minute (plus what the limiter
+     refills during the burst), and the right password refused too while locked.
+   - intake: ``INTAKE_BURST`` Open311 requests with one API key; counted 201 and
+     429. Goal: at most ``2 * INTAKE_RATE`` (the burst) + ``INTAKE_RATE`` per second
+     of the burst accepted, every 429 with a ``Retry-After``, and another key's
+     requests during the burst all accepted (the limit is per key).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlencode, urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import write_result  # noqa: E402
+from scenes.browser import served  # noqa: E402
+from tests.fuzz.harness import fuzz  # noqa: E402
+from tests.fuzz.ingest import test_footprints, test_ifc  # noqa: E402
+from tests.fuzz.twin import test_detections, test_inspector, test_open311  # noqa: E402
+from twin.keys import add_key  # noqa: E402
+from twin.store import open_for_command  # noqa: E402
+
+TARGETS = {  # entry point: (target, inputs in a full run)
+    "footprints": (test_footprints.TARGET, 400),
+    "ifc": (test_ifc.TARGET, 500),
+    "open311": (test_open311.TARGET, 1000),
+    "detections": (test_detections.TARGET, 1000),
+    "search": (test_inspector.TARGET, 1500),
+}
+QUICK_SHARE = 0.2
+SIGNIN_BURST = 200
+SIGNIN_CONNECTIONS = 16
+SIGNIN_PER_USER = (5, 5 / 60)  # the contract: burst, refill per second
+SIGNIN_PER_ADDRESS = (20, 20 / 60)
+INTAKE_RATE = 20.0
+INTAKE_BURST = 400
+INTAKE_CONNECTIONS = 16
+GOALS = {"crashes": 0, "store_changes_after_refusal": 0, "signin_checked_per_user_and_address_at_most": 5,
+         "signin_checked_per_address_at_most": 20, "intake_accepted_at_most": "2 * rate + rate * seconds"}
+
+
+def fuzz_all(store: Path, work: Path, *, quick: bool, seed: int) -> dict:
+    """Every entry point's fuzz run on its own copy of ``store``: counts and the first findings."""
+    out = {}
+    for name, (target, examples) in TARGETS.items():
+        folder = work / f"fuzz-{name}"
+        folder.mkdir()
+        db = Path(shutil.copy(store, folder / "store.duckdb"))
+        tally = fuzz(target, db, folder, max_examples=max(20, int(examples * (QUICK_SHARE if quick else 1))),
+                     strict=False, derandomize=False, seed=seed)
+        out[name] = {"entry_point": target.name, **tally.as_dict()}
+        shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
+class Client:
+    """Blocking HTTP posts over loopback from a chosen source address, one kept-alive connection per thread."""
+
+    def __init__(self, base: str, *, source: str = "127.0.0.1") -> None:
+        parsed = urlparse(base)
+        self.host, self.port, self.source = parsed.hostname, parsed.port, source
+        self._local = threading.local()
+
+    def post(self, path: str, body: bytes, content_type: str) -> tuple[int, dict]:
+        for attempt in (0, 1):
+            con = getattr(self._local, "con", None)
+            if con is None:
+                con = self._local.con = http.client.HTTPConnection(self.host, self.port, timeout=60,
+                                                                   source_address=(self.source, 0))
+            try:
+                con.request("POST", path, body=body, headers={"Content-Type": content_type})
+                answer = con.getresponse()
+                answer.read()
+                return answer.status, {k.lower(): v for k, v in answer.getheaders()}
+            except (http.client.HTTPException, OSError):
+                con.close()
+                self._local.con = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def burst(client: Client, requests: list[tuple[str, bytes, str]], *, connections: int) -> dict:
+    """Post ``requests`` as fast as ``connections`` threads go; statuses, Retry-After on 429s, seconds taken."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(connections) as pool:
+        answers = list(pool.map(lambda r: client.post(*r), requests))
+    seconds = time.perf_counter() - started
+    statuses = Counter(status for status, _ in answers)
+    refused = [headers for status, headers in answers if status == 429]
+    return {"sent": len(requests), "seconds": round(seconds, 2), "statuses": {str(k): v for k, v in statuses.items()},
+            "refused_429": statuses[429], "checked": len(requests) - statuses[429],
+            "retry_after_on_every_429": all("retry-after" in h for h in refused)}
+
+
+def _login(username: str, password: str) -> tuple[str, bytes, str]:
+    return "/login", urlencode({"username": username, "password": password}).encode(), \
+        "application/x-www-form-urlencoded"
+
+
+def signin_limits(base: str, user: str, password: str) -> dict:
+    """Wrong passwords in bursts: one user from one address, many names from another; then the right one."""
+    one = Client(base, source="127.0.0.1")
+    same_user = burst(one, [_login(user, f"wrong-{k}") for k in range(SIGNIN_BURST)], connections=SIGNIN_CONNECTIONS)
+    right_status, _ = one.post(*_login(user, password))
+    many = Client(base, source="127.0.0.2")
+    many_users = burst(many, [_login(f"guess{k}", "wrong-password") for k in range(SIGNIN_BURST)],
+                       connections=SIGNIN_CONNECTIONS)
+    user_bound = SIGNIN_PER_USER[0] + SIGNIN_PER_USER[1] * same_user["seconds"]
+    address_bound = SIGNIN_PER_ADDRESS[0] + SIGNIN_PER_ADDRESS[1] * many_users["seconds"]
+    return {
+        "one_user_one_address": {**same_user, "checked_at_most": round(user_bound, 2)},
+        "right_password_after_the_burst": {"status": right_status, "refused": right_status == 429},
+        "many_users_one_address": {**many_users, "checked_at_most": round(address_bound, 2)},
+        "holding": (same_user["checked"] <= user_bound and many_users["checked"] <= address_bound
+                    and right_status == 429 and same_user["retry_after_on_every_429"]
+                    and many_users["retry_after_on_every_429"]),
+    }
+
+
+def _report(key: str, k: int) -> tuple[str, bytes, str]:
+    form = {"service_code": test_open311.CODES[k % len(test_open311.CODES)], "lat": f"{34.76 + (k % 50) * 1e-4:.6f}",
+            "long": f"{113.72 + (k % 37) * 1e-4:.6f}", "description": f"bench security {k}", "api_key": key}
+    return "/open311/v2/requests.json", urlencode(form).encode(), "application/x-www-form-urlencoded"
+
+
+def intake_limits(base: str, key: str, other_key: str) -> dict:
+    """One key's burst beyond its rate, with another key's few requests in the middle of it."""
+    client = Client(base)
+    other: dict = {}
+
+    def the_other_key() -> None:
+        time.sleep(0.2)
+        other.update(burst(client, [_report(other_key, k) for k in range(10)], connections=2))
+
+    side = threading.Thread(target=the_other_key)
+    side.start()
+    main = burst(client, [_report(key, k) for k in range(INTAKE_BURST)], connections=INTAKE_CONNECTIONS)
+    side.join()
+    accepted = main["statuses"].get("201", 0)
+    bound = 2 * INTAKE_RATE + INTAKE_RATE * main["seconds"]
+    return {"rate_per_s": INTAKE_RATE, "burst": 2 * INTAKE_RATE, **main, "accepted": accepted,
+            "accepted_at_most": round(bound, 1), "other_key_during_the_burst": other,
+            "holding": (accepted <= bound and main["refused_429"] > 0 and main["retry_after_on_every_429"]
+                        and other.get("statuses", {}).get("201", 0) == other.get("sent", -1))}
+
+
+def run(*, db: str | None = None, quick: bool = False, seed: int | None = None) -> dict:
+    """Run the benchmark; ``db`` is a store to fuzz and serve (default: a fresh small demo)."""
+    from data.build import build_demo_store
+
+    seed = int(time.time()) % 100_000 if seed is None else seed
+    with tempfile.TemporaryDirectory(prefix="twin-bench-security-") as tmp:
+        work = Path(tmp)
+        source = work / "source.duckdb"
+        if db is None:
+            build_demo_store(source, scale="small", seed=0)
+        else:
+            shutil.copy(db, source)
+        started = time.perf_counter()
+        fuzzed = fuzz_all(source, work, quick=quick, seed=seed)
+        fuzz_s = time.perf_counter() - started
+        serve_db = Path(shutil.copy(source, work / "serve.duckdb"))
+        with open_for_command(serve_db) as store:
+            key, other_key = add_key(store.con, "bench-security"), add_key(store.con, "bench-security-other")
+        with served(serve_db, args=("--intake-rate", str(INTAKE_RATE))) as url:
+            base = url.rsplit("/", 1)[0]
+            intake = intake_limits(base, key, other_key)
+            signin = signin_limits(base, url.user, url.password)
+    crashes = sum(f["crashes"] for f in fuzzed.values())
+    changes = sum(f["store_changes_after_refusal"] for f in fuzzed.values())
+    result = {
+        "benchmark": "security",
+        "db": db or "small demo (built)",
+        "seed": seed,
+        "fuzz": {"entry_points": fuzzed, "inputs": sum(f["tried"] for f in fuzzed.values()), "crashes": crashes,
+                 "store_changes_after_refusal": changes, "seconds": round(fuzz_s, 1)},
+        "rate_limits": {"signin": signin, "intake": intake},
+        "goals": {**GOALS, "fuzz_met": crashes == 0 and changes == 0, "signin_met": signin["holding"],
+                  "intake_met": intake["holding"]},
+    }
+    return write_result("security", result)
+
+
+if __name__ == "__main__":
+    db_arg = sys.argv[sys.argv.index("--db") + 1] if "--db" in sys.argv else None
+    print(json.dumps(run(db=db_arg, quick="--quick" in sys.argv), indent=2, ensure_ascii=False))
