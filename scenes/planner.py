@@ -642,8 +642,8 @@ class GridEditor(pn.viewable.Viewer):
             self.message = f"Refused: {exc}"
             return
         versions = [int(v) for v in self._history["version"]]
-        self.param.history_version.objects = versions
         self.history_grid = grid_id
+        self.param.history_version.objects = versions
         earlier = [v for v in versions if v < versions[-1]]
         pick = earlier[-1] if earlier else versions[-1]
         if self.history_version == pick:
@@ -653,7 +653,8 @@ class GridEditor(pn.viewable.Viewer):
 
     @param.depends("history_version", watch=True)
     def _draw_version(self) -> None:
-        if self._history is None or self.history_version is None:
+        if self._history is None or self.history_grid is None or self.history_version not in set(
+                self._history["version"]):
             self._push(self.history_source, {"xs": [], "ys": []})
             return
         row = self._history[self._history["version"] == self.history_version].iloc[0]
@@ -816,19 +817,22 @@ class GridEditor(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         controls = pn.Row(
-            pn.widgets.Select.from_param(self.param.parent_id, name="parent", width=300),
+            pn.widgets.Select.from_param(self.param.parent_id, name="parent", width=320),
             pn.widgets.FloatInput.from_param(self.param.tolerance_m, name="snap (m)", width=90),
-            pn.widgets.TextInput.from_param(self.param.reason, name="reason", placeholder="why (required to save)",
-                                            width=260),
+            sizing_mode="stretch_width")
+        saving = pn.Row(
+            pn.widgets.TextInput.from_param(self.param.reason, name="", placeholder="why (required to save)",
+                                            sizing_mode="stretch_width"),
             self.save_button, sizing_mode="stretch_width")
-        propose = pn.widgets.Button(label="Propose micro-grids", height=32)
+        propose = pn.widgets.Button(label="Propose micro-grids", height=32, margin=(4, 4))
         propose.on_click(lambda _e: self.propose())
         side = pn.Column(
-            self.message_pane, self.figures_pane, self.rules_pane,
+            self.message_pane, self.figures_pane, self.rules_pane, saving,
             pn.Row(propose, pn.widgets.RadioButtonGroup.from_param(self.param.show, width=160)),
             self.proposal_pane, self.proposal_buttons,
-            pn.widgets.Select.from_param(self.param.history_version, name="version", width=120),
-            self.history_buttons, self.history_pane, width=520, scroll=True, sizing_mode="stretch_height")
+            pn.Row(pn.widgets.Select.from_param(self.param.history_version, name="", width=90),
+                   self.history_buttons),
+            self.history_pane, width=440, scroll=True, sizing_mode="stretch_height")
         plan = pn.Column(controls, self.edit_buttons, pn.pane.Bokeh(self.figure, sizing_mode="stretch_both"),
                          sizing_mode="stretch_both")
         return pn.Row(plan, side, sizing_mode="stretch_both", stylesheets=[CSS])

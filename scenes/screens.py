@@ -335,12 +335,14 @@ class DistrictApp(pn.viewable.Viewer):
 
     @param.depends("screen", watch=True)
     def _screen_changed(self) -> None:
+        self._right.visible = self.screen != "Planner"  # the plan and its before → after table need the width
         self.inspector.show_residents = self.inspector.can_act = self.screen == "Operator"
         if self.screen == "Admin":
             if self._admin is None:
                 self._admin = AdminScreen(self.gate)
             self.centre.objects = [self._admin]
         elif self.screen == "Planner":
+            self.show_panels()  # the per-grid table beside the plan follows the planner's saves
             if self._editor is None:
                 writer = self.shared.writer
                 self._editor = GridEditor(self._con, save=None if writer is None else save_through_writer(writer),
