@@ -49,7 +49,8 @@ def rings(draw) -> list:
     return pts
 
 
-coords_junk = st.one_of(st.none(), st.just([]), st.just([[]]), values, st.lists(st.lists(numbers, max_size=4), max_size=4))
+coords_junk = st.one_of(st.none(), st.just([]), st.just([[]]), values,
+                        st.lists(st.lists(numbers, max_size=4), max_size=4))
 geometries = st.one_of(
     st.builds(lambda r: {"type": "Polygon", "coordinates": [r]}, rings()),
     st.builds(lambda a, b: {"type": "Polygon", "coordinates": [a, b]}, rings(), rings()),
@@ -67,7 +68,8 @@ features = st.builds(lambda g, p: {"type": "Feature", "geometry": g, "properties
 collections = st.builds(lambda fs, crs: {"type": "FeatureCollection", "features": fs, **crs},
                         st.lists(features, max_size=5),
                         st.sampled_from([{}, {"crs": {"type": "name", "properties": {"name": "EPSG:4547"}}},
-                                         {"crs": {"type": "name", "properties": {"name": "'; DROP TABLE residents; --"}}},
+                                         {"crs": {"type": "name",
+                                                  "properties": {"name": "'; DROP TABLE residents; --"}}},
                                          {"crs": None}]))
 
 

@@ -19,9 +19,10 @@ NOW = pd.Timestamp("2026-11-26 12:00")
 
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
                          texts(max_size=20, surrogates=True))
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                                 st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-                           max_leaves=12)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12)
 stamps = st.one_of(
     st.sampled_from(["2026-11-26T10:00:00+08:00", "2026-11-26T03:59:59Z", "2026-11-26 11:00", "1677-09-21T00:12:43",
                      "2262-04-11T23:47:16.854775807", "0001-01-01", "9999-12-31T23:59:59", "2026-02-30T00:00:00",
