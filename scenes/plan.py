@@ -85,7 +85,8 @@ class PlanMap(pn.viewable.Viewer):
         labels = shapely.point_on_surface(footprints) if len(footprints) else np.array([])
         lx, ly = (shapely.get_x(labels) - self.origin[0], shapely.get_y(labels) - self.origin[1]) \
             if len(labels) else ([], [])
-        self._buildings = ColumnDataSource({"x": np.asarray(lx, dtype=np.float32), "y": np.asarray(ly, dtype=np.float32),
+        self._buildings = ColumnDataSource({"x": np.asarray(lx, dtype=np.float32),
+                                            "y": np.asarray(ly, dtype=np.float32),
                                             "building_id": buildings["building_id"].tolist(),
                                             "name": buildings["name"].fillna("").tolist(),
                                             "grid_id": buildings["grid_id"].fillna("").tolist()})

@@ -38,10 +38,12 @@ from bokeh.models import ColumnDataSource, HoverTool, PolyDrawTool, PolyEditTool
 from bokeh.plotting import figure
 
 from scenes.colours import CATEGORICAL, neighbour_distinct_classes
+from scenes.planshapes import (line_columns, outline_columns, polygon_columns, ring_rows, snap_point_near,
+                               vertex_drag)
 from scenes.theme import ACCENT, BACKGROUND, CSS, MUTED, TEXT
 from twin.access import audit
 from twin.errors import GridEditError, TwinError
-from twin.gridedit import EditSession, changed_grids, snap_point
+from twin.gridedit import EditSession, changed_grids
 from twin.gridrules import Violation, errors
 from twin.gridversions import (SavedEdit, check_edit, current_grids, grid_history, restore_version,
                                save_partition)
@@ -97,93 +99,21 @@ def save_through_writer(writer: IntakeWriter, *, timeout_s: float = WRITE_TIMEOU
     return save
 
 
-# --------------------------------------------------------------------------- shapes as Bokeh columns
-
-def ring_rows(shapes: gpd.GeoSeries, origin: Sequence[float]) -> tuple[list[str], list[np.ndarray]]:
-    """One row per polygon part: its grid id and exterior ring (n, 2) relative to ``origin``, without the
-    closing point (Bokeh closes patches itself; a doubled point would show as two draggable vertices).
-
-    Larger parts come first, so a grid drawn inside another is drawn on top of it.
-    """
-    rows = []
-    for grid_id, geom in shapes.items():
-        for part in shapely.get_parts(geom):
-            if part.geom_type != "Polygon" or part.is_empty:
-                continue
-            rows.append((part.area, str(grid_id), np.asarray(part.exterior.coords)[:-1, :2] - origin[:2]))
-    rows.sort(key=lambda r: -r[0])
-    return [r[1] for r in rows], [r[2] for r in rows]
+def _versions_of(con: duckdb.DuckDBPyConnection, parent_id: str) -> dict[str, int]:
+    return {str(g): int(v) for g, v in con.execute("SELECT grid_id, version FROM grids WHERE parent_id = ? AND "
+                                                   "valid_to IS NULL", [parent_id]).fetchall()}
 
 
-def polygon_columns(geoms: Sequence, origin: Sequence[float]) -> tuple[list, list]:
-    """Bokeh ``multi_polygons`` xs/ys (geometry > polygon > rings), relative to ``origin``; non-polygon
-    parts (lines, points) are left out."""
-    xs, ys = [], []
-    ox, oy = float(origin[0]), float(origin[1])
-    for geom in geoms:
-        px, py = [], []
-        for part in shapely.get_parts(geom):
-            if part.geom_type == "MultiPolygon":
-                polys = list(part.geoms)
-            elif part.geom_type == "Polygon":
-                polys = [part]
-            else:
-                continue
-            for poly in polys:
-                rings = [np.asarray(poly.exterior.coords)] + [np.asarray(r.coords) for r in poly.interiors]
-                px.append([r[:, 0] - ox for r in rings])
-                py.append([r[:, 1] - oy for r in rings])
-        if px:
-            xs.append(px)
-            ys.append(py)
-    return xs, ys
-
-
-def outline_columns(footprints: np.ndarray, ids: Sequence[str], origin: Sequence[float]) -> dict:
-    """Bokeh ``patches`` columns of footprints: one row per polygon part (its outer ring, relative to
-    ``origin``) with its ``building_id``."""
-    parts, which = shapely.get_parts(np.asarray(footprints, dtype=object), return_index=True)
-    rings = [np.asarray(p.exterior.coords)[:-1, :2] - origin[:2] for p in parts]
-    ids = np.asarray(ids, dtype=object)
-    return {"xs": [r[:, 0] for r in rings], "ys": [r[:, 1] for r in rings], "building_id": ids[which].tolist()}
-
-
-def line_columns(geoms: Sequence, origin: Sequence[float]) -> tuple[list, list]:
-    """Bokeh ``multi_line`` xs/ys of every ring of the polygons, relative to ``origin``."""
-    rings = shapely.get_rings(shapely.get_parts(np.asarray(list(geoms), dtype=object))) if len(geoms) else []
-    coords = [np.asarray(r.coords)[:, :2] - origin[:2] for r in rings]
-    return [c[:, 0] for c in coords], [c[:, 1] for c in coords]
-
-
-def _drag(before: Sequence[np.ndarray], xs: Sequence, ys: Sequence) -> tuple[np.ndarray, np.ndarray, bool] | str | None:
-    """What a PolyEditTool change did to the rings: ``(at, to, inserted)`` for one dragged or inserted vertex
-    (relative coordinates), None for no change, or why it is not one vertex edit."""
-    if len(xs) != len(before):
-        return "polygons were added or removed on the plan; use the split, draw, merge and delete tools."
-    found = None
-    for k, (old, x, y) in enumerate(zip(before, xs, ys)):
-        new = np.column_stack([np.asarray(x, dtype=float), np.asarray(y, dtype=float)])
-        if new.shape == old.shape and np.allclose(new, old, rtol=0, atol=1e-6):
-            continue
-        if found is not None:
-            return "more than one outline changed at once; move one vertex at a time."
-        if new.shape == old.shape:
-            moved = np.flatnonzero(~np.isclose(new, old, rtol=0, atol=1e-6).all(axis=1))
-            if len(moved) != 1:
-                return "more than one vertex moved at once; move one vertex at a time."
-            i = moved[0]
-            found = (old[i], new[i], False)
-        elif len(new) == len(old) + 1:
-            # a vertex inserted between two others: it comes from the edge it was inserted into
-            same = np.isclose(new[:len(old)], old, rtol=0, atol=1e-6).all(axis=1)
-            i = int(np.argmin(same)) if not same.all() else len(old)
-            a, b = old[i - 1], old[i % len(old)]
-            ab = b - a
-            t = np.clip(np.dot(new[i] - a, ab) / max(np.dot(ab, ab), 1e-12), 0.0, 1.0)
-            found = (a + t * ab, new[i], True)
-        else:
-            return "vertices were removed or added at once; move one vertex at a time (undo takes an edit back)."
-    return found
+def _check_unchanged(con: duckdb.DuckDBPyConnection, loaded: dict[str, dict[str, int]]) -> None:
+    """Refuse a save when someone else saved the same parent's grids since this session read them
+    (the later save would silently undo the earlier one)."""
+    for parent_id, versions in loaded.items():
+        now = _versions_of(con, parent_id)
+        if now != versions:
+            differ = sorted(g for g in set(now) | set(versions) if now.get(g) != versions.get(g))
+            raise GridEditError(f"the grids of {parent_id} were saved by someone else since you loaded them "
+                                f"({', '.join(differ[:5])}{'…' if len(differ) > 5 else ''}); nothing was saved. "
+                                "Pick the parent again to load them, and redo the edit.")
 
 
 class GridEditor(pn.viewable.Viewer):
@@ -242,6 +172,7 @@ class GridEditor(pn.viewable.Viewer):
         self._ring_ids: list[str] = []
         self._pushing = False
         self._history: gpd.GeoDataFrame | None = None
+        self._proposal_versions: dict[str, dict[str, int]] = {}
         self._sources()
         self.figure = self._make_figure()
         self._widgets()
@@ -368,6 +299,7 @@ class GridEditor(pn.viewable.Viewer):
         xmin, ymin, xmax, ymax = self._parent_shape.bounds
         self._assets = load_assets(self._con, bbox=(xmin - ASSET_PAD_M, ymin - ASSET_PAD_M, xmax + ASSET_PAD_M,
                                                     ymax + ASSET_PAD_M))
+        self._footprint_tree = shapely.STRtree(self._assets.footprints)  # building corners to snap to
         self.session = EditSession(self._saved_grids.geometry)
         self.proposal = None
         self._history = None
@@ -502,8 +434,9 @@ class GridEditor(pn.viewable.Viewer):
         self.selected = [g for g in self.selected if g in shapes.index]
         with pn.io.hold():
             self._push_grids()
-            vx, vy = polygon_columns([v.geometry for v in self.violations], self.origin)
-            shown = [v for v in self.violations if len(polygon_columns([v.geometry], self.origin)[0])]
+            # a violation without area (none so far, but an empty geometry is possible) has nothing to draw
+            shown = [v for v in self.violations if v.geometry is not None and v.geometry.area > 0]
+            vx, vy = polygon_columns([v.geometry for v in shown], self.origin)
             self._push(self.violation_source, {"xs": vx, "ys": vy, "rule": [v.rule for v in shown],
                                                "grid_id": [v.grid_id for v in shown],
                                                "area": [round(v.area_m2, 2) for v in shown]})
@@ -542,17 +475,14 @@ class GridEditor(pn.viewable.Viewer):
                                                       self._assets.buildings["building_id"].iloc[rows], self.origin))
 
     def _nearby_footprints(self, point: np.ndarray, radius: float) -> np.ndarray:
-        tree = self._assets._trees.get("footprints")
-        if tree is None:
-            tree = self._assets._trees["footprints"] = shapely.STRtree(self._assets.footprints)
-        return self._assets.footprints[tree.query(shapely.Point(point).buffer(radius))]
+        return self._assets.footprints[self._footprint_tree.query(shapely.Point(point).buffer(radius))]
 
     # -- browser events ------------------------------------------------------------
     def _grid_data_changed(self, _attr: str, _old: dict, new: dict) -> None:
         """The PolyEditTool moved (or inserted) a vertex in the browser: one engine move."""
         if self._pushing:
             return
-        drag = _drag(self._rings, new.get("xs", []), new.get("ys", []))
+        drag = vertex_drag(self._rings, new.get("xs", []), new.get("ys", []))
         if drag is None:
             return
         if isinstance(drag, str):
@@ -572,6 +502,10 @@ class GridEditor(pn.viewable.Viewer):
         self.selected = ids
 
     # -- saving ------------------------------------------------------------------
+    def _versions(self) -> dict[str, int]:
+        """The version of each child of the parent that this session started from."""
+        return {str(g): int(v) for g, v in self._saved_grids["version"].items()}
+
     def _reason(self, reason: str | None) -> str | None:
         reason = (self.reason if reason is None else reason).strip()
         if not reason:
@@ -620,11 +554,12 @@ class GridEditor(pn.viewable.Viewer):
             listed = "; ".join(v.message for v in bad[:5])
             self.message = f"Refused: the edit breaks {len(bad)} grid rule(s); nothing was saved: {listed}"
             return None
-        parent, shapes, level, assets = self.parent_id, self.session.shapes.copy(), self._level, self._assets
+        parent, shapes, level, loaded = self.parent_id, self.session.shapes.copy(), self._level, self._versions()
 
         def write(con: duckdb.DuckDBPyConnection) -> list[SavedEdit]:
-            saved = [save_partition(con, parent, shapes, actor=self.actor, reason=reason, level=level,
-                                    assets=assets)]
+            _check_unchanged(con, {parent: loaded})
+            # the buildings, cameras and cases are read in this transaction: another planner may have moved some
+            saved = [save_partition(con, parent, shapes, actor=self.actor, reason=reason, level=level)]
             self._audit(con, saved, "grids.save")
             return saved
         return self._write(write, action="edit")
@@ -680,10 +615,10 @@ class GridEditor(pn.viewable.Viewer):
         reason = self._reason(reason)
         if reason is None:
             return None
-        grid_id, version, assets = self.history_grid, int(self.history_version), self._assets
+        grid_id, version = self.history_grid, int(self.history_version)
 
         def write(con: duckdb.DuckDBPyConnection) -> list[SavedEdit]:
-            saved = [restore_version(con, grid_id, version, actor=self.actor, reason=reason, assets=assets)]
+            saved = [restore_version(con, grid_id, version, actor=self.actor, reason=reason)]
             self._audit(con, saved, "grids.restore")
             return saved
         return self._write(write, action="restore")
@@ -696,6 +631,7 @@ class GridEditor(pn.viewable.Viewer):
         except TwinError as exc:
             self.message = f"Refused: {exc}"
             return None
+        self._proposal_versions = {p: _versions_of(self._con, p) for p in self.proposal.partitions}
         shapes = pd.concat(list(self.proposal.partitions.values()))
         ids, rings = ring_rows(shapes, self.origin)
         classes = dict(zip(shapes.index, neighbour_distinct_classes(shapes.to_numpy(dtype=object))))
@@ -727,11 +663,13 @@ class GridEditor(pn.viewable.Viewer):
         reason = self._reason(reason)
         if reason is None:
             return None
-        partitions, assets = dict(self.proposal.partitions), self._assets
+        partitions = dict(self.proposal.partitions)
+        loaded = self._proposal_versions
 
         def write(con: duckdb.DuckDBPyConnection) -> list[SavedEdit]:
+            _check_unchanged(con, loaded)
             saved = [save_partition(con, parent, shapes, actor=self.actor, reason=f"micro-grid proposal: {reason}",
-                                    level="micro", assets=assets) for parent, shapes in partitions.items()]
+                                    level="micro") for parent, shapes in partitions.items()]
             self._audit(con, saved, "grids.proposal")
             return saved
         return self._write(write, action="proposal")
@@ -801,7 +739,8 @@ class GridEditor(pn.viewable.Viewer):
         rows = []
         for key, label in (("micro_grids", "micro-grids"), ("share_in_70_80", "share with 70–80 households"),
                            ("high_rise_alone", "high-rise buildings alone"),
-                           ("polsby_popper_median", "Polsby–Popper, median"), ("polsby_popper_min", "Polsby–Popper, min"),
+                           ("polsby_popper_median", "Polsby–Popper, median"),
+                           ("polsby_popper_min", "Polsby–Popper, min"),
                            ("households_min", "households, min"), ("households_max", "households, max")):
             rows.append(f"<tr><td>{label}</td><td>{s['current'].get(key, '—')}</td>"
                         f"<td>{s['proposed'].get(key, '—')}</td></tr>")
@@ -836,11 +775,3 @@ class GridEditor(pn.viewable.Viewer):
         plan = pn.Column(controls, self.edit_buttons, pn.pane.Bokeh(self.figure, sizing_mode="stretch_both"),
                          sizing_mode="stretch_both")
         return pn.Row(plan, side, sizing_mode="stretch_both", stylesheets=[CSS])
-
-
-def snap_point_near(point: np.ndarray, *, shapes: list, footprints: np.ndarray, tolerance_m: float
-                    ) -> tuple[tuple[float, float], str | None]:
-    """:func:`twin.gridedit.snap_point` on the shapes near ``point`` only (a parent holds tens of grids)."""
-    shapes = np.asarray(shapes, dtype=object)
-    near = shapes[shapely.dwithin(shapes, shapely.Point(point), tolerance_m)]
-    return snap_point(point, shapes=list(near), footprints=footprints, tolerance_m=tolerance_m)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import shapely
 
-from scenes.planner import GridEditor, _drag, ring_rows, save_through_writer
+from scenes.planner import GridEditor, save_through_writer
+from scenes.planshapes import ring_rows, vertex_drag
 from twin.gridrules import errors
 from twin.gridversions import current_grids, grid_history
 from twin.live import CaseFeed, IntakeWriter
@@ -132,9 +133,9 @@ def test_an_inserted_vertex_comes_from_its_edge():
     ring = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0]])
     xs = np.insert(ring[:, 0], 1, 5.0)
     ys = np.insert(ring[:, 1], 1, -2.0)
-    at, to, inserted = _drag([ring], [xs], [ys])
+    at, to, inserted = vertex_drag([ring], [xs], [ys])
     assert inserted and at == pytest.approx([5.0, 0.0]) and to == pytest.approx([5.0, -2.0])
-    assert _drag([ring], [ring[:, 0]], [ring[:, 1]]) is None
+    assert vertex_drag([ring], [ring[:, 0]], [ring[:, 1]]) is None
 
 
 def test_split_merge_and_delete_keep_the_coverage(editor):
@@ -349,3 +350,16 @@ def test_the_district_plan_sends_flat_arrays_relative_to_the_origin(store):
     streets = len(plan._grids.data["x"])
     plan.level = "micro"
     assert len(plan._grids.data["x"]) > streets
+
+
+def test_a_save_over_someone_elses_newer_save_is_refused(store):
+    first = GridEditor(store.con.cursor(), actor="planner.one", parent_id=PARENT)
+    second = GridEditor(store.con.cursor(), actor="planner.two", parent_id=PARENT)
+    at, owners = shared_vertex(first.session.shapes)
+    for editor, step in ((first, [1.0, 0.0]), (second, [0.0, 1.0])):
+        editor.tolerance_m = 0.0
+        assert editor.move_vertex(at, at + step)
+    assert first.save("first")
+    assert second.save("second") is None
+    assert "saved by someone else since you loaded them" in second.message
+    assert grid_history(store.con, owners[0])["actor"].tolist()[1:] == ["planner.one"]
