@@ -9,7 +9,11 @@
    The search box is also fed text with lone surrogates (``"\\ud800"``, which a
    JSON-decoded text box can carry), which the test suite's run leaves out.
    The audit rows the sign-in burst left are counted too.
-2. Rate limits, against a real ``twin serve --intake-rate INTAKE_RATE`` on another
+2. Over HTTP, against a real ``twin serve`` at its default intake rate: ``HTTP_FUZZ``
+   fuzzed Open311 bodies and detection JSON bodies (the same strategies), and
+   detection bodies whose ``api_key`` is not text. Counted: answers by status;
+   goal: no 5xx.
+3. Rate limits, against a real ``twin serve --intake-rate INTAKE_RATE`` on another
    copy, over loopback (``SIGNIN_CONNECTIONS`` / ``INTAKE_CONNECTIONS`` parallel
    connections, as fast as they go):
 
@@ -67,7 +71,8 @@ SIGNIN_PER_ADDRESS = (20, 20 / 60)
 INTAKE_RATE = 20.0
 INTAKE_BURST = 400
 INTAKE_CONNECTIONS = 16
-GOALS = {"crashes": 0, "store_changes_after_refusal": 0, "signin_checked_per_user_and_address_at_most": 5,
+HTTP_FUZZ, HTTP_FUZZ_QUICK = 400, 100  # fuzzed bodies per intake route over HTTP
+GOALS = {"crashes": 0, "store_changes_after_refusal": 0, "http_server_errors": 0, "signin_checked_per_user_and_address_at_most": 5,
          "signin_checked_per_address_at_most": 20, "intake_accepted_at_most": "2 * rate + rate * seconds"}
 
 
@@ -100,14 +105,14 @@ class Client:
         self.host, self.port, self.source = parsed.hostname, parsed.port, source
         self._local = threading.local()
 
-    def post(self, path: str, body: bytes, content_type: str) -> tuple[int, dict]:
+    def post(self, path: str, body: bytes, content_type: str, *, headers: dict | None = None) -> tuple[int, dict]:
         for attempt in (0, 1):
             con = getattr(self._local, "con", None)
             if con is None:
                 con = self._local.con = http.client.HTTPConnection(self.host, self.port, timeout=60,
                                                                    source_address=(self.source, 0))
             try:
-                con.request("POST", path, body=body, headers={"Content-Type": content_type})
+                con.request("POST", path, body=body, headers={"Content-Type": content_type, **(headers or {})})
                 answer = con.getresponse()
                 answer.read()
                 return answer.status, {k.lower(): v for k, v in answer.getheaders()}
@@ -155,6 +160,62 @@ def signin_limits(base: str, user: str, password: str) -> dict:
                     and right_status == 429 and same_user["retry_after_on_every_429"]
                     and many_users["retry_after_on_every_429"]),
     }
+
+
+def draw(strategy, count: int, *, seed: int) -> list:
+    """``count`` inputs drawn from a hypothesis strategy (as a fuzz run would try them)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as with_seed
+
+    drawn: list = []
+
+    def keep(value) -> None:
+        drawn.append(value)
+
+    collect = settings(max_examples=count, deadline=None, database=None, suppress_health_check=list(HealthCheck),
+                       phases=["generate"])(given(strategy)(keep))
+    with_seed(seed)(collect)()
+    return drawn[:count]
+
+
+def _open311_request(value: dict, key: str) -> tuple[str, bytes, str]:
+    if "form" in value:
+        body = urlencode({**value["form"], "api_key": key}, errors="surrogatepass").encode("utf-8", "surrogatepass")
+        return "/open311/v2/requests.json", body, "application/x-www-form-urlencoded"
+    return "/open311/v2/requests.json", value["body"] + b"&api_key=" + key.encode(), value["content_type"]
+
+
+def http_fuzz(base: str, key: str, *, count: int, seed: int) -> dict:
+    """Fuzzed Open311 bodies and detection JSON through the real routes: no answer may be a 5xx."""
+    client = Client(base)
+    out = {}
+    routes = {
+        "open311": [_open311_request(v, key) for v in draw(test_open311.inputs, count, seed=seed)],
+        "detections": [("/api/detections", text.encode("utf-8", "surrogatepass"), "application/json")
+                       for text in draw(test_detections.inputs, count, seed=seed)],
+        # API keys that are not text, or not Unicode a UTF-8 body can carry (a JSON escape)
+        "detections_key_in_body": [("/api/detections", b'{"api_key": ' + k + b"}", "application/json")
+                                   for k in (b'"\\ud800"', b"5", b'["x"]', b'{"a": 1}', b"null", b'""', b"true",
+                                             b'"' + b"x" * 10_000 + b'"')],
+    }
+    for name, requests in routes.items():
+        if name.startswith("detections"):  # the key goes in the header, as cameras send it
+            result = burst(_KeyedClient(client, key if name == "detections" else None), requests, connections=4)
+        else:
+            result = burst(client, requests, connections=4)
+        errors = {k: v for k, v in result["statuses"].items() if k.startswith("5")}
+        out[name] = {"sent": result["sent"], "statuses": result["statuses"], "server_errors": sum(errors.values())}
+    return out
+
+
+class _KeyedClient:
+    """A :class:`Client` that sends an ``X-API-Key`` header (or none)."""
+
+    def __init__(self, client: Client, key: str | None) -> None:
+        self.client, self.key = client, key
+
+    def post(self, path: str, body: bytes, content_type: str) -> tuple[int, dict]:
+        return self.client.post(path, body, content_type, headers={"X-API-Key": self.key} if self.key else {})
 
 
 def _report(key: str, k: int) -> tuple[str, bytes, str]:
@@ -206,6 +267,12 @@ def run(*, db: str | None = None, quick: bool = False, seed: int | None = None) 
             base = url.rsplit("/", 1)[0]
             intake = intake_limits(base, key, other_key)
             signin = signin_limits(base, url.user, url.password)
+        fuzz_db = Path(shutil.copy(source, work / "serve-fuzz.duckdb"))
+        with open_for_command(fuzz_db) as store:
+            fuzz_key = add_key(store.con, "bench-security-fuzz")
+        with served(fuzz_db) as url:  # the default intake rate: every fuzzed request gets to the checks
+            over_http = http_fuzz(url.rsplit("/", 1)[0], fuzz_key, count=HTTP_FUZZ_QUICK if quick else HTTP_FUZZ,
+                                  seed=seed)
         with Store(serve_db, read_only=True) as store:
             audited = dict(store.con.execute(
                 "SELECT coalesce(json_extract_string(detail, '$.reason'), '?'), count(*) FROM audit "
@@ -219,8 +286,11 @@ def run(*, db: str | None = None, quick: bool = False, seed: int | None = None) 
         "seed": seed,
         "fuzz": {"entry_points": fuzzed, "inputs": sum(f["tried"] for f in fuzzed.values()), "crashes": crashes,
                  "store_changes_after_refusal": changes, "seconds": round(fuzz_s, 1)},
+        "over_http": {"routes": over_http,
+                      "server_errors": sum(r["server_errors"] for r in over_http.values())},
         "rate_limits": {"signin": signin, "intake": intake},
-        "goals": {**GOALS, "fuzz_met": crashes == 0 and changes == 0, "signin_met": signin["holding"],
+        "goals": {**GOALS, "fuzz_met": crashes == 0 and changes == 0,
+                  "http_met": all(r["server_errors"] == 0 for r in over_http.values()), "signin_met": signin["holding"],
                   "intake_met": intake["holding"]},
     }
     return write_result("security", result)

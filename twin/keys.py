@@ -39,10 +39,17 @@ def revoke_key(con: duckdb.DuckDBPyConnection, name: str) -> None:
 
 
 def client_for(con: duckdb.DuckDBPyConnection, key: str | None) -> str | None:
-    """The client name a key belongs to, or None for a missing, unknown or revoked key."""
-    if not key:
+    """The client name a key belongs to, or None for a missing, unknown or revoked key.
+
+    Anything but text (a number or a list from a JSON body) and text UTF-8 cannot carry
+    (a lone surrogate from a JSON escape) is no key either.
+    """
+    if not key or not isinstance(key, str):
         return None
-    digest = _digest(key)
+    try:
+        digest = _digest(key)
+    except UnicodeEncodeError:
+        return None
     for name, stored in con.execute("SELECT name, key_hash FROM api_keys WHERE revoked_at IS NULL").fetchall():
         if hmac.compare_digest(stored, digest):
             return name
