@@ -240,7 +240,7 @@ class GridEditor(pn.viewable.Viewer):
         fig.multi_polygons("xs", "ys", source=self.history_source, fill_alpha=0, line_color=DRAWN, line_width=3,
                            line_dash="dashdot")
         fig.multi_polygons("xs", "ys", source=self.violation_source, fill_color=RED, fill_alpha=0.6,
-                           line_color=RED, line_width=2)
+                           line_color=RED, line_width=2, name="twin-violations")
         line = fig.multi_line("xs", "ys", source=self.line_source, line_color=DRAWN, line_width=2.5,
                               line_dash="dashed")
         drawn = fig.patches("xs", "ys", source=self.draw_source, fill_color=DRAWN, fill_alpha=0.25, line_color=DRAWN,
