@@ -247,10 +247,14 @@ class GridEditor(pn.viewable.Viewer):
                             line_width=2)
         vertices = fig.scatter("x", "y", source=self.vertex_source, size=10, fill_color=ACCENT, line_color=TEXT)
         edit = PolyEditTool(renderers=[self.grid_renderer], vertex_renderer=vertices,
-                            description="Move a vertex: double-click a grid, then drag its vertex "
-                                        "(shared vertices move in every neighbour)")
-        split = PolyDrawTool(renderers=[line], num_objects=1, description="Draw a split line (then: Split)")
-        new = PolyDrawTool(renderers=[drawn], num_objects=1, description="Draw a new grid (then: Add drawn grid)")
+                            description="Move a vertex: press and hold on a grid to show its vertices, then drag "
+                                        "one (a shared vertex moves in every neighbour)")
+        split = PolyDrawTool(renderers=[line], num_objects=1,
+                             description="Draw a split line: press and hold to start, click to add points, press "
+                                         "and hold to end; then Split along the line")
+        new = PolyDrawTool(renderers=[drawn], num_objects=1,
+                           description="Draw a new grid: press and hold to start, click to add corners, press and "
+                                       "hold to end; then Add drawn grid")
         tap = TapTool(renderers=[self.grid_renderer], description="Select grids (shift: several)")
         fig.add_tools(edit, split, new, tap, HoverTool(renderers=[self.grid_renderer], tooltips=[("grid", "@grid_id")]))
         fig.toolbar.active_tap = tap

@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from scenes.browser import chromium, served, sign_in
 from twin.errors import TwinError
-from twin.gridedit import move_vertex
+from twin.gridedit import fresh_ids, move_vertex
 from twin.gridrules import errors
 from twin.gridversions import check_edit, current_grids
 from twin.store import Store
@@ -68,10 +68,13 @@ def a_move(path, *, breaks: bool) -> tuple[np.ndarray, np.ndarray, list[str], np
 @pytest.fixture
 def planner_page(browser, small_demo, tmp_path):
     """A planner signed in to `twin serve` on a copy of the small demo, on the Planner screen:
-    ``(page, url, moves)``, with ``moves[breaks]`` from :func:`a_move`, found before the server holds the store."""
+    ``(page, url, moves)``: ``moves[breaks]`` from :func:`a_move` and ``moves['shapes']``, the parent's grids,
+    read before the server holds the store."""
     store_path = tmp_path / "served.duckdb"
     shutil.copy(small_demo, store_path)
     moves = {breaks: a_move(store_path, breaks=breaks) for breaks in (False, True)}
+    with Store(store_path, read_only=True) as store:
+        moves["shapes"] = current_grids(store.con, parent_id=PARENT).geometry
     with served(store_path, role="planner") as url:
         page = browser.new_page(viewport={"width": 1700, "height": 1000})
         page.errors_seen, page.requests = [], []
@@ -168,4 +171,30 @@ def test_a_vertex_dragged_across_buildings_is_shown_in_red_refused_and_undone(pl
     page.get_by_role("button", name="Undo").click()
     expect(rules).to_contain_text("All rules hold", timeout=10_000)
     expect(page.locator(".twin-before-after")).to_contain_text("No change yet")
+    assert page.errors_seen == []
+
+
+
+def test_a_line_drawn_across_a_grid_splits_it(planner_page):
+    page, url, moves = planner_page
+    at, to, owners, inside, origin = moves[False]
+    grid = moves["shapes"][owners[0]]
+    new_id = fresh_ids(moves["shapes"].index, owners[0], 1)[0]
+    x0, y0, x1, y1 = grid.bounds
+    page.locator("[title^='Draw a split line']").first.click()
+    start = on_plan(page, np.array([(x0 + x1) / 2, y0 - 3]), origin)
+    end = on_plan(page, np.array([(x0 + x1) / 2, y1 + 3]), origin)
+    page.mouse.move(*start)  # press and hold to start, press and hold to end (Bokeh's PolyDrawTool)
+    page.mouse.down()
+    page.wait_for_timeout(900)
+    page.mouse.up()
+    page.mouse.move(*end, steps=5)
+    page.mouse.down()
+    page.wait_for_timeout(900)
+    page.mouse.up()
+    page.wait_for_timeout(300)
+    page.get_by_role("button", name="Split along the line").click()
+    figures = page.locator(".twin-before-after")
+    expect(figures).to_contain_text(new_id, timeout=10_000)
+    expect(figures).to_contain_text(owners[0])
     assert page.errors_seen == []
