@@ -178,8 +178,11 @@ class GridEditor(pn.viewable.Viewer):
         self._widgets()
         options = self._parent_options(allowed_parents)
         if not options:
-            raise GridEditError(f"no community or grid with children to edit among {sorted(allowed_parents or [])}; "
-                                "bind the planner to a street, community or grid in force.")
+            # shown instead of the plan: a planner bound to micro-grids only has nothing to redraw here
+            self.message = (f"Refused: no community or grid with children to edit under "
+                            f"{', '.join(sorted(allowed_parents or [])) or 'the district'}; an administrator can "
+                            "bind this planner to a street, community or grid in force (`twin users`).")
+            return
         self.param.parent_id.objects = options
         ids = list(options.values())
         if first is not None and first not in ids:
@@ -759,6 +762,8 @@ class GridEditor(pn.viewable.Viewer):
                                    f"{text}</span>" if text else ""
 
     def __panel__(self) -> pn.viewable.Viewable:
+        if self.session is None:
+            return pn.Column(self.message_pane, sizing_mode="stretch_both", stylesheets=[CSS])
         controls = pn.Row(
             pn.widgets.Select.from_param(self.param.parent_id, name="parent", width=320),
             pn.widgets.FloatInput.from_param(self.param.tolerance_m, name="snap (m)", width=90),

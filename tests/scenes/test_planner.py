@@ -363,3 +363,11 @@ def test_a_save_over_someone_elses_newer_save_is_refused(store):
     assert second.save("second") is None
     assert "saved by someone else since you loaded them" in second.message
     assert grid_history(store.con, owners[0])["actor"].tolist()[1:] == ["planner.one"]
+
+
+def test_a_planner_bound_to_micro_grids_only_is_told_why_there_is_nothing_to_edit(store):
+    micro = current_grids(store.con, parent_id=PARENT).index[0]
+    editor = GridEditor(store.con.cursor(), actor="p", allowed_parents={micro})
+    assert editor.session is None and editor.message.startswith("Refused: no community or grid")
+    assert micro in editor.message_pane.object
+    editor.__panel__()
