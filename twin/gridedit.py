@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 import shapely.ops
 from shapely.geometry.base import BaseGeometry
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 GRID_SIZE_M = 0.001  # overlay precision: 1 mm, well under the 5 cm a 1:500 map needs
 SNAP_KINDS = ("vertex", "corner", "edge")
 SPLIT_REACH_M = 0.01  # a split line's ends must lie outside the grid, or this close to its outline
+# A vertex rounded to the 1 mm grid lies at most 0.71 mm off the edge it was cut from; 0.75 mm finds every such
+# T-junction yet never merges two distinct vertices of the 1 mm grid (at least 1 mm apart).
+NODE_TOLERANCE_M = 0.00075
+OVERLAP_M2 = 0.01  # a move leaving more overlap than this (m²) between siblings is refused
+SHARE_STEP_M = 2.0  # spacing (m) of the shared-edge samples that share a deleted grid among its neighbours
 
 
 def as_partition(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], *, snap: bool = False) -> gpd.GeoSeries:
@@ -64,6 +70,40 @@ def _snapped(out: gpd.GeoSeries, ids: Iterable[str]) -> gpd.GeoSeries:
     for g in ids:
         if g in out.index:
             out[g] = shapely.set_precision(out[g], GRID_SIZE_M)
+    return out
+
+
+def _noded(out: gpd.GeoSeries, ids: Iterable[str]) -> gpd.GeoSeries:
+    """``out`` with the grids ``ids`` and their neighbours sharing every vertex on a common edge, on the 1 mm grid.
+
+    An overlay puts the vertices it makes on the 1 mm grid, up to 0.71 mm off the
+    edge they were cut from. A neighbour whose edge passes there without that vertex
+    then runs straight while the edited grid bends: along a 100 m edge that is a
+    sliver of about 0.05 m² (overlap on one side of the vertex, gap on the other),
+    and a later move of that vertex misses the neighbour. So each grid near an
+    edited one gets the vertices of its neighbours lying on its edges (within
+    :data:`NODE_TOLERANCE_M`), and the edited ones get theirs.
+    """
+    ids = [g for g in dict.fromkeys(ids) if g in out.index]
+    if not ids or len(out) < 2:
+        return _snapped(out, ids)
+    out = _snapped(out, ids)
+    geoms = out.to_numpy(dtype=object)
+    tree = shapely.STRtree(geoms)
+    edited = np.flatnonzero(out.index.isin(ids))
+    _, near = tree.query(geoms[edited], predicate="dwithin", distance=NODE_TOLERANCE_M)
+    todo = np.union1d(edited, near)
+    for k in todo:
+        others = tree.query(geoms[k], predicate="dwithin", distance=NODE_TOLERANCE_M)
+        others = others[others != k]
+        if not len(others):
+            continue
+        snapped = shapely.snap(geoms[k], shapely.multipoints(shapely.get_coordinates(geoms[others])),
+                               NODE_TOLERANCE_M)
+        snapped = shapely.set_precision(snapped, GRID_SIZE_M)
+        # snapping can fold a needle-thin part onto itself: keep the grid as it was then
+        if snapped.is_valid and not snapped.is_empty and snapped.geom_type in ("Polygon", "MultiPolygon"):
+            out.iloc[k] = snapped
     return out
 
 
@@ -134,11 +174,18 @@ def _move_in_ring(ring: np.ndarray, at: np.ndarray, to: np.ndarray, tol: float) 
 
 
 def move_vertex(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], *, at: Sequence[float], to: Sequence[float],
-                tolerance_m: float = 0.01) -> gpd.GeoSeries:
+                tolerance_m: float = 0.01, parent: BaseGeometry | None = None,
+                parent_id: str | None = None) -> gpd.GeoSeries:
     """Move the vertex at ``at`` to ``to`` in every grid that has it.
 
     A sibling whose edge passes through ``at`` (a T-junction) gets the vertex
     inserted there and moved too, so no gap or overlap opens between them.
+
+    A vertex on the parent's outline is the parent's too: moving it off that
+    outline would put a grid outside its parent or open a gap, so with
+    ``parent`` given such a move is refused (sliding the vertex along a
+    straight stretch of the outline is allowed). To move it, edit the parent's
+    level (the parent and its siblings); saving that redraws the children.
 
     Parameters
     ----------
@@ -148,6 +195,11 @@ def move_vertex(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], *, at: Seque
         The vertex and where it goes, metres.
     tolerance_m : float
         How close (m) a vertex or an edge must be to ``at`` to count as that vertex.
+    parent : Polygon, optional
+        The siblings' parent (district CRS, m); with it, a move of a vertex on
+        its outline that would change what the siblings cover is refused.
+    parent_id : str, optional
+        The parent's id, named in messages.
 
     Returns
     -------
@@ -157,10 +209,12 @@ def move_vertex(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], *, at: Seque
     Raises
     ------
     GridEditError
-        No grid has a vertex or edge within ``tolerance_m`` of ``at``, or the
-        move makes a grid's outline cross itself.
+        No grid has a vertex or edge within ``tolerance_m`` of ``at``, the
+        move makes a grid's outline cross itself or sweep over a sibling that
+        does not share the vertex, or it moves the parent's outline.
     """
     out = as_partition(shapes, snap=True)
+    before = out.copy()
     at_, to_ = np.asarray(at, dtype=float)[:2], np.asarray(to, dtype=float)[:2]
     hit = shapely.dwithin(out.values, shapely.Point(at_), tolerance_m)
     hit &= shapely.distance(shapely.boundary(out.values), shapely.Point(at_)) <= tolerance_m
@@ -180,7 +234,44 @@ def move_vertex(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], *, at: Seque
                                 f"outline of grid {grid_id} cross itself ({shapely.is_valid_reason(moved)}); "
                                 "move the vertex less far, or move its neighbours first.")
         out[grid_id] = moved
-    return _snapped(out, out.index[hit])
+    moved_ids = list(out.index[hit])
+    out = _noded(out, moved_ids)
+    _check_move(before, out, moved_ids, at_, to_, parent=parent, parent_id=parent_id, tolerance_m=tolerance_m)
+    return out
+
+
+def _check_move(before: gpd.GeoSeries, after: gpd.GeoSeries, moved: list[str], at: np.ndarray, to: np.ndarray, *,
+                parent: BaseGeometry | None, parent_id: str | None, tolerance_m: float) -> None:
+    """Refuse a move that makes a moved grid overlap a sibling, or that moves the parent's outline."""
+    where = f"moving ({at[0]:.2f}, {at[1]:.2f}) to ({to[0]:.2f}, {to[1]:.2f})"
+    geoms = after.to_numpy(dtype=object)
+    tree = shapely.STRtree(geoms)
+    rows = np.flatnonzero(after.index.isin(moved))
+    left, right = tree.query(geoms[rows], predicate="intersects")
+    left = rows[left]
+    keep = left != right
+    if keep.any():
+        inter = shapely.area(shapely.intersection(geoms[left[keep]], geoms[right[keep]], grid_size=GRID_SIZE_M))
+        k = int(np.argmax(inter))
+        if inter[k] > OVERLAP_M2:
+            a, b = after.index[left[keep][k]], after.index[right[keep][k]]
+            raise GridEditError(f"{where} makes grid {a} overlap grid {b} by {inter[k]:.2f} m² ({b} does not "
+                                f"share that vertex); move the vertex less far, or move {b}'s vertices out of the "
+                                "way first.")
+    if parent is None or shapely.distance(parent.boundary, shapely.Point(at)) > tolerance_m:
+        return
+    outside = float(shapely.area(shapely.difference(shapely.union_all(after[moved].values, grid_size=GRID_SIZE_M),
+                                                    parent, grid_size=GRID_SIZE_M)))
+    # no sibling overlaps (checked above), so any area the moved grids lost is a gap opened in the parent
+    lost = float(before[moved].area.sum() - after[moved].area.sum()) + outside
+    if outside > OVERLAP_M2 or lost > OVERLAP_M2:
+        name = parent_id or "the parent"
+        raise GridEditError(
+            f"{where}: the vertex lies on the outline of the parent {name}, so the move would put "
+            f"{outside:.2f} m² of grid(s) {', '.join(moved)} outside {name} and leave {max(lost, 0.0):.2f} m² of it "
+            f"uncovered. Expected the vertex to stay on the parent's outline. Move it at the level above "
+            f"instead (edit the partition holding {name}; saving that redraws its children), or slide it along "
+            f"{name}'s outline, or move a vertex inside {name}.")
 
 
 def snap_point(point: Sequence[float], *, shapes: gpd.GeoSeries | Sequence[BaseGeometry],
@@ -272,7 +363,7 @@ def split_grid(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_id: str,
     for new_id, piece in zip(ids, pieces[1:]):
         out[new_id] = piece
     log.debug("split %s into %d pieces", grid_id, len(pieces))
-    return out
+    return _noded(out, [grid_id, *ids[:len(pieces) - 1]])
 
 
 def _cut(poly: BaseGeometry, line: BaseGeometry) -> list[BaseGeometry]:
@@ -326,7 +417,7 @@ def merge_grids(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_ids: Se
                             "merge only neighbours that share a boundary.")
     out = out.drop([g for g in grid_ids if g != keep])
     out[keep] = merged
-    return out
+    return _noded(out, [keep])
 
 
 def draw_grid(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], polygon: BaseGeometry | Sequence, *,
@@ -354,15 +445,17 @@ def draw_grid(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], polygon: BaseG
     if new_id in out.index:
         raise GridEditError(f"grid id {new_id!r} already belongs to a sibling; choose an unused id.")
     rest = shapely.difference(out.values, new, grid_size=GRID_SIZE_M)
-    for grid_id, geom in zip(list(out.index), rest):
+    touched = [new_id]
+    for grid_id, geom, old in zip(list(out.index), rest, out.to_numpy(dtype=object)):
         geom = _polygonal(geom)
         if geom.is_empty or geom.area < GRID_SIZE_M:
             out = out.drop(grid_id)
             log.info("the drawn grid %s covers all of %s, which goes", new_id, grid_id)
-        else:
+        elif not geom.equals(old):
             out[grid_id] = geom
+            touched.append(grid_id)
     out[new_id] = new
-    return out
+    return _noded(out, touched)
 
 
 def neighbours(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_id: str) -> dict[str, float]:
@@ -377,13 +470,21 @@ def neighbours(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_id: str)
 
 
 def delete_grid(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_id: str, *,
-                to: str | None = None) -> gpd.GeoSeries:
-    """Delete a grid by giving its area to a neighbour.
+                to: str | None = None, footprints: Sequence[BaseGeometry] | np.ndarray = ()) -> gpd.GeoSeries:
+    """Delete a grid by sharing its area among its neighbours.
+
+    By default each part of the area goes to the nearest neighbour along the
+    edges they share (see :func:`share_area`), moved so that no building
+    footprint in ``footprints`` is cut where that can be avoided. With ``to``
+    the whole area goes to that one neighbour instead.
 
     Parameters
     ----------
     to : str, optional
-        The neighbour that takes the area; by default the one sharing the longest edge.
+        The one neighbour that takes all the area.
+    footprints : sequence of Polygon, optional
+        Building footprints near the grid (district CRS, m); each stays whole
+        in one neighbour when the shared area would cut it.
 
     Raises
     ------
@@ -395,10 +496,173 @@ def delete_grid(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_id: str
     if not near:
         raise GridEditError(f"grid {grid_id} shares no edge with a sibling, so its area cannot go to a neighbour; "
                             "redraw a neighbour over it first, or merge it.")
-    to = next(iter(near)) if to is None else to
-    if to not in near:
-        raise GridEditError(f"grid {to!r} is not a neighbour of {grid_id}; its neighbours are {', '.join(near)}.")
-    return merge_grids(out, [to, grid_id], keep=to)
+    if to is not None:
+        if to not in near:
+            raise GridEditError(f"grid {to!r} is not a neighbour of {grid_id}; its neighbours are "
+                                f"{', '.join(near)}.")
+        return merge_grids(out, [to, grid_id], keep=to)
+    parts = share_area(out[grid_id], out[list(near)], footprints=footprints)
+    out = out.drop(grid_id)
+    for g, part in parts.items():
+        out[g] = _polygonal(shapely.union(out[g], part, grid_size=GRID_SIZE_M))
+    log.debug("deleted %s, its area shared by %s", grid_id, ", ".join(parts))
+    return _noded(out, list(parts))
+
+
+def share_area(area: BaseGeometry, neighbours: gpd.GeoSeries, *,
+               footprints: Sequence[BaseGeometry] | np.ndarray = (), step_m: float = SHARE_STEP_M
+               ) -> dict[str, BaseGeometry]:
+    """Share an area among the grids around it: each part goes to the neighbour nearest to it.
+
+    "Nearest" is measured to the edges each neighbour shares with the area:
+    points every ``step_m`` along them are the seeds of a Voronoi diagram,
+    whose cells, merged by neighbour, cut the area. A footprint the cut would
+    cross goes whole to the neighbour holding most of it, and a part that
+    would not touch its neighbour goes to the one it shares most edge with, so
+    every neighbour stays in one piece.
+
+    Parameters
+    ----------
+    area : Polygon
+        District CRS, metres.
+    neighbours : GeoSeries of Polygon, indexed by grid_id
+        The grids around it (those sharing no edge with it get nothing).
+    footprints : sequence of Polygon
+        Building footprints not to cut, where avoidable.
+    step_m : float
+        Spacing of the seeds along the shared edges, metres.
+
+    Returns
+    -------
+    dict grid_id -> Polygon
+        The part of ``area`` each neighbour takes; together they cover it exactly, without overlap.
+    """
+    ids = list(neighbours.index)
+    lines = shapely.intersection(shapely.boundary(neighbours.to_numpy(dtype=object)), area.boundary,
+                                 grid_size=GRID_SIZE_M)
+    shared = shapely.length(lines)
+    ids = [g for g, length in zip(ids, shared) if length > GRID_SIZE_M]
+    if not ids:
+        return {}
+    if len(ids) == 1:
+        return {ids[0]: area}
+    lines = lines[[list(neighbours.index).index(g) for g in ids]]
+    step = float(min(step_m, max(0.05, np.sqrt(area.area) / 20)))
+    xy, label = [], []
+    for k, line in enumerate(lines):
+        pts = shapely.get_coordinates(shapely.segmentize(line, step))
+        xy.append(pts)
+        label.append(np.full(len(pts), k))
+    xy, label = np.vstack(xy), np.concatenate(label)
+    # a junction point belongs to two neighbours: it seeds neither
+    key = np.round(xy / GRID_SIZE_M).astype(np.int64)
+    _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    pairs = pd.DataFrame({"k": inverse.ravel(), "label": label}).drop_duplicates()
+    mixed = pairs["k"].value_counts()
+    single = ~np.isin(inverse.ravel(), mixed.index[mixed > 1])
+    first = np.unique(inverse.ravel()[single], return_index=True)[1]
+    rows = np.flatnonzero(single)[first]
+    xy, label = xy[rows], label[rows]
+    owner_cells = _voronoi_cells(xy, label, area, step)
+    if owner_cells is None:
+        g = ids[int(np.argmax([shared[list(neighbours.index).index(g)] for g in ids]))]
+        log.warning("could not share an area of %.1f m² among %s; it all goes to %s (the longest shared edge)",
+                    area.area, ", ".join(ids), g)
+        return {g: area}
+    cells, owner = owner_cells
+    parts: dict[int, BaseGeometry] = {}
+    rest = area
+    for k in range(len(ids) - 1):
+        if not (owner == k).any():
+            parts[k] = shapely.Polygon()
+            continue
+        mine = shapely.union_all(cells[owner == k], grid_size=GRID_SIZE_M)
+        parts[k] = _polygonal(shapely.intersection(rest, mine, grid_size=GRID_SIZE_M))
+        rest = _polygonal(shapely.difference(rest, mine, grid_size=GRID_SIZE_M))
+    parts[len(ids) - 1] = rest  # the last takes what the others leave, so the parts cover the area exactly
+    parts = _straightened(area, parts, step)
+    parts = _keep_footprints_whole(area, parts, footprints)
+    parts = _attach(parts, [neighbours[g] for g in ids])
+    return {ids[k]: p for k, p in parts.items() if not p.is_empty and p.area > 0}
+
+
+def _voronoi_cells(xy: np.ndarray, label: np.ndarray, area: BaseGeometry, step: float
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The Voronoi cells of the seeds ``xy`` and the label of each, or None when GEOS cannot make sound ones.
+
+    Seeds evenly spaced on two perpendicular edges are co-circular in fours, which
+    can make GEOS return overlapping cells; a tiny fixed jitter (1 % of the spacing,
+    straightened away later) breaks the ties.
+    """
+    frame = area.envelope.buffer(step + 1.0)
+    rng = np.random.default_rng(0)
+    for jitter in (0.0, 0.01, 0.05):
+        seeds = xy + rng.uniform(-jitter, jitter, xy.shape) * step
+        cells = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(seeds), extend_to=frame))
+        cell_of, point_of = shapely.STRtree(shapely.points(seeds)).query(cells, predicate="contains")
+        if (len(cells) == len(seeds) and len(cell_of) == len(cells) and shapely.is_valid(cells).all()
+                and abs(shapely.area(cells).sum() - shapely.area(shapely.union_all(cells))) < 1e-6 * frame.area):
+            owner = np.full(len(cells), -1)
+            owner[cell_of] = label[point_of]
+            return cells, owner
+    return None
+
+
+def _straightened(area: BaseGeometry, parts: dict[int, BaseGeometry], step: float) -> dict[int, BaseGeometry]:
+    """The parts with the Voronoi staircase of their cut lines straightened (their outer outline untouched)."""
+    keys = [k for k in parts if not parts[k].is_empty]
+    geoms = shapely.set_precision(shapely.coverage_simplify(np.array([parts[k] for k in keys], dtype=object),
+                                                            step, simplify_boundary=False), GRID_SIZE_M)
+    total = shapely.union_all(geoms, grid_size=GRID_SIZE_M)
+    ok = (shapely.is_valid(geoms).all() and not shapely.is_empty(geoms).any()
+          and abs(shapely.area(shapely.symmetric_difference(total, area, grid_size=GRID_SIZE_M))) <= GRID_SIZE_M)
+    return {**parts, **dict(zip(keys, geoms))} if ok else parts
+
+
+def _keep_footprints_whole(area: BaseGeometry, parts: dict[int, BaseGeometry],
+                           footprints: Sequence[BaseGeometry] | np.ndarray) -> dict[int, BaseGeometry]:
+    """Give each footprint that the parts' cut lines cross to the part holding most of it."""
+    footprints = np.asarray(list(footprints), dtype=object)
+    if not len(footprints):
+        return parts
+    footprints = footprints[shapely.intersects(footprints, area)]
+    keys = list(parts)
+    for f in footprints:
+        shares = shapely.area(shapely.intersection(np.array([parts[k] for k in keys], dtype=object), f,
+                                                   grid_size=GRID_SIZE_M))
+        if (shares > GRID_SIZE_M).sum() < 2:
+            continue
+        win = keys[int(np.argmax(shares))]
+        inside = _polygonal(shapely.intersection(f, area, grid_size=GRID_SIZE_M))
+        for k, share in zip(keys, shares):
+            if k != win and share > 0:
+                parts[k] = _polygonal(shapely.difference(parts[k], inside, grid_size=GRID_SIZE_M))
+        parts[win] = _polygonal(shapely.union(parts[win], inside, grid_size=GRID_SIZE_M))
+    return parts
+
+
+def _attach(parts: dict[int, BaseGeometry], grids: list[BaseGeometry]) -> dict[int, BaseGeometry]:
+    """Move each piece that shares no edge with its own grid to the grid (with its part) it shares most edge with."""
+    for _ in range(len(parts) + 2):
+        moved = False
+        for k in list(parts):
+            for piece in shapely.get_parts(parts[k]):
+                if shapely.length(shapely.intersection(piece.boundary, grids[k].boundary,
+                                                       grid_size=GRID_SIZE_M)) > GRID_SIZE_M:
+                    continue
+                others = np.array([shapely.union(grids[j], parts[j]) if j != k else shapely.Polygon()
+                                   for j in range(len(grids))], dtype=object)
+                edge = shapely.length(shapely.intersection(shapely.boundary(others), piece.boundary,
+                                                           grid_size=GRID_SIZE_M))
+                j = int(np.argmax(edge))
+                if edge[j] <= GRID_SIZE_M:
+                    continue
+                parts[k] = _polygonal(shapely.difference(parts[k], piece, grid_size=GRID_SIZE_M))
+                parts[j] = _polygonal(shapely.union(parts[j], piece, grid_size=GRID_SIZE_M))
+                moved = True
+        if not moved:
+            break
+    return parts
 
 
 # --------------------------------------------------------------------------- undo and redo

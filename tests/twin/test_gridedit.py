@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from twin.errors import GridEditError, GridRuleError, OptionError, TwinError
-from twin.gridedit import (EditSession, changed_grids, delete_grid, draw_grid, fresh_ids, merge_grids, move_vertex,
-                           neighbours, snap_point, split_grid)
+from twin.gridedit import (
+    EditSession,
+    changed_grids,
+    delete_grid,
+    draw_grid,
+    fresh_ids,
+    merge_grids,
+    move_vertex,
+    neighbours,
+    snap_point,
+    split_grid,
+)
 from twin.gridrules import check_partition, errors, raise_on_errors
 
 PARENT = shapely.box(0, 0, 300, 200)
@@ -80,16 +92,38 @@ def test_split_merge_delete_keep_coverage():
     merged = merge_grids(split, ["M002", "M005"])
     assert len(merged) == 6 and merged["M002"].area == pytest.approx(20000)
     assert coverage_errors(merged) == []
-    deleted = delete_grid(merged, "M007")
-    assert "M007" not in deleted.index and deleted["M001"].area == pytest.approx(10000)
+    deleted = delete_grid(merged, "M007")  # shared: M001 along its 100 m edge, M004 along its 40 m edge
+    assert "M007" not in deleted.index
+    assert deleted["M001"].area + deleted["M004"].area == pytest.approx(6000 + 10000 + 4000)
+    assert deleted["M001"].area > 6000 and deleted["M004"].area > 10000
     assert coverage_errors(deleted) == []
 
 
-def test_delete_goes_to_the_longest_neighbour_or_the_one_given():
+def test_delete_shares_the_area_among_the_nearest_neighbours():
+    shapes = tiling()  # M002 (100-200 x 0-100) has M001 west, M003 east and M005 north
+    out = delete_grid(shapes, "M002")
+    assert "M002" not in out.index and coverage_errors(out) == []
+    gained = {g: out[g].area - shapes[g].area for g in ("M001", "M003", "M005")}
+    # each point goes to the nearest shared edge: two trapezoids of 3750 m² and a triangle of 2500 m²
+    assert gained == pytest.approx({"M001": 3750, "M003": 3750, "M005": 2500})
+    assert out["M001"].contains(shapely.Point(120, 20)) and out["M005"].contains(shapely.Point(150, 90))
+    assert all(out[g].geom_type == "Polygon" for g in out.index)
+    assert out["M004"].equals(shapes["M004"]) and out["M006"].equals(shapes["M006"])
+
+
+def test_delete_keeps_footprints_whole():
     shapes = tiling()
-    assert list(neighbours(shapes, "M002")) [:1] in (["M005"], ["M001"], ["M003"])
+    house = shapely.box(120, 60, 150, 80)  # straddles the cut between M001's share and M005's
+    out = delete_grid(shapes, "M002", footprints=[house])
+    assert coverage_errors(out) == []
+    holders = [g for g in out.index if out[g].intersection(house).area > 0.01]
+    assert len(holders) == 1 and out[holders[0]].contains(house.buffer(-0.01))
+
+
+def test_delete_to_one_neighbour_or_refused():
+    shapes = tiling()
     out = delete_grid(shapes, "M002", to="M003")
-    assert out["M003"].area == pytest.approx(20000)
+    assert out["M003"].area == pytest.approx(20000) and out["M001"].equals(shapes["M001"])
     with pytest.raises(GridEditError, match="not a neighbour"):
         delete_grid(shapes, "M001", to="M006")
     lonely = gpd.GeoSeries([shapely.box(0, 0, 1, 1), shapely.box(5, 5, 6, 6)], index=["A", "B"])
@@ -194,11 +228,8 @@ edit_steps = st.lists(st.tuples(st.sampled_from(["split", "merge", "move", "dele
                                 st.floats(-1.0, 1.0), st.floats(-1.0, 1.0)), min_size=1, max_size=6)
 
 
-@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(cols=st.integers(1, 4), rows=st.integers(1, 3), steps=edit_steps)
-def test_edits_keep_siblings_covering_the_parent(cols, rows, steps):
-    """After any sequence of splits, merges, vertex moves, deletes and draws, the siblings still
-    cover the parent without overlap (an edit may be refused, which changes nothing)."""
+def run_edits(cols: int, rows: int, steps) -> gpd.GeoSeries:
+    """Apply the steps of the property test to a tiling, checking every rule after each edit that was made."""
     shapes = tiling(cols, rows)
     for op, pick, u, v, dx, dy in steps:
         ids = list(shapes.index)
@@ -217,16 +248,36 @@ def test_edits_keep_siblings_covering_the_parent(cols, rows, steps):
             elif op == "move":
                 xy = shapely.get_coordinates(shapes[g])
                 at = xy[pick % len(xy)]
-                shapes = move_vertex(shapes, at=at, to=at + np.array([dx, dy]) * 0.5, tolerance_m=0.001)
+                shapes = move_vertex(shapes, at=at, to=at + np.array([dx, dy]) * 0.5, tolerance_m=0.001,
+                                     parent=PARENT, parent_id="P")
             elif op == "delete" and len(shapes) > 1:
-                shapes = delete_grid(shapes, g)
+                house = shapely.box(px - 4, py - 3, px + 4 + 6 * abs(dy), py + 3)
+                shapes = delete_grid(shapes, g, footprints=[house])
             elif op == "draw":
                 shapes = draw_grid(shapes, shapely.box(px - 20, py - 15, px + 25 * abs(dx) + 5, py + 10),
                                    parent=PARENT, new_id=f"D{len(ids)}-{pick}")
         except GridEditError:
             continue
-        # a vertex on the parent's outline may move off it: that is what the rules flag, not a bug
-        bad = [e for e in coverage_errors(shapes) if e.rule in ("overlap", "valid")]
-        assert bad == [], [e.message for e in bad]
-    if not any(s[0] == "move" for s in steps):
-        assert coverage_errors(shapes) == []
+        bad = coverage_errors(shapes)
+        assert bad == [], (op, [e.message for e in bad])
+    return shapes
+
+
+# Found by random runs: a split's new vertex, put on the 1 mm grid, lay up to 0.7 mm off the edge of the
+# neighbour it met, which kept its straight edge: a 0.06 m² sliver of overlap along a 300 m edge.
+@example(cols=1, rows=1, steps=[("split", 0, 0.5, 0.6953125, 1.0, 0.0), ("split", 0, 0.25, 0.5, 0.0, 0.0),
+                                ("split", 0, 0.5, 0.5, 0.0, 0.0)])
+@example(cols=3, rows=1, steps=[("merge", 0, 0.5, 0.5, 0.0, 0.0), ("split", 0, 0.5, 0.6953125, 0.875, 0.0),
+                                ("split", 0, 0.25, 0.5, 0.0, 0.0), ("split", 0, 0.125, 0.5, 0.0, 0.0),
+                                ("delete", 0, 0.5, 0.5, 0.0, 0.0), ("split", 1, 0.5, 0.5, 0.0, 0.0)])
+@example(cols=1, rows=1, steps=[("split", 0, 0.5, 0.375, 0.75, 0.0), ("split", 1, 0.5, 0.5, 0.25, 0.0)])
+@settings(max_examples=60, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow])
+@given(cols=st.integers(1, 4), rows=st.integers(1, 3), steps=edit_steps)
+def test_edits_keep_siblings_covering_the_parent(cols, rows, steps):
+    """After any sequence of splits, merges, vertex moves, deletes and draws, the siblings still
+    cover the parent without overlap or gap and lie inside it (an edit may be refused, which changes nothing).
+
+    Random on every run, on a small budget; hunt with more examples by hand, e.g.
+    ``pytest tests/twin/test_gridedit.py -k covering --hypothesis-seed=7`` after raising ``max_examples``.
+    """
+    run_edits(cols, rows, steps)
