@@ -145,7 +145,7 @@ def read_grids(path: str | os.PathLike, *, layer: str | None = None, crs: str | 
 
 
 def import_grids(con: duckdb.DuckDBPyConnection, frame: gpd.GeoDataFrame, *, actor: str, reason: str,
-                 where: str = "the file", mode: str = "update") -> dict:
+                 where: str = "the file", mode: str = "update", source: str | None = None) -> dict:
     """Save grids read by :func:`read_grids` as new versions, level by level from the top.
 
     Run inside one transaction (``open_for_command``): on an error nothing is saved.
@@ -162,6 +162,9 @@ def import_grids(con: duckdb.DuckDBPyConnection, frame: gpd.GeoDataFrame, *, act
         ``update``: the file's grids replace or join their siblings in force;
         ``replace``: the children of each parent in the file become exactly the file's grids
         (those in force that the file lacks are deleted).
+    source : str, optional
+        Where the import came from (a host, ``cli``); each saved parent's change
+        gets a ``grid.import`` row in the audit trail with it.
 
     Returns
     -------
@@ -202,7 +205,7 @@ def import_grids(con: duckdb.DuckDBPyConnection, frame: gpd.GeoDataFrame, *, act
             attrs = group.set_index("grid_id")[list(ATTRS)]
             try:
                 saved = save_partition(con, parent_id, gpd.GeoSeries(shapes), actor=actor, reason=reason,
-                                       level=level, attrs=attrs, action="import")
+                                       level=level, attrs=attrs, action="import", source=source)
             except GridRuleError as exc:
                 first = exc.violations[0] if exc.violations else None
                 named = f" grid {first.grid_id} breaks the rule {first.rule!r}." if first else ""

@@ -680,18 +680,31 @@ class EditSession:
     ----------
     shapes : GeoSeries
         The partition after the edits so far.
+    parent : Polygon, optional
+        The siblings' parent (district CRS, m); with it, moving a vertex of
+        the parent's outline is refused.
+    parent_id : str, optional
+        Its id, named in messages.
     """
 
     shapes: gpd.GeoSeries
     _done: list[tuple[str, gpd.GeoSeries]] = field(default_factory=list)
     _undone: list[tuple[str, gpd.GeoSeries]] = field(default_factory=list)
+    parent: BaseGeometry | None = None
+    parent_id: str | None = None
 
     def __post_init__(self) -> None:
         self.shapes = as_partition(self.shapes)
 
     def apply(self, edit: str, *args: object, **kwargs: object) -> gpd.GeoSeries:
-        """Run one of :data:`EDITS` on the current shapes; a refused edit changes nothing."""
+        """Run one of :data:`EDITS` on the current shapes; a refused edit changes nothing.
+
+        With :attr:`parent` set, a vertex move is checked against the parent's
+        outline (see :func:`move_vertex`) unless the call gives ``parent=``.
+        """
         check_choice("edit", edit, EDITS)
+        if edit == "move_vertex" and self.parent is not None and "parent" not in kwargs:
+            kwargs = {**kwargs, "parent": self.parent, "parent_id": kwargs.get("parent_id", self.parent_id)}
         after = EDITS[edit](self.shapes, *args, **kwargs)
         self._done.append((edit, self.shapes))
         self._undone.clear()

@@ -33,15 +33,17 @@ import pandas as pd
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from twin.access import audit
 from twin.errors import GridEditError, GridRuleError, check_choice
-from twin.gridedit import GRID_SIZE_M, as_partition, changed_grids
-from twin.gridrules import Violation, check_partition, raise_on_errors
+from twin.gridedit import GRID_SIZE_M, _noded, _polygonal, as_partition, changed_grids, share_area
+from twin.gridrules import TOLERANCE_M2, Violation, check_partition, errors, raise_on_errors
 from twin.reassign import Assets, Reassignment, load_assets, nearby_buildings, reassign
 from twin.schema import GRID_LEVELS
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("edit", "restore", "import")
+AUDIT_ACTIONS = {"edit": "grid.save", "restore": "grid.restore", "import": "grid.import"}
 ATTRS = ("name", "kind", "worker")
 _COLUMNS = "grid_id, parent_id, level, name, kind, worker, version, valid_from, valid_to, ST_AsWKB(boundary) AS wkb"
 
@@ -117,6 +119,10 @@ class SavedEdit:
     reassignment : Reassignment or None
         What moved (micro-grids); pass to :meth:`twin.reassign.Assets.apply` to keep a session's assets current.
     warnings : list of Violation
+    redrawn : list of str
+        Children (any level below) whose outline the save redrew to fit their changed parents.
+    audit_seq : int or None
+        The number of the audit-trail row written for the change.
     """
 
     change_id: str | None
@@ -130,13 +136,16 @@ class SavedEdit:
     versions: dict[str, int] = field(default_factory=dict)
     reassignment: Reassignment | None = None
     warnings: list[Violation] = field(default_factory=list)
+    redrawn: list[str] = field(default_factory=list)
+    audit_seq: int | None = None
 
     def summary(self) -> dict:
         """JSON-ready: ids, versions, counts moved, per-grid figures before and after, warnings."""
         r = self.reassignment
         return {"change_id": self.change_id, "at": None if self.at is None else self.at.isoformat(),
                 "parent_id": self.parent_id, "level": self.level, "changed": self.changed, "added": self.added,
-                "deleted": self.deleted, "reparented": self.reparented, "versions": self.versions,
+                "deleted": self.deleted, "reparented": self.reparented, "redrawn": self.redrawn,
+                "versions": self.versions,
                 "moved": r.summary() if r is not None else {},
                 "figures": r.figures.to_dict("records") if r is not None else [],
                 "warnings": [w.as_dict() for w in self.warnings]}
@@ -218,7 +227,8 @@ def _inherit(current: gpd.GeoDataFrame, geom: BaseGeometry, column: str) -> obje
 
 def save_partition(con: duckdb.DuckDBPyConnection, parent_id: str | None, shapes: gpd.GeoSeries | Mapping, *,
                    actor: str, reason: str, level: str | None = None, attrs: pd.DataFrame | None = None,
-                   action: str = "edit", assets: Assets | None = None, at: pd.Timestamp | None = None) -> SavedEdit:
+                   action: str = "edit", assets: Assets | None = None, at: pd.Timestamp | None = None,
+                   source: str | None = None) -> SavedEdit:
     """Save the edited children of one parent as new grid versions, and move what they hold.
 
     Runs inside the caller's transaction (``twin.store.open_for_command`` or
@@ -246,6 +256,8 @@ def save_partition(con: duckdb.DuckDBPyConnection, parent_id: str | None, shapes
         around the changed grids when not given.
     at : Timestamp, optional
         The time of the new versions (default now).
+    source : str, optional
+        Where the request came from (an IP address, ``cli``), kept in the audit trail.
 
     Returns
     -------
@@ -254,10 +266,18 @@ def save_partition(con: duckdb.DuckDBPyConnection, parent_id: str | None, shapes
     Raises
     ------
     GridRuleError
-        The partition breaks a rule (named, with the grid and the area); nothing is written.
+        The partition breaks a rule (named, with the grid and the area), or
+        above the micro level its children cannot be redrawn to fit (named,
+        with the child and the rule); nothing is written.
     GridEditError
         No actor or reason, or an unknown parent.
     """
+    return _save(con, parent_id, shapes, actor=actor, reason=reason, level=level, attrs=attrs, action=action,
+                 assets=assets, at=at, source=source, target=parent_id)
+
+
+def _save(con, parent_id, shapes, *, actor, reason, level, attrs, action, assets, at, source, target) -> SavedEdit:
+    """:func:`save_partition`, with the grid the audit row names (the restored grid for a restore)."""
     check_choice("action", action, ACTIONS)
     if not actor or not str(actor).strip() or not reason or not str(reason).strip():
         raise GridEditError(f"saving grids needs who saves and why; got actor={actor!r}, reason={reason!r}.")
@@ -277,30 +297,44 @@ def save_partition(con: duckdb.DuckDBPyConnection, parent_id: str | None, shapes
         assets = load_assets(con, bbox=_bbox(todo))
     violations = _check(con, parent_id, current, shapes, level, assets, None)
     raise_on_errors(violations, where=where)
-    reparent = _reparent(con, level, shapes, changed + added, removed, where)
-    at = _clock(con, changed + added + removed + list(reparent), at)
+    fits = _refit(con, level, shapes, touched=changed + removed, grown=changed + added, where=where, assets=assets)
+    kids = {g: row for fit in fits for g, row in fit.items()}
+    reparent = {g: r["parent_id"] for g, r in kids.items() if r["parent_id"] != r["old_parent"]}
+    redrawn = sorted(g for g, r in kids.items() if r["redrawn"])
+    at = _clock(con, changed + added + removed + list(kids), at)
     change_id = f"gc-{at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
     result = None
-    if level == "micro":
-        result = reassign(assets, {**{g: shapes[g] for g in changed + added}, **{g: None for g in removed}})
+    micro_moves = ({g: shapes[g] for g in changed + added} | {g: None for g in removed} if level == "micro" else
+                   {g: r["geometry"] for g, r in kids.items() if r["level"] == "micro" and r["redrawn"]})
+    if micro_moves:
+        if assets is None:
+            assets = load_assets(con, bbox=_bbox([g for g in micro_moves.values() if g is not None]
+                                                 + list(current.geometry[removed])))
+        result = reassign(assets, micro_moves)
         lost = [m for m in result.moves.values() if len(m) and m["to_grid"].isna().any()]
         if lost:
             raise GridRuleError(f"{where} leaves some buildings, cameras or cases in no micro-grid; nothing was "
                                 "saved. Cover the whole parent.", [])
-    versions = _write_versions(con, current, shapes, attrs, changed, added, removed, reparent, at)
+    versions = _write_versions(con, current, shapes, attrs, changed, added, removed, {}, at)
+    versions.update(_write_children(con, kids, at))
     if result is not None:
         _write_moves(con, result)
     moved = json.dumps(result.summary()) if result is not None else None
     rows = ([(g, versions[g], "changed") for g in changed] + [(g, versions[g], "added") for g in added]
-            + [(g, None, "deleted") for g in removed] + [(g, versions[g], "reparented") for g in reparent])
+            + [(g, None, "deleted") for g in removed]
+            + [(g, versions[g], "redrawn" if kids[g]["redrawn"] else "reparented") for g in sorted(kids)])
     con.executemany('INSERT INTO grid_changes (change_id, "at", actor, reason, action, grid_id, version, change, '
                     'moved) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
                     [(change_id, at, actor, reason, action, g, v, c, moved) for g, v, c in rows])
-    log.info("%s: saved %s (%d changed, %d added, %d deleted) by %s", change_id, where, len(changed), len(added),
-             len(removed), actor)
+    seq = audit(con, actor=actor, action=AUDIT_ACTIONS[action], target=target or parent_id or "district",
+                source=source, detail={"change_id": change_id, "parent_id": parent_id, "level": level,
+                                       "changed": changed, "added": added, "deleted": removed,
+                                       "reparented": sorted(reparent), "redrawn": redrawn, "reason": reason})
+    log.info("%s: saved %s (%d changed, %d added, %d deleted, %d children redrawn) by %s", change_id, where,
+             len(changed), len(added), len(removed), len(redrawn), actor)
     return SavedEdit(change_id, at, parent_id, level, changed, added, removed, sorted(reparent), versions, result,
-                     [v for v in violations if v.severity == "warning"])
+                     [v for v in violations if v.severity == "warning"], redrawn, seq)
 
 
 def _same(a: object, b: object) -> bool:
@@ -308,30 +342,104 @@ def _same(a: object, b: object) -> bool:
     return (pd.isna(a) and pd.isna(b)) or a == b
 
 
-def _reparent(con, level: str, shapes: gpd.GeoSeries, changed: list[str], removed: list[str],
-              where: str) -> dict[str, str]:
-    """Children of changed or deleted grids above micro level that now lie in another sibling: child -> new parent."""
-    if level == "micro" or not (changed or removed):
-        return {}
-    kids = _frame(con, "valid_to IS NULL AND parent_id IN (SELECT unnest(?))", [changed + removed])
+def _refit(con, level: str, shapes: gpd.GeoSeries, *, touched: list[str], grown: list[str], where: str,
+           assets: Assets | None) -> list[dict[str, dict]]:
+    """The children (and theirs, down to micro) of grids changed above the micro level, fitted to them.
+
+    Parameters
+    ----------
+    shapes : GeoSeries
+        The grids at ``level`` after the edit (the candidate new parents).
+    touched : list of str
+        Grids whose children may no longer fit (changed or deleted).
+    grown : list of str
+        Grids whose outline changed or that are new (they may have gained area).
+
+    Returns
+    -------
+    list of dict, one per level below
+        child id -> ``parent_id``, ``old_parent``, ``geometry``, ``level``, ``redrawn``
+        (its outline changed), ``row`` (its version in force), for every child
+        whose parent or outline changes.
+
+    Raises
+    ------
+    GridRuleError
+        A child cannot be fitted: its new parent holds area no child borders, or
+        the redrawn children break a rule (a micro-grid boundary cutting a
+        building, say); names each child, its parent and the fix.
+    """
+    if level == "micro" or not touched:
+        return []
+    kids = _frame(con, "valid_to IS NULL AND parent_id IN (SELECT unnest(?))", [touched]).set_index("grid_id")
     if not len(kids):
-        return {}
+        return []
+    child_level = str(kids["level"].iloc[0])
     ids, geoms = shapes.index.to_numpy(dtype=object), shapes.to_numpy(dtype=object)
-    out, bad = {}, []
-    for child, parent, geom in zip(kids["grid_id"], kids["parent_id"], kids.geometry):
+    members: dict[str, dict[str, BaseGeometry]] = {g: {} for g in ids}
+    for child, geom in zip(kids.index, kids.geometry):
         inside = shapely.area(shapely.intersection(geoms, geom, grid_size=GRID_SIZE_M))
         k = int(np.argmax(inside))
-        if geom.area - inside[k] > 0.05:
-            bad.append(Violation("inside_parent", child, geom, float(geom.area - inside[k]), "error",
-                                 f"inside_parent: grid {child} would lie across the new boundaries of "
-                                 f"{', '.join(ids[inside > 0.05])}; move the edited boundary along its children's "
-                                 "edges, or edit the children first."))
-        elif ids[k] != parent:
-            out[child] = ids[k]
+        # a child lying (nearly) whole in one grid stays as it is; a cut one keeps its largest piece
+        piece = geom if geom.area - inside[k] <= TOLERANCE_M2 else _polygonal(
+            shapely.intersection(geom, geoms[k], grid_size=GRID_SIZE_M))
+        members[ids[k]][child] = piece
+    footprints = np.array([], dtype=object)
+    if child_level == "micro":
+        if assets is None:
+            assets = load_assets(con, bbox=_bbox([shapes[g] for g in grown if g in shapes.index]))
+        footprints = assets.footprints[nearby_buildings(assets, [shapes[g] for g in grown if g in shapes.index])]
+    bad: list[Violation] = []
+    fitted: dict[str, gpd.GeoSeries] = {}
+    for p in [g for g in ids if members[g] or g in grown]:
+        # children of an unchanged grid that are not moving stay; those of a grown one were all placed above
+        stay = current_grids(con, parent_id=p).geometry.drop(list(kids.index), errors="ignore")
+        kin = as_partition({**dict(stay.items()), **members[p]})
+        gained = _polygonal(shapely.difference(shapes[p], shapely.union_all(kin.values, grid_size=GRID_SIZE_M),
+                                               grid_size=GRID_SIZE_M)) if p in grown else shapely.Polygon()
+        for part in shapely.get_parts(gained):
+            if part.area <= GRID_SIZE_M:
+                continue
+            shares = share_area(part, kin, footprints=footprints) if len(kin) else {}
+            if not shares and part.area > TOLERANCE_M2:
+                c = part.representative_point()
+                bad.append(Violation("gap", p, part, float(part.area), "error",
+                                     f"gap: grid {p}: {part.area:.2f} m² at ({c.x:.2f}, {c.y:.2f}) of its new area "
+                                     f"borders none of its {child_level} children "
+                                     f"({', '.join(kin.index) or 'it has none'}); draw a child there first, or "
+                                     "move the edited boundary so a child borders that area."))
+            for g, extra in shares.items():
+                kin[g] = _polygonal(shapely.union(kin[g], extra, grid_size=GRID_SIZE_M))
+        kin = _noded(kin, [g for g in kin.index if g in kids.index])
+        fitted[p] = kin
+        moved_here = [g for g in kin.index if g in kids.index]
+        buildings = None
+        if child_level == "micro" and len(footprints):
+            buildings = _buildings_frame(assets, nearby_buildings(assets, list(kin[moved_here].values)))
+        found = check_partition(kin, parent=shapes[p], parent_id=p, level=child_level, buildings=buildings,
+                                only=moved_here)
+        bad += [v for v in errors(found) if v.rule != "households"]
     if bad:
-        raise GridRuleError(f"{where} cuts {len(bad)} child grid(s) in two; nothing was saved:\n"
-                            + "\n".join(f"  - {v.message}" for v in bad[:10]), bad)
-    return out
+        listed = "\n".join(f"  - {v.message}" for v in bad[:10])
+        raise GridRuleError(f"{where} redraws the {child_level} children of {', '.join(touched)}, and they would "
+                            f"break {len(bad)} rule(s); nothing was saved:\n{listed}\nMove the edited boundary "
+                            f"along the children's edges (or off the buildings), or edit the children first.", bad)
+    out: dict[str, dict] = {}
+    for p, kin in fitted.items():
+        for g in kin.index:
+            if g not in kids.index:
+                continue
+            old = kids.loc[g]
+            sym = shapely.area(shapely.symmetric_difference(old.geometry, kin[g], grid_size=GRID_SIZE_M))
+            redrawn = bool(sym > GRID_SIZE_M ** 2)
+            if redrawn or old["parent_id"] != p:
+                out[g] = {"parent_id": p, "old_parent": old["parent_id"], "level": child_level,
+                          "geometry": kin[g] if redrawn else old.geometry, "redrawn": redrawn, "row": old}
+    deeper = [g for g, r in out.items() if r["redrawn"]]
+    if not deeper:
+        return [out]
+    below = gpd.GeoSeries({g: out[g]["geometry"] for g in deeper})
+    return [out, *_refit(con, child_level, below, touched=deeper, grown=deeper, where=where, assets=assets)]
 
 
 def _write_versions(con, current, shapes, attrs, changed, added, removed, reparent, at) -> dict[str, int]:
@@ -373,6 +481,22 @@ def _write_versions(con, current, shapes, attrs, changed, added, removed, repare
     return {r["grid_id"]: r["version"] for r in rows}
 
 
+def _write_children(con, kids: dict[str, dict], at: pd.Timestamp) -> dict[str, int]:
+    """Close the versions in force of redrawn or reparented children and write their new ones."""
+    if not kids:
+        return {}
+    ids = list(kids)
+    top = dict(con.execute("SELECT grid_id, max(version) FROM grids WHERE grid_id IN (SELECT unnest(?)) "
+                           "GROUP BY grid_id", [ids]).fetchall())
+    con.execute("UPDATE grids SET valid_to = ? WHERE valid_to IS NULL AND grid_id IN (SELECT unnest(?))", [at, ids])
+    rows = [{"grid_id": g, "parent_id": r["parent_id"], "level": r["level"], "boundary": r["geometry"],
+             "version": int(top.get(g) or 0) + 1, "valid_from": at, **{c: r["row"][c] for c in ATTRS}}
+            for g, r in kids.items()]
+    from twin.store import insert_frame
+    insert_frame(con, "grids", pd.DataFrame(rows), geometry=("boundary",))
+    return {r["grid_id"]: r["version"] for r in rows}
+
+
 def _default_name(grid_id: str, level: str | None) -> str:
     """The demo's manner of naming: micro-grid ``…-M012`` is 第12微网格; other ids name themselves."""
     m = re.search(r"M(\d+)$", grid_id)
@@ -397,13 +521,14 @@ def _write_moves(con: duckdb.DuckDBPyConnection, result: Reassignment) -> None:
 
 
 def restore_version(con: duckdb.DuckDBPyConnection, grid_id: str, version: int, *, actor: str, reason: str,
-                    assets: Assets | None = None) -> SavedEdit:
+                    assets: Assets | None = None, source: str | None = None) -> SavedEdit:
     """Restore the partition that ``grid_id``'s ``version`` belonged to, as new versions.
 
     The children of that version's parent are written back as they were when
     that version came into force: grids that differ now get a new version,
     grids deleted since come back, grids added since go. The same rules apply
-    as to any save.
+    as to any save, and the audit trail gets a ``grid.restore`` row naming
+    ``grid_id`` (with ``source``, where the request came from).
 
     Raises
     ------
@@ -420,9 +545,9 @@ def restore_version(con: duckdb.DuckDBPyConnection, grid_id: str, version: int, 
         raise GridEditError(f"grid {grid_id} has no version {version}; its versions are {have or 'none'}.")
     parent_id, valid_from = row
     then = partition_at(con, parent_id, pd.Timestamp(valid_from))  # holds the version itself, so never empty
-    return save_partition(con, parent_id, then.geometry, actor=actor,
-                          reason=f"restore {grid_id} version {version}: {reason}", level=str(then["level"].iloc[0]),
-                          attrs=then[list(ATTRS)], action="restore", assets=assets)
+    return _save(con, parent_id, then.geometry, actor=actor, reason=f"restore {grid_id} version {version}: {reason}",
+                 level=str(then["level"].iloc[0]), attrs=then[list(ATTRS)], action="restore", assets=assets,
+                 at=None, source=source, target=grid_id)
 
 
 def check_store_partition(con: duckdb.DuckDBPyConnection, parent_id: str) -> list[Violation]:

@@ -106,3 +106,23 @@ class _FakeCon:
     def df(self):
         return pd.DataFrame({c: [] for c in ("grid_id", "parent_id", "level", "name", "kind", "worker", "version",
                                              "valid_from", "valid_to", "wkb")})
+
+
+def test_import_is_audited_with_its_source(small_demo, demo_copy, tmp_path):
+    path = tmp_path / "micro.geojson"
+    with Store(small_demo, read_only=True) as store:
+        export_grids(store.con, path, level="micro")
+        crs = store.district.crs
+    frame = read_grids(path, crs=crs)
+    mine = frame[frame["parent_id"] == PARENT].set_index("grid_id")
+    a, b = list(mine.index[2:4])
+    merged = merge_grids(mine.geometry, [a, b])
+    frame = frame[frame["grid_id"] != b].copy()
+    frame.loc[frame["grid_id"] == a, "geometry"] = merged[a]
+    with open_for_command(demo_copy, create=False) as store:
+        out = import_grids(store.con, frame, actor="gis", reason="compound merged", where=str(path),
+                           mode="replace", source="cli")
+        rows = store.con.execute("SELECT actor, action, target, source, detail FROM audit "
+                                 "WHERE action = 'grid.import'").fetchall()
+    assert [r[:4] for r in rows] == [("gis", "grid.import", PARENT, "cli")]
+    assert out["saves"][0]["change_id"] in rows[0][4] and b in rows[0][4]

@@ -73,6 +73,35 @@ def test_move_vertex_refusals():
         move_vertex(tiling(), at=(100, 100), to=(250, 150))
 
 
+def test_a_vertex_on_the_parent_outline_is_the_parents():
+    shapes = tiling()  # (100, 0) is on the parent's bottom edge, shared by M001 and M002
+    with pytest.raises(GridEditError, match=r"\(100.00, 0.00\).*outline of the parent P.*level above") as info:
+        move_vertex(shapes, at=(100, 0), to=(105, 4), parent=PARENT, parent_id="P")
+    assert "M001, M002" in str(info.value)
+    slid = move_vertex(shapes, at=(100, 0), to=(105, 0), parent=PARENT, parent_id="P")  # along the outline: fine
+    assert coverage_errors(slid) == [] and slid["M001"].area == pytest.approx(10250)
+    inner = move_vertex(shapes, at=(100, 100), to=(103, 98), parent=PARENT, parent_id="P")
+    assert coverage_errors(inner) == []
+
+
+def test_a_move_sweeping_over_a_sibling_is_refused():
+    # C lies 0.2 m above B and does not share the vertex (10, 10): moving it up sweeps B's edge over C
+    shapes = gpd.GeoSeries([shapely.box(0, 0, 10, 10), shapely.box(10, 0, 20, 10), shapely.box(10.5, 10.2, 20, 11)],
+                           index=["A", "B", "C"])
+    with pytest.raises(GridEditError, match="makes grid B overlap grid C by .* m² \\(C does not share that vertex"):
+        move_vertex(shapes, at=(10, 10), to=(12, 10.6))
+
+
+def test_a_split_vertex_is_shared_with_the_neighbour_it_meets():
+    # a slanted split puts its ends on the 1 mm grid, off the straight edge of the grid above
+    shapes = split_grid(tiling(1, 1), "M001", [(-850, 139.0625), (1150, 139.0625 - 0.0003)])
+    shapes = split_grid(shapes, "M001", [(75, -1000), (75, 1000)])
+    corner = shapely.get_coordinates(shapes["M003"]).round(3)
+    above = {tuple(c) for c in shapely.get_coordinates(shapes["M002"]).round(3)}
+    assert any(tuple(c) in above and 0 < c[0] < 300 for c in corner)
+    assert coverage_errors(shapes) == []
+
+
 def test_snap_prefers_vertices_and_corners_then_edges():
     shapes = tiling()
     assert snap_point((100.4, 99.7), shapes=shapes, tolerance_m=1.0) == ((100.0, 100.0), "vertex")
@@ -281,3 +310,12 @@ def test_edits_keep_siblings_covering_the_parent(cols, rows, steps):
     ``pytest tests/twin/test_gridedit.py -k covering --hypothesis-seed=7`` after raising ``max_examples``.
     """
     run_edits(cols, rows, steps)
+
+
+def test_edit_session_knows_the_parent():
+    session = EditSession(tiling(), parent=PARENT, parent_id="P")
+    with pytest.raises(GridEditError, match="outline of the parent P"):
+        session.apply("move_vertex", at=(100, 0), to=(100, 5))
+    assert not session.can_undo
+    session.apply("move_vertex", at=(100, 100), to=(101, 101))
+    assert session.can_undo

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -9,11 +11,20 @@ import pytest
 import shapely
 
 from tests.conftest import file_digest
+from twin.access import verify_audit
 from twin.cases import OPEN_STATUSES
 from twin.errors import GridEditError, GridRuleError
 from twin.gridedit import merge_grids, move_vertex, split_grid
-from twin.gridversions import (check_edit, check_store_partition, current_grids, grid_history, partition_at,
-                               restore_version, save_partition)
+from twin.gridversions import (
+    check_edit,
+    check_store_partition,
+    current_grids,
+    grid_history,
+    partition_at,
+    restore_version,
+    save_partition,
+)
+from twin.gridrules import errors
 from twin.reassign import FIGURES, figures_by_sjoin, load_assets, reassign
 from twin.store import Store, open_for_command
 
@@ -250,3 +261,67 @@ def test_session_assets_follow_a_save(demo_copy):
         theirs = micro_figures(con).set_index("micro_id")
         for fig in ("buildings", "households", "residents", "cameras"):
             assert ours[fig].reindex(theirs.index).fillna(0).astype(int).equals(theirs[fig].astype(int)), fig
+
+
+def _shift_boundary(con, shift_m: float) -> tuple[str, gpd.GeoSeries]:
+    """The grids of the first community with the edge between G1 and G2 moved ``shift_m`` metres towards G1
+    (both its ends slide along the community's outline)."""
+    community = current_grids(con, grid_ids=[PARENT])["parent_id"].iloc[0]
+    grids = current_grids(con, parent_id=community).geometry
+    outline = current_grids(con, grid_ids=[community]).geometry.iloc[0]
+    a, b = grids[PARENT], grids["S01-C01-G2"]
+    towards = shapely.get_coordinates(a.centroid)[0] - shapely.get_coordinates(b.centroid)[0]
+    towards /= np.hypot(*towards)
+    for xy in shapely.get_coordinates(a.boundary.intersection(b.boundary)):
+        grids = move_vertex(grids, at=xy, to=xy + towards * shift_m, parent=outline, parent_id=community)
+    return community, grids
+
+
+def test_a_grid_boundary_move_redraws_the_micro_grids_under_it(demo_copy):
+    with open_for_command(demo_copy, create=False) as store:
+        con = store.con
+        community, grids = _shift_boundary(con, 5.0)
+        owners = dict(con.execute("SELECT building_id, grid_id FROM buildings").fetchall())
+        saved = save_partition(con, community, grids, actor="p", reason="street widened", source="10.1.2.3")
+        assert saved.changed == [PARENT, "S01-C01-G2"] and saved.redrawn
+        assert {g.rsplit("-", 1)[0] for g in saved.redrawn} == {PARENT, "S01-C01-G2"}
+        # the micro-grids still lie inside and cover their (new) parents, and no building moved or was cut
+        for parent in saved.changed:
+            assert errors(check_store_partition(con, parent)) == [], parent
+        assert dict(con.execute("SELECT building_id, grid_id FROM buildings").fetchall()) == owners
+        rows = con.execute("SELECT grid_id, change FROM grid_changes WHERE change_id = ?", [saved.change_id]).fetchall()
+        assert {g for g, c in rows if c == "redrawn"} == set(saved.redrawn)
+        assert all(saved.versions[g] == 2 for g in saved.redrawn)
+        seq, action, target, source, detail = con.execute(
+            "SELECT seq, action, target, source, detail FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        assert (seq, action, target, source) == (saved.audit_seq, "grid.save", community, "10.1.2.3")
+        detail = json.loads(detail)
+        assert detail["change_id"] == saved.change_id and detail["redrawn"] == saved.redrawn
+        assert detail["reason"] == "street widened" and detail["changed"] == saved.changed
+        assert verify_audit(con) is None
+
+
+def test_a_grid_boundary_move_through_buildings_is_refused(demo_copy):
+    digest = file_digest(demo_copy)
+    with pytest.raises(GridRuleError, match="(?s)redraws the micro children of .*building_cut: grid S01-C01-G1-M0"):
+        with open_for_command(demo_copy, create=False) as store:
+            community, grids = _shift_boundary(store.con, 25.0)
+            save_partition(store.con, community, grids, actor="p", reason="too far")
+    assert file_digest(demo_copy) == digest
+
+
+def test_restore_and_save_are_audited(demo_copy):
+    with open_for_command(demo_copy, create=False) as store:
+        con = store.con
+        shapes, a, b = _two_neighbours(con)
+        before = con.execute("SELECT count(*) FROM audit").fetchone()[0]
+        saved = save_partition(con, PARENT, merge_grids(shapes, [a, b]), actor="p", reason="merge")
+        restored = restore_version(con, b, 1, actor="q", reason="by mistake", source="192.0.2.7")
+        assert save_partition(con, PARENT, current_grids(con, parent_id=PARENT).geometry, actor="p",
+                              reason="nothing").change_id is None  # nothing written, nothing audited
+        rows = con.execute("SELECT actor, action, target, source, detail FROM audit WHERE seq > ? ORDER BY seq",
+                           [before]).fetchall()
+        assert [r[:4] for r in rows] == [("p", "grid.save", PARENT, None), ("q", "grid.restore", b, "192.0.2.7")]
+        assert json.loads(rows[0][4])["deleted"] == [b] and json.loads(rows[1][4])["added"] == [b]
+        assert json.loads(rows[1][4])["change_id"] == restored.change_id != saved.change_id
+        assert verify_audit(con) is None
