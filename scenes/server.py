@@ -14,7 +14,6 @@ import json
 import logging
 import secrets
 import time
-from urllib.parse import parse_qsl
 
 import duckdb
 import panel as pn
@@ -26,7 +25,7 @@ from scenes.shared import SharedDistrict
 from twin.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
 from twin.keys import client_for
 from twin.live import CaseFeed, IntakeWriter
-from twin.open311 import Open311Error, find_requests, services, to_xml
+from twin.open311 import Open311Error, decode_form, find_requests, services, to_xml
 from twin.ratelimit import RateLimiter
 from twin.store import Store
 
@@ -45,8 +44,8 @@ class Clients:
         self._con = store.con.cursor()
         self._seen: dict[str, tuple[str | None, float]] = {}
 
-    def __call__(self, key: str | None) -> str | None:
-        if not key:
+    def __call__(self, key: object) -> str | None:
+        if not isinstance(key, str) or not key:  # a JSON body may carry a list or a number
             return None
         hit = self._seen.get(key)
         if hit is None or time.monotonic() - hit[1] > KEY_CACHE_S:
@@ -123,15 +122,7 @@ class RequestsHandler(_Open311):
 
     async def post(self, fmt: str) -> None:
         try:
-            if len(self.request.body) > MAX_BODY_BYTES:
-                raise Open311Error(413, f"the request body is over {MAX_BODY_BYTES // 1024} KB.")
-            if not self.request.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
-                raise Open311Error(400, "send the request form-encoded (application/x-www-form-urlencoded), "
-                                        "as GeoReport v2 says.")
-            try:
-                form = dict(parse_qsl(self.request.body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
-            except UnicodeDecodeError:
-                raise Open311Error(400, "the form is not UTF-8.") from None
+            form = decode_form(self.request.body, content_type=self.request.headers.get("Content-Type"))
             client = self.client_of(form.get("api_key"))
             answer = await self.writer.take_request(form, district_crs=self.crs, client=client,
                                                    loop=asyncio.get_running_loop())

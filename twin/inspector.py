@@ -143,6 +143,10 @@ def search(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 10) -> lis
         return []
     if len(text) > 200:
         raise InputError("search text is longer than 200 characters; shorten it")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("the search text is not valid Unicode (it holds a lone surrogate); type it again") from None
     pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     cases = con.execute("SELECT case_id, category || ' · ' || status FROM cases WHERE case_id ILIKE ? ESCAPE '\\' "
                         "ORDER BY case_id LIMIT ?", [pattern, limit]).fetchall()

@@ -43,6 +43,9 @@ class Written:
     detections: list[dict] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)  # ids of existing cases that changed
     client: str | None = None  # the intake client whose new cases these are (for the audit trail)
+    # CHECKPOINT after the commit: DuckDB 1.5.5 cannot replay a log holding a grid save (UPDATE and INSERT
+    # of grids in one transaction), so such a change goes into the database file at once.
+    checkpoint: bool = False
 
 
 class CaseFeed:
@@ -209,6 +212,11 @@ class IntakeWriter:
                 log.exception("intake: a job failed and was rolled back")
                 _settle([(batch[0][1], None, exc)])
             return
+        if any(w.checkpoint for _, w in done):
+            try:
+                con.execute("CHECKPOINT")
+            except duckdb.Error:
+                log.exception("writer: CHECKPOINT after a grid change failed; the change is committed in the log")
         self.feed.publish(new_cases + changed)
         _settle([(f, None, e) for f, e in refused] + [(f, w.answer, None) for f, w in done])
 

@@ -84,8 +84,6 @@ def test_search_finds_literally_or_refuses_without_a_trace(small_demo, tmp_path)
     assert tally.ok > 0
 
 
-@pytest.mark.xfail(reason="twin/inspector.py search passes lone surrogates (from a JSON-decoded box) to DuckDB, "
-                          "which raises RuntimeError; reported to the lead", raises=RuntimeError, strict=False)
 @pytest.mark.parametrize("text", SURROGATES)
 def test_search_refuses_text_that_is_not_unicode(small_demo, text):
     from twin.errors import InputError
