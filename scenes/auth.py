@@ -70,6 +70,7 @@ class SignIns:
                                                          source=address, detail={"reason": why}))
             return False
         await asyncio.wrap_future(self._writer.audit(actor=username, action="signin", source=address))
+        self.per_user.forget(f"{username}|{address}")  # a right password clears the name's tries from there
         self._users.pop(username, None)
         return True
 

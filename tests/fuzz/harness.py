@@ -93,6 +93,19 @@ TALLIES: dict[str, Tally] = {}
 # No input to any entry point may change these; checksummed at the start and end of each run.
 UNTOUCHABLE = ("residents", "users", "api_keys", "grids", "compounds")
 
+# No accepted input may leave a building or mesh that is not finite, or implausibly tall or far.
+SANE_BUILDINGS = ("""
+    WITH o AS (SELECT max(CASE WHEN key = 'origin_x' THEN value::DOUBLE END) AS x,
+                      max(CASE WHEN key = 'origin_y' THEN value::DOUBLE END) AS y FROM meta)
+    SELECT (SELECT count(*) FROM buildings WHERE NOT (isfinite(height) AND isfinite(base_z) AND height >= 0
+                                                     AND height <= 1000 AND abs(base_z) <= 10000))
+         + (SELECT count(*) FROM meshes, o WHERE NOT (greatest(abs(bbox_xmin - o.x), abs(bbox_xmax - o.x),
+                                                               abs(bbox_ymin - o.y), abs(bbox_ymax - o.y)) <= 1e5
+                                                      AND greatest(abs(bbox_zmin), abs(bbox_zmax)) <= 1e4))""")
+# No accepted input may leave a case that is not on the map or not of this era.
+SANE_CASES = ("SELECT count(*) FROM cases WHERE NOT (isfinite(ST_X(location)) AND isfinite(ST_Y(location))) "
+              "OR reported_at < TIMESTAMP '2000-01-01' OR reported_at > TIMESTAMP '2100-01-01'")
+
 
 class Finding(AssertionError):
     """A crash (not a TwinError) or a store change after a refused input."""

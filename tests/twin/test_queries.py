@@ -54,10 +54,9 @@ def test_the_building_card_and_its_residents(con):
     rows = [r for p in pages for r in p.itertuples()]
     assert [(r.unit, r.household_id) for r in rows] == sorted((r.unit, r.household_id) for r in rows)
     assert residents_page(con, building_id, page=len(pages)).empty
-    phones = [r.phone for r in rows]  # masked: the network prefix and the last four digits only
-    assert all(p[3:7] == "****" and len(p) == 11 for p in phones)
+    phones = {r.phone for r in rows}  # the raw read is in clear: twin.policy.Gate masks (tests/twin/test_policy.py)
     full = {r[0] for r in con.execute("SELECT phone FROM residents WHERE building_id = ?", [building_id]).fetchall()}
-    assert not full & set(phones)
+    assert phones == full
     with pytest.raises(InputError, match="no building"):
         building_card(con, "nope")
 

@@ -10,7 +10,7 @@ import pandas as pd
 from hypothesis import strategies as st
 
 from tests.conftest import copy_of
-from tests.fuzz.harness import INJECTIONS, SURROGATES, Target, fuzz, replay, texts
+from tests.fuzz.harness import INJECTIONS, SANE_CASES, SURROGATES, Target, fuzz, replay, texts
 from twin.detections import DETECTION_FIELDS, DetectionDesk, ai_categories, parse_detection
 from twin.store import Store
 
@@ -95,12 +95,7 @@ def session(store_path: Path, workdir: Path):
         yield store.con, run
 
 
-# No accepted input may leave a case that is not on the map or not of this era.
-SANE = ("SELECT count(*) FROM cases WHERE NOT (isfinite(ST_X(location)) AND isfinite(ST_Y(location))) "
-        "OR reported_at < TIMESTAMP '2000-01-01' OR reported_at > TIMESTAMP '2100-01-01'")
-
-
-TARGET = Target("twin.detections", inputs, ("cases", "case_events", "detections"), session, sane=SANE)
+TARGET = Target("twin.detections", inputs, ("cases", "case_events", "detections"), session, sane=SANE_CASES)
 
 
 def test_detections_become_cases_or_are_refused_without_a_trace(small_demo, tmp_path):

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from hypothesis import strategies as st
 
 from tests.conftest import copy_of
-from tests.fuzz.harness import INJECTIONS, Target, fuzz, replay, texts
+from tests.fuzz.harness import INJECTIONS, SANE_CASES, Target, fuzz, replay, texts
 from twin.cases import load_taxonomy
 from twin.open311 import REQUEST_FIELDS, decode_form, submit_request
 from twin.store import Store
@@ -75,12 +75,7 @@ def session(store_path: Path, workdir: Path):
         yield store.con, run
 
 
-# No accepted input may leave a case that is not on the map or not of this era.
-SANE = ("SELECT count(*) FROM cases WHERE NOT (isfinite(ST_X(location)) AND isfinite(ST_Y(location))) "
-        "OR reported_at < TIMESTAMP '2000-01-01' OR reported_at > TIMESTAMP '2100-01-01'")
-
-
-TARGET = Target("twin.open311", inputs, ("cases", "case_events", "meta"), session, sane=SANE)
+TARGET = Target("twin.open311", inputs, ("cases", "case_events", "meta"), session, sane=SANE_CASES)
 
 
 def test_open311_forms_become_cases_or_are_refused_without_a_trace(small_demo, tmp_path):
