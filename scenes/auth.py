@@ -52,7 +52,7 @@ class SignIns:
         self._writer = writer
         self.per_user = RateLimiter(**SIGNIN_PER_USER)
         self.per_address = RateLimiter(**SIGNIN_PER_ADDRESS)
-        # A burst of refused tries is one audit row a minute per name and address, so it cannot flood the trail.
+        # A burst of refused tries is one audit row a minute per address, so it cannot flood the trail.
         self.refusals_recorded = RateLimiter(rate_per_s=1 / 60, burst=1)
         self._users: dict[str, tuple[Principal | None, float]] = {}
 
@@ -82,8 +82,8 @@ class SignIns:
             con.close()
 
     async def refused(self, username: str, *, address: str) -> None:
-        """Audit a try refused for its rate (the first of each minute per name and address)."""
-        if self.refusals_recorded.allow(f"{username}|{address}"):
+        """Audit a try refused for its rate (the first of each minute per address)."""
+        if self.refusals_recorded.allow(address):
             await asyncio.wrap_future(self._writer.audit(
                 actor=username or "?", action="signin.failed", source=address,
                 detail={"reason": "too many attempts (more in this minute are refused unrecorded)"}))

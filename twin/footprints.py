@@ -94,6 +94,16 @@ def _polygonal_part(geoms: np.ndarray) -> np.ndarray:
     return out
 
 
+def _without_empty_holes(polys: np.ndarray) -> np.ndarray:
+    """Polygons with any empty interior ring (GeoJSON ``[]``, valid to GEOS) rebuilt without it."""
+    holed = np.flatnonzero(shapely.get_num_interior_rings(polys) > 0)
+    for i in holed:
+        holes = [ring for ring in polys[i].interiors if not ring.is_empty]
+        if len(holes) < len(polys[i].interiors):
+            polys[i] = shapely.Polygon(polys[i].exterior, holes)
+    return polys
+
+
 def prepare_footprints(
     features: gpd.GeoDataFrame,
     *,
@@ -178,6 +188,14 @@ def prepare_footprints(
         kind = "empty geometry" if missing[i] else f"{geoms[i].geom_type} is not a polygon"
         report.skipped.append({"source_id": frame.source_id[i], "reason": kind})
     usable = ~missing & polygonal
+    # Points a projection cannot place (far outside the CRS's area) come back infinite: no footprint.
+    coords, owner = shapely.get_coordinates(np.where(usable, geoms, None), return_index=True)
+    infinite = np.zeros(len(geoms), dtype=bool)
+    infinite[owner[~np.isfinite(coords).all(axis=1)]] = True
+    for sid in frame.source_id[infinite]:
+        report.skipped.append({"source_id": sid, "reason": "coordinates that are not finite (a point outside "
+                                                           "the area the district's CRS covers?)"})
+    usable &= ~infinite
     invalid = usable & ~shapely.is_valid(geoms)
     if invalid.any():
         reasons = shapely.is_valid_reason(geoms[invalid])
@@ -188,6 +206,7 @@ def prepare_footprints(
     polys = np.where(usable, geoms, None)
     mixed = usable & (shapely.get_type_id(polys) != 3)  # multi-part or repaired into collections
     polys[mixed] = _polygonal_part(polys[mixed])
+    polys = _without_empty_holes(polys)
     lost = usable & shapely.is_missing(polys)
     if lost.any():
         for sid in frame.source_id[lost]:

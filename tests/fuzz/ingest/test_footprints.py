@@ -154,13 +154,15 @@ FOUND = [  # inputs fuzzing found that crashed (a GEOS or pandas error instead o
     _fc(SQUARE, **{"building:levels": 1e300}),
     _fc(SQUARE, id=1e19, height=20),
     _fc(SQUARE, min_height=1e300, **{"building:levels": 2}),
+    # Half the globe: projected into the district's CRS, its points are infinite.
+    _fc({"type": "Polygon", "coordinates": [[[0.0, -89.0], [-76.37, 26.3], [-169.82, -0.33], [0.0, -89.0]]]}),
 ]
 
 
 def test_what_fuzzing_found_is_refused_or_taken_sensibly(small_demo, tmp_path):
     values = [{"text": text, "suffix": ".geojson", "default_height": 10.0, "source": "found"} for text in FOUND]
     tally = replay(TARGET, copy_of(small_demo, tmp_path), tmp_path, values)
-    assert tally.refused == 4 and tally.ok == 3
+    assert tally.refused == 5 and tally.ok == 3
     with Store(tmp_path / "store.duckdb", read_only=True) as store:
         rows = store.con.execute("SELECT source_id, height, floors FROM buildings WHERE source = 'found' "
                                  "ORDER BY source_id").fetchall()
