@@ -189,9 +189,10 @@ def prepare_footprints(
         report.skipped.append({"source_id": frame.source_id[i], "reason": kind})
     usable = ~missing & polygonal
     # Points a projection cannot place (far outside the CRS's area) come back infinite: no footprint.
-    coords, owner = shapely.get_coordinates(np.where(usable, geoms, None), return_index=True)
     infinite = np.zeros(len(geoms), dtype=bool)
-    infinite[owner[~np.isfinite(coords).all(axis=1)]] = True
+    if usable.any() and not np.isfinite(shapely.total_bounds(geoms[usable])).all():
+        coords, owner = shapely.get_coordinates(np.where(usable, geoms, None), return_index=True)
+        infinite[owner[~np.isfinite(coords).all(axis=1)]] = True
     for sid in frame.source_id[infinite]:
         report.skipped.append({"source_id": sid, "reason": "coordinates that are not finite (a point outside "
                                                            "the area the district's CRS covers?)"})
