@@ -7,9 +7,9 @@ Mesh vertices are float32 relative to the district origin kept in ``meta``.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
-# 5 grid_changes (who changed which grid version, when and why), 6 users and the audit trail;
-# older stores are upgraded in place
+SCHEMA_VERSION = 7  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
+# 5 grid_changes (who changed which grid version, when and why), 6 users and the audit trail,
+# 7 no R-tree on grid boundaries (see DROPPED_INDEXES); older stores are upgraded in place
 
 GRID_LEVELS = ("street", "community", "grid", "micro")
 HEIGHT_SOURCES = ("height", "levels", "default", "bim", "mesh")
@@ -187,12 +187,16 @@ INDEXES: dict[str, str] = {
     "meshes_building": "meshes (building_id)",
     "cameras_grid": "cameras (grid_id)",
     "grids_parent": "grids (parent_id)",
-    "grids_boundary": "grids USING RTREE (boundary)",
     "elements_mesh": "elements (mesh_id)",
     "detections_case": "detections (case_id)",
     "detections_camera": "detections (camera_id)",
     "grid_changes_grid": "grid_changes (grid_id)",
 }
+
+# Indexes older stores have and this version drops. DuckDB 1.5.5's spatial R-tree breaks on an UPDATE of
+# its table: the store can then neither CHECKPOINT nor replay its log after a crash, and saving grids
+# updates them. A few thousand grid polygons need no index.
+DROPPED_INDEXES = ("grids_boundary",)
 
 # Columns that later schema versions added to existing tables: (table, column, type).
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (

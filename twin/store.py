@@ -25,7 +25,7 @@ import shapely
 
 from twin.crs import District
 from twin.errors import StoreError
-from twin.schema import ADDED_COLUMNS, INDEXES, SCHEMA_VERSION, TABLES
+from twin.schema import ADDED_COLUMNS, DROPPED_INDEXES, INDEXES, SCHEMA_VERSION, TABLES
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,9 @@ def add_missing_tables(con: duckdb.DuckDBPyConnection) -> None:
     for name, target in INDEXES.items():
         if name not in indexes:
             con.execute(f"CREATE INDEX {name} ON {target}")
+    for name in DROPPED_INDEXES:
+        if name in indexes:
+            con.execute(f"DROP INDEX {name}")
 
 
 def create_indexes(con: duckdb.DuckDBPyConnection) -> None:

@@ -39,7 +39,8 @@ def test_a_new_store_has_the_contract_tables_and_indexes(tmp_path):
         assert all(types[key] == "GEOMETRY" for key in GEOMETRY)
         assert store.meta()["schema_version"] == str(SCHEMA_VERSION)
         indexes = {r[0] for r in store.con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()}
-        assert {"residents_building", "cases_building", "buildings_grid", "grids_boundary"} <= indexes
+        assert {"residents_building", "cases_building", "buildings_grid", "grids_parent"} <= indexes
+        assert "grids_boundary" not in indexes  # DuckDB's R-tree breaks on UPDATE (twin/schema.py)
 
 
 def test_the_spatial_extension_comes_from_the_pinned_wheel():
