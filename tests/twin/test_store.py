@@ -87,3 +87,28 @@ def test_an_older_store_is_upgraded_when_opened_for_writing(tmp_path):
         assert store.count("elements") == 0
         assert "media_url" in store.con.execute("SELECT * FROM cases LIMIT 0").df().columns
     Store(path, read_only=True).close()
+
+
+def test_a_grid_change_survives_a_crash_before_the_store_is_closed(demo_copy):
+    """A new grid version (UPDATE and INSERT of grids), then the process dies: the log replays on open."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    crash = f"""
+import os, sys
+sys.path.insert(0, {str(ROOT)!r})
+from twin.store import Store
+con = Store({str(demo_copy)!r}).con.cursor()
+g = con.execute("SELECT grid_id, version FROM grids WHERE level = 'micro' AND valid_to IS NULL LIMIT 1").fetchone()
+con.execute("BEGIN TRANSACTION")
+con.execute("UPDATE grids SET valid_to = now()::TIMESTAMP WHERE grid_id = ? AND version = ?", list(g))
+con.execute("INSERT INTO grids SELECT * REPLACE (version + 1 AS version, NULL AS valid_to) FROM grids "
+            "WHERE grid_id = ? AND version = ?", list(g))
+con.execute("COMMIT")
+os._exit(0)
+"""
+    assert subprocess.run([sys.executable, "-c", crash], timeout=120).returncode == 0
+    with Store(demo_copy, read_only=True) as store:
+        assert store.con.execute("SELECT count(*) FROM grids WHERE version = 2").fetchone()[0] >= 1
