@@ -41,7 +41,6 @@ from scenes.colours import CATEGORICAL, neighbour_distinct_classes
 from scenes.planshapes import (line_columns, outline_columns, polygon_columns, ring_rows, snap_point_near,
                                vertex_drag)
 from scenes.theme import ACCENT, BACKGROUND, CSS, MUTED, TEXT
-from twin.access import audit
 from twin.errors import GridEditError, TwinError
 from twin.gridedit import EditSession, changed_grids
 from twin.gridrules import Violation, errors
@@ -87,14 +86,17 @@ def save_through_writer(writer: IntakeWriter, *, timeout_s: float = WRITE_TIMEOU
     """A ``save`` that runs a write on the store's one writer thread (``twin serve``) and waits for its commit.
 
     The open cases a save moves to another micro-grid are published on the case
-    feed, so every session sees their new grid.
+    feed, so every session sees their new grid. The job asks the writer for a
+    CHECKPOINT right after the commit, so the new versions go into the
+    database file, not only its log.
     """
     def save(write: Write) -> list[SavedEdit]:
         def job(con: duckdb.DuckDBPyConnection) -> Written:
             saved = write(con)
             moved = [c for s in saved if s.reassignment is not None
                      for c in s.reassignment.moves["cases"]["case_id"].tolist()]
-            return Written(saved, changed=moved)
+            # checkpoint: DuckDB 1.5.5 cannot replay a log holding a grid save (UPDATE and INSERT of grids)
+            return Written(saved, changed=moved, checkpoint=True)
         return writer.submit(job).result(timeout=timeout_s)
     return save
 
@@ -307,7 +309,7 @@ class GridEditor(pn.viewable.Viewer):
         self._assets = load_assets(self._con, bbox=(xmin - ASSET_PAD_M, ymin - ASSET_PAD_M, xmax + ASSET_PAD_M,
                                                     ymax + ASSET_PAD_M))
         self._footprint_tree = shapely.STRtree(self._assets.footprints)  # building corners to snap to
-        self.session = EditSession(self._saved_grids.geometry)
+        self.session = self._new_session(self._saved_grids.geometry)
         self.proposal = None
         self._history = None
         with pn.io.hold():
@@ -326,6 +328,10 @@ class GridEditor(pn.viewable.Viewer):
             self._after_edit()
         log.info("planner: %s (%d %s grids, %d buildings) loaded in %.2f s", self.parent_id,
                  len(self._saved_grids), self._level, len(self._assets.buildings), time.perf_counter() - started)
+
+    def _new_session(self, shapes: gpd.GeoSeries) -> EditSession:
+        """An edit session on ``shapes`` that knows the parent, so a move of its outline is refused."""
+        return EditSession(shapes, parent=self._parent_shape, parent_id=self.parent_id)
 
     # -- edits -------------------------------------------------------------------
     def _apply(self, edit: str, *args, **kwargs) -> bool:
@@ -409,7 +415,11 @@ class GridEditor(pn.viewable.Viewer):
                 return False
             grid_id = self.selected[0]
             to = to if to is not None else (self.selected[1] if len(self.selected) > 1 else None)
-        return self._apply("delete", grid_id, to=to)
+        # the footprints around the grid: its area is shared so that no building is cut
+        shapes = self.session.shapes
+        near = (self._assets.footprints[self._footprint_tree.query(shapes[grid_id])] if grid_id in shapes.index
+                else np.array([], dtype=object))
+        return self._apply("delete", grid_id, to=to, footprints=near)
 
     def undo(self) -> bool:
         return self._step("undo")
@@ -541,13 +551,6 @@ class GridEditor(pn.viewable.Viewer):
                       "versions": written}
         return saved
 
-    def _audit(self, con: duckdb.DuckDBPyConnection, saved: list[SavedEdit], action: str) -> None:
-        for s in saved:
-            if s.change_id:
-                audit(con, actor=self.actor, action=action, target=s.parent_id, source=self.source,
-                      detail={"change_id": s.change_id, "changed": s.changed, "added": s.added,
-                              "deleted": s.deleted})
-
     def save(self, reason: str | None = None) -> list[SavedEdit] | None:
         """Save the edited grids as new versions, with the actor and ``reason`` (default :attr:`reason`).
 
@@ -566,9 +569,9 @@ class GridEditor(pn.viewable.Viewer):
         def write(con: duckdb.DuckDBPyConnection) -> list[SavedEdit]:
             _check_unchanged(con, {parent: loaded})
             # the buildings, cameras and cases are read in this transaction: another planner may have moved some
-            saved = [save_partition(con, parent, shapes, actor=self.actor, reason=reason, level=level)]
-            self._audit(con, saved, "grids.save")
-            return saved
+            # save_partition writes the audit row (grid.save) in this transaction
+            return [save_partition(con, parent, shapes, actor=self.actor, reason=reason, level=level,
+                                   source=self.source)]
         return self._write(write, action="edit")
 
     # -- history -------------------------------------------------------------------
@@ -625,9 +628,7 @@ class GridEditor(pn.viewable.Viewer):
         grid_id, version = self.history_grid, int(self.history_version)
 
         def write(con: duckdb.DuckDBPyConnection) -> list[SavedEdit]:
-            saved = [restore_version(con, grid_id, version, actor=self.actor, reason=reason)]
-            self._audit(con, saved, "grids.restore")
-            return saved
+            return [restore_version(con, grid_id, version, actor=self.actor, reason=reason, source=self.source)]
         return self._write(write, action="restore")
 
     # -- proposal --------------------------------------------------------------------
@@ -675,10 +676,8 @@ class GridEditor(pn.viewable.Viewer):
 
         def write(con: duckdb.DuckDBPyConnection) -> list[SavedEdit]:
             _check_unchanged(con, loaded)
-            saved = [save_partition(con, parent, shapes, actor=self.actor, reason=f"micro-grid proposal: {reason}",
-                                    level="micro") for parent, shapes in partitions.items()]
-            self._audit(con, saved, "grids.proposal")
-            return saved
+            return [save_partition(con, parent, shapes, actor=self.actor, reason=f"micro-grid proposal: {reason}",
+                                   level="micro", source=self.source) for parent, shapes in partitions.items()]
         return self._write(write, action="proposal")
 
     def edit_proposal(self) -> bool:
@@ -690,7 +689,7 @@ class GridEditor(pn.viewable.Viewer):
         parent = self.parent_id if self.parent_id in proposal.partitions else next(iter(proposal.partitions))
         if parent != self.parent_id:
             self.parent_id = parent  # loads that grid and clears the proposal
-        self.session = EditSession(proposal.partitions[parent])
+        self.session = self._new_session(proposal.partitions[parent])
         self.proposal = None
         self.proposal_buttons.visible = False
         self.proposal_pane.object = ""

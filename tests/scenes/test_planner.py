@@ -45,6 +45,16 @@ def has_vertex(geom, xy, tol=1e-3) -> bool:
     return bool(np.isclose(shapely.get_coordinates(geom), xy, rtol=0, atol=tol).all(axis=1).any())
 
 
+def audit_rows_after(store, seq: int) -> list[tuple]:
+    """The audit trail's rows after ``seq``: ``(seq, actor, action, target, source)``."""
+    return store.con.execute("SELECT seq, actor, action, target, source FROM audit WHERE seq > ? ORDER BY seq",
+                             [seq]).fetchall()
+
+
+def last_audit_seq(store) -> int:
+    return store.con.execute("SELECT coalesce(max(seq), 0) FROM audit").fetchone()[0]
+
+
 def coverage_errors(editor) -> list:
     return [v for v in errors(editor.violations) if v.rule in ("gap", "overlap", "inside_parent", "valid")]
 
@@ -212,6 +222,7 @@ def test_saving_needs_a_reason_and_writes_versions_with_who_and_why(editor, stor
     events = []
     editor.param.watch(lambda e: events.append(e.new), "saved")
     editor.reason = "gate moved"
+    seq = last_audit_seq(store)
     saved = editor.save()
     assert saved and saved[0].change_id and sorted(saved[0].changed) == sorted(owners)
     assert events and events[-1]["change_ids"] == [saved[0].change_id] and events[-1]["action"] == "edit"
@@ -220,8 +231,8 @@ def test_saving_needs_a_reason_and_writes_versions_with_who_and_why(editor, stor
         assert list(hist["version"]) == [1, 2]
         assert hist["actor"].iloc[1] == "planner.one" and hist["reason"].iloc[1] == "gate moved"
         assert has_vertex(current_grids(store.con, grid_ids=[g]).geometry.iloc[0], at + [1.0, 0.5])
-    row = store.con.execute("SELECT actor, action, target, source FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    assert row == ("planner.one", "grids.save", PARENT, "127.0.0.1")
+    # the engine audits the save in its transaction; the planner adds no second row
+    assert audit_rows_after(store, seq) == [(saved[0].audit_seq, "planner.one", "grid.save", PARENT, "127.0.0.1")]
     assert editor.reason == "" and not editor.session.can_undo, "a fresh session on the saved grids"
     assert editor.message.startswith("Saved gc-")
 
@@ -240,15 +251,63 @@ def test_a_save_moves_buildings_and_the_table_said_so(editor, store):
     assert store.con.execute("SELECT count(*) FROM buildings WHERE grid_id = ?", [a]).fetchone()[0] == 0
 
 
-def test_saving_through_the_writer_thread(store):
+def test_saving_through_the_writer_thread(store, monkeypatch):
     writer = IntakeWriter(store.con, CaseFeed(), dedupe_window_s=60)
-    editor = GridEditor(store.con.cursor(), save=save_through_writer(writer), actor="planner.two", parent_id=PARENT)
+    written = []
+    submit = writer.submit
+    monkeypatch.setattr(writer, "submit", lambda job, **kw: submit(lambda con: written.append(job(con)) or
+                                                                   written[-1], **kw))
+    editor = GridEditor(store.con.cursor(), save=save_through_writer(writer), actor="planner.two",
+                        source="10.0.0.9", parent_id=PARENT)
     at, owners = shared_vertex(editor.session.shapes)
     editor.tolerance_m = 0.0
     editor.move_vertex(at, at + [0.8, 0.0])
+    seq = last_audit_seq(store)
     saved = editor.save("through the writer")
     assert saved and saved[0].versions
     assert grid_history(store.con, owners[0])["actor"].iloc[-1] == "planner.two"
+    assert [w.checkpoint for w in written] == [True], "a grid save goes into the database file at once"
+    assert audit_rows_after(store, seq) == [(saved[0].audit_seq, "planner.two", "grid.save", PARENT, "10.0.0.9")]
+
+
+def test_a_vertex_on_the_parents_outline_stays_there(editor):
+    shapes = editor.session.shapes
+    parent = editor._parent_shape
+    assert editor.session.parent is parent and editor.session.parent_id == PARENT
+    # a corner of the parent that is a grid vertex: moving it outward would leave the parent
+    corners = np.asarray(parent.exterior.coords)[:-1]
+    grid_xy = np.round(shapely.get_coordinates(shapes.values), 3)
+    at = next(c for c in corners if np.isclose(grid_xy, c, rtol=0, atol=1e-3).all(axis=1).any())
+    centre = np.array(parent.centroid.coords[0])
+    to = at + 4.0 * (at - centre) / np.hypot(*(at - centre))
+    before_xs = [np.asarray(x).copy() for x in editor.grid_source.data["xs"]]
+    editor.tolerance_m = 0.0
+    drag_in_browser(editor, at, to)
+    assert editor.message.startswith("Refused: ") and "outline of the parent " + PARENT in editor.message
+    assert PARENT in editor.message_pane.object and "twin-alert" in editor.message_pane.object
+    assert editor.session.shapes.equals(shapes) and not editor.session.can_undo
+    assert all(np.array_equal(a, b) for a, b in zip(before_xs, editor.grid_source.data["xs"])), \
+        "the plan is put back as it was"
+    assert editor.reassignment is None and "No change yet" in editor.figures_pane.object
+
+
+def test_a_deleted_grids_area_goes_round_its_buildings(editor, monkeypatch):
+    import twin.gridedit
+
+    seen = {}
+    delete = twin.gridedit.EDITS["delete"]
+
+    def spy(shapes, grid_id, **kw):
+        seen.update(kw)
+        return delete(shapes, grid_id, **kw)
+    monkeypatch.setitem(twin.gridedit.EDITS, "delete", spy)
+    g = editor.session.shapes.index[5]
+    assert editor.delete(g), editor.message
+    near = seen["footprints"]
+    box = editor._saved_grids.geometry[g].envelope
+    assert 0 < len(near) < len(editor._assets.footprints), "the footprints around the deleted grid"
+    assert all(shapely.box(*f.bounds).intersects(box) for f in near)
+    assert not [v for v in errors(editor.violations) if v.rule == "building_cut"]
 
 
 def test_history_and_restore(editor, store):
@@ -264,7 +323,10 @@ def test_history_and_restore(editor, store):
     assert editor.history_version == 1, "the version before the one in force"
     assert len(editor.history_source.data["xs"]) == 1 and "first try" in editor.history_pane.object
     assert editor.restore("") is None and "give a reason" in editor.message
-    assert editor.restore("back as it was")
+    seq = last_audit_seq(store)
+    restored = editor.restore("back as it was")
+    assert restored
+    assert audit_rows_after(store, seq) == [(restored[0].audit_seq, "planner.one", "grid.restore", g, "127.0.0.1")]
     hist = grid_history(store.con, g)
     assert list(hist["version"]) == [1, 2, 3] and hist["action"].iloc[2] == "restore"
     assert hist.geometry.iloc[2].equals(shapes[g]) or hist.geometry.iloc[2].symmetric_difference(
@@ -281,8 +343,11 @@ def test_the_proposal_is_shown_with_its_figures_and_accepted(editor, store):
     editor.show = "edit"
     assert editor.grid_renderer.visible
     assert editor.accept_proposal("") is None
+    seq = last_audit_seq(store)
     saved = editor.accept_proposal("re-divided by households")
     assert saved and saved[0].added
+    assert [r[1:] for r in audit_rows_after(store, seq)] == [("planner.one", "grid.save", p, "127.0.0.1")
+                                                            for p in proposal.partitions]
     now = current_grids(store.con, parent_id=PARENT)
     assert set(now.index) == set(proposal.partitions[PARENT].index)
     assert grid_history(store.con, saved[0].added[0])["reason"].iloc[-1].startswith("micro-grid proposal")
