@@ -22,7 +22,6 @@ from scenes.admin import AdminScreen
 from scenes.figures import GridTable, KeyFigures
 from scenes.inspector import Inspector
 from scenes.layers import COLOUR_MEASURES, case_markers, case_update_records, grid_labels, grid_segments
-from scenes.plan import PlanMap
 from scenes.planner import GridEditor, save_through_writer
 from scenes.shared import REFRESH_S, SharedDistrict
 from scenes.theme import CSS
@@ -86,7 +85,6 @@ class DistrictApp(pn.viewable.Viewer):
         self.inspector = Inspector(self.gate, writer=writer)
         self.view = DistrictView(buildings=layer.payload, models=shared.models, sizing_mode="stretch_both",
                                  min_height=400)
-        self._plan: PlanMap | None = None
         self._editor: GridEditor | None = None
         self._cameras = shared.cameras
         self._roof = pd.Series(layer.centre[:, 2], index=layer.building_id)
@@ -230,8 +228,6 @@ class DistrictApp(pn.viewable.Viewer):
         self.view.param.update(grid_lines=grid_segments(shapes, self.layer.origin),
                                labels=grid_labels(frame, shapes, self.layer.origin), grid_highlight=b"")
         self.grid_table.level = self.level
-        if self._plan is not None:
-            self._plan.level = self.level
 
     def _ready(self, event: param.parameterized.Event) -> None:
         # Cameras and live updates start after the first frame, so they never delay it.

@@ -201,9 +201,18 @@ def prepare_footprints(
     if invalid.any():
         reasons = shapely.is_valid_reason(geoms[invalid])
         geoms = geoms.copy()
-        geoms[invalid] = shapely.make_valid(geoms[invalid])
-        for sid, why in zip(frame.source_id[invalid], reasons):
-            report.repaired.append({"source_id": sid, "reason": f"invalid ring ({why}); repaired with make_valid"})
+        try:
+            geoms[invalid] = shapely.make_valid(geoms[invalid])
+        except shapely.errors.GEOSException:  # one of them overflows GEOS (coordinates near 1e308): find it
+            for i in np.flatnonzero(invalid):
+                try:
+                    geoms[i] = shapely.make_valid(geoms[i])
+                except shapely.errors.GEOSException as exc:
+                    geoms[i], usable[i] = None, False
+                    report.skipped.append({"source_id": frame.source_id[i], "reason": f"unrepairable ring ({exc})"})
+        for sid, why, geom in zip(frame.source_id[invalid], reasons, geoms[invalid]):
+            if geom is not None:
+                report.repaired.append({"source_id": sid, "reason": f"invalid ring ({why}); repaired with make_valid"})
     polys = np.where(usable, geoms, None)
     mixed = usable & (shapely.get_type_id(polys) != 3)  # multi-part or repaired into collections
     polys[mixed] = _polygonal_part(polys[mixed])

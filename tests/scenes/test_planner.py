@@ -401,22 +401,6 @@ def test_a_planner_bound_to_grids_edits_only_under_them(store):
         GridEditor(store.con.cursor(), actor="p", allowed_parents={PARENT}, parent_id="S01-C01")
 
 
-def test_the_district_plan_sends_flat_arrays_relative_to_the_origin(store):
-    from scenes.plan import PlanMap, nan_separated
-
-    x, y = nan_separated(np.array([shapely.box(0, 0, 1, 1).exterior, shapely.LineString([(5, 5), (6, 6)])]),
-                         np.array([1.0, 0.0]))
-    assert x.dtype == np.float32 and np.isnan(x).sum() == 1 and list(x[:5]) == [0, 0, -1, -1, 0]
-    plan = PlanMap(store.con.cursor(), level="street")
-    rings = sum(int(np.isnan(s.data["x"]).sum()) + (len(s.data["x"]) > 0) for s in plan._footprints.values())
-    parts = store.con.execute("SELECT sum(ST_NumGeometries(footprint)) FROM buildings").fetchone()[0]
-    assert rings == parts, "every footprint part is drawn once"
-    assert np.nanmax(np.abs(plan._grids.data["x"])) < 20_000
-    streets = len(plan._grids.data["x"])
-    plan.level = "micro"
-    assert len(plan._grids.data["x"]) > streets
-
-
 def test_a_save_over_someone_elses_newer_save_is_refused(store):
     first = GridEditor(store.con.cursor(), actor="planner.one", parent_id=PARENT)
     second = GridEditor(store.con.cursor(), actor="planner.two", parent_id=PARENT)
