@@ -226,6 +226,15 @@ def fuzz(target: Target, store_path, workdir, *, max_examples: int, strict: bool
     return tally
 
 
+def fuzz_a_copy(target: Target, store_path, workdir, *, max_examples: int) -> Tally:
+    """:func:`fuzz` on a copy of ``store_path`` in ``workdir``, as the tests run it; says how it went."""
+    from tests.conftest import copy_of
+
+    tally = fuzz(target, copy_of(store_path, workdir), workdir, max_examples=max_examples)
+    print(f"\n{target.name}: {tally.tried} examples, {tally.ok} taken, {tally.refused} refused")
+    return tally
+
+
 def replay(target: Target, store_path, workdir, values: list, *, strict: bool = True) -> Tally:
     """Feed ``values`` (inputs fuzzing once found troublesome) to ``target``, as :func:`fuzz` does."""
     tally = Tally(target.name + " (replay)")

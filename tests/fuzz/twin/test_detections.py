@@ -10,7 +10,7 @@ import pandas as pd
 from hypothesis import strategies as st
 
 from tests.conftest import copy_of
-from tests.fuzz.harness import INJECTIONS, SANE_CASES, SURROGATES, Target, fuzz, replay, texts
+from tests.fuzz.harness import INJECTIONS, SANE_CASES, SURROGATES, Target, fuzz_a_copy, replay, texts
 from twin.detections import DETECTION_FIELDS, DetectionDesk, ai_categories, parse_detection
 from twin.store import Store
 
@@ -99,8 +99,7 @@ TARGET = Target("twin.detections", inputs, ("cases", "case_events", "detections"
 
 
 def test_detections_become_cases_or_are_refused_without_a_trace(small_demo, tmp_path):
-    tally = fuzz(TARGET, copy_of(small_demo, tmp_path), tmp_path, max_examples=EXAMPLES)
-    print(f"\n{TARGET.name}: {tally.tried} examples, {tally.ok} accepted, {tally.refused} refused")
+    tally = fuzz_a_copy(TARGET, small_demo, tmp_path, max_examples=EXAMPLES)
     assert tally.ok > 0 and tally.refused > 0
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import strategies as st
 
-from tests.conftest import copy_of
-from tests.fuzz.harness import SURROGATES, Target, fuzz, texts
+from tests.fuzz.harness import SURROGATES, Target, fuzz_a_copy, texts
 from twin import inspector
 from twin.access import Principal
 from twin.policy import Gate
@@ -79,8 +78,7 @@ TARGET = Target("twin.inspector.search", inputs, ("cases", "buildings", "audit")
 
 
 def test_search_finds_literally_or_refuses_without_a_trace(small_demo, tmp_path):
-    tally = fuzz(TARGET, copy_of(small_demo, tmp_path), tmp_path, max_examples=EXAMPLES)
-    print(f"\n{TARGET.name}: {tally.tried} examples, {tally.ok} answered, {tally.refused} refused")
+    tally = fuzz_a_copy(TARGET, small_demo, tmp_path, max_examples=EXAMPLES)
     assert tally.ok > 0
 
 

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from hypothesis import strategies as st
 
 from tests.conftest import copy_of
-from tests.fuzz.harness import INJECTIONS, SANE_CASES, Target, fuzz, replay, texts
+from tests.fuzz.harness import INJECTIONS, SANE_CASES, Target, fuzz_a_copy, replay, texts
 from twin.cases import load_taxonomy
 from twin.open311 import REQUEST_FIELDS, decode_form, submit_request
 from twin.store import Store
@@ -79,8 +79,7 @@ TARGET = Target("twin.open311", inputs, ("cases", "case_events", "meta"), sessio
 
 
 def test_open311_forms_become_cases_or_are_refused_without_a_trace(small_demo, tmp_path):
-    tally = fuzz(TARGET, copy_of(small_demo, tmp_path), tmp_path, max_examples=EXAMPLES)
-    print(f"\n{TARGET.name}: {tally.tried} examples, {tally.ok} accepted, {tally.refused} refused")
+    tally = fuzz_a_copy(TARGET, small_demo, tmp_path, max_examples=EXAMPLES)
     assert tally.ok > 0 and tally.refused > 0
 
 
