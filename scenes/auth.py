@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -35,6 +36,33 @@ SIGNIN_PER_ADDRESS = {"rate_per_s": 20 / 60, "burst": 20}
 MAX_FIELD = 256
 
 
+class Remembered:
+    """A lookup by text whose answers (None too) are kept for ``ttl_s`` seconds, at most ``size`` of them.
+
+    For what every request asks (a user's role, an API key's client) and changes rarely: the
+    store is asked again once an answer is older than ``ttl_s``.
+    """
+
+    def __init__(self, lookup: Callable[[str], object], *, ttl_s: float, size: int = 10_000) -> None:
+        self._lookup = lookup
+        self._ttl_s = ttl_s
+        self._size = size
+        self._seen: dict[str, tuple[object, float]] = {}
+
+    def __call__(self, key: object) -> object:
+        if not isinstance(key, str) or not key:  # a JSON body may carry a list or a number
+            return None
+        hit = self._seen.get(key)
+        if hit is None or time.monotonic() - hit[1] > self._ttl_s:
+            if len(self._seen) >= self._size:
+                self._seen.clear()
+            hit = self._seen[key] = (self._lookup(key), time.monotonic())
+        return hit[0]
+
+    def forget(self, key: str) -> None:
+        self._seen.pop(key, None)
+
+
 class SignIns:
     """Checks sign-ins against the store: rate limits, the password check off the event loop, the audit.
 
@@ -48,13 +76,13 @@ class SignIns:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, writer: IntakeWriter) -> None:
         self._con = con
-        self._reader = con.cursor()
         self._writer = writer
+        reader = con.cursor()
+        self._users = Remembered(lambda name: find_user(reader, name), ttl_s=USER_CACHE_S)
         self.per_user = RateLimiter(**SIGNIN_PER_USER)
         self.per_address = RateLimiter(**SIGNIN_PER_ADDRESS)
         # A burst of refused tries is one audit row a minute per address, so it cannot flood the trail.
         self.refusals_recorded = RateLimiter(rate_per_s=1 / 60, burst=1)
-        self._users: dict[str, tuple[Principal | None, float]] = {}
 
     def wait_s(self, username: str, address: str) -> float:
         """0 when this attempt may be checked, else the seconds to wait (and the attempt is spent)."""
@@ -71,7 +99,7 @@ class SignIns:
             return False
         await asyncio.wrap_future(self._writer.audit(actor=username, action="signin", source=address))
         self.per_user.forget(f"{username}|{address}")  # a right password clears the name's tries from there
-        self._users.pop(username, None)
+        self._users.forget(username)
         return True
 
     def _check(self, username: str, password: str) -> tuple[dict | None, str]:
@@ -90,14 +118,7 @@ class SignIns:
 
     def principal(self, username: str | None, *, source: str | None = None) -> Principal | None:
         """The enabled user ``username`` (looked up at most every ``USER_CACHE_S``), or None."""
-        if not username:
-            return None
-        hit = self._users.get(username)
-        if hit is None or time.monotonic() - hit[1] > USER_CACHE_S:
-            if len(self._users) > 10_000:
-                self._users.clear()
-            hit = self._users[username] = (find_user(self._reader, username), time.monotonic())
-        user = hit[0]
+        user = self._users(username)
         return None if user is None else Principal(user.username, user.role, user.grids, source)
 
 

@@ -13,13 +13,12 @@ import gc
 import json
 import logging
 import secrets
-import time
 
 import duckdb
 import panel as pn
 from tornado.web import RequestHandler
 
-from scenes.auth import SignIns, StoreAuthProvider, session_principal
+from scenes.auth import Remembered, SignIns, StoreAuthProvider, session_principal
 from scenes.screens import DistrictApp, SignedOut
 from scenes.shared import SharedDistrict
 from twin.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
@@ -37,28 +36,16 @@ KEY_CACHE_S = 10.0  # a key is looked up again after this long
 INTAKE_RATE = 1000.0  # requests per second per API key (bursts of twice that)
 
 
-class Clients:
+def clients_of(store: Store) -> Remembered:
     """API key to client name, remembered for a few seconds so intake under load does not ask the store each time."""
-
-    def __init__(self, store: Store) -> None:
-        self._con = store.con.cursor()
-        self._seen: dict[str, tuple[str | None, float]] = {}
-
-    def __call__(self, key: object) -> str | None:
-        if not isinstance(key, str) or not key:  # a JSON body may carry a list or a number
-            return None
-        hit = self._seen.get(key)
-        if hit is None or time.monotonic() - hit[1] > KEY_CACHE_S:
-            if len(self._seen) > 10_000:
-                self._seen.clear()
-            hit = self._seen[key] = (client_for(self._con, key), time.monotonic())
-        return hit[0]
+    reader = store.con.cursor()
+    return Remembered(lambda key: client_for(reader, key), ttl_s=KEY_CACHE_S)
 
 
 class _Intake(RequestHandler):
     """Common ground of the intake routes: the store, its writer and the API key check."""
 
-    def initialize(self, store: Store, writer: IntakeWriter, clients: Clients,
+    def initialize(self, store: Store, writer: IntakeWriter, clients: Remembered,
                    reader: duckdb.DuckDBPyConnection, crs: str, limiter: RateLimiter) -> None:
         # Handlers are made per request: the cursor is made once (opening one costs milliseconds).
         self.store = store
@@ -68,13 +55,13 @@ class _Intake(RequestHandler):
         self.con = reader
         self.limiter = limiter
 
-    def over_limit(self, client: str) -> float:
-        """0 when ``client`` may send this request now, else seconds to wait (sent as Retry-After)."""
+    def over_limit(self, client: str) -> str | None:
+        """None when ``client`` may send this request now, else why not (the wait goes out as Retry-After)."""
         if self.limiter.allow(client):
-            return 0.0
-        wait = max(self.limiter.retry_after(client), 0.001)
-        self.set_header("Retry-After", str(max(1, round(wait))))
-        return wait
+            return None
+        self.set_header("Retry-After", str(max(1, round(self.limiter.retry_after(client)))))
+        return (f"client {client} is over its {self.limiter.rate_per_s:g} requests a second; "
+                "wait for the Retry-After seconds and send again.")
 
 
 class _Open311(_Intake):
@@ -100,9 +87,9 @@ class _Open311(_Intake):
         client = self.clients(key)
         if client is None:
             raise Open311Error(403, "api_key is missing, unknown or revoked; ask the district for a key.")
-        if self.over_limit(client):
-            raise Open311Error(429, f"client {client} is over its {self.limiter.rate_per_s:g} requests a second; "
-                                    "wait for the Retry-After seconds and send again.")
+        refusal = self.over_limit(client)
+        if refusal:
+            raise Open311Error(429, refusal)
         return client
 
 
@@ -113,9 +100,10 @@ class ServicesHandler(_Open311):
 
 class RequestsHandler(_Open311):
     def get(self, fmt: str) -> None:
+        query = self.query()
         try:
-            self.client_of(self.query().get("api_key"))
-            found = find_requests(self.con, self.query(), district_crs=self.crs)
+            self.client_of(query.get("api_key"))
+            found = find_requests(self.con, query, district_crs=self.crs)
         except Open311Error as exc:
             return self.fail(exc, fmt=fmt)
         self.reply(found, fmt=fmt, root="service_requests", item="request")
@@ -168,9 +156,9 @@ class DetectionsHandler(_Intake):
         client = self.clients(key)
         if client is None:
             return self.refuse(403, "api_key", "missing, unknown or revoked; send it in the X-API-Key header.")
-        if self.over_limit(client):
-            return self.refuse(429, "api_key", f"client {client} is over its {self.limiter.rate_per_s:g} requests "
-                                               "a second; wait for the Retry-After seconds and send again.")
+        refusal = self.over_limit(client)
+        if refusal:
+            return self.refuse(429, "api_key", refusal)
         try:
             answer = await self.writer.take_detection(parse_detection(body), client=client,
                                                      loop=asyncio.get_running_loop())
@@ -182,7 +170,7 @@ class DetectionsHandler(_Intake):
 
 def intake_routes(store: Store, writer: IntakeWriter, *, intake_rate: float = INTAKE_RATE) -> list[tuple]:
     """Tornado routes of the GeoReport v2 intake and the detection API (each needs an API key)."""
-    args = {"store": store, "writer": writer, "clients": Clients(store), "reader": store.con.cursor(),
+    args = {"store": store, "writer": writer, "clients": clients_of(store), "reader": store.con.cursor(),
             "crs": store.district.crs, "limiter": RateLimiter(rate_per_s=intake_rate, burst=2 * intake_rate)}
     return [(r"/open311/v2/services\.(json|xml)", ServicesHandler, args),
             (r"/open311/v2/requests\.(json|xml)", RequestsHandler, args),

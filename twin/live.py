@@ -110,6 +110,7 @@ class IntakeWriter:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, feed: CaseFeed, *, dedupe_window_s: float) -> None:
         self.con = con.cursor()
+        self._base = con  # CHECKPOINT runs here: DuckDB refuses it on the cursor after a grid save
         self.feed = feed
         self.numbers = CaseNumbers()
         self.matcher = LocationMatcher(self.con)
@@ -213,7 +214,7 @@ class IntakeWriter:
             return
         if any(w.checkpoint for _, w in done):
             try:
-                con.execute("CHECKPOINT")
+                self._base.execute("CHECKPOINT")
             except duckdb.Error as exc:  # e.g. a session's transaction is open: the log keeps it, safely
                 log.info("writer: no CHECKPOINT after a large change (%s); it stays in the log", exc)
         self.feed.publish(new_cases + changed)
