@@ -95,7 +95,7 @@ def save_through_writer(writer: IntakeWriter, *, timeout_s: float = WRITE_TIMEOU
             saved = write(con)
             moved = [c for s in saved if s.reassignment is not None
                      for c in s.reassignment.moves["cases"]["case_id"].tolist()]
-            # checkpoint: DuckDB 1.5.5 cannot replay a log holding a grid save (UPDATE and INSERT of grids)
+            # A save rewrites many rows: fold it into the database file now rather than at the next restart.
             return Written(saved, changed=moved, checkpoint=True)
         return writer.submit(job).result(timeout=timeout_s)
     return save

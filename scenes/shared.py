@@ -7,6 +7,7 @@ is recomputed when the case feed has moved, at most once per ``REFRESH_S``.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -43,10 +44,7 @@ class SharedDistrict:
         self._lock = threading.Lock()
         self.layer: BuildingLayer = building_layer(con)
         self.models: bytes = model_layer(con, self.layer)
-        self.hover_text: np.ndarray = con.execute(
-            "SELECT coalesce(b.name, b.building_id) || coalesce(' · ' || g.name || ' (' || g.grid_id || ')', '') "
-            "FROM buildings b LEFT JOIN grids g ON g.grid_id = b.grid_id AND g.valid_to IS NULL "
-            "ORDER BY b.building_id").df().iloc[:, 0].to_numpy(dtype=object)
+        self.hover_text: np.ndarray = self._hover_texts()
         self.cameras: pd.DataFrame = con.execute(
             "SELECT camera_id, ST_X(position) AS x, ST_Y(position) AS y, z, heading_deg, pitch_deg, fov_deg, "
             "range_m, status FROM cameras ORDER BY camera_id").df()
@@ -72,6 +70,17 @@ class SharedDistrict:
             self._tree = grid_tree(self._con)
             self._micro = None
             self._memo.clear()
+            # Buildings moved to new micro-grids: the grid colouring and hover texts look them up here.
+            grid_ids = self._con.execute("SELECT grid_id FROM buildings ORDER BY building_id").df()["grid_id"]
+            self.layer = dataclasses.replace(self.layer, grid_id=grid_ids.to_numpy(dtype=object))
+            self.hover_text = self._hover_texts()
+
+    def _hover_texts(self) -> np.ndarray:
+        """Per building: its name (or id) and its micro-grid's name and id."""
+        return self._con.execute(
+            "SELECT coalesce(b.name, b.building_id) || coalesce(' · ' || g.name || ' (' || g.grid_id || ')', '') "
+            "FROM buildings b LEFT JOIN grids g ON g.grid_id = b.grid_id AND g.valid_to IS NULL "
+            "ORDER BY b.building_id").df().iloc[:, 0].to_numpy(dtype=object)
 
     def colours(self, measure: str) -> tuple[bytes, dict]:
         """Per-building RGB bytes and legend for a measure (see :func:`scenes.layers.building_colours`)."""

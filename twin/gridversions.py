@@ -39,6 +39,7 @@ from twin.gridedit import GRID_SIZE_M, _noded, _polygonal, as_partition, changed
 from twin.gridrules import TOLERANCE_M2, Violation, check_partition, errors, raise_on_errors
 from twin.reassign import Assets, Reassignment, load_assets, nearby_buildings, reassign
 from twin.schema import GRID_LEVELS
+from twin.store import insert_frame
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +317,8 @@ def _save(con, parent_id, shapes, *, actor, reason, level, attrs, action, assets
         if lost:
             raise GridRuleError(f"{where} leaves some buildings, cameras or cases in no micro-grid; nothing was "
                                 "saved. Cover the whole parent.", [])
-    versions = _write_versions(con, current, shapes, attrs, changed, added, removed, {}, at)
+    versions = _write_versions(con, current, shapes, attrs, changed, added, removed, parent_id=parent_id,
+                               level=level, at=at)
     versions.update(_write_children(con, kids, at))
     if result is not None:
         _write_moves(con, result)
@@ -442,19 +444,20 @@ def _refit(con, level: str, shapes: gpd.GeoSeries, *, touched: list[str], grown:
     return [out, *_refit(con, child_level, below, touched=deeper, grown=deeper, where=where, assets=assets)]
 
 
-def _write_versions(con, current, shapes, attrs, changed, added, removed, reparent, at) -> dict[str, int]:
-    ids = changed + added + list(reparent)
+def _write_versions(con, current, shapes, attrs, changed, added, removed, *, parent_id, level, at) -> dict[str, int]:
+    """Close the changed and removed grids' versions in force and write the changed and added ones.
+
+    New grids take ``parent_id`` and ``level`` (known even when the parent has no children yet).
+    """
     top = dict(con.execute("SELECT grid_id, max(version) FROM grids WHERE grid_id IN (SELECT unnest(?)) "
-                           "GROUP BY grid_id", [ids]).fetchall())
-    close = changed + removed + list(reparent)
-    if close:
+                           "GROUP BY grid_id", [changed + added]).fetchall())
+    if changed + removed:
         con.execute("UPDATE grids SET valid_to = ? WHERE valid_to IS NULL AND grid_id IN (SELECT unnest(?))",
-                    [at, close])
-    level = str(current["level"].iloc[0]) if len(current) else None
+                    [at, changed + removed])
     rows = []
     for g in changed + added:
         base = current.loc[g] if g in current.index else None
-        row = {"grid_id": g, "parent_id": base["parent_id"] if base is not None else _parent_of(con, current),
+        row = {"grid_id": g, "parent_id": base["parent_id"] if base is not None else parent_id,
                "level": base["level"] if base is not None else level, "boundary": shapes[g],
                "version": int(top.get(g) or 0) + 1, "valid_from": at}
         for c in ATTRS:
@@ -465,19 +468,8 @@ def _write_versions(con, current, shapes, attrs, changed, added, removed, repare
             else:
                 row[c] = _default_name(g, row["level"]) if c == "name" else _inherit(current, shapes[g], c)
         rows.append(row)
-    if reparent:
-        kids = _frame(con, "grid_id IN (SELECT unnest(?)) AND valid_from < ? AND valid_to = ?",
-                      [list(reparent), at, at])
-        for _, k in kids.iterrows():
-            rows.append({"grid_id": k["grid_id"], "parent_id": reparent[k["grid_id"]], "level": k["level"],
-                         "boundary": k.geometry, "version": int(top.get(k["grid_id"]) or 0) + 1, "valid_from": at,
-                         **{c: k[c] for c in ATTRS}})
     if rows:
-        from twin.store import insert_frame
-        frame = pd.DataFrame(rows)
-        if frame["level"].isna().any():
-            raise GridEditError("a new grid needs a level; give level= when the parent has no children yet.")
-        insert_frame(con, "grids", frame, geometry=("boundary",))
+        insert_frame(con, "grids", pd.DataFrame(rows), geometry=("boundary",))
     return {r["grid_id"]: r["version"] for r in rows}
 
 
@@ -492,7 +484,6 @@ def _write_children(con, kids: dict[str, dict], at: pd.Timestamp) -> dict[str, i
     rows = [{"grid_id": g, "parent_id": r["parent_id"], "level": r["level"], "boundary": r["geometry"],
              "version": int(top.get(g) or 0) + 1, "valid_from": at, **{c: r["row"][c] for c in ATTRS}}
             for g, r in kids.items()]
-    from twin.store import insert_frame
     insert_frame(con, "grids", pd.DataFrame(rows), geometry=("boundary",))
     return {r["grid_id"]: r["version"] for r in rows}
 
@@ -501,10 +492,6 @@ def _default_name(grid_id: str, level: str | None) -> str:
     """The demo's manner of naming: micro-grid ``…-M012`` is 第12微网格; other ids name themselves."""
     m = re.search(r"M(\d+)$", grid_id)
     return f"第{int(m.group(1))}微网格" if level == "micro" and m else grid_id
-
-
-def _parent_of(con, current) -> str | None:
-    return current["parent_id"].iloc[0] if len(current) else None
 
 
 def _write_moves(con: duckdb.DuckDBPyConnection, result: Reassignment) -> None:

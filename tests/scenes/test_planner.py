@@ -391,6 +391,10 @@ def test_the_planner_screen_edits_and_a_save_redraws_the_grids_and_the_table(sto
     now = app.grid_table.value.set_index("grid_id")
     assert b in set(table["grid_id"]) and b not in now.index
     assert now.loc[a, "buildings"] == table.set_index("grid_id").loc[[a, b], "buildings"].sum()
+    moved = app.shared.layer.grid_id == b
+    assert not moved.any() and (app.shared.layer.grid_id == a).sum() == now.loc[a, "buildings"], \
+        "the grid colouring looks buildings up in their new micro-grids"
+    assert not any(f"({b})" in t for t in app.shared.hover_text)
 
 
 def test_a_planner_bound_to_grids_edits_only_under_them(store):

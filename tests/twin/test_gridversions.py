@@ -325,3 +325,16 @@ def test_restore_and_save_are_audited(demo_copy):
         assert json.loads(rows[0][4])["deleted"] == [b] and json.loads(rows[1][4])["added"] == [b]
         assert json.loads(rows[1][4])["change_id"] == restored.change_id != saved.change_id
         assert verify_audit(con) is None
+
+
+def test_the_first_children_of_a_grid_take_its_id_as_parent_and_the_level_given(demo_copy):
+    with open_for_command(demo_copy, create=False) as store:
+        con = store.con
+        parent, = con.execute("SELECT grid_id FROM grids WHERE level = 'micro' AND valid_to IS NULL "
+                              "ORDER BY grid_id LIMIT 1").fetchone()
+        assert current_grids(con, parent_id=parent).empty
+        whole = current_grids(con, grid_ids=[parent]).geometry.iloc[0]
+        save_partition(con, parent, {f"{parent}-A": whole}, level="micro", actor="gis", reason="first child")
+        child = current_grids(con, parent_id=parent)
+    assert list(child.index) == [f"{parent}-A"] and child["level"].iloc[0] == "micro"
+    assert child["parent_id"].iloc[0] == parent and child["version"].iloc[0] == 1
