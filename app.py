@@ -16,8 +16,8 @@ import panel as pn
 
 from scenes.screens import DistrictApp, SignedOut
 from scenes.shared import SharedDistrict
-from twin.access import find_user
-from twin.store import Store
+from twin.access.access import find_user
+from twin.store.store import Store
 
 # 'vtk' puts the vtk.js that Panel ships (served by this server, no CDN) on the page.
 pn.extension("vtk", theme="dark", sizing_mode="stretch_width")

@@ -40,7 +40,7 @@ class StageBar:
 
 def _cmd_demo(args: argparse.Namespace) -> dict:
     from data.build import DEMO_STAGES, build_demo_store, demo_users, write_demo_users
-    from twin.store import open_for_command
+    from twin.store.store import open_for_command
 
     if args.users:
         with open_for_command(args.db, create=False) as store:
@@ -56,7 +56,7 @@ def _cmd_demo(args: argparse.Namespace) -> dict:
 
 def _cmd_ingest_footprints(args: argparse.Namespace) -> dict:
     from ingest.footprints import ingest_footprints, read_footprints
-    from twin.store import open_for_command
+    from twin.store.store import open_for_command
 
     bar = StageBar(("read", "transform", "clean", "mesh", "store"), desc=f"ingest {Path(args.path).name}")
     try:
@@ -75,7 +75,7 @@ def _cmd_ingest_footprints(args: argparse.Namespace) -> dict:
 
 def _cmd_ingest_ifc(args: argparse.Namespace) -> dict:
     from ingest.ifc import ingest_ifc
-    from twin.store import open_for_command
+    from twin.store.store import open_for_command
 
     bar = StageBar(("read", "geometry", "place", "store"), desc=f"ingest {Path(args.path).name}")
     try:
@@ -88,7 +88,7 @@ def _cmd_ingest_ifc(args: argparse.Namespace) -> dict:
 
 def _cmd_ingest_mesh(args: argparse.Namespace) -> dict:
     from ingest.mesh import ingest_mesh
-    from twin.store import open_for_command
+    from twin.store.store import open_for_command
 
     bar = StageBar(("read", "place and store"), desc=f"ingest {Path(args.path).name}")
     try:
@@ -100,8 +100,8 @@ def _cmd_ingest_mesh(args: argparse.Namespace) -> dict:
 
 
 def _cmd_keys(args: argparse.Namespace) -> dict:
-    from twin.keys import add_key, revoke_key
-    from twin.store import open_for_command
+    from twin.access.keys import add_key, revoke_key
+    from twin.store.store import open_for_command
 
     with open_for_command(args.db, create=False) as store:
         if args.action == "add":
@@ -115,12 +115,12 @@ def _cmd_keys(args: argparse.Namespace) -> dict:
 
 def _cmd_grids(args: argparse.Namespace) -> dict:
     from ingest.grids import export_grids, import_grids, read_grids
-    from twin.store import open_for_command
+    from twin.store.store import open_for_command
 
     if args.action == "export":
         import getpass
 
-        from twin.access import audit
+        from twin.access.access import audit
 
         with open_for_command(args.db, create=False) as store:
             summary = export_grids(store.con, args.path, level=args.level, history=args.history)
@@ -149,8 +149,8 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _cmd_users(args: argparse.Namespace) -> dict:
-    from twin.access import add_user, disable_user, list_users, set_password
-    from twin.store import Store, open_for_command
+    from twin.access.access import add_user, disable_user, list_users, set_password
+    from twin.store.store import Store, open_for_command
 
     if args.action == "list":
         with Store(args.db, read_only=True) as store:
@@ -172,8 +172,8 @@ def _cmd_users(args: argparse.Namespace) -> dict:
 
 
 def _cmd_audit(args: argparse.Namespace) -> dict:
-    from twin.access import verify_audit
-    from twin.store import Store
+    from twin.access.access import verify_audit
+    from twin.store.store import Store
 
     with Store(args.db, read_only=True) as store:
         broken = verify_audit(store.con)
@@ -207,7 +207,7 @@ def _cmd_feed_replay(args: argparse.Namespace) -> dict:
 
     from tqdm import tqdm
 
-    from twin.replay import read_feed, replay
+    from twin.cases.replay import read_feed, replay
 
     key = args.api_key or os.environ.get("TWIN_API_KEY")
     key_file = Path(args.path).with_suffix("").with_suffix(".key")  # demo.feed.jsonl -> demo.key

@@ -39,11 +39,11 @@ if str(ROOT) not in sys.path:
 
 from bench.common import write_result  # noqa: E402
 from scenes.browser import POST_AND_WAIT_FOR_MARKER, chromium, served, sign_in  # noqa: E402
-from twin.cases import create_case, load_taxonomy  # noqa: E402
-from twin.crs import transform_xy  # noqa: E402
-from twin.keys import add_key  # noqa: E402
-from twin.replay import encode, post_all  # noqa: E402
-from twin.store import Store, open_for_command  # noqa: E402
+from twin.cases.cases import create_case, load_taxonomy  # noqa: E402
+from twin.geo.crs import transform_xy  # noqa: E402
+from twin.access.keys import add_key  # noqa: E402
+from twin.cases.replay import encode, post_all  # noqa: E402
+from twin.store.store import Store, open_for_command  # noqa: E402
 
 OFFERED_RATE = 600.0
 CONNECTIONS = 64

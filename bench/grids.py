@@ -12,7 +12,7 @@ million residents), with the session's assets read once (timed apart):
 - baseline, in the same run: a plain geopandas ``sjoin`` of all buildings
   (label points), cameras and open cases with all micro-grids after the edit,
   and the residents joined to their buildings and counted per grid
-  (:func:`twin.reassign.figures_by_sjoin`); its figures are checked against ours;
+  (:func:`twin.grids.reassign.figures_by_sjoin`); its figures are checked against ours;
 - the proposal for every community of the district: the share of proposed
   micro-grids within 70-80 households and their Polsby-Popper compactness;
 - the save of the one edit (new versions, moves, one transaction), for the record.
@@ -41,12 +41,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import write_result  # noqa: E402
-from twin.gridedit import merge_grids, move_vertex  # noqa: E402
-from twin.gridversions import check_edit, current_grids, save_partition  # noqa: E402
+from twin.grids.gridedit import merge_grids, move_vertex  # noqa: E402
+from twin.grids.gridversions import check_edit, current_grids, save_partition  # noqa: E402
 from twin.errors import GridEditError  # noqa: E402
-from twin.partition import Proposal, propose_micro_grids  # noqa: E402
-from twin.reassign import FIGURES, figures_by_sjoin, load_assets, reassign  # noqa: E402
-from twin.store import Store, open_for_command  # noqa: E402
+from twin.grids.partition import Proposal, propose_micro_grids  # noqa: E402
+from twin.grids.reassign import FIGURES, figures_by_sjoin, load_assets, reassign  # noqa: E402
+from twin.store.store import Store, open_for_command  # noqa: E402
 
 GOAL_EDIT_S = 1.0
 GOAL_SPEEDUP = 5.0

@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ingest.ifc import ingest_ifc, model_elements, open_ifc, products_with_geometry  # noqa: E402
-from twin.store import open_for_command  # noqa: E402
+from twin.store.store import open_for_command  # noqa: E402
 from bench.common import median_run, write_result  # noqa: E402
 
 IFC = ROOT / "tests" / "data" / "ifc"

@@ -39,9 +39,9 @@ if str(ROOT) not in sys.path:
 
 from data.demo import generate_district  # noqa: E402
 from ingest.footprints import ingest_footprints, read_footprints  # noqa: E402
-from twin.footprints import prepare_footprints  # noqa: E402
-from twin.mesh import extrude_footprints  # noqa: E402
-from twin.store import open_for_command  # noqa: E402
+from twin.geo.footprints import prepare_footprints  # noqa: E402
+from twin.geo.mesh import extrude_footprints  # noqa: E402
+from twin.store.store import open_for_command  # noqa: E402
 from bench.common import median_run, write_result  # noqa: E402
 
 GOAL_SPEEDUP = 20.0

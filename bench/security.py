@@ -53,8 +53,8 @@ from scenes.browser import served  # noqa: E402
 from tests.fuzz.harness import SURROGATES, fuzz, replay  # noqa: E402
 from tests.fuzz.ingest import test_footprints, test_ifc  # noqa: E402
 from tests.fuzz.twin import test_detections, test_inspector, test_open311  # noqa: E402
-from twin.keys import add_key  # noqa: E402
-from twin.store import Store, open_for_command  # noqa: E402
+from twin.access.keys import add_key  # noqa: E402
+from twin.store.store import Store, open_for_command  # noqa: E402
 
 TARGETS = {  # entry point: (target, inputs in a full run)
     "footprints": (test_footprints.TARGET, 400),

@@ -31,9 +31,9 @@ if str(ROOT) not in sys.path:
 
 from bench.common import OUT, median_run, write_result  # noqa: E402
 from scenes.browser import chromium, served, sign_in  # noqa: E402
-from twin.access import Principal  # noqa: E402
-from twin.policy import Gate  # noqa: E402
-from twin.store import Store  # noqa: E402
+from twin.access.access import Principal  # noqa: E402
+from twin.access.policy import Gate  # noqa: E402
+from twin.store.store import Store  # noqa: E402
 
 GOALS = {"bytes_ratio_at_most": 1 / 3, "first_frame_speedup_at_least": 2.0, "first_frame_s_at_most": 4.0,
          "server_pick_ms_at_most": 50.0, "click_to_inspector_ms_at_most": 300.0}

@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:
 
 from scenes.offscreen import batch_polydata  # noqa: E402
 from twin.buildings import load_meshes  # noqa: E402
-from twin.store import Store  # noqa: E402
+from twin.store.store import Store  # noqa: E402
 
 pn.extension("vtk")
 

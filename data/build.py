@@ -21,15 +21,15 @@ import shapely
 
 from data.demo import DEMO_NOW, DemoDistrict, generate_district, level_counts
 from data.feed import demo_feed, write_feed
-from twin.access import add_user, set_password
+from twin.access.access import add_user, set_password
 from twin.buildings import building_ids, upsert_buildings
-from twin.crs import District
+from twin.geo.crs import District
 from twin.errors import InputError
-from twin.footprints import prepare_footprints
-from twin.grids import locate
-from twin.keys import add_key
-from twin.mesh import extrude_footprints
-from twin.store import Store, create_indexes, drop_indexes, insert_frame
+from twin.geo.footprints import prepare_footprints
+from twin.grids.grids import locate
+from twin.access.keys import add_key
+from twin.geo.mesh import extrude_footprints
+from twin.store.store import Store, create_indexes, drop_indexes, insert_frame
 from twin.timing import StageTimer
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from twin.cases import CASE_STATUSES, CASE_TRANSITIONS, OPEN_STATUSES  # noqa: F401  (re-exported)
+from twin.cases.cases import CASE_STATUSES, CASE_TRANSITIONS, OPEN_STATUSES  # noqa: F401  (re-exported)
 
 CRS = "EPSG:4547"
 CENTRE_LONLAT = (113.72, 34.76)

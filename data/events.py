@@ -16,7 +16,7 @@ import shapely
 from data import names as N
 from data.common import CRS, DEMO_NOW, _apportion, _nullable, _Plan
 from data.people import _ids, _person_names
-from twin.cases import load_taxonomy
+from twin.cases.cases import load_taxonomy
 
 # --------------------------------------------------------------------------- taxonomy
 

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from data.demo import DEMO_NOW
-from twin.cases import load_taxonomy
-from twin.crs import transform_xy
-from twin.detections import ai_categories
+from twin.cases.cases import load_taxonomy
+from twin.geo.crs import transform_xy
+from twin.cases.detections import ai_categories
 
 HOURLY = np.array([1, 1, 1, 1, 1, 2, 4, 7, 9, 9, 8, 7, 6, 6, 7, 7, 8, 9, 9, 8, 6, 4, 2, 1], dtype=float)
 

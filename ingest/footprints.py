@@ -1,7 +1,7 @@
 """``twin ingest footprints``: footprint files into buildings and LOD1 meshes.
 
 Reading is at the edge (:func:`read_footprints`); the cleaning and meshing
-are pure functions in :mod:`twin.footprints` and :mod:`twin.mesh`; writing is
+are pure functions in :mod:`twin.geo.footprints` and :mod:`twin.geo.mesh`; writing is
 :func:`twin.buildings.upsert_buildings`.
 """
 
@@ -20,12 +20,12 @@ import pyogrio
 import shapely
 
 from twin.buildings import building_ids, upsert_buildings
-from twin.crs import (MAX_DISTANCE_FROM_ORIGIN_M, District, check_near_origin, parse_crs, require_projected,
+from twin.geo.crs import (MAX_DISTANCE_FROM_ORIGIN_M, District, check_near_origin, parse_crs, require_projected,
                       transform_geometries, utm_crs_for)
 from twin.errors import CRSError, InputError
-from twin.footprints import prepare_footprints
-from twin.mesh import extrude_footprints
-from twin.store import Store
+from twin.geo.footprints import prepare_footprints
+from twin.geo.mesh import extrude_footprints
+from twin.store.store import Store
 from twin.timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def ingest_footprints(
     Parameters
     ----------
     store : Store
-        Open, inside :meth:`Store.transaction` or :func:`twin.store.open_for_command`.
+        Open, inside :meth:`Store.transaction` or :func:`twin.store.store.open_for_command`.
     features : GeoDataFrame
         Footprints as read.
     source : str
@@ -203,7 +203,7 @@ def ingest_footprints(
 
 
 def _check_centroids_near_origin(polygons: np.ndarray, district: District, *, where: str) -> None:
-    """:func:`twin.crs.check_near_origin` on the footprints' centroids.
+    """:func:`twin.geo.crs.check_near_origin` on the footprints' centroids.
 
     A centroid lies within its footprint's bounding box, so when even the
     farthest corner of every box is near enough the check passes as it is,

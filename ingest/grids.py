@@ -7,7 +7,7 @@ district CRS, one feature per grid version: ``grid_id``, ``parent_id``,
 
 Import reads the same columns (``grid_id`` and ``level`` required), level by
 level from the top, and saves each parent's children through
-:func:`twin.gridversions.save_partition`, so every rule is checked and every
+:func:`twin.grids.gridversions.save_partition`, so every rule is checked and every
 changed grid gets a new version with who, when and why. Run it in one
 transaction (``open_for_command``): on the first broken rule it raises
 :class:`~twin.errors.GridRuleError` naming the file, the grid and the rule,
@@ -27,8 +27,8 @@ import pandas as pd
 import pyogrio
 
 from twin.errors import GridRuleError, InputError, check_choice
-from twin.gridversions import ATTRS, current_grids, save_partition
-from twin.schema import GRID_LEVELS
+from twin.grids.gridversions import ATTRS, current_grids, save_partition
+from twin.store.schema import GRID_LEVELS
 
 log = logging.getLogger(__name__)
 

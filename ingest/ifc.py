@@ -22,9 +22,9 @@ import pandas as pd
 
 from ingest.models import store_model
 from twin.errors import InputError
-from twin.georef import (Placement, distance_m, horizontal_crs, parse_anchor, placement_from_lonlat,
+from twin.geo.georef import (Placement, distance_m, horizontal_crs, parse_anchor, placement_from_lonlat,
                          rotation_from_axis, rotation_from_true_north)
-from twin.store import Store
+from twin.store.store import Store
 from twin.timing import StageTimer
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from ingest.models import store_model
-from twin.crs import parse_crs, require_projected
+from twin.geo.crs import parse_crs, require_projected
 from twin.errors import InputError, check_choice
-from twin.georef import parse_anchor
-from twin.store import Store
+from twin.geo.georef import parse_anchor
+from twin.store.store import Store
 from twin.timing import StageTimer
 
 FORMATS = (".gltf", ".glb", ".obj", ".ply", ".stl")

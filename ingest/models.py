@@ -16,10 +16,10 @@ import shapely
 
 from ingest.footprints import district_for
 from twin.buildings import insert_meshes, upsert_buildings
-from twin.crs import check_near_origin, transform_xy
+from twin.geo.crs import check_near_origin, transform_xy
 from twin.errors import InputError
-from twin.mesh import MeshBatch, extrude_footprints
-from twin.store import Store, insert_frame
+from twin.geo.mesh import MeshBatch, extrude_footprints
+from twin.store.store import Store, insert_frame
 
 MIN_OVERLAP = 0.5  # share of the model's ground outline a footprint must cover to take the model
 MAX_MODEL_HEIGHT_M = 1000.0  # taller than any building: a wrong length unit or georeferencing

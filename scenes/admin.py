@@ -9,7 +9,7 @@ import panel as pn
 import param
 
 from scenes.theme import CSS
-from twin.policy import Gate
+from twin.access.policy import Gate
 
 PAGE = 100
 

@@ -2,7 +2,7 @@
 
 Panel's :class:`~panel.auth.BasicAuthProvider` serves the login page and keeps
 the signed-in user in a signed cookie; here the names and passwords are checked
-against the store's ``users`` table (salted scrypt, :mod:`twin.access`), every
+against the store's ``users`` table (salted scrypt, :mod:`twin.access.access`), every
 attempt is audited with the address it came from, and attempts are rate limited
 per user and address and per address. A user who is disabled or removed loses
 access at the next page or session, not only at the next sign-in.
@@ -23,9 +23,9 @@ from panel.auth import BasicAuthProvider, BasicLoginHandler, _validate_next_url
 from panel.config import config
 from panel.io.state import state
 
-from twin.access import SIGNIN_REFUSED, Principal, check_credentials, find_user
-from twin.live import IntakeWriter
-from twin.ratelimit import RateLimiter
+from twin.access.access import SIGNIN_REFUSED, Principal, check_credentials, find_user
+from twin.cases.live import IntakeWriter
+from twin.access.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"

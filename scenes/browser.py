@@ -59,8 +59,8 @@ def browser_user(db: str | os.PathLike, *, role: str) -> tuple[str, str]:
 
     Operators are bound to every street, so the whole district is theirs.
     """
-    from twin.access import add_user, set_password
-    from twin.store import Store
+    from twin.access.access import add_user, set_password
+    from twin.store.store import Store
 
     username, password = f"browser.{role}", secrets.token_urlsafe(16)
     with Store(db) as store:

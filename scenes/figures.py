@@ -11,7 +11,7 @@ import param
 
 from scenes.table import SortableTable
 from scenes.theme import CSS, MUTED
-from twin.schema import GRID_LEVELS
+from twin.store.schema import GRID_LEVELS
 
 STATUS_LABELS = {"reported": "reported", "dispatched": "dispatched", "in_progress": "in progress",
                  "resolved": "resolved", "reopened": "reopened"}
@@ -28,7 +28,7 @@ class KeyFigures(pn.viewable.Viewer):
     The five cards stay on the page; a change of figures only replaces their text.
     """
 
-    figures = param.Dict(default={}, doc="The latest figures from twin.queries.key_figures")
+    figures = param.Dict(default={}, doc="The latest figures from twin.store.queries.key_figures")
 
     def __init__(self, source: Callable[[], dict], **params) -> None:
         super().__init__(**params)
@@ -72,7 +72,7 @@ class GridTable(pn.viewable.Viewer):
     Parameters
     ----------
     figures : callable
-        ``figures(level) -> DataFrame``, as :func:`twin.queries.grid_table` (or a memoised one).
+        ``figures(level) -> DataFrame``, as :func:`twin.store.queries.grid_table` (or a memoised one).
     """
 
     level = param.Selector(default="grid", objects=list(GRID_LEVELS))

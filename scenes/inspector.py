@@ -11,8 +11,8 @@ import param
 
 from scenes.theme import CSS
 from twin.errors import AccessError, TwinError
-from twin.live import IntakeWriter
-from twin.policy import Gate
+from twin.cases.live import IntakeWriter
+from twin.access.policy import Gate
 
 PAGE_SIZE = 50
 LEVEL_NAMES = {"street": "street", "community": "community", "grid": "grid", "micro": "micro-grid"}
@@ -59,7 +59,7 @@ def cases_html(cases: pd.DataFrame) -> str:
 class Inspector(pn.viewable.Viewer):
     """What is selected: a building card with its residents and open cases, or a case or camera card.
 
-    Everything is read through ``gate`` (:class:`twin.policy.Gate`), which decides what
+    Everything is read through ``gate`` (:class:`twin.access.policy.Gate`), which decides what
     the signed-in user may see. ``show_residents`` is on for the operator's screen; the
     gate still refuses residents outside the operator's grids.
     """

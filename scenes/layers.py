@@ -15,9 +15,9 @@ import shapely
 
 from scenes.colours import CATEGORICAL, SEQUENTIAL, neighbour_distinct_classes, sequential
 from twin.buildings import load_meshes
-from twin.cases import CASE_STATUSES, OPEN_STATUSES
+from twin.cases.cases import CASE_STATUSES, OPEN_STATUSES
 from twin.errors import check_choice
-from twin.queries import grid_boundaries
+from twin.store.queries import grid_boundaries
 
 BUILDING_MAGIC = 0x31425754  # "TWB1"
 COLOUR_MEASURES = ("grid", "open_cases", "population", "height")

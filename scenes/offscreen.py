@@ -16,7 +16,7 @@ import pyvista as pv  # noqa: E402
 
 from twin.buildings import load_meshes  # noqa: E402
 from twin.errors import InputError  # noqa: E402
-from twin.mesh import MeshBatch  # noqa: E402
+from twin.geo.mesh import MeshBatch  # noqa: E402
 
 # BIM element colours by IFC class (first matching prefix wins); anything else is light grey.
 BIM_COLOURS = (("IfcWall", "#ece6d8"), ("IfcSlab", "#b4553d"), ("IfcRoof", "#b4553d"), ("IfcWindow", "#8ec3e6"),

@@ -1,11 +1,11 @@
 """The planner's grid editor: the grids of one parent on a 2D plan, edited with Bokeh's own tools.
 
-Every edit on the plan becomes one call of the grid engine (:mod:`twin.gridedit`)
-through an :class:`~twin.gridedit.EditSession`, so undo and redo work. After
-each edit the rules are checked (:func:`twin.gridversions.check_edit`), the
+Every edit on the plan becomes one call of the grid engine (:mod:`twin.grids.gridedit`)
+through an :class:`~twin.grids.gridedit.EditSession`, so undo and redo work. After
+each edit the rules are checked (:func:`twin.grids.gridversions.check_edit`), the
 offending places are drawn on a red layer and listed, and a side table shows
 what the edit moves, before → after per affected grid
-(:func:`twin.reassign.reassign`). Saving needs a reason and goes through a
+(:func:`twin.grids.reassign.reassign`). Saving needs a reason and goes through a
 ``save`` callable: in ``twin serve`` the store's one writer thread
 (:func:`save_through_writer`), otherwise one transaction on the editor's own
 connection (:func:`save_in_transaction`).
@@ -42,14 +42,14 @@ from scenes.planshapes import (line_columns, outline_columns, polygon_columns, r
                                vertex_drag)
 from scenes.theme import ACCENT, BACKGROUND, CSS, MUTED, TEXT
 from twin.errors import GridEditError, TwinError
-from twin.gridedit import EditSession, changed_grids
-from twin.gridrules import Violation, errors
-from twin.gridversions import (SavedEdit, check_edit, current_grids, grid_history, restore_version,
+from twin.grids.gridedit import EditSession, changed_grids
+from twin.grids.gridrules import Violation, errors
+from twin.grids.gridversions import (SavedEdit, check_edit, current_grids, grid_history, restore_version,
                                save_partition)
-from twin.live import IntakeWriter, Written
-from twin.partition import Proposal, propose_micro_grids
-from twin.queries import grid_tree
-from twin.reassign import FIGURES, Assets, Reassignment, load_assets, reassign
+from twin.cases.live import IntakeWriter, Written
+from twin.grids.partition import Proposal, propose_micro_grids
+from twin.store.queries import grid_tree
+from twin.grids.reassign import FIGURES, Assets, Reassignment, load_assets, reassign
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from twin.gridedit import snap_point
+from twin.grids.gridedit import snap_point
 
 
 def ring_rows(shapes: gpd.GeoSeries, origin: Sequence[float]) -> tuple[list[str], list[np.ndarray]]:
@@ -105,7 +105,7 @@ def vertex_drag(before: Sequence[np.ndarray], xs: Sequence, ys: Sequence
 
 def snap_point_near(point: np.ndarray, *, shapes: list, footprints: np.ndarray, tolerance_m: float
                     ) -> tuple[tuple[float, float], str | None]:
-    """:func:`twin.gridedit.snap_point` on the shapes near ``point`` only (a parent holds tens of grids)."""
+    """:func:`twin.grids.gridedit.snap_point` on the shapes near ``point`` only (a parent holds tens of grids)."""
     shapes = np.asarray(shapes, dtype=object)
     near = shapes[shapely.dwithin(shapes, shapely.Point(point), tolerance_m)]
     return snap_point(point, shapes=list(near), footprints=footprints, tolerance_m=tolerance_m)

@@ -27,12 +27,12 @@ from scenes.shared import REFRESH_S, SharedDistrict
 from scenes.theme import CSS
 from scenes.ticker import CaseTicker
 from scenes.view3d import DistrictView
-from twin.access import Principal
-from twin.cases import CASE_STATUSES, OPEN_STATUSES
+from twin.access.access import Principal
+from twin.cases.cases import CASE_STATUSES, OPEN_STATUSES
 from twin.errors import TwinError
-from twin.policy import Gate
-from twin.queries import grid_boundaries
-from twin.schema import GRID_LEVELS
+from twin.access.policy import Gate
+from twin.store.queries import grid_boundaries
+from twin.store.schema import GRID_LEVELS
 
 log = logging.getLogger(__name__)
 SCREENS = ("Overview", "Planner", "Operator", "Admin")
@@ -59,7 +59,7 @@ class DistrictApp(pn.viewable.Viewer):
         The buildings' geometry buffer and what else every session shows alike.
     principal : Principal
         The signed-in user: the screens offered follow the role, and every read of
-        residents and cases goes through a :class:`twin.policy.Gate` for them.
+        residents and cases goes through a :class:`twin.access.policy.Gate` for them.
     """
 
     screen = param.Selector(default="Overview", objects=list(SCREENS))

@@ -2,7 +2,7 @@
 
 The process holds the store's one writable DuckDB connection. Browser sessions
 read through cursors of it. Intake requests go to one writer thread
-(:class:`twin.live.IntakeWriter`), which commits them in batches before it
+(:class:`twin.cases.live.IntakeWriter`), which commits them in batches before it
 answers any of them, and publishes what changed to every open session.
 """
 
@@ -21,12 +21,12 @@ from tornado.web import RequestHandler
 from scenes.auth import Remembered, SignIns, StoreAuthProvider, session_principal
 from scenes.screens import DistrictApp, SignedOut
 from scenes.shared import SharedDistrict
-from twin.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
-from twin.keys import client_for
-from twin.live import CaseFeed, IntakeWriter
-from twin.open311 import Open311Error, decode_form, find_requests, services, to_xml
-from twin.ratelimit import RateLimiter
-from twin.store import Store
+from twin.cases.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
+from twin.access.keys import client_for
+from twin.cases.live import CaseFeed, IntakeWriter
+from twin.cases.open311 import Open311Error, decode_form, find_requests, services, to_xml
+from twin.access.ratelimit import RateLimiter
+from twin.store.store import Store
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024  # one intake request

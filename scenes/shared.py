@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from scenes.layers import BuildingLayer, building_colours, building_layer, camera_records, model_layer
-from twin.live import CaseFeed, IntakeWriter
-from twin.queries import district_totals, grid_table, grid_tree, key_figures, micro_figures
+from twin.cases.live import CaseFeed, IntakeWriter
+from twin.store.queries import district_totals, grid_table, grid_tree, key_figures, micro_figures
 
 REFRESH_S = 1.0  # live figures are at most this old
 
@@ -88,11 +88,11 @@ class SharedDistrict:
                            live=measure == "open_cases")
 
     def key_figures(self) -> dict:
-        """The leader's key figures (see :func:`twin.queries.key_figures`)."""
+        """The leader's key figures (see :func:`twin.store.queries.key_figures`)."""
         return self._fresh(("figures",), lambda: key_figures(self._con, totals=self._totals), live=True)
 
     def grid_table(self, level: str) -> pd.DataFrame:
-        """Figures per grid at a level (see :func:`twin.queries.grid_table`); a copy the caller may sort."""
+        """Figures per grid at a level (see :func:`twin.store.queries.grid_table`); a copy the caller may sort."""
         def compute() -> pd.DataFrame:
             if self._micro is None:
                 self._micro = micro_figures(self._con)

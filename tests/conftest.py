@@ -24,7 +24,7 @@ def file_digest(path: Path) -> str:
 def lujiazui_store(tmp_path_factory) -> Path:
     """A store holding the Lujiazui footprints (do not modify; copy it first)."""
     from ingest.footprints import ingest_footprints, read_footprints
-    from twin.store import open_for_command
+    from twin.store.store import open_for_command
 
     path = tmp_path_factory.mktemp("lujiazui") / "lujiazui.duckdb"
     with open_for_command(path) as store:
@@ -65,7 +65,7 @@ def bim_demo(small_demo, tmp_path_factory) -> tuple[Path, str]:
     import pyproj
 
     from ingest.ifc import ingest_ifc
-    from twin.store import Store, open_for_command
+    from twin.store.store import Store, open_for_command
 
     path = tmp_path_factory.mktemp("bim") / "demo.duckdb"
     shutil.copy(small_demo, path)

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 
-from twin.grids import current_micro_grids, locate
-from twin.mesh import MeshBatch
-from twin.store import binary_column, insert_frame, one_thread
+from twin.grids.grids import current_micro_grids, locate
+from twin.geo.mesh import MeshBatch
+from twin.store.store import binary_column, insert_frame, one_thread
 
 log = logging.getLogger(__name__)
 

@@ -64,7 +64,7 @@ class GridRuleError(GridEditError):
 
     Attributes
     ----------
-    violations : list of twin.gridrules.Violation
+    violations : list of twin.grids.gridrules.Violation
         Every broken rule, with the grid, the offending geometry and its area in m².
     """
 

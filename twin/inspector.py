@@ -1,7 +1,7 @@
 """The raw reads behind the inspector: one building, case or camera, a page of residents, search.
 
 These answer whatever they are asked. The app, the API and exports call them only
-through :class:`twin.policy.Gate`, which applies the access rules (who may see whose
+through :class:`twin.access.policy.Gate`, which applies the access rules (who may see whose
 personal data), masks and the audit trail in one place.
 """
 
@@ -12,11 +12,11 @@ import json
 import duckdb
 import pandas as pd
 
-from twin.cameras import cameras_seeing
-from twin.cases import OPEN_STATUSES, next_statuses
-from twin.detections import recent_detections
+from twin.cases.cameras import cameras_seeing
+from twin.cases.cases import OPEN_STATUSES, next_statuses
+from twin.cases.detections import recent_detections
 from twin.errors import InputError
-from twin.queries import _now
+from twin.store.queries import _now
 
 RESIDENT_COLUMNS = ("resident_id", "unit", "household_id", "room", "name", "gender", "age", "id_number", "phone",
                     "tags")
@@ -70,7 +70,7 @@ def residents_page(con: duckdb.DuckDBPyConnection, building_id: str, *, page: in
     -------
     DataFrame
         Columns ``RESIDENT_COLUMNS``; ``age`` in whole years at the store's clock. ID numbers
-        and phones are in clear: :meth:`twin.policy.Gate.residents_page` masks them.
+        and phones are in clear: :meth:`twin.access.policy.Gate.residents_page` masks them.
     """
     if page < 0 or page_size <= 0:
         raise InputError(f"page {page} of size {page_size}: give page >= 0 and a positive page size")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tests.conftest import copy_of
 from tests.fuzz.harness import INJECTIONS, TALLIES, Finding, Target, checksums, fuzz
 from twin.errors import InputError
-from twin.store import Store
+from twin.store.store import Store
 
 
 def _target(run_one) -> Target:

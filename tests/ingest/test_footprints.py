@@ -13,7 +13,7 @@ import shapely
 from tests.conftest import BUBENEC, LUJIAZUI, file_digest
 from ingest.footprints import ingest_footprints, read_footprints
 from twin.errors import CRSError, InputError
-from twin.store import Store, open_for_command
+from twin.store.store import Store, open_for_command
 
 
 def ingest(path, db, **options):

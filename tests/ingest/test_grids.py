@@ -9,9 +9,9 @@ import shapely
 from ingest.grids import export_grids, import_grids, read_grids
 from tests.conftest import file_digest
 from twin.errors import GridRuleError, InputError
-from twin.gridedit import merge_grids
-from twin.gridversions import current_grids, grid_history
-from twin.store import Store, open_for_command
+from twin.grids.gridedit import merge_grids
+from twin.grids.gridversions import current_grids, grid_history
+from twin.store.store import Store, open_for_command
 
 PARENT = "S01-C01-G1"
 

@@ -13,7 +13,7 @@ import pytest
 from ingest.ifc import ingest_ifc, open_ifc, products_with_geometry
 from tests.conftest import ROOT, TESTS, file_digest
 from twin.errors import InputError
-from twin.store import Store, open_for_command
+from twin.store.store import Store, open_for_command
 
 IFC = TESTS / "data" / "ifc"
 UTM_EXAMPLE = IFC / "ifc4x3-geographic-referencing-utm" / "geographic-referencing-utm.ifc"

@@ -10,7 +10,7 @@ import trimesh
 from ingest.mesh import ingest_mesh
 from tests.conftest import file_digest
 from twin.errors import InputError
-from twin.store import Store, open_for_command
+from twin.store.store import Store, open_for_command
 
 E0, N0 = 474_000.0, 3_848_000.0  # Zhengzhou in EPSG:4547
 

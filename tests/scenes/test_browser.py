@@ -11,7 +11,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from scenes.browser import POST_AND_WAIT_FOR_MARKER, WebSocketMeter, chromium, served, sign_in
-from twin.store import Store
+from twin.store.store import Store
 
 pytestmark = pytest.mark.browser
 

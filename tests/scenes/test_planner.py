@@ -10,11 +10,11 @@ import shapely
 
 from scenes.planner import GridEditor, save_through_writer
 from scenes.planshapes import ring_rows, vertex_drag
-from twin.gridrules import errors
-from twin.gridversions import current_grids, grid_history
-from twin.live import CaseFeed, IntakeWriter
-from twin.reassign import load_assets
-from twin.store import Store
+from twin.grids.gridrules import errors
+from twin.grids.gridversions import current_grids, grid_history
+from twin.cases.live import CaseFeed, IntakeWriter
+from twin.grids.reassign import load_assets
+from twin.store.store import Store
 
 PARENT = "S01-C01-G1"
 
@@ -292,15 +292,15 @@ def test_a_vertex_on_the_parents_outline_stays_there(editor):
 
 
 def test_a_deleted_grids_area_goes_round_its_buildings(editor, monkeypatch):
-    import twin.gridedit
+    import twin.grids.gridedit
 
     seen = {}
-    delete = twin.gridedit.EDITS["delete"]
+    delete = twin.grids.gridedit.EDITS["delete"]
 
     def spy(shapes, grid_id, **kw):
         seen.update(kw)
         return delete(shapes, grid_id, **kw)
-    monkeypatch.setitem(twin.gridedit.EDITS, "delete", spy)
+    monkeypatch.setitem(twin.grids.gridedit.EDITS, "delete", spy)
     g = editor.session.shapes.index[5]
     assert editor.delete(g), editor.message
     near = seen["footprints"]
@@ -374,7 +374,7 @@ def test_ring_rows_put_larger_parts_first():
 def test_the_planner_screen_edits_and_a_save_redraws_the_grids_and_the_table(store):
     from scenes.screens import DistrictApp
     from scenes.shared import SharedDistrict
-    from twin.access import Principal
+    from twin.access.access import Principal
 
     app = DistrictApp(store.con.cursor(), SharedDistrict(store.con.cursor()),
                       principal=Principal("plan.ner", "planner", source="10.0.0.7"))

@@ -16,10 +16,10 @@ from playwright.sync_api import expect
 
 from scenes.browser import chromium, served, sign_in
 from twin.errors import TwinError
-from twin.gridedit import fresh_ids, move_vertex
-from twin.gridrules import errors
-from twin.gridversions import check_edit, current_grids, grid_history
-from twin.store import Store
+from twin.grids.gridedit import fresh_ids, move_vertex
+from twin.grids.gridrules import errors
+from twin.grids.gridversions import check_edit, current_grids, grid_history
+from twin.store.store import Store
 
 pytestmark = pytest.mark.browser
 log = logging.getLogger(__name__)

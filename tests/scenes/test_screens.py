@@ -9,9 +9,9 @@ from scenes.layers import BUILDING_MAGIC
 from scenes.screens import DistrictApp
 from scenes.shared import SharedDistrict
 from tests.conftest import copy_of
-from twin.access import Principal
+from twin.access.access import Principal
 from twin.buildings import load_meshes
-from twin.store import Store
+from twin.store.store import Store
 
 LEADER = Principal("lu.ming", "leader")
 

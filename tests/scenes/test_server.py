@@ -19,10 +19,10 @@ import pytest
 
 from scenes.browser import free_port, served
 from tests.conftest import ROOT
-from twin.cases import load_taxonomy
-from twin.crs import transform_xy
-from twin.keys import add_key
-from twin.store import Store, open_for_command
+from twin.cases.cases import load_taxonomy
+from twin.geo.crs import transform_xy
+from twin.access.keys import add_key
+from twin.store.store import Store, open_for_command
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +242,7 @@ def test_pages_and_data_need_sign_in_or_a_key_and_attempts_are_limited_and_audit
         assert set(codes) == {201, 429} and codes.count(201) <= 12
     with Store(copy, read_only=True) as store:
         actions = dict(store.con.execute("SELECT action, count(*) FROM audit GROUP BY 1").fetchall())
-        from twin.access import verify_audit
+        from twin.access.access import verify_audit
 
         assert verify_audit(store.con) is None
     assert actions["signin"] == 1 and actions["signin.failed"] == 5 + 1, "5 checked, the burst after it once"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ingest.footprints import ingest_footprints, read_footprints
 from tests.conftest import copy_of
 from tests.fuzz.harness import INJECTIONS, SANE_BUILDINGS, Target, fuzz_a_copy, replay, texts
-from twin.store import Store
+from twin.store.store import Store
 
 CENTRE = (113.72, 34.76)  # the small demo's origin, longitude and latitude
 EXAMPLES = 200

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ingest.ifc import ingest_ifc
 from tests.conftest import IFC, copy_of
 from tests.fuzz.harness import INJECTIONS, SANE_BUILDINGS, Target, fuzz_a_copy, replay, texts
-from twin.store import Store
+from twin.store.store import Store
 
 EXAMPLES = 250
 SMALL = IFC / "ifc4x3-geographic-referencing-utm" / "geographic-referencing-utm.ifc"

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import copy_of
 from tests.fuzz.harness import INJECTIONS, SANE_CASES, SURROGATES, Target, fuzz_a_copy, replay, texts
-from twin.detections import DETECTION_FIELDS, DetectionDesk, ai_categories, parse_detection
-from twin.store import Store
+from twin.cases.detections import DETECTION_FIELDS, DetectionDesk, ai_categories, parse_detection
+from twin.store.store import Store
 
 EXAMPLES = 500
 NOW = pd.Timestamp("2026-11-26 12:00")
@@ -95,7 +95,7 @@ def session(store_path: Path, workdir: Path):
         yield store.con, run
 
 
-TARGET = Target("twin.detections", inputs, ("cases", "case_events", "detections"), session, sane=SANE_CASES)
+TARGET = Target("twin.cases.detections", inputs, ("cases", "case_events", "detections"), session, sane=SANE_CASES)
 
 
 def test_detections_become_cases_or_are_refused_without_a_trace(small_demo, tmp_path):

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from tests.fuzz.harness import SURROGATES, Target, fuzz_a_copy, texts
 from twin import inspector
-from twin.access import Principal
-from twin.policy import Gate
-from twin.store import Store
+from twin.access.access import Principal
+from twin.access.policy import Gate
+from twin.store.store import Store
 
 EXAMPLES = 600
 

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz.harness import SURROGATES, TALLIES, Tally, texts
-from twin.keys import add_key, client_for
-from twin.store import Store
+from twin.access.keys import add_key, client_for
+from twin.store.store import Store
 
 EXAMPLES = 300
 
@@ -20,7 +20,7 @@ def test_any_key_is_a_clients_or_none(tmp_path):
     with Store(tmp_path / "keys.duckdb", create=True) as store:
         real = add_key(store.con, "camera-box")
         assert client_for(store.con, real) == "camera-box"
-        tally = TALLIES["twin.keys.client_for"] = Tally("twin.keys.client_for")
+        tally = TALLIES["twin.access.keys.client_for"] = Tally("twin.access.keys.client_for")
 
         @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None)
         @given(keys)

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from tests.conftest import copy_of
 from tests.fuzz.harness import INJECTIONS, SANE_CASES, Target, fuzz_a_copy, replay, texts
-from twin.cases import load_taxonomy
-from twin.open311 import REQUEST_FIELDS, decode_form, submit_request
-from twin.store import Store
+from twin.cases.cases import load_taxonomy
+from twin.cases.open311 import REQUEST_FIELDS, decode_form, submit_request
+from twin.store.store import Store
 
 CENTRE = (113.72, 34.76)
 EXAMPLES = 500
@@ -75,7 +75,7 @@ def session(store_path: Path, workdir: Path):
         yield store.con, run
 
 
-TARGET = Target("twin.open311", inputs, ("cases", "case_events", "meta"), session, sane=SANE_CASES)
+TARGET = Target("twin.cases.open311", inputs, ("cases", "case_events", "meta"), session, sane=SANE_CASES)
 
 
 def test_open311_forms_become_cases_or_are_refused_without_a_trace(small_demo, tmp_path):

@@ -1,0 +1,83 @@
+"""Open311 GeoReport v2 without a server: services, request forms as real clients send them, answers, errors."""
+
+from __future__ import annotations
+
+from xml.etree import ElementTree
+
+import numpy as np
+import pytest
+
+from twin.cases.cases import load_taxonomy
+from twin.geo.crs import transform_xy
+from twin.cases.open311 import Open311Error, find_requests, services, submit_request, to_xml
+from twin.store.store import Store, open_for_command
+
+
+def a_form(db, **changes):
+    with Store(db, read_only=True) as store:
+        x, y = store.con.execute("SELECT label_x, label_y FROM buildings ORDER BY building_id LIMIT 1").fetchone()
+    lon, lat = transform_xy(np.array([[x, y]]), "EPSG:4547", "EPSG:4326")[0]
+    form = {"service_code": load_taxonomy()["subcategories"][0]["code"], "lat": f"{lat:.7f}", "long": f"{lon:.7f}",
+            "address_string": "商都路 1号", "description": "路边摊占道", "api_key": "k"}
+    return {**form, **changes}
+
+
+def test_services_list_every_subcategory_in_json_and_xml():
+    listed = services()
+    assert len(listed) == len(load_taxonomy()["subcategories"])
+    assert {"service_code", "service_name", "description", "metadata", "type", "keywords", "group"} <= set(listed[0])
+    xml = ElementTree.fromstring(to_xml(listed, root="services", item="service").split("?>", 1)[1])
+    assert len(xml.findall("service")) == len(listed) and xml.find("service/metadata").text == "false"
+
+
+def test_a_request_becomes_a_case_and_reads_back(demo_copy):
+    form = a_form(demo_copy)
+    with open_for_command(demo_copy) as store:
+        reply = submit_request(store.con, form, district_crs="EPSG:4547")
+    with Store(demo_copy, read_only=True) as store:
+        (record,) = find_requests(store.con, {"service_request_id": reply["service_request_id"]},
+                                  district_crs="EPSG:4547")
+        source, = store.con.execute("SELECT source FROM cases WHERE case_id = ?",
+                                    [reply["service_request_id"]]).fetchone()
+        open_ones = find_requests(store.con, {"status": "open"}, district_crs="EPSG:4547")
+    assert source == "open311" and record["status"] == "open" and record["service_code"] == form["service_code"]
+    assert abs(record["lat"] - float(form["lat"])) < 1e-6 and abs(record["long"] - float(form["long"])) < 1e-6
+    assert reply["service_request_id"] in {r["service_request_id"] for r in open_ones}
+    assert all(r["status"] == "open" for r in open_ones)
+
+
+@pytest.mark.parametrize("changes, code, words", [
+    ({"lat": ""}, 400, "lat is required"),
+    ({"long": "east"}, 400, "long 'east' is not a number"),
+    ({"lat": "91"}, 400, "outside"),
+    ({"service_code": "nope"}, 404, "'nope' is not a service"),
+    ({"description": "x" * 4001}, 400, "at most 4000"),
+    ({"media_url": "javascript:alert(1)"}, 400, "not an http"),
+    ({"colour": "red"}, 400, "unknown field"),
+])
+def test_malformed_requests_name_the_field_and_store_nothing(demo_copy, changes, code, words):
+    with Store(demo_copy, read_only=True) as store:
+        before = store.count("cases")
+    form = a_form(demo_copy, **changes)
+    with pytest.raises(Open311Error, match=words) as err, open_for_command(demo_copy) as store:
+        submit_request(store.con, form, district_crs="EPSG:4547")
+    assert err.value.code == code and err.value.body() == [{"code": code, "description": err.value.description}]
+    with Store(demo_copy, read_only=True) as store:
+        assert store.count("cases") == before
+
+
+def test_a_point_outside_the_district_is_a_400(demo_copy):
+    form = a_form(demo_copy, lat="39.9", long="116.4")
+    with pytest.raises(Open311Error, match="outside every grid") as err, open_for_command(demo_copy) as store:
+        submit_request(store.con, form, district_crs="EPSG:4547")
+    assert err.value.code == 400
+
+
+def test_filters_are_checked(demo_copy):
+    with Store(demo_copy, read_only=True) as store:
+        with pytest.raises(Open311Error, match="use open or closed"):
+            find_requests(store.con, {"status": "pending"}, district_crs="EPSG:4547")
+        with pytest.raises(Open311Error, match="not an ISO 8601"):
+            find_requests(store.con, {"start_date": "yesterday"}, district_crs="EPSG:4547")
+        recent = find_requests(store.con, {"start_date": "2026-11-20T00:00:00+08:00"}, district_crs="EPSG:4547")
+    assert recent and all(r["requested_datetime"] >= "2026-11-19" for r in recent)

@@ -1,0 +1,201 @@
+"""Users, their roles bound to grids, masked personal data, and the audit trail with its hash chain.
+
+The building blocks of access control (issue 7); the app's sign-in and the
+per-role filtering of every read are not wired to them yet.
+
+- Passwords are stored as salted scrypt hashes; sign-ins, failed or not, are audited.
+- Roles: ``leader`` (aggregates, residents only as counts and tags), ``operator``
+  (residents and cases of their grids, ID numbers and phones masked), ``planner``
+  (grids and buildings, no residents), ``admin`` (users and settings).
+- The audit table is append-only in the product, and each row carries the SHA-256
+  of the previous row's hash and its own content, so an edited or deleted row
+  breaks the chain at that row (:func:`verify_audit`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+
+import duckdb
+import pandas as pd
+
+from twin.errors import AccessError, InputError, check_choice
+
+ROLES = ("leader", "operator", "planner", "admin")
+USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+MIN_PASSWORD = 10
+SCRYPT = {"n": 2**14, "r": 8, "p": 1}  # about 50 ms a check here: slow for a guesser, fine for a sign-in
+GENESIS = "0" * 64
+SIGNIN_REFUSED = "wrong user name or password, or the user is disabled."
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a signed-in user with a role bound to grids, and where the request comes from.
+
+    Every read of residents or cases takes one (``principal=``), so the rules of
+    :mod:`twin.access.policy` decide what it gets. ``grids`` empty means the whole district
+    (leaders, planners and admins may be bound to all of it; operators may not).
+    """
+
+    username: str
+    role: str
+    grids: tuple[str, ...] = ()
+    source: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        check_choice("role", self.role, ROLES)
+        object.__setattr__(self, "grids", tuple(self.grids))
+
+
+def hash_password(password: str) -> str:
+    """A salted scrypt hash, ``scrypt$n$r$p$salt$hash`` (base64)."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **SCRYPT, dklen=32)
+    return "scrypt${n}${r}${p}$".format(**SCRYPT) + base64.b64encode(salt).decode() + "$" + \
+        base64.b64encode(digest).decode()
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """True when ``password`` matches a :func:`hash_password` hash (compared in constant time)."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    found = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32)
+    return hmac.compare_digest(found, base64.b64decode(digest))
+
+
+def _check_password(password: str) -> None:
+    if len(password or "") < MIN_PASSWORD:
+        raise InputError(f"a password needs at least {MIN_PASSWORD} characters.")
+
+
+def add_user(con: duckdb.DuckDBPyConnection, username: str, password: str, *, role: str,
+             grids: list[str] = (), actor: str = "admin") -> dict:
+    """Add a user bound to ``grids`` (grid ids in force, any level); audited."""
+    if not USERNAME.match(username or ""):
+        raise InputError(f"user name {username!r}: use 1-64 letters, digits, '.', '_', '@' or '-'.")
+    check_choice("role", role, ROLES)
+    _check_password(password)
+    if con.execute("SELECT 1 FROM users WHERE username = ?", [username]).fetchone():
+        raise InputError(f"there is already a user {username!r}; pick another name or use `twin users passwd`.")
+    grids = sorted(set(grids))
+    known = {r[0] for r in con.execute("SELECT grid_id FROM grids WHERE valid_to IS NULL AND grid_id IN "
+                                       "(SELECT unnest(?))", [grids]).fetchall()} if grids else set()
+    if set(grids) - known:
+        raise InputError(f"no grid {sorted(set(grids) - known)[0]!r} in force; `twin grids export` lists them.")
+    if role == "operator" and not grids:
+        raise InputError("an operator is bound to grids: give --grids G1,G2 (their residents and cases only).")
+    con.execute("INSERT INTO users VALUES (?, ?, ?, ?, false, ?)",
+                [username, hash_password(password), role, grids, pd.Timestamp.now().floor("s")])
+    audit(con, actor=actor, action="user.add", target=username, detail={"role": role, "grids": grids})
+    return {"username": username, "role": role, "grids": grids}
+
+
+def list_users(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    """Every user with role, grids and whether disabled (never the hashes)."""
+    rows = con.execute("SELECT username, role, grids, disabled, created_at FROM users ORDER BY username").fetchall()
+    return [{"username": u, "role": r, "grids": list(g), "disabled": d, "created_at": str(c)} for u, r, g, d, c in rows]
+
+
+def disable_user(con: duckdb.DuckDBPyConnection, username: str, *, actor: str = "admin") -> None:
+    if con.execute("UPDATE users SET disabled = true WHERE username = ? RETURNING 1", [username]).fetchone() is None:
+        raise InputError(f"no user {username!r}.")
+    audit(con, actor=actor, action="user.disable", target=username)
+
+
+def set_password(con: duckdb.DuckDBPyConnection, username: str, password: str, *, actor: str = "admin") -> None:
+    _check_password(password)
+    if con.execute("UPDATE users SET password_hash = ? WHERE username = ? RETURNING 1",
+                   [hash_password(password), username]).fetchone() is None:
+        raise InputError(f"no user {username!r}.")
+    audit(con, actor=actor, action="user.passwd", target=username)
+
+
+_DUMMY_HASH = hash_password("x" * MIN_PASSWORD)
+
+
+def check_credentials(con: duckdb.DuckDBPyConnection, username: str, password: str) -> tuple[dict | None, str]:
+    """``({username, role, grids}, "")`` when the password is right and the user enabled, else ``(None, why)``.
+
+    Reads only: the caller audits the attempt (:func:`authenticate` does both).
+    """
+    row = con.execute("SELECT password_hash, role, grids, disabled FROM users WHERE username = ?",
+                      [username]).fetchone()
+    # A missing user costs a hash too, so the answer's time does not tell which names exist.
+    ok = verify_password(password, row[0] if row else _DUMMY_HASH) and row is not None
+    if not ok or row[3]:
+        return None, "disabled" if ok else "wrong name or password"
+    return {"username": username, "role": row[1], "grids": list(row[2])}, ""
+
+
+def find_user(con: duckdb.DuckDBPyConnection, username: str) -> Principal | None:
+    """The enabled user ``username`` as a :class:`Principal` (no source), or None."""
+    row = con.execute("SELECT role, grids FROM users WHERE username = ? AND NOT disabled", [username]).fetchone()
+    return Principal(username, row[0], tuple(row[1])) if row else None
+
+
+def authenticate(con: duckdb.DuckDBPyConnection, username: str, password: str, *, source: str | None = None) -> dict:
+    """The user's ``username``, ``role`` and ``grids``, or :class:`AccessError`; either way it is audited."""
+    user, why = check_credentials(con, username, password)
+    if user is None:
+        audit(con, actor=username or "?", action="signin.failed", source=source, detail={"reason": why})
+        raise AccessError(SIGNIN_REFUSED)
+    audit(con, actor=username, action="signin", source=source)
+    return user
+
+
+def mask_id_number(value: str | None) -> str | None:
+    """``410105199001011234`` -> ``410105********1234``: the region and the last four stay."""
+    if not value:
+        return value
+    return value[:6] + "*" * max(0, len(value) - 10) + value[-4:] if len(value) > 10 else "*" * len(value)
+
+
+def mask_phone(value: str | None) -> str | None:
+    """``13812345678`` -> ``138****5678``."""
+    if not value:
+        return value
+    return value[:3] + "*" * max(0, len(value) - 7) + value[-4:] if len(value) > 7 else "*" * len(value)
+
+
+def _row_hash(prev_hash: str, seq: int, at: str, actor: str, action: str, target: str | None, detail: str | None,
+              source: str | None) -> str:
+    payload = json.dumps([prev_hash, seq, at, actor, action, target, detail, source], ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def audit(con: duckdb.DuckDBPyConnection, *, actor: str, action: str, target: str | None = None,
+          detail: dict | str | None = None, source: str | None = None) -> int:
+    """Append one row to the audit trail (inside the caller's transaction); returns its number."""
+    last = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    at = pd.Timestamp.now().floor("us")
+    text = json.dumps(detail, ensure_ascii=False, sort_keys=True) if isinstance(detail, dict) else detail
+    digest = _row_hash(prev, seq, at.isoformat(), actor, action, target, text, source)
+    con.execute('INSERT INTO audit (seq, "at", actor, action, target, detail, source, prev_hash, hash) '
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [seq, at, actor, action, target, text, source, prev, digest])
+    return seq
+
+
+def verify_audit(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The number of the first row whose content or link does not match the chain, or None when it is whole."""
+    prev = GENESIS
+    expected = 1
+    for seq, at, actor, action, target, detail, source, prev_hash, digest in con.execute(
+            'SELECT seq, "at", actor, action, target, detail, source, prev_hash, hash FROM audit ORDER BY seq'
+    ).fetchall():
+        if seq != expected or prev_hash != prev or digest != _row_hash(
+                prev, seq, pd.Timestamp(at).isoformat(), actor, action, target, detail, source):
+            return seq
+        prev, expected = digest, seq + 1
+    return None

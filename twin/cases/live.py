@@ -1,0 +1,255 @@
+"""Live intake for ``twin serve``: one writer thread that commits in batches, and a log of case changes.
+
+Under load, each request's own transaction would cap intake near 100 cases
+per second (a DuckDB commit costs milliseconds). The writer takes whatever
+requests are waiting, runs them in one transaction, commits, and only then
+answers each of them: every acknowledged case is on disk (group commit).
+
+The :class:`CaseFeed` keeps the changes that were committed, numbered, so
+every browser session can catch up with what it has not yet drawn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import duckdb
+
+from twin.access.access import audit
+from twin.cases.cases import CaseNumbers, LocationMatcher, record_transition, write_cases
+from twin.cases.detections import DetectionDesk, write_detections
+from twin.errors import TwinError
+from twin.cases.open311 import submit_request
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 512
+SLOW_COMMIT_S = 0.2  # a commit slower than this is logged (DuckDB checkpoints now and then)
+FEED_COLUMNS = ("case_id", "status", "x", "y", "building_id", "grid_id", "subcategory", "updated_at")
+
+
+@dataclass
+class Written:
+    """What a job asks the writer to write in bulk for it, and what to answer."""
+
+    answer: object
+    cases: list[dict] = field(default_factory=list)
+    detections: list[dict] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # ids of existing cases that changed
+    client: str | None = None  # the intake client whose new cases these are (for the audit trail)
+    # Try a CHECKPOINT after the commit, so a large change (a grid save) leaves the log at once.
+    checkpoint: bool = False
+
+
+class CaseFeed:
+    """Committed case changes, numbered 1, 2, ...; sessions ask for those after the last they saw.
+
+    Thread-safe. Only the latest ``keep`` changes are held; a session that falls
+    further behind is told to reload everything.
+    """
+
+    def __init__(self, *, keep: int = 200_000) -> None:
+        self._lock = threading.Lock()
+        self._rows: list[dict] = []
+        self._first = 1  # the number of self._rows[0]
+        self._keep = keep
+
+    @property
+    def version(self) -> int:
+        """The number of the latest change (0 before any)."""
+        with self._lock:
+            return self._first + len(self._rows) - 1
+
+    def publish(self, rows: list[dict]) -> int:
+        """Append changed case records (``FEED_COLUMNS``); returns the new version."""
+        with self._lock:
+            self._rows.extend({c: r.get(c) for c in FEED_COLUMNS} for r in rows)
+            if len(self._rows) > self._keep:
+                drop = len(self._rows) - self._keep
+                del self._rows[:drop]
+                self._first += drop
+            return self._first + len(self._rows) - 1
+
+    def since(self, version: int) -> tuple[int, list[dict] | None]:
+        """The changes after ``version`` and the version they bring one to; None when too far behind."""
+        with self._lock:
+            latest = self._first + len(self._rows) - 1
+            if version < self._first - 1:
+                return latest, None
+            return latest, self._rows[version - self._first + 1:]
+
+
+def changed_cases(con: duckdb.DuckDBPyConnection, case_ids: list[str]) -> list[dict]:
+    """Feed records of existing cases, read back after a change."""
+    if not case_ids:
+        return []
+    frame = con.execute("SELECT case_id, status, ST_X(location) AS x, ST_Y(location) AS y, building_id, grid_id, "
+                        "subcategory, updated_at FROM cases WHERE case_id IN (SELECT unnest(?))",
+                        [list(case_ids)]).df()
+    return frame.to_dict("records")
+
+
+class IntakeWriter:
+    """The one thread that writes the store while ``twin serve`` runs.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        The store's writable connection (a cursor of it is used).
+    feed : CaseFeed
+        Where committed case changes are published.
+    dedupe_window_s : float
+        Detections from one camera and category this close join one case.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, feed: CaseFeed, *, dedupe_window_s: float) -> None:
+        self.con = con.cursor()
+        self._base = con  # CHECKPOINT runs here: DuckDB refuses it on the cursor after a grid save
+        self.feed = feed
+        self.numbers = CaseNumbers()
+        self.matcher = LocationMatcher(self.con)
+        self.detections = DetectionDesk(self.con, window_s=dedupe_window_s, matcher=self.matcher,
+                                        numbers=self.numbers)
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="twin-intake-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[[duckdb.DuckDBPyConnection], Written], *,
+               loop: asyncio.AbstractEventLoop | None = None) -> Future | asyncio.Future:
+        """Queue a job; its future holds ``Written.answer`` once committed, or the job's error.
+
+        A job must raise (a :class:`TwinError`) before it writes anything, so that a
+        refused request costs the others in its batch nothing. Called from an event
+        loop with ``loop``, the future is that loop's, and a batch's answers reach the
+        loop together, in one wake-up.
+        """
+        future = loop.create_future() if loop is not None else Future()
+        self._jobs.put((job, future))
+        return future
+
+    # Jobs for the routes ------------------------------------------------------
+    def take_detection(self, detection: dict, *, client: str | None = None, **submit) -> Future:
+        def job(con: duckdb.DuckDBPyConnection) -> Written:
+            taken = self.detections.take(con, detection, write=False)
+            answer = {k: taken[k] for k in ("detection_id", "case_id", "duplicate")}
+            return Written(answer, cases=[taken["case"]] if taken["case"] else [],
+                           detections=[taken["detection"]], client=client)
+        return self.submit(job, **submit)
+
+    def take_request(self, form: dict[str, str], *, district_crs: str, client: str | None = None,
+                     **submit) -> Future:
+        """An Open311 request form; the answer is the GeoReport reply."""
+        def job(con: duckdb.DuckDBPyConnection) -> Written:
+            reply = submit_request(con, form, district_crs=district_crs, matcher=self.matcher,
+                                   numbers=self.numbers, write=False)
+            return Written({k: v for k, v in reply.items() if k != "case"}, cases=[reply["case"]], client=client)
+        return self.submit(job, **submit)
+
+    def transition(self, case_id: str, to_status: str, *, actor: str, note: str | None = None,
+                   source: str | None = None) -> Future:
+        """Move a case along the loop; audited as ``case.transition`` with who and from where."""
+        def job(con: duckdb.DuckDBPyConnection) -> Written:
+            event = record_transition(con, case_id, to_status, actor=actor, note=note)
+            audit(con, actor=actor, action="case.transition", target=case_id, source=source,
+                  detail={"from": event["from_status"], "to": to_status, "note": note})
+            return Written(event, changed=[case_id])
+        return self.submit(job)
+
+    def audit(self, **row) -> Future:
+        """Append one audit row (``actor``, ``action``, ``target``, ``detail``, ``source``) in the next commit."""
+        return self.submit(lambda con: Written(audit(con, **row)))
+
+    # The thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            batch = [self._jobs.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[Callable, Future]]) -> None:
+        """Run a batch in one transaction and answer it; after an unexpected failure, retry its jobs one by one."""
+        con = self.con
+        done: list[tuple[Future, Written]] = []
+        refused: list[tuple[Future, TwinError]] = []
+        try:
+            con.execute("BEGIN TRANSACTION")
+            for job, future in batch:
+                try:
+                    done.append((future, job(con)))
+                except TwinError as exc:
+                    refused.append((future, exc))
+            new_cases = [c for _, w in done for c in w.cases]
+            write_cases(con, new_cases)
+            _audit_intake(con, [w for _, w in done if w.cases])
+            write_detections(con, [d for _, w in done for d in w.detections])
+            changed = changed_cases(con, [c for _, w in done for c in w.changed])
+            started = time.perf_counter()
+            con.execute("COMMIT")  # durable before any answer
+            if time.perf_counter() - started > SLOW_COMMIT_S:
+                log.warning("intake: a commit of %d took %.2f s", len(batch), time.perf_counter() - started)
+        except Exception as exc:  # nothing of this batch was written
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            self.numbers.reset()
+            self.detections.forget()
+            if len(batch) > 1:
+                log.warning("intake: a batch of %d was rolled back (%s); retrying one by one", len(batch), exc)
+                for item in batch:
+                    self._commit([item])
+            else:
+                log.exception("intake: a job failed and was rolled back")
+                _settle([(batch[0][1], None, exc)])
+            return
+        if any(w.checkpoint for _, w in done):
+            try:
+                self._base.execute("CHECKPOINT")
+            except duckdb.Error as exc:  # e.g. a session's transaction is open: the log keeps it, safely
+                log.info("writer: no CHECKPOINT after a large change (%s); it stays in the log", exc)
+        self.feed.publish(new_cases + changed)
+        _settle([(f, None, e) for f, e in refused] + [(f, w.answer, None) for f, w in done])
+
+
+def _audit_intake(con: duckdb.DuckDBPyConnection, written: list[Written]) -> None:
+    """One audit row per intake client and batch, listing the cases it opened (cheap at hundreds a second)."""
+    by_client: dict[str, list[str]] = {}
+    for w in written:
+        by_client.setdefault(w.client or "intake", []).extend(c["case_id"] for c in w.cases)
+    for client, case_ids in by_client.items():
+        audit(con, actor=client, action="case.intake", target=case_ids[0] if len(case_ids) == 1 else None,
+              detail={"cases": case_ids}, source="intake")
+
+
+def _settle(outcomes: list[tuple[Future | asyncio.Future, object, BaseException | None]]) -> None:
+    """Answer futures: thread futures at once, each event loop's in one call on that loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for future, result, error in outcomes:
+        if isinstance(future, asyncio.Future):
+            by_loop.setdefault(future.get_loop(), []).append((future, result, error))
+        elif error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    for loop, items in by_loop.items():
+        loop.call_soon_threadsafe(_settle_here, items)
+
+
+def _settle_here(items: list) -> None:
+    for future, result, error in items:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)

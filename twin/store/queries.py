@@ -1,0 +1,164 @@
+"""Read-side queries behind the screens: key figures, per-grid tables, map layers.
+
+All of the UI's reads of the store go through this module (and
+:mod:`twin.inspector` for one building), so that access rules can be added in
+one place.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+import shapely
+
+from twin.cases.cameras import cameras_per_building
+from twin.cases.cases import OPEN_STATUSES
+from twin.errors import check_choice
+from twin.store.schema import GRID_LEVELS
+
+
+def _now(con: duckdb.DuckDBPyConnection) -> pd.Timestamp:
+    """The store's clock: ``meta.now`` when set (the demo's fixed day), else the wall clock."""
+    row = con.execute("SELECT value FROM meta WHERE key = 'now'").fetchone()
+    return pd.Timestamp(row[0]) if row else pd.Timestamp.now()
+
+
+def key_figures(con: duckdb.DuckDBPyConnection, *, totals: dict | None = None) -> dict:
+    """The district at a glance.
+
+    ``totals`` (from :func:`district_totals`) may be passed in when they are known
+    unchanged, since only the case figures move while the district is live.
+
+    Returns
+    -------
+    dict
+        ``buildings``, ``residents``, ``households``, ``open_cases`` (by
+        status), ``overdue_cases``, ``cameras`` and ``cameras_online``.
+    """
+    return {**(totals if totals is not None else district_totals(con)), **case_figures(con)}
+
+
+def district_totals(con: duckdb.DuckDBPyConnection) -> dict:
+    """``buildings``, ``residents``, ``households``, ``cameras`` and ``cameras_online``."""
+    buildings, = con.execute("SELECT count(*) FROM buildings").fetchone()
+    residents, households = con.execute("SELECT count(*), count(DISTINCT household_id) FROM residents").fetchone()
+    cameras, online = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'online') FROM cameras").fetchone()
+    return {"buildings": buildings, "residents": residents, "households": households, "cameras": cameras,
+            "cameras_online": online}
+
+
+def case_figures(con: duckdb.DuckDBPyConnection) -> dict:
+    """``open_cases`` by status and ``overdue_cases`` (open past their deadline, by the store's clock)."""
+    placeholders = ", ".join("?" for _ in OPEN_STATUSES)
+    by_status = dict(con.execute(
+        f"SELECT status, count(*) FROM cases WHERE status IN ({placeholders}) GROUP BY status",
+        list(OPEN_STATUSES)).fetchall())
+    overdue, = con.execute(
+        f"SELECT count(*) FROM cases WHERE status IN ({placeholders}) AND due_at < ?",
+        [*OPEN_STATUSES, _now(con)]).fetchone()
+    return {"open_cases": {s: by_status.get(s, 0) for s in OPEN_STATUSES}, "overdue_cases": overdue}
+
+
+def grid_tree(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Grids in force with the ancestor at each level.
+
+    Returns
+    -------
+    DataFrame
+        One row per grid: ``grid_id``, ``name``, ``level``, ``parent_id`` and
+        one column per level above it (``street``, ``community``, ``grid``)
+        holding that ancestor's id.
+    """
+    grids = con.execute("SELECT grid_id, name, level, parent_id FROM grids WHERE valid_to IS NULL").df()
+    parent = dict(zip(grids["grid_id"], grids["parent_id"]))
+    level = dict(zip(grids["grid_id"], grids["level"]))
+    for lvl in GRID_LEVELS:
+        grids[lvl] = None
+    ancestor = grids["grid_id"].to_numpy(dtype=object)
+    for _ in GRID_LEVELS:  # walk up at most the number of levels
+        lv = np.array([level.get(a) for a in ancestor], dtype=object)
+        for lvl in GRID_LEVELS:
+            hit = lv == lvl
+            grids.loc[hit, lvl] = ancestor[hit]
+        ancestor = np.array([parent.get(a) for a in ancestor], dtype=object)
+    return grids
+
+
+GRID_FIGURES = ("buildings", "residents", "households", "cameras", "camera_coverage", "open_cases")
+
+
+def micro_figures(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """What changes slowly, per micro-grid in force: ``buildings``, ``residents``, ``households``,
+    ``cameras``, and ``seen`` (buildings that at least one camera sees; see :mod:`twin.cases.cameras`)."""
+    seen = cameras_per_building(con)
+    con.register("seen_buildings", pd.DataFrame({"building_id": seen.index[seen.to_numpy() > 0]}))
+    try:
+        return con.execute("""
+            WITH b AS (SELECT grid_id, count(*) AS buildings, count(s.building_id) AS seen
+                       FROM buildings LEFT JOIN seen_buildings s USING (building_id) GROUP BY grid_id),
+                 r AS (SELECT bl.grid_id, count(*) AS residents, count(DISTINCT r.household_id) AS households
+                       FROM residents r JOIN buildings bl USING (building_id) GROUP BY bl.grid_id),
+                 k AS (SELECT grid_id, count(*) AS cameras FROM cameras GROUP BY grid_id)
+            SELECT g.grid_id AS micro_id, coalesce(b.buildings, 0) AS buildings, coalesce(b.seen, 0) AS seen,
+                   coalesce(r.residents, 0) AS residents, coalesce(r.households, 0) AS households,
+                   coalesce(k.cameras, 0) AS cameras
+            FROM grids g LEFT JOIN b USING (grid_id) LEFT JOIN r USING (grid_id) LEFT JOIN k USING (grid_id)
+            WHERE g.level = 'micro' AND g.valid_to IS NULL""").df()
+    finally:
+        con.unregister("seen_buildings")
+
+
+def grid_table(con: duckdb.DuckDBPyConnection, *, level: str = "grid", micro: pd.DataFrame | None = None,
+               tree: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Figures per grid at one level, for the leader's table.
+
+    Parameters
+    ----------
+    level : {'street', 'community', 'grid', 'micro'}
+    micro, tree : DataFrame, optional
+        :func:`micro_figures` and :func:`grid_tree`, when already known; open cases are
+        always counted afresh.
+
+    Returns
+    -------
+    DataFrame
+        ``grid_id``, ``name``, ``buildings``, ``residents``, ``households``, ``cameras``,
+        ``camera_coverage`` (% of buildings seen by a camera) and ``open_cases``, one row per grid.
+    """
+    check_choice("level", level, GRID_LEVELS)
+    tree = grid_tree(con) if tree is None else tree
+    micro = micro_figures(con) if micro is None else micro
+    placeholders = ", ".join("?" for _ in OPEN_STATUSES)
+    cases = con.execute(f"SELECT grid_id AS micro_id, count(*) AS open_cases FROM cases "
+                        f"WHERE status IN ({placeholders}) GROUP BY grid_id", list(OPEN_STATUSES)).df()
+    micro_to = pd.DataFrame({"micro_id": tree.loc[tree["level"] == "micro", "grid_id"],
+                             level: tree.loc[tree["level"] == "micro", level]})
+    per_micro = micro.merge(cases, on="micro_id", how="left").fillna({"open_cases": 0})
+    figures = per_micro.merge(micro_to, on="micro_id").groupby(level)[
+        ["buildings", "seen", "residents", "households", "cameras", "open_cases"]].sum()
+    names = tree[tree["level"] == level][["grid_id", "name"]].set_index("grid_id")
+    out = names.join(figures).fillna(0).reset_index()
+    out["camera_coverage"] = (100.0 * out["seen"] / out["buildings"].where(out["buildings"] > 0)).round(0).fillna(0)
+    for c in ("buildings", "residents", "households", "cameras", "open_cases"):
+        out[c] = out[c].astype(int)
+    columns = ["grid_id", "name", *GRID_FIGURES]
+    return out[columns].sort_values("grid_id").reset_index(drop=True)
+
+
+def grid_boundaries(con: duckdb.DuckDBPyConnection, *, level: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Grids in force at one level and their boundaries (shapely, district CRS)."""
+    check_choice("level", level, GRID_LEVELS)
+    frame = con.execute("SELECT grid_id, name, parent_id, ST_AsWKB(boundary) AS wkb FROM grids "
+                        "WHERE level = ? AND valid_to IS NULL ORDER BY grid_id", [level]).df()
+    shapes = shapely.from_wkb(frame.pop("wkb").map(bytes).to_numpy()) if len(frame) else np.array([])
+    return frame, shapes
+
+
+def building_footprints(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every building's id, name, grid and height, and its footprint (shapely, district CRS)."""
+    frame = con.execute("SELECT building_id, name, grid_id, height, base_z, ST_AsWKB(footprint) AS wkb "
+                        "FROM buildings ORDER BY building_id").df()
+    shapes = shapely.from_wkb(frame.pop("wkb").map(bytes).to_numpy()) if len(frame) else np.array([])
+    return frame, shapes
