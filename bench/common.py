@@ -1,11 +1,20 @@
-"""What every benchmark shares: medians over repeated runs, and writing its JSON result."""
+"""What every benchmark shares: medians over repeated runs, a copy of the store to work on, and
+writing its JSON result with where and when it was measured."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out"
+ROOT = Path(__file__).resolve().parent.parent
+OUT = Path(__file__).resolve().parent / "out"  # pictures and scratch files (not committed)
+RESULTS = Path(__file__).resolve().parent / "results"  # committed: the README's figures come from here
 
 
 def median_run(results: list[dict], key: str, *, runs_key: str = "runs") -> dict:
@@ -17,8 +26,40 @@ def median_run(results: list[dict], key: str, *, runs_key: str = "runs") -> dict
     return {**ordered[len(ordered) // 2], runs_key: [round(r[key], 3) for r in results]}
 
 
-def write_result(name: str, result: dict) -> dict:
-    """Save ``bench/out/<name>.json`` and return the result."""
-    OUT.mkdir(exist_ok=True)
-    (OUT / f"{name}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+def store_copy(db: str | Path, *, into: str | Path | None = None) -> Path:
+    """Copy a DuckDB store (and its WAL, if any) to a scratch folder and return the copy's path.
+
+    Benchmarks never touch the user's store: they write, take locks and checkpoint.
+    """
+    db = Path(db)
+    folder = Path(into) if into is not None else Path(tempfile.mkdtemp(prefix="twin-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / db.name
+    shutil.copyfile(db, copy)
+    wal = db.with_name(db.name + ".wal")
+    if wal.exists():
+        shutil.copyfile(wal, copy.with_name(copy.name + ".wal"))
+    return copy
+
+
+def provenance(*, webgl_renderer: str | None = None) -> dict:
+    """Where and when a result was measured: commit (with ``+dirty`` for uncommitted changes), date, cores."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+    commit = git("rev-parse", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+dirty"
+    return {"commit": commit, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "cores": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
+            "webgl_renderer": webgl_renderer}
+
+
+def write_result(name: str, result: dict, *, webgl_renderer: str | None = None) -> dict:
+    """Save ``bench/results/<name>.json`` with its provenance under ``"measured"`` and return the result."""
+    RESULTS.mkdir(exist_ok=True)
+    result = {**result, "measured": provenance(webgl_renderer=webgl_renderer)}
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return result
