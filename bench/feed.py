@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import write_result  # noqa: E402
-from scenes.browser import POST_AND_WAIT_FOR_MARKER, chromium, served, sign_in  # noqa: E402
+from bench.browser import POST_AND_WAIT_FOR_MARKER, chromium, served, sign_in  # noqa: E402
 from twin.cases.cases import create_case, load_taxonomy  # noqa: E402
 from twin.geo.crs import transform_xy  # noqa: E402
 from twin.access.keys import add_key  # noqa: E402

@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import write_result  # noqa: E402
-from scenes.browser import served  # noqa: E402
+from bench.browser import served  # noqa: E402
 from tests.fuzz.harness import SURROGATES, fuzz, replay  # noqa: E402
 from tests.fuzz.ingest import test_footprints, test_ifc  # noqa: E402
 from tests.fuzz.twin import test_detections, test_inspector, test_open311  # noqa: E402

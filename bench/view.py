@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import OUT, median_run, write_result  # noqa: E402
-from scenes.browser import chromium, served, sign_in  # noqa: E402
+from bench.browser import chromium, served, sign_in  # noqa: E402
 from twin.access.access import Principal  # noqa: E402
 from twin.access.policy import Gate  # noqa: E402
 from twin.store.store import Store  # noqa: E402

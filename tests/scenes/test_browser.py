@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from scenes.browser import POST_AND_WAIT_FOR_MARKER, WebSocketMeter, chromium, served, sign_in
+from bench.browser import POST_AND_WAIT_FOR_MARKER, WebSocketMeter, chromium, served, sign_in
 from twin.store.store import Store
 
 pytestmark = pytest.mark.browser

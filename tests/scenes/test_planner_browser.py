@@ -14,7 +14,7 @@ import pytest
 import shapely
 from playwright.sync_api import expect
 
-from scenes.browser import chromium, served, sign_in
+from bench.browser import chromium, served, sign_in
 from twin.errors import TwinError
 from twin.grids.gridedit import fresh_ids, move_vertex
 from twin.grids.gridrules import errors

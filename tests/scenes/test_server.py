@@ -17,7 +17,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from scenes.browser import free_port, served
+from bench.browser import free_port, served
 from tests.conftest import ROOT
 from twin.cases.cases import load_taxonomy
 from twin.geo.crs import transform_xy

@@ -1,4 +1,4 @@
-"""Driving Debian's Chromium against a served app, for browser tests and benchmarks.
+"""Driving Debian's Chromium against a served app, for browser tests and benchmarks (test tooling, not product).
 
 A test tool's own browser download cannot work offline, so Playwright drives
 ``/usr/bin/chromium`` with flags that let WebGL2 run on SwiftShader.
