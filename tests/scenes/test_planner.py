@@ -61,8 +61,8 @@ def coverage_errors(editor) -> list:
 
 def drag_in_browser(editor, at, to) -> None:
     """What the PolyEditTool sends after a vertex drag: the grid source's data with one vertex moved."""
-    xs = [np.asarray(x, dtype=float).copy() for x in editor.grid_source.data["xs"]]
-    ys = [np.asarray(y, dtype=float).copy() for y in editor.grid_source.data["ys"]]
+    xs = [np.asarray(x, dtype=float).copy() for x in editor.plan.grid_source.data["xs"]]
+    ys = [np.asarray(y, dtype=float).copy() for y in editor.plan.grid_source.data["ys"]]
     rel_at, rel_to = np.asarray(at) - editor.origin, np.asarray(to) - editor.origin
     for k in range(len(xs)):
         hit = np.flatnonzero(np.isclose(xs[k], rel_at[0], atol=1e-6) & np.isclose(ys[k], rel_at[1], atol=1e-6))
@@ -71,20 +71,20 @@ def drag_in_browser(editor, at, to) -> None:
             break
     else:
         raise AssertionError(f"no drawn ring has the vertex {at}")
-    editor.grid_source.data = {**editor.grid_source.data, "xs": [x.tolist() for x in xs],
+    editor.plan.grid_source.data = {**editor.plan.grid_source.data, "xs": [x.tolist() for x in xs],
                                "ys": [y.tolist() for y in ys]}
 
 
 def test_it_shows_one_parents_grids_relative_to_the_origin(editor, store):
     saved = current_grids(store.con, parent_id=PARENT)
-    assert editor.parent_id == PARENT and editor._level == "micro"
-    assert set(editor.grid_source.data["grid_id"]) == set(saved.index)
-    xs = np.concatenate(editor.grid_source.data["xs"])
+    assert editor.parent_id == PARENT and editor.edit.level == "micro"
+    assert set(editor.plan.grid_source.data["grid_id"]) == set(saved.index)
+    xs = np.concatenate(editor.plan.grid_source.data["xs"])
     assert np.abs(xs).max() < 20_000, "offsets from the district origin, not absolute coordinates"
     inside = store.con.execute("SELECT count(*) FROM buildings b, grids g WHERE g.grid_id = ? AND g.valid_to IS NULL "
                                "AND ST_Intersects(b.footprint, g.boundary)", [PARENT]).fetchone()[0]
-    assert inside <= len(editor.footprint_source.data["xs"]) < store.count("buildings"), "the parent's area only"
-    assert "All rules hold" in editor.rules_pane.object and "No change yet" in editor.figures_pane.object
+    assert inside <= len(editor.plan.footprint_source.data["xs"]) < store.count("buildings"), "the parent's area only"
+    assert "All rules hold" in editor.rules.rules_pane.object and "No change yet" in editor.rules.figures_pane.object
     assert editor.undo_button.disabled and editor.redo_button.disabled
 
 
@@ -98,7 +98,7 @@ def test_parents_follow_the_level_and_the_planners_grids(store):
     assert community in offered and PARENT in offered
     assert all(g.startswith(community) for g in offered)
     bound.parent_id = community
-    assert bound._level == "grid" and set(bound.session.shapes.index) == set(
+    assert bound.edit.level == "grid" and set(bound.session.shapes.index) == set(
         current_grids(store.con, parent_id=community).index)
 
 
@@ -114,14 +114,14 @@ def test_a_dragged_shared_vertex_moves_in_every_neighbour(editor):
     assert coverage_errors(editor) == []
     assert editor.session.can_undo and not editor.undo_button.disabled
     assert set(owners) <= set(editor.reassignment.figures["grid_id"]), "the before → after table lists them"
-    assert "→" in editor.figures_pane.object and owners[0] in editor.figures_pane.object
+    assert "→" in editor.rules.figures_pane.object and owners[0] in editor.rules.figures_pane.object
     assert editor.last_edit_s < 1.0
 
 
 def test_a_drop_snaps_to_a_building_corner_within_the_tolerance(editor):
     shapes = editor.session.shapes
     at, owners = shared_vertex(shapes)
-    corners = shapely.get_coordinates(editor._assets.footprints)
+    corners = shapely.get_coordinates(editor.edit.assets.footprints)
     target = corners[np.argmin(np.hypot(*(corners - at).T))]
     editor.tolerance_m = 2.0
     assert editor.move_vertex(at, target + [0.4, -0.3]), editor.message
@@ -129,14 +129,14 @@ def test_a_drop_snaps_to_a_building_corner_within_the_tolerance(editor):
 
 
 def test_two_vertices_at_once_are_refused_and_the_plan_is_reset(editor):
-    before = [np.asarray(x).copy() for x in editor.grid_source.data["xs"]]
+    before = [np.asarray(x).copy() for x in editor.plan.grid_source.data["xs"]]
     xs = [np.asarray(x, dtype=float).copy() for x in before]
     xs[0][0] += 3.0
     xs[0][1] += 3.0
-    editor.grid_source.data = {**editor.grid_source.data, "xs": xs}
+    editor.plan.grid_source.data = {**editor.plan.grid_source.data, "xs": xs}
     assert editor.message.startswith("Refused: more than one vertex moved")
     assert not editor.session.can_undo
-    assert all(np.array_equal(a, b) for a, b in zip(before, editor.grid_source.data["xs"]))
+    assert all(np.array_equal(a, b) for a, b in zip(before, editor.plan.grid_source.data["xs"]))
 
 
 def test_an_inserted_vertex_comes_from_its_edge():
@@ -154,11 +154,11 @@ def test_split_merge_and_delete_keep_the_coverage(editor):
     x0, y0, x1, y1 = shapes[g].bounds
     # a line drawn on the plan (relative coordinates), across the grid from outside to outside
     line = np.array([[(x0 + x1) / 2, y0 - 1], [(x0 + x1) / 2, y1 + 1]]) - editor.origin
-    editor.line_source.data = {"xs": [line[:, 0].tolist()], "ys": [line[:, 1].tolist()]}
+    editor.plan.line_source.data = {"xs": [line[:, 0].tolist()], "ys": [line[:, 1].tolist()]}
     editor.selected = [g]
     assert editor.split(), editor.message
     assert len(editor.session.shapes) == len(shapes) + 1 and coverage_errors(editor) == []
-    assert editor.line_source.data["xs"] == [], "the drawn line is used up"
+    assert editor.plan.line_source.data["xs"] == [], "the drawn line is used up"
     new = [n for n in editor.session.shapes.index if n not in shapes.index][0]
     assert editor.merge([g, new]), editor.message
     assert len(editor.session.shapes) == len(shapes) and coverage_errors(editor) == []
@@ -174,7 +174,7 @@ def test_a_grid_drawn_inside_the_parent_takes_its_area_from_the_siblings(editor)
     c = shapes.iloc[0].representative_point()
     square = np.array([[c.x - 5, c.y - 5], [c.x + 5, c.y - 5], [c.x + 5, c.y + 5], [c.x - 5, c.y + 5]])
     rel = square - editor.origin
-    editor.draw_source.data = {"xs": [rel[:, 0].tolist()], "ys": [rel[:, 1].tolist()]}
+    editor.plan.draw_source.data = {"xs": [rel[:, 0].tolist()], "ys": [rel[:, 1].tolist()]}
     assert editor.draw(), editor.message
     assert len(editor.session.shapes) == len(shapes) + 1 and coverage_errors(editor) == []
 
@@ -194,8 +194,8 @@ def test_an_edit_breaking_a_rule_is_shown_in_red_and_cannot_be_saved(editor, sto
     assert editor.move_vertex(at, at + [30.0, 25.0])  # neighbours follow, but buildings are cut
     bad = errors(editor.violations)
     assert bad and {v.rule for v in bad} & {"building_cut", "inside_parent", "overlap"}
-    assert len(editor.violation_source.data["xs"]) >= 1
-    assert "m²" in editor.rules_pane.object and bad[0].grid_id in editor.rules_pane.object
+    assert len(editor.plan.violation_source.data["xs"]) >= 1
+    assert "m²" in editor.rules.rules_pane.object and bad[0].grid_id in editor.rules.rules_pane.object
     assert editor.save("widen the compound") is None
     assert editor.message.startswith("Refused: the edit breaks") and bad[0].rule in editor.message
     assert store.con.execute("SELECT count(*), max(version) FROM grids").fetchone() == before
@@ -209,7 +209,7 @@ def test_undo_and_redo(editor):
     editor.move_vertex(at, at + [1.0, 1.0])
     moved = editor.session.shapes
     assert editor.undo() and editor.session.shapes.equals(shapes)
-    assert editor.reassignment is None and "No change yet" in editor.figures_pane.object
+    assert editor.reassignment is None and "No change yet" in editor.rules.figures_pane.object
     assert editor.redo() and editor.session.shapes.equals(moved)
     assert not editor.redo() and editor.message == "Refused: nothing to redo."
 
@@ -272,7 +272,7 @@ def test_saving_through_the_writer_thread(store, monkeypatch):
 
 def test_a_vertex_on_the_parents_outline_stays_there(editor):
     shapes = editor.session.shapes
-    parent = editor._parent_shape
+    parent = editor.edit.parent_shape
     assert editor.session.parent is parent and editor.session.parent_id == PARENT
     # a corner of the parent that is a grid vertex: moving it outward would leave the parent
     corners = np.asarray(parent.exterior.coords)[:-1]
@@ -280,15 +280,15 @@ def test_a_vertex_on_the_parents_outline_stays_there(editor):
     at = next(c for c in corners if np.isclose(grid_xy, c, rtol=0, atol=1e-3).all(axis=1).any())
     centre = np.array(parent.centroid.coords[0])
     to = at + 4.0 * (at - centre) / np.hypot(*(at - centre))
-    before_xs = [np.asarray(x).copy() for x in editor.grid_source.data["xs"]]
+    before_xs = [np.asarray(x).copy() for x in editor.plan.grid_source.data["xs"]]
     editor.tolerance_m = 0.0
     drag_in_browser(editor, at, to)
     assert editor.message.startswith("Refused: ") and "outline of the parent " + PARENT in editor.message
     assert PARENT in editor.message_pane.object and "twin-alert" in editor.message_pane.object
     assert editor.session.shapes.equals(shapes) and not editor.session.can_undo
-    assert all(np.array_equal(a, b) for a, b in zip(before_xs, editor.grid_source.data["xs"])), \
+    assert all(np.array_equal(a, b) for a, b in zip(before_xs, editor.plan.grid_source.data["xs"])), \
         "the plan is put back as it was"
-    assert editor.reassignment is None and "No change yet" in editor.figures_pane.object
+    assert editor.reassignment is None and "No change yet" in editor.rules.figures_pane.object
 
 
 def test_a_deleted_grids_area_goes_round_its_buildings(editor, monkeypatch):
@@ -304,8 +304,8 @@ def test_a_deleted_grids_area_goes_round_its_buildings(editor, monkeypatch):
     g = editor.session.shapes.index[5]
     assert editor.delete(g), editor.message
     near = seen["footprints"]
-    box = editor._saved_grids.geometry[g].envelope
-    assert 0 < len(near) < len(editor._assets.footprints), "the footprints around the deleted grid"
+    box = editor.edit.saved_grids.geometry[g].envelope
+    assert 0 < len(near) < len(editor.edit.assets.footprints), "the footprints around the deleted grid"
     assert all(shapely.box(*f.bounds).intersects(box) for f in near)
     assert not [v for v in errors(editor.violations) if v.rule == "building_cut"]
 
@@ -321,7 +321,7 @@ def test_history_and_restore(editor, store):
     editor.show_history()
     assert editor.history_grid == g and editor.param.history_version.objects == [1, 2]
     assert editor.history_version == 1, "the version before the one in force"
-    assert len(editor.history_source.data["xs"]) == 1 and "first try" in editor.history_pane.object
+    assert len(editor.plan.history_source.data["xs"]) == 1 and "first try" in editor.history.pane.object
     assert editor.restore("") is None and "give a reason" in editor.message
     seq = last_audit_seq(store)
     restored = editor.restore("back as it was")
@@ -337,11 +337,11 @@ def test_history_and_restore(editor, store):
 def test_the_proposal_is_shown_with_its_figures_and_accepted(editor, store):
     proposal = editor.propose()
     assert proposal is not None, editor.message
-    assert editor.show == "proposal" and editor.proposal_renderer.visible and not editor.grid_renderer.visible
-    assert len(editor.proposal_source.data["xs"]) >= len(proposal.partitions[PARENT])
-    assert "70–80" in editor.proposal_pane.object and "Polsby–Popper" in editor.proposal_pane.object
+    assert editor.show == "proposal" and editor.plan.proposal_renderer.visible and not editor.plan.grid_renderer.visible
+    assert len(editor.plan.proposal_source.data["xs"]) >= len(proposal.partitions[PARENT])
+    assert "70–80" in editor.proposals.pane.object and "Polsby–Popper" in editor.proposals.pane.object
     editor.show = "edit"
-    assert editor.grid_renderer.visible
+    assert editor.plan.grid_renderer.visible
     assert editor.accept_proposal("") is None
     seq = last_audit_seq(store)
     saved = editor.accept_proposal("re-divided by households")
@@ -357,7 +357,7 @@ def test_the_proposal_is_shown_with_its_figures_and_accepted(editor, store):
 def test_a_proposal_can_be_edited_or_discarded(editor):
     proposal = editor.propose()
     editor.discard_proposal()
-    assert editor.proposal is None and editor.show == "edit" and editor.proposal_source.data["xs"] == []
+    assert editor.proposal is None and editor.show == "edit" and editor.plan.proposal_source.data["xs"] == []
     proposal = editor.propose()
     assert editor.edit_proposal()
     assert set(editor.session.shapes.index) == set(proposal.partitions[PARENT].index)
