@@ -4,6 +4,7 @@ saving and history, and the proposal, and holds their shared state as params."""
 from __future__ import annotations
 
 import html
+import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +18,8 @@ import shapely
 from scenes.planner.plot import Drag, PlanPlot
 from scenes.planner.proposal import ProposalDesk
 from scenes.planner.rules import RulesDisplay
-from scenes.planner.saving import Save, VersionHistory, Write, edit_write, save_in_transaction
+from scenes.planner.saving import (WRITE_TIMEOUT_S, Save, VersionHistory, Write, WriteCancelled, awaited, edit_write,
+                                   read_off_loop, save_in_transaction)
 from scenes.planner.session import NO_MOVE_M, ParentEdit
 from scenes.theme import CSS
 from twin.errors import GridEditError, TwinError
@@ -44,8 +46,9 @@ class GridEditor(pn.viewable.Viewer):
     con : duckdb.DuckDBPyConnection
         A cursor on the store (reads; writes only through ``save``).
     save : callable, optional
-        ``save(write) -> list[SavedEdit]``: runs ``write(con)`` in one transaction
-        and commits (:func:`~scenes.planner.saving.save_through_writer` in ``twin serve``);
+        ``save(write) -> asyncio.Future``: runs ``write(con)`` in one transaction off
+        the event loop and settles the future once committed
+        (:func:`~scenes.planner.saving.save_through_writer` in ``twin serve``);
         default :func:`~scenes.planner.saving.save_in_transaction` on ``con``.
     actor : str
         The signed-in user, recorded with every saved version.
@@ -54,6 +57,9 @@ class GridEditor(pn.viewable.Viewer):
     allowed_parents : set of str, optional
         Grid ids the planner may edit under (any level: the communities and
         grids under them are offered too); None: the whole district.
+    write_timeout_s : float
+        How long (s) a save may wait for the writer to start it: a save not
+        started by then is cancelled; one started is awaited to its end.
 
     Attributes
     ----------
@@ -80,15 +86,18 @@ class GridEditor(pn.viewable.Viewer):
     history_grid = param.String(default=None, allow_None=True, doc="The grid whose versions are shown")
     history_version = param.Selector(default=None, objects=[], doc="The version drawn on the plan")
     saved = param.Dict(default={}, doc="Set after every save: change ids, parent, level, action")
+    saving = param.Boolean(default=False, doc="A save, restore or accepted proposal is under way")
 
     def __init__(self, con: duckdb.DuckDBPyConnection, *, save: Save | None = None, actor: str,
-                 source: str | None = None, allowed_parents: set[str] | None = None, **params) -> None:
+                 source: str | None = None, allowed_parents: set[str] | None = None,
+                 write_timeout_s: float = WRITE_TIMEOUT_S, **params) -> None:
         if not actor or not str(actor).strip():
             raise GridEditError("the grid editor needs the signed-in user as actor=; got an empty name.")
         first = params.pop("parent_id", None)
         super().__init__(**params)
         self._con = con
         self._save = save if save is not None else save_in_transaction(con)
+        self.write_timeout_s = float(write_timeout_s)
         self.actor, self.source = str(actor), source
         meta = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('origin_x', 'origin_y')").fetchall())
         self.origin = np.array([float(meta.get("origin_x", 0.0)), float(meta.get("origin_y", 0.0))])
@@ -166,7 +175,14 @@ class GridEditor(pn.viewable.Viewer):
     def _load_parent(self) -> None:
         """Read the parent's children, the assets around it and its footprints; start a new edit session."""
         started = time.perf_counter()
-        self.edit = edit = ParentEdit(self._con, self.parent_id)
+        self._show_parent(ParentEdit(self._con, self.parent_id))
+        log.info("planner: %s (%d %s grids, %d buildings) loaded in %.2f s", self.parent_id,
+                 len(self.edit.saved_grids), self.edit.level, len(self.edit.assets.buildings),
+                 time.perf_counter() - started)
+
+    def _show_parent(self, edit: ParentEdit) -> None:
+        """Start editing ``edit``'s parent: draw it, and forget the selection, history and proposal."""
+        self.edit = edit
         self.history.clear()
         self.proposals.clear()
         with pn.io.hold():
@@ -175,13 +191,14 @@ class GridEditor(pn.viewable.Viewer):
             p.clear(p.history_source, p.proposal_source, p.compare_source, p.line_source, p.draw_source)
             self.param.update(selected=[], show="edit", history_grid=None, message="")
             self._after_edit()
-        log.info("planner: %s (%d %s grids, %d buildings) loaded in %.2f s", self.parent_id,
-                 len(edit.saved_grids), edit.level, len(edit.assets.buildings), time.perf_counter() - started)
 
     # -- edits -------------------------------------------------------------------
     def _apply(self, edit: Callable[[], None], name: str) -> bool:
         """Run one engine edit through the session; a refused edit changes nothing and says why."""
         started = time.perf_counter()
+        if self._busy():
+            self._show_grids()
+            return False
         try:
             edit()
         except TwinError as exc:
@@ -259,6 +276,8 @@ class GridEditor(pn.viewable.Viewer):
         return self._step("redo")
 
     def _step(self, what: str) -> bool:
+        if self._busy():
+            return False
         try:
             self.edit.step(what)
         except TwinError as exc:
@@ -267,6 +286,12 @@ class GridEditor(pn.viewable.Viewer):
         self.message = ""
         self._after_edit()
         return True
+
+    def _busy(self) -> bool:
+        """Refuse an edit while a save is under way: the saved grids replace the session when it ends."""
+        if self.saving:
+            self.message = "Refused: a save is under way; edit again once it is done (its grids are loaded then)."
+        return self.saving
 
     def _after_edit(self) -> None:
         """Check the rules, reassign, and send only what changed: the grids, the red layer, moved buildings."""
@@ -308,28 +333,51 @@ class GridEditor(pn.viewable.Viewer):
             return None
         return reason
 
-    def _write(self, write: Write, *, action: str) -> list[SavedEdit] | None:
-        """Run a write through the injected ``save``; on success reload the parent and announce it."""
-        try:
-            saved = self._save(write)
-        except TwinError as exc:
-            self.message = f"Refused: {exc}"
+    async def _write(self, write: Write, *, action: str, what: str) -> list[SavedEdit] | None:
+        """Run a write through the injected ``save``, awaited off the event loop; then load the saved grids
+        (off the loop too) and say what happened. ``what`` names the write for the planner."""
+        if self.saving:
+            self.message = "Refused: another save is under way; wait for its outcome, then try again."
             return None
-        except duckdb.Error as exc:
-            log.exception("planner: saving failed")
-            self.message = f"Refused: the store did not take the write ({exc}); nothing was saved."
+        self.saving = True
+        self.message = f"Saving {what}…"
+        try:
+            saved = await self._committed(write, what)
+            if saved is not None:  # a fresh session on the saved grids; the assets follow the store
+                self._show_parent(await read_off_loop(self._con, ParentEdit, self.parent_id))
+        finally:
+            self.saving = False
+        if saved is None:
             return None
         ids = [s.change_id for s in saved if s.change_id]
         written = {g: v for s in saved for g, v in s.versions.items()}
-        self._load_parent()  # a fresh session on the saved grids; the assets follow the store
-        self.message = (f"Saved {', '.join(ids)}: " + ", ".join(f"{g} v{v}" for g, v in sorted(written.items()))
-                        if ids else "Nothing differed from the store; nothing was written.")
+        versions = ", ".join(f"{g} v{v}" for g, v in sorted(written.items()))
+        self.message = (f"Saved {', '.join(ids)} ({what}): {versions}" if ids else
+                        "Nothing differed from the store; nothing was written.")
         self.reason = ""
         self.saved = {"change_ids": ids, "parent_id": self.parent_id, "level": self.edit.level, "action": action,
                       "versions": written}
         return saved
 
-    def save(self, reason: str | None = None) -> list[SavedEdit] | None:
+    async def _committed(self, write: Write, what: str) -> list[SavedEdit] | None:
+        """The saved edits once ``write`` committed; None, with the reason in :attr:`message`, when it did not."""
+        try:
+            return await awaited(self._save, write, timeout_s=self.write_timeout_s,
+                                 running=lambda: self._still_saving(what))
+        except WriteCancelled as exc:
+            self.message = f"Cancelled: {exc}"
+        except TwinError as exc:
+            self.message = f"Refused: {exc}"
+        except duckdb.Error as exc:
+            log.exception("planner: saving failed")
+            self.message = f"Refused: the store did not take the write ({exc}); nothing was saved."
+        return None
+
+    def _still_saving(self, what: str) -> None:
+        self.message = (f"Still saving {what}: the store's writer started it more than {self.write_timeout_s:g} s ago "
+                        "and is finishing it; it is saved whole or not at all, and the outcome shows here.")
+
+    async def save(self, reason: str | None = None) -> list[SavedEdit] | None:
         """Save the edited grids as new versions, with the actor and ``reason`` (default :attr:`reason`).
 
         Refused, with the reasons and nothing written, when the edit breaks a rule.
@@ -345,7 +393,7 @@ class GridEditor(pn.viewable.Viewer):
         edit = self.edit
         write = edit_write(self.parent_id, edit.shapes.copy(), loaded=edit.versions(), level=edit.level,
                            actor=self.actor, reason=reason, source=self.source)
-        return self._write(write, action="edit")
+        return await self._write(write, action="edit", what=f"the edit of {self.parent_id}")
 
     # -- history -------------------------------------------------------------------
     def show_history(self, grid_id: str | None = None) -> None:
@@ -375,7 +423,7 @@ class GridEditor(pn.viewable.Viewer):
         if shape is not None:
             self.history.show(self.history_version)
 
-    def restore(self, reason: str | None = None) -> list[SavedEdit] | None:
+    async def restore(self, reason: str | None = None) -> list[SavedEdit] | None:
         """Restore the shown version (:attr:`history_version` of :attr:`history_grid`) as a new version."""
         if self.history_grid is None or self.history_version is None:
             self.message = "Refused: show a grid's history and pick the version to restore first."
@@ -383,9 +431,9 @@ class GridEditor(pn.viewable.Viewer):
         reason = self._reason(reason)
         if reason is None:
             return None
-        write = self.history.restore_write(int(self.history_version), actor=self.actor, reason=reason,
-                                           source=self.source)
-        return self._write(write, action="restore")
+        version = int(self.history_version)
+        write = self.history.restore_write(version, actor=self.actor, reason=reason, source=self.source)
+        return await self._write(write, action="restore", what=f"version {version} of {self.history_grid}")
 
     # -- proposal --------------------------------------------------------------------
     def propose(self) -> Proposal | None:
@@ -405,16 +453,23 @@ class GridEditor(pn.viewable.Viewer):
     def _toggle(self) -> None:
         self.plan.show_proposal_layer(self.show == "proposal" and self.proposal is not None)
 
-    def accept_proposal(self, reason: str | None = None) -> list[SavedEdit] | None:
-        """Save the proposal's micro-grids (every grid of the scope, one transaction), with ``reason``."""
+    async def accept_proposal(self, reason: str | None = None) -> list[SavedEdit] | None:
+        """Save the proposal's micro-grids (every grid of the scope, one transaction), with ``reason``:
+        every partition is saved, or none is, and the message says which."""
         if self.proposal is None:
             self.message = "Refused: there is no proposal; press Propose micro-grids first."
             return None
         reason = self._reason(reason)
         if reason is None:
             return None
-        return self._write(self.proposals.write(actor=self.actor, reason=reason, source=self.source),
-                           action="proposal")
+        parents = self.proposals.partitions()
+        whole = f"all {len(parents)} partition(s) of the proposal: {', '.join(parents)}"
+        saved = await self._write(self.proposals.write(actor=self.actor, reason=reason, source=self.source),
+                                  action="proposal", what=whole)
+        if saved is None and self.message.startswith("Refused: "):
+            self.message = (f"Refused: nothing of the proposal was saved, none of its {len(parents)} partition(s) "
+                            f"({', '.join(parents)}): {self.message.removeprefix('Refused: ')}")
+        return saved
 
     def edit_proposal(self) -> bool:
         """Load the proposal into the edit session (for a community: its first grid's micro-grids)."""
@@ -441,8 +496,11 @@ class GridEditor(pn.viewable.Viewer):
     # -- the screen --------------------------------------------------------------------
     @param.depends("message", watch=True)
     def _show_message(self) -> None:
-        text = self.message
-        self.message_pane.object = message_html(text)
+        self.message_pane.object = message_html(self.message)
+
+    @param.depends("saving", watch=True)
+    def _saving_changed(self) -> None:
+        self.save_button.disabled = self.saving
 
     def __panel__(self) -> pn.viewable.Viewable:
         if self.edit is None:
@@ -469,15 +527,21 @@ class GridEditor(pn.viewable.Viewer):
 
 
 def message_html(text: str) -> str:
-    """The message line: a refusal in the alert colour, anything else in the calm one."""
+    """The message line: a refusal or cancellation in the alert colour, a save under way muted, the rest calm."""
     if not text:
         return ""
-    text = html.escape(text)
-    return f"<span class='{'twin-alert' if text.startswith('Refused') else 'twin-ok'}'>{text}</span>"
+    kind = ("twin-alert" if text.startswith(("Refused", "Cancelled")) else
+            "twin-muted" if text.startswith(("Saving", "Still saving")) else "twin-ok")
+    return f"<span class='{kind}'>{html.escape(text)}</span>"
 
 
 def _button(label: str, action: Callable[[], object], **kw) -> pn.widgets.Button:
-    """A button that calls ``action()`` when clicked."""
+    """A button that calls ``action()`` when clicked; a coroutine ``action`` is awaited on the event loop."""
     b = pn.widgets.Button(label=label, height=32, margin=(4, 4), **kw)
-    b.on_click(lambda _e: action())
+    if inspect.iscoroutinefunction(action):
+        async def clicked(_event) -> None:
+            await action()
+        b.on_click(clicked)
+    else:
+        b.on_click(lambda _e: action())
     return b

@@ -63,14 +63,27 @@ class ProposalDesk:
         self.buttons.visible = False
 
     def write(self, *, actor: str, reason: str, source: str | None) -> Write:
-        """The write that saves every partition of the proposal (every grid of the scope), with ``reason``."""
+        """The write that saves every partition of the proposal (every grid of the scope), with ``reason``.
+
+        It raises at the first partition that cannot be saved (say, another
+        planner saved newer grids there since the proposal was made), after the
+        partitions before it were written: the transaction, or the writer's job,
+        is then undone as a whole, so all partitions are saved or none.
+        """
         partitions, loaded = dict(self.proposal.partitions), self.loaded
 
         def write(con: duckdb.DuckDBPyConnection) -> list[SavedEdit]:
-            check_unchanged(con, loaded)
-            return [save_partition(con, parent, shapes, actor=actor, reason=f"micro-grid proposal: {reason}",
-                                   level="micro", source=source) for parent, shapes in partitions.items()]
+            saved = []
+            for parent, shapes in partitions.items():
+                check_unchanged(con, parent, loaded[parent], fix="propose again to start from the grids in force.")
+                saved.append(save_partition(con, parent, shapes, actor=actor, reason=f"micro-grid proposal: {reason}",
+                                            level="micro", source=source))
+            return saved
         return write
+
+    def partitions(self) -> list[str]:
+        """The parents whose micro-grids the proposal redraws."""
+        return list(self.proposal.partitions)
 
     def _html(self) -> str:
         s = self.proposal.summary()

@@ -1,14 +1,21 @@
 """Saving the planner's grids and showing their history: the ``save`` callables, the writes, past versions.
 
-A save goes through a ``save`` callable: in ``twin serve`` the store's one writer
-thread (:func:`save_through_writer`), otherwise one transaction on the editor's
-own connection (:func:`save_in_transaction`). A write refuses to overwrite a
-parent whose grids someone else saved since this session read them.
+A save goes through a ``save`` callable that runs the write off the event loop
+and returns an asyncio future of its commit: in ``twin serve`` the store's one
+writer thread (:func:`save_through_writer`), otherwise one transaction on a
+cursor of its own in the loop's executor (:func:`save_in_transaction`). The
+loop only awaits (:func:`awaited`): it never waits on the writer or the disk.
+
+A write refuses to overwrite a parent whose grids someone else saved since this
+session read them. A write that saves several partitions raises at the first
+that fails, and its whole transaction is undone: all of them commit or none.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
+import threading
 from collections.abc import Callable
 
 import duckdb
@@ -22,43 +29,112 @@ from twin.errors import GridEditError
 from twin.grids.gridversions import SavedEdit, grid_history, restore_version, save_partition
 
 WRITE_TIMEOUT_S = 30.0
+RELOAD = "nothing was saved. Pick the parent again to load them, and redo the edit."
 
 # what a write gets: the connection of its transaction; what it returns: the saved edits
 Write = Callable[[duckdb.DuckDBPyConnection], list[SavedEdit]]
-Save = Callable[[Write], list[SavedEdit]]
+# what runs a write off the event loop (called on the loop): the future of the saved edits, once committed
+Save = Callable[[Write], asyncio.Future]
+
+
+class WriteCancelled(GridEditError):
+    """A write was cancelled before it started: nothing of it was written."""
 
 
 def save_in_transaction(con: duckdb.DuckDBPyConnection) -> Save:
-    """A ``save`` that runs a write in one transaction on ``con`` (no writer thread: tests, notebooks)."""
-    def save(write: Write) -> list[SavedEdit]:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            answer = write(con)
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
-        return answer
+    """A ``save`` that runs a write in one transaction in the loop's executor (no writer thread: tests,
+    notebooks, ``panel serve``), on a cursor of ``con`` that only that executor thread uses."""
+    def save(write: Write) -> asyncio.Future:
+        cursor = con.cursor()
+
+        def run() -> list[SavedEdit]:
+            try:
+                cursor.execute("BEGIN TRANSACTION")
+                try:
+                    answer = write(cursor)
+                except BaseException:
+                    cursor.execute("ROLLBACK")
+                    raise
+                cursor.execute("COMMIT")
+                return answer
+            finally:
+                cursor.close()
+        return asyncio.get_running_loop().run_in_executor(None, run)
     return save
 
 
-def save_through_writer(writer: IntakeWriter, *, timeout_s: float = WRITE_TIMEOUT_S) -> Save:
-    """A ``save`` that runs a write on the store's one writer thread (``twin serve``) and waits for its commit.
+def save_through_writer(writer: IntakeWriter) -> Save:
+    """A ``save`` that runs a write as one job of the store's writer thread (``twin serve``).
 
-    The open cases a save moves to another micro-grid are published on the case
-    feed, so every session sees their new grid. The job asks the writer for a
+    The job's future belongs to the calling event loop: the writer settles it
+    there after the commit. The open cases a save moves to another micro-grid
+    are published on the case feed, so every session sees their new grid; the
+    intake re-matches new cases to the new grids; and the writer runs a
     CHECKPOINT right after the commit, so the new versions go into the
     database file, not only its log.
     """
-    def save(write: Write) -> list[SavedEdit]:
+    def save(write: Write) -> asyncio.Future:
         def job(con: duckdb.DuckDBPyConnection) -> Written:
             saved = write(con)
             moved = [c for s in saved if s.reassignment is not None
                      for c in s.reassignment.moves["cases"]["case_id"].tolist()]
             # A save rewrites many rows: fold it into the database file now rather than at the next restart.
-            return Written(saved, changed=moved, checkpoint=True)
-        return writer.submit(job).result(timeout=timeout_s)
+            return Written(saved, changed=moved, checkpoint=True, grids_changed=True)
+        return writer.submit(job, loop=asyncio.get_running_loop())
     return save
+
+
+class QueuedWrite:
+    """A write handed to another thread, which can be cancelled until that thread starts it."""
+
+    def __init__(self, write: Write) -> None:
+        self._write = write
+        self._lock = threading.Lock()
+        self._state = "queued"  # queued → running, or queued → cancelled
+
+    def __call__(self, con: duckdb.DuckDBPyConnection) -> list[SavedEdit]:
+        with self._lock:
+            if self._state == "cancelled":
+                raise WriteCancelled("this save was cancelled before it started; nothing of it was written.")
+            self._state = "running"  # a writer retrying its batch one job at a time runs it again
+        return self._write(con)
+
+    def cancel(self) -> bool:
+        """Cancel the write if it has not started; whether it was cancelled."""
+        with self._lock:
+            if self._state == "queued":
+                self._state = "cancelled"
+            return self._state == "cancelled"
+
+
+async def awaited(save: Save, write: Write, *, timeout_s: float, running: Callable[[], None]) -> list[SavedEdit]:
+    """Run ``write`` through ``save`` and await its commit, without blocking the event loop.
+
+    After ``timeout_s`` a write that has not started is cancelled
+    (:class:`WriteCancelled`: nothing was written); one that has started is
+    awaited to its end, after calling ``running()`` so the planner is told.
+    """
+    queued = QueuedWrite(write)
+    pending = save(queued)
+    try:
+        return await asyncio.wait_for(asyncio.shield(pending), timeout_s)
+    except TimeoutError:
+        if queued.cancel():
+            pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # it refuses when its turn comes
+            raise WriteCancelled(f"the store's writer did not start this save within {timeout_s:g} s (it is busy "
+                                 "with other writes), so it was cancelled before it ran; nothing was saved. "
+                                 "Save again.") from None
+        running()
+        return await pending
+
+
+async def read_off_loop(con: duckdb.DuckDBPyConnection, read: Callable, *args):
+    """``read(cursor, *args)`` in the loop's executor, on a cursor of ``con`` that only that thread uses."""
+    cursor = con.cursor()
+    try:
+        return await asyncio.get_running_loop().run_in_executor(None, read, cursor, *args)
+    finally:
+        cursor.close()
 
 
 def versions_of(con: duckdb.DuckDBPyConnection, parent_id: str) -> dict[str, int]:
@@ -67,23 +143,21 @@ def versions_of(con: duckdb.DuckDBPyConnection, parent_id: str) -> dict[str, int
                                                    "valid_to IS NULL", [parent_id]).fetchall()}
 
 
-def check_unchanged(con: duckdb.DuckDBPyConnection, loaded: dict[str, dict[str, int]]) -> None:
-    """Refuse a save when someone else saved the same parent's grids since this session read them
-    (the later save would silently undo the earlier one)."""
-    for parent_id, versions in loaded.items():
-        now = versions_of(con, parent_id)
-        if now != versions:
-            differ = sorted(g for g in set(now) | set(versions) if now.get(g) != versions.get(g))
-            raise GridEditError(f"the grids of {parent_id} were saved by someone else since you loaded them "
-                                f"({', '.join(differ[:5])}{'…' if len(differ) > 5 else ''}); nothing was saved. "
-                                "Pick the parent again to load them, and redo the edit.")
+def check_unchanged(con: duckdb.DuckDBPyConnection, parent_id: str, loaded: dict[str, int], *, fix: str) -> None:
+    """Refuse a save when someone else saved ``parent_id``'s grids since this session read them (the later
+    save would silently undo the earlier one); ``fix`` says what to do then."""
+    now = versions_of(con, parent_id)
+    if now != loaded:
+        differ = sorted(g for g in set(now) | set(loaded) if now.get(g) != loaded.get(g))
+        raise GridEditError(f"the grids of {parent_id} were saved by someone else since you loaded them "
+                            f"({', '.join(differ[:5])}{'…' if len(differ) > 5 else ''}); {fix}")
 
 
 def edit_write(parent_id: str, shapes: gpd.GeoSeries, *, loaded: dict[str, int], level: str, actor: str,
                reason: str, source: str | None) -> Write:
     """The write that saves an edit of ``parent_id``'s children, refused if they changed since ``loaded``."""
     def write(con: duckdb.DuckDBPyConnection) -> list[SavedEdit]:
-        check_unchanged(con, {parent_id: loaded})
+        check_unchanged(con, parent_id, loaded, fix=RELOAD)
         # the buildings, cameras and cases are read in this transaction: another planner may have moved some
         # save_partition writes the audit row (grid.save) in this transaction
         return [save_partition(con, parent_id, shapes, actor=actor, reason=reason, level=level, source=source)]

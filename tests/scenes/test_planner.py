@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import threading
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +21,12 @@ from twin.grids.reassign import load_assets
 from twin.store.store import Store
 
 PARENT = "S01-C01-G1"
+COMMUNITY = "S01-C01"
+
+
+def run(coroutine):
+    """Await a save, restore or accept as the server's event loop does."""
+    return asyncio.run(coroutine)
 
 
 @pytest.fixture
@@ -196,7 +206,7 @@ def test_an_edit_breaking_a_rule_is_shown_in_red_and_cannot_be_saved(editor, sto
     assert bad and {v.rule for v in bad} & {"building_cut", "inside_parent", "overlap"}
     assert len(editor.plan.violation_source.data["xs"]) >= 1
     assert "m²" in editor.rules.rules_pane.object and bad[0].grid_id in editor.rules.rules_pane.object
-    assert editor.save("widen the compound") is None
+    assert run(editor.save("widen the compound")) is None
     assert editor.message.startswith("Refused: the edit breaks") and bad[0].rule in editor.message
     assert store.con.execute("SELECT count(*), max(version) FROM grids").fetchone() == before
     assert editor.saved == {}
@@ -218,12 +228,12 @@ def test_saving_needs_a_reason_and_writes_versions_with_who_and_why(editor, stor
     at, owners = shared_vertex(editor.session.shapes)
     editor.tolerance_m = 0.0
     editor.move_vertex(at, at + [1.0, 0.5])
-    assert editor.save("") is None and "give a reason" in editor.message
+    assert run(editor.save("")) is None and "give a reason" in editor.message
     events = []
     editor.param.watch(lambda e: events.append(e.new), "saved")
     editor.reason = "gate moved"
     seq = last_audit_seq(store)
-    saved = editor.save()
+    saved = run(editor.save())
     assert saved and saved[0].change_id and sorted(saved[0].changed) == sorted(owners)
     assert events and events[-1]["change_ids"] == [saved[0].change_id] and events[-1]["action"] == "edit"
     for g in owners:
@@ -247,27 +257,29 @@ def test_a_save_moves_buildings_and_the_table_said_so(editor, store):
     assert editor.merge([b, a])
     row = editor.reassignment.figures.set_index("grid_id").loc[a]
     assert row["buildings_before"] == counts[a] and row["buildings_after"] == 0
-    editor.save("compounds merged")
+    run(editor.save("compounds merged"))
     assert store.con.execute("SELECT count(*) FROM buildings WHERE grid_id = ?", [a]).fetchone()[0] == 0
 
 
-def test_saving_through_the_writer_thread(store, monkeypatch):
+def test_a_save_through_the_writer_is_checkpointed_into_the_database_file(demo_copy, store, tmp_path):
     writer = IntakeWriter(store.con, CaseFeed(), dedupe_window_s=60)
-    written = []
-    submit = writer.submit
-    monkeypatch.setattr(writer, "submit", lambda job, **kw: submit(lambda con: written.append(job(con)) or
-                                                                   written[-1], **kw))
     editor = GridEditor(store.con.cursor(), save=save_through_writer(writer), actor="planner.two",
                         source="10.0.0.9", parent_id=PARENT)
     at, owners = shared_vertex(editor.session.shapes)
     editor.tolerance_m = 0.0
     editor.move_vertex(at, at + [0.8, 0.0])
     seq = last_audit_seq(store)
-    saved = editor.save("through the writer")
+    saved = run(editor.save("through the writer"))
     assert saved and saved[0].versions
-    assert grid_history(store.con, owners[0])["actor"].iloc[-1] == "planner.two"
-    assert [w.checkpoint for w in written] == [True], "a grid save goes into the database file at once"
     assert audit_rows_after(store, seq) == [(saved[0].audit_seq, "planner.two", "grid.save", PARENT, "10.0.0.9")]
+    # The CHECKPOINT happened: the log is folded into the database file, which alone holds the new versions.
+    wal = Path(f"{demo_copy}.wal")
+    assert not wal.exists() or wal.stat().st_size == 0, f"the log still holds {wal.stat().st_size} bytes"
+    alone = shutil.copy(demo_copy, tmp_path / "without-log.duckdb")
+    with Store(alone, read_only=True) as copy:
+        for g in owners:
+            hist = grid_history(copy.con, g)
+            assert list(hist["version"]) == [1, 2] and hist["actor"].iloc[-1] == "planner.two", g
 
 
 def test_a_vertex_on_the_parents_outline_stays_there(editor):
@@ -315,16 +327,16 @@ def test_history_and_restore(editor, store):
     at, owners = shared_vertex(shapes)
     editor.tolerance_m = 0.0
     editor.move_vertex(at, at + [2.0, 0.0])
-    editor.save("first try")
+    run(editor.save("first try"))
     g = owners[0]
     editor.selected = [g]
     editor.show_history()
     assert editor.history_grid == g and editor.param.history_version.objects == [1, 2]
     assert editor.history_version == 1, "the version before the one in force"
     assert len(editor.plan.history_source.data["xs"]) == 1 and "first try" in editor.history.pane.object
-    assert editor.restore("") is None and "give a reason" in editor.message
+    assert run(editor.restore("")) is None and "give a reason" in editor.message
     seq = last_audit_seq(store)
-    restored = editor.restore("back as it was")
+    restored = run(editor.restore("back as it was"))
     assert restored
     assert audit_rows_after(store, seq) == [(restored[0].audit_seq, "planner.one", "grid.restore", g, "127.0.0.1")]
     hist = grid_history(store.con, g)
@@ -342,9 +354,9 @@ def test_the_proposal_is_shown_with_its_figures_and_accepted(editor, store):
     assert "70–80" in editor.proposals.pane.object and "Polsby–Popper" in editor.proposals.pane.object
     editor.show = "edit"
     assert editor.plan.grid_renderer.visible
-    assert editor.accept_proposal("") is None
+    assert run(editor.accept_proposal("")) is None
     seq = last_audit_seq(store)
-    saved = editor.accept_proposal("re-divided by households")
+    saved = run(editor.accept_proposal("re-divided by households"))
     assert saved and saved[0].added
     assert [r[1:] for r in audit_rows_after(store, seq)] == [("planner.one", "grid.save", p, "127.0.0.1")
                                                             for p in proposal.partitions]
@@ -385,7 +397,7 @@ def test_the_planner_screen_edits_and_a_save_redraws_the_grids_and_the_table(sto
     lines, table = app.view.grid_lines, app.grid_table.value
     shapes = editor.session.shapes
     a, b = shapes.index[2], shapes.index[3]
-    assert editor.merge([a, b]) and editor.save("compounds merged")
+    assert editor.merge([a, b]) and run(editor.save("compounds merged"))
     assert grid_history(store.con, a)["actor"].iloc[-1] == "plan.ner"
     assert app.view.grid_lines != lines, "the 3D view's grid lines follow the save"
     now = app.grid_table.value.set_index("grid_id")
@@ -412,8 +424,8 @@ def test_a_save_over_someone_elses_newer_save_is_refused(store):
     for editor, step in ((first, [1.0, 0.0]), (second, [0.0, 1.0])):
         editor.tolerance_m = 0.0
         assert editor.move_vertex(at, at + step)
-    assert first.save("first")
-    assert second.save("second") is None
+    assert run(first.save("first"))
+    assert run(second.save("second")) is None
     assert "saved by someone else since you loaded them" in second.message
     assert grid_history(store.con, owners[0])["actor"].tolist()[1:] == ["planner.one"]
 
