@@ -16,7 +16,7 @@ from scenes.planner import GridEditor, save_through_writer
 from scenes.planshapes import ring_rows, vertex_drag
 from twin.grids.gridrules import errors
 from twin.grids.gridversions import current_grids, grid_history
-from twin.cases.live import CaseFeed, IntakeWriter
+from twin.cases.live import CaseFeed, IntakeWriter, Written
 from twin.grids.reassign import load_assets
 from twin.store.store import Store
 
@@ -436,3 +436,111 @@ def test_a_planner_bound_to_micro_grids_only_is_told_why_there_is_nothing_to_edi
     assert editor.session is None and editor.message.startswith("Refused: no community or grid")
     assert micro in editor.message_pane.object
     editor.__panel__()
+
+
+def grids_in_force(store, parents) -> dict[str, dict[str, int]]:
+    """``parent -> {micro-grid: version}`` in force."""
+    rows = store.con.execute("SELECT parent_id, grid_id, version FROM grids WHERE valid_to IS NULL AND parent_id IN "
+                             "(SELECT unnest(?))", [list(parents)]).fetchall()
+    found: dict[str, dict[str, int]] = {p: {} for p in parents}
+    for parent, grid, version in rows:
+        found[parent][grid] = version
+    return found
+
+
+@pytest.mark.parametrize("through", ["transaction", "writer"])
+def test_an_accepted_proposal_is_saved_whole_or_not_at_all(store, through):
+    # With the writer, this needs it to undo every write of a job that raises (the writer branch of issue 12).
+    save = save_through_writer(IntakeWriter(store.con, CaseFeed(), dedupe_window_s=60)) if through == "writer" \
+        else None
+    editor = GridEditor(store.con.cursor(), save=save, actor="planner.one", parent_id=COMMUNITY)
+    proposal = editor.propose()
+    parents = list(proposal.partitions)
+    assert len(parents) >= 3, "a community's proposal redraws several grids"
+    stale = parents[1]  # saved by another planner meanwhile: the partition before it is written first
+    other = GridEditor(store.con.cursor(), actor="planner.two", parent_id=stale)
+    at, _owners = shared_vertex(other.session.shapes)
+    other.tolerance_m = 0.0
+    assert other.move_vertex(at, at + [0.5, 0.0]) and run(other.save("gate moved")), other.message
+    before = grids_in_force(store, parents)
+    changes = store.con.execute("SELECT count(*) FROM grid_changes").fetchone()[0]
+    seq = last_audit_seq(store)
+    assert run(editor.accept_proposal("re-divided by households")) is None
+    assert editor.message.startswith(f"Refused: nothing of the proposal was saved, none of its {len(parents)} "
+                                     f"partition(s) ({', '.join(parents)}): the grids of {stale} were saved by "
+                                     "someone else"), editor.message
+    assert "twin-alert" in editor.message_pane.object and editor.saved == {}
+    assert grids_in_force(store, parents) == before, "no partition of the proposal is in force, not even the first"
+    assert store.con.execute("SELECT count(*) FROM grid_changes").fetchone()[0] == changes
+    assert audit_rows_after(store, seq) == []
+
+
+def test_a_save_that_waits_too_long_for_the_writer_is_cancelled_before_it_runs(store):
+    writer = IntakeWriter(store.con, CaseFeed(), dedupe_window_s=60)
+    editor = GridEditor(store.con.cursor(), save=save_through_writer(writer), actor="planner.one", parent_id=PARENT,
+                        write_timeout_s=0.2)
+    at, owners = shared_vertex(editor.session.shapes)
+    editor.tolerance_m = 0.0
+    assert editor.move_vertex(at, at + [1.0, 0.0])
+    busy, release = threading.Event(), threading.Event()
+    writer.submit(lambda con: Written((busy.set(), release.wait(30))))  # another job holds the writer
+    assert busy.wait(30)
+
+    async def save_then_let_the_writer_go_on():
+        try:
+            saved = await editor.save("gate moved")
+        finally:
+            release.set()
+        # the cancelled save's turn comes and goes (its loop must still run then)
+        await writer.submit(lambda con: Written(None), loop=asyncio.get_running_loop())
+        return saved
+
+    assert run(save_then_let_the_writer_go_on()) is None
+    assert editor.message.startswith("Cancelled: ") and "cancelled before it ran; nothing was saved" in editor.message
+    assert "error" not in editor.message.lower() and not editor.saving
+    assert [list(grid_history(store.con, g)["version"]) for g in owners] == [[1]] * len(owners)
+    assert editor.session.can_undo, "the edit is still there to save again"
+
+
+def test_a_save_the_writer_has_started_is_awaited_and_the_planner_told(store, monkeypatch):
+    import scenes.planner.saving
+
+    writer = IntakeWriter(store.con, CaseFeed(), dedupe_window_s=60)
+    editor = GridEditor(store.con.cursor(), save=save_through_writer(writer), actor="planner.one", parent_id=PARENT,
+                        write_timeout_s=0.2)
+    at, owners = shared_vertex(editor.session.shapes)
+    editor.tolerance_m = 0.0
+    assert editor.move_vertex(at, at + [1.0, 0.0])
+    writing, release = threading.Event(), threading.Event()
+    save_partition = scenes.planner.saving.save_partition
+
+    def slow_save(*args, **kwargs):  # the real save, once the test lets it go on
+        writing.set()
+        release.wait(30)
+        return save_partition(*args, **kwargs)
+    monkeypatch.setattr(scenes.planner.saving, "save_partition", slow_save)
+
+    async def save_while_watching() -> list[str]:
+        saving = asyncio.ensure_future(editor.save("gate moved"))
+        seen = []
+        while not saving.done():  # the loop runs on while the writer works
+            await asyncio.sleep(0.05)
+            if editor.message.startswith("Still saving"):
+                seen.append(editor.message)
+                seen.append(grid_history(store.con, owners[0])["version"].tolist())
+                break
+        release.set()
+        seen.append(await saving)
+        return seen
+
+    try:
+        seen = run(save_while_watching())
+    finally:
+        release.set()
+    assert len(seen) == 3, f"the planner was not told the save is still under way: {editor.message}"
+    told, versions_meanwhile, saved = seen
+    assert writing.is_set()
+    assert "the store's writer started it" in told and "saved whole or not at all" in told
+    assert versions_meanwhile == [1], "not committed while the planner was told it is still saving"
+    assert saved and editor.message.startswith("Saved gc-") and not editor.saving
+    assert list(grid_history(store.con, owners[0])["version"]) == [1, 2]
