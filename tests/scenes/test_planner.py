@@ -475,13 +475,20 @@ def test_an_accepted_proposal_is_saved_whole_or_not_at_all(store, through):
     assert audit_rows_after(store, seq) == []
 
 
-def test_a_save_that_waits_too_long_for_the_writer_is_cancelled_before_it_runs(store):
+def edited_with_a_short_timeout(store) -> tuple[IntakeWriter, GridEditor, list[str]]:
+    """A writer and an editor saving through it, which waits 0.2 s for a save to start, with a shared vertex
+    moved; and the grids the move changed."""
     writer = IntakeWriter(store.con, CaseFeed(), dedupe_window_s=60)
     editor = GridEditor(store.con.cursor(), save=save_through_writer(writer), actor="planner.one", parent_id=PARENT,
                         write_timeout_s=0.2)
     at, owners = shared_vertex(editor.session.shapes)
     editor.tolerance_m = 0.0
     assert editor.move_vertex(at, at + [1.0, 0.0])
+    return writer, editor, owners
+
+
+def test_a_save_that_waits_too_long_for_the_writer_is_cancelled_before_it_runs(store):
+    writer, editor, owners = edited_with_a_short_timeout(store)
     busy, release = threading.Event(), threading.Event()
     writer.submit(lambda con: Written((busy.set(), release.wait(30))))  # another job holds the writer
     assert busy.wait(30)
@@ -505,12 +512,7 @@ def test_a_save_that_waits_too_long_for_the_writer_is_cancelled_before_it_runs(s
 def test_a_save_the_writer_has_started_is_awaited_and_the_planner_told(store, monkeypatch):
     import scenes.planner.saving
 
-    writer = IntakeWriter(store.con, CaseFeed(), dedupe_window_s=60)
-    editor = GridEditor(store.con.cursor(), save=save_through_writer(writer), actor="planner.one", parent_id=PARENT,
-                        write_timeout_s=0.2)
-    at, owners = shared_vertex(editor.session.shapes)
-    editor.tolerance_m = 0.0
-    assert editor.move_vertex(at, at + [1.0, 0.0])
+    writer, editor, owners = edited_with_a_short_timeout(store)
     writing, release = threading.Event(), threading.Event()
     save_partition = scenes.planner.saving.save_partition
 
