@@ -358,6 +358,7 @@ def test_the_proposal_is_shown_with_its_figures_and_accepted(editor, store):
     seq = last_audit_seq(store)
     saved = run(editor.accept_proposal("re-divided by households"))
     assert saved and saved[0].added
+    assert f"(all {len(proposal.partitions)} partition(s) of the proposal: {PARENT}" in editor.message, editor.message
     assert [r[1:] for r in audit_rows_after(store, seq)] == [("planner.one", "grid.save", p, "127.0.0.1")
                                                             for p in proposal.partitions]
     now = current_grids(store.con, parent_id=PARENT)
