@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import threading
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,11 +16,17 @@ from scenes.planner import GridEditor, save_through_writer
 from scenes.planshapes import ring_rows, vertex_drag
 from twin.grids.gridrules import errors
 from twin.grids.gridversions import current_grids, grid_history
-from twin.cases.live import CaseFeed, IntakeWriter
+from twin.cases.live import CaseFeed, IntakeWriter, Written
 from twin.grids.reassign import load_assets
 from twin.store.store import Store
 
 PARENT = "S01-C01-G1"
+COMMUNITY = "S01-C01"
+
+
+def run(coroutine):
+    """Await a save, restore or accept as the server's event loop does."""
+    return asyncio.run(coroutine)
 
 
 @pytest.fixture
@@ -61,8 +71,8 @@ def coverage_errors(editor) -> list:
 
 def drag_in_browser(editor, at, to) -> None:
     """What the PolyEditTool sends after a vertex drag: the grid source's data with one vertex moved."""
-    xs = [np.asarray(x, dtype=float).copy() for x in editor.grid_source.data["xs"]]
-    ys = [np.asarray(y, dtype=float).copy() for y in editor.grid_source.data["ys"]]
+    xs = [np.asarray(x, dtype=float).copy() for x in editor.plan.grid_source.data["xs"]]
+    ys = [np.asarray(y, dtype=float).copy() for y in editor.plan.grid_source.data["ys"]]
     rel_at, rel_to = np.asarray(at) - editor.origin, np.asarray(to) - editor.origin
     for k in range(len(xs)):
         hit = np.flatnonzero(np.isclose(xs[k], rel_at[0], atol=1e-6) & np.isclose(ys[k], rel_at[1], atol=1e-6))
@@ -71,20 +81,20 @@ def drag_in_browser(editor, at, to) -> None:
             break
     else:
         raise AssertionError(f"no drawn ring has the vertex {at}")
-    editor.grid_source.data = {**editor.grid_source.data, "xs": [x.tolist() for x in xs],
+    editor.plan.grid_source.data = {**editor.plan.grid_source.data, "xs": [x.tolist() for x in xs],
                                "ys": [y.tolist() for y in ys]}
 
 
 def test_it_shows_one_parents_grids_relative_to_the_origin(editor, store):
     saved = current_grids(store.con, parent_id=PARENT)
-    assert editor.parent_id == PARENT and editor._level == "micro"
-    assert set(editor.grid_source.data["grid_id"]) == set(saved.index)
-    xs = np.concatenate(editor.grid_source.data["xs"])
+    assert editor.parent_id == PARENT and editor.edit.level == "micro"
+    assert set(editor.plan.grid_source.data["grid_id"]) == set(saved.index)
+    xs = np.concatenate(editor.plan.grid_source.data["xs"])
     assert np.abs(xs).max() < 20_000, "offsets from the district origin, not absolute coordinates"
     inside = store.con.execute("SELECT count(*) FROM buildings b, grids g WHERE g.grid_id = ? AND g.valid_to IS NULL "
                                "AND ST_Intersects(b.footprint, g.boundary)", [PARENT]).fetchone()[0]
-    assert inside <= len(editor.footprint_source.data["xs"]) < store.count("buildings"), "the parent's area only"
-    assert "All rules hold" in editor.rules_pane.object and "No change yet" in editor.figures_pane.object
+    assert inside <= len(editor.plan.footprint_source.data["xs"]) < store.count("buildings"), "the parent's area only"
+    assert "All rules hold" in editor.rules.rules_pane.object and "No change yet" in editor.rules.figures_pane.object
     assert editor.undo_button.disabled and editor.redo_button.disabled
 
 
@@ -98,7 +108,7 @@ def test_parents_follow_the_level_and_the_planners_grids(store):
     assert community in offered and PARENT in offered
     assert all(g.startswith(community) for g in offered)
     bound.parent_id = community
-    assert bound._level == "grid" and set(bound.session.shapes.index) == set(
+    assert bound.edit.level == "grid" and set(bound.session.shapes.index) == set(
         current_grids(store.con, parent_id=community).index)
 
 
@@ -114,14 +124,14 @@ def test_a_dragged_shared_vertex_moves_in_every_neighbour(editor):
     assert coverage_errors(editor) == []
     assert editor.session.can_undo and not editor.undo_button.disabled
     assert set(owners) <= set(editor.reassignment.figures["grid_id"]), "the before → after table lists them"
-    assert "→" in editor.figures_pane.object and owners[0] in editor.figures_pane.object
+    assert "→" in editor.rules.figures_pane.object and owners[0] in editor.rules.figures_pane.object
     assert editor.last_edit_s < 1.0
 
 
 def test_a_drop_snaps_to_a_building_corner_within_the_tolerance(editor):
     shapes = editor.session.shapes
     at, owners = shared_vertex(shapes)
-    corners = shapely.get_coordinates(editor._assets.footprints)
+    corners = shapely.get_coordinates(editor.edit.assets.footprints)
     target = corners[np.argmin(np.hypot(*(corners - at).T))]
     editor.tolerance_m = 2.0
     assert editor.move_vertex(at, target + [0.4, -0.3]), editor.message
@@ -129,14 +139,14 @@ def test_a_drop_snaps_to_a_building_corner_within_the_tolerance(editor):
 
 
 def test_two_vertices_at_once_are_refused_and_the_plan_is_reset(editor):
-    before = [np.asarray(x).copy() for x in editor.grid_source.data["xs"]]
+    before = [np.asarray(x).copy() for x in editor.plan.grid_source.data["xs"]]
     xs = [np.asarray(x, dtype=float).copy() for x in before]
     xs[0][0] += 3.0
     xs[0][1] += 3.0
-    editor.grid_source.data = {**editor.grid_source.data, "xs": xs}
+    editor.plan.grid_source.data = {**editor.plan.grid_source.data, "xs": xs}
     assert editor.message.startswith("Refused: more than one vertex moved")
     assert not editor.session.can_undo
-    assert all(np.array_equal(a, b) for a, b in zip(before, editor.grid_source.data["xs"]))
+    assert all(np.array_equal(a, b) for a, b in zip(before, editor.plan.grid_source.data["xs"]))
 
 
 def test_an_inserted_vertex_comes_from_its_edge():
@@ -154,11 +164,11 @@ def test_split_merge_and_delete_keep_the_coverage(editor):
     x0, y0, x1, y1 = shapes[g].bounds
     # a line drawn on the plan (relative coordinates), across the grid from outside to outside
     line = np.array([[(x0 + x1) / 2, y0 - 1], [(x0 + x1) / 2, y1 + 1]]) - editor.origin
-    editor.line_source.data = {"xs": [line[:, 0].tolist()], "ys": [line[:, 1].tolist()]}
+    editor.plan.line_source.data = {"xs": [line[:, 0].tolist()], "ys": [line[:, 1].tolist()]}
     editor.selected = [g]
     assert editor.split(), editor.message
     assert len(editor.session.shapes) == len(shapes) + 1 and coverage_errors(editor) == []
-    assert editor.line_source.data["xs"] == [], "the drawn line is used up"
+    assert editor.plan.line_source.data["xs"] == [], "the drawn line is used up"
     new = [n for n in editor.session.shapes.index if n not in shapes.index][0]
     assert editor.merge([g, new]), editor.message
     assert len(editor.session.shapes) == len(shapes) and coverage_errors(editor) == []
@@ -174,7 +184,7 @@ def test_a_grid_drawn_inside_the_parent_takes_its_area_from_the_siblings(editor)
     c = shapes.iloc[0].representative_point()
     square = np.array([[c.x - 5, c.y - 5], [c.x + 5, c.y - 5], [c.x + 5, c.y + 5], [c.x - 5, c.y + 5]])
     rel = square - editor.origin
-    editor.draw_source.data = {"xs": [rel[:, 0].tolist()], "ys": [rel[:, 1].tolist()]}
+    editor.plan.draw_source.data = {"xs": [rel[:, 0].tolist()], "ys": [rel[:, 1].tolist()]}
     assert editor.draw(), editor.message
     assert len(editor.session.shapes) == len(shapes) + 1 and coverage_errors(editor) == []
 
@@ -194,9 +204,9 @@ def test_an_edit_breaking_a_rule_is_shown_in_red_and_cannot_be_saved(editor, sto
     assert editor.move_vertex(at, at + [30.0, 25.0])  # neighbours follow, but buildings are cut
     bad = errors(editor.violations)
     assert bad and {v.rule for v in bad} & {"building_cut", "inside_parent", "overlap"}
-    assert len(editor.violation_source.data["xs"]) >= 1
-    assert "m²" in editor.rules_pane.object and bad[0].grid_id in editor.rules_pane.object
-    assert editor.save("widen the compound") is None
+    assert len(editor.plan.violation_source.data["xs"]) >= 1
+    assert "m²" in editor.rules.rules_pane.object and bad[0].grid_id in editor.rules.rules_pane.object
+    assert run(editor.save("widen the compound")) is None
     assert editor.message.startswith("Refused: the edit breaks") and bad[0].rule in editor.message
     assert store.con.execute("SELECT count(*), max(version) FROM grids").fetchone() == before
     assert editor.saved == {}
@@ -209,7 +219,7 @@ def test_undo_and_redo(editor):
     editor.move_vertex(at, at + [1.0, 1.0])
     moved = editor.session.shapes
     assert editor.undo() and editor.session.shapes.equals(shapes)
-    assert editor.reassignment is None and "No change yet" in editor.figures_pane.object
+    assert editor.reassignment is None and "No change yet" in editor.rules.figures_pane.object
     assert editor.redo() and editor.session.shapes.equals(moved)
     assert not editor.redo() and editor.message == "Refused: nothing to redo."
 
@@ -218,12 +228,12 @@ def test_saving_needs_a_reason_and_writes_versions_with_who_and_why(editor, stor
     at, owners = shared_vertex(editor.session.shapes)
     editor.tolerance_m = 0.0
     editor.move_vertex(at, at + [1.0, 0.5])
-    assert editor.save("") is None and "give a reason" in editor.message
+    assert run(editor.save("")) is None and "give a reason" in editor.message
     events = []
     editor.param.watch(lambda e: events.append(e.new), "saved")
     editor.reason = "gate moved"
     seq = last_audit_seq(store)
-    saved = editor.save()
+    saved = run(editor.save())
     assert saved and saved[0].change_id and sorted(saved[0].changed) == sorted(owners)
     assert events and events[-1]["change_ids"] == [saved[0].change_id] and events[-1]["action"] == "edit"
     for g in owners:
@@ -247,32 +257,34 @@ def test_a_save_moves_buildings_and_the_table_said_so(editor, store):
     assert editor.merge([b, a])
     row = editor.reassignment.figures.set_index("grid_id").loc[a]
     assert row["buildings_before"] == counts[a] and row["buildings_after"] == 0
-    editor.save("compounds merged")
+    run(editor.save("compounds merged"))
     assert store.con.execute("SELECT count(*) FROM buildings WHERE grid_id = ?", [a]).fetchone()[0] == 0
 
 
-def test_saving_through_the_writer_thread(store, monkeypatch):
+def test_a_save_through_the_writer_is_checkpointed_into_the_database_file(demo_copy, store, tmp_path):
     writer = IntakeWriter(store.con, CaseFeed(), dedupe_window_s=60)
-    written = []
-    submit = writer.submit
-    monkeypatch.setattr(writer, "submit", lambda job, **kw: submit(lambda con: written.append(job(con)) or
-                                                                   written[-1], **kw))
     editor = GridEditor(store.con.cursor(), save=save_through_writer(writer), actor="planner.two",
                         source="10.0.0.9", parent_id=PARENT)
     at, owners = shared_vertex(editor.session.shapes)
     editor.tolerance_m = 0.0
     editor.move_vertex(at, at + [0.8, 0.0])
     seq = last_audit_seq(store)
-    saved = editor.save("through the writer")
+    saved = run(editor.save("through the writer"))
     assert saved and saved[0].versions
-    assert grid_history(store.con, owners[0])["actor"].iloc[-1] == "planner.two"
-    assert [w.checkpoint for w in written] == [True], "a grid save goes into the database file at once"
     assert audit_rows_after(store, seq) == [(saved[0].audit_seq, "planner.two", "grid.save", PARENT, "10.0.0.9")]
+    # The CHECKPOINT happened: the log is folded into the database file, which alone holds the new versions.
+    wal = Path(f"{demo_copy}.wal")
+    assert not wal.exists() or wal.stat().st_size == 0, f"the log still holds {wal.stat().st_size} bytes"
+    alone = shutil.copy(demo_copy, tmp_path / "without-log.duckdb")
+    with Store(alone, read_only=True) as copy:
+        for g in owners:
+            hist = grid_history(copy.con, g)
+            assert list(hist["version"]) == [1, 2] and hist["actor"].iloc[-1] == "planner.two", g
 
 
 def test_a_vertex_on_the_parents_outline_stays_there(editor):
     shapes = editor.session.shapes
-    parent = editor._parent_shape
+    parent = editor.edit.parent_shape
     assert editor.session.parent is parent and editor.session.parent_id == PARENT
     # a corner of the parent that is a grid vertex: moving it outward would leave the parent
     corners = np.asarray(parent.exterior.coords)[:-1]
@@ -280,15 +292,15 @@ def test_a_vertex_on_the_parents_outline_stays_there(editor):
     at = next(c for c in corners if np.isclose(grid_xy, c, rtol=0, atol=1e-3).all(axis=1).any())
     centre = np.array(parent.centroid.coords[0])
     to = at + 4.0 * (at - centre) / np.hypot(*(at - centre))
-    before_xs = [np.asarray(x).copy() for x in editor.grid_source.data["xs"]]
+    before_xs = [np.asarray(x).copy() for x in editor.plan.grid_source.data["xs"]]
     editor.tolerance_m = 0.0
     drag_in_browser(editor, at, to)
     assert editor.message.startswith("Refused: ") and "outline of the parent " + PARENT in editor.message
     assert PARENT in editor.message_pane.object and "twin-alert" in editor.message_pane.object
     assert editor.session.shapes.equals(shapes) and not editor.session.can_undo
-    assert all(np.array_equal(a, b) for a, b in zip(before_xs, editor.grid_source.data["xs"])), \
+    assert all(np.array_equal(a, b) for a, b in zip(before_xs, editor.plan.grid_source.data["xs"])), \
         "the plan is put back as it was"
-    assert editor.reassignment is None and "No change yet" in editor.figures_pane.object
+    assert editor.reassignment is None and "No change yet" in editor.rules.figures_pane.object
 
 
 def test_a_deleted_grids_area_goes_round_its_buildings(editor, monkeypatch):
@@ -304,8 +316,8 @@ def test_a_deleted_grids_area_goes_round_its_buildings(editor, monkeypatch):
     g = editor.session.shapes.index[5]
     assert editor.delete(g), editor.message
     near = seen["footprints"]
-    box = editor._saved_grids.geometry[g].envelope
-    assert 0 < len(near) < len(editor._assets.footprints), "the footprints around the deleted grid"
+    box = editor.edit.saved_grids.geometry[g].envelope
+    assert 0 < len(near) < len(editor.edit.assets.footprints), "the footprints around the deleted grid"
     assert all(shapely.box(*f.bounds).intersects(box) for f in near)
     assert not [v for v in errors(editor.violations) if v.rule == "building_cut"]
 
@@ -315,16 +327,16 @@ def test_history_and_restore(editor, store):
     at, owners = shared_vertex(shapes)
     editor.tolerance_m = 0.0
     editor.move_vertex(at, at + [2.0, 0.0])
-    editor.save("first try")
+    run(editor.save("first try"))
     g = owners[0]
     editor.selected = [g]
     editor.show_history()
     assert editor.history_grid == g and editor.param.history_version.objects == [1, 2]
     assert editor.history_version == 1, "the version before the one in force"
-    assert len(editor.history_source.data["xs"]) == 1 and "first try" in editor.history_pane.object
-    assert editor.restore("") is None and "give a reason" in editor.message
+    assert len(editor.plan.history_source.data["xs"]) == 1 and "first try" in editor.history.pane.object
+    assert run(editor.restore("")) is None and "give a reason" in editor.message
     seq = last_audit_seq(store)
-    restored = editor.restore("back as it was")
+    restored = run(editor.restore("back as it was"))
     assert restored
     assert audit_rows_after(store, seq) == [(restored[0].audit_seq, "planner.one", "grid.restore", g, "127.0.0.1")]
     hist = grid_history(store.con, g)
@@ -337,15 +349,16 @@ def test_history_and_restore(editor, store):
 def test_the_proposal_is_shown_with_its_figures_and_accepted(editor, store):
     proposal = editor.propose()
     assert proposal is not None, editor.message
-    assert editor.show == "proposal" and editor.proposal_renderer.visible and not editor.grid_renderer.visible
-    assert len(editor.proposal_source.data["xs"]) >= len(proposal.partitions[PARENT])
-    assert "70–80" in editor.proposal_pane.object and "Polsby–Popper" in editor.proposal_pane.object
+    assert editor.show == "proposal" and editor.plan.proposal_renderer.visible and not editor.plan.grid_renderer.visible
+    assert len(editor.plan.proposal_source.data["xs"]) >= len(proposal.partitions[PARENT])
+    assert "70–80" in editor.proposals.pane.object and "Polsby–Popper" in editor.proposals.pane.object
     editor.show = "edit"
-    assert editor.grid_renderer.visible
-    assert editor.accept_proposal("") is None
+    assert editor.plan.grid_renderer.visible
+    assert run(editor.accept_proposal("")) is None
     seq = last_audit_seq(store)
-    saved = editor.accept_proposal("re-divided by households")
+    saved = run(editor.accept_proposal("re-divided by households"))
     assert saved and saved[0].added
+    assert f"(all {len(proposal.partitions)} partition(s) of the proposal: {PARENT}" in editor.message, editor.message
     assert [r[1:] for r in audit_rows_after(store, seq)] == [("planner.one", "grid.save", p, "127.0.0.1")
                                                             for p in proposal.partitions]
     now = current_grids(store.con, parent_id=PARENT)
@@ -357,7 +370,7 @@ def test_the_proposal_is_shown_with_its_figures_and_accepted(editor, store):
 def test_a_proposal_can_be_edited_or_discarded(editor):
     proposal = editor.propose()
     editor.discard_proposal()
-    assert editor.proposal is None and editor.show == "edit" and editor.proposal_source.data["xs"] == []
+    assert editor.proposal is None and editor.show == "edit" and editor.plan.proposal_source.data["xs"] == []
     proposal = editor.propose()
     assert editor.edit_proposal()
     assert set(editor.session.shapes.index) == set(proposal.partitions[PARENT].index)
@@ -385,7 +398,7 @@ def test_the_planner_screen_edits_and_a_save_redraws_the_grids_and_the_table(sto
     lines, table = app.view.grid_lines, app.grid_table.value
     shapes = editor.session.shapes
     a, b = shapes.index[2], shapes.index[3]
-    assert editor.merge([a, b]) and editor.save("compounds merged")
+    assert editor.merge([a, b]) and run(editor.save("compounds merged"))
     assert grid_history(store.con, a)["actor"].iloc[-1] == "plan.ner"
     assert app.view.grid_lines != lines, "the 3D view's grid lines follow the save"
     now = app.grid_table.value.set_index("grid_id")
@@ -412,8 +425,8 @@ def test_a_save_over_someone_elses_newer_save_is_refused(store):
     for editor, step in ((first, [1.0, 0.0]), (second, [0.0, 1.0])):
         editor.tolerance_m = 0.0
         assert editor.move_vertex(at, at + step)
-    assert first.save("first")
-    assert second.save("second") is None
+    assert run(first.save("first"))
+    assert run(second.save("second")) is None
     assert "saved by someone else since you loaded them" in second.message
     assert grid_history(store.con, owners[0])["actor"].tolist()[1:] == ["planner.one"]
 
@@ -424,3 +437,113 @@ def test_a_planner_bound_to_micro_grids_only_is_told_why_there_is_nothing_to_edi
     assert editor.session is None and editor.message.startswith("Refused: no community or grid")
     assert micro in editor.message_pane.object
     editor.__panel__()
+
+
+def grids_in_force(store, parents) -> dict[str, dict[str, int]]:
+    """``parent -> {micro-grid: version}`` in force."""
+    rows = store.con.execute("SELECT parent_id, grid_id, version FROM grids WHERE valid_to IS NULL AND parent_id IN "
+                             "(SELECT unnest(?))", [list(parents)]).fetchall()
+    found: dict[str, dict[str, int]] = {p: {} for p in parents}
+    for parent, grid, version in rows:
+        found[parent][grid] = version
+    return found
+
+
+@pytest.mark.parametrize("through", ["transaction", "writer"])
+def test_an_accepted_proposal_is_saved_whole_or_not_at_all(store, through):
+    # With the writer, this needs it to undo every write of a job that raises (the writer branch of issue 12).
+    save = save_through_writer(IntakeWriter(store.con, CaseFeed(), dedupe_window_s=60)) if through == "writer" \
+        else None
+    editor = GridEditor(store.con.cursor(), save=save, actor="planner.one", parent_id=COMMUNITY)
+    proposal = editor.propose()
+    parents = list(proposal.partitions)
+    assert len(parents) >= 3, "a community's proposal redraws several grids"
+    stale = parents[1]  # saved by another planner meanwhile: the partition before it is written first
+    other = GridEditor(store.con.cursor(), actor="planner.two", parent_id=stale)
+    at, _owners = shared_vertex(other.session.shapes)
+    other.tolerance_m = 0.0
+    assert other.move_vertex(at, at + [0.5, 0.0]) and run(other.save("gate moved")), other.message
+    before = grids_in_force(store, parents)
+    changes = store.con.execute("SELECT count(*) FROM grid_changes").fetchone()[0]
+    seq = last_audit_seq(store)
+    assert run(editor.accept_proposal("re-divided by households")) is None
+    assert editor.message.startswith(f"Refused: nothing of the proposal was saved, none of its {len(parents)} "
+                                     f"partition(s) ({', '.join(parents)}): the grids of {stale} were saved by "
+                                     "someone else"), editor.message
+    assert "twin-alert" in editor.message_pane.object and editor.saved == {}
+    assert grids_in_force(store, parents) == before, "no partition of the proposal is in force, not even the first"
+    assert store.con.execute("SELECT count(*) FROM grid_changes").fetchone()[0] == changes
+    assert audit_rows_after(store, seq) == []
+
+
+def edited_with_a_short_timeout(store) -> tuple[IntakeWriter, GridEditor, list[str]]:
+    """A writer and an editor saving through it, which waits 0.2 s for a save to start, with a shared vertex
+    moved; and the grids the move changed."""
+    writer = IntakeWriter(store.con, CaseFeed(), dedupe_window_s=60)
+    editor = GridEditor(store.con.cursor(), save=save_through_writer(writer), actor="planner.one", parent_id=PARENT,
+                        write_timeout_s=0.2)
+    at, owners = shared_vertex(editor.session.shapes)
+    editor.tolerance_m = 0.0
+    assert editor.move_vertex(at, at + [1.0, 0.0])
+    return writer, editor, owners
+
+
+def test_a_save_that_waits_too_long_for_the_writer_is_cancelled_before_it_runs(store):
+    writer, editor, owners = edited_with_a_short_timeout(store)
+    busy, release = threading.Event(), threading.Event()
+    writer.submit(lambda con: Written((busy.set(), release.wait(30))))  # another job holds the writer
+    assert busy.wait(30)
+
+    async def save_then_let_the_writer_go_on():
+        try:
+            saved = await editor.save("gate moved")
+        finally:
+            release.set()
+        # the cancelled save's turn comes and goes (its loop must still run then)
+        await writer.submit(lambda con: Written(None), loop=asyncio.get_running_loop())
+        return saved
+
+    assert run(save_then_let_the_writer_go_on()) is None
+    assert editor.message.startswith("Cancelled: ") and "cancelled before it ran; nothing was saved" in editor.message
+    assert "error" not in editor.message.lower() and not editor.saving
+    assert [list(grid_history(store.con, g)["version"]) for g in owners] == [[1]] * len(owners)
+    assert editor.session.can_undo, "the edit is still there to save again"
+
+
+def test_a_save_the_writer_has_started_is_awaited_and_the_planner_told(store, monkeypatch):
+    import scenes.planner.saving
+
+    writer, editor, owners = edited_with_a_short_timeout(store)
+    writing, release = threading.Event(), threading.Event()
+    save_partition = scenes.planner.saving.save_partition
+
+    def slow_save(*args, **kwargs):  # the real save, once the test lets it go on
+        writing.set()
+        release.wait(30)
+        return save_partition(*args, **kwargs)
+    monkeypatch.setattr(scenes.planner.saving, "save_partition", slow_save)
+
+    async def save_while_watching() -> list[str]:
+        saving = asyncio.ensure_future(editor.save("gate moved"))
+        seen = []
+        while not saving.done():  # the loop runs on while the writer works
+            await asyncio.sleep(0.05)
+            if editor.message.startswith("Still saving"):
+                seen.append(editor.message)
+                seen.append(grid_history(store.con, owners[0])["version"].tolist())
+                break
+        release.set()
+        seen.append(await saving)
+        return seen
+
+    try:
+        seen = run(save_while_watching())
+    finally:
+        release.set()
+    assert len(seen) == 3, f"the planner was not told the save is still under way: {editor.message}"
+    told, versions_meanwhile, saved = seen
+    assert writing.is_set()
+    assert "the store's writer started it" in told and "saved whole or not at all" in told
+    assert versions_meanwhile == [1], "not committed while the planner was told it is still saving"
+    assert saved and editor.message.startswith("Saved gc-") and not editor.saving
+    assert list(grid_history(store.con, owners[0])["version"]) == [1, 2]

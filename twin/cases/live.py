@@ -45,6 +45,7 @@ class Written:
     client: str | None = None  # the intake client whose new cases these are (for the audit trail)
     # Try a CHECKPOINT after the commit, so a large change (a grid save) leaves the log at once.
     checkpoint: bool = False
+    grids_changed: bool = False  # the job changed grids: the intake re-matches cases to them
 
 
 class CaseFeed:

@@ -1,0 +1,547 @@
+"""The planner's grid editor: the Panel viewer that composes the plan, the edit session, the rules display,
+saving and history, and the proposal, and holds their shared state as params."""
+
+from __future__ import annotations
+
+import html
+import inspect
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import duckdb
+import numpy as np
+import panel as pn
+import param
+import shapely
+
+from scenes.planner.plot import Drag, PlanPlot
+from scenes.planner.proposal import ProposalDesk
+from scenes.planner.rules import RulesDisplay
+from scenes.planner.saving import (WRITE_TIMEOUT_S, Save, VersionHistory, Write, WriteCancelled, awaited, edit_write,
+                                   read_off_loop, save_in_transaction)
+from scenes.planner.session import NO_MOVE_M, ParentEdit
+from scenes.theme import CSS
+from twin.errors import GridEditError, TwinError
+from twin.grids.gridedit import EditSession
+from twin.grids.gridrules import Violation, errors
+from twin.grids.gridversions import SavedEdit
+from twin.grids.partition import Proposal
+from twin.grids.reassign import Reassignment
+from twin.store.queries import grid_tree
+
+log = logging.getLogger(__name__)
+
+PARENT_LEVELS = ("community", "grid")  # a community's grids, a grid's micro-grids
+
+
+class GridEditor(pn.viewable.Viewer):
+    """Redraw the grids of one parent: move, split, merge, draw, delete; check, compare, save, restore, propose.
+
+    The methods (:meth:`move_vertex`, :meth:`split`, …) are what the plan's edit
+    events call, and what the tests call.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        A cursor on the store (reads; writes only through ``save``).
+    save : callable, optional
+        ``save(write) -> asyncio.Future``: runs ``write(con)`` in one transaction off
+        the event loop and settles the future once committed
+        (:func:`~scenes.planner.saving.save_through_writer` in ``twin serve``);
+        default :func:`~scenes.planner.saving.save_in_transaction` on ``con``.
+    actor : str
+        The signed-in user, recorded with every saved version.
+    source : str, optional
+        Where the user works from (an address), for the audit trail.
+    allowed_parents : set of str, optional
+        Grid ids the planner may edit under (any level: the communities and
+        grids under them are offered too); None: the whole district.
+    write_timeout_s : float
+        How long (s) a save may wait for the writer to start it: a save not
+        started by then is cancelled; one started is awaited to its end.
+
+    Attributes
+    ----------
+    plan : PlanPlot
+        The 2D plan and its Bokeh sources.
+    edit : ParentEdit or None
+        The edit session of the chosen parent (None before one is chosen).
+    rules : RulesDisplay
+        The before → after table and the broken rules.
+    history : VersionHistory
+        The versions of one grid.
+    proposals : ProposalDesk
+        The micro-grid proposal.
+    """
+
+    parent_id = param.Selector(default=None, objects=[], doc="The community or grid whose children are edited")
+    tolerance_m = param.Number(default=1.0, bounds=(0.0, 25.0), step=0.5,
+                               doc="Snap radius (m): a moved vertex goes to a grid vertex, building corner or edge "
+                                   "this close")
+    reason = param.String(default="", doc="Why: required to save, restore or accept")
+    selected = param.List(default=[], item_type=str, doc="Grids selected on the plan (merge, delete, history)")
+    message = param.String(default="", doc="The outcome of the last action, or why it was refused")
+    show = param.Selector(default="edit", objects=["edit", "proposal"], doc="The plan shows the edit or the proposal")
+    history_grid = param.String(default=None, allow_None=True, doc="The grid whose versions are shown")
+    history_version = param.Selector(default=None, objects=[], doc="The version drawn on the plan")
+    saved = param.Dict(default={}, doc="Set after every save: change ids, parent, level, action")
+    saving = param.Boolean(default=False, doc="A save, restore or accepted proposal is under way")
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, save: Save | None = None, actor: str,
+                 source: str | None = None, allowed_parents: set[str] | None = None,
+                 write_timeout_s: float = WRITE_TIMEOUT_S, **params) -> None:
+        if not actor or not str(actor).strip():
+            raise GridEditError("the grid editor needs the signed-in user as actor=; got an empty name.")
+        first = params.pop("parent_id", None)
+        super().__init__(**params)
+        self._con = con
+        self._save = save if save is not None else save_in_transaction(con)
+        self.write_timeout_s = float(write_timeout_s)
+        self.actor, self.source = str(actor), source
+        meta = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('origin_x', 'origin_y')").fetchall())
+        self.origin = np.array([float(meta.get("origin_x", 0.0)), float(meta.get("origin_y", 0.0))])
+        self.edit: ParentEdit | None = None
+        self.last_edit_s = 0.0
+        self.plan = PlanPlot(self.origin, on_drag=self._dragged, on_pick=self._picked)
+        self.rules = RulesDisplay()
+        self.history = VersionHistory()
+        self.proposals = ProposalDesk(button=_button, accept=self.accept_proposal, edit=self.edit_proposal,
+                                      discard=self.discard_proposal)
+        self._widgets()
+        options = self._parent_options(allowed_parents)
+        if not options:
+            # shown instead of the plan: a planner bound to micro-grids only has nothing to redraw here
+            self.message = (f"Refused: no community or grid with children to edit under "
+                            f"{', '.join(sorted(allowed_parents or [])) or 'the district'}; an administrator can "
+                            "bind this planner to a street, community or grid in force (`twin users`).")
+            return
+        self.param.parent_id.objects = options
+        ids = list(options.values())
+        if first is not None and first not in ids:
+            raise GridEditError(f"parent_id={first!r} is not a community or grid with children that this planner "
+                                f"may edit; pick one of {', '.join(ids[:6])}{'…' if len(ids) > 6 else ''}.")
+        levels = dict(con.execute("SELECT grid_id, level FROM grids WHERE valid_to IS NULL AND grid_id IN "
+                                  "(SELECT unnest(?))", [ids]).fetchall())
+        self.parent_id = first or next((g for g in ids if levels.get(g) == "grid"), ids[0])
+
+    # -- what the parts hold -----------------------------------------------------
+    @property
+    def session(self) -> EditSession | None:
+        """The engine's edit session (undo, redo) of the chosen parent."""
+        return self.edit.session if self.edit is not None else None
+
+    @property
+    def violations(self) -> list[Violation]:
+        return self.edit.violations if self.edit is not None else []
+
+    @property
+    def reassignment(self) -> Reassignment | None:
+        return self.edit.reassignment if self.edit is not None else None
+
+    @property
+    def proposal(self) -> Proposal | None:
+        return self.proposals.proposal
+
+    # -- set-up --------------------------------------------------------------
+    def _parent_options(self, allowed: set[str] | None) -> dict[str, str]:
+        """Communities and grids with children in force, ``label -> id``; with ``allowed``, those under it."""
+        tree = grid_tree(self._con)
+        kids = set(tree["parent_id"].dropna())
+        rows = tree[tree["level"].isin(PARENT_LEVELS) & tree["grid_id"].isin(kids)].sort_values("grid_id")
+        if allowed is not None:
+            allowed = set(allowed)
+            under = np.zeros(len(rows), dtype=bool)
+            for column in ("grid_id", "street", "community", "grid"):
+                under |= rows[column].isin(allowed).to_numpy()
+            rows = rows[under]
+        return {f"{g} {n or ''} ({lvl})": g for g, n, lvl in zip(rows["grid_id"], rows["name"], rows["level"])}
+
+    def _widgets(self) -> None:
+        self.undo_button = _button("Undo", self.undo, width=70)
+        self.redo_button = _button("Redo", self.redo, width=70)
+        self.edit_buttons = pn.Row(
+            _button("Split along the line", self.split), _button("Merge selected", self.merge),
+            _button("Add drawn grid", self.draw), _button("Delete selected", self.delete),
+            self.undo_button, self.redo_button, sizing_mode="stretch_width", css_classes=["twin-planner-tools"])
+        self.save_button = _button("Save", self.save, color="primary", width=90)
+        self.message_pane = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width",
+                                         css_classes=["twin-planner-message"])
+        self.history_buttons = pn.Row(_button("Show history of selected", self.show_history),
+                                      _button("Restore this version", self.restore))
+
+    # -- loading a parent ------------------------------------------------------
+    @param.depends("parent_id", watch=True)
+    def _load_parent(self) -> None:
+        """Read the parent's children, the assets around it and its footprints; start a new edit session."""
+        started = time.perf_counter()
+        self._show_parent(ParentEdit(self._con, self.parent_id))
+        log.info("planner: %s (%d %s grids, %d buildings) loaded in %.2f s", self.parent_id,
+                 len(self.edit.saved_grids), self.edit.level, len(self.edit.assets.buildings),
+                 time.perf_counter() - started)
+
+    def _show_parent(self, edit: ParentEdit) -> None:
+        """Start editing ``edit``'s parent: draw it, and forget the selection, history and proposal."""
+        self.edit = edit
+        self.history.clear()
+        self.proposals.clear()
+        with pn.io.hold():
+            self.plan.show_parent(edit.parent_shape, edit.assets)
+            p = self.plan
+            p.clear(p.history_source, p.proposal_source, p.compare_source, p.line_source, p.draw_source)
+            self.param.update(selected=[], show="edit", history_grid=None, message="")
+            self._after_edit()
+
+    # -- edits -------------------------------------------------------------------
+    def _apply(self, edit: Callable[[], None], name: str) -> bool:
+        """Run one engine edit through the session; a refused edit changes nothing and says why."""
+        started = time.perf_counter()
+        if self._busy():
+            self._show_grids()
+            return False
+        try:
+            edit()
+        except TwinError as exc:
+            self.message = f"Refused: {exc}"
+            self._show_grids()  # undo what the browser tool did locally
+            return False
+        self.message = ""
+        self._after_edit()
+        self.last_edit_s = time.perf_counter() - started
+        log.debug("planner: %s took %.3f s", name, self.last_edit_s)
+        return True
+
+    def move_vertex(self, at: Sequence[float], to: Sequence[float]) -> bool:
+        """Move the vertex at ``at`` to ``to`` (district CRS, m) in every grid that has it, after snapping
+        ``to`` to a grid vertex, building corner or grid edge within :attr:`tolerance_m`."""
+        at, to = np.asarray(at, dtype=float)[:2], np.asarray(to, dtype=float)[:2]
+        if self.tolerance_m > 0:
+            to = self.edit.snapped(to, self.tolerance_m)
+        if np.hypot(*(to - at)) < NO_MOVE_M:
+            self._show_grids()
+            return False
+        return self._apply(lambda: self.edit.move_vertex(at, to), "move_vertex")
+
+    def split(self, line: Sequence | None = None, *, grid_id: str | None = None) -> bool:
+        """Split a grid along ``line`` (district CRS, m; default: the line drawn on the plan). The grid is the
+        selected one, or the one the line crosses most."""
+        if line is None:
+            line = self.plan.drawn_line()
+            if line is None:
+                self.message = "Refused: draw a split line across a grid first (the split-line tool), then Split."
+                return False
+        line = shapely.LineString(np.asarray(line, dtype=float)[:, :2])
+        if grid_id is None and len(self.selected) == 1:
+            grid_id = self.selected[0]
+        done = self._apply(lambda: self.edit.split(line, grid_id), "split")
+        self.plan.push(self.plan.line_source, {"xs": [], "ys": []})
+        return done
+
+    def merge(self, grid_ids: Sequence[str] | None = None) -> bool:
+        """Merge neighbouring grids (default: the selected ones); the first keeps its id."""
+        ids = list(grid_ids if grid_ids is not None else self.selected)
+        if len(ids) < 2:
+            self.message = "Refused: select two or more neighbouring grids (shift-click) to merge."
+            return False
+        return self._apply(lambda: self.edit.merge(ids), "merge")
+
+    def draw(self, polygon: Sequence | None = None) -> bool:
+        """Add a grid (district CRS, m; default: the one drawn on the plan), clipped to the parent; it takes
+        its area from the siblings it covers."""
+        if polygon is None:
+            polygon = self.plan.drawn_polygon()
+            if polygon is None:
+                self.message = "Refused: draw the new grid first (the draw tool), then Add drawn grid."
+                return False
+        shape = shapely.Polygon(np.asarray(polygon, dtype=float)[:, :2])
+        done = self._apply(lambda: self.edit.draw(shape), "draw")
+        self.plan.push(self.plan.draw_source, {"xs": [], "ys": []})
+        return done
+
+    def delete(self, grid_id: str | None = None, *, to: str | None = None) -> bool:
+        """Delete a grid by giving its area to a neighbour (default: the selected grid, to the second selected
+        one or the neighbour sharing the longest edge)."""
+        if grid_id is None:
+            if not self.selected:
+                self.message = "Refused: select the grid to delete (and, shift-click, the neighbour to take it)."
+                return False
+            grid_id = self.selected[0]
+            to = to if to is not None else (self.selected[1] if len(self.selected) > 1 else None)
+        return self._apply(lambda: self.edit.delete(grid_id, to=to), "delete")
+
+    def undo(self) -> bool:
+        return self._step("undo")
+
+    def redo(self) -> bool:
+        return self._step("redo")
+
+    def _step(self, what: str) -> bool:
+        if self._busy():
+            return False
+        try:
+            self.edit.step(what)
+        except TwinError as exc:
+            self.message = f"Refused: {exc}"
+            return False
+        self.message = ""
+        self._after_edit()
+        return True
+
+    def _busy(self) -> bool:
+        """Refuse an edit while a save is under way: the saved grids replace the session when it ends."""
+        if self.saving:
+            self.message = "Refused: a save is under way; edit again once it is done (its grids are loaded then)."
+        return self.saving
+
+    def _after_edit(self) -> None:
+        """Check the rules, reassign, and send only what changed: the grids, the red layer, moved buildings."""
+        edit = self.edit
+        edit.recheck(self._con)
+        self.selected = [g for g in self.selected if g in edit.shapes.index]
+        with pn.io.hold():
+            self._show_grids()
+            self.plan.show_violations(edit.violations)
+            self.plan.show_moved(edit.assets, edit.reassignment)
+            self.rules.show(edit.violations, edit.reassignment)
+            self.undo_button.disabled = not edit.session.can_undo
+            self.redo_button.disabled = not edit.session.can_redo
+
+    def _show_grids(self) -> None:
+        self.plan.show_grids(self.edit.shapes, self.selected)
+
+    # -- browser events ------------------------------------------------------------
+    def _dragged(self, drag: Drag) -> None:
+        """The vertex tool changed an outline in the browser: one engine move, or put the plan back."""
+        if isinstance(drag, str):
+            self.message = f"Refused: {drag}"
+            self._show_grids()
+            return
+        at, to, inserted = drag
+        if inserted and np.hypot(*(to - at)) <= max(self.tolerance_m, 0.5):
+            self._show_grids()  # the tool's new vertex still lies on its edge: nothing to move yet
+            return
+        self.move_vertex(at, to)
+
+    def _picked(self, grid_ids: list[str]) -> None:
+        self.selected = grid_ids
+
+    # -- saving ------------------------------------------------------------------
+    def _reason(self, reason: str | None) -> str | None:
+        reason = (self.reason if reason is None else reason).strip()
+        if not reason:
+            self.message = "Refused: give a reason first (it is kept with the new versions); nothing was saved."
+            return None
+        return reason
+
+    async def _write(self, write: Write, *, action: str, what: str) -> list[SavedEdit] | None:
+        """Run a write through the injected ``save``, awaited off the event loop; then load the saved grids
+        (off the loop too) and say what happened. ``what`` names the write for the planner."""
+        if self.saving:
+            self.message = "Refused: another save is under way; wait for its outcome, then try again."
+            return None
+        self.saving = True
+        self.message = f"Saving {what}…"
+        try:
+            saved = await self._committed(write, what)
+            if saved is not None:  # a fresh session on the saved grids; the assets follow the store
+                self._show_parent(await read_off_loop(self._con, ParentEdit, self.parent_id))
+        finally:
+            self.saving = False
+        if saved is None:
+            return None
+        ids = [s.change_id for s in saved if s.change_id]
+        written = {g: v for s in saved for g, v in s.versions.items()}
+        versions = ", ".join(f"{g} v{v}" for g, v in sorted(written.items()))
+        self.message = (f"Saved {', '.join(ids)} ({what}): {versions}" if ids else
+                        "Nothing differed from the store; nothing was written.")
+        self.reason = ""
+        self.saved = {"change_ids": ids, "parent_id": self.parent_id, "level": self.edit.level, "action": action,
+                      "versions": written}
+        return saved
+
+    async def _committed(self, write: Write, what: str) -> list[SavedEdit] | None:
+        """The saved edits once ``write`` committed; None, with the reason in :attr:`message`, when it did not."""
+        try:
+            return await awaited(self._save, write, timeout_s=self.write_timeout_s,
+                                 running=lambda: self._still_saving(what))
+        except WriteCancelled as exc:
+            self.message = f"Cancelled: {exc}"
+        except TwinError as exc:
+            self.message = f"Refused: {exc}"
+        except duckdb.Error as exc:
+            log.exception("planner: saving failed")
+            self.message = f"Refused: the store did not take the write ({exc}); nothing was saved."
+        return None
+
+    def _still_saving(self, what: str) -> None:
+        self.message = (f"Still saving {what}: the store's writer started it more than {self.write_timeout_s:g} s ago "
+                        "and is finishing it; it is saved whole or not at all, and the outcome shows here.")
+
+    async def save(self, reason: str | None = None) -> list[SavedEdit] | None:
+        """Save the edited grids as new versions, with the actor and ``reason`` (default :attr:`reason`).
+
+        Refused, with the reasons and nothing written, when the edit breaks a rule.
+        """
+        reason = self._reason(reason)
+        if reason is None:
+            return None
+        bad = errors(self.violations)
+        if bad:
+            listed = "; ".join(v.message for v in bad[:5])
+            self.message = f"Refused: the edit breaks {len(bad)} grid rule(s); nothing was saved: {listed}"
+            return None
+        edit = self.edit
+        write = edit_write(self.parent_id, edit.shapes.copy(), loaded=edit.versions(), level=edit.level,
+                           actor=self.actor, reason=reason, source=self.source)
+        return await self._write(write, action="edit", what=f"the edit of {self.parent_id}")
+
+    # -- history -------------------------------------------------------------------
+    def show_history(self, grid_id: str | None = None) -> None:
+        """Show the past versions of a grid (default: the selected one) and draw the chosen one on the plan."""
+        grid_id = grid_id or (self.selected[0] if self.selected else None)
+        if grid_id is None:
+            self.message = "Refused: select a grid on the plan to see its versions."
+            return
+        try:
+            versions = self.history.load(self._con, grid_id)
+        except TwinError as exc:
+            self.message = f"Refused: {exc}"
+            return
+        self.history_grid = grid_id
+        self.param.history_version.objects = versions
+        earlier = [v for v in versions if v < versions[-1]]
+        pick = earlier[-1] if earlier else versions[-1]
+        if self.history_version == pick:
+            self._draw_version()
+        else:
+            self.history_version = pick
+
+    @param.depends("history_version", watch=True)
+    def _draw_version(self) -> None:
+        shape = self.history.geometry(self.history_version) if self.history_grid is not None else None
+        self.plan.show_version(shape)
+        if shape is not None:
+            self.history.show(self.history_version)
+
+    async def restore(self, reason: str | None = None) -> list[SavedEdit] | None:
+        """Restore the shown version (:attr:`history_version` of :attr:`history_grid`) as a new version."""
+        if self.history_grid is None or self.history_version is None:
+            self.message = "Refused: show a grid's history and pick the version to restore first."
+            return None
+        reason = self._reason(reason)
+        if reason is None:
+            return None
+        version = int(self.history_version)
+        write = self.history.restore_write(version, actor=self.actor, reason=reason, source=self.source)
+        return await self._write(write, action="restore", what=f"version {version} of {self.history_grid}")
+
+    # -- proposal --------------------------------------------------------------------
+    def propose(self) -> Proposal | None:
+        """Propose micro-grids of 70–80 households for the parent, and show it against the current ones."""
+        try:
+            proposal = self.proposals.make(self._con, self.parent_id, self.edit.assets)
+        except TwinError as exc:
+            self.message = f"Refused: {exc}"
+            return None
+        with pn.io.hold():
+            self.plan.show_proposal(self.proposals.shapes(), self.proposals.now(self._con))
+            self.show = "proposal"
+        self.message = ""
+        return proposal
+
+    @param.depends("show", watch=True)
+    def _toggle(self) -> None:
+        self.plan.show_proposal_layer(self.show == "proposal" and self.proposal is not None)
+
+    async def accept_proposal(self, reason: str | None = None) -> list[SavedEdit] | None:
+        """Save the proposal's micro-grids (every grid of the scope, one transaction), with ``reason``:
+        every partition is saved, or none is, and the message says which."""
+        if self.proposal is None:
+            self.message = "Refused: there is no proposal; press Propose micro-grids first."
+            return None
+        reason = self._reason(reason)
+        if reason is None:
+            return None
+        parents = self.proposals.partitions()
+        whole = f"all {len(parents)} partition(s) of the proposal: {', '.join(parents)}"
+        saved = await self._write(self.proposals.write(actor=self.actor, reason=reason, source=self.source),
+                                  action="proposal", what=whole)
+        if saved is None and self.message.startswith("Refused: "):
+            self.message = (f"Refused: nothing of the proposal was saved, none of its {len(parents)} partition(s) "
+                            f"({', '.join(parents)}): {self.message.removeprefix('Refused: ')}")
+        return saved
+
+    def edit_proposal(self) -> bool:
+        """Load the proposal into the edit session (for a community: its first grid's micro-grids)."""
+        proposal = self.proposal
+        if proposal is None:
+            self.message = "Refused: there is no proposal to edit."
+            return False
+        parent = self.parent_id if self.parent_id in proposal.partitions else next(iter(proposal.partitions))
+        if parent != self.parent_id:
+            self.parent_id = parent  # loads that grid and clears the proposal
+        self.edit.restart(proposal.partitions[parent])
+        self.proposals.clear()
+        self.show = "edit"
+        self._after_edit()
+        self.message = f"The proposal for {parent} is loaded for editing; Save keeps it, Undo does not go past it."
+        return True
+
+    def discard_proposal(self) -> None:
+        with pn.io.hold():
+            self.proposals.clear()
+            self.show = "edit"
+            self.plan.clear(self.plan.proposal_source, self.plan.compare_source)
+
+    # -- the screen --------------------------------------------------------------------
+    @param.depends("message", watch=True)
+    def _show_message(self) -> None:
+        self.message_pane.object = message_html(self.message)
+
+    @param.depends("saving", watch=True)
+    def _saving_changed(self) -> None:
+        self.save_button.disabled = self.saving
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        if self.edit is None:
+            return pn.Column(self.message_pane, sizing_mode="stretch_both", stylesheets=[CSS])
+        controls = pn.Row(
+            pn.widgets.Select.from_param(self.param.parent_id, name="parent", width=320),
+            pn.widgets.FloatInput.from_param(self.param.tolerance_m, name="snap (m)", width=90),
+            sizing_mode="stretch_width")
+        saving = pn.Row(
+            pn.widgets.TextInput.from_param(self.param.reason, name="", placeholder="why (required to save)",
+                                            sizing_mode="stretch_width"),
+            self.save_button, sizing_mode="stretch_width")
+        side = pn.Column(
+            self.message_pane, self.rules.figures_pane, self.rules.rules_pane, saving,
+            pn.Row(_button("Propose micro-grids", self.propose),
+                   pn.widgets.RadioButtonGroup.from_param(self.param.show, width=160)),
+            self.proposals.pane, self.proposals.buttons,
+            pn.Row(pn.widgets.Select.from_param(self.param.history_version, name="", width=90),
+                   self.history_buttons),
+            self.history.pane, width=440, scroll=True, sizing_mode="stretch_height")
+        plan = pn.Column(controls, self.edit_buttons, pn.pane.Bokeh(self.plan.figure, sizing_mode="stretch_both"),
+                         sizing_mode="stretch_both")
+        return pn.Row(plan, side, sizing_mode="stretch_both", stylesheets=[CSS])
+
+
+def message_html(text: str) -> str:
+    """The message line: a refusal or cancellation in the alert colour, a save under way muted, the rest calm."""
+    if not text:
+        return ""
+    kind = ("twin-alert" if text.startswith(("Refused", "Cancelled")) else
+            "twin-muted" if text.startswith(("Saving", "Still saving")) else "twin-ok")
+    return f"<span class='{kind}'>{html.escape(text)}</span>"
+
+
+def _button(label: str, action: Callable[[], object], **kw) -> pn.widgets.Button:
+    """A button that calls ``action()`` when clicked; a coroutine ``action`` is awaited on the event loop."""
+    b = pn.widgets.Button(label=label, height=32, margin=(4, 4), **kw)
+    if inspect.iscoroutinefunction(action):
+        async def clicked(_event) -> None:
+            await action()
+        b.on_click(clicked)
+    else:
+        b.on_click(lambda _e: action())
+    return b

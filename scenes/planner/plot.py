@@ -1,0 +1,211 @@
+"""The planner's 2D plan: Bokeh sources, figure and edit tools, and what the browser's tools send back.
+
+Everything goes to the browser relative to the district origin (nothing absolute
+leaves the server) and comes back the same way; this class alone converts.
+The footprints of a parent are sent once; an edit resends only the grid
+outlines (tens of rings), the red layer and the moved buildings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import geopandas as gpd
+import numpy as np
+from bokeh.models import ColumnDataSource, HoverTool, PolyDrawTool, PolyEditTool, TapTool
+from bokeh.plotting import figure
+
+from scenes.colours import CATEGORICAL, neighbour_distinct_classes
+from scenes.planshapes import line_columns, outline_columns, polygon_columns, ring_rows, vertex_drag
+from scenes.theme import ACCENT, BACKGROUND, MUTED, TEXT
+from twin.grids.gridrules import Violation
+from twin.grids.reassign import Assets, Reassignment
+
+RED = "#f87171"
+DRAWN = "#facc15"
+
+# a vertex drag from the plan: (at, to, inserted) in district coordinates (m), or why it is no single-vertex edit
+Drag = tuple[np.ndarray, np.ndarray, bool] | str
+
+
+class PlanPlot:
+    """The plan of one parent's grids, with Bokeh's own edit tools.
+
+    Parameters
+    ----------
+    origin : ndarray, shape (2,)
+        The district origin (m, district CRS); every column sent is relative to it.
+    on_drag : callable
+        Called with a :data:`Drag` when the vertex tool changed the grid outlines in the browser.
+    on_pick : callable
+        Called with the picked grid ids (list of str) when the selection on the plan changed.
+    """
+
+    def __init__(self, origin: np.ndarray, *, on_drag: Callable[[Drag], None],
+                 on_pick: Callable[[list[str]], None]) -> None:
+        self.origin = origin
+        self._on_drag, self._on_pick = on_drag, on_pick
+        self._rings: list[np.ndarray] = []
+        self._ring_ids: list[str] = []
+        self._pushing = False
+        self.footprint_source = ColumnDataSource({"xs": [], "ys": [], "building_id": []})
+        self.grid_source = ColumnDataSource({"xs": [], "ys": [], "grid_id": [], "colour": []})
+        self.vertex_source = ColumnDataSource({"x": [], "y": []})
+        self.parent_source = ColumnDataSource({"xs": [], "ys": []})
+        self.violation_source = ColumnDataSource({"xs": [], "ys": [], "rule": [], "grid_id": [], "area": []})
+        self.moved_source = ColumnDataSource({"xs": [], "ys": [], "building_id": []})
+        self.history_source = ColumnDataSource({"xs": [], "ys": []})
+        self.proposal_source = ColumnDataSource({"xs": [], "ys": [], "grid_id": [], "colour": []})
+        self.compare_source = ColumnDataSource({"xs": [], "ys": []})
+        self.line_source = ColumnDataSource({"xs": [], "ys": []})
+        self.draw_source = ColumnDataSource({"xs": [], "ys": []})
+        self.grid_source.on_change("data", self._grid_data_changed)
+        self.grid_source.selected.on_change("indices", self._grid_picked)
+        self.figure = self._make_figure()
+
+    def _make_figure(self):
+        fig = figure(match_aspect=True, sizing_mode="stretch_both", min_height=500, background_fill_color=BACKGROUND,
+                     border_fill_color=BACKGROUND, tools="pan,wheel_zoom,reset", active_scroll="wheel_zoom",
+                     x_axis_label="easting from the district origin (m)",
+                     y_axis_label="northing from the district origin (m)", name="twin-plan")
+        fig.grid.visible = False
+        for axis in (fig.xaxis, fig.yaxis):
+            axis.axis_label_text_color = axis.major_label_text_color = MUTED
+        fig.patches("xs", "ys", source=self.footprint_source, fill_color="#52627a", fill_alpha=0.8, line_color=None)
+        self.grid_renderer = fig.patches("xs", "ys", source=self.grid_source, fill_color="colour", fill_alpha=0.22,
+                                         line_color=TEXT, line_width=1.6, selection_fill_alpha=0.5,
+                                         selection_line_color=ACCENT, selection_line_width=3,
+                                         nonselection_fill_alpha=0.22, nonselection_line_alpha=1.0)
+        fig.patches("xs", "ys", source=self.moved_source, fill_color=ACCENT, fill_alpha=0.9, line_color=None)
+        self.proposal_renderer = fig.patches("xs", "ys", source=self.proposal_source, fill_color="colour",
+                                             fill_alpha=0.3, line_color=DRAWN, line_width=1.6, visible=False)
+        self.compare_renderer = fig.multi_line("xs", "ys", source=self.compare_source, line_color=TEXT,
+                                               line_dash="dotted", line_width=1, visible=False)
+        fig.multi_line("xs", "ys", source=self.parent_source, line_color=TEXT, line_width=3.5, line_dash="dashed")
+        fig.multi_polygons("xs", "ys", source=self.history_source, fill_alpha=0, line_color=DRAWN, line_width=3,
+                           line_dash="dashdot")
+        fig.multi_polygons("xs", "ys", source=self.violation_source, fill_color=RED, fill_alpha=0.6,
+                           line_color=RED, line_width=2, name="twin-violations")
+        line = fig.multi_line("xs", "ys", source=self.line_source, line_color=DRAWN, line_width=2.5,
+                              line_dash="dashed")
+        drawn = fig.patches("xs", "ys", source=self.draw_source, fill_color=DRAWN, fill_alpha=0.25, line_color=DRAWN,
+                            line_width=2)
+        vertices = fig.scatter("x", "y", source=self.vertex_source, size=10, fill_color=ACCENT, line_color=TEXT)
+        edit = PolyEditTool(renderers=[self.grid_renderer], vertex_renderer=vertices,
+                            description="Move a vertex: press and hold on a grid to show its vertices, then drag "
+                                        "one (a shared vertex moves in every neighbour)")
+        split = PolyDrawTool(renderers=[line], num_objects=1,
+                             description="Draw a split line: press and hold to start, click to add points, press "
+                                         "and hold to end; then Split along the line")
+        new = PolyDrawTool(renderers=[drawn], num_objects=1,
+                           description="Draw a new grid: press and hold to start, click to add corners, press and "
+                                       "hold to end; then Add drawn grid")
+        tap = TapTool(renderers=[self.grid_renderer], description="Select grids (shift: several)")
+        fig.add_tools(edit, split, new, tap, HoverTool(renderers=[self.grid_renderer], tooltips=[("grid", "@grid_id")]))
+        fig.toolbar.active_tap = tap
+        self.tools = {"edit": edit, "split": split, "draw": new, "select": tap}
+        return fig
+
+    # -- what is drawn -------------------------------------------------------------
+    def push(self, source: ColumnDataSource, data: dict) -> None:
+        """Send ``data`` to ``source`` without taking the change for an edit made in the browser."""
+        self._pushing = True
+        try:
+            source.data = data
+        finally:
+            self._pushing = False
+
+    def clear(self, *sources: ColumnDataSource) -> None:
+        for source in sources:
+            self.push(source, {k: [] for k in source.data})
+
+    def show_parent(self, parent_shape, assets: Assets) -> None:
+        """The parent's outline and the footprints around it (sent once per parent; edits never resend them)."""
+        self.push(self.footprint_source, outline_columns(assets.footprints, assets.buildings["building_id"],
+                                                         self.origin))
+        px, py = line_columns([parent_shape], self.origin)
+        self.push(self.parent_source, {"xs": px, "ys": py})
+
+    def show_grids(self, shapes: gpd.GeoSeries, selected: Sequence[str]) -> None:
+        """The grids being edited, neighbours in distinct colours, ``selected`` ones selected."""
+        ids, rings = ring_rows(shapes, self.origin)
+        self._ring_ids, self._rings = ids, rings
+        self.push(self.grid_source, _coloured_rings(shapes, ids, rings))
+        self._pushing = True
+        try:
+            self.grid_source.selected.indices = [i for i, g in enumerate(ids) if g in selected]
+        finally:
+            self._pushing = False
+
+    def show_violations(self, violations: list[Violation]) -> None:
+        """The red layer: the places where the edit breaks a rule."""
+        # a violation without area (none so far, but an empty geometry is possible) has nothing to draw
+        shown = [v for v in violations if v.geometry is not None and v.geometry.area > 0]
+        vx, vy = polygon_columns([v.geometry for v in shown], self.origin)
+        self.push(self.violation_source, {"xs": vx, "ys": vy, "rule": [v.rule for v in shown],
+                                          "grid_id": [v.grid_id for v in shown],
+                                          "area": [round(v.area_m2, 2) for v in shown]})
+
+    def show_moved(self, assets: Assets, reassignment: Reassignment | None) -> None:
+        """The buildings the edit moves to another grid."""
+        moved = reassignment.moves["buildings"]["building_id"] if reassignment is not None else []
+        rows = np.flatnonzero(assets.buildings["building_id"].isin(list(moved)).to_numpy())
+        self.push(self.moved_source, outline_columns(assets.footprints[rows],
+                                                     assets.buildings["building_id"].iloc[rows], self.origin))
+
+    def show_version(self, geometry) -> None:
+        """One past version of a grid, dash-dotted over the plan (None: none)."""
+        xs, ys = polygon_columns([geometry], self.origin) if geometry is not None else ([], [])
+        self.push(self.history_source, {"xs": xs, "ys": ys})
+
+    def show_proposal(self, shapes: gpd.GeoSeries, now: Sequence) -> None:
+        """Proposed grids, coloured, over the dotted outlines of the grids ``now`` in force."""
+        ids, rings = ring_rows(shapes, self.origin)
+        self.push(self.proposal_source, _coloured_rings(shapes, ids, rings))
+        cx, cy = line_columns(list(now), self.origin)
+        self.push(self.compare_source, {"xs": cx, "ys": cy})
+
+    def show_proposal_layer(self, shown: bool) -> None:
+        """Show the proposal instead of the edited grids, or the other way round."""
+        self.proposal_renderer.visible = self.compare_renderer.visible = shown
+        self.grid_renderer.visible = not shown
+
+    # -- what the browser's tools drew ---------------------------------------------
+    def drawn_line(self) -> np.ndarray | None:
+        """The split line drawn with the split-line tool, (n, 2) in district coordinates; None if none."""
+        return self._drawn(self.line_source, at_least=2)
+
+    def drawn_polygon(self) -> np.ndarray | None:
+        """The corners drawn with the draw tool, (n, 2) in district coordinates; None if none."""
+        return self._drawn(self.draw_source, at_least=3)
+
+    def _drawn(self, source: ColumnDataSource, *, at_least: int) -> np.ndarray | None:
+        xs, ys = source.data["xs"], source.data["ys"]
+        if not len(xs) or len(xs[-1]) < at_least:
+            return None
+        return np.column_stack([np.asarray(xs[-1], dtype=float), np.asarray(ys[-1], dtype=float)]) + self.origin
+
+    def _grid_data_changed(self, _attr: str, _old: dict, new: dict) -> None:
+        """The PolyEditTool moved (or inserted) a vertex in the browser."""
+        if self._pushing:
+            return
+        drag = vertex_drag(self._rings, new.get("xs", []), new.get("ys", []))
+        if drag is None:
+            return
+        if isinstance(drag, str):
+            self._on_drag(drag)
+            return
+        at, to, inserted = drag
+        self._on_drag((at + self.origin, to + self.origin, inserted))
+
+    def _grid_picked(self, _attr: str, _old: list, new: list) -> None:
+        if self._pushing:
+            return
+        self._on_pick(list(dict.fromkeys(self._ring_ids[i] for i in new if 0 <= i < len(self._ring_ids))))
+
+
+def _coloured_rings(shapes: gpd.GeoSeries, ids: list[str], rings: list[np.ndarray]) -> dict:
+    """Patches columns of ``ring_rows``, each grid in a colour its neighbours do not have."""
+    classes = dict(zip(shapes.index, neighbour_distinct_classes(shapes.to_numpy(dtype=object))))
+    return {"xs": [r[:, 0] for r in rings], "ys": [r[:, 1] for r in rings], "grid_id": ids,
+            "colour": [CATEGORICAL[classes[g] % len(CATEGORICAL)] for g in ids]}

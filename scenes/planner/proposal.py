@@ -1,0 +1,93 @@
+"""The planner's micro-grid proposal: made for a parent, summed up beside the plan, accepted as one save."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+
+import duckdb
+import geopandas as gpd
+import pandas as pd
+import panel as pn
+
+from scenes.planner.saving import Write, check_unchanged, versions_of
+from scenes.theme import CSS
+from twin.grids.gridversions import SavedEdit, current_grids, save_partition
+from twin.grids.partition import Proposal, propose_micro_grids
+from twin.grids.reassign import Assets
+
+SUMMARY_ROWS = (("micro_grids", "micro-grids"), ("share_in_70_80", "share with 70–80 households"),
+                ("high_rise_alone", "high-rise buildings alone"), ("polsby_popper_median", "Polsby–Popper, median"),
+                ("polsby_popper_min", "Polsby–Popper, min"), ("households_min", "households, min"),
+                ("households_max", "households, max"))
+
+
+class ProposalDesk:
+    """The proposal of micro-grids of 70–80 households for one parent, its summary pane and its buttons.
+
+    Parameters
+    ----------
+    accept, edit, discard : callable
+        What the Accept, Edit and Discard buttons call.
+    button : callable
+        ``button(label, action, **kw) -> Button``, the editor's button maker.
+    """
+
+    def __init__(self, *, button: Callable, accept: Callable, edit: Callable, discard: Callable) -> None:
+        self.proposal: Proposal | None = None
+        self.loaded: dict[str, dict[str, int]] = {}  # the versions each partition was proposed over
+        self.pane = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width", css_classes=["twin-proposal"])
+        self.buttons = pn.Row(button("Accept", accept, color="primary"), button("Edit", edit),
+                              button("Discard", discard), visible=False)
+
+    def make(self, con: duckdb.DuckDBPyConnection, parent_id: str, assets: Assets | None) -> Proposal:
+        """Propose micro-grids for ``parent_id`` (raises TwinError when it cannot) and sum it up in the pane."""
+        self.proposal = propose_micro_grids(con, parent_id, assets=assets)
+        self.loaded = {p: versions_of(con, p) for p in self.proposal.partitions}
+        self.pane.object = self._html()
+        self.buttons.visible = True
+        return self.proposal
+
+    def shapes(self) -> gpd.GeoSeries:
+        """Every proposed micro-grid, of every partition."""
+        return pd.concat(list(self.proposal.partitions.values()))
+
+    def now(self, con: duckdb.DuckDBPyConnection) -> gpd.GeoSeries:
+        """The micro-grids in force under the proposal's partitions."""
+        now = current_grids(con, level="micro")
+        return now[now["parent_id"].isin(list(self.proposal.partitions))].geometry
+
+    def clear(self) -> None:
+        self.proposal = None
+        self.pane.object = ""
+        self.buttons.visible = False
+
+    def write(self, *, actor: str, reason: str, source: str | None) -> Write:
+        """The write that saves every partition of the proposal (every grid of the scope), with ``reason``.
+
+        It raises at the first partition that cannot be saved (say, another
+        planner saved newer grids there since the proposal was made), after the
+        partitions before it were written: the transaction, or the writer's job,
+        is then undone as a whole, so all partitions are saved or none.
+        """
+        partitions, loaded = dict(self.proposal.partitions), self.loaded
+
+        def write(con: duckdb.DuckDBPyConnection) -> list[SavedEdit]:
+            saved = []
+            for parent, shapes in partitions.items():
+                check_unchanged(con, parent, loaded[parent], fix="propose again to start from the grids in force.")
+                saved.append(save_partition(con, parent, shapes, actor=actor, reason=f"micro-grid proposal: {reason}",
+                                            level="micro", source=source))
+            return saved
+        return write
+
+    def partitions(self) -> list[str]:
+        """The parents whose micro-grids the proposal redraws."""
+        return list(self.proposal.partitions)
+
+    def _html(self) -> str:
+        s = self.proposal.summary()
+        rows = "".join(f"<tr><td>{label}</td><td>{s['current'].get(key, '—')}</td>"
+                       f"<td>{s['proposed'].get(key, '—')}</td></tr>" for key, label in SUMMARY_ROWS)
+        return ("<div class='label'>micro-grid proposal for " + html.escape(self.proposal.scope) + "</div>"
+                "<table class='twin-table'><tr><th></th><th>now</th><th>proposed</th></tr>" + rows + "</table>")
