@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
 from hypothesis import strategies as st
 
-from bench.fuzzing.harness import INJECTIONS, SANE_BUILDINGS, Target, texts
+from bench.fuzzing.harness import INJECTIONS, SANE_BUILDINGS, Target, file_session, texts
 from ingest.footprints import ingest_footprints, read_footprints
 from twin.store.store import Store
 
@@ -107,24 +106,17 @@ inputs = st.fixed_dictionaries({"text": documents, "suffix": st.sampled_from([".
                                 "source": st.sampled_from(["fuzz", "fuzz'; DROP TABLE buildings; --", "fuzz%_"])})
 
 
-@contextlib.contextmanager
-def session(store_path: Path, workdir: Path):
-    """Each input: the text written to a file, read, and ingested in one transaction on the store."""
-    counter = iter(range(10**9))
-    with Store(store_path) as store:
+def _ingest(store: Store, path: Path, value: dict) -> None:
+    """Read the file, and ingest it in one transaction on the store."""
+    features = read_footprints(path)
+    with store.transaction():
+        ingest_footprints(store, features, source=value["source"], where=str(path),
+                          default_height=value["default_height"])
 
-        def run(value: dict) -> None:
-            path = Path(workdir) / f"footprints-{next(counter)}{value['suffix']}"
-            path.write_text(value["text"], encoding="utf-8", errors="surrogatepass")
-            try:
-                features = read_footprints(path)
-                with store.transaction():
-                    ingest_footprints(store, features, source=value["source"], where=str(path),
-                                      default_height=value["default_height"])
-            finally:
-                path.unlink(missing_ok=True)
 
-        yield store.con, run
+session = file_session(lambda value: "footprints" + value["suffix"],
+                       lambda path, value: path.write_text(value["text"], encoding="utf-8", errors="surrogatepass"),
+                       _ingest)
 
 
 TARGET = Target("ingest.footprints", inputs, ("buildings", "meshes", "meta", "elements"), session, sane=SANE_BUILDINGS)

@@ -20,6 +20,7 @@ tried are collected in :data:`TALLIES` and printed at the end of the pytest run
 from __future__ import annotations
 
 import contextlib
+import itertools
 import shutil
 import time
 import traceback
@@ -33,6 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from twin.errors import TwinError
+from twin.store.store import Store
 
 # Strings that break string-built SQL, LIKE patterns, parsers and displays; mixed into every text strategy.
 INJECTIONS = (
@@ -138,6 +140,30 @@ class Target:
     tables: tuple[str, ...]
     session: Callable[..., contextlib.AbstractContextManager]
     sane: str | None = None  # SQL counting rows no accepted input may leave (non-finite heights, cases in year 1)
+
+
+def file_session(file_name: Callable[[dict], str], write: Callable[[Path, dict], None],
+                 load: Callable[[Store, Path, dict], None]) -> Callable[..., contextlib.AbstractContextManager]:
+    """A :class:`Target` session for readers of files: each input is written by ``write(path, value)`` to a
+    file of its own in the work folder (named ``N-{file_name(value)}``), loaded by ``load(store, path, value)``
+    (which opens its own transaction), and removed."""
+
+    @contextlib.contextmanager
+    def session(store_path: Path, workdir: Path):
+        counter = itertools.count()
+        with Store(store_path) as store:
+
+            def run(value: dict) -> None:
+                path = Path(workdir) / f"{next(counter)}-{file_name(value)}"
+                write(path, value)
+                try:
+                    load(store, path, value)
+                finally:
+                    path.unlink(missing_ok=True)
+
+            yield store.con, run
+
+    return session
 
 
 @contextlib.contextmanager

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 from pathlib import Path
 
 from hypothesis import strategies as st
 
-from bench.fuzzing.harness import INJECTIONS, SANE_BUILDINGS, Target, texts
+from bench.fuzzing.harness import INJECTIONS, SANE_BUILDINGS, Target, file_session, texts
 from ingest.ifc import ingest_ifc
 from twin.store.store import Store
 
@@ -73,22 +72,13 @@ def mutated(draw) -> dict:
     return {"data": data, "anchor": anchor}
 
 
-@contextlib.contextmanager
-def session(store_path: Path, workdir: Path):
-    """Each input: written to a file and loaded by ``ingest_ifc`` in one transaction."""
-    counter = iter(range(10**9))
-    with Store(store_path) as store:
+def _load(store: Store, path: Path, value: dict) -> None:
+    """Load the model with ``ingest_ifc`` in one transaction."""
+    with store.transaction():
+        ingest_ifc(store, path, anchor=value["anchor"])
 
-        def run(value: dict) -> None:
-            path = Path(workdir) / f"model-{next(counter)}.ifc"
-            path.write_bytes(value["data"])
-            try:
-                with store.transaction():
-                    ingest_ifc(store, path, anchor=value["anchor"])
-            finally:
-                path.unlink(missing_ok=True)
 
-        yield store.con, run
+session = file_session(lambda value: "model.ifc", lambda path, value: path.write_bytes(value["data"]), _load)
 
 
 TARGET = Target("ingest.ifc", mutated(), ("buildings", "meshes", "elements", "meta"), session, sane=SANE_BUILDINGS)
