@@ -1,7 +1,7 @@
 """Security benchmark (``twin bench security --json``): fuzzed inputs, and rate limits under a loopback burst.
 
 1. Fuzzing, on a copy of the small demo district (the inputs are made around it:
-   its origin, its cameras): each entry point of ``tests/fuzz`` (footprint
+   its origin, its cameras): each entry point of ``bench/fuzzing`` (footprint
    files, mutated IFC files, Open311 forms and bodies, detection JSON, the search
    box) is fed ``EXAMPLES`` inputs from a random seed. Counted per entry point:
    inputs tried, accepted, refused (a ``TwinError``), crashes (any other
@@ -50,18 +50,17 @@ if str(ROOT) not in sys.path:
 
 from bench.common import write_result  # noqa: E402
 from bench.browser import served  # noqa: E402
-from tests.fuzz.harness import SURROGATES, fuzz, replay  # noqa: E402
-from tests.fuzz.ingest import test_footprints, test_ifc  # noqa: E402
-from tests.fuzz.twin import test_detections, test_inspector, test_open311  # noqa: E402
+from bench.fuzzing import detections, footprints, ifc, open311, search  # noqa: E402
+from bench.fuzzing.harness import SURROGATES, fuzz, replay  # noqa: E402
 from twin.access.keys import add_key  # noqa: E402
 from twin.store.store import Store, open_for_command  # noqa: E402
 
 TARGETS = {  # entry point: (target, inputs in a full run)
-    "footprints": (test_footprints.TARGET, 400),
-    "ifc": (test_ifc.TARGET, 500),
-    "open311": (test_open311.TARGET, 1000),
-    "detections": (test_detections.TARGET, 1000),
-    "search": (test_inspector.TARGET, 1500),
+    "footprints": (footprints.TARGET, 400),
+    "ifc": (ifc.TARGET, 500),
+    "open311": (open311.TARGET, 1000),
+    "detections": (detections.TARGET, 1000),
+    "search": (search.TARGET, 1500),
 }
 QUICK_SHARE = 0.2
 SIGNIN_BURST = 200
@@ -190,9 +189,9 @@ def http_fuzz(base: str, key: str, *, count: int, seed: int) -> dict:
     client = Client(base)
     out = {}
     routes = {
-        "open311": [_open311_request(v, key) for v in draw(test_open311.inputs, count, seed=seed)],
+        "open311": [_open311_request(v, key) for v in draw(open311.inputs, count, seed=seed)],
         "detections": [("/api/detections", text.encode("utf-8", "surrogatepass"), "application/json")
-                       for text in draw(test_detections.inputs, count, seed=seed)],
+                       for text in draw(detections.inputs, count, seed=seed)],
         # API keys that are not text, or not Unicode a UTF-8 body can carry (a JSON escape)
         "detections_key_in_body": [("/api/detections", b'{"api_key": ' + k + b"}", "application/json")
                                    for k in (b'"\\ud800"', b"5", b'["x"]', b'{"a": 1}', b"null", b'""', b"true",
@@ -219,7 +218,7 @@ class _KeyedClient:
 
 
 def _report(key: str, k: int) -> tuple[str, bytes, str]:
-    form = {"service_code": test_open311.CODES[k % len(test_open311.CODES)], "lat": f"{34.76 + (k % 50) * 1e-4:.6f}",
+    form = {"service_code": open311.CODES[k % len(open311.CODES)], "lat": f"{34.76 + (k % 50) * 1e-4:.6f}",
             "long": f"{113.72 + (k % 37) * 1e-4:.6f}", "description": f"bench security {k}", "api_key": key}
     return "/open311/v2/requests.json", urlencode(form).encode(), "application/x-www-form-urlencoded"
 

@@ -31,8 +31,10 @@ def test_bad_input_exits_2_names_the_file_and_changes_nothing(tmp_path):
     done = twin("ingest", "footprints", str(BUBENEC), "--db", str(db), "--json")
     assert done.returncode == 2
     assert str(BUBENEC) in done.stderr and "--default-height" in done.stderr
-    assert json.loads(done.stdout) == {"ok": False, "error": json.loads(done.stdout)["error"],
-                                       "error_type": "InputError"}
+    failure = json.loads(done.stdout)
+    assert set(failure) == {"ok", "error", "error_type"}
+    assert failure["ok"] is False and failure["error_type"] == "InputError"
+    assert str(BUBENEC) in failure["error"] and "--default-height" in failure["error"], "the JSON names file and fix"
     missing = twin("ingest", "footprints", str(tmp_path / "nope.geojson"), "--db", str(db))
     assert missing.returncode == 2 and "nope.geojson: no such file" in missing.stderr
     assert file_digest(db) == digest

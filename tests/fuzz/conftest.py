@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.fuzz.harness import TALLIES
+from bench.fuzzing.harness import TALLIES
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import strategies as st
 
 from tests.conftest import copy_of
-from tests.fuzz.harness import INJECTIONS, TALLIES, Finding, Target, checksums, fuzz
+from bench.fuzzing.harness import INJECTIONS, TALLIES, Finding, Target, checksums, fuzz
 from twin.errors import InputError
 from twin.store.store import Store
 

@@ -1,7 +1,8 @@
 """Users, their roles bound to grids, masked personal data, and the audit trail with its hash chain.
 
-The building blocks of access control (issue 7); the app's sign-in and the
-per-role filtering of every read are not wired to them yet.
+The building blocks of access control: ``twin serve``'s sign-in (:mod:`scenes.auth`) checks
+passwords with :func:`check_credentials` and audits each attempt; every read of residents
+and cases goes through the per-role rules of :mod:`twin.access.policy`.
 
 - Passwords are stored as salted scrypt hashes; sign-ins, failed or not, are audited.
 - Roles: ``leader`` (aggregates, residents only as counts and tags), ``operator``
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pandas as pd
 
-from twin.errors import AccessError, InputError, check_choice
+from twin.errors import InputError, check_choice
 
 ROLES = ("leader", "operator", "planner", "admin")
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -127,7 +128,7 @@ _DUMMY_HASH = hash_password("x" * MIN_PASSWORD)
 def check_credentials(con: duckdb.DuckDBPyConnection, username: str, password: str) -> tuple[dict | None, str]:
     """``({username, role, grids}, "")`` when the password is right and the user enabled, else ``(None, why)``.
 
-    Reads only: the caller audits the attempt (:func:`authenticate` does both).
+    Reads only: the caller audits the attempt (``scenes.auth.SignIns.check`` does, through the writer).
     """
     row = con.execute("SELECT password_hash, role, grids, disabled FROM users WHERE username = ?",
                       [username]).fetchone()
@@ -142,16 +143,6 @@ def find_user(con: duckdb.DuckDBPyConnection, username: str) -> Principal | None
     """The enabled user ``username`` as a :class:`Principal` (no source), or None."""
     row = con.execute("SELECT role, grids FROM users WHERE username = ? AND NOT disabled", [username]).fetchone()
     return Principal(username, row[0], tuple(row[1])) if row else None
-
-
-def authenticate(con: duckdb.DuckDBPyConnection, username: str, password: str, *, source: str | None = None) -> dict:
-    """The user's ``username``, ``role`` and ``grids``, or :class:`AccessError`; either way it is audited."""
-    user, why = check_credentials(con, username, password)
-    if user is None:
-        audit(con, actor=username or "?", action="signin.failed", source=source, detail={"reason": why})
-        raise AccessError(SIGNIN_REFUSED)
-    audit(con, actor=username, action="signin", source=source)
-    return user
 
 
 def mask_id_number(value: str | None) -> str | None:

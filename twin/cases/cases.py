@@ -17,6 +17,7 @@ import pyarrow as pa
 import shapely
 
 from twin.errors import InputError
+from twin.grids.grids import locate
 
 CASE_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "evaluated", "closed", "rejected", "reopened")
 # The department still owes work on these; only they can be overdue.
@@ -93,7 +94,8 @@ def match_location(con: duckdb.DuckDBPyConnection, x: float, y: float) -> dict:
     """The building, micro-grid and responsible worker for a point in the district CRS (metres).
 
     The building is the one whose footprint holds the point, else the nearest within 30 m
-    (else none). The micro-grid is the one in force that holds the point; a point in no
+    (else none). The micro-grid is the one in force that holds the point, by
+    :func:`twin.grids.grids.locate`'s rule (on a shared edge, the smallest id); a point in no
     micro-grid lies outside the district and is refused. :class:`LocationMatcher` answers
     the same from memory, for intake under load.
 
@@ -102,9 +104,12 @@ def match_location(con: duckdb.DuckDBPyConnection, x: float, y: float) -> dict:
     dict
         ``building_id`` (or None), ``distance_m`` to it, ``grid_id`` and ``worker``.
     """
-    grid = con.execute("""SELECT grid_id, worker FROM grids WHERE level = 'micro' AND valid_to IS NULL
-                          AND ST_Intersects(boundary, ST_Point(?, ?)) ORDER BY grid_id LIMIT 1""", [x, y]).fetchone()
-    if grid is None:
+    # The store finds the grids whose extent holds the point; locate decides which holds it.
+    near = con.execute("""SELECT grid_id, worker, ST_AsWKB(boundary) FROM grids WHERE level = 'micro'
+                          AND valid_to IS NULL AND ST_Intersects_Extent(boundary, ST_Point(?, ?))""",
+                       [x, y]).fetchall()
+    grid_id = locate([[x, y]], [g for g, _, _ in near], shapely.from_wkb([bytes(w) for _, _, w in near]))[0]
+    if grid_id is None:
         raise _outside(x, y)
     reach = BUILDING_MATCH_M + 500.0  # label points lie inside footprints; no footprint here is 500 m across
     building = con.execute("""
@@ -114,7 +119,7 @@ def match_location(con: duckdb.DuckDBPyConnection, x: float, y: float) -> dict:
                                              BUILDING_MATCH_M]).fetchone()
     return {"building_id": building[0] if building else None,
             "distance_m": round(float(building[1]), 2) if building else None,
-            "grid_id": grid[0], "worker": grid[1]}
+            "grid_id": grid_id, "worker": next(w for g, w, _ in near if g == grid_id)}
 
 
 def _outside(x: float, y: float) -> InputError:
@@ -135,26 +140,26 @@ class LocationMatcher:
         buildings = con.execute("SELECT building_id, ST_AsWKB(footprint) AS wkb FROM buildings "
                                 "ORDER BY building_id").df()
         self._grid_ids = grids["grid_id"].to_numpy(dtype=object)
-        self._workers = grids["worker"].to_numpy(dtype=object)
-        self._grids = shapely.STRtree(shapely.from_wkb(grids["wkb"].map(bytes).to_numpy()))
+        self._workers = dict(zip(grids["grid_id"], grids["worker"]))
+        self._boundaries = shapely.from_wkb(grids["wkb"].map(bytes).to_numpy())
+        self._grids = shapely.STRtree(self._boundaries)
         self._building_ids = buildings["building_id"].to_numpy(dtype=object)
         self._footprints = shapely.from_wkb(buildings["wkb"].map(bytes).to_numpy())
         self._buildings = shapely.STRtree(self._footprints)
 
     def match(self, x: float, y: float) -> dict:
         """As :func:`match_location`."""
-        point = shapely.Point(x, y)
-        hits = self._grids.query(point, predicate="intersects")
-        if not len(hits):
+        grid_id = locate([[x, y]], self._grid_ids, self._boundaries, tree=self._grids)[0]
+        if grid_id is None:
             raise _outside(x, y)
-        g = min(hits, key=lambda i: self._grid_ids[i])  # the lowest id, as the SQL orders
+        point = shapely.Point(x, y)
         near = self._buildings.query(point, predicate="dwithin", distance=BUILDING_MATCH_M)
         found = {"building_id": None, "distance_m": None}
         if len(near):
             d = shapely.distance(self._footprints[near], point)
             best = min(range(len(near)), key=lambda k: (d[k], self._building_ids[near[k]]))
             found = {"building_id": self._building_ids[near[best]], "distance_m": round(float(d[best]), 2)}
-        return {**found, "grid_id": self._grid_ids[g], "worker": self._workers[g]}
+        return {**found, "grid_id": grid_id, "worker": self._workers[grid_id]}
 
 
 class CaseNumbers:

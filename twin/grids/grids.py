@@ -1,4 +1,4 @@
-"""Grid polygons: locating points in the micro-grid that holds them."""
+"""Grid polygons: locating points in the micro-grid that holds them (:func:`locate`, the one rule)."""
 
 from __future__ import annotations
 
@@ -7,32 +7,46 @@ import numpy as np
 import shapely
 
 
-def locate(points_xy: np.ndarray, grid_ids: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
-    """The grid holding each point.
+def locate(points_xy: np.ndarray, grid_ids: np.ndarray, boundaries: np.ndarray, *,
+           tree: shapely.STRtree | None = None) -> np.ndarray:
+    """The grid holding each point: the one rule by which points (buildings, cameras, cases) go to grids.
+
+    Every matcher of the product calls this: the demo build and building ingest, case intake
+    (:func:`twin.cases.cases.match_location` and :class:`~twin.cases.cases.LocationMatcher`) and
+    the planner's live reassignment (:func:`twin.grids.reassign.reassign`).
 
     Parameters
     ----------
-    points_xy : ndarray, shape (n, 2)
-        District CRS, metres.
-    grid_ids : ndarray of str, shape (m,)
-    boundaries : ndarray of shapely.Polygon, shape (m,)
-        Grids of one level that tile the district (no overlaps).
+    points_xy : array_like of float, shape (n, 2)
+        x, y in the district CRS, metres.
+    grid_ids : array_like of str, shape (m,)
+        The grids' ids, in any order.
+    boundaries : array_like of shapely.Polygon or MultiPolygon, shape (m,)
+        The grids' boundaries in the same CRS and order as ``grid_ids``; normally the grids of
+        one level, which tile the district without overlaps.
+    tree : shapely.STRtree, optional
+        An STRtree built over ``boundaries`` (in that order), to reuse across calls; built here
+        when not given.
 
     Returns
     -------
     ndarray of object, shape (n,)
-        The grid id, or None for points outside every grid. A point on a
-        shared edge goes to the grid listed first.
+        The id of the grid holding each point, or None for a point outside every grid (a gap,
+        or outside the district). A grid holds the points on its boundary too: a point on the
+        edge shared by two grids (or in an overlap) goes to the smallest grid id, whatever the
+        order of ``grid_ids``.
     """
+    points_xy = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
     out = np.full(len(points_xy), None, dtype=object)
-    if len(points_xy) == 0 or len(boundaries) == 0:
+    if len(points_xy) == 0 or len(grid_ids) == 0:
         return out
-    points = shapely.points(np.asarray(points_xy, dtype=np.float64))
-    tree = shapely.STRtree(boundaries)
-    point_idx, grid_idx = tree.query(points, predicate="intersects")
-    # First grid per point in input order: reverse so earlier assignments win.
-    order = np.lexsort((-grid_idx, point_idx))[::-1]
-    out[point_idx[order]] = np.asarray(grid_ids, dtype=object)[grid_idx[order]]
+    if tree is None:
+        tree = shapely.STRtree(np.asarray(boundaries, dtype=object))
+    point_idx, grid_idx = tree.query(shapely.points(points_xy), predicate="intersects")
+    held_by = np.asarray(grid_ids, dtype=object)[grid_idx]
+    by_id = np.argsort(held_by, kind="stable")
+    points, first = np.unique(point_idx[by_id], return_index=True)  # each point's first hit: its smallest id
+    out[points] = held_by[by_id][first]
     return out
 
 

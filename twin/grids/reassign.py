@@ -8,9 +8,10 @@ so the figures follow an edit on the full demo district (12,813 buildings,
 1.127 million residents) in milliseconds, where a spatial join of everything
 takes seconds (``bench/grids.py``).
 
-A point goes to the first changed grid (by id) that holds it; a point whose
-grid did not change and that no changed grid holds stays where it is; a point
-whose grid changed and that no grid holds any more goes to None (a gap).
+A point goes to the changed grid that holds it (by :func:`twin.grids.grids.locate`,
+the one rule: on a shared edge, the smallest id); a point whose grid did not
+change and that no changed grid holds stays where it is; a point whose grid
+changed and that no grid holds any more goes to None (a gap).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from shapely.geometry.base import BaseGeometry
 
 from twin.cases.cases import OPEN_STATUSES
 from twin.errors import check_choice
+from twin.grids.grids import locate
 from twin.store.queries import grid_tree
 from twin.store.schema import GRID_LEVELS
 
@@ -202,22 +204,14 @@ def reassign(assets: Assets, changed: Mapping[str, BaseGeometry | None], *, leve
         frame = assets.frame(kind)
         now = assets.membership(kind, level)
         in_changed = np.flatnonzero(np.isin(now, order)) if len(now) else np.array([], dtype=np.int64)
-        if len(geoms):
-            gi, pi = assets.strtree(kind).query(geoms, predicate="intersects")
-        else:
-            pi = gi = np.array([], dtype=np.int64)
-        # first changed grid (by id) per point: geoms are in id order, so the smallest gi wins
-        order_ = np.lexsort((gi, pi))
-        pi, gi = pi[order_], gi[order_]
-        first = np.ones(len(pi), dtype=bool)
-        first[1:] = pi[1:] != pi[:-1]
-        pi, gi = pi[first], gi[first]
-        candidates = np.union1d(in_changed, pi).astype(np.int64)
-        after = now[candidates].copy()
-        gone = np.isin(after, order)
-        after[gone] = None
-        where = np.searchsorted(candidates, pi)
-        after[where] = ids[gi]
+        # The points that may move: those in a changed grid now, and those in a changed grid's extent.
+        near = assets.strtree(kind).query(geoms)[1] if len(geoms) else np.array([], dtype=np.int64)
+        candidates = np.union1d(in_changed, near).astype(np.int64)
+        xy = frame[["x", "y"]].to_numpy(dtype=float)[candidates]
+        located = locate(xy, ids, geoms)
+        kept = now[candidates].copy()
+        kept[np.isin(kept, order)] = None  # their grid changed and holds them no more: a gap
+        after = np.where(np.not_equal(located, None), located, kept)
         moved = after != now[candidates]
         rows = candidates[moved]
         out = pd.DataFrame({ID_COLUMN[kind]: frame[ID_COLUMN[kind]].to_numpy()[rows],

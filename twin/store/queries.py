@@ -1,8 +1,8 @@
 """Read-side queries behind the screens: key figures, per-grid tables, map layers.
 
-All of the UI's reads of the store go through this module (and
-:mod:`twin.inspector` for one building), so that access rules can be added in
-one place.
+These are raw reads for every role alike, mostly aggregates. What is personal
+(residents, cases) reaches a user only through :class:`twin.access.policy.Gate`,
+which applies the access rules over :mod:`twin.inspector`'s reads.
 """
 
 from __future__ import annotations
@@ -155,10 +155,3 @@ def grid_boundaries(con: duckdb.DuckDBPyConnection, *, level: str) -> tuple[pd.D
     shapes = shapely.from_wkb(frame.pop("wkb").map(bytes).to_numpy()) if len(frame) else np.array([])
     return frame, shapes
 
-
-def building_footprints(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, np.ndarray]:
-    """Every building's id, name, grid and height, and its footprint (shapely, district CRS)."""
-    frame = con.execute("SELECT building_id, name, grid_id, height, base_z, ST_AsWKB(footprint) AS wkb "
-                        "FROM buildings ORDER BY building_id").df()
-    shapes = shapely.from_wkb(frame.pop("wkb").map(bytes).to_numpy()) if len(frame) else np.array([])
-    return frame, shapes

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz.harness import SURROGATES, TALLIES, Tally, texts
+from bench.fuzzing.harness import SURROGATES, TALLIES, Tally, texts
 from twin.access.keys import add_key, client_for
 from twin.store.store import Store
 

@@ -1,17 +1,24 @@
-"""Users with slow salted hashes, masks that keep personal numbers hidden, and an audit chain that shows edits."""
+"""Users with slow salted hashes, sign-in as `twin serve` runs it, masks that keep personal numbers hidden,
+and an audit chain that shows edits."""
 
 from __future__ import annotations
+
+import html
+import json
+import urllib.parse
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.browser import served
 from data.build import DEMO_ROLES
+from tests.scenes.test_server import fetch
 from tests.test_cli import twin
 from twin.access.access import (
+    SIGNIN_REFUSED,
     add_user,
     audit,
-    authenticate,
     disable_user,
     hash_password,
     mask_id_number,
@@ -19,7 +26,7 @@ from twin.access.access import (
     verify_audit,
     verify_password,
 )
-from twin.errors import AccessError, InputError, OptionError
+from twin.errors import InputError, OptionError
 from twin.store.store import Store, open_for_command
 
 
@@ -40,26 +47,55 @@ def test_masks_hide_the_middle_and_keep_the_length(id_number, phone):
     assert mask_id_number("410105199001011234") == "410105********1234" and mask_phone("13812345678") == "138****5678"
 
 
-def test_users_sign_in_and_every_attempt_is_audited(demo_copy):
+def test_users_are_bound_to_known_roles_and_operators_to_grids(demo_copy):
     with open_for_command(demo_copy, create=False) as store:
-        grid, = store.con.execute("SELECT grid_id FROM grids WHERE level = 'grid' LIMIT 1").fetchone()
-        first, = store.con.execute("SELECT max(seq) + 1 FROM audit").fetchone()  # after the demo's own users
-        add_user(store.con, "wang.fang", "a long passphrase", role="operator", grids=[grid])
         with pytest.raises(InputError, match="bound to grids"):
             add_user(store.con, "li.lei", "a long passphrase", role="operator")
         with pytest.raises(OptionError, match="role"):
             add_user(store.con, "li.lei", "a long passphrase", role="mayor")
-        assert authenticate(store.con, "wang.fang", "a long passphrase", source="10.0.0.7")["grids"] == [grid]
-        with pytest.raises(AccessError):
-            authenticate(store.con, "wang.fang", "wrong", source="10.0.0.7")
-        with pytest.raises(AccessError):
-            authenticate(store.con, "nobody", "a long passphrase")
-        disable_user(store.con, "wang.fang")
-        with pytest.raises(AccessError):
-            authenticate(store.con, "wang.fang", "a long passphrase")
-        actions = [r[0] for r in store.con.execute("SELECT action FROM audit WHERE seq >= ? ORDER BY seq",
-                                                   [first]).fetchall()]
-    assert actions == ["user.add", "signin", "signin.failed", "signin.failed", "user.disable", "signin.failed"]
+        with pytest.raises(InputError, match="no grid 'G-nope'"):
+            add_user(store.con, "li.lei", "a long passphrase", role="planner", grids=["G-nope"])
+
+
+def sign_in_form(root: str, username: str, password: str) -> tuple[int, str, str | None]:
+    """POST the login form as a browser does: the status, where it redirects, and the signed user cookie."""
+    status, headers, _ = fetch(f"{root}/login", {"username": username, "password": password})
+    cookies = [c.split(";")[0] for c in headers.get_all("Set-Cookie") or [] if c.startswith("user=")]
+    return status, headers.get("Location", ""), cookies[0] if cookies else None
+
+
+def test_sign_in_over_http_lets_in_the_right_password_only_and_audits_every_attempt(demo_copy):
+    """What `twin serve`'s login form runs (scenes/auth.py's SignIns, twin.access.access.check_credentials):
+    the right password of an enabled user gets a cookie that opens the app; a wrong password, an unknown
+    name and a disabled user all get the same refusal and no cookie; each attempt is audited with its address."""
+    with open_for_command(demo_copy, create=False) as store:
+        grid, = store.con.execute("SELECT grid_id FROM grids WHERE level = 'grid' ORDER BY grid_id LIMIT 1").fetchone()
+        add_user(store.con, "wang.fang", "a long passphrase", role="operator", grids=[grid])
+        add_user(store.con, "li.lei", "another passphrase", role="planner")
+        disable_user(store.con, "li.lei")
+        first, = store.con.execute("SELECT max(seq) + 1 FROM audit").fetchone()
+    with served(demo_copy) as url:
+        root = url.rsplit("/", 1)[0]
+        status, location, cookie = sign_in_form(root, "wang.fang", "a long passphrase")
+        assert status == 302 and cookie and "login" not in location
+        assert fetch(url, cookies=cookie)[0] == 200, "the signed cookie opens the app"
+        assert fetch(url)[0] == 302, "without it, the app sends to the login form"
+        for username, password in (("wang.fang", "a long passphrasE"), ("nobody", "a long passphrase"),
+                                   ("li.lei", "another passphrase")):
+            status, location, cookie = sign_in_form(root, username, password)
+            assert status == 302 and cookie is None, f"{username} is not let in"
+            shown = fetch(urllib.parse.urljoin(f"{root}/login", location))[2]
+            assert SIGNIN_REFUSED in html.unescape(shown), "the form says why, without telling which part was wrong"
+    with Store(demo_copy, read_only=True) as store:
+        rows = store.con.execute("SELECT actor, action, source, detail FROM audit WHERE seq >= ? "
+                                 "AND action LIKE 'signin%' ORDER BY seq", [first]).fetchall()
+        assert verify_audit(store.con) is None
+    assert [(a, act, src, json.loads(d) if d else None) for a, act, src, d in rows] == [
+        ("wang.fang", "signin", "127.0.0.1", None),
+        ("wang.fang", "signin.failed", "127.0.0.1", {"reason": "wrong name or password"}),
+        ("nobody", "signin.failed", "127.0.0.1", {"reason": "wrong name or password"}),
+        ("li.lei", "signin.failed", "127.0.0.1", {"reason": "disabled"}),
+    ]
 
 
 def test_the_audit_chain_finds_an_edited_or_removed_row(demo_copy):

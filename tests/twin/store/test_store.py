@@ -89,26 +89,63 @@ def test_an_older_store_is_upgraded_when_opened_for_writing(tmp_path):
     Store(path, read_only=True).close()
 
 
+# A planner's save as `twin serve` runs it: the store opened for writing, its one writer thread, the
+# planner's save_through_writer and save_partition (a merge of two micro-grids). Once the save is
+# acknowledged, the process says what it saved and waits to be killed.
+SAVE_THEN_WAIT = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+from scenes.planner import save_through_writer
+from twin.cases.live import CaseFeed, IntakeWriter
+from twin.grids.gridedit import merge_grids
+from twin.grids.gridversions import current_grids, save_partition
+from twin.store.store import Store
+
+store = Store({db!r})
+writer = IntakeWriter(store.con, CaseFeed(), dedupe_window_s=600)
+shapes = current_grids(store.con.cursor(), parent_id={parent!r}).geometry
+a, b = shapes.index[2], shapes.index[3]
+merged = merge_grids(shapes, [a, b])
+saved, = save_through_writer(writer)(lambda con: [save_partition(con, {parent!r}, merged, actor="planner1",
+                                                                 reason="compound merged")])
+print(json.dumps({{"kept": a, "deleted": b, "versions": saved.versions, "wkt": merged[a].wkt,
+                  "moved": saved.reassignment.moves["buildings"]["building_id"].tolist(),
+                  "audit_seq": saved.audit_seq}}), flush=True)
+time.sleep(600)
+"""
+
+
 def test_a_grid_change_survives_a_crash_before_the_store_is_closed(demo_copy):
-    """A new grid version (UPDATE and INSERT of grids), then the process dies: the log replays on open."""
+    """The server's grid save path in a process killed with SIGKILL right after the save is acknowledged:
+    on the next open, the new versions are in force and the buildings are in their new grid."""
+    import json
+    import os
+    import signal
     import subprocess
     import sys
 
     from tests.conftest import ROOT
 
-    crash = f"""
-import os, sys
-sys.path.insert(0, {str(ROOT)!r})
-from twin.store.store import Store
-con = Store({str(demo_copy)!r}).con.cursor()
-g = con.execute("SELECT grid_id, version FROM grids WHERE level = 'micro' AND valid_to IS NULL LIMIT 1").fetchone()
-con.execute("BEGIN TRANSACTION")
-con.execute("UPDATE grids SET valid_to = now()::TIMESTAMP WHERE grid_id = ? AND version = ?", list(g))
-con.execute("INSERT INTO grids SELECT * REPLACE (version + 1 AS version, NULL AS valid_to) FROM grids "
-            "WHERE grid_id = ? AND version = ?", list(g))
-con.execute("COMMIT")
-os._exit(0)
-"""
-    assert subprocess.run([sys.executable, "-c", crash], timeout=120).returncode == 0
+    script = SAVE_THEN_WAIT.format(root=str(ROOT), db=str(demo_copy), parent="S01-C01-G1")
+    server = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        acknowledged = json.loads(server.stdout.readline() or "null")
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+    assert server.returncode == -signal.SIGKILL and acknowledged, "the save was acknowledged, then the process died"
+    kept, deleted = acknowledged["kept"], acknowledged["deleted"]
+    assert acknowledged["versions"] == {kept: 2} and acknowledged["moved"]
     with Store(demo_copy, read_only=True) as store:
-        assert store.con.execute("SELECT count(*) FROM grids WHERE version = 2").fetchone()[0] >= 1
+        con = store.con
+        in_force = dict(con.execute("SELECT grid_id, version FROM grids WHERE grid_id IN (?, ?) AND valid_to IS NULL",
+                                    [kept, deleted]).fetchall())
+        assert in_force == {kept: 2}, "the merged grid's new version is in force, the other one is not"
+        same, = con.execute("SELECT ST_Equals(boundary, ST_GeomFromText(?)) FROM grids WHERE grid_id = ? "
+                            "AND valid_to IS NULL", [acknowledged["wkt"], kept]).fetchone()
+        assert same, "with the boundary that was saved"
+        owners = {g for g, in con.execute("SELECT DISTINCT grid_id FROM buildings WHERE building_id IN "
+                                          "(SELECT unnest(?))", [acknowledged["moved"]]).fetchall()}
+        assert owners == {kept}, "the buildings it moved are in their new grid"
+        assert con.execute("SELECT count(*) FROM audit WHERE seq = ?", [acknowledged["audit_seq"]]).fetchone()[0] == 1

@@ -1,4 +1,4 @@
-"""The fuzzing harness shared by ``tests/fuzz`` and ``bench/security.py``.
+"""The fuzzing harness shared by ``bench/security.py`` and ``tests/fuzz`` (which import it from here).
 
 Each entry point is a :class:`Target`: a hypothesis strategy of inputs and a
 runner that feeds one input to the product on a store copy. :func:`fuzz` tries
@@ -14,23 +14,27 @@ a fixed number of inputs and sorts each outcome:
 In tests (``strict=True``) a crash or a change fails the test, and hypothesis
 shrinks the input; in the benchmark they are counted. The numbers of examples
 tried are collected in :data:`TALLIES` and printed at the end of the pytest run
-(see ``tests/fuzz/conftest.py``).
+(see ``tests/fuzz/conftest.py``). The targets live beside it in ``bench/fuzzing/``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import shutil
 import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from twin.errors import TwinError
+from twin.store.store import Store
 
 # Strings that break string-built SQL, LIKE patterns, parsers and displays; mixed into every text strategy.
 INJECTIONS = (
@@ -138,6 +142,30 @@ class Target:
     sane: str | None = None  # SQL counting rows no accepted input may leave (non-finite heights, cases in year 1)
 
 
+def file_session(file_name: Callable[[dict], str], write: Callable[[Path, dict], None],
+                 load: Callable[[Store, Path, dict], None]) -> Callable[..., contextlib.AbstractContextManager]:
+    """A :class:`Target` session for readers of files: each input is written by ``write(path, value)`` to a
+    file of its own in the work folder (named ``N-{file_name(value)}``), loaded by ``load(store, path, value)``
+    (which opens its own transaction), and removed."""
+
+    @contextlib.contextmanager
+    def session(store_path: Path, workdir: Path):
+        counter = itertools.count()
+        with Store(store_path) as store:
+
+            def run(value: dict) -> None:
+                path = Path(workdir) / f"{next(counter)}-{file_name(value)}"
+                write(path, value)
+                try:
+                    load(store, path, value)
+                finally:
+                    path.unlink(missing_ok=True)
+
+            yield store.con, run
+
+    return session
+
+
 @contextlib.contextmanager
 def _timed(tally: Tally) -> Iterator[None]:
     started = time.perf_counter()
@@ -227,10 +255,9 @@ def fuzz(target: Target, store_path, workdir, *, max_examples: int, strict: bool
 
 
 def fuzz_a_copy(target: Target, store_path, workdir, *, max_examples: int) -> Tally:
-    """:func:`fuzz` on a copy of ``store_path`` in ``workdir``, as the tests run it; says how it went."""
-    from tests.conftest import copy_of
-
-    tally = fuzz(target, copy_of(store_path, workdir), workdir, max_examples=max_examples)
+    """:func:`fuzz` on a copy of ``store_path`` (``workdir/store.duckdb``), as the tests run it; says how it went."""
+    copy = Path(shutil.copy(store_path, Path(workdir) / "store.duckdb"))
+    tally = fuzz(target, copy, workdir, max_examples=max_examples)
     print(f"\n{target.name}: {tally.tried} examples, {tally.ok} taken, {tally.refused} refused")
     return tally
 
