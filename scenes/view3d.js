@@ -141,7 +141,9 @@ function floatBuffer(data) {
 }
 
 export function render({ model, el }) {
-  const marks = window.twinMarks = { render: performance.now() }; // where the first frame's time goes
+  // Marks for tests and benches go on the page only when the server asks for them (`probes`).
+  const probe = model.probes ? window : {};
+  const marks = probe.twinMarks = { render: performance.now() }; // where the first frame's time goes
   const vtk = window.vtk;
   const container = document.createElement("div");
   container.className = "twin-view";
@@ -183,7 +185,7 @@ export function render({ model, el }) {
     canvasHolder.replaceChildren();
     grw = makeWindow(true);
   }
-  window.twinGL = { renderer: glRenderer, antialias: !!grw.getApiSpecificRenderWindow().getContext().getContextAttributes().antialias };
+  probe.twinGL = { renderer: glRenderer, antialias: !!grw.getApiSpecificRenderWindow().getContext().getContextAttributes().antialias };
   const renderer = grw.getRenderer();
   const renderWindow = grw.getRenderWindow();
   const glWindow = grw.getApiSpecificRenderWindow();
@@ -304,7 +306,7 @@ export function render({ model, el }) {
         // each need a shader that software GL compiles slowly, and the side panels Python sends on `ready`.
         requestAnimationFrame(() => requestAnimationFrame(() => {
           if (removed) return;
-          window.twinFirstFrame = performance.now();
+          probe.twinFirstFrame = performance.now();
           model.ready = true;
           for (const a of deferred) a.actor.setVisibility(true);
           applyLayerVisibility();
@@ -500,8 +502,8 @@ export function render({ model, el }) {
       ctx.stroke();
     }
     if (visible && state.pendingDrawn.length) { // when each new marker was first drawn, for tests and the bench
-      window.twinCaseDrawn = window.twinCaseDrawn || {};
-      for (const id of state.pendingDrawn) if (!(id in window.twinCaseDrawn)) window.twinCaseDrawn[id] = now;
+      probe.twinCaseDrawn = probe.twinCaseDrawn || {};
+      for (const id of state.pendingDrawn) if (!(id in probe.twinCaseDrawn)) probe.twinCaseDrawn[id] = now;
       state.pendingDrawn = [];
     }
     clearTimeout(pulseTimer);
@@ -545,7 +547,7 @@ export function render({ model, el }) {
       for (let k = state.caseRec.length; k < slot; k++) state.caseRec[k] = [0, 0, 0, -1];
       state.caseRec[slot] = [rec[6 * i + 1], rec[6 * i + 2], rec[6 * i + 3], rec[6 * i + 4]];
       if (rec[6 * i + 5]) state.caseFresh.set(slot, now);
-      state.pendingDrawn.push(ids[i]);
+      if (model.probes) state.pendingDrawn.push(ids[i]);
     }
     queueCases();
   }
@@ -572,7 +574,7 @@ export function render({ model, el }) {
       }
     }
     state.cameraCount = setMarkers(cameras, xyz, (i) => (rec[8 * i + 7] > 0 ? [56, 189, 248] : [100, 116, 139]), 2.5);
-    window.twinCameras = state.cameraCount;
+    probe.twinCameras = state.cameraCount;
     const npts = seg.length / 3;
     const lines = new Uint32Array((npts / 2) * 3);
     for (let s = 0; s < npts / 2; s++) lines.set([2, 2 * s, 2 * s + 1], 3 * s);
@@ -788,7 +790,7 @@ export function render({ model, el }) {
     }
     const c = model.show_cases !== false ? pickCase(clientX, clientY) : -1; // dots lie on top of everything
     if (c >= 0) hit = { kind: "case", index: c };
-    window.twinPickMs = performance.now() - started;
+    probe.twinPickMs = performance.now() - started;
     return hit;
   }
 
@@ -814,7 +816,7 @@ export function render({ model, el }) {
     down = null;
     if (wasDrag) return;
     e.stopImmediatePropagation();
-    window.twinLastClick = performance.now();
+    probe.twinLastClick = performance.now();
     const hit = pickAt(e.clientX, e.clientY);
     state.clickSeq += 1;
     model.pick = hit ? { ...hit, seq: state.clickSeq } : { kind: "none", index: -1, seq: state.clickSeq };
@@ -840,7 +842,7 @@ export function render({ model, el }) {
     const rect = canvasHolder.getBoundingClientRect(), dpr = window.devicePixelRatio || 1;
     return [rect.left + p[0] / dpr, rect.top + rect.height - p[1] / dpr];
   };
-  window.twinView = container;
+  probe.twinView = container;
 
   // --- wiring -------------------------------------------------------------
   model.on("buildings", loadBuildings);
