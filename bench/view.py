@@ -6,10 +6,16 @@ SwiftShader, a 1920x1080 page):
 - ours (``twin serve``, signed in as a leader), ``pn.pane.VTK`` (``bench/vtk_baseline_app.py``) and
   ``pn.pane.DeckGL`` (``bench/deckgl_baseline_app.py``), their runs interleaved: the time from navigation
   to the first frame that shows the district, and the websocket bytes received before it. The first
-  frame is pixels on screen: page screenshots clipped to the canvas's area, every 0.1 s, until the area
-  is no longer blank (a blank canvas, or the page before it, is one colour; a drawn district differs
-  from that colour in a good part of the area). Ours also reports its JavaScript marks
-  (``window.twinMarks``: the render call) beside the pixel time.
+  frame is pixels on screen: page screenshots clipped to the canvas's area (DevTools'
+  ``Page.captureScreenshot``, see :func:`screenshooter`), every 0.1 s, until the area is no longer blank
+  (a blank canvas, or the page before it, is one colour; a drawn district differs from that colour in a
+  good part of the area). Ours also reports its JavaScript marks (``window.twinMarks``: the render call)
+  beside the pixel time.
+
+  With ``--disable-gpu`` Chromium composites in software: every frame in which a WebGL canvas changed
+  reads that canvas back (``glReadPixels``) on the page's main thread, which waits until SwiftShader has
+  drawn the whole scene. A page that redraws its canvas often after its first frame holds its main thread,
+  and so a ``page.screenshot`` (which runs three scripts in the page first), for that long.
 - picks on the served path: server time per pick (an operator's building card, first residents page and
   open cases through the access gate, each look audited through the store's writer queue, as
   ``twin serve`` does it), and in the browser, click to inspector filled. The first and the worst sample
@@ -20,8 +26,10 @@ It also saves the leader's screen to ``bench/out/overview.png``.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import os
 import statistics
 import sys
 import time
@@ -42,6 +50,8 @@ DIFFERS = 60  # summed |R-G-B| difference at which a pixel is not the blank colo
 DRAWN_SHARE = 0.05  # share of the canvas's area that must differ from the blank colour
 GOALS = {"time_vs_faster_stock_at_most": 1 / 2, "bytes_vs_smaller_stock_at_most": 1 / 3,
          "server_pick_p95_ms_at_most": 50.0, "click_to_inspector_median_ms_at_most": 300.0}
+# How the page is photographed (see `screenshooter`); TWIN_BENCH_CAPTURE=playwright for page.screenshot.
+CAPTURE = os.environ.get("TWIN_BENCH_CAPTURE", "cdp")
 BASELINES = {"pn_pane_vtk": "vtk_baseline_app.py", "pn_pane_deckgl": "deckgl_baseline_app.py"}
 
 WEBGL_RENDERER = """() => {
@@ -99,24 +109,47 @@ def canvas_area(browser, url, *, timeout_s: float = 120.0) -> dict:
     return {k: round(v) for k, v in box.items()}
 
 
-def first_frame(browser, url, area: dict, *, timeout_s: float = 120.0) -> dict:
+def screenshooter(page, area: dict, *, how: str):
+    """A function taking a JPEG screenshot of ``area`` of the page.
+
+    ``cdp``: DevTools' own ``Page.captureScreenshot`` (the browser copies its next composited frame).
+    ``playwright``: ``page.screenshot``, which first runs three scripts in the page (hide the caret,
+    wait for fonts, restore): each waits for the page's main thread, so it also times how busy that is.
+    """
+    if how == "playwright":
+        return lambda: page.screenshot(clip=area, type="jpeg", quality=90)
+    from playwright.sync_api import Error
+
+    cdp = page.context.new_cdp_session(page)
+    request = {"format": "jpeg", "quality": 90, "clip": {**area, "scale": 1}}
+
+    def take() -> bytes | None:
+        try:
+            return base64.b64decode(cdp.send("Page.captureScreenshot", request)["data"])
+        except Error:  # "Unable to capture screenshot": the new page has no frame yet
+            return None
+    return take
+
+
+def first_frame(browser, url, area: dict, *, capture: str = CAPTURE, timeout_s: float = 120.0) -> dict:
     """Navigate; poll screenshots of ``area`` every 0.1 s until it shows the district.
 
-    Returns ms from navigation to the screenshot that first showed it (when it was taken, and when it
+    Returns ms from navigation to the screenshot that first showed it (when it was asked for, and when it
     came back), the websocket bytes received by then, and for ours the page's own marks.
     """
     page = browser.new_page(viewport=VIEWPORT)
     if url.user:
         sign_in(page, url, open_app=False)  # outside the timing: a person is signed in already
     meter = WebSocketMeter(page)
+    take = screenshooter(page, area, how=capture)
     started = time.perf_counter()
     page.goto(url, wait_until="commit")
     polls = []
     while True:
         asked = time.perf_counter()
-        shot = page.screenshot(clip=area, type="jpeg", quality=90)
+        shot = take()
         returned = time.perf_counter()
-        share = drawn_share(shot)
+        share = drawn_share(shot) if shot else 0.0
         polls.append([round((asked - started) * 1000), round((returned - started) * 1000), round(share, 3)])
         if share >= DRAWN_SHARE:
             break
@@ -304,6 +337,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
         "viewport": VIEWPORT,
         "signed_in_as": "leader",
         "runs": runs,
+        "capture": CAPTURE,
         "first_frame": figures,
         "time_vs_faster_stock": round(ours_f["first_frame_ms"] / faster, 3),
         "bytes_vs_smaller_stock": round(ours_f["bytes_before_first_frame"] / smaller, 3),

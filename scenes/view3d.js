@@ -291,7 +291,15 @@ export function render({ model, el }) {
   }
 
   // Renders are coalesced into the next animation frame: software GL makes each one costly.
-  let renderQueued = false, removed = false;
+  let renderQueued = false, removed = false, overlaysTimer = 0, overlaysShown = false;
+  const OVERLAYS_WAIT_MS = 1500;
+  function showOverlays() {
+    clearTimeout(overlaysTimer);
+    if (overlaysShown || removed || !state.firstFrame) return;
+    overlaysShown = true;
+    for (const a of deferred) a.actor.setVisibility(true);
+    applyLayerVisibility();
+  }
   function render() {
     if (renderQueued) return;
     renderQueued = true;
@@ -302,15 +310,17 @@ export function render({ model, el }) {
       renderWindow.render();
       if (!state.firstFrame && state.layer) {
         state.firstFrame = true;
-        // Everything else waits until the frame is on screen (two animation frames on): the overlays, which
-        // each need a shader that software GL compiles slowly, and the side panels Python sends on `ready`.
+        // Everything else waits until the frame is on screen (two animation frames on): the side panels and
+        // the cameras, which Python sends on `ready`, and the overlays, which each need a shader that software
+        // GL compiles slowly. The overlays are drawn with the cameras, in one more frame: with software
+        // compositing, every frame that changes the canvas holds the page until the whole district is drawn
+        // again and read back (150-650 ms each on SwiftShader), and the page was making five of them.
         requestAnimationFrame(() => requestAnimationFrame(() => {
           if (removed) return;
           probe.twinFirstFrame = performance.now();
           model.ready = true;
-          for (const a of deferred) a.actor.setVisibility(true);
-          applyLayerVisibility();
           queueCases();
+          overlaysTimer = setTimeout(showOverlays, OVERLAYS_WAIT_MS); // a district without cameras
         }));
       }
     });
@@ -581,7 +591,7 @@ export function render({ model, el }) {
     cones.polydata.getPoints().setData(seg, 3);
     cones.polydata.getLines().setData(lines);
     cones.polydata.modified();
-    applyLayerVisibility();
+    if (overlaysShown) applyLayerVisibility(); else showOverlays();
   }
 
   // Level of detail: 18,000 view cones only read when close, so far away cameras are just markers.
@@ -593,7 +603,7 @@ export function render({ model, el }) {
   }
 
   function applyLayerVisibility() {
-    if (!state.firstFrame) return;
+    if (!overlaysShown) return;
     cameras.actor.setVisibility(!!model.show_cameras);
     cones.actor.setVisibility(conesWanted());
     queueCases();
@@ -629,7 +639,7 @@ export function render({ model, el }) {
       if (removed) return;
       placeLabels();
       drawCases();
-      if (state.firstFrame && cones.actor.getVisibility() !== conesWanted()) { cones.actor.setVisibility(conesWanted()); render(); }
+      if (overlaysShown && cones.actor.getVisibility() !== conesWanted()) { cones.actor.setVisibility(conesWanted()); render(); }
     });
   });
 
@@ -868,13 +878,23 @@ export function render({ model, el }) {
     else if (f.x !== undefined) flyTo(viewAround(f.x, f.y, f.z || 0, f.r || 50, f.mode || "oblique"));
   });
 
-  const resize = () => { if (removed) return; grw.resize(); placeLabels(); queueCases(); render(); };
+  // Panel's layout passes and the ResizeObserver's first call often leave the size as it was: a redraw
+  // then would cost a whole software-GL frame for nothing.
+  let drawnSize = "";
+  const resize = () => {
+    if (removed) return;
+    const size = `${container.clientWidth}x${container.clientHeight}`;
+    if (size === drawnSize) return;
+    drawnSize = size;
+    grw.resize(); placeLabels(); queueCases(); render();
+  };
   model.on("resize", resize);
   let started = false;
   model.on("after_layout", () => {
-    grw.resize();
-    if (started) { render(); return; }
+    if (started) { resize(); return; }
     started = true;
+    drawnSize = `${container.clientWidth}x${container.clientHeight}`;
+    grw.resize();
     loadBuildings();
     setSegments(gridLines, model.grid_lines, 0.4);
     setSegments(gridHighlight, model.grid_highlight, 0.6);
@@ -891,6 +911,7 @@ export function render({ model, el }) {
     cancelAnimationFrame(labelFrame);
     cancelAnimationFrame(flight);
     clearTimeout(pulseTimer);
+    clearTimeout(overlaysTimer);
     if (caseFrame > 0) cancelAnimationFrame(caseFrame);
     cameraWatch.unsubscribe();
     observer.disconnect();

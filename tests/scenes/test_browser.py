@@ -254,3 +254,24 @@ def test_residents_are_masked_on_the_page_and_unmasking_needs_a_reason(page, sma
     page.get_by_placeholder("reason (recorded)").fill("returning the resident's call")
     page.locator(".twin-unmask button").click()
     expect(page.locator(".twin-unmasked")).to_contain_text(phone, timeout=10_000)
+
+
+def test_the_view_leaves_no_probes_in_a_persons_page(browser, demo_copy):
+    """Without the test flag (TWIN_PROBES), the page draws the district and carries none of the view's marks."""
+    with served(demo_copy, probes=False) as url:
+        page = browser.new_page(viewport={"width": 1600, "height": 900})
+        sign_in(page, url)
+        page.locator(".twin-view canvas").first.wait_for(timeout=60_000)
+        background, ground = np.array([15, 23, 36]), np.array([27, 42, 73])
+        for _ in range(120):  # drawn: buildings cover part of the canvas (pixels, since there is no mark to wait on)
+            pixels = canvas_pixels(page)
+            if ((np.abs(pixels - background).sum(axis=2) > 40) & (np.abs(pixels - ground).sum(axis=2) > 40)).mean() > 0.1:
+                break
+            page.wait_for_timeout(500)
+        else:
+            raise AssertionError("the district was never drawn")
+        page.wait_for_timeout(1500)  # the overlays and cameras that follow the first frame
+        probes = ["twinMarks", "twinGL", "twinFirstFrame", "twinCameras", "twinView", "twinCaseDrawn", "twinPickMs",
+                  "twinLastClick"]
+        assert page.evaluate(f"{probes}.filter((name) => name in window)") == []
+        page.close()
