@@ -35,14 +35,13 @@ def build_spec(db: str) -> dict:
 
     with Store(db, read_only=True) as store:
         crs = store.district.crs
-        rows = store.con.execute("SELECT ST_AsWKB(footprint), base_z, height FROM buildings "
-                                 "ORDER BY building_id").fetchall()
+        rows = store.con.execute("SELECT ST_AsWKB(footprint), height FROM buildings ORDER BY building_id").fetchall()
     to_wgs84 = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     shapes = shapely.transform(shapely.from_wkb([bytes(r[0]) for r in rows]),
                                lambda xy: np.column_stack(to_wgs84.transform(xy[:, 0], xy[:, 1])))
     features = [{"type": "Feature", "geometry": json.loads(shapely.to_geojson(shape)),
-                 "properties": {"base": float(base or 0.0), "height": float(height)}}
-                for shape, (_, base, height) in zip(shapes, rows)]
+                 "properties": {"height": float(height)}}
+                for shape, (_, height) in zip(shapes, rows)]
     west, south, east, north = shapely.total_bounds(shapes)
     return {
         "initialViewState": {"longitude": float(west + east) / 2, "latitude": float(south + north) / 2, "zoom": 14.3,

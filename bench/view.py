@@ -55,7 +55,8 @@ CAPTURE = os.environ.get("TWIN_BENCH_CAPTURE", "cdp")
 BASELINES = {"pn_pane_vtk": "vtk_baseline_app.py", "pn_pane_deckgl": "deckgl_baseline_app.py"}
 
 WEBGL_RENDERER = """() => {
-  const gl = document.createElement("canvas").getContext("webgl2") || document.createElement("canvas").getContext("webgl");
+  const canvas = document.createElement("canvas");
+  const gl = canvas.getContext("webgl2") || canvas.getContext("webgl");
   if (!gl) return null;
   const info = gl.getExtension("WEBGL_debug_renderer_info");
   return String(gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
@@ -160,7 +161,8 @@ def first_frame(browser, url, area: dict, *, capture: str = CAPTURE, timeout_s: 
     marks = page.evaluate("window.twinMarks || null")
     page.close()
     return {"first_frame_ms": polls[-1][1], "screenshot_taken_ms": polls[-1][0], "bytes": received,
-            "drawn_share": polls[-1][2], "polls": len(polls), "previous_poll_ms": polls[-2][1] if len(polls) > 1 else None,
+            "drawn_share": polls[-1][2], "polls": len(polls),
+            "previous_poll_ms": polls[-2][1] if len(polls) > 1 else None,
             "marks_ms": {k: round(v) for k, v in marks.items()} if marks else None}
 
 

@@ -185,7 +185,8 @@ export function render({ model, el }) {
     canvasHolder.replaceChildren();
     grw = makeWindow(true);
   }
-  probe.twinGL = { renderer: glRenderer, antialias: !!grw.getApiSpecificRenderWindow().getContext().getContextAttributes().antialias };
+  probe.twinGL = { renderer: glRenderer,
+                   antialias: !!grw.getApiSpecificRenderWindow().getContext().getContextAttributes().antialias };
   const renderer = grw.getRenderer();
   const renderWindow = grw.getRenderWindow();
   const glWindow = grw.getApiSpecificRenderWindow();
@@ -639,7 +640,10 @@ export function render({ model, el }) {
       if (removed) return;
       placeLabels();
       drawCases();
-      if (overlaysShown && cones.actor.getVisibility() !== conesWanted()) { cones.actor.setVisibility(conesWanted()); render(); }
+      if (overlaysShown && cones.actor.getVisibility() !== conesWanted()) {
+        cones.actor.setVisibility(conesWanted());
+        render();
+      }
     });
   });
 

@@ -54,12 +54,15 @@ def canvas_pixels(page) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
 
 
+def building_share(pixels: np.ndarray) -> float:
+    """The share of the canvas's pixels that are neither the background nor the ground: buildings."""
+    background, ground = np.array([15, 23, 36]), np.array([27, 42, 73])
+    return float(((np.abs(pixels - background).sum(axis=2) > 40) & (np.abs(pixels - ground).sum(axis=2) > 40)).mean())
+
+
 def test_the_canvas_draws_the_district_and_nothing_comes_from_outside(page):
     pixels = canvas_pixels(page)
-    background = np.array([15, 23, 36])
-    ground = np.array([27, 42, 73])
-    far = (np.abs(pixels - background).sum(axis=2) > 40) & (np.abs(pixels - ground).sum(axis=2) > 40)
-    assert far.mean() > 0.1, "buildings cover part of the canvas"
+    assert building_share(pixels) > 0.1, "buildings cover part of the canvas"
     assert len(np.unique(pixels.reshape(-1, 3) // 16, axis=0)) > 20, "shaded, coloured buildings"
     host = page.url.split("/")[2]
     assert all(r.split("/")[2] == host for r in page.requests if r.startswith("http")), "no CDN"
@@ -262,10 +265,8 @@ def test_the_view_leaves_no_probes_in_a_persons_page(browser, demo_copy):
         page = browser.new_page(viewport={"width": 1600, "height": 900})
         sign_in(page, url)
         page.locator(".twin-view canvas").first.wait_for(timeout=60_000)
-        background, ground = np.array([15, 23, 36]), np.array([27, 42, 73])
         for _ in range(120):  # drawn: buildings cover part of the canvas (pixels, since there is no mark to wait on)
-            pixels = canvas_pixels(page)
-            if ((np.abs(pixels - background).sum(axis=2) > 40) & (np.abs(pixels - ground).sum(axis=2) > 40)).mean() > 0.1:
+            if building_share(canvas_pixels(page)) > 0.1:
                 break
             page.wait_for_timeout(500)
         else:
