@@ -18,6 +18,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from scenes.view3d import PROBES_ENV
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
@@ -88,13 +90,22 @@ def sign_in(page, url: ServedURL, *, open_app: bool = True) -> None:
         page.goto(url)
 
 
+def as_user(url: ServedURL, username: str, password: str) -> ServedURL:
+    """The same app's URL, signing in as another user (one made with :func:`browser_user` before serving)."""
+    other = ServedURL(url)
+    other.user, other.password = username, password
+    return other
+
+
 @contextlib.contextmanager
 def served(db: str | os.PathLike, *, app: str | None = None, role: str = "operator", args: tuple[str, ...] = (),
-           timeout: float = 120.0) -> Iterator[ServedURL]:
+           probes: bool = True, timeout: float = 120.0) -> Iterator[ServedURL]:
     """Serve the app on a store with ``twin serve`` (or ``panel serve`` on ``app``); yield its URL.
 
     For ``twin serve``, a user with ``role`` is made first (see :func:`browser_user`); the URL carries
-    its name and password for :func:`sign_in`. ``args`` go to ``twin serve``.
+    its name and password for :func:`sign_in`. ``args`` go to ``twin serve``. With ``probes``, the 3D
+    view leaves its marks in the page for tests and benches (``window.twinFirstFrame`` and the others,
+    see ``scenes/view3d.py``); a person's server leaves them out.
     """
     port = free_port()
     user = password = None
@@ -107,7 +118,8 @@ def served(db: str | os.PathLike, *, app: str | None = None, role: str = "operat
                f"--allow-websocket-origin=127.0.0.1:{port}", "--args", "--db", str(db)]
         path = Path(app).stem
     log = open(Path(tempfile.gettempdir()) / f"twin-serve-{port}.log", "w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, PROBES_ENV: "1"} if probes else {k: v for k, v in os.environ.items() if k != PROBES_ENV}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = ServedURL(f"http://127.0.0.1:{port}/{path}")
     url.user, url.password = user, password
     try:
@@ -144,7 +156,7 @@ def chromium() -> Iterator[object]:
 
 
 class WebSocketMeter:
-    """Counts the bytes a page receives over its websockets."""
+    """Counts the bytes a page receives over its websockets (text frames as UTF-8)."""
 
     def __init__(self, page) -> None:
         self.received = 0
@@ -156,4 +168,5 @@ class WebSocketMeter:
 
     def _frame(self, payload) -> None:
         self.frames += 1
-        self.received += len(payload) if payload is not None else 0
+        if payload is not None:
+            self.received += len(payload.encode()) if isinstance(payload, str) else len(payload)

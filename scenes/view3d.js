@@ -141,7 +141,9 @@ function floatBuffer(data) {
 }
 
 export function render({ model, el }) {
-  const marks = window.twinMarks = { render: performance.now() }; // where the first frame's time goes
+  // Marks for tests and benches go on the page only when the server asks for them (`probes`).
+  const probe = model.probes ? window : {};
+  const marks = probe.twinMarks = { render: performance.now() }; // where the first frame's time goes
   const vtk = window.vtk;
   const container = document.createElement("div");
   container.className = "twin-view";
@@ -183,7 +185,8 @@ export function render({ model, el }) {
     canvasHolder.replaceChildren();
     grw = makeWindow(true);
   }
-  window.twinGL = { renderer: glRenderer, antialias: !!grw.getApiSpecificRenderWindow().getContext().getContextAttributes().antialias };
+  probe.twinGL = { renderer: glRenderer,
+                   antialias: !!grw.getApiSpecificRenderWindow().getContext().getContextAttributes().antialias };
   const renderer = grw.getRenderer();
   const renderWindow = grw.getRenderWindow();
   const glWindow = grw.getApiSpecificRenderWindow();
@@ -289,7 +292,15 @@ export function render({ model, el }) {
   }
 
   // Renders are coalesced into the next animation frame: software GL makes each one costly.
-  let renderQueued = false, removed = false;
+  let renderQueued = false, removed = false, overlaysTimer = 0, overlaysShown = false;
+  const OVERLAYS_WAIT_MS = 1500;
+  function showOverlays() {
+    clearTimeout(overlaysTimer);
+    if (overlaysShown || removed || !state.firstFrame) return;
+    overlaysShown = true;
+    for (const a of deferred) a.actor.setVisibility(true);
+    applyLayerVisibility();
+  }
   function render() {
     if (renderQueued) return;
     renderQueued = true;
@@ -300,15 +311,17 @@ export function render({ model, el }) {
       renderWindow.render();
       if (!state.firstFrame && state.layer) {
         state.firstFrame = true;
-        // Everything else waits until the frame is on screen (two animation frames on): the overlays, which
-        // each need a shader that software GL compiles slowly, and the side panels Python sends on `ready`.
+        // Everything else waits until the frame is on screen (two animation frames on): the side panels and
+        // the cameras, which Python sends on `ready`, and the overlays, which each need a shader that software
+        // GL compiles slowly. The overlays are drawn with the cameras, in one more frame: with software
+        // compositing, every frame that changes the canvas holds the page until the whole district is drawn
+        // again and read back (150-650 ms each on SwiftShader), and the page was making five of them.
         requestAnimationFrame(() => requestAnimationFrame(() => {
           if (removed) return;
-          window.twinFirstFrame = performance.now();
+          probe.twinFirstFrame = performance.now();
           model.ready = true;
-          for (const a of deferred) a.actor.setVisibility(true);
-          applyLayerVisibility();
           queueCases();
+          overlaysTimer = setTimeout(showOverlays, OVERLAYS_WAIT_MS); // a district without cameras
         }));
       }
     });
@@ -500,8 +513,8 @@ export function render({ model, el }) {
       ctx.stroke();
     }
     if (visible && state.pendingDrawn.length) { // when each new marker was first drawn, for tests and the bench
-      window.twinCaseDrawn = window.twinCaseDrawn || {};
-      for (const id of state.pendingDrawn) if (!(id in window.twinCaseDrawn)) window.twinCaseDrawn[id] = now;
+      probe.twinCaseDrawn = probe.twinCaseDrawn || {};
+      for (const id of state.pendingDrawn) if (!(id in probe.twinCaseDrawn)) probe.twinCaseDrawn[id] = now;
       state.pendingDrawn = [];
     }
     clearTimeout(pulseTimer);
@@ -545,7 +558,7 @@ export function render({ model, el }) {
       for (let k = state.caseRec.length; k < slot; k++) state.caseRec[k] = [0, 0, 0, -1];
       state.caseRec[slot] = [rec[6 * i + 1], rec[6 * i + 2], rec[6 * i + 3], rec[6 * i + 4]];
       if (rec[6 * i + 5]) state.caseFresh.set(slot, now);
-      state.pendingDrawn.push(ids[i]);
+      if (model.probes) state.pendingDrawn.push(ids[i]);
     }
     queueCases();
   }
@@ -572,14 +585,14 @@ export function render({ model, el }) {
       }
     }
     state.cameraCount = setMarkers(cameras, xyz, (i) => (rec[8 * i + 7] > 0 ? [56, 189, 248] : [100, 116, 139]), 2.5);
-    window.twinCameras = state.cameraCount;
+    probe.twinCameras = state.cameraCount;
     const npts = seg.length / 3;
     const lines = new Uint32Array((npts / 2) * 3);
     for (let s = 0; s < npts / 2; s++) lines.set([2, 2 * s, 2 * s + 1], 3 * s);
     cones.polydata.getPoints().setData(seg, 3);
     cones.polydata.getLines().setData(lines);
     cones.polydata.modified();
-    applyLayerVisibility();
+    if (overlaysShown) applyLayerVisibility(); else showOverlays();
   }
 
   // Level of detail: 18,000 view cones only read when close, so far away cameras are just markers.
@@ -591,7 +604,7 @@ export function render({ model, el }) {
   }
 
   function applyLayerVisibility() {
-    if (!state.firstFrame) return;
+    if (!overlaysShown) return;
     cameras.actor.setVisibility(!!model.show_cameras);
     cones.actor.setVisibility(conesWanted());
     queueCases();
@@ -627,7 +640,10 @@ export function render({ model, el }) {
       if (removed) return;
       placeLabels();
       drawCases();
-      if (state.firstFrame && cones.actor.getVisibility() !== conesWanted()) { cones.actor.setVisibility(conesWanted()); render(); }
+      if (overlaysShown && cones.actor.getVisibility() !== conesWanted()) {
+        cones.actor.setVisibility(conesWanted());
+        render();
+      }
     });
   });
 
@@ -788,7 +804,7 @@ export function render({ model, el }) {
     }
     const c = model.show_cases !== false ? pickCase(clientX, clientY) : -1; // dots lie on top of everything
     if (c >= 0) hit = { kind: "case", index: c };
-    window.twinPickMs = performance.now() - started;
+    probe.twinPickMs = performance.now() - started;
     return hit;
   }
 
@@ -814,7 +830,7 @@ export function render({ model, el }) {
     down = null;
     if (wasDrag) return;
     e.stopImmediatePropagation();
-    window.twinLastClick = performance.now();
+    probe.twinLastClick = performance.now();
     const hit = pickAt(e.clientX, e.clientY);
     state.clickSeq += 1;
     model.pick = hit ? { ...hit, seq: state.clickSeq } : { kind: "none", index: -1, seq: state.clickSeq };
@@ -840,7 +856,7 @@ export function render({ model, el }) {
     const rect = canvasHolder.getBoundingClientRect(), dpr = window.devicePixelRatio || 1;
     return [rect.left + p[0] / dpr, rect.top + rect.height - p[1] / dpr];
   };
-  window.twinView = container;
+  probe.twinView = container;
 
   // --- wiring -------------------------------------------------------------
   model.on("buildings", loadBuildings);
@@ -866,13 +882,23 @@ export function render({ model, el }) {
     else if (f.x !== undefined) flyTo(viewAround(f.x, f.y, f.z || 0, f.r || 50, f.mode || "oblique"));
   });
 
-  const resize = () => { if (removed) return; grw.resize(); placeLabels(); queueCases(); render(); };
+  // Panel's layout passes and the ResizeObserver's first call often leave the size as it was: a redraw
+  // then would cost a whole software-GL frame for nothing.
+  let drawnSize = "";
+  const resize = () => {
+    if (removed) return;
+    const size = `${container.clientWidth}x${container.clientHeight}`;
+    if (size === drawnSize) return;
+    drawnSize = size;
+    grw.resize(); placeLabels(); queueCases(); render();
+  };
   model.on("resize", resize);
   let started = false;
   model.on("after_layout", () => {
-    grw.resize();
-    if (started) { render(); return; }
+    if (started) { resize(); return; }
     started = true;
+    drawnSize = `${container.clientWidth}x${container.clientHeight}`;
+    grw.resize();
     loadBuildings();
     setSegments(gridLines, model.grid_lines, 0.4);
     setSegments(gridHighlight, model.grid_highlight, 0.6);
@@ -889,6 +915,7 @@ export function render({ model, el }) {
     cancelAnimationFrame(labelFrame);
     cancelAnimationFrame(flight);
     clearTimeout(pulseTimer);
+    clearTimeout(overlaysTimer);
     if (caseFrame > 0) cancelAnimationFrame(caseFrame);
     cameraWatch.unsubscribe();
     observer.disconnect();

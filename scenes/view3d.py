@@ -8,10 +8,13 @@ and overlay buffers, and reports picks and hovers to Python.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import param
 from panel.custom import JSComponent
+
+PROBES_ENV = "TWIN_PROBES"  # set to 1 by the browser tests and benches (bench/browser.py ``served``)
 
 
 class DistrictView(JSComponent):
@@ -38,6 +41,9 @@ class DistrictView(JSComponent):
     show_cases = param.Boolean(default=True)
     fly_to = param.Dict(default={}, doc="{'x', 'y', 'z', 'r'} to fly to, or {'view': 'oblique'|'top'|'reset'}")
     tooltip = param.String(default="")
+    probes = param.Boolean(default=False, constant=True,
+                           doc="Leave marks in the page for tests and benches (window.twinFirstFrame, twinMarks, "
+                               "twinView, twinCaseDrawn, ...); on when the server runs with TWIN_PROBES=1")
 
     # Set by the browser.
     ready = param.Boolean(default=False, doc="The first frame is drawn")
@@ -47,6 +53,10 @@ class DistrictView(JSComponent):
 
     _esm = Path(__file__).with_name("view3d.js")
     _stylesheets = [":host { display: block; width: 100%; height: 100%; }"]
+
+    def __init__(self, **params) -> None:
+        params.setdefault("probes", os.environ.get(PROBES_ENV) == "1")
+        super().__init__(**params)
 
     def fly(self, *, x: float, y: float, z: float = 0.0, r: float = 50.0, mode: str = "oblique") -> None:
         """Fly the camera to look at a point (metres, relative to the origin) from ``2.6 r`` away."""

@@ -76,12 +76,15 @@ def canvas_pixels(page) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
 
 
+def building_share(pixels: np.ndarray) -> float:
+    """The share of the canvas's pixels that are neither the background nor the ground: buildings."""
+    background, ground = np.array([15, 23, 36]), np.array([27, 42, 73])
+    return float(((np.abs(pixels - background).sum(axis=2) > 40) & (np.abs(pixels - ground).sum(axis=2) > 40)).mean())
+
+
 def test_the_canvas_draws_the_district_and_nothing_comes_from_outside(page):
     pixels = canvas_pixels(page)
-    background = np.array([15, 23, 36])
-    ground = np.array([27, 42, 73])
-    far = (np.abs(pixels - background).sum(axis=2) > 40) & (np.abs(pixels - ground).sum(axis=2) > 40)
-    assert far.mean() > 0.1, "buildings cover part of the canvas"
+    assert building_share(pixels) > 0.1, "buildings cover part of the canvas"
     assert len(np.unique(pixels.reshape(-1, 3) // 16, axis=0)) > 20, "shaded, coloured buildings"
     host = page.url.split("/")[2]
     assert all(r.split("/")[2] == host for r in page.requests if r.startswith("http")), "no CDN"
@@ -280,3 +283,22 @@ def test_residents_are_masked_on_the_page_and_unmasking_needs_a_reason(page, sma
     page.get_by_placeholder("reason (recorded)").fill("returning the resident's call")
     page.locator(".twin-unmask button").click()
     expect(page.locator(".twin-unmasked")).to_contain_text(phone, timeout=10_000)
+
+
+def test_the_view_leaves_no_probes_in_a_persons_page(browser, demo_copy):
+    """Without the test flag (TWIN_PROBES), the page draws the district and carries none of the view's marks."""
+    with served(demo_copy, probes=False) as url:
+        page = browser.new_page(viewport={"width": 1600, "height": 900})
+        sign_in(page, url)
+        page.locator(".twin-view canvas").first.wait_for(timeout=60_000)
+        for _ in range(120):  # drawn: buildings cover part of the canvas (pixels, since there is no mark to wait on)
+            if building_share(canvas_pixels(page)) > 0.1:
+                break
+            page.wait_for_timeout(500)
+        else:
+            raise AssertionError("the district was never drawn")
+        page.wait_for_timeout(1500)  # the overlays and cameras that follow the first frame
+        probes = ["twinMarks", "twinGL", "twinFirstFrame", "twinCameras", "twinView", "twinCaseDrawn", "twinPickMs",
+                  "twinLastClick"]
+        assert page.evaluate(f"{probes}.filter((name) => name in window)") == []
+        page.close()
