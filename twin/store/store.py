@@ -133,7 +133,9 @@ class Store:
     def count(self, table: str) -> int:
         if table not in TABLES:
             raise StoreError(f"no table {table!r} in the store; tables are {', '.join(TABLES)}")
-        return self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        # fetchall, not fetchone: a result read to its end closes its transaction, and one left open on the
+        # server's shared connection would refuse the writer's CHECKPOINT after a grid save for good.
+        return self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
 
 
 @contextlib.contextmanager
@@ -200,10 +202,10 @@ def drop_indexes(con: duckdb.DuckDBPyConnection) -> None:
 def check_schema(con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool) -> None:
     """Refuse a foreign file or a newer store; upgrade an older one in place when writable."""
     try:
-        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()  # see Store.count
     except duckdb.CatalogException as exc:
         raise StoreError(f"{path}: this DuckDB file is not a district store (no meta table).") from exc
-    found = int(row[0]) if row else 0
+    found = int(rows[0][0]) if rows else 0
     if found == SCHEMA_VERSION:
         return
     if found > SCHEMA_VERSION or found < 1:
