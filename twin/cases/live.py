@@ -234,7 +234,7 @@ class IntakeWriter:
                 continue
             failed, error = outcome  # rolled back: the jobs before it ran cleanly, so they run again without it
             log.log(logging.INFO if isinstance(error, TwinError) else logging.ERROR,
-                    "intake: a job was refused and its transaction rolled back (%s)", error,
+                    "writer: a job was refused and its transaction rolled back (%s)", error,
                     exc_info=not isinstance(error, TwinError))
             _settle([(batch[failed].future, None, error)])
             self._commit(batch[:failed])
