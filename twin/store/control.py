@@ -138,7 +138,6 @@ class ControlChannel:
             self._server = _Server(_address(self.path), _Handler)
         finally:
             os.umask(umask)
-        os.chmod(self.path, 0o600)
         self._inode = self.path.stat().st_ino
         self._server.channel = self
         self._thread = threading.Thread(target=self._server.serve_forever, name="twin-control", daemon=True)
