@@ -210,6 +210,16 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         writer.audit(actor=principal.username, action="session.open", source=principal.source)
         return DistrictApp(store.con.cursor(), shared, principal=principal)
 
+    def execute(command: Command, args: dict) -> dict:
+        """Run a command of the control channel in the writer; after an import the sessions' grids follow too."""
+        answer = writer.command(partial(command, args=args), grids_changed=command.grids_changed).result()
+        if command.grids_changed:
+            try:
+                shared.forget_grids()
+            except Exception:  # the import is committed: say so, and let the log tell about the layer
+                log.exception("the grids were imported, but the sessions' grid colouring did not follow")
+        return answer
+
     # What was loaded at start-up (geometry, texts, R-trees) stays for the server's life: keep it out of
     # the garbage collector's sweeps, and sweep less often, so intake under load sees no long pauses.
     gc.collect()
@@ -222,8 +232,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     else:
         sign_in = {"auth_provider": StoreAuthProvider(signins)}
     signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C, so the socket is removed and the writer drained
-    control = ControlChannel(db, commands or {}, execute=lambda command, args: writer.command(
-        partial(command, args=args), grids_changed=command.grids_changed).result())
+    control = ControlChannel(db, commands or {}, execute=execute)
     try:
         pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
                  title="District twin", extra_patterns=intake_routes(store, writer, intake_rate=intake_rate),
