@@ -204,6 +204,7 @@ class IntakeWriter:
             self._desk = DetectionDesk(self._con, window_s=self._window_s, matcher=self._matcher,
                                        numbers=self._numbers)
         except BaseException as exc:
+            self._con.close()
             ready.set_exception(exc)
             return
         ready.set_result(None)

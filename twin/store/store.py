@@ -244,7 +244,8 @@ def check_schema(con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool)
         con.execute("ROLLBACK")
         raise StoreError(f"{path}: upgrading the store from schema {found} to {SCHEMA_VERSION} failed at "
                          f"{getattr(step, '__name__', step)} ({exc}); nothing was changed, and the store is still "
-                         f"readable at schema {found} by the program that wrote it. Keep a copy and report this.") from exc
+                         f"readable at schema {found} by the program that wrote it. Keep a copy and report this."
+                         ) from exc
     con.execute("COMMIT")
 
 
