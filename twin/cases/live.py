@@ -129,6 +129,7 @@ class IntakeWriter:
         self._con = con.cursor()
         self.feed = feed
         self._window_s = dedupe_window_s
+        self._checkpoint_due = False
         self._jobs: queue.Queue = queue.Queue()
         ready: Future = Future()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="twin-intake-writer", daemon=True)
@@ -284,16 +285,28 @@ class IntakeWriter:
                 log.exception("intake: a job failed and was rolled back")
                 _settle([(batch[0].future, None, exc)])
             return ran
-        if any(w.checkpoint for _, w in done):
-            try:
-                con.execute("CHECKPOINT")
-            except duckdb.Error as exc:  # e.g. a session's read began before the commit: the log keeps it, safely
-                log.info("writer: no CHECKPOINT after a large change (%s); it stays in the log", exc)
+        if self._checkpoint_due or any(w.checkpoint for _, w in done):
+            self._checkpoint()
         self.feed.publish(new_cases + changed)
         _settle([(f, None, e) for f, e in refused] + [(f, w.answer, None) for f, w in done])
         if any(w.grids_changed for _, w in done):
             self._follow_grids()
         return ran
+
+    def _checkpoint(self) -> None:
+        """Fold the log into the database file, now or, when refused, after a later commit.
+
+        DuckDB refuses while another connection has a transaction older than the last
+        commit (a session's read left unfinished); the log keeps the change safely meanwhile.
+        """
+        try:
+            self._con.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            if not self._checkpoint_due:
+                log.info("writer: CHECKPOINT refused for now (%s); tried again after the next commit", exc)
+            self._checkpoint_due = True
+        else:
+            self._checkpoint_due = False
 
     def _roll_back(self) -> None:
         """Undo the open transaction, and forget what was counted or remembered inside it."""
