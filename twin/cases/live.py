@@ -46,14 +46,7 @@ class Written:
     client: str | None = None  # the intake client whose new cases these are (for the audit trail)
     # Try a CHECKPOINT after the commit, so a large change (a grid save) leaves the log at once.
     checkpoint: bool = False
-    # The job changed grids (a save, a restore, an import): later jobs are matched to the new micro-grids.
-    grids_changed: bool = False
-
-
-class _Job(NamedTuple):
-    run: Callable[[duckdb.DuckDBPyConnection], Written]
-    future: Future | asyncio.Future
-    writes: bool  # False: the job only reads, and hands what it wants written back in its Written
+    grids_changed: bool = False  # the job changed grids: the intake re-matches cases to them
 
 
 class CaseFeed:
@@ -102,6 +95,12 @@ def changed_cases(con: duckdb.DuckDBPyConnection, case_ids: list[str]) -> list[d
                         "subcategory, updated_at FROM cases WHERE case_id IN (SELECT unnest(?))",
                         [list(case_ids)]).df()
     return frame.to_dict("records")
+
+
+class _Job(NamedTuple):
+    run: Callable[[duckdb.DuckDBPyConnection], Written]
+    future: Future | asyncio.Future
+    writes: bool  # False: the job only reads, and hands what it wants written back in its Written
 
 
 class IntakeWriter:

@@ -86,17 +86,6 @@ def _schema_1_store(path):
     return path
 
 
-def test_an_older_store_is_upgraded_when_opened_for_writing(tmp_path):
-    path = _schema_1_store(tmp_path / "old.duckdb")
-    with pytest.raises(StoreError, match="older than this program.*twin serve"):
-        Store(path, read_only=True)
-    with Store(path) as store:
-        assert store.meta()["schema_version"] == str(SCHEMA_VERSION)
-        assert store.count("elements") == 0
-        assert "media_url" in store.con.execute("SELECT * FROM cases LIMIT 0").df().columns
-    Store(path, read_only=True).close()
-
-
 def test_a_failed_upgrade_leaves_the_old_store_as_it_was(tmp_path, monkeypatch):
     path = _schema_1_store(tmp_path / "old.duckdb")
 
@@ -117,6 +106,17 @@ def test_a_failed_upgrade_leaves_the_old_store_as_it_was(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module, "UPGRADE_STEPS", steps)
     with Store(path) as store:
         assert store.meta()["schema_version"] == str(SCHEMA_VERSION) and store.count("cases") == 1
+
+
+def test_an_older_store_is_upgraded_when_opened_for_writing(tmp_path):
+    path = _schema_1_store(tmp_path / "old.duckdb")
+    with pytest.raises(StoreError, match="older than this program.*twin serve"):
+        Store(path, read_only=True)
+    with Store(path) as store:
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION)
+        assert store.count("elements") == 0
+        assert "media_url" in store.con.execute("SELECT * FROM cases LIMIT 0").df().columns
+    Store(path, read_only=True).close()
 
 
 def test_a_grid_change_survives_a_crash_before_the_store_is_closed(demo_copy):
