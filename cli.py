@@ -3,7 +3,9 @@
 Every subcommand takes ``--db PATH``; with ``--json`` it prints one JSON
 object on stdout. Progress bars go to stderr. Bad input exits with code 2
 and a message naming the file, the feature and the fix, and the store is left
-as it was (each command is one transaction).
+as it was (each command is one transaction). While ``twin serve`` holds the
+store, ``keys``, ``users add|passwd|disable`` and ``grids import`` run in that
+server's writer, through the store's control socket (:mod:`twin.store.control`).
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ class Command:
     Attributes
     ----------
     params : dict of str to type
-        The arguments by name and type (``str | None`` for an optional text); no others are taken.
+        The arguments by name and type (``str | None`` for an optional text, ``list`` for a list of
+        texts); no others are taken.
     run : callable
         ``run(con, args, step) -> dict`` inside the caller's transaction; the answer is what
         ``--json`` prints. ``step(name)`` reports progress (nothing in the server).
@@ -62,8 +63,9 @@ class Command:
             found = sorted(args) if isinstance(args, dict) else type(args).__name__
             raise InputError(f"command {name}: expected the arguments {sorted(self.params)}, found {found}.")
         for key, kind in self.params.items():
-            if not isinstance(args[key], kind):
-                raise InputError(f"command {name}: argument {key} must be {kind}, found {type(args[key]).__name__}.")
+            value = args[key]
+            if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
+                raise InputError(f"command {name}: argument {key} must be {kind} (of texts), found {value!r:.80}.")
         return args
 
 

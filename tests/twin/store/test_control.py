@@ -23,7 +23,8 @@ def _echo(con, args, step):
 @pytest.fixture
 def channel(tmp_path):
     db = tmp_path / "s.duckdb"
-    commands = {"echo": Command({"text": str, "note": str | None}, _echo)}
+    commands = {"echo": Command({"text": str, "note": str | None}, _echo),
+                "tag": Command({"tags": list}, lambda con, args, step: {"tags": args["tags"]})}
     served = ControlChannel(db, commands, execute=lambda command, args: command(None, args))
     yield db, served
     served.close()
@@ -41,6 +42,7 @@ def test_a_known_command_runs_and_its_refusal_comes_back_as_it_was(channel):
     db, _ = channel
     assert stat.S_IMODE(socket_path(db).stat().st_mode) == 0o600
     assert ask_server(db, "echo", {"text": "你好", "note": None}) == {"text": "你好", "note": None}
+    assert ask_server(db, "tag", {"tags": ["a", "b"]}) == {"tags": ["a", "b"]}
     with pytest.raises(ServerRefused, match="bad text: say something else") as refused:
         ask_server(db, "echo", {"text": "bad", "note": None})
     assert (refused.value.error_type, refused.value.exit_code) == ("InputError", 2)
@@ -54,6 +56,7 @@ def test_a_known_command_runs_and_its_refusal_comes_back_as_it_was(channel):
     (b'{"command": "echo", "args": {"text": "x"}}\n', "expected the arguments ['note', 'text']"),
     (b'{"command": "echo", "args": {"text": 7, "note": null}}\n', "argument text must be"),
     (b'{"command": "echo", "args": ["x"]}\n', "expected the arguments"),
+    (b'{"command": "tag", "args": {"tags": ["a", {"b": 1}]}}\n', "argument tags must be"),
     (b"\x80\x04\x95pickle\n", "not UTF-8 JSON"),
     (b'{"command": "echo"', "send one JSON line"),
 ])
