@@ -3,7 +3,9 @@
 Every subcommand takes ``--db PATH``; with ``--json`` it prints one JSON
 object on stdout. Progress bars go to stderr. Bad input exits with code 2
 and a message naming the file, the feature and the fix, and the store is left
-as it was (each command is one transaction).
+as it was (each command is one transaction). While ``twin serve`` holds the
+store, ``keys``, ``users add|passwd|disable`` and ``grids import`` run in that
+server's writer, through the store's control socket (:mod:`twin.store.control`).
 """
 
 from __future__ import annotations
@@ -99,28 +101,93 @@ def _cmd_ingest_mesh(args: argparse.Namespace) -> dict:
         bar.close()
 
 
-def _cmd_keys(args: argparse.Namespace) -> dict:
-    from twin.access.keys import add_key, revoke_key
+def _keys_add(con, args: dict, step: Callable[[str], None]) -> dict:
+    from twin.access.keys import add_key
+
+    return {"name": args["name"], "api_key": add_key(con, args["name"])}
+
+
+def _keys_revoke(con, args: dict, step: Callable[[str], None]) -> dict:
+    from twin.access.keys import revoke_key
+
+    revoke_key(con, args["name"])
+    return {"name": args["name"], "revoked": True}
+
+
+def _users_add(con, args: dict, step: Callable[[str], None]) -> dict:
+    from twin.access.access import add_user
+
+    return add_user(con, args["name"], args["password"], role=args["role"], grids=args["grids"])
+
+
+def _users_passwd(con, args: dict, step: Callable[[str], None]) -> dict:
+    from twin.access.access import set_password
+
+    set_password(con, args["name"], args["password"])
+    return {"username": args["name"], "passwd": True}
+
+
+def _users_disable(con, args: dict, step: Callable[[str], None]) -> dict:
+    from twin.access.access import disable_user
+
+    disable_user(con, args["name"])
+    return {"username": args["name"], "disable": True}
+
+
+def _grids_import(con, args: dict, step: Callable[[str], None]) -> dict:
+    from ingest.grids import import_grids, read_grids
+
+    crs, = con.execute("SELECT value FROM meta WHERE key = 'crs'").fetchall()[0]
+    frame = read_grids(args["path"], layer=args["layer"], crs=crs)
+    step("read")
+    summary = import_grids(con, frame, actor=args["actor"], reason=args["reason"], where=args["path"],
+                           mode=args["mode"])
+    step("check and save")
+    return summary
+
+
+def writing_commands() -> dict:
+    """The commands that write the store: run offline, or by the server that holds it (``twin serve``)."""
+    from twin.store.control import Command
+
+    name = {"name": str}
+    return {"keys.add": Command(name, _keys_add), "keys.revoke": Command(name, _keys_revoke),
+            "users.add": Command({**name, "password": str, "role": str, "grids": list}, _users_add),
+            "users.passwd": Command({**name, "password": str}, _users_passwd),
+            "users.disable": Command(name, _users_disable),
+            "grids.import": Command({"path": str, "layer": str | None, "actor": str, "reason": str, "mode": str},
+                                    _grids_import, grids_changed=True)}
+
+
+def _write(db: str, name: str, args: dict, *, step: Callable[[str], None] = lambda stage: None) -> dict:
+    """Run a writing command in the server that holds the store, or, with none, on the file in one transaction."""
+    from twin.store.control import ask_server
     from twin.store.store import open_for_command
 
-    with open_for_command(args.db, create=False) as store:
-        if args.action == "add":
-            key = add_key(store.con, args.name)
-            if not args.json:
-                print(key)  # the only time the key is shown
-            return {"name": args.name, "api_key": key}
-        revoke_key(store.con, args.name)
-        return {"name": args.name, "revoked": True}
+    command = writing_commands()[name]
+    args = command.check(name, args)
+    answer = ask_server(db, name, args)
+    if answer is not None:
+        log.info("%s ran in the server that holds %s", name, db)
+        return answer
+    with open_for_command(db, create=False) as store:
+        return command(store.con, args, step=step)
+
+
+def _cmd_keys(args: argparse.Namespace) -> dict:
+    answer = _write(args.db, f"keys.{args.action}", {"name": args.name})
+    if args.action == "add" and not args.json:
+        print(answer["api_key"])  # the only time the key is shown
+    return answer
 
 
 def _cmd_grids(args: argparse.Namespace) -> dict:
-    from ingest.grids import export_grids, import_grids, read_grids
-    from twin.store.store import open_for_command
-
     if args.action == "export":
         import getpass
 
+        from ingest.grids import export_grids
         from twin.access.access import audit
+        from twin.store.store import open_for_command
 
         with open_for_command(args.db, create=False) as store:
             summary = export_grids(store.con, args.path, level=args.level, history=args.history)
@@ -129,13 +196,9 @@ def _cmd_grids(args: argparse.Namespace) -> dict:
             return summary
     bar = StageBar(("read", "check and save"), desc="grids")
     try:
-        with open_for_command(args.db, create=False) as store:
-            frame = read_grids(args.path, layer=args.layer, crs=store.district.crs)
-            bar("read")
-            summary = import_grids(store.con, frame, actor=args.actor, reason=args.reason, where=args.path,
-                                   mode=args.mode)
-            bar("check and save")
-            return summary
+        return _write(args.db, "grids.import", {"path": str(Path(args.path).resolve()), "layer": args.layer,
+                                                "actor": args.actor, "reason": args.reason, "mode": args.mode},
+                      step=bar)
     finally:
         bar.close()
 
@@ -149,8 +212,8 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _cmd_users(args: argparse.Namespace) -> dict:
-    from twin.access.access import add_user, disable_user, list_users, set_password
-    from twin.store.store import Store, open_for_command
+    from twin.access.access import list_users
+    from twin.store.store import Store
 
     if args.action == "list":
         with Store(args.db, read_only=True) as store:
@@ -159,16 +222,12 @@ def _cmd_users(args: argparse.Namespace) -> dict:
             for u in users:
                 print(f"{u['username']}\t{u['role']}\t{','.join(u['grids'])}\t{'disabled' if u['disabled'] else ''}")
         return {"users": users}
-    password = _password(args) if args.action in ("add", "passwd") else None
-    with open_for_command(args.db, create=False) as store:
-        if args.action == "add":
-            return add_user(store.con, args.name, password, role=args.role,
-                            grids=[g for g in (args.grids or "").split(",") if g])
-        if args.action == "passwd":
-            set_password(store.con, args.name, password)
-        else:
-            disable_user(store.con, args.name)
-        return {"username": args.name, args.action: True}
+    given = {"name": args.name}
+    if args.action in ("add", "passwd"):
+        given["password"] = _password(args)
+    if args.action == "add":
+        given.update(role=args.role, grids=[g for g in (args.grids or "").split(",") if g])
+    return _write(args.db, f"users.{args.action}", given)
 
 
 def _cmd_audit(args: argparse.Namespace) -> dict:
@@ -198,7 +257,7 @@ def _cmd_serve(args: argparse.Namespace) -> dict:
         oauth = {"provider": args.oauth_provider, "key": args.oauth_key, "secret": secret,
                  "redirect_uri": args.oauth_redirect_uri}
     serve(args.db, port=args.port, address=args.address, origins=origins, dedupe_window_s=args.dedupe_window,
-          intake_rate=args.intake_rate, oauth=oauth)
+          intake_rate=args.intake_rate, oauth=oauth, commands=writing_commands())
     return {}
 
 
@@ -361,7 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TwinError as exc:
         print(f"twin {args.command}: error: {exc}", file=sys.stderr)
         if args.json:
-            print(json.dumps({"ok": False, "error": str(exc), "error_type": type(exc).__name__}))
+            error_type = getattr(exc, "error_type", type(exc).__name__)  # a server's refusal keeps its own type
+            print(json.dumps({"ok": False, "error": str(exc), "error_type": error_type}))
         return exc.exit_code
     result = {"ok": True, **result, "elapsed_s": round(time.perf_counter() - started, 3)}
     if args.json:

@@ -13,6 +13,8 @@ import gc
 import json
 import logging
 import secrets
+import signal
+from functools import partial
 
 import duckdb
 import panel as pn
@@ -26,6 +28,7 @@ from twin.access.keys import client_for
 from twin.cases.live import CaseFeed, IntakeWriter
 from twin.cases.open311 import Open311Error, decode_form, find_requests, services, to_xml
 from twin.access.ratelimit import RateLimiter
+from twin.store.control import Command, ControlChannel
 from twin.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -180,13 +183,15 @@ def intake_routes(store: Store, writer: IntakeWriter, *, intake_rate: float = IN
 
 def serve(db: str, *, port: int, address: str, origins: list[str],
           dedupe_window_s: float = DEDUPE_WINDOW_S, intake_rate: float = INTAKE_RATE,
-          oauth: dict | None = None) -> None:
+          oauth: dict | None = None, commands: dict[str, Command] | None = None) -> None:
     """Serve the app at ``/app`` (after sign-in at ``/login``), the intake at ``/open311/v2/`` and
-    ``/api/detections`` (with API keys) until interrupted.
+    ``/api/detections`` (with API keys) until interrupted (Ctrl-C or SIGTERM).
 
     ``oauth`` (``provider``, ``key``, ``secret``, optional ``redirect_uri``) signs users in through
     Panel's OAuth providers instead of the store's passwords; the user name the provider gives
-    must still be a user of the store, whose role and grids apply.
+    must still be a user of the store, whose role and grids apply. ``commands`` are the writing
+    commands (``twin keys``, ``users``, ``grids import``) that reach the server's writer through
+    the store's control socket (:mod:`twin.store.control`) while it runs.
     """
     store = Store(db)
     if not store.count("users"):
@@ -205,6 +210,16 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         writer.audit(actor=principal.username, action="session.open", source=principal.source)
         return DistrictApp(store.con.cursor(), shared, principal=principal)
 
+    def execute(command: Command, args: dict) -> dict:
+        """Run a command of the control channel in the writer; after an import the sessions' grids follow too."""
+        answer = writer.command(partial(command, args=args), grids_changed=command.grids_changed).result()
+        if command.grids_changed:
+            try:
+                shared.forget_grids()
+            except Exception:  # the import is committed: say so, and let the log tell about the layer
+                log.exception("the grids were imported, but the sessions' grid colouring did not follow")
+        return answer
+
     # What was loaded at start-up (geometry, texts, R-trees) stays for the server's life: keep it out of
     # the garbage collector's sweeps, and sweep less often, so intake under load sees no long pauses.
     gc.collect()
@@ -216,7 +231,19 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
                    "oauth_redirect_uri": oauth.get("redirect_uri"), "oauth_encryption_key": oauth.get("encryption_key")}
     else:
         sign_in = {"auth_provider": StoreAuthProvider(signins)}
-    pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
-             title="District twin", extra_patterns=intake_routes(store, writer, intake_rate=intake_rate),
-             cookie_secret=secrets.token_urlsafe(32), websocket_max_message_size=MAX_WS_MESSAGE_BYTES,
-             http_server_kwargs={"max_body_size": MAX_HTTP_BODY_BYTES}, **sign_in)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C, so the socket is removed and the writer drained
+    control = ControlChannel(db, commands or {}, execute=execute)
+    try:
+        pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
+                 title="District twin", extra_patterns=intake_routes(store, writer, intake_rate=intake_rate),
+                 cookie_secret=secrets.token_urlsafe(32), websocket_max_message_size=MAX_WS_MESSAGE_BYTES,
+                 http_server_kwargs={"max_body_size": MAX_HTTP_BODY_BYTES}, **sign_in)
+    except KeyboardInterrupt:
+        log.info("stopping")
+    finally:
+        control.close()
+        writer.close()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

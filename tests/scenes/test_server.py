@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -247,3 +249,75 @@ def test_pages_and_data_need_sign_in_or_a_key_and_attempts_are_limited_and_audit
         assert verify_audit(store.con) is None
     assert actions["signin"] == 1 and actions["signin.failed"] == 5 + 1, "5 checked, the burst after it once"
     assert actions["case.intake"] >= 1
+
+
+def twin(*args: str, db, stdin: str | None = None) -> tuple[int, dict, str]:
+    """Run a `twin` command with --json: its exit code, its JSON and its stderr."""
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args, "--db", str(db), "--json"], input=stdin,
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return done.returncode, json.loads(done.stdout.splitlines()[-1]), done.stderr
+
+
+def signs_in(root: str, user: str, password: str) -> bool:
+    status, headers, _ = fetch(f"{root}/login", {"username": user, "password": password})
+    return status == 302 and "error=" not in headers["Location"]
+
+
+def test_writing_commands_go_through_the_running_server(intake, tmp_path):
+    from pyogrio import write_dataframe
+
+    from tests.twin.cases.test_live import _merge_a_micro_grid_into_its_neighbour
+
+    db, form = intake
+    copy = tmp_path / "commands.duckdb"
+    shutil.copy(db, copy)
+    with Store(copy, read_only=True) as store:
+        merged, (x, y), grid_id, worker = _merge_a_micro_grid_into_its_neighbour(store.con)
+    grids_file = tmp_path / "merged.geojson"
+    write_dataframe(merged, grids_file, driver="GeoJSON")
+    lon, lat = transform_xy(np.array([[x, y]]), "EPSG:4547", "EPSG:4326")[0]
+    at_the_building = {**form, "lat": f"{lat:.7f}", "long": f"{lon:.7f}"}
+    sock = copy.with_name(copy.name + ".sock")
+    stale = socket.socket(socket.AF_UNIX)  # the socket a killed server leaves: a file nobody listens at
+    stale.bind(str(sock))
+    stale.close()
+    assert twin("keys", "add", "before-serving", db=copy)[0] == 0, "a dead server's socket confuses nobody"
+    refusals = {}
+    with served(copy) as url:
+        root = url.rsplit("/", 1)[0]
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        code, added, _ = twin("keys", "add", "field-app", db=copy)
+        assert code == 0 and added["name"] == "field-app"
+        status, body = call(f"{root}/open311/v2/requests.json", {**form, "api_key": added["api_key"]})
+        assert status == 201, "the new key is accepted at once"
+        code, spare, _ = twin("keys", "add", "spare", db=copy)
+        code, revoked, _ = twin("keys", "revoke", "spare", db=copy)
+        assert code == 0 and revoked["revoked"] is True
+        assert call(f"{root}/open311/v2/requests.json", {**form, "api_key": spare["api_key"]})[0] == 403
+        assert twin("users", "add", "zhao.min", "--role", "leader", "--password-stdin", db=copy,
+                    stdin="a long passphrase 1\n")[0] == 0
+        assert signs_in(root, "zhao.min", "a long passphrase 1")
+        assert twin("users", "passwd", "zhao.min", "--password-stdin", db=copy, stdin="a longer passphrase 2\n")[0] == 0
+        assert signs_in(root, "zhao.min", "a longer passphrase 2")
+        assert not signs_in(root, "zhao.min", "a long passphrase 1")
+        assert twin("users", "disable", "zhao.min", db=copy)[0] == 0
+        assert not signs_in(root, "zhao.min", "a longer passphrase 2"), "a disabled user is refused"
+        status, body = call(f"{root}/open311/v2/requests.json", at_the_building)
+        assert status == 201 and worker not in json.loads(body)[0]["service_notice"]
+        code, imported, _ = twin("grids", "import", str(grids_file), "--mode", "replace", "--actor", "planner.li",
+                                 "--reason", "two micro-grids merged", db=copy)
+        assert code == 0 and imported["changed"] == [grid_id] and len(imported["deleted"]) == 1
+        status, body = call(f"{root}/open311/v2/requests.json", at_the_building)
+        assert status == 201 and json.loads(body)[0]["service_notice"] == f"assigned to {worker}"
+        case_id = json.loads(body)[0]["service_request_id"]
+        status, body = call(f"{root}/open311/v2/requests/{case_id}.json?api_key={form['api_key']}")
+        assert json.loads(body)[0]["agency_responsible"] == grid_id
+        for bad in (("keys", "add", "field-app"), ("keys", "revoke", "nobody"), ("users", "disable", "nobody"),
+                    ("grids", "import", str(tmp_path / "missing.geojson"), "--actor", "a", "--reason", "r")):
+            refusals[bad] = twin(*bad, db=copy)
+    assert not sock.exists(), "a server that stops removes its socket"
+    for bad, (code, answer, stderr) in refusals.items():
+        assert code == 2 and answer["ok"] is False
+        assert twin(*bad, db=copy) == (code, answer, stderr), f"{bad}: the same answer offline"
+    with Store(copy, read_only=True) as store:
+        assert store.con.execute("SELECT disabled FROM users WHERE username = 'zhao.min'").fetchall() == [(True,)]

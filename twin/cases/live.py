@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import duckdb
 
@@ -96,13 +97,27 @@ def changed_cases(con: duckdb.DuckDBPyConnection, case_ids: list[str]) -> list[d
     return frame.to_dict("records")
 
 
+class _Job(NamedTuple):
+    run: Callable[[duckdb.DuckDBPyConnection], Written]
+    future: Future | asyncio.Future
+    writes: bool  # False: the job only reads, and hands what it wants written back in its Written
+
+
 class IntakeWriter:
     """The one thread that writes the store while ``twin serve`` runs.
+
+    Every job is all or nothing: a job that raises leaves no trace in the store, and
+    the other jobs of its batch still commit. DuckDB has no savepoints, so a job that
+    may have written and then raises rolls its whole transaction back; the jobs before
+    it run again in a transaction of their own, and the jobs after it in the next.
+    The intake jobs (requests, detections) only read and return what to write, so
+    their refusals cost nothing.
 
     Parameters
     ----------
     con : duckdb.DuckDBPyConnection
-        The store's writable connection (a cursor of it is used).
+        The store's writable connection. A cursor of it is made here, and only the
+        writer's thread uses that cursor from then on (CHECKPOINT included).
     feed : CaseFeed
         Where committed case changes are published.
     dedupe_window_s : float
@@ -110,47 +125,58 @@ class IntakeWriter:
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, feed: CaseFeed, *, dedupe_window_s: float) -> None:
-        self.con = con.cursor()
-        self._base = con  # CHECKPOINT runs here: DuckDB refuses it on the cursor after a grid save
+        self._con = con.cursor()
         self.feed = feed
-        self.numbers = CaseNumbers()
-        self.matcher = LocationMatcher(self.con)
-        self.detections = DetectionDesk(self.con, window_s=dedupe_window_s, matcher=self.matcher,
-                                        numbers=self.numbers)
+        self._window_s = dedupe_window_s
+        self._checkpoint_due = False
         self._jobs: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="twin-intake-writer", daemon=True)
+        ready: Future = Future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="twin-intake-writer", daemon=True)
         self._thread.start()
+        ready.result()  # the matcher is built (or its error raised here)
 
     def submit(self, job: Callable[[duckdb.DuckDBPyConnection], Written], *,
                loop: asyncio.AbstractEventLoop | None = None) -> Future | asyncio.Future:
         """Queue a job; its future holds ``Written.answer`` once committed, or the job's error.
 
-        A job must raise (a :class:`TwinError`) before it writes anything, so that a
-        refused request costs the others in its batch nothing. Called from an event
-        loop with ``loop``, the future is that loop's, and a batch's answers reach the
-        loop together, in one wake-up.
+        A job that raises (anything) leaves nothing in the store, whatever it wrote
+        before. It may run more than once, when a batch-mate is refused and the batch
+        is run again without it: keep its effects to the store and the
+        :class:`Written` it returns. Called from an event loop with ``loop``, the
+        future is that loop's, and a batch's answers reach the loop together, in one
+        wake-up.
         """
+        return self._queue(job, loop=loop, writes=True)
+
+    def _queue(self, job: Callable[[duckdb.DuckDBPyConnection], Written], *, loop: asyncio.AbstractEventLoop | None,
+               writes: bool) -> Future | asyncio.Future:
         future = loop.create_future() if loop is not None else Future()
-        self._jobs.put((job, future))
+        self._jobs.put(_Job(job, future, writes))
         return future
 
+    def close(self) -> None:
+        """Finish the jobs queued so far, then stop the thread and close its cursor."""
+        self._jobs.put(None)
+        self._thread.join()
+
     # Jobs for the routes ------------------------------------------------------
-    def take_detection(self, detection: dict, *, client: str | None = None, **submit) -> Future:
+    def take_detection(self, detection: dict, *, client: str | None = None,
+                       loop: asyncio.AbstractEventLoop | None = None) -> Future:
         def job(con: duckdb.DuckDBPyConnection) -> Written:
-            taken = self.detections.take(con, detection, write=False)
+            taken = self._desk.take(con, detection, write=False)
             answer = {k: taken[k] for k in ("detection_id", "case_id", "duplicate")}
             return Written(answer, cases=[taken["case"]] if taken["case"] else [],
                            detections=[taken["detection"]], client=client)
-        return self.submit(job, **submit)
+        return self._queue(job, loop=loop, writes=False)
 
     def take_request(self, form: dict[str, str], *, district_crs: str, client: str | None = None,
-                     **submit) -> Future:
+                     loop: asyncio.AbstractEventLoop | None = None) -> Future:
         """An Open311 request form; the answer is the GeoReport reply."""
         def job(con: duckdb.DuckDBPyConnection) -> Written:
-            reply = submit_request(con, form, district_crs=district_crs, matcher=self.matcher,
-                                   numbers=self.numbers, write=False)
+            reply = submit_request(con, form, district_crs=district_crs, matcher=self._matcher,
+                                   numbers=self._numbers, write=False)
             return Written({k: v for k, v in reply.items() if k != "case"}, cases=[reply["case"]], client=client)
-        return self.submit(job, **submit)
+        return self._queue(job, loop=loop, writes=False)
 
     def transition(self, case_id: str, to_status: str, *, actor: str, note: str | None = None,
                    source: str | None = None) -> Future:
@@ -166,29 +192,79 @@ class IntakeWriter:
         """Append one audit row (``actor``, ``action``, ``target``, ``detail``, ``source``) in the next commit."""
         return self.submit(lambda con: Written(audit(con, **row)))
 
+    def command(self, run: Callable[[duckdb.DuckDBPyConnection], dict], *, grids_changed: bool = False) -> Future:
+        """A command handed over by the control channel (``twin keys|users|grids`` while serving), as one job."""
+        return self.submit(lambda con: Written(run(con), grids_changed=grids_changed, checkpoint=grids_changed))
+
     # The thread ---------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
+    def _run(self, ready: Future) -> None:
+        try:
+            self._numbers = CaseNumbers()
+            self._matcher = LocationMatcher(self._con)
+            self._desk = DetectionDesk(self._con, window_s=self._window_s, matcher=self._matcher,
+                                       numbers=self._numbers)
+        except BaseException as exc:
+            self._con.close()
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        stop = False
+        while not stop:
             batch = [self._jobs.get()]
-            while len(batch) < MAX_BATCH:
+            while len(batch) < MAX_BATCH and batch[-1] is not None:
                 try:
                     batch.append(self._jobs.get_nowait())
                 except queue.Empty:
                     break
-            self._commit(batch)
+            if batch[-1] is None:
+                stop = True
+                batch.pop()
+            try:
+                self._commit(batch)
+            except Exception as exc:  # the connection itself failed: answer rather than leave callers waiting
+                log.exception("intake: the writer failed")
+                _settle([(job.future, None, exc) for job in batch if not job.future.done()])
+        self._con.close()
 
-    def _commit(self, batch: list[tuple[Callable, Future]]) -> None:
-        """Run a batch in one transaction and answer it; after an unexpected failure, retry its jobs one by one."""
-        con = self.con
+    def _commit(self, batch: list[_Job]) -> None:
+        """Run jobs in as few transactions as all-or-nothing per job allows, and answer each after its COMMIT."""
+        while batch:
+            outcome = self._transaction(batch)
+            if isinstance(outcome, int):  # that many jobs were committed (or refused) and answered
+                batch = batch[outcome:]
+                continue
+            failed, error = outcome  # rolled back: the jobs before it ran cleanly, so they run again without it
+            log.log(logging.INFO if isinstance(error, TwinError) else logging.ERROR,
+                    "writer: a job was refused and its transaction rolled back (%s)", error,
+                    exc_info=not isinstance(error, TwinError))
+            _settle([(batch[failed].future, None, error)])
+            self._commit(batch[:failed])
+            batch = batch[failed + 1:]
+
+    def _transaction(self, batch: list[_Job]) -> int | tuple[int, Exception]:
+        """Run jobs in one transaction and commit them: the number of jobs answered, or, rolled back, the failed one.
+
+        A job that changes grids ends the transaction, so the jobs after it are matched
+        to the new micro-grids.
+        """
+        con = self._con
         done: list[tuple[Future, Written]] = []
         refused: list[tuple[Future, TwinError]] = []
+        con.execute("BEGIN TRANSACTION")
+        for k, job in enumerate(batch):
+            try:
+                written = job.run(con)
+            except Exception as exc:
+                if not job.writes and isinstance(exc, TwinError):  # refused before anything was written
+                    refused.append((job.future, exc))
+                    continue
+                self._roll_back()
+                return k, exc
+            done.append((job.future, written))
+            if written.grids_changed:
+                break
+        ran = len(done) + len(refused)
         try:
-            con.execute("BEGIN TRANSACTION")
-            for job, future in batch:
-                try:
-                    done.append((future, job(con)))
-                except TwinError as exc:
-                    refused.append((future, exc))
             new_cases = [c for _, w in done for c in w.cases]
             write_cases(con, new_cases)
             _audit_intake(con, [w for _, w in done if w.cases])
@@ -197,29 +273,53 @@ class IntakeWriter:
             started = time.perf_counter()
             con.execute("COMMIT")  # durable before any answer
             if time.perf_counter() - started > SLOW_COMMIT_S:
-                log.warning("intake: a commit of %d took %.2f s", len(batch), time.perf_counter() - started)
-        except Exception as exc:  # nothing of this batch was written
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
-            self.numbers.reset()
-            self.detections.forget()
-            if len(batch) > 1:
-                log.warning("intake: a batch of %d was rolled back (%s); retrying one by one", len(batch), exc)
-                for item in batch:
-                    self._commit([item])
+                log.warning("intake: a commit of %d took %.2f s", ran, time.perf_counter() - started)
+        except Exception as exc:  # the bulk write failed: nothing of this batch was written
+            self._roll_back()
+            if ran > 1:
+                log.warning("intake: a batch of %d was rolled back (%s); retrying one by one", ran, exc)
+                for job in batch[:ran]:
+                    self._commit([job])
             else:
                 log.exception("intake: a job failed and was rolled back")
-                _settle([(batch[0][1], None, exc)])
-            return
-        if any(w.checkpoint for _, w in done):
-            try:
-                self._base.execute("CHECKPOINT")
-            except duckdb.Error as exc:  # e.g. a session's transaction is open: the log keeps it, safely
-                log.info("writer: no CHECKPOINT after a large change (%s); it stays in the log", exc)
+                _settle([(batch[0].future, None, exc)])
+            return ran
+        if self._checkpoint_due or any(w.checkpoint for _, w in done):
+            self._checkpoint()
         self.feed.publish(new_cases + changed)
         _settle([(f, None, e) for f, e in refused] + [(f, w.answer, None) for f, w in done])
+        if any(w.grids_changed for _, w in done):
+            self._follow_grids()
+        return ran
+
+    def _checkpoint(self) -> None:
+        """Fold the log into the database file, now or, when refused, after a later commit.
+
+        DuckDB refuses while another connection has a transaction older than the last
+        commit (a session's read left unfinished); the log keeps the change safely meanwhile.
+        """
+        try:
+            self._con.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            if not self._checkpoint_due:
+                log.info("writer: CHECKPOINT refused for now (%s); tried again after the next commit", exc)
+            self._checkpoint_due = True
+        else:
+            self._checkpoint_due = False
+
+    def _roll_back(self) -> None:
+        """Undo the open transaction, and forget what was counted or remembered inside it."""
+        try:
+            self._con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+        self._desk.forget()  # the numbers too
+
+    def _follow_grids(self) -> None:
+        """Match from now on to the micro-grids (and their workers) in force after a grid change."""
+        started = time.perf_counter()
+        self._matcher = self._desk.matcher = LocationMatcher(self._con)
+        log.info("writer: matching follows the new grids (rebuilt in %.2f s)", time.perf_counter() - started)
 
 
 def _audit_intake(con: duckdb.DuckDBPyConnection, written: list[Written]) -> None:

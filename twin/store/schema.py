@@ -198,7 +198,8 @@ INDEXES: dict[str, str] = {
 # updates them. A few thousand grid polygons need no index.
 DROPPED_INDEXES = ("grids_boundary",)
 
-# Columns that later schema versions added to existing tables: (table, column, type).
+# Columns that later schema versions added to existing tables: (table, column, type). An older store's table
+# that lacks one is made anew with all of TABLES' columns when the store is upgraded (twin.store.store).
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cases", "media_url", "VARCHAR"),
 )

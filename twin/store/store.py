@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -81,10 +81,14 @@ class Store:
         except duckdb.Error as exc:
             raise StoreError(f"{self.path}: cannot open the store ({exc}). If another process "
                              "holds it for writing, stop that process first.") from exc
-        if self.created:
-            create_schema(self.con)
-        else:
-            check_schema(self.con, self.path, read_only=read_only)
+        try:
+            if self.created:
+                create_schema(self.con)
+            else:
+                check_schema(self.con, self.path, read_only=read_only)
+        except BaseException:
+            self.con.close()  # let go of the file: another open, even in this process, must find it free
+            raise
 
     # -- lifecycle -------------------------------------------------------
     def close(self) -> None:
@@ -133,7 +137,9 @@ class Store:
     def count(self, table: str) -> int:
         if table not in TABLES:
             raise StoreError(f"no table {table!r} in the store; tables are {', '.join(TABLES)}")
-        return self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        # fetchall, not fetchone: a result read to its end closes its transaction, and one left open on the
+        # server's shared connection would refuse the writer's CHECKPOINT after a grid save for good.
+        return self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
 
 
 @contextlib.contextmanager
@@ -161,29 +167,46 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     for name, columns in TABLES.items():
         con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
     create_indexes(con)
-    con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+    set_schema_version(con)
 
 
 def add_missing_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Add tables, columns and indexes this version has and an older store lacks (writes nothing otherwise)."""
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    indexes = {r[0] for r in con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()}
     for name, columns in TABLES.items():
         if name not in tables:
             con.execute(f"CREATE TABLE {name} ({columns})")
     have = set(con.execute("SELECT table_name, column_name FROM duckdb_columns()").fetchall())
-    missing = [c for c in ADDED_COLUMNS if c[:2] not in have]
-    if missing:  # DuckDB alters no table that an index depends on
-        drop_indexes(con)
-        indexes = set()
-    for table, column, kind in missing:
-        con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    for table in sorted({t for t, c, _ in ADDED_COLUMNS if (t, c) not in have}):
+        _make_anew(con, table)
+    indexes = {r[0] for r in con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()}
     for name, target in INDEXES.items():
         if name not in indexes:
             con.execute(f"CREATE INDEX {name} ON {target}")
     for name in DROPPED_INDEXES:
         if name in indexes:
             con.execute(f"DROP INDEX {name}")
+
+
+def _make_anew(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Give a table this version's columns by copying its rows into a new one (its indexes go with the old).
+
+    DuckDB alters no table that an index depends on, and DuckDB 1.5.5 aborts the process at
+    COMMIT when one transaction drops an index and creates it again; a new table avoids both.
+    """
+    con.execute(f"CREATE TABLE {table}__new ({TABLES[table]})")
+    con.execute(f"INSERT INTO {table}__new BY NAME SELECT * FROM {table}")
+    con.execute(f"DROP TABLE {table}")
+    con.execute(f"ALTER TABLE {table}__new RENAME TO {table}")
+
+
+def set_schema_version(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+
+
+# The steps that bring an older store to this version, in order, inside one transaction
+# (every step so far only added tables, columns and indexes, and dropped indexes).
+UPGRADE_STEPS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [add_missing_tables, set_schema_version]
 
 
 def create_indexes(con: duckdb.DuckDBPyConnection) -> None:
@@ -200,10 +223,10 @@ def drop_indexes(con: duckdb.DuckDBPyConnection) -> None:
 def check_schema(con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool) -> None:
     """Refuse a foreign file or a newer store; upgrade an older one in place when writable."""
     try:
-        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()  # see Store.count
     except duckdb.CatalogException as exc:
         raise StoreError(f"{path}: this DuckDB file is not a district store (no meta table).") from exc
-    found = int(row[0]) if row else 0
+    found = int(rows[0][0]) if rows else 0
     if found == SCHEMA_VERSION:
         return
     if found > SCHEMA_VERSION or found < 1:
@@ -213,8 +236,17 @@ def check_schema(con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool)
         raise StoreError(f"{path}: store schema version {found} is older than this program's {SCHEMA_VERSION}. "
                          f"`twin serve --db {path}` (or any ingest) upgrades it in place.")
     log.info("%s: upgrading the store from schema %d to %d", path, found, SCHEMA_VERSION)
-    add_missing_tables(con)  # every step so far only added tables, columns and indexes
-    con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for step in UPGRADE_STEPS:
+            step(con)
+    except Exception as exc:
+        con.execute("ROLLBACK")
+        raise StoreError(f"{path}: upgrading the store from schema {found} to {SCHEMA_VERSION} failed at "
+                         f"{getattr(step, '__name__', step)} ({exc}); nothing was changed, and the store is still "
+                         f"readable at schema {found} by the program that wrote it. Keep a copy and report this."
+                         ) from exc
+    con.execute("COMMIT")
 
 
 def _arrow_column(values: pd.Series) -> pa.Array:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import wait
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -11,7 +13,7 @@ from twin.cases.cases import load_taxonomy
 from twin.geo.crs import transform_xy
 from twin.cases.detections import DetectionError, parse_detection
 from twin.errors import InputError
-from twin.cases.live import CaseFeed, IntakeWriter
+from twin.cases.live import CaseFeed, IntakeWriter, Written
 from twin.cases.open311 import Open311Error
 from twin.store.store import Store
 
@@ -32,7 +34,9 @@ def test_the_feed_hands_out_changes_after_a_version_and_says_when_one_fell_behin
 def writer(demo_copy):
     store = Store(demo_copy)
     feed = CaseFeed()
-    yield IntakeWriter(store.con, feed, dedupe_window_s=600), store, feed
+    writer = IntakeWriter(store.con, feed, dedupe_window_s=600)
+    yield writer, store, feed
+    writer.close()
     store.close()
 
 
@@ -109,3 +113,123 @@ def test_an_unexpected_failure_rolls_the_whole_batch_back(writer):
     assert store.count("cases") == before and feed.version == 0
     ok = w.take_request(_forms(store, 1)[0], district_crs="EPSG:4547").result(timeout=30)
     assert ok["service_request_id"] and store.count("cases") == before + 1
+
+
+def _meta(con, key):
+    rows = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _put(key, *, then_raise=None, seen=None):
+    """A job that writes a meta row, then raises ``then_raise``; it answers whether ``seen`` is in the store."""
+    def job(con):
+        con.execute("INSERT INTO meta VALUES (?, 'x')", [key])
+        if then_raise is not None:
+            raise then_raise
+        return Written(_meta(con, seen) if seen else key)
+    return job
+
+
+def test_a_job_that_writes_and_then_raises_leaves_no_trace_and_its_batch_mates_commit(writer):
+    w, store, feed = writer
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(con):  # keeps the writer busy while the others queue up, so they are taken as one batch
+        busy.set()
+        release.wait(30)
+        return Written("held")
+
+    held = w.submit(hold)
+    assert busy.wait(30)
+    futures = {"a": w.submit(_put("t.a")),
+               "refused": w.submit(_put("t.refused", then_raise=InputError("refused after writing"))),
+               "request": w.take_request(_forms(store, 1)[0], district_crs="EPSG:4547"),
+               "c": w.submit(_put("t.c", seen="t.refused")),
+               "bug": w.submit(_put("t.bug", then_raise=RuntimeError("a bug after writing"))),
+               "outside": w.take_request({**_forms(store, 1)[0], "lat": "10.0"}, district_crs="EPSG:4547"),
+               "d": w.submit(_put("t.d", seen="t.bug"))}
+    release.set()
+    assert held.result(timeout=30) == "held"
+    wait(list(futures.values()), timeout=60)
+    with pytest.raises(InputError, match="refused after writing"):
+        futures["refused"].result()
+    with pytest.raises(RuntimeError, match="a bug after writing"):
+        futures["bug"].result()
+    with pytest.raises(Open311Error, match="outside every grid"):
+        futures["outside"].result()
+    assert futures["a"].result() == "t.a"
+    assert futures["c"].result() is None and futures["d"].result() is None, "no later job saw the refused rows"
+    case_id = futures["request"].result()["service_request_id"]
+    reader = store.con.cursor()
+    assert [_meta(reader, k) for k in ("t.a", "t.refused", "t.c", "t.bug", "t.d")] == ["x", None, "x", None, "x"]
+    assert reader.execute("SELECT count(*) FROM cases WHERE case_id = ?", [case_id]).fetchall() == [(1,)]
+    assert [r["case_id"] for r in feed.since(0)[1]] == [case_id]
+
+
+def _merge_a_micro_grid_into_its_neighbour(con):
+    """Grids of a parent with one micro-grid merged into a neighbour whose worker differs.
+
+    Returns the parent's children after the merge (a GeoDataFrame), and the label point (x, y) of a
+    building of the merged-away grid, the grid that holds it after the merge and that grid's worker.
+    """
+    from ingest.grids import grids_frame
+
+    a, b, worker, x, y = con.execute(
+        "SELECT a.grid_id, b.grid_id, b.worker, bu.label_x, bu.label_y FROM grids a JOIN grids b "
+        "ON a.parent_id = b.parent_id AND a.grid_id <> b.grid_id JOIN buildings bu ON bu.grid_id = a.grid_id "
+        "WHERE a.level = 'micro' AND b.level = 'micro' AND a.valid_to IS NULL AND b.valid_to IS NULL "
+        "AND a.worker <> b.worker AND ST_Length(ST_Intersection(a.boundary, b.boundary)) > 50 "
+        "ORDER BY a.grid_id, b.grid_id, bu.building_id LIMIT 1").fetchall()[0]
+    frame = grids_frame(con, level="micro")
+    frame = frame[frame["parent_id"] == frame.loc[frame["grid_id"] == a, "parent_id"].iloc[0]].copy()
+    shapes = frame.set_index("grid_id").geometry
+    frame.loc[frame["grid_id"] == b, "geometry"] = shapes[a].union(shapes[b])
+    return frame[frame["grid_id"] != a], (x, y), b, worker
+
+
+def test_a_request_after_a_grid_change_is_matched_to_the_new_micro_grid(writer):
+    from ingest.grids import import_grids
+
+    w, store, feed = writer
+    frame, (x, y), grid_id, worker = _merge_a_micro_grid_into_its_neighbour(store.con.cursor())
+    lon, lat = transform_xy(np.array([[x, y]]), "EPSG:4547", "EPSG:4326")[0]
+    form = {**_forms(store, 1)[0], "lat": f"{lat:.7f}", "long": f"{lon:.7f}"}
+    before = w.take_request(form, district_crs="EPSG:4547").result(timeout=30)
+    assert worker not in before["service_notice"]
+    busy, release = threading.Event(), threading.Event()
+    held = w.submit(lambda con: busy.set() or release.wait(30) and Written(None))
+    assert busy.wait(30)
+    change = w.submit(lambda con: Written(import_grids(con, frame, actor="t", reason="merge", mode="replace"),
+                                          grids_changed=True))
+    after = w.take_request(form, district_crs="EPSG:4547")  # queued in the same batch, right after the change
+    release.set()
+    held.result(timeout=30)
+    assert change.result(timeout=60)["deleted"]
+    assert after.result(timeout=60)["service_notice"] == f"assigned to {worker}"
+    case_id = after.result()["service_request_id"]
+    assert store.con.execute("SELECT grid_id FROM cases WHERE case_id = ?", [case_id]).fetchall() == [(grid_id,)]
+
+
+def test_a_checkpoint_asked_for_runs_on_the_writers_connection(writer, demo_copy):
+    w, store, feed = writer
+    store.count("users")  # the server reads on its shared connection before it serves
+
+    def move_buildings(con):  # an update of indexed rows, as a grid save makes
+        con.execute("UPDATE buildings SET grid_id = grid_id WHERE building_id IN "
+                    "(SELECT building_id FROM buildings ORDER BY building_id LIMIT 50)")
+        return Written(None, checkpoint=True)
+
+    wal = demo_copy.with_name(demo_copy.name + ".wal")
+
+    def logged() -> int:  # bytes in the log (DuckDB removes it after a CHECKPOINT)
+        return wal.stat().st_size if wal.exists() else 0
+
+    w.submit(move_buildings).result(timeout=30)
+    assert logged() == 0, "the change went into the database file"
+    session = store.con.cursor()
+    session.execute("SELECT building_id FROM buildings").fetchone()  # a read left unfinished: CHECKPOINT must wait
+    w.submit(move_buildings).result(timeout=30)
+    assert logged() > 0, "refused while the session's read is open; the log keeps the change"
+    session.execute("SELECT 1").fetchall()  # the session moves on
+    w.submit(lambda con: Written(None)).result(timeout=30)
+    assert logged() == 0, "folded in after the next commit"

@@ -6,6 +6,7 @@ import duckdb
 import pytest
 
 from twin.errors import StoreError
+from twin.store import store as store_module
 from twin.store.schema import SCHEMA_VERSION
 from twin.store.store import Store, create_indexes, drop_indexes, open_for_command, spatial_extension_path
 
@@ -72,14 +73,43 @@ def test_a_failed_command_rolls_back_and_removes_a_store_it_created(tmp_path):
         assert store.meta()["district_name"] == "x"
 
 
-def test_an_older_store_is_upgraded_when_opened_for_writing(tmp_path):
-    path = tmp_path / "old.duckdb"
-    with Store(path, create=True) as store:  # make it look like a schema 1 store: no elements, no media_url
+def _schema_1_store(path):
+    """A store that looks like schema 1: no elements table, no cases.media_url, one case."""
+    with Store(path, create=True) as store:
         drop_indexes(store.con)
         store.con.execute("ALTER TABLE cases DROP COLUMN media_url")
         create_indexes(store.con)
         store.con.execute("DROP TABLE elements")
+        store.con.execute("INSERT INTO cases (case_id, category, subcategory, source, status, location, reported_at, "
+                          "updated_at) VALUES ('C1', 'c', 's', 'patrol', 'reported', ST_Point(1, 2), now(), now())")
         store.con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    return path
+
+
+def test_a_failed_upgrade_leaves_the_old_store_as_it_was(tmp_path, monkeypatch):
+    path = _schema_1_store(tmp_path / "old.duckdb")
+
+    def a_step_that_fails(con):  # after the real steps have added tables and columns
+        con.execute("CREATE TABLE upgrade_scratch AS SELECT 1 AS x")
+        con.execute("SELECT no_such_column FROM cases")
+
+    steps = list(store_module.UPGRADE_STEPS)
+    monkeypatch.setattr(store_module, "UPGRADE_STEPS", [*steps[:-1], a_step_that_fails, steps[-1]])
+    with pytest.raises(StoreError, match="(?s)from schema 1 to .* failed at a_step_that_fails.*nothing was changed"):
+        Store(path)
+    with duckdb.connect(str(path), read_only=True) as con:  # as the program of schema 1 reads it
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [("1",)]
+        assert "elements" not in tables and "upgrade_scratch" not in tables
+        assert "media_url" not in {r[0] for r in con.execute("DESCRIBE cases").fetchall()}
+        assert con.execute("SELECT case_id FROM cases").fetchall() == [("C1",)]
+    monkeypatch.setattr(store_module, "UPGRADE_STEPS", steps)
+    with Store(path) as store:
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION) and store.count("cases") == 1
+
+
+def test_an_older_store_is_upgraded_when_opened_for_writing(tmp_path):
+    path = _schema_1_store(tmp_path / "old.duckdb")
     with pytest.raises(StoreError, match="older than this program.*twin serve"):
         Store(path, read_only=True)
     with Store(path) as store:

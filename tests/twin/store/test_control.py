@@ -1,0 +1,91 @@
+"""The control channel: a Unix socket beside the store through which writing commands reach a running server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+
+import pytest
+
+from twin.errors import InputError
+from twin.store.control import Command, ControlChannel, ServerRefused, ask_server, socket_path
+
+
+def _echo(con, args, step):
+    if args["text"] == "bug":
+        raise RuntimeError("a bug")
+    if args["text"] == "bad":
+        raise InputError("bad text: say something else.")
+    return {"text": args["text"], "note": args["note"]}
+
+
+@pytest.fixture
+def channel(tmp_path):
+    db = tmp_path / "s.duckdb"
+    commands = {"echo": Command({"text": str, "note": str | None}, _echo),
+                "tag": Command({"tags": list}, lambda con, args, step: {"tags": args["tags"]})}
+    served = ControlChannel(db, commands, execute=lambda command, args: command(None, args))
+    yield db, served
+    served.close()
+
+
+def _raw(db, data: bytes) -> dict:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(socket_path(db)))
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        return json.loads(sock.makefile("rb").readline())
+
+
+def test_a_known_command_runs_and_its_refusal_comes_back_as_it_was(channel):
+    db, _ = channel
+    assert stat.S_IMODE(socket_path(db).stat().st_mode) == 0o600
+    assert ask_server(db, "echo", {"text": "你好", "note": None}) == {"text": "你好", "note": None}
+    assert ask_server(db, "tag", {"tags": ["a", "b"]}) == {"tags": ["a", "b"]}
+    with pytest.raises(ServerRefused, match="bad text: say something else") as refused:
+        ask_server(db, "echo", {"text": "bad", "note": None})
+    assert (refused.value.error_type, refused.value.exit_code) == ("InputError", 2)
+    with pytest.raises(ServerRefused, match="failed to run echo.*a bug") as failed:
+        ask_server(db, "echo", {"text": "bug", "note": None})
+    assert failed.value.exit_code == 1
+
+
+@pytest.mark.parametrize(("request_line", "words"), [
+    (b'{"command": "shell", "args": {"cmd": "rm -rf /"}}\n', "no command 'shell'"),
+    (b'{"command": "echo", "args": {"text": "x"}}\n', "expected the arguments ['note', 'text']"),
+    (b'{"command": "echo", "args": {"text": 7, "note": null}}\n', "argument text must be"),
+    (b'{"command": "echo", "args": ["x"]}\n', "expected the arguments"),
+    (b'{"command": "tag", "args": {"tags": ["a", {"b": 1}]}}\n', "argument tags must be"),
+    (b"\x80\x04\x95pickle\n", "not UTF-8 JSON"),
+    (b'{"command": "echo"', "send one JSON line"),
+])
+def test_anything_but_a_known_command_with_its_arguments_is_refused(channel, request_line, words):
+    db, _ = channel
+    reply = _raw(db, request_line)
+    assert reply["ok"] is False and words in reply["error"] and reply["exit_code"] == 2
+
+
+def test_without_a_listening_server_the_commands_work_on_the_file(tmp_path, channel):
+    db, served = channel
+    served.close()
+    assert not socket_path(db).exists() and ask_server(db, "echo", {"text": "x", "note": None}) is None
+    stale = socket.socket(socket.AF_UNIX)  # what a killed server leaves behind
+    stale.bind(str(socket_path(db)))
+    stale.close()
+    assert ask_server(db, "echo", {"text": "x", "note": None}) is None
+
+
+def test_a_store_deep_in_the_file_system_still_gets_its_socket(tmp_path):
+    deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 4)
+    deep.mkdir(parents=True)
+    db = deep / "district.duckdb"
+    assert len(str(socket_path(db))) > 108
+    served = ControlChannel(db, {"echo": Command({"text": str, "note": str | None}, _echo)},
+                            execute=lambda command, args: command(None, args))
+    try:
+        assert socket_path(db).exists()
+        assert ask_server(db, "echo", {"text": "x", "note": "n"}) == {"text": "x", "note": "n"}
+    finally:
+        served.close()
+    assert not socket_path(db).exists()
