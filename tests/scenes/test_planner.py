@@ -62,7 +62,7 @@ def audit_rows_after(store, seq: int) -> list[tuple]:
 
 
 def last_audit_seq(store) -> int:
-    return store.con.execute("SELECT coalesce(max(seq), 0) FROM audit").fetchone()[0]
+    return store.con.execute("SELECT coalesce(max(seq), 0) FROM audit").fetchall()[0][0]
 
 
 def coverage_errors(editor) -> list:

@@ -123,7 +123,7 @@ def test_an_older_store_is_upgraded_when_opened_for_writing(tmp_path):
 # planner's save_through_writer and save_partition (a merge of two micro-grids). Once the save is
 # acknowledged, the process says what it saved and waits to be killed.
 SAVE_THEN_WAIT = """
-import json, sys, time
+import asyncio, json, sys, time
 sys.path.insert(0, {root!r})
 from scenes.planner import save_through_writer
 from twin.cases.live import CaseFeed, IntakeWriter
@@ -136,8 +136,12 @@ writer = IntakeWriter(store.con, CaseFeed(), dedupe_window_s=600)
 shapes = current_grids(store.con.cursor(), parent_id={parent!r}).geometry
 a, b = shapes.index[2], shapes.index[3]
 merged = merge_grids(shapes, [a, b])
-saved, = save_through_writer(writer)(lambda con: [save_partition(con, {parent!r}, merged, actor="planner1",
-                                                                 reason="compound merged")])
+
+
+async def save():  # the planner awaits its saves on the server's event loop
+    return await save_through_writer(writer)(lambda con: [save_partition(con, {parent!r}, merged,
+                                                                         actor="planner1", reason="compound merged")])
+saved, = asyncio.run(save())
 print(json.dumps({{"kept": a, "deleted": b, "versions": saved.versions, "wkt": merged[a].wkt,
                   "moved": saved.reassignment.moves["buildings"]["building_id"].tolist(),
                   "audit_seq": saved.audit_seq}}), flush=True)
