@@ -65,3 +65,18 @@ def write_result(name: str, result: dict, *, webgl_renderer: str | None = None) 
     result = {**result, "measured": provenance(webgl_renderer=webgl_renderer)}
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return result
+
+
+# Run in a page: the WebGL renderer the browser draws with (SwiftShader here), for a result's provenance.
+WEBGL_RENDERER_JS = """() => {
+  const canvas = document.createElement("canvas");
+  const gl = canvas.getContext("webgl2") || canvas.getContext("webgl");
+  if (!gl) return null;
+  const info = gl.getExtension("WEBGL_debug_renderer_info");
+  return gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER);
+}"""
+
+
+def webgl_renderer(page) -> str | None:
+    """The WebGL renderer of a Playwright ``page`` (None without WebGL)."""
+    return page.evaluate(WEBGL_RENDERER_JS)

@@ -48,7 +48,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.browser import POST_AND_WAIT_FOR_MARKER, chromium, served, sign_in  # noqa: E402
-from bench.common import store_copy, write_result  # noqa: E402
+from bench.common import store_copy, webgl_renderer, write_result  # noqa: E402
 from twin.access.keys import add_key  # noqa: E402
 from twin.cases.cases import LocationMatcher, load_taxonomy, match_location  # noqa: E402
 from twin.cases.detections import DEDUPE_WINDOW_S  # noqa: E402
@@ -188,8 +188,12 @@ def step_figures(rate: float, posts: list[list], warmup_s: float, sent: int) -> 
             "not_acknowledged": sent - sum(p[1] == 201 for p in posts), "refused": statuses}
 
 
-def capacity(work: Path, points: np.ndarray, crs: str, key: str, *, quick: bool) -> tuple[list[dict], dict]:
-    """Offered rate raised step by step against ``twin serve`` on ``work``; the steps and each step's acked ids."""
+def capacity(work: Path, points: np.ndarray, crs: str, key: str, *,
+             quick: bool) -> tuple[list[dict], dict, str | None]:
+    """Offered rate raised step by step against ``twin serve`` on ``work``.
+
+    Returns the steps, each step's acknowledged case ids, and the browser's WebGL renderer.
+    """
     step_s, warmup_s = (STEP_S_QUICK, WARMUP_S_QUICK) if quick else (STEP_S, WARMUP_S)
     steps, acked = [], {}
     probe_forms = report_forms(points, crs, 1000, label="probe", seed=4)
@@ -200,6 +204,7 @@ def capacity(work: Path, points: np.ndarray, crs: str, key: str, *, quick: bool)
         sign_in(page, url)
         page.wait_for_function("window.twinFirstFrame !== undefined", timeout=120_000)
         page.wait_for_function("window.twinCameras > 0", timeout=60_000)
+        renderer = webgl_renderer(page)
         for n, rate in enumerate(RATES):
             label = f"step{n}"
             forms = report_forms(points, crs, int(rate * (warmup_s + step_s)), label=label, seed=10 + n)
@@ -228,7 +233,7 @@ def capacity(work: Path, points: np.ndarray, crs: str, key: str, *, quick: bool)
                 break
             page.wait_for_timeout(1000)  # the server settles between steps
         page.close()
-    return steps, acked
+    return steps, acked, renderer
 
 
 def check_store(work: Path, steps: list[dict], acked: dict[str, list[str]]) -> None:
@@ -259,7 +264,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
             key = add_key(store.con, "bench-feed")
         points, crs = building_points(work)
         writer = in_process(work, points, crs, quick=quick)
-        steps, acked = capacity(work, points, crs, key, quick=quick)
+        steps, acked, renderer = capacity(work, points, crs, key, quick=quick)
         check_store(work, steps, acked)
     knee, held = None, []
     for step in steps:  # the knee: the last of the steps that all held, from the first on
@@ -286,7 +291,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
         "lost_or_duplicated_met": result["lost"] == 0 and result["duplicated"] == 0,
         "marker_met": bool(marker_ms) and max(marker_ms) <= GOALS["marker_ms_at_most"],
     }
-    return write_result("feed", result)
+    return write_result("feed", result, webgl_renderer=renderer)
 
 
 if __name__ == "__main__":
