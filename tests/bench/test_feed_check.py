@@ -20,21 +20,22 @@ def test_a_step_holds_only_with_every_acknowledged_case_stored_once(demo_copy):
     points, crs = building_points(demo_copy)
     forms = report_forms(points, crs, 20, label="step0")
     acked = _take(demo_copy, forms, crs)
-    steps = [{"p99_ms": 50.0, "not_acknowledged": 0}, {"p99_ms": 50.0, "not_acknowledged": 0}]
+    steps = {"step0": {"p99_ms": 50.0, "not_acknowledged": 0}, "step1": {"p99_ms": 50.0, "not_acknowledged": 0}}
 
     check_store(demo_copy, steps, {"step0": acked, "step1": []})
-    assert [(s["lost"], s["duplicated"], s["held"]) for s in steps] == [(0, 0, True), (0, 0, True)]
+    assert [(s["lost"], s["duplicated"], s["held"]) for s in steps.values()] == [(0, 0, True), (0, 0, True)]
 
     check_store(demo_copy, steps, {"step0": [*acked, "C20990101-0001"], "step1": []})
-    assert (steps[0]["lost"], steps[0]["held"]) == (1, False)
+    assert (steps["step0"]["lost"], steps["step0"]["held"]) == (1, False)
 
     _take(demo_copy, forms[:1], crs)  # the same form stored a second time
     check_store(demo_copy, steps, {"step0": acked, "step1": []})
-    assert (steps[0]["lost"], steps[0]["duplicated"], steps[0]["held"]) == (0, 1, False)
-    assert steps[1]["held"]
+    assert (steps["step0"]["lost"], steps["step0"]["duplicated"], steps["step0"]["held"]) == (0, 1, False)
+    assert steps["step1"]["held"]
 
 
-def test_a_slow_step_does_not_hold(demo_copy):
-    steps = [{"p99_ms": 250.0, "not_acknowledged": 0}, {"p99_ms": 50.0, "not_acknowledged": 3}]
+def test_a_slow_or_unacknowledged_step_does_not_hold(demo_copy):
+    steps = {"step0": {"p99_ms": 250.0, "not_acknowledged": 0}, "step1": {"p99_ms": 50.0, "not_acknowledged": 3},
+             "step2": {"not_acknowledged": 0}}  # the client failed: no latency
     check_store(demo_copy, steps, {})
-    assert [s["held"] for s in steps] == [False, False]
+    assert [s["held"] for s in steps.values()] == [False, False, False]
