@@ -59,10 +59,13 @@ def provenance(*, webgl_renderer: str | None = None) -> dict:
             "webgl_renderer": webgl_renderer}
 
 
-def write_result(name: str, result: dict, *, webgl_renderer: str | None = None) -> dict:
-    """Save ``bench/results/<name>.json`` with its provenance under ``"measured"`` and return the result."""
+def write_result(name: str, result: dict, *, webgl_renderer: str | None = None, quick: bool | None = None) -> dict:
+    """Save ``bench/results/<name>.json`` with its provenance under ``"measured"`` and return the result.
+
+    ``quick``: whether the bench ran with ``--quick`` (smaller sizes, fewer runs), said under the README's table.
+    """
     RESULTS.mkdir(exist_ok=True)
-    result = {**result, "measured": provenance(webgl_renderer=webgl_renderer)}
+    result = {**result, "measured": {**provenance(webgl_renderer=webgl_renderer), "quick": quick}}
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return result
 

@@ -297,7 +297,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
         "lost_or_duplicated_met": result["lost"] == 0 and result["duplicated"] == 0,
         "marker_met": bool(marker_ms) and max(marker_ms) <= GOALS["marker_ms_at_most"],
     }
-    return write_result("feed", result, webgl_renderer=renderer)
+    return write_result("feed", result, webgl_renderer=renderer, quick=quick)
 
 
 if __name__ == "__main__":

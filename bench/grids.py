@@ -305,7 +305,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
         "goals": {"edit_s_at_most": GOAL_EDIT_S, "edit_met": edit_s + rules_s <= GOAL_EDIT_S,
                   "speedup_at_least": GOAL_SPEEDUP, "speedup_met": speedup >= GOAL_SPEEDUP},
     }
-    return write_result("grids", result_json)
+    return write_result("grids", result_json, quick=quick)
 
 
 if __name__ == "__main__":

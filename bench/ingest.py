@@ -202,7 +202,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
                             and million["peak_rss_gb"] <= GOAL_MILLION_PEAK_GB),
         },
     }
-    return write_result("ingest", result)
+    return write_result("ingest", result, quick=quick)
 
 
 if __name__ == "__main__":

@@ -199,6 +199,8 @@ def _provenance(name: str, result: dict | None) -> str:
         when = dt.datetime.fromisoformat(when).astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"commit {measured.get('commit', '?')[:12]}{'+dirty' if '+dirty' in measured.get('commit', '') else ''}",
              when or "date unknown", f"{measured.get('cores', '?')} cores"]
+    if measured.get("quick"):
+        parts.append("`--quick`")
     if measured.get("webgl_renderer"):
         parts.append(f"WebGL: {measured['webgl_renderer']}")
     return f"- `{name}.json`: " + ", ".join(parts)
