@@ -51,16 +51,21 @@ def _absent(x) -> bool:
     return x is None
 
 
+def _figure(x: float) -> str:
+    """Three significant digits, and whole numbers from 100 up (never 1.2e+03)."""
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
 def secs(x: float | None) -> str:
-    return "—" if _absent(x) else f"{x:.3g} s"
+    return "—" if _absent(x) else f"{_figure(x)} s"
 
 
 def ms(x: float | None) -> str:
-    return "—" if _absent(x) else f"{x:.3g} ms"
+    return "—" if _absent(x) else f"{_figure(x)} ms"
 
 
 def times(x: float | None) -> str:
-    return "—" if _absent(x) else f"{x:.3g}×"
+    return "—" if _absent(x) else f"{_figure(x)}×"
 
 
 def count(x: int | float | None) -> str:
@@ -138,7 +143,7 @@ ROWS = (
         lambda f: f"one transaction per case: {count(f('in_process.baseline_one_transaction_per_case.cases_per_s'))} "
                   "cases/s"),
     Row("matching a case to its building, micro-grid and worker", "feed",
-        lambda f: f"{f('in_process.match_in_memory_us'):.3g} µs in memory",
+        lambda f: f"{_figure(f('in_process.match_in_memory_us'))} µs in memory",
         lambda f: f"SQL on the store: {ms(f('in_process.match_sql_ms'))}"),
     Row("reply to the case's marker drawn in the open browser, at the knee", "feed",
         lambda f: f"median {ms(f('knee.marker.median_ms'))}, max {ms(f('knee.marker.max_ms'))} "
