@@ -90,6 +90,12 @@ class Row:
     baseline: Callable[[Figures], str] = lambda f: "—"
 
 
+def _knee(f: Figures) -> str:
+    if f("knee") is None:
+        return "no step held"
+    return f"{count(f('knee_offered_per_s'))} cases/s (p50 {ms(f('knee.p50_ms'))}, p99 {ms(f('knee.p99_ms'))})"
+
+
 def _beyond_knee(f: Figures) -> str:
     failing = f("first_failing_step")
     if failing is None:
@@ -132,8 +138,7 @@ ROWS = (
         lambda f: ms(f("click_to_inspector_ms.p95_ms"))),
     Row("live intake capacity: the highest offered rate with p99 ≤ 200 ms and nothing lost "
         "(Open311 over loopback, a browser open)", "feed",
-        lambda f: f"{count(f('knee_offered_per_s'))} cases/s (p50 {ms(f('knee.p50_ms'))}, p99 {ms(f('knee.p99_ms'))}; "
-                  f"{f('connections')} connections); {_beyond_knee(f)}; {count(f('lost'))} lost, "
+        lambda f: f"{_knee(f)} ({f('connections')} connections); {_beyond_knee(f)}; {count(f('lost'))} lost, "
                   f"{count(f('duplicated'))} duplicated in all steps",
         lambda f: "one transaction per case, the same matching, in-process: "
                   f"{count(f('in_process.baseline_one_transaction_per_case.cases_per_s'))} cases/s"),
