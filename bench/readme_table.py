@@ -124,16 +124,25 @@ ROWS = (
     Row("footprints at scale (the demo tiled), `twin ingest footprints`", "ingest",
         lambda f: f"{count(f('scale.footprints'))} in {secs(f('scale.seconds'))}, "
                   f"{f('scale.peak_rss_gb'):.2f} GB peak"),
-    Row("bytes over the websocket before the first frame", "view",
-        lambda f: mb(f("ours.bytes_to_first_frame")),
-        lambda f: f"`pn.pane.VTK`: {mb(f('baseline_pn_pane_vtk.bytes_to_first_frame'))}"),
-    Row("first frame", "view",
-        lambda f: f"{secs(f('ours.first_frame_ms') / 1000)} ({times(f('first_frame_speedup'))})",
-        lambda f: f"`pn.pane.VTK`: {secs(f('baseline_pn_pane_vtk.first_frame_ms') / 1000)}"),
-    Row("server time per pick (p95), an operator through the access gate, the look audited", "view",
-        lambda f: ms(f("server_pick_ms.p95_ms"))),
+    Row("bytes over the websocket before the first frame (1920×1080, a leader)", "view",
+        lambda f: f"{mb(f('first_frame.ours.bytes_before_first_frame'))} "
+                  f"({_figure(f('bytes_vs_smaller_stock'))} of the smaller stock pane's)",
+        lambda f: f"`pn.pane.VTK`: {mb(f('first_frame.pn_pane_vtk.bytes_before_first_frame'))}; "
+                  f"`pn.pane.DeckGL`: {mb(f('first_frame.pn_pane_deckgl.bytes_before_first_frame'))}"),
+    Row("first frame, pixels on screen (screenshots of the canvas every 0.1 s)", "view",
+        lambda f: f"{secs(f('first_frame.ours.first_frame_ms') / 1000)} "
+                  f"({_figure(f('time_vs_faster_stock'))} of the faster stock pane's); the JavaScript mark after "
+                  f"render(): {secs(f('first_frame.ours.marks_ms.renderCall') / 1000)}",
+        lambda f: f"`pn.pane.VTK`: {secs(f('first_frame.pn_pane_vtk.first_frame_ms') / 1000)}; "
+                  f"`pn.pane.DeckGL`: {secs(f('first_frame.pn_pane_deckgl.first_frame_ms') / 1000)}"),
+    Row("server time per pick, an operator through the access gate, the look audited through the writer", "view",
+        lambda f: f"p95 {ms(f('served_pick_ms.p95_ms'))}, median {ms(f('served_pick_ms.median_ms'))}, "
+                  f"first {ms(f('served_pick_ms.first_ms'))}, worst {ms(f('served_pick_ms.max_ms'))}, "
+                  f"{count(f('served_pick_ms.failures'))} failed of {count(f('served_pick_ms.samples'))}"),
     Row("click to inspector filled", "view",
-        lambda f: f"{ms(f('click_to_inspector_ms.median_ms'))} median, {ms(f('click_to_inspector_ms.max_ms'))} max"),
+        lambda f: f"{ms(f('click_to_inspector_ms.median_ms'))} median, p95 {ms(f('click_to_inspector_ms.p95_ms'))}, "
+                  f"first {ms(f('click_to_inspector_ms.first_ms'))}, worst {ms(f('click_to_inspector_ms.max_ms'))}, "
+                  f"{count(f('click_to_inspector_ms.failures'))} failed of {count(f('click_to_inspector_ms.samples'))}"),
     Row("click to inspector filled while another session saves a grid edit (p95)", "concurrency",
         lambda f: ms(f("click_to_inspector_ms.p95_ms"))),
     Row("live intake capacity: the highest offered rate with p99 ≤ 200 ms and nothing lost "
