@@ -45,6 +45,7 @@ GOALS = {"click_to_inspector_p95_ms_at_most": 300.0}
 PARENT = "S01-C01-G1"  # the grid the planner's editor opens on
 CLICK_TIMEOUT_MS = 10_000
 SAVE_TIMEOUT_MS = 60_000
+ANSWERS = ("Saved", "Refused", "Nothing differed")  # how the planner's screen answers a Save
 
 # Page coordinates of a point of the plan (relative to the district origin), from the plot's own scales.
 PLAN_TO_PAGE = """([x, y]) => {
@@ -123,7 +124,9 @@ class Planner(threading.Thread):
     def _save(self, page, at, to, inside, origin) -> None:
         def on_plan(xy):
             return page.evaluate(PLAN_TO_PAGE, (np.asarray(xy) - origin).tolist())
-        page.locator("[title^='Move a vertex']").first.click()
+        tool = page.locator("[title^='Move a vertex']").first
+        if "bk-active" not in (tool.get_attribute("class") or ""):  # it stays on after a save
+            tool.click()
         page.mouse.move(*on_plan(inside))  # a long press on a grid shows its vertices
         page.mouse.down()
         page.wait_for_timeout(900)
@@ -140,12 +143,17 @@ class Planner(threading.Thread):
         reason.fill("bench: the compound's gate moved")
         reason.press("Tab")
         message = page.locator(".twin-planner-message")
-        before = message.inner_text()
+
+        def shown() -> str:  # the pane's own text, in its shadow root
+            return message.evaluate("el => { const r = el.shadowRoot || el; const t = r.querySelector('div, p, span');"
+                                    " return (t || r).innerText || ''; }")
+        before = shown()
         started = time.perf_counter()
         page.get_by_role("button", name="Save", exact=True).click()
-        page.wait_for_function("([el, before]) => el.innerText !== before && /Saved|Refused/.test(el.innerText)",
-                               arg=[message.element_handle(), before], timeout=SAVE_TIMEOUT_MS)
-        text = message.inner_text()
+        while (text := shown()) == before or not any(w in text for w in ANSWERS):
+            if time.perf_counter() - started > SAVE_TIMEOUT_MS / 1000:
+                raise TimeoutError(f"no answer to Save after {SAVE_TIMEOUT_MS / 1000:.0f} s; the message: {text!r}")
+            page.wait_for_timeout(100)
         if "Saved" in text:
             self.save_s.append(time.perf_counter() - started)
         else:
