@@ -66,9 +66,11 @@ WEBGL_RENDERER = """() => { const gl = document.createElement('canvas').getConte
   return gl ? gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER) : null; }"""
 
 
-def a_harmless_move(db: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A vertex shared by micro-grids of ``PARENT`` and a small move of it that keeps every grid rule:
-    ``(at, to, a point inside a grid that owns it, origin)``, read before the server holds the store."""
+def a_move(db: Path, *, breaks: bool = False) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """A vertex shared by several micro-grids of ``PARENT`` and a move of it that breaks a grid rule
+    (``breaks``) or none: ``(at, to, owners, a point inside the first owner, origin)``, read before the
+    server holds the store."""
+    steps = ([30.0, 25.0], [-30.0, 25.0], [30.0, -25.0]) if breaks else ([6.0, 4.0], [-6.0, 4.0], [6.0, -4.0])
     with Store(db, read_only=True) as store:
         con = store.con
         origin = np.array(store.district.origin[:2])
@@ -80,15 +82,43 @@ def a_harmless_move(db: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
                 owners.setdefault(xy, []).append(g)
         for xy, grids in sorted(owners.items(), key=lambda kv: -len(kv[1])):
             at = np.array(xy)
-            for step in ([6.0, 4.0], [-6.0, 4.0], [6.0, -4.0]):
+            for step in steps:
                 try:
                     moved = move_vertex(shapes, at=at, to=at + step, tolerance_m=0.05, parent=parent,
                                         parent_id=PARENT)
                 except TwinError:  # on the parent's outline: the editor refuses it
                     continue
-                if not errors(check_edit(con, PARENT, moved)):
-                    return at, at + step, np.array(shapes[grids[0]].representative_point().coords[0]), origin
-    raise RuntimeError(f"no vertex of {PARENT} has a small move that keeps the grid rules")
+                if bool(errors(check_edit(con, PARENT, moved))) == breaks:
+                    inside = np.array(shapes[grids[0]].representative_point().coords[0])
+                    return at, at + step, grids, inside, origin
+    raise RuntimeError(f"no vertex of {PARENT} has a move that {'breaks' if breaks else 'keeps'} the grid rules")
+
+
+def on_plan(page, xy: np.ndarray, origin: np.ndarray) -> tuple[float, float]:
+    """Page coordinates of a point of the planner's plan."""
+    found = page.evaluate(PLAN_TO_PAGE, (np.asarray(xy) - origin).tolist())
+    if found is None:
+        raise RuntimeError("the planner's plan is not on the page")
+    return found
+
+
+def drag_vertex(page, at, to, inside, origin) -> float:
+    """Drag a vertex with Bokeh's PolyEditTool as a person does; returns the time of the drop."""
+    tool = page.locator("[title^='Move a vertex']").first
+    if "bk-active" not in (tool.get_attribute("class") or ""):  # it stays on after a save
+        tool.click()
+    page.mouse.move(*on_plan(page, inside, origin))  # a long press on a grid shows its vertices
+    page.mouse.down()
+    page.wait_for_timeout(900)
+    page.mouse.up()
+    page.wait_for_timeout(300)
+    (x0, y0), (x1, y1) = on_plan(page, at, origin), on_plan(page, to, origin)
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + (x1 - x0) / 3, y0 + (y1 - y0) / 3, steps=3)
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
+    return time.perf_counter()
 
 
 class Planner(threading.Thread):
@@ -112,7 +142,7 @@ class Planner(threading.Thread):
                 page.wait_for_timeout(1000)  # the plan's first layout
                 self.ready.set()
                 self.go.wait()
-                at, to, inside, origin = self.move
+                at, to, _, inside, origin = self.move
                 while not self.stop.is_set():
                     self._save(page, at, to, inside, origin)
                     at, to = to, at  # and back again
@@ -122,22 +152,7 @@ class Planner(threading.Thread):
             self.ready.set()
 
     def _save(self, page, at, to, inside, origin) -> None:
-        def on_plan(xy):
-            return page.evaluate(PLAN_TO_PAGE, (np.asarray(xy) - origin).tolist())
-        tool = page.locator("[title^='Move a vertex']").first
-        if "bk-active" not in (tool.get_attribute("class") or ""):  # it stays on after a save
-            tool.click()
-        page.mouse.move(*on_plan(inside))  # a long press on a grid shows its vertices
-        page.mouse.down()
-        page.wait_for_timeout(900)
-        page.mouse.up()
-        page.wait_for_timeout(300)
-        (x0, y0), (x1, y1) = on_plan(at), on_plan(to)
-        page.mouse.move(x0, y0)
-        page.mouse.down()
-        page.mouse.move(x0 + (x1 - x0) / 3, y0 + (y1 - y0) / 3, steps=3)
-        page.mouse.move(x1, y1, steps=5)
-        page.mouse.up()
+        drag_vertex(page, at, to, inside, origin)
         page.locator(".twin-before-after").filter(has_text="→").wait_for(timeout=30_000)
         reason = page.get_by_placeholder("why (required to save)")
         reason.fill("bench: the compound's gate moved")
@@ -204,7 +219,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
         raise FileNotFoundError(f"{source}: build the demo first (make demo)")
     copy = store_copy(source)
     Store(copy).close()  # upgrades an older store before the read-only looks below
-    move = a_harmless_move(copy)
+    move = a_move(copy)
     origin, targets = tall_buildings(copy, 24)
     operator = browser_user(copy, role="operator")
     clicks = 12 if quick else 40
