@@ -232,8 +232,10 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         log.warning("%s has no users: nobody can sign in. Add one with `twin users add NAME --role admin`.", db)
     feed = CaseFeed()
     writer = IntakeWriter(store.con, feed, dedupe_window_s=dedupe_window_s)
-    shared = SharedDistrict(store.con, feed=feed, writer=writer)
-    signins = SignIns(store.con, writer)
+    # Cursors of cursors: after start-up the store's connection itself is the writer's alone (its CHECKPOINT).
+    shared = SharedDistrict(store.con.cursor(), feed=feed, writer=writer)
+    signins = SignIns(store.con.cursor(), writer)
+    sessions = store.con.cursor()  # makes each browser session's cursor, on the event loop
     pn.extension("vtk", theme="dark", sizing_mode="stretch_width")
 
     def app() -> pn.viewable.Viewable:
@@ -242,7 +244,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
             writer.audit(actor=pn.state.user or "?", action="session.refused", source=None)
             return SignedOut()
         writer.audit(actor=principal.username, action="session.open", source=principal.source)
-        return DistrictApp(store.con.cursor(), shared, principal=principal)
+        return DistrictApp(sessions.cursor(), shared, principal=principal)
 
     # What was loaded at start-up (geometry, texts, R-trees) stays for the server's life: keep it out of
     # the garbage collector's sweeps, and sweep less often, so intake under load sees no long pauses.

@@ -6,10 +6,10 @@ is recomputed when the case feed has moved, at most once per ``REFRESH_S``.
 
 Who owns which DuckDB cursor in ``twin serve`` (the one place this rule is written):
 
-- **No cursor is used from two threads.** The store's connection itself only makes
-  cursors; a cursor belongs to the thread that uses it.
-- The **writer thread** (:class:`twin.cases.live.IntakeWriter`) owns its cursor and the
-  connection's CHECKPOINT.
+- **No cursor is used from two threads.** A cursor belongs to the thread that uses it.
+- The **writer thread** (:class:`twin.cases.live.IntakeWriter`) owns its cursor and, after
+  start-up, the store's connection itself (its CHECKPOINT): everyone else's cursors are made
+  from cursors of it (``scenes.server.serve``).
 - The **event loop** owns each session's cursor (``DistrictApp(con)``, the planner's
   editor) and uses it only for light reads the page needs at once.
 - **Every other thread** (the reader pool :data:`READS`, ``asyncio.to_thread``) reads
