@@ -11,6 +11,8 @@ import asyncio
 import html
 import logging
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -41,6 +43,7 @@ ROLE_SCREENS = {"leader": ("Overview",), "operator": ("Operator", "Overview"), "
                 "admin": ("Admin", "Overview")}
 TICKER_SIZE = 8
 LIVE_POLL_MS = 250  # how often a session looks for committed case changes
+T = TypeVar("T")
 MEASURE_LABELS = {"grid": "grid", "open_cases": "open cases", "population": "population", "height": "height"}
 
 
@@ -95,8 +98,8 @@ class DistrictApp(pn.viewable.Viewer):
         self._poll = None
         self._figures_task: asyncio.Future | None = None
         self._figures_ready: tuple | None = None
-        self._colour()
-        self._grids()
+        self._show_colours(shared.colours(self.colour_by))  # the first frame's, at once
+        self._show_grids(*grid_boundaries(con, level=self.level))
         self.search_box = pn.widgets.TextInput(placeholder="Search address, building or case id", width=320)
         self.search_box.param.watch(self._search, "enter_pressed")
         self.search_results = pn.widgets.Select(options={}, width=320, visible=False)
@@ -216,14 +219,31 @@ class DistrictApp(pn.viewable.Viewer):
             updates.append((slot, float(r["x"] - ox), float(r["y"] - oy), z, status, new, r["case_id"]))
         return updates
 
+    def _read_then(self, read: Callable[[duckdb.DuckDBPyConnection], T], show: Callable[[T], None]) -> None:
+        """``show(read(cursor))``: served, ``read`` runs on a reader thread (on that thread's cursor) and ``show``
+        back on the event loop; otherwise both at once, on this session's cursor."""
+        if self.shared.off_loop is None:
+            return show(read(self._con))
+
+        async def run() -> None:
+            loop = asyncio.get_running_loop()
+            show(await loop.run_in_executor(READS, lambda: read(self.shared.cursors())))
+        pn.state.execute(run)
+
     @param.depends("colour_by", watch=True)
     def _colour(self) -> None:
-        colours, legend = self.shared.colours(self.colour_by)
-        self.view.param.update(colors=colours, legend=legend)
+        measure = self.colour_by
+        self._read_then(lambda _con: self.shared.colours(measure),
+                        lambda found: self._show_colours(found) if measure == self.colour_by else None)
+
+    def _show_colours(self, found: tuple[bytes, dict]) -> None:
+        self.view.param.update(colors=found[0], legend=found[1])
 
     @param.depends("level", watch=True)
     def _grids(self) -> None:
-        self._show_grids(*grid_boundaries(self._con, level=self.level))
+        level = self.level
+        self._read_then(lambda con: grid_boundaries(con, level=level),
+                        lambda found: self._show_grids(*found) if level == self.level else None)
 
     def _show_grids(self, frame: pd.DataFrame, shapes: np.ndarray) -> None:
         self._grid_frame, self._grid_shapes = frame, shapes
@@ -357,19 +377,11 @@ class DistrictApp(pn.viewable.Viewer):
     def _grids_saved(self, _event: param.parameterized.Event) -> None:
         """A planner saved grids: outlines, labels, colours and the per-grid table follow the store.
         Served, the shared figures are read again on a reader thread, not on the event loop."""
-        if self.shared.off_loop is None:
-            self.shared.forget_grids()
-            return self._show_saved_grids(self._saved_grids_read(self._con))
-
-        async def reread() -> None:
-            def work():
-                self.shared.forget_grids()
-                return self._saved_grids_read(self.shared.cursors())
-            self._show_saved_grids(await asyncio.get_running_loop().run_in_executor(READS, work))
-        pn.state.execute(reread)
+        self._read_then(self._saved_grids_read, self._show_saved_grids)
 
     def _saved_grids_read(self, con: duckdb.DuckDBPyConnection) -> tuple:
         """What a grid save changes on this screen, read on ``con`` (the calling thread's own cursor)."""
+        self.shared.forget_grids()
         return (grid_boundaries(con, level=self.level), self.shared.colours(self.colour_by),
                 self.shared.grid_table(self.grid_table.level))
 
