@@ -48,3 +48,51 @@ def sequential(values: np.ndarray, *, vmax: float | None = None) -> tuple[np.nda
     top = float(vmax if vmax is not None else (np.nanpercentile(values, 98) if len(values) else 1.0)) or 1.0
     idx = np.clip((values / top) * (len(SEQUENTIAL) - 1), 0, len(SEQUENTIAL) - 1).round().astype(np.int64)
     return idx, top
+
+
+# Five classes from the sequential ramp, dark (few) to warm (many).
+CLASSED = ("#1f4e79", "#2e9bc6", "#a6e3a1", "#fab387", "#f38ba8")
+
+
+def class_breaks(values: np.ndarray, *, n_classes: int = len(CLASSED)) -> np.ndarray:
+    """Quantile classes with no two the same bounds: ``edges[0]`` is the minimum, then each class's top.
+
+    Each class takes its share of the values not yet classed, so ties (many grids with 0 open cases)
+    make one class of their own and the rest still spread over the others; fewer distinct values
+    give fewer classes, never classes with the same bounds.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n,)
+        Finite values per grid.
+
+    Returns
+    -------
+    ndarray, shape (k + 1,)
+        The minimum and the tops of ``k <= n_classes`` classes, strictly increasing after the first
+        (``edges[1] == edges[0]`` when the lowest class is that one value).
+    """
+    rest = np.sort(np.asarray(values, dtype=np.float64))
+    if len(rest) == 0:
+        return np.array([0.0, 0.0])
+    edges = [rest[0]]
+    for left in range(n_classes, 0, -1):
+        if len(rest) == 0:
+            break
+        top = rest[-1] if left == 1 else np.quantile(rest, 1 / left, method="inverted_cdf")
+        edges.append(top)
+        rest = rest[rest > top]
+    return np.array(edges)
+
+
+def classify(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Class index per value: class ``k`` holds ``edges[k] < v <= edges[k+1]`` (class 0 also ``edges[0]``)."""
+    return np.searchsorted(edges[1:-1], np.asarray(values, dtype=np.float64), side="left")
+
+
+def class_labels(edges: np.ndarray, *, integer: bool) -> list[str]:
+    """A legend text per class: ``"0"``, ``"1–3"``, ``"4–12"`` for counts; ``"0.0–1.5"`` otherwise."""
+    if integer:
+        lows = [edges[0]] + [np.floor(e) + 1 for e in edges[1:-1]]
+        return [f"{lo:,.0f}" if lo >= hi else f"{lo:,.0f}–{hi:,.0f}" for lo, hi in zip(lows, edges[1:])]
+    return [f"{lo:,.1f}" if lo >= hi else f"{lo:,.1f}–{hi:,.1f}" for lo, hi in zip(edges[:-1], edges[1:])]

@@ -63,7 +63,7 @@ class KeyFigures(pn.viewable.Viewer):
 
 GRID_TABLE_TITLES = {"grid_id": "Grid", "name": "Name", "buildings": "Buildings", "residents": "Residents",
                      "households": "Households", "cameras": "Cameras", "camera_coverage": "Camera coverage %",
-                     "open_cases": "Open cases"}
+                     "open_cases": "Open cases", "overdue_cases": "Overdue", "cases_per_1000": "Per 1,000"}
 
 
 class GridTable(pn.viewable.Viewer):
@@ -111,5 +111,4 @@ class GridTable(pn.viewable.Viewer):
         self.selected_grid = str(self.value["grid_id"].iloc[int(event.new["row"])])
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(pn.widgets.RadioButtonGroup.from_param(self.param.level, color="primary"),
-                         self.table, sizing_mode="stretch_width")
+        return pn.Column(self.table, sizing_mode="stretch_width")  # the level is chosen above the view

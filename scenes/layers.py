@@ -13,15 +13,22 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from scenes.colours import CATEGORICAL, SEQUENTIAL, neighbour_distinct_classes, sequential
+from scenes.colours import (CATEGORICAL, CLASSED, SEQUENTIAL, class_breaks, class_labels, classify,
+                            neighbour_distinct_classes, sequential)
 from twin.buildings import load_meshes
-from twin.cases.cases import CASE_STATUSES, OPEN_STATUSES
+from twin.cases.cases import CASE_STATUSES
 from twin.errors import check_choice
 from twin.store.queries import grid_boundaries
 
 BUILDING_MAGIC = 0x31425754  # "TWB1"
-COLOUR_MEASURES = ("grid", "open_cases", "population", "height")
-MEASURE_TITLES = {"grid": "Micro-grid", "open_cases": "Open cases", "population": "Residents", "height": "Height (m)"}
+# Per building: its micro-grid, its residents, its height. Per grid at the chosen level: its cases.
+BUILDING_MEASURES = ("grid", "population", "height")
+GRID_MEASURES = ("open_cases", "overdue_cases", "cases_per_1000")
+COLOUR_MEASURES = ("grid", *GRID_MEASURES, "population", "height")
+MEASURE_TITLES = {"grid": "Micro-grid", "open_cases": "Open cases", "overdue_cases": "Overdue cases",
+                  "cases_per_1000": "Open cases per 1,000 residents", "population": "Residents",
+                  "height": "Height (m)"}
+OUTSIDE_GRIDS = "#8fa3bf"  # buildings outside every grid
 
 
 def _pack(*arrays: np.ndarray) -> bytes:
@@ -165,19 +172,20 @@ def building_colours(con: duckdb.DuckDBPyConnection, layer: BuildingLayer, *, me
 
     Parameters
     ----------
-    measure : {'grid', 'open_cases', 'population', 'height'}
+    measure : {'grid', 'population', 'height'}
+        The cases are coloured per grid: see :func:`grid_measure_colours`.
     """
-    check_choice("measure", measure, COLOUR_MEASURES)
+    check_choice("measure", measure, BUILDING_MEASURES)
     n = len(layer.building_id)
     if measure == "grid":
         micro, shapes = grid_boundaries(con, level="micro")
         classes = dict(zip(micro["grid_id"], neighbour_distinct_classes(shapes)))
         idx = np.array([classes.get(g, -1) for g in layer.grid_id], dtype=np.int64)
-        palette = _hex_rgb(list(CATEGORICAL) + ["#8fa3bf"])
+        palette = _hex_rgb(list(CATEGORICAL) + [OUTSIDE_GRIDS])
         rgb = palette[idx]  # -1 picks the last, grey: outside every grid
         legend = {"title": "Micro-grid", "items": [[CATEGORICAL[0], "neighbouring micro-grids"],
                                                    [CATEGORICAL[1], "differ in colour"],
-                                                   ["#8fa3bf", "outside any grid"]]}
+                                                   [OUTSIDE_GRIDS, "outside any grid"]]}
         return rgb.tobytes(), legend
     values = _measure_values(con, layer, measure)
     idx, top = sequential(values)
@@ -193,14 +201,38 @@ def building_colours(con: duckdb.DuckDBPyConnection, layer: BuildingLayer, *, me
 def _measure_values(con: duckdb.DuckDBPyConnection, layer: BuildingLayer, measure: str) -> np.ndarray:
     if measure == "height":
         return layer.height
-    if measure == "population":
-        counts = con.execute("SELECT building_id, count(*) FROM residents GROUP BY building_id").df()
-    else:
-        placeholders = ", ".join("?" for _ in OPEN_STATUSES)
-        counts = con.execute(f"SELECT building_id, count(*) FROM cases WHERE status IN ({placeholders}) "
-                             "GROUP BY building_id", list(OPEN_STATUSES)).df()
+    counts = con.execute("SELECT building_id, count(*) FROM residents GROUP BY building_id").df()
     series = pd.Series(counts.iloc[:, 1].to_numpy(), index=counts.iloc[:, 0].to_numpy())
     return series.reindex(layer.building_id).fillna(0).to_numpy(dtype=np.float64)
+
+
+def grid_measure_colours(layer: BuildingLayer, table: pd.DataFrame, tree: pd.DataFrame, *, level: str,
+                         measure: str) -> tuple[bytes, dict]:
+    """Per-building RGB (n x 3 uint8) painting each grid at ``level`` in the class of its ``measure``.
+
+    Classes are quantiles of the grids' values with distinct bounds (:func:`scenes.colours.class_breaks`);
+    each building takes its grid's colour, and buildings outside every grid are grey.
+
+    Parameters
+    ----------
+    table : DataFrame
+        :func:`twin.store.queries.grid_table` at ``level``: ``grid_id`` and the measure's column.
+    tree : DataFrame
+        :func:`twin.store.queries.grid_tree`: each micro-grid's ancestor at ``level``.
+    measure : {'open_cases', 'overdue_cases', 'cases_per_1000'}
+    """
+    check_choice("measure", measure, GRID_MEASURES)
+    values = table[measure].to_numpy(dtype=np.float64)
+    edges = class_breaks(values)
+    palette = _hex_rgb(list(CLASSED[:len(edges) - 1]) + [OUTSIDE_GRIDS])
+    grid_class = dict(zip(table["grid_id"], classify(values, edges)))
+    micro = tree[tree["level"] == "micro"]
+    micro_class = {m: grid_class.get(g, -1) for m, g in zip(micro["grid_id"], micro[level])}
+    idx = np.array([micro_class.get(g, -1) for g in layer.grid_id], dtype=np.int64)
+    labels = class_labels(edges, integer=measure != "cases_per_1000")
+    legend = {"title": f"{MEASURE_TITLES[measure]} per {level}",
+              "items": [[CLASSED[k], text] for k, text in enumerate(labels)] + [[OUTSIDE_GRIDS, "outside any grid"]]}
+    return palette[idx].tobytes(), legend
 
 
 def grid_segments(shapes: np.ndarray, origin: tuple[float, float, float]) -> bytes:

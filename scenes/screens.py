@@ -23,7 +23,7 @@ import param
 from scenes.admin import AdminScreen
 from scenes.figures import GridTable, KeyFigures
 from scenes.inspector import Inspector
-from scenes.layers import COLOUR_MEASURES, case_markers, case_update_records, grid_labels, grid_segments
+from scenes.layers import COLOUR_MEASURES, GRID_MEASURES, case_markers, case_update_records, grid_labels, grid_segments
 from scenes.planner import GridEditor, save_through_writer
 from scenes.shared import READS, REFRESH_S, SharedDistrict
 from scenes.theme import CSS
@@ -44,7 +44,8 @@ ROLE_SCREENS = {"leader": ("Overview",), "operator": ("Operator", "Overview"), "
 TICKER_SIZE = 8
 LIVE_POLL_MS = 250  # how often a session looks for committed case changes
 T = TypeVar("T")
-MEASURE_LABELS = {"grid": "grid", "open_cases": "open cases", "population": "population", "height": "height"}
+MEASURE_LABELS = {"grid": "grid", "open_cases": "open cases", "overdue_cases": "overdue",
+                  "cases_per_1000": "per 1,000", "population": "population", "height": "height"}
 
 
 def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pd.DataFrame:
@@ -98,7 +99,7 @@ class DistrictApp(pn.viewable.Viewer):
         self._poll = None
         self._figures_task: asyncio.Future | None = None
         self._figures_ready: tuple | None = None
-        self._show_colours(shared.colours(self.colour_by))  # the first frame's, at once
+        self._show_colours(shared.colours(self.colour_by, level=self.level))  # the first frame's, at once
         self._show_grids(*grid_boundaries(con, level=self.level))
         self.search_box = pn.widgets.TextInput(placeholder="Search address, building or case id", width=320)
         self.search_box.param.watch(self._search, "enter_pressed")
@@ -113,7 +114,7 @@ class DistrictApp(pn.viewable.Viewer):
         self.ticker.param.watch(lambda e: self._go_to(f"case|{e.new['case_id']}"), "clicked")
         self._fill_ticker()
         self.toolbar = pn.Row(
-            pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, color="primary", label="", width=380,
+            pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, color="primary", label="", width=520,
                                                    options={label: m for m, label in MEASURE_LABELS.items()}),
             pn.widgets.Select.from_param(self.param.level, label="", width=120),
             self.show_cases, self.show_cameras, sizing_mode="stretch_width", height=44)
@@ -191,7 +192,8 @@ class DistrictApp(pn.viewable.Viewer):
         return True
 
     def _live_figures(self) -> tuple[dict, pd.DataFrame, tuple | None]:
-        colours = self.shared.colours("open_cases") if self.colour_by == "open_cases" else None
+        measure, level = self.colour_by, self.level
+        colours = (measure, level, self.shared.colours(measure, level=level)) if measure in GRID_MEASURES else None
         return self.shared.key_figures(), self.shared.grid_table(self.grid_table.level), colours
 
     def _show_figures(self, figures: dict, table: pd.DataFrame, colours: tuple | None) -> None:
@@ -199,8 +201,8 @@ class DistrictApp(pn.viewable.Viewer):
             self.figures.refresh(figures)
             self.grid_table.refresh(table)
             self._fill_ticker()
-            if colours is not None and self.colour_by == "open_cases":
-                self.view.param.update(colors=colours[0], legend=colours[1])
+            if colours is not None and colours[:2] == (self.colour_by, self.level):
+                self._show_colours(colours[2])
 
     def _marker_updates(self, rows: list[dict]) -> list[tuple]:
         """``(slot, x, y, z, status, fresh, case_id)`` per changed case (the last change of each)."""
@@ -232,9 +234,10 @@ class DistrictApp(pn.viewable.Viewer):
 
     @param.depends("colour_by", watch=True)
     def _colour(self) -> None:
-        measure = self.colour_by
-        self._read_then(lambda _con: self.shared.colours(measure),
-                        lambda found: self._show_colours(found) if measure == self.colour_by else None)
+        measure, level = self.colour_by, self.level
+        self._read_then(lambda _con: self.shared.colours(measure, level=level),
+                        lambda found: self._show_colours(found) if (measure, level) == (self.colour_by, self.level)
+                        else None)
 
     def _show_colours(self, found: tuple[bytes, dict]) -> None:
         self.view.param.update(colors=found[0], legend=found[1])
@@ -244,6 +247,8 @@ class DistrictApp(pn.viewable.Viewer):
         level = self.level
         self._read_then(lambda con: grid_boundaries(con, level=level),
                         lambda found: self._show_grids(*found) if level == self.level else None)
+        if self.colour_by in GRID_MEASURES:  # the cases are coloured per grid at the level
+            self._colour()
 
     def _show_grids(self, frame: pd.DataFrame, shapes: np.ndarray) -> None:
         self._grid_frame, self._grid_shapes = frame, shapes
@@ -382,7 +387,7 @@ class DistrictApp(pn.viewable.Viewer):
     def _saved_grids_read(self, con: duckdb.DuckDBPyConnection) -> tuple:
         """What a grid save changes on this screen, read on ``con`` (the calling thread's own cursor)."""
         self.shared.forget_grids()
-        return (grid_boundaries(con, level=self.level), self.shared.colours(self.colour_by),
+        return (grid_boundaries(con, level=self.level), self.shared.colours(self.colour_by, level=self.level),
                 self.shared.grid_table(self.grid_table.level))
 
     def _show_saved_grids(self, read: tuple) -> None:

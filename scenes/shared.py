@@ -34,7 +34,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from scenes.layers import BuildingLayer, building_colours, building_layer, camera_records, model_layer
+from scenes.layers import (GRID_MEASURES, BuildingLayer, building_colours, building_layer, camera_records,
+                           grid_measure_colours, model_layer)
 from twin.access.access import audit
 from twin.access.policy import Gate, Refusals
 from twin.cases.live import CaseFeed, IntakeWriter, Written
@@ -178,10 +179,14 @@ class SharedDistrict:
             "FROM buildings b LEFT JOIN grids g ON g.grid_id = b.grid_id AND g.valid_to IS NULL "
             "ORDER BY b.building_id").df().iloc[:, 0].to_numpy(dtype=object)
 
-    def colours(self, measure: str) -> tuple[bytes, dict]:
-        """Per-building RGB bytes and legend for a measure (see :func:`scenes.layers.building_colours`)."""
+    def colours(self, measure: str, *, level: str = "grid") -> tuple[bytes, dict]:
+        """Per-building RGB bytes and legend for a measure: the cases per grid at ``level``
+        (:func:`scenes.layers.grid_measure_colours`), else per building (:func:`scenes.layers.building_colours`)."""
+        if measure in GRID_MEASURES:
+            return self._fresh(("colours", measure, level), lambda: grid_measure_colours(
+                self.layer, self.grid_table(level), self._tree, level=level, measure=measure), live=True)
         return self._fresh(("colours", measure), lambda: building_colours(self._con, self.layer, measure=measure),
-                           live=measure == "open_cases")
+                           live=False)
 
     def key_figures(self) -> dict:
         """The leader's key figures (see :func:`twin.store.queries.key_figures`)."""

@@ -188,3 +188,28 @@ def test_a_planner_gets_no_case_records_but_a_reason(store, shared):
     case_id, = store.con.execute("SELECT case_id FROM cases LIMIT 1").fetchone()
     planner._go_to(f"case|{case_id}")
     assert planner.inspector.case_id is None and "may not see case records" in planner.inspector.card.object
+
+
+@pytest.mark.parametrize("measure", ["open_cases", "overdue_cases", "cases_per_1000"])
+def test_cases_colour_the_grids_at_the_chosen_level_in_distinct_classes(app, layer, measure):
+    app.level = "grid"
+    app.colour_by = measure
+    legend = [text for _, text in app.view.legend["items"]]
+    assert len(legend) >= 3 and len(set(legend)) == len(legend), f"classes with the same bounds: {legend}"
+    rgb = np.frombuffer(app.view.colors, np.uint8).reshape(-1, 3)
+    table = app.grid_table.value
+    tree = app.shared._tree
+    grid_of = dict(zip(tree["grid_id"], tree["grid"]))
+    per_grid = {}
+    for i, micro in enumerate(layer.grid_id):
+        per_grid.setdefault(grid_of.get(micro), set()).add(tuple(rgb[i]))
+    assert all(len(colours) == 1 for colours in per_grid.values()), "each grid is one colour"
+    top, bottom = table.loc[table[measure].idxmax(), "grid_id"], table.loc[table[measure].idxmin(), "grid_id"]
+    assert per_grid[top] != per_grid[bottom], "the busiest and the quietest grid differ"
+    colour_of = {text: colour for colour, text in app.view.legend["items"]}
+    assert per_grid[top] == {tuple(int(colour_of[legend[-2]][k:k + 2], 16) for k in (1, 3, 5))}, \
+        "the busiest grid is in the top class (the last item is 'outside any grid')"
+    app.level = "community"
+    assert app.view.legend["title"].endswith("per community")
+    communities = {tuple(c) for c in np.frombuffer(app.view.colors, np.uint8).reshape(-1, 3)}
+    assert len(communities) <= len(app.grid_table.value) + 1

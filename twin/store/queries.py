@@ -86,7 +86,8 @@ def grid_tree(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     return grids
 
 
-GRID_FIGURES = ("buildings", "residents", "households", "cameras", "camera_coverage", "open_cases")
+GRID_FIGURES = ("buildings", "residents", "households", "cameras", "camera_coverage", "open_cases", "overdue_cases",
+                "cases_per_1000")
 
 
 def micro_figures(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -125,23 +126,28 @@ def grid_table(con: duckdb.DuckDBPyConnection, *, level: str = "grid", micro: pd
     -------
     DataFrame
         ``grid_id``, ``name``, ``buildings``, ``residents``, ``households``, ``cameras``,
-        ``camera_coverage`` (% of buildings seen by a camera) and ``open_cases``, one row per grid.
+        ``camera_coverage`` (% of buildings seen by a camera), ``open_cases``, ``overdue_cases`` (open past
+        their deadline by the store's clock) and ``cases_per_1000`` (open cases per 1,000 residents, 0 without
+        residents), one row per grid.
     """
     check_choice("level", level, GRID_LEVELS)
     tree = grid_tree(con) if tree is None else tree
     micro = micro_figures(con) if micro is None else micro
     placeholders = ", ".join("?" for _ in OPEN_STATUSES)
-    cases = con.execute(f"SELECT grid_id AS micro_id, count(*) AS open_cases FROM cases "
-                        f"WHERE status IN ({placeholders}) GROUP BY grid_id", list(OPEN_STATUSES)).df()
+    cases = con.execute(f"SELECT grid_id AS micro_id, count(*) AS open_cases, "
+                        f"count(*) FILTER (WHERE due_at < ?) AS overdue_cases FROM cases "
+                        f"WHERE status IN ({placeholders}) GROUP BY grid_id", [_now(con), *OPEN_STATUSES]).df()
     micro_to = pd.DataFrame({"micro_id": tree.loc[tree["level"] == "micro", "grid_id"],
                              level: tree.loc[tree["level"] == "micro", level]})
-    per_micro = micro.merge(cases, on="micro_id", how="left").fillna({"open_cases": 0})
+    per_micro = micro.merge(cases, on="micro_id", how="left").fillna({"open_cases": 0, "overdue_cases": 0})
     figures = per_micro.merge(micro_to, on="micro_id").groupby(level)[
-        ["buildings", "seen", "residents", "households", "cameras", "open_cases"]].sum()
+        ["buildings", "seen", "residents", "households", "cameras", "open_cases", "overdue_cases"]].sum()
     names = tree[tree["level"] == level][["grid_id", "name"]].set_index("grid_id")
     out = names.join(figures).fillna(0).reset_index()
     out["camera_coverage"] = (100.0 * out["seen"] / out["buildings"].where(out["buildings"] > 0)).round(0).fillna(0)
-    for c in ("buildings", "residents", "households", "cameras", "open_cases"):
+    per_resident = out["open_cases"] / out["residents"].where(out["residents"] > 0)
+    out["cases_per_1000"] = (1000.0 * per_resident).round(1).fillna(0)
+    for c in ("buildings", "residents", "households", "cameras", "open_cases", "overdue_cases"):
         out[c] = out[c].astype(int)
     columns = ["grid_id", "name", *GRID_FIGURES]
     return out[columns].sort_values("grid_id").reset_index(drop=True)
