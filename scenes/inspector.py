@@ -15,6 +15,7 @@ import param
 from scenes.shared import OffLoop
 from scenes.theme import CSS
 from twin.access.policy import Gate
+from twin.cases.cases import load_taxonomy
 from twin.cases.live import IntakeWriter
 from twin.errors import TwinError
 
@@ -22,6 +23,7 @@ PAGE_SIZE = 50
 WRITE_TIMEOUT_S = 10.0  # a case transition not committed by then is reported as failed
 T = TypeVar("T")
 LEVEL_NAMES = {"street": "street", "community": "community", "grid": "grid", "micro": "micro-grid"}
+CATEGORY_NAMES = {c["code"]: c["name_en"] for c in load_taxonomy()["categories"]}
 
 
 def _rows(pairs: list[tuple[str, object]]) -> str:
@@ -65,6 +67,27 @@ def cases_html(cases: pd.DataFrame) -> str:
                    f"<td>{'overdue' if r.overdue else ''}</td></tr>" for r in cases.itertuples())
     return ("<div class='label'>open cases</div><table class='twin-table'><tr><th>case</th><th>kind</th>"
             f"<th>status</th><th>age</th><th></th></tr>{rows}</table>")
+
+
+def grid_cases_html(cases: pd.DataFrame) -> str:
+    """Open and overdue cases of a grid by category, most open first."""
+    if cases.empty:
+        return "<div class='twin-muted'>No open cases.</div>"
+    rows = "".join(f"<tr><td>{html.escape(CATEGORY_NAMES.get(r.category, r.category))}</td><td class='num'>{r.open:,}"
+                   f"</td><td class='num{' twin-overdue' if r.overdue else ''}'>{r.overdue:,}</td></tr>"
+                   for r in cases.itertuples())
+    return ("<div class='label'>open cases by category</div><table class='twin-table twin-grid-cases'><tr>"
+            f"<th>category</th><th>open</th><th>overdue</th></tr>{rows}</table>")
+
+
+def party_html(orgs: pd.DataFrame, *, shown: int = 6) -> str:
+    """The party organisations in a grid: name and members, the largest first."""
+    if orgs.empty:
+        return "<div class='label'>party organisation</div><div class='twin-muted'>none recorded</div>"
+    names = "".join(f"<li>{html.escape(r.name)} · {r.members:,} members</li>" for r in orgs.head(shown).itertuples())
+    more = f"<li class='twin-muted'>and {len(orgs) - shown:,} more</li>" if len(orgs) > shown else ""
+    return (f"<div class='label'>party organisation{'s' if len(orgs) > 1 else ''}</div>"
+            f"<ul class='twin-party'>{names}{more}</ul>")
 
 
 class Inspector(pn.viewable.Viewer):
@@ -321,6 +344,23 @@ class Inspector(pn.viewable.Viewer):
             self.act_message.object = ""
             self.show_case(case_id)
         self.look(read, show, replaces=False)
+
+    def show_grid(self, grid_id: str) -> None:
+        """Show a grid's card: its worker, head counts, cases by category (for roles that see cases), party."""
+        self.look(lambda gate: gate.grid_card(grid_id), self._fill_grid)
+
+    def _fill_grid(self, card: dict | TwinError) -> None:
+        if isinstance(card, TwinError):
+            return self._show_error(card)
+        self.building_id = self.case_id = self.camera_id = None
+        self._hide_tables()
+        within = " › ".join(g["name"] for g in card["grid_path"][:-1]) or None
+        facts = [("level", LEVEL_NAMES[card["level"]]), ("within", within), ("grid worker", card["worker"] or "—"),
+                 ("residents", f"{card['residents']:,} in {card['households']:,} households"),
+                 ("buildings", f"{card['buildings']:,}"), ("cameras", f"{card['cameras']:,}")]
+        cases = grid_cases_html(card["cases"]) if card["may_see_cases"] else ""
+        self.card.object = _card(card["name"], facts, subtitle=f"{card['grid_id']} · {LEVEL_NAMES[card['level']]}",
+                                 tail=cases + party_html(card["party_orgs"]), kind="twin-grid-card")
 
     def show_camera(self, camera_id: str) -> None:
         self.look(lambda gate: gate.camera_card(camera_id), lambda card: self._fill_camera(camera_id, card))

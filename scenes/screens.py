@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
+import shapely
 
 from scenes.admin import AdminScreen
 from scenes.figures import GridTable, KeyFigures
@@ -291,6 +292,9 @@ class DistrictApp(pn.viewable.Viewer):
         with pn.io.hold():  # one message: the card lands before the highlight is drawn
             pick = event.new
             element = pick.get("element")
+            if pick.get("kind") == "ground":
+                self._ground_clicked(float(pick["x"]), float(pick["y"]))
+                return
             self._show_pick(pick.get("kind"), int(pick.get("index", -1)), -1 if element is None else int(element))
 
     def _show_pick(self, kind: str | None, index: int, element: int = -1) -> None:
@@ -313,15 +317,31 @@ class DistrictApp(pn.viewable.Viewer):
         self.view.tooltip = str(texts[i]) if 0 <= i < len(texts) else ""
 
     def _grid_clicked(self, event: param.parameterized.Event) -> None:
-        hits = np.flatnonzero(self._grid_frame["grid_id"].to_numpy() == event.new)
+        self.select_grid(event.new, fly=True)
+
+    def select_grid(self, grid_id: str, *, fly: bool = False) -> None:
+        """Highlight a grid at the chosen level and show its card; ``fly`` frames it."""
+        hits = np.flatnonzero(self._grid_frame["grid_id"].to_numpy() == grid_id)
         if not len(hits):
             return
         shape = self._grid_shapes[hits[0]]
+        self.view.selected = -1
         self.view.grid_highlight = grid_segments(np.array([shape]), self.layer.origin)
-        c = shape.centroid
-        xmin, ymin, xmax, ymax = shape.bounds
-        self.view.fly(x=c.x - self.layer.origin[0], y=c.y - self.layer.origin[1],
-                      r=0.5 * max(xmax - xmin, ymax - ymin))
+        self.inspector.show_grid(grid_id)
+        if fly:
+            c = shape.centroid
+            xmin, ymin, xmax, ymax = shape.bounds
+            self.view.fly(x=c.x - self.layer.origin[0], y=c.y - self.layer.origin[1],
+                          r=0.5 * max(xmax - xmin, ymax - ymin))
+
+    def _ground_clicked(self, x: float, y: float) -> None:
+        """A click on open ground (``x``, ``y`` relative to the origin): the grid there at the chosen level."""
+        point = shapely.Point(x + self.layer.origin[0], y + self.layer.origin[1])
+        inside = np.flatnonzero(shapely.contains(self._grid_shapes, point)) if len(self._grid_shapes) else []
+        if len(inside):
+            self.select_grid(str(self._grid_frame["grid_id"].iloc[inside[0]]))
+        else:
+            self.select_building(-1)
 
     def _search(self, _event: param.parameterized.Event) -> None:
         text = self.search_box.value_input or self.search_box.value or ""

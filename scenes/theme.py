@@ -22,6 +22,8 @@ body, .bk-root {{ background: {BACKGROUND}; color: {TEXT}; }}
 .twin-user {{ font-size: 12px; color: {MUTED}; text-align: right; padding-top: 14px; }}
 .twin-user a, .twin-card a {{ color: {ACCENT}; }}
 .twin-ok {{ color: #4ade80; }}
+.twin-overdue {{ color: #f87171; font-weight: 600; }}
+.twin-table td.num {{ text-align: right; }}
 .twin-alert {{ color: #f87171; font-weight: 600; }}
 .twin-unmasked-row {{ font-size: 12px; color: {ACCENT}; padding: 2px 0; }}
 """

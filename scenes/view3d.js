@@ -804,6 +804,10 @@ export function render({ model, el }) {
     }
     const c = model.show_cases !== false ? pickCase(clientX, clientY) : -1; // dots lie on top of everything
     if (c >= 0) hit = { kind: "case", index: c };
+    if (!hit && d[2] < 0) {  // open ground: where the ray meets z = 0, for the grid there
+      const t = -o[2] / d[2];
+      hit = { kind: "ground", index: -1, x: o[0] + t * d[0], y: o[1] + t * d[1] };
+    }
     probe.twinPickMs = performance.now() - started;
     return hit;
   }

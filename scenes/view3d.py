@@ -47,8 +47,9 @@ class DistrictView(JSComponent):
 
     # Set by the browser.
     ready = param.Boolean(default=False, doc="The first frame is drawn")
-    pick = param.Dict(default={}, doc="{'kind': 'building'|'case'|'camera'|'none', 'index': int, 'seq': int, "
-                                      "'element': int (a model's element, -1 for an LOD1 block)}")
+    pick = param.Dict(default={}, doc="{'kind': 'building'|'case'|'camera'|'ground'|'none', 'index': int, "
+                                      "'seq': int, 'element': int (a model's element, -1 for an LOD1 block), "
+                                      "'x', 'y': where a 'ground' click meets z = 0 (relative to the origin)}")
     hovered = param.Integer(default=-1, doc="Building index under the pointer")
 
     _esm = Path(__file__).with_name("view3d.js")

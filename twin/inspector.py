@@ -118,6 +118,50 @@ def case_card(con: duckdb.DuckDBPyConnection, case_id: str) -> dict:
     return card
 
 
+def grid_card(con: duckdb.DuckDBPyConnection, grid_id: str) -> dict:
+    """A grid in force: its facts, its worker, head counts, open and overdue cases by category, party organisations.
+
+    Figures cover the grid and every grid under it (its micro-grids hold the buildings and cases).
+
+    Returns
+    -------
+    dict
+        ``grid_id``, ``name``, ``level``, ``kind``, ``worker``, ``grid_path``, ``buildings``, ``residents``,
+        ``households``, ``cameras``; ``cases`` (DataFrame ``category``, ``open``, ``overdue``, most open
+        first) and ``party_orgs`` (DataFrame ``org_id``, ``name``, ``members``).
+
+    Raises
+    ------
+    InputError
+        When no grid of that id is in force.
+    """
+    row = con.execute("SELECT grid_id, name, level, kind, worker FROM grids WHERE grid_id = ? AND valid_to IS NULL",
+                      [grid_id]).fetchone()
+    if row is None:
+        raise InputError(f"no grid {grid_id!r} in force in the store; pick one from the per-grid table")
+    card = dict(zip(("grid_id", "name", "level", "kind", "worker"), row))
+    card["grid_path"] = grid_path(con, grid_id)
+    under = """WITH RECURSIVE under(grid_id) AS (
+                   SELECT ?::VARCHAR UNION SELECT g.grid_id FROM grids g JOIN under u ON g.parent_id = u.grid_id
+                   WHERE g.valid_to IS NULL)"""
+    card["buildings"], card["residents"], card["households"] = con.execute(
+        f"""{under} SELECT count(DISTINCT b.building_id), count(r.resident_id), count(DISTINCT r.household_id)
+            FROM buildings b LEFT JOIN residents r USING (building_id)
+            WHERE b.grid_id IN (SELECT grid_id FROM under)""",
+        [grid_id]).fetchone()
+    card["cameras"], = con.execute(f"{under} SELECT count(*) FROM cameras WHERE grid_id IN (SELECT grid_id FROM under)",
+                                   [grid_id]).fetchone()
+    placeholders = ", ".join("?" for _ in OPEN_STATUSES)
+    card["cases"] = con.execute(
+        f"""{under} SELECT category, count(*) AS open, count(*) FILTER (WHERE due_at < ?) AS overdue FROM cases
+            WHERE grid_id IN (SELECT grid_id FROM under) AND status IN ({placeholders})
+            GROUP BY category ORDER BY open DESC, category""", [grid_id, _now(con), *OPEN_STATUSES]).df()
+    card["party_orgs"] = con.execute(
+        f"{under} SELECT org_id, name, members FROM party_orgs WHERE grid_id IN (SELECT grid_id FROM under) "
+        "ORDER BY members DESC, org_id", [grid_id]).df()
+    return card
+
+
 def camera_card(con: duckdb.DuckDBPyConnection, camera_id: str) -> dict:
     row = con.execute("""SELECT camera_id, name, status, stream_url, z, heading_deg, fov_deg, range_m, grid_id,
                                 building_id FROM cameras WHERE camera_id = ?""", [camera_id]).fetchone()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -213,3 +215,40 @@ def test_cases_colour_the_grids_at_the_chosen_level_in_distinct_classes(app, lay
     assert app.view.legend["title"].endswith("per community")
     communities = {tuple(c) for c in np.frombuffer(app.view.colors, np.uint8).reshape(-1, 3)}
     assert len(communities) <= len(app.grid_table.value) + 1
+
+
+def test_a_grid_row_opens_the_grid_card_with_its_worker_figures_cases_and_party(app, store):
+    app.level = "grid"
+    grid_id, = store.con.execute(
+        "SELECT g.grid_id FROM grids g JOIN party_orgs p ON p.grid_id LIKE g.grid_id || '%' JOIN cases c "
+        "ON c.grid_id LIKE g.grid_id || '%' WHERE g.level = 'grid' AND g.valid_to IS NULL AND c.status = 'reported' "
+        "ORDER BY g.grid_id LIMIT 1").fetchone()
+    name, worker = store.con.execute("SELECT name, worker FROM grids WHERE grid_id = ? AND valid_to IS NULL",
+                                     [grid_id]).fetchone()
+    row = app.grid_table.value.set_index("grid_id").loc[grid_id]
+    app.grid_table.selected_grid = grid_id
+    card = app.inspector.card.object
+    assert name in card and grid_id in card and worker in card
+    assert f"{row['residents']:,} in {row['households']:,} households" in card
+    assert f"<th>buildings</th><td>{row['buildings']:,}</td>" in card
+    assert f"<th>cameras</th><td>{row['cameras']:,}</td>" in card
+    org, = store.con.execute("SELECT name FROM party_orgs WHERE grid_id IN (SELECT grid_id FROM grids WHERE "
+                             "grid_id = ? OR parent_id = ?) ORDER BY members DESC LIMIT 1",
+                             [grid_id, grid_id]).fetchone()
+    assert org in card
+    counted = sum(int(n.replace(",", "")) for n in re.findall(r"<td class='num'>([\d,]+)</td><td class='num", card))
+    assert counted == row["open_cases"], "open cases by category add up to the grid's open cases"
+    assert app.view.grid_highlight and app.view.selected == -1
+
+
+def test_clicking_open_ground_opens_the_grid_there_and_a_planner_sees_no_cases(store, shared, app):
+    app.level = "grid"
+    shape = app._grid_shapes[0]
+    p = shape.representative_point()
+    app.view.pick = {"kind": "ground", "index": -1, "x": p.x - shared.layer.origin[0],
+                     "y": p.y - shared.layer.origin[1], "seq": 9}
+    assert app._grid_frame["grid_id"].iloc[0] in app.inspector.card.object
+    assert "open cases by category" in app.inspector.card.object or "No open cases" in app.inspector.card.object
+    planner = app_for(store, shared, "planner")
+    planner.select_grid(str(planner._grid_frame["grid_id"].iloc[0]))
+    assert "grid worker" in planner.inspector.card.object and "open cases" not in planner.inspector.card.object

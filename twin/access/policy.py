@@ -278,6 +278,15 @@ class Gate:
             raise InputError(f"no case {case_id!r} in the store")
         self._require_grid(row[0], f"case {case_id}", case_id)
 
+    def grid_card(self, grid_id: str) -> dict:
+        """A grid's card (:func:`twin.inspector.grid_card`); its cases by category only for roles that see
+        cases, in their grids (an empty table otherwise, with ``may_see_cases`` False)."""
+        card = inspector.grid_card(self.con, grid_id)
+        card["may_see_cases"] = self.may("cases") and self.in_scope(grid_id)
+        if not card["may_see_cases"]:
+            card["cases"] = card["cases"].head(0)
+        return card
+
     def camera_card(self, camera_id: str) -> dict:
         """A camera's facts; its recent detections only for roles that see cases, in their grids."""
         card = inspector.camera_card(self.con, camera_id)
