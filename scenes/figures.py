@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
+from panel.custom import JSComponent
 
 from scenes.table import SortableTable
 from scenes.theme import CSS, MUTED
@@ -22,20 +23,56 @@ def _figure_html(label: str, value: object, note: str = "") -> str:
     return f"<div class='twin-figure twin-card'><div class='label'>{label}</div><div class='value'>{value}</div>{extra}</div>"
 
 
+class FigureDoor(JSComponent):
+    """A key figure's card that is a door: a click sets ``clicks`` (the count of clicks so far)."""
+
+    object = param.String(default="", doc="The card's HTML")
+    clicks = param.Integer(default=0)
+
+    _esm = """
+    export function render({ model, el }) {
+      const box = document.createElement("div");
+      box.className = "twin-door";
+      box.setAttribute("role", "button");
+      box.tabIndex = 0;
+      box.innerHTML = model.object;
+      box.addEventListener("click", () => { model.clicks = model.clicks + 1; });
+      box.addEventListener("keydown", (e) => { if (e.key === "Enter") model.clicks = model.clicks + 1; });
+      model.on("object", () => { box.innerHTML = model.object; });
+      el.appendChild(box);
+    }
+    """
+    _stylesheets = [CSS, ".twin-door { cursor: pointer; } .twin-door:hover .twin-card { outline: 1px solid #38bdf8; }"
+                         " .twin-door .twin-figure .label::after { content: ' ›'; }"]
+
+
+# The figures that open a list (scenes.drilldown), by their card's place.
+DOORS = {2: "open", 3: "overdue", 4: "offline"}
+
+
 class KeyFigures(pn.viewable.Viewer):
     """Buildings, residents, households, open cases by status, overdue cases, cameras online.
 
-    The five cards stay on the page; a change of figures only replaces their text.
+    The five cards stay on the page; a change of figures only replaces their text. Open cases,
+    overdue cases and cameras online are doors: a click sets ``door`` to ``{'kind', 'seq'}``.
     """
 
     figures = param.Dict(default={}, doc="The latest figures from twin.store.queries.key_figures")
+    door = param.Dict(default={}, doc="The door last clicked: {'kind': 'open'|'overdue'|'offline', 'seq': n}")
 
     def __init__(self, source: Callable[[], dict], **params) -> None:
         super().__init__(**params)
         self._source = source
-        self.cards = [pn.pane.HTML("", sizing_mode="stretch_width", margin=(4, 0), stylesheets=[CSS])
-                      for _ in range(5)]
+        self.cards = [FigureDoor(sizing_mode="stretch_width", margin=(4, 0)) if i in DOORS else
+                      pn.pane.HTML("", sizing_mode="stretch_width", margin=(4, 0), stylesheets=[CSS])
+                      for i in range(5)]
+        for i, kind in DOORS.items():
+            self.cards[i].param.watch(lambda e, k=kind: self.open_door(k), "clicks")
         self.refresh()
+
+    def open_door(self, kind: str) -> None:
+        """What a click on a door does: ``kind`` is 'open', 'overdue' or 'offline'."""
+        self.door = {"kind": kind, "seq": self.door.get("seq", 0) + 1}
 
     def refresh(self, figures: dict | None = None) -> None:
         """Show new figures (fetched from the source when not given); nothing is sent when they are unchanged."""

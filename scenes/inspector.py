@@ -69,6 +69,16 @@ def cases_html(cases: pd.DataFrame) -> str:
             f"<th>status</th><th>age</th><th></th></tr>{rows}</table>")
 
 
+def overdue_text(hours: float | None) -> str:
+    """How long past its deadline: ``"3 d 4 h"``, ``"5 h"``, ``"40 min"``; empty when not overdue."""
+    if hours is None or hours != hours or hours <= 0:
+        return ""
+    days, rest = divmod(int(round(hours * 60)), 24 * 60)
+    if days:
+        return f"{days} d {rest // 60} h"
+    return f"{rest // 60} h" if rest >= 60 else f"{rest} min"
+
+
 def grid_cases_html(cases: pd.DataFrame) -> str:
     """Open and overdue cases of a grid by category, most open first."""
     if cases.empty:
@@ -305,6 +315,8 @@ class Inspector(pn.viewable.Viewer):
                           "</li>" for _, r in card["history"].iterrows())
         grid = card["grid_id"] if card["grid_id"] == card["reported_grid_id"] else \
             f"{card['grid_id']} (reported in {card['reported_grid_id']})"
+        overdue = (f"<div class='twin-overdue twin-overdue-banner'>Overdue by {overdue_text(card['overdue_h'])}</div>"
+                   if card["overdue_h"] else "")
         facts = [("category", f"{card['category']} · {card['subcategory']}"), ("status", card["status"]),
                  ("source", card["source"]), ("reported", str(card["reported_at"])[:16]),
                  ("due", str(card["due_at"])[:16]), ("where", card["address"]), ("building", card["building_id"]),
@@ -312,8 +324,8 @@ class Inspector(pn.viewable.Viewer):
                  ("detections", card["detections"] or None), ("what", card["description"])]
         photos = "".join(f"<a href='{html.escape(u)}' target='_blank' rel='noopener'><img class='twin-photo' "
                          f"src='{html.escape(u)}' alt='photo' loading='lazy'></a>" for u in card["photos"][:6])
-        self.card.object = _card(f"Case {case_id}", facts,
-                                 tail=(f"<div class='label'>photos</div><div>{photos}</div>" if photos else "")
+        self.card.object = _card(f"Case {case_id}", facts, kind="twin-case-overdue" if overdue else "",
+                                 tail=overdue + (f"<div class='label'>photos</div><div>{photos}</div>" if photos else "")
                                  + f"<div class='label'>history</div><ul class='twin-history'>{history}</ul>")
         buttons = []
         for status in card["next_statuses"]:

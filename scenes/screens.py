@@ -22,6 +22,7 @@ import param
 import shapely
 
 from scenes.admin import AdminScreen
+from scenes.drilldown import DrillDown
 from scenes.figures import GridTable, KeyFigures
 from scenes.inspector import Inspector
 from scenes.layers import COLOUR_MEASURES, GRID_MEASURES, case_markers, case_update_records, grid_labels, grid_segments
@@ -90,6 +91,10 @@ class DistrictApp(pn.viewable.Viewer):
         self.figures = KeyFigures(shared.key_figures)
         self.grid_table = GridTable(shared.grid_table, level=self.level)
         self.inspector = Inspector(self.gate, writer=writer, off_loop=shared.off_loop)
+        self.drilldown = DrillDown(self.inspector.look, lambda: dict(zip(self.grid_table.value["grid_id"],
+                                                                          self.grid_table.value["name"])))
+        self.figures.param.watch(lambda e: self.drilldown.open(e.new["kind"]), "door")
+        self.drilldown.param.watch(lambda e: self._go_to(f"{e.new['kind']}|{e.new['id']}"), "picked")
         self.view = DistrictView(buildings=layer.payload, models=shared.models, sizing_mode="stretch_both",
                                  min_height=400)
         self._editor: GridEditor | None = None
@@ -272,7 +277,7 @@ class DistrictApp(pn.viewable.Viewer):
         if not self._left.objects:
             with pn.io.hold():
                 self._left.objects = [self.figures, self.grid_table]
-                self._right.objects = [self.inspector]
+                self._right.objects = [self.drilldown, self.inspector]
                 self._bottom.objects = [self.ticker]
 
     # -- interaction ---------------------------------------------------------
@@ -368,6 +373,14 @@ class DistrictApp(pn.viewable.Viewer):
                 self.select_building(index, fly=True)
         elif kind == "case":
             self.inspector.show_case(ident, then=self._fly_to_case)
+        elif kind == "camera":
+            hits = np.flatnonzero(self._cameras["camera_id"].to_numpy() == ident)
+            if len(hits):
+                self.view.selected = -1
+                self.inspector.show_camera(ident)
+                cam = self._cameras.iloc[hits[0]]
+                self.view.fly(x=cam["x"] - self.layer.origin[0], y=cam["y"] - self.layer.origin[1],
+                              z=float(cam["z"] if cam["z"] == cam["z"] else 0.0), r=40)
 
     def _fly_to_case(self, card: dict) -> None:
         if card["location"]:

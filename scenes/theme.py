@@ -23,6 +23,8 @@ body, .bk-root {{ background: {BACKGROUND}; color: {TEXT}; }}
 .twin-user a, .twin-card a {{ color: {ACCENT}; }}
 .twin-ok {{ color: #4ade80; }}
 .twin-overdue {{ color: #f87171; font-weight: 600; }}
+.twin-case-overdue {{ border-left: 4px solid #f87171; }}
+.twin-overdue-banner {{ padding: 4px 0; }}
 .twin-table td.num {{ text-align: right; }}
 .twin-alert {{ color: #f87171; font-weight: 600; }}
 .twin-unmasked-row {{ font-size: 12px; color: {ACCENT}; padding: 2px 0; }}

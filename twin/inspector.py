@@ -16,6 +16,7 @@ from twin.cases.cameras import cameras_seeing
 from twin.cases.cases import OPEN_STATUSES, next_statuses
 from twin.cases.detections import recent_detections
 from twin.errors import InputError
+from twin.grids.grids import grids_under
 from twin.store.queries import _now
 
 RESIDENT_COLUMNS = ("resident_id", "unit", "household_id", "room", "name", "gender", "age", "id_number", "phone",
@@ -115,7 +116,59 @@ def case_card(con: duckdb.DuckDBPyConnection, case_id: str) -> dict:
     detections = recent_detections(con, case_id=case_id, limit=20)
     card["detections"] = len(detections)
     card["photos"] = list(dict.fromkeys([u for u in [card["media_url"], *detections["snapshot_url"]] if u]))
+    late = _now(con) - pd.Timestamp(card["due_at"]) if card["due_at"] is not None else None
+    card["overdue_h"] = (late.total_seconds() / 3600 if card["status"] in OPEN_STATUSES and late is not None
+                         and late > pd.Timedelta(0) else None)
     return card
+
+
+CASE_LIST_COLUMNS = ("case_id", "category", "subcategory", "status", "grid_id", "reported_at", "due_at", "overdue_h")
+
+
+def case_list(con: duckdb.DuckDBPyConnection, *, statuses: tuple[str, ...] = OPEN_STATUSES,
+              category: str | None = None, grid_ids: list[str] | None = None, overdue: bool = False,
+              where: tuple[str, list] = ("true", []), limit: int = 500) -> pd.DataFrame:
+    """Cases for the leader's drill-downs: filtered by status, category and grids, or the overdue ones.
+
+    Parameters
+    ----------
+    grid_ids : list of str, optional
+        The grids (micro-grids included) a case's ``grid_id`` must be among.
+    overdue : bool
+        Only cases past their deadline, the longest overdue first; otherwise the newest first.
+    where : (str, list)
+        A further SQL condition on ``cases`` and its parameters (the gate's scope, ``Gate.case_filter``).
+
+    Returns
+    -------
+    DataFrame
+        ``CASE_LIST_COLUMNS``; ``overdue_h`` is the hours past the deadline (<= 0 when not overdue) at the
+        store's clock. At most ``limit`` rows.
+    """
+    now = _now(con)
+    conditions = [f"status IN ({', '.join('?' for _ in statuses)})", where[0]]
+    params: list = [*statuses, *where[1]]
+    if category is not None:
+        conditions.append("category = ?")
+        params.append(category)
+    if grid_ids is not None:
+        conditions.append("grid_id IN (SELECT unnest(?))")
+        params.append(list(grid_ids))
+    if overdue:
+        conditions.append("due_at < ?")
+        params.append(now)
+    order = "due_at ASC" if overdue else "reported_at DESC"
+    return con.execute(f"""
+        SELECT case_id, category, subcategory, status, grid_id, reported_at, due_at,
+               round(date_diff('minute', due_at, ?::TIMESTAMP) / 60.0, 1) AS overdue_h
+        FROM cases WHERE {' AND '.join(f'({c})' for c in conditions)}
+        ORDER BY {order}, case_id LIMIT ?""", [now, *params, limit]).df()
+
+
+def offline_cameras(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Cameras not online: ``camera_id``, ``name``, ``status``, ``grid_id``, ``building_id``, by id."""
+    return con.execute("SELECT camera_id, name, status, grid_id, building_id FROM cameras "
+                       "WHERE status <> 'online' ORDER BY camera_id").df()
 
 
 def grid_card(con: duckdb.DuckDBPyConnection, grid_id: str) -> dict:
@@ -141,24 +194,20 @@ def grid_card(con: duckdb.DuckDBPyConnection, grid_id: str) -> dict:
         raise InputError(f"no grid {grid_id!r} in force in the store; pick one from the per-grid table")
     card = dict(zip(("grid_id", "name", "level", "kind", "worker"), row))
     card["grid_path"] = grid_path(con, grid_id)
-    under = """WITH RECURSIVE under(grid_id) AS (
-                   SELECT ?::VARCHAR UNION SELECT g.grid_id FROM grids g JOIN under u ON g.parent_id = u.grid_id
-                   WHERE g.valid_to IS NULL)"""
+    under = sorted(grids_under(con, [grid_id]))
     card["buildings"], card["residents"], card["households"] = con.execute(
-        f"""{under} SELECT count(DISTINCT b.building_id), count(r.resident_id), count(DISTINCT r.household_id)
-            FROM buildings b LEFT JOIN residents r USING (building_id)
-            WHERE b.grid_id IN (SELECT grid_id FROM under)""",
-        [grid_id]).fetchone()
-    card["cameras"], = con.execute(f"{under} SELECT count(*) FROM cameras WHERE grid_id IN (SELECT grid_id FROM under)",
-                                   [grid_id]).fetchone()
+        """SELECT count(DISTINCT b.building_id), count(r.resident_id), count(DISTINCT r.household_id)
+           FROM buildings b LEFT JOIN residents r USING (building_id) WHERE b.grid_id IN (SELECT unnest(?))""",
+        [under]).fetchone()
+    card["cameras"], = con.execute("SELECT count(*) FROM cameras WHERE grid_id IN (SELECT unnest(?))",
+                                   [under]).fetchone()
     placeholders = ", ".join("?" for _ in OPEN_STATUSES)
     card["cases"] = con.execute(
-        f"""{under} SELECT category, count(*) AS open, count(*) FILTER (WHERE due_at < ?) AS overdue FROM cases
-            WHERE grid_id IN (SELECT grid_id FROM under) AND status IN ({placeholders})
-            GROUP BY category ORDER BY open DESC, category""", [grid_id, _now(con), *OPEN_STATUSES]).df()
-    card["party_orgs"] = con.execute(
-        f"{under} SELECT org_id, name, members FROM party_orgs WHERE grid_id IN (SELECT grid_id FROM under) "
-        "ORDER BY members DESC, org_id", [grid_id]).df()
+        f"""SELECT category, count(*) AS open, count(*) FILTER (WHERE due_at < ?) AS overdue FROM cases
+            WHERE grid_id IN (SELECT unnest(?)) AND status IN ({placeholders})
+            GROUP BY category ORDER BY open DESC, category""", [_now(con), under, *OPEN_STATUSES]).df()
+    card["party_orgs"] = con.execute("SELECT org_id, name, members FROM party_orgs WHERE grid_id IN "
+                                     "(SELECT unnest(?)) ORDER BY members DESC, org_id", [under]).df()
     return card
 
 

@@ -252,3 +252,29 @@ def test_clicking_open_ground_opens_the_grid_there_and_a_planner_sees_no_cases(s
     planner = app_for(store, shared, "planner")
     planner.select_grid(str(planner._grid_frame["grid_id"].iloc[0]))
     assert "grid worker" in planner.inspector.card.object and "open cases" not in planner.inspector.card.object
+
+
+def test_the_key_figures_open_lists_whose_rows_fly_to_their_case_or_camera(app, store):
+    app.show_panels()
+    app.figures.cards[3].clicks += 1  # overdue cases
+    overdue = store.con.execute("SELECT case_id FROM cases WHERE status IN ('reported', 'dispatched', 'in_progress', "
+                                "'reopened') AND due_at < (SELECT value FROM meta WHERE key = 'now')::TIMESTAMP "
+                                "ORDER BY due_at, case_id").df()["case_id"].tolist()
+    assert [r[0] for r in app.drilldown.table.rows] == overdue[:500], "the overdue list, oldest first"
+    assert all(r[4] for r in app.drilldown.table.rows), "each says how long it is overdue"
+    fly = app.view.fly_to.get("seq", 0)
+    app.drilldown.table.clicked = {"row": 0, "seq": 1}
+    assert f"Case {overdue[0]}" in app.inspector.card.object and "Overdue by" in app.inspector.card.object
+    assert app.view.fly_to["seq"] == fly + 1
+    app.figures.cards[2].clicks += 1  # open cases, then by category
+    app.drilldown.category.value = category = store.con.execute(
+        "SELECT category FROM cases WHERE status = 'reported' GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
+    app.drilldown.status.value = "reported"
+    expected, = store.con.execute("SELECT count(*) FROM cases WHERE status = 'reported' AND category = ?",
+                                  [category]).fetchone()
+    assert len(app.drilldown.table.rows) == min(expected, 500) > 0
+    app.figures.cards[4].clicks += 1  # cameras online → the offline ones
+    offline = store.con.execute("SELECT camera_id FROM cameras WHERE status <> 'online' ORDER BY 1").df()["camera_id"]
+    assert [r[0] for r in app.drilldown.table.rows] == offline.tolist() and len(offline)
+    app.drilldown.table.clicked = {"row": 0, "seq": 2}
+    assert f"Camera {offline.iloc[0]}" in app.inspector.card.object and app.view.fly_to["seq"] == fly + 2

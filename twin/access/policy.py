@@ -39,6 +39,7 @@ from twin import inspector
 from twin.access.access import Principal, audit, list_users, mask_id_number, mask_phone, verify_audit
 from twin.access.ratelimit import RateLimiter
 from twin.errors import AccessError, InputError
+from twin.grids.grids import grids_under
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +65,6 @@ def mask_text(text: str | None) -> str | None:
         return text
     text = ID_IN_TEXT.sub(lambda m: m.group(1) + "*" * 8 + m.group(3), text)
     return PHONE_IN_TEXT.sub(lambda m: m.group(1) + "****" + m.group(3), text)
-
-
-def grids_under(con: duckdb.DuckDBPyConnection, grid_ids: tuple[str, ...] | list[str]) -> frozenset[str]:
-    """The grids in force at or under ``grid_ids`` (any level), as ids."""
-    rows = con.execute("""
-        WITH RECURSIVE down(grid_id, depth) AS (
-            SELECT grid_id, 0 FROM grids WHERE grid_id IN (SELECT unnest(?)) AND valid_to IS NULL
-            UNION ALL
-            SELECT g.grid_id, down.depth + 1 FROM grids g JOIN down ON g.parent_id = down.grid_id
-            WHERE g.valid_to IS NULL AND down.depth < 8)
-        SELECT DISTINCT grid_id FROM down""", [list(grid_ids)]).fetchall()
-    return frozenset(r[0] for r in rows)
 
 
 def client_principal(con: duckdb.DuckDBPyConnection, client: str, *, source: str | None = None) -> Principal | None:
@@ -277,6 +266,19 @@ class Gate:
         if row is None:
             raise InputError(f"no case {case_id!r} in the store")
         self._require_grid(row[0], f"case {case_id}", case_id)
+
+    def case_list(self, *, statuses: tuple[str, ...] | None = None, category: str | None = None,
+                  grid_id: str | None = None, overdue: bool = False) -> pd.DataFrame:
+        """:func:`twin.inspector.case_list` within the principal's grids; ``grid_id`` at any level (its cases
+        and those of the grids under it). Refused for roles without case records."""
+        where = self.case_filter()
+        grids = sorted(grids_under(self.con, [grid_id])) if grid_id is not None else None
+        return inspector.case_list(self.con, statuses=statuses or inspector.OPEN_STATUSES, category=category,
+                                   grid_ids=grids, overdue=overdue, where=where)
+
+    def offline_cameras(self) -> pd.DataFrame:
+        """:func:`twin.inspector.offline_cameras` (cameras are no one's personal data)."""
+        return inspector.offline_cameras(self.con)
 
     def grid_card(self, grid_id: str) -> dict:
         """A grid's card (:func:`twin.inspector.grid_card`); its cases by category only for roles that see

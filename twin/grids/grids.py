@@ -56,3 +56,15 @@ def current_micro_grids(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.
                        "WHERE level = 'micro' AND valid_to IS NULL ORDER BY grid_id").fetchall()
     ids = np.array([r[0] for r in rows], dtype=object)
     return ids, shapely.from_wkb([bytes(r[1]) for r in rows]) if rows else np.array([], dtype=object)
+
+
+def grids_under(con: duckdb.DuckDBPyConnection, grid_ids: tuple[str, ...] | list[str]) -> frozenset[str]:
+    """The grids in force at or under ``grid_ids`` (any level), as ids."""
+    rows = con.execute("""
+        WITH RECURSIVE down(grid_id, depth) AS (
+            SELECT grid_id, 0 FROM grids WHERE grid_id IN (SELECT unnest(?)) AND valid_to IS NULL
+            UNION ALL
+            SELECT g.grid_id, down.depth + 1 FROM grids g JOIN down ON g.parent_id = down.grid_id
+            WHERE g.valid_to IS NULL AND down.depth < 8)
+        SELECT DISTINCT grid_id FROM down""", [list(grid_ids)]).fetchall()
+    return frozenset(r[0] for r in rows)

@@ -1,0 +1,134 @@
+"""The lists behind the leader's key figures: open cases (by status, category and grid), the overdue
+cases (oldest first) and the offline cameras. A click on a row sets ``picked``; the app flies there."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+
+import pandas as pd
+import panel as pn
+import param
+
+from scenes.inspector import CATEGORY_NAMES, overdue_text
+from scenes.table import SortableTable
+from scenes.theme import CSS
+from twin.access.policy import Gate
+from twin.cases.cases import OPEN_STATUSES
+from twin.errors import TwinError
+
+DRILL_TITLES = {"open": "Open cases", "overdue": "Overdue cases, longest overdue first",
+                "offline": "Cameras not online"}
+ANY = "any"
+
+
+def _when(at: object) -> str:
+    return str(at)[5:16] if at is not None and at == at else ""
+
+
+def drill_rows(kind: str, found: pd.DataFrame, grid_names: dict[str, str]) -> tuple[list[list], list[list]]:
+    """``(columns, rows)`` for :class:`SortableTable`: the first column is the case or camera id."""
+    if kind == "offline":
+        return ([["Camera", False], ["Name", False], ["Status", False], ["Grid", False]],
+                [[r.camera_id, r.name or "", r.status, grid_names.get(r.grid_id, r.grid_id or "")]
+                 for r in found.itertuples()])
+    if kind == "overdue":
+        return ([["Case", False], ["Category", False], ["Grid", False], ["Due", False], ["Overdue by", False]],
+                [[r.case_id, CATEGORY_NAMES.get(r.category, r.category), grid_names.get(r.grid_id, r.grid_id or ""),
+                  _when(r.due_at), overdue_text(r.overdue_h)] for r in found.itertuples()])
+    return ([["Case", False], ["Category", False], ["Status", False], ["Grid", False], ["Reported", False]],
+            [[r.case_id, CATEGORY_NAMES.get(r.category, r.category), r.status.replace("_", " "),
+              grid_names.get(r.grid_id, r.grid_id or ""), _when(r.reported_at)] for r in found.itertuples()])
+
+
+class DrillDown(pn.viewable.Viewer):
+    """One list at a time, read through the gate; hidden until a key figure opens it.
+
+    Parameters
+    ----------
+    look : callable
+        ``look(read, show)``, as :meth:`scenes.inspector.Inspector.look`: ``show(read(gate))`` off the event loop.
+    grids : callable
+        ``grids() -> {grid_id: name}`` of the grids at the chosen level, for the grid filter.
+    """
+
+    kind = param.Selector(default=None, objects=[None, *DRILL_TITLES], allow_None=True)
+    picked = param.Dict(default={}, doc="The clicked row: {'kind': 'case'|'camera', 'id', 'seq'}")
+
+    def __init__(self, look: Callable, grids: Callable[[], dict[str, str]], **params) -> None:
+        super().__init__(**params)
+        self._look = look
+        self._grids = grids
+        self._grid_names: dict[str, str] = {}
+        self.title = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width")
+        self.close = pn.widgets.Button(label="×", width=36, css_classes=["twin-drill-close"])
+        self.close.on_click(lambda _e: setattr(self, "kind", None))
+        self.status = pn.widgets.Select(label="status", options=[ANY, *OPEN_STATUSES], width=110)
+        self.category = pn.widgets.Select(label="category", options={"any": ANY, **{v: k for k, v in
+                                                                                   CATEGORY_NAMES.items()}}, width=120)
+        self.grid = pn.widgets.Select(label="grid", options={ANY: ANY}, width=110)
+        for w in (self.status, self.category, self.grid):
+            w.param.watch(lambda _e: self.refresh(), "value")
+        self.filters = pn.Row(self.status, self.category, self.grid, sizing_mode="stretch_width")
+        self.table = SortableTable(sizing_mode="stretch_width", page_size=12, css_classes=["twin-drill-table"])
+        self.table.param.watch(self._clicked, "clicked")
+        self._ids: list[str] = []
+        self._panel = pn.Column(pn.Row(self.title, self.close, sizing_mode="stretch_width"), self.filters, self.table,
+                                sizing_mode="stretch_width", visible=False, css_classes=["twin-drill"])
+
+    @param.depends("kind", watch=True)
+    def _opened(self) -> None:
+        self._panel.visible = self.kind is not None
+        if self.kind is None:
+            return
+        self._grid_names = self._grids()
+        with param.discard_events(self.grid):
+            self.grid.options = {ANY: ANY, **{name: g for g, name in self._grid_names.items()}}
+            self.grid.value = ANY
+        self.filters.visible = self.kind == "open"
+        self.refresh()
+
+    def open(self, kind: str) -> None:
+        """Show the list behind a key figure ('open', 'overdue' or 'offline'), afresh."""
+        if self.kind == kind:
+            self.refresh()
+        else:
+            self.kind = kind
+
+    def refresh(self) -> None:
+        """Read the list again with the filters as set."""
+        kind = self.kind
+        if kind is None:
+            return
+        status, category, grid = (None if w.value == ANY else w.value for w in (self.status, self.category, self.grid))
+
+        def read(gate: Gate) -> pd.DataFrame:
+            if kind == "offline":
+                return gate.offline_cameras()
+            if kind == "overdue":
+                return gate.case_list(overdue=True)
+            return gate.case_list(statuses=(status,) if status else None, category=category, grid_id=grid)
+        self._look(read, lambda found: self._show(kind, found))
+
+    def _show(self, kind: str, found: pd.DataFrame | TwinError) -> None:
+        if kind != self.kind:
+            return
+        if isinstance(found, TwinError):
+            self.title.object = f"<span class='twin-muted'>{html.escape(str(found))}</span>"
+            self.table.param.update(columns=[], rows=[])
+            return
+        columns, rows = drill_rows(kind, found, self._grid_names)
+        self._ids = [r[0] for r in rows]
+        more = " (the first 500)" if len(rows) >= 500 else ""
+        self.title.object = (f"<div class='twin-title' style='font-size:16px'>{DRILL_TITLES[kind]}: "
+                             f"{len(rows):,}{more}</div>")
+        self.table.param.update(columns=columns, rows=rows)
+
+    def _clicked(self, event: param.parameterized.Event) -> None:
+        row = int(event.new["row"])
+        if 0 <= row < len(self._ids):
+            self.picked = {"kind": "camera" if self.kind == "offline" else "case", "id": self._ids[row],
+                           "seq": self.picked.get("seq", 0) + 1}
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._panel
