@@ -67,8 +67,9 @@ class DrillDown(pn.viewable.Viewer):
         self.category = pn.widgets.Select(label="category", options={"any": ANY, **{v: k for k, v in
                                                                                    CATEGORY_NAMES.items()}}, width=120)
         self.grid = pn.widgets.Select(label="grid", options={ANY: ANY}, width=110)
+        self._filling = False  # the grid filter's options are being replaced: no read for each change
         for w in (self.status, self.category, self.grid):
-            w.param.watch(lambda _e: self.refresh(), "value")
+            w.param.watch(lambda _e: None if self._filling else self.refresh(), "value")
         self.filters = pn.Row(self.status, self.category, self.grid, sizing_mode="stretch_width")
         self.table = SortableTable(sizing_mode="stretch_width", page_size=12, css_classes=["twin-drill-table"])
         self.table.param.watch(self._clicked, "clicked")
@@ -82,9 +83,12 @@ class DrillDown(pn.viewable.Viewer):
         if self.kind is None:
             return
         self._grid_names = self._grids()
-        with param.discard_events(self.grid):
-            self.grid.options = {ANY: ANY, **{name: g for g, name in self._grid_names.items()}}
+        self._filling = True
+        try:  # names repeat across communities (第1网格), so each option names its grid's id too
+            self.grid.options = {ANY: ANY, **{f"{name} · {g}": g for g, name in self._grid_names.items()}}
             self.grid.value = ANY
+        finally:
+            self._filling = False
         self.filters.visible = self.kind == "open"
         self.refresh()
 

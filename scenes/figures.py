@@ -119,7 +119,7 @@ class GridTable(pn.viewable.Viewer):
         super().__init__(**params)
         self._figures = figures
         self.value: pd.DataFrame | None = None
-        self.table = SortableTable(sizing_mode="stretch_width", min_height=300)
+        self.table = SortableTable(sizing_mode="stretch_width", min_height=300, css_classes=["twin-grid-table"])
         self.table.param.watch(self._clicked, "clicked")
         self.refresh()
 

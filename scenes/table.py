@@ -14,7 +14,7 @@ from scenes.theme import ACCENT, MUTED, PANEL, TEXT
 
 
 class SortableTable(JSComponent):
-    """Rows of a table, sorted by a click on a column's title and shown a page at a time.
+    """Rows of a table, in their own order until a click on a column's title sorts them; a page at a time.
 
     ``columns`` are ``[title, numeric]``; ``rows`` are lists in that order. A click on a
     row sets ``clicked`` to ``{'row': index into rows, 'seq': n}``. ``cells`` patches
@@ -32,11 +32,11 @@ class SortableTable(JSComponent):
       const box = document.createElement("div");
       box.className = "twin-table-box";
       el.appendChild(box);
-      let sortCol = 0, sortDesc = false, page = 0, seq = 0, order = [];
+      let sortCol = -1, sortDesc = false, page = 0, seq = 0, order = [];  // -1: the rows' own order
       function sortRows() {
         const rows = model.rows || [], numeric = (model.columns[sortCol] || [])[1];
         order = rows.map((_, i) => i);
-        order.sort((a, b) => {
+        if (sortCol >= 0) order.sort((a, b) => {
           const x = rows[a][sortCol], y = rows[b][sortCol];
           const c = numeric ? x - y : String(x).localeCompare(String(y));
           return sortDesc ? -c : c;
@@ -48,8 +48,9 @@ class SortableTable(JSComponent):
         const head = model.columns.map(([title, numeric], c) =>
           `<th data-col="${c}" class="${numeric ? "num" : ""}">${title}${c === sortCol ? (sortDesc ? " ▼" : " ▲") : ""}</th>`).join("");
         const body = order.slice(page * size, (page + 1) * size).map((r) =>
-          `<tr data-row="${r}">` + rows[r].map((v, c) => model.columns[c][1]
-            ? `<td class="num">${Number(v).toLocaleString()}</td>` : `<td>${String(v ?? "")}</td>`).join("") + "</tr>").join("");
+          `<tr data-row="${r}">` + model.columns.map(([, numeric], c) => numeric  // columns and rows may arrive apart
+            ? `<td class="num">${Number(rows[r][c]).toLocaleString()}</td>` : `<td>${String(rows[r][c] ?? "")}</td>`)
+            .join("") + "</tr>").join("");
         box.innerHTML = `<table><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>` +
           `<div class="pager"><button data-go="-1" ${page ? "" : "disabled"}>‹</button>` +
           `<span>${page + 1} / ${pages} · ${rows.length.toLocaleString()} rows</span>` +
@@ -65,7 +66,7 @@ class SortableTable(JSComponent):
         else if (tr) { model.clicked = { row: Number(tr.dataset.row), seq: ++seq }; }
       });
       model.on("rows", () => { sortRows(); draw(); });
-      model.on("columns", () => { sortCol = 0; sortDesc = false; sortRows(); draw(); });
+      model.on("columns", () => { sortCol = -1; sortDesc = false; sortRows(); draw(); });
       model.on("cells", () => {
         for (const [r, c, v] of model.cells || []) if (model.rows[r]) model.rows[r][c] = v;
         sortRows(); draw();

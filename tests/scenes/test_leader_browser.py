@@ -1,0 +1,133 @@
+"""The street leader's screen in Debian's Chromium against `twin serve` on a small demo store: the key figures'
+drill-downs and the grid card. Text is read through Panel's shadow roots with locators."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from playwright.sync_api import expect
+
+from bench.browser import chromium, served, sign_in
+from scenes.inspector import CATEGORY_NAMES
+from twin.store.store import Store
+
+pytestmark = pytest.mark.browser
+
+
+OPEN = "('reported', 'dispatched', 'in_progress', 'reopened')"
+
+
+@pytest.fixture(scope="module")
+def served_store(small_demo, tmp_path_factory):
+    """A copy of the small demo where three more open cases are overdue, the later the id the longer overdue
+    (so that oldest first is not id order), and the cases overdue in it, oldest first."""
+    served_copy = tmp_path_factory.mktemp("served") / "demo.duckdb"
+    shutil.copy(small_demo, served_copy)
+    with Store(served_copy) as store:
+        later = store.con.execute(f"SELECT case_id FROM cases WHERE status IN {OPEN} ORDER BY case_id DESC "
+                                  "LIMIT 3").df()["case_id"].tolist()
+        for days, case_id in enumerate(later):
+            store.con.execute("UPDATE cases SET due_at = (SELECT value FROM meta WHERE key = 'now')::TIMESTAMP "
+                              "- INTERVAL (60 - ?) DAY WHERE case_id = ?", [days, case_id])
+        overdue = store.con.execute(f"SELECT case_id FROM cases WHERE status IN {OPEN} AND due_at < "
+                                    "(SELECT value FROM meta WHERE key = 'now')::TIMESTAMP ORDER BY due_at, case_id"
+                                    ).df()["case_id"].tolist()
+    assert overdue != sorted(overdue)
+    return served_copy, overdue
+
+
+@pytest.fixture(scope="module")
+def app_url(served_store):
+    with served(served_store[0], role="leader") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
+    page.console_errors = []
+    page.on("console", lambda m: m.type == "error" and page.console_errors.append(f"{m.text} at {m.location}"))
+    page.on("pageerror", lambda e: page.console_errors.append(f"{e}: {e.stack}"))
+    sign_in(page, app_url)
+    page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
+    page.wait_for_function("window.twinCameras > 0", timeout=30_000)
+    yield page
+    page.close()
+
+
+def test_overdue_cases_open_the_overdue_list_oldest_first_and_a_row_flies_to_its_case(page, served_store):
+    oldest = served_store[1][:4]
+    page.locator(".twin-door", has_text="Overdue cases").click()
+    rows = page.locator(".twin-drill-table tbody tr")
+    expect(rows.first).to_be_visible(timeout=10_000)
+    expect(rows.nth(len(oldest) - 1).locator("td").first).to_have_text(oldest[-1])
+    assert [rows.nth(i).locator("td").first.inner_text() for i in range(len(oldest))] == oldest
+    rows.first.click()
+    expect(page.locator(".twin-inspector .twin-title")).to_have_text(f"Case {oldest[0]}", timeout=10_000)
+    expect(page.locator(".twin-inspector .twin-overdue-banner")).to_contain_text("Overdue by")
+    assert page.console_errors == []
+
+
+def test_open_cases_filter_by_category_and_grid_and_cameras_online_list_the_offline(page, small_demo):
+    with Store(small_demo, read_only=True) as store:
+        category, = store.con.execute(
+            f"SELECT category FROM cases WHERE status IN {OPEN} GROUP BY 1 "
+            "ORDER BY count(*) DESC LIMIT 1").fetchone()
+        grid_id, grid_name = store.con.execute(
+            f"SELECT g.grid_id, g.name FROM grids g JOIN cases c ON c.grid_id LIKE g.grid_id || '-%' "
+            f"WHERE g.level = 'grid' AND g.valid_to IS NULL AND c.status IN {OPEN} AND c.category = ? "
+            "GROUP BY ALL ORDER BY count(*) DESC LIMIT 1", [category]).fetchone()
+        expected, = store.con.execute(f"SELECT count(*) FROM cases WHERE status IN {OPEN} AND category = ? "
+                                      "AND grid_id LIKE ? || '-%'", [category, grid_id]).fetchone()
+        offline = store.con.execute("SELECT camera_id FROM cameras WHERE status <> 'online' "
+                                    "ORDER BY camera_id").df()["camera_id"].tolist()
+    page.locator(".twin-door", has_text="Open cases").click()
+    drill = page.locator(".twin-drill")
+    expect(drill.locator(".twin-title")).to_contain_text("Open cases", timeout=10_000)
+    drill.locator("select").nth(1).select_option(label=CATEGORY_NAMES[category])
+    drill.locator("select").nth(2).select_option(label=f"{grid_name} · {grid_id}")
+    expect(drill.locator(".twin-title")).to_have_text(f"Open cases: {expected:,}", timeout=10_000)
+    expect(drill.locator(".twin-drill-table .pager")).to_contain_text(f"{expected:,} rows")
+    categories = drill.locator(".twin-drill-table tbody tr td:nth-child(2)").all_inner_texts()
+    assert set(categories) == {CATEGORY_NAMES[category]}
+
+    page.locator(".twin-door", has_text="Cameras online").click()
+    expect(drill.locator(".twin-title")).to_have_text(f"Cameras not online: {len(offline):,}", timeout=10_000)
+    rows = drill.locator(".twin-drill-table tbody tr")
+    expect(rows.first.locator("td").first).to_have_text(offline[0])
+    rows.first.click()
+    expect(page.locator(".twin-inspector .twin-title")).to_have_text(f"Camera {offline[0]}", timeout=10_000)
+    assert page.console_errors == []
+
+
+def test_a_grid_row_opens_its_card(page, small_demo):
+    with Store(small_demo, read_only=True) as store:
+        # Of the first page of the table (sorted by id), the grid with the most open cases.
+        grid_id, name, worker = store.con.execute(f"""
+            SELECT g.grid_id, g.name, g.worker FROM (SELECT * FROM grids WHERE level = 'grid' AND valid_to IS NULL
+                                                    ORDER BY grid_id LIMIT 15) g
+            LEFT JOIN cases c ON c.grid_id LIKE g.grid_id || '-%' AND c.status IN {OPEN}
+            GROUP BY ALL ORDER BY count(c.case_id) DESC, g.grid_id LIMIT 1""").fetchone()
+        residents, = store.con.execute("SELECT count(*) FROM residents r JOIN buildings b USING (building_id) "
+                                       "WHERE b.grid_id LIKE ? || '-%'", [grid_id]).fetchone()
+        orgs = store.con.execute("SELECT name FROM party_orgs WHERE grid_id = ? OR grid_id LIKE ? || '-%' "
+                                 "ORDER BY members DESC", [grid_id, grid_id]).df()["name"].tolist()
+    page.locator(".twin-grid-table tbody tr", has_text=grid_id).first.click()
+    card = page.locator(".twin-inspector")
+    expect(card.locator(".twin-title")).to_have_text(name, timeout=10_000)
+    expect(card).to_contain_text(f"{grid_id} · grid")
+    expect(card).to_contain_text(worker)
+    expect(card).to_contain_text(f"{residents:,} in ")
+    expect(card).to_contain_text("open cases by category")
+    if orgs:
+        expect(card).to_contain_text(orgs[0])
+    else:
+        expect(card).to_contain_text("none recorded")
+    assert page.console_errors == []
