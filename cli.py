@@ -117,7 +117,8 @@ def _keys_revoke(con, args: dict, step: Callable[[str], None]) -> dict:
 def _users_add(con, args: dict, step: Callable[[str], None]) -> dict:
     from twin.access.access import add_user
 
-    return add_user(con, args["name"], args["password"], role=args["role"], grids=args["grids"])
+    return add_user(con, args["name"], args["password"], role=args["role"], grids=args["grids"],
+                    lang=args["lang"])
 
 
 def _users_passwd(con, args: dict, step: Callable[[str], None]) -> dict:
@@ -152,7 +153,8 @@ def writing_commands() -> dict:
 
     name = {"name": str}
     return {"keys.add": Command(name, _keys_add), "keys.revoke": Command(name, _keys_revoke),
-            "users.add": Command({**name, "password": str, "role": str, "grids": list}, _users_add),
+            "users.add": Command({**name, "password": str, "role": str, "grids": list, "lang": str | None},
+                                 _users_add),
             "users.passwd": Command({**name, "password": str}, _users_passwd),
             "users.disable": Command(name, _users_disable),
             "grids.import": Command({"path": str, "layer": str | None, "actor": str, "reason": str, "mode": str},
@@ -226,7 +228,7 @@ def _cmd_users(args: argparse.Namespace) -> dict:
     if args.action in ("add", "passwd"):
         given["password"] = _password(args)
     if args.action == "add":
-        given.update(role=args.role, grids=[g for g in (args.grids or "").split(",") if g])
+        given.update(role=args.role, grids=[g for g in (args.grids or "").split(",") if g], lang=args.lang)
     return _write(args.db, f"users.{args.action}", given)
 
 
@@ -365,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     uadd.add_argument("name")
     uadd.add_argument("--role", required=True, choices=("leader", "operator", "planner", "admin"))
     uadd.add_argument("--grids", help="comma-separated grid ids the role is bound to")
+    uadd.add_argument("--lang", choices=("zh", "en"), help="the user's UI language (default: Simplified Chinese)")
     command("list", _cmd_users, sub=usub, help="list the users")
     for action in ("disable", "passwd"):
         u = command(action, _cmd_users, sub=usub, help=f"{action} a user")

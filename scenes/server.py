@@ -21,9 +21,12 @@ import panel as pn
 from tornado.web import RequestHandler
 
 from scenes.auth import Remembered, SignIns, StoreAuthProvider, session_principal
+from scenes.i18n import choose_lang, use
 from scenes.screens import DistrictApp, SignedOut
+from scenes.theme import PAGE_CSS
 from scenes.shared import SharedDistrict
 from twin.cases.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
+from twin.access.access import LANGS, set_lang, user_lang
 from twin.access.keys import client_for
 from twin.cases.live import CaseFeed, IntakeWriter
 from twin.cases.open311 import Open311Error, decode_form, find_requests, services, to_xml
@@ -200,15 +203,22 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     writer = IntakeWriter(store.con, feed, dedupe_window_s=dedupe_window_s)
     shared = SharedDistrict(store.con.cursor(), feed=feed, writer=writer)
     signins = SignIns(store.con, writer)
-    pn.extension("vtk", theme="dark", sizing_mode="stretch_width")
+    pn.extension("vtk", theme="dark", sizing_mode="stretch_width", global_css=[PAGE_CSS])
 
     def app() -> pn.viewable.Viewable:
         principal = session_principal(signins)
+        asked = {k: v[-1].decode(errors="replace") for k, v in pn.state.session_args.items()
+                 if k in ("lang", "set_lang")}
         if principal is None:  # the cookie's user was disabled or removed since, or OAuth found no such user
+            use(choose_lang(asked.get("set_lang") or asked.get("lang"), None))
             writer.audit(actor=pn.state.user or "?", action="session.refused", source=None)
             return SignedOut()
+        con = store.con.cursor()
+        if asked.get("set_lang") in LANGS:  # the header's switch: kept as the user's preference
+            writer.command(partial(_keep_lang, username=principal.username, lang=asked["set_lang"])).result(timeout=10)
+        use(choose_lang(asked.get("set_lang") or asked.get("lang"), user_lang(con, principal.username)))
         writer.audit(actor=principal.username, action="session.open", source=principal.source)
-        return DistrictApp(store.con.cursor(), shared, principal=principal)
+        return DistrictApp(con, shared, principal=principal)
 
     def execute(command: Command, args: dict) -> dict:
         """Run a command of the control channel in the writer; after an import the sessions' grids follow too."""
@@ -243,6 +253,11 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     finally:
         control.close()
         writer.close()
+
+
+def _keep_lang(con: duckdb.DuckDBPyConnection, *, username: str, lang: str) -> dict:
+    set_lang(con, username, lang)
+    return {"username": username, "lang": lang}
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -7,9 +7,10 @@ Mesh vertices are float32 relative to the district origin kept in ``meta``.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 7  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
+SCHEMA_VERSION = 8  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
 # 5 grid_changes (who changed which grid version, when and why), 6 users and the audit trail,
-# 7 no R-tree on grid boundaries (see DROPPED_INDEXES); older stores are upgraded in place
+# 7 no R-tree on grid boundaries (see DROPPED_INDEXES), 8 users.lang (the UI language a user chose);
+# older stores are upgraded in place
 
 GRID_LEVELS = ("street", "community", "grid", "micro")
 HEIGHT_SOURCES = ("height", "levels", "default", "bim", "mesh")
@@ -156,7 +157,9 @@ TABLES: dict[str, str] = {
         role VARCHAR NOT NULL,
         grids VARCHAR[] NOT NULL,        -- the grids the role is bound to
         disabled BOOLEAN NOT NULL DEFAULT false,
-        created_at TIMESTAMP NOT NULL""",
+        created_at TIMESTAMP NOT NULL,
+        -- the UI language the user chose (zh, en); NULL: the default
+        lang VARCHAR""",
     "audit": """
         seq BIGINT PRIMARY KEY,
         "at" TIMESTAMP NOT NULL,
@@ -202,4 +205,5 @@ DROPPED_INDEXES = ("grids_boundary",)
 # that lacks one is made anew with all of TABLES' columns when the store is upgraded (twin.store.store).
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cases", "media_url", "VARCHAR"),
+    ("users", "lang", "VARCHAR"),
 )
