@@ -108,11 +108,29 @@ GENDER_NAMES = {"男": N_("male"), "女": N_("female")}
 USE_NAMES = {"residential": N_("residential"), "commercial": N_("commercial"), "office": N_("office"),
              "public": N_("public"), "school": N_("school"), "hospital": N_("hospital"), "market": N_("market"),
              "industrial": N_("industrial")}
-CAMERA_STATUS_NAMES = {"online": N_("online"), "offline": N_("offline"), "maintenance": N_("maintenance")}
-HEIGHT_SOURCE_NAMES = {"height": N_("surveyed height"), "levels": N_("floor count"), "default": N_("default height"),
+CAMERA_STATUS_NAMES = {"online": N_("online"), "offline": N_("offline"), "fault": N_("fault")}
+HEIGHT_AUDIT_ACTION_NAMES = {"signin": N_("signed in"), "signin.failed": N_("sign-in refused"),
+                      "session.open": N_("opened the app"), "session.refused": N_("session refused"),
+                      "user.add": N_("added a user"), "user.disable": N_("disabled a user"),
+                      "user.passwd": N_("changed a password"), "residents.view": N_("viewed residents"),
+                      "residents.export": N_("exported residents"), "resident.unmask": N_("unmasked a resident"),
+                      "case.intake": N_("took in cases"), "case.transition": N_("moved a case"),
+                      "grid.save": N_("saved grids"), "grid.restore": N_("restored a grid version"),
+                      "grid.import": N_("imported grids"), "grids.export": N_("exported grids"),
+                      "key.add": N_("added an API key"), "key.revoke": N_("revoked an API key")}
+SOURCE_NAMES = {"height": N_("surveyed height"), "levels": N_("floor count"), "default": N_("default height"),
                        "bim": N_("BIM model"), "mesh": N_("mesh model")}
-SOURCE_NAMES = {"ai": N_("camera AI"), "open311": N_("Open311 app"), "intake": N_("hotline intake"),
-                "worker": N_("grid worker"), "citizen": N_("citizen")}
+AUDIT_ACTION_NAMES = {"signin": N_("signed in"), "signin.failed": N_("sign-in refused"),
+                      "session.open": N_("opened the app"), "session.refused": N_("session refused"),
+                      "user.add": N_("added a user"), "user.disable": N_("disabled a user"),
+                      "user.passwd": N_("changed a password"), "residents.view": N_("viewed residents"),
+                      "residents.export": N_("exported residents"), "resident.unmask": N_("unmasked a resident"),
+                      "case.intake": N_("took in cases"), "case.transition": N_("moved a case"),
+                      "grid.save": N_("saved grids"), "grid.restore": N_("restored a grid version"),
+                      "grid.import": N_("imported grids"), "grids.export": N_("exported grids"),
+                      "key.add": N_("added an API key"), "key.revoke": N_("revoked an API key")}
+SOURCE_NAMES = {"ai": N_("camera AI"), "open311": N_("Open311 app"), "intake": N_("intake"),
+                "hotline": N_("hotline"), "patrol": N_("patrol"), "citizen": N_("citizen")}
 
 
 def _named(names: dict[str, str], code: object) -> str:
@@ -146,6 +164,10 @@ def use_name(code: str) -> str:
 
 def source_name(code: str) -> str:
     return _named(SOURCE_NAMES, code)
+
+
+def audit_action_name(code: str) -> str:
+    return _named(AUDIT_ACTION_NAMES, code)
 
 
 def camera_status_name(code: str) -> str:
