@@ -109,16 +109,7 @@ USE_NAMES = {"residential": N_("residential"), "commercial": N_("commercial"), "
              "public": N_("public"), "school": N_("school"), "hospital": N_("hospital"), "market": N_("market"),
              "industrial": N_("industrial")}
 CAMERA_STATUS_NAMES = {"online": N_("online"), "offline": N_("offline"), "fault": N_("fault")}
-HEIGHT_AUDIT_ACTION_NAMES = {"signin": N_("signed in"), "signin.failed": N_("sign-in refused"),
-                      "session.open": N_("opened the app"), "session.refused": N_("session refused"),
-                      "user.add": N_("added a user"), "user.disable": N_("disabled a user"),
-                      "user.passwd": N_("changed a password"), "residents.view": N_("viewed residents"),
-                      "residents.export": N_("exported residents"), "resident.unmask": N_("unmasked a resident"),
-                      "case.intake": N_("took in cases"), "case.transition": N_("moved a case"),
-                      "grid.save": N_("saved grids"), "grid.restore": N_("restored a grid version"),
-                      "grid.import": N_("imported grids"), "grids.export": N_("exported grids"),
-                      "key.add": N_("added an API key"), "key.revoke": N_("revoked an API key")}
-SOURCE_NAMES = {"height": N_("surveyed height"), "levels": N_("floor count"), "default": N_("default height"),
+HEIGHT_SOURCE_NAMES = {"height": N_("surveyed height"), "levels": N_("floor count"), "default": N_("default height"),
                        "bim": N_("BIM model"), "mesh": N_("mesh model")}
 AUDIT_ACTION_NAMES = {"signin": N_("signed in"), "signin.failed": N_("sign-in refused"),
                       "session.open": N_("opened the app"), "session.refused": N_("session refused"),
