@@ -14,7 +14,8 @@ from scenes.theme import CSS
 from twin.access.policy import Gate
 
 PAGE = 100
-DETAIL_KEYS = {"from": N_("from status"), "to": N_("to status"), "note": N_("note"), "role": N_("role"), "grids": N_("grids"),
+DETAIL_KEYS = {"from": N_("from status"), "to": N_("to status"), "note": N_("note"), "role": N_("role"),
+               "grids": N_("grids"),
                "lang": N_("language"), "reason": N_("reason"), "page": N_("page"), "rows": N_("rows"),
                "cases": N_("cases"), "change_id": N_("change"), "parent_id": N_("parent"), "level": N_("level")}
 
