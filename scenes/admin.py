@@ -19,6 +19,11 @@ DETAIL_KEYS = {"from": N_("from status"), "to": N_("to status"), "note": N_("not
                "lang": N_("language"), "reason": N_("reason"), "page": N_("page"), "rows": N_("rows"),
                "cases": N_("cases"), "change_id": N_("change"), "parent_id": N_("parent"), "level": N_("level")}
 
+# Why a sign-in was refused, as twin.access.access.check_credentials and scenes.auth.SignIns record it.
+REFUSAL_NAMES = {"wrong name or password": N_("wrong name or password"), "disabled": N_("disabled"),
+                 "too many attempts (more in this minute are refused unrecorded)":
+                 N_("too many attempts (more in this minute are refused unrecorded)")}
+
 
 def detail_text(detail: object) -> str:
     """An audit row's detail (JSON) as ``name: value`` pairs in the session's language; statuses and roles named."""
@@ -33,6 +38,7 @@ def detail_text(detail: object) -> str:
         if value in (None, [], ""):
             continue
         shown = (status_name(value) if key in ("from", "to") else role_name(value) if key == "role"
+                 else _(REFUSAL_NAMES[value]) if key == "reason" and value in REFUSAL_NAMES
                  else ", ".join(map(str, value)) if isinstance(value, list) else str(value))
         pairs.append(f"{_(DETAIL_KEYS[key]) if key in DETAIL_KEYS else key}: {shown}")
     return " · ".join(pairs)

@@ -209,7 +209,7 @@ class Inspector(pn.viewable.Viewer):
             _("{grid} (first in {reported_grid})").format(grid=card["grid_id"], reported_grid=card["reported_grid_id"])
         facts = [(_("category"), f"{case_kind_name(card['category'])} · {case_kind_name(card['subcategory'])}"),
                  (_("status"), status_name(card["status"])), (_("source"), source_name(card["source"])),
-                 (_("time reported"), format_time(card["reported_at"])), (_("due"), format_time(card["due_at"])),
+                 (_("Reported at"), format_time(card["reported_at"])), (_("due"), format_time(card["due_at"])),
                  (_("where"), card["address"]), (_("building"), card["building_id"]),
                  (_("grid"), grid), (_("camera"), card["camera_id"]),
                  (_("detections"), card["detections"] or None), (_("what"), card["description"])]

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 
 import geopandas as gpd
 import numpy as np
-from bokeh.models import ColumnDataSource, HoverTool, PolyDrawTool, PolyEditTool, TapTool
+from bokeh.models import (ColumnDataSource, HoverTool, PanTool, PolyDrawTool, PolyEditTool, ResetTool, TapTool,
+                          WheelZoomTool)
 from bokeh.plotting import figure
 
 from scenes.i18n import _
@@ -70,6 +71,9 @@ class PlanPlot:
                      x_axis_label=_("easting from the district origin (m)"),
                      y_axis_label=_("northing from the district origin (m)"), name="twin-plan")
         fig.grid.visible = False
+        names = {PanTool: _("Pan"), WheelZoomTool: _("Wheel zoom"), ResetTool: _("Reset")}  # Bokeh's own are English
+        for tool in fig.tools:
+            tool.description = names.get(type(tool), tool.description)
         for axis in (fig.xaxis, fig.yaxis):
             axis.axis_label_text_color = axis.major_label_text_color = MUTED
         fig.patches("xs", "ys", source=self.footprint_source, fill_color="#52627a", fill_alpha=0.8, line_color=None)
