@@ -19,7 +19,7 @@ $(BIN)/twin: pyproject.toml
 # The UI's compiled catalogues are built here from the committed .po files, never committed themselves.
 CATALOGUES := $(patsubst %.po,%.mo,$(wildcard scenes/locale/*/LC_MESSAGES/twin.po))
 
-scenes/locale/%/LC_MESSAGES/twin.mo: scenes/locale/%/LC_MESSAGES/twin.po | $(BIN)/pybabel
+scenes/locale/%/LC_MESSAGES/twin.mo: scenes/locale/%/LC_MESSAGES/twin.po
 	$(BIN)/pybabel compile -l $* -i $< -o $@
 
 catalogues: $(CATALOGUES)
@@ -69,4 +69,4 @@ bench-table: $(BIN)/twin
 	$(BIN)/python bench/readme_table.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DB) $(DEMO_DB).wal $(DEMO_USERS)
+	rm -rf $(VENV) $(DEMO_DB) $(DEMO_DB).wal $(DEMO_USERS) $(CATALOGUES)

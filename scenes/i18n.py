@@ -21,7 +21,7 @@ import gettext
 import json
 import weakref
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 import panel as pn
@@ -129,44 +129,17 @@ def _named(names: dict[str, str], code: object) -> str:
     return _(names[code]) if code in names else str(code)
 
 
-def status_name(code: str) -> str:
-    return _named(STATUS_NAMES, code)
-
-
-def role_name(code: str) -> str:
-    return _named(ROLE_NAMES, code)
-
-
-def level_name(code: str) -> str:
-    return _named(LEVEL_NAMES, code)
-
-
-def tag_name(code: str) -> str:
-    return _named(TAG_NAMES, code)
-
-
-def gender_name(code: str) -> str:
-    return _named(GENDER_NAMES, code)
-
-
-def use_name(code: str) -> str:
-    return _named(USE_NAMES, code)
-
-
-def source_name(code: str) -> str:
-    return _named(SOURCE_NAMES, code)
-
-
-def audit_action_name(code: str) -> str:
-    return _named(AUDIT_ACTION_NAMES, code)
-
-
-def camera_status_name(code: str) -> str:
-    return _named(CAMERA_STATUS_NAMES, code)
-
-
-def height_source_name(code: str) -> str:
-    return _named(HEIGHT_SOURCE_NAMES, code)
+# Each takes a code and gives its name in the session's language.
+status_name = partial(_named, STATUS_NAMES)
+role_name = partial(_named, ROLE_NAMES)
+level_name = partial(_named, LEVEL_NAMES)
+tag_name = partial(_named, TAG_NAMES)
+gender_name = partial(_named, GENDER_NAMES)
+use_name = partial(_named, USE_NAMES)
+source_name = partial(_named, SOURCE_NAMES)
+audit_action_name = partial(_named, AUDIT_ACTION_NAMES)
+camera_status_name = partial(_named, CAMERA_STATUS_NAMES)
+height_source_name = partial(_named, HEIGHT_SOURCE_NAMES)
 
 
 @cache
