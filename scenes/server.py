@@ -21,7 +21,7 @@ import panel as pn
 from tornado.web import RequestHandler
 
 from scenes.auth import Remembered, SignIns, StoreAuthProvider, session_principal
-from scenes.i18n import choose_lang, use
+from scenes.i18n import choose_lang, translations, use
 from scenes.screens import DistrictApp, SignedOut
 from scenes.theme import PAGE_CSS
 from scenes.shared import SharedDistrict
@@ -196,6 +196,8 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     commands (``twin keys``, ``users``, ``grids import``) that reach the server's writer through
     the store's control socket (:mod:`twin.store.control`) while it runs.
     """
+    for lang in LANGS:  # refuse to start without the compiled catalogues, rather than speak English silently
+        translations(lang)
     store = Store(db)
     if not store.count("users"):
         log.warning("%s has no users: nobody can sign in. Add one with `twin users add NAME --role admin`.", db)
