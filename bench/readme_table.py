@@ -143,8 +143,16 @@ ROWS = (
         lambda f: f"{ms(f('click_to_inspector_ms.median_ms'))} median, p95 {ms(f('click_to_inspector_ms.p95_ms'))}, "
                   f"first {ms(f('click_to_inspector_ms.first_ms'))}, worst {ms(f('click_to_inspector_ms.max_ms'))}, "
                   f"{count(f('click_to_inspector_ms.failures'))} failed of {count(f('click_to_inspector_ms.samples'))}"),
-    Row("click to inspector filled while another session saves a grid edit (p95)", "concurrency",
-        lambda f: ms(f("click_to_inspector_ms.p95_ms"))),
+    Row("click to inspector filled while another session saves grid edits (an operator; the planner's saves "
+        "through the real screen)", "concurrency",
+        lambda f: f"p95 {ms(f('click_to_inspector_ms.while_saving.p95_ms'))}, "
+                  f"median {ms(f('click_to_inspector_ms.while_saving.p50_ms'))}, "
+                  f"worst {ms(f('click_to_inspector_ms.while_saving.worst_ms'))}, "
+                  f"{count(f('click_to_inspector_ms.while_saving.failures'))} failed of "
+                  f"{count(f('click_to_inspector_ms.while_saving.clicks'))}; "
+                  f"{count(f('grid_saves.during_loaded_clicks'))} saves meanwhile",
+        lambda f: f"no saves, same run: p95 {ms(f('click_to_inspector_ms.no_saves.p95_ms'))}, "
+                  f"median {ms(f('click_to_inspector_ms.no_saves.p50_ms'))}"),
     Row("live intake capacity: the highest offered rate with p99 ≤ 200 ms and nothing lost "
         "(Open311 over loopback, a browser open)", "feed",
         lambda f: f"{_knee(f)} ({f('connections')} connections); {_beyond_knee(f)}; {count(f('lost'))} lost, "
