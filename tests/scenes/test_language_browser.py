@@ -94,7 +94,7 @@ def opened(site, role: str, lang: str):
 
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
-def test_the_login_page_speaks_the_language(site, lang):
+def test_the_login_and_logout_pages_speak_the_language(site, lang):
     page = site["browser"].new_page()
     page.goto(site["url"].rsplit("/", 1)[0] + "/login" + ("?lang=en" if lang == "en" else ""))
     page.fill("#username", "nobody")
@@ -103,6 +103,9 @@ def test_the_login_page_speaks_the_language(site, lang):
     expect(page.locator("#error-message")).to_have_text(translations(lang).gettext(
         "wrong user name or password, or the user is disabled."))
     check(read(page, site), lang=lang, screen="login")
+    page.goto(site["url"].rsplit("/", 1)[0] + "/logout" + ("?lang=en" if lang == "en" else ""))
+    expect(page.get_by_text(translations(lang).gettext("You are signed out."))).to_be_visible()
+    check(read(page, site), lang=lang, screen="logout")
     page.close()
 
 
