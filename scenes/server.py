@@ -257,8 +257,11 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
             writer.audit(actor=pn.state.user or "?", action="session.refused", source=None)
             return SignedOut()
         con = sessions.cursor()
-        if asked.get("set_lang") in LANGS:  # the header's switch: kept as the user's preference
-            writer.command(partial(_keep_lang, username=principal.username, lang=asked["set_lang"])).result(timeout=10)
+        if asked.get("set_lang") in LANGS:  # the header's switch: kept as the user's preference (not awaited:
+            # this page speaks it already, and the event loop does not wait on the writer)
+            kept = writer.command(partial(_keep_lang, username=principal.username, lang=asked["set_lang"]))
+            kept.add_done_callback(lambda f: f.exception() and log.error("keeping %s's language failed: %s",
+                                                                         principal.username, f.exception()))
         use(choose_lang(asked.get("set_lang") or asked.get("lang"), user_lang(con, principal.username)))
         writer.audit(actor=principal.username, action="session.open", source=principal.source)
         return DistrictApp(con, shared, principal=principal)
