@@ -29,6 +29,7 @@ import pandas as pd
 from twin.errors import InputError, check_choice
 
 ROLES = ("leader", "operator", "planner", "admin")
+PUBLIC_ROLE = "public"  # anyone without a key or a sign-in (Open311 reads): a principal's role, never a user's
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 10
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}  # about 50 ms a check here: slow for a guesser, fine for a sign-in
@@ -51,7 +52,7 @@ class Principal:
     source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        check_choice("role", self.role, ROLES)
+        check_choice("role", self.role, (*ROLES, PUBLIC_ROLE))
         object.__setattr__(self, "grids", tuple(self.grids))
 
 

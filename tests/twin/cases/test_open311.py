@@ -34,7 +34,7 @@ def test_services_list_every_subcategory_in_json_and_xml():
     assert len(listed) == len(load_taxonomy()["subcategories"])
     assert {"service_code", "service_name", "description", "metadata", "type", "keywords", "group"} <= set(listed[0])
     xml = ElementTree.fromstring(to_xml(listed, root="services", item="service").split("?>", 1)[1])
-    assert len(xml.findall("service")) == len(listed) and xml.find("service/metadata").text == "false"
+    assert len(xml.findall("service")) == len(listed) and xml.find("service/metadata").text == "true"
 
 
 def test_a_request_becomes_a_case_and_reads_back(demo_copy):
