@@ -260,7 +260,7 @@ def intake_routes(store: Store, writer: IntakeWriter, *, cursors: Cursors | None
             "public": RateLimiter(rate_per_s=public_rate, burst=2 * public_rate) if public_rate else None}
     return [(r"/open311/discovery\.(json|xml)", DiscoveryHandler, args),
             (r"/open311/v2/services\.(json|xml)", ServicesHandler, args),
-            (r"/open311/v2/services/([^/.]+)\.(json|xml)", ServiceHandler, args),
+            (r"/open311/v2/services/([^/]+)\.(json|xml)", ServiceHandler, args),
             (r"/open311/v2/requests\.(json|xml)", RequestsHandler, args),
             (r"/open311/v2/requests/([^/.]+)\.(json|xml)", RequestHandler, args),
             (r"/api/detections", DetectionsHandler, args)]

@@ -280,13 +280,18 @@ def describe(rows: pd.DataFrame, *, district_crs: str, zone, view: str = "full")
     lonlat = transform_xy(rows[["x", "y"]].to_numpy(dtype=float), district_crs, "EPSG:4326")
     records = [{"service_request_id": r.case_id, "status": "open" if r.status in OPEN_STATUSES else "closed",
                 "status_notes": r.status, "service_name": names.get(r.subcategory, r.subcategory),
-                "service_code": r.subcategory, "description": mask_text(r.description),
-                "agency_responsible": r.grid_id, "address": r.address,
+                "service_code": r.subcategory, "description": mask_text(_text(r.description)),
+                "agency_responsible": _text(r.grid_id), "address": _text(r.address),
                 "requested_datetime": with_offset(r.reported_at, zone),
                 "updated_datetime": with_offset(r.updated_at, zone), "expected_datetime": with_offset(r.due_at, zone),
-                "lat": round(float(lat), 7), "long": round(float(lon), 7), "media_url": getattr(r, "media_url", None)}
+                "lat": round(float(lat), 7), "long": round(float(lon), 7), "media_url": _text(getattr(r, "media_url", None))}
                for r, (lon, lat) in zip(rows.itertuples(), lonlat)]
     return [public_record(r) for r in records] if view == "public" else records
+
+
+def _text(value: object) -> str | None:
+    """A text column's value, None for SQL NULL (which a frame holds as NaN, and JSON cannot carry)."""
+    return value if isinstance(value, str) else None
 
 
 def public_record(record: dict) -> dict:
