@@ -18,6 +18,7 @@ import logging
 import secrets
 import signal
 from functools import partial
+from zoneinfo import ZoneInfo
 
 import panel as pn
 from tornado.web import RequestHandler
@@ -32,6 +33,7 @@ from twin.cases.detections import DEDUPE_WINDOW_S, DetectionError, parse_detecti
 from twin.cases.live import CaseFeed, IntakeWriter
 from twin.cases.open311 import (Open311Error, decode_form, discovery, find_requests, service_definition, services,
                                 to_xml)
+from twin.store.clock import store_timezone
 from twin.store.control import Command, ControlChannel
 from twin.store.store import Store
 
@@ -58,7 +60,8 @@ class _Intake(RequestHandler):
     """Common ground of the intake routes: the store, its writer and the API key check."""
 
     def initialize(self, store: Store, writer: IntakeWriter, clients: Remembered, off_loop: OffLoop,
-                   refusals: Refusals, crs: str, limiter: RateLimiter, public: RateLimiter | None) -> None:
+                   refusals: Refusals, crs: str, limiter: RateLimiter, public: RateLimiter | None,
+                   zone: ZoneInfo) -> None:
         self.store = store
         self.crs = crs
         self.writer = writer
@@ -66,6 +69,7 @@ class _Intake(RequestHandler):
         self.off_loop = off_loop
         self.refusals = refusals
         self.limiter = limiter
+        self.zone = zone  # of the store's timestamps (detections' times are read into it)
         self.public = public  # keyless reading's limiter per address; None when public reading is off
 
     def over_limit(self, client: str) -> str | None:
@@ -235,7 +239,7 @@ class DetectionsHandler(_Intake):
         if refusal:
             return self.refuse(429, "api_key", refusal)
         try:
-            answer = await self.writer.take_detection(parse_detection(body), client=client,
+            answer = await self.writer.take_detection(parse_detection(body, zone=self.zone), client=client,
                                                      loop=asyncio.get_running_loop())
         except DetectionError as exc:
             return self.refuse(400, exc.field, str(exc))
@@ -257,7 +261,8 @@ def intake_routes(store: Store, writer: IntakeWriter, *, cursors: Cursors | None
     args = {"store": store, "writer": writer, "clients": clients_of(cursors), "off_loop": OffLoop(cursors, writer),
             "refusals": refusals if refusals is not None else Refusals(), "crs": store.district.crs,
             "limiter": RateLimiter(rate_per_s=intake_rate, burst=2 * intake_rate),
-            "public": RateLimiter(rate_per_s=public_rate, burst=2 * public_rate) if public_rate else None}
+            "public": RateLimiter(rate_per_s=public_rate, burst=2 * public_rate) if public_rate else None,
+            "zone": store_timezone(cursors())}
     return [(r"/open311/discovery\.(json|xml)", DiscoveryHandler, args),
             (r"/open311/v2/services\.(json|xml)", ServicesHandler, args),
             (r"/open311/v2/services/([^/]+)\.(json|xml)", ServiceHandler, args),
