@@ -58,7 +58,8 @@ def parse_detection(body: object, *, now: pd.Timestamp | None = None,
     -------
     dict
         ``camera_id``, ``category``, ``confidence`` (0-1), ``detected_at`` (naive, in the store's
-        ``zone``: :func:`twin.store.clock.store_timezone`; a time sent without an offset is taken as in it), ``snapshot_url`` (or None), ``bbox`` (``[x, y, w, h]`` in image pixels, or None).
+        ``zone``: :func:`twin.store.clock.store_timezone`; a time sent without an offset is taken as in it),
+        ``snapshot_url`` (or None), ``bbox`` (``[x, y, w, h]`` in image pixels, or None).
     """
     if not isinstance(body, dict):
         raise DetectionError("body", f"expected a JSON object, found {type(body).__name__}.")

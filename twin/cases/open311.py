@@ -284,7 +284,8 @@ def describe(rows: pd.DataFrame, *, district_crs: str, zone, view: str = "full")
                 "agency_responsible": _text(r.grid_id), "address": _text(r.address),
                 "requested_datetime": with_offset(r.reported_at, zone),
                 "updated_datetime": with_offset(r.updated_at, zone), "expected_datetime": with_offset(r.due_at, zone),
-                "lat": round(float(lat), 7), "long": round(float(lon), 7), "media_url": _text(getattr(r, "media_url", None))}
+                "lat": round(float(lat), 7), "long": round(float(lon), 7),
+                "media_url": _text(getattr(r, "media_url", None))}
                for r, (lon, lat) in zip(rows.itertuples(), lonlat)]
     return [public_record(r) for r in records] if view == "public" else records
 
