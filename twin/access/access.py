@@ -27,6 +27,7 @@ import duckdb
 import pandas as pd
 
 from twin.errors import InputError, check_choice
+from twin.store.clock import store_now
 
 ROLES = ("leader", "operator", "planner", "admin")
 PUBLIC_ROLE = "public"  # anyone without a key or a sign-in (Open311 reads): a principal's role, never a user's
@@ -98,7 +99,7 @@ def add_user(con: duckdb.DuckDBPyConnection, username: str, password: str, *, ro
     if role == "operator" and not grids:
         raise InputError("an operator is bound to grids: give --grids G1,G2 (their residents and cases only).")
     con.execute("INSERT INTO users VALUES (?, ?, ?, ?, false, ?)",
-                [username, hash_password(password), role, grids, pd.Timestamp.now().floor("s")])
+                [username, hash_password(password), role, grids, store_now(con)])
     audit(con, actor=actor, action="user.add", target=username, detail={"role": role, "grids": grids})
     return {"username": username, "role": role, "grids": grids}
 
@@ -171,7 +172,7 @@ def audit(con: duckdb.DuckDBPyConnection, *, actor: str, action: str, target: st
     """Append one row to the audit trail (inside the caller's transaction); returns its number."""
     last = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-    at = pd.Timestamp.now().floor("us")
+    at = store_now(con, unit="us")
     text = json.dumps(detail, ensure_ascii=False, sort_keys=True) if isinstance(detail, dict) else detail
     digest = _row_hash(prev, seq, at.isoformat(), actor, action, target, text, source)
     con.execute('INSERT INTO audit (seq, "at", actor, action, target, detail, source, prev_hash, hash) '

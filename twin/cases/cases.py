@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import shapely
 
-from twin.store.clock import now_in, store_timezone
+from twin.store.clock import store_now
 from twin.errors import InputError
 from twin.grids.grids import locate
 
@@ -72,7 +72,7 @@ def record_transition(con: duckdb.DuckDBPyConnection, case_id: str, to_status: s
     if not actor:
         raise InputError(f"case {case_id}: a transition needs the actor who makes it")
     check_transition(row[0], to_status)
-    at = pd.Timestamp(at) if at is not None else pd.Timestamp.now().floor("s")
+    at = pd.Timestamp(at) if at is not None else store_now(con)
     con.execute("UPDATE cases SET status = ?, updated_at = ? WHERE case_id = ?", [to_status, at, case_id])
     con.execute('INSERT INTO case_events (case_id, "at", from_status, to_status, actor, note) VALUES (?, ?, ?, ?, ?, ?)',
                 [case_id, at, row[0], to_status, actor, note])
@@ -255,7 +255,7 @@ def create_case(con: duckdb.DuckDBPyConnection, *, subcategory_code: str, source
     """
     subcategory(subcategory_code)  # an unknown code is refused before anything else
     where = matcher.match(x, y) if matcher is not None else match_location(con, x, y)
-    at = pd.Timestamp(details.pop("reported_at", None) or now_in(store_timezone(con)))
+    at = pd.Timestamp(details.pop("reported_at", None) or store_now(con))
     case_id = (numbers or CaseNumbers()).next(con, at, prefix)
     case = new_case(subcategory_code=subcategory_code, source=source, x=x, y=y, where=where, case_id=case_id,
                     reported_at=at, **details)

@@ -41,6 +41,11 @@ def to_store_time(stamp: pd.Timestamp, zone: ZoneInfo) -> pd.Timestamp:
     return stamp.tz_convert(zone).tz_localize(None) if stamp.tzinfo else stamp
 
 
-def now_in(zone: ZoneInfo) -> pd.Timestamp:
-    """The wall clock in ``zone``, naive, to the second (a new case's time)."""
-    return pd.Timestamp.now(tz=zone).tz_localize(None).floor("s")
+def now_in(zone: ZoneInfo, *, unit: str = "s") -> pd.Timestamp:
+    """The wall clock in ``zone``, naive, floored to ``unit`` (a new case's time)."""
+    return pd.Timestamp.now(tz=zone).tz_localize(None).floor(unit)
+
+
+def store_now(con: duckdb.DuckDBPyConnection, *, unit: str = "s") -> pd.Timestamp:
+    """The wall clock as the store keeps times: naive, in its zone (:func:`store_timezone`)."""
+    return now_in(store_timezone(con), unit=unit)
