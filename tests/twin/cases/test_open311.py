@@ -93,13 +93,16 @@ def test_filters_are_checked(demo_copy):
 # -- the public view, fuzzed -------------------------------------------------------------------------------
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
+from bench.fuzzing.harness import texts  # noqa: E402
 from twin.access.policy import public_principal  # noqa: E402
+from twin.cases.open311 import NAMES_IN_TEXT  # noqa: E402
 
 phones = st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True)
 id_numbers = st.from_regex(r"[1-6][0-9]{16}[0-9X]", fullmatch=True)
 house_numbers = st.one_of(st.from_regex(r"[1-9][0-9]{0,3}(号|号楼|栋|单元|室)", fullmatch=True),
                           st.from_regex(r"[一二三四五六七八九十]{1,3}(号|号楼|栋|单元)", fullmatch=True))
-fillers = st.text(st.sampled_from("路边有垃圾占道经营请处理 ,.;:-()abcXYZ"), max_size=12)
+# Free text around them: words of the trade, and the fuzz harness's texts (injections, any script's characters).
+fillers = st.one_of(st.text(st.sampled_from("路边有垃圾占道经营请处理 ,.;:-()abcXYZ"), max_size=12), texts(max_size=12))
 
 
 @st.composite
@@ -123,7 +126,7 @@ def public_store(small_demo, tmp_path_factory):
         yield store.con, case_id
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(description=descriptions(), house=house_numbers, named=st.booleans())
 def test_the_public_view_never_holds_an_id_a_phone_or_a_house_number(public_store, description, house, named):
     con, case_id = public_store
@@ -136,9 +139,9 @@ def test_the_public_view_never_holds_an_id_a_phone_or_a_house_number(public_stor
     if named:
         assert record["description"] is None, "a description naming someone is not public"
     else:
-        assert record["description"] is not None
+        assert record["description"] is not None or NAMES_IN_TEXT.search(text), "only a named one is left out"
         for secret in planted:
-            assert secret not in record["description"], f"{secret} is in the public view"
+            assert secret not in (record["description"] or ""), f"{secret} is in the public view"
     assert record["media_url"] is None
     assert record["lat"] == round(record["lat"], 4) and record["long"] == round(record["long"], 4)
     (full,) = find_requests(reader(con), {"service_request_id": case_id}, district_crs="EPSG:4547")
