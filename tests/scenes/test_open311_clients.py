@@ -69,6 +69,10 @@ def test_a_georeport_client_reads_services_definitions_and_requests(district):
         assert status == 201, body
         posted = json.loads(body)[0]["service_request_id"]
         assert call(f"{base}/requests.json", {**form, "attribute[place]": "roof"})[0] == 400
+        status, body = call(f"{base}/requests.xml", form)
+        assert status == 201 and "<service_requests><request><service_request_id>" in body, "XML for every method"
+        status, body = call(f"{base}/requests.xml", {**form, "attribute[place]": "roof"})
+        assert status == 400 and "<errors><error><code>400</code>" in body
         public = client.get_service_requests()
         assert posted in {r["service_request_id"] for r in public}
         for record in public:
