@@ -38,7 +38,7 @@ def test_a_new_store_has_the_contract_tables_and_indexes(tmp_path):
             assert wanted <= found[table], (table, wanted - found[table])
         types = {(t, c): d for t, c, d in columns}
         assert all(types[key] == "GEOMETRY" for key in GEOMETRY)
-        assert store.meta()["schema_version"] == str(SCHEMA_VERSION)
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION) and store.meta()["timezone"] == "Asia/Shanghai"
         indexes = {r[0] for r in store.con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()}
         assert {"residents_building", "cases_building", "buildings_grid", "grids_parent"} <= indexes
         assert "grids_boundary" not in indexes  # DuckDB's R-tree breaks on UPDATE (twin/store/schema.py)
@@ -115,7 +115,8 @@ def test_an_older_store_is_upgraded_when_opened_for_writing(tmp_path):
     with Store(path) as store:
         assert store.meta()["schema_version"] == str(SCHEMA_VERSION)
         assert store.count("elements") == 0
-        assert "media_url" in store.con.execute("SELECT * FROM cases LIMIT 0").df().columns
+        assert {"media_url", "attributes"} <= set(store.con.execute("SELECT * FROM cases LIMIT 0").df().columns)
+        assert store.meta()["timezone"] == "Asia/Shanghai", "an old store's times are the demo district's local ones"
     Store(path, read_only=True).close()
 
 
