@@ -74,10 +74,12 @@ def test_a_failed_command_rolls_back_and_removes_a_store_it_created(tmp_path):
 
 
 def _schema_1_store(path):
-    """A store that looks like schema 1: no elements table, no cases.media_url, one case."""
+    """A store that looks like schema 1: no elements table, no cases.media_url or attributes, no zone, one case."""
     with Store(path, create=True) as store:
         drop_indexes(store.con)
         store.con.execute("ALTER TABLE cases DROP COLUMN media_url")
+        store.con.execute("ALTER TABLE cases DROP COLUMN attributes")
+        store.con.execute("DELETE FROM meta WHERE key = 'timezone'")
         create_indexes(store.con)
         store.con.execute("DROP TABLE elements")
         store.con.execute("INSERT INTO cases (case_id, category, subcategory, source, status, location, reported_at, "
