@@ -259,7 +259,8 @@ def _cmd_serve(args: argparse.Namespace) -> dict:
         oauth = {"provider": args.oauth_provider, "key": args.oauth_key, "secret": secret,
                  "redirect_uri": args.oauth_redirect_uri}
     serve(args.db, port=args.port, address=args.address, origins=origins, dedupe_window_s=args.dedupe_window,
-          intake_rate=args.intake_rate, oauth=oauth, commands=writing_commands())
+          intake_rate=args.intake_rate, oauth=oauth, commands=writing_commands(),
+          public_rate=args.open311_public_rate if args.open311_public == "on" else None)
     return {}
 
 
@@ -386,6 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--intake-rate", type=float, default=1000.0, metavar="N",
                        help="requests a second each intake client (API key) may send, in bursts of 2N; "
                             "more get HTTP 429 with Retry-After (default 1000)")
+    serve.add_argument("--open311-public", choices=("on", "off"), default="on",
+                       help="whether Open311 service requests may be read without an api_key, in their public view "
+                            "(no house numbers, places to about 10 m, descriptions with numbers masked); off: a 401")
+    serve.add_argument("--open311-public-rate", type=float, default=5.0, metavar="N",
+                       help="keyless Open311 reads a second each address may send, in bursts of 2N; more get "
+                            "HTTP 429 with Retry-After (default 5)")
     serve.add_argument("--oauth-provider", choices=("azure", "github", "gitlab", "google", "okta", "auth0", "generic"),
                        help="sign in through this OAuth provider (Panel's) instead of the store's passwords; "
                             "its user names must be users of the store")

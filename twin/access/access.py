@@ -27,9 +27,11 @@ import duckdb
 import pandas as pd
 
 from twin.errors import InputError, check_choice
+from twin.store.clock import store_now
 
 ROLES = ("leader", "operator", "planner", "admin")
 LANGS = ("zh", "en")  # the UI languages a user may choose; the first is the default
+PUBLIC_ROLE = "public"  # anyone without a key or a sign-in (Open311 reads): a principal's role, never a user's
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 10
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}  # about 50 ms a check here: slow for a guesser, fine for a sign-in
@@ -52,7 +54,7 @@ class Principal:
     source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        check_choice("role", self.role, ROLES)
+        check_choice("role", self.role, (*ROLES, PUBLIC_ROLE))
         object.__setattr__(self, "grids", tuple(self.grids))
 
 
@@ -101,7 +103,7 @@ def add_user(con: duckdb.DuckDBPyConnection, username: str, password: str, *, ro
         raise InputError("an operator is bound to grids: give --grids G1,G2 (their residents and cases only).")
     con.execute("INSERT INTO users (username, password_hash, role, grids, disabled, created_at, lang) "
                 "VALUES (?, ?, ?, ?, false, ?, ?)",
-                [username, hash_password(password), role, grids, pd.Timestamp.now().floor("s"), lang])
+                [username, hash_password(password), role, grids, store_now(con), lang])
     audit(con, actor=actor, action="user.add", target=username, detail={"role": role, "grids": grids, "lang": lang})
     return {"username": username, "role": role, "grids": grids, "lang": lang}
 
@@ -187,7 +189,7 @@ def audit(con: duckdb.DuckDBPyConnection, *, actor: str, action: str, target: st
     """Append one row to the audit trail (inside the caller's transaction); returns its number."""
     last = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-    at = pd.Timestamp.now().floor("us")
+    at = store_now(con, unit="us")
     text = json.dumps(detail, ensure_ascii=False, sort_keys=True) if isinstance(detail, dict) else detail
     digest = _row_hash(prev, seq, at.isoformat(), actor, action, target, text, source)
     con.execute('INSERT INTO audit (seq, "at", actor, action, target, detail, source, prev_hash, hash) '
