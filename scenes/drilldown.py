@@ -10,35 +10,38 @@ import pandas as pd
 import panel as pn
 import param
 
-from scenes.inspector import CATEGORY_NAMES, overdue_text
+from scenes.i18n import N_, _, camera_status_name, case_kind_name, format_number, format_time, status_name
+from scenes.inspector import overdue_text
 from scenes.table import SortableTable
 from scenes.theme import CSS
 from twin.access.policy import Gate
-from twin.cases.cases import OPEN_STATUSES
+from twin.cases.cases import OPEN_STATUSES, load_taxonomy
 from twin.errors import TwinError
 
-DRILL_TITLES = {"open": "Open cases", "overdue": "Overdue cases, longest overdue first",
-                "offline": "Cameras not online"}
+DRILL_TITLES = {"open": N_("Open cases"), "overdue": N_("Overdue cases, longest overdue first"),
+                "offline": N_("Cameras not online")}
 ANY = "any"
-
-
-def _when(at: object) -> str:
-    return str(at)[5:16] if at is not None and at == at else ""
+CATEGORIES = tuple(c["code"] for c in load_taxonomy()["categories"])
 
 
 def drill_rows(kind: str, found: pd.DataFrame, grid_names: dict[str, str]) -> tuple[list[list], list[list]]:
     """``(columns, rows)`` for :class:`SortableTable`: the first column is the case or camera id."""
+    def grid(grid_id: str | None) -> str:
+        return grid_names.get(grid_id, grid_id or "")
+
     if kind == "offline":
-        return ([["Camera", False], ["Name", False], ["Status", False], ["Grid", False]],
-                [[r.camera_id, r.name or "", r.status, grid_names.get(r.grid_id, r.grid_id or "")]
+        return ([[_("Camera"), False], [_("Name"), False], [_("Status"), False], [_("Grid"), False]],
+                [[r.camera_id, r.name or "", camera_status_name(r.status), grid(r.grid_id)]
                  for r in found.itertuples()])
     if kind == "overdue":
-        return ([["Case", False], ["Category", False], ["Grid", False], ["Due", False], ["Overdue by", False]],
-                [[r.case_id, CATEGORY_NAMES.get(r.category, r.category), grid_names.get(r.grid_id, r.grid_id or ""),
-                  _when(r.due_at), overdue_text(r.overdue_h)] for r in found.itertuples()])
-    return ([["Case", False], ["Category", False], ["Status", False], ["Grid", False], ["Reported", False]],
-            [[r.case_id, CATEGORY_NAMES.get(r.category, r.category), r.status.replace("_", " "),
-              grid_names.get(r.grid_id, r.grid_id or ""), _when(r.reported_at)] for r in found.itertuples()])
+        return ([[_("Case"), False], [_("Category"), False], [_("Grid"), False], [_("Due"), False],
+                 [_("Overdue by"), False]],
+                [[r.case_id, case_kind_name(r.category), grid(r.grid_id), format_time(r.due_at, short=True),
+                  overdue_text(r.overdue_h)] for r in found.itertuples()])
+    return ([[_("Case"), False], [_("Category"), False], [_("Status"), False], [_("Grid"), False],
+             [_("Reported at"), False]],
+            [[r.case_id, case_kind_name(r.category), status_name(r.status), grid(r.grid_id),
+              format_time(r.reported_at, short=True)] for r in found.itertuples()])
 
 
 class DrillDown(pn.viewable.Viewer):
@@ -63,15 +66,18 @@ class DrillDown(pn.viewable.Viewer):
         self.title = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width")
         self.close = pn.widgets.Button(label="×", width=36, css_classes=["twin-drill-close"])
         self.close.on_click(lambda _e: setattr(self, "kind", None))
-        self.status = pn.widgets.Select(label="status", options=[ANY, *OPEN_STATUSES], width=110)
-        self.category = pn.widgets.Select(label="category", options={"any": ANY, **{v: k for k, v in
-                                                                                   CATEGORY_NAMES.items()}}, width=120)
-        self.grid = pn.widgets.Select(label="grid", options={ANY: ANY}, width=110)
+        every = _("all")
+        self.status = pn.widgets.Select(label=_("status"), width=110,
+                                        options={every: ANY, **{status_name(s): s for s in OPEN_STATUSES}})
+        self.category = pn.widgets.Select(label=_("category"), width=120,
+                                          options={every: ANY, **{case_kind_name(c): c for c in CATEGORIES}})
+        self.grid = pn.widgets.Select(label=_("grid"), options={every: ANY}, width=110)
         self._filling = False  # the grid filter's options are being replaced: no read for each change
         for w in (self.status, self.category, self.grid):
             w.param.watch(lambda _e: None if self._filling else self.refresh(), "value")
         self.filters = pn.Row(self.status, self.category, self.grid, sizing_mode="stretch_width")
-        self.table = SortableTable(sizing_mode="stretch_width", page_size=12, css_classes=["twin-drill-table"])
+        self.table = SortableTable(rows_word=_("rows"), sizing_mode="stretch_width", page_size=12,
+                                   css_classes=["twin-drill-table"])
         self.table.param.watch(self._clicked, "clicked")
         self._ids: list[str] = []
         self._panel = pn.Column(pn.Row(self.title, self.close, sizing_mode="stretch_width"), self.filters, self.table,
@@ -85,7 +91,7 @@ class DrillDown(pn.viewable.Viewer):
         self._grid_names = self._grids()
         self._filling = True
         try:  # names repeat across communities (第1网格), so each option names its grid's id too
-            self.grid.options = {ANY: ANY, **{f"{name} · {g}": g for g, name in self._grid_names.items()}}
+            self.grid.options = {_("all"): ANY, **{f"{name} · {g}": g for g, name in self._grid_names.items()}}
             self.grid.value = ANY
         finally:
             self._filling = False
@@ -123,9 +129,9 @@ class DrillDown(pn.viewable.Viewer):
             return
         columns, rows = drill_rows(kind, found, self._grid_names)
         self._ids = [r[0] for r in rows]
-        more = " (the first 500)" if len(rows) >= 500 else ""
-        self.title.object = (f"<div class='twin-title' style='font-size:16px'>{DRILL_TITLES[kind]}: "
-                             f"{len(rows):,}{more}</div>")
+        more = _(" (the first {count})").format(count=format_number(len(rows))) if len(rows) >= 500 else ""
+        self.title.object = (f"<div class='twin-title' style='font-size:16px'>{_(DRILL_TITLES[kind])}: "
+                             f"{format_number(len(rows))}{more}</div>")
         self.table.param.update(columns=columns, rows=rows)
 
     def _clicked(self, event: param.parameterized.Event) -> None:

@@ -10,13 +10,10 @@ import panel as pn
 import param
 from panel.custom import JSComponent
 
+from scenes.i18n import N_, _, format_number, status_name
 from scenes.table import SortableTable
 from scenes.theme import CSS, MUTED
 from twin.store.schema import GRID_LEVELS
-
-STATUS_LABELS = {"reported": "reported", "dispatched": "dispatched", "in_progress": "in progress",
-                 "resolved": "resolved", "reopened": "reopened"}
-
 
 def _figure_html(label: str, value: object, note: str = "") -> str:
     extra = f"<div style='color:{MUTED};font-size:12px'>{note}</div>" if note else ""
@@ -84,12 +81,14 @@ class KeyFigures(pn.viewable.Viewer):
     def _show(self) -> None:
         f = self.figures
         open_total = sum(f["open_cases"].values())
-        by_status = " · ".join(f"{STATUS_LABELS[s]} {n:,}" for s, n in f["open_cases"].items())
-        texts = [_figure_html("Buildings", f"{f['buildings']:,}"),
-                 _figure_html("Residents", f"{f['residents']:,}", f"{f['households']:,} households"),
-                 _figure_html("Open cases", f"{open_total:,}", by_status),
-                 _figure_html("Overdue cases", f"{f['overdue_cases']:,}"),
-                 _figure_html("Cameras online", f"{f['cameras_online']:,} / {f['cameras']:,}")]
+        by_status = " · ".join(f"{status_name(s)} {format_number(n)}" for s, n in f["open_cases"].items())
+        texts = [_figure_html(_("Buildings"), format_number(f["buildings"])),
+                 _figure_html(_("Residents"), format_number(f["residents"]),
+                              _("{households} households").format(households=format_number(f["households"]))),
+                 _figure_html(_("Open cases"), format_number(open_total), by_status),
+                 _figure_html(_("Overdue cases"), format_number(f["overdue_cases"])),
+                 _figure_html(_("Cameras online"),
+                              f"{format_number(f['cameras_online'])} / {format_number(f['cameras'])}")]
         for card, text in zip(self.cards, texts):
             if card.object != text:
                 card.object = text
@@ -98,9 +97,10 @@ class KeyFigures(pn.viewable.Viewer):
         return pn.Column(*self.cards, sizing_mode="stretch_width")
 
 
-GRID_TABLE_TITLES = {"grid_id": "Grid", "name": "Name", "buildings": "Buildings", "residents": "Residents",
-                     "households": "Households", "cameras": "Cameras", "camera_coverage": "Camera coverage %",
-                     "open_cases": "Open cases", "overdue_cases": "Overdue", "cases_per_1000": "Per 1,000"}
+GRID_TABLE_TITLES = {"grid_id": N_("Grid"), "name": N_("Name"), "buildings": N_("Buildings"),
+                     "residents": N_("Residents"), "households": N_("Households"), "cameras": N_("Cameras"),
+                     "camera_coverage": N_("Camera coverage %"), "open_cases": N_("Open cases"),
+                     "overdue_cases": N_("Overdue"), "cases_per_1000": N_("Per 1,000")}
 
 
 class GridTable(pn.viewable.Viewer):
@@ -119,7 +119,8 @@ class GridTable(pn.viewable.Viewer):
         super().__init__(**params)
         self._figures = figures
         self.value: pd.DataFrame | None = None
-        self.table = SortableTable(sizing_mode="stretch_width", min_height=300, css_classes=["twin-grid-table"])
+        self.table = SortableTable(rows_word=_("rows"), sizing_mode="stretch_width", min_height=300,
+                                   css_classes=["twin-grid-table"])
         self.table.param.watch(self._clicked, "clicked")
         self.refresh()
 
@@ -134,7 +135,8 @@ class GridTable(pn.viewable.Viewer):
         if current is None or list(table.columns) != list(current.columns) or not table["grid_id"].equals(
                 current["grid_id"]):
             self.table.param.update(
-                columns=[[GRID_TABLE_TITLES.get(c, c), bool(pd.api.types.is_numeric_dtype(table[c]))]
+                columns=[[_(GRID_TABLE_TITLES[c]) if c in GRID_TABLE_TITLES else c,
+                          bool(pd.api.types.is_numeric_dtype(table[c]))]
                          for c in table.columns],
                 rows=table.to_numpy(dtype=object).tolist())
             return

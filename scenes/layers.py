@@ -15,6 +15,7 @@ import shapely
 
 from scenes.colours import (CATEGORICAL, CLASSED, SEQUENTIAL, class_breaks, class_labels, classify,
                             neighbour_distinct_classes, sequential)
+from scenes.i18n import N_
 from twin.buildings import load_meshes
 from twin.cases.cases import CASE_STATUSES
 from twin.errors import check_choice
@@ -25,9 +26,9 @@ BUILDING_MAGIC = 0x31425754  # "TWB1"
 BUILDING_MEASURES = ("grid", "population", "height")
 GRID_MEASURES = ("open_cases", "overdue_cases", "cases_per_1000")
 COLOUR_MEASURES = ("grid", *GRID_MEASURES, "population", "height")
-MEASURE_TITLES = {"grid": "Micro-grid", "open_cases": "Open cases", "overdue_cases": "Overdue cases",
-                  "cases_per_1000": "Open cases per 1,000 residents", "population": "Residents",
-                  "height": "Height (m)"}
+MEASURE_TITLES = {"grid": N_("Micro-grid"), "open_cases": N_("Open cases"), "overdue_cases": N_("Overdue cases"),
+                  "cases_per_1000": N_("Open cases per 1,000 residents"), "population": N_("Residents"),
+                  "height": N_("Height (m)")}
 OUTSIDE_GRIDS = "#8fa3bf"  # buildings outside every grid
 
 
@@ -183,9 +184,9 @@ def building_colours(con: duckdb.DuckDBPyConnection, layer: BuildingLayer, *, me
         idx = np.array([classes.get(g, -1) for g in layer.grid_id], dtype=np.int64)
         palette = _hex_rgb(list(CATEGORICAL) + [OUTSIDE_GRIDS])
         rgb = palette[idx]  # -1 picks the last, grey: outside every grid
-        legend = {"title": "Micro-grid", "items": [[CATEGORICAL[0], "neighbouring micro-grids"],
-                                                   [CATEGORICAL[1], "differ in colour"],
-                                                   [OUTSIDE_GRIDS, "outside any grid"]]}
+        legend = {"title": MEASURE_TITLES["grid"], "items": [[CATEGORICAL[0], N_("neighbouring micro-grids")],
+                                                             [CATEGORICAL[1], N_("differ in colour")],
+                                                             [OUTSIDE_GRIDS, N_("outside any grid")]]}
         return rgb.tobytes(), legend
     values = _measure_values(con, layer, measure)
     idx, top = sequential(values)
@@ -230,8 +231,8 @@ def grid_measure_colours(layer: BuildingLayer, table: pd.DataFrame, tree: pd.Dat
     micro_class = {m: grid_class.get(g, -1) for m, g in zip(micro["grid_id"], micro[level])}
     idx = np.array([micro_class.get(g, -1) for g in layer.grid_id], dtype=np.int64)
     labels = class_labels(edges, integer=measure != "cases_per_1000")
-    legend = {"title": f"{MEASURE_TITLES[measure]} per {level}",
-              "items": [[CLASSED[k], text] for k, text in enumerate(labels)] + [[OUTSIDE_GRIDS, "outside any grid"]]}
+    legend = {"title": MEASURE_TITLES[measure], "level": level,
+              "items": [[CLASSED[k], text] for k, text in enumerate(labels)] + [[OUTSIDE_GRIDS, N_("outside any grid")]]}
     return palette[idx].tobytes(), legend
 
 

@@ -24,6 +24,8 @@ import shapely
 from scenes.admin import AdminScreen
 from scenes.drilldown import DrillDown
 from scenes.figures import GridTable, KeyFigures
+from scenes.i18n import (N_, _, case_kind_name, current_lang, level_name, role_name, status_name,
+                         translated_legend)
 from scenes.inspector import Inspector
 from scenes.layers import COLOUR_MEASURES, GRID_MEASURES, case_markers, case_update_records, grid_labels, grid_segments
 from scenes.planner import GridEditor, save_through_writer
@@ -40,14 +42,16 @@ from twin.store.schema import GRID_LEVELS
 
 log = logging.getLogger(__name__)
 SCREENS = ("Overview", "Planner", "Operator", "Admin")
+SCREEN_NAMES = {"Overview": N_("Overview"), "Planner": N_("Planner"), "Operator": N_("Operator"), "Admin": N_("Admin")}
 # The screens each role works on; the first is where it starts.
 ROLE_SCREENS = {"leader": ("Overview",), "operator": ("Operator", "Overview"), "planner": ("Planner", "Overview"),
                 "admin": ("Admin", "Overview")}
 TICKER_SIZE = 8
 LIVE_POLL_MS = 250  # how often a session looks for committed case changes
 T = TypeVar("T")
-MEASURE_LABELS = {"grid": "grid", "open_cases": "open cases", "overdue_cases": "overdue",
-                  "cases_per_1000": "per 1,000", "population": "population", "height": "height"}
+MEASURE_LABELS = {"grid": N_("grid"), "open_cases": N_("open cases"), "overdue_cases": N_("overdue"),
+                  "cases_per_1000": N_("per 1,000"), "population": N_("population"), "height": N_("height")}
+LANG_SWITCH = (("zh", "中文"), ("en", "English"))  # each named in its own language
 
 
 def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pd.DataFrame:
@@ -87,7 +91,7 @@ class DistrictApp(pn.viewable.Viewer):
         self.shared = shared
         self.layer = layer = shared.layer
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-        self.district_name = meta.get("district_name", "District")
+        self.district_name = meta.get("district_name") or _("District")
         self.figures = KeyFigures(shared.key_figures)
         self.grid_table = GridTable(shared.grid_table, level=self.level)
         self.inspector = Inspector(self.gate, writer=writer, off_loop=shared.off_loop)
@@ -107,22 +111,23 @@ class DistrictApp(pn.viewable.Viewer):
         self._figures_ready: tuple | None = None
         self._show_colours(shared.colours(self.colour_by, level=self.level))  # the first frame's, at once
         self._show_grids(*grid_boundaries(con, level=self.level))
-        self.search_box = pn.widgets.TextInput(placeholder="Search address, building or case id", width=320)
+        self.search_box = pn.widgets.TextInput(placeholder=_("Search address, building or case id"), width=320)
         self.search_box.param.watch(self._search, "enter_pressed")
         self.search_results = pn.widgets.Select(options={}, width=320, visible=False)
         self.search_results.param.watch(lambda e: self._go_to(e.new), "value")
         self.message = pn.pane.HTML("", stylesheets=[CSS])
-        self.show_cameras = pn.widgets.Checkbox(label="cameras", value=True, width=90)
+        self.show_cameras = pn.widgets.Checkbox(label=_("cameras"), value=True, width=90)
         self.show_cameras.link(self.view, value="show_cameras")
-        self.show_cases = pn.widgets.Checkbox(label="cases", value=True, width=80)
+        self.show_cases = pn.widgets.Checkbox(label=_("cases"), value=True, width=80)
         self.show_cases.link(self.view, value="show_cases")
-        self.ticker = CaseTicker(sizing_mode="stretch_width", height=44)
+        self.ticker = CaseTicker(title=_("LIVE CASES"), sizing_mode="stretch_width", height=44)
         self.ticker.param.watch(lambda e: self._go_to(f"case|{e.new['case_id']}"), "clicked")
         self._fill_ticker()
         self.toolbar = pn.Row(
             pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, color="primary", label="", width=520,
-                                                   options={label: m for m, label in MEASURE_LABELS.items()}),
-            pn.widgets.Select.from_param(self.param.level, label="", width=120),
+                                                   options={_(label): m for m, label in MEASURE_LABELS.items()}),
+            pn.widgets.Select.from_param(self.param.level, label="", width=120,
+                                         options={level_name(v): v for v in GRID_LEVELS}),
             self.show_cases, self.show_cameras, sizing_mode="stretch_width", height=44)
         self.centre = pn.Column(self.toolbar, self.view, sizing_mode="stretch_both")
         self.view.param.watch(self._picked, "pick")
@@ -246,7 +251,7 @@ class DistrictApp(pn.viewable.Viewer):
                         else None)
 
     def _show_colours(self, found: tuple[bytes, dict]) -> None:
-        self.view.param.update(colors=found[0], legend=found[1])
+        self.view.param.update(colors=found[0], legend=translated_legend(found[1]))
 
     @param.depends("level", watch=True)
     def _grids(self) -> None:
@@ -356,7 +361,7 @@ class DistrictApp(pn.viewable.Viewer):
         if isinstance(found, TwinError):
             self.message.object = f"<span class='twin-muted'>{html.escape(str(found))}</span>"
             return
-        self.message.object = "" if found else "<span class='twin-muted'>nothing found</span>"
+        self.message.object = "" if found else "<span class='twin-muted'>" + _("nothing found") + "</span>"
         options = {r["label"]: f"{r['kind']}|{r['id']}" for r in found}
         self.search_results.options = options
         self.search_results.visible = len(found) > 1
@@ -388,7 +393,8 @@ class DistrictApp(pn.viewable.Viewer):
             self.view.fly(x=x - self.layer.origin[0], y=y - self.layer.origin[1], r=60)
 
     def _fill_ticker(self) -> None:
-        items = [[case_id, f"{case_id} · {sub} · {status}"] for case_id, sub, status in self._latest]
+        items = [[case_id, f"{case_id} · {case_kind_name(sub)} · {status_name(status)}"]
+                 for case_id, sub, status in self._latest]
         if items != self.ticker.items:
             self.ticker.items = items
 
@@ -427,16 +433,24 @@ class DistrictApp(pn.viewable.Viewer):
         (frame, shapes), (colours, legend), table = read
         with pn.io.hold():
             self._show_grids(frame, shapes)
-            self.view.param.update(colors=colours, legend=legend)
+            self.view.param.update(colors=colours, legend=translated_legend(legend))
             self.grid_table.refresh(table)
+
+    def _lang_switch(self) -> str:
+        """Links to the page in the other language; ``set_lang`` keeps the choice as the user's preference."""
+        return " ".join(f"<b>{name}</b>" if lang == current_lang() else
+                        f"<a class='twin-lang-{lang}' href='./app?set_lang={lang}'>{name}</a>"
+                        for lang, name in LANG_SWITCH)
 
     def __panel__(self) -> pn.viewable.Viewable:
         header = pn.Row(
             pn.pane.HTML(f"<div class='twin-title'>{self.district_name}</div>", stylesheets=[CSS], width=260),
-            pn.widgets.RadioButtonGroup.from_param(self.param.screen, color="primary", width=330),
+            pn.widgets.RadioButtonGroup.from_param(self.param.screen, color="primary", width=330,
+                                                   options={_(SCREEN_NAMES[s]): s for s in self.param.screen.objects}),
             pn.layout.HSpacer(), self.search_box, self.search_results, self.message,
-            pn.pane.HTML(f"<div class='twin-user'>{html.escape(self.principal.username)} · {self.principal.role} · "
-                         "<a href='./logout'>sign out</a></div>", stylesheets=[CSS], width=220),
+            pn.pane.HTML(f"<div class='twin-user'>{self._lang_switch()} · {html.escape(self.principal.username)} · "
+                         f"{role_name(self.principal.role)} · <a href='./logout?lang={current_lang()}'>"
+                         + _("sign out") + "</a></div>", stylesheets=[CSS], width=260),
             sizing_mode="stretch_width", height=52)
         body = pn.Row(self._left, self.centre, self._right, sizing_mode="stretch_both")
         return pn.Column(header, body, self._bottom, sizing_mode="stretch_both", stylesheets=[CSS])
@@ -446,9 +460,8 @@ class DistrictApp(pn.viewable.Viewer):
 class SignedOut(pn.viewable.Viewer):
     """What a session gets without a known, enabled user: nothing of the district, and why."""
 
-    reason = param.String(default="This account is disabled or unknown. <a href='./logout'>Sign in again</a>, "
-                                  "or ask the district's admin.")
-
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.pane.HTML(f"<div class='twin-card'><div class='twin-title'>Signed out</div><p>{self.reason}</p>"
-                            "</div>", stylesheets=[CSS])
+        reason = _("This account is disabled or unknown. <a href='./logout'>Sign in again</a>, or ask the "
+                   "district's admin.")
+        return pn.pane.HTML("<div class='twin-card'><div class='twin-title'>" + _("Signed out") +
+                            f"</div><p>{reason}</p></div>", stylesheets=[CSS])

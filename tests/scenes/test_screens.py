@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from scenes.i18n import level_name
 from scenes.layers import BUILDING_MAGIC
 from scenes.screens import DistrictApp
 from scenes.shared import SharedDistrict
@@ -212,7 +213,7 @@ def test_cases_colour_the_grids_at_the_chosen_level_in_distinct_classes(app, lay
     assert per_grid[top] == {tuple(int(colour_of[legend[-2]][k:k + 2], 16) for k in (1, 3, 5))}, \
         "the busiest grid is in the top class (the last item is 'outside any grid')"
     app.level = "community"
-    assert app.view.legend["title"].endswith("per community")
+    assert app.view.legend["title"].endswith(f" · {level_name('community')}")
     communities = {tuple(c) for c in np.frombuffer(app.view.colors, np.uint8).reshape(-1, 3)}
     assert len(communities) <= len(app.grid_table.value) + 1
 

@@ -64,7 +64,7 @@ def test_an_operator_of_grid_a_gets_nothing_of_grid_b(store):
     assert views == [("op.a", building_a, "10.1.1.1")], "only the look that was allowed is on record"
 
 
-@pytest.mark.parametrize("role", ["leader", "planner", "admin"])
+@pytest.mark.parametrize("role", ["leader", "planner", "admin", "public"])
 def test_other_roles_see_no_resident_records(store, role):
     con = store.con
     building, = con.execute("SELECT building_id FROM residents WHERE len(tags) > 0 "
@@ -86,6 +86,11 @@ def test_other_roles_see_no_resident_records(store, role):
     else:
         with pytest.raises(AccessError):
             gate.case_card(case_id)
+    if role in ("leader", "public"):  # Open311 reads: the full records, or anyone's public view of them
+        assert gate.case_view() == {"leader": "full", "public": "public"}[role]
+    else:
+        with pytest.raises(AccessError, match="may not see case records"):
+            gate.case_view()
 
 
 def test_masks_hold_in_every_output_and_unmasking_needs_a_reason(store):
