@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from bench.browser import chromium, served, sign_in
-from scenes.inspector import CATEGORY_NAMES
+from scenes.i18n import case_kind_name
 from twin.store.store import Store
 
 pytestmark = pytest.mark.browser
@@ -91,12 +91,12 @@ def test_open_cases_filter_by_category_and_grid_and_cameras_online_list_the_offl
     page.locator(".twin-door", has_text="Open cases").click()
     drill = page.locator(".twin-drill")
     expect(drill.locator(".twin-title")).to_contain_text("Open cases", timeout=10_000)
-    drill.locator("select").nth(1).select_option(label=CATEGORY_NAMES[category])
+    drill.locator("select").nth(1).select_option(label=case_kind_name(category))
     drill.locator("select").nth(2).select_option(label=f"{grid_name} · {grid_id}")
     expect(drill.locator(".twin-title")).to_have_text(f"Open cases: {expected:,}", timeout=10_000)
     expect(drill.locator(".twin-drill-table .pager")).to_contain_text(f"{expected:,} rows")
     categories = drill.locator(".twin-drill-table tbody tr td:nth-child(2)").all_inner_texts()
-    assert set(categories) == {CATEGORY_NAMES[category]}
+    assert set(categories) == {case_kind_name(category)}
 
     page.locator(".twin-door", has_text="Cameras online").click()
     expect(drill.locator(".twin-title")).to_have_text(f"Cameras not online: {len(offline):,}", timeout=10_000)
@@ -122,7 +122,7 @@ def test_a_grid_row_opens_its_card(page, small_demo):
     page.locator(".twin-grid-table tbody tr", has_text=grid_id).first.click()
     card = page.locator(".twin-inspector")
     expect(card.locator(".twin-title")).to_have_text(name, timeout=10_000)
-    expect(card).to_contain_text(f"{grid_id} · grid")
+    expect(card).to_contain_text(f"{grid_id} · Grid")  # the user reads English (bench.browser.served)
     expect(card).to_contain_text(worker)
     expect(card).to_contain_text(f"{residents:,} in ")
     expect(card).to_contain_text("open cases by category")
