@@ -280,6 +280,12 @@ export function render({ model, el }) {
   legend.style.cssText = "position:absolute;left:10px;bottom:10px;background:rgba(15,23,36,.85);padding:6px 10px;" +
     "border-radius:4px;";
   overlay.appendChild(legend);
+  // What the markers mean: case dots by status (only open cases are drawn), camera dots and their view cones.
+  const markerLegend = document.createElement("div");
+  markerLegend.className = "twin-marker-legend";
+  markerLegend.style.cssText = "position:absolute;right:10px;bottom:10px;background:rgba(15,23,36,.85);" +
+    "padding:6px 10px;border-radius:4px;";
+  overlay.appendChild(markerLegend);
   const buttons = document.createElement("div");
   buttons.style.cssText = "position:absolute;right:10px;top:10px;display:flex;gap:4px;pointer-events:auto;";
   overlay.appendChild(buttons);
@@ -650,6 +656,26 @@ export function render({ model, el }) {
     });
   });
 
+  const OPEN_STATUS_SLOTS = [[0, "Reported"], [1, "Dispatched"], [2, "In progress"], [7, "Reopened"]];
+  function drawMarkerLegend() {
+    const swatch = (rgb, round) => `<span style="display:inline-block;width:10px;height:10px;margin-right:6px;` +
+      `vertical-align:middle;background:rgb(${rgb});border-radius:${round ? "50%" : "0"}"></span>`;
+    const names = { Reported: _("Reported"), Dispatched: _("Dispatched"), "In progress": _("In progress"),
+                    Reopened: _("Reopened") };
+    const casesTitle = _("Open cases"), camerasTitle = _("Cameras"), online = _("online"), offline = _("offline");
+    const cone = _("field of view (near)");
+    const cases = model.show_cases === false ? "" :
+      `<div style="font-weight:600;margin-bottom:2px">${casesTitle}</div>` + OPEN_STATUS_SLOTS.map(([k, name]) =>
+        `<div class="twin-marker-status">${swatch(STATUS_COLOURS[k], true)}${names[name]}</div>`).join("");
+    const cams = !model.show_cameras ? "" :
+      `<div style="font-weight:600;margin:4px 0 2px">${camerasTitle}</div>` +
+      `<div>${swatch([56, 189, 248], false)}${online}</div><div>${swatch([100, 116, 139], false)}${offline}</div>` +
+      `<div><span style="display:inline-block;width:10px;height:0;border-top:1px solid rgb(56,189,248);` +
+      `margin-right:6px;vertical-align:middle"></span>${cone}</div>`;
+    markerLegend.innerHTML = cases + cams;
+    markerLegend.style.display = cases || cams ? "block" : "none";
+  }
+
   function drawLegend() {
     const l = model.legend || {};
     const items = (l.items || []).map(([colour, text]) =>
@@ -877,8 +903,8 @@ export function render({ model, el }) {
   model.on("cases", loadCases);
   model.on("case_updates", applyCaseUpdates);
   model.on("cameras", loadCameras);
-  model.on("show_cameras", applyLayerVisibility);
-  model.on("show_cases", applyLayerVisibility);
+  model.on("show_cameras", () => { applyLayerVisibility(); drawMarkerLegend(); });
+  model.on("show_cases", () => { applyLayerVisibility(); drawMarkerLegend(); });
   model.on("tooltip", () => {
     tooltip.textContent = model.tooltip || "";
     tooltip.style.display = model.tooltip && model.hovered >= 0 ? "block" : "none";
@@ -912,6 +938,7 @@ export function render({ model, el }) {
     loadCases();
     loadCameras();
     drawLegend();
+    drawMarkerLegend();
     placeLabels();
     render();
   });

@@ -131,3 +131,12 @@ def test_a_grid_row_opens_its_card(page, small_demo):
     else:
         expect(card).to_contain_text("none recorded")
     assert page.console_errors == []
+
+
+def test_the_markers_have_a_legend_of_case_statuses_and_cameras(page):
+    legend = page.locator(".twin-marker-legend")
+    for text in ("Open cases", "Reported", "Dispatched", "In progress", "Reopened", "Cameras", "online", "offline",
+                 "field of view"):
+        expect(legend).to_contain_text(text)
+    colours = legend.locator(".twin-marker-status span").evaluate_all("spans => spans.map(s => s.style.background)")
+    assert len(colours) == 4 and len(set(colours)) == 4, f"four statuses, four colours: {colours}"
