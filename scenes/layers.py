@@ -55,6 +55,8 @@ class BuildingLayer:
         Half the footprint's diagonal (m), for "fly to".
     grid_id : ndarray of str, shape (n,)
     height : ndarray, shape (n,)
+    box : ndarray, shape (n, 6), float64
+        Each building's ``xmin, ymin, zmin, xmax, ymax, zmax`` relative to the origin (m), for framing a view.
     payload : bytes
         The binary geometry buffer (see ``view3d.js``'s ``parseBuildings``).
     """
@@ -64,6 +66,7 @@ class BuildingLayer:
     radius: np.ndarray
     grid_id: np.ndarray
     height: np.ndarray
+    box: np.ndarray
     origin: tuple[float, float, float]
     payload: bytes
 
@@ -117,9 +120,12 @@ def building_layer(con: duckdb.DuckDBPyConnection) -> BuildingLayer:
     centre = np.column_stack([info["label_x"] - origin[0], info["label_y"] - origin[1],
                               info["base_z"] + info["height"]])
     radius = 0.5 * np.hypot(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
+    base_z = info["base_z"].to_numpy(dtype=np.float64)
+    box = np.column_stack([bounds[:, 0] - origin[0], bounds[:, 1] - origin[1], base_z,
+                           bounds[:, 2] - origin[0], bounds[:, 3] - origin[1], base_z + info["height"].to_numpy()])
     return BuildingLayer(building_id=ids, centre=centre, radius=radius,
                          grid_id=info["grid_id"].to_numpy(dtype=object), height=info["height"].to_numpy(),
-                         origin=origin, payload=payload)
+                         box=box, origin=origin, payload=payload)
 
 
 MODEL_MAGIC = 0x314D5754  # "TWM1"

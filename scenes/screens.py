@@ -24,6 +24,7 @@ import shapely
 from scenes.admin import AdminScreen
 from scenes.drilldown import DrillDown
 from scenes.figures import GridTable, KeyFigures
+from scenes.framing import frame_view
 from scenes.i18n import (N_, _, case_kind_name, current_lang, level_name, role_name, status_name,
                          translated_legend)
 from scenes.inspector import Inspector
@@ -295,8 +296,7 @@ class DistrictApp(pn.viewable.Viewer):
         if index < 0:
             return
         if fly:
-            x, y, z = self.layer.centre[index]
-            self.view.fly(x=x, y=y, z=z * 0.5, r=max(self.layer.radius[index], z, 30.0))
+            self.frame(self.layer.box[index])
 
     def _picked(self, event: param.parameterized.Event) -> None:
         with pn.io.hold():  # one message: the card lands before the highlight is drawn
@@ -339,10 +339,9 @@ class DistrictApp(pn.viewable.Viewer):
         self.view.grid_highlight = grid_segments(np.array([shape]), self.layer.origin)
         self.inspector.show_grid(grid_id)
         if fly:
-            c = shape.centroid
+            ox, oy, _z = self.layer.origin
             xmin, ymin, xmax, ymax = shape.bounds
-            self.view.fly(x=c.x - self.layer.origin[0], y=c.y - self.layer.origin[1],
-                          r=0.5 * max(xmax - xmin, ymax - ymin))
+            self.frame(np.array([xmin - ox, ymin - oy, 0.0, xmax - ox, ymax - oy, 0.0]))
 
     def _ground_clicked(self, x: float, y: float) -> None:
         """A click on open ground (``x``, ``y`` relative to the origin): the grid there at the chosen level."""
@@ -384,13 +383,22 @@ class DistrictApp(pn.viewable.Viewer):
                 self.view.selected = -1
                 self.inspector.show_camera(ident)
                 cam = self._cameras.iloc[hits[0]]
-                self.view.fly(x=cam["x"] - self.layer.origin[0], y=cam["y"] - self.layer.origin[1],
-                              z=float(cam["z"] if cam["z"] == cam["z"] else 0.0), r=40)
+                self._frame_point(cam["x"], cam["y"], float(cam["z"] if cam["z"] == cam["z"] else 0.0))
+
+    def frame(self, box: np.ndarray) -> None:
+        """Fly to a box (``xmin, ymin, zmin, xmax, ymax, zmax`` relative to the origin) from outside every
+        building, above the tallest near it (:func:`scenes.framing.frame_view`)."""
+        self.view.fly_frame(*frame_view(box, self.layer.box))
+
+    def _frame_point(self, x: float, y: float, top: float, *, half_m: float = 10.0) -> None:
+        """Frame a point of the district CRS with what stands there, up to ``top`` (m)."""
+        x, y = x - self.layer.origin[0], y - self.layer.origin[1]
+        self.frame(np.array([x - half_m, y - half_m, 0.0, x + half_m, y + half_m, top]))
 
     def _fly_to_case(self, card: dict) -> None:
         if card["location"]:
-            x, y = card["location"]
-            self.view.fly(x=x - self.layer.origin[0], y=y - self.layer.origin[1], r=60)
+            index = self.layer.index_of(card["building_id"]) if card["building_id"] else -1
+            self._frame_point(*card["location"], self.layer.box[index, 5] if index >= 0 else 0.0)
 
     def _fill_ticker(self) -> None:
         items = [[case_id, f"{case_id} · {case_kind_name(sub)} · {status_name(status)}"]

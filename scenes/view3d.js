@@ -912,6 +912,7 @@ export function render({ model, el }) {
   model.on("fly_to", () => {
     const f = model.fly_to || {};
     if (f.view) setView(f.view);
+    else if (f.pos) flyTo({ fp: f.fp, pos: f.pos, up: [0, 0, 1] });
     else if (f.x !== undefined) flyTo(viewAround(f.x, f.y, f.z || 0, f.r || 50, f.mode || "oblique"));
   });
 

@@ -42,7 +42,8 @@ class DistrictView(JSComponent):
     cameras = param.Bytes(default=b"", doc="float32 (x, y, z, heading, pitch, fov, range, online) per camera")
     show_cameras = param.Boolean(default=True)
     show_cases = param.Boolean(default=True)
-    fly_to = param.Dict(default={}, doc="{'x', 'y', 'z', 'r'} to fly to, or {'view': 'oblique'|'top'|'reset'}")
+    fly_to = param.Dict(default={}, doc="{'fp', 'pos'} (focal point and eye, scenes.framing.frame_view) or "
+                                        "{'x', 'y', 'z', 'r'} to fly to, or {'view': 'oblique'|'top'|'reset'}")
     tooltip = param.String(default="")
     texts = param.Dict(default={}, doc="The view's strings by English msgid, in the session's language "
                                        "(scenes.i18n.js_texts)")
@@ -64,6 +65,11 @@ class DistrictView(JSComponent):
         params.setdefault("probes", os.environ.get(PROBES_ENV) == "1")
         params.setdefault("texts", js_texts())
         super().__init__(**params)
+
+    def fly_frame(self, focal_point, eye) -> None:
+        """Fly the camera to look at ``focal_point`` from ``eye`` (metres, relative to the origin)."""
+        self.fly_to = {"fp": [float(v) for v in focal_point], "pos": [float(v) for v in eye],
+                       "seq": self.fly_to.get("seq", 0) + 1}
 
     def fly(self, *, x: float, y: float, z: float = 0.0, r: float = 50.0, mode: str = "oblique") -> None:
         """Fly the camera to look at a point (metres, relative to the origin) from ``2.6 r`` away."""

@@ -127,7 +127,7 @@ def test_the_grid_level_changes_outlines_and_table(app):
 
 def test_a_grid_row_highlights_and_flies(app):
     app.grid_table.selected_grid = app.grid_table.value["grid_id"].iloc[0]
-    assert app.view.grid_highlight and "x" in app.view.fly_to
+    assert app.view.grid_highlight and "pos" in app.view.fly_to
 
 
 def test_cases_and_cameras_have_their_own_cards(app):
