@@ -101,6 +101,9 @@ GRID_TABLE_TITLES = {"grid_id": N_("Grid"), "name": N_("Name"), "buildings": N_(
                      "residents": N_("Residents"), "households": N_("Households"), "cameras": N_("Cameras"),
                      "camera_coverage": N_("Camera coverage %"), "open_cases": N_("Open cases"),
                      "overdue_cases": N_("Overdue"), "cases_per_1000": N_("Per 1,000")}
+# What the leader reads first; the last give way when the table is narrow (scenes.table.SortableTable).
+GRID_TABLE_IMPORTANCE = ("name", "open_cases", "overdue_cases", "residents", "cases_per_1000", "households",
+                         "cameras", "camera_coverage", "buildings", "grid_id")
 
 
 class GridTable(pn.viewable.Viewer):
@@ -138,6 +141,7 @@ class GridTable(pn.viewable.Viewer):
                 columns=[[_(GRID_TABLE_TITLES[c]) if c in GRID_TABLE_TITLES else c,
                           bool(pd.api.types.is_numeric_dtype(table[c]))]
                          for c in table.columns],
+                importance=[list(table.columns).index(c) for c in GRID_TABLE_IMPORTANCE if c in table.columns],
                 rows=table.to_numpy(dtype=object).tolist())
             return
         cells = []

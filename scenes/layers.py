@@ -238,7 +238,8 @@ def grid_measure_colours(layer: BuildingLayer, table: pd.DataFrame, tree: pd.Dat
     idx = np.array([micro_class.get(g, -1) for g in layer.grid_id], dtype=np.int64)
     labels = class_labels(edges, integer=measure != "cases_per_1000")
     legend = {"title": MEASURE_TITLES[measure], "level": level,
-              "items": [[CLASSED[k], text] for k, text in enumerate(labels)] + [[OUTSIDE_GRIDS, N_("outside any grid")]]}
+              "items": [[CLASSED[k], text] for k, text in enumerate(labels)]
+              + [[OUTSIDE_GRIDS, N_("outside any grid")]]}
     return palette[idx].tobytes(), legend
 
 

@@ -18,7 +18,9 @@ class SortableTable(JSComponent):
 
     ``columns`` are ``[title, numeric]``; ``rows`` are lists in that order. A click on a
     row sets ``clicked`` to ``{'row': index into rows, 'seq': n}``. ``cells`` patches
-    ``[row, column, value]`` into the rows without resending them.
+    ``[row, column, value]`` into the rows without resending them. A row's title is its first cell.
+    ``importance`` lists the columns, most important first: those at its end are left out while the table is wider than
+    its box, so it never scrolls sideways (all columns are shown without it).
     """
 
     columns = param.List(default=[], doc="[title, numeric] per column")
@@ -27,6 +29,7 @@ class SortableTable(JSComponent):
     page_size = param.Integer(default=15, bounds=(1, None))
     clicked = param.Dict(default={}, doc="Set by the browser: {'row', 'seq'}")
     rows_word = param.String(default="rows", doc="The pager's word for rows, in the session's language")
+    importance = param.List(default=[], doc="Column indices, most important first; the last give way to the width")
 
     _esm = """
     export function render({ model, el }) {
@@ -44,12 +47,22 @@ class SortableTable(JSComponent):
         });
       }
       function draw() {
+        // The most important columns that fit the box's width (all of them without an importance order).
+        const ranked = (model.importance || []).filter((c) => c < model.columns.length);
+        for (let keep = ranked.length || model.columns.length; keep >= 1; keep--) {
+          drawColumns(ranked.length ? new Set(ranked.slice(0, keep)) : null);
+          if (!ranked.length || box.scrollWidth <= box.clientWidth + 1) break;
+        }
+      }
+      function drawColumns(shown) {
         const rows = model.rows || [], size = model.page_size, pages = Math.max(1, Math.ceil(rows.length / size));
         page = Math.min(page, pages - 1);
-        const head = model.columns.map(([title, numeric], c) =>
+        const cols = model.columns.map((col, c) => [col, c]).filter(([, c]) => !shown || shown.has(c));
+        const head = cols.map(([[title, numeric], c]) =>
           `<th data-col="${c}" class="${numeric ? "num" : ""}">${title}${c === sortCol ? (sortDesc ? " ▼" : " ▲") : ""}</th>`).join("");
         const body = order.slice(page * size, (page + 1) * size).map((r) =>
-          `<tr data-row="${r}">` + model.columns.map(([, numeric], c) => numeric  // columns and rows may arrive apart
+          `<tr data-row="${r}" title="${String(rows[r][0] ?? "")}">` +
+          cols.map(([[, numeric], c]) => numeric  // columns and rows may arrive apart
             ? `<td class="num">${Number(rows[r][c]).toLocaleString()}</td>` : `<td>${String(rows[r][c] ?? "")}</td>`)
             .join("") + "</tr>").join("");
         box.innerHTML = `<table><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>` +
@@ -72,12 +85,17 @@ class SortableTable(JSComponent):
         for (const [r, c, v] of model.cells || []) if (model.rows[r]) model.rows[r][c] = v;
         sortRows(); draw();
       });
+      model.on("importance", draw);
+      let width = 0;
+      const resized = new ResizeObserver(() => { if (box.clientWidth !== width) { width = box.clientWidth; draw(); } });
+      resized.observe(box);
+      model.on("remove", () => resized.disconnect());
       sortRows(); draw();
     }
     """
     _stylesheets = [f"""
     :host {{ display: block; width: 100%; }}
-    .twin-table-box {{ font: 12px {FONT_STACK}; color: {TEXT}; overflow-x: auto; }}
+    .twin-table-box {{ font: 12px {FONT_STACK}; color: {TEXT}; overflow-x: hidden; }}
     table {{ width: 100%; border-collapse: collapse; table-layout: auto; }}
     th {{ text-align: left; color: {MUTED}; font-weight: 500; padding: 4px; cursor: pointer; user-select: none;
           border-bottom: 1px solid {ACCENT}; white-space: nowrap; }}

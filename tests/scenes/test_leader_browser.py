@@ -119,7 +119,7 @@ def test_a_grid_row_opens_its_card(page, small_demo):
                                        "WHERE b.grid_id LIKE ? || '-%'", [grid_id]).fetchone()
         orgs = store.con.execute("SELECT name FROM party_orgs WHERE grid_id = ? OR grid_id LIKE ? || '-%' "
                                  "ORDER BY members DESC", [grid_id, grid_id]).df()["name"].tolist()
-    page.locator(".twin-grid-table tbody tr", has_text=grid_id).first.click()
+    page.locator(f".twin-grid-table tbody tr[title='{grid_id}']").click()
     card = page.locator(".twin-inspector")
     expect(card.locator(".twin-title")).to_have_text(name, timeout=10_000)
     expect(card).to_contain_text(f"{grid_id} · Grid")  # the user reads English (bench.browser.served)
@@ -140,3 +140,16 @@ def test_the_markers_have_a_legend_of_case_statuses_and_cameras(page):
         expect(legend).to_contain_text(text)
     colours = legend.locator(".twin-marker-status span").evaluate_all("spans => spans.map(s => s.style.background)")
     assert len(colours) == 4 and len(set(colours)) == 4, f"four statuses, four colours: {colours}"
+
+
+@pytest.mark.parametrize("width", [1280, 1920])
+def test_the_grid_table_shows_open_and_overdue_cases_without_sideways_scrolling(browser, app_url, width):
+    page = browser.new_page(viewport={"width": width, "height": 800})
+    sign_in(page, app_url)
+    page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
+    table = page.locator(".twin-grid-table .twin-table-box")
+    expect(table.locator("thead")).to_contain_text("Open cases", timeout=10_000)
+    expect(table.locator("thead")).to_contain_text("Overdue")
+    fits = table.evaluate("box => box.scrollWidth <= box.clientWidth + 1")
+    assert fits, "the table is no wider than its box"
+    page.close()
