@@ -19,8 +19,8 @@ class SortableTable(JSComponent):
     ``columns`` are ``[title, numeric]``; ``rows`` are lists in that order. A click on a
     row sets ``clicked`` to ``{'row': index into rows, 'seq': n}``. ``cells`` patches
     ``[row, column, value]`` into the rows without resending them. A row's title is its first cell.
-    ``importance`` lists the columns, most important first: those at its end are left out while the table is wider than
-    its box, so it never scrolls sideways (all columns are shown without it).
+    ``importance`` lists the columns, most important first: those at its end are left out while
+    the table is wider than its box, so it never scrolls sideways (all columns are shown without it).
     """
 
     columns = param.List(default=[], doc="[title, numeric] per column")
