@@ -8,8 +8,9 @@ import shutil
 import pytest
 from playwright.sync_api import expect
 
-from bench.browser import chromium, served, sign_in
+from bench.browser import served, sign_in
 from scenes.i18n import case_kind_name
+from tests.scenes.test_browser import browser, page  # noqa: F401 (the same browser and page, on this module's app_url)
 from twin.store.store import Store
 
 pytestmark = pytest.mark.browser
@@ -41,25 +42,6 @@ def served_store(small_demo, tmp_path_factory):
 def app_url(served_store):
     with served(served_store[0], role="leader") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser, app_url):
-    page = browser.new_page(viewport={"width": 1600, "height": 900})
-    page.console_errors = []
-    page.on("console", lambda m: m.type == "error" and page.console_errors.append(f"{m.text} at {m.location}"))
-    page.on("pageerror", lambda e: page.console_errors.append(f"{e}: {e.stack}"))
-    sign_in(page, app_url)
-    page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
-    page.wait_for_function("window.twinCameras > 0", timeout=30_000)
-    yield page
-    page.close()
 
 
 def test_overdue_cases_open_the_overdue_list_oldest_first_and_a_row_flies_to_its_case(page, served_store):
