@@ -254,13 +254,15 @@ def grid_segments(shapes: np.ndarray, origin: tuple[float, float, float]) -> byt
     return seg.astype("<f4").tobytes()
 
 
-def grid_labels(frame: pd.DataFrame, shapes: np.ndarray, origin: tuple[float, float, float], *,
-                limit: int = 150) -> list[list]:
-    """``[name, x, y]`` at a point inside each grid (relative to the origin); none above ``limit``."""
-    if len(shapes) == 0 or len(shapes) > limit:
+def grid_labels(frame: pd.DataFrame, shapes: np.ndarray, origin: tuple[float, float, float]) -> list[list]:
+    """``[name, x, y]`` at a point inside each grid (relative to the origin), the largest grid first: the view
+    shows them in this order and leaves out any that would overlap one already shown (``view3d.js``)."""
+    if len(shapes) == 0:
         return []
     pts = shapely.get_coordinates(shapely.point_on_surface(shapes)) - np.array(origin[:2])
-    return [[str(name), float(x), float(y)] for name, (x, y) in zip(frame["name"], pts)]
+    order = np.argsort(-shapely.area(shapes), kind="stable")
+    names = frame["name"].to_numpy(dtype=object)
+    return [[str(names[i]), float(pts[i, 0]), float(pts[i, 1])] for i in order]
 
 
 def case_markers(cases: pd.DataFrame, layer: BuildingLayer) -> bytes:

@@ -621,6 +621,7 @@ export function render({ model, el }) {
   }
 
   // --- labels and legend ------------------------------------------------
+  const LABEL_CHAR_PX = 11;  // a CJK character at the labels' 11 px (Latin ones are narrower: a safe overestimate)
   function placeLabels() {
     const labels = model.labels || [];
     const dpr = window.devicePixelRatio || 1;
@@ -633,13 +634,21 @@ export function render({ model, el }) {
       labelLayer.appendChild(d);
     }
     while (labelLayer.childElementCount > labels.length) labelLayer.lastChild.remove();
+    // Larger grids come first; a label that would overlap one already placed is left out (screen space).
+    const placed = [];
     labels.forEach(([text, x, y], i) => {
       const d = labelLayer.children[i];
       const p = glWindow.worldToDisplay(x, y, 1, renderer);
-      d.textContent = text;
-      d.style.left = `${p[0] / dpr}px`;
-      d.style.top = `${(h - p[1]) / dpr}px`;
-      d.style.display = p[2] > 0 && p[2] < 1 ? "block" : "none";
+      const left = p[0] / dpr, top = (h - p[1]) / dpr;
+      const halfW = 0.5 * LABEL_CHAR_PX * text.length + 2, halfH = 8;
+      const onScreen = p[2] > 0 && p[2] < 1;
+      const free = onScreen &&
+        !placed.some((b) => Math.abs(b[0] - left) < b[2] + halfW && Math.abs(b[1] - top) < b[3] + halfH);
+      if (free) placed.push([left, top, halfW, halfH]);
+      if (d.textContent !== text) d.textContent = text;
+      d.style.left = `${left}px`;
+      d.style.top = `${top}px`;
+      d.style.display = free ? "block" : "none";
     });
   }
   let labelFrame = 0;

@@ -135,3 +135,17 @@ def test_the_grid_table_shows_open_and_overdue_cases_without_sideways_scrolling(
     fits = table.evaluate("box => box.scrollWidth <= box.clientWidth + 1")
     assert fits, "the table is no wider than its box"
     page.close()
+
+
+def test_micro_grid_labels_never_overlap_on_screen(page):
+    page.locator("select").filter(has_text="Micro-grid").first.select_option(label="Micro-grid")
+    labels = page.locator(".twin-label")
+    expect(labels.first).to_be_attached(timeout=10_000)
+    page.wait_for_timeout(1500)
+    boxes = labels.evaluate_all("ls => ls.filter(l => l.style.display !== 'none').map(l => {"
+                                "const r = l.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })")
+    assert len(boxes) > 10, "micro-grids are labelled"
+    assert labels.count() > len(boxes), "some labels gave way"
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], f"labels overlap: {a} {b}"

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+import shapely
 
 from scenes.i18n import level_name
 from scenes.layers import BUILDING_MAGIC
@@ -120,7 +121,7 @@ def test_recolouring_sends_colours_not_geometry(app):
 def test_the_grid_level_changes_outlines_and_table(app):
     app.level = "street"
     streets = app.view.grid_lines
-    assert len(app.view.labels) == len(app.grid_table.value) == 2  # labels up to 150 grids
+    assert len(app.view.labels) == len(app.grid_table.value) == 2
     app.level = "micro"
     assert len(app.view.grid_lines) > len(streets)
 
@@ -279,3 +280,16 @@ def test_the_key_figures_open_lists_whose_rows_fly_to_their_case_or_camera(app, 
     assert [r[0] for r in app.drilldown.table.rows] == offline.tolist() and len(offline)
     app.drilldown.table.clicked = {"row": 0, "seq": 2}
     assert f"Camera {offline.iloc[0]}" in app.inspector.card.object and app.view.fly_to["seq"] == fly + 2
+
+
+def test_micro_grids_are_labelled_too_the_largest_first(app):
+    app.level = "micro"
+    labels = app.view.labels
+    assert len(labels) == len(app._grid_frame) > 150
+    ox, oy, _z = app.layer.origin
+    points = shapely.points([[x + ox, y + oy] for _name, x, y in labels])
+    tree = shapely.STRtree(app._grid_shapes)
+    label_at, grid = tree.query(points, predicate="within")
+    assert len(set(label_at)) == len(labels), "each label lies inside a grid"
+    areas = shapely.area(app._grid_shapes[grid[np.argsort(label_at, kind="stable")]])
+    assert np.all(np.diff(areas) <= 1e-6), "the largest grids come first"
