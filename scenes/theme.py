@@ -23,5 +23,9 @@ body, .bk-root {{ background: {BACKGROUND}; color: {TEXT}; }}
 .twin-user a, .twin-card a {{ color: {ACCENT}; }}
 .twin-ok {{ color: #4ade80; }}
 .twin-alert {{ color: #f87171; font-weight: 600; }}
+.twin-figure-pair {{ display: flex; gap: 12px; }}
+.twin-figure-half {{ flex: 1 1 0; min-width: 0; }}
+.twin-figure-half.twin-mine .value {{ color: {ACCENT}; }}
+.twin-figure-scope, .twin-figure-note {{ font-size: 12px; color: {MUTED}; }}
 .twin-unmasked-row {{ font-size: 12px; color: {ACCENT}; padding: 2px 0; }}
 """

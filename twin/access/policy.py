@@ -234,14 +234,24 @@ class Gate:
     # -- search --------------------------------------------------------------------
     def search(self, text: str, *, limit: int = 10) -> list[dict]:
         """:func:`twin.inspector.search`, keeping only the cases the principal may see."""
-        found = inspector.search(self.con, text, limit=limit)
-        cases = [r["id"] for r in found if r["kind"] == "case"]
-        if cases:
-            grids = dict(self.con.execute("SELECT case_id, grid_id FROM cases WHERE case_id IN (SELECT unnest(?))",
-                                          [cases]).fetchall())
-            visible = self.may("cases")
-            found = [r for r in found if r["kind"] != "case" or (visible and self.in_scope(grids.get(r["id"])))]
-        return found
+        return inspector.search(self.con, text, limit=limit,
+                                case_grids=self.scope if self.may("cases") else frozenset())
+
+    def search_refusal(self, text: str) -> str | None:
+        """Why a search for ``text`` shows no case although one matches it (None when none is kept back).
+
+        The message names the first matching case and the grid that keeps it from the principal.
+        """
+        cases = [r["id"] for r in inspector.search(self.con, text, limit=1) if r["kind"] == "case"]
+        if not cases:
+            return None
+        grid_id, = self.con.execute("SELECT grid_id FROM cases WHERE case_id = ?", cases).fetchone()
+        try:
+            self._require("cases", "case records")
+            self._require_grid(grid_id, f"case {cases[0]}")
+        except AccessError as exc:
+            return str(exc)
+        return None
 
     # -- the admin's reads -------------------------------------------------------------
     def audit_trail(self, *, actor: str | None = None, action: str | None = None, target: str | None = None,
