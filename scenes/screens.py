@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
+import shapely
 
 from scenes.admin import AdminScreen
 from scenes.figures import GridTable, KeyFigures
+from scenes.i18n import _
 from scenes.inspector import Inspector
 from scenes.layers import COLOUR_MEASURES, case_markers, case_update_records, grid_labels, grid_segments
 from scenes.planner import GridEditor, save_through_writer
@@ -31,7 +33,7 @@ from twin.access.access import Principal
 from twin.cases.cases import CASE_STATUSES, OPEN_STATUSES
 from twin.errors import TwinError
 from twin.access.policy import Gate
-from twin.store.queries import grid_boundaries
+from twin.store.queries import grid_boundaries, key_figures
 from twin.store.schema import GRID_LEVELS
 
 log = logging.getLogger(__name__)
@@ -40,8 +42,23 @@ SCREENS = ("Overview", "Planner", "Operator", "Admin")
 ROLE_SCREENS = {"leader": ("Overview",), "operator": ("Operator", "Overview"), "planner": ("Planner", "Overview"),
                 "admin": ("Admin", "Overview")}
 TICKER_SIZE = 8
+FRAME_MARGIN = 1.5  # the view's radius over a framed box's half diagonal: the whole box in view, with room
 LIVE_POLL_MS = 250  # how often a session looks for committed case changes
 MEASURE_LABELS = {"grid": "grid", "open_cases": "open cases", "population": "population", "height": "height"}
+# Side panels take a share of the screen's width between these bounds: the 3D view keeps the rest at
+# 1280 px and a wall screen's 3840 px alike (Panel's fixed widths would push controls off a small screen).
+LEFT_WIDTH = "clamp(290px, 19vw, 560px)"
+RIGHT_WIDTH = "clamp(330px, 22vw, 640px)"
+
+
+# Bokeh adds up its children's fixed widths into a row's min-width, hidden ones included: a row that may shrink.
+SHRINKS = [":host { min-width: 0 !important; }"]
+
+
+def _panel_width(width: str) -> list[str]:
+    """A stylesheet giving a side panel ``width`` (a CSS length) in place of its fixed width in pixels."""
+    return [f":host {{ flex: 0 0 {width} !important; width: {width} !important; min-width: 0 !important; "
+            f"max-width: {width} !important; }}"]
 
 
 def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pd.DataFrame:
@@ -81,6 +98,11 @@ class DistrictApp(pn.viewable.Viewer):
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         self.district_name = meta.get("district_name", "District")
         self.figures = KeyFigures(shared.key_figures)
+        # An operator's own grids (with every grid under them): their figures stand beside the district's.
+        self._my_grids = self.gate.scope if principal.role == "operator" else None
+        self._mine_con = con.cursor()  # the live figures are read in a thread of their own
+        if self._my_grids is not None:
+            self.figures.refresh(mine=key_figures(con, grids=self._my_grids))
         self.grid_table = GridTable(shared.grid_table, level=self.level)
         self.inspector = Inspector(self.gate, writer=writer)
         self.view = DistrictView(buildings=layer.payload, models=shared.models, sizing_mode="stretch_both",
@@ -95,32 +117,37 @@ class DistrictApp(pn.viewable.Viewer):
         self._figures_ready: tuple | None = None
         self._colour()
         self._grids()
-        self.search_box = pn.widgets.TextInput(placeholder="Search address, building or case id", width=320)
+        self.search_box = pn.widgets.TextInput(placeholder="Search address, building or case id", width=260)
         self.search_box.param.watch(self._search, "enter_pressed")
-        self.search_results = pn.widgets.Select(options={}, width=320, visible=False)
+        # The results list and the message take turns in one place of the header.
+        self.search_results = pn.widgets.Select(options={}, width=230, visible=False)
         self.search_results.param.watch(lambda e: self._go_to(e.new), "value")
-        self.message = pn.pane.HTML("", stylesheets=[CSS])
-        self.show_cameras = pn.widgets.Checkbox(label="cameras", value=True, width=90)
+        self.message = pn.pane.HTML("", stylesheets=[CSS], width=230, height=44, visible=False,
+                                    css_classes=["twin-search-message"],
+                                    styles={"overflow": "hidden", "font-size": "12px"})
+        self.show_cameras = pn.widgets.Checkbox(label="cameras", value=True, width=80)
         self.show_cameras.link(self.view, value="show_cameras")
-        self.show_cases = pn.widgets.Checkbox(label="cases", value=True, width=80)
+        self.show_cases = pn.widgets.Checkbox(label="cases", value=True, width=65)
         self.show_cases.link(self.view, value="show_cases")
         self.ticker = CaseTicker(sizing_mode="stretch_width", height=44)
         self.ticker.param.watch(lambda e: self._go_to(f"case|{e.new['case_id']}"), "clicked")
         self._fill_ticker()
         self.toolbar = pn.Row(
-            pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, color="primary", label="", width=380,
+            pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, color="primary", label="", width=320,
                                                    options={label: m for m, label in MEASURE_LABELS.items()}),
-            pn.widgets.Select.from_param(self.param.level, label="", width=120),
+            pn.widgets.Select.from_param(self.param.level, label="", width=100),
             self.show_cases, self.show_cameras, sizing_mode="stretch_width", height=44)
-        self.centre = pn.Column(self.toolbar, self.view, sizing_mode="stretch_both")
+        self.centre = pn.Column(self.toolbar, self.view, sizing_mode="stretch_both", css_classes=["twin-centre"])
         self.view.param.watch(self._picked, "pick")
         self.view.param.watch(self._hovered, "hovered")
         self.view.param.watch(self._ready, "ready")
         # The side panels join the page after the district's first frame: the browser builds them while
         # the first frame is already on screen, not before it (their places are kept, so nothing moves).
-        self._left = pn.Column(width=360, sizing_mode="stretch_height")
-        self._right = pn.Column(width=400, sizing_mode="stretch_height", scroll=True)
-        self._bottom = pn.Column(height=44, sizing_mode="stretch_width")
+        self._left = pn.Column(width=360, sizing_mode="stretch_height", scroll=True, css_classes=["twin-left"],
+                               stylesheets=_panel_width(LEFT_WIDTH))
+        self._right = pn.Column(width=400, sizing_mode="stretch_height", scroll=True, css_classes=["twin-right"],
+                                stylesheets=_panel_width(RIGHT_WIDTH))
+        self._bottom = pn.Column(height=44, sizing_mode="stretch_width", css_classes=["twin-bottom"])
         self._admin: AdminScreen | None = None
         self.grid_table.param.watch(self._grid_clicked, "selected_grid")
         self.grid_table.param.watch(lambda e: setattr(self, "level", e.new), "level")
@@ -187,13 +214,14 @@ class DistrictApp(pn.viewable.Viewer):
         self._live_at, self._live_version = time.monotonic(), self._seen
         return True
 
-    def _live_figures(self) -> tuple[dict, pd.DataFrame, tuple | None]:
+    def _live_figures(self) -> tuple[dict, pd.DataFrame, tuple | None, dict | None]:
         colours = self.shared.colours("open_cases") if self.colour_by == "open_cases" else None
-        return self.shared.key_figures(), self.shared.grid_table(self.grid_table.level), colours
+        mine = None if self._my_grids is None else key_figures(self._mine_con, grids=self._my_grids)
+        return self.shared.key_figures(), self.shared.grid_table(self.grid_table.level), colours, mine
 
-    def _show_figures(self, figures: dict, table: pd.DataFrame, colours: tuple | None) -> None:
+    def _show_figures(self, figures: dict, table: pd.DataFrame, colours: tuple | None, mine: dict | None) -> None:
         with pn.io.hold():
-            self.figures.refresh(figures)
+            self.figures.refresh(figures, mine)
             self.grid_table.refresh(table)
             self._fill_ticker()
             if colours is not None and self.colour_by == "open_cases":
@@ -234,6 +262,8 @@ class DistrictApp(pn.viewable.Viewer):
         if not event.new:
             return
         self.show_panels()
+        if self._my_grids is not None:
+            self.frame_my_grids()
         if not self.view.cameras:
             self.view.cameras = self.shared.camera_payload
         if self._poll is None and pn.state.curdoc is not None:
@@ -287,25 +317,37 @@ class DistrictApp(pn.viewable.Viewer):
 
     def _grid_clicked(self, event: param.parameterized.Event) -> None:
         hits = np.flatnonzero(self._grid_frame["grid_id"].to_numpy() == event.new)
-        if not len(hits):
-            return
-        shape = self._grid_shapes[hits[0]]
-        self.view.grid_highlight = grid_segments(np.array([shape]), self.layer.origin)
-        c = shape.centroid
-        xmin, ymin, xmax, ymax = shape.bounds
-        self.view.fly(x=c.x - self.layer.origin[0], y=c.y - self.layer.origin[1],
-                      r=0.5 * max(xmax - xmin, ymax - ymin))
+        if len(hits):
+            self._frame_grids(self._grid_shapes[hits[:1]])
+
+    def _frame_grids(self, shapes: np.ndarray) -> None:
+        """Outline ``shapes`` (shapely, district CRS) and fly to frame them, their corners in view."""
+        self.view.grid_highlight = grid_segments(shapes, self.layer.origin)
+        xmin, ymin, xmax, ymax = shapely.total_bounds(shapes)
+        self.view.fly(x=(xmin + xmax) / 2 - self.layer.origin[0], y=(ymin + ymax) / 2 - self.layer.origin[1],
+                      r=FRAME_MARGIN * 0.5 * float(np.hypot(xmax - xmin, ymax - ymin)))
+
+    def frame_my_grids(self) -> None:
+        """The operator's start: their own grids outlined and framed in the 3D view."""
+        grids = list(self.principal.grids)
+        wkb = self._con.execute("SELECT ST_AsWKB(boundary) FROM grids WHERE grid_id IN (SELECT unnest(?)) "
+                                "AND valid_to IS NULL", [grids]).fetchall()
+        if wkb:
+            self._frame_grids(shapely.from_wkb([bytes(w) for w, in wkb]))
 
     def _search(self, _event: param.parameterized.Event) -> None:
         try:
-            found = self.gate.search(self.search_box.value_input or self.search_box.value or "")
+            text = self.search_box.value_input or self.search_box.value or ""
+            found = self.gate.search(text)
+            refused = None if any(r["kind"] == "case" for r in found) else self.gate.search_refusal(text)
         except TwinError as exc:
-            self.message.object = f"<span class='twin-muted'>{exc}</span>"
-            return
-        self.message.object = "" if found else "<span class='twin-muted'>nothing found</span>"
+            found, refused = [], str(exc)
         options = {r["label"]: f"{r['kind']}|{r['id']}" for r in found}
         self.search_results.options = options
         self.search_results.visible = len(found) > 1
+        note = refused or ("" if found else _("nothing found"))
+        self.message.param.update(object=f"<span class='twin-muted' title='{html.escape(note)}'>{html.escape(note)}"
+                                         "</span>", visible=bool(note) and not self.search_results.visible)
         if found:
             self._go_to(f"{found[0]['kind']}|{found[0]['id']}")
 
@@ -358,14 +400,16 @@ class DistrictApp(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         header = pn.Row(
-            pn.pane.HTML(f"<div class='twin-title'>{self.district_name}</div>", stylesheets=[CSS], width=260),
-            pn.widgets.RadioButtonGroup.from_param(self.param.screen, color="primary", width=330),
+            pn.pane.HTML(f"<div class='twin-title'>{self.district_name}</div>", stylesheets=[CSS], width=230),
+            pn.widgets.RadioButtonGroup.from_param(self.param.screen, color="primary",
+                                                   width=110 * len(self.param.screen.objects)),
             pn.layout.HSpacer(), self.search_box, self.search_results, self.message,
             pn.pane.HTML(f"<div class='twin-user'>{html.escape(self.principal.username)} · {self.principal.role} · "
-                         "<a href='./logout'>sign out</a></div>", stylesheets=[CSS], width=220),
-            sizing_mode="stretch_width", height=52)
-        body = pn.Row(self._left, self.centre, self._right, sizing_mode="stretch_both")
-        return pn.Column(header, body, self._bottom, sizing_mode="stretch_both", stylesheets=[CSS])
+                         "<a href='./logout'>sign out</a></div>", stylesheets=[CSS], width=200),
+            sizing_mode="stretch_width", height=52, css_classes=["twin-header"], stylesheets=SHRINKS)
+        body = pn.Row(self._left, self.centre, self._right, sizing_mode="stretch_both", css_classes=["twin-body"],
+                      stylesheets=SHRINKS)
+        return pn.Column(header, body, self._bottom, sizing_mode="stretch_both", stylesheets=[CSS, *SHRINKS])
 
 
 

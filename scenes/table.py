@@ -46,7 +46,7 @@ class SortableTable(JSComponent):
         const rows = model.rows || [], size = model.page_size, pages = Math.max(1, Math.ceil(rows.length / size));
         page = Math.min(page, pages - 1);
         const head = model.columns.map(([title, numeric], c) =>
-          `<th data-col="${c}" class="${numeric ? "num" : ""}">${title}${c === sortCol ? (sortDesc ? " ▼" : " ▲") : ""}</th>`).join("");
+          `<th data-col="${c}" class="${numeric ? "num" : ""}" title="${title}">${title}${c === sortCol ? (sortDesc ? " ▼" : " ▲") : ""}</th>`).join("");
         const body = order.slice(page * size, (page + 1) * size).map((r) =>
           `<tr data-row="${r}">` + rows[r].map((v, c) => model.columns[c][1]
             ? `<td class="num">${Number(v).toLocaleString()}</td>` : `<td>${String(v ?? "")}</td>`).join("") + "</tr>").join("");
@@ -75,10 +75,11 @@ class SortableTable(JSComponent):
     """
     _stylesheets = [f"""
     :host {{ display: block; width: 100%; }}
-    .twin-table-box {{ font: 12px sans-serif; color: {TEXT}; overflow-x: auto; }}
-    table {{ width: 100%; border-collapse: collapse; table-layout: auto; }}
+    .twin-table-box {{ font: 12px sans-serif; color: {TEXT}; }}
+    /* The columns share the width the table has: no sideways scrolling; a cut title shows whole on hover. */
+    table {{ width: 100%; border-collapse: collapse; table-layout: fixed; }}
     th {{ text-align: left; color: {MUTED}; font-weight: 500; padding: 4px; cursor: pointer; user-select: none;
-          border-bottom: 1px solid {ACCENT}; white-space: nowrap; }}
+          border-bottom: 1px solid {ACCENT}; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }}
     td {{ padding: 3px 4px; border-bottom: 1px solid {PANEL}; white-space: nowrap; overflow: hidden;
           text-overflow: ellipsis; max-width: 110px; }}
     .num {{ text-align: right; }}
