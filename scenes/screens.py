@@ -136,7 +136,8 @@ class DistrictApp(pn.viewable.Viewer):
             pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, color="primary", label="", width=320,
                                                    options={label: m for m, label in MEASURE_LABELS.items()}),
             pn.widgets.Select.from_param(self.param.level, label="", width=100),
-            self.show_cases, self.show_cameras, sizing_mode="stretch_width", height=44)
+            self.show_cases, self.show_cameras, sizing_mode="stretch_width", height=44,
+            css_classes=["twin-toolbar"])
         self.centre = pn.Column(self.toolbar, self.view, sizing_mode="stretch_both", css_classes=["twin-centre"])
         self.view.param.watch(self._picked, "pick")
         self.view.param.watch(self._hovered, "hovered")
