@@ -84,10 +84,12 @@ class AdminScreen(pn.viewable.Viewer):
                              f"<th>grids</th><th></th></tr>{rows}</table>")
 
     def __panel__(self) -> pn.viewable.Viewable:
-        filters = pn.Row(pn.widgets.TextInput.from_param(self.param.actor, name="who", width=160),
-                         pn.widgets.Select.from_param(self.param.action, name="what", width=170),
-                         pn.widgets.TextInput.from_param(self.param.target, name="on", width=160),
-                         pn.widgets.DatePicker.from_param(self.param.since, name="since", width=140))
+        # The filters wrap onto a second line on a small screen rather than run past its edge.
+        filters = pn.FlexBox(pn.widgets.TextInput.from_param(self.param.actor, name="who", width=160),
+                             pn.widgets.Select.from_param(self.param.action, name="what", width=170),
+                             pn.widgets.TextInput.from_param(self.param.target, name="on", width=160),
+                             pn.widgets.DatePicker.from_param(self.param.since, name="since", width=140),
+                             flex_wrap="wrap", sizing_mode="stretch_width")
         return pn.Column(pn.pane.HTML("<div class='twin-title'>Audit trail</div>", stylesheets=[CSS]), filters,
                          pn.Row(self.check, self.chain), self.table, pn.Row(self.newer, self.more), self.users,
                          sizing_mode="stretch_both", scroll=True)
