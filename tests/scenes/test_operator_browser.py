@@ -183,28 +183,35 @@ def test_an_operator_starts_framed_on_their_own_grids_with_their_figures_beside_
 
 
 # Through every shadow root: each visible element's box, cut by the boxes of the ancestors that clip it, must lie
-# within the viewport's width; no box may scroll sideways; and the screen's panels, the header's items and the
-# toolbar's items must not overlap one another.
+# within the viewport's width and within its panel (nothing spills over a neighbour); no box may scroll sideways;
+# and the screen's panels, the header's items and the toolbar's items must not overlap one another.
 LAYOUT = """() => {
-  const W = window.innerWidth, outside = [], scrolling = [];
+  const W = window.innerWidth, outside = [], scrolling = [], spilling = [];
+  const PANEL = /\btwin-(header|left|centre|right|bottom)\b/;
   const clips = (s) => s.overflowX !== 'visible' || s.overflowY !== 'visible';
   const name = (el) => `${el.tagName.toLowerCase()}.${String(el.className || '').split(' ').join('.')} `
                        + `"${(el.innerText || el.value || el.title || '').trim().slice(0, 40)}"`;
-  const visit = (el, left, right) => {
+  const visit = (el, clip, panel) => {
     const s = getComputedStyle(el);
     if (s.display === 'none') return;
     const r = el.getBoundingClientRect();
-    const seenLeft = Math.max(r.left, left), seenRight = Math.min(r.right, right);
-    if (s.visibility !== 'hidden' && r.width > 0 && r.height > 0 && seenRight > seenLeft
-        && (seenLeft < -1 || seenRight > W + 1))
-      outside.push(`${name(el)} spans ${Math.round(seenLeft)}–${Math.round(seenRight)} px`);
+    const seen = {left: Math.max(r.left, clip.left), right: Math.min(r.right, clip.right),
+                  top: Math.max(r.top, clip.top), bottom: Math.min(r.bottom, clip.bottom)};
+    const shown = s.visibility !== 'hidden' && seen.right > seen.left && seen.bottom > seen.top;
+    if (shown && (seen.left < -1 || seen.right > W + 1))
+      outside.push(`${name(el)} spans ${Math.round(seen.left)}–${Math.round(seen.right)} px`);
+    if (shown && panel && (seen.left < panel.left - 1 || seen.right > panel.right + 1 || seen.top < panel.top - 1
+                           || seen.bottom > panel.bottom + 1))
+      spilling.push(`${name(el)} spills out of its panel`);
+    if (PANEL.test(String(el.className))) panel = r;
     if (['auto', 'scroll'].includes(s.overflowX) && el.scrollWidth > el.clientWidth + 1)
       scrolling.push(`${name(el)} scrolls sideways: ${el.scrollWidth} px in ${el.clientWidth}`);
-    if (clips(s)) { left = Math.max(left, r.left); right = Math.min(right, r.right); }
-    for (const child of el.children) visit(child, left, right);
-    if (el.shadowRoot) for (const child of el.shadowRoot.children) visit(child, left, right);
+    if (clips(s)) clip = {left: Math.max(clip.left, r.left), right: Math.min(clip.right, r.right),
+                          top: Math.max(clip.top, r.top), bottom: Math.min(clip.bottom, r.bottom)};
+    for (const child of el.children) visit(child, clip, panel);
+    if (el.shadowRoot) for (const child of el.shadowRoot.children) visit(child, clip, panel);
   };
-  visit(document.documentElement, -Infinity, Infinity);
+  visit(document.documentElement, {left: -Infinity, right: Infinity, top: -Infinity, bottom: Infinity}, null);
   if (document.documentElement.scrollWidth > W) scrolling.push(`the page: ${document.documentElement.scrollWidth} px`);
   const hosts = [];
   const find = (root) => {
@@ -228,7 +235,7 @@ LAYOUT = """() => {
       if (w > 1 && h > 1) overlaps.push(`${name(a)} and ${name(b)} overlap by ${Math.round(w)}×${Math.round(h)} px`);
     }
   }
-  return {outside, scrolling, overlaps, panels: hosts.length};
+  return {outside, scrolling, spilling, overlaps, panels: hosts.length};
 }"""
 
 
@@ -248,6 +255,7 @@ def test_every_screen_fits_without_sideways_scrolling_or_overlaps(browser, distr
         assert found["outside"] == [], f"{role} at {size}: elements beyond the viewport's width"
         assert found["scrolling"] == [], f"{role} at {size}: sideways scrolling"
         assert found["overlaps"] == [], f"{role} at {size}: overlapping panels"
+        assert found["spilling"] == [], f"{role} at {size}: elements over a neighbouring panel"
         assert page.errors_seen == []
     finally:
         page.close()
