@@ -187,7 +187,7 @@ def test_an_operator_starts_framed_on_their_own_grids_with_their_figures_beside_
 # and the screen's panels, the header's items and the toolbar's items must not overlap one another.
 LAYOUT = """() => {
   const W = window.innerWidth, outside = [], scrolling = [], spilling = [];
-  const PANEL = /\btwin-(header|left|centre|right|bottom)\b/;
+  const PANEL = /\\btwin-(header|left|centre|right|bottom)\\b/;
   const clips = (s) => s.overflowX !== 'visible' || s.overflowY !== 'visible';
   const name = (el) => `${el.tagName.toLowerCase()}.${String(el.className || '').split(' ').join('.')} `
                        + `"${(el.innerText || el.value || el.title || '').trim().slice(0, 40)}"`;
