@@ -7,7 +7,7 @@ DEMO_DB := data/demo.duckdb
 DEMO_USERS := data/demo.users
 PORT ?= 5006
 
-.PHONY: serve test setup test-setup demo bench clean
+.PHONY: serve test setup test-setup demo bench bench-table clean
 
 $(BIN)/twin: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,8 +47,17 @@ serve: $(DEMO_DB) $(DEMO_USERS)
 test: test-setup
 	$(BIN)/python -m pytest
 
-bench: $(DEMO_DB)
-	$(BIN)/twin bench ingest --db $(DEMO_DB) --json
+# Every bench on a copy of the full demo store; each writes bench/results/NAME.json (committed), then the
+# README's table is made from those files. Run it on a quiet machine: the figures are timings.
+BENCHES := ingest ifc grids feed security view concurrency
+
+bench: $(DEMO_DB) test-setup
+	@set -e; for name in $(BENCHES); do \
+	  echo "twin bench $$name" >&2; $(BIN)/twin bench $$name --db $(DEMO_DB) --json >/dev/null; done
+	$(MAKE) bench-table
+
+bench-table: $(BIN)/twin
+	$(BIN)/python bench/readme_table.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DB) $(DEMO_DB).wal $(DEMO_USERS)

@@ -43,23 +43,44 @@ def store_copy(db: str | Path, *, into: str | Path | None = None) -> Path:
 
 
 def provenance(*, webgl_renderer: str | None = None) -> dict:
-    """Where and when a result was measured: commit (with ``+dirty`` for uncommitted changes), date, cores."""
+    """Where and when a result was measured: commit (with ``+dirty`` for uncommitted changes outside
+    ``bench/results`` and README.md), date, cores."""
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return ""
     commit = git("rev-parse", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
+    # the results of the benches run before this one, and the README's table made from them, are not code
+    if git("status", "--porcelain", "--untracked-files=no", "--", ".", f":!{RESULTS.relative_to(ROOT)}",
+           ":!README.md"):
         commit += "+dirty"
     return {"commit": commit, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "cores": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
             "webgl_renderer": webgl_renderer}
 
 
-def write_result(name: str, result: dict, *, webgl_renderer: str | None = None) -> dict:
-    """Save ``bench/results/<name>.json`` with its provenance under ``"measured"`` and return the result."""
+def write_result(name: str, result: dict, *, webgl_renderer: str | None = None, quick: bool | None = None) -> dict:
+    """Save ``bench/results/<name>.json`` with its provenance under ``"measured"`` and return the result.
+
+    ``quick``: whether the bench ran with ``--quick`` (smaller sizes, fewer runs), said under the README's table.
+    """
     RESULTS.mkdir(exist_ok=True)
-    result = {**result, "measured": provenance(webgl_renderer=webgl_renderer)}
+    result = {**result, "measured": {**provenance(webgl_renderer=webgl_renderer), "quick": quick}}
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return result
+
+
+# Run in a page: the WebGL renderer the browser draws with (SwiftShader here), for a result's provenance.
+WEBGL_RENDERER_JS = """() => {
+  const canvas = document.createElement("canvas");
+  const gl = canvas.getContext("webgl2") || canvas.getContext("webgl");
+  if (!gl) return null;
+  const info = gl.getExtension("WEBGL_debug_renderer_info");
+  return gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER);
+}"""
+
+
+def webgl_renderer(page) -> str | None:
+    """The WebGL renderer of a Playwright ``page`` (None without WebGL)."""
+    return page.evaluate(WEBGL_RENDERER_JS)

@@ -141,7 +141,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
         "files": files,
         "speedup_median": round(float(np.median([f["speedup"] for f in files.values()])), 2),
     }
-    return write_result("ifc", result)
+    return write_result("ifc", result, quick=quick)
 
 
 if __name__ == "__main__":

@@ -345,7 +345,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
         "bytes_vs_smaller_stock": round(ours_f["bytes_before_first_frame"] / smaller, 3),
         "served_pick_ms": pick,
         "click_to_inspector_ms": click,
-        "screenshot": str(OUT / "overview.png"),
+        "screenshot": str((OUT / "overview.png").relative_to(ROOT)),
     }
     result["goals"] = {
         **GOALS,

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import io
+from collections.abc import Callable
+from typing import TypeVar
 
 import pandas as pd
 import panel as pn
 import param
 
 from scenes.i18n import _
+from scenes.shared import OffLoop
 from scenes.theme import CSS
-from twin.errors import AccessError, TwinError
-from twin.cases.live import IntakeWriter
 from twin.access.policy import MIN_REASON, Gate
+from twin.cases.live import IntakeWriter
+from twin.errors import TwinError
 
 PAGE_SIZE = 50
+WRITE_TIMEOUT_S = 10.0  # a case transition not committed by then is reported as failed
+T = TypeVar("T")
 LEVEL_NAMES = {"street": "street", "community": "community", "grid": "grid", "micro": "micro-grid"}
 
 
 def _rows(pairs: list[tuple[str, object]]) -> str:
     return "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in pairs
                    if v is not None and v == v)
+
+
+def _case_location(gate: Gate, case_id: str) -> tuple[float, float] | None:
+    """Where a case is, in district coordinates (read after the gate showed the case)."""
+    return gate.con.execute("SELECT ST_X(location), ST_Y(location) FROM cases WHERE case_id = ?", [case_id]).fetchone()
 
 
 def _card(title: str, pairs: list[tuple[str, object]], *, subtitle: str = "", tail: str = "",
@@ -77,7 +88,8 @@ class Inspector(pn.viewable.Viewer):
 
     Everything is read through ``gate`` (:class:`twin.access.policy.Gate`), which decides what
     the signed-in user may see. ``show_residents`` is on for the operator's screen; the
-    gate still refuses residents outside the operator's grids.
+    gate still refuses residents outside the operator's grids. With ``off_loop`` (``twin serve``)
+    every look runs off the event loop, and what it audits is shown once committed.
     """
 
     building_id = param.String(default=None, allow_None=True)
@@ -87,10 +99,14 @@ class Inspector(pn.viewable.Viewer):
     can_act = param.Boolean(default=False, doc="Show the case card's transition buttons (the operator's screen)")
     page = param.Integer(default=0, bounds=(0, None))
 
-    def __init__(self, gate: Gate, *, writer: IntakeWriter | None = None, **params) -> None:
+    def __init__(self, gate: Gate, *, writer: IntakeWriter | None = None, off_loop: OffLoop | None = None,
+                 **params) -> None:
         super().__init__(**params)
         self.gate = gate
         self._writer = writer
+        self._off_loop = off_loop  # served: looks run off the event loop (see look)
+        self._looks = 0  # looks that replace the card, so far
+        self._last_look: asyncio.Future | None = None
         self.note = pn.widgets.TextInput(placeholder="note for the next step (optional)", sizing_mode="stretch_width")
         self.actions = pn.Row(sizing_mode="stretch_width", css_classes=["twin-actions"])
         self.act_message = pn.pane.HTML("", stylesheets=[CSS])
@@ -141,13 +157,68 @@ class Inspector(pn.viewable.Viewer):
         self._may_see_residents = False
         self._why_not_listed = ""
 
+    # -- running a look: at once, or served off the event loop --------------------------------------------------
+    def look(self, read: Callable[[Gate], T], show: Callable[[T | TwinError], None], *,
+             early: Callable[[T], None] | None = None, replaces: bool = True) -> None:
+        """``show(read(gate))``, or ``show(error)`` for a :class:`TwinError` it raised.
+
+        Without a writer (tests, notebooks) at once. Served, ``read`` runs on a reader thread and its
+        audit rows are committed through the writer before ``show``, the event loop waiting on neither;
+        ``early`` may show what needs no audit row as soon as it is read. Shows keep the order of the
+        looks, and a look that ``replaces`` the card makes the shows of older ones moot.
+        """
+        if replaces:
+            self._looks += 1
+        ticket = self._looks
+        if self._off_loop is None:
+            try:
+                result = read(self.gate)
+            except TwinError as exc:
+                result = exc
+            if early is not None and not isinstance(result, TwinError):
+                early(result)
+            show(result)
+            return
+
+        async def run() -> None:
+            loop = asyncio.get_running_loop()
+            before, self._last_look = self._last_look, loop.create_future()
+            done = self._last_look
+            try:
+                result, rows = await self._off_loop.read(self.gate, read)
+                if before is not None:
+                    await before
+                if early is not None and ticket == self._looks and not isinstance(result, TwinError):
+                    early(result)
+                await self._off_loop.record(rows)
+                if ticket == self._looks:
+                    show(result)
+            finally:
+                done.set_result(None)
+        pn.state.execute(run)
+
+    def _show_error(self, error: TwinError) -> None:
+        self.clear()
+        self.card.object = f"<div class='twin-card'><div class='twin-muted'>{html.escape(str(error))}</div></div>"
+
+    # -- buildings ------------------------------------------------------------------------------------------------
     @param.depends("building_id", "show_residents", watch=True)
     def _show_building(self) -> None:
         if self.building_id is None:
             return
         self.case_id = self.camera_id = None
-        self._hide_tables()
-        card = self.gate.building_card(self.building_id)
+        self._hide_tables()  # at once: the previous card's actions go with it
+        building_id, residents = self.building_id, self.show_residents
+
+        def read(gate: Gate) -> dict:
+            card = gate.building_card(building_id)
+            card["open_cases"] = gate.open_cases(building_id=building_id)
+            card["page"] = (gate.residents_page(building_id, page=0, page_size=PAGE_SIZE)
+                            if residents and card["may_see_residents"] and card["residents"] else None)
+            return card
+        self.look(read, self._fill_residents, early=self._fill_building)
+
+    def _fill_building(self, card: dict) -> None:
         self._may_see_residents = card["may_see_residents"]
         self._why_not_listed = why_not_listed(card, self.gate)
         self._total = card["residents"]
@@ -166,27 +237,47 @@ class Inspector(pn.viewable.Viewer):
                     f"<div class='twin-cameras'>{' · '.join(names)}{' …' if len(seen) > 8 else ''}</div>")
         self.card.object = _card(card["name"] or card["building_id"], facts, subtitle=card["building_id"],
                                  tail=watchers)
-        self.cases.object = cases_html(self.gate.open_cases(building_id=self.building_id))
+        self.cases.object = cases_html(card["open_cases"])
         self.cases.visible = card["may_see_cases"]
         self.unmasked.object = ""
         if not self.details.objects:
             self.details.objects = [self.cases, self.pager, self.unmasking, self.residents]
-        if self.page == 0:
-            self._show_residents()
-        else:
+        with param.discard_events(self):  # the first page came with the card
             self.page = 0
+
+    def _fill_residents(self, card: dict | TwinError) -> None:
+        if isinstance(card, TwinError):
+            return self._show_error(card)
+        self._show_page(card["page"])
 
     @param.depends("page", watch=True)
     def _show_residents(self) -> None:
-        listed = self.show_residents and self.building_id is not None and self._total > 0
-        visible = listed and self._may_see_residents
-        self.residents.visible = listed
-        self.pager.visible = self.unmasking.visible = visible
-        if listed and not visible:
-            self.residents.object = f"<div class='twin-muted twin-not-listed'>{html.escape(self._why_not_listed)}</div>"
+        if self._residents_visible():
+            building_id, page = self.building_id, self.page
+            self.look(lambda gate: gate.residents_page(building_id, page=page, page_size=PAGE_SIZE), self._show_page,
+                      replaces=False)
+        else:
+            self._show_page(None)
+
+    def _residents_visible(self) -> bool:
+        return (self.show_residents and self.building_id is not None and self._total > 0
+                and self._may_see_residents)
+
+    def _show_page(self, rows: pd.DataFrame | TwinError | None) -> None:
+        """Show a page of residents (None: none to show, or not for this user)."""
+        if isinstance(rows, TwinError):
+            self.unmasked.object = f"<span class='twin-muted'>{html.escape(str(rows))}</span>"
+            rows = None
+        visible = rows is not None and self._residents_visible()
+        self.residents.visible = self.pager.visible = self.unmasking.visible = visible
+        withheld = (self.show_residents and self.building_id is not None and self._total > 0
+                    and not self._may_see_residents)
+        if withheld:  # say why, rather than show nothing
+            self.residents.param.update(visible=True, object=f"<div class='twin-muted twin-not-listed'>"
+                                                             f"{html.escape(self._why_not_listed)}</div>")
         if not visible:
             return
-        self.resident_rows = self.gate.residents_page(self.building_id, page=self.page, page_size=PAGE_SIZE)
+        self.resident_rows = rows
         self.residents.object = residents_html(self.resident_rows)
         who = {f"{r.room} {r.name} · {r.resident_id[-4:]}": r.resident_id for r in self.resident_rows.itertuples()}
         self.unmask_who.param.update(options=who, value=next(iter(who.values()), None))
@@ -200,19 +291,29 @@ class Inspector(pn.viewable.Viewer):
         """Add the clicked model element (IFC class, name, storey, main property sets) to the building card."""
         if self.building_id is None:
             return
-        e = self.gate.element_card(self.building_id, element_index)
+        building_id = self.building_id
+        self.look(lambda gate: gate.element_card(building_id, element_index), self._fill_element, replaces=False)
+
+    def _fill_element(self, e: dict | TwinError) -> None:
+        if isinstance(e, TwinError):
+            return self._show_error(e)
         sets = "".join(f"<div class='label'>{html.escape(name)}</div><table class='twin-facts'>"
                        + _rows([(k, v) for k, v in props.items()]) + "</table>" for name, props in e["psets"].items())
         self.card.object += _card(e["ifc_class"] or "", [("name", e["name"]), ("storey", e["storey"]),
                                                          ("GlobalId", e["global_id"])], tail=sets, kind="twin-element")
 
-    def show_case(self, case_id: str) -> None:
-        try:
-            card = self.gate.case_card(case_id)
-        except AccessError as exc:  # a planner clicking a case dot, an operator another grid's case
-            self.clear()
-            self.card.object = f"<div class='twin-card'><div class='twin-muted'>{html.escape(str(exc))}</div></div>"
-            return
+    # -- cases and cameras ---------------------------------------------------------------------------------------
+    def show_case(self, case_id: str, *, then: Callable[[dict], None] | None = None) -> None:
+        """Show a case's card (refused and audited outside the user's grids); ``then(card)`` after it is shown."""
+        def show(card: dict | TwinError) -> None:
+            if isinstance(card, TwinError):  # a planner clicking a case dot, an operator another grid's case
+                return self._show_error(card)
+            self._fill_case(case_id, card)
+            if then is not None:
+                then(card)
+        self.look(lambda gate: {**gate.case_card(case_id), "location": _case_location(gate, case_id)}, show)
+
+    def _fill_case(self, case_id: str, card: dict) -> None:
         self.building_id = self.camera_id = None
         self.case_id = case_id
         self._hide_tables()
@@ -248,18 +349,23 @@ class Inspector(pn.viewable.Viewer):
         """
         if self.case_id is None or self._writer is None:
             return
-        try:
-            self.gate.check_act(self.case_id)
-            who = self.gate.principal
-            self._writer.transition(self.case_id, to_status, actor=who.username, source=who.source,
-                                    note=(self.note.value.strip() if note is None else note) or None
-                                    ).result(timeout=10)
-        except TwinError as exc:
-            self.act_message.object = f"<span class='twin-muted'>{html.escape(str(exc))}</span>"
-            return
-        self.note.value = self.reject_reason.value = ""
-        self.act_message.object = ""
-        self.show_case(self.case_id)
+        case_id, who = self.case_id, self.gate.principal
+        note = (self.note.value.strip() if note is None else note) or None
+
+        def read(gate: Gate) -> dict:
+            gate.check_act(case_id)
+            # On a reader thread served: waiting for the writer's commit holds no event loop.
+            return self._writer.transition(case_id, to_status, actor=who.username, source=who.source,
+                                           note=note).result(timeout=WRITE_TIMEOUT_S)
+
+        def show(moved: dict | TwinError) -> None:
+            if isinstance(moved, TwinError):
+                self.act_message.object = f"<span class='twin-muted'>{html.escape(str(moved))}</span>"
+                return
+            self.note.value = self.reject_reason.value = ""
+            self.act_message.object = ""
+            self.show_case(case_id)
+        self.look(read, show, replaces=False)
 
     def _ask_rejection(self, asking: bool) -> None:
         """Show (or put away) the rejection's confirmation in place of the case's buttons."""
@@ -278,7 +384,11 @@ class Inspector(pn.viewable.Viewer):
         self.move_case("rejected", note=reason)
 
     def show_camera(self, camera_id: str) -> None:
-        card = self.gate.camera_card(camera_id)
+        self.look(lambda gate: gate.camera_card(camera_id), lambda card: self._fill_camera(camera_id, card))
+
+    def _fill_camera(self, camera_id: str, card: dict | TwinError) -> None:
+        if isinstance(card, TwinError):
+            return self._show_error(card)
         self.building_id = self.case_id = None
         self.camera_id = camera_id
         self._hide_tables()
@@ -294,23 +404,29 @@ class Inspector(pn.viewable.Viewer):
             if rows else "<div class='twin-muted'>none</div>"))
         self.card.object = _card(f"Camera {camera_id}", facts, tail=recent)
 
+    # -- unmasking and export --------------------------------------------------------------------------------------
     def unmask(self) -> None:
         """Show the picked resident's ID number and phone in clear, if the gate accepts the reason."""
         if not self.unmask_who.value:
             return
-        try:
-            found = self.gate.unmask(self.unmask_who.value, reason=self.unmask_reason.value_input
-                                     or self.unmask_reason.value)
-        except TwinError as exc:
-            self.unmasked.object = f"<span class='twin-muted'>{html.escape(str(exc))}</span>"
+        resident_id, reason = self.unmask_who.value, self.unmask_reason.value_input or self.unmask_reason.value
+        self.look(lambda gate: gate.unmask(resident_id, reason=reason), self._show_unmasked, replaces=False)
+
+    def _show_unmasked(self, found: dict | TwinError) -> None:
+        if isinstance(found, TwinError):
+            self.unmasked.object = f"<span class='twin-muted'>{html.escape(str(found))}</span>"
             return
         self.unmask_reason.value = ""
         self.unmasked.object = (f"<div class='twin-unmasked-row'>{html.escape(str(found['name']))} · "
                                 f"{html.escape(str(found['id_number']))} · {html.escape(str(found['phone']))}</div>")
 
-    def _export_csv(self):
-        """The shown building's residents, masked, as CSV (the gate audits the export)."""
-        rows = self.gate.export_residents(self.building_id)
+    async def _export_csv(self):
+        """The shown building's residents, masked, as CSV (the gate audits the export; served, off the loop)."""
+        building_id = self.building_id
+        if self._off_loop is None:
+            rows = self.gate.export_residents(building_id)
+        else:
+            rows = await self._off_loop.look(self.gate, lambda gate: gate.export_residents(building_id))
         return io.BytesIO(rows.to_csv(index=False).encode("utf-8-sig"))
 
     def clear(self) -> None:

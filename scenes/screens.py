@@ -11,6 +11,8 @@ import asyncio
 import html
 import logging
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -25,7 +27,7 @@ from scenes.i18n import _
 from scenes.inspector import Inspector
 from scenes.layers import COLOUR_MEASURES, case_markers, case_update_records, grid_labels, grid_segments
 from scenes.planner import GridEditor, save_through_writer
-from scenes.shared import REFRESH_S, SharedDistrict
+from scenes.shared import READS, REFRESH_S, SharedDistrict
 from scenes.theme import CSS
 from scenes.ticker import CaseTicker
 from scenes.view3d import DistrictView
@@ -44,6 +46,7 @@ ROLE_SCREENS = {"leader": ("Overview",), "operator": ("Operator", "Overview"), "
 TICKER_SIZE = 8
 FRAME_MARGIN = 1.5  # the view's radius over a framed box's half diagonal: the whole box in view, with room
 LIVE_POLL_MS = 250  # how often a session looks for committed case changes
+T = TypeVar("T")
 MEASURE_LABELS = {"grid": "grid", "open_cases": "open cases", "population": "population", "height": "height"}
 # Side panels take a share of the screen's width between these bounds: the 3D view keeps the rest at
 # 1280 px and a wall screen's 3840 px alike (Panel's fixed widths would push controls off a small screen).
@@ -89,8 +92,10 @@ class DistrictApp(pn.viewable.Viewer):
         self._con = con
         self.principal = principal
         writer = shared.writer
-        # Served, an audit row goes through the store's writer, and what it records is shown only once committed.
-        self.gate = Gate(con, principal, audit_sink=None if writer is None else
+        # Served, the looks run off the event loop (scenes.shared.OffLoop): their audit rows go through the
+        # store's writer, and what they record is shown only once committed. What still reads through this
+        # gate on the loop (the admin's trail) waits on the writer only for a refusal's row.
+        self.gate = Gate(con, principal, refusals=shared.refusals, audit_sink=None if writer is None else
                          (lambda **row: writer.audit(**row).result(timeout=10)))
         self.param.screen.objects = list(ROLE_SCREENS[principal.role])
         self.shared = shared
@@ -100,11 +105,10 @@ class DistrictApp(pn.viewable.Viewer):
         self.figures = KeyFigures(shared.key_figures)
         # An operator's own grids (with every grid under them): their figures stand beside the district's.
         self._my_grids = self.gate.scope if principal.role == "operator" else None
-        self._mine_con = con.cursor()  # the live figures are read in a thread of their own
         if self._my_grids is not None:
             self.figures.refresh(mine=key_figures(con, grids=self._my_grids))
         self.grid_table = GridTable(shared.grid_table, level=self.level)
-        self.inspector = Inspector(self.gate, writer=writer)
+        self.inspector = Inspector(self.gate, writer=writer, off_loop=shared.off_loop)
         self.view = DistrictView(buildings=layer.payload, models=shared.models, sizing_mode="stretch_both",
                                  min_height=400)
         self._editor: GridEditor | None = None
@@ -115,8 +119,8 @@ class DistrictApp(pn.viewable.Viewer):
         self._poll = None
         self._figures_task: asyncio.Future | None = None
         self._figures_ready: tuple | None = None
-        self._colour()
-        self._grids()
+        self._show_colours(shared.colours(self.colour_by))  # the first frame's, at once
+        self._show_grids(*grid_boundaries(con, level=self.level))
         self.search_box = pn.widgets.TextInput(placeholder="Search address, building or case id", width=260)
         self.search_box.param.watch(self._search, "enter_pressed")
         # The results list and the message take turns in one place of the header.
@@ -188,8 +192,6 @@ class DistrictApp(pn.viewable.Viewer):
             for r in rows:
                 self._latest = [[r["case_id"], r["subcategory"], r["status"]]] + [
                     t for t in self._latest if t[0] != r["case_id"]][:TICKER_SIZE - 1]
-        if self._figures_due():
-            self._show_figures(*self._live_figures())
 
     async def _catch_up_live(self) -> None:
         """:meth:`catch_up` for the periodic callback. The figures' queries run in a thread of their own:
@@ -199,7 +201,7 @@ class DistrictApp(pn.viewable.Viewer):
             figures, self._figures_ready = self._figures_ready, None
             self._show_figures(*figures)
         if self._figures_task is None and self._figures_due():
-            self._figures_task = asyncio.ensure_future(asyncio.to_thread(self._live_figures))
+            self._figures_task = asyncio.get_running_loop().run_in_executor(READS, self._live_figures)
             self._figures_task.add_done_callback(self._figures_computed)
 
     def _figures_computed(self, task: asyncio.Future) -> None:
@@ -217,7 +219,7 @@ class DistrictApp(pn.viewable.Viewer):
 
     def _live_figures(self) -> tuple[dict, pd.DataFrame, tuple | None, dict | None]:
         colours = self.shared.colours("open_cases") if self.colour_by == "open_cases" else None
-        mine = None if self._my_grids is None else key_figures(self._mine_con, grids=self._my_grids)
+        mine = None if self._my_grids is None else key_figures(self.shared.cursors(), grids=self._my_grids)
         return self.shared.key_figures(), self.shared.grid_table(self.grid_table.level), colours, mine
 
     def _show_figures(self, figures: dict, table: pd.DataFrame, colours: tuple | None, mine: dict | None) -> None:
@@ -245,14 +247,33 @@ class DistrictApp(pn.viewable.Viewer):
             updates.append((slot, float(r["x"] - ox), float(r["y"] - oy), z, status, new, r["case_id"]))
         return updates
 
+    def _read_then(self, read: Callable[[duckdb.DuckDBPyConnection], T], show: Callable[[T], None]) -> None:
+        """``show(read(cursor))``: served, ``read`` runs on a reader thread (on that thread's cursor) and ``show``
+        back on the event loop; otherwise both at once, on this session's cursor."""
+        if self.shared.off_loop is None:
+            return show(read(self._con))
+
+        async def run() -> None:
+            loop = asyncio.get_running_loop()
+            show(await loop.run_in_executor(READS, lambda: read(self.shared.cursors())))
+        pn.state.execute(run)
+
     @param.depends("colour_by", watch=True)
     def _colour(self) -> None:
-        colours, legend = self.shared.colours(self.colour_by)
-        self.view.param.update(colors=colours, legend=legend)
+        measure = self.colour_by
+        self._read_then(lambda _con: self.shared.colours(measure),
+                        lambda found: self._show_colours(found) if measure == self.colour_by else None)
+
+    def _show_colours(self, found: tuple[bytes, dict]) -> None:
+        self.view.param.update(colors=found[0], legend=found[1])
 
     @param.depends("level", watch=True)
     def _grids(self) -> None:
-        frame, shapes = grid_boundaries(self._con, level=self.level)
+        level = self.level
+        self._read_then(lambda con: grid_boundaries(con, level=level),
+                        lambda found: self._show_grids(*found) if level == self.level else None)
+
+    def _show_grids(self, frame: pd.DataFrame, shapes: np.ndarray) -> None:
         self._grid_frame, self._grid_shapes = frame, shapes
         self.view.param.update(grid_lines=grid_segments(shapes, self.layer.origin),
                                labels=grid_labels(frame, shapes, self.layer.origin), grid_highlight=b"")
@@ -331,18 +352,22 @@ class DistrictApp(pn.viewable.Viewer):
     def frame_my_grids(self) -> None:
         """The operator's start: their own grids outlined and framed in the 3D view."""
         grids = list(self.principal.grids)
-        wkb = self._con.execute("SELECT ST_AsWKB(boundary) FROM grids WHERE grid_id IN (SELECT unnest(?)) "
-                                "AND valid_to IS NULL", [grids]).fetchall()
-        if wkb:
-            self._frame_grids(shapely.from_wkb([bytes(w) for w, in wkb]))
+
+        def read(con: duckdb.DuckDBPyConnection) -> list[bytes]:
+            return [bytes(w) for w, in con.execute("SELECT ST_AsWKB(boundary) FROM grids WHERE grid_id IN "
+                                                   "(SELECT unnest(?)) AND valid_to IS NULL", [grids]).fetchall()]
+        self._read_then(read, lambda wkb: self._frame_grids(shapely.from_wkb(wkb)) if wkb else None)
 
     def _search(self, _event: param.parameterized.Event) -> None:
-        try:
-            text = self.search_box.value_input or self.search_box.value or ""
-            found = self.gate.search(text)
-            refused = None if any(r["kind"] == "case" for r in found) else self.gate.search_refusal(text)
-        except TwinError as exc:
-            found, refused = [], str(exc)
+        text = self.search_box.value_input or self.search_box.value or ""
+
+        def read(gate: Gate) -> tuple[list[dict], str | None]:
+            found = gate.search(text)
+            return found, None if any(r["kind"] == "case" for r in found) else gate.search_refusal(text)
+        self.inspector.look(read, self._show_found, replaces=False)
+
+    def _show_found(self, answer: tuple[list[dict], str | None] | TwinError) -> None:
+        found, refused = ([], str(answer)) if isinstance(answer, TwinError) else answer
         options = {r["label"]: f"{r['kind']}|{r['id']}" for r in found}
         self.search_results.options = options
         self.search_results.visible = len(found) > 1
@@ -361,11 +386,12 @@ class DistrictApp(pn.viewable.Viewer):
             if index >= 0:
                 self.select_building(index, fly=True)
         elif kind == "case":
-            self.inspector.show_case(ident)
-            row = self._con.execute("SELECT ST_X(location), ST_Y(location) FROM cases WHERE case_id = ?",
-                                    [ident]).fetchone()
-            if row:
-                self.view.fly(x=row[0] - self.layer.origin[0], y=row[1] - self.layer.origin[1], r=60)
+            self.inspector.show_case(ident, then=self._fly_to_case)
+
+    def _fly_to_case(self, card: dict) -> None:
+        if card["location"]:
+            x, y = card["location"]
+            self.view.fly(x=x - self.layer.origin[0], y=y - self.layer.origin[1], r=60)
 
     def _fill_ticker(self) -> None:
         items = [[case_id, f"{case_id} · {sub} · {status}"] for case_id, sub, status in self._latest]
@@ -393,11 +419,22 @@ class DistrictApp(pn.viewable.Viewer):
             self.centre.objects = [self.toolbar, self.view]
 
     def _grids_saved(self, _event: param.parameterized.Event) -> None:
-        # A planner saved grids: outlines, labels, colours and the per-grid table follow the store.
+        """A planner saved grids: outlines, labels, colours and the per-grid table follow the store.
+        Served, the shared figures are read again on a reader thread, not on the event loop."""
+        self._read_then(self._saved_grids_read, self._show_saved_grids)
+
+    def _saved_grids_read(self, con: duckdb.DuckDBPyConnection) -> tuple:
+        """What a grid save changes on this screen, read on ``con`` (the calling thread's own cursor)."""
         self.shared.forget_grids()
-        self._grids()
-        self._colour()
-        self.grid_table.refresh()
+        return (grid_boundaries(con, level=self.level), self.shared.colours(self.colour_by),
+                self.shared.grid_table(self.grid_table.level))
+
+    def _show_saved_grids(self, read: tuple) -> None:
+        (frame, shapes), (colours, legend), table = read
+        with pn.io.hold():
+            self._show_grids(frame, shapes)
+            self.view.param.update(colors=colours, legend=legend)
+            self.grid_table.refresh(table)
 
     def __panel__(self) -> pn.viewable.Viewable:
         header = pn.Row(

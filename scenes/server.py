@@ -1,9 +1,11 @@
 """``twin serve``: the app, the Open311 intake and the detection API, in one process on one store.
 
 The process holds the store's one writable DuckDB connection. Browser sessions
-read through cursors of it. Intake requests go to one writer thread
-(:class:`twin.cases.live.IntakeWriter`), which commits them in batches before it
-answers any of them, and publishes what changed to every open session.
+read through cursors of it, one per thread (the rule is written in :mod:`scenes.shared`).
+Intake requests go to one writer thread (:class:`twin.cases.live.IntakeWriter`), which
+commits them in batches before it answers any of them, and publishes what changed to
+every open session. Open311 reads run on the reader threads, through the access gate of
+the key's client (:func:`twin.access.policy.client_principal`), never on the event loop.
 """
 
 from __future__ import annotations
@@ -16,18 +18,18 @@ import secrets
 import signal
 from functools import partial
 
-import duckdb
 import panel as pn
 from tornado.web import RequestHandler
 
 from scenes.auth import Remembered, SignIns, StoreAuthProvider, session_principal
 from scenes.screens import DistrictApp, SignedOut
-from scenes.shared import SharedDistrict
-from twin.cases.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
+from scenes.shared import READS, Cursors, OffLoop, SharedDistrict
 from twin.access.keys import client_for
+from twin.access.policy import Gate, Refusals, client_principal
+from twin.access.ratelimit import RateLimiter
+from twin.cases.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
 from twin.cases.live import CaseFeed, IntakeWriter
 from twin.cases.open311 import Open311Error, decode_form, find_requests, services, to_xml
-from twin.access.ratelimit import RateLimiter
 from twin.store.control import Command, ControlChannel
 from twin.store.store import Store
 
@@ -39,32 +41,43 @@ KEY_CACHE_S = 10.0  # a key is looked up again after this long
 INTAKE_RATE = 1000.0  # requests per second per API key (bursts of twice that)
 
 
-def clients_of(store: Store) -> Remembered:
-    """API key to client name, remembered for a few seconds so intake under load does not ask the store each time."""
-    reader = store.con.cursor()
-    return Remembered(lambda key: client_for(reader, key), ttl_s=KEY_CACHE_S)
+def clients_of(cursors: Cursors) -> Remembered:
+    """API key to client name, remembered for a few seconds so intake under load does not ask the store each time.
+
+    A lookup reads on the asking thread's own cursor.
+    """
+    return Remembered(lambda key: client_for(cursors(), key), ttl_s=KEY_CACHE_S)
 
 
 class _Intake(RequestHandler):
     """Common ground of the intake routes: the store, its writer and the API key check."""
 
-    def initialize(self, store: Store, writer: IntakeWriter, clients: Remembered,
-                   reader: duckdb.DuckDBPyConnection, crs: str, limiter: RateLimiter) -> None:
-        # Handlers are made per request: the cursor is made once (opening one costs milliseconds).
+    def initialize(self, store: Store, writer: IntakeWriter, clients: Remembered, off_loop: OffLoop,
+                   refusals: Refusals, crs: str, limiter: RateLimiter) -> None:
         self.store = store
         self.crs = crs
         self.writer = writer
         self.clients = clients
-        self.con = reader
+        self.off_loop = off_loop
+        self.refusals = refusals
         self.limiter = limiter
 
     def over_limit(self, client: str) -> str | None:
         """None when ``client`` may send this request now, else why not (the wait goes out as Retry-After)."""
+        refusal = self.limit_refusal(client)
+        if refusal is not None:
+            self.retry_after(self.limiter.retry_after(client))
+        return refusal
+
+    def limit_refusal(self, client: str) -> str | None:
+        """:meth:`over_limit` without the header: any thread may ask."""
         if self.limiter.allow(client):
             return None
-        self.set_header("Retry-After", str(max(1, round(self.limiter.retry_after(client)))))
         return (f"client {client} is over its {self.limiter.rate_per_s:g} requests a second; "
                 "wait for the Retry-After seconds and send again.")
+
+    def retry_after(self, wait_s: float) -> None:
+        self.set_header("Retry-After", str(max(1, round(wait_s))))
 
 
 class _Open311(_Intake):
@@ -80,20 +93,52 @@ class _Open311(_Intake):
             self.finish(json.dumps(items, ensure_ascii=False, default=str))
 
     def fail(self, error: Open311Error, *, fmt: str) -> None:
+        if error.retry_after_s is not None:
+            self.retry_after(error.retry_after_s)
         self.reply(error.body(), fmt=fmt, root="errors", item="error", status=error.code)
 
     def query(self) -> dict[str, str]:
         return {k: v[-1].decode(errors="replace") for k, v in self.request.query_arguments.items()}
 
     def client_of(self, key: str | None) -> str:
-        """The client a key belongs to, within its rate; else the GeoReport error to send."""
+        """The client a key belongs to, within its rate; else the GeoReport error to send (any thread may ask)."""
         client = self.clients(key)
         if client is None:
             raise Open311Error(403, "api_key is missing, unknown or revoked; ask the district for a key.")
-        refusal = self.over_limit(client)
+        refusal = self.limit_refusal(client)
         if refusal:
-            raise Open311Error(429, refusal)
+            raise Open311Error(429, refusal, retry_after_s=self.limiter.retry_after(client))
         return client
+
+    async def read_requests(self, query: dict[str, str], *, fmt: str, one: str | None = None) -> None:
+        """Answer ``GET requests`` (or, with ``one``, ``GET requests/{one}``) as the key's client may read them.
+
+        The key lookup and the read run on a reader thread; the event loop waits on neither, nor
+        on the writer's commit of a refused access's audit row (which comes before the answer).
+        """
+        source = self.request.remote_ip
+        rows: list[dict] = []
+
+        def read() -> list[dict] | Open311Error:
+            con = self.off_loop.cursors()
+            try:
+                client = self.client_of(query.get("api_key"))
+                principal = client_principal(con, client, source=source)
+                if principal is None:
+                    raise Open311Error(403, f"the key's client {client} is a disabled user: it reads nothing.")
+                gate = Gate(con, principal, audit_sink=lambda **row: rows.append(row), refusals=self.refusals)
+                found = find_requests(gate, {"service_request_id": one} if one is not None else query,
+                                      district_crs=self.crs)
+                if one is not None and not found:
+                    raise Open311Error(404, f"no service request {one!r}.")
+                return found
+            except Open311Error as exc:
+                return exc
+        found = await asyncio.get_running_loop().run_in_executor(READS, read)
+        await self.off_loop.record(rows)
+        if isinstance(found, Open311Error):
+            return self.fail(found, fmt=fmt)
+        self.reply(found, fmt=fmt, root="service_requests", item="request")
 
 
 class ServicesHandler(_Open311):
@@ -102,14 +147,8 @@ class ServicesHandler(_Open311):
 
 
 class RequestsHandler(_Open311):
-    def get(self, fmt: str) -> None:
-        query = self.query()
-        try:
-            self.client_of(query.get("api_key"))
-            found = find_requests(self.con, query, district_crs=self.crs)
-        except Open311Error as exc:
-            return self.fail(exc, fmt=fmt)
-        self.reply(found, fmt=fmt, root="service_requests", item="request")
+    async def get(self, fmt: str) -> None:
+        await self.read_requests(self.query(), fmt=fmt)
 
     async def post(self, fmt: str) -> None:
         try:
@@ -124,15 +163,8 @@ class RequestsHandler(_Open311):
 
 
 class RequestHandler(_Open311):
-    def get(self, request_id: str, fmt: str) -> None:
-        try:
-            self.client_of(self.query().get("api_key"))
-        except Open311Error as exc:
-            return self.fail(exc, fmt=fmt)
-        found = find_requests(self.con, {"service_request_id": request_id}, district_crs=self.crs)
-        if not found:
-            return self.fail(Open311Error(404, f"no service request {request_id!r}."), fmt=fmt)
-        self.reply(found, fmt=fmt, root="service_requests", item="request")
+    async def get(self, request_id: str, fmt: str) -> None:
+        await self.read_requests(self.query(), fmt=fmt, one=request_id)
 
 
 class DetectionsHandler(_Intake):
@@ -171,10 +203,17 @@ class DetectionsHandler(_Intake):
         self.reply(answer, 201)
 
 
-def intake_routes(store: Store, writer: IntakeWriter, *, intake_rate: float = INTAKE_RATE) -> list[tuple]:
-    """Tornado routes of the GeoReport v2 intake and the detection API (each needs an API key)."""
-    args = {"store": store, "writer": writer, "clients": clients_of(store), "reader": store.con.cursor(),
-            "crs": store.district.crs, "limiter": RateLimiter(rate_per_s=intake_rate, burst=2 * intake_rate)}
+def intake_routes(store: Store, writer: IntakeWriter, *, cursors: Cursors | None = None,
+                  refusals: Refusals | None = None, intake_rate: float = INTAKE_RATE) -> list[tuple]:
+    """Tornado routes of the GeoReport v2 intake and the detection API (each needs an API key).
+
+    ``cursors`` and ``refusals`` are the app's (:class:`scenes.shared.SharedDistrict`), so that the
+    routes' reader threads and the sessions' share cursors and one throttle of refused accesses.
+    """
+    cursors = cursors if cursors is not None else Cursors(store.con)
+    args = {"store": store, "writer": writer, "clients": clients_of(cursors), "off_loop": OffLoop(cursors, writer),
+            "refusals": refusals if refusals is not None else Refusals(), "crs": store.district.crs,
+            "limiter": RateLimiter(rate_per_s=intake_rate, burst=2 * intake_rate)}
     return [(r"/open311/v2/services\.(json|xml)", ServicesHandler, args),
             (r"/open311/v2/requests\.(json|xml)", RequestsHandler, args),
             (r"/open311/v2/requests/([^/.]+)\.(json|xml)", RequestHandler, args),
@@ -198,8 +237,10 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         log.warning("%s has no users: nobody can sign in. Add one with `twin users add NAME --role admin`.", db)
     feed = CaseFeed()
     writer = IntakeWriter(store.con, feed, dedupe_window_s=dedupe_window_s)
+    # Each thread reads on its own cursor (scenes/shared.py); the writer has its own and checkpoints there.
     shared = SharedDistrict(store.con.cursor(), feed=feed, writer=writer)
-    signins = SignIns(store.con, writer)
+    signins = SignIns(store.con.cursor(), writer)
+    sessions = store.con.cursor()  # makes each browser session's cursor, on the event loop
     pn.extension("vtk", theme="dark", sizing_mode="stretch_width")
 
     def app() -> pn.viewable.Viewable:
@@ -208,7 +249,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
             writer.audit(actor=pn.state.user or "?", action="session.refused", source=None)
             return SignedOut()
         writer.audit(actor=principal.username, action="session.open", source=principal.source)
-        return DistrictApp(store.con.cursor(), shared, principal=principal)
+        return DistrictApp(sessions.cursor(), shared, principal=principal)
 
     def execute(command: Command, args: dict) -> dict:
         """Run a command of the control channel in the writer; after an import the sessions' grids follow too."""
@@ -235,7 +276,8 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     control = ControlChannel(db, commands or {}, execute=execute)
     try:
         pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
-                 title="District twin", extra_patterns=intake_routes(store, writer, intake_rate=intake_rate),
+                 title="District twin", extra_patterns=intake_routes(store, writer, cursors=shared.cursors,
+                                                                     refusals=shared.refusals, intake_rate=intake_rate),
                  cookie_secret=secrets.token_urlsafe(32), websocket_max_message_size=MAX_WS_MESSAGE_BYTES,
                  http_server_kwargs={"max_body_size": MAX_HTTP_BODY_BYTES}, **sign_in)
     except KeyboardInterrupt:

@@ -1,26 +1,108 @@
-"""What every browser session of one server shows alike, computed once per server.
+"""What every browser session of one server shows alike, computed once per server; and who owns which cursor.
 
 Geometry, hover texts and district totals stay true for the server's lifetime.
 What cases change (key figures, per-grid open cases, the open-cases colouring)
 is recomputed when the case feed has moved, at most once per ``REFRESH_S``.
+
+Who owns which DuckDB cursor in ``twin serve`` (the one place this rule is written):
+
+- **No cursor is used from two threads.** A cursor belongs to the thread that uses it.
+- The **writer thread** (:class:`twin.cases.live.IntakeWriter`) owns its cursor and, after
+  start-up, the store's connection itself (its CHECKPOINT): everyone else's cursors are made
+  from cursors of it (``scenes.server.serve``).
+- The **event loop** owns each session's cursor (``DistrictApp(con)``, the planner's
+  editor) and uses it only for light reads the page needs at once.
+- **Every other thread** (the reader pool :data:`READS`, ``asyncio.to_thread``) reads
+  through :class:`Cursors`, which gives each thread its own cursor of the connection.
+  :class:`SharedDistrict`, the API keys' lookup and the Open311 reads use it.
+- The event loop **never waits** on the writer or a slow read: audited looks, searches
+  and the Open311 reads run on :data:`READS` and their audit rows are committed through
+  the writer with an event-loop future (:class:`OffLoop`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import duckdb
 import numpy as np
 import pandas as pd
 
 from scenes.layers import BuildingLayer, building_colours, building_layer, camera_records, model_layer
-from twin.cases.live import CaseFeed, IntakeWriter
+from twin.access.access import audit
+from twin.access.policy import Gate, Refusals
+from twin.cases.live import CaseFeed, IntakeWriter, Written
+from twin.errors import TwinError
 from twin.store.queries import district_totals, grid_table, grid_tree, key_figures, micro_figures
 
 REFRESH_S = 1.0  # live figures are at most this old
+# The threads that read the store for the event loop (DuckDB runs a query without the GIL, so a few help).
+READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="twin-read")
+T = TypeVar("T")
+
+
+class Cursors:
+    """One cursor of ``con`` per thread: call it from any thread to get that thread's own."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+        self._local = threading.local()
+        self._lock = threading.Lock()  # making a cursor changes the connection's list of them
+
+    def __call__(self) -> duckdb.DuckDBPyConnection:
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            with self._lock:
+                cursor = self._local.cursor = self._con.cursor()
+        return cursor
+
+
+class OffLoop:
+    """A session's reads through its gate on the reader threads, and their audit rows through the writer.
+
+    Parameters
+    ----------
+    cursors : Cursors
+        Each reader thread's own cursor.
+    writer : IntakeWriter
+        The store's writer; the loop awaits its commit of a look's audit rows, never blocks on it.
+    """
+
+    def __init__(self, cursors: Cursors, writer: IntakeWriter) -> None:
+        self.cursors = cursors
+        self.writer = writer
+
+    async def read(self, gate: Gate, read: Callable[[Gate], T]) -> tuple[T | TwinError, list[dict]]:
+        """``read(gate)`` on a reader thread: its result (or the :class:`TwinError` it raised) and the audit
+        rows it asked for, not yet written (see :meth:`record`)."""
+        rows: list[dict] = []
+
+        def work() -> T | TwinError:
+            try:
+                return read(gate.bound(self.cursors(), audit_sink=lambda **row: rows.append(row)))
+            except TwinError as exc:
+                return exc
+        return await asyncio.get_running_loop().run_in_executor(READS, work), rows
+
+    async def record(self, rows: list[dict]) -> None:
+        """Commit audit rows through the writer; returns once they are on disk (the loop is free meanwhile)."""
+        if rows:
+            await self.writer.submit(lambda con: Written([audit(con, **row) for row in rows]),
+                                     loop=asyncio.get_running_loop())
+
+    async def look(self, gate: Gate, read: Callable[[Gate], T]) -> T:
+        """``read(gate)`` off the loop, its audit rows committed before it returns; raises what ``read`` raised."""
+        result, rows = await self.read(gate, read)
+        await self.record(rows)
+        if isinstance(result, TwinError):
+            raise result
+        return result
 
 
 class SharedDistrict:
@@ -29,19 +111,24 @@ class SharedDistrict:
     Parameters
     ----------
     con : duckdb.DuckDBPyConnection
-        A cursor of the server's store connection, kept for the memoised queries.
+        The server's store connection: each thread that asks reads on its own cursor of it (:class:`Cursors`).
     feed : CaseFeed, optional
         Committed case changes (``twin serve``); a read-only app has one that never moves.
     writer : IntakeWriter, optional
-        The store's writer, for case transitions from the operator's card; None when read-only.
+        The store's writer, for case transitions and audit rows; None when read-only. With it,
+        :attr:`off_loop` runs the sessions' looks off the event loop.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, *, feed: CaseFeed | None = None,
                  writer: IntakeWriter | None = None) -> None:
-        self._con = con
+        self.cursors = Cursors(con)
         self.feed = feed if feed is not None else CaseFeed()
         self.writer = writer
+        self.off_loop = OffLoop(self.cursors, writer) if writer is not None else None
+        self.refusals = Refusals()  # one throttle for every session's refused accesses
         self._lock = threading.Lock()
+        self._key_locks: dict[tuple, threading.Lock] = {}
+        con = self.cursors()
         self.layer: BuildingLayer = building_layer(con)
         self.models: bytes = model_layer(con, self.layer)
         self.hover_text: np.ndarray = self._hover_texts()
@@ -51,29 +138,38 @@ class SharedDistrict:
         self.camera_payload: bytes = camera_records(self.cameras, self.layer.origin)
         self._totals = district_totals(con)
         self._tree = grid_tree(con)
-        self._micro: pd.DataFrame | None = None
         self._memo: dict[tuple, tuple[int, float, object]] = {}
 
+    @property
+    def _con(self) -> duckdb.DuckDBPyConnection:
+        return self.cursors()  # the asking thread's own cursor
+
     def _fresh(self, key: tuple, compute: Callable[[], object], *, live: bool) -> object:
-        """A memoised value; a ``live`` one is recomputed once the feed moved (sessions ask once per ``REFRESH_S``)."""
+        """A memoised value; a ``live`` one is recomputed once the feed moved (sessions ask once per ``REFRESH_S``).
+
+        Each value has its own lock: a session asking for one never waits for another being computed.
+        """
         with self._lock:
-            version, now = self.feed.version, time.monotonic()
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            version = self.feed.version
             hit = self._memo.get(key)
             if hit is None or (live and hit[0] != version):
-                hit = self._memo[key] = (version, now, compute())
+                hit = self._memo[key] = (version, time.monotonic(), compute())
             return hit[2]
 
     def forget_grids(self) -> None:
         """Grids were saved (the planner): the grid tree, the micro-grid figures and every memoised table
-        and colouring are computed afresh when next asked for."""
+        and colouring are computed afresh when next asked for. Reads the store: call it off the event loop."""
+        tree = grid_tree(self._con)
+        # Buildings moved to new micro-grids: the grid colouring and hover texts look them up here.
+        grid_ids = self._con.execute("SELECT grid_id FROM buildings ORDER BY building_id").df()["grid_id"]
+        hover_text = self._hover_texts()
         with self._lock:
-            self._tree = grid_tree(self._con)
-            self._micro = None
+            self._tree = tree
             self._memo.clear()
-            # Buildings moved to new micro-grids: the grid colouring and hover texts look them up here.
-            grid_ids = self._con.execute("SELECT grid_id FROM buildings ORDER BY building_id").df()["grid_id"]
             self.layer = dataclasses.replace(self.layer, grid_id=grid_ids.to_numpy(dtype=object))
-            self.hover_text = self._hover_texts()
+            self.hover_text = hover_text
 
     def _hover_texts(self) -> np.ndarray:
         """Per building: its name (or id) and its micro-grid's name and id."""
@@ -94,7 +190,6 @@ class SharedDistrict:
     def grid_table(self, level: str) -> pd.DataFrame:
         """Figures per grid at a level (see :func:`twin.store.queries.grid_table`); a copy the caller may sort."""
         def compute() -> pd.DataFrame:
-            if self._micro is None:
-                self._micro = micro_figures(self._con)
-            return grid_table(self._con, level=level, micro=self._micro, tree=self._tree)
+            micro = self._fresh(("micro",), lambda: micro_figures(self._con), live=False)
+            return grid_table(self._con, level=level, micro=micro, tree=self._tree)
         return self._fresh(("table", level), compute, live=True).copy()

@@ -11,62 +11,16 @@ import time
 
 import numpy as np
 import pytest
-import shapely
 from playwright.sync_api import expect
 
 from bench.browser import chromium, served, sign_in
-from twin.errors import TwinError
-from twin.grids.gridedit import fresh_ids, move_vertex
-from twin.grids.gridrules import errors
-from twin.grids.gridversions import check_edit, current_grids, grid_history
+from bench.concurrency import PARENT, a_move, drag_vertex, on_plan
+from twin.grids.gridedit import fresh_ids
+from twin.grids.gridversions import current_grids, grid_history
 from twin.store.store import Store
 
 pytestmark = pytest.mark.browser
 log = logging.getLogger(__name__)
-
-PARENT = "S01-C01-G1"  # the first grid with micro-grids: what the editor opens on
-
-# Page coordinates of a point of the plan (relative to the district origin), from the plot's own scales.
-PLAN_TO_PAGE = """([x, y]) => {
-  for (const doc of Bokeh.documents) {
-    const plot = doc.get_model_by_name("twin-plan");
-    if (plot == null) continue;
-    const view = Bokeh.index.query_one((v) => v.model === plot);
-    if (view == null) return null;
-    const box = view.canvas_view.el.getBoundingClientRect();
-    return [box.left + view.frame.x_scale.compute(x), box.top + view.frame.y_scale.compute(y)];
-  }
-  return null;
-}"""
-
-
-def a_move(path, *, breaks: bool) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]:
-    """A vertex shared by several micro-grids and a move of it that breaks a rule (``breaks``) or none:
-    ``(at, to, owners, a point inside the first owner, origin)``."""
-    steps = ([30.0, 25.0], [-30.0, 25.0], [30.0, -25.0]) if breaks else ([6.0, 4.0], [-6.0, 4.0], [6.0, -4.0])
-    with Store(path, read_only=True) as store:
-        con = store.con
-        origin = np.array(store.district.origin[:2])
-        shapes = current_grids(con, parent_id=PARENT).geometry
-        parent = current_grids(con, grid_ids=[PARENT]).geometry.iloc[0]
-        owners: dict[tuple, list[str]] = {}
-        for g, geom in shapes.items():
-            for xy in {tuple(p) for p in np.round(shapely.get_coordinates(geom), 3)}:
-                owners.setdefault(xy, []).append(g)
-        for xy, grids in sorted(owners.items(), key=lambda kv: -len(kv[1])):
-            at = np.array(xy)
-            for step in steps:
-                try:
-                    # the editor refuses moving the parent's outline, so such a vertex is no candidate
-                    moved = move_vertex(shapes, at=at, to=at + step, tolerance_m=0.05, parent=parent,
-                                        parent_id=PARENT)
-                except TwinError:
-                    continue
-                if bool(errors(check_edit(con, PARENT, moved))) == breaks:
-                    inside = np.array(shapes[grids[0]].representative_point().coords[0])
-                    return at, at + step, grids, inside, origin
-    raise AssertionError(f"no vertex of the demo's first grid has a move that {'breaks' if breaks else 'keeps'} "
-                         "the rules")
 
 
 @pytest.fixture
@@ -94,30 +48,6 @@ def planner_page(browser, small_demo, tmp_path):
         page.wait_for_function("window.Bokeh && Bokeh.documents.length > 0", timeout=30_000)
         page.wait_for_timeout(1000)  # the plan's first layout
         yield page, url, moves
-
-
-def on_plan(page, xy: np.ndarray, origin: np.ndarray) -> tuple[float, float]:
-    found = page.evaluate(PLAN_TO_PAGE, (np.asarray(xy) - origin).tolist())
-    assert found is not None, "the plan is on the page"
-    return found
-
-
-def drag_vertex(page, at, to, inside, origin) -> float:
-    """Drag a vertex with Bokeh's PolyEditTool as a person does; returns the time of the drop."""
-    page.locator("[title^='Move a vertex']").first.click()
-    page.mouse.move(*on_plan(page, inside, origin))  # a long press on a grid shows its vertices
-    page.mouse.down()
-    page.wait_for_timeout(900)
-    page.mouse.up()
-    page.wait_for_timeout(300)
-    x0, y0 = on_plan(page, at, origin)
-    x1, y1 = on_plan(page, to, origin)
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    page.mouse.move(x0 + (x1 - x0) / 3, y0 + (y1 - y0) / 3, steps=3)
-    page.mouse.move(x1, y1, steps=5)
-    page.mouse.up()
-    return time.perf_counter()
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,20 @@ The rules, all here:
 
 A principal bound to grids is bound to them and everything under them; one
 bound to none (not allowed for operators) covers the whole district.
+
+An API key's client reads (Open311 GET) as a principal too (:func:`client_principal`):
+the store's user of the same name when there is one, so ``twin users add citizen-app
+--role leader --grids G1`` binds the key ``citizen-app`` to G1; otherwise a leader of
+the whole district.
+
+A refused access (a record outside the principal's grids, or one its role may not
+read) is written to the audit trail as ``access.refused``: who, what, which record,
+from where. :class:`Refusals` keeps a burst from flooding the trail.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from collections.abc import Callable
@@ -27,6 +37,7 @@ import pandas as pd
 
 from twin import inspector
 from twin.access.access import Principal, audit, list_users, mask_id_number, mask_phone, verify_audit
+from twin.access.ratelimit import RateLimiter
 from twin.errors import AccessError, InputError
 
 log = logging.getLogger(__name__)
@@ -67,6 +78,33 @@ def grids_under(con: duckdb.DuckDBPyConnection, grid_ids: tuple[str, ...] | list
     return frozenset(r[0] for r in rows)
 
 
+def client_principal(con: duckdb.DuckDBPyConnection, client: str, *, source: str | None = None) -> Principal | None:
+    """Who an API key's client (:func:`twin.access.keys.client_for`) reads as; None when it may not read.
+
+    The store's user named like the client, with that user's role and grids; a disabled
+    user of that name reads nothing. A client with no such user is a leader of the whole district.
+    """
+    row = con.execute("SELECT role, grids, disabled FROM users WHERE username = ?", [client]).fetchone()
+    if row is None:
+        return Principal(client, "leader", (), source)
+    return None if row[2] else Principal(client, row[0], tuple(row[1]), source)
+
+
+class Refusals:
+    """Which refused accesses get an audit row: one per actor and record a minute, and ``per_minute`` per actor.
+
+    Shared by every gate of a server (sessions and the API), like the sign-in refusals of
+    :class:`scenes.auth.SignIns`, so a script asking for record after record cannot flood the trail.
+    """
+
+    def __init__(self, *, per_minute: int = 10) -> None:
+        self.per_record = RateLimiter(rate_per_s=1 / 60, burst=1)
+        self.per_actor = RateLimiter(rate_per_s=per_minute / 60, burst=per_minute)
+
+    def allow(self, actor: str, target: str | None) -> bool:
+        return self.per_record.allow(f"{actor}|{target}") and self.per_actor.allow(actor)
+
+
 def direct_audit(con: duckdb.DuckDBPyConnection) -> AuditSink:
     """An audit sink writing on ``con`` itself (the CLI, notebooks, tests: one writer)."""
     return lambda **row: audit(con, **row)
@@ -83,16 +121,25 @@ class Gate:
         Who is asking, and from where.
     audit_sink : callable, optional
         Where audit rows go; by default they are written on ``con``. ``twin serve``
-        passes one that writes through the store's writer thread and waits for the commit,
-        so nothing is shown before its look is on record.
+        collects them and commits them through the store's writer before it shows
+        what they record (:meth:`bound`, :class:`scenes.shared.OffLoop`).
+    refusals : Refusals, optional
+        Which refused accesses are recorded; ``twin serve`` shares one among all its gates.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, principal: Principal, *,
-                 audit_sink: AuditSink | None = None) -> None:
+                 audit_sink: AuditSink | None = None, refusals: Refusals | None = None) -> None:
         self.con = con
         self.principal = principal
         self._audit = audit_sink or direct_audit(con)
-        self._scope: frozenset[str] | None = None
+        self.refusals = refusals if refusals is not None else Refusals()
+        self._scope_cell: list[frozenset[str] | None] = [None]  # shared with the gates bound from this one
+
+    def bound(self, con: duckdb.DuckDBPyConnection, *, audit_sink: AuditSink) -> "Gate":
+        """This gate on another cursor (another thread's) with another audit sink; the scope is shared."""
+        gate = copy.copy(self)
+        gate.con, gate._audit = con, audit_sink
+        return gate
 
     # -- the rules ---------------------------------------------------------------
     def may(self, right: str) -> bool:
@@ -104,23 +151,33 @@ class Gate:
         """The grid ids the principal is bound to and all under them; None for the whole district."""
         if not self.principal.grids:
             return None
-        if self._scope is None:
-            self._scope = grids_under(self.con, self.principal.grids)
-        return self._scope
+        if self._scope_cell[0] is None:
+            self._scope_cell[0] = grids_under(self.con, self.principal.grids)
+        return self._scope_cell[0]
 
     def in_scope(self, grid_id: str | None) -> bool:
         scope = self.scope
         return scope is None or grid_id in scope
 
-    def _require(self, right: str, what: str) -> None:
+    def _require(self, right: str, what: str, target: str | None = None) -> None:
         if not self.may(right):
-            raise AccessError(f"{self.principal.username} ({self.principal.role}) may not see {what}; "
-                              f"this needs a role with '{right}' ({', '.join(r for r in RIGHTS if right in RIGHTS[r])}).")
+            self._refuse(what, target, f"{self.principal.username} ({self.principal.role}) may not see {what}; "
+                         f"this needs a role with '{right}' ({', '.join(r for r in RIGHTS if right in RIGHTS[r])}).")
 
-    def _require_grid(self, grid_id: str | None, what: str) -> None:
+    def _require_grid(self, grid_id: str | None, what: str, target: str) -> None:
         if not self.in_scope(grid_id):
-            raise AccessError(f"{what} is in grid {grid_id!r}, outside {self.principal.username}'s grids "
-                              f"({', '.join(self.principal.grids)}); ask an operator of that grid.")
+            self._refuse(what, target, f"{what} is in grid {grid_id!r}, outside {self.principal.username}'s grids "
+                         f"({', '.join(self.principal.grids)}); ask an operator of that grid.")
+
+    def _refuse(self, what: str, target: str | None, message: str) -> None:
+        """Record the refusal (see :class:`Refusals`) and raise :class:`AccessError` with ``message``."""
+        self.record_refusal(what, target, message)
+        raise AccessError(message)
+
+    def record_refusal(self, what: str, target: str | None, reason: str) -> None:
+        """An ``access.refused`` row: who (actor), from where (source), which record and what was asked, why."""
+        if self.refusals.allow(self.principal.username, target):
+            self.record("access.refused", target, {"what": what, "reason": reason})
 
     def record(self, action: str, target: str | None = None, detail: dict | str | None = None) -> None:
         """One audit row for this principal (actor and source filled in)."""
@@ -167,8 +224,8 @@ class Gate:
         return rows
 
     def _residents(self, building_id: str, **page) -> pd.DataFrame:
-        self._require("residents", "resident records")
-        self._require_grid(self._building_grid(building_id), f"building {building_id}")
+        self._require("residents", "resident records", building_id)
+        self._require_grid(self._building_grid(building_id), f"building {building_id}", building_id)
         rows = inspector.residents_page(self.con, building_id, **page)
         rows["phone"] = rows["phone"].map(mask_phone)
         rows["id_number"] = rows["id_number"].map(mask_id_number)
@@ -183,7 +240,7 @@ class Gate:
             Without a reason of at least ``MIN_REASON`` characters, for any role but
             operator, or for a resident outside the operator's grids.
         """
-        self._require("residents", "resident records")
+        self._require("residents", "resident records", resident_id)
         reason = (reason or "").strip()
         if len(reason) < MIN_REASON:
             raise AccessError(f"unmasking resident {resident_id} needs a reason (at least {MIN_REASON} characters), "
@@ -192,7 +249,7 @@ class Gate:
                                "JOIN buildings b USING (building_id) WHERE r.resident_id = ?", [resident_id]).fetchone()
         if row is None:
             raise InputError(f"no resident {resident_id!r} in the store")
-        self._require_grid(row[3], f"resident {resident_id}")
+        self._require_grid(row[3], f"resident {resident_id}", resident_id)
         self.record("resident.unmask", resident_id, {"reason": reason})
         return {"resident_id": resident_id, "name": row[0], "id_number": row[1], "phone": row[2]}
 
@@ -206,20 +263,20 @@ class Gate:
 
     def case_card(self, case_id: str) -> dict:
         """A case with its history (:func:`twin.inspector.case_card`); numbers in free text masked."""
-        self._require("cases", "case records")
+        self._require("cases", "case records", case_id)
         card = inspector.case_card(self.con, case_id)
-        self._require_grid(card["grid_id"], f"case {case_id}")
+        self._require_grid(card["grid_id"], f"case {case_id}", case_id)
         card["description"] = mask_text(card["description"])
         card["history"]["note"] = card["history"]["note"].map(mask_text)
         return card
 
     def check_act(self, case_id: str) -> None:
         """Raise :class:`AccessError` unless the principal may move ``case_id`` along the case loop."""
-        self._require("act", "the case loop's actions")
+        self._require("act", "the case loop's actions", case_id)
         row = self.con.execute("SELECT grid_id FROM cases WHERE case_id = ?", [case_id]).fetchone()
         if row is None:
             raise InputError(f"no case {case_id!r} in the store")
-        self._require_grid(row[0], f"case {case_id}")
+        self._require_grid(row[0], f"case {case_id}", case_id)
 
     def camera_card(self, camera_id: str) -> dict:
         """A camera's facts; its recent detections only for roles that see cases, in their grids."""
@@ -234,8 +291,15 @@ class Gate:
     # -- search --------------------------------------------------------------------
     def search(self, text: str, *, limit: int = 10) -> list[dict]:
         """:func:`twin.inspector.search`, keeping only the cases the principal may see."""
-        return inspector.search(self.con, text, limit=limit,
-                                case_grids=self.scope if self.may("cases") else frozenset())
+        found = inspector.search(self.con, text, limit=limit,
+                                 case_grids=self.scope if self.may("cases") else frozenset())
+        asked = text.strip()
+        if not any(r["kind"] == "case" and r["id"] == asked for r in found) and self.con.execute(
+                "SELECT 1 FROM cases WHERE case_id = ?", [asked]).fetchone():
+            # asked for that very case: a refused access, not a mere non-match
+            self.record_refusal("a case by search", asked, f"case {asked} is not for "
+                                f"{self.principal.username} ({self.principal.role}) to see.")
+        return found
 
     def search_refusal(self, text: str) -> str | None:
         """Why a search for ``text`` shows no case although one matches it (None when none is kept back).
@@ -247,11 +311,31 @@ class Gate:
             return None
         grid_id, = self.con.execute("SELECT grid_id FROM cases WHERE case_id = ?", cases).fetchone()
         try:
-            self._require("cases", "case records")
-            self._require_grid(grid_id, f"case {cases[0]}")
+            self._require("cases", "case records", cases[0])
+            self._require_grid(grid_id, f"case {cases[0]}", cases[0])
         except AccessError as exc:
             return str(exc)
         return None
+
+    def case_filter(self, *, asked: list[str] = ()) -> tuple[str, list]:
+        """An SQL condition on ``cases`` (with its parameters) keeping the cases the principal may see.
+
+        For reads that filter cases in SQL (Open311's ``GET requests``). ``asked`` are case ids
+        named in the request: one that exists outside the principal's grids is refused.
+
+        Raises
+        ------
+        AccessError
+            For a role without case records, or an ``asked`` case outside the principal's grids.
+        """
+        self._require("cases", "case records", asked[0] if len(asked) == 1 else None)
+        if self.scope is None:
+            return "true", []
+        if asked:
+            for case_id, grid_id in self.con.execute("SELECT case_id, grid_id FROM cases WHERE case_id IN "
+                                                     "(SELECT unnest(?)) ORDER BY case_id", [list(asked)]).fetchall():
+                self._require_grid(grid_id, f"case {case_id}", case_id)
+        return "grid_id IN (SELECT unnest(?))", [sorted(self.scope)]
 
     # -- the admin's reads -------------------------------------------------------------
     def audit_trail(self, *, actor: str | None = None, action: str | None = None, target: str | None = None,

@@ -18,8 +18,8 @@ import pandas as pd
 
 from twin.cases.cases import OPEN_STATUSES, create_case, load_taxonomy
 from twin.geo.crs import transform_xy
-from twin.errors import InputError, TwinError
-from twin.access.policy import mask_text
+from twin.errors import AccessError, InputError, TwinError
+from twin.access.policy import Gate, mask_text
 
 MAX_DESCRIPTION = 4000
 MAX_FORM_BYTES = 64 * 1024
@@ -34,6 +34,7 @@ class Open311Error(TwinError):
 
     code: int
     description: str
+    retry_after_s: float | None = None  # a 429's wait, for its Retry-After header
 
     def __str__(self) -> str:
         return self.description
@@ -178,13 +179,20 @@ def describe(rows: pd.DataFrame, *, district_crs: str) -> list[dict]:
             for r, (lon, lat) in zip(rows.itertuples(), lonlat)]
 
 
-def find_requests(con: duckdb.DuckDBPyConnection, query: dict[str, str], *, district_crs: str,
-                  limit: int = 1000) -> list[dict]:
-    """``GET requests``: by ``service_request_id`` (comma-separated), ``service_code``, ``status``
-    (open/closed), ``start_date`` and ``end_date`` (ISO 8601), newest first; by default the last 90 days."""
+def find_requests(gate: Gate, query: dict[str, str], *, district_crs: str, limit: int = 1000) -> list[dict]:
+    """``GET requests``, read through ``gate`` (only the cases its principal may see): by ``service_request_id``
+    (comma-separated), ``service_code``, ``status`` (open/closed), ``start_date`` and ``end_date`` (ISO 8601),
+    newest first.
+
+    Raises
+    ------
+    Open311Error
+        400 for a bad filter; 403 when the principal may not read cases, or when a ``service_request_id``
+        names a case outside its grids (the refusal is audited by the gate).
+    """
     where, params = [], []
-    if query.get("service_request_id"):
-        ids = [i.strip() for i in query["service_request_id"].split(",") if i.strip()]
+    ids = [i.strip() for i in query.get("service_request_id", "").split(",") if i.strip()]
+    if ids:
         where.append(f"case_id IN ({', '.join('?' for _ in ids)})")
         params += ids
     else:
@@ -206,8 +214,11 @@ def find_requests(con: duckdb.DuckDBPyConnection, query: dict[str, str], *, dist
                     raise Open311Error(400, f"{name} {query[name]!r} is not an ISO 8601 date.") from None
                 where.append(f"reported_at {op} ?")
                 params.append(stamp.tz_convert(None) if stamp.tzinfo else stamp)
+    try:
+        visible, visible_params = gate.case_filter(asked=ids)
+    except AccessError as exc:
+        raise Open311Error(403, str(exc)) from exc
     sql = ("SELECT case_id, subcategory, status, description, address, grid_id, reported_at, updated_at, due_at, "
-           "media_url, "
-           "ST_X(location) AS x, ST_Y(location) AS y FROM cases"
-           + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY reported_at DESC LIMIT {int(limit)}")
-    return describe(con.execute(sql, params).df(), district_crs=district_crs)
+           "media_url, ST_X(location) AS x, ST_Y(location) AS y FROM cases WHERE "
+           + " AND ".join([*where, visible]) + f" ORDER BY reported_at DESC LIMIT {int(limit)}")
+    return describe(gate.con.execute(sql, [*params, *visible_params]).df(), district_crs=district_crs)

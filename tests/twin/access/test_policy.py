@@ -135,9 +135,10 @@ def test_numbers_typed_into_case_text_are_masked_in_cards_and_the_api(store):
     case_id, grid = con.execute("SELECT case_id, grid_id FROM cases LIMIT 1").fetchone()
     con.execute("UPDATE cases SET description = '请联系 13812345678，身份证 41010519900101123X' WHERE case_id = ?",
                 [case_id])
-    card = Gate(con, Principal("op", "operator", (grid,))).case_card(case_id)
+    gate = Gate(con, Principal("op", "operator", (grid,)))
+    card = gate.case_card(case_id)
     assert card["description"] == "请联系 138****5678，身份证 410105********123X"
-    api = json.dumps(find_requests(con, {"service_request_id": case_id}, district_crs=store.district.crs),
+    api = json.dumps(find_requests(gate, {"service_request_id": case_id}, district_crs=store.district.crs),
                      ensure_ascii=False)
     assert "13812345678" not in api and "138****5678" in api
     assert mask_text("order 2026112612345678901 ok") == "order 2026112612345678901 ok"  # 19 digits: not an ID

@@ -1,0 +1,171 @@
+"""The served app's threads: who owns which cursor, what runs off the event loop, and what a refusal leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+import tornado.httpserver
+import tornado.web
+
+import scenes.server
+from bench.browser import free_port, served
+from scenes.screens import DistrictApp
+from scenes.shared import Cursors, OffLoop, SharedDistrict
+from scenes.server import intake_routes
+from tests.twin.access.test_policy import a_case_in, two_grids
+from twin.access.access import Principal, add_user
+from twin.access.keys import add_key
+from twin.access.policy import Gate
+from twin.cases.live import CaseFeed, IntakeWriter
+from twin.errors import AccessError
+from twin.store.store import Store, open_for_command
+
+
+def get(url: str, *, timeout: float = 60) -> tuple[int, object]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def refusals(con, target: str) -> list[tuple]:
+    return con.execute("SELECT actor, target, source, detail FROM audit WHERE action = 'access.refused' "
+                       "AND target = ? ORDER BY seq", [target]).fetchall()
+
+
+def test_each_thread_reads_on_its_own_cursor(demo_copy):
+    with Store(demo_copy, read_only=True) as store:
+        cursors = Cursors(store.con)
+        mine = cursors()
+        theirs = []
+        worker = threading.Thread(target=lambda: theirs.extend([cursors(), cursors()]))
+        worker.start()
+        worker.join()
+        assert cursors() is mine and theirs[0] is theirs[1] and theirs[0] is not mine
+        assert mine is not store.con
+
+
+def test_an_open311_get_reads_only_the_keys_grids_and_a_refusal_is_audited(demo_copy):
+    with open_for_command(demo_copy) as store:
+        grid_a, _, grid_b, _ = two_grids(store.con)
+        case_a, case_b = a_case_in(store.con, grid_a), a_case_in(store.con, grid_b)
+        scoped, city = add_key(store.con, "grid-a-app"), add_key(store.con, "city-app")
+        # the key's client reads as the user of its name: a leader of grid A
+        add_user(store.con, "grid-a-app", "a long enough password", role="leader", grids=[grid_a], actor="test")
+        in_a = {r[0] for r in store.con.execute(
+            "WITH RECURSIVE down(g) AS (SELECT ?::VARCHAR UNION ALL SELECT grid_id FROM grids, down "
+            "WHERE parent_id = down.g AND valid_to IS NULL) SELECT g FROM down", [grid_a]).fetchall()}
+    with served(demo_copy) as url:
+        base = url.rsplit("/", 1)[0] + "/open311/v2"
+        status, found = get(f"{base}/requests.json?api_key={scoped}")
+        assert status == 200 and found and {r["agency_responsible"] for r in found} <= in_a
+        assert case_b not in {r["service_request_id"] for r in found}
+        assert get(f"{base}/requests/{case_a}.json?api_key={scoped}")[0] == 200
+        status, body = get(f"{base}/requests/{case_b}.json?api_key={scoped}")
+        assert status == 403 and body[0]["code"] == 403 and "outside grid-a-app's grids" in body[0]["description"]
+        status, body = get(f"{base}/requests.json?service_request_id={case_a},{case_b}&api_key={scoped}")
+        assert status == 403
+        status, found = get(f"{base}/requests/{case_b}.json?api_key={city}")  # a key of no user: the whole district
+        assert status == 200 and found[0]["service_request_id"] == case_b
+    with Store(demo_copy, read_only=True) as store:
+        rows = refusals(store.con, case_b)
+    assert len(rows) == 1, "asked twice within the minute: one row"
+    actor, target, source, detail = rows[0]
+    assert (actor, target, source) == ("grid-a-app", case_b, "127.0.0.1") and json.loads(detail)["what"] == \
+        f"case {case_b}"
+
+
+def test_a_refused_inspector_look_search_or_export_leaves_one_audit_row(demo_copy):
+    with Store(demo_copy) as store:
+        con = store.con
+        grid_a, _, grid_b, building_b = two_grids(con)
+        case_b = a_case_in(con, grid_b)
+        other_b = con.execute("SELECT case_id FROM cases WHERE grid_id IN (SELECT grid_id FROM grids WHERE "
+                              "parent_id = ?) AND case_id <> ? LIMIT 1", [grid_b, case_b]).fetchone()[0]
+        app = DistrictApp(con.cursor(), SharedDistrict(con.cursor()),
+                          principal=Principal("op.a", "operator", (grid_a,), source="10.0.0.7"))
+        for _ in range(5):  # clicking another grid's case marker, again and again
+            app.inspector.show_case(case_b)
+        assert "outside op.a" in app.inspector.card.object and app.inspector.case_id is None
+        app.search_box.value = other_b  # a case asked for by its id
+        app._search(None)
+        with pytest.raises(AccessError):
+            app.gate.export_residents(building_b)
+        assert [(a, s) for a, _, s, _ in refusals(con, case_b)] == [("op.a", "10.0.0.7")]
+        assert len(refusals(con, other_b)) == 1 and len(refusals(con, building_b)) == 1
+
+
+def test_a_served_look_runs_off_the_loop_and_its_refusal_is_committed_before_it_returns(demo_copy):
+    with Store(demo_copy) as store:
+        grid_a, _, grid_b, _ = two_grids(store.con)
+        case_b = a_case_in(store.con, grid_b)
+        writer = IntakeWriter(store.con, CaseFeed(), dedupe_window_s=60)
+        off_loop = OffLoop(Cursors(store.con), writer)
+        gate = Gate(store.con.cursor(), Principal("op.a", "operator", (grid_a,), source="10.0.0.8"))
+        threads = []
+
+        def read(g: Gate) -> dict:
+            threads.append(threading.get_ident())
+            return g.case_card(case_b)
+
+        async def look() -> None:
+            with pytest.raises(AccessError):
+                await off_loop.look(gate, read)
+            threads.append(threading.get_ident())
+            # committed before the look returned: a fresh cursor sees it at once
+            assert len(refusals(store.con.cursor(), case_b)) == 1
+        asyncio.run(look())
+        assert threads[0] != threads[1], "the read ran on a reader thread, not the event loop's"
+
+
+def test_the_loop_answers_while_an_open311_read_is_held(demo_copy, monkeypatch):
+    """A real Tornado server with the real routes; one GET's read is held on its reader thread until the
+    loop has answered another request. Were the read on the loop, that request would never be answered."""
+    with open_for_command(demo_copy) as store:
+        key = add_key(store.con, "slow-reader")
+    entered, release = threading.Event(), threading.Event()
+    find_requests = scenes.server.find_requests
+
+    def held(*args, **kwargs):
+        entered.set()
+        release.wait(timeout=120)
+        return find_requests(*args, **kwargs)
+    monkeypatch.setattr(scenes.server, "find_requests", held)
+    port = free_port()
+    started, loop_box = threading.Event(), []
+    with Store(demo_copy) as store:
+        writer = IntakeWriter(store.con, CaseFeed(), dedupe_window_s=60)
+
+        def serve() -> None:
+            async def main() -> None:
+                server = tornado.httpserver.HTTPServer(tornado.web.Application(intake_routes(store, writer)))
+                server.listen(port, address="127.0.0.1")
+                loop_box.append((asyncio.get_running_loop(), stop := asyncio.Event()))
+                started.set()
+                await stop.wait()
+                server.stop()
+            asyncio.run(main())
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        assert started.wait(timeout=30)
+        base = f"http://127.0.0.1:{port}/open311/v2"
+        slow: list = []
+        client = threading.Thread(target=lambda: slow.append(get(f"{base}/requests.json?api_key={key}")))
+        client.start()
+        try:
+            assert entered.wait(timeout=60), "the read started"
+            status, services = get(f"{base}/services.json", timeout=20)  # answered while the read is held
+            assert status == 200 and services and not slow
+        finally:
+            release.set()
+            client.join(timeout=60)
+            loop, stop = loop_box[0]
+            loop.call_soon_threadsafe(stop.set)
+            thread.join(timeout=30)
+        assert slow and slow[0][0] == 200
