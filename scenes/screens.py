@@ -437,12 +437,13 @@ class DistrictApp(pn.viewable.Viewer):
             self.grid_table.refresh(table)
 
     def __panel__(self) -> pn.viewable.Viewable:
+        who = f"{html.escape(self.principal.username)} · {self.principal.role} · "
         header = pn.Row(
             pn.pane.HTML(f"<div class='twin-title'>{self.district_name}</div>", stylesheets=[CSS], width=230),
             pn.widgets.RadioButtonGroup.from_param(self.param.screen, color="primary",
                                                    width=110 * len(self.param.screen.objects)),
             pn.layout.HSpacer(), self.search_box, self.search_results, self.message,
-            pn.pane.HTML(f"<div class='twin-user'>{html.escape(self.principal.username)} · {self.principal.role} · "
+            pn.pane.HTML(f"<div class='twin-user'><span class='twin-user-name' title='{who}'>{who}</span>"
                          "<a href='./logout'>sign out</a></div>", stylesheets=[CSS], width=200),
             sizing_mode="stretch_width", height=52, css_classes=["twin-header"], stylesheets=SHRINKS)
         body = pn.Row(self._left, self.centre, self._right, sizing_mode="stretch_both", css_classes=["twin-body"],

@@ -19,7 +19,9 @@ body, .bk-root {{ background: {BACKGROUND}; color: {TEXT}; }}
 .twin-table tr.twin-group td {{ background: {PANEL}; color: {ACCENT}; font-weight: 600; }}
 .twin-photo {{ max-width: 110px; max-height: 80px; margin: 2px; border: 1px solid {ACCENT}; }}
 .twin-cameras {{ font-size: 12px; color: {TEXT}; }}
-.twin-user {{ font-size: 12px; color: {MUTED}; text-align: right; padding-top: 14px; }}
+.twin-user {{ font-size: 12px; color: {MUTED}; padding-top: 14px; display: flex; justify-content: flex-end;
+              white-space: nowrap; }}
+.twin-user-name {{ overflow: hidden; text-overflow: ellipsis; min-width: 0; }}  /* a long name, cut; sign out stays */
 .twin-user a, .twin-card a {{ color: {ACCENT}; }}
 .twin-ok {{ color: #4ade80; }}
 .twin-alert {{ color: #f87171; font-weight: 600; }}

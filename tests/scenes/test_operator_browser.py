@@ -23,6 +23,7 @@ pytestmark = pytest.mark.browser
 SIZES = [(1280, 720), (1920, 1080), (3840, 2160)]
 ROLES = ("leader", "operator", "planner", "admin")
 SEARCH = "Search address, building or case id"
+LEADER = "a.leader.of.the.whole.district"  # a long name: it must not push the header apart
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def district(small_demo, tmp_path_factory) -> dict:
     """A served copy of the small demo with its users, and what the tests look for in it.
 
     ``op.cases`` works on the grid of a case that may be rejected and on the grid of a case in progress;
-    ``op.frame`` on the first of those grids alone.
+    ``op.frame`` on the first of those grids alone. The leader's long name must not push the header apart.
     """
     path = tmp_path_factory.mktemp("operator") / "demo.duckdb"
     shutil.copy(small_demo, path)
@@ -59,7 +60,7 @@ def district(small_demo, tmp_path_factory) -> dict:
         found["frame_buildings"], = con.execute("SELECT count(*) FROM buildings WHERE grid_id IN (SELECT unnest(?))",
                                                 [sorted(grids_under(con, [reject_grid]))]).fetchone()
         for user, role, grids in [("op.cases", "operator", [reject_grid, moving_grid]),
-                                  ("op.frame", "operator", [reject_grid]), ("a.leader", "leader", []),
+                                  ("op.frame", "operator", [reject_grid]), (LEADER, "leader", []),
                                   ("a.planner", "planner", []), ("an.admin", "admin", [])]:
             add_user(con, user, found["password"], role=role, grids=grids, actor="test")
     with served(path) as url:
@@ -242,7 +243,7 @@ LAYOUT = """() => {
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("role", ROLES)
 def test_every_screen_fits_without_sideways_scrolling_or_overlaps(browser, district, role, size):
-    user = {"leader": "a.leader", "operator": "op.cases", "planner": "a.planner", "admin": "an.admin"}[role]
+    user = {"leader": LEADER, "operator": "op.cases", "planner": "a.planner", "admin": "an.admin"}[role]
     page = open_as(browser, district, user, size=size)
     try:
         if role == "operator":  # a building open: its residents, their pager, Unmask and Export CSV
