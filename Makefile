@@ -7,13 +7,22 @@ DEMO_DB := data/demo.duckdb
 DEMO_USERS := data/demo.users
 PORT ?= 5006
 
-.PHONY: serve test setup test-setup demo bench bench-table clean
+.PHONY: serve test setup test-setup demo bench bench-table clean catalogues
 
 $(BIN)/twin: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e .
+	$(MAKE) catalogues
 	touch $@
+
+# The UI's compiled catalogues are built here from the committed .po files, never committed themselves.
+CATALOGUES := $(patsubst %.po,%.mo,$(wildcard scenes/locale/*/LC_MESSAGES/twin.po))
+
+scenes/locale/%/LC_MESSAGES/twin.mo: scenes/locale/%/LC_MESSAGES/twin.po
+	$(BIN)/pybabel compile -l $* -i $< -o $@
+
+catalogues: $(CATALOGUES)
 
 setup: $(BIN)/twin
 
@@ -39,12 +48,12 @@ $(DEMO_USERS): | $(DEMO_DB)
 
 demo: $(DEMO_DB)
 
-serve: $(DEMO_DB) $(DEMO_USERS)
+serve: $(DEMO_DB) $(DEMO_USERS) catalogues
 	@echo "Sign in at http://127.0.0.1:$(PORT)/app as one of the demo users ($(DEMO_USERS)):"
 	@cat $(DEMO_USERS)
 	$(BIN)/twin serve --db $(DEMO_DB) --port $(PORT)
 
-test: test-setup
+test: test-setup catalogues
 	$(BIN)/python -m pytest
 
 # Every bench on a copy of the full demo store; each writes bench/results/NAME.json (committed), then the
@@ -60,4 +69,4 @@ bench-table: $(BIN)/twin
 	$(BIN)/python bench/readme_table.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DB) $(DEMO_DB).wal $(DEMO_USERS)
+	rm -rf $(VENV) $(DEMO_DB) $(DEMO_DB).wal $(DEMO_USERS) $(CATALOGUES)

@@ -117,7 +117,8 @@ def _keys_revoke(con, args: dict, step: Callable[[str], None]) -> dict:
 def _users_add(con, args: dict, step: Callable[[str], None]) -> dict:
     from twin.access.access import add_user
 
-    return add_user(con, args["name"], args["password"], role=args["role"], grids=args["grids"])
+    return add_user(con, args["name"], args["password"], role=args["role"], grids=args["grids"],
+                    lang=args["lang"])
 
 
 def _users_passwd(con, args: dict, step: Callable[[str], None]) -> dict:
@@ -152,7 +153,8 @@ def writing_commands() -> dict:
 
     name = {"name": str}
     return {"keys.add": Command(name, _keys_add), "keys.revoke": Command(name, _keys_revoke),
-            "users.add": Command({**name, "password": str, "role": str, "grids": list}, _users_add),
+            "users.add": Command({**name, "password": str, "role": str, "grids": list, "lang": str | None},
+                                 _users_add),
             "users.passwd": Command({**name, "password": str}, _users_passwd),
             "users.disable": Command(name, _users_disable),
             "grids.import": Command({"path": str, "layer": str | None, "actor": str, "reason": str, "mode": str},
@@ -226,7 +228,7 @@ def _cmd_users(args: argparse.Namespace) -> dict:
     if args.action in ("add", "passwd"):
         given["password"] = _password(args)
     if args.action == "add":
-        given.update(role=args.role, grids=[g for g in (args.grids or "").split(",") if g])
+        given.update(role=args.role, grids=[g for g in (args.grids or "").split(",") if g], lang=args.lang)
     return _write(args.db, f"users.{args.action}", given)
 
 
@@ -257,7 +259,8 @@ def _cmd_serve(args: argparse.Namespace) -> dict:
         oauth = {"provider": args.oauth_provider, "key": args.oauth_key, "secret": secret,
                  "redirect_uri": args.oauth_redirect_uri}
     serve(args.db, port=args.port, address=args.address, origins=origins, dedupe_window_s=args.dedupe_window,
-          intake_rate=args.intake_rate, oauth=oauth, commands=writing_commands())
+          intake_rate=args.intake_rate, oauth=oauth, commands=writing_commands(),
+          public_rate=args.open311_public_rate if args.open311_public == "on" else None)
     return {}
 
 
@@ -365,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     uadd.add_argument("name")
     uadd.add_argument("--role", required=True, choices=("leader", "operator", "planner", "admin"))
     uadd.add_argument("--grids", help="comma-separated grid ids the role is bound to")
+    uadd.add_argument("--lang", choices=("zh", "en"), help="the user's UI language (default: Simplified Chinese)")
     command("list", _cmd_users, sub=usub, help="list the users")
     for action in ("disable", "passwd"):
         u = command(action, _cmd_users, sub=usub, help=f"{action} a user")
@@ -383,6 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--intake-rate", type=float, default=1000.0, metavar="N",
                        help="requests a second each intake client (API key) may send, in bursts of 2N; "
                             "more get HTTP 429 with Retry-After (default 1000)")
+    serve.add_argument("--open311-public", choices=("on", "off"), default="on",
+                       help="whether Open311 service requests may be read without an api_key, in their public view "
+                            "(no house numbers, places to about 10 m, descriptions with numbers masked); off: a 401")
+    serve.add_argument("--open311-public-rate", type=float, default=5.0, metavar="N",
+                       help="keyless Open311 reads a second each address may send, in bursts of 2N; more get "
+                            "HTTP 429 with Retry-After (default 5)")
     serve.add_argument("--oauth-provider", choices=("azure", "github", "gitlab", "google", "okta", "auth0", "generic"),
                        help="sign in through this OAuth provider (Panel's) instead of the store's passwords; "
                             "its user names must be users of the store")

@@ -56,13 +56,15 @@ class ServedURL(str):
     password: str | None = None
 
 
-def browser_user(db: str | os.PathLike, *, role: str, grids: list[str] | None = None) -> tuple[str, str]:
+def browser_user(db: str | os.PathLike, *, role: str, lang: str | None = "en",
+                 grids: list[str] | None = None) -> tuple[str, str]:
     """Make (or reset) the user ``browser.<role>`` on a store that is not being served; its name and password.
 
     Operators are bound to every street, so the whole district is theirs, unless ``grids`` are given:
-    then the user is ``browser.<role>.<first grid>``, bound to those.
+    then the user is ``browser.<role>.<first grid>``, bound to those. ``lang`` is the user's UI language
+    (English by default: the browser tests read English labels; None leaves the product's default, Chinese).
     """
-    from twin.access.access import add_user, set_password
+    from twin.access.access import add_user, set_lang, set_password
     from twin.store.store import Store
 
     username, password = f"browser.{role}" + (f".{grids[0]}" if grids else ""), secrets.token_urlsafe(16)
@@ -75,6 +77,9 @@ def browser_user(db: str | os.PathLike, *, role: str, grids: list[str] | None = 
                 grids = [r[0] for r in con.execute("SELECT grid_id FROM grids WHERE level = 'street' "
                                                    "AND valid_to IS NULL").fetchall()] if role == "operator" else []
             add_user(con, username, password, role=role, grids=grids, actor="browser")
+        con.execute("UPDATE users SET lang = NULL WHERE username = ?", [username])
+        if lang is not None:
+            set_lang(con, username, lang)
     return username, password
 
 
@@ -101,18 +106,18 @@ def as_user(url: ServedURL, username: str, password: str) -> ServedURL:
 
 @contextlib.contextmanager
 def served(db: str | os.PathLike, *, app: str | None = None, role: str = "operator", args: tuple[str, ...] = (),
-           probes: bool = True, timeout: float = 120.0) -> Iterator[ServedURL]:
+           probes: bool = True, timeout: float = 120.0, lang: str | None = "en") -> Iterator[ServedURL]:
     """Serve the app on a store with ``twin serve`` (or ``panel serve`` on ``app``); yield its URL.
 
-    For ``twin serve``, a user with ``role`` is made first (see :func:`browser_user`); the URL carries
-    its name and password for :func:`sign_in`. ``args`` go to ``twin serve``. With ``probes``, the 3D
+    For ``twin serve``, a user with ``role`` and UI language ``lang`` is made first (see :func:`browser_user`);
+    the URL carries its name and password for :func:`sign_in`. ``args`` go to ``twin serve``. With ``probes``, the 3D
     view leaves its marks in the page for tests and benches (``window.twinFirstFrame`` and the others,
     see ``scenes/view3d.py``); a person's server leaves them out.
     """
     port = free_port()
     user = password = None
     if app is None:
-        user, password = browser_user(db, role=role)
+        user, password = browser_user(db, role=role, lang=lang)
         cmd = [sys.executable, str(ROOT / "cli.py"), "serve", "--db", str(db), "--port", str(port), *args]
         path = "app"
     else:

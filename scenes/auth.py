@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 
 import duckdb
@@ -23,6 +24,7 @@ from panel.auth import BasicAuthProvider, BasicLoginHandler, _validate_next_url
 from panel.config import config
 from panel.io.state import state
 
+from scenes.i18n import N_, choose_lang, translations
 from twin.access.access import SIGNIN_REFUSED, Principal, check_credentials, find_user
 from twin.cases.live import IntakeWriter
 from twin.access.ratelimit import RateLimiter
@@ -34,6 +36,23 @@ USER_CACHE_S = 10.0  # how long a looked-up user (enabled or not) is trusted bef
 SIGNIN_PER_USER = {"rate_per_s": 5 / 60, "burst": 5}
 SIGNIN_PER_ADDRESS = {"rate_per_s": 20 / 60, "burst": 20}
 MAX_FIELD = 256
+# The store's refusal (twin.access.access.SIGNIN_REFUSED) as a msgid: the login page shows it translated.
+N_("wrong user name or password, or the user is disabled.")
+TOO_MANY_TRIES = N_("Too many attempts: wait {seconds} s and try again.")
+_page_lang: ContextVar[str] = ContextVar("page_lang")
+
+
+def _page_gettext(message: str) -> str:
+    """``_`` of the sign-in and sign-out pages: their ``?lang=`` (set by the handler's ``prepare``)."""
+    return translations(_page_lang.get()).gettext(message)
+
+
+class PageLanguage:
+    """A mixin of Tornado handlers whose templates speak the page's ``?lang=`` (default: the UI's default)."""
+
+    def prepare(self) -> None:
+        _page_lang.set(choose_lang(self.get_argument("lang", None), None))
+        return super().prepare()
 
 
 class Remembered:
@@ -122,7 +141,7 @@ class SignIns:
         return None if user is None else Principal(user.username, user.role, user.grids, source)
 
 
-class SignInHandler(BasicLoginHandler):
+class SignInHandler(PageLanguage, BasicLoginHandler):
     """``/login``: the form (GET) and its check (POST)."""
 
     signins: SignIns
@@ -138,13 +157,15 @@ class SignInHandler(BasicLoginHandler):
             self.set_header("Retry-After", str(int(wait + 0.999)))
             self.write(self._login_template.render(
                 login_endpoint=self._login_endpoint,
-                errormessage=f"Too many attempts: wait {int(wait + 0.999)} s and try again."))
+                errormessage=_page_gettext(TOO_MANY_TRIES).format(
+                    seconds=int(wait + 0.999))))
             return
         if await self.signins.check(username, password, address=address):
             self.set_current_user(username)
             self.redirect(_validate_next_url(self.get_cookie("next_url", state.base_url)) or state.base_url)
         else:
-            self.redirect(self._login_endpoint.lstrip("/") + "?error=" + tornado.escape.url_escape(SIGNIN_REFUSED))
+            self.redirect(self._login_endpoint.lstrip("/") + "?error=" + tornado.escape.url_escape(SIGNIN_REFUSED)
+                          + "&lang=" + _page_lang.get())
 
 
 class StoreAuthProvider(BasicAuthProvider):
@@ -154,6 +175,8 @@ class StoreAuthProvider(BasicAuthProvider):
         self._signins = signins  # before the base class, which validates the handlers it is given
         super().__init__(login_template=str(TEMPLATES / "login.html"),
                          logout_template=str(TEMPLATES / "logout.html"))
+        for template in (self._login_template, self._logout_template):
+            template.globals.update(_=_page_gettext, page_lang=_page_lang.get)
 
     @property
     def get_user(self):
@@ -162,6 +185,10 @@ class StoreAuthProvider(BasicAuthProvider):
             name = name.decode("utf-8") if name else None
             return name if self._signins.principal(name) is not None else None
         return get_user
+
+    @property
+    def logout_handler(self):
+        return type("StoreSignOutHandler", (PageLanguage, super().logout_handler), {})
 
     @property
     def login_handler(self):

@@ -9,14 +9,10 @@ import pandas as pd
 import panel as pn
 import param
 
-from scenes.i18n import _
+from scenes.i18n import N_, _, format_number, level_name, status_name
 from scenes.table import SortableTable
 from scenes.theme import CSS, MUTED
 from twin.store.schema import GRID_LEVELS
-
-STATUS_LABELS = {"reported": "reported", "dispatched": "dispatched", "in_progress": "in progress",
-                 "resolved": "resolved", "reopened": "reopened"}
-
 
 def _figure_html(label: str, value: object, note: str = "", *, mine: tuple[object, str] | None = None) -> str:
     """One key figure's card; with ``mine`` (value, note), the user's own grids' figure stands beside the district's."""
@@ -35,12 +31,13 @@ def _figure_html(label: str, value: object, note: str = "", *, mine: tuple[objec
 def _figure_texts(f: dict) -> list[tuple[str, str, str]]:
     """(label, value, note) of each key figure."""
     open_total = sum(f["open_cases"].values())
-    by_status = " · ".join(f"{STATUS_LABELS[s]} {n:,}" for s, n in f["open_cases"].items())
-    return [(_("Buildings"), f"{f['buildings']:,}", ""),
-            (_("Residents"), f"{f['residents']:,}", _("{n} households").format(n=f"{f['households']:,}")),
-            (_("Open cases"), f"{open_total:,}", by_status),
-            (_("Overdue cases"), f"{f['overdue_cases']:,}", ""),
-            (_("Cameras online"), f"{f['cameras_online']:,} / {f['cameras']:,}", "")]
+    by_status = " · ".join(f"{status_name(s)} {format_number(n)}" for s, n in f["open_cases"].items())
+    return [(_("Buildings"), format_number(f["buildings"]), ""),
+            (_("Residents"), format_number(f["residents"]),
+             _("{households} households").format(households=format_number(f["households"]))),
+            (_("Open cases"), format_number(open_total), by_status),
+            (_("Overdue cases"), format_number(f["overdue_cases"]), ""),
+            (_("Cameras online"), f"{format_number(f['cameras_online'])} / {format_number(f['cameras'])}", "")]
 
 
 class KeyFigures(pn.viewable.Viewer):
@@ -79,9 +76,9 @@ class KeyFigures(pn.viewable.Viewer):
         return pn.Column(*self.cards, sizing_mode="stretch_width")
 
 
-GRID_TABLE_TITLES = {"grid_id": "Grid", "name": "Name", "buildings": "Buildings", "residents": "Residents",
-                     "households": "Households", "cameras": "Cameras", "camera_coverage": "Camera coverage %",
-                     "open_cases": "Open cases"}
+GRID_TABLE_TITLES = {"grid_id": N_("Grid"), "name": N_("Name"), "buildings": N_("Buildings"),
+                     "residents": N_("Residents"), "households": N_("Households"), "cameras": N_("Cameras"),
+                     "camera_coverage": N_("Camera coverage %"), "open_cases": N_("Open cases")}
 
 
 class GridTable(pn.viewable.Viewer):
@@ -100,7 +97,7 @@ class GridTable(pn.viewable.Viewer):
         super().__init__(**params)
         self._figures = figures
         self.value: pd.DataFrame | None = None
-        self.table = SortableTable(sizing_mode="stretch_width", min_height=300)
+        self.table = SortableTable(rows_word=_("rows"), sizing_mode="stretch_width", min_height=300)
         self.table.param.watch(self._clicked, "clicked")
         self.refresh()
 
@@ -115,7 +112,8 @@ class GridTable(pn.viewable.Viewer):
         if current is None or list(table.columns) != list(current.columns) or not table["grid_id"].equals(
                 current["grid_id"]):
             self.table.param.update(
-                columns=[[GRID_TABLE_TITLES.get(c, c), bool(pd.api.types.is_numeric_dtype(table[c]))]
+                columns=[[_(GRID_TABLE_TITLES[c]) if c in GRID_TABLE_TITLES else c,
+                          bool(pd.api.types.is_numeric_dtype(table[c]))]
                          for c in table.columns],
                 rows=table.to_numpy(dtype=object).tolist())
             return
@@ -129,5 +127,6 @@ class GridTable(pn.viewable.Viewer):
         self.selected_grid = str(self.value["grid_id"].iloc[int(event.new["row"])])
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(pn.widgets.RadioButtonGroup.from_param(self.param.level, color="primary"),
+        return pn.Column(pn.widgets.RadioButtonGroup.from_param(self.param.level, color="primary",
+                                                                options={level_name(v): v for v in GRID_LEVELS}),
                          self.table, sizing_mode="stretch_width")

@@ -1,5 +1,198 @@
-"""Translation of user-visible strings (the i18n branch replaces this stand-in with gettext)."""
+"""The UI's languages: Simplified Chinese first, English as a switch, from gettext catalogues.
+
+The catalogues (``scenes/locale/<lang>/LC_MESSAGES/twin.po``) are managed with Babel
+(``babel.cfg`` at the project root)::
+
+    pybabel extract -F babel.cfg -o scenes/locale/twin.pot .
+    pybabel update -i scenes/locale/twin.pot -d scenes/locale -D twin
+    pybabel compile -d scenes/locale -D twin     # the install (make setup) runs this
+
+Each browser session has its language (:func:`use`), chosen by :func:`choose_lang` from the
+page's ``?lang=``, the user's preference kept in the store, and the default. :func:`_` looks up
+the language of the session it runs in (Panel's current document), so components built and
+refreshed inside a session speak its language. Domain words (statuses, case categories and
+kinds, roles, grid levels, resident tags) are named here from their codes; the codes stay in the
+store and the APIs.
+"""
+
+from __future__ import annotations
+
+import gettext
+import json
+import weakref
+from datetime import datetime
+from functools import cache, partial
+from pathlib import Path
+
+import panel as pn
+from babel.messages.extract import extract
+from babel.numbers import format_decimal
+
+from twin.access.access import LANGS
+from twin.errors import TwinError
+
+DEFAULT_LANG = LANGS[0]
+LOCALE_DIR = Path(__file__).with_name("locale")
+DOMAIN = "twin"
+BABEL_LOCALES = {"zh": "zh_Hans_CN", "en": "en"}
+JS_SOURCE = Path(__file__).with_name("view3d.js")
+TAXONOMY = Path(__file__).parents[1] / "twin" / "cases" / "taxonomy.json"
+
+_session_langs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_fallback = [DEFAULT_LANG]  # outside a session (scripts, tests without a server)
+
+
+class CatalogueError(TwinError):
+    """A compiled catalogue (``.mo``) is missing: the UI would silently fall back to English."""
+
+
+def N_(message: str) -> str:
+    """Mark a message for extraction where it is defined; it is translated where it is shown (:func:`_`)."""
+    return message
+
+
+@cache
+def translations(lang: str) -> gettext.GNUTranslations:
+    """The compiled catalogue of ``lang``; a :class:`CatalogueError` naming the fix when it was never compiled."""
+    if lang not in LANGS:
+        raise CatalogueError(f"language {lang!r}: the UI speaks {', '.join(LANGS)}.")
+    mo = LOCALE_DIR / lang / "LC_MESSAGES" / f"{DOMAIN}.mo"
+    if not mo.exists():
+        raise CatalogueError(f"{mo} is missing: the catalogues are compiled by the install. Run `make setup`, or "
+                             f"`pybabel compile -d {LOCALE_DIR} -D {DOMAIN}` from the project's root.")
+    with mo.open("rb") as f:
+        return gettext.GNUTranslations(f)
+
+
+def use(lang: str) -> None:
+    """Speak ``lang`` in the current Panel session (or, outside one, everywhere not in a session)."""
+    translations(lang)  # refuse an unknown or uncompiled language here, not at the first label
+    doc = pn.state.curdoc
+    if doc is None:
+        _fallback[0] = lang
+    else:
+        _session_langs[doc] = lang
+
+
+def current_lang() -> str:
+    """The language of the current session (:func:`use`)."""
+    doc = pn.state.curdoc
+    return _session_langs.get(doc, _fallback[0]) if doc is not None else _fallback[0]
 
 
 def _(message: str) -> str:
-    return message
+    """``message`` in the current session's language."""
+    return translations(current_lang()).gettext(message)
+
+
+def choose_lang(asked: str | None, preference: str | None) -> str:
+    """The page's language: ``?lang=`` when it names one, else the user's preference, else the default."""
+    for lang in (asked, preference):
+        if lang in LANGS:
+            return lang
+    return DEFAULT_LANG
+
+
+# -- domain words -------------------------------------------------------------
+STATUS_NAMES = {"reported": N_("Reported"), "dispatched": N_("Dispatched"), "in_progress": N_("In progress"),
+                "resolved": N_("Resolved"), "evaluated": N_("Evaluated"), "closed": N_("Closed"),
+                "rejected": N_("Rejected"), "reopened": N_("Reopened")}
+ROLE_NAMES = {"leader": N_("Leader"), "operator": N_("Operator"), "planner": N_("Planner"), "admin": N_("Admin"),
+              "worker": N_("Grid worker"), "department": N_("Department")}
+LEVEL_NAMES = {"street": N_("Street"), "community": N_("Community"), "grid": N_("Grid"), "micro": N_("Micro-grid")}
+# Resident tags are kept in Chinese (data/names.py TAGS); English sessions name them here.
+TAG_NAMES = {"独居老人": N_("Elderly living alone"), "残疾人": N_("Disabled"), "党员": N_("Party member"),
+             "租户": N_("Tenant"), "低保": N_("Minimum-income support"), "退役军人": N_("Veteran"),
+             "留守儿童": N_("Child left behind")}
+GENDER_NAMES = {"男": N_("male"), "女": N_("female")}
+USE_NAMES = {"residential": N_("residential"), "commercial": N_("commercial"), "office": N_("office"),
+             "public": N_("public"), "school": N_("school"), "hospital": N_("hospital"), "market": N_("market"),
+             "industrial": N_("industrial")}
+CAMERA_STATUS_NAMES = {"online": N_("online"), "offline": N_("offline"), "fault": N_("fault")}
+HEIGHT_SOURCE_NAMES = {"height": N_("surveyed height"), "levels": N_("floor count"), "default": N_("default height"),
+                       "bim": N_("BIM model"), "mesh": N_("mesh model")}
+AUDIT_ACTION_NAMES = {"signin": N_("signed in"), "signin.failed": N_("sign-in refused"),
+                      "session.open": N_("opened the app"), "session.refused": N_("session refused"),
+                      "user.add": N_("added a user"), "user.disable": N_("disabled a user"),
+                      "user.passwd": N_("changed a password"), "residents.view": N_("viewed residents"),
+                      "residents.export": N_("exported residents"), "resident.unmask": N_("unmasked a resident"),
+                      "case.intake": N_("took in cases"), "case.transition": N_("moved a case"),
+                      "grid.save": N_("saved grids"), "grid.restore": N_("restored a grid version"),
+                      "grid.import": N_("imported grids"), "grids.export": N_("exported grids"),
+                      "key.add": N_("added an API key"), "key.revoke": N_("revoked an API key")}
+SOURCE_NAMES = {"ai": N_("camera AI"), "open311": N_("Open311 app"), "intake": N_("intake"),
+                "hotline": N_("hotline"), "patrol": N_("patrol"), "citizen": N_("citizen")}
+
+
+def _named(names: dict[str, str], code: object) -> str:
+    """A code's name in the session's language; a code without one is shown as itself (never dropped)."""
+    return _(names[code]) if code in names else str(code)
+
+
+# Each takes a code and gives its name in the session's language.
+status_name = partial(_named, STATUS_NAMES)
+role_name = partial(_named, ROLE_NAMES)
+level_name = partial(_named, LEVEL_NAMES)
+tag_name = partial(_named, TAG_NAMES)
+gender_name = partial(_named, GENDER_NAMES)
+use_name = partial(_named, USE_NAMES)
+source_name = partial(_named, SOURCE_NAMES)
+audit_action_name = partial(_named, AUDIT_ACTION_NAMES)
+camera_status_name = partial(_named, CAMERA_STATUS_NAMES)
+height_source_name = partial(_named, HEIGHT_SOURCE_NAMES)
+
+
+@cache
+def _taxonomy() -> dict[str, tuple[str, str]]:
+    """Category and kind codes to their (Chinese, English) names."""
+    taxonomy = json.loads(TAXONOMY.read_text(encoding="utf-8"))
+    return {t["code"]: (t["name"], t["name_en"]) for t in taxonomy["categories"] + taxonomy["subcategories"]}
+
+
+def case_kind_name(code: str | None) -> str:
+    """A case category's or kind's (subcategory's) name from the taxonomy, in the session's language."""
+    names = _taxonomy().get(code)
+    if names is None:
+        return "" if code is None else str(code)
+    return names[0] if current_lang() == "zh" else names[1]
+
+
+# -- formats ------------------------------------------------------------------
+def format_number(value: float, *, digits: int = 0) -> str:
+    """A number grouped in the session's locale (``12,345``), with at most ``digits`` decimals."""
+    pattern = "#,##0" + ("." + "#" * digits if digits else "")
+    return format_decimal(value, format=pattern, locale=BABEL_LOCALES[current_lang()])
+
+
+def format_time(value: object, *, short: bool = False) -> str:
+    """A date and time to the minute: ``2026年12月5日 14:03`` (zh) or ``5 Dec 2026 14:03`` (en);
+    ``short``: ``12-05 14:03`` where space is short. Empty for a missing value."""
+    if value is None or value != value or str(value) in ("", "NaT", "None"):
+        return ""
+    at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if short:
+        return at.strftime("%m-%d %H:%M")
+    if current_lang() == "zh":
+        return f"{at.year}年{at.month}月{at.day}日 {at:%H:%M}"
+    return f"{at.day} {at:%b %Y %H:%M}"
+
+
+# -- the 3D view's strings ------------------------------------------------------
+@cache
+def js_messages() -> tuple[str, ...]:
+    """The msgids of ``view3d.js`` (its ``_("...")`` calls), found with Babel's javascript extractor."""
+    with JS_SOURCE.open("rb") as f:
+        return tuple(dict.fromkeys(m[1] for m in extract("javascript", f, keywords={"_": None})))
+
+
+def js_texts() -> dict[str, str]:
+    """The 3D view's strings in the session's language, for its ``texts`` parameter."""
+    return {m: _(m) for m in js_messages()}
+
+
+def translated_legend(legend: dict) -> dict:
+    """A legend of :func:`scenes.layers.building_colours` (English msgids, shared by every session) in the
+    session's language; numbers pass through as they are."""
+    title = legend.get("title")
+    return {**legend, "title": _(title) if title else title,
+            "items": [[colour, _(text)] for colour, text in legend.get("items", [])]}

@@ -12,7 +12,8 @@ import pandas as pd
 import panel as pn
 import param
 
-from scenes.i18n import _
+from scenes.i18n import (_, camera_status_name, case_kind_name, format_number, format_time, gender_name,
+                         height_source_name, source_name, status_name, tag_name, use_name)
 from scenes.shared import OffLoop
 from scenes.theme import CSS
 from twin.access.policy import MIN_REASON, Gate
@@ -22,7 +23,6 @@ from twin.errors import TwinError
 PAGE_SIZE = 50
 WRITE_TIMEOUT_S = 10.0  # a case transition not committed by then is reported as failed
 T = TypeVar("T")
-LEVEL_NAMES = {"street": "street", "community": "community", "grid": "grid", "micro": "micro-grid"}
 
 
 def _rows(pairs: list[tuple[str, object]]) -> str:
@@ -45,27 +45,39 @@ def _card(title: str, pairs: list[tuple[str, object]], *, subtitle: str = "", ta
 
 def residents_html(rows: pd.DataFrame) -> str:
     """Residents grouped by unit and household: a heading row per household with its size, then its people."""
-    out = ["<table class='twin-table'><tr><th>room</th><th>name</th><th>sex</th><th>age</th><th>ID number</th>"
-           "<th>phone</th><th>tags</th></tr>"]
+    heads = (_("room"), _("name"), _("sex"), _("age"), _("ID number"), _("phone"), _("tags"))
+    out = ["<table class='twin-table'><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr>"]
     for (unit, household), people in rows.groupby(["unit", "household_id"], sort=False):
         out.append(f"<tr class='twin-group'><td colspan='7'>{html.escape(str(unit))} · {html.escape(household)} · "
-                   f"{len(people)} {'person' if len(people) == 1 else 'people'}</td></tr>")
+                   + _("{n} people").format(n=len(people)) + "</td></tr>")
         out += [f"<tr><td>{html.escape(str(r.room))}</td><td>{html.escape(str(r.name))}</td>"
-                f"<td>{html.escape(str(r.gender))}</td><td>{r.age}</td><td>{html.escape(str(r.id_number))}</td>"
+                f"<td>{html.escape(gender_name(r.gender))}</td><td>{r.age}</td><td>{html.escape(str(r.id_number))}</td>"
                 f"<td>{html.escape(str(r.phone))}</td>"
-                f"<td>{html.escape(str(r.tags or ''))}</td></tr>" for r in people.itertuples()]
+                f"<td>{html.escape(_tags(r.tags))}</td></tr>" for r in people.itertuples()]
     return "".join(out) + "</table>"
 
 
 def cases_html(cases: pd.DataFrame) -> str:
     """Open cases with status, age and an overdue mark."""
     if cases.empty:
-        return "<div class='twin-muted'>No open cases.</div>"
-    rows = "".join(f"<tr><td>{html.escape(r.case_id)}</td><td>{html.escape(r.subcategory)}</td>"
-                   f"<td>{html.escape(r.status)}</td><td>{r.age_h:.0f} h</td>"
-                   f"<td>{'overdue' if r.overdue else ''}</td></tr>" for r in cases.itertuples())
-    return ("<div class='label'>open cases</div><table class='twin-table'><tr><th>case</th><th>kind</th>"
-            f"<th>status</th><th>age</th><th></th></tr>{rows}</table>")
+        return "<div class='twin-muted'>" + _("No open cases.") + "</div>"
+    hours, overdue = _("{hours} h"), _("overdue")
+    rows = "".join(f"<tr><td>{html.escape(r.case_id)}</td><td>{html.escape(case_kind_name(r.subcategory))}</td>"
+                   f"<td>{html.escape(status_name(r.status))}</td>"
+                   f"<td>{hours.format(hours=f'{r.age_h:.0f}')}</td>"
+                   f"<td>{overdue if r.overdue else ''}</td></tr>" for r in cases.itertuples())
+    heads = "".join(f"<th>{h}</th>" for h in (_("case"), _("kind"), _("status"), _("age"), ""))
+    return ("<div class='label'>" + _("open cases") + f"</div><table class='twin-table'><tr>{heads}</tr>{rows}"
+            "</table>")
+
+
+def _nothing_picked() -> str:
+    return "<div class='twin-muted'>" + _("Click a building, a case or a camera.") + "</div>"
+
+
+def _tags(tags: object) -> str:
+    """Resident tags (kept as a comma-separated text by the gate) by their names."""
+    return ", ".join(tag_name(t.strip()) for t in str(tags or "").split(",") if t.strip())
 
 
 def why_not_listed(card: dict, gate: Gate) -> str:
@@ -107,11 +119,12 @@ class Inspector(pn.viewable.Viewer):
         self._off_loop = off_loop  # served: looks run off the event loop (see look)
         self._looks = 0  # looks that replace the card, so far
         self._last_look: asyncio.Future | None = None
-        self.note = pn.widgets.TextInput(placeholder="note for the next step (optional)", sizing_mode="stretch_width")
+        self.note = pn.widgets.TextInput(placeholder=_("note for the next step (optional)"),
+                                         sizing_mode="stretch_width")
         self.actions = pn.Row(sizing_mode="stretch_width", css_classes=["twin-actions"])
         self.act_message = pn.pane.HTML("", stylesheets=[CSS])
         self.act = pn.Column(self.note, self.actions, sizing_mode="stretch_width", visible=False)
-        self.card = pn.pane.HTML("<div class='twin-muted'>Click a building, a case or a camera.</div>",
+        self.card = pn.pane.HTML(_nothing_picked(),
                                  sizing_mode="stretch_width", stylesheets=[CSS], css_classes=["twin-inspector"])
         # Plain HTML tables: a page of 50 needs no grid widget, and the page loads no table library.
         self.residents = pn.pane.HTML("", sizing_mode="stretch_width", visible=False, stylesheets=[CSS],
@@ -119,20 +132,21 @@ class Inspector(pn.viewable.Viewer):
         self.cases = pn.pane.HTML("", sizing_mode="stretch_width", visible=False, stylesheets=[CSS],
                                   css_classes=["twin-cases"])
         self.resident_rows = pd.DataFrame()
-        self.prev = pn.widgets.Button(label="‹ previous", width=90, disabled=True)
-        self.next = pn.widgets.Button(label="next ›", width=90, disabled=True)
+        self.prev = pn.widgets.Button(label=_("‹ previous"), width=90, disabled=True)
+        self.next = pn.widgets.Button(label=_("next ›"), width=90, disabled=True)
         self.page_info = pn.pane.HTML("", stylesheets=[CSS])
         self.prev.on_click(lambda _: setattr(self, "page", self.page - 1))
         self.next.on_click(lambda _: setattr(self, "page", self.page + 1))
         self.pager = pn.Row(self.prev, self.page_info, self.next, visible=False)
         # Unmasking one resident: pick them, state why; the gate audits it.
         self.unmask_who = pn.widgets.Select(options={}, sizing_mode="stretch_width", min_width=120)
-        self.unmask_reason = pn.widgets.TextInput(placeholder="reason (recorded)", sizing_mode="stretch_width",
+        self.unmask_reason = pn.widgets.TextInput(placeholder=_("reason (recorded)"), sizing_mode="stretch_width",
                                                   min_width=120)
-        self.unmask_button = pn.widgets.Button(label="Unmask", width=80, css_classes=["twin-unmask"])
+        self.unmask_button = pn.widgets.Button(label=_("Unmask"), width=80, css_classes=["twin-unmask"])
         self.unmask_button.on_click(lambda _: self.unmask())
         self.unmasked = pn.pane.HTML("", stylesheets=[CSS], css_classes=["twin-unmasked"])
-        self.export = pn.widgets.FileDownload(callback=self._export_csv, filename="residents.csv", label="Export CSV",
+        self.export = pn.widgets.FileDownload(callback=self._export_csv, filename="residents.csv",
+                                              label=_("Export CSV"),
                                               width=110, embed=False)
         # Two rows: four controls in one did not fit the panel's width.
         self.unmasking = pn.Column(pn.Row(self.unmask_who, self.unmask_reason, sizing_mode="stretch_width"),
@@ -222,18 +236,24 @@ class Inspector(pn.viewable.Viewer):
         self._may_see_residents = card["may_see_residents"]
         self._why_not_listed = why_not_listed(card, self.gate)
         self._total = card["residents"]
-        path = " › ".join(f"{g['name']}" for g in card["grid_path"]) or "outside every grid"
-        facts = [("address", card["address"]), ("use", card["use"]),
-                 ("height", f"{card['height']:.1f} m" + (f" from {card['base_z']:.1f} m" if card["base_z"] else "")),
-                 ("floors", card["floors"]),
-                 ("data", f"{card['source']} · {card['source_id']} · height from {card['height_source']}"),
-                 ("grid", path), ("residents", f"{card['residents']:,} in {card['households']:,} households"),
-                 ("tags", " · ".join(f"{t} {n}" for t, n in card["tags"].items()) or None)]
+        path = " › ".join(f"{g['name']}" for g in card["grid_path"]) or _("outside every grid")
+        height = _("{height} m").format(height=format_number(card["height"], digits=1))
+        if card["base_z"]:
+            height = _("{height} from {base} m").format(height=height, base=format_number(card["base_z"], digits=1))
+        facts = [(_("address"), card["address"]), (_("use"), use_name(card["use"])), (_("height"), height),
+                 (_("floors"), card["floors"]),
+                 (_("data"), _("{source} · {source_id} · height from {height_source}").format(
+                     source=card["source"], source_id=card["source_id"],
+                     height_source=height_source_name(card["height_source"]))),
+                 (_("grid"), path),
+                 (_("residents"), _("{residents} in {households} households").format(
+                     residents=format_number(card["residents"]), households=format_number(card["households"]))),
+                 (_("tags"), " · ".join(f"{tag_name(t)} {n}" for t, n in card["tags"].items()) or None)]
         seen = card["cameras"]
-        names = [f"{html.escape(r.camera_id)} ({r.distance_m:.0f} m" + ("" if r.status == "online" else
-                                                                        f", {html.escape(str(r.status))}") + ")"
+        names = [f"{html.escape(r.camera_id)} ({r.distance_m:.0f} m"
+                 + ("" if r.status == "online" else f", {html.escape(camera_status_name(r.status))}") + ")"
                  for r in seen.head(8).itertuples()]
-        watchers = (f"<div class='label'>cameras that see this building: {len(seen)}</div>"
+        watchers = ("<div class='label'>" + _("cameras that see this building: {n}").format(n=len(seen)) + "</div>"
                     f"<div class='twin-cameras'>{' · '.join(names)}{' …' if len(seen) > 8 else ''}</div>")
         self.card.object = _card(card["name"] or card["building_id"], facts, subtitle=card["building_id"],
                                  tail=watchers)
@@ -284,8 +304,11 @@ class Inspector(pn.viewable.Viewer):
         pages = max(1, -(-self._total // PAGE_SIZE))
         self.prev.disabled = self.page == 0
         self.next.disabled = self.page >= pages - 1
-        self.page_info.object = (f"<span class='twin-muted'>residents {self.page * PAGE_SIZE + 1:,}–"
-                                 f"{min(self._total, (self.page + 1) * PAGE_SIZE):,} of {self._total:,}</span>")
+        shown = _("residents {first}–{last} of {total}").format(
+            first=format_number(self.page * PAGE_SIZE + 1),
+            last=format_number(min(self._total, (self.page + 1) * PAGE_SIZE)),
+            total=format_number(self._total))
+        self.page_info.object = f"<span class='twin-muted'>{shown}</span>"
 
     def show_element(self, element_index: int) -> None:
         """Add the clicked model element (IFC class, name, storey, main property sets) to the building card."""
@@ -299,7 +322,7 @@ class Inspector(pn.viewable.Viewer):
             return self._show_error(e)
         sets = "".join(f"<div class='label'>{html.escape(name)}</div><table class='twin-facts'>"
                        + _rows([(k, v) for k, v in props.items()]) + "</table>" for name, props in e["psets"].items())
-        self.card.object += _card(e["ifc_class"] or "", [("name", e["name"]), ("storey", e["storey"]),
+        self.card.object += _card(e["ifc_class"] or "", [(_("name"), e["name"]), (_("storey"), e["storey"]),
                                                          ("GlobalId", e["global_id"])], tail=sets, kind="twin-element")
 
     # -- cases and cameras ---------------------------------------------------------------------------------------
@@ -317,24 +340,28 @@ class Inspector(pn.viewable.Viewer):
         self.building_id = self.camera_id = None
         self.case_id = case_id
         self._hide_tables()
-        history = "".join(f"<li>{html.escape(str(r['at']))[:16]} · {html.escape(str(r['to_status']))} · "
+        history = "".join(f"<li>{format_time(r['at'], short=True)} · {html.escape(status_name(r['to_status']))} · "
                           f"{html.escape(str(r['actor']))}{' · ' + html.escape(str(r['note'])) if r['note'] else ''}"
                           "</li>" for _, r in card["history"].iterrows())
         grid = card["grid_id"] if card["grid_id"] == card["reported_grid_id"] else \
-            f"{card['grid_id']} (reported in {card['reported_grid_id']})"
-        facts = [("category", f"{card['category']} · {card['subcategory']}"), ("status", card["status"]),
-                 ("source", card["source"]), ("reported", str(card["reported_at"])[:16]),
-                 ("due", str(card["due_at"])[:16]), ("where", card["address"]), ("building", card["building_id"]),
-                 ("grid", grid), ("camera", card["camera_id"]),
-                 ("detections", card["detections"] or None), ("what", card["description"])]
+            _("{grid} (first in {reported_grid})").format(grid=card["grid_id"], reported_grid=card["reported_grid_id"])
+        facts = [(_("category"), f"{case_kind_name(card['category'])} · {case_kind_name(card['subcategory'])}"),
+                 (_("status"), status_name(card["status"])), (_("source"), source_name(card["source"])),
+                 (_("Reported at"), format_time(card["reported_at"])), (_("due"), format_time(card["due_at"])),
+                 (_("where"), card["address"]), (_("building"), card["building_id"]),
+                 (_("grid"), grid), (_("camera"), card["camera_id"]),
+                 (_("detections"), card["detections"] or None), (_("what"), card["description"])]
+        photo = _("photo")
         photos = "".join(f"<a href='{html.escape(u)}' target='_blank' rel='noopener'><img class='twin-photo' "
-                         f"src='{html.escape(u)}' alt='photo' loading='lazy'></a>" for u in card["photos"][:6])
-        self.card.object = _card(f"Case {case_id}", facts,
-                                 tail=(f"<div class='label'>photos</div><div>{photos}</div>" if photos else "")
-                                 + f"<div class='label'>history</div><ul class='twin-history'>{history}</ul>")
+                         f"src='{html.escape(u)}' alt='{photo}' loading='lazy'></a>" for u in card["photos"][:6])
+        self.card.object = _card(_("Case {case_id}").format(case_id=case_id), facts,
+                                 tail=("<div class='label'>" + _("photos") + f"</div><div>{photos}</div>" if photos
+                                       else "")
+                                 + "<div class='label'>" + _("history")
+                                 + f"</div><ul class='twin-history'>{history}</ul>")
         buttons = []
         for status in card["next_statuses"]:
-            b = pn.widgets.Button(label=f"→ {status.replace('_', ' ')}", color="primary", height=32,
+            b = pn.widgets.Button(label=f"→ {status_name(status)}", color="primary", height=32,
                                   css_classes=[f"twin-to-{status}"])
             b.on_click((lambda _e: self._ask_rejection(True)) if status == "rejected"
                        else (lambda _e, s=status: self.move_case(s)))
@@ -392,17 +419,21 @@ class Inspector(pn.viewable.Viewer):
         self.building_id = self.case_id = None
         self.camera_id = camera_id
         self._hide_tables()
-        facts = [("name", card["name"]), ("status", card["status"]), ("stream", card["stream_url"]),
-                 ("mounted", f"{card['z']:.1f} m, heading {card['heading_deg']:.0f}°, "
-                             f"field {card['fov_deg']:.0f}°, range {card['range_m']:.0f} m"),
-                 ("grid", card["grid_id"]), ("building", card["building_id"])]
+        mounted = _("{z} m, heading {heading}°, field {fov}°, range {range} m").format(
+            z=f"{card['z']:.1f}", heading=f"{card['heading_deg']:.0f}", fov=f"{card['fov_deg']:.0f}",
+            range=f"{card['range_m']:.0f}")
+        facts = [(_("name"), card["name"]), (_("status"), camera_status_name(card["status"])),
+                 (_("stream"), card["stream_url"]),
+                 (_("mounted"), mounted), (_("grid"), card["grid_id"]), (_("building"), card["building_id"])]
         found = card["detections"]
-        rows = "".join(f"<tr><td>{str(r.detected_at)[5:16]}</td><td>{html.escape(r.category)}</td>"
+        rows = "".join(f"<tr><td>{format_time(r.detected_at, short=True)}</td>"
+                       f"<td>{html.escape(case_kind_name(r.category))}</td>"
                        f"<td>{r.confidence:.2f}</td><td>{html.escape(r.case_id)}</td></tr>" for r in found.itertuples())
-        recent = ("<div class='label'>recent detections</div>" + (
-            f"<table class='twin-table'><tr><th>when</th><th>what</th><th>conf.</th><th>case</th></tr>{rows}</table>"
-            if rows else "<div class='twin-muted'>none</div>"))
-        self.card.object = _card(f"Camera {camera_id}", facts, tail=recent)
+        heads = "".join(f"<th>{h}</th>" for h in (_("when"), _("what"), _("conf."), _("case")))
+        recent = ("<div class='label'>" + _("recent detections") + "</div>" + (
+            f"<table class='twin-table'><tr>{heads}</tr>{rows}</table>"
+            if rows else "<div class='twin-muted'>" + _("none") + "</div>"))
+        self.card.object = _card(_("Camera {camera_id}").format(camera_id=camera_id), facts, tail=recent)
 
     # -- unmasking and export --------------------------------------------------------------------------------------
     def unmask(self) -> None:
@@ -432,7 +463,7 @@ class Inspector(pn.viewable.Viewer):
     def clear(self) -> None:
         self.building_id = self.case_id = self.camera_id = None
         self._hide_tables()
-        self.card.object = "<div class='twin-muted'>Click a building, a case or a camera.</div>"
+        self.card.object = _nothing_picked()
 
     def _hide_tables(self) -> None:
         """Put away what the previous card showed: its tables and its case's actions (a card shows only its own)."""

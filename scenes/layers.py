@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from scenes.i18n import N_
 from scenes.colours import CATEGORICAL, SEQUENTIAL, neighbour_distinct_classes, sequential
 from twin.buildings import load_meshes
 from twin.cases.cases import CASE_STATUSES, OPEN_STATUSES
@@ -21,7 +22,8 @@ from twin.store.queries import grid_boundaries
 
 BUILDING_MAGIC = 0x31425754  # "TWB1"
 COLOUR_MEASURES = ("grid", "open_cases", "population", "height")
-MEASURE_TITLES = {"grid": "Micro-grid", "open_cases": "Open cases", "population": "Residents", "height": "Height (m)"}
+MEASURE_TITLES = {"grid": N_("Micro-grid"), "open_cases": N_("Open cases"), "population": N_("Residents"),
+                  "height": N_("Height (m)")}
 
 
 def _pack(*arrays: np.ndarray) -> bytes:
@@ -175,9 +177,9 @@ def building_colours(con: duckdb.DuckDBPyConnection, layer: BuildingLayer, *, me
         idx = np.array([classes.get(g, -1) for g in layer.grid_id], dtype=np.int64)
         palette = _hex_rgb(list(CATEGORICAL) + ["#8fa3bf"])
         rgb = palette[idx]  # -1 picks the last, grey: outside every grid
-        legend = {"title": "Micro-grid", "items": [[CATEGORICAL[0], "neighbouring micro-grids"],
-                                                   [CATEGORICAL[1], "differ in colour"],
-                                                   ["#8fa3bf", "outside any grid"]]}
+        legend = {"title": MEASURE_TITLES["grid"], "items": [[CATEGORICAL[0], N_("neighbouring micro-grids")],
+                                                             [CATEGORICAL[1], N_("differ in colour")],
+                                                             ["#8fa3bf", N_("outside any grid")]]}
         return rgb.tobytes(), legend
     values = _measure_values(con, layer, measure)
     idx, top = sequential(values)

@@ -23,7 +23,8 @@ import shapely
 
 from scenes.admin import AdminScreen
 from scenes.figures import GridTable, KeyFigures
-from scenes.i18n import _
+from scenes.i18n import (N_, _, case_kind_name, current_lang, level_name, role_name, status_name,
+                         translated_legend)
 from scenes.inspector import Inspector
 from scenes.layers import COLOUR_MEASURES, case_markers, case_update_records, grid_labels, grid_segments
 from scenes.planner import GridEditor, save_through_writer
@@ -40,6 +41,7 @@ from twin.store.schema import GRID_LEVELS
 
 log = logging.getLogger(__name__)
 SCREENS = ("Overview", "Planner", "Operator", "Admin")
+SCREEN_NAMES = {"Overview": N_("Overview"), "Planner": N_("Planner"), "Operator": N_("Operator"), "Admin": N_("Admin")}
 # The screens each role works on; the first is where it starts.
 ROLE_SCREENS = {"leader": ("Overview",), "operator": ("Operator", "Overview"), "planner": ("Planner", "Overview"),
                 "admin": ("Admin", "Overview")}
@@ -47,7 +49,9 @@ TICKER_SIZE = 8
 FRAME_MARGIN = 1.5  # the view's radius over a framed box's half diagonal: the whole box in view, with room
 LIVE_POLL_MS = 250  # how often a session looks for committed case changes
 T = TypeVar("T")
-MEASURE_LABELS = {"grid": "grid", "open_cases": "open cases", "population": "population", "height": "height"}
+MEASURE_LABELS = {"grid": N_("grid"), "open_cases": N_("open cases"), "population": N_("population"),
+                  "height": N_("height")}
+LANG_SWITCH = (("zh", "中文"), ("en", "English"))  # each named in its own language
 # Side panels take a share of the screen's width between these bounds: the 3D view keeps the rest at
 # 1280 px and a wall screen's 3840 px alike (Panel's fixed widths would push controls off a small screen).
 LEFT_WIDTH = "clamp(290px, 19vw, 560px)"
@@ -101,7 +105,7 @@ class DistrictApp(pn.viewable.Viewer):
         self.shared = shared
         self.layer = layer = shared.layer
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-        self.district_name = meta.get("district_name", "District")
+        self.district_name = meta.get("district_name") or _("District")
         self.figures = KeyFigures(shared.key_figures)
         # An operator's own grids (with every grid under them): their figures stand beside the district's.
         self._my_grids = self.gate.scope if principal.role == "operator" else None
@@ -121,7 +125,7 @@ class DistrictApp(pn.viewable.Viewer):
         self._figures_ready: tuple | None = None
         self._show_colours(shared.colours(self.colour_by))  # the first frame's, at once
         self._show_grids(*grid_boundaries(con, level=self.level))
-        self.search_box = pn.widgets.TextInput(placeholder="Search address, building or case id", width=260)
+        self.search_box = pn.widgets.TextInput(placeholder=_("Search address, building or case id"), width=260)
         self.search_box.param.watch(self._search, "enter_pressed")
         # The results list and the message take turns in one place of the header.
         self.search_results = pn.widgets.Select(options={}, width=230, visible=False)
@@ -129,17 +133,18 @@ class DistrictApp(pn.viewable.Viewer):
         self.message = pn.pane.HTML("", stylesheets=[CSS], width=230, height=44, visible=False,
                                     css_classes=["twin-search-message"],
                                     styles={"overflow": "hidden", "font-size": "12px"})
-        self.show_cameras = pn.widgets.Checkbox(label="cameras", value=True, width=80)
+        self.show_cameras = pn.widgets.Checkbox(label=_("cameras"), value=True, width=80)
         self.show_cameras.link(self.view, value="show_cameras")
-        self.show_cases = pn.widgets.Checkbox(label="cases", value=True, width=65)
+        self.show_cases = pn.widgets.Checkbox(label=_("cases"), value=True, width=65)
         self.show_cases.link(self.view, value="show_cases")
-        self.ticker = CaseTicker(sizing_mode="stretch_width", height=44)
+        self.ticker = CaseTicker(title=_("LIVE CASES"), sizing_mode="stretch_width", height=44)
         self.ticker.param.watch(lambda e: self._go_to(f"case|{e.new['case_id']}"), "clicked")
         self._fill_ticker()
         self.toolbar = pn.Row(
             pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, color="primary", label="", width=320,
-                                                   options={label: m for m, label in MEASURE_LABELS.items()}),
-            pn.widgets.Select.from_param(self.param.level, label="", width=100),
+                                                   options={_(label): m for m, label in MEASURE_LABELS.items()}),
+            pn.widgets.Select.from_param(self.param.level, label="", width=100,
+                                         options={level_name(v): v for v in GRID_LEVELS}),
             self.show_cases, self.show_cameras, sizing_mode="stretch_width", height=44,
             css_classes=["twin-toolbar"])
         self.centre = pn.Column(self.toolbar, self.view, sizing_mode="stretch_both", css_classes=["twin-centre"])
@@ -228,7 +233,7 @@ class DistrictApp(pn.viewable.Viewer):
             self.grid_table.refresh(table)
             self._fill_ticker()
             if colours is not None and self.colour_by == "open_cases":
-                self.view.param.update(colors=colours[0], legend=colours[1])
+                self.view.param.update(colors=colours[0], legend=translated_legend(colours[1]))
 
     def _marker_updates(self, rows: list[dict]) -> list[tuple]:
         """``(slot, x, y, z, status, fresh, case_id)`` per changed case (the last change of each)."""
@@ -265,7 +270,7 @@ class DistrictApp(pn.viewable.Viewer):
                         lambda found: self._show_colours(found) if measure == self.colour_by else None)
 
     def _show_colours(self, found: tuple[bytes, dict]) -> None:
-        self.view.param.update(colors=found[0], legend=found[1])
+        self.view.param.update(colors=found[0], legend=translated_legend(found[1]))
 
     @param.depends("level", watch=True)
     def _grids(self) -> None:
@@ -394,7 +399,8 @@ class DistrictApp(pn.viewable.Viewer):
             self.view.fly(x=x - self.layer.origin[0], y=y - self.layer.origin[1], r=60)
 
     def _fill_ticker(self) -> None:
-        items = [[case_id, f"{case_id} · {sub} · {status}"] for case_id, sub, status in self._latest]
+        items = [[case_id, f"{case_id} · {case_kind_name(sub)} · {status_name(status)}"]
+                 for case_id, sub, status in self._latest]
         if items != self.ticker.items:
             self.ticker.items = items
 
@@ -433,18 +439,27 @@ class DistrictApp(pn.viewable.Viewer):
         (frame, shapes), (colours, legend), table = read
         with pn.io.hold():
             self._show_grids(frame, shapes)
-            self.view.param.update(colors=colours, legend=legend)
+            self.view.param.update(colors=colours, legend=translated_legend(legend))
             self.grid_table.refresh(table)
 
+    def _lang_switch(self) -> str:
+        """Links to the page in the other language; ``set_lang`` keeps the choice as the user's preference."""
+        return " ".join(f"<b>{name}</b>" if lang == current_lang() else
+                        f"<a class='twin-lang-{lang}' href='./app?set_lang={lang}'>{name}</a>"
+                        for lang, name in LANG_SWITCH)
+
     def __panel__(self) -> pn.viewable.Viewable:
-        who = f"{html.escape(self.principal.username)} · {self.principal.role} · "
+        who = f"{html.escape(self.principal.username)} · {role_name(self.principal.role)}"
         header = pn.Row(
-            pn.pane.HTML(f"<div class='twin-title'>{self.district_name}</div>", stylesheets=[CSS], width=230),
+            pn.pane.HTML(f"<div class='twin-title'>{self.district_name}</div>", stylesheets=[CSS], width=220),
             pn.widgets.RadioButtonGroup.from_param(self.param.screen, color="primary",
-                                                   width=110 * len(self.param.screen.objects)),
+                                                   width=110 * len(self.param.screen.objects),
+                                                   options={_(SCREEN_NAMES[s]): s for s in self.param.screen.objects}),
             pn.layout.HSpacer(), self.search_box, self.search_results, self.message,
-            pn.pane.HTML(f"<div class='twin-user'><span class='twin-user-name' title='{who}'>{who}</span>"
-                         "<a href='./logout'>sign out</a></div>", stylesheets=[CSS], width=200),
+            pn.pane.HTML(f"<div class='twin-user'><span>{self._lang_switch()}&nbsp;·&nbsp;</span>"
+                         f"<span class='twin-user-name' title='{who}'>{who}</span>"
+                         f"<span>&nbsp;·&nbsp;<a href='./logout?lang={current_lang()}'>" + _("sign out")
+                         + "</a></span></div>", stylesheets=[CSS], width=250),
             sizing_mode="stretch_width", height=52, css_classes=["twin-header"], stylesheets=SHRINKS)
         body = pn.Row(self._left, self.centre, self._right, sizing_mode="stretch_both", css_classes=["twin-body"],
                       stylesheets=SHRINKS)
@@ -455,9 +470,8 @@ class DistrictApp(pn.viewable.Viewer):
 class SignedOut(pn.viewable.Viewer):
     """What a session gets without a known, enabled user: nothing of the district, and why."""
 
-    reason = param.String(default="This account is disabled or unknown. <a href='./logout'>Sign in again</a>, "
-                                  "or ask the district's admin.")
-
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.pane.HTML(f"<div class='twin-card'><div class='twin-title'>Signed out</div><p>{self.reason}</p>"
-                            "</div>", stylesheets=[CSS])
+        reason = _("This account is disabled or unknown. <a href='./logout'>Sign in again</a>, or ask the "
+                   "district's admin.")
+        return pn.pane.HTML("<div class='twin-card'><div class='twin-title'>" + _("Signed out") +
+                            f"</div><p>{reason}</p></div>", stylesheets=[CSS])

@@ -5,7 +5,8 @@ read through cursors of it, one per thread (the rule is written in :mod:`scenes.
 Intake requests go to one writer thread (:class:`twin.cases.live.IntakeWriter`), which
 commits them in batches before it answers any of them, and publishes what changed to
 every open session. Open311 reads run on the reader threads, through the access gate of
-the key's client (:func:`twin.access.policy.client_principal`), never on the event loop.
+the key's client (:func:`twin.access.policy.client_principal`) or, without a key, of the
+public (:func:`twin.access.policy.public_principal`, limited per address), never on the event loop.
 """
 
 from __future__ import annotations
@@ -17,19 +18,25 @@ import logging
 import secrets
 import signal
 from functools import partial
+from zoneinfo import ZoneInfo
 
 import panel as pn
 from tornado.web import RequestHandler
 
 from scenes.auth import Remembered, SignIns, StoreAuthProvider, session_principal
+from scenes.i18n import choose_lang, translations, use
 from scenes.screens import DistrictApp, SignedOut
 from scenes.shared import READS, Cursors, OffLoop, SharedDistrict
+from scenes.theme import PAGE_CSS
+from twin.access.access import LANGS, set_lang, user_lang
 from twin.access.keys import client_for
-from twin.access.policy import Gate, Refusals, client_principal
+from twin.access.policy import Gate, Refusals, client_principal, public_principal
 from twin.access.ratelimit import RateLimiter
 from twin.cases.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
 from twin.cases.live import CaseFeed, IntakeWriter
-from twin.cases.open311 import Open311Error, decode_form, find_requests, services, to_xml
+from twin.cases.open311 import (Open311Error, decode_form, discovery, find_requests, service_definition, services,
+                                to_xml)
+from twin.store.clock import store_timezone
 from twin.store.control import Command, ControlChannel
 from twin.store.store import Store
 
@@ -39,6 +46,9 @@ MAX_HTTP_BODY_BYTES = 1024 * 1024  # anything posted to the server (the sign-in 
 MAX_WS_MESSAGE_BYTES = 4 * 1024 * 1024  # a browser session's message (picks, typed text; no uploads)
 KEY_CACHE_S = 10.0  # a key is looked up again after this long
 INTAKE_RATE = 1000.0  # requests per second per API key (bursts of twice that)
+PUBLIC_RATE = 5.0  # keyless Open311 reads per second per address (bursts of twice that)
+CONTACT = "the district's grid governance office (see the README's Open311 section)"
+KEY_SERVICE = "ask the district's administrator for a key (`twin keys add NAME`); reading needs none"
 
 
 def clients_of(cursors: Cursors) -> Remembered:
@@ -53,7 +63,8 @@ class _Intake(RequestHandler):
     """Common ground of the intake routes: the store, its writer and the API key check."""
 
     def initialize(self, store: Store, writer: IntakeWriter, clients: Remembered, off_loop: OffLoop,
-                   refusals: Refusals, crs: str, limiter: RateLimiter) -> None:
+                   refusals: Refusals, crs: str, limiter: RateLimiter, public: RateLimiter | None,
+                   zone: ZoneInfo) -> None:
         self.store = store
         self.crs = crs
         self.writer = writer
@@ -61,6 +72,8 @@ class _Intake(RequestHandler):
         self.off_loop = off_loop
         self.refusals = refusals
         self.limiter = limiter
+        self.zone = zone  # of the store's timestamps (detections' times are read into it)
+        self.public = public  # keyless reading's limiter per address; None when public reading is off
 
     def over_limit(self, client: str) -> str | None:
         """None when ``client`` may send this request now, else why not (the wait goes out as Retry-After)."""
@@ -83,7 +96,8 @@ class _Intake(RequestHandler):
 class _Open311(_Intake):
     """The GeoReport routes: the format, errors in the spec's shape."""
 
-    def reply(self, items: list[dict], *, fmt: str, root: str, item: str, status: int = 200) -> None:
+    def reply(self, items: list[dict] | dict, *, fmt: str, root: str, item: str | None = None,
+              status: int = 200) -> None:
         self.set_status(status)
         if fmt == "xml":
             self.set_header("Content-Type", "text/xml; charset=utf-8")
@@ -110,8 +124,26 @@ class _Open311(_Intake):
             raise Open311Error(429, refusal, retry_after_s=self.limiter.retry_after(client))
         return client
 
+    def reader(self, con, key: str | None, source: str):
+        """Who reads: the key's client (:meth:`client_of`), or the public when there is no key and public reading
+        is on (within its rate per address); else the GeoReport error to send (any thread may ask)."""
+        if key:
+            client = self.client_of(key)
+            principal = client_principal(con, client, source=source)
+            if principal is None:
+                raise Open311Error(403, f"the key's client {client} is a disabled user: it reads nothing.")
+            return principal
+        if self.public is None:
+            raise Open311Error(401, "this district reads service requests only with an api_key; ask it for one.")
+        if not self.public.allow(source):
+            raise Open311Error(429, f"{source} is over {self.public.rate_per_s:g} requests a second without a key; "
+                                    "wait for the Retry-After seconds, or read with an api_key.",
+                               retry_after_s=self.public.retry_after(source))
+        return public_principal(source=source)
+
     async def read_requests(self, query: dict[str, str], *, fmt: str, one: str | None = None) -> None:
-        """Answer ``GET requests`` (or, with ``one``, ``GET requests/{one}``) as the key's client may read them.
+        """Answer ``GET requests`` (or, with ``one``, ``GET requests/{one}``) as the key's client may read them,
+        or, without a key, as the public may.
 
         The key lookup and the read run on a reader thread; the event loop waits on neither, nor
         on the writer's commit of a refused access's audit row (which comes before the answer).
@@ -122,10 +154,7 @@ class _Open311(_Intake):
         def read() -> list[dict] | Open311Error:
             con = self.off_loop.cursors()
             try:
-                client = self.client_of(query.get("api_key"))
-                principal = client_principal(con, client, source=source)
-                if principal is None:
-                    raise Open311Error(403, f"the key's client {client} is a disabled user: it reads nothing.")
+                principal = self.reader(con, query.get("api_key"), source)
                 gate = Gate(con, principal, audit_sink=lambda **row: rows.append(row), refusals=self.refusals)
                 found = find_requests(gate, {"service_request_id": one} if one is not None else query,
                                       district_crs=self.crs)
@@ -144,6 +173,24 @@ class _Open311(_Intake):
 class ServicesHandler(_Open311):
     def get(self, fmt: str) -> None:
         self.reply(services(), fmt=fmt, root="services", item="service")
+
+
+class ServiceHandler(_Open311):
+    """``GET services/{code}``: the service definition (its attributes)."""
+
+    def get(self, code: str, fmt: str) -> None:
+        try:
+            self.reply(service_definition(code), fmt=fmt, root="service_definition")
+        except Open311Error as exc:
+            self.fail(exc, fmt=fmt)
+
+
+class DiscoveryHandler(_Open311):
+    """``GET /open311/discovery``: the Service Discovery file naming this server's one endpoint."""
+
+    def get(self, fmt: str) -> None:
+        url = f"{self.request.protocol}://{self.request.host}/open311/v2"
+        self.reply(discovery(url, contact=CONTACT, key_service=KEY_SERVICE), fmt=fmt, root="discovery")
 
 
 class RequestsHandler(_Open311):
@@ -195,7 +242,7 @@ class DetectionsHandler(_Intake):
         if refusal:
             return self.refuse(429, "api_key", refusal)
         try:
-            answer = await self.writer.take_detection(parse_detection(body), client=client,
+            answer = await self.writer.take_detection(parse_detection(body, zone=self.zone), client=client,
                                                      loop=asyncio.get_running_loop())
         except DetectionError as exc:
             return self.refuse(400, exc.field, str(exc))
@@ -204,17 +251,24 @@ class DetectionsHandler(_Intake):
 
 
 def intake_routes(store: Store, writer: IntakeWriter, *, cursors: Cursors | None = None,
-                  refusals: Refusals | None = None, intake_rate: float = INTAKE_RATE) -> list[tuple]:
-    """Tornado routes of the GeoReport v2 intake and the detection API (each needs an API key).
+                  refusals: Refusals | None = None, intake_rate: float = INTAKE_RATE,
+                  public_rate: float | None = PUBLIC_RATE) -> list[tuple]:
+    """Tornado routes of the GeoReport v2 API and the detection API.
 
+    Posting needs an API key. Reading Open311 requests needs none, within ``public_rate`` requests
+    a second per address; ``public_rate`` None turns keyless reading off (a 401).
     ``cursors`` and ``refusals`` are the app's (:class:`scenes.shared.SharedDistrict`), so that the
     routes' reader threads and the sessions' share cursors and one throttle of refused accesses.
     """
     cursors = cursors if cursors is not None else Cursors(store.con)
     args = {"store": store, "writer": writer, "clients": clients_of(cursors), "off_loop": OffLoop(cursors, writer),
             "refusals": refusals if refusals is not None else Refusals(), "crs": store.district.crs,
-            "limiter": RateLimiter(rate_per_s=intake_rate, burst=2 * intake_rate)}
-    return [(r"/open311/v2/services\.(json|xml)", ServicesHandler, args),
+            "limiter": RateLimiter(rate_per_s=intake_rate, burst=2 * intake_rate),
+            "public": RateLimiter(rate_per_s=public_rate, burst=2 * public_rate) if public_rate else None,
+            "zone": store_timezone(cursors())}
+    return [(r"/open311/discovery\.(json|xml)", DiscoveryHandler, args),
+            (r"/open311/v2/services\.(json|xml)", ServicesHandler, args),
+            (r"/open311/v2/services/([^/]+)\.(json|xml)", ServiceHandler, args),
             (r"/open311/v2/requests\.(json|xml)", RequestsHandler, args),
             (r"/open311/v2/requests/([^/.]+)\.(json|xml)", RequestHandler, args),
             (r"/api/detections", DetectionsHandler, args)]
@@ -222,9 +276,11 @@ def intake_routes(store: Store, writer: IntakeWriter, *, cursors: Cursors | None
 
 def serve(db: str, *, port: int, address: str, origins: list[str],
           dedupe_window_s: float = DEDUPE_WINDOW_S, intake_rate: float = INTAKE_RATE,
-          oauth: dict | None = None, commands: dict[str, Command] | None = None) -> None:
+          public_rate: float | None = PUBLIC_RATE, oauth: dict | None = None,
+          commands: dict[str, Command] | None = None) -> None:
     """Serve the app at ``/app`` (after sign-in at ``/login``), the intake at ``/open311/v2/`` and
-    ``/api/detections`` (with API keys) until interrupted (Ctrl-C or SIGTERM).
+    ``/api/detections`` (with API keys) until interrupted (Ctrl-C or SIGTERM). Open311 requests are
+    read without a key at ``public_rate`` per address, or not at all when it is None (:func:`intake_routes`).
 
     ``oauth`` (``provider``, ``key``, ``secret``, optional ``redirect_uri``) signs users in through
     Panel's OAuth providers instead of the store's passwords; the user name the provider gives
@@ -232,6 +288,8 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     commands (``twin keys``, ``users``, ``grids import``) that reach the server's writer through
     the store's control socket (:mod:`twin.store.control`) while it runs.
     """
+    for lang in LANGS:  # refuse to start without the compiled catalogues, rather than speak English silently
+        translations(lang)
     store = Store(db)
     if not store.count("users"):
         log.warning("%s has no users: nobody can sign in. Add one with `twin users add NAME --role admin`.", db)
@@ -241,15 +299,25 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     shared = SharedDistrict(store.con.cursor(), feed=feed, writer=writer)
     signins = SignIns(store.con.cursor(), writer)
     sessions = store.con.cursor()  # makes each browser session's cursor, on the event loop
-    pn.extension("vtk", theme="dark", sizing_mode="stretch_width")
+    pn.extension("vtk", theme="dark", sizing_mode="stretch_width", global_css=[PAGE_CSS])
 
     def app() -> pn.viewable.Viewable:
         principal = session_principal(signins)
+        asked = {k: v[-1].decode(errors="replace") for k, v in pn.state.session_args.items()
+                 if k in ("lang", "set_lang")}
         if principal is None:  # the cookie's user was disabled or removed since, or OAuth found no such user
+            use(choose_lang(asked.get("set_lang") or asked.get("lang"), None))
             writer.audit(actor=pn.state.user or "?", action="session.refused", source=None)
             return SignedOut()
+        con = sessions.cursor()
+        if asked.get("set_lang") in LANGS:  # the header's switch: kept as the user's preference (not awaited:
+            # this page speaks it already, and the event loop does not wait on the writer)
+            kept = writer.command(partial(_keep_lang, username=principal.username, lang=asked["set_lang"]))
+            kept.add_done_callback(lambda f: f.exception() and log.error("keeping %s's language failed: %s",
+                                                                         principal.username, f.exception()))
+        use(choose_lang(asked.get("set_lang") or asked.get("lang"), user_lang(con, principal.username)))
         writer.audit(actor=principal.username, action="session.open", source=principal.source)
-        return DistrictApp(sessions.cursor(), shared, principal=principal)
+        return DistrictApp(con, shared, principal=principal)
 
     def execute(command: Command, args: dict) -> dict:
         """Run a command of the control channel in the writer; after an import the sessions' grids follow too."""
@@ -277,7 +345,8 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     try:
         pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
                  title="District twin", extra_patterns=intake_routes(store, writer, cursors=shared.cursors,
-                                                                     refusals=shared.refusals, intake_rate=intake_rate),
+                                                                     refusals=shared.refusals, intake_rate=intake_rate,
+                                                                     public_rate=public_rate),
                  cookie_secret=secrets.token_urlsafe(32), websocket_max_message_size=MAX_WS_MESSAGE_BYTES,
                  http_server_kwargs={"max_body_size": MAX_HTTP_BODY_BYTES}, **sign_in)
     except KeyboardInterrupt:
@@ -285,6 +354,11 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     finally:
         control.close()
         writer.close()
+
+
+def _keep_lang(con: duckdb.DuckDBPyConnection, *, username: str, lang: str) -> dict:
+    set_lang(con, username, lang)
+    return {"username": username, "lang": lang}
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import param
 from panel.custom import JSComponent
 
-from scenes.theme import ACCENT, MUTED, PANEL, TEXT
+from scenes.theme import ACCENT, FONT_STACK, MUTED, PANEL, TEXT
 
 
 class SortableTable(JSComponent):
@@ -26,6 +26,7 @@ class SortableTable(JSComponent):
     cells = param.List(default=[], doc="Live changes: [row, column, value]")
     page_size = param.Integer(default=15, bounds=(1, None))
     clicked = param.Dict(default={}, doc="Set by the browser: {'row', 'seq'}")
+    rows_word = param.String(default="rows", doc="The pager's word for rows, in the session's language")
 
     _esm = """
     export function render({ model, el }) {
@@ -52,7 +53,7 @@ class SortableTable(JSComponent):
             ? `<td class="num">${Number(v).toLocaleString()}</td>` : `<td>${String(v ?? "")}</td>`).join("") + "</tr>").join("");
         box.innerHTML = `<table><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>` +
           `<div class="pager"><button data-go="-1" ${page ? "" : "disabled"}>‹</button>` +
-          `<span>${page + 1} / ${pages} · ${rows.length.toLocaleString()} rows</span>` +
+          `<span>${page + 1} / ${pages} · ${rows.length.toLocaleString()} ${model.rows_word}</span>` +
           `<button data-go="1" ${page < pages - 1 ? "" : "disabled"}>›</button></div>`;
       }
       box.addEventListener("click", (e) => {
@@ -75,7 +76,7 @@ class SortableTable(JSComponent):
     """
     _stylesheets = [f"""
     :host {{ display: block; width: 100%; }}
-    .twin-table-box {{ font: 12px sans-serif; color: {TEXT}; }}
+    .twin-table-box {{ font: 12px {FONT_STACK}; color: {TEXT}; }}
     /* The columns share the width the table has: no sideways scrolling; a cut title shows whole on hover. */
     table {{ width: 100%; border-collapse: collapse; table-layout: fixed; }}
     th {{ text-align: left; color: {MUTED}; font-weight: 500; padding: 4px; cursor: pointer; user-select: none;

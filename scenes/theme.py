@@ -5,9 +5,12 @@ PANEL = "#16213a"
 TEXT = "#e6edf7"
 MUTED = "#8fa3bf"
 ACCENT = "#38bdf8"
+# Fonts with CJK that street offices' machines have (Windows, macOS, Debian/Ubuntu), nothing downloaded.
+FONT_STACK = '"Microsoft YaHei", "PingFang SC", "Noto Sans CJK SC", "WenQuanYi Zen Hei", sans-serif'
 
 CSS = f"""
-body, .bk-root {{ background: {BACKGROUND}; color: {TEXT}; }}
+body, .bk-root {{ background: {BACKGROUND}; color: {TEXT}; font-family: {FONT_STACK}; }}
+:host {{ font-family: {FONT_STACK}; }}
 .twin-card {{ background: {PANEL}; border-radius: 6px; padding: 8px 12px; }}
 .twin-figure .value {{ font-size: 26px; font-weight: 600; color: {TEXT}; }}
 .twin-figure .label {{ font-size: 12px; color: {MUTED}; text-transform: uppercase; letter-spacing: .05em; }}
@@ -31,3 +34,6 @@ body, .bk-root {{ background: {BACKGROUND}; color: {TEXT}; }}
 .twin-figure-scope, .twin-figure-note {{ font-size: 12px; color: {MUTED}; }}
 .twin-unmasked-row {{ font-size: 12px; color: {ACCENT}; padding: 2px 0; }}
 """
+
+# For the whole page (Panel's and Bokeh's own widgets read the variable), given to pn.extension(global_css=...).
+PAGE_CSS = f":root {{ --bokeh-base-font: {FONT_STACK}; }} body {{ font-family: {FONT_STACK}; }}"

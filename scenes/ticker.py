@@ -10,12 +10,13 @@ from __future__ import annotations
 import param
 from panel.custom import JSComponent
 
-from scenes.theme import ACCENT, MUTED, PANEL, TEXT
+from scenes.theme import ACCENT, FONT_STACK, MUTED, PANEL, TEXT
 
 
 class CaseTicker(JSComponent):
     """``items`` are ``[case_id, label]``; a click sets ``clicked`` to ``{'case_id', 'seq'}``."""
 
+    title = param.String(default="LIVE CASES", doc="The row's heading, in the session's language")
     items = param.List(default=[], doc="[case_id, label] of the latest cases, newest first")
     clicked = param.Dict(default={}, doc="Set by the browser: the clicked case's id and a sequence number")
 
@@ -29,7 +30,7 @@ class CaseTicker(JSComponent):
         const items = model.items || [];
         const title = document.createElement("span");
         title.className = "twin-ticker-title";
-        title.textContent = "LIVE CASES";
+        title.textContent = model.title;
         row.replaceChildren(title, ...items.map(([id, label]) => {
           const b = document.createElement("button");
           b.textContent = label;
@@ -45,7 +46,7 @@ class CaseTicker(JSComponent):
     :host {{ display: block; width: 100%; height: 40px; overflow: hidden; }}
     .twin-ticker-row {{ display: flex; gap: 6px; align-items: center; height: 40px; overflow: hidden;
                         white-space: nowrap; }}
-    .twin-ticker-title {{ color: {MUTED}; font: 12px sans-serif; flex: none; width: 84px; }}
+    .twin-ticker-title {{ color: {MUTED}; font: 12px {FONT_STACK}; flex: none; width: 84px; }}
     button {{ flex: none; background: {PANEL}; color: {TEXT}; border: 1px solid {ACCENT}; border-radius: 4px;
-              padding: 5px 10px; font: 12px sans-serif; cursor: pointer; }}
+              padding: 5px 10px; font: 12px {FONT_STACK}; cursor: pointer; }}
     """]

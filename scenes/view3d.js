@@ -141,6 +141,8 @@ function floatBuffer(data) {
 }
 
 export function render({ model, el }) {
+  // The UI's strings come from the Python side's catalogue (scenes/i18n.py js_texts), by their English msgid.
+  const _ = (message) => (model.texts && model.texts[message]) || message;
   // Marks for tests and benches go on the page only when the server asks for them (`probes`).
   const probe = model.probes ? window : {};
   const marks = probe.twinMarks = { render: performance.now() }; // where the first frame's time goes
@@ -150,7 +152,7 @@ export function render({ model, el }) {
   container.style.cssText = "position:relative;width:100%;height:100%;min-height:300px;overflow:hidden;";
   el.appendChild(container);
   if (!vtk) {
-    container.textContent = "The 3D view needs vtk.js, which did not load.";
+    container.textContent = _("The 3D view needs vtk.js, which did not load.");
     return;
   }
   const { vtkGenericRenderWindow } = vtk.Rendering.Misc;
@@ -258,7 +260,7 @@ export function render({ model, el }) {
 
   // Overlay elements: tooltip, legend, labels, navigation buttons.
   const overlay = document.createElement("div");
-  overlay.style.cssText = "position:absolute;inset:0;pointer-events:none;font:12px sans-serif;color:#e6edf7;";
+  overlay.style.cssText = "position:absolute;inset:0;pointer-events:none;font-size:12px;color:#e6edf7;";
   container.appendChild(overlay);
   // Case markers live on a 2D canvas over the 3D one: a live change redraws only these dots, never the
   // whole district, which software GL takes a large part of a second to draw.
@@ -281,9 +283,10 @@ export function render({ model, el }) {
   const buttons = document.createElement("div");
   buttons.style.cssText = "position:absolute;right:10px;top:10px;display:flex;gap:4px;pointer-events:auto;";
   overlay.appendChild(buttons);
-  for (const [name, title] of [["oblique", "Oblique view"], ["top", "Top view"], ["reset", "Reset view"]]) {
+  for (const [name, label, title] of [["oblique", _("3D"), _("Oblique view")], ["top", _("Top"), _("Top view")],
+                                      ["reset", _("Reset"), _("Reset view")]]) {
     const b = document.createElement("button");
-    b.textContent = name === "oblique" ? "3D" : name === "top" ? "Top" : "Reset";
+    b.textContent = label;
     b.title = title;
     b.className = `twin-nav-${name}`;
     b.style.cssText = "background:#16213a;color:#e6edf7;border:1px solid #38bdf8;border-radius:4px;padding:3px 8px;cursor:pointer;";

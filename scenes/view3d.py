@@ -14,6 +14,9 @@ from pathlib import Path
 import param
 from panel.custom import JSComponent
 
+from scenes.i18n import js_texts
+from scenes.theme import FONT_STACK
+
 PROBES_ENV = "TWIN_PROBES"  # set to 1 by the browser tests and benches (bench/browser.py ``served``)
 
 
@@ -41,6 +44,8 @@ class DistrictView(JSComponent):
     show_cases = param.Boolean(default=True)
     fly_to = param.Dict(default={}, doc="{'x', 'y', 'z', 'r'} to fly to, or {'view': 'oblique'|'top'|'reset'}")
     tooltip = param.String(default="")
+    texts = param.Dict(default={}, doc="The view's strings by English msgid, in the session's language "
+                                       "(scenes.i18n.js_texts)")
     probes = param.Boolean(default=False, constant=True,
                            doc="Leave marks in the page for tests and benches (window.twinFirstFrame, twinMarks, "
                                "twinView, twinCaseDrawn, ...); on when the server runs with TWIN_PROBES=1")
@@ -52,10 +57,11 @@ class DistrictView(JSComponent):
     hovered = param.Integer(default=-1, doc="Building index under the pointer")
 
     _esm = Path(__file__).with_name("view3d.js")
-    _stylesheets = [":host { display: block; width: 100%; height: 100%; }"]
+    _stylesheets = [f":host {{ display: block; width: 100%; height: 100%; font-family: {FONT_STACK}; }}"]
 
     def __init__(self, **params) -> None:
         params.setdefault("probes", os.environ.get(PROBES_ENV) == "1")
+        params.setdefault("texts", js_texts())
         super().__init__(**params)
 
     def fly(self, *, x: float, y: float, z: float = 0.0, r: float = 50.0, mode: str = "oblique") -> None:

@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 
 from bench.fuzzing.harness import INJECTIONS, SANE_CASES, Target, texts
 from twin.cases.cases import load_taxonomy
-from twin.cases.open311 import REQUEST_FIELDS, decode_form, submit_request
+from twin.cases.open311 import ATTRIBUTES, REQUEST_FIELDS, decode_form, submit_request
 from twin.store.store import Store
 
 CENTRE = (113.72, 34.76)
+ATTRIBUTE_NAMES = tuple(f"attribute[{a['code']}]" for a in ATTRIBUTES)
+PLACES = ("street", "indoor", "roof", "http://x.test/p.jpg", "javascript:alert(1)")
 CODES = tuple(s["code"] for s in load_taxonomy()["subcategories"] if not s.get("ai"))
 
 degrees = st.one_of(st.floats(-0.02, 0.02).map(lambda d: f"{CENTRE[1] + d:.7f}"),
@@ -38,8 +40,9 @@ def forms(draw) -> dict:
         form[name] = draw(field_values.get(name, texts(surrogates=True)))
     for name in draw(st.lists(st.sampled_from(tuple(form)), max_size=2, unique=True)):
         del form[name]
-    extra = draw(st.dictionaries(st.one_of(st.sampled_from(INJECTIONS[:8] + ("attribute[x]", "attribute[]")),
-                                           st.text(max_size=8)), texts(max_size=10), max_size=2))
+    extra = draw(st.dictionaries(st.one_of(st.sampled_from(INJECTIONS[:8] + ("attribute[x]", "attribute[]") + ATTRIBUTE_NAMES),
+                                           st.text(max_size=8)),
+                                 st.one_of(texts(max_size=10), st.sampled_from(PLACES)), max_size=2))
     return {**form, **extra}
 
 

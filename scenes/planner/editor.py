@@ -15,6 +15,7 @@ import panel as pn
 import param
 import shapely
 
+from scenes.i18n import N_, _, level_name
 from scenes.planner.plot import Drag, PlanPlot
 from scenes.planner.proposal import ProposalDesk
 from scenes.planner.rules import RulesDisplay
@@ -33,6 +34,13 @@ from twin.store.queries import grid_tree
 log = logging.getLogger(__name__)
 
 PARENT_LEVELS = ("community", "grid")  # a community's grids, a grid's micro-grids
+SHOW_NAMES = {"edit": N_("edit"), "proposal": N_("proposal")}
+# The message line's kinds, told apart by how their text begins (message_html).
+REFUSED = N_("Refused: {reason}")
+CANCELLED = N_("Cancelled: {reason}")
+SAVING = N_("Saving {what}…")
+STILL_SAVING = N_("Still saving {what}: the store's writer started it more than {seconds} s ago and is finishing it; "
+                  "it is saved whole or not at all, and the outcome shows here.")
 
 
 class GridEditor(pn.viewable.Viewer):
@@ -112,9 +120,9 @@ class GridEditor(pn.viewable.Viewer):
         options = self._parent_options(allowed_parents)
         if not options:
             # shown instead of the plan: a planner bound to micro-grids only has nothing to redraw here
-            self.message = (f"Refused: no community or grid with children to edit under "
-                            f"{', '.join(sorted(allowed_parents or [])) or 'the district'}; an administrator can "
-                            "bind this planner to a street, community or grid in force (`twin users`).")
+            self.message = _("Refused: no community or grid with children to edit under {grids}; an administrator "
+                             "can bind this planner to a street, community or grid in force (`twin users`).").format(
+                grids=", ".join(sorted(allowed_parents or [])) or _("the district"))
             return
         self.param.parent_id.objects = options
         ids = list(options.values())
@@ -155,20 +163,21 @@ class GridEditor(pn.viewable.Viewer):
             for column in ("grid_id", "street", "community", "grid"):
                 under |= rows[column].isin(allowed).to_numpy()
             rows = rows[under]
-        return {f"{g} {n or ''} ({lvl})": g for g, n, lvl in zip(rows["grid_id"], rows["name"], rows["level"])}
+        return {f"{g} {n or ''} ({level_name(lvl)})": g
+                for g, n, lvl in zip(rows["grid_id"], rows["name"], rows["level"])}
 
     def _widgets(self) -> None:
-        self.undo_button = _button("Undo", self.undo, width=70)
-        self.redo_button = _button("Redo", self.redo, width=70)
+        self.undo_button = _button(_("Undo"), self.undo, width=70)
+        self.redo_button = _button(_("Redo"), self.redo, width=70)
         self.edit_buttons = pn.Row(
-            _button("Split along the line", self.split), _button("Merge selected", self.merge),
-            _button("Add drawn grid", self.draw), _button("Delete selected", self.delete),
+            _button(_("Split along the line"), self.split), _button(_("Merge selected"), self.merge),
+            _button(_("Add drawn grid"), self.draw), _button(_("Delete selected"), self.delete),
             self.undo_button, self.redo_button, sizing_mode="stretch_width", css_classes=["twin-planner-tools"])
-        self.save_button = _button("Save", self.save, color="primary", width=90)
+        self.save_button = _button(_("Save"), self.save, color="primary", width=90)
         self.message_pane = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width",
                                          css_classes=["twin-planner-message"])
-        self.history_buttons = pn.Row(_button("Show history of selected", self.show_history),
-                                      _button("Restore this version", self.restore))
+        self.history_buttons = pn.Row(_button(_("Show history of selected"), self.show_history),
+                                      _button(_("Restore this version"), self.restore))
 
     # -- loading a parent ------------------------------------------------------
     @param.depends("parent_id", watch=True)
@@ -202,7 +211,7 @@ class GridEditor(pn.viewable.Viewer):
         try:
             edit()
         except TwinError as exc:
-            self.message = f"Refused: {exc}"
+            self.message = _(REFUSED).format(reason=exc)
             self._show_grids()  # undo what the browser tool did locally
             return False
         self.message = ""
@@ -228,7 +237,7 @@ class GridEditor(pn.viewable.Viewer):
         if line is None:
             line = self.plan.drawn_line()
             if line is None:
-                self.message = "Refused: draw a split line across a grid first (the split-line tool), then Split."
+                self.message = _("Refused: draw a split line across a grid first (the split-line tool), then Split.")
                 return False
         line = shapely.LineString(np.asarray(line, dtype=float)[:, :2])
         if grid_id is None and len(self.selected) == 1:
@@ -241,7 +250,7 @@ class GridEditor(pn.viewable.Viewer):
         """Merge neighbouring grids (default: the selected ones); the first keeps its id."""
         ids = list(grid_ids if grid_ids is not None else self.selected)
         if len(ids) < 2:
-            self.message = "Refused: select two or more neighbouring grids (shift-click) to merge."
+            self.message = _("Refused: select two or more neighbouring grids (shift-click) to merge.")
             return False
         return self._apply(lambda: self.edit.merge(ids), "merge")
 
@@ -251,7 +260,7 @@ class GridEditor(pn.viewable.Viewer):
         if polygon is None:
             polygon = self.plan.drawn_polygon()
             if polygon is None:
-                self.message = "Refused: draw the new grid first (the draw tool), then Add drawn grid."
+                self.message = _("Refused: draw the new grid first (the draw tool), then Add drawn grid.")
                 return False
         shape = shapely.Polygon(np.asarray(polygon, dtype=float)[:, :2])
         done = self._apply(lambda: self.edit.draw(shape), "draw")
@@ -263,7 +272,7 @@ class GridEditor(pn.viewable.Viewer):
         one or the neighbour sharing the longest edge)."""
         if grid_id is None:
             if not self.selected:
-                self.message = "Refused: select the grid to delete (and, shift-click, the neighbour to take it)."
+                self.message = _("Refused: select the grid to delete (and, shift-click, the neighbour to take it).")
                 return False
             grid_id = self.selected[0]
             to = to if to is not None else (self.selected[1] if len(self.selected) > 1 else None)
@@ -281,7 +290,7 @@ class GridEditor(pn.viewable.Viewer):
         try:
             self.edit.step(what)
         except TwinError as exc:
-            self.message = f"Refused: {exc}"
+            self.message = _(REFUSED).format(reason=exc)
             return False
         self.message = ""
         self._after_edit()
@@ -290,7 +299,7 @@ class GridEditor(pn.viewable.Viewer):
     def _busy(self) -> bool:
         """Refuse an edit while a save is under way: the saved grids replace the session when it ends."""
         if self.saving:
-            self.message = "Refused: a save is under way; edit again once it is done (its grids are loaded then)."
+            self.message = _("Refused: a save is under way; edit again once it is done (its grids are loaded then).")
         return self.saving
 
     def _after_edit(self) -> None:
@@ -313,7 +322,7 @@ class GridEditor(pn.viewable.Viewer):
     def _dragged(self, drag: Drag) -> None:
         """The vertex tool changed an outline in the browser: one engine move, or put the plan back."""
         if isinstance(drag, str):
-            self.message = f"Refused: {drag}"
+            self.message = _(REFUSED).format(reason=drag)
             self._show_grids()
             return
         at, to, inserted = drag
@@ -329,7 +338,7 @@ class GridEditor(pn.viewable.Viewer):
     def _reason(self, reason: str | None) -> str | None:
         reason = (self.reason if reason is None else reason).strip()
         if not reason:
-            self.message = "Refused: give a reason first (it is kept with the new versions); nothing was saved."
+            self.message = _("Refused: give a reason first (it is kept with the new versions); nothing was saved.")
             return None
         return reason
 
@@ -337,10 +346,10 @@ class GridEditor(pn.viewable.Viewer):
         """Run a write through the injected ``save``, awaited off the event loop; then load the saved grids
         (off the loop too) and say what happened. ``what`` names the write for the planner."""
         if self.saving:
-            self.message = "Refused: another save is under way; wait for its outcome, then try again."
+            self.message = _("Refused: another save is under way; wait for its outcome, then try again.")
             return None
         self.saving = True
-        self.message = f"Saving {what}…"
+        self.message = _(SAVING).format(what=what)
         try:
             saved = await self._committed(write, what)
             if saved is not None:  # a fresh session on the saved grids; the assets follow the store
@@ -352,8 +361,9 @@ class GridEditor(pn.viewable.Viewer):
         ids = [s.change_id for s in saved if s.change_id]
         written = {g: v for s in saved for g, v in s.versions.items()}
         versions = ", ".join(f"{g} v{v}" for g, v in sorted(written.items()))
-        self.message = (f"Saved {', '.join(ids)} ({what}): {versions}" if ids else
-                        "Nothing differed from the store; nothing was written.")
+        self.message = (_("Saved {changes} ({what}): {versions}").format(changes=", ".join(ids), what=what,
+                                                                          versions=versions) if ids else
+                        _("Nothing differed from the store; nothing was written."))
         self.reason = ""
         self.saved = {"change_ids": ids, "parent_id": self.parent_id, "level": self.edit.level, "action": action,
                       "versions": written}
@@ -365,17 +375,18 @@ class GridEditor(pn.viewable.Viewer):
             return await awaited(self._save, write, timeout_s=self.write_timeout_s,
                                  running=lambda: self._still_saving(what))
         except WriteCancelled as exc:
-            self.message = f"Cancelled: {exc}"
+            self.message = _(CANCELLED).format(reason=exc)
         except TwinError as exc:
-            self.message = f"Refused: {exc}"
+            self.message = _(REFUSED).format(reason=exc)
         except duckdb.Error as exc:
             log.exception("planner: saving failed")
-            self.message = f"Refused: the store did not take the write ({exc}); nothing was saved."
+            self.message = _("Refused: the store did not take the write ({error}); nothing was saved.").format(
+                error=exc)
         return None
 
     def _still_saving(self, what: str) -> None:
-        self.message = (f"Still saving {what}: the store's writer started it more than {self.write_timeout_s:g} s ago "
-                        "and is finishing it; it is saved whole or not at all, and the outcome shows here.")
+        self.message = _(STILL_SAVING).format(
+            what=what, seconds=f"{self.write_timeout_s:g}")
 
     async def save(self, reason: str | None = None) -> list[SavedEdit] | None:
         """Save the edited grids as new versions, with the actor and ``reason`` (default :attr:`reason`).
@@ -388,24 +399,25 @@ class GridEditor(pn.viewable.Viewer):
         bad = errors(self.violations)
         if bad:
             listed = "; ".join(v.message for v in bad[:5])
-            self.message = f"Refused: the edit breaks {len(bad)} grid rule(s); nothing was saved: {listed}"
+            self.message = _("Refused: the edit breaks {n} grid rule(s); nothing was saved: {rules}").format(
+                n=len(bad), rules=listed)
             return None
         edit = self.edit
         write = edit_write(self.parent_id, edit.shapes.copy(), loaded=edit.versions(), level=edit.level,
                            actor=self.actor, reason=reason, source=self.source)
-        return await self._write(write, action="edit", what=f"the edit of {self.parent_id}")
+        return await self._write(write, action="edit", what=_("the edit of {parent}").format(parent=self.parent_id))
 
     # -- history -------------------------------------------------------------------
     def show_history(self, grid_id: str | None = None) -> None:
         """Show the past versions of a grid (default: the selected one) and draw the chosen one on the plan."""
         grid_id = grid_id or (self.selected[0] if self.selected else None)
         if grid_id is None:
-            self.message = "Refused: select a grid on the plan to see its versions."
+            self.message = _("Refused: select a grid on the plan to see its versions.")
             return
         try:
             versions = self.history.load(self._con, grid_id)
         except TwinError as exc:
-            self.message = f"Refused: {exc}"
+            self.message = _(REFUSED).format(reason=exc)
             return
         self.history_grid = grid_id
         self.param.history_version.objects = versions
@@ -426,14 +438,15 @@ class GridEditor(pn.viewable.Viewer):
     async def restore(self, reason: str | None = None) -> list[SavedEdit] | None:
         """Restore the shown version (:attr:`history_version` of :attr:`history_grid`) as a new version."""
         if self.history_grid is None or self.history_version is None:
-            self.message = "Refused: show a grid's history and pick the version to restore first."
+            self.message = _("Refused: show a grid's history and pick the version to restore first.")
             return None
         reason = self._reason(reason)
         if reason is None:
             return None
         version = int(self.history_version)
         write = self.history.restore_write(version, actor=self.actor, reason=reason, source=self.source)
-        return await self._write(write, action="restore", what=f"version {version} of {self.history_grid}")
+        return await self._write(write, action="restore", what=_("version {version} of {grid}").format(
+            version=version, grid=self.history_grid))
 
     # -- proposal --------------------------------------------------------------------
     def propose(self) -> Proposal | None:
@@ -441,7 +454,7 @@ class GridEditor(pn.viewable.Viewer):
         try:
             proposal = self.proposals.make(self._con, self.parent_id, self.edit.assets)
         except TwinError as exc:
-            self.message = f"Refused: {exc}"
+            self.message = _(REFUSED).format(reason=exc)
             return None
         with pn.io.hold():
             self.plan.show_proposal(self.proposals.shapes(), self.proposals.now(self._con))
@@ -457,25 +470,27 @@ class GridEditor(pn.viewable.Viewer):
         """Save the proposal's micro-grids (every grid of the scope, one transaction), with ``reason``:
         every partition is saved, or none is, and the message says which."""
         if self.proposal is None:
-            self.message = "Refused: there is no proposal; press Propose micro-grids first."
+            self.message = _("Refused: there is no proposal; press Propose micro-grids first.")
             return None
         reason = self._reason(reason)
         if reason is None:
             return None
         parents = self.proposals.partitions()
-        whole = f"all {len(parents)} partition(s) of the proposal: {', '.join(parents)}"
+        whole = _("all {n} partition(s) of the proposal: {parents}").format(n=len(parents), parents=", ".join(parents))
         saved = await self._write(self.proposals.write(actor=self.actor, reason=reason, source=self.source),
                                   action="proposal", what=whole)
-        if saved is None and self.message.startswith("Refused: "):
-            self.message = (f"Refused: nothing of the proposal was saved, none of its {len(parents)} partition(s) "
-                            f"({', '.join(parents)}): {self.message.removeprefix('Refused: ')}")
+        refused = _(REFUSED).format(reason="")
+        if saved is None and self.message.startswith(refused):
+            self.message = _("Refused: nothing of the proposal was saved, none of its {n} partition(s) ({parents}): "
+                             "{reason}").format(n=len(parents), parents=", ".join(parents),
+                                                reason=self.message.removeprefix(refused))
         return saved
 
     def edit_proposal(self) -> bool:
         """Load the proposal into the edit session (for a community: its first grid's micro-grids)."""
         proposal = self.proposal
         if proposal is None:
-            self.message = "Refused: there is no proposal to edit."
+            self.message = _("Refused: there is no proposal to edit.")
             return False
         parent = self.parent_id if self.parent_id in proposal.partitions else next(iter(proposal.partitions))
         if parent != self.parent_id:
@@ -484,7 +499,8 @@ class GridEditor(pn.viewable.Viewer):
         self.proposals.clear()
         self.show = "edit"
         self._after_edit()
-        self.message = f"The proposal for {parent} is loaded for editing; Save keeps it, Undo does not go past it."
+        self.message = _("The proposal for {parent} is loaded for editing; Save keeps it, Undo does not go past "
+                         "it.").format(parent=parent)
         return True
 
     def discard_proposal(self) -> None:
@@ -506,17 +522,18 @@ class GridEditor(pn.viewable.Viewer):
         if self.edit is None:
             return pn.Column(self.message_pane, sizing_mode="stretch_both", stylesheets=[CSS])
         controls = pn.Row(
-            pn.widgets.Select.from_param(self.param.parent_id, name="parent", width=320),
-            pn.widgets.FloatInput.from_param(self.param.tolerance_m, name="snap (m)", width=90),
+            pn.widgets.Select.from_param(self.param.parent_id, name=_("parent"), width=320),
+            pn.widgets.FloatInput.from_param(self.param.tolerance_m, name=_("snap (m)"), width=90),
             sizing_mode="stretch_width")
         saving = pn.Row(
-            pn.widgets.TextInput.from_param(self.param.reason, name="", placeholder="why (required to save)",
+            pn.widgets.TextInput.from_param(self.param.reason, name="", placeholder=_("why (required to save)"),
                                             sizing_mode="stretch_width"),
             self.save_button, sizing_mode="stretch_width")
         side = pn.Column(
             self.message_pane, self.rules.figures_pane, self.rules.rules_pane, saving,
-            pn.Row(_button("Propose micro-grids", self.propose),
-                   pn.widgets.RadioButtonGroup.from_param(self.param.show, width=160)),
+            pn.Row(_button(_("Propose micro-grids"), self.propose),
+                   pn.widgets.RadioButtonGroup.from_param(self.param.show, width=160, options={
+                       _(SHOW_NAMES[v]): v for v in self.param.show.objects})),
             self.proposals.pane, self.proposals.buttons,
             pn.Row(pn.widgets.Select.from_param(self.param.history_version, name="", width=90),
                    self.history_buttons),
@@ -530,8 +547,9 @@ def message_html(text: str) -> str:
     """The message line: a refusal or cancellation in the alert colour, a save under way muted, the rest calm."""
     if not text:
         return ""
-    kind = ("twin-alert" if text.startswith(("Refused", "Cancelled")) else
-            "twin-muted" if text.startswith(("Saving", "Still saving")) else "twin-ok")
+    def starts(*messages: str) -> bool:
+        return text.startswith(tuple(_(m).split("{")[0] for m in messages))
+    kind = "twin-alert" if starts(REFUSED, CANCELLED) else "twin-muted" if starts(SAVING, STILL_SAVING) else "twin-ok"
     return f"<span class='{kind}'>{html.escape(text)}</span>"
 
 

@@ -12,9 +12,11 @@ from collections.abc import Callable, Sequence
 
 import geopandas as gpd
 import numpy as np
-from bokeh.models import ColumnDataSource, HoverTool, PolyDrawTool, PolyEditTool, TapTool
+from bokeh.models import (ColumnDataSource, HoverTool, PanTool, PolyDrawTool, PolyEditTool, ResetTool, TapTool,
+                          WheelZoomTool)
 from bokeh.plotting import figure
 
+from scenes.i18n import _
 from scenes.colours import CATEGORICAL, neighbour_distinct_classes
 from scenes.planshapes import line_columns, outline_columns, polygon_columns, ring_rows, vertex_drag
 from scenes.theme import ACCENT, BACKGROUND, MUTED, TEXT
@@ -66,9 +68,12 @@ class PlanPlot:
     def _make_figure(self):
         fig = figure(match_aspect=True, sizing_mode="stretch_both", min_height=500, background_fill_color=BACKGROUND,
                      border_fill_color=BACKGROUND, tools="pan,wheel_zoom,reset", active_scroll="wheel_zoom",
-                     x_axis_label="easting from the district origin (m)",
-                     y_axis_label="northing from the district origin (m)", name="twin-plan")
+                     x_axis_label=_("easting from the district origin (m)"),
+                     y_axis_label=_("northing from the district origin (m)"), name="twin-plan")
         fig.grid.visible = False
+        names = {PanTool: _("Pan"), WheelZoomTool: _("Wheel zoom"), ResetTool: _("Reset")}  # Bokeh's own are English
+        for tool in fig.tools:
+            tool.description = names.get(type(tool), tool.description)
         for axis in (fig.xaxis, fig.yaxis):
             axis.axis_label_text_color = axis.major_label_text_color = MUTED
         fig.patches("xs", "ys", source=self.footprint_source, fill_color="#52627a", fill_alpha=0.8, line_color=None)
@@ -92,16 +97,17 @@ class PlanPlot:
                             line_width=2)
         vertices = fig.scatter("x", "y", source=self.vertex_source, size=10, fill_color=ACCENT, line_color=TEXT)
         edit = PolyEditTool(renderers=[self.grid_renderer], vertex_renderer=vertices,
-                            description="Move a vertex: press and hold on a grid to show its vertices, then drag "
-                                        "one (a shared vertex moves in every neighbour)")
+                            description=_("Move a vertex: press and hold on a grid to show its vertices, then "
+                                          "drag one (a shared vertex moves in every neighbour)"))
         split = PolyDrawTool(renderers=[line], num_objects=1,
-                             description="Draw a split line: press and hold to start, click to add points, press "
-                                         "and hold to end; then Split along the line")
+                             description=_("Draw a split line: press and hold to start, click to add points, "
+                                           "press and hold to end; then Split along the line"))
         new = PolyDrawTool(renderers=[drawn], num_objects=1,
-                           description="Draw a new grid: press and hold to start, click to add corners, press and "
-                                       "hold to end; then Add drawn grid")
-        tap = TapTool(renderers=[self.grid_renderer], description="Select grids (shift: several)")
-        fig.add_tools(edit, split, new, tap, HoverTool(renderers=[self.grid_renderer], tooltips=[("grid", "@grid_id")]))
+                           description=_("Draw a new grid: press and hold to start, click to add corners, press "
+                                         "and hold to end; then Add drawn grid"))
+        tap = TapTool(renderers=[self.grid_renderer], description=_("Select grids (shift: several)"))
+        fig.add_tools(edit, split, new, tap,
+                      HoverTool(renderers=[self.grid_renderer], tooltips=[(_("grid"), "@grid_id")]))
         fig.toolbar.active_tap = tap
         self.tools = {"edit": edit, "split": split, "draw": new, "select": tap}
         return fig

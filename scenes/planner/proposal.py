@@ -11,15 +11,17 @@ import pandas as pd
 import panel as pn
 
 from scenes.planner.saving import Write, check_unchanged, versions_of
+from scenes.i18n import N_, _
 from scenes.theme import CSS
 from twin.grids.gridversions import SavedEdit, current_grids, save_partition
 from twin.grids.partition import Proposal, propose_micro_grids
 from twin.grids.reassign import Assets
 
-SUMMARY_ROWS = (("micro_grids", "micro-grids"), ("share_in_70_80", "share with 70–80 households"),
-                ("high_rise_alone", "high-rise buildings alone"), ("polsby_popper_median", "Polsby–Popper, median"),
-                ("polsby_popper_min", "Polsby–Popper, min"), ("households_min", "households, min"),
-                ("households_max", "households, max"))
+SUMMARY_ROWS = (("micro_grids", N_("micro-grids")), ("share_in_70_80", N_("share with 70–80 households")),
+                ("high_rise_alone", N_("high-rise buildings alone")),
+                ("polsby_popper_median", N_("Polsby–Popper, median")),
+                ("polsby_popper_min", N_("Polsby–Popper, min")),
+                ("households_min", N_("households, min")), ("households_max", N_("households, max")))
 
 
 class ProposalDesk:
@@ -37,8 +39,8 @@ class ProposalDesk:
         self.proposal: Proposal | None = None
         self.loaded: dict[str, dict[str, int]] = {}  # the versions each partition was proposed over
         self.pane = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width", css_classes=["twin-proposal"])
-        self.buttons = pn.Row(button("Accept", accept, color="primary"), button("Edit", edit),
-                              button("Discard", discard), visible=False)
+        self.buttons = pn.Row(button(_("Accept"), accept, color="primary"), button(_("Edit"), edit),
+                              button(_("Discard"), discard), visible=False)
 
     def make(self, con: duckdb.DuckDBPyConnection, parent_id: str, assets: Assets | None) -> Proposal:
         """Propose micro-grids for ``parent_id`` (raises TwinError when it cannot) and sum it up in the pane."""
@@ -87,7 +89,8 @@ class ProposalDesk:
 
     def _html(self) -> str:
         s = self.proposal.summary()
-        rows = "".join(f"<tr><td>{label}</td><td>{s['current'].get(key, '—')}</td>"
+        rows = "".join(f"<tr><td>{_(label)}</td><td>{s['current'].get(key, '—')}</td>"
                        f"<td>{s['proposed'].get(key, '—')}</td></tr>" for key, label in SUMMARY_ROWS)
-        return ("<div class='label'>micro-grid proposal for " + html.escape(self.proposal.scope) + "</div>"
-                "<table class='twin-table'><tr><th></th><th>now</th><th>proposed</th></tr>" + rows + "</table>")
+        title = _("micro-grid proposal for {scope}").format(scope=html.escape(self.proposal.scope))
+        return (f"<div class='label'>{title}</div><table class='twin-table'><tr><th></th><th>" + _("now")
+                + "</th><th>" + _("proposed") + "</th></tr>" + rows + "</table>")

@@ -23,6 +23,7 @@ import geopandas as gpd
 import pandas as pd
 import panel as pn
 
+from scenes.i18n import _, format_time
 from scenes.theme import CSS
 from twin.cases.live import IntakeWriter, Written
 from twin.errors import GridEditError
@@ -191,17 +192,18 @@ class VersionHistory:
 
     def show(self, version: int) -> None:
         """List the versions (``version`` marked) with when, who and why."""
-        items = []
+        items, first = [], _("first version")
         for r in self.frame.itertuples():
-            until = "in force" if pd.isna(r.valid_to) else f"until {str(r.valid_to)[:19]}"
+            until = _("in force") if pd.isna(r.valid_to) else _("until {time}").format(time=format_time(r.valid_to))
             mark = " class='twin-group'" if r.version == version else ""
-            items.append(f"<tr{mark}><td>v{r.version}</td><td>{str(r.valid_from)[:19]}</td><td>{until}</td>"
+            items.append(f"<tr{mark}><td>v{r.version}</td><td>{format_time(r.valid_from)}</td><td>{until}</td>"
                          f"<td>{html.escape(str(r.actor if isinstance(r.actor, str) else '—'))}</td>"
-                         f"<td>{html.escape(str(r.reason if isinstance(r.reason, str) else 'first version'))}</td>"
+                         f"<td>{html.escape(str(r.reason if isinstance(r.reason, str) else first))}</td>"
                          "</tr>")
-        self.pane.object = (f"<div class='label'>versions of {html.escape(self.grid_id)}</div>"
-                            "<table class='twin-table'><tr><th>version</th><th>from</th><th>to</th>"
-                            f"<th>who</th><th>why</th></tr>{''.join(items)}</table>")
+        heads = "".join(f"<th>{h}</th>" for h in (_("version"), _("valid from"), _("valid to"), _("who"), _("why")))
+        title = _("versions of {grid}").format(grid=html.escape(self.grid_id))
+        self.pane.object = (f"<div class='label'>{title}</div><table class='twin-table'><tr>{heads}</tr>"
+                            f"{''.join(items)}</table>")
 
     def restore_write(self, version: int, *, actor: str, reason: str, source: str | None) -> Write:
         """The write that restores ``version`` of the shown grid as a new version."""

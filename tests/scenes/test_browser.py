@@ -11,6 +11,8 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from bench.browser import POST_AND_WAIT_FOR_MARKER, WebSocketMeter, chromium, served, sign_in
+from scenes.i18n import case_kind_name, translations
+from twin.access.access import SIGNIN_REFUSED
 from twin.store.store import Store
 
 pytestmark = pytest.mark.browser
@@ -200,7 +202,8 @@ def test_a_posted_case_is_drawn_within_a_second_and_the_figures_follow(page, sma
     figures = page.locator(".twin-figure", has_text="Open cases").locator(".value")
     expect(figures.last).to_have_text(f"{before + 1:,}", timeout=5_000)
     expect(figures.first).to_have_text(f"{before + 1:,}")  # the operator's grids are every street
-    expect(page.get_by_role("button", name=f"{result['id']} · sanitation.garbage_overflow · reported")).to_be_visible()
+    kind = case_kind_name("sanitation.garbage_overflow")  # the user's language, English (see bench.browser.served)
+    expect(page.get_by_role("button", name=f"{result['id']} · {kind} · Reported")).to_be_visible()
     assert page.console_errors == []
 
 
@@ -231,19 +234,19 @@ def test_the_operator_moves_a_case_along_the_loop_from_its_card(page, small_demo
     posted = page.evaluate(POST_AND_WAIT_FOR_MARKER, [form, 5000])
     case_id = posted["id"]
     page.get_by_role("button", name="Operator").click()
-    page.get_by_role("button", name=f"{case_id} · municipal.streetlight_out · reported").click()
+    page.get_by_role("button", name=f"{case_id} · {case_kind_name('municipal.streetlight_out')} · Reported").click()
     expect(page.locator(".twin-inspector .twin-title")).to_have_text(f"Case {case_id}", timeout=10_000)
     page.get_by_placeholder("note for the next step (optional)").fill("sent to the lighting crew")
-    page.get_by_role("button", name="→ dispatched").click()
-    expect(page.locator(".twin-history")).to_contain_text("dispatched · browser.operator · sent to the lighting crew",
+    page.get_by_role("button", name="→ Dispatched").click()
+    expect(page.locator(".twin-history")).to_contain_text("Dispatched · browser.operator · sent to the lighting crew",
                                                           timeout=10_000)
-    page.get_by_role("button", name="→ in progress").click()
-    expect(page.locator(".twin-history")).to_contain_text("in_progress · browser.operator", timeout=10_000)
+    page.get_by_role("button", name="→ In progress").click()
+    expect(page.locator(".twin-history")).to_contain_text("In progress · browser.operator", timeout=10_000)
     status = page.evaluate(f"fetch('/open311/v2/requests/{case_id}.json?api_key={form['api_key']}')"
                            ".then(r => r.json())")
     assert status[0]["status_notes"] == "in_progress", "the change is in the store"
-    expect(page.get_by_role("button", name="→ resolved")).to_be_visible()
-    assert page.get_by_role("button", name="→ closed").count() == 0, "only allowed steps are offered"
+    expect(page.get_by_role("button", name="→ Resolved")).to_be_visible()
+    assert page.get_by_role("button", name="→ Closed").count() == 0, "only allowed steps are offered"
     assert page.console_errors == []
 
 
@@ -257,13 +260,14 @@ def test_nothing_is_shown_before_sign_in_and_a_wrong_password_is_refused(browser
     page.fill("#username", app_url.user)
     page.fill("#password", "not the password")
     page.click("#signin")
-    expect(page.locator("#error-message")).to_contain_text("wrong user name or password")
+    # The login page speaks the product's default, Chinese (the user is not known yet).
+    expect(page.locator("#error-message")).to_contain_text(translations("zh").gettext(SIGNIN_REFUSED))
     page.fill("#username", app_url.user)
     page.fill("#password", app_url.password)
     page.click("#signin")
     page.goto(app_url)
     page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
-    expect(page.locator(".twin-user")).to_contain_text(f"{app_url.user} · operator")
+    expect(page.locator(".twin-user")).to_contain_text(f"{app_url.user} · Operator")
     expect(page.locator(".twin-view")).to_have_count(1)  # the same locator finds the view once signed in
     context.close()
 

@@ -27,8 +27,11 @@ import duckdb
 import pandas as pd
 
 from twin.errors import InputError, check_choice
+from twin.store.clock import store_now
 
 ROLES = ("leader", "operator", "planner", "admin")
+LANGS = ("zh", "en")  # the UI languages a user may choose; the first is the default
+PUBLIC_ROLE = "public"  # anyone without a key or a sign-in (Open311 reads): a principal's role, never a user's
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 10
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}  # about 50 ms a check here: slow for a guesser, fine for a sign-in
@@ -51,7 +54,7 @@ class Principal:
     source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        check_choice("role", self.role, ROLES)
+        check_choice("role", self.role, (*ROLES, PUBLIC_ROLE))
         object.__setattr__(self, "grids", tuple(self.grids))
 
 
@@ -81,11 +84,13 @@ def _check_password(password: str) -> None:
 
 
 def add_user(con: duckdb.DuckDBPyConnection, username: str, password: str, *, role: str,
-             grids: list[str] = (), actor: str = "admin") -> dict:
-    """Add a user bound to ``grids`` (grid ids in force, any level); audited."""
+             grids: list[str] = (), lang: str | None = None, actor: str = "admin") -> dict:
+    """Add a user bound to ``grids`` (grid ids in force, any level), with a UI language (None: the default); audited."""
     if not USERNAME.match(username or ""):
         raise InputError(f"user name {username!r}: use 1-64 letters, digits, '.', '_', '@' or '-'.")
     check_choice("role", role, ROLES)
+    if lang is not None:
+        check_choice("lang", lang, LANGS)
     _check_password(password)
     if con.execute("SELECT 1 FROM users WHERE username = ?", [username]).fetchone():
         raise InputError(f"there is already a user {username!r}; pick another name or use `twin users passwd`.")
@@ -96,10 +101,24 @@ def add_user(con: duckdb.DuckDBPyConnection, username: str, password: str, *, ro
         raise InputError(f"no grid {sorted(set(grids) - known)[0]!r} in force; `twin grids export` lists them.")
     if role == "operator" and not grids:
         raise InputError("an operator is bound to grids: give --grids G1,G2 (their residents and cases only).")
-    con.execute("INSERT INTO users VALUES (?, ?, ?, ?, false, ?)",
-                [username, hash_password(password), role, grids, pd.Timestamp.now().floor("s")])
-    audit(con, actor=actor, action="user.add", target=username, detail={"role": role, "grids": grids})
-    return {"username": username, "role": role, "grids": grids}
+    con.execute("INSERT INTO users (username, password_hash, role, grids, disabled, created_at, lang) "
+                "VALUES (?, ?, ?, ?, false, ?, ?)",
+                [username, hash_password(password), role, grids, store_now(con), lang])
+    audit(con, actor=actor, action="user.add", target=username, detail={"role": role, "grids": grids, "lang": lang})
+    return {"username": username, "role": role, "grids": grids, "lang": lang}
+
+
+def set_lang(con: duckdb.DuckDBPyConnection, username: str, lang: str) -> None:
+    """Keep the UI language ``username`` chose (one of ``LANGS``); the header's language switch calls it."""
+    check_choice("lang", lang, LANGS)
+    if con.execute("UPDATE users SET lang = ? WHERE username = ? RETURNING 1", [lang, username]).fetchone() is None:
+        raise InputError(f"no user {username!r}.")
+
+
+def user_lang(con: duckdb.DuckDBPyConnection, username: str) -> str | None:
+    """The UI language ``username`` chose, or None when they chose none (or there is no such user)."""
+    row = con.execute("SELECT lang FROM users WHERE username = ?", [username]).fetchone()
+    return row[0] if row else None
 
 
 def list_users(con: duckdb.DuckDBPyConnection) -> list[dict]:
@@ -170,7 +189,7 @@ def audit(con: duckdb.DuckDBPyConnection, *, actor: str, action: str, target: st
     """Append one row to the audit trail (inside the caller's transaction); returns its number."""
     last = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-    at = pd.Timestamp.now().floor("us")
+    at = store_now(con, unit="us")
     text = json.dumps(detail, ensure_ascii=False, sort_keys=True) if isinstance(detail, dict) else detail
     digest = _row_hash(prev, seq, at.isoformat(), actor, action, target, text, source)
     con.execute('INSERT INTO audit (seq, "at", actor, action, target, detail, source, prev_hash, hash) '

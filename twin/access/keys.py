@@ -8,9 +8,9 @@ import re
 import secrets
 
 import duckdb
-import pandas as pd
 
 from twin.errors import InputError
+from twin.store.clock import store_now
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -28,13 +28,13 @@ def add_key(con: duckdb.DuckDBPyConnection, name: str) -> str:
         raise InputError(f"there is already a key named {name!r}; revoke it first or pick another name.")
     key = secrets.token_urlsafe(32)
     con.execute("INSERT OR REPLACE INTO api_keys VALUES (?, ?, ?, NULL)",
-                [name, _digest(key), pd.Timestamp.now().floor("s")])
+                [name, _digest(key), store_now(con)])
     return key
 
 
 def revoke_key(con: duckdb.DuckDBPyConnection, name: str) -> None:
     if con.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING name",
-                   [pd.Timestamp.now().floor("s"), name]).fetchone() is None:
+                   [store_now(con), name]).fetchone() is None:
         raise InputError(f"no active key named {name!r}.")
 
 

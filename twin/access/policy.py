@@ -11,6 +11,9 @@ The rules, all here:
   Every page of residents shown or exported is audited.
 - **planner**: grids and buildings with head counts; no residents, no case records.
 - **admin**: users and the audit trail; no residents, no case records.
+- **public** (:func:`public_principal`, no user has it): anyone reading Open311 without a key.
+  The cases of the whole district in their public view (:data:`CASE_VIEWS`): no house
+  numbers, coarse places, descriptions with every number masked, or none.
 
 A principal bound to grids is bound to them and everything under them; one
 bound to none (not allowed for operators) covers the whole district.
@@ -36,7 +39,7 @@ import duckdb
 import pandas as pd
 
 from twin import inspector
-from twin.access.access import Principal, audit, list_users, mask_id_number, mask_phone, verify_audit
+from twin.access.access import PUBLIC_ROLE, Principal, audit, list_users, mask_id_number, mask_phone, verify_audit
 from twin.access.ratelimit import RateLimiter
 from twin.errors import AccessError, InputError
 
@@ -48,7 +51,10 @@ RIGHTS: dict[str, frozenset[str]] = {
     "operator": frozenset({"cases", "cameras", "residents", "act"}),
     "planner": frozenset({"grids"}),
     "admin": frozenset({"users", "audit"}),
+    PUBLIC_ROLE: frozenset({"public cases"}),
 }
+#: How much of a case a right shows: the whole record, or its public view.
+CASE_VIEWS = {"cases": "full", "public cases": "public"}
 MIN_REASON = 5  # characters of a stated reason for unmasking
 # Numbers people type into free text: mainland mobiles and resident ID numbers.
 PHONE_IN_TEXT = re.compile(r"(?<!\d)(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
@@ -88,6 +94,11 @@ def client_principal(con: duckdb.DuckDBPyConnection, client: str, *, source: str
     if row is None:
         return Principal(client, "leader", (), source)
     return None if row[2] else Principal(client, row[0], tuple(row[1]), source)
+
+
+def public_principal(*, source: str | None = None) -> Principal:
+    """Anyone, reading without a key (Open311's keyless ``GET requests``): the public view of every case."""
+    return Principal("public", PUBLIC_ROLE, (), source)
 
 
 class Refusals:
@@ -317,6 +328,20 @@ class Gate:
             return str(exc)
         return None
 
+    def case_view(self, target: str | None = None) -> str:
+        """How much of a case the principal sees: ``"full"`` or ``"public"`` (see :data:`CASE_VIEWS`).
+
+        Raises
+        ------
+        AccessError
+            For a role that reads no cases (planner, admin); the refusal is audited.
+        """
+        for right, view in CASE_VIEWS.items():
+            if self.may(right):
+                return view
+        self._require("cases", "case records", target)
+        raise AssertionError("unreachable: _require refused")
+
     def case_filter(self, *, asked: list[str] = ()) -> tuple[str, list]:
         """An SQL condition on ``cases`` (with its parameters) keeping the cases the principal may see.
 
@@ -328,7 +353,7 @@ class Gate:
         AccessError
             For a role without case records, or an ``asked`` case outside the principal's grids.
         """
-        self._require("cases", "case records", asked[0] if len(asked) == 1 else None)
+        self.case_view(asked[0] if len(asked) == 1 else None)
         if self.scope is None:
             return "true", []
         if asked:

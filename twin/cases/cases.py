@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import shapely
 
+from twin.store.clock import store_now
 from twin.errors import InputError
 from twin.grids.grids import locate
 
@@ -71,7 +72,7 @@ def record_transition(con: duckdb.DuckDBPyConnection, case_id: str, to_status: s
     if not actor:
         raise InputError(f"case {case_id}: a transition needs the actor who makes it")
     check_transition(row[0], to_status)
-    at = pd.Timestamp(at) if at is not None else pd.Timestamp.now().floor("s")
+    at = pd.Timestamp(at) if at is not None else store_now(con)
     con.execute("UPDATE cases SET status = ?, updated_at = ? WHERE case_id = ?", [to_status, at, case_id])
     con.execute('INSERT INTO case_events (case_id, "at", from_status, to_status, actor, note) VALUES (?, ?, ?, ?, ?, ?)',
                 [case_id, at, row[0], to_status, actor, note])
@@ -193,12 +194,13 @@ def _last_number(con: duckdb.DuckDBPyConnection, day: str) -> int:
 
 CASE_COLUMNS = ("case_id", "category", "subcategory", "source", "status", "description", "address", "x", "y",
                 "building_id", "grid_id", "reported_grid_id", "camera_id", "reported_at", "updated_at", "due_at",
-                "media_url")
+                "media_url", "attributes")
 
 
 def new_case(*, subcategory_code: str, source: str, x: float, y: float, where: dict, case_id: str,
              description: str | None = None, address: str | None = None, camera_id: str | None = None,
-             media_url: str | None = None, actor: str = "intake", reported_at: pd.Timestamp | None = None) -> dict:
+             media_url: str | None = None, actor: str = "intake", reported_at: pd.Timestamp | None = None,
+             attributes: str | None = None) -> dict:
     """A case record (``CASE_COLUMNS`` plus ``worker`` and the first event's ``actor``), not yet written.
 
     ``where`` is the point's match (:func:`match_location`); the deadline comes from the subcategory.
@@ -210,7 +212,7 @@ def new_case(*, subcategory_code: str, source: str, x: float, y: float, where: d
             "building_id": where["building_id"], "distance_m": where["distance_m"], "grid_id": where["grid_id"],
             "reported_grid_id": where["grid_id"], "worker": where["worker"], "camera_id": camera_id,
             "reported_at": at, "updated_at": at, "due_at": at + pd.Timedelta(hours=float(kind["deadline_hours"])),
-            "media_url": media_url, "actor": actor}
+            "media_url": media_url, "attributes": attributes, "actor": actor}
 
 
 def write_cases(con: duckdb.DuckDBPyConnection, cases: list[dict]) -> None:
@@ -243,7 +245,7 @@ def create_case(con: duckdb.DuckDBPyConnection, *, subcategory_code: str, source
     ``matcher`` and ``numbers`` make intake under load fast (without them the store answers);
     with ``write=False`` the record is only returned, for :func:`write_cases` to write in a batch.
     ``details`` are :func:`new_case`'s optional fields (description, address, camera_id,
-    media_url, actor, reported_at).
+    media_url, attributes, actor, reported_at).
 
     Returns
     -------
@@ -253,7 +255,7 @@ def create_case(con: duckdb.DuckDBPyConnection, *, subcategory_code: str, source
     """
     subcategory(subcategory_code)  # an unknown code is refused before anything else
     where = matcher.match(x, y) if matcher is not None else match_location(con, x, y)
-    at = pd.Timestamp(details.pop("reported_at", None) or pd.Timestamp.now().floor("s"))
+    at = pd.Timestamp(details.pop("reported_at", None) or store_now(con))
     case_id = (numbers or CaseNumbers()).next(con, at, prefix)
     case = new_case(subcategory_code=subcategory_code, source=source, x=x, y=y, where=where, case_id=case_id,
                     reported_at=at, **details)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pandas as pd
 
 from twin.cases.cases import OPEN_STATUSES, CaseNumbers, LocationMatcher, create_case, load_taxonomy, write_cases
 from twin.errors import InputError
+from twin.store.clock import now_in, store_timezone, to_store_time
+from twin.store.schema import DEFAULT_TIMEZONE
 
 DETECTION_FIELDS = ("camera_id", "category", "confidence", "detected_at", "snapshot_url", "bbox", "api_key")
 DEDUPE_WINDOW_S = 600.0
@@ -47,14 +50,16 @@ def _is_text(value: object) -> bool:
     return True
 
 
-def parse_detection(body: object, *, now: pd.Timestamp | None = None) -> dict:
+def parse_detection(body: object, *, now: pd.Timestamp | None = None,
+                    zone: ZoneInfo = ZoneInfo(DEFAULT_TIMEZONE)) -> dict:
     """Validate a detection (decoded JSON); raise :class:`DetectionError` naming the field and the fix.
 
     Returns
     -------
     dict
-        ``camera_id``, ``category``, ``confidence`` (0-1), ``detected_at`` (naive UTC
-        timestamp), ``snapshot_url`` (or None), ``bbox`` (``[x, y, w, h]`` in image pixels, or None).
+        ``camera_id``, ``category``, ``confidence`` (0-1), ``detected_at`` (naive, in the store's
+        ``zone``: :func:`twin.store.clock.store_timezone`; a time sent without an offset is taken as in it),
+        ``snapshot_url`` (or None), ``bbox`` (``[x, y, w, h]`` in image pixels, or None).
     """
     if not isinstance(body, dict):
         raise DetectionError("body", f"expected a JSON object, found {type(body).__name__}.")
@@ -79,13 +84,12 @@ def parse_detection(body: object, *, now: pd.Timestamp | None = None) -> dict:
     if detected_at is None or pd.isna(detected_at):
         raise DetectionError("detected_at", f"expected an ISO 8601 time such as 2026-11-26T09:30:00+08:00, "
                                             f"found {stamp!r}.")
-    if detected_at.tzinfo is not None:
-        detected_at = detected_at.tz_convert(None)
+    detected_at = to_store_time(detected_at, zone)
     if detected_at < EARLIEST:
         raise DetectionError("detected_at", f"{stamp} is before {EARLIEST:%Y-%m-%d}; check the camera's clock.")
-    now = now if now is not None else pd.Timestamp.now()
+    now = now if now is not None else now_in(zone)
     if detected_at > now + MAX_CLOCK_SKEW:
-        raise DetectionError("detected_at", f"{stamp} is in the future (now {now:%Y-%m-%d %H:%M:%S} UTC); "
+        raise DetectionError("detected_at", f"{stamp} is in the future (now {now:%Y-%m-%d %H:%M:%S} {zone.key}); "
                                             "check the camera's clock.")
     snapshot_url = body.get("snapshot_url")
     if snapshot_url is not None and (not _is_text(snapshot_url)
@@ -130,6 +134,7 @@ class DetectionDesk:
         self.window = pd.Timedelta(seconds=window_s)
         self.matcher = matcher or LocationMatcher(con)
         self.numbers = numbers or CaseNumbers()
+        self.zone = store_timezone(con)  # of the store's timestamps: a detection's received_at
         cams = con.execute("SELECT camera_id, ST_X(position) AS x, ST_Y(position) AS y, coalesce(z, 4.0) AS z, "
                            "coalesce(heading_deg, 0) AS heading_deg, coalesce(pitch_deg, -20) AS pitch_deg, "
                            "coalesce(range_m, 40) AS range_m FROM cameras").df()
@@ -172,7 +177,8 @@ class DetectionDesk:
         if camera is None:
             raise DetectionError("camera_id", f"no camera {detection['camera_id']!r} in the district; "
                                               "register the camera first.")
-        received_at = received_at if received_at is not None else pd.Timestamp.now().floor("ms")
+        received_at = received_at if received_at is not None else pd.Timestamp.now(tz=self.zone).tz_localize(
+            None).floor("ms")
         at = detection["detected_at"]
         case_id = self._recent_case(con, camera.camera_id, detection["category"], at)
         case = None

@@ -72,7 +72,7 @@ def encode(line: dict, *, api_key: str, live_times: bool = True) -> tuple[str, s
     if line["kind"] == "detection":
         body = dict(line["body"])
         if live_times:
-            body["detected_at"] = pd.Timestamp.now().floor("ms").isoformat()
+            body["detected_at"] = pd.Timestamp.now(tz="UTC").floor("ms").isoformat()  # with its offset
         return "/api/detections", "application/json", json.dumps({**body, "api_key": api_key}).encode()
     return ("/open311/v2/requests.json", "application/x-www-form-urlencoded",
             urlencode({**line["form"], "api_key": api_key}).encode())

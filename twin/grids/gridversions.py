@@ -38,6 +38,7 @@ from twin.errors import GridEditError, GridRuleError, check_choice
 from twin.grids.gridedit import GRID_SIZE_M, _noded, _polygonal, as_partition, changed_grids, share_area
 from twin.grids.gridrules import TOLERANCE_M2, Violation, check_partition, errors, raise_on_errors
 from twin.grids.reassign import Assets, Reassignment, load_assets, nearby_buildings, reassign
+from twin.store.clock import store_now
 from twin.store.schema import GRID_LEVELS
 from twin.store.store import insert_frame
 
@@ -154,7 +155,7 @@ class SavedEdit:
 
 def _clock(con: duckdb.DuckDBPyConnection, ids: list[str], at: pd.Timestamp | None) -> pd.Timestamp:
     """Now (or ``at``), but always after the newest version of these grids, so versions stay ordered."""
-    at = pd.Timestamp.now() if at is None else pd.Timestamp(at)
+    at = store_now(con, unit="us") if at is None else pd.Timestamp(at)
     newest = con.execute("SELECT max(greatest(valid_from, coalesce(valid_to, valid_from))) FROM grids "
                          "WHERE grid_id IN (SELECT unnest(?))", [ids]).fetchone()[0]
     if newest is not None and at <= pd.Timestamp(newest):

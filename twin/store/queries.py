@@ -15,13 +15,14 @@ import shapely
 from twin.cases.cameras import cameras_per_building
 from twin.cases.cases import OPEN_STATUSES
 from twin.errors import check_choice
+from twin.store.clock import store_now
 from twin.store.schema import GRID_LEVELS
 
 
 def _now(con: duckdb.DuckDBPyConnection) -> pd.Timestamp:
-    """The store's clock: ``meta.now`` when set (the demo's fixed day), else the wall clock."""
+    """The store's clock: ``meta.now`` when set (the demo's fixed day), else the wall clock in the store's zone."""
     row = con.execute("SELECT value FROM meta WHERE key = 'now'").fetchone()
-    return pd.Timestamp(row[0]) if row else pd.Timestamp.now()
+    return pd.Timestamp(row[0]) if row else store_now(con, unit="us")
 
 
 def key_figures(con: duckdb.DuckDBPyConnection, *, totals: dict | None = None,

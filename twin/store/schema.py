@@ -3,14 +3,19 @@
 Geometry columns use the spatial extension's ``GEOMETRY`` type and hold
 coordinates in the district CRS (metres, x = easting, y = northing).
 Mesh vertices are float32 relative to the district origin kept in ``meta``.
+Timestamps are naive and in the store's zone, ``meta.timezone`` (an IANA name,
+``DEFAULT_TIMEZONE`` unless set): every API answer sends them with that zone's offset.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 7  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
+SCHEMA_VERSION = 8  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
 # 5 grid_changes (who changed which grid version, when and why), 6 users and the audit trail,
-# 7 no R-tree on grid boundaries (see DROPPED_INDEXES); older stores are upgraded in place
+# 7 no R-tree on grid boundaries (see DROPPED_INDEXES), 8 users.lang (the UI language a user chose),
+# cases.attributes (Open311 attributes) and meta.timezone;
+# older stores are upgraded in place
 
+DEFAULT_TIMEZONE = "Asia/Shanghai"  # the demo district's; a new store, and an upgraded one, get it in meta.timezone
 GRID_LEVELS = ("street", "community", "grid", "micro")
 HEIGHT_SOURCES = ("height", "levels", "default", "bim", "mesh")
 MESH_LODS = ("lod1", "bim", "mesh")
@@ -92,7 +97,9 @@ TABLES: dict[str, str] = {
         reported_at TIMESTAMP NOT NULL,
         updated_at TIMESTAMP NOT NULL,
         due_at TIMESTAMP,
-        media_url VARCHAR""",
+        media_url VARCHAR,
+        -- JSON: the service's attributes as asked at intake (Open311)
+        attributes VARCHAR""",
     "case_events": """
         case_id VARCHAR NOT NULL,
         "at" TIMESTAMP NOT NULL,
@@ -156,7 +163,9 @@ TABLES: dict[str, str] = {
         role VARCHAR NOT NULL,
         grids VARCHAR[] NOT NULL,        -- the grids the role is bound to
         disabled BOOLEAN NOT NULL DEFAULT false,
-        created_at TIMESTAMP NOT NULL""",
+        created_at TIMESTAMP NOT NULL,
+        -- the UI language the user chose (zh, en); NULL: the default
+        lang VARCHAR""",
     "audit": """
         seq BIGINT PRIMARY KEY,
         "at" TIMESTAMP NOT NULL,
@@ -202,4 +211,6 @@ DROPPED_INDEXES = ("grids_boundary",)
 # that lacks one is made anew with all of TABLES' columns when the store is upgraded (twin.store.store).
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cases", "media_url", "VARCHAR"),
+    ("users", "lang", "VARCHAR"),
+    ("cases", "attributes", "VARCHAR"),
 )

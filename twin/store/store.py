@@ -25,7 +25,7 @@ import shapely
 
 from twin.geo.crs import District
 from twin.errors import StoreError
-from twin.store.schema import ADDED_COLUMNS, DROPPED_INDEXES, INDEXES, SCHEMA_VERSION, TABLES
+from twin.store.schema import ADDED_COLUMNS, DEFAULT_TIMEZONE, DROPPED_INDEXES, INDEXES, SCHEMA_VERSION, TABLES
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,7 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     for name, columns in TABLES.items():
         con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
     create_indexes(con)
+    set_timezone(con)
     set_schema_version(con)
 
 
@@ -204,9 +205,19 @@ def set_schema_version(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
 
+def set_timezone(con: duckdb.DuckDBPyConnection) -> None:
+    """Name the zone of the store's naive timestamps (``meta.timezone``) unless one is named already.
+
+    Stores before schema 8 kept the demo district's local times, so they get ``DEFAULT_TIMEZONE``.
+    """
+    con.execute("INSERT INTO meta SELECT 'timezone', ? WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = 'timezone')",
+                [DEFAULT_TIMEZONE])
+
+
 # The steps that bring an older store to this version, in order, inside one transaction
-# (every step so far only added tables, columns and indexes, and dropped indexes).
-UPGRADE_STEPS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [add_missing_tables, set_schema_version]
+# (every step so far only added tables, columns and indexes, dropped indexes, and added meta keys).
+UPGRADE_STEPS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [add_missing_tables, set_timezone,
+                                                                      set_schema_version]
 
 
 def create_indexes(con: duckdb.DuckDBPyConnection) -> None:

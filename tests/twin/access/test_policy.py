@@ -82,7 +82,7 @@ def test_an_operators_search_keeps_their_cases_before_the_limit_and_says_why_it_
     assert gate.search_refusal(case_id) is None
 
 
-@pytest.mark.parametrize("role", ["leader", "planner", "admin"])
+@pytest.mark.parametrize("role", ["leader", "planner", "admin", "public"])
 def test_other_roles_see_no_resident_records(store, role):
     con = store.con
     building, = con.execute("SELECT building_id FROM residents WHERE len(tags) > 0 "
@@ -104,6 +104,11 @@ def test_other_roles_see_no_resident_records(store, role):
     else:
         with pytest.raises(AccessError):
             gate.case_card(case_id)
+    if role in ("leader", "public"):  # Open311 reads: the full records, or anyone's public view of them
+        assert gate.case_view() == {"leader": "full", "public": "public"}[role]
+    else:
+        with pytest.raises(AccessError, match="may not see case records"):
+            gate.case_view()
 
 
 def test_masks_hold_in_every_output_and_unmasking_needs_a_reason(store):

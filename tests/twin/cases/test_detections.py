@@ -23,7 +23,9 @@ def body(**changes) -> dict:
 
 def test_a_detection_is_parsed_with_its_time_in_utc():
     d = parse_detection(body(bbox=[10, 20, 30, 40], snapshot_url="http://video.local/s/1.jpg"), now=NOW)
-    assert d["detected_at"] == pd.Timestamp("2026-11-26 02:00") and d["bbox"] == [10.0, 20.0, 30.0, 40.0]
+    assert d["detected_at"] == pd.Timestamp("2026-11-26 10:00") and d["bbox"] == [10.0, 20.0, 30.0, 40.0], \
+        "kept in the store's zone (Asia/Shanghai)"
+    assert parse_detection(body(detected_at="2026-11-26T02:00:00Z"), now=NOW)["detected_at"] == d["detected_at"]
 
 
 @pytest.mark.parametrize("changes, field, words", [

@@ -34,7 +34,7 @@ def test_services_list_every_subcategory_in_json_and_xml():
     assert len(listed) == len(load_taxonomy()["subcategories"])
     assert {"service_code", "service_name", "description", "metadata", "type", "keywords", "group"} <= set(listed[0])
     xml = ElementTree.fromstring(to_xml(listed, root="services", item="service").split("?>", 1)[1])
-    assert len(xml.findall("service")) == len(listed) and xml.find("service/metadata").text == "false"
+    assert len(xml.findall("service")) == len(listed) and xml.find("service/metadata").text == "true"
 
 
 def test_a_request_becomes_a_case_and_reads_back(demo_copy):
@@ -88,3 +88,61 @@ def test_filters_are_checked(demo_copy):
             find_requests(reader(store.con), {"start_date": "yesterday"}, district_crs="EPSG:4547")
         recent = find_requests(reader(store.con), {"start_date": "2026-11-20T00:00:00+08:00"}, district_crs="EPSG:4547")
     assert recent and all(r["requested_datetime"] >= "2026-11-19" for r in recent)
+
+
+# -- the public view, fuzzed -------------------------------------------------------------------------------
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from bench.fuzzing.harness import texts  # noqa: E402
+from twin.access.policy import public_principal  # noqa: E402
+from twin.cases.open311 import NAMES_IN_TEXT  # noqa: E402
+
+phones = st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True)
+id_numbers = st.from_regex(r"[1-6][0-9]{16}[0-9X]", fullmatch=True)
+house_numbers = st.one_of(st.from_regex(r"[1-9][0-9]{0,3}(号|号楼|栋|单元|室)", fullmatch=True),
+                          st.from_regex(r"[一二三四五六七八九十]{1,3}(号|号楼|栋|单元)", fullmatch=True))
+# Free text around them: words of the trade, and the fuzz harness's texts (injections, any script's characters).
+fillers = st.one_of(st.text(st.sampled_from("路边有垃圾占道经营请处理 ,.;:-()abcXYZ"), max_size=12), texts(max_size=12))
+
+
+@st.composite
+def descriptions(draw) -> tuple[str, list[str]]:
+    """A description mixing free text with phone, ID and house numbers: (text, the numbers planted in it)."""
+    planted = draw(st.lists(st.one_of(phones, id_numbers, house_numbers), min_size=1, max_size=4))
+    parts = [draw(fillers)]
+    for secret in planted:
+        parts += [secret, draw(fillers)]
+    return "".join(parts), planted
+
+
+@pytest.fixture(scope="module")
+def public_store(small_demo, tmp_path_factory):
+    import shutil
+
+    path = tmp_path_factory.mktemp("public") / "s.duckdb"
+    shutil.copy(small_demo, path)
+    with Store(path) as store:
+        case_id, = store.con.execute("SELECT case_id FROM cases ORDER BY case_id LIMIT 1").fetchone()
+        yield store.con, case_id
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(description=descriptions(), house=house_numbers, named=st.booleans())
+def test_the_public_view_never_holds_an_id_a_phone_or_a_house_number(public_store, description, house, named):
+    con, case_id = public_store
+    text, planted = description
+    text = ("王先生说" + text) if named else text
+    con.execute("UPDATE cases SET description = ?, address = ? WHERE case_id = ?", [text, f"商都路 {house}", case_id])
+    (record,) = find_requests(Gate(con, public_principal()), {"service_request_id": case_id},
+                              district_crs="EPSG:4547")
+    assert record["address"] == "商都路", "the street, without its house number"
+    if named:
+        assert record["description"] is None, "a description naming someone is not public"
+    else:
+        assert record["description"] is not None or NAMES_IN_TEXT.search(text), "only a named one is left out"
+        for secret in planted:
+            assert secret not in (record["description"] or ""), f"{secret} is in the public view"
+    assert record["media_url"] is None
+    assert record["lat"] == round(record["lat"], 4) and record["long"] == round(record["long"], 4)
+    (full,) = find_requests(reader(con), {"service_request_id": case_id}, district_crs="EPSG:4547")
+    assert full["address"] == f"商都路 {house}", "a key's reader still sees the whole address"

@@ -38,7 +38,7 @@ def test_a_new_store_has_the_contract_tables_and_indexes(tmp_path):
             assert wanted <= found[table], (table, wanted - found[table])
         types = {(t, c): d for t, c, d in columns}
         assert all(types[key] == "GEOMETRY" for key in GEOMETRY)
-        assert store.meta()["schema_version"] == str(SCHEMA_VERSION)
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION) and store.meta()["timezone"] == "Asia/Shanghai"
         indexes = {r[0] for r in store.con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()}
         assert {"residents_building", "cases_building", "buildings_grid", "grids_parent"} <= indexes
         assert "grids_boundary" not in indexes  # DuckDB's R-tree breaks on UPDATE (twin/store/schema.py)
@@ -74,10 +74,12 @@ def test_a_failed_command_rolls_back_and_removes_a_store_it_created(tmp_path):
 
 
 def _schema_1_store(path):
-    """A store that looks like schema 1: no elements table, no cases.media_url, one case."""
+    """A store that looks like schema 1: no elements table, no cases.media_url or attributes, no zone, one case."""
     with Store(path, create=True) as store:
         drop_indexes(store.con)
         store.con.execute("ALTER TABLE cases DROP COLUMN media_url")
+        store.con.execute("ALTER TABLE cases DROP COLUMN attributes")
+        store.con.execute("DELETE FROM meta WHERE key = 'timezone'")
         create_indexes(store.con)
         store.con.execute("DROP TABLE elements")
         store.con.execute("INSERT INTO cases (case_id, category, subcategory, source, status, location, reported_at, "
@@ -115,7 +117,8 @@ def test_an_older_store_is_upgraded_when_opened_for_writing(tmp_path):
     with Store(path) as store:
         assert store.meta()["schema_version"] == str(SCHEMA_VERSION)
         assert store.count("elements") == 0
-        assert "media_url" in store.con.execute("SELECT * FROM cases LIMIT 0").df().columns
+        assert {"media_url", "attributes"} <= set(store.con.execute("SELECT * FROM cases LIMIT 0").df().columns)
+        assert store.meta()["timezone"] == "Asia/Shanghai", "an old store's times are the demo district's local ones"
     Store(path, read_only=True).close()
 
 
