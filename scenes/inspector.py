@@ -161,8 +161,8 @@ class Inspector(pn.viewable.Viewer):
         self.reject_confirm.on_click(lambda _e: self.reject())
         self.reject_cancel.on_click(lambda _e: self._ask_rejection(False))
         self.rejecting = pn.Column(
-            pn.pane.HTML(f"<div class='twin-alert'>{_('Reject this case? Say why: the reporter is told.')}</div>",
-                         stylesheets=[CSS]),
+            pn.pane.HTML("<div class='twin-alert'>" + _("Reject this case? Say why: the reporter is told.")
+                         + "</div>", stylesheets=[CSS]),
             self.reject_reason, pn.Row(self.reject_confirm, self.reject_cancel), visible=False,
             sizing_mode="stretch_width", css_classes=["twin-rejecting"])
         # The tables join the page with the first building: nothing to draw before, and the first frame is sooner.

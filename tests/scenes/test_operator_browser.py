@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import expect
 
 from bench.browser import as_user, chromium, served, sign_in
-from twin.access.access import add_user
+from twin.access.access import add_user, set_lang
 from twin.access.policy import grids_under
 from twin.store.store import Store
 
@@ -63,6 +63,7 @@ def district(small_demo, tmp_path_factory) -> dict:
                                   ("op.frame", "operator", [reject_grid]), (LEADER, "leader", []),
                                   ("a.planner", "planner", []), ("an.admin", "admin", [])]:
             add_user(con, user, found["password"], role=role, grids=grids, actor="test")
+            set_lang(con, user, "en")  # the tests read English labels
     with served(path) as url:
         found["url"] = url
         yield found
@@ -107,7 +108,7 @@ def test_a_building_card_after_a_case_card_shows_no_case_buttons(operator_page, 
     page = operator_page
     search(page, district["moving"])
     expect(page.locator(".twin-inspector .twin-title")).to_have_text(f"Case {district['moving']}", timeout=10_000)
-    expect(page.get_by_role("button", name="→ resolved")).to_be_visible()
+    expect(page.get_by_role("button", name="→ Resolved")).to_be_visible()
     expect(page.get_by_placeholder("note for the next step (optional)")).to_be_visible()
     search(page, district["inside"])
     expect(page.locator(".twin-inspector")).to_contain_text(district["inside"], timeout=10_000)
@@ -121,18 +122,18 @@ def test_rejecting_a_case_asks_for_confirmation_and_a_reason(operator_page, dist
     search(page, case_id)
     card = page.locator(".twin-inspector")
     expect(card.locator(".twin-title")).to_have_text(f"Case {case_id}", timeout=10_000)
-    page.get_by_role("button", name="→ rejected").click()
+    page.get_by_role("button", name="→ Rejected").click()
     expect(page.get_by_text("Reject this case? Say why")).to_be_visible(timeout=10_000)
-    expect(page.get_by_role("button", name="→ rejected")).to_have_count(0)  # the choice waits for an answer
+    expect(page.get_by_role("button", name="→ Rejected")).to_have_count(0)  # the choice waits for an answer
     page.get_by_role("button", name="Reject this case").click()
     expect(page.get_by_text("A rejection needs a reason")).to_be_visible(timeout=10_000)
-    expect(card).not_to_contain_text("rejected")
+    expect(card).not_to_contain_text("Rejected")
     page.get_by_role("button", name="Cancel").click()
     expect(page.get_by_text("Reject this case? Say why")).to_be_hidden()
-    page.get_by_role("button", name="→ rejected").click()
+    page.get_by_role("button", name="→ Rejected").click()
     page.get_by_placeholder("reason for rejecting (recorded)").fill("a duplicate of an earlier report")
     page.get_by_role("button", name="Reject this case").click()
-    expect(card.locator("table")).to_contain_text("rejected", timeout=10_000)
+    expect(card.locator("table")).to_contain_text("Rejected", timeout=10_000)
     expect(card.locator(".twin-history")).to_contain_text("a duplicate of an earlier report")
     expect(page.get_by_role("button", name=re.compile("^→"))).to_have_count(0)
     assert page.errors_seen == []
