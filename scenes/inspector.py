@@ -51,8 +51,9 @@ def residents_html(rows: pd.DataFrame) -> str:
         out.append(f"<tr class='twin-group'><td colspan='7'>{html.escape(str(unit))} · {html.escape(household)} · "
                    + _("{n} people").format(n=len(people)) + "</td></tr>")
         out += [f"<tr><td>{html.escape(str(r.room))}</td><td>{html.escape(str(r.name))}</td>"
-                f"<td>{html.escape(gender_name(r.gender))}</td><td>{r.age}</td><td>{html.escape(str(r.id_number))}</td>"
-                f"<td>{html.escape(str(r.phone))}</td>"
+                f"<td>{html.escape(gender_name(r.gender))}</td><td>{r.age}</td>"
+                f"<td class='twin-wrap'>{html.escape(str(r.id_number))}</td>"
+                f"<td class='twin-wrap'>{html.escape(str(r.phone))}</td>"
                 f"<td>{html.escape(_tags(r.tags))}</td></tr>" for r in people.itertuples()]
     return "".join(out) + "</table>"
 

@@ -19,8 +19,8 @@ body, .bk-root {{ background: {BACKGROUND}; color: {TEXT}; font-family: {FONT_ST
 .twin-table {{ width: 100%; border-collapse: collapse; font-size: 12px; color: {TEXT}; }}
 .twin-table th {{ text-align: left; color: {MUTED}; font-weight: 500; border-bottom: 1px solid {PANEL}; }}
 .twin-table td {{ padding: 2px 4px; border-bottom: 1px solid {PANEL}; }}
-/* A long cell (an ID number, a tag list) wraps: a table never grows past its panel's width. */
-.twin-table td, .twin-table th {{ overflow-wrap: anywhere; }}
+/* Long codes (ID numbers, phones) may break anywhere: the residents' table never grows past its panel. */
+.twin-table td.twin-wrap {{ overflow-wrap: anywhere; }}
 .twin-table tr.twin-group td {{ background: {PANEL}; color: {ACCENT}; font-weight: 600; }}
 .twin-photo {{ max-width: 110px; max-height: 80px; margin: 2px; border: 1px solid {ACCENT}; }}
 .twin-cameras {{ font-size: 12px; color: {TEXT}; }}
