@@ -134,7 +134,7 @@ class Inspector(pn.viewable.Viewer):
                                   css_classes=["twin-cases"])
         self.resident_rows = pd.DataFrame()
         self.prev = pn.widgets.Button(label=_("‹ previous"), width=90, disabled=True)
-        self.next = pn.widgets.Button(label=_("next ›"), width=90, disabled=True)
+        self.next = pn.widgets.Button(label=_("next ›"), width=90, disabled=True, css_classes=["twin-next"])
         self.page_info = pn.pane.HTML("", stylesheets=[CSS])
         self.prev.on_click(lambda _: setattr(self, "page", self.page - 1))
         self.next.on_click(lambda _: setattr(self, "page", self.page + 1))
@@ -147,7 +147,7 @@ class Inspector(pn.viewable.Viewer):
         self.unmask_button.on_click(lambda _: self.unmask())
         self.unmasked = pn.pane.HTML("", stylesheets=[CSS], css_classes=["twin-unmasked"])
         self.export = pn.widgets.FileDownload(callback=self._export_csv, filename="residents.csv",
-                                              label=_("Export CSV"),
+                                              label=_("Export CSV"), css_classes=["twin-export"],
                                               width=110, embed=False)
         # Two rows: four controls in one did not fit the panel's width.
         self.unmasking = pn.Column(pn.Row(self.unmask_who, self.unmask_reason, sizing_mode="stretch_width"),

@@ -125,7 +125,8 @@ class DistrictApp(pn.viewable.Viewer):
         self._figures_ready: tuple | None = None
         self._show_colours(shared.colours(self.colour_by))  # the first frame's, at once
         self._show_grids(*grid_boundaries(con, level=self.level))
-        self.search_box = pn.widgets.TextInput(placeholder=_("Search address, building or case id"), width=260)
+        self.search_box = pn.widgets.TextInput(placeholder=_("Search address, building or case id"), width=260,
+                                               css_classes=["twin-search"])
         self.search_box.param.watch(self._search, "enter_pressed")
         # The results list and the message take turns in one place of the header.
         self.search_results = pn.widgets.Select(options={}, width=230, visible=False)

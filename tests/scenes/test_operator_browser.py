@@ -13,7 +13,7 @@ import shutil
 import pytest
 from playwright.sync_api import expect
 
-from bench.browser import as_user, chromium, served, sign_in
+from bench.browser import ServedURL, as_user, chromium, served, sign_in
 from twin.access.access import add_user, set_lang
 from twin.access.policy import grids_under
 from twin.store.store import Store
@@ -75,19 +75,21 @@ def browser():
         yield b
 
 
-def open_as(browser, district: dict, user: str, *, size: tuple[int, int] = (1600, 900)):
-    """A page signed in as ``user``, once its screen is drawn (the 3D view's first frame where it has one)."""
+def open_as(browser, district: dict, user: str, *, size: tuple[int, int] = (1600, 900), lang: str = "en"):
+    """A page signed in as ``user``, in ``lang``, once its screen is drawn (the 3D view's first frame where it has
+    one)."""
     page = browser.new_page(viewport={"width": size[0], "height": size[1]})
     page.errors_seen = []
     page.on("pageerror", lambda e: page.errors_seen.append(str(e)))
-    sign_in(page, as_user(district["url"], user, district["password"]))
+    url = as_user(district["url"], user, district["password"])
+    sign_in(page, as_user(ServedURL(f"{url}?lang={lang}"), user, district["password"]))
     if user in ("a.planner",):
-        expect(page.locator(".twin-before-after")).to_contain_text("No change yet", timeout=60_000)
+        expect(page.locator(".twin-before-after")).to_be_visible(timeout=60_000)
     elif user == "an.admin":
-        expect(page.get_by_role("button", name="Check the hash chain")).to_be_visible(timeout=60_000)
+        expect(page.locator(".twin-audit-rows")).to_be_visible(timeout=60_000)
     else:
         page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
-        expect(page.locator(".twin-bottom")).to_contain_text("LIVE CASES", timeout=30_000)
+        expect(page.locator(".twin-bottom button").first).to_be_visible(timeout=30_000)
     page.wait_for_timeout(1200)  # the opening camera move, the panels' layout
     return page
 
@@ -243,21 +245,25 @@ LAYOUT = """() => {
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("role", ROLES)
-def test_every_screen_fits_without_sideways_scrolling_or_overlaps(browser, district, role, size):
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_every_screen_fits_without_sideways_scrolling_or_overlaps(browser, district, lang, role, size):
     user = {"leader": LEADER, "operator": "op.cases", "planner": "a.planner", "admin": "an.admin"}[role]
-    page = open_as(browser, district, user, size=size)
+    page = open_as(browser, district, user, size=size, lang=lang)
     try:
+        expect(page.locator(".twin-user b")).to_have_text({"zh": "中文", "en": "English"}[lang])  # the page's language
         if role == "operator":  # a building open: its residents, their pager, Unmask and Export CSV
-            search(page, district["inside"])
-            expect(page.get_by_text(re.compile(r"residents 1–\d+ of"))).to_be_visible(timeout=10_000)
-            for control in ("Unmask", "Export CSV", "next ›"):
-                expect(page.get_by_role("button", name=control)).to_be_in_viewport()
+            page.locator(".twin-search input").fill(district["inside"])
+            page.keyboard.press("Enter")
+            expect(page.locator(".twin-residents table")).to_be_visible(timeout=10_000)
+            for control in (".twin-unmask", ".twin-export", ".twin-next"):
+                expect(page.locator(control).get_by_role("button")).to_be_in_viewport()
         found = page.evaluate(LAYOUT)
         assert found["panels"] >= 3, "the header, the body's panels and the ticker are found"
-        assert found["outside"] == [], f"{role} at {size}: elements beyond the viewport's width"
-        assert found["scrolling"] == [], f"{role} at {size}: sideways scrolling"
-        assert found["overlaps"] == [], f"{role} at {size}: overlapping panels"
-        assert found["spilling"] == [], f"{role} at {size}: elements over a neighbouring panel"
+        where = f"{role} in {lang} at {size}"
+        assert found["outside"] == [], f"{where}: elements beyond the viewport's width"
+        assert found["scrolling"] == [], f"{where}: sideways scrolling"
+        assert found["overlaps"] == [], f"{where}: overlapping panels"
+        assert found["spilling"] == [], f"{where}: elements over a neighbouring panel"
         assert page.errors_seen == []
     finally:
         page.close()
