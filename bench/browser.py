@@ -56,24 +56,27 @@ class ServedURL(str):
     password: str | None = None
 
 
-def browser_user(db: str | os.PathLike, *, role: str, lang: str | None = "en") -> tuple[str, str]:
+def browser_user(db: str | os.PathLike, *, role: str, lang: str | None = "en",
+                 grids: list[str] | None = None) -> tuple[str, str]:
     """Make (or reset) the user ``browser.<role>`` on a store that is not being served; its name and password.
 
-    Operators are bound to every street, so the whole district is theirs. ``lang`` is the user's UI language
+    Operators are bound to every street, so the whole district is theirs, unless ``grids`` are given:
+    then the user is ``browser.<role>.<first grid>``, bound to those. ``lang`` is the user's UI language
     (English by default: the browser tests read English labels; None leaves the product's default, Chinese).
     """
     from twin.access.access import add_user, set_lang, set_password
     from twin.store.store import Store
 
-    username, password = f"browser.{role}", secrets.token_urlsafe(16)
+    username, password = f"browser.{role}" + (f".{grids[0]}" if grids else ""), secrets.token_urlsafe(16)
     with Store(db) as store:
         con = store.con
         if con.execute("SELECT 1 FROM users WHERE username = ?", [username]).fetchone():
             set_password(con, username, password, actor="browser")
         else:
-            streets = [r[0] for r in con.execute("SELECT grid_id FROM grids WHERE level = 'street' "
-                                                 "AND valid_to IS NULL").fetchall()] if role == "operator" else []
-            add_user(con, username, password, role=role, grids=streets, actor="browser")
+            if grids is None:
+                grids = [r[0] for r in con.execute("SELECT grid_id FROM grids WHERE level = 'street' "
+                                                   "AND valid_to IS NULL").fetchall()] if role == "operator" else []
+            add_user(con, username, password, role=role, grids=grids, actor="browser")
         con.execute("UPDATE users SET lang = NULL WHERE username = ?", [username])
         if lang is not None:
             set_lang(con, username, lang)

@@ -117,11 +117,13 @@ class AdminScreen(pn.viewable.Viewer):
                              f"{heads}</tr>{rows}</table>")
 
     def __panel__(self) -> pn.viewable.Viewable:
-        filters = pn.Row(pn.widgets.TextInput.from_param(self.param.actor, name=_("who"), width=160),
-                         pn.widgets.Select.from_param(self.param.action, name=_("what"), width=170, options={
-                             (audit_action_name(a) if a else _("any")): a for a in self.param.action.objects}),
-                         pn.widgets.TextInput.from_param(self.param.target, name=_("on"), width=160),
-                         pn.widgets.DatePicker.from_param(self.param.since, name=_("since"), width=140))
+        # The filters wrap onto a second line on a small screen rather than run past its edge.
+        filters = pn.FlexBox(pn.widgets.TextInput.from_param(self.param.actor, name=_("who"), width=160),
+                             pn.widgets.Select.from_param(self.param.action, name=_("what"), width=170, options={
+                                 (audit_action_name(a) if a else _("any")): a for a in self.param.action.objects}),
+                             pn.widgets.TextInput.from_param(self.param.target, name=_("on"), width=160),
+                             pn.widgets.DatePicker.from_param(self.param.since, name=_("since"), width=140),
+                             flex_wrap="wrap", sizing_mode="stretch_width")
         title = pn.pane.HTML("<div class='twin-title'>" + _("Audit trail") + "</div>", stylesheets=[CSS])
         return pn.Column(title, filters,
                          pn.Row(self.check, self.chain), self.table, pn.Row(self.newer, self.more), self.users,

@@ -15,9 +15,30 @@ from scenes.table import SortableTable
 from scenes.theme import CSS, MUTED
 from twin.store.schema import GRID_LEVELS
 
-def _figure_html(label: str, value: object, note: str = "") -> str:
-    extra = f"<div style='color:{MUTED};font-size:12px'>{note}</div>" if note else ""
-    return f"<div class='twin-figure twin-card'><div class='label'>{label}</div><div class='value'>{value}</div>{extra}</div>"
+def _figure_html(label: str, value: object, note: str = "", *, mine: tuple[object, str] | None = None) -> str:
+    """One key figure's card; with ``mine`` (value, note), the user's own grids' figure stands beside the district's."""
+    if mine is None:
+        extra = f"<div style='color:{MUTED};font-size:12px'>{note}</div>" if note else ""
+        return (f"<div class='twin-figure twin-card'><div class='label'>{label}</div><div class='value'>{value}</div>"
+                f"{extra}</div>")
+    halves = "".join(
+        f"<div class='twin-figure-half {kind}'><div class='twin-figure-scope'>{scope}</div>"
+        f"<div class='value'>{v}</div>" + (f"<div class='twin-figure-note'>{n}</div>" if n else "") + "</div>"
+        for kind, scope, v, n in (("twin-mine", _("my grids"), *mine), ("twin-district", _("district"), value, note)))
+    return (f"<div class='twin-figure twin-card'><div class='label'>{label}</div>"
+            f"<div class='twin-figure-pair'>{halves}</div></div>")
+
+
+def _figure_texts(f: dict) -> list[tuple[str, str, str]]:
+    """(label, value, note) of each key figure."""
+    open_total = sum(f["open_cases"].values())
+    by_status = " · ".join(f"{status_name(s)} {format_number(n)}" for s, n in f["open_cases"].items())
+    return [(_("Buildings"), format_number(f["buildings"]), ""),
+            (_("Residents"), format_number(f["residents"]),
+             _("{households} households").format(households=format_number(f["households"]))),
+            (_("Open cases"), format_number(open_total), by_status),
+            (_("Overdue cases"), format_number(f["overdue_cases"]), ""),
+            (_("Cameras online"), f"{format_number(f['cameras_online'])} / {format_number(f['cameras'])}", "")]
 
 
 class FigureDoor(JSComponent):
@@ -50,11 +71,13 @@ DOORS = {2: "open", 3: "overdue", 4: "offline"}
 class KeyFigures(pn.viewable.Viewer):
     """Buildings, residents, households, open cases by status, overdue cases, cameras online.
 
-    The five cards stay on the page; a change of figures only replaces their text. Open cases,
-    overdue cases and cameras online are doors: a click sets ``door`` to ``{'kind', 'seq'}``.
+    The five cards stay on the page; a change of figures only replaces their text. With ``mine``
+    (an operator's), each card shows the figure of the user's own grids beside the district's.
+    Open cases, overdue cases and cameras online are doors: a click sets ``door`` to ``{'kind', 'seq'}``.
     """
 
     figures = param.Dict(default={}, doc="The latest figures from twin.store.queries.key_figures")
+    mine = param.Dict(default={}, doc="The same figures for the user's own grids; empty for none")
     door = param.Dict(default={}, doc="The door last clicked: {'kind': 'open'|'overdue'|'offline', 'seq': n}")
 
     def __init__(self, source: Callable[[], dict], **params) -> None:
@@ -71,24 +94,17 @@ class KeyFigures(pn.viewable.Viewer):
         """What a click on a door does: ``kind`` is 'open', 'overdue' or 'offline'."""
         self.door = {"kind": kind, "seq": self.door.get("seq", 0) + 1}
 
-    def refresh(self, figures: dict | None = None) -> None:
+    def refresh(self, figures: dict | None = None, mine: dict | None = None) -> None:
         """Show new figures (fetched from the source when not given); nothing is sent when they are unchanged."""
         figures = self._source() if figures is None else figures
-        if figures != self.figures:
-            self.figures = figures
+        self.param.update(figures=figures, **({} if mine is None else {"mine": mine}))
 
-    @param.depends("figures", watch=True)
+    @param.depends("figures", "mine", watch=True)
     def _show(self) -> None:
-        f = self.figures
-        open_total = sum(f["open_cases"].values())
-        by_status = " · ".join(f"{status_name(s)} {format_number(n)}" for s, n in f["open_cases"].items())
-        texts = [_figure_html(_("Buildings"), format_number(f["buildings"])),
-                 _figure_html(_("Residents"), format_number(f["residents"]),
-                              _("{households} households").format(households=format_number(f["households"]))),
-                 _figure_html(_("Open cases"), format_number(open_total), by_status),
-                 _figure_html(_("Overdue cases"), format_number(f["overdue_cases"])),
-                 _figure_html(_("Cameras online"),
-                              f"{format_number(f['cameras_online'])} / {format_number(f['cameras'])}")]
+        district = _figure_texts(self.figures)
+        mine = _figure_texts(self.mine) if self.mine else [None] * len(district)
+        texts = [_figure_html(label, value, note, mine=None if m is None else (m[1], m[2]))
+                 for (label, value, note), m in zip(district, mine)]
         for card, text in zip(self.cards, texts):
             if card.object != text:
                 card.object = text

@@ -16,7 +16,7 @@ from scenes.i18n import (_, camera_status_name, case_kind_name, format_number, f
                          height_source_name, level_name, source_name, status_name, tag_name, use_name)
 from scenes.shared import OffLoop
 from scenes.theme import CSS
-from twin.access.policy import Gate
+from twin.access.policy import MIN_REASON, Gate
 from twin.cases.live import IntakeWriter
 from twin.errors import TwinError
 
@@ -51,8 +51,9 @@ def residents_html(rows: pd.DataFrame) -> str:
         out.append(f"<tr class='twin-group'><td colspan='7'>{html.escape(str(unit))} · {html.escape(household)} · "
                    + _("{n} people").format(n=len(people)) + "</td></tr>")
         out += [f"<tr><td>{html.escape(str(r.room))}</td><td>{html.escape(str(r.name))}</td>"
-                f"<td>{html.escape(gender_name(r.gender))}</td><td>{r.age}</td><td>{html.escape(str(r.id_number))}</td>"
-                f"<td>{html.escape(str(r.phone))}</td>"
+                f"<td>{html.escape(gender_name(r.gender))}</td><td>{r.age}</td>"
+                f"<td class='twin-wrap'>{html.escape(str(r.id_number))}</td>"
+                f"<td class='twin-wrap'>{html.escape(str(r.phone))}</td>"
                 f"<td>{html.escape(_tags(r.tags))}</td></tr>" for r in people.itertuples()]
     return "".join(out) + "</table>"
 
@@ -122,6 +123,21 @@ def party_html(orgs: pd.DataFrame, *, shown: int = 6) -> str:
     return f"{title}<ul class='twin-party'>{names}{more}</ul>"
 
 
+def why_not_listed(card: dict, gate: Gate) -> str:
+    """Why a building card lists none of its residents for the signed-in user ('' when it lists them)."""
+    if card["may_see_residents"]:
+        return ""
+    if not gate.may("residents"):
+        return _("Residents are listed for operators only.")
+    where = " › ".join(g["name"] for g in card["grid_path"])
+    if not where:
+        return _("No residents listed: this building lies outside every grid, so outside your grids ({mine}).").format(
+            mine=", ".join(gate.principal.grids))
+    return _("No residents listed: this building is in {where} ({grid}), outside your grids ({mine}). "
+             "Ask an operator of that grid.").format(where=where, grid=card["grid_id"],
+                                                     mine=", ".join(gate.principal.grids))
+
+
 class Inspector(pn.viewable.Viewer):
     """What is selected: a building card with its residents and open cases, or a case or camera card.
 
@@ -150,7 +166,7 @@ class Inspector(pn.viewable.Viewer):
                                          sizing_mode="stretch_width")
         self.actions = pn.Row(sizing_mode="stretch_width", css_classes=["twin-actions"])
         self.act_message = pn.pane.HTML("", stylesheets=[CSS])
-        self.act = pn.Column(self.note, self.actions, self.act_message, sizing_mode="stretch_width", visible=False)
+        self.act = pn.Column(self.note, self.actions, sizing_mode="stretch_width", visible=False)
         self.card = pn.pane.HTML(_nothing_picked(),
                                  sizing_mode="stretch_width", stylesheets=[CSS], css_classes=["twin-inspector"])
         # Plain HTML tables: a page of 50 needs no grid widget, and the page loads no table library.
@@ -160,26 +176,43 @@ class Inspector(pn.viewable.Viewer):
                                   css_classes=["twin-cases"])
         self.resident_rows = pd.DataFrame()
         self.prev = pn.widgets.Button(label=_("‹ previous"), width=90, disabled=True)
-        self.next = pn.widgets.Button(label=_("next ›"), width=90, disabled=True)
+        self.next = pn.widgets.Button(label=_("next ›"), width=90, disabled=True, css_classes=["twin-next"])
         self.page_info = pn.pane.HTML("", stylesheets=[CSS])
         self.prev.on_click(lambda _: setattr(self, "page", self.page - 1))
         self.next.on_click(lambda _: setattr(self, "page", self.page + 1))
         self.pager = pn.Row(self.prev, self.page_info, self.next, visible=False)
         # Unmasking one resident: pick them, state why; the gate audits it.
-        self.unmask_who = pn.widgets.Select(options={}, width=170)
-        self.unmask_reason = pn.widgets.TextInput(placeholder=_("reason (recorded)"), width=150)
-        self.unmask_button = pn.widgets.Button(label=_("Unmask"), width=70, css_classes=["twin-unmask"])
+        self.unmask_who = pn.widgets.Select(options={}, sizing_mode="stretch_width", min_width=120)
+        self.unmask_reason = pn.widgets.TextInput(placeholder=_("reason (recorded)"), sizing_mode="stretch_width",
+                                                  min_width=120)
+        self.unmask_button = pn.widgets.Button(label=_("Unmask"), width=80, css_classes=["twin-unmask"])
         self.unmask_button.on_click(lambda _: self.unmask())
         self.unmasked = pn.pane.HTML("", stylesheets=[CSS], css_classes=["twin-unmasked"])
         self.export = pn.widgets.FileDownload(callback=self._export_csv, filename="residents.csv",
-                                              label=_("Export CSV"),
+                                              label=_("Export CSV"), css_classes=["twin-export"],
                                               width=110, embed=False)
-        self.unmasking = pn.Column(pn.Row(self.unmask_who, self.unmask_reason, self.unmask_button, self.export),
-                                   self.unmasked, visible=False, sizing_mode="stretch_width")
+        # Two rows: four controls in one did not fit the panel's width.
+        self.unmasking = pn.Column(pn.Row(self.unmask_who, self.unmask_reason, sizing_mode="stretch_width"),
+                                   pn.Row(self.unmask_button, self.export), self.unmasked, visible=False,
+                                   sizing_mode="stretch_width")
+        # Rejecting a case: the button asks first, with a reason that goes into the case's history.
+        self.reject_reason = pn.widgets.TextInput(placeholder=_("reason for rejecting (recorded)"),
+                                                  sizing_mode="stretch_width", css_classes=["twin-reject-reason"])
+        self.reject_confirm = pn.widgets.Button(label=_("Reject this case"), button_type="danger", height=32,
+                                                css_classes=["twin-reject-confirm"])
+        self.reject_cancel = pn.widgets.Button(label=_("Cancel"), height=32)
+        self.reject_confirm.on_click(lambda _e: self.reject())
+        self.reject_cancel.on_click(lambda _e: self._ask_rejection(False))
+        self.rejecting = pn.Column(
+            pn.pane.HTML("<div class='twin-alert'>" + _("Reject this case? Say why: the reporter is told.")
+                         + "</div>", stylesheets=[CSS]),
+            self.reject_reason, pn.Row(self.reject_confirm, self.reject_cancel), visible=False,
+            sizing_mode="stretch_width", css_classes=["twin-rejecting"])
         # The tables join the page with the first building: nothing to draw before, and the first frame is sooner.
         self.details = pn.Column(sizing_mode="stretch_width")
         self._total = 0
         self._may_see_residents = False
+        self._why_not_listed = ""
 
     # -- running a look: at once, or served off the event loop --------------------------------------------------
     def look(self, read: Callable[[Gate], T], show: Callable[[T | TwinError], None], *,
@@ -231,6 +264,7 @@ class Inspector(pn.viewable.Viewer):
         if self.building_id is None:
             return
         self.case_id = self.camera_id = None
+        self._hide_tables()  # at once: the previous card's actions go with it
         building_id, residents = self.building_id, self.show_residents
 
         def read(gate: Gate) -> dict:
@@ -243,6 +277,7 @@ class Inspector(pn.viewable.Viewer):
 
     def _fill_building(self, card: dict) -> None:
         self._may_see_residents = card["may_see_residents"]
+        self._why_not_listed = why_not_listed(card, self.gate)
         self._total = card["residents"]
         path = " › ".join(f"{g['name']}" for g in card["grid_path"]) or _("outside every grid")
         height = _("{height} m").format(height=format_number(card["height"], digits=1))
@@ -297,6 +332,11 @@ class Inspector(pn.viewable.Viewer):
             rows = None
         visible = rows is not None and self._residents_visible()
         self.residents.visible = self.pager.visible = self.unmasking.visible = visible
+        withheld = (self.show_residents and self.building_id is not None and self._total > 0
+                    and not self._may_see_residents)
+        if withheld:  # say why, rather than show nothing
+            self.residents.param.update(visible=True, object=f"<div class='twin-muted twin-not-listed'>"
+                                                             f"{html.escape(self._why_not_listed)}</div>")
         if not visible:
             return
         self.resident_rows = rows
@@ -369,16 +409,21 @@ class Inspector(pn.viewable.Viewer):
         for status in card["next_statuses"]:
             b = pn.widgets.Button(label=f"→ {status_name(status)}", color="primary", height=32,
                                   css_classes=[f"twin-to-{status}"])
-            b.on_click(lambda _e, s=status: self.move_case(s))
+            b.on_click((lambda _e: self._ask_rejection(True)) if status == "rejected"
+                       else (lambda _e, s=status: self.move_case(s)))
             buttons.append(b)
         self.actions.objects = buttons
         self.act.visible = bool(buttons) and self.can_act and self._writer is not None and self.gate.may("act")
 
-    def move_case(self, to_status: str) -> None:
-        """Move the shown case to ``to_status`` through the store's writer, and show the card again."""
+    def move_case(self, to_status: str, *, note: str | None = None) -> None:
+        """Move the shown case to ``to_status`` through the store's writer, and show the card again.
+
+        ``note`` goes into the case's history; by default, what the note box holds.
+        """
         if self.case_id is None or self._writer is None:
             return
-        case_id, who, note = self.case_id, self.gate.principal, self.note.value.strip() or None
+        case_id, who = self.case_id, self.gate.principal
+        note = (self.note.value.strip() if note is None else note) or None
 
         def read(gate: Gate) -> dict:
             gate.check_act(case_id)
@@ -390,7 +435,7 @@ class Inspector(pn.viewable.Viewer):
             if isinstance(moved, TwinError):
                 self.act_message.object = f"<span class='twin-muted'>{html.escape(str(moved))}</span>"
                 return
-            self.note.value = ""
+            self.note.value = self.reject_reason.value = ""
             self.act_message.object = ""
             self.show_case(case_id)
         self.look(read, show, replaces=False)
@@ -412,6 +457,22 @@ class Inspector(pn.viewable.Viewer):
         cases = grid_cases_html(card["cases"]) if card["may_see_cases"] else ""
         self.card.object = _card(card["name"], facts, subtitle=f"{card['grid_id']} · {level_name(card['level'])}",
                                  tail=cases + party_html(card["party_orgs"]), kind="twin-grid-card")
+
+    def _ask_rejection(self, asking: bool) -> None:
+        """Show (or put away) the rejection's confirmation in place of the case's buttons."""
+        self.rejecting.visible = asking
+        self.act.visible = not asking
+        self.act_message.object = ""
+
+    def reject(self) -> None:
+        """Reject the shown case with the reason typed in the confirmation; refuse without one."""
+        reason = (self.reject_reason.value_input or self.reject_reason.value or "").strip()
+        if len(reason) < MIN_REASON:
+            self.act_message.object = ("<span class='twin-alert'>" + html.escape(
+                _("A rejection needs a reason of at least {n} characters; it goes into the case's history.")
+                .format(n=MIN_REASON)) + "</span>")
+            return
+        self.move_case("rejected", note=reason)
 
     def show_camera(self, camera_id: str) -> None:
         self.look(lambda gate: gate.camera_card(camera_id), lambda card: self._fill_camera(camera_id, card))
@@ -469,8 +530,11 @@ class Inspector(pn.viewable.Viewer):
         self.card.object = _nothing_picked()
 
     def _hide_tables(self) -> None:
+        """Put away what the previous card showed: its tables and its case's actions (a card shows only its own)."""
         self.residents.visible = self.cases.visible = self.pager.visible = self.act.visible = False
-        self.unmasking.visible = False
+        self.unmasking.visible = self.rejecting.visible = False
+        self.actions.objects = []
+        self.act_message.object = ""
 
     @param.depends("can_act", watch=True)
     def _can_act(self) -> None:
@@ -478,4 +542,5 @@ class Inspector(pn.viewable.Viewer):
             self.show_case(self.case_id)
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(self.card, self.act, self.details, sizing_mode="stretch_width")
+        return pn.Column(self.card, self.act, self.rejecting, self.act_message, self.details,
+                         sizing_mode="stretch_width")

@@ -38,7 +38,7 @@ from twin.access.access import Principal
 from twin.cases.cases import CASE_STATUSES, OPEN_STATUSES
 from twin.errors import TwinError
 from twin.access.policy import Gate
-from twin.store.queries import grid_boundaries
+from twin.store.queries import grid_boundaries, key_figures
 from twin.store.schema import GRID_LEVELS
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,20 @@ T = TypeVar("T")
 MEASURE_LABELS = {"grid": N_("grid"), "open_cases": N_("open cases"), "overdue_cases": N_("overdue"),
                   "cases_per_1000": N_("per 1,000"), "population": N_("population"), "height": N_("height")}
 LANG_SWITCH = (("zh", "中文"), ("en", "English"))  # each named in its own language
+# Side panels take a share of the screen's width between these bounds: the 3D view keeps the rest at
+# 1280 px and a wall screen's 3840 px alike (Panel's fixed widths would push controls off a small screen).
+LEFT_WIDTH = "clamp(290px, 19vw, 560px)"
+RIGHT_WIDTH = "clamp(330px, 22vw, 640px)"
+
+
+# Bokeh adds up its children's fixed widths into a row's min-width, hidden ones included: a row that may shrink.
+SHRINKS = [":host { min-width: 0 !important; }"]
+
+
+def _panel_width(width: str) -> list[str]:
+    """A stylesheet giving a side panel ``width`` (a CSS length) in place of its fixed width in pixels."""
+    return [f":host {{ flex: 0 0 {width} !important; width: {width} !important; min-width: 0 !important; "
+            f"max-width: {width} !important; }}"]
 
 
 def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pd.DataFrame:
@@ -94,6 +108,10 @@ class DistrictApp(pn.viewable.Viewer):
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         self.district_name = meta.get("district_name") or _("District")
         self.figures = KeyFigures(shared.key_figures)
+        # An operator's own grids (with every grid under them): their figures stand beside the district's.
+        self._my_grids = self.gate.scope if principal.role == "operator" else None
+        if self._my_grids is not None:
+            self.figures.refresh(mine=key_figures(con, grids=self._my_grids))
         self.grid_table = GridTable(shared.grid_table, level=self.level)
         self.inspector = Inspector(self.gate, writer=writer, off_loop=shared.off_loop)
         self.drilldown = DrillDown(self.inspector.look, lambda: dict(zip(self.grid_table.value["grid_id"],
@@ -112,33 +130,40 @@ class DistrictApp(pn.viewable.Viewer):
         self._figures_ready: tuple | None = None
         self._show_colours(shared.colours(self.colour_by, level=self.level))  # the first frame's, at once
         self._show_grids(*grid_boundaries(con, level=self.level))
-        self.search_box = pn.widgets.TextInput(placeholder=_("Search address, building or case id"), width=320)
+        self.search_box = pn.widgets.TextInput(placeholder=_("Search address, building or case id"), width=260,
+                                               css_classes=["twin-search"])
         self.search_box.param.watch(self._search, "enter_pressed")
-        self.search_results = pn.widgets.Select(options={}, width=320, visible=False)
+        # The results list and the message take turns in one place of the header.
+        self.search_results = pn.widgets.Select(options={}, width=230, visible=False)
         self.search_results.param.watch(lambda e: self._go_to(e.new), "value")
-        self.message = pn.pane.HTML("", stylesheets=[CSS])
-        self.show_cameras = pn.widgets.Checkbox(label=_("cameras"), value=True, width=90)
+        self.message = pn.pane.HTML("", stylesheets=[CSS], width=230, height=44, visible=False,
+                                    css_classes=["twin-search-message"],
+                                    styles={"overflow": "hidden", "font-size": "12px"})
+        self.show_cameras = pn.widgets.Checkbox(label=_("cameras"), value=True, width=80)
         self.show_cameras.link(self.view, value="show_cameras")
-        self.show_cases = pn.widgets.Checkbox(label=_("cases"), value=True, width=80)
+        self.show_cases = pn.widgets.Checkbox(label=_("cases"), value=True, width=65)
         self.show_cases.link(self.view, value="show_cases")
         self.ticker = CaseTicker(title=_("LIVE CASES"), sizing_mode="stretch_width", height=44)
         self.ticker.param.watch(lambda e: self._go_to(f"case|{e.new['case_id']}"), "clicked")
         self._fill_ticker()
         self.toolbar = pn.Row(
-            pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, color="primary", label="", width=520,
+            pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, color="primary", label="", width=320,
                                                    options={_(label): m for m, label in MEASURE_LABELS.items()}),
-            pn.widgets.Select.from_param(self.param.level, label="", width=120,
+            pn.widgets.Select.from_param(self.param.level, label="", width=100,
                                          options={level_name(v): v for v in GRID_LEVELS}),
-            self.show_cases, self.show_cameras, sizing_mode="stretch_width", height=44)
-        self.centre = pn.Column(self.toolbar, self.view, sizing_mode="stretch_both")
+            self.show_cases, self.show_cameras, sizing_mode="stretch_width", height=44,
+            css_classes=["twin-toolbar"])
+        self.centre = pn.Column(self.toolbar, self.view, sizing_mode="stretch_both", css_classes=["twin-centre"])
         self.view.param.watch(self._picked, "pick")
         self.view.param.watch(self._hovered, "hovered")
         self.view.param.watch(self._ready, "ready")
         # The side panels join the page after the district's first frame: the browser builds them while
         # the first frame is already on screen, not before it (their places are kept, so nothing moves).
-        self._left = pn.Column(width=360, sizing_mode="stretch_height")
-        self._right = pn.Column(width=400, sizing_mode="stretch_height", scroll=True)
-        self._bottom = pn.Column(height=44, sizing_mode="stretch_width")
+        self._left = pn.Column(width=360, sizing_mode="stretch_height", scroll=True, css_classes=["twin-left"],
+                               stylesheets=_panel_width(LEFT_WIDTH))
+        self._right = pn.Column(width=400, sizing_mode="stretch_height", scroll=True, css_classes=["twin-right"],
+                                stylesheets=_panel_width(RIGHT_WIDTH))
+        self._bottom = pn.Column(height=44, sizing_mode="stretch_width", css_classes=["twin-bottom"])
         self._admin: AdminScreen | None = None
         self.grid_table.param.watch(self._grid_clicked, "selected_grid")
         self.grid_table.param.watch(lambda e: setattr(self, "level", e.new), "level")
@@ -203,14 +228,15 @@ class DistrictApp(pn.viewable.Viewer):
         self._live_at, self._live_version = time.monotonic(), self._seen
         return True
 
-    def _live_figures(self) -> tuple[dict, pd.DataFrame, tuple | None]:
+    def _live_figures(self) -> tuple[dict, pd.DataFrame, tuple | None, dict | None]:
         measure, level = self.colour_by, self.level
         colours = (measure, level, self.shared.colours(measure, level=level)) if measure in GRID_MEASURES else None
-        return self.shared.key_figures(), self.shared.grid_table(self.grid_table.level), colours
+        mine = None if self._my_grids is None else key_figures(self.shared.cursors(), grids=self._my_grids)
+        return self.shared.key_figures(), self.shared.grid_table(self.grid_table.level), colours, mine
 
-    def _show_figures(self, figures: dict, table: pd.DataFrame, colours: tuple | None) -> None:
+    def _show_figures(self, figures: dict, table: pd.DataFrame, colours: tuple | None, mine: dict | None) -> None:
         with pn.io.hold():
-            self.figures.refresh(figures)
+            self.figures.refresh(figures, mine)
             self.grid_table.refresh(table)
             self._fill_ticker()
             if colours is not None and colours[:2] == (self.colour_by, self.level):
@@ -273,6 +299,8 @@ class DistrictApp(pn.viewable.Viewer):
         if not event.new:
             return
         self.show_panels()
+        if self._my_grids is not None:
+            self.frame_my_grids()
         if not self.view.cameras:
             self.view.cameras = self.shared.camera_payload
         if self._poll is None and pn.state.curdoc is not None:
@@ -334,14 +362,13 @@ class DistrictApp(pn.viewable.Viewer):
         hits = np.flatnonzero(self._grid_frame["grid_id"].to_numpy() == grid_id)
         if not len(hits):
             return
-        shape = self._grid_shapes[hits[0]]
         self.view.selected = -1
-        self.view.grid_highlight = grid_segments(np.array([shape]), self.layer.origin)
         self.inspector.show_grid(grid_id)
+        shapes = self._grid_shapes[hits[:1]]
         if fly:
-            ox, oy, _z = self.layer.origin
-            xmin, ymin, xmax, ymax = shape.bounds
-            self.frame(np.array([xmin - ox, ymin - oy, 0.0, xmax - ox, ymax - oy, 0.0]))
+            self._frame_grids(shapes)
+        else:
+            self.view.grid_highlight = grid_segments(shapes, self.layer.origin)
 
     def _ground_clicked(self, x: float, y: float) -> None:
         """A click on open ground (``x``, ``y`` relative to the origin): the grid there at the chosen level."""
@@ -352,18 +379,38 @@ class DistrictApp(pn.viewable.Viewer):
         else:
             self.select_building(-1)
 
+    def _frame_grids(self, shapes: np.ndarray) -> None:
+        """Outline ``shapes`` (shapely, district CRS) and fly to frame them from outside every building."""
+        self.view.grid_highlight = grid_segments(shapes, self.layer.origin)
+        ox, oy, _z = self.layer.origin
+        xmin, ymin, xmax, ymax = shapely.total_bounds(shapes)
+        self.frame(np.array([xmin - ox, ymin - oy, 0.0, xmax - ox, ymax - oy, 0.0]))
+
+    def frame_my_grids(self) -> None:
+        """The operator's start: their own grids outlined and framed in the 3D view."""
+        grids = list(self.principal.grids)
+
+        def read(con: duckdb.DuckDBPyConnection) -> list[bytes]:
+            return [bytes(w) for w, in con.execute("SELECT ST_AsWKB(boundary) FROM grids WHERE grid_id IN "
+                                                   "(SELECT unnest(?)) AND valid_to IS NULL", [grids]).fetchall()]
+        self._read_then(read, lambda wkb: self._frame_grids(shapely.from_wkb(wkb)) if wkb else None)
+
     def _search(self, _event: param.parameterized.Event) -> None:
         text = self.search_box.value_input or self.search_box.value or ""
-        self.inspector.look(lambda gate: gate.search(text), self._show_found, replaces=False)
 
-    def _show_found(self, found: list[dict] | TwinError) -> None:
-        if isinstance(found, TwinError):
-            self.message.object = f"<span class='twin-muted'>{html.escape(str(found))}</span>"
-            return
-        self.message.object = "" if found else "<span class='twin-muted'>" + _("nothing found") + "</span>"
+        def read(gate: Gate) -> tuple[list[dict], str | None]:
+            found = gate.search(text)
+            return found, None if any(r["kind"] == "case" for r in found) else gate.search_refusal(text)
+        self.inspector.look(read, self._show_found, replaces=False)
+
+    def _show_found(self, answer: tuple[list[dict], str | None] | TwinError) -> None:
+        found, refused = ([], str(answer)) if isinstance(answer, TwinError) else answer
         options = {r["label"]: f"{r['kind']}|{r['id']}" for r in found}
         self.search_results.options = options
         self.search_results.visible = len(found) > 1
+        note = refused or ("" if found else _("nothing found"))
+        self.message.param.update(object=f"<span class='twin-muted' title='{html.escape(note)}'>{html.escape(note)}"
+                                         "</span>", visible=bool(note) and not self.search_results.visible)
         if found:
             self._go_to(f"{found[0]['kind']}|{found[0]['id']}")
 
@@ -451,17 +498,21 @@ class DistrictApp(pn.viewable.Viewer):
                         for lang, name in LANG_SWITCH)
 
     def __panel__(self) -> pn.viewable.Viewable:
+        who = f"{html.escape(self.principal.username)} · {role_name(self.principal.role)}"
         header = pn.Row(
-            pn.pane.HTML(f"<div class='twin-title'>{self.district_name}</div>", stylesheets=[CSS], width=260),
-            pn.widgets.RadioButtonGroup.from_param(self.param.screen, color="primary", width=330,
+            pn.pane.HTML(f"<div class='twin-title'>{self.district_name}</div>", stylesheets=[CSS], width=220),
+            pn.widgets.RadioButtonGroup.from_param(self.param.screen, color="primary",
+                                                   width=110 * len(self.param.screen.objects),
                                                    options={_(SCREEN_NAMES[s]): s for s in self.param.screen.objects}),
             pn.layout.HSpacer(), self.search_box, self.search_results, self.message,
-            pn.pane.HTML(f"<div class='twin-user'>{self._lang_switch()} · {html.escape(self.principal.username)} · "
-                         f"{role_name(self.principal.role)} · <a href='./logout?lang={current_lang()}'>"
-                         + _("sign out") + "</a></div>", stylesheets=[CSS], width=260),
-            sizing_mode="stretch_width", height=52)
-        body = pn.Row(self._left, self.centre, self._right, sizing_mode="stretch_both")
-        return pn.Column(header, body, self._bottom, sizing_mode="stretch_both", stylesheets=[CSS])
+            pn.pane.HTML(f"<div class='twin-user'><span>{self._lang_switch()}&nbsp;·&nbsp;</span>"
+                         f"<span class='twin-user-name' title='{who}'>{who}</span>"
+                         f"<span>&nbsp;·&nbsp;<a href='./logout?lang={current_lang()}'>" + _("sign out")
+                         + "</a></span></div>", stylesheets=[CSS], width=250),
+            sizing_mode="stretch_width", height=52, css_classes=["twin-header"], stylesheets=SHRINKS)
+        body = pn.Row(self._left, self.centre, self._right, sizing_mode="stretch_both", css_classes=["twin-body"],
+                      stylesheets=SHRINKS)
+        return pn.Column(header, body, self._bottom, sizing_mode="stretch_both", stylesheets=[CSS, *SHRINKS])
 
 
 

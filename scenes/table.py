@@ -19,8 +19,8 @@ class SortableTable(JSComponent):
     ``columns`` are ``[title, numeric]``; ``rows`` are lists in that order. A click on a
     row sets ``clicked`` to ``{'row': index into rows, 'seq': n}``. ``cells`` patches
     ``[row, column, value]`` into the rows without resending them. A row's title is its first cell.
-    ``importance`` lists the columns, most important first: those at its end are left out while
-    the table is wider than its box, so it never scrolls sideways (all columns are shown without it).
+    ``importance`` lists the columns, most important first: those at its end are left out while a
+    title or a cell of the first row would be cut short (all columns are shown without it).
     """
 
     columns = param.List(default=[], doc="[title, numeric] per column")
@@ -51,15 +51,19 @@ class SortableTable(JSComponent):
         const ranked = (model.importance || []).filter((c) => c < model.columns.length);
         for (let keep = ranked.length || model.columns.length; keep >= 1; keep--) {
           drawColumns(ranked.length ? new Set(ranked.slice(0, keep)) : null);
-          if (!ranked.length || box.scrollWidth <= box.clientWidth + 1) break;
+          if (!ranked.length || !cut()) break;
         }
       }
+      // A title or a cell of the first row cut short: the columns share too little width.
+      const cut = () => [...box.querySelectorAll("th, tbody tr:first-child td")].some(
+        (e) => e.scrollWidth > e.clientWidth + 1);
       function drawColumns(shown) {
         const rows = model.rows || [], size = model.page_size, pages = Math.max(1, Math.ceil(rows.length / size));
         page = Math.min(page, pages - 1);
         const cols = model.columns.map((col, c) => [col, c]).filter(([, c]) => !shown || shown.has(c));
         const head = cols.map(([[title, numeric], c]) =>
-          `<th data-col="${c}" class="${numeric ? "num" : ""}">${title}${c === sortCol ? (sortDesc ? " ▼" : " ▲") : ""}</th>`).join("");
+          `<th data-col="${c}" class="${numeric ? "num" : ""}" title="${title}">${title}` +
+          `${c === sortCol ? (sortDesc ? " ▼" : " ▲") : ""}</th>`).join("");
         const body = order.slice(page * size, (page + 1) * size).map((r) =>
           `<tr data-row="${r}" title="${String(rows[r][0] ?? "")}">` +
           cols.map(([[, numeric], c]) => numeric  // columns and rows may arrive apart
@@ -95,10 +99,11 @@ class SortableTable(JSComponent):
     """
     _stylesheets = [f"""
     :host {{ display: block; width: 100%; }}
-    .twin-table-box {{ font: 12px {FONT_STACK}; color: {TEXT}; overflow-x: hidden; }}
-    table {{ width: 100%; border-collapse: collapse; table-layout: auto; }}
+    .twin-table-box {{ font: 12px {FONT_STACK}; color: {TEXT}; }}
+    /* The columns share the width the table has: no sideways scrolling; a cut title shows whole on hover. */
+    table {{ width: 100%; border-collapse: collapse; table-layout: fixed; }}
     th {{ text-align: left; color: {MUTED}; font-weight: 500; padding: 4px; cursor: pointer; user-select: none;
-          border-bottom: 1px solid {ACCENT}; white-space: nowrap; }}
+          border-bottom: 1px solid {ACCENT}; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }}
     td {{ padding: 3px 4px; border-bottom: 1px solid {PANEL}; white-space: nowrap; overflow: hidden;
           text-overflow: ellipsis; max-width: 110px; }}
     .num {{ text-align: right; }}

@@ -19,10 +19,14 @@ body, .bk-root {{ background: {BACKGROUND}; color: {TEXT}; font-family: {FONT_ST
 .twin-table {{ width: 100%; border-collapse: collapse; font-size: 12px; color: {TEXT}; }}
 .twin-table th {{ text-align: left; color: {MUTED}; font-weight: 500; border-bottom: 1px solid {PANEL}; }}
 .twin-table td {{ padding: 2px 4px; border-bottom: 1px solid {PANEL}; }}
+/* Long codes (ID numbers, phones) may break anywhere: the residents' table never grows past its panel. */
+.twin-table td.twin-wrap {{ overflow-wrap: anywhere; }}
 .twin-table tr.twin-group td {{ background: {PANEL}; color: {ACCENT}; font-weight: 600; }}
 .twin-photo {{ max-width: 110px; max-height: 80px; margin: 2px; border: 1px solid {ACCENT}; }}
 .twin-cameras {{ font-size: 12px; color: {TEXT}; }}
-.twin-user {{ font-size: 12px; color: {MUTED}; text-align: right; padding-top: 14px; }}
+.twin-user {{ font-size: 12px; color: {MUTED}; padding-top: 14px; display: flex; justify-content: flex-end;
+              white-space: nowrap; }}
+.twin-user-name {{ overflow: hidden; text-overflow: ellipsis; min-width: 0; }}  /* a long name, cut; sign out stays */
 .twin-user a, .twin-card a {{ color: {ACCENT}; }}
 .twin-ok {{ color: #4ade80; }}
 .twin-overdue {{ color: #f87171; font-weight: 600; }}
@@ -30,6 +34,10 @@ body, .bk-root {{ background: {BACKGROUND}; color: {TEXT}; font-family: {FONT_ST
 .twin-overdue-banner {{ padding: 4px 0; }}
 .twin-table td.num {{ text-align: right; }}
 .twin-alert {{ color: #f87171; font-weight: 600; }}
+.twin-figure-pair {{ display: flex; gap: 12px; }}
+.twin-figure-half {{ flex: 1 1 0; min-width: 0; }}
+.twin-figure-half.twin-mine .value {{ color: {ACCENT}; }}
+.twin-figure-scope, .twin-figure-note {{ font-size: 12px; color: {MUTED}; }}
 .twin-unmasked-row {{ font-size: 12px; color: {ACCENT}; padding: 2px 0; }}
 """
 

@@ -223,8 +223,12 @@ def camera_card(con: duckdb.DuckDBPyConnection, camera_id: str) -> dict:
     return card
 
 
-def search(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 10) -> list[dict]:
+def search(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 10,
+           case_grids: frozenset[str] | None = None) -> list[dict]:
     """Buildings by address or name, and cases by id, best matches first.
+
+    ``case_grids`` keeps the cases in those grids only (before the limit: a user's cases are
+    never crowded out by others'); None keeps every case.
 
     Returns
     -------
@@ -241,8 +245,10 @@ def search(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 10) -> lis
     except UnicodeEncodeError:
         raise InputError("the search text is not valid Unicode (it holds a lone surrogate); type it again") from None
     pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    in_grids = "" if case_grids is None else "AND grid_id IN (SELECT unnest(?)) "
     cases = con.execute("SELECT case_id, category || ' · ' || status FROM cases WHERE case_id ILIKE ? ESCAPE '\\' "
-                        "ORDER BY case_id LIMIT ?", [pattern, limit]).fetchall()
+                        f"{in_grids}ORDER BY case_id LIMIT ?",
+                        [pattern, *([] if case_grids is None else [sorted(case_grids)]), limit]).fetchall()
     buildings = con.execute("""
         SELECT building_id, coalesce(name, '') || ' · ' || coalesce(address, '') FROM buildings
         WHERE name ILIKE ? ESCAPE '\\' OR address ILIKE ? ESCAPE '\\' OR building_id = ?

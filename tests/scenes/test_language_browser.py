@@ -131,6 +131,11 @@ def test_the_operators_building_and_case_cards_show_names_not_codes(site, lang):
     page.locator(".twin-ticker-row button").first.click()
     expect(page.locator(".twin-history")).to_be_visible(timeout=15_000)
     text = read(page, site)
+    for _wait in range(30):  # the card's text and its buttons reach the page in separate messages
+        if _("history") in text and "→" in text:
+            break
+        page.wait_for_timeout(500)
+        text = read(page, site)
     check(text, lang=lang, screen="operator, case card")
     assert _("history") in text and "→" in text, "(the case card and its buttons are read)"
     page.close()

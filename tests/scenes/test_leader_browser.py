@@ -125,7 +125,7 @@ def test_the_markers_have_a_legend_of_case_statuses_and_cameras(page):
 
 
 @pytest.mark.parametrize("width", [1280, 1920])
-def test_the_grid_table_shows_open_and_overdue_cases_without_sideways_scrolling(browser, app_url, width):
+def test_the_grid_table_shows_open_and_overdue_cases_whole_without_sideways_scrolling(browser, app_url, width):
     page = browser.new_page(viewport={"width": width, "height": 800})
     sign_in(page, app_url)
     page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
@@ -134,6 +134,9 @@ def test_the_grid_table_shows_open_and_overdue_cases_without_sideways_scrolling(
     expect(table.locator("thead")).to_contain_text("Overdue")
     fits = table.evaluate("box => box.scrollWidth <= box.clientWidth + 1")
     assert fits, "the table is no wider than its box"
+    cut = table.locator("th, tbody tr:first-child td").evaluate_all(
+        "cells => cells.filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)")
+    assert cut == [], f"titles or cells cut short: {cut}"
     page.close()
 
 

@@ -88,7 +88,9 @@ def test_the_operator_of_its_grid_sees_residents_masked_and_the_leader_does_not(
                                    "valid_to IS NULL LIMIT 1", [parent]).fetchone()
     stranger = app_for(store, shared, "operator", (elsewhere,))
     stranger.select_building(layer.index_of(building_id))
-    assert not stranger.inspector.residents.visible and first["name"] not in stranger.inspector.card.object
+    withheld = stranger.inspector.residents.object  # in their place, why they are not listed
+    assert "No residents listed" in withheld and "outside your grids" in withheld and first["name"] not in withheld
+    assert not stranger.inspector.unmasking.visible and first["name"] not in stranger.inspector.card.object
 
 
 def test_unmasking_needs_a_reason_and_is_audited(store, shared, layer):

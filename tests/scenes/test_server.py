@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -240,8 +241,11 @@ def test_pages_and_data_need_sign_in_or_a_key_and_attempts_are_limited_and_audit
         assert [a[0] for a in answers] == [302] * 5 + [429] * 3
         assert int(answers[-1][1]["Retry-After"]) >= 1
         # Intake at 5 a second (bursts of 10) per key: a burst of 25 gets some 429s, and nothing else is lost.
-        codes = [call(f"{root}/open311/v2/requests.json", form)[0] for _ in range(25)]
-        assert set(codes) == {201, 429} and codes.count(201) <= 12
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(25) as pool:
+            codes = list(pool.map(lambda _: call(f"{root}/open311/v2/requests.json", form)[0], range(25)))
+        refilled = 5 * (time.monotonic() - started)  # what the bucket may have regained meanwhile
+        assert set(codes) == {201, 429} and codes.count(201) <= 10 + refilled + 1
     with Store(copy, read_only=True) as store:
         actions = dict(store.con.execute("SELECT action, count(*) FROM audit GROUP BY 1").fetchall())
         from twin.access.access import verify_audit

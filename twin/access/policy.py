@@ -313,18 +313,31 @@ class Gate:
     # -- search --------------------------------------------------------------------
     def search(self, text: str, *, limit: int = 10) -> list[dict]:
         """:func:`twin.inspector.search`, keeping only the cases the principal may see."""
-        found = inspector.search(self.con, text, limit=limit)
-        cases = [r["id"] for r in found if r["kind"] == "case"]
-        if cases:
-            grids = dict(self.con.execute("SELECT case_id, grid_id FROM cases WHERE case_id IN (SELECT unnest(?))",
-                                          [cases]).fetchall())
-            visible = self.may("cases")
-            hidden = {c for c in cases if not (visible and self.in_scope(grids.get(c)))}
-            if text.strip() in hidden:  # asked for that very case: a refused access, not a mere non-match
-                self.record_refusal("a case by search", text.strip(), f"case {text.strip()} is not for "
-                                    f"{self.principal.username} ({self.principal.role}) to see.")
-            found = [r for r in found if r["kind"] != "case" or r["id"] not in hidden]
+        found = inspector.search(self.con, text, limit=limit,
+                                 case_grids=self.scope if self.may("cases") else frozenset())
+        asked = text.strip()
+        if not any(r["kind"] == "case" and r["id"] == asked for r in found) and self.con.execute(
+                "SELECT 1 FROM cases WHERE case_id = ?", [asked]).fetchone():
+            # asked for that very case: a refused access, not a mere non-match
+            self.record_refusal("a case by search", asked, f"case {asked} is not for "
+                                f"{self.principal.username} ({self.principal.role}) to see.")
         return found
+
+    def search_refusal(self, text: str) -> str | None:
+        """Why a search for ``text`` shows no case although one matches it (None when none is kept back).
+
+        The message names the first matching case and the grid that keeps it from the principal.
+        """
+        cases = [r["id"] for r in inspector.search(self.con, text, limit=1) if r["kind"] == "case"]
+        if not cases:
+            return None
+        grid_id, = self.con.execute("SELECT grid_id FROM cases WHERE case_id = ?", cases).fetchone()
+        try:
+            self._require("cases", "case records", cases[0])
+            self._require_grid(grid_id, f"case {cases[0]}", cases[0])
+        except AccessError as exc:
+            return str(exc)
+        return None
 
     def case_view(self, target: str | None = None) -> str:
         """How much of a case the principal sees: ``"full"`` or ``"public"`` (see :data:`CASE_VIEWS`).

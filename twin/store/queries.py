@@ -25,11 +25,14 @@ def _now(con: duckdb.DuckDBPyConnection) -> pd.Timestamp:
     return pd.Timestamp(row[0]) if row else store_now(con, unit="us")
 
 
-def key_figures(con: duckdb.DuckDBPyConnection, *, totals: dict | None = None) -> dict:
-    """The district at a glance.
+def key_figures(con: duckdb.DuckDBPyConnection, *, totals: dict | None = None,
+                grids: frozenset[str] | None = None) -> dict:
+    """The district at a glance, or the part of it in ``grids``.
 
     ``totals`` (from :func:`district_totals`) may be passed in when they are known
     unchanged, since only the case figures move while the district is live.
+    ``grids`` (grid ids, with every grid under them, as ``Gate.scope``) keeps the
+    buildings, residents, cameras and cases whose micro-grid is among them; None is the whole district.
 
     Returns
     -------
@@ -37,28 +40,39 @@ def key_figures(con: duckdb.DuckDBPyConnection, *, totals: dict | None = None) -
         ``buildings``, ``residents``, ``households``, ``open_cases`` (by
         status), ``overdue_cases``, ``cameras`` and ``cameras_online``.
     """
-    return {**(totals if totals is not None else district_totals(con)), **case_figures(con)}
+    return {**(totals if totals is not None else district_totals(con, grids=grids)), **case_figures(con, grids=grids)}
 
 
-def district_totals(con: duckdb.DuckDBPyConnection) -> dict:
-    """``buildings``, ``residents``, ``households``, ``cameras`` and ``cameras_online``."""
-    buildings, = con.execute("SELECT count(*) FROM buildings").fetchone()
-    residents, households = con.execute("SELECT count(*), count(DISTINCT household_id) FROM residents").fetchone()
+def _in_grids(grids: frozenset[str] | None, column: str = "grid_id") -> tuple[str, list]:
+    """A WHERE clause keeping rows whose ``column`` is among ``grids`` (all rows for None), and its parameters."""
+    return ("TRUE", []) if grids is None else (f"{column} IN (SELECT unnest(?))", [sorted(grids)])
+
+
+def district_totals(con: duckdb.DuckDBPyConnection, *, grids: frozenset[str] | None = None) -> dict:
+    """``buildings``, ``residents``, ``households``, ``cameras`` and ``cameras_online`` (in ``grids``, if given)."""
+    where, params = _in_grids(grids)
+    buildings, = con.execute(f"SELECT count(*) FROM buildings WHERE {where}", params).fetchone()
+    residents, households = con.execute(
+        "SELECT count(*), count(DISTINCT household_id) FROM residents" if grids is None else
+        f"SELECT count(*), count(DISTINCT household_id) FROM residents JOIN buildings b USING (building_id) "
+        f"WHERE {_in_grids(grids, 'b.grid_id')[0]}", params).fetchone()
     cameras, online = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE status = 'online') FROM cameras").fetchone()
+        f"SELECT count(*), count(*) FILTER (WHERE status = 'online') FROM cameras WHERE {where}", params).fetchone()
     return {"buildings": buildings, "residents": residents, "households": households, "cameras": cameras,
             "cameras_online": online}
 
 
-def case_figures(con: duckdb.DuckDBPyConnection) -> dict:
-    """``open_cases`` by status and ``overdue_cases`` (open past their deadline, by the store's clock)."""
+def case_figures(con: duckdb.DuckDBPyConnection, *, grids: frozenset[str] | None = None) -> dict:
+    """``open_cases`` by status and ``overdue_cases`` (open past their deadline, by the store's clock),
+    of the cases in ``grids`` if given."""
     placeholders = ", ".join("?" for _ in OPEN_STATUSES)
+    where, params = _in_grids(grids)
     by_status = dict(con.execute(
-        f"SELECT status, count(*) FROM cases WHERE status IN ({placeholders}) GROUP BY status",
-        list(OPEN_STATUSES)).fetchall())
+        f"SELECT status, count(*) FROM cases WHERE status IN ({placeholders}) AND {where} GROUP BY status",
+        [*OPEN_STATUSES, *params]).fetchall())
     overdue, = con.execute(
-        f"SELECT count(*) FROM cases WHERE status IN ({placeholders}) AND due_at < ?",
-        [*OPEN_STATUSES, _now(con)]).fetchone()
+        f"SELECT count(*) FROM cases WHERE status IN ({placeholders}) AND due_at < ? AND {where}",
+        [*OPEN_STATUSES, _now(con), *params]).fetchone()
     return {"open_cases": {s: by_status.get(s, 0) for s in OPEN_STATUSES}, "overdue_cases": overdue}
 
 

@@ -64,6 +64,24 @@ def test_an_operator_of_grid_a_gets_nothing_of_grid_b(store):
     assert views == [("op.a", building_a, "10.1.1.1")], "only the look that was allowed is on record"
 
 
+def test_an_operators_search_keeps_their_cases_before_the_limit_and_says_why_it_hides_others(store):
+    con = store.con
+    cases = con.execute("SELECT c.case_id, m.parent_id FROM cases c JOIN grids m ON m.grid_id = c.grid_id "
+                        "AND m.valid_to IS NULL ORDER BY c.case_id").fetchall()
+    first = {grid for _, grid in cases[:3]}
+    case_id, grid_id = next((c, g) for c, g in cases if g not in first)  # a grid none of the first three is in
+    gate = Gate(con, Principal("op.a", "operator", (grid_id,)))
+    prefix = case_id[:2]  # every case id starts so: the others come first in the order of ids
+    others = [r["id"] for r in Gate(con, Principal("boss", "leader")).search(prefix, limit=3)]
+    assert case_id not in others
+    assert case_id in [r["id"] for r in gate.search(prefix, limit=3)], "the operator's case is not crowded out"
+    hidden = next(c for c in others if not gate.in_scope(con.execute(
+        "SELECT grid_id FROM cases WHERE case_id = ?", [c]).fetchone()[0]))
+    assert f"case {hidden} is in grid" in gate.search_refusal(hidden)
+    assert "outside op.a's grids" in gate.search_refusal(hidden)
+    assert gate.search_refusal(case_id) is None
+
+
 @pytest.mark.parametrize("role", ["leader", "planner", "admin", "public"])
 def test_other_roles_see_no_resident_records(store, role):
     con = store.con
