@@ -147,8 +147,9 @@ class DistrictApp(pn.viewable.Viewer):
         self.ticker.param.watch(lambda e: self._go_to(f"case|{e.new['case_id']}"), "clicked")
         self._fill_ticker()
         self.toolbar = pn.Row(
-            pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, color="primary", label="", width=320,
-                                                   options={_(label): m for m, label in MEASURE_LABELS.items()}),
+            # Six colourings: a list in the toolbar's room (buttons would not fit beside the level at 1280 px).
+            pn.widgets.Select.from_param(self.param.colour_by, label="", width=160, css_classes=["twin-colour-by"],
+                                         options={_(label): m for m, label in MEASURE_LABELS.items()}),
             pn.widgets.Select.from_param(self.param.level, label="", width=100,
                                          options={level_name(v): v for v in GRID_LEVELS}),
             self.show_cases, self.show_cameras, sizing_mode="stretch_width", height=44,

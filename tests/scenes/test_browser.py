@@ -120,7 +120,7 @@ def test_clicking_a_building_fills_the_inspector(page, small_demo):
 def test_recolouring_changes_pixels_without_resending_geometry(page):
     loaded = page.meter.received  # everything so far: geometry, overlays, cameras
     before = canvas_pixels(page)
-    page.get_by_role("button", name="height").click()
+    page.locator(".twin-colour-by select").select_option(label="height")
     expect(page.locator(".twin-legend")).to_contain_text("Height", timeout=10_000)
     page.wait_for_timeout(500)
     after = canvas_pixels(page)
