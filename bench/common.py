@@ -44,16 +44,16 @@ def store_copy(db: str | Path, *, into: str | Path | None = None) -> Path:
 
 def provenance(*, webgl_renderer: str | None = None) -> dict:
     """Where and when a result was measured: commit (with ``+dirty`` for uncommitted changes outside
-    ``bench/results`` and README.md), date, cores."""
+    ``bench/results``, ``bench/out`` and README.md), date, cores."""
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return ""
     commit = git("rev-parse", "HEAD") or "unknown"
-    # the results of the benches run before this one, and the README's table made from them, are not code
+    # the results of the benches run before this one, their pictures, and the README's table are not code
     if git("status", "--porcelain", "--untracked-files=no", "--", ".", f":!{RESULTS.relative_to(ROOT)}",
-           ":!README.md"):
+           f":!{OUT.relative_to(ROOT)}", ":!README.md"):
         commit += "+dirty"
     return {"commit": commit, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "cores": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
