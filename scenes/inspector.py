@@ -153,6 +153,8 @@ class Inspector(pn.viewable.Viewer):
     show_residents = param.Boolean(default=False)
     can_act = param.Boolean(default=False, doc="Show the case card's transition buttons (the operator's screen)")
     page = param.Integer(default=0, bounds=(0, None))
+    shown_building_id = param.String(default=None, allow_None=True,
+                                     doc="The building whose card was last shown (the view's highlight follows it)")
 
     def __init__(self, gate: Gate, *, writer: IntakeWriter | None = None, off_loop: OffLoop | None = None,
                  **params) -> None:
@@ -306,6 +308,8 @@ class Inspector(pn.viewable.Viewer):
             self.details.objects = [self.cases, self.pager, self.unmasking, self.residents]
         with param.discard_events(self):  # the first page came with the card
             self.page = 0
+        self.shown_building_id = None  # the same building again still announces itself
+        self.shown_building_id = card["building_id"]
 
     def _fill_residents(self, card: dict | TwinError) -> None:
         if isinstance(card, TwinError):

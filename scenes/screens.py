@@ -156,6 +156,7 @@ class DistrictApp(pn.viewable.Viewer):
             css_classes=["twin-toolbar"])
         self.centre = pn.Column(self.toolbar, self.view, sizing_mode="stretch_both", css_classes=["twin-centre"])
         self.view.param.watch(self._picked, "pick")
+        self.inspector.param.watch(self._building_shown, "shown_building_id")
         self.view.param.watch(self._hovered, "hovered")
         self.view.param.watch(self._ready, "ready")
         # The side panels join the page after the district's first frame: the browser builds them while
@@ -319,13 +320,19 @@ class DistrictApp(pn.viewable.Viewer):
     def select_building(self, index: int, *, fly: bool = False) -> None:
         if index < 0:
             self.inspector.clear()
-        else:
-            self.inspector.building_id = str(self.layer.building_id[index])
-        self.view.selected = index
-        if index < 0:
+            self.view.selected = -1
             return
+        # The highlight is drawn once the card is shown (_building_shown): a software-GL frame drawn first
+        # would hold the browser, and the card behind it, for a frame's time.
+        self.inspector.building_id = str(self.layer.building_id[index])
+        if self.inspector.shown_building_id == self.inspector.building_id:
+            self.view.selected = index
         if fly:
             self.frame(self.layer.box[index])
+
+    def _building_shown(self, event: param.parameterized.Event) -> None:
+        if event.new is not None and event.new == self.inspector.building_id:
+            self.view.selected = self.layer.index_of(event.new)
 
     def _picked(self, event: param.parameterized.Event) -> None:
         with pn.io.hold():  # one message: the card lands before the highlight is drawn
