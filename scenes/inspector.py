@@ -537,6 +537,7 @@ class Inspector(pn.viewable.Viewer):
         """Put away what the previous card showed: its tables and its case's actions (a card shows only its own)."""
         self.residents.visible = self.cases.visible = self.pager.visible = self.act.visible = False
         self.unmasking.visible = self.rejecting.visible = False
+        self.shown_building_id = None
         self.actions.objects = []
         self.act_message.object = ""
 

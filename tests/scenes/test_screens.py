@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import param
 import pytest
 import shapely
 
@@ -63,6 +64,18 @@ def test_a_picked_building_fills_the_inspector_and_is_highlighted(app, layer):
     assert layer.building_id[i] in app.inspector.card.object
     app.view.pick = {"kind": "none", "index": -1, "seq": 2}
     assert app.view.selected == -1 and app.inspector.building_id is None
+
+
+def test_the_highlight_waits_for_the_buildings_card(app, layer):
+    """Served, a card's look runs off the loop; a highlight sent before it would draw a software-GL frame first and
+    hold the card behind it in the browser. Here the look is held back by discarding the inspector's events."""
+    i = int(np.argmax(layer.height))
+    app.select_building(-1)
+    with param.discard_events(app.inspector):
+        app.select_building(i)
+    assert app.view.selected == -1, "no highlight before the card"
+    app.inspector.shown_building_id = str(layer.building_id[i])
+    assert app.view.selected == i, "the highlight follows the card"
 
 
 def test_the_operator_of_its_grid_sees_residents_masked_and_the_leader_does_not(app, store, shared, layer):
