@@ -9,16 +9,18 @@ Timestamps are naive and in the store's zone, ``meta.timezone`` (an IANA name,
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 8  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
+SCHEMA_VERSION = 9  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
 # 5 grid_changes (who changed which grid version, when and why), 6 users and the audit trail,
 # 7 no R-tree on grid boundaries (see DROPPED_INDEXES), 8 users.lang (the UI language a user chose),
-# cases.attributes (Open311 attributes) and meta.timezone;
+# cases.attributes (Open311 attributes) and meta.timezone; 9 the basemap (roads, water, green) and
+# grids.worker_phone;
 # older stores are upgraded in place
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"  # the demo district's; a new store, and an upgraded one, get it in meta.timezone
 GRID_LEVELS = ("street", "community", "grid", "micro")
 HEIGHT_SOURCES = ("height", "levels", "default", "bim", "mesh")
 MESH_LODS = ("lod1", "bim", "mesh")
+BASEMAP_KINDS = ("road", "water", "green")
 
 TABLES: dict[str, str] = {
     "meta": """
@@ -59,6 +61,7 @@ TABLES: dict[str, str] = {
         name VARCHAR NOT NULL,
         kind VARCHAR,
         worker VARCHAR,
+        worker_phone VARCHAR,  -- personal data: shown masked to roles that may not see it
         boundary GEOMETRY NOT NULL,
         version INTEGER NOT NULL DEFAULT 1,
         valid_from TIMESTAMP NOT NULL,
@@ -176,6 +179,14 @@ TABLES: dict[str, str] = {
         source VARCHAR,
         prev_hash VARCHAR NOT NULL,
         hash VARCHAR NOT NULL""",
+    "basemap": """
+        feature_id VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL,        -- one of BASEMAP_KINDS
+        name VARCHAR,
+        source VARCHAR NOT NULL,      -- the file (or 'demo') it was ingested from
+        source_id VARCHAR,
+        -- polygons in the district CRS; roads as their carriageway
+        geometry GEOMETRY NOT NULL""",
     "party_orgs": """
         org_id VARCHAR PRIMARY KEY,
         name VARCHAR NOT NULL,
@@ -213,4 +224,5 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cases", "media_url", "VARCHAR"),
     ("users", "lang", "VARCHAR"),
     ("cases", "attributes", "VARCHAR"),
+    ("grids", "worker_phone", "VARCHAR"),
 )
