@@ -132,6 +132,7 @@ def write_district(store: Store, demo: DemoDistrict, *, lap: Callable[[str], Non
     insert_frame(con, "grids", pd.DataFrame({
         "grid_id": grids["grid_id"], "parent_id": grids["parent_id"], "level": grids["level"],
         "name": grids["name"], "kind": grids["kind"], "worker": grids["worker"],
+        "worker_phone": grids["worker_phone"],
         "boundary": grids.geometry.values, "version": 1,
         "valid_from": pd.Timestamp("2026-01-01")}), geometry=("boundary",))
     micro = grids[grids["level"] == "micro"]

@@ -9,6 +9,7 @@ and the filled ``_Builder`` into the ``grids``, ``compounds`` and
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import geopandas as gpd
@@ -155,9 +156,11 @@ def _assemble(rng, lat: _Lattice, B: _Builder):
             rows.append((micro_id[m], grid_id[blk], "micro", f"第{k + 1}微网格", B.micro[m]["kind"], worker[m],
                          shapely.box(*B.micro[m]["rect"])))
     cols_ = list(zip(*rows))
+    workers = _nullable(cols_[5])
     grids = gpd.GeoDataFrame({
         "grid_id": cols_[0], "parent_id": _nullable(cols_[1]), "level": cols_[2], "name": cols_[3],
-        "kind": _nullable(cols_[4]), "worker": _nullable(cols_[5])}, geometry=list(cols_[6]), crs=CRS)
+        "kind": _nullable(cols_[4]), "worker": workers,
+        "worker_phone": [None if w is None else _work_phone(w) for w in workers]}, geometry=list(cols_[6]), crs=CRS)
     grids["geometry"] = shapely.orient_polygons(grids.geometry.values, exterior_cw=False)
 
     # Compounds and their gate address (the side nearest a street).
@@ -213,3 +216,9 @@ def _assemble(rng, lat: _Lattice, B: _Builder):
         "ns_roads": ns_roads, "ew_roads": ew_roads,
     }
     return buildings, grids, compounds, info
+
+
+def _work_phone(worker: str) -> str:
+    """A grid worker's work mobile, fixed by their name (so the random streams the demo draws from stay as they were)."""
+    code = zlib.crc32(worker.encode())
+    return N.PHONE_PREFIXES[code % len(N.PHONE_PREFIXES)] + f"{(code * 2654435761) % 10**8:08d}"

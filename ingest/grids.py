@@ -2,7 +2,7 @@
 
 Export writes the grids in force (or every version, with ``history``) in the
 district CRS, one feature per grid version: ``grid_id``, ``parent_id``,
-``level``, ``name``, ``kind``, ``worker``, ``version``, ``valid_from``,
+``level``, ``name``, ``kind``, ``worker``, ``worker_phone``, ``version``, ``valid_from``,
 ``valid_to``.
 
 Import reads the same columns (``grid_id`` and ``level`` required), level by
@@ -33,7 +33,7 @@ from twin.store.schema import GRID_LEVELS
 log = logging.getLogger(__name__)
 
 DRIVERS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG"}
-COLUMNS = ("grid_id", "parent_id", "level", "name", "kind", "worker", "version", "valid_from", "valid_to")
+COLUMNS = ("grid_id", "parent_id", "level", "name", "kind", "worker", "worker_phone", "version", "valid_from", "valid_to")
 IMPORT_MODES = ("update", "replace")
 
 

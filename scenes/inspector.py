@@ -456,6 +456,7 @@ class Inspector(pn.viewable.Viewer):
         within = " › ".join(g["name"] for g in card["grid_path"][:-1]) or None
         facts = [(_("level"), level_name(card["level"])), (_("within"), within),
                  (_("grid worker"), card["worker"] or "—"),
+                 (_("worker's phone"), card["worker_phone"] or "—"),
                  _residents_fact(card),
                  (_("buildings"), format_number(card["buildings"])), (_("cameras"), format_number(card["cameras"]))]
         cases = grid_cases_html(card["cases"]) if card["may_see_cases"] else ""

@@ -179,7 +179,7 @@ def grid_card(con: duckdb.DuckDBPyConnection, grid_id: str) -> dict:
     Returns
     -------
     dict
-        ``grid_id``, ``name``, ``level``, ``kind``, ``worker``, ``grid_path``, ``buildings``, ``residents``,
+        ``grid_id``, ``name``, ``level``, ``kind``, ``worker``, ``worker_phone``, ``grid_path``, ``buildings``, ``residents``,
         ``households``, ``cameras``; ``cases`` (DataFrame ``category``, ``open``, ``overdue``, most open
         first) and ``party_orgs`` (DataFrame ``org_id``, ``name``, ``members``).
 
@@ -188,11 +188,12 @@ def grid_card(con: duckdb.DuckDBPyConnection, grid_id: str) -> dict:
     InputError
         When no grid of that id is in force.
     """
-    row = con.execute("SELECT grid_id, name, level, kind, worker FROM grids WHERE grid_id = ? AND valid_to IS NULL",
+    facts = ("grid_id", "name", "level", "kind", "worker", "worker_phone")
+    row = con.execute(f"SELECT {', '.join(facts)} FROM grids WHERE grid_id = ? AND valid_to IS NULL",
                       [grid_id]).fetchone()
     if row is None:
         raise InputError(f"no grid {grid_id!r} in force in the store; pick one from the per-grid table")
-    card = dict(zip(("grid_id", "name", "level", "kind", "worker"), row))
+    card = dict(zip(facts, row))
     card["grid_path"] = grid_path(con, grid_id)
     under = sorted(grids_under(con, [grid_id]))
     card["buildings"], card["residents"], card["households"] = con.execute(

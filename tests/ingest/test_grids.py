@@ -94,18 +94,8 @@ def test_read_errors_name_the_file_and_grid(tmp_path):
     with pytest.raises(InputError, match="parent 'NOPE'"):
         frame = gpd.GeoDataFrame({"grid_id": ["X"], "level": ["micro"], "parent_id": ["NOPE"], "version": [None]},
                                  geometry=[shapely.box(0, 0, 1, 1)])
-        import_grids(_FakeCon(), frame, actor="a", reason="r")
-
-
-class _FakeCon:
-    """Enough of a connection for the parent check, which comes before any write."""
-
-    def execute(self, sql, params=None):
-        return self
-
-    def df(self):
-        return pd.DataFrame({c: [] for c in ("grid_id", "parent_id", "level", "name", "kind", "worker", "version",
-                                             "valid_from", "valid_to", "wkb")})
+        with Store(tmp_path / "empty.duckdb", create=True) as store:
+            import_grids(store.con, frame, actor="a", reason="r")
 
 
 def test_import_is_audited_with_its_source(small_demo, demo_copy, tmp_path):

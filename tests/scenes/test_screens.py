@@ -240,12 +240,13 @@ def test_a_grid_row_opens_the_grid_card_with_its_worker_figures_cases_and_party(
         "SELECT g.grid_id FROM grids g JOIN party_orgs p ON p.grid_id LIKE g.grid_id || '%' JOIN cases c "
         "ON c.grid_id LIKE g.grid_id || '%' WHERE g.level = 'grid' AND g.valid_to IS NULL AND c.status = 'reported' "
         "ORDER BY g.grid_id LIMIT 1").fetchone()
-    name, worker = store.con.execute("SELECT name, worker FROM grids WHERE grid_id = ? AND valid_to IS NULL",
-                                     [grid_id]).fetchone()
+    name, worker, phone = store.con.execute(
+        "SELECT name, worker, worker_phone FROM grids WHERE grid_id = ? AND valid_to IS NULL", [grid_id]).fetchone()
     row = app.grid_table.value.set_index("grid_id").loc[grid_id]
     app.grid_table.selected_grid = grid_id
     card = app.inspector.card.object
-    assert name in card and grid_id in card and worker in card
+    assert name in card and grid_id in card and worker in card and re.fullmatch(r"1\d{10}", phone)
+    assert phone in card, "a leader coordinates with the grid's worker: the phone is in clear"
     assert f"{row['residents']:,} in {row['households']:,} households" in card
     assert f"<th>buildings</th><td>{row['buildings']:,}</td>" in card
     assert f"<th>cameras</th><td>{row['cameras']:,}</td>" in card
@@ -267,8 +268,13 @@ def test_clicking_open_ground_opens_the_grid_there_and_a_planner_sees_no_cases(s
     assert app._grid_frame["grid_id"].iloc[0] in app.inspector.card.object
     assert "open cases by category" in app.inspector.card.object or "No open cases" in app.inspector.card.object
     planner = app_for(store, shared, "planner")
-    planner.select_grid(str(planner._grid_frame["grid_id"].iloc[0]))
+    grid_id = str(planner._grid_frame["grid_id"].iloc[0])
+    planner.select_grid(grid_id)
     assert "grid worker" in planner.inspector.card.object and "open cases" not in planner.inspector.card.object
+    phone, = store.con.execute("SELECT worker_phone FROM grids WHERE grid_id = ? AND valid_to IS NULL",
+                               [grid_id]).fetchone()
+    assert phone not in planner.inspector.card.object, "a planner has no need of the worker's number"
+    assert f"{phone[:3]}****{phone[-4:]}" in planner.inspector.card.object
 
 
 def test_the_key_figures_open_lists_whose_rows_fly_to_their_case_or_camera(app, store):

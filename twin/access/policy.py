@@ -292,12 +292,14 @@ class Gate:
         return inspector.offline_cameras(self.con)
 
     def grid_card(self, grid_id: str) -> dict:
-        """A grid's card (:func:`twin.inspector.grid_card`); its cases by category only for roles that see
-        cases, in their grids (an empty table otherwise, with ``may_see_cases`` False)."""
+        """A grid's card (:func:`twin.inspector.grid_card`); its cases by category, and its worker's phone in
+        clear, only for roles that see cases, in their grids (an empty table and a masked phone otherwise, with
+        ``may_see_cases`` False): those roles coordinate with the worker, the others have no need of the number."""
         card = inspector.grid_card(self.con, grid_id)
         card["may_see_cases"] = self.may("cases") and self.in_scope(grid_id)
         if not card["may_see_cases"]:
             card["cases"] = card["cases"].head(0)
+            card["worker_phone"] = mask_phone(card["worker_phone"])
         return card
 
     def camera_card(self, camera_id: str) -> dict:

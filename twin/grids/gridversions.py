@@ -46,15 +46,15 @@ log = logging.getLogger(__name__)
 
 ACTIONS = ("edit", "restore", "import")
 AUDIT_ACTIONS = {"edit": "grid.save", "restore": "grid.restore", "import": "grid.import"}
-ATTRS = ("name", "kind", "worker")
-_COLUMNS = "grid_id, parent_id, level, name, kind, worker, version, valid_from, valid_to, ST_AsWKB(boundary) AS wkb"
+ATTRS = ("name", "kind", "worker", "worker_phone")
+_COLUMNS = f"grid_id, parent_id, level, {', '.join(ATTRS)}, version, valid_from, valid_to, ST_AsWKB(boundary) AS wkb"
 
 
 def _frame(con: duckdb.DuckDBPyConnection, where: str, params: list) -> gpd.GeoDataFrame:
     df = con.execute(f"SELECT {_COLUMNS} FROM grids WHERE {where} ORDER BY grid_id, version", params).df()
     geoms = shapely.from_wkb(df.pop("wkb").map(bytes).to_numpy()) if len(df) else np.array([], dtype=object)
     out = gpd.GeoDataFrame(df, geometry=list(geoms) if len(df) else gpd.GeoSeries([]))
-    for c in ("parent_id", "name", "kind", "worker"):
+    for c in ("parent_id", *ATTRS):
         out[c] = out[c].astype(object).where(out[c].notna(), None)
     return out
 
@@ -66,7 +66,7 @@ def current_grids(con: duckdb.DuckDBPyConnection, *, parent_id: str | None = Non
     Returns
     -------
     GeoDataFrame
-        ``parent_id``, ``level``, ``name``, ``kind``, ``worker``, ``version``,
+        ``parent_id``, ``level``, ``name``, ``kind``, ``worker``, ``worker_phone``, ``version``,
         ``valid_from``, ``valid_to``, ``geometry`` (district CRS).
     """
     where, params = ["valid_to IS NULL"], []
