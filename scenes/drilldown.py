@@ -10,7 +10,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from scenes.i18n import N_, _, camera_status_name, case_kind_name, format_number, format_time, status_name
+from scenes.i18n import N_, _, camera_status_name, case_kind_name, error_text, format_number, format_time, status_name
 from scenes.inspector import overdue_text
 from scenes.table import SortableTable
 from scenes.theme import CSS
@@ -124,7 +124,7 @@ class DrillDown(pn.viewable.Viewer):
         if kind != self.kind:
             return
         if isinstance(found, TwinError):
-            self.title.object = f"<span class='twin-muted'>{html.escape(str(found))}</span>"
+            self.title.object = f"<span class='twin-muted'>{html.escape(error_text(found))}</span>"
             self.table.param.update(columns=[], rows=[])
             return
         columns, rows = drill_rows(kind, found, self._grid_names)

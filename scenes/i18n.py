@@ -29,7 +29,7 @@ from babel.messages.extract import extract
 from babel.numbers import format_decimal
 
 from twin.access.access import LANGS
-from twin.errors import TwinError
+from twin.errors import N_, TwinError
 
 DEFAULT_LANG = LANGS[0]
 LOCALE_DIR = Path(__file__).with_name("locale")
@@ -44,11 +44,6 @@ _fallback = [DEFAULT_LANG]  # outside a session (scripts, tests without a server
 
 class CatalogueError(TwinError):
     """A compiled catalogue (``.mo``) is missing: the UI would silently fall back to English."""
-
-
-def N_(message: str) -> str:
-    """Mark a message for extraction where it is defined; it is translated where it is shown (:func:`_`)."""
-    return message
 
 
 @cache
@@ -139,6 +134,26 @@ use_name = partial(_named, USE_NAMES)
 source_name = partial(_named, SOURCE_NAMES)
 audit_action_name = partial(_named, AUDIT_ACTION_NAMES)
 camera_status_name = partial(_named, CAMERA_STATUS_NAMES)
+
+# Codes in an error's parameters, named by the parameter's name (its last word): the UI shows no codes.
+_PARAM_NAMERS = {"status": status_name, "statuses": status_name, "role": role_name, "level": level_name}
+
+
+def error_text(error: TwinError) -> str:
+    """A :class:`TwinError` in the session's language: its template (``twin.errors.N_``) translated and filled,
+    statuses, roles and levels among its parameters named, and text parameters that are msgids translated;
+    a message without a template as it was raised."""
+    template = getattr(error, "template", "")
+    if not template:
+        return str(error)
+    namer = {k: _PARAM_NAMERS.get(k.rsplit("_", 1)[-1]) for k in error.params}
+    params = {k: ("、" if current_lang() == "zh" else ", ").join(map(namer[k] or _, v)) if isinstance(v, list)
+              else namer[k](v) if namer[k] and v is not None else _(v) if isinstance(v, str) and v else v
+              for k, v in error.params.items()}
+    try:
+        return _(template).format(**params)
+    except (KeyError, IndexError, ValueError):  # a translation whose placeholders drifted: the English, filled
+        return str(error)
 height_source_name = partial(_named, HEIGHT_SOURCE_NAMES)
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from scenes.i18n import (_, camera_status_name, case_kind_name, format_number, format_time, gender_name,
+from scenes.i18n import (_, camera_status_name, case_kind_name, error_text, format_number, format_time, gender_name,
                          height_source_name, level_name, source_name, status_name, tag_name, use_name)
 from scenes.shared import OffLoop
 from scenes.theme import CSS
@@ -258,7 +258,7 @@ class Inspector(pn.viewable.Viewer):
 
     def _show_error(self, error: TwinError) -> None:
         self.clear()
-        self.card.object = f"<div class='twin-card'><div class='twin-muted'>{html.escape(str(error))}</div></div>"
+        self.card.object = f"<div class='twin-card'><div class='twin-muted'>{html.escape(error_text(error))}</div></div>"
 
     # -- buildings ------------------------------------------------------------------------------------------------
     @param.depends("building_id", "show_residents", watch=True)
@@ -332,7 +332,7 @@ class Inspector(pn.viewable.Viewer):
     def _show_page(self, rows: pd.DataFrame | TwinError | None) -> None:
         """Show a page of residents (None: none to show, or not for this user)."""
         if isinstance(rows, TwinError):
-            self.unmasked.object = f"<span class='twin-muted'>{html.escape(str(rows))}</span>"
+            self.unmasked.object = f"<span class='twin-muted'>{html.escape(error_text(rows))}</span>"
             rows = None
         visible = rows is not None and self._residents_visible()
         self.residents.visible = self.pager.visible = self.unmasking.visible = visible
@@ -437,7 +437,7 @@ class Inspector(pn.viewable.Viewer):
 
         def show(moved: dict | TwinError) -> None:
             if isinstance(moved, TwinError):
-                self.act_message.object = f"<span class='twin-muted'>{html.escape(str(moved))}</span>"
+                self.act_message.object = f"<span class='twin-muted'>{html.escape(error_text(moved))}</span>"
                 return
             self.note.value = self.reject_reason.value = ""
             self.act_message.object = ""
@@ -514,7 +514,7 @@ class Inspector(pn.viewable.Viewer):
 
     def _show_unmasked(self, found: dict | TwinError) -> None:
         if isinstance(found, TwinError):
-            self.unmasked.object = f"<span class='twin-muted'>{html.escape(str(found))}</span>"
+            self.unmasked.object = f"<span class='twin-muted'>{html.escape(error_text(found))}</span>"
             return
         self.unmask_reason.value = ""
         self.unmasked.object = (f"<div class='twin-unmasked-row'>{html.escape(str(found['name']))} · "

@@ -25,7 +25,7 @@ from scenes.admin import AdminScreen
 from scenes.drilldown import DrillDown
 from scenes.figures import GridTable, KeyFigures
 from scenes.framing import frame_view
-from scenes.i18n import (N_, _, case_kind_name, current_lang, level_name, role_name, status_name,
+from scenes.i18n import (N_, _, case_kind_name, current_lang, error_text, level_name, role_name, status_name,
                          translated_legend)
 from scenes.inspector import Inspector
 from scenes.layers import COLOUR_MEASURES, GRID_MEASURES, case_markers, case_update_records, grid_labels, grid_segments
@@ -406,17 +406,17 @@ class DistrictApp(pn.viewable.Viewer):
     def _search(self, _event: param.parameterized.Event) -> None:
         text = self.search_box.value_input or self.search_box.value or ""
 
-        def read(gate: Gate) -> tuple[list[dict], str | None]:
+        def read(gate: Gate) -> tuple[list[dict], TwinError | None]:
             found = gate.search(text)
             return found, None if any(r["kind"] == "case" for r in found) else gate.search_refusal(text)
         self.inspector.look(read, self._show_found, replaces=False)
 
-    def _show_found(self, answer: tuple[list[dict], str | None] | TwinError) -> None:
-        found, refused = ([], str(answer)) if isinstance(answer, TwinError) else answer
+    def _show_found(self, answer: tuple[list[dict], TwinError | None] | TwinError) -> None:
+        found, refused = ([], answer) if isinstance(answer, TwinError) else answer
         options = {r["label"]: f"{r['kind']}|{r['id']}" for r in found}
         self.search_results.options = options
         self.search_results.visible = len(found) > 1
-        note = refused or ("" if found else _("nothing found"))
+        note = error_text(refused) if refused else "" if found else _("nothing found")
         self.message.param.update(object=f"<span class='twin-muted' title='{html.escape(note)}'>{html.escape(note)}"
                                          "</span>", visible=bool(note) and not self.search_results.visible)
         if found:

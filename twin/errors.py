@@ -3,6 +3,11 @@
 Every message says what went wrong, where (file, feature, table), what was
 expected and what was found, and how to fix it, in the manner of shapely's
 ``errors`` module and geopandas' CRS messages.
+
+Messages the browser shows are templates marked with :func:`N_` and filled from keyword
+parameters (``InputError(N_("no case {case_id!r} in the store"), case_id=...)``): the command
+line prints them in English, and the UI translates the template and fills it in the user's
+language (``scenes.i18n.error_text``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,17 @@ class TwinError(Exception):
     """
 
     exit_code = 2
+
+    def __init__(self, message: str = "", /, **params: object) -> None:
+        filled = {k: ", ".join(map(str, v)) if isinstance(v, list) else v for k, v in params.items()}
+        super().__init__(message.format(**filled) if params else message)
+        self.template = message
+        self.params = params
+
+
+def N_(message: str) -> str:
+    """Mark a message template for the UI's catalogues (``pybabel extract`` finds it); it returns it unchanged."""
+    return message
 
 
 class InputError(TwinError):
@@ -68,8 +84,8 @@ class GridRuleError(GridEditError):
         Every broken rule, with the grid, the offending geometry and its area in m².
     """
 
-    def __init__(self, message: str, violations: list | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, violations: list | None = None, /, **params: object) -> None:
+        super().__init__(message, **params)
         self.violations = list(violations or [])
 
 

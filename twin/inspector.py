@@ -15,7 +15,7 @@ import pandas as pd
 from twin.cases.cameras import cameras_seeing
 from twin.cases.cases import OPEN_STATUSES, next_statuses
 from twin.cases.detections import recent_detections
-from twin.errors import InputError
+from twin.errors import N_, InputError
 from twin.grids.grids import grids_under
 from twin.store.queries import _now
 
@@ -50,7 +50,7 @@ def building_card(con: duckdb.DuckDBPyConnection, building_id: str) -> dict:
         SELECT building_id, name, address, use, height, base_z, floors, height_source, source, source_id, grid_id,
                compound_id FROM buildings WHERE building_id = ?""", [building_id]).fetchone()
     if row is None:
-        raise InputError(f"no building {building_id!r} in the store")
+        raise InputError(N_("no building {building_id!r} in the store"), building_id=building_id)
     keys = ("building_id", "name", "address", "use", "height", "base_z", "floors", "height_source", "source",
             "source_id", "grid_id", "compound_id")
     card = dict(zip(keys, row))
@@ -74,7 +74,8 @@ def residents_page(con: duckdb.DuckDBPyConnection, building_id: str, *, page: in
         and phones are in clear: :meth:`twin.access.policy.Gate.residents_page` masks them.
     """
     if page < 0 or page_size <= 0:
-        raise InputError(f"page {page} of size {page_size}: give page >= 0 and a positive page size")
+        raise InputError(N_("page {page} of size {page_size}: give page >= 0 and a positive page size"),
+                         page=page, page_size=page_size)
     now = _now(con)
     return con.execute("""
         SELECT resident_id, unit, household_id, room, name, gender,
@@ -106,7 +107,7 @@ def case_card(con: duckdb.DuckDBPyConnection, case_id: str) -> dict:
                                 grid_id, reported_grid_id, camera_id, reported_at, due_at, media_url
                          FROM cases WHERE case_id = ?""", [case_id]).fetchone()
     if row is None:
-        raise InputError(f"no case {case_id!r} in the store")
+        raise InputError(N_("no case {case_id!r} in the store"), case_id=case_id)
     keys = ("case_id", "category", "subcategory", "source", "status", "description", "address", "building_id",
             "grid_id", "reported_grid_id", "camera_id", "reported_at", "due_at", "media_url")
     card = dict(zip(keys, row))
@@ -192,7 +193,8 @@ def grid_card(con: duckdb.DuckDBPyConnection, grid_id: str) -> dict:
     row = con.execute(f"SELECT {', '.join(facts)} FROM grids WHERE grid_id = ? AND valid_to IS NULL",
                       [grid_id]).fetchone()
     if row is None:
-        raise InputError(f"no grid {grid_id!r} in force in the store; pick one from the per-grid table")
+        raise InputError(N_("no grid {grid_id!r} in force in the store; pick one from the per-grid table"),
+                         grid_id=grid_id)
     card = dict(zip(facts, row))
     card["grid_path"] = grid_path(con, grid_id)
     under = sorted(grids_under(con, [grid_id]))
@@ -216,7 +218,7 @@ def camera_card(con: duckdb.DuckDBPyConnection, camera_id: str) -> dict:
     row = con.execute("""SELECT camera_id, name, status, stream_url, z, heading_deg, fov_deg, range_m, grid_id,
                                 building_id FROM cameras WHERE camera_id = ?""", [camera_id]).fetchone()
     if row is None:
-        raise InputError(f"no camera {camera_id!r} in the store")
+        raise InputError(N_("no camera {camera_id!r} in the store"), camera_id=camera_id)
     keys = ("camera_id", "name", "status", "stream_url", "z", "heading_deg", "fov_deg", "range_m", "grid_id",
             "building_id")
     card = dict(zip(keys, row))
@@ -240,11 +242,11 @@ def search(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 10,
     if not text:
         return []
     if len(text) > 200:
-        raise InputError("search text is longer than 200 characters; shorten it")
+        raise InputError(N_("search text is longer than 200 characters; shorten it"))
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InputError("the search text is not valid Unicode (it holds a lone surrogate); type it again") from None
+        raise InputError(N_("the search text is not valid Unicode (it holds a lone surrogate); type it again")) from None
     pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     in_grids = "" if case_grids is None else "AND grid_id IN (SELECT unnest(?)) "
     cases = con.execute("SELECT case_id, category || ' · ' || status FROM cases WHERE case_id ILIKE ? ESCAPE '\\' "
@@ -273,7 +275,8 @@ def element_card(con: duckdb.DuckDBPyConnection, building_id: str, element_index
                          WHERE m.building_id = ? AND e.element_index = ?
                          ORDER BY m.lod LIMIT 1""", [building_id, element_index]).fetchone()
     if row is None:
-        raise InputError(f"building {building_id!r} has no model element {element_index}")
+        raise InputError(N_("building {building_id!r} has no model element {element_index}"),
+                         building_id=building_id, element_index=element_index)
     global_id, ifc_class, name, storey, psets = row
     sets = json.loads(psets or "{}")
     main = sorted(sets, key=lambda k: (not k.startswith("Pset_"), k))[:max_psets]

@@ -12,16 +12,16 @@ import pytest
 from babel.messages.pofile import read_po
 
 from scenes import i18n
-from scenes.i18n import (LOCALE_DIR, STATUS_NAMES, CatalogueError, case_kind_name, choose_lang, format_number,
-                         format_time, js_messages, level_name, status_name, translations, use)
+from scenes.i18n import (LOCALE_DIR, STATUS_NAMES, CatalogueError, case_kind_name, choose_lang, error_text,
+                         format_number, format_time, js_messages, level_name, status_name, translations, use)
 from twin.access.access import SIGNIN_REFUSED, add_user, set_lang, user_lang
-from twin.cases.cases import CASE_STATUSES
-from twin.errors import OptionError
+from twin.cases.cases import CASE_STATUSES, check_transition
+from twin.errors import InputError, OptionError
 from twin.store.store import open_for_command
 
 ROOT = Path(__file__).parents[2]
 PYBABEL = Path(sys.executable).with_name("pybabel")
-PLACEHOLDER = re.compile(r"\{[a-z_]*\}")
+PLACEHOLDER = re.compile(r"\{([a-z_]*)(?:![rsa])?(?::[^{}]*)?\}")  # a field's name; conversion and format may differ
 
 
 def catalogue(lang: str):
@@ -116,3 +116,21 @@ def test_a_missing_compiled_catalogue_is_a_clear_error(tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         translations.cache_clear()
+
+
+def test_the_errors_the_browser_shows_speak_the_users_language_and_name_codes():
+    """twin's errors are templates (twin.errors.N_): the UI translates them and names the statuses they carry."""
+    for to_status, wanted in (("dispatched", "案件不能从“已结案”转为“已派遣”；“已结案”已是最终状态。"),
+                              ("closed", None)):
+        with pytest.raises(InputError) as caught:
+            check_transition("closed" if wanted else "reported", to_status)
+        use("zh")
+        text = error_text(caught.value)
+        if wanted:
+            assert text == wanted
+        else:  # a list of allowed statuses, named and joined the Chinese way
+            assert text.startswith("案件不能从“已上报”转为“已结案”") and "已派遣、" in text and "_" not in text
+        use("en")
+        assert "'Closed'" in error_text(caught.value) and "'closed'" in str(caught.value), "the CLI keeps the codes"
+    use("zh")
+    assert error_text(InputError("a message without a template {x}")) == "a message without a template {x}"

@@ -41,7 +41,7 @@ import pandas as pd
 from twin import inspector
 from twin.access.access import PUBLIC_ROLE, Principal, audit, list_users, mask_id_number, mask_phone, verify_audit
 from twin.access.ratelimit import RateLimiter
-from twin.errors import AccessError, InputError
+from twin.errors import N_, AccessError, InputError
 from twin.grids.grids import grids_under
 
 log = logging.getLogger(__name__)
@@ -161,18 +161,22 @@ class Gate:
 
     def _require(self, right: str, what: str, target: str | None = None) -> None:
         if not self.may(right):
-            self._refuse(what, target, f"{self.principal.username} ({self.principal.role}) may not see {what}; "
-                         f"this needs a role with '{right}' ({', '.join(r for r in RIGHTS if right in RIGHTS[r])}).")
+            self._refuse(what, target, AccessError(
+                N_("{user} ({role}) may not see {what}; this needs the role {needed_roles}."), user=self.principal.username,
+                role=self.principal.role, what=what, needed_roles=[r for r in RIGHTS if right in RIGHTS[r]]))
 
-    def _require_grid(self, grid_id: str | None, what: str, target: str) -> None:
+    def _require_grid(self, grid_id: str | None, kind: str, target: str) -> None:
+        """Refuse unless ``grid_id`` is in the principal's scope; ``kind`` (building, resident, case) names ``target``."""
         if not self.in_scope(grid_id):
-            self._refuse(what, target, f"{what} is in grid {grid_id!r}, outside {self.principal.username}'s grids "
-                         f"({', '.join(self.principal.grids)}); ask an operator of that grid.")
+            self._refuse(f"{kind} {target}", target, AccessError(
+                N_("{kind} {target} is in grid {grid_id}, outside {user}'s grids ({grids}); ask an operator of that "
+                   "grid."), kind=kind, target=target, grid_id=grid_id, user=self.principal.username,
+                grids=", ".join(self.principal.grids)))
 
-    def _refuse(self, what: str, target: str | None, message: str) -> None:
-        """Record the refusal (see :class:`Refusals`) and raise :class:`AccessError` with ``message``."""
-        self.record_refusal(what, target, message)
-        raise AccessError(message)
+    def _refuse(self, what: str, target: str | None, error: AccessError) -> None:
+        """Record the refusal (see :class:`Refusals`) and raise ``error``."""
+        self.record_refusal(what, target, str(error))
+        raise error
 
     def record_refusal(self, what: str, target: str | None, reason: str) -> None:
         """An ``access.refused`` row: who (actor), from where (source), which record and what was asked, why."""
@@ -187,7 +191,7 @@ class Gate:
     def _building_grid(self, building_id: str) -> str | None:
         row = self.con.execute("SELECT grid_id FROM buildings WHERE building_id = ?", [building_id]).fetchone()
         if row is None:
-            raise InputError(f"no building {building_id!r} in the store")
+            raise InputError(N_("no building {building_id!r} in the store"), building_id=building_id)
         return row[0]
 
     # -- buildings ---------------------------------------------------------------
@@ -224,8 +228,8 @@ class Gate:
         return rows
 
     def _residents(self, building_id: str, **page) -> pd.DataFrame:
-        self._require("residents", "resident records", building_id)
-        self._require_grid(self._building_grid(building_id), f"building {building_id}", building_id)
+        self._require("residents", N_("resident records"), building_id)
+        self._require_grid(self._building_grid(building_id), N_("building"), building_id)
         rows = inspector.residents_page(self.con, building_id, **page)
         rows["phone"] = rows["phone"].map(mask_phone)
         rows["id_number"] = rows["id_number"].map(mask_id_number)
@@ -240,16 +244,17 @@ class Gate:
             Without a reason of at least ``MIN_REASON`` characters, for any role but
             operator, or for a resident outside the operator's grids.
         """
-        self._require("residents", "resident records", resident_id)
+        self._require("residents", N_("resident records"), resident_id)
         reason = (reason or "").strip()
         if len(reason) < MIN_REASON:
-            raise AccessError(f"unmasking resident {resident_id} needs a reason (at least {MIN_REASON} characters), "
-                              "for example 'calling about case 2026-0042'; it goes into the audit trail.")
+            raise AccessError(N_("unmasking resident {resident_id} needs a reason (at least {n} characters), "
+                                 "for example 'calling about case 2026-0042'; it goes into the audit trail."),
+                              resident_id=resident_id, n=MIN_REASON)
         row = self.con.execute("SELECT r.name, r.id_number, r.phone, b.grid_id FROM residents r "
                                "JOIN buildings b USING (building_id) WHERE r.resident_id = ?", [resident_id]).fetchone()
         if row is None:
-            raise InputError(f"no resident {resident_id!r} in the store")
-        self._require_grid(row[3], f"resident {resident_id}", resident_id)
+            raise InputError(N_("no resident {resident_id!r} in the store"), resident_id=resident_id)
+        self._require_grid(row[3], N_("resident"), resident_id)
         self.record("resident.unmask", resident_id, {"reason": reason})
         return {"resident_id": resident_id, "name": row[0], "id_number": row[1], "phone": row[2]}
 
@@ -263,20 +268,20 @@ class Gate:
 
     def case_card(self, case_id: str) -> dict:
         """A case with its history (:func:`twin.inspector.case_card`); numbers in free text masked."""
-        self._require("cases", "case records", case_id)
+        self._require("cases", N_("case records"), case_id)
         card = inspector.case_card(self.con, case_id)
-        self._require_grid(card["grid_id"], f"case {case_id}", case_id)
+        self._require_grid(card["grid_id"], N_("case"), case_id)
         card["description"] = mask_text(card["description"])
         card["history"]["note"] = card["history"]["note"].map(mask_text)
         return card
 
     def check_act(self, case_id: str) -> None:
         """Raise :class:`AccessError` unless the principal may move ``case_id`` along the case loop."""
-        self._require("act", "the case loop's actions", case_id)
+        self._require("act", N_("the case loop's actions"), case_id)
         row = self.con.execute("SELECT grid_id FROM cases WHERE case_id = ?", [case_id]).fetchone()
         if row is None:
-            raise InputError(f"no case {case_id!r} in the store")
-        self._require_grid(row[0], f"case {case_id}", case_id)
+            raise InputError(N_("no case {case_id!r} in the store"), case_id=case_id)
+        self._require_grid(row[0], N_("case"), case_id)
 
     def case_list(self, *, statuses: tuple[str, ...] | None = None, category: str | None = None,
                   grid_id: str | None = None, overdue: bool = False) -> pd.DataFrame:
@@ -325,7 +330,7 @@ class Gate:
                                 f"{self.principal.username} ({self.principal.role}) to see.")
         return found
 
-    def search_refusal(self, text: str) -> str | None:
+    def search_refusal(self, text: str) -> AccessError | None:
         """Why a search for ``text`` shows no case although one matches it (None when none is kept back).
 
         The message names the first matching case and the grid that keeps it from the principal.
@@ -335,10 +340,10 @@ class Gate:
             return None
         grid_id, = self.con.execute("SELECT grid_id FROM cases WHERE case_id = ?", cases).fetchone()
         try:
-            self._require("cases", "case records", cases[0])
-            self._require_grid(grid_id, f"case {cases[0]}", cases[0])
+            self._require("cases", N_("case records"), cases[0])
+            self._require_grid(grid_id, N_("case"), cases[0])
         except AccessError as exc:
-            return str(exc)
+            return exc
         return None
 
     def case_view(self, target: str | None = None) -> str:
@@ -352,7 +357,7 @@ class Gate:
         for right, view in CASE_VIEWS.items():
             if self.may(right):
                 return view
-        self._require("cases", "case records", target)
+        self._require("cases", N_("case records"), target)
         raise AssertionError("unreachable: _require refused")
 
     def case_filter(self, *, asked: list[str] = ()) -> tuple[str, list]:
@@ -372,7 +377,7 @@ class Gate:
         if asked:
             for case_id, grid_id in self.con.execute("SELECT case_id, grid_id FROM cases WHERE case_id IN "
                                                      "(SELECT unnest(?)) ORDER BY case_id", [list(asked)]).fetchall():
-                self._require_grid(grid_id, f"case {case_id}", case_id)
+                self._require_grid(grid_id, N_("case"), case_id)
         return "grid_id IN (SELECT unnest(?))", [sorted(self.scope)]
 
     # -- the admin's reads -------------------------------------------------------------
@@ -385,7 +390,7 @@ class Gate:
         DataFrame
             Columns ``seq, at, actor, action, target, detail, source``.
         """
-        self._require("audit", "the audit trail")
+        self._require("audit", N_("the audit trail"))
         where, params = ["true"], []
         for column, value in (("actor", actor), ("target", target)):
             if value:
@@ -402,14 +407,14 @@ class Gate:
             "ORDER BY seq DESC LIMIT ? OFFSET ?", [*params, max(1, min(limit, 10_000)), max(0, offset)]).df()
 
     def audit_actions(self) -> list[str]:
-        self._require("audit", "the audit trail")
+        self._require("audit", N_("the audit trail"))
         return [r[0] for r in self.con.execute("SELECT DISTINCT action FROM audit ORDER BY action").fetchall()]
 
     def verify_audit(self) -> int | None:
         """:func:`twin.access.access.verify_audit`: the first broken row's number, or None."""
-        self._require("audit", "the audit trail")
+        self._require("audit", N_("the audit trail"))
         return verify_audit(self.con)
 
     def users(self) -> list[dict]:
-        self._require("users", "the users")
+        self._require("users", N_("the users"))
         return list_users(self.con)

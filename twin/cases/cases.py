@@ -17,7 +17,7 @@ import pyarrow as pa
 import shapely
 
 from twin.store.clock import store_now
-from twin.errors import InputError
+from twin.errors import N_, InputError
 from twin.grids.grids import locate
 
 CASE_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "evaluated", "closed", "rejected", "reopened")
@@ -48,8 +48,13 @@ def check_transition(from_status: str | None, to_status: str) -> None:
     """Raise :class:`InputError`, naming both statuses and the allowed ones, unless the move is allowed."""
     if (from_status, to_status) not in CASE_TRANSITIONS:
         allowed = sorted(t for f, t in CASE_TRANSITIONS if f == from_status)
-        raise InputError(f"a case cannot go from {from_status!r} to {to_status!r}; from {from_status!r} it can go "
-                         f"to {', '.join(allowed) or 'nowhere (it is final)'}.")
+        if not allowed:
+            raise InputError(N_("a case cannot go from {from_status!r} to {to_status!r}; {from_status!r} is "
+                                "final."),
+                             from_status=from_status, to_status=to_status)
+        raise InputError(N_("a case cannot go from {from_status!r} to {to_status!r}; from {from_status!r} it can "
+                            "go to {allowed_statuses}."), from_status=from_status, to_status=to_status,
+                         allowed_statuses=allowed)
 
 
 def next_statuses(status: str | None) -> list[str]:
@@ -68,9 +73,9 @@ def record_transition(con: duckdb.DuckDBPyConnection, case_id: str, to_status: s
     """
     row = con.execute("SELECT status FROM cases WHERE case_id = ?", [case_id]).fetchone()
     if row is None:
-        raise InputError(f"no case {case_id!r} in the store")
+        raise InputError(N_("no case {case_id!r} in the store"), case_id=case_id)
     if not actor:
-        raise InputError(f"case {case_id}: a transition needs the actor who makes it")
+        raise InputError(N_("case {case_id}: a transition needs the actor who makes it"), case_id=case_id)
     check_transition(row[0], to_status)
     at = pd.Timestamp(at) if at is not None else store_now(con)
     con.execute("UPDATE cases SET status = ?, updated_at = ? WHERE case_id = ?", [to_status, at, case_id])
@@ -124,8 +129,8 @@ def match_location(con: duckdb.DuckDBPyConnection, x: float, y: float) -> dict:
 
 
 def _outside(x: float, y: float) -> InputError:
-    return InputError(f"the point ({x:.2f}, {y:.2f}) lies outside every grid of the district; "
-                      "check its coordinates (and their CRS).")
+    return InputError(N_("the point ({x:.2f}, {y:.2f}) lies outside every grid of the district; "
+                         "check its coordinates (and their CRS)."), x=x, y=y)
 
 
 class LocationMatcher:

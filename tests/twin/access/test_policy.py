@@ -77,8 +77,8 @@ def test_an_operators_search_keeps_their_cases_before_the_limit_and_says_why_it_
     assert case_id in [r["id"] for r in gate.search(prefix, limit=3)], "the operator's case is not crowded out"
     hidden = next(c for c in others if not gate.in_scope(con.execute(
         "SELECT grid_id FROM cases WHERE case_id = ?", [c]).fetchone()[0]))
-    assert f"case {hidden} is in grid" in gate.search_refusal(hidden)
-    assert "outside op.a's grids" in gate.search_refusal(hidden)
+    assert f"case {hidden} is in grid" in str(gate.search_refusal(hidden))
+    assert "outside op.a's grids" in str(gate.search_refusal(hidden))
     assert gate.search_refusal(case_id) is None
 
 
