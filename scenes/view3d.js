@@ -227,7 +227,7 @@ export function render({ model, el }) {
     return { polydata, mapper, actor };
   }
 
-  const state = { layer: null, colours: null, selected: -1, hiddenGrid: null, bounds: null,
+  const state = { layer: null, colours: null, selected: -1, hiddenGrid: null, bounds: null, camRec: new Float32Array(0),
                   clickSeq: 0, firstFrame: false, labels: [], cameraCount: 0,
                   caseRec: [], caseFresh: new Map(), pendingDrawn: [] };
   const ground = makeActor(false);
@@ -252,8 +252,9 @@ export function render({ model, el }) {
   cameras.mapper.setScalarModeToUseCellData();
   cameras.mapper.setColorModeToDirectScalars();
   cones.actor.getProperty().setColor(0.22, 0.74, 0.97);
-  cones.actor.getProperty().setOpacity(0.55);
+  cones.actor.getProperty().setOpacity(0.15);  // faces, not lines: close up, lines alias into a wireframe
   cones.actor.getProperty().setLighting(false);
+  cones.actor.getProperty().setBackfaceCulling(false);
 
   const deferred = [ground, gridLines, gridHighlight];
   for (const a of [...deferred, cameras, cones]) a.actor.setVisibility(false);
@@ -494,6 +495,7 @@ export function render({ model, el }) {
     }
     casePixels.fill(0);
     const W = caseCanvas.width, H = caseCanvas.height, edge = 0xff241710; // ABGR: the background, as an outline
+    stampCameraGlyphs(project, w, h, dpr, W, H);
     for (const [c, idx] of byColour) {
       const [r, g, b] = STATUS_COLOURS[c] || STATUS_COLOURS[0];
       const colour = (0xff000000 | (b << 16) | (g << 8) | r) >>> 0;
@@ -528,6 +530,66 @@ export function render({ model, el }) {
     }
     clearTimeout(pulseTimer);
     pulseTimer = pulsing && visible ? setTimeout(queueCases, 100) : 0;
+  }
+
+  // Far away, the 3D cameras and cones are below a pixel: each camera is stamped as a small fan pointing
+  // where it looks, of a fixed size on screen, in the dots' canvas (under the case dots).
+  const GLYPH_RADIUS_PX = 7, GLYPH_HALF_ANGLE = (40 * Math.PI) / 180, GLYPH_DIRECTIONS = 32;
+  let glyphMasks = [], glyphDpr = 0;
+  const camScreen = { x: new Float32Array(0), y: new Float32Array(0), n: 0 };
+  function fanMasks(radius) { // per direction: [dx, dy, isCore, ...] of a fan (and a core dot) at that angle
+    const r = Math.round(radius), masks = [];
+    for (let k = 0; k < GLYPH_DIRECTIONS; k++) {
+      const a = (2 * Math.PI * k) / GLYPH_DIRECTIONS, out = [];
+      for (let dy = -r; dy <= r; dy++) for (let dx = -r; dx <= r; dx++) {
+        const d = Math.hypot(dx, dy);
+        const off = Math.abs(Math.atan2(Math.sin(Math.atan2(dy, dx) - a), Math.cos(Math.atan2(dy, dx) - a)));
+        if (d <= r * 0.3 + 0.5) out.push(dx, dy, 1);
+        else if (d <= r + 0.5 && off <= GLYPH_HALF_ANGLE) out.push(dx, dy, 0);
+      }
+      masks.push(out);
+    }
+    return masks;
+  }
+  function camerasAsGlyphs() {
+    return overlaysShown && !!model.show_cameras && state.cameraCount > 0 && !conesWanted();
+  }
+  function stampCameraGlyphs(project, w, h, dpr, W, H) {
+    camScreen.n = 0;
+    if (!state.firstFrame || !camerasAsGlyphs()) return;
+    if (glyphDpr !== dpr) { glyphMasks = fanMasks(GLYPH_RADIUS_PX * dpr); glyphDpr = dpr; }
+    const rec = state.camRec, n = rec.length / 8;
+    if (camScreen.x.length < n) { camScreen.x = new Float32Array(n); camScreen.y = new Float32Array(n); }
+    camScreen.n = n;
+    const ABGR = ([r, g, b]) => (0xff000000 | (b << 16) | (g << 8) | r) >>> 0;
+    const core = [ABGR([56, 189, 248]), ABGR([100, 116, 139])], fan = [ABGR([30, 110, 150]), ABGR([62, 72, 88])];
+    for (let i = 0; i < n; i++) {
+      camScreen.x[i] = NaN;
+      const x = rec[8 * i], y = rec[8 * i + 1], z = rec[8 * i + 2], h0 = (rec[8 * i + 3] * Math.PI) / 180;
+      const p = project(x, y, z), q = project(x + 10 * Math.sin(h0), y + 10 * Math.cos(h0), z);
+      if (!p || !q || p[0] < -10 || p[1] < -10 || p[0] > w + 10 || p[1] > h + 10) continue;
+      camScreen.x[i] = p[0]; camScreen.y[i] = p[1];
+      const angle = Math.atan2(q[1] - p[1], q[0] - p[0]);
+      const mask = glyphMasks[((Math.round((angle / (2 * Math.PI)) * GLYPH_DIRECTIONS) % GLYPH_DIRECTIONS) +
+                               GLYPH_DIRECTIONS) % GLYPH_DIRECTIONS];
+      const online = rec[8 * i + 7] > 0 ? 0 : 1;
+      const cx = Math.round(p[0] * dpr), cy = Math.round(p[1] * dpr);
+      for (let k = 0; k < mask.length; k += 3) {
+        const px = cx + mask[k], py = cy + mask[k + 1];
+        if (px >= 0 && py >= 0 && px < W && py < H) casePixels[py * W + px] = mask[k + 2] ? core[online] : fan[online];
+      }
+    }
+    probe.twinCameraGlyphs = n;
+  }
+  function pickCameraGlyph(clientX, clientY) { // the nearest glyph within its radius of the pointer
+    const rect = caseCanvas.getBoundingClientRect();
+    const px = clientX - rect.left, py = clientY - rect.top;
+    let best = GLYPH_RADIUS_PX ** 2, index = -1;
+    for (let i = 0; i < camScreen.n; i++) {
+      const d = (camScreen.x[i] - px) ** 2 + (camScreen.y[i] - py) ** 2;
+      if (d <= best) { best = d; index = i; }
+    }
+    return index;
   }
 
   function queueCases() { // live changes redraw the dots a few times a second at most
@@ -576,7 +638,8 @@ export function render({ model, el }) {
     const rec = floatBuffer(model.cameras); // x, y, z, heading, pitch, fov, range, online
     const n = rec.length / 8;
     const xyz = new Float32Array(n * 3);
-    const seg = new Float32Array(n * 8 * 2 * 3);
+    const apexAndCorners = new Float32Array(n * 5 * 3);
+    state.camRec = rec;
     for (let i = 0; i < n; i++) {
       const [x, y, z, heading, pitch, fov, range] = rec.subarray(8 * i, 8 * i + 7);
       xyz.set([x, y, z - 2.5], 3 * i);
@@ -587,19 +650,16 @@ export function render({ model, el }) {
                 Math.max(0.2, z + range * Math.sin(pp))];
       };
       const c = [corner(-half, half * 0.6), corner(half, half * 0.6), corner(half, -half * 0.6), corner(-half, -half * 0.6)];
-      const o = 48 * i;
-      for (let k = 0; k < 4; k++) { // apex to corners, then the far rectangle
-        seg.set([x, y, z], o + 6 * k); seg.set(c[k], o + 6 * k + 3);
-        seg.set(c[k], o + 24 + 6 * k); seg.set(c[(k + 1) % 4], o + 24 + 6 * k + 3);
-      }
+      apexAndCorners.set([x, y, z, ...c[0], ...c[1], ...c[2], ...c[3]], 15 * i);
     }
     state.cameraCount = setMarkers(cameras, xyz, (i) => (rec[8 * i + 7] > 0 ? [56, 189, 248] : [100, 116, 139]), 2.5);
     probe.twinCameras = state.cameraCount;
-    const npts = seg.length / 3;
-    const lines = new Uint32Array((npts / 2) * 3);
-    for (let s = 0; s < npts / 2; s++) lines.set([2, 2 * s, 2 * s + 1], 3 * s);
-    cones.polydata.getPoints().setData(seg, 3);
-    cones.polydata.getLines().setData(lines);
+    const faces = new Uint32Array(n * 4 * 4); // the pyramid's four sides: apex and two neighbouring corners
+    for (let i = 0; i < n; i++) {
+      for (let k = 0; k < 4; k++) faces.set([3, 5 * i, 5 * i + 1 + k, 5 * i + 1 + ((k + 1) % 4)], 16 * i + 4 * k);
+    }
+    cones.polydata.getPoints().setData(apexAndCorners, 3);
+    cones.polydata.getPolys().setData(faces);
     cones.polydata.modified();
     if (overlaysShown) applyLayerVisibility(); else showOverlays();
   }
@@ -679,7 +739,8 @@ export function render({ model, el }) {
     const cams = !model.show_cameras ? "" :
       `<div style="font-weight:600;margin:4px 0 2px">${camerasTitle}</div>` +
       `<div>${swatch([56, 189, 248], false)}${online}</div><div>${swatch([100, 116, 139], false)}${offline}</div>` +
-      `<div><span style="display:inline-block;width:10px;height:0;border-top:1px solid rgb(56,189,248);` +
+      `<div><span style="display:inline-block;width:0;height:0;border-left:5px solid transparent;` +
+      `border-right:5px solid transparent;border-bottom:10px solid rgba(56,189,248,0.45);` +
       `margin-right:6px;vertical-align:middle"></span>${cone}</div>`;
     markerLegend.innerHTML = cases + cams;
     markerLegend.style.display = cases || cams ? "block" : "none";
@@ -839,6 +900,8 @@ export function render({ model, el }) {
     if (cameras.actor.getVisibility() && state.cameraCount) {
       const m = rayMarkers(o, d, cameras, state.cameraCount, 4);
       if (m.t < best) { best = m.t; hit = { kind: "camera", index: m.index }; }
+      const g = camerasAsGlyphs() ? pickCameraGlyph(clientX, clientY) : -1; // glyphs lie on top, like the dots
+      if (g >= 0) hit = { kind: "camera", index: g };
     }
     const c = model.show_cases !== false ? pickCase(clientX, clientY) : -1; // dots lie on top of everything
     if (c >= 0) hit = { kind: "case", index: c };

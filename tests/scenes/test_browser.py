@@ -308,3 +308,35 @@ def test_the_view_leaves_no_probes_in_a_persons_page(browser, demo_copy):
                   "twinLastClick"]
         assert page.evaluate(f"{probes}.filter((name) => name in window)") == []
         page.close()
+
+
+def test_cameras_stay_visible_at_district_zoom_and_a_click_on_one_opens_its_card(page, small_demo):
+    """From the opening view the 3D cameras are far below a pixel: each is drawn as a fan of a fixed size on
+    screen, in its status colour, and clicking it opens the camera's card."""
+    with Store(small_demo, read_only=True) as store:
+        ox, oy, _ = store.district.origin
+        cams = store.con.execute("""SELECT camera_id, ST_X(position), ST_Y(position), z, status FROM cameras c
+            WHERE NOT EXISTS (SELECT 1 FROM cases k WHERE ST_DWithin(k.location, c.position, 60))
+            ORDER BY camera_id""").fetchall()
+    page.get_by_role("button", name="Top").click()
+    page.wait_for_timeout(1500)
+    box = page.locator(".twin-view canvas").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    for _ in range(3):  # out to where the small demo looks as small as the full district does
+        page.mouse.wheel(0, 400)
+        page.wait_for_timeout(400)
+    page.wait_for_timeout(1000)
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"), dtype=np.int16)
+    core = {"online": np.array([56, 189, 248]), "offline": np.array([100, 116, 139])}
+    seen = []
+    for camera_id, x, y, z, status in cams:
+        px, py = page.evaluate(f"window.twinView.worldToPage({x - ox}, {y - oy}, {z})")
+        if 0 <= px < shot.shape[1] and 0 <= py < shot.shape[0]:
+            colour = core["online" if status == "online" else "offline"]
+            seen.append((camera_id, px, py, np.abs(shot[round(py), round(px)] - colour).sum() < 40))
+    assert len(seen) > 20 and sum(ok for *_, ok in seen) > 0.8 * len(seen), \
+        f"{sum(ok for *_, ok in seen)} of {len(seen)} cameras in view show their status colour"
+    camera_id, px, py, _ = next(s for s in seen if s[3])
+    page.mouse.click(px, py)
+    expect(page.locator(".twin-inspector")).to_contain_text(camera_id, timeout=10_000)
+    assert page.console_errors == []
