@@ -534,7 +534,9 @@ export function render({ model, el }) {
 
   // Far away, the 3D cameras and cones are below a pixel: each camera is stamped as a small fan pointing
   // where it looks, of a fixed size on screen, in the dots' canvas (under the case dots).
-  const GLYPH_RADIUS_PX = 7, GLYPH_HALF_ANGLE = (40 * Math.PI) / 180, GLYPH_DIRECTIONS = 32;
+  // A glyph is picked only near its core: at district zoom thousands of fans cover much of the view, and a
+  // click there is meant for the building under them.
+  const GLYPH_RADIUS_PX = 6, GLYPH_CORE_PX = 2, GLYPH_HALF_ANGLE = (40 * Math.PI) / 180, GLYPH_DIRECTIONS = 32;
   let glyphMasks = [], glyphDpr = 0;
   const camScreen = { x: new Float32Array(0), y: new Float32Array(0), n: 0 };
   function fanMasks(radius) { // per direction: [dx, dy, isCore, ...] of a fan (and a core dot) at that angle
@@ -544,7 +546,7 @@ export function render({ model, el }) {
       for (let dy = -r; dy <= r; dy++) for (let dx = -r; dx <= r; dx++) {
         const d = Math.hypot(dx, dy);
         const off = Math.abs(Math.atan2(Math.sin(Math.atan2(dy, dx) - a), Math.cos(Math.atan2(dy, dx) - a)));
-        if (d <= r * 0.3 + 0.5) out.push(dx, dy, 1);
+        if (d <= GLYPH_CORE_PX * (radius / GLYPH_RADIUS_PX) + 0.5) out.push(dx, dy, 1);
         else if (d <= r + 0.5 && off <= GLYPH_HALF_ANGLE) out.push(dx, dy, 0);
       }
       masks.push(out);
@@ -581,10 +583,10 @@ export function render({ model, el }) {
     }
     probe.twinCameraGlyphs = n;
   }
-  function pickCameraGlyph(clientX, clientY) { // the nearest glyph within its radius of the pointer
+  function pickCameraGlyph(clientX, clientY) { // the nearest glyph whose core is under the pointer
     const rect = caseCanvas.getBoundingClientRect();
     const px = clientX - rect.left, py = clientY - rect.top;
-    let best = GLYPH_RADIUS_PX ** 2, index = -1;
+    let best = (GLYPH_CORE_PX + 1) ** 2, index = -1;
     for (let i = 0; i < camScreen.n; i++) {
       const d = (camScreen.x[i] - px) ** 2 + (camScreen.y[i] - py) ** 2;
       if (d <= best) { best = d; index = i; }
