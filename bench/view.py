@@ -280,8 +280,10 @@ def click_to_inspector_ms(browser, url, origin: tuple, rows: list[tuple], *, cli
 
 
 def overview_screenshot(browser, url, path: Path) -> None:
+    """The leader's screen as its users see it: in Chinese (the bench's users read English)."""
     page = browser.new_page(viewport=VIEWPORT)
-    sign_in(page, url)
+    sign_in(page, url, open_app=False)
+    page.goto(f"{url}?lang=zh")
     page.wait_for_function("window.twinFirstFrame !== undefined", timeout=120_000)
     page.wait_for_function("window.twinCameras > 0", timeout=60_000)
     page.wait_for_timeout(2500)
