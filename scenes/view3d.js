@@ -902,7 +902,9 @@ export function render({ model, el }) {
     if (cameras.actor.getVisibility() && state.cameraCount) {
       const m = rayMarkers(o, d, cameras, state.cameraCount, 4);
       if (m.t < best) { best = m.t; hit = { kind: "camera", index: m.index }; }
-      const g = camerasAsGlyphs() ? pickCameraGlyph(clientX, clientY) : -1; // glyphs lie on top, like the dots
+      // A glyph is drawn on top but a building under it wins: cameras are mounted on buildings, and at
+      // district zoom a click there is meant for the building (zoomed in, the 3D marker is picked by depth).
+      const g = camerasAsGlyphs() && !(hit && hit.kind === "building") ? pickCameraGlyph(clientX, clientY) : -1;
       if (g >= 0) hit = { kind: "camera", index: g };
     }
     const c = model.show_cases !== false ? pickCase(clientX, clientY) : -1; // dots lie on top of everything

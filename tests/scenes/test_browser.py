@@ -312,11 +312,13 @@ def test_the_view_leaves_no_probes_in_a_persons_page(browser, demo_copy):
 
 def test_cameras_stay_visible_at_district_zoom_and_a_click_on_one_opens_its_card(page, small_demo):
     """From the opening view the 3D cameras are far below a pixel: each is drawn as a fan of a fixed size on
-    screen, in its status colour, and clicking it opens the camera's card."""
+    screen, in its status colour; clicking one on open ground opens the camera's card, and clicking one on a
+    building opens the building's."""
     with Store(small_demo, read_only=True) as store:
         ox, oy, _ = store.district.origin
-        cams = store.con.execute("""SELECT camera_id, ST_X(position), ST_Y(position), z, status FROM cameras c
-            WHERE NOT EXISTS (SELECT 1 FROM cases k WHERE ST_DWithin(k.location, c.position, 60))
+        cams = store.con.execute("""SELECT camera_id, ST_X(position), ST_Y(position), z, status,
+                   (SELECT min(building_id) FROM buildings b WHERE ST_DWithin(b.footprint, c.position, 1)) AS on_building
+            FROM cameras c WHERE NOT EXISTS (SELECT 1 FROM cases k WHERE ST_DWithin(k.location, c.position, 60))
             ORDER BY camera_id""").fetchall()
     page.get_by_role("button", name="Top").click()
     page.wait_for_timeout(1500)
@@ -329,14 +331,35 @@ def test_cameras_stay_visible_at_district_zoom_and_a_click_on_one_opens_its_card
     shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"), dtype=np.int16)
     core = {"online": np.array([56, 189, 248]), "offline": np.array([100, 116, 139])}
     seen = []
-    for camera_id, x, y, z, status in cams:
+    for camera_id, x, y, z, status, on_building in cams:
         px, py = page.evaluate(f"window.twinView.worldToPage({x - ox}, {y - oy}, {z})")
         if 0 <= px < shot.shape[1] and 0 <= py < shot.shape[0]:
             colour = core["online" if status == "online" else "offline"]
-            seen.append((camera_id, px, py, np.abs(shot[round(py), round(px)] - colour).sum() < 40))
-    assert len(seen) > 20 and sum(ok for *_, ok in seen) > 0.8 * len(seen), \
-        f"{sum(ok for *_, ok in seen)} of {len(seen)} cameras in view show their status colour"
-    camera_id, px, py, _ = next(s for s in seen if s[3])
-    page.mouse.click(px, py)
+            seen.append((camera_id, on_building, px, py, np.abs(shot[round(py), round(px)] - colour).sum() < 40))
+    world = {camera_id: (x - ox, y - oy, z) for camera_id, x, y, z, *_ in cams}
+    assert len(seen) > 20 and sum(s[-1] for s in seen) > 0.8 * len(seen), \
+        f"{sum(s[-1] for s in seen)} of {len(seen)} cameras in view show their status colour"
+    # A camera on a wall: a click on its core, a step onto the roof, is meant for the building (first: a card
+    # opened flies the view, and the positions on screen are from the opening view).
+    with Store(small_demo, read_only=True) as store:
+        for camera_id, building_id, px, py, drawn in seen:
+            if building_id is None or not drawn:
+                continue
+            bx, by, top = store.con.execute("SELECT label_x, label_y, base_z + height FROM buildings "
+                                            "WHERE building_id = ?", [building_id]).fetchone()
+            rx, ry = page.evaluate(f"window.twinView.worldToPage({bx - ox}, {by - oy}, {top})")
+            step = 2 / max(1e-9, float(np.hypot(rx - px, ry - py)))
+            page.mouse.click(px + step * (rx - px), py + step * (ry - py))
+            expect(page.locator(".twin-inspector")).to_contain_text(building_id, timeout=10_000)
+            expect(page.locator(".twin-inspector")).not_to_contain_text(camera_id)  # (a camera's card names its building)
+            break
+        else:
+            pytest.fail("no camera on a building in view")
+    page.get_by_role("button", name="Reset").click()  # out again from the building the card flew to
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Top").click()
+    page.wait_for_timeout(1500)
+    camera_id = next(s[0] for s in seen if s[-1] and s[1] is None)
+    page.mouse.click(*page.evaluate("(p) => window.twinView.worldToPage(...p)", list(world[camera_id])))
     expect(page.locator(".twin-inspector")).to_contain_text(camera_id, timeout=10_000)
     assert page.console_errors == []
