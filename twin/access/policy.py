@@ -162,11 +162,12 @@ class Gate:
     def _require(self, right: str, what: str, target: str | None = None) -> None:
         if not self.may(right):
             self._refuse(what, target, AccessError(
-                N_("{user} ({role}) may not see {what}; this needs the role {needed_roles}."), user=self.principal.username,
-                role=self.principal.role, what=what, needed_roles=[r for r in RIGHTS if right in RIGHTS[r]]))
+                N_("{user} ({role}) may not see {what}; this needs the role {needed_roles}."),
+                user=self.principal.username, role=self.principal.role, what=what, needed_roles=[r for r in RIGHTS if right in RIGHTS[r]]))
 
     def _require_grid(self, grid_id: str | None, kind: str, target: str) -> None:
-        """Refuse unless ``grid_id`` is in the principal's scope; ``kind`` (building, resident, case) names ``target``."""
+        """Refuse unless ``grid_id`` is in the principal's scope; ``kind`` (building, resident, case) names
+        ``target``."""
         if not self.in_scope(grid_id):
             self._refuse(f"{kind} {target}", target, AccessError(
                 N_("{kind} {target} is in grid {grid_id}, outside {user}'s grids ({grids}); ask an operator of that "
