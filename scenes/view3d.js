@@ -583,15 +583,6 @@ export function render({ model, el }) {
     }
     probe.twinCameraGlyphs = n;
   }
-  function pickCameraGlyph(clientX, clientY) { // the nearest glyph whose core is under the pointer
-    const rect = caseCanvas.getBoundingClientRect();
-    const px = clientX - rect.left, py = clientY - rect.top;
-    let best = (GLYPH_CORE_PX + 1) ** 2, index = -1;
-    for (let i = 0; i < camScreen.n; i++) {
-      const d = (camScreen.x[i] - px) ** 2 + (camScreen.y[i] - py) ** 2;
-      if (d <= best) { best = d; index = i; }
-    }
-    return index;
   }
 
   function queueCases() { // live changes redraw the dots a few times a second at most
@@ -608,15 +599,16 @@ export function render({ model, el }) {
     queueCases();
   }
 
-  function pickCase(clientX, clientY) { // the nearest dot within a few pixels of the pointer
+  function nearestOnScreen(screen, radius, clientX, clientY) { // the nearest point within radius of the pointer
     const rect = caseCanvas.getBoundingClientRect();
     const px = clientX - rect.left, py = clientY - rect.top;
-    let best = (CASE_RADIUS_PX + 3) ** 2, index = -1;
-    for (let i = 0; i < caseScreen.n; i++) {
-      const d = (caseScreen.x[i] - px) ** 2 + (caseScreen.y[i] - py) ** 2;
+    let best = radius ** 2, index = -1;
+    for (let i = 0; i < screen.n; i++) {
+      const d = (screen.x[i] - px) ** 2 + (screen.y[i] - py) ** 2;
       if (d <= best) { best = d; index = i; }
     }
     return index;
+  }
   }
 
   function applyCaseUpdates() {
@@ -904,10 +896,12 @@ export function render({ model, el }) {
       if (m.t < best) { best = m.t; hit = { kind: "camera", index: m.index }; }
       // A glyph is drawn on top but a building under it wins: cameras are mounted on buildings, and at
       // district zoom a click there is meant for the building (zoomed in, the 3D marker is picked by depth).
-      const g = camerasAsGlyphs() && !(hit && hit.kind === "building") ? pickCameraGlyph(clientX, clientY) : -1;
+      const g = camerasAsGlyphs() && !(hit && hit.kind === "building")
+        ? nearestOnScreen(camScreen, GLYPH_CORE_PX + 1, clientX, clientY) : -1;
       if (g >= 0) hit = { kind: "camera", index: g };
     }
-    const c = model.show_cases !== false ? pickCase(clientX, clientY) : -1; // dots lie on top of everything
+    // dots lie on top of everything
+    const c = model.show_cases !== false ? nearestOnScreen(caseScreen, CASE_RADIUS_PX + 3, clientX, clientY) : -1;
     if (c >= 0) hit = { kind: "case", index: c };
     if (!hit && d[2] < 0) {  // open ground: where the ray meets z = 0, for the grid there
       const t = -o[2] / d[2];
