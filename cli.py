@@ -75,6 +75,21 @@ def _cmd_ingest_footprints(args: argparse.Namespace) -> dict:
         bar.close()
 
 
+def _cmd_ingest_basemap(args: argparse.Namespace) -> dict:
+    from ingest.basemap import BASEMAP_STAGES, ingest_basemap, read_basemap_layers
+    from twin.store.store import open_for_command
+
+    bar = StageBar(BASEMAP_STAGES, desc=f"ingest {Path(args.path).name}")
+    try:
+        layers = read_basemap_layers(args.path, layers=args.layer)
+        bar("read")
+        with open_for_command(args.db) as store:
+            return ingest_basemap(store, layers, source=args.source or Path(args.path).stem, where=str(args.path),
+                                  source_crs=args.source_crs, crs=args.crs, kind=args.kind, step=bar)
+    finally:
+        bar.close()
+
+
 def _cmd_ingest_ifc(args: argparse.Namespace) -> dict:
     from ingest.ifc import ingest_ifc
     from twin.store.store import open_for_command
@@ -325,6 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--default-height", type=float, metavar="M")
     fp.add_argument("--source-crs", metavar="EPSG:N")
     fp.add_argument("--crs", metavar="EPSG:N", help="district CRS of a new store (default: the data's UTM zone)")
+
+    bm = command("basemap", _cmd_ingest_basemap, sub=isub,
+                 help="roads, water and green space drawn under the buildings (GeoJSON, GeoPackage, OSM-style "
+                      "layers); re-ingesting a source replaces its features")
+    bm.add_argument("path")
+    bm.add_argument("--layer", action="append", metavar="NAME", help="a layer to read (repeatable; default: all)")
+    bm.add_argument("--kind", choices=("road", "water", "green"),
+                    help="the kind of features without a kind column value or OSM tag (highway=*, waterway=*, ...)")
+    bm.add_argument("--source", help="name of the source, whose features a re-ingest replaces (default: the file name)")
+    bm.add_argument("--source-crs", metavar="EPSG:N")
+    bm.add_argument("--crs", metavar="EPSG:N", help="district CRS of a new store (default: the data's UTM zone)")
 
     ifc = command("ifc", _cmd_ingest_ifc, sub=isub, help="a BIM model (IFC2X3, IFC4, IFC4X3), placed on the map")
     ifc.add_argument("path")

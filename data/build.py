@@ -140,6 +140,11 @@ def write_district(store: Store, demo: DemoDistrict, *, lap: Callable[[str], Non
     insert_frame(con, "compounds", pd.DataFrame({
         "compound_id": demo.compounds["compound_id"], "name": demo.compounds["name"],
         "boundary": demo.compounds.geometry.values, "grid_id": demo.compounds["grid_id"]}), geometry=("boundary",))
+    ground = demo.basemap
+    insert_frame(con, "basemap", pd.DataFrame({
+        "feature_id": DEMO_SOURCE + ":" + ground["source_id"], "kind": ground["kind"], "name": ground["name"],
+        "source": DEMO_SOURCE, "source_id": ground["source_id"], "geometry": ground.geometry.values}),
+        geometry=("geometry",))
     lap("grids")
 
     district = store.district
@@ -186,7 +191,7 @@ def write_district(store: Store, demo: DemoDistrict, *, lap: Callable[[str], Non
     insert_frame(con, "case_events", demo.case_events[["case_id", "at", "from_status", "to_status", "actor", "note"]])
     lap("cases")
     tables = ("buildings", "meshes", "grids", "compounds", "residents", "cameras", "cases", "case_events",
-              "party_orgs")
+              "party_orgs", "basemap")
     counts = {t: store.count(t) for t in tables}
     counts["households"] = con.execute("SELECT count(DISTINCT household_id) FROM residents").fetchone()[0]
     return counts

@@ -61,6 +61,7 @@ from data.common import (
     SCALES,
 )
 from data.events import _cameras, _cases, _party_orgs, load_taxonomy
+from data.ground import demo_basemap
 from data.layout import _assemble, _layout
 from data.people import _residents, id_check_digit
 from twin.errors import check_choice
@@ -119,6 +120,9 @@ class DemoDistrict:
         ``case_id``, ``at``, ``from_status``, ``to_status``, ``actor``, ``note``.
     party_orgs : pandas.DataFrame
         ``org_id``, ``name``, ``compound_id``, ``grid_id``, ``members``.
+    basemap : geopandas.GeoDataFrame
+        The ground under the buildings (:func:`data.ground.demo_basemap`): ``source_id``, ``kind``
+        (road, water, green), ``name`` and polygonal ``geometry``.
     """
 
     buildings: gpd.GeoDataFrame
@@ -129,6 +133,7 @@ class DemoDistrict:
     cases: gpd.GeoDataFrame
     case_events: pd.DataFrame
     party_orgs: pd.DataFrame
+    basemap: gpd.GeoDataFrame
 
 
 # --------------------------------------------------------------------------- public helpers
@@ -182,6 +187,7 @@ def generate_district(*, scale: Literal["full", "small"] = "full", seed: int = 0
     cameras = _cameras(rng, lat, bld, buildings, info, plan)
     cases, events = _cases(rng, lat, bld, buildings, cameras, info, plan)
     party = _party_orgs(rng, compounds, buildings, residents, plan)
+    ground = demo_basemap(lat, buildings, ns_roads=info["ns_roads"], ew_roads=info["ew_roads"])
     log.info("district generated (%.1f s)", time.perf_counter() - t0)
     return DemoDistrict(buildings=buildings, grids=grids, compounds=compounds, residents=residents,
-                        cameras=cameras, cases=cases, case_events=events, party_orgs=party)
+                        cameras=cameras, cases=cases, case_events=events, party_orgs=party, basemap=ground)

@@ -76,30 +76,57 @@ def read_footprints(path: str | Path, *, layer: str | None = None) -> gpd.GeoDat
     GeoDataFrame
         The features as read, in the file's CRS (``crs`` None when the file has none).
     """
+    path = checked_path(path)
+    return read_layer(path, layer=layer or (None if FORMATS[path.suffix.lower()] == "GeoParquet"
+                                            else _default_layer(path)))
+
+
+def checked_path(path: str | Path) -> Path:
+    """``path`` as a Path, if it exists and has one of the :data:`FORMATS` suffixes."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file.")
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
-        raise InputError(f"{path}: unknown footprint format {suffix!r}; expected one of "
+        raise InputError(f"{path}: unknown format {suffix!r}; expected one of "
                          f"{', '.join(sorted(FORMATS))} ({', '.join(sorted(set(FORMATS.values())))}).")
+    return path
+
+
+# a ShapelyError is a geometry GEOS cannot build (an unclosed or too short ring)
+_READ_ERRORS = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, shapely.errors.ShapelyError,
+                ValueError, OSError)
+
+
+def _unreadable(path: Path, exc: Exception) -> InputError:
+    return InputError(f"{path}: cannot read it as {FORMATS[path.suffix.lower()]} ({exc}). "
+                      "Check that the file is complete and of that format.")
+
+
+def read_layer(path: Path, *, layer: str | None) -> gpd.GeoDataFrame:
+    """One layer of a file of :func:`checked_path` (None: its only one), in the file's CRS."""
     try:
-        if FORMATS[suffix] == "GeoParquet":
+        if FORMATS[path.suffix.lower()] == "GeoParquet":
             return gpd.read_parquet(path)
-        layer = layer or _default_layer(path)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Several features with id.*")
             return gpd.read_file(path, layer=layer, engine="pyogrio", use_arrow=True)
-    except InputError:
-        raise
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, shapely.errors.ShapelyError, ValueError,
-            OSError) as exc:  # a ShapelyError is a geometry GEOS cannot build (an unclosed or too short ring)
-        raise InputError(f"{path}: cannot read it as {FORMATS[suffix]} ({exc}). "
-                         "Check that the file is complete and of that format.") from exc
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def layer_names(path: Path) -> list[str]:
+    """The layers of a file of :func:`checked_path` (one, unnamed, for GeoParquet)."""
+    if FORMATS[path.suffix.lower()] == "GeoParquet":
+        return [path.stem]
+    try:
+        return [str(name) for name, _ in pyogrio.list_layers(path)]
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, exc) from exc
 
 
 def _default_layer(path: Path) -> str | None:
-    layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+    layers = layer_names(path)
     if len(layers) <= 1:
         return None
     named = [name for name in layers if name.lower() in BUILDING_LAYER_NAMES]
@@ -177,7 +204,7 @@ def ingest_footprints(
     """
     timer = StageTimer(step)
     lap = timer.lap
-    src = _source_crs(features, source_crs=source_crs, where=where)
+    src = source_crs_of(features, source_crs=source_crs, where=where)
     district = district_for(store, features.total_bounds, source_crs=src, crs=crs, where=where)
     geoms = transform_geometries(np.asarray(features.geometry.values, dtype=object), src, district.crs)
     projected = gpd.GeoDataFrame(features.drop(columns=features.geometry.name), geometry=geoms, crs=district.crs)
@@ -217,7 +244,8 @@ def _check_centroids_near_origin(polygons: np.ndarray, district: District, *, wh
     check_near_origin(shapely.get_coordinates(shapely.centroid(polygons)), district, what=where)
 
 
-def _source_crs(features: gpd.GeoDataFrame, *, source_crs: str | None, where: str) -> str:
+def source_crs_of(features: gpd.GeoDataFrame, *, source_crs: str | None, where: str) -> str:
+    """The CRS of data as read: the file's own, or ``source_crs`` for a file without one, as EPSG:N or WKT."""
     given = None if source_crs is None else parse_crs(source_crs, what="--source-crs")
     if features.crs is None:
         if given is None:

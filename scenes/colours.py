@@ -7,6 +7,8 @@ import shapely
 
 # Eight colours that stay apart on a dark background (Okabe-Ito and Tableau, adjusted).
 CATEGORICAL = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#edc948", "#76b7b2", "#ff9da7")
+# The ground under the buildings, muted map colours that stay darker than the buildings on the dark theme.
+BASEMAP_COLOURS = {"green": "#2f5d45", "water": "#2a5f8f", "road": "#434c5e"}
 SEQUENTIAL = ("#1b2a49", "#1f4e79", "#2471a3", "#2e9bc6", "#5cc8c8", "#a6e3a1", "#f9e2af", "#fab387", "#f38ba8")
 
 

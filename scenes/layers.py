@@ -13,12 +13,14 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from scenes.colours import (CATEGORICAL, CLASSED, SEQUENTIAL, class_breaks, class_labels, classify,
+from scenes.colours import (BASEMAP_COLOURS, CATEGORICAL, CLASSED, SEQUENTIAL, class_breaks, class_labels, classify,
                             neighbour_distinct_classes, sequential)
 from scenes.i18n import N_
 from twin.buildings import load_meshes
 from twin.cases.cases import CASE_STATUSES
 from twin.errors import check_choice
+from twin.geo.basemap import DRAW_ORDER
+from twin.geo.mesh import triangulate_polygons
 from twin.store.queries import grid_boundaries
 
 BUILDING_MAGIC = 0x31425754  # "TWB1"
@@ -129,6 +131,39 @@ def building_layer(con: duckdb.DuckDBPyConnection) -> BuildingLayer:
 
 
 MODEL_MAGIC = 0x314D5754  # "TWM1"
+BASEMAP_MAGIC = 0x31475754  # "TWG1"
+
+
+def basemap_layer(basemap: pd.DataFrame, origin: tuple[float, float, float]) -> bytes:
+    """Triangulate the ground's polygons into one buffer, by kind in drawing order (``DRAW_ORDER``).
+
+    Layout: header u32[4] (magic, kinds, vertices, triangles); u32 triangle count per kind; uint8 RGB per
+    kind; float32 vertices (x, y relative to the origin); uint32 triangles (three vertex indices each).
+    Empty when there is no ground to draw.
+
+    Parameters
+    ----------
+    basemap : DataFrame
+        ``kind`` and polygonal ``geometry`` (district CRS), as :func:`twin.geo.basemap.load_basemap` reads them.
+    """
+    if len(basemap) == 0:
+        return b""
+    geoms = np.asarray(basemap["geometry"], dtype=object)
+    parts, owner = shapely.get_parts(geoms, return_index=True)
+    polygons = shapely.get_type_id(parts) == shapely.GeometryType.POLYGON
+    parts, owner = parts[polygons], owner[polygons]
+    rank = pd.Series({k: i for i, k in enumerate(DRAW_ORDER)})[basemap["kind"].to_numpy()].to_numpy()[owner]
+    order = np.argsort(rank, kind="stable")
+    parts, rank = parts[order], rank[order]
+    xy, poly_start, _, _, _, triangles, triangle_polygon = triangulate_polygons(parts)
+    by_polygon = np.argsort(triangle_polygon, kind="stable")  # fans come first, then earcut's: back in kind order
+    triangles, triangle_polygon = triangles[by_polygon], triangle_polygon[by_polygon]
+    per_kind = np.bincount(rank[triangle_polygon], minlength=len(DRAW_ORDER))
+    triangles = triangles + poly_start[triangle_polygon][:, None]
+    rgb = np.array([[int(BASEMAP_COLOURS[k][i:i + 2], 16) for i in (1, 3, 5)] for k in DRAW_ORDER], dtype=np.uint8)
+    header = np.array([BASEMAP_MAGIC, len(DRAW_ORDER), len(xy), len(triangles)], dtype=np.uint32)
+    return _pack(header, per_kind.astype(np.uint32), rgb.ravel(), (xy - np.asarray(origin[:2])).astype(np.float32),
+                 triangles.astype(np.uint32))
 
 
 def model_layer(con: duckdb.DuckDBPyConnection, layer: BuildingLayer) -> bytes:

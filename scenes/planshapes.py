@@ -12,6 +12,7 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
+from scenes.colours import BASEMAP_COLOURS
 from twin.grids.gridedit import snap_point
 
 
@@ -53,6 +54,19 @@ def polygon_columns(geoms: Sequence, origin: Sequence[float]) -> tuple[list, lis
             xs.append(px)
             ys.append(py)
     return xs, ys
+
+
+def basemap_columns(basemap: gpd.GeoDataFrame, origin: Sequence[float], *, clip=None) -> dict:
+    """Bokeh ``multi_polygons`` columns of the ground (roads, water, green space) with each one's map colour,
+    relative to ``origin``; ``clip`` (a polygon, district CRS) keeps only what lies in it."""
+    geoms = np.asarray(basemap.geometry.values, dtype=object)
+    if clip is not None:
+        geoms = shapely.intersection(geoms, clip)
+    polygonal = np.isin(shapely.get_type_id(geoms), (shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON,
+                                                     shapely.GeometryType.GEOMETRYCOLLECTION))
+    polygonal &= ~shapely.is_empty(geoms) & (shapely.area(geoms) > 0)
+    xs, ys = polygon_columns(geoms[polygonal], origin)
+    return {"xs": xs, "ys": ys, "colour": [BASEMAP_COLOURS[k] for k in basemap["kind"].to_numpy()[polygonal]]}
 
 
 def outline_columns(footprints: np.ndarray, ids: Sequence[str], origin: Sequence[float]) -> dict:

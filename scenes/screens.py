@@ -297,14 +297,15 @@ class DistrictApp(pn.viewable.Viewer):
         self.grid_table.level = self.level
 
     def _ready(self, event: param.parameterized.Event) -> None:
-        # Cameras and live updates start after the first frame, so they never delay it.
+        # The ground, cameras and live updates start after the first frame, so they never delay it.
         if not event.new:
             return
         self.show_panels()
         if self._my_grids is not None:
             self.frame_my_grids()
-        if not self.view.cameras:
-            self.view.cameras = self.shared.camera_payload
+        # The ground and the cameras in one message: the browser draws them in one more frame.
+        late = {"basemap": self.shared.basemap_payload, "cameras": self.shared.camera_payload}
+        self.view.param.update({name: payload for name, payload in late.items() if not getattr(self.view, name)})
         if self._poll is None and pn.state.curdoc is not None:
             self._poll = pn.state.add_periodic_callback(self._catch_up_live, period=LIVE_POLL_MS)
 

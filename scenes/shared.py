@@ -34,12 +34,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from scenes.layers import (GRID_MEASURES, BuildingLayer, building_colours, building_layer, camera_records,
-                           grid_measure_colours, model_layer)
+from scenes.layers import (GRID_MEASURES, BuildingLayer, basemap_layer, building_colours, building_layer,
+                           camera_records, grid_measure_colours, model_layer)
 from twin.access.access import audit
 from twin.access.policy import Gate, Refusals
 from twin.cases.live import CaseFeed, IntakeWriter, Written
 from twin.errors import TwinError
+from twin.geo.basemap import load_basemap
 from twin.store.queries import district_totals, grid_table, grid_tree, key_figures, micro_figures
 
 REFRESH_S = 1.0  # live figures are at most this old
@@ -137,6 +138,7 @@ class SharedDistrict:
             "SELECT camera_id, ST_X(position) AS x, ST_Y(position) AS y, z, heading_deg, pitch_deg, fov_deg, "
             "range_m, status FROM cameras ORDER BY camera_id").df()
         self.camera_payload: bytes = camera_records(self.cameras, self.layer.origin)
+        self.basemap_payload: bytes = basemap_layer(load_basemap(con), self.layer.origin)  # sent after the first frame
         self._totals = district_totals(con)
         self._tree = grid_tree(con)
         self._memo: dict[tuple, tuple[int, float, object]] = {}

@@ -4,6 +4,9 @@
 
 const MAGIC = 0x31425754; // "TWB1"
 const MODEL_MAGIC = 0x314D5754; // "TWM1"
+const BASEMAP_MAGIC = 0x31475754; // "TWG1"
+const GROUND_Z = -0.2; // the ground plane; the basemap's kinds lie just above it, in drawing order, under the buildings
+const BASEMAP_STEP_Z = 0.05;
 const BACKGROUND = [0.059, 0.09, 0.141];
 const HIGHLIGHT = [255, 196, 0];
 const STATUS_COLOURS = [[239, 68, 68], [249, 115, 22], [234, 179, 8], [34, 197, 94], [56, 189, 248],
@@ -231,6 +234,7 @@ export function render({ model, el }) {
                   clickSeq: 0, firstFrame: false, labels: [], cameraCount: 0,
                   caseRec: [], caseFresh: new Map(), pendingDrawn: [] };
   const ground = makeActor(false);
+  const basemap = makeActor(false);
   const buildings = makeActor(true);
   const gridLines = makeActor(false);
   const gridHighlight = makeActor(false);
@@ -251,12 +255,15 @@ export function render({ model, el }) {
   gridHighlight.actor.getProperty().setLighting(false);
   cameras.mapper.setScalarModeToUseCellData();
   cameras.mapper.setColorModeToDirectScalars();
+  basemap.mapper.setScalarModeToUseCellData();
+  basemap.mapper.setColorModeToDirectScalars();
+  basemap.actor.getProperty().setLighting(false);
   cones.actor.getProperty().setColor(0.22, 0.74, 0.97);
   cones.actor.getProperty().setOpacity(0.15);  // faces, not lines: close up, lines alias into a wireframe
   cones.actor.getProperty().setLighting(false);
   cones.actor.getProperty().setBackfaceCulling(false);
 
-  const deferred = [ground, gridLines, gridHighlight];
+  const deferred = [ground, basemap, gridLines, gridHighlight];
   for (const a of [...deferred, cameras, cones]) a.actor.setVisibility(false);
 
   // Overlay elements: tooltip, legend, labels, navigation buttons.
@@ -362,8 +369,9 @@ export function render({ model, el }) {
     }
     state.bounds = b;
     const pad = 0.15 * Math.max(b[3] - b[0], b[4] - b[1]);
-    const g = new Float32Array([b[0] - pad, b[1] - pad, -0.2, b[3] + pad, b[1] - pad, -0.2,
-                                b[3] + pad, b[4] + pad, -0.2, b[0] - pad, b[4] + pad, -0.2]);
+    const z = GROUND_Z;
+    const g = new Float32Array([b[0] - pad, b[1] - pad, z, b[3] + pad, b[1] - pad, z,
+                                b[3] + pad, b[4] + pad, z, b[0] - pad, b[4] + pad, z]);
     ground.polydata.getPoints().setData(g, 3);
     ground.polydata.getPolys().setData(new Uint32Array([4, 0, 1, 2, 3]));
     applyColours();
@@ -386,6 +394,40 @@ export function render({ model, el }) {
     state.colours.modified();
     buildings.polydata.modified();
     render();
+  }
+
+  // --- the ground: roads, water and green space ---------------------------
+  // One buffer of triangles by kind (scenes/layers.py basemap_layer), flat just above the ground plane. It
+  // arrives after the first frame and joins the deferred overlays, drawn in their frame.
+  function loadBasemap() {
+    const ab = asArrayBuffer(model.basemap);
+    if (!ab || ab.byteLength < 16) return;
+    const head = new Uint32Array(ab, 0, 4);
+    if (head[0] !== BASEMAP_MAGIC) throw new Error("not a basemap buffer");
+    const [, nk, nv, nt] = head;
+    const take = reader(ab, 16);
+    const perKind = take(Uint32Array, nk), rgb = take(Uint8Array, nk * 3);
+    const xy = take(Float32Array, nv * 2), tris = take(Uint32Array, nt * 3);
+    const pts = new Float32Array(nv * 3), cells = new Uint32Array(nt * 4), colour = new Uint8Array(nt * 3);
+    for (let v = 0; v < nv; v++) { pts[3 * v] = xy[2 * v]; pts[3 * v + 1] = xy[2 * v + 1]; }
+    let t = 0;
+    for (let k = 0; k < nk; k++) {
+      const z = GROUND_Z + BASEMAP_STEP_Z * (k + 1);
+      for (const end = t + perKind[k]; t < end; t++) {
+        const a = tris[3 * t], b = tris[3 * t + 1], c = tris[3 * t + 2];
+        pts[3 * a + 2] = z; pts[3 * b + 2] = z; pts[3 * c + 2] = z;
+        cells[4 * t] = 3; cells[4 * t + 1] = a; cells[4 * t + 2] = b; cells[4 * t + 3] = c;
+        colour[3 * t] = rgb[3 * k]; colour[3 * t + 1] = rgb[3 * k + 1]; colour[3 * t + 2] = rgb[3 * k + 2];
+      }
+    }
+    basemap.polydata.getPoints().setData(pts, 3);
+    basemap.polydata.getPolys().setData(cells);
+    basemap.polydata.getCellData().setScalars(vtkDataArray.newInstance({ name: "colour", numberOfComponents: 3,
+                                                                        values: colour }));
+    basemap.polydata.modified();
+    probe.twinBasemap = nt;
+    marks.basemap = marks.basemap || performance.now();
+    if (overlaysShown) render(); // otherwise the overlays' frame draws it
   }
 
   // --- overlays ---------------------------------------------------------
@@ -973,6 +1015,7 @@ export function render({ model, el }) {
   model.on("cases", loadCases);
   model.on("case_updates", applyCaseUpdates);
   model.on("cameras", loadCameras);
+  model.on("basemap", loadBasemap);
   model.on("show_cameras", () => { applyLayerVisibility(); drawMarkerLegend(); });
   model.on("show_cases", () => { applyLayerVisibility(); drawMarkerLegend(); });
   model.on("tooltip", () => {
@@ -1007,6 +1050,7 @@ export function render({ model, el }) {
     setSegments(gridLines, model.grid_lines, 0.4);
     setSegments(gridHighlight, model.grid_highlight, 0.6);
     loadCases();
+    loadBasemap();
     loadCameras();
     drawLegend();
     drawMarkerLegend();

@@ -29,6 +29,8 @@ class DistrictView(JSComponent):
 
     buildings = param.Bytes(default=b"", doc="Geometry buffer from scenes.layers.building_layer")
     models = param.Bytes(default=b"", doc="BIM and mesh models that replace LOD1 blocks (scenes.layers.model_layer)")
+    basemap = param.Bytes(default=b"", doc="Roads, water and green space, triangulated (scenes.layers.basemap_layer); "
+                                           "sent after the first frame")
     colors = param.Bytes(default=b"", doc="RGB uint8 per building")
     selected = param.Integer(default=-1, doc="Highlighted building index, -1 for none")
     grid_lines = param.Bytes(default=b"", doc="float32 segment end points of the grid outlines")

@@ -22,6 +22,7 @@ from scenes.planner.rules import RulesDisplay
 from scenes.planner.saving import (WRITE_TIMEOUT_S, Save, VersionHistory, Write, WriteCancelled, awaited, edit_write,
                                    read_off_loop, save_in_transaction)
 from scenes.planner.session import NO_MOVE_M, ParentEdit
+from scenes.planshapes import basemap_columns
 from scenes.theme import CSS
 from twin.errors import GridEditError, TwinError
 from twin.grids.gridedit import EditSession
@@ -197,6 +198,7 @@ class GridEditor(pn.viewable.Viewer):
         with pn.io.hold():
             self.plan.show_parent(edit.parent_shape, edit.assets)
             p = self.plan
+            p.push(p.basemap_source, basemap_columns(edit.basemap, self.origin, clip=edit.around))
             p.clear(p.history_source, p.proposal_source, p.compare_source, p.line_source, p.draw_source)
             self.param.update(selected=[], show="edit", history_grid=None, message="")
             self._after_edit()

@@ -76,6 +76,7 @@ class PlanPlot:
             tool.description = names.get(type(tool), tool.description)
         for axis in (fig.xaxis, fig.yaxis):
             axis.axis_label_text_color = axis.major_label_text_color = MUTED
+        self.basemap_source = add_basemap(fig)
         fig.patches("xs", "ys", source=self.footprint_source, fill_color="#52627a", fill_alpha=0.8, line_color=None)
         self.grid_renderer = fig.patches("xs", "ys", source=self.grid_source, fill_color="colour", fill_alpha=0.22,
                                          line_color=TEXT, line_width=1.6, selection_fill_alpha=0.5,
@@ -208,6 +209,14 @@ class PlanPlot:
         if self._pushing:
             return
         self._on_pick(list(dict.fromkeys(self._ring_ids[i] for i in new if 0 <= i < len(self._ring_ids))))
+
+
+def add_basemap(fig) -> ColumnDataSource:
+    """The ground (roads, water, green space; ``scenes.planshapes.basemap_columns``) under what follows it."""
+    source = ColumnDataSource({"xs": [], "ys": [], "colour": []})
+    fig.multi_polygons("xs", "ys", source=source, fill_color="colour", fill_alpha=1.0, line_color=None,
+                       name="twin-basemap")
+    return source
 
 
 def _coloured_rings(shapes: gpd.GeoSeries, ids: list[str], rings: list[np.ndarray]) -> dict:

@@ -18,6 +18,7 @@ import shapely
 
 from scenes.planshapes import snap_point_near
 from twin.errors import GridEditError
+from twin.geo.basemap import load_basemap
 from twin.grids.gridedit import EditSession, changed_grids
 from twin.grids.gridrules import Violation
 from twin.grids.gridversions import check_edit, current_grids
@@ -48,6 +49,10 @@ class ParentEdit:
         The children's level.
     assets : Assets
         Buildings, cameras and cases around the parent (:data:`ASSET_PAD_M` beyond its bounds).
+    around : Polygon
+        The box the assets are read in.
+    basemap : GeoDataFrame
+        The ground (roads, water, green space) that meets ``around`` (:func:`twin.geo.basemap.load_basemap`).
     session : EditSession
         The edits so far, with undo and redo.
     violations : list of Violation
@@ -65,9 +70,10 @@ class ParentEdit:
         self.saved_grids: gpd.GeoDataFrame = current_grids(con, parent_id=parent_id)
         self.level = str(self.saved_grids["level"].iloc[0])
         xmin, ymin, xmax, ymax = self.parent_shape.bounds
-        self.assets: Assets = load_assets(con, bbox=(xmin - ASSET_PAD_M, ymin - ASSET_PAD_M, xmax + ASSET_PAD_M,
-                                                     ymax + ASSET_PAD_M))
+        self.around = shapely.box(xmin - ASSET_PAD_M, ymin - ASSET_PAD_M, xmax + ASSET_PAD_M, ymax + ASSET_PAD_M)
+        self.assets: Assets = load_assets(con, bbox=self.around.bounds)
         self._footprint_tree = shapely.STRtree(self.assets.footprints)  # building corners to snap to
+        self.basemap = load_basemap(con, bbox=self.around.bounds)
         self.session = self.restart(self.saved_grids.geometry)
         self.violations: list[Violation] = []
         self.reassignment: Reassignment | None = None

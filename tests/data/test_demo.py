@@ -33,7 +33,7 @@ def small():
 
 def _frames(d):
     return {f: getattr(d, f) for f in ("buildings", "grids", "compounds", "residents", "cameras", "cases",
-                                       "case_events", "party_orgs")}
+                                       "case_events", "party_orgs", "basemap")}
 
 
 # --------------------------------------------------------------------------- options, determinism, counts
@@ -353,6 +353,27 @@ def test_party_orgs(small):
 # --------------------------------------------------------------------------- full scale
 
 @pytest.mark.slow
+# --------------------------------------------------------------------------- the ground
+
+def test_demo_ground_has_streets_a_river_and_parks_beside_the_buildings(small_demo):
+    from twin.store.store import Store
+
+    with Store(small_demo, read_only=True) as store:
+        kinds = dict(store.con.execute("SELECT kind, count(*) FROM basemap GROUP BY kind").fetchall())
+        overlaps = store.con.execute("""
+            SELECT r.feature_id, sum(ST_Area(ST_Intersection(r.geometry, b.footprint))) AS area
+            FROM basemap r JOIN buildings b ON ST_Intersects(r.geometry, b.footprint)
+            GROUP BY 1 HAVING area > 0.05""").fetchall()
+        cover = store.con.execute("""SELECT sum(ST_Area(geometry)) FILTER (kind = 'road'),
+                                            (SELECT ST_Area(ST_Union_Agg(boundary)) FROM grids WHERE level = 'street')
+                                     FROM basemap""").fetchone()
+        roads = {n for n, in store.con.execute("SELECT name FROM basemap WHERE kind = 'road'").fetchall()}
+    assert kinds["road"] == 10 and kinds["water"] >= 1 and kinds["green"] >= 2  # 5 + 5 streets of the 4 x 4 lattice
+    assert overlaps == [], "no ground polygon lies under a building"
+    assert 0.1 < cover[0] / cover[1] < 0.3, "the carriageways take a street's share of the district"
+    assert len(roads) == 10 and roads <= set(names.ROADS_NS) | set(names.ROADS_EW), "each street by its name"
+
+
 def test_full_scale_counts():
     t0 = time.perf_counter()
     d = generate_district(scale="full", seed=0)

@@ -7,12 +7,15 @@ import shutil
 
 import numpy as np
 import pytest
+import shapely
 from PIL import Image
 from playwright.sync_api import expect
 
 from bench.browser import POST_AND_WAIT_FOR_MARKER, WebSocketMeter, chromium, served, sign_in
+from scenes.colours import BASEMAP_COLOURS
 from scenes.i18n import case_kind_name, translations
 from twin.access.access import SIGNIN_REFUSED
+from twin.geo.basemap import load_basemap
 from twin.store.store import Store
 
 pytestmark = pytest.mark.browser
@@ -78,10 +81,17 @@ def canvas_pixels(page) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
 
 
+def rgb(colour: str) -> np.ndarray:
+    return np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+
+
 def building_share(pixels: np.ndarray) -> float:
-    """The share of the canvas's pixels that are neither the background nor the ground: buildings."""
-    background, ground = np.array([15, 23, 36]), np.array([27, 42, 73])
-    return float(((np.abs(pixels - background).sum(axis=2) > 40) & (np.abs(pixels - ground).sum(axis=2) > 40)).mean())
+    """The share of the canvas's pixels that are neither the background nor the ground (nor roads, water or
+    green space): buildings."""
+    grounds = [np.array([15, 23, 36]), np.array([27, 42, 73])]
+    unlit = [rgb(c) for c in BASEMAP_COLOURS.values()]  # drawn without lighting: exactly their colour
+    return float(np.all([np.abs(pixels - g).sum(axis=2) > 40 for g in grounds] +
+                        [np.abs(pixels - g).sum(axis=2) > 6 for g in unlit], axis=0).mean())
 
 
 def test_the_canvas_draws_the_district_and_nothing_comes_from_outside(page):
@@ -90,6 +100,50 @@ def test_the_canvas_draws_the_district_and_nothing_comes_from_outside(page):
     assert len(np.unique(pixels.reshape(-1, 3) // 16, axis=0)) > 20, "shaded, coloured buildings"
     host = page.url.split("/")[2]
     assert all(r.split("/")[2] == host for r in page.requests if r.startswith("http")), "no CDN"
+    assert page.console_errors == []
+
+
+def inside_points(shape, *, inset: float, avoid=None, n: int = 12) -> list[tuple[float, float]]:
+    """Up to ``n`` points spread over ``shape`` at least ``inset`` m from its edge (and from ``avoid``)."""
+    inner = shape.buffer(-inset)
+    if avoid is not None:
+        inner = inner.difference(avoid)
+    xmin, ymin, xmax, ymax = inner.bounds
+    grid = shapely.points(*np.meshgrid(np.linspace(xmin, xmax, 40), np.linspace(ymin, ymax, 40)))
+    inside = grid.ravel()[shapely.contains(inner, grid.ravel())]
+    return [(p.x, p.y) for p in inside[:: max(1, len(inside) // n)]]
+
+
+def test_roads_and_the_river_are_drawn_under_the_buildings_after_the_first_frame(page, small_demo):
+    page.wait_for_function("window.twinBasemap > 0", timeout=30_000)
+    page.locator(".twin-nav-top").click()  # the whole district from above
+    page.wait_for_timeout(1500)
+    box = page.locator(".twin-view canvas").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, 400)  # a little further out, for the river south of the district
+    page.wait_for_timeout(1500)
+    legends = [page.locator(f".twin-view {c}").first.bounding_box() for c in (".twin-legend", ".twin-marker-legend")]
+    with Store(small_demo, read_only=True) as store:
+        ground, (ox, oy, _) = load_basemap(store.con), store.district.origin
+        grid_lines = store.con.execute("SELECT ST_AsWKB(ST_Union_Agg(ST_Boundary(boundary))) FROM grids").fetchone()[0]
+    avoid = shapely.from_wkb(bytes(grid_lines)).buffer(3.0)  # grid outlines run along the street centrelines
+    pixels = canvas_pixels(page)
+    def under_a_legend(px, py):
+        return any(b and b["x"] <= px <= b["x"] + b["width"] and b["y"] <= py <= b["y"] + b["height"] for b in legends)
+
+    for kind, inset, n in (("road", 2.0, 6), ("water", 8.0, 60)):
+        shapes = ground[ground["kind"] == kind].geometry
+        points = [p for shape in shapes for p in inside_points(shape, inset=inset, avoid=avoid, n=n)]
+        seen = []
+        for x, y in points:
+            px, py = page.evaluate(f"window.twinView.worldToPage({x - ox}, {y - oy}, 0)")
+            col, row = int(px - box["x"]), int(py - box["y"])
+            if 0 <= row < pixels.shape[0] and 0 <= col < pixels.shape[1] and not under_a_legend(px, py):
+                seen.append(np.abs(pixels[row, col] - rgb(BASEMAP_COLOURS[kind])).sum() <= 24)
+        assert len(seen) >= 6, f"the {kind} lies in the view"
+        assert np.mean(seen) >= 0.8, f"{kind} pixels have the {kind} colour ({np.mean(seen):.0%} of {len(seen)})"
+    marks = page.evaluate("[window.twinMarks.basemap, window.twinFirstFrame]")
+    assert marks[0] > marks[1], "the ground came after the first frame"
     assert page.console_errors == []
 
 
@@ -305,7 +359,7 @@ def test_the_view_leaves_no_probes_in_a_persons_page(browser, demo_copy):
             raise AssertionError("the district was never drawn")
         page.wait_for_timeout(1500)  # the overlays and cameras that follow the first frame
         probes = ["twinMarks", "twinGL", "twinFirstFrame", "twinCameras", "twinView", "twinCaseDrawn", "twinPickMs",
-                  "twinLastClick"]
+                  "twinLastClick", "twinBasemap"]
         assert page.evaluate(f"{probes}.filter((name) => name in window)") == []
         page.close()
 

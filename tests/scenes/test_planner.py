@@ -98,6 +98,29 @@ def test_it_shows_one_parents_grids_relative_to_the_origin(editor, store):
     assert editor.undo_button.disabled and editor.redo_button.disabled
 
 
+def test_the_plan_draws_the_ground_under_the_grids_and_footprints(editor, store):
+    from scenes.colours import BASEMAP_COLOURS
+
+    plan = editor.plan
+    names = [r.name for r in plan.figure.renderers]
+    assert names.index("twin-basemap") == 0, "the ground is drawn first, under the footprints and the grids"
+    data = plan.basemap_source.data
+    road = BASEMAP_COLOURS["road"]
+    assert road in data["colour"] and set(data["colour"]) <= set(BASEMAP_COLOURS.values()), "in map colours"
+    parent = store.con.execute("SELECT ST_AsWKB(boundary) FROM grids WHERE grid_id = ? AND valid_to IS NULL",
+                               [PARENT]).fetchone()[0]
+    ox, oy = editor.origin
+    box = shapely.from_wkb(bytes(parent)).buffer(60).bounds
+    xs = np.concatenate([ring for polygon in data["xs"] for rings in polygon for ring in rings]) + ox
+    ys = np.concatenate([ring for polygon in data["ys"] for rings in polygon for ring in rings]) + oy
+    assert box[0] <= xs.min() and xs.max() <= box[2] and box[1] <= ys.min() and ys.max() <= box[3], \
+        "only the ground around the parent, relative to the origin"
+    roads = shapely.union_all([shapely.Polygon(np.column_stack([rx[0], ry[0]]))
+                               for px, py, colour in zip(data["xs"], data["ys"], data["colour"]) if colour == road
+                               for rx, ry in zip(px, py)])
+    assert roads.area > 4 * 150 * 20, "the four streets around it"
+
+
 def test_parents_follow_the_level_and_the_planners_grids(store):
     everyone = GridEditor(store.con.cursor(), actor="p")
     levels = set(current_grids(store.con, grid_ids=list(everyone.param.parent_id.objects.values()))["level"])

@@ -71,7 +71,7 @@ def _ring_coordinates(polygons: np.ndarray):
         empty = np.zeros(0, dtype=np.int64)
         return np.zeros((0, 2)), empty, empty, empty, np.zeros(1, dtype=np.int64)
     if not (shapely.get_type_id(polygons) == shapely.GeometryType.POLYGON).all():
-        raise ValueError("extrude_footprints needs Polygons")
+        raise ValueError("triangulate_polygons needs Polygons")
     # Every polygon's closed rings, exterior first. Ring lengths come from splitting the few polygons
     # with holes into rings; splitting them all (shapely.get_rings) costs more than the rest together.
     coords = shapely.get_coordinates(polygons)
@@ -166,6 +166,58 @@ def _earcut_triangles(xy: np.ndarray, polys: np.ndarray, poly_xy_start: np.ndarr
     return tri, np.repeat(polys, counts)
 
 
+def triangulate_polygons(polygons: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Triangulate polygons (holes kept): a fan for convex ones without holes, earcut for the rest.
+
+    Parameters
+    ----------
+    polygons : ndarray of shapely.Polygon, shape (n,)
+        Valid polygons, metres.
+
+    Returns
+    -------
+    xy : ndarray, shape (V, 2), float64
+        Open ring vertices, exteriors counter-clockwise and holes clockwise; polygon ``i`` owns rows
+        ``poly_start[i]:poly_start[i] + poly_length[i]``.
+    poly_start, poly_length : ndarray, shape (n,), int64
+    ring_start, ring_length : ndarray, shape (rings,), int64
+        Each ring's rows of ``xy``.
+    triangles : ndarray, shape (T, 3), int32
+        Indices local to their polygon, counter-clockwise seen from above.
+    triangle_polygon : ndarray, shape (T,), int64
+        The polygon of each triangle.
+    """
+    polygons = np.asarray(polygons, dtype=object)
+    n = len(polygons)
+    xy, ring_start, ring_length, ring_polygon, poly_ring_offsets = _ring_coordinates(polygons)
+
+    # Per-polygon ring vertex ranges (rings of one polygon are contiguous).
+    poly_length = np.bincount(ring_polygon, weights=ring_length, minlength=n).astype(np.int64)
+    poly_start = np.concatenate([[0], np.cumsum(poly_length)[:-1]]).astype(np.int64)
+
+    # A fan for convex polygons without holes, earcut otherwise.
+    convex = _convex_single_rings(xy, ring_start, ring_length, ring_polygon, n)
+    fan_polys = np.flatnonzero(convex)
+    fan_tri, fan_which = _fan_triangles(poly_start[fan_polys], poly_length[fan_polys])
+    fan_which = fan_polys[fan_which]
+    ear_polys = np.flatnonzero(~convex)
+    ring_end_rel = (ring_start + ring_length - poly_start[ring_polygon]).astype(np.uint32)
+    ear_tri, ear_which = _earcut_triangles(xy, ear_polys, poly_start, poly_length, ring_end_rel, poly_ring_offsets)
+    if len(ear_polys):
+        log.debug("earcut on %d of %d polygons; fan on the rest", len(ear_polys), n)
+
+    roof = np.concatenate([fan_tri, ear_tri]).astype(np.int32)
+    roof_which = np.concatenate([fan_which, ear_which])
+    del fan_tri, ear_tri
+    # Make every triangle counter-clockwise seen from above.
+    g = roof + poly_start[roof_which][:, None]
+    a, b, c = xy[g[:, 0]], xy[g[:, 1]], xy[g[:, 2]]
+    cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    roof[cross < 0] = roof[cross < 0][:, [0, 2, 1]]
+    del g, a, b, c, cross
+    return xy, poly_start, poly_length, ring_start, ring_length, roof, roof_which
+
+
 def extrude_footprints(polygons: np.ndarray, *, base_z: np.ndarray, height: np.ndarray,
                        origin: tuple[float, float, float]) -> MeshBatch:
     """Extrude footprints into watertight LOD1 prisms.
@@ -190,32 +242,7 @@ def extrude_footprints(polygons: np.ndarray, *, base_z: np.ndarray, height: np.n
     n = len(polygons)
     base_z = np.asarray(base_z, dtype=np.float64)
     top_z = base_z + np.asarray(height, dtype=np.float64)
-    xy, ring_start, ring_length, ring_polygon, poly_ring_offsets = _ring_coordinates(polygons)
-
-    # Per-polygon ring vertex ranges (rings of one polygon are contiguous).
-    poly_length = np.bincount(ring_polygon, weights=ring_length, minlength=n).astype(np.int64)
-    poly_start = np.concatenate([[0], np.cumsum(poly_length)[:-1]]).astype(np.int64)
-
-    # Roof triangles: a fan for convex footprints without holes, earcut otherwise.
-    convex = _convex_single_rings(xy, ring_start, ring_length, ring_polygon, n)
-    fan_polys = np.flatnonzero(convex)
-    fan_tri, fan_which = _fan_triangles(poly_start[fan_polys], poly_length[fan_polys])
-    fan_which = fan_polys[fan_which]
-    ear_polys = np.flatnonzero(~convex)
-    ring_end_rel = (ring_start + ring_length - poly_start[ring_polygon]).astype(np.uint32)
-    ear_tri, ear_which = _earcut_triangles(xy, ear_polys, poly_start, poly_length, ring_end_rel, poly_ring_offsets)
-    if len(ear_polys):
-        log.debug("earcut on %d of %d footprints; fan on the rest", len(ear_polys), n)
-
-    roof = np.concatenate([fan_tri, ear_tri]).astype(np.int32)
-    roof_which = np.concatenate([fan_which, ear_which])
-    del fan_tri, ear_tri
-    # Make every roof triangle counter-clockwise seen from above.
-    g = roof + poly_start[roof_which][:, None]
-    a, b, c = xy[g[:, 0]], xy[g[:, 1]], xy[g[:, 2]]
-    cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-    roof[cross < 0] = roof[cross < 0][:, [0, 2, 1]]
-    del g, a, b, c, cross
+    xy, poly_start, poly_length, ring_start, ring_length, roof, roof_which = triangulate_polygons(polygons)
 
     # Vertices: each building's floor ring then its roof ring.
     vertex_offsets = np.concatenate([[0], np.cumsum(2 * poly_length)])
