@@ -245,6 +245,28 @@ def _cmd_audit(args: argparse.Namespace) -> dict:
     return {"rows": rows, "intact": True}
 
 
+def _cmd_export_tiles(args: argparse.Namespace) -> dict:
+    from tqdm import tqdm
+
+    from twin.store.store import Store
+    from twin.tiles.export import export_tiles
+
+    with Store(args.db, read_only=True) as store, \
+            tqdm(desc="tiles", unit="tile", file=sys.stderr, leave=False) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        summary = export_tiles(store.con, store.district, args.out_dir, cell_m=args.cell_size,
+                               max_vertices=args.max_vertices, progress=progress)
+    if not args.json:
+        for uri in summary["written"]:
+            print(f"written {uri}", file=sys.stderr)
+        for uri in summary["removed"]:
+            print(f"removed {uri}", file=sys.stderr)
+    return summary
+
+
 def _cmd_serve(args: argparse.Namespace) -> dict:
     from scenes.server import serve
 
@@ -378,6 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit trail")
     asub = audit.add_subparsers(dest="action", required=True)
     command("verify", _cmd_audit, sub=asub, help="check the audit trail's hash chain")
+
+    export = sub.add_parser("export", help="write the district out for other programs")
+    esub = export.add_subparsers(dest="kind", required=True)
+    tiles = command("tiles", _cmd_export_tiles, sub=esub,
+                    help="a 3D Tiles 1.1 tileset (CesiumJS, 3d-tiles-renderer); only changed tiles are rewritten")
+    tiles.add_argument("out_dir", metavar="OUT_DIR", help="the tileset folder: new, empty, or an earlier export")
+    tiles.add_argument("--cell-size", type=float, default=250.0, metavar="M", help="the leaves' smallest width")
+    tiles.add_argument("--max-vertices", type=int, default=42_000, metavar="N",
+                       help="the most vertices a tile wider than one cell may hold (tyler's rule)")
 
     serve = command("serve", _cmd_serve, help="serve the app")
     serve.add_argument("--port", type=int, default=5006)

@@ -158,7 +158,8 @@ def _tile_bytes(tile: Tile, meshes: _Meshes, properties: pd.DataFrame) -> tuple[
     centre = (low + high) / 2
     vertices, normals, feature, triangles = flat_shaded(vertices, triangles, feature)
     rows = properties.iloc[tile.buildings]
-    columns = {name: rows[name].tolist() for name in SCHEMA["classes"][CLASS_NAME]["properties"]}
+    columns = {name: rows[name].astype(object).where(rows[name].notna(), "").tolist()  # missing: noData ""
+               for name in SCHEMA["classes"][CLASS_NAME]["properties"]}
     columns["floors"] = rows["floors"].fillna(-1).astype(np.int64).to_numpy()
     columns["height"] = rows["height"].to_numpy(dtype=np.float64)
     data = tile_glb(positions=enu_to_gltf(vertices - centre).astype(np.float32),
