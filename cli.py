@@ -260,10 +260,11 @@ def _cmd_export_tiles(args: argparse.Namespace) -> dict:
         summary = export_tiles(store.con, store.district, args.out_dir, cell_m=args.cell_size,
                                max_vertices=args.max_vertices, progress=progress)
     if not args.json:
-        for uri in summary["written"]:
-            print(f"written {uri}", file=sys.stderr)
-        for uri in summary["removed"]:
-            print(f"removed {uri}", file=sys.stderr)
+        for action in ("written", "removed"):
+            uris = summary[action]
+            more = f" and {len(uris) - 20} more" if len(uris) > 20 else ""
+            if uris:
+                print(f"{action}: {', '.join(uris[:20])}{more}", file=sys.stderr)
     return summary
 
 

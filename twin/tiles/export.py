@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from twin.buildings import load_meshes
-from twin.errors import InputError
+from twin.errors import InputError, OptionError
 from twin.geo.crs import District
 from twin.store.queries import grid_tree
 from twin.store.schema import GRID_LEVELS
@@ -232,7 +232,13 @@ def export_tiles(con: duckdb.DuckDBPyConnection, district: District, out_dir: st
         mesh), ``depth``, ``geometric_error`` (the root's, metres) and ``seconds``.
     """
     started = time.perf_counter()
+    if not (cell_m > 0 and max_vertices > 0):
+        raise OptionError(f"cell size {cell_m!r} m, max vertices {max_vertices!r} (--cell-size, --max-vertices): "
+                          "both must be positive "
+                          f"(tyler's rule: {CELL_M:g} m cells, {MAX_VERTICES} vertices).")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir} is a file; give a folder for the tileset (new, empty, or an earlier export).")
     before = _read_manifest(out_dir)
     properties, meshes, skipped = _load(con, district)
     frame = enu_frame(district)
