@@ -147,12 +147,23 @@ def _grids_import(con, args: dict, step: Callable[[str], None]) -> dict:
     return summary
 
 
+def _tiles_export(con, args: dict, step: Callable[[str], None]) -> dict:
+    from twin.store.store import district_of
+    from twin.tiles.export import export_tiles
+
+    return export_tiles(con, district_of(con), args["out_dir"], cell_m=args["cell_size"],
+                        max_vertices=args["max_vertices"])
+
+
 def writing_commands() -> dict:
-    """The commands that write the store: run offline, or by the server that holds it (``twin serve``)."""
+    """The commands that write the store, and ``tiles.export`` that reads it whole: run offline, or by the server
+    that holds it (``twin serve``)."""
     from twin.store.control import Command
 
     name = {"name": str}
-    return {"keys.add": Command(name, _keys_add), "keys.revoke": Command(name, _keys_revoke),
+    return {"tiles.export": Command({"out_dir": str, "cell_size": float, "max_vertices": int}, _tiles_export,
+                                    reads_only=True),
+            "keys.add": Command(name, _keys_add), "keys.revoke": Command(name, _keys_revoke),
             "users.add": Command({**name, "password": str, "role": str, "grids": list, "lang": str | None},
                                  _users_add),
             "users.passwd": Command({**name, "password": str}, _users_passwd),
@@ -248,17 +259,24 @@ def _cmd_audit(args: argparse.Namespace) -> dict:
 def _cmd_export_tiles(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
+    from twin.store.control import ask_server
     from twin.store.store import Store
     from twin.tiles.export import export_tiles
 
-    with Store(args.db, read_only=True) as store, \
-            tqdm(desc="tiles", unit="tile", file=sys.stderr, leave=False) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+    given = {"out_dir": str(Path(args.out_dir).resolve()), "cell_size": args.cell_size,
+             "max_vertices": args.max_vertices}
+    summary = ask_server(args.db, "tiles.export", writing_commands()["tiles.export"].check("tiles.export", given))
+    if summary is not None:
+        log.info("the server that holds %s exported the tiles", args.db)
+    else:
+        with Store(args.db, read_only=True) as store, \
+                tqdm(desc="tiles", unit="tile", file=sys.stderr, leave=False) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
 
-        summary = export_tiles(store.con, store.district, args.out_dir, cell_m=args.cell_size,
-                               max_vertices=args.max_vertices, progress=progress)
+            summary = export_tiles(store.con, store.district, given["out_dir"], cell_m=args.cell_size,
+                                   max_vertices=args.max_vertices, progress=progress)
     if not args.json:
         for action in ("written", "removed"):
             uris = summary[action]
