@@ -22,6 +22,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from twin.buildings import load_meshes
 from twin.errors import InputError, OptionError
@@ -95,8 +97,8 @@ def _rows(offsets: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.repeat(starts - first, counts) + np.arange(int(counts.sum())), counts
 
 
-def _load(con: duckdb.DuckDBPyConnection, district: District) -> tuple[pd.DataFrame, _Meshes, int]:
-    """The buildings that have a mesh, their properties, and their meshes in the tileset's frame."""
+def _load(con: duckdb.DuckDBPyConnection, district: District) -> tuple[pa.Table, _Meshes, int]:
+    """The buildings that have a mesh, their properties (one row each), and their meshes in the tileset's frame."""
     frame = con.execute("SELECT building_id, name, use, height, floors, grid_id FROM buildings "
                         "ORDER BY building_id").df()
     tree = grid_tree(con).set_index("grid_id")
@@ -107,7 +109,7 @@ def _load(con: duckdb.DuckDBPyConnection, district: District) -> tuple[pd.DataFr
     vertices, triangles, v_counts, t_counts = [], [], [], []
     mesh_of = {}
     n_meshes = 0
-    for lod in ("lod1", *reversed(FULL_DETAIL_LODS)):  # later levels win the full detail
+    for lod in ("lod1", *FULL_DETAIL_LODS):
         mesh_ids, batch = load_meshes(con, lod=lod)
         position = ids.get_indexer(mesh_ids)
         keep = position >= 0
@@ -134,13 +136,15 @@ def _load(con: duckdb.DuckDBPyConnection, district: District) -> tuple[pd.DataFr
     if len(enu):
         low[v_counts > 0] = np.minimum.reduceat(enu, starts)
         high[v_counts > 0] = np.maximum.reduceat(enu, starts)
+    kept = frame[has_mesh].reset_index(drop=True)
+    kept["floors"] = kept["floors"].astype("Int32")
     meshes = _Meshes(enu=enu, triangles=np.concatenate(triangles), vertex_offsets=vertex_offsets,
                      triangle_offsets=np.concatenate([[0], np.cumsum(t_counts)]), full=full[has_mesh],
                      lod1=lod1[has_mesh], low=low, high=high)
     skipped = int((~has_mesh).sum())
     if skipped:
         log.warning("%d buildings have no mesh and are left out of the tileset", skipped)
-    return frame[has_mesh].reset_index(drop=True), meshes, skipped
+    return pa.Table.from_pandas(kept, preserve_index=False), meshes, skipped
 
 
 def _box(low: np.ndarray, high: np.ndarray) -> list[float]:
@@ -150,18 +154,17 @@ def _box(low: np.ndarray, high: np.ndarray) -> list[float]:
     return [*centre.tolist(), half[0], 0.0, 0.0, 0.0, half[1], 0.0, 0.0, 0.0, half[2]]
 
 
-def _tile_bytes(tile: Tile, meshes: _Meshes, properties: pd.DataFrame) -> tuple[bytes, np.ndarray, np.ndarray]:
+def _tile_bytes(tile: Tile, meshes: _Meshes, properties: pa.Table) -> tuple[bytes, np.ndarray, np.ndarray]:
     """One tile's GLB and the low and high corners of what it draws."""
     mesh = (meshes.full if tile.content == "full" else meshes.lod1)[tile.buildings]
     vertices, triangles, feature = meshes.gather(mesh)
     low, high = meshes.low[mesh].min(axis=0), meshes.high[mesh].max(axis=0)
     centre = (low + high) / 2
     vertices, normals, feature, triangles = flat_shaded(vertices, triangles, feature)
-    rows = properties.iloc[tile.buildings]
-    columns = {name: rows[name].astype(object).where(rows[name].notna(), "").tolist()  # missing: noData ""
-               for name in SCHEMA["classes"][CLASS_NAME]["properties"]}
-    columns["floors"] = rows["floors"].fillna(-1).astype(np.int64).to_numpy()
-    columns["height"] = rows["height"].to_numpy(dtype=np.float64)
+    rows = properties.take(pa.array(tile.buildings))
+    columns = {name: rows.column(name).combine_chunks() for name in SCHEMA["classes"][CLASS_NAME]["properties"]}
+    columns["floors"] = pc.fill_null(columns["floors"], -1).to_numpy(zero_copy_only=False)
+    columns["height"] = columns["height"].to_numpy(zero_copy_only=False)
     data = tile_glb(positions=enu_to_gltf(vertices - centre).astype(np.float32),
                     normals=enu_to_gltf(normals), features=feature, triangles=triangles,
                     translation=enu_to_gltf(centre[None, :])[0], schema=SCHEMA, class_name=CLASS_NAME,

@@ -14,6 +14,8 @@ import struct
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 # glTF constants
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
@@ -108,12 +110,16 @@ def _property_buffers(buffer: _Buffer, definition: Mapping, values: Sequence | n
     """One property table property's buffer views, per its class property ``definition``."""
     kind = definition["type"]
     if kind == "STRING":
-        encoded = [("" if v is None else str(v)).encode("utf-8") for v in values]
-        offsets = np.zeros(len(encoded) + 1, dtype="<u4")
-        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        # Arrow keeps strings exactly as the extension wants them: UTF-8 bytes end to end, and offsets
+        strings = values if isinstance(values, pa.Array) else pa.array(values, type=pa.string())
+        strings = pc.fill_null(strings.cast(pa.string()), "")  # cast first: a column of nulls only has no type
+        _, offset_buffer, data_buffer = strings.buffers()
+        offsets = np.frombuffer(offset_buffer, dtype="<i4")[strings.offset:strings.offset + len(strings) + 1]
+        data = data_buffer.to_pybytes()[offsets[0]:offsets[-1]] if data_buffer is not None else b""
         # a buffer view is at least one byte long, even when every string is empty
-        return {"values": buffer.add(b"".join(encoded) or b"\0", align=METADATA_ALIGNMENT),
-                "stringOffsets": buffer.add(offsets.tobytes(), align=METADATA_ALIGNMENT),
+        return {"values": buffer.add(data or b"\0", align=METADATA_ALIGNMENT),
+                "stringOffsets": buffer.add((offsets - offsets[0]).astype("<u4").tobytes(),
+                                            align=METADATA_ALIGNMENT),
                 "stringOffsetType": "UINT32"}
     if kind == "SCALAR":
         array = np.asarray(values, dtype=SCALAR_DTYPES[definition["componentType"]])
@@ -141,7 +147,8 @@ def tile_glb(*, positions: np.ndarray, normals: np.ndarray, features: np.ndarray
     schema : mapping
         An ``EXT_structural_metadata`` schema holding ``class_name``.
     columns : mapping of str to sequence, each of length F
-        The property values of each feature, by property id of the class.
+        The property values of each feature, by property id of the class (strings as a list or a pyarrow
+        array; None or null is written as the empty string).
 
     Returns
     -------
