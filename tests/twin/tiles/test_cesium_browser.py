@@ -82,7 +82,6 @@ def test_cesium_loads_the_tileset_and_picking_a_building_gives_its_id(small_demo
     try:
         with chromium() as browser:
             page = browser.new_page(viewport={"width": 800, "height": 600})
-            page.on("console", lambda m: print("console", m.type, m.text))
 
             def only_here(route):
                 if route.request.url.startswith(url):
