@@ -103,7 +103,7 @@ class _Buffer:
         return len(self.views) - 1
 
     def bytes(self) -> bytes:
-        return b"".join(self.parts) + b"\0" * (-self.length % 4)
+        return b"".join(self.parts) + b"\0" * (-self.length % METADATA_ALIGNMENT)
 
 
 def _property_buffers(buffer: _Buffer, definition: Mapping, values: Sequence | np.ndarray) -> dict:
@@ -200,7 +200,9 @@ def tile_glb(*, positions: np.ndarray, normals: np.ndarray, features: np.ndarray
         "buffers": [{"byteLength": len(binary)}],
     }
     text = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    text += b" " * (-len(text) % 4)
+    # EXT_structural_metadata wants 8-byte alignment: the BIN chunk's data starts at a multiple of 8 in the file
+    # (12-byte header, 8-byte chunk headers), so 64-bit values can be read in place
+    text += b" " * (-(20 + len(text)) % METADATA_ALIGNMENT)
     total = 12 + 8 + len(text) + 8 + len(binary)
     return b"".join([struct.pack("<III", _GLB_MAGIC, _GLB_VERSION, total),
                      struct.pack("<II", len(text), _CHUNK_JSON), text,

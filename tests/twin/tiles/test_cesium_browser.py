@@ -49,6 +49,8 @@ LOAD_AND_PICK = """async ([ecef, range]) => {
   const empty = viewer.scene.pick(new Cesium.Cartesian2(2, 2));  // a corner of sky
   return {picked: picked && picked.getProperty ? picked.getProperty("building_id") : null,
           name: picked && picked.getProperty ? picked.getProperty("name") : null,
+          height: picked && picked.getProperty ? picked.getProperty("height") : null,
+          micro: picked && picked.getProperty ? picked.getProperty("micro_id") : null,
           empty: empty ? String(empty) : null, tiles: tileset.statistics.numberOfTilesWithContentReady};
 }"""
 
@@ -71,8 +73,8 @@ def test_cesium_loads_the_tileset_and_picking_a_building_gives_its_id(small_demo
         export_tiles(store.con, store.district, site / "tiles", max_vertices=2000)
         crs = store.district.crs
         # the tallest building: nothing stands between its roof and a camera above it
-        building_id, name, x, y, top = store.con.execute(
-            "SELECT building_id, name, label_x, label_y, base_z + height FROM buildings "
+        building_id, name, height, micro_id, x, y, top = store.con.execute(
+            "SELECT building_id, name, height, grid_id, label_x, label_y, base_z + height FROM buildings "
             "ORDER BY height DESC, building_id LIMIT 1").fetchone()
     (site / "index.html").write_text(PAGE)
     lon, lat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(x, y)
@@ -97,4 +99,5 @@ def test_cesium_loads_the_tileset_and_picking_a_building_gives_its_id(small_demo
     assert elsewhere == []  # no ion, no CDN: nothing left this machine
     assert result["tiles"] >= 1
     assert result["picked"] == building_id and result["name"] == name
+    assert result["height"] == height and result["micro"] == micro_id  # a FLOAT64 and a string, read in place
     assert result["empty"] is None

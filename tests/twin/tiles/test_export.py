@@ -166,7 +166,13 @@ def test_each_building_is_a_feature_with_the_stores_properties(bim_tiles):
     for node, _ in tiles(json.loads((out / "tileset.json").read_text())["root"]):
         if "content" not in node:
             continue
-        document, binary = read_glb((out / node["content"]["uri"]).read_bytes())
+        data = (out / node["content"]["uri"]).read_bytes()
+        document, binary = read_glb(data)
+        # EXT_structural_metadata's 8-byte alignment: the BIN data, and every property's buffer view in it
+        assert data.index(binary) % 8 == 0 and len(binary) % 8 == 0
+        table = document["extensions"]["EXT_structural_metadata"]["propertyTables"][0]
+        views = [v for prop in table["properties"].values() for k, v in prop.items() if k != "stringOffsetType"]
+        assert all(document["bufferViews"][v]["byteOffset"] % 8 == 0 for v in views)
         ids = property_column(document, binary, "building_id")
         (features,) = document["meshes"][0]["primitives"][0]["extensions"]["EXT_mesh_features"]["featureIds"]
         assert features["featureCount"] == len(ids) and features["attribute"] == 0
