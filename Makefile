@@ -37,7 +37,18 @@ $(VENV)/.test-deps: $(BIN)/twin
 	  else echo "the tests need Debian packages: sudo apt-get install $(APT_PACKAGES)" >&2; exit 1; fi; fi
 	touch $@
 
-test-setup: $(VENV)/.test-deps
+# Node tools the tests run (Khronos' glTF-Validator; CesiumJS, served to Chromium from this folder), installed
+# here from npm at build time, pinned by the committed lock file; Debian's nodejs and npm when there is no npm.
+NODE_TOOLS := tests/node
+
+$(NODE_TOOLS)/node_modules/.installed: $(NODE_TOOLS)/package.json $(NODE_TOOLS)/package-lock.json
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	  else echo "the tests need Node.js: sudo apt-get install nodejs npm" >&2; exit 1; fi; fi
+	cd $(NODE_TOOLS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test-setup: $(VENV)/.test-deps $(NODE_TOOLS)/node_modules/.installed
 
 $(DEMO_DB): | $(BIN)/twin
 	$(BIN)/twin demo --db $(DEMO_DB) --scale full
@@ -58,7 +69,7 @@ test: test-setup catalogues
 
 # Every bench on a copy of the full demo store; each writes bench/results/NAME.json (committed), then the
 # README's table is made from those files. Run it on a quiet machine: the figures are timings.
-BENCHES := ingest ifc grids feed security view concurrency
+BENCHES := ingest ifc grids feed security view concurrency tiles
 
 bench: $(DEMO_DB) test-setup
 	@set -e; for name in $(BENCHES); do \
@@ -69,4 +80,4 @@ bench-table: $(BIN)/twin
 	$(BIN)/python bench/readme_table.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DB) $(DEMO_DB).wal $(DEMO_USERS) $(CATALOGUES)
+	rm -rf $(VENV) $(DEMO_DB) $(DEMO_DB).wal $(DEMO_USERS) $(CATALOGUES) $(NODE_TOOLS)/node_modules

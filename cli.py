@@ -162,12 +162,23 @@ def _grids_import(con, args: dict, step: Callable[[str], None]) -> dict:
     return summary
 
 
+def _tiles_export(con, args: dict, step: Callable[[str], None]) -> dict:
+    from twin.store.store import district_of
+    from twin.tiles.export import export_tiles
+
+    return export_tiles(con, district_of(con), args["out_dir"], cell_m=args["cell_size"],
+                        max_vertices=args["max_vertices"])
+
+
 def writing_commands() -> dict:
-    """The commands that write the store: run offline, or by the server that holds it (``twin serve``)."""
+    """The commands that write the store, and ``tiles.export`` that reads it whole: run offline, or by the server
+    that holds it (``twin serve``)."""
     from twin.store.control import Command
 
     name = {"name": str}
-    return {"keys.add": Command(name, _keys_add), "keys.revoke": Command(name, _keys_revoke),
+    return {"tiles.export": Command({"out_dir": str, "cell_size": float, "max_vertices": int}, _tiles_export,
+                                    reads_only=True),
+            "keys.add": Command(name, _keys_add), "keys.revoke": Command(name, _keys_revoke),
             "users.add": Command({**name, "password": str, "role": str, "grids": list, "lang": str | None},
                                  _users_add),
             "users.passwd": Command({**name, "password": str}, _users_passwd),
@@ -258,6 +269,36 @@ def _cmd_audit(args: argparse.Namespace) -> dict:
         raise TwinError(f"{args.db}: the audit trail is broken at row {broken} of {rows}: that row or the one "
                         "before it was changed or removed outside the product.")
     return {"rows": rows, "intact": True}
+
+
+def _cmd_export_tiles(args: argparse.Namespace) -> dict:
+    from tqdm import tqdm
+
+    from twin.store.control import ask_server
+    from twin.store.store import Store
+    from twin.tiles.export import export_tiles
+
+    given = {"out_dir": str(Path(args.out_dir).resolve()), "cell_size": args.cell_size,
+             "max_vertices": args.max_vertices}
+    summary = ask_server(args.db, "tiles.export", writing_commands()["tiles.export"].check("tiles.export", given))
+    if summary is not None:
+        log.info("the server that holds %s exported the tiles", args.db)
+    else:
+        with Store(args.db, read_only=True) as store, \
+                tqdm(desc="tiles", unit="tile", file=sys.stderr, leave=False) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            summary = export_tiles(store.con, store.district, given["out_dir"], cell_m=args.cell_size,
+                                   max_vertices=args.max_vertices, progress=progress)
+    if not args.json:
+        for action in ("written", "removed"):
+            uris = summary[action]
+            more = f" and {len(uris) - 20} more" if len(uris) > 20 else ""
+            if uris:
+                print(f"{action}: {', '.join(uris[:20])}{more}", file=sys.stderr)
+    return summary
 
 
 def _cmd_serve(args: argparse.Namespace) -> dict:
@@ -405,6 +446,15 @@ def build_parser() -> argparse.ArgumentParser:
     asub = audit.add_subparsers(dest="action", required=True)
     command("verify", _cmd_audit, sub=asub, help="check the audit trail's hash chain")
 
+    export = sub.add_parser("export", help="write the district out for other programs")
+    esub = export.add_subparsers(dest="kind", required=True)
+    tiles = command("tiles", _cmd_export_tiles, sub=esub,
+                    help="a 3D Tiles 1.1 tileset (CesiumJS, 3d-tiles-renderer); only changed tiles are rewritten")
+    tiles.add_argument("out_dir", metavar="OUT_DIR", help="the tileset folder: new, empty, or an earlier export")
+    tiles.add_argument("--cell-size", type=float, default=250.0, metavar="M", help="the leaves' smallest width")
+    tiles.add_argument("--max-vertices", type=int, default=42_000, metavar="N",
+                       help="the most vertices a tile wider than one cell may hold (tyler's rule)")
+
     serve = command("serve", _cmd_serve, help="serve the app")
     serve.add_argument("--port", type=int, default=5006)
     serve.add_argument("--address", default="127.0.0.1", help="0.0.0.0 to serve the intranet")
@@ -440,8 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="send detections with their recorded times (default: the time of sending)")
 
     bench = command("bench", _cmd_bench, db=False, help="run a benchmark and print JSON results")
-    bench.add_argument("--db", help="the store to use (view, feed, concurrency: default data/demo.duckdb)")
-    bench.add_argument("name", choices=("ingest", "view", "ifc", "feed", "grids", "security", "concurrency"))
+    bench.add_argument("--db", help="the store to use (view, feed, concurrency, tiles: default data/demo.duckdb)")
+    bench.add_argument("name", choices=("ingest", "view", "ifc", "feed", "grids", "security", "concurrency", "tiles"))
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     return parser
 

@@ -205,6 +205,13 @@ ROWS = (
                   f"{f('files.duplex.ours_model_elements.elements_per_s'):.0f} elements/s on {f('cores')} cores",
         lambda f: f"one-process loop: {f('files.fzk_haus.baseline_create_shape_loop.elements_per_s'):.0f} / "
                   f"{f('files.duplex.baseline_create_shape_loop.elements_per_s'):.0f} elements/s"),
+    Row("3D Tiles export of the demo district, `twin export tiles`, process start to exit", "tiles",
+        lambda f: f"{secs(f('full.command_s'))} (the export itself {secs(f('full.export_s'))}): "
+                  f"{count(f('full.features'))} buildings in {count(f('full.tiles'))} tiles, {mb(f('full.bytes'))}; "
+                  f"again unchanged "
+                  f"{secs(f('unchanged.command_s'))} ({count(f('unchanged.written'))} written); after one building "
+                  f"changed {secs(f('one_building.command_s'))} ({count(f('one_building.written'))} written)",
+        lambda f: f"goal: ≤ {secs(f('goal_s'))} on 2 cores"),
 )
 
 

@@ -320,7 +320,11 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         return DistrictApp(con, shared, principal=principal)
 
     def execute(command: Command, args: dict) -> dict:
-        """Run a command of the control channel in the writer; after an import the sessions' grids follow too."""
+        """Run a command of the control channel in the writer (one that only reads, on a cursor of its own);
+        after an import the sessions' grids follow too."""
+        if command.reads_only:
+            with store.con.cursor() as cursor:
+                return command(cursor, args)
         answer = writer.command(partial(command, args=args), grids_changed=command.grids_changed).result()
         if command.grids_changed:
             try:

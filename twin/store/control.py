@@ -47,11 +47,15 @@ class Command:
         ``--json`` prints. ``step(name)`` reports progress (nothing in the server).
     grids_changed : bool
         The command changes grids, so the server's matching follows them.
+    reads_only : bool
+        The command only reads the store (``twin export tiles``): the server runs it on a cursor of its own,
+        beside the writer, so a long read does not hold up intake.
     """
 
     params: dict[str, type | types.UnionType]
     run: Callable[..., dict]
     grids_changed: bool = False
+    reads_only: bool = False
 
     def __call__(self, con: duckdb.DuckDBPyConnection, args: dict, *,
                  step: Callable[[str], None] = lambda stage: None) -> dict:

@@ -125,10 +125,7 @@ class Store:
     @property
     def district(self) -> District | None:
         """The district CRS and origin, or None before the first data arrive."""
-        m = self.meta()
-        if "crs" not in m:
-            return None
-        return District(crs=m["crs"], origin=(float(m["origin_x"]), float(m["origin_y"]), float(m["origin_z"])))
+        return district_of(self.con)
 
     def set_district(self, district: District) -> None:
         ox, oy, oz = district.origin
@@ -140,6 +137,14 @@ class Store:
         # fetchall, not fetchone: a result read to its end closes its transaction, and one left open on the
         # server's shared connection would refuse the writer's CHECKPOINT after a grid save for good.
         return self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+
+
+def district_of(con: duckdb.DuckDBPyConnection) -> District | None:
+    """The district CRS and origin kept in a store's ``meta``, or None before the first data arrive."""
+    m = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    if "crs" not in m:
+        return None
+    return District(crs=m["crs"], origin=(float(m["origin_x"]), float(m["origin_y"]), float(m["origin_z"])))
 
 
 @contextlib.contextmanager

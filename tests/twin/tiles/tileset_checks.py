@@ -1,0 +1,95 @@
+"""Reading an exported tileset back, independently of the exporter: the schema checks and vertex positions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyproj
+
+from twin.tiles.glb import accessor_array, property_column, read_glb
+
+TOLERANCE_M = 1e-6
+
+
+def tiles(node: dict, parent: dict | None = None):
+    """Every tile of a tileset, with its parent, parents first."""
+    yield node, parent
+    for child in node.get("children", []):
+        yield from tiles(child, node)
+
+
+def box_corners(box: list[float]) -> np.ndarray:
+    c, h = np.array(box[:3]), np.array(box[3:]).reshape(3, 3)
+    signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=float)
+    return c + signs @ h
+
+
+def outside_box(points: np.ndarray, box: list[float]) -> float:
+    """How far (in units of the box's half-axes) the farthest point lies beyond the box; <= 0 inside."""
+    c, h = np.array(box[:3]), np.array(box[3:]).reshape(3, 3)
+    local = np.linalg.solve(h.T, (np.asarray(points) - c).T).T  # coordinates along each half-axis
+    return float(np.abs(local).max() - 1.0)
+
+
+def content_enu(out_dir: Path, uri: str) -> tuple[np.ndarray, list[str]]:
+    """A tile's vertices in the tileset's root frame (float64, metres) and each vertex's building_id.
+
+    glTF is y-up; 3D Tiles turns (x, y, z) into (x, -z, y) before the tile transforms.
+    """
+    document, binary = read_glb((out_dir / uri).read_bytes())
+    primitive = document["meshes"][0]["primitives"][0]
+    local = accessor_array(document, binary, primitive["attributes"]["POSITION"]).astype(np.float64)
+    gltf = local + np.array(document["nodes"][0].get("translation", [0, 0, 0]), dtype=np.float64)
+    enu = np.column_stack([gltf[:, 0], -gltf[:, 2], gltf[:, 1]])
+    feature = accessor_array(document, binary, primitive["attributes"]["_FEATURE_ID_0"]).astype(np.int64)
+    ids = property_column(document, binary, "building_id")
+    return enu, [ids[f] for f in feature]
+
+
+def schema_problems(out_dir: Path) -> list[str]:
+    """Every way the tileset breaks the rules: version, geometric errors, bounding volumes, uris."""
+    tileset = json.loads((out_dir / "tileset.json").read_text())
+    problems = []
+    if tileset["asset"]["version"] != "1.1":
+        problems.append(f"asset.version {tileset['asset']['version']!r}")
+    root = tileset["root"]
+    if len(root.get("transform", [])) != 16 or root.get("refine") not in ("ADD", "REPLACE"):
+        problems.append("root needs a 4x4 transform and a refine")
+    if tileset["geometricError"] < root["geometricError"]:
+        problems.append("the tileset's geometric error is below its root's")
+    referenced = set()
+    for node, parent in tiles(root):
+        box = node["boundingVolume"]["box"]
+        if parent is not None:
+            if not node["geometricError"] < parent["geometricError"]:
+                problems.append(f"{node.get('content')}: geometric error {node['geometricError']} "
+                                f"not below its parent's {parent['geometricError']}")
+            beyond = outside_box(box_corners(box), parent["boundingVolume"]["box"])
+            if beyond > TOLERANCE_M:
+                problems.append(f"{node.get('content')}: box leaves its parent's by {beyond}")
+        if "content" in node:
+            uri = node["content"]["uri"]
+            referenced.add(uri)
+            if not (out_dir / uri).is_file():
+                problems.append(f"{uri} does not resolve")
+                continue
+            enu, _ = content_enu(out_dir, uri)
+            beyond = outside_box(enu, box)
+            if beyond > TOLERANCE_M:
+                problems.append(f"{uri}: content leaves the tile's box by {beyond}")
+    stray = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*.glb")} - referenced
+    if stray:
+        problems.append(f"tiles no tile refers to: {sorted(stray)[:5]}")
+    return problems
+
+
+def to_district(out_dir: Path, enu: np.ndarray, crs: str) -> np.ndarray:
+    """Root-frame points through the root transform to ECEF, then (pyproj) to the district CRS and height."""
+    tileset = json.loads((out_dir / "tileset.json").read_text())
+    matrix = np.array(tileset["root"]["transform"], dtype=np.float64).reshape(4, 4).T  # column-major
+    ecef = enu @ matrix[:3, :3].T + matrix[:3, 3]
+    lon, lat, h = pyproj.Transformer.from_crs("EPSG:4978", "EPSG:4979", always_xy=True).transform(*ecef.T)
+    x, y = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
+    return np.column_stack([x, y, h])

@@ -1,0 +1,289 @@
+"""Writing the store as a 3D Tiles 1.1 tileset folder, rewriting only the tiles that changed.
+
+The folder holds ``tileset.json``, one ``tiles/LEVEL/X/Y.glb`` per tile with content (see
+:mod:`twin.tiles.quadtree` for the rule) and ``tiles.manifest.json``, the sha256 of every tile as last
+written. A later export builds every tile in memory and writes only those whose bytes differ, removes tiles
+that are gone, and says which: after an ingest or a grid save, only the tiles holding the changed buildings
+(their meshes, or their properties such as their grids) are rewritten. This module is the edge: it reads
+the store and writes files; the rest of :mod:`twin.tiles` is pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from twin.buildings import load_meshes
+from twin.errors import InputError, OptionError
+from twin.geo.crs import District
+from twin.store.queries import grid_tree
+from twin.store.schema import GRID_LEVELS
+from twin.tiles.frame import enu_frame, relative_to_enu
+from twin.tiles.glb import enu_to_gltf, flat_shaded, tile_glb
+from twin.tiles.quadtree import CELL_M, ERROR_PER_METRE, MAX_VERTICES, Tile, build_quadtree
+
+log = logging.getLogger(__name__)
+
+TILESET = "tileset.json"
+MANIFEST = "tiles.manifest.json"
+MANIFEST_FORMAT = 1
+FULL_DETAIL_LODS = ("bim", "mesh")  # the first a building has is its full detail; LOD1 blocks otherwise
+BOX_PAD_M = 0.001  # bounding boxes grow by this, so float32 rounding of a vertex never leaves its box
+CLASS_NAME = "building"
+GRID_PROPERTIES = {level: f"{level}_id" for level in GRID_LEVELS}  # street_id, community_id, grid_id, micro_id
+SCHEMA = {
+    "id": "district_twin",
+    "name": "District twin buildings",
+    "classes": {CLASS_NAME: {"name": "Building", "properties": {
+        "building_id": {"type": "STRING", "required": True, "description": "The store's stable building id"},
+        "name": {"type": "STRING", "noData": ""},
+        "use": {"type": "STRING", "noData": "", "description": "residential, office, ... as the store has it"},
+        "height": {"type": "SCALAR", "componentType": "FLOAT64", "required": True,
+                   "description": "Metres from the building's base to its top"},
+        "floors": {"type": "SCALAR", "componentType": "INT32", "noData": -1},
+        **{prop: {"type": "STRING", "noData": "", "description": f"The {level}-level grid holding the building"}
+           for level, prop in GRID_PROPERTIES.items()},
+    }}},
+}
+
+
+@dataclass(frozen=True)
+class _Meshes:
+    """Every mesh the tileset draws, in one pool, and which of them each building shows at each level.
+
+    ``enu`` (V, 3) float64 vertices in the tileset's frame; ``triangles`` (T, 3) local to each mesh; mesh
+    ``k`` owns ``vertex_offsets[k]:vertex_offsets[k + 1]`` and likewise for triangles. ``full`` and ``lod1``
+    (n,) are each building's mesh; ``low``/``high`` (meshes, 3) their bounding boxes.
+    """
+
+    enu: np.ndarray
+    triangles: np.ndarray
+    vertex_offsets: np.ndarray
+    triangle_offsets: np.ndarray
+    full: np.ndarray
+    lod1: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    def vertex_counts(self, mesh: np.ndarray) -> np.ndarray:
+        return self.vertex_offsets[mesh + 1] - self.vertex_offsets[mesh]
+
+    def gather(self, mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Vertices (V, 3), triangles (T, 3) indexing them, and each vertex's feature (0.. of ``mesh``)."""
+        v_rows, v_counts = _rows(self.vertex_offsets, mesh)
+        t_rows, t_counts = _rows(self.triangle_offsets, mesh)
+        base = np.repeat(np.cumsum(v_counts) - v_counts, t_counts)
+        triangles = self.triangles[t_rows].astype(np.int64) + base[:, None]
+        return self.enu[v_rows], triangles, np.repeat(np.arange(len(mesh)), v_counts)
+
+
+def _rows(offsets: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The row indices of slices ``offsets[w]:offsets[w + 1]`` for each ``w``, concatenated, and their counts."""
+    starts = offsets[which]
+    counts = offsets[which + 1] - starts
+    first = np.cumsum(counts) - counts
+    return np.repeat(starts - first, counts) + np.arange(int(counts.sum())), counts
+
+
+def _load(con: duckdb.DuckDBPyConnection, district: District) -> tuple[pa.Table, _Meshes, int]:
+    """The buildings that have a mesh, their properties (one row each), and their meshes in the tileset's frame."""
+    frame = con.execute("SELECT building_id, name, use, height, floors, grid_id FROM buildings "
+                        "ORDER BY building_id").df()
+    tree = grid_tree(con).set_index("grid_id")
+    holding = frame.pop("grid_id")  # the micro-grid; its id is also a property name, for the grid level
+    for level, prop in GRID_PROPERTIES.items():
+        frame[prop] = holding.map(tree[level]).astype(object)
+    ids = pd.Index(frame["building_id"])
+    vertices, triangles, v_counts, t_counts = [], [], [], []
+    mesh_of = {}
+    n_meshes = 0
+    for lod in ("lod1", *FULL_DETAIL_LODS):
+        mesh_ids, batch = load_meshes(con, lod=lod)
+        position = ids.get_indexer(mesh_ids)
+        keep = position >= 0
+        mesh_of[lod] = np.full(len(ids), -1)
+        mesh_of[lod][position[keep]] = n_meshes + np.flatnonzero(keep)
+        n_meshes += len(mesh_ids)
+        vertices.append(batch.vertices)
+        triangles.append(batch.triangles)
+        v_counts.append(np.diff(batch.vertex_offsets))
+        t_counts.append(np.diff(batch.triangle_offsets))
+    full = mesh_of["lod1"].copy()
+    for lod in reversed(FULL_DETAIL_LODS):
+        full = np.where(mesh_of[lod] >= 0, mesh_of[lod], full)
+    lod1 = np.where(mesh_of["lod1"] >= 0, mesh_of["lod1"], full)
+    has_mesh = full >= 0
+    v_counts, t_counts = np.concatenate(v_counts), np.concatenate(t_counts)
+    empty = np.flatnonzero(v_counts == 0)
+    has_mesh &= ~np.isin(full, empty) & ~np.isin(lod1, empty)
+    vertex_offsets = np.concatenate([[0], np.cumsum(v_counts)])
+    enu = relative_to_enu(np.concatenate(vertices), district, enu_frame(district))
+    starts = vertex_offsets[:-1][v_counts > 0]
+    low = np.zeros((n_meshes, 3))
+    high = np.zeros((n_meshes, 3))
+    if len(enu):
+        low[v_counts > 0] = np.minimum.reduceat(enu, starts)
+        high[v_counts > 0] = np.maximum.reduceat(enu, starts)
+    kept = frame[has_mesh].reset_index(drop=True)
+    kept["floors"] = kept["floors"].astype("Int32")
+    meshes = _Meshes(enu=enu, triangles=np.concatenate(triangles), vertex_offsets=vertex_offsets,
+                     triangle_offsets=np.concatenate([[0], np.cumsum(t_counts)]), full=full[has_mesh],
+                     lod1=lod1[has_mesh], low=low, high=high)
+    skipped = int((~has_mesh).sum())
+    if skipped:
+        log.warning("%d buildings have no mesh and are left out of the tileset", skipped)
+    return pa.Table.from_pandas(kept, preserve_index=False), meshes, skipped
+
+
+def _box(low: np.ndarray, high: np.ndarray) -> list[float]:
+    """A 3D Tiles box (centre and three half-axes) around an axis-aligned box, grown by ``BOX_PAD_M``."""
+    centre = (low + high) / 2
+    half = (high - low) / 2 + BOX_PAD_M
+    return [*centre.tolist(), half[0], 0.0, 0.0, 0.0, half[1], 0.0, 0.0, 0.0, half[2]]
+
+
+def _tile_bytes(tile: Tile, meshes: _Meshes, properties: pa.Table) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """One tile's GLB and the low and high corners of what it draws."""
+    mesh = (meshes.full if tile.content == "full" else meshes.lod1)[tile.buildings]
+    vertices, triangles, feature = meshes.gather(mesh)
+    low, high = meshes.low[mesh].min(axis=0), meshes.high[mesh].max(axis=0)
+    centre = (low + high) / 2
+    vertices, normals, feature, triangles = flat_shaded(vertices, triangles, feature)
+    rows = properties.take(pa.array(tile.buildings))
+    columns = {name: rows.column(name).combine_chunks() for name in SCHEMA["classes"][CLASS_NAME]["properties"]}
+    columns["floors"] = pc.fill_null(columns["floors"], -1).to_numpy(zero_copy_only=False)
+    columns["height"] = columns["height"].to_numpy(zero_copy_only=False)
+    data = tile_glb(positions=enu_to_gltf(vertices - centre).astype(np.float32),
+                    normals=enu_to_gltf(normals), features=feature, triangles=triangles,
+                    translation=enu_to_gltf(centre[None, :])[0], schema=SCHEMA, class_name=CLASS_NAME,
+                    columns=columns)
+    return data, low, high
+
+
+def _tile_json(tile: Tile, boxes: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict:
+    low, high = boxes[id(tile)]
+    node = {"boundingVolume": {"box": _box(low, high)}, "geometricError": tile.geometric_error}
+    if tile.content:
+        node["content"] = {"uri": tile.uri}
+    if tile.children:
+        node["children"] = [_tile_json(child, boxes) for child in tile.children]
+    return node
+
+
+def _read_manifest(out_dir: Path) -> dict[str, dict]:
+    """The tiles last written to ``out_dir`` ({} for a new folder); refuse a folder of other files."""
+    manifest = out_dir / MANIFEST
+    if manifest.exists():
+        try:
+            document = json.loads(manifest.read_text())
+            if document.get("format") == MANIFEST_FORMAT:
+                return document["tiles"]
+        except (ValueError, KeyError) as exc:
+            log.warning("%s is unreadable (%s); every tile is written anew", manifest, exc)
+        return {}
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise InputError(f"{out_dir}: the folder holds files but no {MANIFEST}, so it is not a tileset this "
+                         "program wrote, and exporting would mix with or overwrite them. Give a new or empty folder.")
+    return {}
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write through a temporary file, so a reader never sees half a tile."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def export_tiles(con: duckdb.DuckDBPyConnection, district: District, out_dir: str | os.PathLike, *,
+                 cell_m: float = CELL_M, max_vertices: int = MAX_VERTICES,
+                 progress: Callable[[int, int], None] | None = None) -> dict:
+    """Write the store's buildings as a 3D Tiles 1.1 tileset, rewriting only tiles that changed.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        The store (only read).
+    district : District
+        Its CRS and origin; the tileset's root frame is east-north-up at the origin.
+    out_dir : path-like
+        The tileset folder: new, empty, or written by an earlier export.
+    cell_m : float
+        The leaves' smallest width, metres.
+    max_vertices : int
+        The most vertices a tile above one cell may hold (see :mod:`twin.tiles.quadtree`).
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each tile is built.
+
+    Returns
+    -------
+    dict
+        ``tiles`` (with content), ``features`` (buildings), ``bytes`` (the folder's tiles and tileset.json),
+        ``written`` and ``removed`` (tile uris), ``unchanged`` (count), ``skipped`` (buildings without a
+        mesh), ``depth``, ``geometric_error`` (the root's, metres) and ``seconds``.
+    """
+    started = time.perf_counter()
+    if not (cell_m > 0 and max_vertices > 0):
+        raise OptionError(f"cell size {cell_m!r} m, max vertices {max_vertices!r} (--cell-size, --max-vertices): "
+                          "both must be positive "
+                          f"(tyler's rule: {CELL_M:g} m cells, {MAX_VERTICES} vertices).")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir} is a file; give a folder for the tileset (new, empty, or an earlier export).")
+    before = _read_manifest(out_dir)
+    properties, meshes, skipped = _load(con, district)
+    frame = enu_frame(district)
+    low, high = meshes.low[meshes.full], meshes.high[meshes.full]
+    root = build_quadtree((low[:, :2] + high[:, :2]) / 2, full_vertices=meshes.vertex_counts(meshes.full),
+                          lod1_vertices=meshes.vertex_counts(meshes.lod1), cell_m=cell_m, max_vertices=max_vertices)
+    if root is None:
+        raise InputError("The store has no buildings with a mesh to export. Ingest footprints or run `twin demo`.")
+    tiles = list(root.walk())
+    with_content = [t for t in tiles if t.content]
+    boxes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    after: dict[str, dict] = {}
+    written = []
+    for done, tile in enumerate(with_content, start=1):
+        data, tile_low, tile_high = _tile_bytes(tile, meshes, properties)
+        boxes[id(tile)] = (tile_low, tile_high)
+        digest = hashlib.sha256(data).hexdigest()
+        after[tile.uri] = {"sha256": digest, "bytes": len(data)}
+        path = out_dir / tile.uri
+        if before.get(tile.uri) != after[tile.uri] or not path.exists() or path.stat().st_size != len(data):
+            _write_file(path, data)
+            written.append(tile.uri)
+        if progress:
+            progress(done, len(with_content))
+    for tile in reversed(tiles):  # children first: a parent's box holds its content and its children's boxes
+        parts = ([boxes[id(tile)]] if tile.content else []) + [boxes[id(c)] for c in tile.children]
+        boxes[id(tile)] = (np.min([p[0] for p in parts], axis=0), np.max([p[1] for p in parts], axis=0))
+    removed = sorted(set(before) - set(after))
+    for uri in removed:
+        (out_dir / uri).unlink(missing_ok=True)
+    tileset = {
+        "asset": {"version": "1.1", "generator": "district-twin"},
+        "extras": {"crs": district.crs, "origin": list(district.origin), "buildings": len(properties),
+                   "tiling": {"cell_m": cell_m, "max_vertices": max_vertices, "error_per_metre": ERROR_PER_METRE}},
+        "geometricError": root.width * ERROR_PER_METRE,
+        "root": {"transform": frame.matrix.T.ravel().tolist(), "refine": "REPLACE", **_tile_json(root, boxes)},
+    }
+    _write_file(out_dir / TILESET, json.dumps(tileset, indent=1).encode())
+    _write_file(out_dir / MANIFEST, json.dumps({"format": MANIFEST_FORMAT, "tiles": after}, indent=1).encode())
+    size = sum(t["bytes"] for t in after.values()) + (out_dir / TILESET).stat().st_size
+    log.info("%d of %d tiles written to %s, %d removed", len(written), len(after), out_dir, len(removed))
+    return {"out_dir": str(out_dir), "tiles": len(with_content), "features": len(properties), "bytes": size,
+            "written": written, "unchanged": len(after) - len(written), "removed": removed, "skipped": skipped,
+            "depth": max(t.level for t in tiles) - root.level, "geometric_error": tileset["geometricError"],
+            "seconds": round(time.perf_counter() - started, 3)}

@@ -1,0 +1,119 @@
+"""Cutting the district into a quadtree of tiles, by tyler's rule (3D BAG's tiler).
+
+The ground is a fixed grid of ``cell_m`` squares (250 m) anchored at the district origin, so a tile keeps
+its address from one export to the next. A building belongs to the cell holding the centre of its bounding
+box. From the smallest square holding every building down, a square becomes a leaf once its buildings have
+at most ``max_vertices`` vertices at full detail (42,000), or once it is one cell; otherwise it is split in
+four. Leaves show every building at full detail (BIM and mesh models as they are, LOD1 blocks for the rest)
+and have geometric error 0. A square above them shows its buildings' LOD1 blocks when they fit in
+``max_vertices``, and nothing otherwise; its geometric error is its width x 0.024 (tyler's factor), in
+metres. Refinement is REPLACE: the children's buildings take the place of the parent's blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from twin.errors import InputError
+
+CELL_M = 250.0
+MAX_VERTICES = 42_000
+ERROR_PER_METRE = 0.024  # geometric error of a tile above the leaves, per metre of its width
+LEVELS = 10  # the fixed grid's root is CELL_M * 2**LEVELS wide (256 km)
+# The origin lies a third of the root's width from its corner: 1/3 is 0.010101... in binary, so the origin is
+# never near a square's edge at any level (at least a third of a square's width away), and a district around
+# it starts at a square a few times its size instead of straddling the middle of the root.
+ORIGIN_IN_ROOT = 1 / 3
+
+
+@dataclass
+class Tile:
+    """One square of the quadtree.
+
+    Attributes
+    ----------
+    level, x, y : int
+        Its address: level 0 is the fixed grid's root, level ``LEVELS`` a single cell.
+    width : float
+        Metres.
+    buildings : ndarray of int
+        Indices of the buildings inside it (its subtree's, for a square above the leaves).
+    content : str or None
+        ``"full"`` (a leaf), ``"lod1"`` (blocks above the leaves) or None (no content).
+    children : list of Tile
+    """
+
+    level: int
+    x: int
+    y: int
+    width: float
+    buildings: np.ndarray
+    content: str | None
+    children: list[Tile] = field(default_factory=list)
+
+    @property
+    def geometric_error(self) -> float:
+        """Metres: 0 for a leaf, width x ``ERROR_PER_METRE`` above."""
+        return 0.0 if not self.children else self.width * ERROR_PER_METRE
+
+    @property
+    def uri(self) -> str:
+        return f"tiles/{self.level}/{self.x}/{self.y}.glb"
+
+    def walk(self):
+        """This tile and every tile under it, parents first."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+def build_quadtree(centres: np.ndarray, *, full_vertices: np.ndarray, lod1_vertices: np.ndarray,
+                   cell_m: float = CELL_M, max_vertices: int = MAX_VERTICES) -> Tile | None:
+    """The quadtree over buildings.
+
+    Parameters
+    ----------
+    centres : ndarray, shape (n, 2), float64
+        Each building's centre, metres east and north of the district origin.
+    full_vertices, lod1_vertices : ndarray, shape (n,), int
+        Vertices of each building at full detail and as an LOD1 block.
+    cell_m : float
+        The leaves' smallest width, metres.
+    max_vertices : int
+        The most vertices a tile above one cell may hold.
+
+    Returns
+    -------
+    Tile or None
+        The root, or None without buildings.
+    """
+    if len(centres) == 0:
+        return None
+    corner = cell_m * 2 ** LEVELS * ORIGIN_IN_ROOT
+    cell = np.floor((np.asarray(centres, dtype=np.float64) + corner) / cell_m).astype(np.int64)
+    outside = ((cell < 0) | (cell >= 2 ** LEVELS)).any(axis=1)
+    if outside.any():
+        worst = float(np.abs(centres[outside]).max())
+        raise InputError(f"{int(outside.sum())} buildings lie up to {worst / 1000:.0f} km from the district origin; "
+                         f"tiles cover {corner / 1000:.0f} km around it. Export them from a store of their own.")
+    full_vertices = np.asarray(full_vertices, dtype=np.int64)
+    lod1_vertices = np.asarray(lod1_vertices, dtype=np.int64)
+
+    def square(level: int, members: np.ndarray) -> Tile:
+        shift = LEVELS - level
+        x, y = (int(v) for v in cell[members[0]] >> shift)
+        width = cell_m * 2 ** shift
+        if level == LEVELS or full_vertices[members].sum() <= max_vertices:
+            return Tile(level, x, y, width, members, "full")
+        child_cell = cell[members] >> (shift - 1)
+        keys, which = np.unique((child_cell[:, 0] << 32) | child_cell[:, 1], return_inverse=True)
+        children = [square(level + 1, members[which == k]) for k in range(len(keys))]
+        content = "lod1" if lod1_vertices[members].sum() <= max_vertices else None
+        return Tile(level, x, y, width, members, content, children)
+
+    # Start at the smallest square of the fixed grid that holds every building.
+    spread = cell.max(axis=0) ^ cell.min(axis=0)
+    level = LEVELS - int(spread.max()).bit_length()
+    return square(level, np.arange(len(cell)))
