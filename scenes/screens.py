@@ -467,7 +467,7 @@ class DistrictApp(pn.viewable.Viewer):
         self.inspector.show_residents = self.inspector.can_act = self.screen == "Operator"
         if self.screen == "Admin":
             if self._admin is None:
-                self._admin = AdminScreen(self.gate)
+                self._admin = AdminScreen(self.gate, writer=self.shared.writer, off_loop=self.shared.off_loop)
             self.centre.objects = [self._admin]
         elif self.screen == "Planner":
             self.show_panels()  # the per-grid table beside the plan follows the planner's saves
