@@ -23,7 +23,7 @@ import panel as pn
 import param
 
 from scenes.i18n import N_, _, audit_action_name, format_time, level_name, role_name, status_name
-from scenes.theme import CSS
+from scenes.theme import CSS, TABS_CSS
 from twin.access.access import LANGS, ROLES, WeakPassword, generate_password, password_rule_broken, rule_text
 from twin.access.commands import access_commands
 from twin.access.policy import AUDIT_KINDS, OTHER_KIND, Gate
@@ -176,7 +176,7 @@ class AuditTrail(pn.viewable.Viewer):
         self.check = pn.widgets.Button(label=_("Check the hash chain"), width=180)
         self.check.on_click(lambda _: self.check_chain())
         self.export = pn.widgets.FileDownload(callback=self._export_csv, filename="audit.csv", label=_("Export CSV"),
-                                              css_classes=["twin-audit-export"], width=130, button_type="default")
+                                              css_classes=["twin-audit-export"], width=130, color="default")
         self.more = pn.widgets.Button(label=_("older ›"), width=90)
         self.more.on_click(lambda _: setattr(self, "page", self.page + 1))
         self.newer = pn.widgets.Button(label=_("‹ newer"), width=90)
@@ -236,15 +236,15 @@ class AuditTrail(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         # The filters wrap onto more lines on a small screen rather than run past its edge.
         kinds = {_("any"): "", **{_(KIND_NAMES[k]): k for k in (*AUDIT_KINDS, OTHER_KIND)}}
-        filters = pn.FlexBox(pn.widgets.TextInput.from_param(self.param.actor, name=_("who"), width=150),
-                             pn.widgets.Select.from_param(self.param.action, name=_("what"), width=170, options={
+        filters = pn.FlexBox(pn.widgets.TextInput.from_param(self.param.actor, label=_("who"), width=150),
+                             pn.widgets.Select.from_param(self.param.action, label=_("what"), width=170, options={
                                  (audit_action_name(a) if a else _("any")): a for a in self.param.action.objects}),
-                             pn.widgets.Select.from_param(self.param.kind, name=_("kind"), width=130, options=kinds,
+                             pn.widgets.Select.from_param(self.param.kind, label=_("kind"), width=130, options=kinds,
                                                           css_classes=["twin-audit-kind"]),
-                             pn.widgets.TextInput.from_param(self.param.target, name=_("on"), width=150),
-                             pn.widgets.DatePicker.from_param(self.param.since, name=_("since"), width=130,
+                             pn.widgets.TextInput.from_param(self.param.target, label=_("on"), width=150),
+                             pn.widgets.DatePicker.from_param(self.param.since, label=_("since"), width=130,
                                                               css_classes=["twin-audit-since"]),
-                             pn.widgets.DatePicker.from_param(self.param.until, name=_("until"), width=130,
+                             pn.widgets.DatePicker.from_param(self.param.until, label=_("until"), width=130,
                                                               css_classes=["twin-audit-until"]),
                              flex_wrap="wrap", sizing_mode="stretch_width")
         note = pn.pane.HTML("<span class='twin-muted'>" + _("New rows appear by themselves every {s} s.").format(
@@ -257,14 +257,20 @@ class AuditTrail(pn.viewable.Viewer):
 class GridPicker(pn.viewable.Viewer):
     """Grids to bind a role to: a searchable list (name or id) shaped as the grid tree, indented by level."""
 
-    value = param.List(default=[], doc="the chosen grid ids")
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, *, name: str, css_class: str, **params) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, label: str, css_class: str, **params) -> None:
         super().__init__(**params)
-        self.choice = pn.widgets.MultiChoice(name=name, options=grid_options(con), search_option_limit=50,
+        self.choice = pn.widgets.MultiChoice(label=label, options=grid_options(con), search_option_limit=50,
                                              placeholder=_("search by name or id (none: the whole district)"),
                                              sizing_mode="stretch_width", css_classes=[css_class])
-        self.choice.link(self, value="value", bidirectional=True)
+
+    @property
+    def value(self) -> list[str]:
+        """The chosen grid ids."""
+        return list(self.choice.value)
+
+    @value.setter
+    def value(self, grid_ids: list[str]) -> None:
+        self.choice.value = list(grid_ids)
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self.choice
@@ -338,24 +344,24 @@ class UserDesk(pn.viewable.Viewer):
         self.gate, self.desk = gate, desk
         self.table = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width", css_classes=["twin-users"])
         roles = {role_name(r): r for r in ROLES}
-        self.new_name = pn.widgets.TextInput(name=_("name"), width=160, css_classes=["twin-new-user"])
-        self.new_role = pn.widgets.Select(name=_("role"), options=roles, value="leader", width=120,
+        self.new_name = pn.widgets.TextInput(label=_("name"), width=160, css_classes=["twin-new-user"])
+        self.new_role = pn.widgets.Select(label=_("role"), options=roles, value="leader", width=120,
                                           css_classes=["twin-new-role"])
-        self.new_lang = pn.widgets.Select(name=_("language"), options={"中文": "zh", "English": "en"}, value="zh",
+        self.new_lang = pn.widgets.Select(label=_("language"), options={"中文": "zh", "English": "en"}, value="zh",
                                           width=100)
-        self.new_password = pn.widgets.PasswordInput(name=_("password"), width=200, css_classes=["twin-new-password"],
+        self.new_password = pn.widgets.PasswordInput(label=_("password"), width=200, css_classes=["twin-new-password"],
                                                      placeholder=_("empty: one is made for you"))
-        self.new_grids = GridPicker(gate.con, name=_("grids"), css_class="twin-new-grids")
-        self.add = pn.widgets.Button(label=_("Add user"), button_type="primary", width=110, css_classes=["twin-add-user"])
+        self.new_grids = GridPicker(gate.con, label=_("grids"), css_class="twin-new-grids")
+        self.add = pn.widgets.Button(label=_("Add user"), color="primary", width=110, css_classes=["twin-add-user"])
         self.add.on_click(self._add)
-        self.chosen = pn.widgets.Select(name=_("user"), options=[], width=180, css_classes=["twin-chosen-user"])
-        self.role = pn.widgets.Select(name=_("role"), options=roles, width=120, css_classes=["twin-user-role"])
-        self.grids = GridPicker(gate.con, name=_("grids"), css_class="twin-user-grids")
+        self.chosen = pn.widgets.Select(label=_("user"), options=[], width=180, css_classes=["twin-chosen-user"])
+        self.role = pn.widgets.Select(label=_("role"), options=roles, width=120, css_classes=["twin-user-role"])
+        self.grids = GridPicker(gate.con, label=_("grids"), css_class="twin-user-grids")
         self.save = pn.widgets.Button(label=_("Save role and grids"), width=160, css_classes=["twin-save-grants"])
         self.save.on_click(self._grants)
         self.reset = pn.widgets.Button(label=_("Reset password"), width=130, css_classes=["twin-reset-password"])
         self.reset.on_click(self._reset)
-        self.disable = pn.widgets.Button(label=_("Disable"), button_type="danger", width=90,
+        self.disable = pn.widgets.Button(label=_("Disable"), color="danger", width=90,
                                          css_classes=["twin-disable-user"])
         self.disable.on_click(self._disable)
         self.chosen.param.watch(lambda e: self._show_chosen(), "value")
@@ -445,11 +451,11 @@ class KeyDesk(pn.viewable.Viewer):
         super().__init__()
         self.gate, self.desk = gate, desk
         self.table = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width", css_classes=["twin-keys"])
-        self.new_name = pn.widgets.TextInput(name=_("client name"), width=180, css_classes=["twin-new-key"])
-        self.add = pn.widgets.Button(label=_("Add key"), button_type="primary", width=100, css_classes=["twin-add-key"])
+        self.new_name = pn.widgets.TextInput(label=_("client name"), width=180, css_classes=["twin-new-key"])
+        self.add = pn.widgets.Button(label=_("Add key"), color="primary", width=100, css_classes=["twin-add-key"])
         self.add.on_click(self._add)
-        self.chosen = pn.widgets.Select(name=_("active key"), options=[], width=180, css_classes=["twin-chosen-key"])
-        self.revoke = pn.widgets.Button(label=_("Revoke"), button_type="danger", width=90, css_classes=["twin-revoke"])
+        self.chosen = pn.widgets.Select(label=_("active key"), options=[], width=180, css_classes=["twin-chosen-key"])
+        self.revoke = pn.widgets.Button(label=_("Revoke"), color="danger", width=90, css_classes=["twin-revoke"])
         self.revoke.on_click(self._revoke)
         self.show()
 
@@ -502,7 +508,7 @@ class AdminScreen(pn.viewable.Viewer):
         self.users = UserDesk(gate, self.desk)
         self.keys = KeyDesk(gate, self.desk)
         self.tabs = pn.Tabs((_("Audit trail"), self.trail), (_("Users"), self.users), (_("API keys"), self.keys),
-                            sizing_mode="stretch_width", css_classes=["twin-admin-tabs"])
+                            sizing_mode="stretch_width", css_classes=["twin-admin-tabs"], stylesheets=[TABS_CSS])
         self.tabs.param.watch(self._tab_changed, "active")
 
     def _tab_changed(self, _event) -> None:

@@ -463,7 +463,9 @@ class DistrictApp(pn.viewable.Viewer):
 
     @param.depends("screen", watch=True)
     def _screen_changed(self) -> None:
-        self._right.visible = self.screen != "Planner"  # the plan and its before → after table need the width
+        # The plan and its before → after table need the width; the admin's tables too, and they have no side panels.
+        self._right.visible = self.screen not in ("Planner", "Admin")
+        self._left.visible = self.screen != "Admin"
         self.inspector.show_residents = self.inspector.can_act = self.screen == "Operator"
         if self.screen == "Admin":
             if self._admin is None:

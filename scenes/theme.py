@@ -45,3 +45,7 @@ body, .bk-root {{ background: {BACKGROUND}; color: {TEXT}; font-family: {FONT_ST
 
 # For the whole page (Panel's and Bokeh's own widgets read the variable), given to pn.extension(global_css=...).
 PAGE_CSS = f":root {{ --bokeh-base-font: {FONT_STACK}; }} body {{ font-family: {FONT_STACK}; }}"
+
+# Tabs (the admin's) on the dark page: Bokeh's own active tab is light grey on white.
+TABS_CSS = (f".bk-tab {{ color: {MUTED}; }} .bk-tab.bk-active {{ color: {TEXT}; background-color: {PANEL}; "
+            f"border-color: {ACCENT}; }}")

@@ -1,0 +1,218 @@
+"""The admin's screen in Chromium, as an admin uses it while ``twin serve`` runs: users, the audit trail, the layout.
+
+On a copy of the small demo with a few audit rows of earlier days (a refused sign-in ten days ago, a refused
+access three days ago). What a person sees is read through Panel's shadow roots (locators).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+
+import pandas as pd
+import pytest
+from playwright.sync_api import expect
+
+from bench.browser import ServedURL, chromium, served, sign_in
+from tests.scenes.test_operator_browser import LAYOUT
+from tests.scenes.test_server import signs_in as signs_in_at
+from twin.access import access
+from twin.store.clock import store_now
+from twin.store.store import Store
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def district(small_demo, tmp_path_factory):
+    """A served copy of the small demo, with two refused accesses of earlier days in its trail."""
+    path = tmp_path_factory.mktemp("admin") / "demo.duckdb"
+    shutil.copy(small_demo, path)
+    found = {}
+    with Store(path) as store:
+        con = store.con
+        now = store_now(con)
+        found["today"] = now.date()
+        for days, row in ((10, {"actor": "old.visitor", "action": "signin.failed", "source": "10.0.0.9",
+                                "detail": {"reason": "wrong name or password"}}),
+                          (3, {"actor": "planner", "action": "access.refused", "target": "R-000001",
+                               "source": "10.0.0.7", "detail": {"what": "resident records"}})):
+            # The trail's clock set back for this one row: its hash covers the earlier time, so the chain holds.
+            at = now - pd.Timedelta(days=days)
+            original, access.store_now = access.store_now, lambda con, unit="s", at=at: at
+            try:
+                access.audit(con, **row)
+            finally:
+                access.store_now = original
+        found["micro"] = con.execute("SELECT grid_id, name FROM grids WHERE level = 'micro' AND valid_to IS NULL "
+                                     "ORDER BY grid_id LIMIT 2").fetchall()
+        assert access.verify_audit(con) is None
+    with served(path, role="admin") as url:
+        found["url"] = url
+        yield found
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser, district):
+    page = open_admin(browser, district["url"])
+    yield page
+    page.close()
+
+
+def open_admin(browser, url: ServedURL, *, size=(1600, 900), lang: str = "en"):
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]}, accept_downloads=True)
+    page.errors_seen = []
+    page.on("pageerror", lambda e: page.errors_seen.append(str(e)))
+    lang_url = ServedURL(f"{url}?lang={lang}")
+    lang_url.user, lang_url.password = url.user, url.password
+    sign_in(page, lang_url)
+    expect(page.locator(".twin-audit-rows")).to_be_visible(timeout=60_000)
+    return page
+
+
+def signs_in(url: str, user: str, password: str) -> bool:
+    """Whether the login form takes ``user`` and ``password`` (asked outside the admin's browser)."""
+    return signs_in_at(url.rsplit("/", 1)[0], user, password)
+
+
+def tab(page, name: str) -> None:
+    page.locator(".twin-admin-tabs").get_by_text(name, exact=True).click()
+
+
+def pick_grid(page, picker: str, grid_id: str) -> None:
+    """Search the grid picker for ``grid_id`` as a person types it, and take the one match."""
+    box = page.locator(f"{picker} input")
+    box.click()
+    box.press_sequentially(grid_id, delay=30)
+    option = page.locator(f"{picker} .choices__item--choice", has_text=grid_id)
+    expect(option).to_have_count(1, timeout=10_000)
+    option.click()
+    page.keyboard.press("Escape")
+
+
+def message(page):
+    return page.locator(".twin-admin-message")
+
+
+def test_an_admin_adds_binds_resets_and_disables_a_user_while_the_server_runs(page, district):
+    url = district["url"]
+    (first_grid, first_name), (second_grid, second_name) = district["micro"]
+    tab(page, "Users")
+    page.locator(".twin-new-user input").fill("clerk.zhou")
+    page.locator(".twin-new-role select").select_option(label="Operator")
+    pick_grid(page, ".twin-new-grids", first_grid)
+    for weak, rule in (("clerk.zhou-2026", "to leave out the user name"), ("short1", "at least 10 characters"),
+                       ("aaaabbbbaaaa", "at least 5 different characters")):
+        page.locator(".twin-new-password input").fill(weak)
+        page.locator(".twin-add-user button").click()
+        expect(message(page)).to_have_text(f"Refused: a password needs {rule}.", timeout=10_000)
+    expect(page.locator(".twin-users")).not_to_contain_text("clerk.zhou")
+    page.locator(".twin-new-password input").fill("a sound passphrase 7")
+    page.locator(".twin-add-user button").click()
+    expect(message(page)).to_have_text("User clerk.zhou added.", timeout=10_000)
+    row = page.locator(".twin-users tr", has_text="clerk.zhou")
+    expect(row).to_contain_text(f"{first_name} ({first_grid})")
+    expect(row).to_contain_text("Operator")
+    assert signs_in(url, "clerk.zhou", "a sound passphrase 7"), "the new user signs in at once"
+
+    page.locator(".twin-chosen-user select").select_option("clerk.zhou")
+    pick_grid(page, ".twin-user-grids", second_grid)
+    page.locator(".twin-save-grants button").click()
+    expect(message(page)).to_contain_text("clerk.zhou is now Operator of", timeout=10_000)
+    expect(row).to_contain_text(f"{second_name} ({second_grid})")
+
+    page.locator(".twin-reset-password button").click()
+    secret = page.locator(".twin-secret code")
+    expect(secret).to_be_visible(timeout=10_000)
+    password = secret.inner_text().strip()
+    assert len(password) >= 10 and signs_in(url, "clerk.zhou", password), "the shown password is the new one"
+    assert not signs_in(url, "clerk.zhou", "a sound passphrase 7"), "the old one is gone"
+    tab(page, "API keys")
+    tab(page, "Users")
+    expect(secret).to_have_count(0)  # shown once: gone once the admin moves on
+    page.reload()
+    expect(page.locator(".twin-audit-rows")).to_be_visible(timeout=60_000)
+    tab(page, "Users")
+    expect(page.locator(".twin-users")).to_contain_text("clerk.zhou")
+    expect(page.get_by_text(password)).to_have_count(0)
+
+    page.locator(".twin-chosen-user select").select_option("clerk.zhou")
+    page.locator(".twin-disable-user button").click()
+    expect(message(page)).to_have_text("clerk.zhou is disabled: they can no longer sign in.", timeout=10_000)
+    expect(page.locator(".twin-users tr", has_text="clerk.zhou")).to_contain_text("disabled")
+    assert not signs_in(url, "clerk.zhou", password), "a disabled user is refused"
+
+    tab(page, "Audit trail")
+    page.locator(".twin-audit-rows").wait_for()
+    trail = page.locator(".twin-audit-rows tr", has_text="clerk.zhou")
+    for action in ("added a user", "bound a user to grids", "changed a password", "disabled a user"):
+        expect(trail.filter(has_text=action).filter(has_text=url.user)).to_have_count(1, timeout=10_000)
+    assert page.errors_seen == []
+
+
+def test_the_trail_reads_as_words_filters_by_day_and_exports_what_it_shows(page, district):
+    rows = page.locator(".twin-audit-rows tr")
+    refused = rows.filter(has_text="old.visitor")
+    expect(refused).to_contain_text("refused access")
+    expect(refused).to_contain_text("sign-in refused")
+    expect(refused).to_contain_text("reason: wrong name or password")
+    assert "twin-refused" in refused.get_attribute("class"), "a refused access is marked as its own kind"
+    table = page.locator(".twin-audit-rows").inner_text()
+    assert "{" not in table and '"' not in table, "no raw JSON in the detail"
+    operator = rows.filter(has_text="added a user").filter(has_text="operator")
+    expect(operator).to_contain_text("role: Operator")
+    expect(operator).to_contain_text(")")  # the grid's id in brackets after its name
+
+    today = district["today"]
+    page.locator(".twin-audit-since input").fill(str(today - pd.Timedelta(days=5)))
+    page.keyboard.press("Enter")
+    page.locator(".twin-audit-until input").fill(str(today - pd.Timedelta(days=1)))
+    page.keyboard.press("Enter")
+    expect(rows).to_have_count(2, timeout=10_000)  # the head and the refused access of three days ago
+    expect(rows.nth(1)).to_contain_text("access refused")
+    expect(rows.nth(1)).to_contain_text("what was asked: resident records")
+
+    with page.expect_download() as download:
+        page.locator(".twin-audit-export button").click()
+    exported = list(csv.DictReader(io.StringIO(download.value.path().read_text(encoding="utf-8-sig"))))
+    assert [r["what"] for r in exported] == ["access refused"] and exported[0]["who"] == "planner"
+    assert exported[0]["kind"] == "refused access" and exported[0]["detail"] == "what was asked: resident records"
+
+    page.locator(".twin-audit-since input").fill("")
+    page.keyboard.press("Enter")
+    page.locator(".twin-audit-until input").fill("")
+    page.keyboard.press("Enter")
+    export_row = rows.filter(has_text="exported the audit trail")
+    expect(export_row).to_have_count(1, timeout=10_000)
+    expect(export_row).to_contain_text(district["url"].user)
+    expect(export_row).to_contain_text("rows: 1")
+
+    # A sign-in elsewhere appears on its own: the trail refreshes without a click.
+    assert signs_in(district["url"], district["url"].user, district["url"].password)
+    expect(rows.filter(has_text="signed in")).to_have_count(2, timeout=15_000)
+    assert page.errors_seen == []
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_every_admin_tab_fits_1280_by_720_without_sideways_scrolling(browser, district, lang):
+    page = open_admin(browser, district["url"], size=(1280, 720), lang=lang)
+    try:
+        names = {"zh": ("审计日志", "用户", "接口密钥"), "en": ("Audit trail", "Users", "API keys")}[lang]
+        for name in names:
+            tab(page, name)
+            page.wait_for_timeout(500)
+            found = page.evaluate(LAYOUT)
+            where = f"the {name} tab in {lang}"
+            assert found["outside"] == [], f"{where}: elements beyond the viewport's width"
+            assert found["scrolling"] == [], f"{where}: sideways scrolling"
+            assert found["spilling"] == [], f"{where}: elements over a neighbouring panel"
+        assert page.errors_seen == []
+    finally:
+        page.close()
