@@ -144,12 +144,13 @@ def audit_csv(rows: pd.DataFrame, names: dict[str, str]) -> bytes:
 
 def grid_options(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """Every grid in force as a picker option, label to id, in the order of the grid tree (street → community →
-    grid → micro-grid, each under its parent), indented by level; a label holds the level, name and id, which
+    grid → micro-grid, each under its parent), drawn as its branches; a label holds the level, name and id, which
     the picker's search matches."""
     tree = grid_tree(con)
     path = tree[list(GRID_LEVELS)].fillna("").astype(str)
     tree = tree.assign(_path=path.apply(tuple, axis=1)).sort_values("_path")
-    indent = {lvl: "\u3000" * k for k, lvl in enumerate(GRID_LEVELS)}  # ideographic spaces: HTML keeps them
+    # Drawn as a tree, not with leading spaces: the picker trims a label's spaces and would then not know it.
+    indent = {lvl: "│ " * (k - 1) + "└ " if k else "" for k, lvl in enumerate(GRID_LEVELS)}
     return {f"{indent.get(r.level, '')}{level_name(r.level)} {r.name or ''} · {r.grid_id}": r.grid_id
             for r in tree.itertuples()}
 
@@ -255,7 +256,7 @@ class AuditTrail(pn.viewable.Viewer):
 
 
 class GridPicker(pn.viewable.Viewer):
-    """Grids to bind a role to: a searchable list (name or id) shaped as the grid tree, indented by level."""
+    """Grids to bind a role to: a searchable list (name or id) shaped as the grid tree (:func:`grid_options`)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, *, label: str, css_class: str, **params) -> None:
         super().__init__(**params)

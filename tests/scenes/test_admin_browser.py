@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import shutil
 
 import pandas as pd
@@ -47,6 +48,9 @@ def district(small_demo, tmp_path_factory):
                 access.store_now = original
         found["micro"] = con.execute("SELECT grid_id, name FROM grids WHERE level = 'micro' AND valid_to IS NULL "
                                      "ORDER BY grid_id LIMIT 2").fetchall()
+        found["operator_grid"] = con.execute("SELECT g.grid_id, g.name FROM users u JOIN grids g ON g.grid_id = "
+                                             "u.grids[1] AND g.valid_to IS NULL WHERE u.username = 'operator'"
+                                             ).fetchone()
         assert access.verify_audit(con) is None
     with served(path, role="admin") as url:
         found["url"] = url
@@ -83,7 +87,7 @@ def signs_in(url: str, user: str, password: str) -> bool:
 
 
 def tab(page, name: str) -> None:
-    page.locator(".twin-admin-tabs").get_by_text(name, exact=True).click()
+    page.locator(".twin-admin-tabs .bk-tab").filter(has_text=re.compile(f"^{re.escape(name)}$")).click()
 
 
 def pick_grid(page, picker: str, grid_id: str) -> None:
@@ -95,6 +99,17 @@ def pick_grid(page, picker: str, grid_id: str) -> None:
     expect(option).to_have_count(1, timeout=10_000)
     option.click()
     page.keyboard.press("Escape")
+
+
+def pick_date(page, picker: str, day) -> None:
+    """Open the date picker's calendar and click ``day``, going back or forward from this month as a person would."""
+    page.locator(f"{picker} input.form-control").click()
+    shown = page.evaluate("(() => { const d = new Date(); return d.getFullYear() * 12 + d.getMonth(); })()")
+    steps = day.year * 12 + day.month - 1 - shown
+    for _ in range(abs(steps)):
+        page.locator(f"{picker} .flatpickr-{'next' if steps > 0 else 'prev'}-month").click()
+    page.locator(f"{picker} .flatpickr-day:not(.prevMonthDay):not(.nextMonthDay)",
+                 has_text=str(day.day)).get_by_text(str(day.day), exact=True).click()
 
 
 def message(page):
@@ -123,6 +138,9 @@ def test_an_admin_adds_binds_resets_and_disables_a_user_while_the_server_runs(pa
     assert signs_in(url, "clerk.zhou", "a sound passphrase 7"), "the new user signs in at once"
 
     page.locator(".twin-chosen-user select").select_option("clerk.zhou")
+    chosen = page.locator(".twin-user-grids .choices__list--multiple .choices__item")
+    expect(chosen).to_have_count(1, timeout=10_000)  # the chosen user's grids are shown: add one to them
+    expect(chosen).to_contain_text(first_grid)
     pick_grid(page, ".twin-user-grids", second_grid)
     page.locator(".twin-save-grants button").click()
     expect(message(page)).to_contain_text("clerk.zhou is now Operator of", timeout=10_000)
@@ -166,15 +184,14 @@ def test_the_trail_reads_as_words_filters_by_day_and_exports_what_it_shows(page,
     assert "twin-refused" in refused.get_attribute("class"), "a refused access is marked as its own kind"
     table = page.locator(".twin-audit-rows").inner_text()
     assert "{" not in table and '"' not in table, "no raw JSON in the detail"
-    operator = rows.filter(has_text="added a user").filter(has_text="operator")
+    grid_id, grid_name = district["operator_grid"]
+    operator = rows.filter(has_text="added a user").filter(has_text="demo").filter(has_text="operator")
     expect(operator).to_contain_text("role: Operator")
-    expect(operator).to_contain_text(")")  # the grid's id in brackets after its name
+    expect(operator).to_contain_text(f"grids: {grid_name} ({grid_id})")  # a grid by its name, then its id
 
     today = district["today"]
-    page.locator(".twin-audit-since input").fill(str(today - pd.Timedelta(days=5)))
-    page.keyboard.press("Enter")
-    page.locator(".twin-audit-until input").fill(str(today - pd.Timedelta(days=1)))
-    page.keyboard.press("Enter")
+    pick_date(page, ".twin-audit-since", today - pd.Timedelta(days=5))
+    pick_date(page, ".twin-audit-until", today - pd.Timedelta(days=1))
     expect(rows).to_have_count(2, timeout=10_000)  # the head and the refused access of three days ago
     expect(rows.nth(1)).to_contain_text("access refused")
     expect(rows.nth(1)).to_contain_text("what was asked: resident records")
@@ -185,10 +202,7 @@ def test_the_trail_reads_as_words_filters_by_day_and_exports_what_it_shows(page,
     assert [r["what"] for r in exported] == ["access refused"] and exported[0]["who"] == "planner"
     assert exported[0]["kind"] == "refused access" and exported[0]["detail"] == "what was asked: resident records"
 
-    page.locator(".twin-audit-since input").fill("")
-    page.keyboard.press("Enter")
-    page.locator(".twin-audit-until input").fill("")
-    page.keyboard.press("Enter")
+    pick_date(page, ".twin-audit-until", today)  # up to today: the export's own row is there
     export_row = rows.filter(has_text="exported the audit trail")
     expect(export_row).to_have_count(1, timeout=10_000)
     expect(export_row).to_contain_text(district["url"].user)
