@@ -13,8 +13,6 @@ import asyncio
 import html
 import io
 import json
-import logging
-from collections.abc import Callable
 from functools import partial
 
 import duckdb
@@ -23,8 +21,9 @@ import panel as pn
 import param
 
 from scenes.i18n import N_, _, audit_action_name, format_time, level_name, role_name, status_name
+from scenes.planner.saving import save_in_transaction
 from scenes.theme import CSS, TABS_CSS
-from twin.access.access import LANGS, ROLES, WeakPassword, generate_password, password_rule_broken, rule_text
+from twin.access.access import ROLES, WeakPassword, generate_password, password_rule_broken, rule_text
 from twin.access.commands import access_commands
 from twin.access.policy import AUDIT_KINDS, OTHER_KIND, Gate
 from twin.cases.live import IntakeWriter
@@ -32,7 +31,6 @@ from twin.errors import TwinError
 from twin.store.queries import grid_tree
 from twin.store.schema import GRID_LEVELS
 
-log = logging.getLogger(__name__)
 PAGE = 100
 REFRESH_MS = 5000  # the trail's first page follows new rows this often
 DETAIL_KEYS = {"from": N_("from status"), "to": N_("to status"), "note": N_("note"), "role": N_("role"),
@@ -285,7 +283,8 @@ class AccessDesk(pn.viewable.Viewer):
     gate : Gate
         The admin's gate: it checks the right to manage users and fills in who asks and from where.
     writer : IntakeWriter, optional
-        The store's writer (``twin serve``); without one a command runs in a transaction on the gate's cursor.
+        The store's writer (``twin serve``); without one a command runs in a transaction of its own
+        (:func:`scenes.planner.saving.save_in_transaction`).
     """
 
     def __init__(self, gate: Gate, *, writer: IntakeWriter | None = None) -> None:
@@ -301,7 +300,7 @@ class AccessDesk(pn.viewable.Viewer):
             command = COMMANDS[name]
             args = command.check(name, self.gate.command(name, args))
             if self._writer is None:
-                return _in_transaction(self.gate.con, partial(command, args=args))
+                return await save_in_transaction(self.gate.con)(partial(command, args=args))
             return await self._writer.command(partial(command, args=args), loop=asyncio.get_running_loop())
         except WeakPassword as exc:
             self.refuse(_("Refused: a password needs {rule}.").format(rule=rule_text(exc.rule, _)))
@@ -323,17 +322,6 @@ class AccessDesk(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self.message
-
-
-def _in_transaction(con: duckdb.DuckDBPyConnection, run: Callable[[duckdb.DuckDBPyConnection], dict]) -> dict:
-    con.execute("BEGIN TRANSACTION")
-    try:
-        answer = run(con)
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
-    return answer
 
 
 class UserDesk(pn.viewable.Viewer):
@@ -462,10 +450,10 @@ class KeyDesk(pn.viewable.Viewer):
 
     def show(self) -> None:
         keys = self.gate.keys()
-        never = _("never")
+        never, active, revoked = _("never"), _("active"), _("revoked {time}")
         rows = "".join(
             f"<tr><td>{html.escape(k['name'])}</td><td>{format_time(k['created_at'])}</td>"
-            f"<td>{_('revoked {time}').format(time=format_time(k['revoked_at'])) if k['revoked_at'] else _('active')}"
+            f"<td>{revoked.format(time=format_time(k['revoked_at'])) if k['revoked_at'] else active}"
             f"</td><td>{format_time(k['last_used']) if k['last_used'] else never}</td>"
             f"<td class='num'>{k['requests_today']:,}</td></tr>" for k in keys)
         heads = "".join(f"<th>{h}</th>" for h in (_("client"), _("made"), _("state"), _("last used"),

@@ -300,7 +300,8 @@ def intake_routes(store: Store, writer: IntakeWriter, *, cursors: Cursors | None
     with a known key is counted in ``key_use`` (:class:`KeyUseWriter` writes the counts).
     """
     cursors = cursors if cursors is not None else Cursors(store.con)
-    args = {"store": store, "writer": writer, "clients": clients_of(cursors, key_use), "off_loop": OffLoop(cursors, writer),
+    args = {"store": store, "writer": writer, "clients": clients_of(cursors, key_use),
+            "off_loop": OffLoop(cursors, writer),
             "refusals": refusals if refusals is not None else Refusals(), "crs": store.district.crs,
             "limiter": RateLimiter(rate_per_s=intake_rate, burst=2 * intake_rate),
             "public": RateLimiter(rate_per_s=public_rate, burst=2 * public_rate) if public_rate else None,

@@ -9,20 +9,22 @@ from __future__ import annotations
 import csv
 import io
 import re
+import secrets
 import shutil
 
 import pandas as pd
 import pytest
 from playwright.sync_api import expect
 
-from bench.browser import ServedURL, chromium, served, sign_in
-from tests.scenes.test_operator_browser import LAYOUT
+from bench.browser import served
+from tests.scenes.test_operator_browser import LAYOUT, browser, open_as  # noqa: F401 (browser: a fixture)
 from tests.scenes.test_server import signs_in as signs_in_at
 from twin.access import access
 from twin.store.clock import store_now
 from twin.store.store import Store
 
 pytestmark = pytest.mark.browser
+ADMIN = "an.admin"  # the name tests.scenes.test_operator_browser.open_as knows for an admin
 
 
 @pytest.fixture(scope="module")
@@ -51,34 +53,20 @@ def district(small_demo, tmp_path_factory):
         found["operator_grid"] = con.execute("SELECT g.grid_id, g.name FROM users u JOIN grids g ON g.grid_id = "
                                              "u.grids[1] AND g.valid_to IS NULL WHERE u.username = 'operator'"
                                              ).fetchone()
+        found["password"] = secrets.token_urlsafe(12)
+        access.add_user(con, ADMIN, found["password"], role="admin", actor="test")
+        access.set_lang(con, ADMIN, "en")
         assert access.verify_audit(con) is None
     with served(path, role="admin") as url:
         found["url"] = url
         yield found
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
 @pytest.fixture
 def page(browser, district):
-    page = open_admin(browser, district["url"])
+    page = open_as(browser, district, ADMIN)
     yield page
     page.close()
-
-
-def open_admin(browser, url: ServedURL, *, size=(1600, 900), lang: str = "en"):
-    page = browser.new_page(viewport={"width": size[0], "height": size[1]}, accept_downloads=True)
-    page.errors_seen = []
-    page.on("pageerror", lambda e: page.errors_seen.append(str(e)))
-    lang_url = ServedURL(f"{url}?lang={lang}")
-    lang_url.user, lang_url.password = url.user, url.password
-    sign_in(page, lang_url)
-    expect(page.locator(".twin-audit-rows")).to_be_visible(timeout=60_000)
-    return page
 
 
 def signs_in(url: str, user: str, password: str) -> bool:
@@ -173,7 +161,7 @@ def test_an_admin_adds_binds_resets_and_disables_a_user_while_the_server_runs(pa
     page.locator(".twin-audit-rows").wait_for()
     trail = page.locator(".twin-audit-rows tr", has_text="clerk.zhou")
     for action in ("added a user", "bound a user to grids", "changed a password", "disabled a user"):
-        expect(trail.filter(has_text=action).filter(has_text=url.user)).to_have_count(1, timeout=10_000)
+        expect(trail.filter(has_text=action).filter(has_text=ADMIN)).to_have_count(1, timeout=10_000)
     assert page.errors_seen == []
 
 
@@ -207,20 +195,20 @@ def test_the_trail_reads_as_words_filters_by_day_and_exports_what_it_shows(page,
     pick_date(page, ".twin-audit-until", today)  # up to today: the export's own row is there
     export_row = rows.filter(has_text="exported the audit trail")
     expect(export_row).to_have_count(1, timeout=10_000)
-    expect(export_row).to_contain_text(district["url"].user)
+    expect(export_row).to_contain_text(ADMIN)
     expect(export_row).to_contain_text("rows: 1")
 
     # A sign-in elsewhere appears on its own: the trail refreshes without a click.
     signed_in = rows.filter(has_text="signed in")
     before = signed_in.count()
-    assert signs_in(district["url"], district["url"].user, district["url"].password)
+    assert signs_in(district["url"], ADMIN, district["password"])
     expect(signed_in).to_have_count(before + 1, timeout=15_000)
     assert page.errors_seen == []
 
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_every_admin_tab_fits_1280_by_720_without_sideways_scrolling(browser, district, lang):
-    page = open_admin(browser, district["url"], size=(1280, 720), lang=lang)
+    page = open_as(browser, district, ADMIN, size=(1280, 720), lang=lang)
     try:
         names = {"zh": ("审计日志", "用户", "接口密钥"), "en": ("Audit trail", "Users", "API keys")}[lang]
         for name in names:

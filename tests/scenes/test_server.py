@@ -340,7 +340,7 @@ def test_writing_commands_go_through_the_running_server(intake, tmp_path):
         assert twin(*bad, db=copy) == (code, answer, stderr), f"{bad}: the same answer offline"
     with Store(copy, read_only=True) as store:
         assert store.con.execute("SELECT disabled FROM users WHERE username = 'zhao.min'").fetchall() == [(True,)]
-        by_cli = store.con.execute("SELECT DISTINCT actor, source FROM audit WHERE action IN ('user.add', 'user.grants', "
-                                   "'user.disable', 'key.add', 'key.revoke') AND target IN ('zhao.min', 'field-app', "
-                                   "'spare', 'before-serving')").fetchall()
+        by_cli = store.con.execute("SELECT DISTINCT actor, source FROM audit WHERE action IN ('user.add', "
+                                   "'user.grants', 'user.disable', 'key.add', 'key.revoke') AND target IN "
+                                   "('zhao.min', 'field-app', 'spare', 'before-serving')").fetchall()
         assert by_cli == [(getpass.getuser(), "cli")], "who ran the commands, and from where, is audited"

@@ -432,7 +432,8 @@ class Gate:
         return dict(self.con.execute(
             "SELECT grid_id, arg_max(name, version) FROM grids WHERE grid_id IN (SELECT unnest($1)) AND name IS NOT "
             "NULL GROUP BY grid_id UNION ALL SELECT building_id, coalesce(name, address) FROM buildings WHERE "
-            "building_id IN (SELECT unnest($1)) AND coalesce(name, address) IS NOT NULL", [sorted(set(ids))]).fetchall())
+            "building_id IN (SELECT unnest($1)) AND coalesce(name, address) IS NOT NULL",
+            [sorted(set(ids))]).fetchall())
 
     def command(self, name: str, args: dict) -> dict:
         """``args`` of the users' or keys' command ``name`` (:mod:`twin.access.commands`) with who asks and from
