@@ -414,6 +414,8 @@ class UserDesk(pn.viewable.Viewer):
 
     async def _disable(self, _event=None) -> None:
         name = self.chosen.value
+        if name == self.gate.principal.username:  # an admin who disables themselves is locked out at once
+            return self.desk.refuse(_("Refused: you cannot disable yourself; ask another admin."))
         if await self.desk.run("users.disable", {"name": name}) is not None:
             self.desk.tell(_("{name} is disabled: they can no longer sign in.").format(name=name))
             self.show()
