@@ -151,6 +151,9 @@ def test_an_admin_adds_binds_resets_and_disables_a_user_while_the_server_runs(pa
     expect(page.locator(".twin-users")).to_contain_text("clerk.zhou")
     expect(page.get_by_text(password)).to_have_count(0)
 
+    page.locator(".twin-chosen-user select").select_option(ADMIN)
+    page.locator(".twin-disable-user button").click()
+    expect(message(page)).to_have_text("Refused: you cannot disable yourself; ask another admin.", timeout=10_000)
     page.locator(".twin-chosen-user select").select_option("clerk.zhou")
     page.locator(".twin-disable-user button").click()
     expect(message(page)).to_have_text("clerk.zhou is disabled: they can no longer sign in.", timeout=10_000)
