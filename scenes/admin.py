@@ -504,8 +504,8 @@ class AdminScreen(pn.viewable.Viewer):
 
     def _tab_changed(self, _event) -> None:
         self.desk.clear()  # a password or key shown once goes with the tab
-        if self.tabs.active == 0:
-            self.trail.refresh()
+        # What the tab shows is read again: the keys' use and the users may have changed meanwhile.
+        (self.trail.refresh, self.users.show, self.keys.show)[self.tabs.active]()
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(self.desk, self.tabs, sizing_mode="stretch_both", scroll=True)
