@@ -32,7 +32,7 @@ from twin.store.queries import grid_tree
 from twin.store.schema import GRID_LEVELS
 
 PAGE = 100
-REFRESH_MS = 5000  # the trail's first page follows new rows this often
+REFRESH_MS = 5000  # the trail's first page follows new rows, and the keys' table their use, this often
 DETAIL_KEYS = {"from": N_("from status"), "to": N_("to status"), "note": N_("note"), "role": N_("role"),
                "grids": N_("grids"), "role_before": N_("role before"), "grids_before": N_("grids before"),
                "lang": N_("language"), "reason": N_("reason"), "page": N_("page"), "rows": N_("rows"),
@@ -155,7 +155,7 @@ def grid_options(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
 
 class AuditTrail(pn.viewable.Viewer):
     """The trail, filtered (who, what, kind, on which record, since and until which day), newest first, a page at a
-    time; its first page refreshed every ``REFRESH_MS`` while served; the filtered rows exported as CSV (audited)."""
+    time; its first page follows new rows (:meth:`follow`); the filtered rows exported as CSV (audited)."""
 
     actor = param.String(default="", doc="user (or intake client) name, or its beginning")
     action = param.Selector(default="", objects=[""])
@@ -182,7 +182,6 @@ class AuditTrail(pn.viewable.Viewer):
         self.newer.on_click(lambda _: setattr(self, "page", max(0, self.page - 1)))
         self._latest: int | None = None
         self.refresh()
-        self._poll = pn.state.add_periodic_callback(self.follow, period=REFRESH_MS) if pn.state.curdoc else None
 
     def filters(self) -> dict:
         """The filters as :meth:`twin.access.policy.Gate.audit_trail` takes them."""
@@ -462,7 +461,9 @@ class KeyDesk(pn.viewable.Viewer):
                                                   _("requests today")))
         self.table.object = (f"<table class='twin-table'><tr>{heads}</tr>{rows}</table>" if keys else
                              "<div class='twin-muted'>" + _("No keys yet.") + "</div>")
-        self.chosen.options = [k["name"] for k in keys if not k["revoked_at"]]
+        active_keys = [k["name"] for k in keys if not k["revoked_at"]]
+        if active_keys != self.chosen.options:  # unchanged, the admin's choice stays as it is
+            self.chosen.options = active_keys
         self.revoke.disabled = not self.chosen.options
 
     async def _add(self, _event=None) -> None:
@@ -501,6 +502,14 @@ class AdminScreen(pn.viewable.Viewer):
         self.tabs = pn.Tabs((_("Audit trail"), self.trail), (_("Users"), self.users), (_("API keys"), self.keys),
                             sizing_mode="stretch_width", css_classes=["twin-admin-tabs"], stylesheets=[TABS_CSS])
         self.tabs.param.watch(self._tab_changed, "active")
+        self._poll = pn.state.add_periodic_callback(self.follow, period=REFRESH_MS) if pn.state.curdoc else None
+
+    def follow(self) -> None:
+        """Served, every ``REFRESH_MS``: the trail's new rows, or the keys' use, whichever tab is shown."""
+        if self.tabs.active == 0:
+            self.trail.follow()
+        elif self.tabs.active == 2:
+            self.keys.show()
 
     def _tab_changed(self, _event) -> None:
         self.desk.clear()  # a password or key shown once goes with the tab

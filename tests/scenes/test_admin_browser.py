@@ -18,6 +18,7 @@ from playwright.sync_api import expect
 
 from bench.browser import served
 from tests.scenes.test_operator_browser import LAYOUT, browser, open_as  # noqa: F401 (browser: a fixture)
+from tests.scenes.test_server import call
 from tests.scenes.test_server import signs_in as signs_in_at
 from twin.access import access
 from twin.store.clock import store_now
@@ -206,6 +207,31 @@ def test_the_trail_reads_as_words_filters_by_day_and_exports_what_it_shows(page,
     before = signed_in.count()
     assert signs_in(district["url"], ADMIN, district["password"])
     expect(signed_in).to_have_count(before + 1, timeout=15_000)
+    assert page.errors_seen == []
+
+
+def test_an_admin_adds_a_key_shown_once_sees_its_use_and_revokes_it(page, district):
+    tab(page, "API keys")
+    page.locator(".twin-new-key input").fill("field-app")
+    page.locator(".twin-add-key button").click()
+    secret = page.locator(".twin-secret code")
+    expect(secret).to_be_visible(timeout=10_000)
+    key = secret.inner_text().strip()
+    row = page.locator(".twin-keys tr", has_text="field-app")
+    expect(row).to_contain_text("never")
+    for _ in range(2):
+        assert call(f"{district['url'].rsplit('/', 1)[0]}/open311/v2/requests.json?api_key={key}")[0] == 200
+    expect(row.locator("td").nth(4)).to_have_text("2", timeout=30_000)  # counted, written, shown by itself
+    expect(row.locator("td").nth(3)).not_to_have_text("never")
+    page.locator(".twin-chosen-key select").select_option("field-app")
+    page.locator(".twin-revoke button").click()
+    expect(message(page)).to_have_text("The key of field-app is revoked.", timeout=10_000)
+    expect(row.locator("td").nth(2)).to_contain_text("revoked")
+    expect(secret).to_have_count(0)
+    tab(page, "Audit trail")
+    trail = page.locator(".twin-audit-rows tr", has_text="field-app").filter(has_text=ADMIN)
+    for action in ("added an API key", "revoked an API key"):
+        expect(trail.filter(has_text=action)).to_have_count(1, timeout=10_000)
     assert page.errors_seen == []
 
 
