@@ -38,7 +38,7 @@ DETAIL_KEYS = {"from": N_("from status"), "to": N_("to status"), "note": N_("not
                "lang": N_("language"), "reason": N_("reason"), "page": N_("page"), "rows": N_("rows"),
                "cases": N_("cases"), "change_id": N_("change"), "parent_id": N_("parent"), "level": N_("level"),
                "what": N_("what was asked"), "history": N_("all versions"), "actor": N_("who"), "action": N_("what"),
-               "target": N_("on"), "since": N_("since"), "until": N_("until"), "kind": N_("kind")}
+               "target": N_("on"), "since": N_("since"), "until": N_("until"), "kind": N_("entry kind")}
 KIND_NAMES = {"refused": N_("refused access"), "signin": N_("sign-in"), "read": N_("read"),
               OTHER_KIND: N_("change")}
 # Detail keys whose values are grid or building ids: shown with their names.
@@ -117,7 +117,7 @@ def audit_html(rows: pd.DataFrame, names: dict[str, str] | None = None) -> str:
     if rows.empty:
         return "<div class='twin-muted'>" + _("No rows match.") + "</div>"
     names = names or {}
-    heads = ("#", _("when"), _("who"), _("kind"), _("what"), _("on"), _("detail"), _("from"))
+    heads = ("#", _("when"), _("who"), _("entry kind"), _("what"), _("on"), _("detail"), _("from"))
     body = []
     for r in rows.itertuples():
         cells = (r.seq, format_time(r.at), r.actor, _(KIND_NAMES[r.kind]), audit_action_name(r.action),
@@ -134,7 +134,7 @@ def audit_csv(rows: pd.DataFrame, names: dict[str, str]) -> bytes:
     the detail as readable text."""
     frame = pd.DataFrame({
         "#": rows["seq"], _("when"): rows["at"].astype(str), _("who"): rows["actor"],
-        _("kind"): [_(KIND_NAMES[k]) for k in rows["kind"]], _("what"): rows["action"].map(audit_action_name),
+        _("entry kind"): [_(KIND_NAMES[k]) for k in rows["kind"]], _("what"): rows["action"].map(audit_action_name),
         _("on"): [None if _blank(t) else named(t, names) for t in rows["target"]],
         _("detail"): [detail_text(d, names) for d in rows["detail"]], _("from"): rows["source"]})
     return frame.to_csv(index=False).encode("utf-8-sig")
@@ -237,8 +237,8 @@ class AuditTrail(pn.viewable.Viewer):
         filters = pn.FlexBox(pn.widgets.TextInput.from_param(self.param.actor, label=_("who"), width=150),
                              pn.widgets.Select.from_param(self.param.action, label=_("what"), width=170, options={
                                  (audit_action_name(a) if a else _("any")): a for a in self.param.action.objects}),
-                             pn.widgets.Select.from_param(self.param.kind, label=_("kind"), width=130, options=kinds,
-                                                          css_classes=["twin-audit-kind"]),
+                             pn.widgets.Select.from_param(self.param.kind, label=_("entry kind"), width=130,
+                                                          options=kinds, css_classes=["twin-audit-kind"]),
                              pn.widgets.TextInput.from_param(self.param.target, label=_("on"), width=150),
                              pn.widgets.DatePicker.from_param(self.param.since, label=_("since"), width=130,
                                                               css_classes=["twin-audit-since"]),
@@ -258,7 +258,7 @@ class GridPicker(pn.viewable.Viewer):
     def __init__(self, con: duckdb.DuckDBPyConnection, *, label: str, css_class: str, **params) -> None:
         super().__init__(**params)
         self.choice = pn.widgets.MultiChoice(label=label, options=grid_options(con), search_option_limit=50,
-                                             placeholder=_("search by name or id (none: the whole district)"),
+                                             placeholder=_("search by name or id"),
                                              sizing_mode="stretch_width", css_classes=[css_class])
 
     @property
@@ -339,12 +339,14 @@ class UserDesk(pn.viewable.Viewer):
                                           width=100)
         self.new_password = pn.widgets.PasswordInput(label=_("password"), width=200, css_classes=["twin-new-password"],
                                                      placeholder=_("empty: one is made for you"))
-        self.new_grids = GridPicker(gate.con, label=_("grids"), css_class="twin-new-grids")
+        self.new_grids = GridPicker(gate.con, label=_("grids (none: the whole district)"),
+                                    css_class="twin-new-grids")
         self.add = pn.widgets.Button(label=_("Add user"), color="primary", width=110, css_classes=["twin-add-user"])
         self.add.on_click(self._add)
         self.chosen = pn.widgets.Select(label=_("user"), options=[], width=180, css_classes=["twin-chosen-user"])
         self.role = pn.widgets.Select(label=_("role"), options=roles, width=120, css_classes=["twin-user-role"])
-        self.grids = GridPicker(gate.con, label=_("grids"), css_class="twin-user-grids")
+        self.grids = GridPicker(gate.con, label=_("grids (none: the whole district)"),
+                                css_class="twin-user-grids")
         self.save = pn.widgets.Button(label=_("Save role and grids"), width=160, css_classes=["twin-save-grants"])
         self.save.on_click(self._grants)
         self.reset = pn.widgets.Button(label=_("Reset password"), width=130, css_classes=["twin-reset-password"])

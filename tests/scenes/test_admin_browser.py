@@ -194,7 +194,7 @@ def test_the_trail_reads_as_words_filters_by_day_and_exports_what_it_shows(page,
         page.locator(".twin-audit-export button").click()
     exported = list(csv.DictReader(io.StringIO(download.value.path().read_text(encoding="utf-8-sig"))))
     assert [r["what"] for r in exported] == ["access refused"] and exported[0]["who"] == "planner"
-    assert exported[0]["kind"] == "refused access" and exported[0]["detail"] == "what was asked: resident records"
+    assert exported[0]["entry kind"] == "refused access" and exported[0]["detail"] == "what was asked: resident records"
 
     pick_date(page, ".twin-audit-until", today)  # up to today: the export's own row is there
     export_row = rows.filter(has_text="exported the audit trail")
