@@ -22,6 +22,7 @@ import param
 
 from scenes.i18n import N_, _, audit_action_name, format_time, level_name, role_name, status_name
 from scenes.planner.saving import save_in_transaction
+from scenes.shared import OffLoop
 from scenes.theme import CSS, TABS_CSS
 from twin.access.access import ROLES, WeakPassword, generate_password, password_rule_broken, rule_text
 from twin.access.commands import access_commands
@@ -165,10 +166,10 @@ class AuditTrail(pn.viewable.Viewer):
     until = param.Date(default=None, allow_None=True)
     page = param.Integer(default=0, bounds=(0, None))
 
-    def __init__(self, gate: Gate, *, off_loop=None, **params) -> None:
+    def __init__(self, gate: Gate, *, off_loop: OffLoop | None = None, **params) -> None:
         super().__init__(**params)
         self.gate = gate
-        self._off_loop = off_loop
+        self._off_loop = off_loop  # served: the export's read off the event loop, its audit row through the writer
         self.param.action.objects = ["", *gate.audit_actions()]
         self.table = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width", css_classes=["twin-audit-rows"])
         self.chain = pn.pane.HTML("", stylesheets=[CSS], css_classes=["twin-chain"])
@@ -492,9 +493,20 @@ class KeyDesk(pn.viewable.Viewer):
 
 
 class AdminScreen(pn.viewable.Viewer):
-    """The audit trail, the users and the API keys, as tabs; what a command did (or why not) above them."""
+    """The audit trail, the users and the API keys, as tabs; what a command did (or why not) above them.
 
-    def __init__(self, gate: Gate, *, writer: IntakeWriter | None = None, off_loop=None, **params) -> None:
+    Parameters
+    ----------
+    gate : Gate
+        The admin's gate: every read and command goes through it.
+    writer : IntakeWriter, optional
+        The store's writer (``twin serve``): the commands on users and keys run there.
+    off_loop : OffLoop, optional
+        Served, the trail's export reads off the event loop.
+    """
+
+    def __init__(self, gate: Gate, *, writer: IntakeWriter | None = None, off_loop: OffLoop | None = None,
+                 **params) -> None:
         super().__init__(**params)
         self.gate = gate
         self.trail = AuditTrail(gate, off_loop=off_loop)
