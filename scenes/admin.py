@@ -177,6 +177,9 @@ class AuditTrail(pn.viewable.Viewer):
         self.check.on_click(lambda _: self.check_chain())
         self.export = pn.widgets.FileDownload(callback=self._export_csv, filename="audit.csv", label=_("Export CSV"),
                                               css_classes=["twin-audit-export"], width=130, color="default")
+        self.clear = pn.widgets.Button(label=_("Clear filters"), width=120, css_classes=["twin-audit-clear"])
+        self.clear.on_click(lambda _: self.param.update(actor="", action="", kind="", target="", since=None,
+                                                        until=None))
         self.more = pn.widgets.Button(label=_("older ›"), width=90)
         self.more.on_click(lambda _: setattr(self, "page", self.page + 1))
         self.newer = pn.widgets.Button(label=_("‹ newer"), width=90)
@@ -248,7 +251,7 @@ class AuditTrail(pn.viewable.Viewer):
                              flex_wrap="wrap", sizing_mode="stretch_width")
         note = pn.pane.HTML("<span class='twin-muted'>" + _("New rows appear by themselves every {s} s.").format(
             s=REFRESH_MS // 1000) + "</span>", stylesheets=[CSS])
-        return pn.Column(filters, pn.FlexBox(self.check, self.export, note, self.chain, flex_wrap="wrap",
+        return pn.Column(filters, pn.FlexBox(self.clear, self.check, self.export, note, self.chain, flex_wrap="wrap",
                                              sizing_mode="stretch_width"),
                          self.table, pn.Row(self.newer, self.more), sizing_mode="stretch_width")
 

@@ -202,6 +202,10 @@ def test_the_trail_reads_as_words_filters_by_day_and_exports_what_it_shows(page,
     expect(export_row).to_contain_text(ADMIN)
     expect(export_row).to_contain_text("rows: 1")
 
+    page.locator(".twin-audit-clear button").click()  # every day again: the refused sign-in of ten days ago too
+    expect(rows.filter(has_text="old.visitor")).to_have_count(1, timeout=10_000)
+    expect(page.locator(".twin-audit-since input.form-control")).to_have_value("")
+
     # A sign-in elsewhere appears on its own: the trail refreshes without a click.
     signed_in = rows.filter(has_text="signed in")
     before = signed_in.count()
