@@ -4,7 +4,7 @@ Every subcommand takes ``--db PATH``; with ``--json`` it prints one JSON
 object on stdout. Progress bars go to stderr. Bad input exits with code 2
 and a message naming the file, the feature and the fix, and the store is left
 as it was (each command is one transaction). While ``twin serve`` holds the
-store, ``keys``, ``users add|passwd|disable`` and ``grids import`` run in that
+store, ``keys`` and ``users`` (:mod:`twin.access.commands`) and ``grids import`` run in that
 server's writer, through the store's control socket (:mod:`twin.store.control`).
 """
 
@@ -116,40 +116,6 @@ def _cmd_ingest_mesh(args: argparse.Namespace) -> dict:
         bar.close()
 
 
-def _keys_add(con, args: dict, step: Callable[[str], None]) -> dict:
-    from twin.access.keys import add_key
-
-    return {"name": args["name"], "api_key": add_key(con, args["name"])}
-
-
-def _keys_revoke(con, args: dict, step: Callable[[str], None]) -> dict:
-    from twin.access.keys import revoke_key
-
-    revoke_key(con, args["name"])
-    return {"name": args["name"], "revoked": True}
-
-
-def _users_add(con, args: dict, step: Callable[[str], None]) -> dict:
-    from twin.access.access import add_user
-
-    return add_user(con, args["name"], args["password"], role=args["role"], grids=args["grids"],
-                    lang=args["lang"])
-
-
-def _users_passwd(con, args: dict, step: Callable[[str], None]) -> dict:
-    from twin.access.access import set_password
-
-    set_password(con, args["name"], args["password"])
-    return {"username": args["name"], "passwd": True}
-
-
-def _users_disable(con, args: dict, step: Callable[[str], None]) -> dict:
-    from twin.access.access import disable_user
-
-    disable_user(con, args["name"])
-    return {"username": args["name"], "disable": True}
-
-
 def _grids_import(con, args: dict, step: Callable[[str], None]) -> dict:
     from ingest.grids import import_grids, read_grids
 
@@ -171,24 +137,27 @@ def _tiles_export(con, args: dict, step: Callable[[str], None]) -> dict:
 
 
 def writing_commands() -> dict:
-    """The commands that write the store, and ``tiles.export`` that reads it whole: run offline, or by the server
-    that holds it (``twin serve``)."""
+    """The commands on the store that run offline, or in the server that holds it (``twin serve``): those on
+    users and keys (:mod:`twin.access.commands`), the grid import, and ``tiles.export``, which reads the store whole."""
+    from twin.access.commands import access_commands
     from twin.store.control import Command
 
-    name = {"name": str}
-    return {"tiles.export": Command({"out_dir": str, "cell_size": float, "max_vertices": int}, _tiles_export,
+    return {**access_commands(),
+            "tiles.export": Command({"out_dir": str, "cell_size": float, "max_vertices": int}, _tiles_export,
                                     reads_only=True),
-            "keys.add": Command(name, _keys_add), "keys.revoke": Command(name, _keys_revoke),
-            "users.add": Command({**name, "password": str, "role": str, "grids": list, "lang": str | None},
-                                 _users_add),
-            "users.passwd": Command({**name, "password": str}, _users_passwd),
-            "users.disable": Command(name, _users_disable),
             "grids.import": Command({"path": str, "layer": str | None, "actor": str, "reason": str, "mode": str},
                                     _grids_import, grids_changed=True)}
 
 
-def _write(db: str, name: str, args: dict, *, step: Callable[[str], None] = lambda stage: None) -> dict:
-    """Run a writing command in the server that holds the store, or, with none, on the file in one transaction."""
+def _who() -> dict:
+    """Who runs a command on users or keys, for the audit trail: the operating-system user, from the CLI."""
+    import getpass
+
+    return {"actor": getpass.getuser(), "source": "cli"}
+
+
+def _run(db: str, name: str, args: dict, *, step: Callable[[str], None] = lambda stage: None) -> dict:
+    """Run a command in the server that holds the store, or, with none, on the file in one transaction."""
     from twin.store.control import ask_server
     from twin.store.store import open_for_command
 
@@ -203,7 +172,14 @@ def _write(db: str, name: str, args: dict, *, step: Callable[[str], None] = lamb
 
 
 def _cmd_keys(args: argparse.Namespace) -> dict:
-    answer = _write(args.db, f"keys.{args.action}", {"name": args.name})
+    if args.action == "list":
+        answer = _run(args.db, "keys.list", {})
+        if not args.json:
+            for k in answer["keys"]:
+                print(f"{k['name']}\t{'revoked ' + k['revoked_at'] if k['revoked_at'] else 'active'}\t"
+                      f"last used {k['last_used'] or 'never'}\t{k['requests_today']} requests today")
+        return answer
+    answer = _run(args.db, f"keys.{args.action}", {"name": args.name, **_who()})
     if args.action == "add" and not args.json:
         print(answer["api_key"])  # the only time the key is shown
     return answer
@@ -224,7 +200,7 @@ def _cmd_grids(args: argparse.Namespace) -> dict:
             return summary
     bar = StageBar(("read", "check and save"), desc="grids")
     try:
-        return _write(args.db, "grids.import", {"path": str(Path(args.path).resolve()), "layer": args.layer,
+        return _run(args.db, "grids.import", {"path": str(Path(args.path).resolve()), "layer": args.layer,
                                                 "actor": args.actor, "reason": args.reason, "mode": args.mode},
                       step=bar)
     finally:
@@ -240,22 +216,20 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _cmd_users(args: argparse.Namespace) -> dict:
-    from twin.access.access import list_users
-    from twin.store.store import Store
-
     if args.action == "list":
-        with Store(args.db, read_only=True) as store:
-            users = list_users(store.con)
+        answer = _run(args.db, "users.list", {})
         if not args.json:
-            for u in users:
+            for u in answer["users"]:
                 print(f"{u['username']}\t{u['role']}\t{','.join(u['grids'])}\t{'disabled' if u['disabled'] else ''}")
-        return {"users": users}
-    given = {"name": args.name}
+        return answer
+    given = {"name": args.name, **_who()}
     if args.action in ("add", "passwd"):
         given["password"] = _password(args)
+    if args.action in ("add", "grants"):
+        given.update(role=args.role, grids=[g for g in (args.grids or "").split(",") if g])
     if args.action == "add":
-        given.update(role=args.role, grids=[g for g in (args.grids or "").split(",") if g], lang=args.lang)
-    return _write(args.db, f"users.{args.action}", given)
+        given["lang"] = args.lang
+    return _run(args.db, f"users.{args.action}", given)
 
 
 def _cmd_audit(args: argparse.Namespace) -> dict:
@@ -413,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("add", "revoke"):
         k = command(action, _cmd_keys, sub=ksub, help=f"{action} a client's key")
         k.add_argument("name")
+    command("list", _cmd_keys, sub=ksub, help="list the keys: active or revoked, last used, requests today")
 
     grids = sub.add_parser("grids", help="grid polygons in and out (GeoJSON, GeoPackage)")
     gsub = grids.add_subparsers(dest="action", required=True)
@@ -433,13 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
     usub = users.add_subparsers(dest="action", required=True)
     uadd = command("add", _cmd_users, sub=usub, help="add a user (asks for the password)")
     uadd.add_argument("name")
-    uadd.add_argument("--role", required=True, choices=("leader", "operator", "planner", "admin"))
-    uadd.add_argument("--grids", help="comma-separated grid ids the role is bound to")
     uadd.add_argument("--lang", choices=("zh", "en"), help="the user's UI language (default: Simplified Chinese)")
     command("list", _cmd_users, sub=usub, help="list the users")
     for action in ("disable", "passwd"):
         u = command(action, _cmd_users, sub=usub, help=f"{action} a user")
         u.add_argument("name")
+    ugrants = command("grants", _cmd_users, sub=usub, help="bind a user's role to grids (none: the whole district)")
+    ugrants.add_argument("name")
+    for u in (uadd, ugrants):
+        u.add_argument("--role", required=True, choices=("leader", "operator", "planner", "admin"))
+        u.add_argument("--grids", help="comma-separated grid ids the role is bound to")
     for u in (uadd, usub.choices["passwd"]):
         u.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     audit = sub.add_parser("audit", help="the audit trail")

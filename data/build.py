@@ -70,7 +70,7 @@ def build_demo_store(path: str | os.PathLike, *, scale: str = "full", seed: int 
             lap("indexes")
             feed = demo_feed(store.con, crs=DEMO_CRS, seed=seed,
                              incidents=400 if scale == "full" else 40, reports=300 if scale == "full" else 30)
-            key = add_key(store.con, "demo-feed")
+            key = add_key(store.con, "demo-feed", actor="demo")
             users = demo_users(store.con)
         os.replace(partial, path)
     finally:

@@ -114,7 +114,9 @@ AUDIT_ACTION_NAMES = {"signin": N_("signed in"), "signin.failed": N_("sign-in re
                       "case.intake": N_("took in cases"), "case.transition": N_("moved a case"),
                       "grid.save": N_("saved grids"), "grid.restore": N_("restored a grid version"),
                       "grid.import": N_("imported grids"), "grids.export": N_("exported grids"),
-                      "key.add": N_("added an API key"), "key.revoke": N_("revoked an API key")}
+                      "key.add": N_("added an API key"), "key.revoke": N_("revoked an API key"),
+                      "user.grants": N_("bound a user to grids"), "access.refused": N_("access refused"),
+                      "audit.export": N_("exported the audit trail")}
 SOURCE_NAMES = {"ai": N_("camera AI"), "open311": N_("Open311 app"), "intake": N_("intake"),
                 "hotline": N_("hotline"), "patrol": N_("patrol"), "citizen": N_("citizen")}
 

@@ -464,11 +464,13 @@ class DistrictApp(pn.viewable.Viewer):
 
     @param.depends("screen", watch=True)
     def _screen_changed(self) -> None:
-        self._right.visible = self.screen != "Planner"  # the plan and its before → after table need the width
+        # The plan and its before → after table need the width; the admin's tables too, and they have no side panels.
+        self._right.visible = self.screen not in ("Planner", "Admin")
+        self._left.visible = self.screen != "Admin"
         self.inspector.show_residents = self.inspector.can_act = self.screen == "Operator"
         if self.screen == "Admin":
             if self._admin is None:
-                self._admin = AdminScreen(self.gate)
+                self._admin = AdminScreen(self.gate, writer=self.shared.writer, off_loop=self.shared.off_loop)
             self.centre.objects = [self._admin]
         elif self.screen == "Planner":
             self.show_panels()  # the per-grid table beside the plan follows the planner's saves

@@ -17,6 +17,8 @@ import json
 import logging
 import secrets
 import signal
+import threading
+from collections.abc import Callable
 from functools import partial
 from zoneinfo import ZoneInfo
 
@@ -29,11 +31,11 @@ from scenes.screens import DistrictApp, SignedOut
 from scenes.shared import READS, Cursors, OffLoop, SharedDistrict
 from scenes.theme import PAGE_CSS
 from twin.access.access import LANGS, set_lang, user_lang
-from twin.access.keys import client_for
+from twin.access.keys import KeyUse, client_for, record_key_use
 from twin.access.policy import Gate, Refusals, client_principal, public_principal
 from twin.access.ratelimit import RateLimiter
 from twin.cases.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
-from twin.cases.live import CaseFeed, IntakeWriter
+from twin.cases.live import CaseFeed, IntakeWriter, Written
 from twin.cases.open311 import (Open311Error, decode_form, discovery, find_requests, service_definition, services,
                                 to_xml)
 from twin.store.clock import store_timezone
@@ -51,18 +53,54 @@ CONTACT = "the district's grid governance office (see the README's Open311 secti
 KEY_SERVICE = "ask the district's administrator for a key (`twin keys add NAME`); reading needs none"
 
 
-def clients_of(cursors: Cursors) -> Remembered:
-    """API key to client name, remembered for a few seconds so intake under load does not ask the store each time.
+KEY_USE_FLUSH_S = 5.0  # the keys' use is written to the store this often (when there was any)
+
+
+def clients_of(cursors: Cursors, key_use: KeyUse | None = None) -> Callable[[object], str | None]:
+    """API key to client name, remembered for a few seconds so intake under load does not ask the store each time;
+    each request that names a known key is counted in ``key_use``.
 
     A lookup reads on the asking thread's own cursor.
     """
-    return Remembered(lambda key: client_for(cursors(), key), ttl_s=KEY_CACHE_S)
+    remembered = Remembered(lambda key: client_for(cursors(), key), ttl_s=KEY_CACHE_S)
+    return remembered if key_use is None else lambda key: key_use.note(remembered(key))
+
+
+class KeyUseWriter:
+    """Writes the keys' counted use (:class:`twin.access.keys.KeyUse`) through the writer every ``period_s``,
+    from a thread of its own, and once more when closed."""
+
+    def __init__(self, key_use: KeyUse, writer: IntakeWriter, *, period_s: float = KEY_USE_FLUSH_S) -> None:
+        self.key_use = key_use
+        self._writer = writer
+        self._period_s = period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="twin-key-use", daemon=True)
+        self._thread.start()
+
+    def flush(self) -> None:
+        """Write what was counted since the last flush; waits for the commit (a lost count is logged)."""
+        rows = self.key_use.take()
+        if rows:
+            try:
+                self._writer.submit(lambda con: Written(record_key_use(con, rows))).result()
+            except Exception:
+                log.exception("the use of %d API keys was not recorded", len(rows))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period_s):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.flush()
 
 
 class _Intake(RequestHandler):
     """Common ground of the intake routes: the store, its writer and the API key check."""
 
-    def initialize(self, store: Store, writer: IntakeWriter, clients: Remembered, off_loop: OffLoop,
+    def initialize(self, store: Store, writer: IntakeWriter, clients: Callable[[object], str | None], off_loop: OffLoop,
                    refusals: Refusals, crs: str, limiter: RateLimiter, public: RateLimiter | None,
                    zone: ZoneInfo) -> None:
         self.store = store
@@ -252,16 +290,18 @@ class DetectionsHandler(_Intake):
 
 def intake_routes(store: Store, writer: IntakeWriter, *, cursors: Cursors | None = None,
                   refusals: Refusals | None = None, intake_rate: float = INTAKE_RATE,
-                  public_rate: float | None = PUBLIC_RATE) -> list[tuple]:
+                  public_rate: float | None = PUBLIC_RATE, key_use: KeyUse | None = None) -> list[tuple]:
     """Tornado routes of the GeoReport v2 API and the detection API.
 
     Posting needs an API key. Reading Open311 requests needs none, within ``public_rate`` requests
     a second per address; ``public_rate`` None turns keyless reading off (a 401).
     ``cursors`` and ``refusals`` are the app's (:class:`scenes.shared.SharedDistrict`), so that the
-    routes' reader threads and the sessions' share cursors and one throttle of refused accesses.
+    routes' reader threads and the sessions' share cursors and one throttle of refused accesses. Each request
+    with a known key is counted in ``key_use`` (:class:`KeyUseWriter` writes the counts).
     """
     cursors = cursors if cursors is not None else Cursors(store.con)
-    args = {"store": store, "writer": writer, "clients": clients_of(cursors), "off_loop": OffLoop(cursors, writer),
+    args = {"store": store, "writer": writer, "clients": clients_of(cursors, key_use),
+            "off_loop": OffLoop(cursors, writer),
             "refusals": refusals if refusals is not None else Refusals(), "crs": store.district.crs,
             "limiter": RateLimiter(rate_per_s=intake_rate, burst=2 * intake_rate),
             "public": RateLimiter(rate_per_s=public_rate, burst=2 * public_rate) if public_rate else None,
@@ -346,17 +386,20 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         sign_in = {"auth_provider": StoreAuthProvider(signins)}
     signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C, so the socket is removed and the writer drained
     control = ControlChannel(db, commands or {}, execute=execute)
+    key_use = KeyUseWriter(KeyUse(store_timezone(store.con)), writer)
     try:
         pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
                  title="District twin", extra_patterns=intake_routes(store, writer, cursors=shared.cursors,
                                                                      refusals=shared.refusals, intake_rate=intake_rate,
-                                                                     public_rate=public_rate),
+                                                                     public_rate=public_rate,
+                                                                     key_use=key_use.key_use),
                  cookie_secret=secrets.token_urlsafe(32), websocket_max_message_size=MAX_WS_MESSAGE_BYTES,
                  http_server_kwargs={"max_body_size": MAX_HTTP_BODY_BYTES}, **sign_in)
     except KeyboardInterrupt:
         log.info("stopping")
     finally:
         control.close()
+        key_use.close()
         writer.close()
 
 

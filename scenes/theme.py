@@ -34,6 +34,8 @@ body, .bk-root {{ background: {BACKGROUND}; color: {TEXT}; font-family: {FONT_ST
 .twin-overdue-banner {{ padding: 4px 0; }}
 .twin-table td.num {{ text-align: right; }}
 .twin-alert {{ color: #f87171; font-weight: 600; }}
+.twin-table tr.twin-refused td {{ color: #f87171; }}  /* a refused access: its own kind, seen at a glance */
+.twin-secret code {{ font-size: 16px; color: {ACCENT}; user-select: all; overflow-wrap: anywhere; }}
 .twin-figure-pair {{ display: flex; gap: 12px; }}
 .twin-figure-half {{ flex: 1 1 0; min-width: 0; }}
 .twin-figure-half.twin-mine .value {{ color: {ACCENT}; }}
@@ -43,3 +45,7 @@ body, .bk-root {{ background: {BACKGROUND}; color: {TEXT}; font-family: {FONT_ST
 
 # For the whole page (Panel's and Bokeh's own widgets read the variable), given to pn.extension(global_css=...).
 PAGE_CSS = f":root {{ --bokeh-base-font: {FONT_STACK}; }} body {{ font-family: {FONT_STACK}; }}"
+
+# Tabs (the admin's) on the dark page: Bokeh's own active tab is light grey on white.
+TABS_CSS = (f".bk-tab {{ color: {MUTED}; }} .bk-tab.bk-active {{ color: {TEXT}; background-color: {PANEL}; "
+            f"border-color: {ACCENT}; }}")

@@ -188,7 +188,7 @@ def test_the_admin_screen_filters_the_trail_and_finds_a_tampered_row(store, shar
     looker.select_building(layer.index_of(building_id))
     admin = app_for(store, shared, "admin")
     assert admin.screen == "Admin" and admin.param.screen.objects == ["Admin", "Overview"]
-    screen = admin._admin
+    screen = admin._admin.trail
     screen.param.update(actor="a.operator", action="residents.view")
     assert len(screen.rows) and set(screen.rows["actor"]) == {"a.operator"} and building_id in screen.table.object
     screen.target = "no such record"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import getpass
 import json
 import os
 import shutil
@@ -304,8 +305,22 @@ def test_writing_commands_go_through_the_running_server(intake, tmp_path):
         assert twin("users", "passwd", "zhao.min", "--password-stdin", db=copy, stdin="a longer passphrase 2\n")[0] == 0
         assert signs_in(root, "zhao.min", "a longer passphrase 2")
         assert not signs_in(root, "zhao.min", "a long passphrase 1")
+        code, answer, _ = twin("users", "add", "weak.one", "--role", "leader", "--password-stdin", db=copy,
+                               stdin="weak.one-pass\n")
+        assert code == 2 and "the rule it breaks: to leave out the user name" in answer["error"]
+        assert twin("users", "grants", "zhao.min", "--role", "operator", "--grids", grid_id, db=copy)[0] == 0
+        code, listed, _ = twin("users", "list", db=copy)
+        assert code == 0 and {"username": "zhao.min", "role": "operator", "grids": [grid_id]}.items() <= {
+            u["username"]: u for u in listed["users"]}["zhao.min"].items()
+        assert "weak.one" not in {u["username"] for u in listed["users"]}
         assert twin("users", "disable", "zhao.min", db=copy)[0] == 0
         assert not signs_in(root, "zhao.min", "a longer passphrase 2"), "a disabled user is refused"
+        deadline = time.monotonic() + 60
+        while (used := {k["name"]: k for k in twin("keys", "list", db=copy)[1]["keys"]})["field-app"][
+                "requests_today"] < 1 and time.monotonic() < deadline:  # written every few seconds
+            time.sleep(1)
+        assert used["field-app"]["requests_today"] == 1 and used["field-app"]["last_used"] is not None
+        assert used["spare"]["revoked_at"] is not None and used["spare"]["requests_today"] == 0
         status, body = call(f"{root}/open311/v2/requests.json", at_the_building)
         assert status == 201 and worker not in json.loads(body)[0]["service_notice"]
         code, imported, _ = twin("grids", "import", str(grids_file), "--mode", "replace", "--actor", "planner.li",
@@ -325,3 +340,7 @@ def test_writing_commands_go_through_the_running_server(intake, tmp_path):
         assert twin(*bad, db=copy) == (code, answer, stderr), f"{bad}: the same answer offline"
     with Store(copy, read_only=True) as store:
         assert store.con.execute("SELECT disabled FROM users WHERE username = 'zhao.min'").fetchall() == [(True,)]
+        by_cli = store.con.execute("SELECT DISTINCT actor, source FROM audit WHERE action IN ('user.add', "
+                                   "'user.grants', 'user.disable', 'key.add', 'key.revoke') AND target IN "
+                                   "('zhao.min', 'field-app', 'spare', 'before-serving')").fetchall()
+        assert by_cli == [(getpass.getuser(), "cli")], "who ran the commands, and from where, is audited"

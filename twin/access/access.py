@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pandas as pd
 
-from twin.errors import InputError, check_choice
+from twin.errors import N_, InputError, check_choice
 from twin.store.clock import store_now
 
 ROLES = ("leader", "operator", "planner", "admin")
@@ -78,22 +78,56 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(found, base64.b64decode(digest))
 
 
-def _check_password(password: str) -> None:
-    if len(password or "") < MIN_PASSWORD:
-        raise InputError(f"a password needs at least {MIN_PASSWORD} characters.")
+MIN_NAME_IN_PASSWORD = 3  # a shorter user name ("li") is no rule: it would forbid too many passwords
+MIN_DISTINCT = 5  # different characters in a password: no "aaaaaaaaaa" or "1212121212"
+#: The rules a password must keep, by name: what each asks for (the admin screen shows it translated).
+PASSWORD_RULES = {"length": N_("at least {min} characters"),
+                  "name": N_("to leave out the user name"),
+                  "variety": N_("at least {distinct} different characters")}
 
 
-def add_user(con: duckdb.DuckDBPyConnection, username: str, password: str, *, role: str,
-             grids: list[str] = (), lang: str | None = None, actor: str = "admin") -> dict:
-    """Add a user bound to ``grids`` (grid ids in force, any level), with a UI language (None: the default); audited."""
-    if not USERNAME.match(username or ""):
-        raise InputError(f"user name {username!r}: use 1-64 letters, digits, '.', '_', '@' or '-'.")
-    check_choice("role", role, ROLES)
-    if lang is not None:
-        check_choice("lang", lang, LANGS)
-    _check_password(password)
-    if con.execute("SELECT 1 FROM users WHERE username = ?", [username]).fetchone():
-        raise InputError(f"there is already a user {username!r}; pick another name or use `twin users passwd`.")
+def password_rule_broken(password: str, *, username: str) -> str | None:
+    """The name of the first of :data:`PASSWORD_RULES` that ``password`` breaks for ``username``, or None."""
+    password = password or ""
+    if len(password) < MIN_PASSWORD:
+        return "length"
+    if len(username or "") >= MIN_NAME_IN_PASSWORD and username.lower() in password.lower():
+        return "name"
+    if len(set(password)) < MIN_DISTINCT:
+        return "variety"
+    return None
+
+
+def generate_password(username: str) -> str:
+    """A random password (16 characters, about 96 bits) that keeps every rule, to be shown once."""
+    while True:
+        password = secrets.token_urlsafe(12)
+        if password_rule_broken(password, username=username) is None:
+            return password
+
+
+def rule_text(rule: str, translate=lambda text: text) -> str:
+    """The text of password rule ``rule``, through ``translate`` (the UI's ``_``), with its numbers."""
+    return translate(PASSWORD_RULES[rule]).format(min=MIN_PASSWORD, distinct=MIN_DISTINCT)
+
+
+class WeakPassword(InputError):
+    """A password breaks one of :data:`PASSWORD_RULES`; ``rule`` names which."""
+
+    def __init__(self, username: str, rule: str) -> None:
+        super().__init__(f"the password for {username!r} is too weak; the rule it breaks: {rule_text(rule)}. "
+                         "Choose another (a few words and a number make a good one).")
+        self.rule = rule
+
+
+def _check_password(password: str, *, username: str) -> None:
+    rule = password_rule_broken(password, username=username)
+    if rule is not None:
+        raise WeakPassword(username, rule)
+
+
+def _known_grids(con: duckdb.DuckDBPyConnection, grids: list[str], *, role: str) -> list[str]:
+    """``grids`` sorted without repeats, when each is a grid in force and the role may have them."""
     grids = sorted(set(grids))
     known = {r[0] for r in con.execute("SELECT grid_id FROM grids WHERE valid_to IS NULL AND grid_id IN "
                                        "(SELECT unnest(?))", [grids]).fetchall()} if grids else set()
@@ -101,10 +135,26 @@ def add_user(con: duckdb.DuckDBPyConnection, username: str, password: str, *, ro
         raise InputError(f"no grid {sorted(set(grids) - known)[0]!r} in force; `twin grids export` lists them.")
     if role == "operator" and not grids:
         raise InputError("an operator is bound to grids: give --grids G1,G2 (their residents and cases only).")
+    return grids
+
+
+def add_user(con: duckdb.DuckDBPyConnection, username: str, password: str, *, role: str,
+             grids: list[str] = (), lang: str | None = None, actor: str = "admin", source: str | None = None) -> dict:
+    """Add a user bound to ``grids`` (grid ids in force, any level), with a UI language (None: the default); audited."""
+    if not USERNAME.match(username or ""):
+        raise InputError(f"user name {username!r}: use 1-64 letters, digits, '.', '_', '@' or '-'.")
+    check_choice("role", role, ROLES)
+    if lang is not None:
+        check_choice("lang", lang, LANGS)
+    _check_password(password, username=username)
+    if con.execute("SELECT 1 FROM users WHERE username = ?", [username]).fetchone():
+        raise InputError(f"there is already a user {username!r}; pick another name or use `twin users passwd`.")
+    grids = _known_grids(con, grids, role=role)
     con.execute("INSERT INTO users (username, password_hash, role, grids, disabled, created_at, lang) "
                 "VALUES (?, ?, ?, ?, false, ?, ?)",
                 [username, hash_password(password), role, grids, store_now(con), lang])
-    audit(con, actor=actor, action="user.add", target=username, detail={"role": role, "grids": grids, "lang": lang})
+    audit(con, actor=actor, action="user.add", target=username, detail={"role": role, "grids": grids, "lang": lang},
+          source=source)
     return {"username": username, "role": role, "grids": grids, "lang": lang}
 
 
@@ -127,18 +177,37 @@ def list_users(con: duckdb.DuckDBPyConnection) -> list[dict]:
     return [{"username": u, "role": r, "grids": list(g), "disabled": d, "created_at": str(c)} for u, r, g, d, c in rows]
 
 
-def disable_user(con: duckdb.DuckDBPyConnection, username: str, *, actor: str = "admin") -> None:
+def disable_user(con: duckdb.DuckDBPyConnection, username: str, *, actor: str = "admin",
+                 source: str | None = None) -> None:
+    """Refuse ``username``'s sign-ins (and their open sessions' next page); audited as ``user.disable``."""
     if con.execute("UPDATE users SET disabled = true WHERE username = ? RETURNING 1", [username]).fetchone() is None:
         raise InputError(f"no user {username!r}.")
-    audit(con, actor=actor, action="user.disable", target=username)
+    audit(con, actor=actor, action="user.disable", target=username, source=source)
 
 
-def set_password(con: duckdb.DuckDBPyConnection, username: str, password: str, *, actor: str = "admin") -> None:
-    _check_password(password)
+def set_password(con: duckdb.DuckDBPyConnection, username: str, password: str, *, actor: str = "admin",
+                 source: str | None = None) -> None:
+    """Give ``username`` a new password (refused when weak: :class:`WeakPassword`); audited as ``user.passwd``."""
+    _check_password(password, username=username)
     if con.execute("UPDATE users SET password_hash = ? WHERE username = ? RETURNING 1",
                    [hash_password(password), username]).fetchone() is None:
         raise InputError(f"no user {username!r}.")
-    audit(con, actor=actor, action="user.passwd", target=username)
+    audit(con, actor=actor, action="user.passwd", target=username, source=source)
+
+
+def set_grants(con: duckdb.DuckDBPyConnection, username: str, *, role: str, grids: list[str], actor: str = "admin",
+               source: str | None = None) -> dict:
+    """Bind ``username``'s role to ``grids`` (grid ids in force, any level; none: the whole district); audited
+    as ``user.grants`` with the role and grids before and after."""
+    check_choice("role", role, ROLES)
+    grids = _known_grids(con, grids, role=role)
+    before = con.execute("SELECT role, grids FROM users WHERE username = ?", [username]).fetchone()
+    if before is None:
+        raise InputError(f"no user {username!r}.")
+    con.execute("UPDATE users SET role = ?, grids = ? WHERE username = ?", [role, grids, username])
+    audit(con, actor=actor, action="user.grants", target=username, source=source,
+          detail={"role": role, "grids": grids, "role_before": before[0], "grids_before": list(before[1])})
+    return {"username": username, "role": role, "grids": grids}
 
 
 _DUMMY_HASH = hash_password("x" * MIN_PASSWORD)

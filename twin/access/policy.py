@@ -10,7 +10,8 @@ The rules, all here:
   phones masked. Unmasking one resident needs a stated reason and is audited.
   Every page of residents shown or exported is audited.
 - **planner**: grids and buildings with head counts; no residents, no case records.
-- **admin**: users and the audit trail; no residents, no case records.
+- **admin**: users, API keys and the audit trail; no residents, no case records. The admin's
+  commands on users and keys (:mod:`twin.access.commands`) are checked here too (:meth:`Gate.command`).
 - **public** (:func:`public_principal`, no user has it): anyone reading Open311 without a key.
   The cases of the whole district in their public view (:data:`CASE_VIEWS`): no house
   numbers, coarse places, descriptions with every number masked, or none.
@@ -31,6 +32,7 @@ from where. :class:`Refusals` keeps a burst from flooding the trail.
 from __future__ import annotations
 
 import copy
+import datetime
 import logging
 import re
 from collections.abc import Callable
@@ -40,6 +42,7 @@ import pandas as pd
 
 from twin import inspector
 from twin.access.access import PUBLIC_ROLE, Principal, audit, list_users, mask_id_number, mask_phone, verify_audit
+from twin.access.keys import list_keys
 from twin.access.ratelimit import RateLimiter
 from twin.errors import N_, AccessError, InputError
 from twin.grids.grids import grids_under
@@ -381,31 +384,34 @@ class Gate:
                 self._require_grid(grid_id, N_("case"), case_id)
         return "grid_id IN (SELECT unnest(?))", [sorted(self.scope)]
 
-    # -- the admin's reads -------------------------------------------------------------
+    # -- the admin's reads and commands ------------------------------------------------
     def audit_trail(self, *, actor: str | None = None, action: str | None = None, target: str | None = None,
-                    since: pd.Timestamp | None = None, limit: int = 200, offset: int = 0) -> pd.DataFrame:
+                    since: pd.Timestamp | None = None, until: pd.Timestamp | None = None, kind: str | None = None,
+                    limit: int = 200, offset: int = 0) -> pd.DataFrame:
         """The audit trail, newest first, filtered (``actor`` and ``target`` match a prefix; ``action`` exactly).
+
+        ``since`` and ``until`` are days (``datetime.date``) or times of the store's clock, both included:
+        ``until`` a day keeps the whole of it. ``kind`` is one of :data:`AUDIT_KINDS`.
 
         Returns
         -------
         DataFrame
-            Columns ``seq, at, actor, action, target, detail, source``.
+            Columns ``seq, at, actor, action, target, detail, source, kind``.
         """
         self._require("audit", N_("the audit trail"))
-        where, params = ["true"], []
-        for column, value in (("actor", actor), ("target", target)):
-            if value:
-                where.append(f"starts_with({column}, ?)")
-                params.append(value)
-        if action:
-            where.append("action = ?")
-            params.append(action)
-        if since is not None:
-            where.append('"at" >= ?')
-            params.append(pd.Timestamp(since))
+        where, params = _trail_filter(actor=actor, action=action, target=target, since=since, until=until, kind=kind)
         return self.con.execute(
-            f'SELECT seq, "at", actor, action, target, detail, source FROM audit WHERE {" AND ".join(where)} '
-            "ORDER BY seq DESC LIMIT ? OFFSET ?", [*params, max(1, min(limit, 10_000)), max(0, offset)]).df()
+            f'SELECT seq, "at", actor, action, target, detail, source, {_KIND_SQL} AS kind FROM audit '
+            f"WHERE {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            [*params, max(1, min(limit, MAX_TRAIL_ROWS)), max(0, offset)]).df()
+
+    def export_audit(self, **filters) -> pd.DataFrame:
+        """Every row :meth:`audit_trail` gives for ``filters`` (up to ``MAX_TRAIL_ROWS``), for a file; the export is
+        itself audited as ``audit.export`` with its filters and its number of rows."""
+        rows = self.audit_trail(**filters, limit=MAX_TRAIL_ROWS)
+        asked = {k: str(v) for k, v in filters.items() if v not in (None, "")}
+        self.record("audit.export", None, {**asked, "rows": len(rows)})
+        return rows
 
     def audit_actions(self) -> list[str]:
         self._require("audit", N_("the audit trail"))
@@ -419,3 +425,64 @@ class Gate:
     def users(self) -> list[dict]:
         self._require("users", N_("the users"))
         return list_users(self.con)
+
+    def keys(self) -> list[dict]:
+        """The intake clients' API keys (:func:`twin.access.keys.list_keys`): never a key or its hash."""
+        self._require("users", N_("the API keys"))
+        return list_keys(self.con)
+
+    def record_names(self, ids: list[str]) -> dict[str, str]:
+        """The names of the grids (their latest version's) and buildings among ``ids``, by id; for the audit
+        trail's readers. Residents and cases are named by their ids alone (an admin reads no records)."""
+        self._require("audit", N_("the audit trail"))
+        if not ids:
+            return {}
+        return dict(self.con.execute(
+            "SELECT grid_id, arg_max(name, version) FROM grids WHERE grid_id IN (SELECT unnest($1)) AND name IS NOT "
+            "NULL GROUP BY grid_id UNION ALL SELECT building_id, coalesce(name, address) FROM buildings WHERE "
+            "building_id IN (SELECT unnest($1)) AND coalesce(name, address) IS NOT NULL",
+            [sorted(set(ids))]).fetchall())
+
+    def command(self, name: str, args: dict) -> dict:
+        """``args`` of the users' or keys' command ``name`` (:mod:`twin.access.commands`) with who asks and from
+        where filled in, when the principal may manage users; a refused access otherwise."""
+        self._require("users", "the users and keys", name)
+        return {**args, "actor": self.principal.username, "source": self.principal.source}
+
+
+MAX_TRAIL_ROWS = 100_000  # rows of the trail one read (or CSV export) gives
+#: The kinds of audit rows, by action: refused accesses (sign-ins, sessions, records) are their own kind.
+AUDIT_KINDS: dict[str, tuple[str, ...]] = {
+    "refused": ("access.refused", "signin.failed", "session.refused"),
+    "signin": ("signin", "session.open"),
+    "read": ("residents.view", "residents.export", "resident.unmask", "grids.export", "audit.export"),
+}
+OTHER_KIND = "change"  # every other action changes the store (users, keys, cases, grids)
+_KIND_SQL = "CASE " + " ".join(f"WHEN action IN ({', '.join(repr(a) for a in actions)}) THEN '{kind}'"
+                               for kind, actions in AUDIT_KINDS.items()) + f" ELSE '{OTHER_KIND}' END"
+
+
+def _trail_filter(*, actor: str | None, action: str | None, target: str | None, since: object, until: object,
+                  kind: str | None) -> tuple[str, list]:
+    """The SQL condition on ``audit`` (with its parameters) of :meth:`Gate.audit_trail`'s filters."""
+    where, params = ["true"], []
+    for column, value in (("actor", actor), ("target", target)):
+        if value:
+            where.append(f"starts_with({column}, ?)")
+            params.append(value)
+    if action:
+        where.append("action = ?")
+        params.append(action)
+    if since is not None:
+        where.append('"at" >= ?')
+        params.append(pd.Timestamp(since))
+    if until is not None:
+        day = isinstance(until, datetime.date) and not isinstance(until, datetime.datetime)
+        where.append('"at" < ?' if day else '"at" <= ?')  # a day is kept whole: up to the next one's start
+        params.append(pd.Timestamp(until) + pd.Timedelta(days=1) if day else pd.Timestamp(until))
+    if kind:
+        if kind not in (*AUDIT_KINDS, OTHER_KIND):
+            raise InputError(f"audit kind {kind!r}: choose one of {', '.join((*AUDIT_KINDS, OTHER_KIND))}.")
+        where.append(f"{_KIND_SQL} = ?")
+        params.append(kind)
+    return " AND ".join(where), params

@@ -192,9 +192,12 @@ class IntakeWriter:
         """Append one audit row (``actor``, ``action``, ``target``, ``detail``, ``source``) in the next commit."""
         return self.submit(lambda con: Written(audit(con, **row)))
 
-    def command(self, run: Callable[[duckdb.DuckDBPyConnection], dict], *, grids_changed: bool = False) -> Future:
-        """A command handed over by the control channel (``twin keys|users|grids`` while serving), as one job."""
-        return self.submit(lambda con: Written(run(con), grids_changed=grids_changed, checkpoint=grids_changed))
+    def command(self, run: Callable[[duckdb.DuckDBPyConnection], dict], *, grids_changed: bool = False,
+                loop: asyncio.AbstractEventLoop | None = None) -> Future | asyncio.Future:
+        """A command as one job: handed over by the control channel (``twin keys|users|grids`` while serving), or
+        asked for on the admin screen (with its event ``loop``, see :meth:`submit`)."""
+        return self.submit(lambda con: Written(run(con), grids_changed=grids_changed, checkpoint=grids_changed),
+                           loop=loop)
 
     # The thread ---------------------------------------------------------------
     def _run(self, ready: Future) -> None:

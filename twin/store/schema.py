@@ -9,11 +9,11 @@ Timestamps are naive and in the store's zone, ``meta.timezone`` (an IANA name,
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 9  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
+SCHEMA_VERSION = 10  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
 # 5 grid_changes (who changed which grid version, when and why), 6 users and the audit trail,
 # 7 no R-tree on grid boundaries (see DROPPED_INDEXES), 8 users.lang (the UI language a user chose),
 # cases.attributes (Open311 attributes) and meta.timezone; 9 the basemap (roads, water, green) and
-# grids.worker_phone;
+# grids.worker_phone; 10 key_use (requests per API key and day);
 # older stores are upgraded in place
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"  # the demo district's; a new store, and an upgraded one, get it in meta.timezone
@@ -139,6 +139,12 @@ TABLES: dict[str, str] = {
         key_hash VARCHAR NOT NULL,
         created_at TIMESTAMP NOT NULL,
         revoked_at TIMESTAMP""",
+    "key_use": """
+        name VARCHAR NOT NULL,          -- the api_keys client
+        day DATE NOT NULL,              -- in the store's zone
+        requests BIGINT NOT NULL,
+        last_used TIMESTAMP NOT NULL,
+        PRIMARY KEY (name, day)""",
     "detections": """
         detection_id VARCHAR PRIMARY KEY,
         camera_id VARCHAR NOT NULL,
