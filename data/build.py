@@ -121,13 +121,29 @@ def write_demo_users(users: list[dict], db: Path) -> Path:
 
 def write_district(store: Store, demo: DemoDistrict, *, lap: Callable[[str], None], scale: str, seed: int) -> dict:
     """Write every table of a generated district into an open, empty store."""
-    con = store.con
-    bounds = demo.grids.total_bounds
+    set_demo_meta(store, demo.grids.total_bounds, name="郑东新区 (demo)", scale=scale, seed=seed)
+    write_tables(store, demo, lap=lap)
+    tables = ("buildings", "meshes", "grids", "compounds", "residents", "cameras", "cases", "case_events",
+              "party_orgs")
+    counts = {t: store.count(t) for t in tables}
+    counts["households"] = store.con.execute("SELECT count(DISTINCT household_id) FROM residents").fetchone()[0]
+    return counts
+
+
+def set_demo_meta(store: Store, bounds: np.ndarray, *, name: str, scale: str, seed: int) -> None:
+    """The demo's CRS, its origin at the centre of ``bounds`` (xmin, ymin, xmax, ymax; m), its name and clock."""
     store.set_district(District(crs=DEMO_CRS, origin=(float(np.round((bounds[0] + bounds[2]) / 2)),
                                                       float(np.round((bounds[1] + bounds[3]) / 2)), 0.0)))
     # The demo's cases are dated around a fixed day, so its clock ("now") is fixed too.
-    store.set_meta(district_name="郑东新区 (demo)", demo_scale=scale, demo_seed=seed, now=DEMO_NOW.isoformat())
+    store.set_meta(district_name=name, demo_scale=scale, demo_seed=seed, now=DEMO_NOW.isoformat())
 
+
+def write_tables(store: Store, demo: DemoDistrict, *, lap: Callable[[str], None]) -> None:
+    """Append a generated district's rows to every table of a store whose district (CRS, origin) is set.
+
+    Residents are written when listed; when counted they ride on ``buildings.residents``.
+    """
+    con = store.con
     grids = demo.grids
     insert_frame(con, "grids", pd.DataFrame({
         "grid_id": grids["grid_id"], "parent_id": grids["parent_id"], "level": grids["level"],
@@ -145,7 +161,8 @@ def write_district(store: Store, demo: DemoDistrict, *, lap: Callable[[str], Non
     district = store.district
     buildings, _ = prepare_footprints(demo.buildings, where="demo district", id_attr="source_id",
                                       height_attr="height", levels_attr="floors")
-    extra = demo.buildings.set_index("source_id")[["use", "compound_id", "households"]]
+    known = ["use", "compound_id", "households", "grid_id", "residents"]  # residents: when counted
+    extra = demo.buildings.set_index("source_id")[[c for c in known if c in demo.buildings.columns]]
     buildings = buildings.join(extra, on="source_id")
     buildings["source"] = DEMO_SOURCE
     buildings["building_id"] = building_ids(DEMO_SOURCE, buildings["source_id"])
@@ -155,11 +172,12 @@ def write_district(store: Store, demo: DemoDistrict, *, lap: Callable[[str], Non
     lap("buildings")
 
     r = demo.residents
-    insert_frame(con, "residents", pd.DataFrame({
-        "resident_id": r["resident_id"], "household_id": r["household_id"],
-        "building_id": _demo_id(r["building_source_id"]), "unit": r["unit"], "room": r["room"],
-        "name": r["name"], "gender": r["gender"], "id_number": r["id_number"], "phone": r["phone"],
-        "birth_date": pd.to_datetime(r["birth_date"]), "tags": r["tags"]}))
+    if len(r):
+        insert_frame(con, "residents", pd.DataFrame({
+            "resident_id": r["resident_id"], "household_id": r["household_id"],
+            "building_id": _demo_id(r["building_source_id"]), "unit": r["unit"], "room": r["room"],
+            "name": r["name"], "gender": r["gender"], "id_number": r["id_number"], "phone": r["phone"],
+            "birth_date": pd.to_datetime(r["birth_date"]), "tags": r["tags"]}))
     insert_frame(con, "party_orgs", demo.party_orgs[["org_id", "name", "grid_id", "compound_id", "members"]])
     lap("residents")
 
@@ -185,8 +203,3 @@ def write_district(store: Store, demo: DemoDistrict, *, lap: Callable[[str], Non
         geometry=("location",))
     insert_frame(con, "case_events", demo.case_events[["case_id", "at", "from_status", "to_status", "actor", "note"]])
     lap("cases")
-    tables = ("buildings", "meshes", "grids", "compounds", "residents", "cameras", "cases", "case_events",
-              "party_orgs")
-    counts = {t: store.count(t) for t in tables}
-    counts["households"] = con.execute("SELECT count(DISTINCT household_id) FROM residents").fetchone()[0]
-    return counts

@@ -18,6 +18,7 @@ CRS = "EPSG:4547"
 CENTRE_LONLAT = (113.72, 34.76)
 DEMO_NOW = pd.Timestamp("2026-11-26 09:00:00")
 SCALES = ("full", "small")
+RESIDENT_MODES = ("listed", "counted")
 BUILDING_USES = ("residential", "office", "school", "market", "hospital", "public", "commercial")
 MICRO_KINDS = ("residential", "office", "street", "mixed", "public")
 CASE_SOURCES = ("ai", "citizen", "patrol", "open311", "hotline")
