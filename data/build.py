@@ -53,10 +53,7 @@ def build_demo_store(path: str | os.PathLike, *, scale: str = "full", seed: int 
         JSON-ready counts per table and per grid level, and timings in seconds.
     """
     path = Path(path)
-    if path.exists() and not force:
-        raise InputError(f"{path}: a store already exists here. Give --force to replace it, "
-                         "or another --db path.")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_target(path, force=force)
     partial = path.with_name(f".{path.name}.building-{os.getpid()}")
     timer = StageTimer(step, digits=3)
     lap = timer.lap
@@ -68,23 +65,37 @@ def build_demo_store(path: str | os.PathLike, *, scale: str = "full", seed: int 
             counts = write_district(store, district, lap=lap, scale=scale, seed=seed)
             create_indexes(store.con)
             lap("indexes")
-            feed = demo_feed(store.con, crs=DEMO_CRS, seed=seed,
-                             incidents=400 if scale == "full" else 40, reports=300 if scale == "full" else 30)
-            key = add_key(store.con, "demo-feed")
-            users = demo_users(store.con)
+            extras = demo_extras(store.con, seed=seed, small=scale != "full")
         os.replace(partial, path)
     finally:
         for p in (partial, Path(f"{partial}.wal")):
             p.unlink(missing_ok=True)
-    # A day of intake to replay, and the demo's own intake key (fake data, so kept beside it).
+    return {"db": str(path), "scale": scale, "seed": seed, **counts, "grid_levels": level_counts(district),
+            **write_extras(path, *extras), "timings_s": timer.timings}
+
+
+def check_target(path: Path, *, force: bool) -> None:
+    """Refuse to overwrite a store without ``force``; make the target's folder."""
+    if path.exists() and not force:
+        raise InputError(f"{path}: a store already exists here. Give --force to replace it, "
+                         "or another --db path.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def demo_extras(con: duckdb.DuckDBPyConnection, *, seed: int, small: bool) -> tuple[list[dict], str, list[dict]]:
+    """In the store: a day of intake to replay (returned, not stored), the intake key and the four users."""
+    feed = demo_feed(con, crs=DEMO_CRS, seed=seed, incidents=40 if small else 400, reports=30 if small else 300)
+    return feed, add_key(con, "demo-feed"), demo_users(con)
+
+
+def write_extras(path: Path, feed: list[dict], key: str, users: list[dict]) -> dict:
+    """Beside the store: the feed, the demo's own intake key (fake data, so kept beside it) and the users' file."""
     feed_path = write_feed(feed, path.with_suffix(".feed.jsonl"))
     key_path = path.with_suffix(".key")
     key_path.write_text(key + "\n")
     key_path.chmod(0o600)
-    users_path = write_demo_users(users, path)
-    return {"db": str(path), "scale": scale, "seed": seed, **counts, "grid_levels": level_counts(district),
-            "feed": str(feed_path), "feed_lines": len(feed), "api_key_file": str(key_path),
-            "users_file": str(users_path), "timings_s": timer.timings}
+    return {"feed": str(feed_path), "feed_lines": len(feed), "api_key_file": str(key_path),
+            "users_file": str(write_demo_users(users, path))}
 
 
 DEMO_ROLES = ("leader", "operator", "planner", "admin")
