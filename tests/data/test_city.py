@@ -8,6 +8,9 @@ import pytest
 from data.build_city import build_city_store
 from data.city import CityPlan, city_district, relabel
 from data.demo import OPEN_STATUSES, generate_district
+from scenes.inspector import why_not_listed
+from twin.access.access import Principal
+from twin.access.policy import Gate
 from twin.errors import InputError
 from twin.inspector import building_card, grid_card
 from twin.store.queries import district_totals, grid_table, residents_counted
@@ -117,6 +120,17 @@ def test_per_grid_figures_are_the_sums_over_the_districts(city, districts):
     assert (card["residents"], card["households"]) == (one["residents"], one["households"])
     assert (street_card["residents"], street_card["households"]) == tuple(expected.loc[street, ["residents",
                                                                                              "households"]])
+
+
+def test_an_operator_is_told_the_residents_are_counted_not_offered_an_empty_list(city, districts):
+    path, _ = city
+    one = districts[1].buildings.iloc[3]
+    with Store(path, read_only=True) as store:
+        gate = Gate(store.con, Principal("op", "operator", (one["grid_id"],)))
+        card = gate.building_card(f"demo:{one['source_id']}")
+        assert card["residents"] == one["residents"] > 0
+        assert card["residents_counted"] and not card["may_see_residents"]
+        assert "counted per building" in why_not_listed(card, gate)
 
 
 def test_a_stopped_build_resumes_where_it_stopped(tmp_path, city):
