@@ -28,7 +28,9 @@ This module is the entry point; the generator is split by topic into
 :mod:`data.common` (constants, scale plans), :mod:`data.layout` (lattice and
 grid tables), :mod:`data.shapes` (footprints and cuts), :mod:`data.blocks`
 (block fillers), :mod:`data.people` (households, residents, ID numbers) and
-:mod:`data.events` (cameras, cases, party organisations).
+:mod:`data.events` (cameras, cases, party organisations). :mod:`data.city` tiles
+the district into the city demo (about a million buildings, residents counted
+per building rather than listed).
 
 The modules are pure: no file or database output and no printing (they read
 only the package's own ``taxonomy.json``); progress goes to ``logging``.
