@@ -49,11 +49,29 @@ def _cmd_demo(args: argparse.Namespace) -> dict:
             users = demo_users(store.con)
         return {"users_file": str(write_demo_users(users, Path(args.db)))}
 
+    if args.scale == "city":
+        return _build_city(args)
+    if args.copies is not None:
+        raise OptionError(f"--copies {args.copies} with --scale {args.scale}: copies make a city. "
+                          "Give --scale city, or leave --copies out.")
     bar = StageBar(DEMO_STAGES, desc="demo district")
     try:
         return build_demo_store(args.db, scale=args.scale, seed=args.seed, step=bar, force=args.force)
     finally:
         bar.close()
+
+
+def _build_city(args: argparse.Namespace) -> dict:
+    from tqdm import tqdm
+
+    from data.build_city import CITY_COPIES, build_city_store
+
+    with tqdm(desc="demo city", unit="district", file=sys.stderr, leave=False) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+        return build_city_store(args.db, copies=args.copies or CITY_COPIES, seed=args.seed, force=args.force,
+                                progress=progress)
 
 
 def _cmd_ingest_footprints(args: argparse.Namespace) -> dict:
@@ -335,7 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     demo = command("demo", _cmd_demo, help="build the synthetic demo district")
-    demo.add_argument("--scale", choices=("full", "small"), default="full")
+    demo.add_argument("--scale", choices=("full", "small", "city"), default="full",
+                      help="full: the district (12,813 buildings); small: 500; city: --copies full districts "
+                           "(81: 1,037,853 buildings, residents counted); a stopped city build resumes when rerun")
+    demo.add_argument("--copies", type=int, help="districts in the city (--scale city; default 81)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--force", action="store_true", help="replace an existing store file")
     demo.add_argument("--users", action="store_true",

@@ -53,10 +53,7 @@ def build_demo_store(path: str | os.PathLike, *, scale: str = "full", seed: int 
         JSON-ready counts per table and per grid level, and timings in seconds.
     """
     path = Path(path)
-    if path.exists() and not force:
-        raise InputError(f"{path}: a store already exists here. Give --force to replace it, "
-                         "or another --db path.")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_target(path, force=force)
     partial = path.with_name(f".{path.name}.building-{os.getpid()}")
     timer = StageTimer(step, digits=3)
     lap = timer.lap
@@ -68,23 +65,37 @@ def build_demo_store(path: str | os.PathLike, *, scale: str = "full", seed: int 
             counts = write_district(store, district, lap=lap, scale=scale, seed=seed)
             create_indexes(store.con)
             lap("indexes")
-            feed = demo_feed(store.con, crs=DEMO_CRS, seed=seed,
-                             incidents=400 if scale == "full" else 40, reports=300 if scale == "full" else 30)
-            key = add_key(store.con, "demo-feed", actor="demo")
-            users = demo_users(store.con)
+            extras = demo_extras(store.con, seed=seed, small=scale != "full")
         os.replace(partial, path)
     finally:
         for p in (partial, Path(f"{partial}.wal")):
             p.unlink(missing_ok=True)
-    # A day of intake to replay, and the demo's own intake key (fake data, so kept beside it).
+    return {"db": str(path), "scale": scale, "seed": seed, **counts, "grid_levels": level_counts(district),
+            **write_extras(path, *extras), "timings_s": timer.timings}
+
+
+def check_target(path: Path, *, force: bool) -> None:
+    """Refuse to overwrite a store without ``force``; make the target's folder."""
+    if path.exists() and not force:
+        raise InputError(f"{path}: a store already exists here. Give --force to replace it, "
+                         "or another --db path.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def demo_extras(con: duckdb.DuckDBPyConnection, *, seed: int, small: bool) -> tuple[list[dict], str, list[dict]]:
+    """In the store: a day of intake to replay (returned, not stored), the intake key and the four users."""
+    feed = demo_feed(con, crs=DEMO_CRS, seed=seed, incidents=40 if small else 400, reports=30 if small else 300)
+    return feed, add_key(con, "demo-feed", actor="demo"), demo_users(con)
+
+
+def write_extras(path: Path, feed: list[dict], key: str, users: list[dict]) -> dict:
+    """Beside the store: the feed, the demo's own intake key (fake data, so kept beside it) and the users' file."""
     feed_path = write_feed(feed, path.with_suffix(".feed.jsonl"))
     key_path = path.with_suffix(".key")
     key_path.write_text(key + "\n")
     key_path.chmod(0o600)
-    users_path = write_demo_users(users, path)
-    return {"db": str(path), "scale": scale, "seed": seed, **counts, "grid_levels": level_counts(district),
-            "feed": str(feed_path), "feed_lines": len(feed), "api_key_file": str(key_path),
-            "users_file": str(users_path), "timings_s": timer.timings}
+    return {"feed": str(feed_path), "feed_lines": len(feed), "api_key_file": str(key_path),
+            "users_file": str(write_demo_users(users, path))}
 
 
 DEMO_ROLES = ("leader", "operator", "planner", "admin")
@@ -121,13 +132,29 @@ def write_demo_users(users: list[dict], db: Path) -> Path:
 
 def write_district(store: Store, demo: DemoDistrict, *, lap: Callable[[str], None], scale: str, seed: int) -> dict:
     """Write every table of a generated district into an open, empty store."""
-    con = store.con
-    bounds = demo.grids.total_bounds
+    set_demo_meta(store, demo.grids.total_bounds, name="郑东新区 (demo)", scale=scale, seed=seed)
+    write_tables(store, demo, lap=lap)
+    tables = ("buildings", "meshes", "grids", "compounds", "residents", "cameras", "cases", "case_events",
+              "party_orgs", "basemap")
+    counts = {t: store.count(t) for t in tables}
+    counts["households"] = store.con.execute("SELECT count(DISTINCT household_id) FROM residents").fetchone()[0]
+    return counts
+
+
+def set_demo_meta(store: Store, bounds: np.ndarray, *, name: str, scale: str, seed: int) -> None:
+    """The demo's CRS, its origin at the centre of ``bounds`` (xmin, ymin, xmax, ymax; m), its name and clock."""
     store.set_district(District(crs=DEMO_CRS, origin=(float(np.round((bounds[0] + bounds[2]) / 2)),
                                                       float(np.round((bounds[1] + bounds[3]) / 2)), 0.0)))
     # The demo's cases are dated around a fixed day, so its clock ("now") is fixed too.
-    store.set_meta(district_name="郑东新区 (demo)", demo_scale=scale, demo_seed=seed, now=DEMO_NOW.isoformat())
+    store.set_meta(district_name=name, demo_scale=scale, demo_seed=seed, now=DEMO_NOW.isoformat())
 
+
+def write_tables(store: Store, demo: DemoDistrict, *, lap: Callable[[str], None]) -> None:
+    """Append a generated district's rows to every table of a store whose district (CRS, origin) is set.
+
+    Residents are written when listed; when counted they ride on ``buildings.residents``.
+    """
+    con = store.con
     grids = demo.grids
     insert_frame(con, "grids", pd.DataFrame({
         "grid_id": grids["grid_id"], "parent_id": grids["parent_id"], "level": grids["level"],
@@ -150,7 +177,8 @@ def write_district(store: Store, demo: DemoDistrict, *, lap: Callable[[str], Non
     district = store.district
     buildings, _ = prepare_footprints(demo.buildings, where="demo district", id_attr="source_id",
                                       height_attr="height", levels_attr="floors")
-    extra = demo.buildings.set_index("source_id")[["use", "compound_id", "households"]]
+    known = ["use", "compound_id", "households", "grid_id", "residents"]  # residents: when counted
+    extra = demo.buildings.set_index("source_id")[[c for c in known if c in demo.buildings.columns]]
     buildings = buildings.join(extra, on="source_id")
     buildings["source"] = DEMO_SOURCE
     buildings["building_id"] = building_ids(DEMO_SOURCE, buildings["source_id"])
@@ -160,11 +188,12 @@ def write_district(store: Store, demo: DemoDistrict, *, lap: Callable[[str], Non
     lap("buildings")
 
     r = demo.residents
-    insert_frame(con, "residents", pd.DataFrame({
-        "resident_id": r["resident_id"], "household_id": r["household_id"],
-        "building_id": _demo_id(r["building_source_id"]), "unit": r["unit"], "room": r["room"],
-        "name": r["name"], "gender": r["gender"], "id_number": r["id_number"], "phone": r["phone"],
-        "birth_date": pd.to_datetime(r["birth_date"]), "tags": r["tags"]}))
+    if len(r):
+        insert_frame(con, "residents", pd.DataFrame({
+            "resident_id": r["resident_id"], "household_id": r["household_id"],
+            "building_id": _demo_id(r["building_source_id"]), "unit": r["unit"], "room": r["room"],
+            "name": r["name"], "gender": r["gender"], "id_number": r["id_number"], "phone": r["phone"],
+            "birth_date": pd.to_datetime(r["birth_date"]), "tags": r["tags"]}))
     insert_frame(con, "party_orgs", demo.party_orgs[["org_id", "name", "grid_id", "compound_id", "members"]])
     lap("residents")
 
@@ -190,8 +219,3 @@ def write_district(store: Store, demo: DemoDistrict, *, lap: Callable[[str], Non
         geometry=("location",))
     insert_frame(con, "case_events", demo.case_events[["case_id", "at", "from_status", "to_status", "actor", "note"]])
     lap("cases")
-    tables = ("buildings", "meshes", "grids", "compounds", "residents", "cameras", "cases", "case_events",
-              "party_orgs", "basemap")
-    counts = {t: store.count(t) for t in tables}
-    counts["households"] = con.execute("SELECT count(DISTINCT household_id) FROM residents").fetchone()[0]
-    return counts

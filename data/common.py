@@ -18,9 +18,11 @@ CRS = "EPSG:4547"
 CENTRE_LONLAT = (113.72, 34.76)
 DEMO_NOW = pd.Timestamp("2026-11-26 09:00:00")
 SCALES = ("full", "small")
+RESIDENT_MODES = ("listed", "counted")
 BUILDING_USES = ("residential", "office", "school", "market", "hospital", "public", "commercial")
 MICRO_KINDS = ("residential", "office", "street", "mixed", "public")
 CASE_SOURCES = ("ai", "citizen", "patrol", "open311", "hotline")
+BLOCK_SIZE = 380.0  # mean lattice cell side (m): a district is plan.cols * BLOCK_SIZE wide
 MICRO_HOUSEHOLDS = (70, 80)  # households of a residential micro-grid of several buildings
 _USE_KIND = {"residential": "residential", "office": "office", "commercial": "mixed", "market": "mixed",
              "school": "public", "hospital": "public", "public": "public"}

@@ -28,7 +28,9 @@ This module is the entry point; the generator is split by topic into
 :mod:`data.common` (constants, scale plans), :mod:`data.layout` (lattice and
 grid tables), :mod:`data.shapes` (footprints and cuts), :mod:`data.blocks`
 (block fillers), :mod:`data.people` (households, residents, ID numbers) and
-:mod:`data.events` (cameras, cases, party organisations).
+:mod:`data.events` (cameras, cases, party organisations). :mod:`data.city` tiles
+the district into the city demo (about a million buildings, residents counted
+per building rather than listed).
 
 The modules are pure: no file or database output and no printing (they read
 only the package's own ``taxonomy.json``); progress goes to ``logging``.
@@ -58,12 +60,13 @@ from data.common import (
     MICRO_HOUSEHOLDS,
     MICRO_KINDS,
     OPEN_STATUSES,
+    RESIDENT_MODES,
     SCALES,
 )
-from data.events import _cameras, _cases, _party_orgs, load_taxonomy
+from data.events import _cameras, _cases, _party_members, _party_members_counted, _party_orgs, load_taxonomy
 from data.ground import demo_basemap
 from data.layout import _assemble, _layout
-from data.people import _residents, id_check_digit
+from data.people import RESIDENT_COLUMNS, _resident_counts, _residents, id_check_digit
 from twin.errors import check_choice
 
 __all__ = [
@@ -77,6 +80,7 @@ __all__ = [
     "MICRO_HOUSEHOLDS",
     "MICRO_KINDS",
     "OPEN_STATUSES",
+    "RESIDENT_MODES",
     "SCALES",
     "DemoDistrict",
     "generate_district",
@@ -97,7 +101,8 @@ class DemoDistrict:
     buildings : geopandas.GeoDataFrame
         One row per building: ``source_id``, ``name``, ``address``, ``use``,
         ``height`` (m), ``floors``, ``compound_id``, ``households``, ``units``,
-        ``grid_id`` (the micro-grid holding it) and the footprint ``geometry``.
+        ``grid_id`` (the micro-grid holding it) and the footprint ``geometry``;
+        with counted residents also ``residents`` (people living there).
     grids : geopandas.GeoDataFrame
         ``grid_id``, ``parent_id``, ``level``, ``name``, ``kind``, ``worker``
         and the boundary ``geometry``; four levels that nest and tile.
@@ -106,7 +111,7 @@ class DemoDistrict:
     residents : pandas.DataFrame
         ``resident_id``, ``household_id``, ``building_source_id``, ``unit``,
         ``room``, ``name``, ``gender``, ``id_number``, ``phone``,
-        ``birth_date``, ``tags`` (list of str).
+        ``birth_date``, ``tags`` (list of str); no rows when residents are counted.
     cameras : geopandas.GeoDataFrame
         Points with ``camera_id``, ``name``, ``z``, ``heading_deg``,
         ``pitch_deg``, ``fov_deg``, ``range_m``, ``stream_url``, ``status``,
@@ -144,7 +149,8 @@ def level_counts(district: DemoDistrict) -> dict[str, int]:
     return {lvl: int(counts.get(lvl, 0)) for lvl in ("street", "community", "grid", "micro")}
 
 
-def generate_district(*, scale: Literal["full", "small"] = "full", seed: int = 0) -> DemoDistrict:
+def generate_district(*, scale: Literal["full", "small"] = "full", seed: int = 0,
+                      residents: Literal["listed", "counted"] = "listed") -> DemoDistrict:
     """Generate the demo district, deterministically for a seed.
 
     Parameters
@@ -157,6 +163,10 @@ def generate_district(*, scale: Literal["full", "small"] = "full", seed: int = 0
     seed : int
         Seed of ``numpy.random.default_rng``; the same seed gives the same
         district.
+    residents : {"listed", "counted"}
+        ``"listed"``: one row per resident in ``residents``. ``"counted"``: no
+        rows, and a ``residents`` column on ``buildings`` (the city demo,
+        :mod:`data.city`); household sizes are drawn alike, the people are not.
 
     Returns
     -------
@@ -168,6 +178,7 @@ def generate_district(*, scale: Literal["full", "small"] = "full", seed: int = 0
         If ``scale`` is not one of the choices.
     """
     check_choice("scale", scale, SCALES)
+    check_choice("residents", residents, RESIDENT_MODES)
     plan = _PLANS[scale]
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
@@ -182,11 +193,17 @@ def generate_district(*, scale: Literal["full", "small"] = "full", seed: int = 0
              len(bld.blds), len(bld.micro), len(bld.compounds), time.perf_counter() - t0)
     buildings, grids, compounds, info = _assemble(rng, lat, bld)
     log.info("tables assembled (%.1f s)", time.perf_counter() - t0)
-    residents = _residents(rng, buildings, info, plan)
-    log.info("residents: %d (%.1f s)", len(residents), time.perf_counter() - t0)
+    if residents == "listed":
+        residents = _residents(rng, buildings, info, plan)
+        members = _party_members(buildings, residents)
+    else:
+        buildings["residents"] = _resident_counts(rng, buildings, plan)
+        residents = pd.DataFrame(columns=RESIDENT_COLUMNS)
+        members = _party_members_counted(buildings)
+    log.info("residents: %d listed (%.1f s)", len(residents), time.perf_counter() - t0)
     cameras = _cameras(rng, lat, bld, buildings, info, plan)
     cases, events = _cases(rng, lat, bld, buildings, cameras, info, plan)
-    party = _party_orgs(rng, compounds, buildings, residents, plan)
+    party = _party_orgs(rng, compounds, members, plan)
     ground = demo_basemap(lat, buildings, ns_roads=info["ns_roads"], ew_roads=info["ew_roads"])
     log.info("district generated (%.1f s)", time.perf_counter() - t0)
     return DemoDistrict(buildings=buildings, grids=grids, compounds=compounds, residents=residents,

@@ -273,11 +273,25 @@ def _cases(rng, lat, B, buildings, cameras, info, plan: _Plan):
 
 # --------------------------------------------------------------------------- party organisations
 
-def _party_orgs(rng, compounds, buildings, residents, plan: _Plan) -> pd.DataFrame:
+_PARTY_SHARE = 0.061  # party members per resident in the listed residents' tags (small, seeds 0-2: 6.06-6.18 %)
+
+
+def _party_members(buildings, residents) -> pd.Series:
+    """Party members (residents tagged 党员) per ``compound_id``, from the listed residents."""
     flat = residents["tags"].list.flatten()
     rows_ = np.unique(flat.index[(flat == "党员").to_numpy(dtype=bool, na_value=False)])
     comp_of = buildings.set_index("source_id")["compound_id"]
-    per_comp = comp_of.reindex(residents["building_source_id"].to_numpy()[rows_]).value_counts()
+    return comp_of.reindex(residents["building_source_id"].to_numpy()[rows_]).value_counts()
+
+
+def _party_members_counted(buildings) -> pd.Series:
+    """Party members per ``compound_id`` when residents are counted: ``_PARTY_SHARE`` of its residents."""
+    per_comp = buildings.groupby("compound_id")["residents"].sum()
+    return (per_comp * _PARTY_SHARE).round().astype(np.int64)
+
+
+def _party_orgs(rng, compounds, per_comp: pd.Series, plan: _Plan) -> pd.DataFrame:
+    """``plan.party_orgs`` compound party organisations; ``per_comp``: party members per ``compound_id``."""
     nc = len(compounds)
     if nc >= plan.party_orgs:
         picks = np.sort(rng.choice(nc, plan.party_orgs, replace=False))

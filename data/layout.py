@@ -19,7 +19,7 @@ from pyproj import Transformer
 
 from data import names as N
 from data.blocks import _Builder
-from data.common import _BLOCK_MIX, CENTRE_LONLAT, CRS, _apportion, _nullable, _Plan
+from data.common import _BLOCK_MIX, BLOCK_SIZE, CENTRE_LONLAT, CRS, _apportion, _nullable, _Plan
 from data.people import _person_names
 
 # --------------------------------------------------------------------------- lattice and hierarchy
@@ -43,7 +43,7 @@ class _Lattice:
 
 def _layout(rng, plan: _Plan) -> _Lattice:
     cx, cy = Transformer.from_crs(4326, 4547, always_xy=True).transform(*CENTRE_LONLAT)
-    size = plan.cols * 380.0
+    size = plan.cols * BLOCK_SIZE
     X = _lines(rng, plan.cols, size, round(cx, 2))
     Y = _lines(rng, plan.rows, size, round(cy, 2))
     hx, hy = _road_halves(rng, plan.cols + 1), _road_halves(rng, plan.rows + 1)

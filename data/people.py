@@ -86,6 +86,29 @@ def _ids(prefix, numbers, width):
     return _ascii(np.hstack([np.broadcast_to(head, (len(numbers), len(head))), _digits(numbers, width)]))
 
 
+RESIDENT_COLUMNS = ("resident_id", "household_id", "building_source_id", "unit", "room", "name", "gender",
+                    "id_number", "phone", "birth_date", "tags")
+
+
+def _household_sizes(rng, households: int, plan: _Plan) -> np.ndarray:
+    """Sizes (1-6 people) of ``households`` households, nudged so that they sum to ``plan.residents``."""
+    size = rng.choice(np.arange(1, 7), households, p=[.17, .28, .27, .16, .08, .04])
+    diff = plan.residents - int(size.sum())
+    cand = np.flatnonzero(size < 6) if diff > 0 else np.flatnonzero(size > 1)
+    size[rng.choice(cand, min(abs(diff), len(cand)), replace=False)] += np.sign(diff)
+    return size
+
+
+def _resident_counts(rng, buildings, plan: _Plan) -> np.ndarray:
+    """Residents per building (int64, one per row of ``buildings``): its households' sizes summed.
+
+    The counted alternative to :func:`_residents`, for the city demo: the same household sizes, no people.
+    """
+    hh = buildings["households"].to_numpy()
+    size = _household_sizes(rng, int(hh.sum()), plan)
+    return np.bincount(np.repeat(np.arange(len(hh)), hh), weights=size, minlength=len(hh)).astype(np.int64)
+
+
 def _residents(rng, buildings, info, plan: _Plan) -> pd.DataFrame:
     hh = buildings["households"].to_numpy()
     units = buildings["units"].to_numpy()
@@ -105,11 +128,7 @@ def _residents(rng, buildings, info, plan: _Plan) -> pd.DataFrame:
     h_unit, rem = hs // per_unit + 1, hs % per_unit
     h_floor, h_door = rem // pf[hb] + 1, rem % pf[hb] + 1
     nh = len(hb)
-    # Household sizes 1-6, then nudged so that the district has plan.residents.
-    size = rng.choice(np.arange(1, 7), nh, p=[.17, .28, .27, .16, .08, .04])
-    diff = plan.residents - int(size.sum())
-    cand = np.flatnonzero(size < 6) if diff > 0 else np.flatnonzero(size > 1)
-    size[rng.choice(cand, min(abs(diff), len(cand)), replace=False)] += np.sign(diff)
+    size = _household_sizes(rng, nh, plan)
     cls = info["cls"][hb]
     village = cls == "village"
     in_comp = info["bld_compound"][hb] >= 0

@@ -127,6 +127,8 @@ def why_not_listed(card: dict, gate: Gate) -> str:
     """Why a building card lists none of its residents for the signed-in user ('' when it lists them)."""
     if card["may_see_residents"]:
         return ""
+    if card["residents_counted"]:
+        return _("Residents are counted per building in this store, not listed one by one.")
     if not gate.may("residents"):
         return _("Residents are listed for operators only.")
     where = " › ".join(g["name"] for g in card["grid_path"])

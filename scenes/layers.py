@@ -21,7 +21,7 @@ from twin.cases.cases import CASE_STATUSES
 from twin.errors import check_choice
 from twin.geo.basemap import DRAW_ORDER
 from twin.geo.mesh import triangulate_polygons
-from twin.store.queries import grid_boundaries
+from twin.store.queries import grid_boundaries, per_building_population
 
 BUILDING_MAGIC = 0x31425754  # "TWB1"
 # Per building: its micro-grid, its residents, its height. Per grid at the chosen level: its cases.
@@ -243,7 +243,7 @@ def building_colours(con: duckdb.DuckDBPyConnection, layer: BuildingLayer, *, me
 def _measure_values(con: duckdb.DuckDBPyConnection, layer: BuildingLayer, measure: str) -> np.ndarray:
     if measure == "height":
         return layer.height
-    counts = con.execute("SELECT building_id, count(*) FROM residents GROUP BY building_id").df()
+    counts = con.execute(f"SELECT building_id, residents FROM ({per_building_population(con)})").df()
     series = pd.Series(counts.iloc[:, 1].to_numpy(), index=counts.iloc[:, 0].to_numpy())
     return series.reindex(layer.building_id).fillna(0).to_numpy(dtype=np.float64)
 

@@ -89,3 +89,10 @@ def test_grids_go_out_and_back_and_a_broken_file_changes_nothing(demo_copy, tmp_
     assert refused.returncode == 2
     assert str(broken) in refused.stderr and grids["grid_id"][first] in refused.stderr
     assert file_digest(demo_copy) == digest
+
+
+def test_copies_belong_to_the_city(tmp_path):
+    db = tmp_path / "demo.duckdb"
+    done = twin("demo", "--db", str(db), "--scale", "small", "--copies", "4")
+    assert done.returncode == 2 and "--scale city" in done.stderr
+    assert not db.exists()

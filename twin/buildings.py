@@ -19,7 +19,7 @@ from twin.store.store import binary_column, insert_frame, one_thread
 log = logging.getLogger(__name__)
 
 BUILDING_COLUMNS = ("building_id", "source", "source_id", "name", "address", "use", "height", "base_z",
-                    "floors", "height_source", "grid_id", "compound_id", "households")
+                    "floors", "height_source", "grid_id", "compound_id", "households", "residents")
 
 
 def building_ids(source: str, source_ids: pd.Series) -> pd.Series:

@@ -17,7 +17,7 @@ from twin.cases.cases import OPEN_STATUSES, next_statuses
 from twin.cases.detections import recent_detections
 from twin.errors import N_, InputError
 from twin.grids.grids import grids_under
-from twin.store.queries import _now
+from twin.store.queries import _now, building_population, population
 
 RESIDENT_COLUMNS = ("resident_id", "unit", "household_id", "room", "name", "gender", "age", "id_number", "phone",
                     "tags")
@@ -54,10 +54,7 @@ def building_card(con: duckdb.DuckDBPyConnection, building_id: str) -> dict:
     keys = ("building_id", "name", "address", "use", "height", "base_z", "floors", "height_source", "source",
             "source_id", "grid_id", "compound_id")
     card = dict(zip(keys, row))
-    # Filtering by rowid first lets DuckDB fetch only the building's rows (10x faster than a plain filter here).
-    card["residents"], card["households"] = con.execute(
-        "SELECT count(*), count(DISTINCT household_id) FROM residents "
-        "WHERE rowid IN (SELECT rowid FROM residents WHERE building_id = ?)", [building_id]).fetchone()
+    card["residents"], card["households"] = building_population(con, building_id)
     card["grid_path"] = grid_path(con, card["grid_id"])
     card["cameras"] = cameras_seeing(con, building_id)
     return card
@@ -198,10 +195,9 @@ def grid_card(con: duckdb.DuckDBPyConnection, grid_id: str) -> dict:
     card = dict(zip(facts, row))
     card["grid_path"] = grid_path(con, grid_id)
     under = sorted(grids_under(con, [grid_id]))
-    card["buildings"], card["residents"], card["households"] = con.execute(
-        """SELECT count(DISTINCT b.building_id), count(r.resident_id), count(DISTINCT r.household_id)
-           FROM buildings b LEFT JOIN residents r USING (building_id) WHERE b.grid_id IN (SELECT unnest(?))""",
-        [under]).fetchone()
+    card["buildings"], = con.execute("SELECT count(*) FROM buildings WHERE grid_id IN (SELECT unnest(?))",
+                                     [under]).fetchone()
+    card["residents"], card["households"] = population(con, grids=under)
     card["cameras"], = con.execute("SELECT count(*) FROM cameras WHERE grid_id IN (SELECT unnest(?))",
                                    [under]).fetchone()
     placeholders = ", ".join("?" for _ in OPEN_STATUSES)

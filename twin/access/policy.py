@@ -46,6 +46,7 @@ from twin.access.keys import list_keys
 from twin.access.ratelimit import RateLimiter
 from twin.errors import N_, AccessError, InputError
 from twin.grids.grids import grids_under
+from twin.store.queries import residents_counted
 
 log = logging.getLogger(__name__)
 
@@ -202,14 +203,17 @@ class Gate:
     def building_card(self, building_id: str) -> dict:
         """The building's card (:func:`twin.inspector.building_card`) with its residents' tags as counts.
 
-        ``may_see_residents`` says whether :meth:`residents_page` would answer for it.
+        ``may_see_residents`` says whether :meth:`residents_page` would answer for it with residents,
+        ``residents_counted`` whether the store counts its residents instead of listing them (no page to see).
         """
         card = inspector.building_card(self.con, building_id)
         card["tags"] = dict(self.con.execute(
             "SELECT tag, count(*) FROM (SELECT unnest(tags) AS tag FROM residents WHERE rowid IN "
             "(SELECT rowid FROM residents WHERE building_id = ?)) GROUP BY tag ORDER BY count(*) DESC, tag",
             [building_id]).fetchall())
-        card["may_see_residents"] = self.may("residents") and self.in_scope(card["grid_id"])
+        card["residents_counted"] = residents_counted(self.con)
+        card["may_see_residents"] = (self.may("residents") and self.in_scope(card["grid_id"])
+                                     and not card["residents_counted"])
         card["may_see_cases"] = self.may("cases") and self.in_scope(card["grid_id"])
         return card
 

@@ -32,7 +32,7 @@ from shapely.geometry.base import BaseGeometry
 from twin.cases.cases import OPEN_STATUSES
 from twin.errors import check_choice
 from twin.grids.grids import locate
-from twin.store.queries import grid_tree
+from twin.store.queries import grid_tree, per_building_population
 from twin.store.schema import GRID_LEVELS
 
 log = logging.getLogger(__name__)
@@ -126,11 +126,11 @@ def load_assets(con: duckdb.DuckDBPyConnection, *, bbox: tuple[float, float, flo
         return "" if bbox is None else f" AND {x} BETWEEN {float(bbox[0])} AND {float(bbox[2])} " \
                                        f"AND {y} BETWEEN {float(bbox[1])} AND {float(bbox[3])}"
 
+    within = f"SELECT building_id FROM buildings WHERE true {box('label_x', 'label_y')}"
     buildings = con.execute(f"""
         WITH b AS (SELECT building_id, grid_id, label_x, label_y, footprint FROM buildings
                    WHERE true {box('label_x', 'label_y')}),
-             r AS (SELECT building_id, count(*) AS residents, count(DISTINCT household_id) AS households
-                   FROM residents WHERE building_id IN (SELECT building_id FROM b) GROUP BY building_id)
+             r AS ({per_building_population(con, among=within)})
         SELECT b.building_id, b.grid_id, b.label_x AS x, b.label_y AS y,
                coalesce(r.households, 0)::BIGINT AS households, coalesce(r.residents, 0)::BIGINT AS residents,
                ST_AsWKB(b.footprint) AS wkb

@@ -9,11 +9,12 @@ Timestamps are naive and in the store's zone, ``meta.timezone`` (an IANA name,
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 10  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
+SCHEMA_VERSION = 11  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
 # 5 grid_changes (who changed which grid version, when and why), 6 users and the audit trail,
 # 7 no R-tree on grid boundaries (see DROPPED_INDEXES), 8 users.lang (the UI language a user chose),
 # cases.attributes (Open311 attributes) and meta.timezone; 9 the basemap (roads, water, green) and
-# grids.worker_phone; 10 key_use (requests per API key and day);
+# grids.worker_phone; 10 key_use (requests per API key and day); 11 buildings.residents (head counts
+# where residents are counted, not listed);
 # older stores are upgraded in place
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"  # the demo district's; a new store, and an upgraded one, get it in meta.timezone
@@ -41,6 +42,7 @@ TABLES: dict[str, str] = {
         grid_id VARCHAR,
         compound_id VARCHAR,
         households INTEGER,
+        residents INTEGER,  -- people living there, when meta.residents = 'counted' (else NULL: see residents)
         label_x DOUBLE NOT NULL,
         label_y DOUBLE NOT NULL""",
     "meshes": """
@@ -231,4 +233,5 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("users", "lang", "VARCHAR"),
     ("cases", "attributes", "VARCHAR"),
     ("grids", "worker_phone", "VARCHAR"),
+    ("buildings", "residents", "INTEGER"),
 )
