@@ -209,29 +209,45 @@ def test_a_planner_gets_no_case_records_but_a_reason(store, shared):
     assert planner.inspector.case_id is None and "may not see case records" in planner.inspector.card.object
 
 
-@pytest.mark.parametrize("measure", ["open_cases", "overdue_cases", "cases_per_1000"])
-def test_cases_colour_the_grids_at_the_chosen_level_in_distinct_classes(app, layer, measure):
-    app.level = "grid"
-    app.colour_by = measure
-    legend = [text for _, text in app.view.legend["items"]]
-    assert len(legend) >= 3 and len(set(legend)) == len(legend), f"classes with the same bounds: {legend}"
+def _hex(colour: str) -> tuple[int, int, int]:
+    return tuple(int(colour[k:k + 2], 16) for k in (1, 3, 5))
+
+
+def _assert_each_grid_in_its_class(app, layer, measure):
+    """Every grid at the app's level is one colour, the legend's class that holds its value of ``measure``."""
+    items = app.view.legend["items"][:-1]  # the last item is 'outside any grid'
+    texts = [text for _, text in items]
+    assert len(texts) >= 2 and len(set(texts)) == len(texts), f"classes with the same bounds: {texts}"
     rgb = np.frombuffer(app.view.colors, np.uint8).reshape(-1, 3)
-    table = app.grid_table.value
-    tree = app.shared._tree
-    grid_of = dict(zip(tree["grid_id"], tree["grid"]))
+    grid_of = dict(zip(app.shared._tree["grid_id"], app.shared._tree[app.level]))  # micro-grid → its grid at level
     per_grid = {}
     for i, micro in enumerate(layer.grid_id):
         per_grid.setdefault(grid_of.get(micro), set()).add(tuple(rgb[i]))
     assert all(len(colours) == 1 for colours in per_grid.values()), "each grid is one colour"
+    table = app.grid_table.value
     top, bottom = table.loc[table[measure].idxmax(), "grid_id"], table.loc[table[measure].idxmin(), "grid_id"]
     assert per_grid[top] != per_grid[bottom], "the busiest and the quietest grid differ"
-    colour_of = {text: colour for colour, text in app.view.legend["items"]}
-    assert per_grid[top] == {tuple(int(colour_of[legend[-2]][k:k + 2], 16) for k in (1, 3, 5))}, \
-        "the busiest grid is in the top class (the last item is 'outside any grid')"
+    assert per_grid[top] == {_hex(items[-1][0])}, "the busiest grid is in the top class"
+    class_of = {_hex(colour): text for colour, text in items}
+    slack = 0.05 if measure == "cases_per_1000" else 0  # the legend's bounds are rounded to 0.1
+    for grid_id, value in zip(table["grid_id"], table[measure]):
+        colour, = per_grid.get(grid_id, {None})
+        if colour is None:
+            continue  # a grid without buildings has nothing to colour
+        assert colour in class_of, f"{grid_id} ({measure} {value}) is not in a class's colour: {colour}"
+        low, *high = (float(t.replace(",", "")) for t in class_of[colour].split("–"))
+        assert low - slack <= value <= (high or [low])[0] + slack, \
+            f"{grid_id} ({measure} {value}) is coloured as {class_of[colour]}"
+
+
+@pytest.mark.parametrize("measure", ["open_cases", "overdue_cases", "cases_per_1000"])
+def test_cases_colour_the_grids_at_the_chosen_level_in_distinct_classes(app, layer, measure):
+    app.level = "grid"
+    app.colour_by = measure
+    _assert_each_grid_in_its_class(app, layer, measure)
     app.level = "community"
     assert app.view.legend["title"].endswith(f" · {level_name('community')}")
-    communities = {tuple(c) for c in np.frombuffer(app.view.colors, np.uint8).reshape(-1, 3)}
-    assert len(communities) <= len(app.grid_table.value) + 1
+    _assert_each_grid_in_its_class(app, layer, measure)
 
 
 def test_a_grid_row_opens_the_grid_card_with_its_worker_figures_cases_and_party(app, store):
