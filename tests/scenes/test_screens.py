@@ -277,16 +277,18 @@ def test_a_grid_row_opens_the_grid_card_with_its_worker_figures_cases_and_party(
 
 def test_clicking_open_ground_opens_the_grid_there_and_a_planner_sees_no_cases(store, shared, app):
     app.level = "grid"
-    shape = app._grid_shapes[0]
-    p = shape.representative_point()
-    app.view.pick = {"kind": "ground", "index": -1, "x": p.x - shared.layer.origin[0],
-                     "y": p.y - shared.layer.origin[1], "seq": 9}
-    assert app._grid_frame["grid_id"].iloc[0] in app.inspector.card.object
-    assert "open cases by category" in app.inspector.card.object or "No open cases" in app.inspector.card.object
+    ox, oy, _z = shared.layer.origin
+    for seq, (grid_id, shape) in enumerate(zip(app._grid_frame["grid_id"], app._grid_shapes)):  # each, not the first
+        p = shape.representative_point()
+        app.view.pick = {"kind": "ground", "index": -1, "x": p.x - ox, "y": p.y - oy, "seq": seq}
+        assert f"{grid_id} · " in app.inspector.card.object, f"a click in {grid_id} opens its card"
+        assert "open cases by category" in app.inspector.card.object or "No open cases" in app.inspector.card.object
+    table = app.grid_table.value
+    grid_id = str(table.loc[table["open_cases"].idxmax(), "grid_id"])  # a grid with cases to withhold
     planner = app_for(store, shared, "planner")
-    grid_id = str(planner._grid_frame["grid_id"].iloc[0])
     planner.select_grid(grid_id)
     assert "grid worker" in planner.inspector.card.object and "open cases" not in planner.inspector.card.object
+    assert planner.gate.grid_card(grid_id)["cases"].empty, "the planner's session is given no cases of the grid"
     phone, = store.con.execute("SELECT worker_phone FROM grids WHERE grid_id = ? AND valid_to IS NULL",
                                [grid_id]).fetchone()
     assert phone not in planner.inspector.card.object, "a planner has no need of the worker's number"
