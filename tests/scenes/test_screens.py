@@ -9,7 +9,7 @@ import param
 import pytest
 import shapely
 
-from scenes.i18n import level_name
+from scenes.i18n import case_kind_name, level_name
 from scenes.layers import BUILDING_MAGIC
 from scenes.screens import DistrictApp
 from scenes.shared import SharedDistrict
@@ -304,21 +304,35 @@ def test_the_key_figures_open_lists_whose_rows_fly_to_their_case_or_camera(app, 
     assert [r[0] for r in app.drilldown.table.rows] == overdue[:500], "the overdue list, oldest first"
     assert all(r[4] for r in app.drilldown.table.rows), "each says how long it is overdue"
     fly = app.view.fly_to.get("seq", 0)
-    app.drilldown.table.clicked = {"row": 0, "seq": 1}
-    assert f"Case {overdue[0]}" in app.inspector.card.object and "Overdue by" in app.inspector.card.object
+    last = len(app.drilldown.table.rows) - 1  # not the first row: a click opens the row's own case
+    assert last > 0
+    app.drilldown.table.clicked = {"row": last, "seq": 1}
+    assert f"Case {overdue[last]}" in app.inspector.card.object and "Overdue by" in app.inspector.card.object
     assert app.view.fly_to["seq"] == fly + 1
+    ox, oy, _z = app.layer.origin
+    x, y = store.con.execute("SELECT ST_X(location), ST_Y(location) FROM cases WHERE case_id = ?",
+                             [overdue[last]]).fetchone()
+    assert np.allclose(app.view.fly_to["fp"][:2], [x - ox, y - oy], atol=0.5), "the view looks at the case"
     app.figures.cards[2].clicks += 1  # open cases, then by category
     app.drilldown.category.value = category = store.con.execute(
         "SELECT category FROM cases WHERE status = 'reported' GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
+    in_category, open_cases = store.con.execute(
+        "SELECT count(*) FILTER (WHERE category = ?), count(*) FROM cases "
+        "WHERE status IN ('reported', 'dispatched', 'in_progress', 'reopened')", [category]).fetchone()
+    assert len(app.drilldown.table.rows) == min(in_category, 500) < open_cases, "only the category's open cases"
+    assert {r[1] for r in app.drilldown.table.rows} == {case_kind_name(category)}
     app.drilldown.status.value = "reported"
     expected, = store.con.execute("SELECT count(*) FROM cases WHERE status = 'reported' AND category = ?",
                                   [category]).fetchone()
     assert len(app.drilldown.table.rows) == min(expected, 500) > 0
     app.figures.cards[4].clicks += 1  # cameras online → the offline ones
     offline = store.con.execute("SELECT camera_id FROM cameras WHERE status <> 'online' ORDER BY 1").df()["camera_id"]
-    assert [r[0] for r in app.drilldown.table.rows] == offline.tolist() and len(offline)
-    app.drilldown.table.clicked = {"row": 0, "seq": 2}
-    assert f"Camera {offline.iloc[0]}" in app.inspector.card.object and app.view.fly_to["seq"] == fly + 2
+    assert [r[0] for r in app.drilldown.table.rows] == offline.tolist() and len(offline) > 1
+    app.drilldown.table.clicked = {"row": 1, "seq": 2}
+    assert f"Camera {offline.iloc[1]}" in app.inspector.card.object and app.view.fly_to["seq"] == fly + 2
+    x, y = store.con.execute("SELECT ST_X(position), ST_Y(position) FROM cameras WHERE camera_id = ?",
+                             [offline.iloc[1]]).fetchone()
+    assert np.allclose(app.view.fly_to["fp"][:2], [x - ox, y - oy], atol=0.5), "the view looks at the camera"
 
 
 def test_micro_grids_are_labelled_too_the_largest_first(app):
