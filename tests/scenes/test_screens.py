@@ -344,5 +344,7 @@ def test_micro_grids_are_labelled_too_the_largest_first(app):
     tree = shapely.STRtree(app._grid_shapes)
     label_at, grid = tree.query(points, predicate="within")
     assert len(set(label_at)) == len(labels), "each label lies inside a grid"
+    names = app._grid_frame["name"].to_numpy()
+    assert [labels[k][0] for k in label_at] == list(names[grid]), "each label names the grid it lies in"
     areas = shapely.area(app._grid_shapes[grid[np.argsort(label_at, kind="stable")]])
     assert np.all(np.diff(areas) <= 1e-6), "the largest grids come first"
