@@ -44,16 +44,33 @@ def app_url(served_store):
         yield url
 
 
-def test_overdue_cases_open_the_overdue_list_oldest_first_and_a_row_flies_to_its_case(page, served_store):
+# Whether the view looks at the ground point (x, y) from close by: it lies in the middle half of the view, and
+# 20 m there spans more than 100 px (the whole district's view gives them about 15).
+LOOKS_AT = """([x, y]) => {
+  const view = window.twinView, box = view.getBoundingClientRect();
+  const [px, py] = view.worldToPage(x, y, 0), [ax, ay] = view.worldToPage(x - 10, y, 0);
+  const [bx, by] = view.worldToPage(x + 10, y, 0);
+  return Math.abs(px - box.left - box.width / 2) < box.width / 4 && Math.abs(py - box.top - box.height / 2) <
+    box.height / 4 && Math.hypot(bx - ax, by - ay) > 100;
+}"""
+
+
+def test_overdue_cases_open_the_overdue_list_oldest_first_and_a_row_flies_to_its_case(page, served_store, small_demo):
     oldest = served_store[1][:4]
+    with Store(small_demo, read_only=True) as store:  # the served copy differs from it only in due dates
+        ox, oy, _z = store.district.origin
+        x, y = store.con.execute("SELECT ST_X(location), ST_Y(location) FROM cases WHERE case_id = ?",
+                                 [oldest[-1]]).fetchone()
     page.locator(".twin-door", has_text="Overdue cases").click()
     rows = page.locator(".twin-drill-table tbody tr")
     expect(rows.first).to_be_visible(timeout=10_000)
     expect(rows.nth(len(oldest) - 1).locator("td").first).to_have_text(oldest[-1])
     assert [rows.nth(i).locator("td").first.inner_text() for i in range(len(oldest))] == oldest
-    rows.first.click()
-    expect(page.locator(".twin-inspector .twin-title")).to_have_text(f"Case {oldest[0]}", timeout=10_000)
+    assert not page.evaluate(LOOKS_AT, [x - ox, y - oy]), "the view does not start at the case"
+    rows.nth(len(oldest) - 1).click()  # not the first row: the row's own case
+    expect(page.locator(".twin-inspector .twin-title")).to_have_text(f"Case {oldest[-1]}", timeout=10_000)
     expect(page.locator(".twin-inspector .twin-overdue-banner")).to_contain_text("Overdue by")
+    page.wait_for_function(LOOKS_AT, arg=[x - ox, y - oy], timeout=10_000)  # the flight takes 650 ms
     assert page.console_errors == []
 
 
