@@ -79,6 +79,10 @@ def test_open_cases_filter_by_category_and_grid_and_cameras_online_list_the_offl
         category, = store.con.execute(
             f"SELECT category FROM cases WHERE status IN {OPEN} GROUP BY 1 "
             "ORDER BY count(*) DESC LIMIT 1").fetchone()
+        in_category, open_cases = store.con.execute(
+            f"SELECT count(*) FILTER (WHERE category = ?), count(*) FROM cases WHERE status IN {OPEN}",
+            [category]).fetchone()
+        assert in_category < open_cases, "the category filter narrows the list"
         grid_id, grid_name = store.con.execute(
             f"SELECT g.grid_id, g.name FROM grids g JOIN cases c ON c.grid_id LIKE g.grid_id || '-%' "
             f"WHERE g.level = 'grid' AND g.valid_to IS NULL AND c.status IN {OPEN} AND c.category = ? "
@@ -91,6 +95,7 @@ def test_open_cases_filter_by_category_and_grid_and_cameras_online_list_the_offl
     drill = page.locator(".twin-drill")
     expect(drill.locator(".twin-title")).to_contain_text("Open cases", timeout=10_000)
     drill.locator("select").nth(1).select_option(label=case_kind_name(category))
+    expect(drill.locator(".twin-title")).to_have_text(f"Open cases: {in_category:,}", timeout=10_000)
     drill.locator("select").nth(2).select_option(label=f"{grid_name} · {grid_id}")
     expect(drill.locator(".twin-title")).to_have_text(f"Open cases: {expected:,}", timeout=10_000)
     expect(drill.locator(".twin-drill-table .pager")).to_contain_text(f"{expected:,} rows")
@@ -101,8 +106,8 @@ def test_open_cases_filter_by_category_and_grid_and_cameras_online_list_the_offl
     expect(drill.locator(".twin-title")).to_have_text(f"Cameras not online: {len(offline):,}", timeout=10_000)
     rows = drill.locator(".twin-drill-table tbody tr")
     expect(rows.first.locator("td").first).to_have_text(offline[0])
-    rows.first.click()
-    expect(page.locator(".twin-inspector .twin-title")).to_have_text(f"Camera {offline[0]}", timeout=10_000)
+    rows.nth(1).click()  # not the first row: the row's own camera
+    expect(page.locator(".twin-inspector .twin-title")).to_have_text(f"Camera {offline[1]}", timeout=10_000)
     assert page.console_errors == []
 
 
