@@ -137,13 +137,51 @@ def test_a_grid_row_opens_its_card(page, small_demo):
     assert page.console_errors == []
 
 
-def test_the_markers_have_a_legend_of_case_statuses_and_cameras(page):
+# Where each point (x, y, z relative to the origin) falls on the case markers' canvas and the colour drawn there:
+# [column, row, r, g, b, a], or null off the view.
+MARKER_PIXELS = """(points) => {
+  const view = window.twinView, canvas = view.querySelector("canvas.twin-cases");
+  const box = canvas.getBoundingClientRect(), dpr = window.devicePixelRatio || 1, ctx = canvas.getContext("2d");
+  return points.map(([x, y, z]) => {
+    const [px, py] = view.worldToPage(x, y, z);
+    const cx = Math.round((px - box.left) * dpr), cy = Math.round((py - box.top) * dpr);
+    return cx < 0 || cy < 0 || cx >= canvas.width || cy >= canvas.height ? null
+      : [cx, cy, ...ctx.getImageData(cx, cy, 1, 1).data];
+  });
+}"""
+STATUS_NAMES = {"reported": "Reported", "dispatched": "Dispatched", "in_progress": "In progress",
+                "reopened": "Reopened"}
+
+
+def test_the_markers_have_a_legend_of_case_statuses_and_cameras(page, small_demo):
     legend = page.locator(".twin-marker-legend")
     for text in ("Open cases", "Reported", "Dispatched", "In progress", "Reopened", "Cameras", "online", "offline",
                  "field of view"):
         expect(legend).to_contain_text(text)
-    colours = legend.locator(".twin-marker-status span").evaluate_all("spans => spans.map(s => s.style.background)")
+    statuses = legend.locator(".twin-marker-status")
+    colours = statuses.locator("span").evaluate_all("spans => spans.map(s => s.style.background)")
     assert len(colours) == 4 and len(set(colours)) == 4, f"four statuses, four colours: {colours}"
+    colour_of = dict(zip(statuses.all_inner_texts(), colours))
+    cameras = legend.locator("div", has_text="line").locator("span").evaluate_all(
+        "spans => spans.map(s => s.style.background)")
+    assert len(cameras) == 2 and cameras[0] != cameras[1], f"online and offline cameras differ: {cameras}"
+    # Each case's marker is drawn in its status's colour in the legend (markers stand 6 m above their roofs).
+    with Store(small_demo, read_only=True) as store:
+        ox, oy, _z = store.district.origin
+        cases = store.con.execute(f"""
+            SELECT c.status, ST_X(c.location) - ? AS x, ST_Y(c.location) - ? AS y,
+                   coalesce(b.base_z + b.height, 0) + 6 AS z
+            FROM cases c LEFT JOIN buildings b USING (building_id) WHERE c.status IN {OPEN}""", [ox, oy]).df()
+    points = cases[["x", "y", "z"]].to_numpy().tolist()
+    page.wait_for_function(f"(points) => ({MARKER_PIXELS})(points).filter((p) => p && p[5] === 255).length > 1",
+                           arg=points, timeout=10_000)  # the markers are drawn
+    pixels = page.evaluate(MARKER_PIXELS, points)
+    on_view = [(status, p) for status, p in zip(cases["status"], pixels) if p is not None]
+    alone = [(status, p) for status, p in on_view  # no other marker drawn over it (a dot is 10 px across)
+             if sum(abs(p[0] - q[0]) < 24 and abs(p[1] - q[1]) < 24 for _s, q in on_view) == 1]
+    drawn = {(STATUS_NAMES[status], f"rgb({r}, {g}, {b})") for status, (_x, _y, r, g, b, a) in alone if a == 255}
+    assert len(drawn) >= 2, f"markers of several statuses are on the view: {drawn}"
+    assert all(colour == colour_of[name] for name, colour in drawn), f"markers {drawn}, legend {colour_of}"
 
 
 @pytest.mark.parametrize("width", [1280, 1920])
