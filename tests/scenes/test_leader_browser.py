@@ -44,16 +44,33 @@ def app_url(served_store):
         yield url
 
 
-def test_overdue_cases_open_the_overdue_list_oldest_first_and_a_row_flies_to_its_case(page, served_store):
+# Whether the view looks at the ground point (x, y) from close by: it lies in the middle half of the view, and
+# 20 m there spans more than 100 px (the whole district's view gives them about 15).
+LOOKS_AT = """([x, y]) => {
+  const view = window.twinView, box = view.getBoundingClientRect();
+  const [px, py] = view.worldToPage(x, y, 0), [ax, ay] = view.worldToPage(x - 10, y, 0);
+  const [bx, by] = view.worldToPage(x + 10, y, 0);
+  return Math.abs(px - box.left - box.width / 2) < box.width / 4 && Math.abs(py - box.top - box.height / 2) <
+    box.height / 4 && Math.hypot(bx - ax, by - ay) > 100;
+}"""
+
+
+def test_overdue_cases_open_the_overdue_list_oldest_first_and_a_row_flies_to_its_case(page, served_store, small_demo):
     oldest = served_store[1][:4]
+    with Store(small_demo, read_only=True) as store:  # the served copy differs from it only in due dates
+        ox, oy, _z = store.district.origin
+        x, y = store.con.execute("SELECT ST_X(location), ST_Y(location) FROM cases WHERE case_id = ?",
+                                 [oldest[-1]]).fetchone()
     page.locator(".twin-door", has_text="Overdue cases").click()
     rows = page.locator(".twin-drill-table tbody tr")
     expect(rows.first).to_be_visible(timeout=10_000)
     expect(rows.nth(len(oldest) - 1).locator("td").first).to_have_text(oldest[-1])
     assert [rows.nth(i).locator("td").first.inner_text() for i in range(len(oldest))] == oldest
-    rows.first.click()
-    expect(page.locator(".twin-inspector .twin-title")).to_have_text(f"Case {oldest[0]}", timeout=10_000)
+    assert not page.evaluate(LOOKS_AT, [x - ox, y - oy]), "the view does not start at the case"
+    rows.nth(len(oldest) - 1).click()  # not the first row: the row's own case
+    expect(page.locator(".twin-inspector .twin-title")).to_have_text(f"Case {oldest[-1]}", timeout=10_000)
     expect(page.locator(".twin-inspector .twin-overdue-banner")).to_contain_text("Overdue by")
+    page.wait_for_function(LOOKS_AT, arg=[x - ox, y - oy], timeout=10_000)  # the flight takes 650 ms
     assert page.console_errors == []
 
 
@@ -62,6 +79,10 @@ def test_open_cases_filter_by_category_and_grid_and_cameras_online_list_the_offl
         category, = store.con.execute(
             f"SELECT category FROM cases WHERE status IN {OPEN} GROUP BY 1 "
             "ORDER BY count(*) DESC LIMIT 1").fetchone()
+        in_category, open_cases = store.con.execute(
+            f"SELECT count(*) FILTER (WHERE category = ?), count(*) FROM cases WHERE status IN {OPEN}",
+            [category]).fetchone()
+        assert in_category < open_cases, "the category filter narrows the list"
         grid_id, grid_name = store.con.execute(
             f"SELECT g.grid_id, g.name FROM grids g JOIN cases c ON c.grid_id LIKE g.grid_id || '-%' "
             f"WHERE g.level = 'grid' AND g.valid_to IS NULL AND c.status IN {OPEN} AND c.category = ? "
@@ -74,6 +95,7 @@ def test_open_cases_filter_by_category_and_grid_and_cameras_online_list_the_offl
     drill = page.locator(".twin-drill")
     expect(drill.locator(".twin-title")).to_contain_text("Open cases", timeout=10_000)
     drill.locator("select").nth(1).select_option(label=case_kind_name(category))
+    expect(drill.locator(".twin-title")).to_have_text(f"Open cases: {in_category:,}", timeout=10_000)
     drill.locator("select").nth(2).select_option(label=f"{grid_name} · {grid_id}")
     expect(drill.locator(".twin-title")).to_have_text(f"Open cases: {expected:,}", timeout=10_000)
     expect(drill.locator(".twin-drill-table .pager")).to_contain_text(f"{expected:,} rows")
@@ -84,8 +106,8 @@ def test_open_cases_filter_by_category_and_grid_and_cameras_online_list_the_offl
     expect(drill.locator(".twin-title")).to_have_text(f"Cameras not online: {len(offline):,}", timeout=10_000)
     rows = drill.locator(".twin-drill-table tbody tr")
     expect(rows.first.locator("td").first).to_have_text(offline[0])
-    rows.first.click()
-    expect(page.locator(".twin-inspector .twin-title")).to_have_text(f"Camera {offline[0]}", timeout=10_000)
+    rows.nth(1).click()  # not the first row: the row's own camera
+    expect(page.locator(".twin-inspector .twin-title")).to_have_text(f"Camera {offline[1]}", timeout=10_000)
     assert page.console_errors == []
 
 
@@ -115,13 +137,51 @@ def test_a_grid_row_opens_its_card(page, small_demo):
     assert page.console_errors == []
 
 
-def test_the_markers_have_a_legend_of_case_statuses_and_cameras(page):
+# Where each point (x, y, z relative to the origin) falls on the case markers' canvas and the colour drawn there:
+# [column, row, r, g, b, a], or null off the view.
+MARKER_PIXELS = """(points) => {
+  const view = window.twinView, canvas = view.querySelector("canvas.twin-cases");
+  const box = canvas.getBoundingClientRect(), dpr = window.devicePixelRatio || 1, ctx = canvas.getContext("2d");
+  return points.map(([x, y, z]) => {
+    const [px, py] = view.worldToPage(x, y, z);
+    const cx = Math.round((px - box.left) * dpr), cy = Math.round((py - box.top) * dpr);
+    return cx < 0 || cy < 0 || cx >= canvas.width || cy >= canvas.height ? null
+      : [cx, cy, ...ctx.getImageData(cx, cy, 1, 1).data];
+  });
+}"""
+STATUS_NAMES = {"reported": "Reported", "dispatched": "Dispatched", "in_progress": "In progress",
+                "reopened": "Reopened"}
+
+
+def test_the_markers_have_a_legend_of_case_statuses_and_cameras(page, small_demo):
     legend = page.locator(".twin-marker-legend")
     for text in ("Open cases", "Reported", "Dispatched", "In progress", "Reopened", "Cameras", "online", "offline",
                  "field of view"):
         expect(legend).to_contain_text(text)
-    colours = legend.locator(".twin-marker-status span").evaluate_all("spans => spans.map(s => s.style.background)")
+    statuses = legend.locator(".twin-marker-status")
+    colours = statuses.locator("span").evaluate_all("spans => spans.map(s => s.style.background)")
     assert len(colours) == 4 and len(set(colours)) == 4, f"four statuses, four colours: {colours}"
+    colour_of = dict(zip(statuses.all_inner_texts(), colours))
+    cameras = legend.locator("div", has_text="line").locator("span").evaluate_all(
+        "spans => spans.map(s => s.style.background)")
+    assert len(cameras) == 2 and cameras[0] != cameras[1], f"online and offline cameras differ: {cameras}"
+    # Each case's marker is drawn in its status's colour in the legend (markers stand 6 m above their roofs).
+    with Store(small_demo, read_only=True) as store:
+        ox, oy, _z = store.district.origin
+        cases = store.con.execute(f"""
+            SELECT c.status, ST_X(c.location) - ? AS x, ST_Y(c.location) - ? AS y,
+                   coalesce(b.base_z + b.height, 0) + 6 AS z
+            FROM cases c LEFT JOIN buildings b USING (building_id) WHERE c.status IN {OPEN}""", [ox, oy]).df()
+    points = cases[["x", "y", "z"]].to_numpy().tolist()
+    page.wait_for_function(f"(points) => ({MARKER_PIXELS})(points).filter((p) => p && p[5] === 255).length > 1",
+                           arg=points, timeout=10_000)  # the markers are drawn
+    pixels = page.evaluate(MARKER_PIXELS, points)
+    on_view = [(status, p) for status, p in zip(cases["status"], pixels) if p is not None]
+    alone = [(status, p) for status, p in on_view  # no other marker drawn over it (a dot is 10 px across)
+             if sum(abs(p[0] - q[0]) < 24 and abs(p[1] - q[1]) < 24 for _s, q in on_view) == 1]
+    drawn = {(STATUS_NAMES[status], f"rgb({r}, {g}, {b})") for status, (_x, _y, r, g, b, a) in alone if a == 255}
+    assert len(drawn) >= 2, f"markers of several statuses are on the view: {drawn}"
+    assert all(colour == colour_of[name] for name, colour in drawn), f"markers {drawn}, legend {colour_of}"
 
 
 @pytest.mark.parametrize("width", [1280, 1920])

@@ -9,7 +9,7 @@ import param
 import pytest
 import shapely
 
-from scenes.i18n import level_name
+from scenes.i18n import case_kind_name, level_name
 from scenes.layers import BUILDING_MAGIC
 from scenes.screens import DistrictApp
 from scenes.shared import SharedDistrict
@@ -209,29 +209,45 @@ def test_a_planner_gets_no_case_records_but_a_reason(store, shared):
     assert planner.inspector.case_id is None and "may not see case records" in planner.inspector.card.object
 
 
-@pytest.mark.parametrize("measure", ["open_cases", "overdue_cases", "cases_per_1000"])
-def test_cases_colour_the_grids_at_the_chosen_level_in_distinct_classes(app, layer, measure):
-    app.level = "grid"
-    app.colour_by = measure
-    legend = [text for _, text in app.view.legend["items"]]
-    assert len(legend) >= 3 and len(set(legend)) == len(legend), f"classes with the same bounds: {legend}"
+def _hex(colour: str) -> tuple[int, int, int]:
+    return tuple(int(colour[k:k + 2], 16) for k in (1, 3, 5))
+
+
+def _assert_each_grid_in_its_class(app, layer, measure):
+    """Every grid at the app's level is one colour, the legend's class that holds its value of ``measure``."""
+    items = app.view.legend["items"][:-1]  # the last item is 'outside any grid'
+    texts = [text for _, text in items]
+    assert len(texts) >= 2 and len(set(texts)) == len(texts), f"classes with the same bounds: {texts}"
     rgb = np.frombuffer(app.view.colors, np.uint8).reshape(-1, 3)
-    table = app.grid_table.value
-    tree = app.shared._tree
-    grid_of = dict(zip(tree["grid_id"], tree["grid"]))
+    grid_of = dict(zip(app.shared._tree["grid_id"], app.shared._tree[app.level]))  # micro-grid → its grid at level
     per_grid = {}
     for i, micro in enumerate(layer.grid_id):
         per_grid.setdefault(grid_of.get(micro), set()).add(tuple(rgb[i]))
     assert all(len(colours) == 1 for colours in per_grid.values()), "each grid is one colour"
+    table = app.grid_table.value
     top, bottom = table.loc[table[measure].idxmax(), "grid_id"], table.loc[table[measure].idxmin(), "grid_id"]
     assert per_grid[top] != per_grid[bottom], "the busiest and the quietest grid differ"
-    colour_of = {text: colour for colour, text in app.view.legend["items"]}
-    assert per_grid[top] == {tuple(int(colour_of[legend[-2]][k:k + 2], 16) for k in (1, 3, 5))}, \
-        "the busiest grid is in the top class (the last item is 'outside any grid')"
+    assert per_grid[top] == {_hex(items[-1][0])}, "the busiest grid is in the top class"
+    class_of = {_hex(colour): text for colour, text in items}
+    slack = 0.05 if measure == "cases_per_1000" else 0  # the legend's bounds are rounded to 0.1
+    for grid_id, value in zip(table["grid_id"], table[measure]):
+        colour, = per_grid.get(grid_id, {None})
+        if colour is None:
+            continue  # a grid without buildings has nothing to colour
+        assert colour in class_of, f"{grid_id} ({measure} {value}) is not in a class's colour: {colour}"
+        low, *high = (float(t.replace(",", "")) for t in class_of[colour].split("–"))
+        assert low - slack <= value <= (high or [low])[0] + slack, \
+            f"{grid_id} ({measure} {value}) is coloured as {class_of[colour]}"
+
+
+@pytest.mark.parametrize("measure", ["open_cases", "overdue_cases", "cases_per_1000"])
+def test_cases_colour_the_grids_at_the_chosen_level_in_distinct_classes(app, layer, measure):
+    app.level = "grid"
+    app.colour_by = measure
+    _assert_each_grid_in_its_class(app, layer, measure)
     app.level = "community"
     assert app.view.legend["title"].endswith(f" · {level_name('community')}")
-    communities = {tuple(c) for c in np.frombuffer(app.view.colors, np.uint8).reshape(-1, 3)}
-    assert len(communities) <= len(app.grid_table.value) + 1
+    _assert_each_grid_in_its_class(app, layer, measure)
 
 
 def test_a_grid_row_opens_the_grid_card_with_its_worker_figures_cases_and_party(app, store):
@@ -261,16 +277,18 @@ def test_a_grid_row_opens_the_grid_card_with_its_worker_figures_cases_and_party(
 
 def test_clicking_open_ground_opens_the_grid_there_and_a_planner_sees_no_cases(store, shared, app):
     app.level = "grid"
-    shape = app._grid_shapes[0]
-    p = shape.representative_point()
-    app.view.pick = {"kind": "ground", "index": -1, "x": p.x - shared.layer.origin[0],
-                     "y": p.y - shared.layer.origin[1], "seq": 9}
-    assert app._grid_frame["grid_id"].iloc[0] in app.inspector.card.object
-    assert "open cases by category" in app.inspector.card.object or "No open cases" in app.inspector.card.object
+    ox, oy, _z = shared.layer.origin
+    for seq, (grid_id, shape) in enumerate(zip(app._grid_frame["grid_id"], app._grid_shapes)):  # each, not the first
+        p = shape.representative_point()
+        app.view.pick = {"kind": "ground", "index": -1, "x": p.x - ox, "y": p.y - oy, "seq": seq}
+        assert f"{grid_id} · " in app.inspector.card.object, f"a click in {grid_id} opens its card"
+        assert "open cases by category" in app.inspector.card.object or "No open cases" in app.inspector.card.object
+    table = app.grid_table.value
+    grid_id = str(table.loc[table["open_cases"].idxmax(), "grid_id"])  # a grid with cases to withhold
     planner = app_for(store, shared, "planner")
-    grid_id = str(planner._grid_frame["grid_id"].iloc[0])
     planner.select_grid(grid_id)
     assert "grid worker" in planner.inspector.card.object and "open cases" not in planner.inspector.card.object
+    assert planner.gate.grid_card(grid_id)["cases"].empty, "the planner's session is given no cases of the grid"
     phone, = store.con.execute("SELECT worker_phone FROM grids WHERE grid_id = ? AND valid_to IS NULL",
                                [grid_id]).fetchone()
     assert phone not in planner.inspector.card.object, "a planner has no need of the worker's number"
@@ -286,21 +304,35 @@ def test_the_key_figures_open_lists_whose_rows_fly_to_their_case_or_camera(app, 
     assert [r[0] for r in app.drilldown.table.rows] == overdue[:500], "the overdue list, oldest first"
     assert all(r[4] for r in app.drilldown.table.rows), "each says how long it is overdue"
     fly = app.view.fly_to.get("seq", 0)
-    app.drilldown.table.clicked = {"row": 0, "seq": 1}
-    assert f"Case {overdue[0]}" in app.inspector.card.object and "Overdue by" in app.inspector.card.object
+    last = len(app.drilldown.table.rows) - 1  # not the first row: a click opens the row's own case
+    assert last > 0
+    app.drilldown.table.clicked = {"row": last, "seq": 1}
+    assert f"Case {overdue[last]}" in app.inspector.card.object and "Overdue by" in app.inspector.card.object
     assert app.view.fly_to["seq"] == fly + 1
+    ox, oy, _z = app.layer.origin
+    x, y = store.con.execute("SELECT ST_X(location), ST_Y(location) FROM cases WHERE case_id = ?",
+                             [overdue[last]]).fetchone()
+    assert np.allclose(app.view.fly_to["fp"][:2], [x - ox, y - oy], atol=0.5), "the view looks at the case"
     app.figures.cards[2].clicks += 1  # open cases, then by category
     app.drilldown.category.value = category = store.con.execute(
         "SELECT category FROM cases WHERE status = 'reported' GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
+    in_category, open_cases = store.con.execute(
+        "SELECT count(*) FILTER (WHERE category = ?), count(*) FROM cases "
+        "WHERE status IN ('reported', 'dispatched', 'in_progress', 'reopened')", [category]).fetchone()
+    assert len(app.drilldown.table.rows) == min(in_category, 500) < open_cases, "only the category's open cases"
+    assert {r[1] for r in app.drilldown.table.rows} == {case_kind_name(category)}
     app.drilldown.status.value = "reported"
     expected, = store.con.execute("SELECT count(*) FROM cases WHERE status = 'reported' AND category = ?",
                                   [category]).fetchone()
     assert len(app.drilldown.table.rows) == min(expected, 500) > 0
     app.figures.cards[4].clicks += 1  # cameras online → the offline ones
     offline = store.con.execute("SELECT camera_id FROM cameras WHERE status <> 'online' ORDER BY 1").df()["camera_id"]
-    assert [r[0] for r in app.drilldown.table.rows] == offline.tolist() and len(offline)
-    app.drilldown.table.clicked = {"row": 0, "seq": 2}
-    assert f"Camera {offline.iloc[0]}" in app.inspector.card.object and app.view.fly_to["seq"] == fly + 2
+    assert [r[0] for r in app.drilldown.table.rows] == offline.tolist() and len(offline) > 1
+    app.drilldown.table.clicked = {"row": 1, "seq": 2}
+    assert f"Camera {offline.iloc[1]}" in app.inspector.card.object and app.view.fly_to["seq"] == fly + 2
+    x, y = store.con.execute("SELECT ST_X(position), ST_Y(position) FROM cameras WHERE camera_id = ?",
+                             [offline.iloc[1]]).fetchone()
+    assert np.allclose(app.view.fly_to["fp"][:2], [x - ox, y - oy], atol=0.5), "the view looks at the camera"
 
 
 def test_micro_grids_are_labelled_too_the_largest_first(app):
@@ -312,5 +344,7 @@ def test_micro_grids_are_labelled_too_the_largest_first(app):
     tree = shapely.STRtree(app._grid_shapes)
     label_at, grid = tree.query(points, predicate="within")
     assert len(set(label_at)) == len(labels), "each label lies inside a grid"
+    names = app._grid_frame["name"].to_numpy()
+    assert [labels[k][0] for k in label_at] == list(names[grid]), "each label names the grid it lies in"
     areas = shapely.area(app._grid_shapes[grid[np.argsort(label_at, kind="stable")]])
     assert np.all(np.diff(areas) <= 1e-6), "the largest grids come first"
