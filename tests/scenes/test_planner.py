@@ -207,7 +207,7 @@ def test_an_edit_breaking_a_rule_is_shown_in_red_and_cannot_be_saved(editor, sto
     assert len(editor.plan.violation_source.data["xs"]) >= 1
     assert "m²" in editor.rules.rules_pane.object and bad[0].grid_id in editor.rules.rules_pane.object
     assert run(editor.save("widen the compound")) is None
-    assert editor.message.startswith("Refused: the edit breaks") and bad[0].rule in editor.message
+    assert editor.message.startswith("Refused: the edit breaks") and bad[0].grid_id in editor.message
     assert store.con.execute("SELECT count(*), max(version) FROM grids").fetchone() == before
     assert editor.saved == {}
 

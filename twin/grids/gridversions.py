@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import duckdb
@@ -300,7 +300,7 @@ def save_partition(con: duckdb.DuckDBPyConnection, parent_id: str | None, shapes
     attrs : DataFrame indexed by grid_id, optional
         ``name``, ``kind``, ``worker`` for added grids (or to change them);
         an added grid otherwise takes the kind and worker of the sibling it
-        took most area from, and its id as name.
+        took most area from, and a name in the district's scheme (:func:`new_names`).
     action : {'edit', 'restore', 'import'}
     assets : Assets, optional
         The session's :func:`~twin.grids.reassign.load_assets`; read from the store
@@ -509,6 +509,7 @@ def _write_versions(con, current, shapes, attrs, changed, added, removed, *, par
     if changed + removed:
         con.execute("UPDATE grids SET valid_to = ? WHERE valid_to IS NULL AND grid_id IN (SELECT unnest(?))",
                     [at, changed + removed])
+    names = new_names(level, current["name"], added)
     rows = []
     for g in changed + added:
         base = current.loc[g] if g in current.index else None
@@ -521,7 +522,7 @@ def _write_versions(con, current, shapes, attrs, changed, added, removed, *, par
             elif base is not None:
                 row[c] = base[c]
             else:
-                row[c] = _default_name(g, row["level"]) if c == "name" else _inherit(current, shapes[g], c)
+                row[c] = names[g] if c == "name" else _inherit(current, shapes[g], c)
         rows.append(row)
     if rows:
         insert_frame(con, "grids", pd.DataFrame(rows), geometry=("boundary",))
@@ -543,10 +544,33 @@ def _write_children(con, kids: dict[str, dict], at: pd.Timestamp) -> dict[str, i
     return {r["grid_id"]: r["version"] for r in rows}
 
 
-def _default_name(grid_id: str, level: str | None) -> str:
-    """The demo's manner of naming: micro-grid ``…-M012`` is 第12微网格; other ids name themselves."""
-    m = re.search(r"M(\d+)$", grid_id)
-    return f"第{int(m.group(1))}微网格" if level == "micro" and m else grid_id
+NAME_SCHEMES = {"grid": "第{n}网格", "micro": "第{n}微网格"}  # the district's naming (data/layout.py)
+
+
+def new_names(level: str | None, siblings: Iterable[object], new_ids: Sequence[str]) -> dict[str, str]:
+    """Names for new grids in the district's scheme: 第N网格 / 第N微网格, numbered after the highest sibling.
+
+    Parameters
+    ----------
+    level : str
+        The new grids' level; a level without a numbered scheme (street, community) names a grid by its id.
+    siblings : iterable of str or None
+        The names of the siblings they join (the numbers are read from those in the scheme).
+    new_ids : sequence of str
+        The new grids, in the order they get numbers.
+
+    Returns
+    -------
+    dict
+        grid id -> name.
+    """
+    scheme = NAME_SCHEMES.get(str(level))
+    if scheme is None:
+        return {g: g for g in new_ids}
+    pattern = re.compile(re.escape(scheme).replace(re.escape("{n}"), r"(\d+)") + "$")
+    numbers = [int(m.group(1)) for n in siblings if isinstance(n, str) and (m := pattern.match(n))]
+    top = max(numbers, default=0)
+    return {g: scheme.format(n=top + k) for k, g in enumerate(new_ids, start=1)}
 
 
 def _write_moves(con: duckdb.DuckDBPyConnection, result: Reassignment) -> None:
@@ -610,5 +634,5 @@ def _check_all(con, parent_id, current, level) -> list[Violation]:
                            kinds=dict(current["kind"].items()))
 
 
-__all__ = ["EditCheck", "SavedEdit", "check_edit", "edit_check", "check_store_partition", "current_grids", "grid_history",
+__all__ = ["EditCheck", "SavedEdit", "check_edit", "edit_check", "new_names", "check_store_partition", "current_grids", "grid_history",
            "partition_at", "restore_version", "save_partition"]
