@@ -108,6 +108,8 @@ class GridEditor(pn.viewable.Viewer):
     history_grid = param.String(default=None, allow_None=True, doc="The grid whose versions are shown")
     history_version = param.Selector(default=None, objects=[], doc="The version drawn on the plan")
     saved = param.Dict(default={}, doc="Set after every save: change ids, parent, level, action")
+    compactness = param.Number(default=0.0, bounds=(0.0, 1.0), step=0.25,
+                               doc="The proposal's weight: 0 households within 70–80 only, 1 compact shapes only")
     mode = param.Selector(default="vertex", objects=list(MODE_TOOLS), doc="The editing mode on the plan")
     new_name = param.String(default="", doc="The new name of the selected grid (Rename)")
     pending_parent = param.String(default=None, allow_None=True,
@@ -571,11 +573,18 @@ class GridEditor(pn.viewable.Viewer):
 
     # -- proposal --------------------------------------------------------------------
     def propose(self) -> Proposal | None:
-        """Propose micro-grids of 70–80 households for the parent, and show it against the current ones."""
+        """Propose micro-grids of 70–80 households for the parent, judged against the current ones (weighted
+        by :attr:`compactness`); shown on the plan only when it is better on households or shape."""
         try:
-            proposal = self.proposals.make(self._con, self.parent_id, self.edit.assets)
+            proposal = self.proposals.make(self._con, self.parent_id, self.edit.assets, compactness=self.compactness)
         except TwinError as exc:
             self.message = _(REFUSED).format(reason=exc)
+            return None
+        if proposal is None:
+            with pn.io.hold():
+                self.plan.clear(self.plan.proposal_source, self.plan.compare_source)
+                self.show = "edit"
+            self.message = _("No proposal offered: it would not improve on the grids now (see beside).")
             return None
         with pn.io.hold():
             self.plan.show_proposal(self.proposals.shapes(), self.proposals.now(self._con))
@@ -652,6 +661,8 @@ class GridEditor(pn.viewable.Viewer):
             self.save_button, sizing_mode="stretch_width")
         side = pn.Column(
             self.message_pane, self.ask_row, self.rules.rules_pane, self.rules.figures_pane, self.rename_row, saving,
+            pn.widgets.FloatSlider.from_param(self.param.compactness, label=_(
+                "proposal: households in 70–80 (0) … compact shapes (1)"), sizing_mode="stretch_width"),
             pn.Row(_button(_("Propose micro-grids"), self.propose),
                    pn.widgets.RadioButtonGroup.from_param(self.param.show, width=160, options={
                        _(SHOW_NAMES[v]): v for v in self.param.show.objects})),
