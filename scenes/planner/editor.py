@@ -212,6 +212,8 @@ class GridEditor(pn.viewable.Viewer):
         self.mode_buttons = pn.widgets.RadioButtonGroup.from_param(
             self.param.mode, options={_(MODE_NAMES[m]): m for m in MODE_TOOLS}, color="primary",
             variant="outline", css_classes=["twin-planner-modes"])
+        args, code = self.plan.mode_switch_js(list(MODE_TOOLS))
+        self.mode_buttons.jscallback(args=args, value=code)
         self.action_buttons = {"split": _button(_("Split along the line"), self.split),
                                "merge": _button(_("Merge selected"), self.merge),
                                "draw": _button(_("Add drawn grid"), self.draw),
@@ -653,7 +655,8 @@ class GridEditor(pn.viewable.Viewer):
             return pn.Column(self.message_pane, sizing_mode="stretch_both", stylesheets=[CSS])
         controls = pn.Row(
             self.picker, self.search,
-            pn.widgets.FloatInput.from_param(self.param.tolerance_m, name=_("snap (m)"), width=90),
+            pn.widgets.FloatInput.from_param(self.param.tolerance_m, label=_("snap (m)"), width=90,
+                                             css_classes=["twin-snap"]),
             sizing_mode="stretch_width")
         saving = pn.Row(
             pn.widgets.TextInput.from_param(self.param.reason, name="", placeholder=_("why (required to save)"),

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 import geopandas as gpd
 import numpy as np
 import shapely
-from bokeh.models import (ColumnDataSource, HoverTool, Label, Node, PanTool, PolyDrawTool, PolyEditTool, ResetTool,
-                          ScaleBar, TapTool, WheelZoomTool)
+from bokeh.models import (ColumnDataSource, CustomJS, HoverTool, Label, Node, PanTool, PolyDrawTool, PolyEditTool,
+                          ResetTool, ScaleBar, TapTool, WheelZoomTool)
 from bokeh.plotting import figure
 
 from scenes.i18n import _
@@ -27,8 +27,23 @@ from twin.grids.reassign import Assets, Reassignment
 RED = "#f87171"
 DRAWN = "#facc15"
 
-# The editing modes (the labelled buttons beside the plan) -> the Bokeh tool each turns on (None: select grids).
-MODE_TOOLS = {"vertex": "edit", "split": "split", "merge": None, "draw": "draw", "delete": None}
+# The editing modes (the labelled buttons beside the plan) -> the Bokeh tool each turns on (PlanPlot.tools).
+MODE_TOOLS = {"vertex": "edit", "split": "split", "merge": "select", "draw": "draw", "delete": "select"}
+
+# Put away the vertex tool's handles and forget which outline they were of: Bokeh's PolyEditTool redraws the
+# handles of "its" outline (by row) whenever the outlines change, which shows another grid's vertices, or fails,
+# once the rows are other grids (another parent, a split, a merge).
+FORGET_HANDLES = """
+const view = Bokeh.index.query_one((v) => v.model === plot);
+const tool_view = view == null ? null : view.tool_views.get(tool);
+if (tool_view != null) {
+  tool_view._cur_index = null;
+  tool_view._selected_renderer = null;
+  tool_view._drawing = false;
+}
+const handles = tool.vertex_renderer.data_source;
+handles.data = {x: [], y: []};
+"""
 
 # a vertex drag from the plan: (at, to, inserted) in district coordinates (m), or why it is no single-vertex edit
 Drag = tuple[np.ndarray, np.ndarray, bool] | str
@@ -66,6 +81,7 @@ class PlanPlot:
         self.line_source = ColumnDataSource({"xs": [], "ys": []})
         self.draw_source = ColumnDataSource({"xs": [], "ys": []})
         self.label_source = ColumnDataSource({"x": [], "y": [], "name": []})
+        self._forgotten = 0  # how often the handles were put away: the vertex source's tag, which runs FORGET_HANDLES
         self.grid_source.on_change("data", self._grid_data_changed)
         self.grid_source.selected.on_change("indices", self._grid_picked)
         self.figure = self._make_figure()
@@ -113,6 +129,7 @@ class PlanPlot:
         tap = TapTool(renderers=[self.grid_renderer], description=_("Select grids (shift: several)"))
         fig.add_tools(edit, split, new, tap,
                       HoverTool(renderers=[self.grid_renderer], tooltips=[(_("grid"), "@grid_id")]))
+        self.vertex_source.js_on_change("tags", CustomJS(args={"plot": fig, "tool": edit}, code=FORGET_HANDLES))
         for tool in (edit, split, new, tap):
             tool.visible = False  # turned on by the labelled mode buttons (set_mode): a toolbar click toggles off
         fig.toolbar.active_tap = tap
@@ -120,11 +137,25 @@ class PlanPlot:
         self.tools = {"edit": edit, "split": split, "draw": new, "select": tap}
         return fig
 
+    def mode_switch_js(self, modes: Sequence[str]) -> tuple[dict, str]:
+        """``(args, code)`` of a browser callback that turns on the tool of ``modes[cb_obj.active]`` (and off the
+        others) at once, in the page: the next press on the plan must use the new mode's tool."""
+        pan = next(t for t in self.figure.tools if isinstance(t, PanTool))
+        args = {**self.tools, "pan": pan}
+        tools = ", ".join(MODE_TOOLS[m] for m in modes)
+        return args, (f"const on = [{tools}][cb_obj.active];\n"
+                      "for (const tool of [edit, split, draw, select]) { tool.active = tool === on; }\n"
+                      "if (on === select) { pan.active = true; }")  # the edit tools had taken the drag
+
     def set_mode(self, mode: str) -> None:
-        """Turn on the Bokeh tool of an editing mode (:data:`MODE_TOOLS`), and put away the vertex handles."""
-        tool = MODE_TOOLS[mode]
-        self.clear(self.vertex_source)
-        self.figure.toolbar.active_multi = self.tools[tool] if tool is not None else None
+        """A new editing mode (:data:`MODE_TOOLS`; its tool is turned on in the page, :meth:`mode_switch_js`):
+        put away the vertex handles."""
+        self.forget_handles()
+
+    def forget_handles(self) -> None:
+        """Put away the vertex handles in the page, and the tool's memory of the outline they were of."""
+        self._forgotten += 1
+        self.vertex_source.tags = [self._forgotten]
 
     # -- what is drawn -------------------------------------------------------------
     def push(self, source: ColumnDataSource, data: dict) -> None:
@@ -148,11 +179,13 @@ class PlanPlot:
 
     def show_grids(self, shapes: gpd.GeoSeries, selected: Sequence[str], names: dict[str, str]) -> None:
         """The grids being edited, neighbours in distinct colours, ``selected`` ones selected, each labelled with
-        its name; the vertex handles of the outlines sent before are put away (a long press shows them anew)."""
+        its name. The vertex handles follow a moved outline; when the rows are other grids they are put away
+        first (a long press shows them anew)."""
         ids, rings = ring_rows(shapes, self.origin)
+        if ids != self._ring_ids:
+            self.forget_handles()
         self._ring_ids, self._rings = ids, rings
         self.push(self.grid_source, _coloured_rings(shapes, ids, rings))
-        self.clear(self.vertex_source)
         at = shapely.get_coordinates(shapely.point_on_surface(shapes.to_numpy(dtype=object))) - self.origin
         self.push(self.label_source, {"x": at[:, 0], "y": at[:, 1],
                                       "name": [names.get(str(g), str(g)) for g in shapes.index]})

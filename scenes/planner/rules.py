@@ -31,6 +31,10 @@ PLAIN = {
                      "merge micro-grids."),
 }
 PLAIN_REDRAWN = {
+    "inside_parent": N_("Saving redraws {grid} to fit {parent}, and {area} m² of it would still lie outside "
+                        "{parent}: move the boundary along the edges of the grids inside."),
+    "overlap": N_("Saving redraws {grid} to fit {parent}, and it would overlap {other} by {area} m²: move the "
+                  "boundary along the edges of the grids inside."),
     "gap": N_("Saving would give {parent} {area} m² that none of its grids borders: draw one there first, or move "
               "the boundary back."),
     "building_cut": N_("Saving redraws {grid} to fit {parent}, and its new boundary would cut building {other} "
