@@ -114,8 +114,8 @@ class PlanPlot:
                               line_dash="dashed")
         drawn = fig.patches("xs", "ys", source=self.draw_source, fill_color=DRAWN, fill_alpha=0.25, line_color=DRAWN,
                             line_width=2)
-        fig.text("x", "y", text="name", source=self.label_source, text_color=TEXT, text_font_size="11px",
-                 text_align="center", text_baseline="middle", text_outline_color=BACKGROUND, name="twin-grid-names")
+        fig.text("x", "y", text="name", source=self.label_source, text_color=TEXT, text_font_size="12px",
+                 text_font_style="bold", text_align="center", text_baseline="middle", name="twin-grid-names")
         vertices = fig.scatter("x", "y", source=self.vertex_source, size=10, fill_color=ACCENT, line_color=TEXT)
         edit = PolyEditTool(renderers=[self.grid_renderer], vertex_renderer=vertices,
                             description=_("Move a vertex: press and hold on a grid to show its vertices, then "

@@ -104,8 +104,9 @@ def rules_html(violations: list[Violation], names: dict[str, str] | None = None)
     if not violations:
         return "<div class='label'>" + _("rules") + "</div><div class='twin-ok'>" + _("All rules hold.") + "</div>"
     rows = "".join(
-        f"<tr class='twin-{v.severity}'><td class='{'twin-alert' if v.severity == 'error' else ''}'>"
-        f"{_(SEVERITY_NAMES[v.severity])}</td><td>{html.escape(rule_name(v.rule))}</td>"
+        f"<tr class='twin-{v.severity}'><td class='{'twin-alert' if v.severity == 'error' else ''}' "
+        f"style='white-space:nowrap'>{_(SEVERITY_NAMES[v.severity])}</td>"
+        f"<td style='white-space:nowrap'>{html.escape(rule_name(v.rule))}</td>"
         f"<td>{format_number(v.area_m2, digits=2)}</td><td>{html.escape(plain_words(v, names))}</td></tr>"
         for v in violations)
     n = len(errors(violations))
