@@ -634,5 +634,5 @@ def _check_all(con, parent_id, current, level) -> list[Violation]:
                            kinds=dict(current["kind"].items()))
 
 
-__all__ = ["EditCheck", "SavedEdit", "check_edit", "edit_check", "new_names", "check_store_partition", "current_grids", "grid_history",
-           "partition_at", "restore_version", "save_partition"]
+__all__ = ["EditCheck", "SavedEdit", "check_edit", "check_store_partition", "current_grids", "edit_check",
+           "grid_history", "new_names", "partition_at", "restore_version", "save_partition"]

@@ -67,8 +67,9 @@ def bisect_households(xy: np.ndarray, households: np.ndarray, *, low: int = 70, 
     compactness : float in [0, 1]
         The weight of compact groups against balanced households. 0: each cut is the first side (longer side
         first, then the diagonals) that cuts within the range, at the cut nearest the ideal share; above 0 both
-        sides are tried (not the diagonals, whose halves are triangles) and a cut scores ``(1 - compactness) * balance + compactness * elongation``, where balance is the miss from the
-        ideal share in groups (plus 1 for a cut that leaves a half unable to reach the range) and elongation is
+        sides are tried (not the diagonals, whose halves are triangles) and a cut scores
+        ``(1 - compactness) * balance + compactness * elongation``, where balance is the miss from the ideal share
+        in groups (plus 1 for a cut that leaves a half unable to reach the range) and elongation is
         that of the more stretched half's label points (:func:`_elongation`).
 
     Returns
