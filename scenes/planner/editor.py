@@ -201,7 +201,7 @@ class GridEditor(pn.viewable.Viewer):
         self.picker = pn.widgets.Select(label=_("parent"), groups=groups, width=340, css_classes=["twin-parent-tree"])
         self.search = pn.widgets.AutocompleteInput(
             label=_("find a parent"), options=list(options), case_sensitive=False, search_strategy="includes",
-            min_characters=1, restrict=True, placeholder=_("name or id, e.g. 第1网格 or S01-C01"), width=260,
+            min_characters=1, restrict=True, placeholder=_("name or id, such as 第1网格 or S01-C01"), width=260,
             css_classes=["twin-parent-search"])
         self.picker.param.watch(lambda e: self.choose_parent(e.new), "value")
         self.search.param.watch(lambda e: e.new and self.choose_parent(options.get(e.new)), "value")
