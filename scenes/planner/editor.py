@@ -220,8 +220,10 @@ class GridEditor(pn.viewable.Viewer):
                                "delete": _button(_("Delete selected"), self.delete)}
         self.mode_hint = pn.pane.HTML("", css_classes=["twin-muted", "twin-mode-hint"], stylesheets=[CSS],
                                       sizing_mode="stretch_width")
-        self.edit_buttons = pn.Row(self.mode_buttons, *self.action_buttons.values(), self.undo_button,
-                                   self.redo_button, sizing_mode="stretch_width", css_classes=["twin-planner-tools"])
+        # FlexBoxes wrap: on a narrow screen the buttons go to a second line rather than past the edge
+        self.edit_buttons = pn.FlexBox(self.mode_buttons, *self.action_buttons.values(), self.undo_button,
+                                       self.redo_button, sizing_mode="stretch_width",
+                                       css_classes=["twin-planner-tools"])
         self.rename_input = pn.widgets.TextInput.from_param(self.param.new_name, name="",
                                                             placeholder=_("new name of the selected grid"),
                                                             width=220)
@@ -653,7 +655,7 @@ class GridEditor(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         if self.edit is None:
             return pn.Column(self.message_pane, sizing_mode="stretch_both", stylesheets=[CSS])
-        controls = pn.Row(
+        controls = pn.FlexBox(
             self.picker, self.search,
             pn.widgets.FloatInput.from_param(self.param.tolerance_m, label=_("snap (m)"), width=90,
                                              css_classes=["twin-snap"]),
