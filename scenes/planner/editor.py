@@ -198,10 +198,10 @@ class GridEditor(pn.viewable.Viewer):
             title = f"{street} {tree.at[street, 'name'] or ''}" if street in tree.index else _("the district")
             indent = INDENT * (2 if tree.at[g, "level"] == "grid" else 1)
             groups.setdefault(title, {})[indent + label_of[g]] = g
-        self.picker = pn.widgets.Select(label=_("parent"), groups=groups, width=340, css_classes=["twin-parent-tree"])
+        self.picker = pn.widgets.Select(label=_("parent"), groups=groups, width=250, css_classes=["twin-parent-tree"])
         self.search = pn.widgets.AutocompleteInput(
             label=_("find a parent"), options=list(options), case_sensitive=False, search_strategy="includes",
-            min_characters=1, restrict=True, placeholder=_("name or id, such as 第1网格 or S01-C01"), width=260,
+            min_characters=1, restrict=True, placeholder=_("name or id, such as 第1网格 or S01-C01"), width=190,
             css_classes=["twin-parent-search"])
         self.picker.param.watch(lambda e: self.choose_parent(e.new), "value")
         self.search.param.watch(lambda e: e.new and self.choose_parent(options.get(e.new)), "value")
@@ -421,7 +421,7 @@ class GridEditor(pn.viewable.Viewer):
     @param.depends("mode", watch=True)
     def _mode_changed(self) -> None:
         for mode, button in self.action_buttons.items():
-            button.visible = mode == self.mode
+            button.disabled = mode != self.mode  # not hidden: the plan must not move while a mode is chosen
         self.mode_hint.object = html.escape(_(MODE_HINTS[self.mode]))
         self.plan.set_mode(self.mode)
 
@@ -657,7 +657,7 @@ class GridEditor(pn.viewable.Viewer):
             return pn.Column(self.message_pane, sizing_mode="stretch_both", stylesheets=[CSS])
         controls = pn.FlexBox(
             self.picker, self.search,
-            pn.widgets.FloatInput.from_param(self.param.tolerance_m, label=_("snap (m)"), width=90,
+            pn.widgets.FloatInput.from_param(self.param.tolerance_m, label=_("snap (m)"), width=80,
                                              css_classes=["twin-snap"]),
             sizing_mode="stretch_width")
         saving = pn.Row(

@@ -87,7 +87,7 @@ class PlanPlot:
         self.figure = self._make_figure()
 
     def _make_figure(self):
-        fig = figure(match_aspect=True, sizing_mode="stretch_both", min_height=300, background_fill_color=BACKGROUND,
+        fig = figure(match_aspect=True, sizing_mode="stretch_both", min_height=200, background_fill_color=BACKGROUND,
                      border_fill_color=BACKGROUND, tools="pan,wheel_zoom,reset", active_scroll="wheel_zoom",
                      name="twin-plan")
         fig.grid.visible = False

@@ -240,8 +240,8 @@ def test_the_tools_are_labelled_stay_on_when_pressed_again_and_an_idle_drag_says
         expect(split).to_have_class(re.compile(r"bk-active"))
         active = page.evaluate(ACTIVE_TOOLS)
         assert any(t.startswith("Draw a split line") for t in active), active
-    expect(page.get_by_role("button", name="Split along the line")).to_be_visible()
-    expect(page.get_by_role("button", name="Merge selected")).to_be_hidden()
+    expect(page.get_by_role("button", name="Split along the line")).to_be_enabled()
+    expect(page.get_by_role("button", name="Merge selected")).to_be_disabled()
     expect(page.get_by_role("button", name="Move vertex", exact=True)).not_to_have_class(re.compile(r"bk-active"))
     # a drag within the snap radius of where the vertex was (and of nothing nearer): it snaps back, and the
     # planner is told so
