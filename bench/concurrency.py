@@ -104,9 +104,7 @@ def on_plan(page, xy: np.ndarray, origin: np.ndarray) -> tuple[float, float]:
 
 def drag_vertex(page, at, to, inside, origin) -> float:
     """Drag a vertex with Bokeh's PolyEditTool as a person does; returns the time of the drop."""
-    tool = page.locator("[title^='Move a vertex']").first
-    if "bk-active" not in (tool.get_attribute("class") or ""):  # it stays on after a save
-        tool.click()
+    page.get_by_role("button", name="Move vertex", exact=True).click()  # the mode stays on when pressed again
     page.mouse.move(*on_plan(page, inside, origin))  # a long press on a grid shows its vertices
     page.mouse.down()
     page.wait_for_timeout(900)

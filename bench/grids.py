@@ -20,8 +20,10 @@ million residents), with the session's assets read once (timed apart):
   reads the grids, the buildings with their per-building counts, cameras and
   open cases, and joins them. Warm, ours is timed with the assets and their
   R-trees in memory and the baseline with its frames in memory;
-- the proposal for every community of the district: the share of proposed
-  micro-grids within 70-80 households and their Polsby-Popper compactness;
+- the proposal for every community of the district against the grids now: the share of
+  micro-grids within 70-80 households and the median Polsby-Popper compactness, proposed and
+  current, and per community whether the proposal is better, the same or worse on each (the
+  planner is offered only those better on one);
 - the save of the one edit (new versions, moves, one transaction), for the record.
 
 Medians of five runs (three for the baseline and the cold runs). Goals: at
@@ -102,11 +104,17 @@ def one_edit(con, micro: gpd.GeoDataFrame, assets) -> tuple[str, object, dict]:
 
 
 def district_proposal(con, assets, *, limit: int | None = None) -> dict:
-    """The micro-grid proposal for every community (the first ``limit`` with ``quick``), summed up."""
+    """The micro-grid proposal for every community (the first ``limit`` with ``quick``), against the grids now.
+
+    Returns the district's figures proposed vs current (``proposed``, ``current``: share within 70-80
+    households, median Polsby-Popper, ...), ``against_current`` (the same judged as the planner's screen
+    judges a proposal: better, same or worse on households and on compactness) and ``per_community``: how many
+    communities' proposals are better, the same or worse on each, and how many the planner is offered.
+    """
     communities = [r[0] for r in con.execute("SELECT grid_id FROM grids WHERE level = 'community' "
                                              "AND valid_to IS NULL ORDER BY grid_id").fetchall()][:limit]
     started = time.perf_counter()
-    proposed, current = [], []
+    proposed, current, judged = [], [], []
     for c in communities:
         try:
             p = propose_micro_grids(con, c, assets=assets)
@@ -114,9 +122,15 @@ def district_proposal(con, assets, *, limit: int | None = None) -> dict:
             continue
         proposed.append(p.proposed)
         current.append(p.current)
+        judged.append(p.judged())
     seconds = time.perf_counter() - started
     whole = Proposal("district", {}, pd.concat(proposed, ignore_index=True), pd.concat(current, ignore_index=True))
-    return {"communities": len(proposed), "seconds": round(seconds, 1), **whole.summary()}
+    verdict = whole.judged()
+    tally = {measure: {v: sum(j[measure] == v for j in judged) for v in ("better", "same", "worse")}
+             for measure in ("households", "compactness")}
+    return {"communities": len(proposed), "seconds": round(seconds, 1), **whole.summary(),
+            "against_current": {k: verdict[k] for k in ("proposed", "current", "households", "compactness")},
+            "per_community": {**tally, "offered": sum(j["offered"] for j in judged)}}
 
 
 def point_frame(frame: pd.DataFrame, key: str, *columns: str) -> gpd.GeoDataFrame:

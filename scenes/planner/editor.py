@@ -16,9 +16,9 @@ import param
 import shapely
 
 from scenes.i18n import N_, _, level_name
-from scenes.planner.plot import Drag, PlanPlot
+from scenes.planner.plot import MODE_TOOLS, Drag, PlanPlot
 from scenes.planner.proposal import ProposalDesk
-from scenes.planner.rules import RulesDisplay
+from scenes.planner.rules import RulesDisplay, plain_words
 from scenes.planner.saving import (WRITE_TIMEOUT_S, Save, VersionHistory, Write, WriteCancelled, awaited, edit_write,
                                    read_off_loop, save_in_transaction)
 from scenes.planner.session import NO_MOVE_M, ParentEdit
@@ -36,8 +36,22 @@ log = logging.getLogger(__name__)
 
 PARENT_LEVELS = ("community", "grid")  # a community's grids, a grid's micro-grids
 SHOW_NAMES = {"edit": N_("edit"), "proposal": N_("proposal")}
+MODE_NAMES = {"vertex": N_("Move vertex"), "split": N_("Split"), "merge": N_("Merge"), "draw": N_("Draw"),
+              "delete": N_("Delete")}
+MODE_HINTS = {
+    "vertex": N_("Press and hold on a grid to show its vertices, then drag one; a vertex shared by neighbours "
+                 "moves in all of them."),
+    "split": N_("Press and hold to start a line across a grid, click to add points, press and hold to end it; "
+                "then Split along the line."),
+    "merge": N_("Click the grids to merge (shift-click for more than one), then Merge selected."),
+    "draw": N_("Press and hold to start, click to add corners, press and hold to end; then Add drawn grid."),
+    "delete": N_("Click the grid to delete (and, shift-click, the neighbour to take its area), then Delete "
+                 "selected."),
+}
+INDENT = "\u3000"  # a full-width space: the tree's indent in the parent picker
 # The message line's kinds, told apart by how their text begins (message_html).
 REFUSED = N_("Refused: {reason}")
+NOTHING_MOVED = N_("Nothing moved: {why}.")
 CANCELLED = N_("Cancelled: {reason}")
 SAVING = N_("Saving {what}…")
 STILL_SAVING = N_("Still saving {what}: the store's writer started it more than {seconds} s ago and is finishing it; "
@@ -95,6 +109,12 @@ class GridEditor(pn.viewable.Viewer):
     history_grid = param.String(default=None, allow_None=True, doc="The grid whose versions are shown")
     history_version = param.Selector(default=None, objects=[], doc="The version drawn on the plan")
     saved = param.Dict(default={}, doc="Set after every save: change ids, parent, level, action")
+    compactness = param.Number(default=0.0, bounds=(0.0, 1.0), step=0.25,
+                               doc="The proposal's weight: 0 households within 70–80 only, 1 compact shapes only")
+    mode = param.Selector(default="vertex", objects=list(MODE_TOOLS), doc="The editing mode on the plan")
+    new_name = param.String(default="", doc="The new name of the selected grid (Rename)")
+    pending_parent = param.String(default=None, allow_None=True,
+                                  doc="The parent asked for while the edit had unsaved changes (asked first)")
     saving = param.Boolean(default=False, doc="A save, restore or accepted proposal is under way")
 
     def __init__(self, con: duckdb.DuckDBPyConnection, *, save: Save | None = None, actor: str,
@@ -126,6 +146,7 @@ class GridEditor(pn.viewable.Viewer):
                 grids=", ".join(sorted(allowed_parents or [])) or _("the district"))
             return
         self.param.parent_id.objects = options
+        self._picker_widgets(options)
         ids = list(options.values())
         if first is not None and first not in ids:
             raise GridEditError(f"parent_id={first!r} is not a community or grid with children that this planner "
@@ -167,13 +188,53 @@ class GridEditor(pn.viewable.Viewer):
         return {f"{g} {n or ''} ({level_name(lvl)})": g
                 for g, n, lvl in zip(rows["grid_id"], rows["name"], rows["level"])}
 
+    def _picker_widgets(self, options: dict[str, str]) -> None:
+        """The parent picker: the tree street → community → grid (a grouped list), and a search by name or id."""
+        tree = grid_tree(self._con).set_index("grid_id")
+        label_of = {g: label for label, g in options.items()}
+        groups: dict[str, dict[str, str]] = {}
+        for g in sorted(options.values(), key=lambda g: (tree.at[g, "street"] or "", tree.at[g, "community"] or "",
+                                                         tree.at[g, "level"] != "community", g)):
+            street = tree.at[g, "street"]
+            title = f"{street} {tree.at[street, 'name'] or ''}" if street in tree.index else _("the district")
+            indent = INDENT * (2 if tree.at[g, "level"] == "grid" else 1)
+            groups.setdefault(title, {})[indent + label_of[g]] = g
+        self.picker = pn.widgets.Select(label=_("parent"), groups=groups, width=250, css_classes=["twin-parent-tree"])
+        self.search = pn.widgets.AutocompleteInput(
+            label=_("find a parent"), options=list(options), case_sensitive=False, search_strategy="includes",
+            min_characters=1, restrict=True, placeholder=_("name or id, such as 第1网格 or S01-C01"), width=190,
+            css_classes=["twin-parent-search"])
+        self.picker.param.watch(lambda e: self.choose_parent(e.new), "value")
+        self.search.param.watch(lambda e: e.new and self.choose_parent(options.get(e.new)), "value")
+
     def _widgets(self) -> None:
         self.undo_button = _button(_("Undo"), self.undo, width=70)
         self.redo_button = _button(_("Redo"), self.redo, width=70)
-        self.edit_buttons = pn.Row(
-            _button(_("Split along the line"), self.split), _button(_("Merge selected"), self.merge),
-            _button(_("Add drawn grid"), self.draw), _button(_("Delete selected"), self.delete),
-            self.undo_button, self.redo_button, sizing_mode="stretch_width", css_classes=["twin-planner-tools"])
+        self.mode_buttons = pn.widgets.RadioButtonGroup.from_param(
+            self.param.mode, options={_(MODE_NAMES[m]): m for m in MODE_TOOLS}, color="primary",
+            variant="outline", css_classes=["twin-planner-modes"])
+        args, code = self.plan.mode_switch_js(list(MODE_TOOLS))
+        self.mode_buttons.jscallback(args=args, value=code)
+        self.action_buttons = {"split": _button(_("Split along the line"), self.split),
+                               "merge": _button(_("Merge selected"), self.merge),
+                               "draw": _button(_("Add drawn grid"), self.draw),
+                               "delete": _button(_("Delete selected"), self.delete)}
+        self.mode_hint = pn.pane.HTML("", css_classes=["twin-muted", "twin-mode-hint"], stylesheets=[CSS],
+                                      sizing_mode="stretch_width")
+        # FlexBoxes wrap: on a narrow screen the buttons go to a second line rather than past the edge
+        self.edit_buttons = pn.FlexBox(self.mode_buttons, *self.action_buttons.values(), self.undo_button,
+                                       self.redo_button, sizing_mode="stretch_width",
+                                       css_classes=["twin-planner-tools"])
+        self.rename_input = pn.widgets.TextInput.from_param(self.param.new_name, name="",
+                                                            placeholder=_("new name of the selected grid"),
+                                                            width=220)
+        self.rename_row = pn.Row(self.rename_input, _button(_("Rename"), self.rename), css_classes=["twin-rename"])
+        self.ask_pane = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width",
+                                     css_classes=["twin-alert", "twin-unsaved-prompt"])
+        self.ask_row = pn.Row(self.ask_pane, _button(_("Discard the edits and switch"), self.discard_and_switch),
+                              _button(_("Keep editing"), self.keep_editing), visible=False,
+                              sizing_mode="stretch_width")
+        self._mode_changed()
         self.save_button = _button(_("Save"), self.save, color="primary", width=90)
         self.message_pane = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width",
                                          css_classes=["twin-planner-message"])
@@ -200,8 +261,11 @@ class GridEditor(pn.viewable.Viewer):
             p = self.plan
             p.push(p.basemap_source, basemap_columns(edit.basemap, self.origin, clip=edit.around))
             p.clear(p.history_source, p.proposal_source, p.compare_source, p.line_source, p.draw_source)
-            self.param.update(selected=[], show="edit", history_grid=None, message="")
+            self.param.update(selected=[], show="edit", history_grid=None, message="", pending_parent=None)
+            self.plan.set_mode(self.mode)  # no vertex handles of the parent shown before stay
             self._after_edit()
+        if hasattr(self, "picker"):
+            self.picker.value = edit.parent_id
 
     # -- edits -------------------------------------------------------------------
     def _apply(self, edit: Callable[[], None], name: str) -> bool:
@@ -229,6 +293,9 @@ class GridEditor(pn.viewable.Viewer):
         if self.tolerance_m > 0:
             to = self.edit.snapped(to, self.tolerance_m)
         if np.hypot(*(to - at)) < NO_MOVE_M:
+            self.message = _(NOTHING_MOVED).format(why=_(
+                "the vertex snapped back to where it was (snap radius {snap} m); drag it further, or lower the "
+                "snap radius").format(snap=f"{self.tolerance_m:g}"))
             self._show_grids()
             return False
         return self._apply(lambda: self.edit.move_vertex(at, to), "move_vertex")
@@ -313,12 +380,12 @@ class GridEditor(pn.viewable.Viewer):
             self._show_grids()
             self.plan.show_violations(edit.violations)
             self.plan.show_moved(edit.assets, edit.reassignment)
-            self.rules.show(edit.violations, edit.reassignment)
+            self.rules.show(edit.violations, edit.reassignment, edit.names())
             self.undo_button.disabled = not edit.session.can_undo
             self.redo_button.disabled = not edit.session.can_redo
 
     def _show_grids(self) -> None:
-        self.plan.show_grids(self.edit.shapes, self.selected)
+        self.plan.show_grids(self.edit.shapes, self.selected, self.edit.names())
 
     # -- browser events ------------------------------------------------------------
     def _dragged(self, drag: Drag) -> None:
@@ -329,12 +396,71 @@ class GridEditor(pn.viewable.Viewer):
             return
         at, to, inserted = drag
         if inserted and np.hypot(*(to - at)) <= max(self.tolerance_m, 0.5):
-            self._show_grids()  # the tool's new vertex still lies on its edge: nothing to move yet
+            # the tool's new vertex still lies on its edge: nothing to move yet
+            self.message = _(NOTHING_MOVED).format(why=_(
+                "the new vertex still lies on the grid's edge; drag it more than {snap} m off the edge").format(
+                snap=f"{max(self.tolerance_m, 0.5):g}"))
+            self._show_grids()
             return
         self.move_vertex(at, to)
 
     def _picked(self, grid_ids: list[str]) -> None:
         self.selected = grid_ids
+
+    def rename(self, grid_id: str | None = None, name: str | None = None) -> bool:
+        """Rename a grid (default: the selected one, to :attr:`new_name`); saved with the edit, as a new version."""
+        grid_id = grid_id or (self.selected[0] if self.selected else None)
+        if grid_id is None:
+            self.message = _("Refused: select the grid to rename on the plan first.")
+            return False
+        done = self._apply(lambda: self.edit.rename(grid_id, self.new_name if name is None else name), "rename")
+        if done:
+            self.message = _("{grid} is now called {name}; Save keeps the new name.").format(
+                grid=grid_id, name=self.edit.names()[grid_id])
+            self.new_name = ""
+        return done
+
+    @param.depends("mode", watch=True)
+    def _mode_changed(self) -> None:
+        for mode, button in self.action_buttons.items():
+            button.disabled = mode != self.mode  # not hidden: the plan must not move while a mode is chosen
+        self.mode_hint.object = html.escape(_(MODE_HINTS[self.mode]))
+        self.plan.set_mode(self.mode)
+
+    @param.depends("selected", watch=True)
+    def _selected_changed(self) -> None:
+        if self.edit is not None and len(self.selected) == 1:
+            self.rename_input.placeholder = _("new name of {name}").format(name=self.edit.names().get(
+                self.selected[0], self.selected[0]))
+
+    # -- choosing a parent ----------------------------------------------------------
+    def choose_parent(self, parent_id: str | None) -> None:
+        """Open ``parent_id`` (from the picker or the search); with unsaved edits, ask first."""
+        if parent_id is None or parent_id == self.parent_id:
+            return
+        if self.edit is not None and self.edit.unsaved:
+            self.pending_parent = parent_id
+            self.picker.value = self.parent_id  # the picker shows what is open until the planner decides
+            return
+        self.parent_id = parent_id
+
+    @param.depends("pending_parent", watch=True)
+    def _ask(self) -> None:
+        if self.pending_parent is not None:
+            self.ask_pane.object = html.escape(_(
+                "The edits of {parent} are not saved. Switching to {other} discards them.").format(
+                parent=self.parent_id, other=self.pending_parent))
+        self.ask_row.visible = self.pending_parent is not None
+
+    def discard_and_switch(self) -> None:
+        """Drop the unsaved edits and open the parent asked for."""
+        pending, self.pending_parent = self.pending_parent, None
+        if pending is not None:
+            self.parent_id = pending
+
+    def keep_editing(self) -> None:
+        self.pending_parent = None
+        self.search.value = ""
 
     # -- saving ------------------------------------------------------------------
     def _reason(self, reason: str | None) -> str | None:
@@ -400,13 +526,14 @@ class GridEditor(pn.viewable.Viewer):
             return None
         bad = errors(self.violations)
         if bad:
-            listed = "; ".join(v.message for v in bad[:5])
+            names = self.edit.names()
+            listed = " ".join(plain_words(v, names) for v in bad[:5])
             self.message = _("Refused: the edit breaks {n} grid rule(s); nothing was saved: {rules}").format(
                 n=len(bad), rules=listed)
             return None
         edit = self.edit
         write = edit_write(self.parent_id, edit.shapes.copy(), loaded=edit.versions(), level=edit.level,
-                           actor=self.actor, reason=reason, source=self.source)
+                           actor=self.actor, reason=reason, source=self.source, names=edit.changed_names())
         return await self._write(write, action="edit", what=_("the edit of {parent}").format(parent=self.parent_id))
 
     # -- history -------------------------------------------------------------------
@@ -452,11 +579,18 @@ class GridEditor(pn.viewable.Viewer):
 
     # -- proposal --------------------------------------------------------------------
     def propose(self) -> Proposal | None:
-        """Propose micro-grids of 70–80 households for the parent, and show it against the current ones."""
+        """Propose micro-grids of 70–80 households for the parent, judged against the current ones (weighted
+        by :attr:`compactness`); shown on the plan only when it is better on households or shape."""
         try:
-            proposal = self.proposals.make(self._con, self.parent_id, self.edit.assets)
+            proposal = self.proposals.make(self._con, self.parent_id, self.edit.assets, compactness=self.compactness)
         except TwinError as exc:
             self.message = _(REFUSED).format(reason=exc)
+            return None
+        if proposal is None:
+            with pn.io.hold():
+                self.plan.clear(self.plan.proposal_source, self.plan.compare_source)
+                self.show = "edit"
+            self.message = _("No proposal offered: it would not improve on the grids now (see beside).")
             return None
         with pn.io.hold():
             self.plan.show_proposal(self.proposals.shapes(), self.proposals.now(self._con))
@@ -523,16 +657,19 @@ class GridEditor(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         if self.edit is None:
             return pn.Column(self.message_pane, sizing_mode="stretch_both", stylesheets=[CSS])
-        controls = pn.Row(
-            pn.widgets.Select.from_param(self.param.parent_id, name=_("parent"), width=320),
-            pn.widgets.FloatInput.from_param(self.param.tolerance_m, name=_("snap (m)"), width=90),
+        controls = pn.FlexBox(
+            self.picker, self.search,
+            pn.widgets.FloatInput.from_param(self.param.tolerance_m, label=_("snap (m)"), width=80,
+                                             css_classes=["twin-snap"]),
             sizing_mode="stretch_width")
         saving = pn.Row(
             pn.widgets.TextInput.from_param(self.param.reason, name="", placeholder=_("why (required to save)"),
                                             sizing_mode="stretch_width"),
             self.save_button, sizing_mode="stretch_width")
         side = pn.Column(
-            self.message_pane, self.rules.figures_pane, self.rules.rules_pane, saving,
+            self.message_pane, self.ask_row, self.rules.rules_pane, self.rules.figures_pane, self.rename_row, saving,
+            pn.widgets.FloatSlider.from_param(self.param.compactness, label=_(
+                "proposal: households in 70–80 (0) … compact shapes (1)"), sizing_mode="stretch_width"),
             pn.Row(_button(_("Propose micro-grids"), self.propose),
                    pn.widgets.RadioButtonGroup.from_param(self.param.show, width=160, options={
                        _(SHOW_NAMES[v]): v for v in self.param.show.objects})),
@@ -540,8 +677,8 @@ class GridEditor(pn.viewable.Viewer):
             pn.Row(pn.widgets.Select.from_param(self.param.history_version, name="", width=90),
                    self.history_buttons),
             self.history.pane, width=440, scroll=True, sizing_mode="stretch_height")
-        plan = pn.Column(controls, self.edit_buttons, pn.pane.Bokeh(self.plan.figure, sizing_mode="stretch_both"),
-                         sizing_mode="stretch_both")
+        plan = pn.Column(controls, self.edit_buttons, self.mode_hint,
+                         pn.pane.Bokeh(self.plan.figure, sizing_mode="stretch_both"), sizing_mode="stretch_both")
         return pn.Row(plan, side, sizing_mode="stretch_both", stylesheets=[CSS])
 
 
@@ -551,7 +688,8 @@ def message_html(text: str) -> str:
         return ""
     def starts(*messages: str) -> bool:
         return text.startswith(tuple(_(m).split("{")[0] for m in messages))
-    kind = "twin-alert" if starts(REFUSED, CANCELLED) else "twin-muted" if starts(SAVING, STILL_SAVING) else "twin-ok"
+    kind = ("twin-alert" if starts(REFUSED, CANCELLED) else "twin-muted" if starts(SAVING, STILL_SAVING, NOTHING_MOVED)
+            else "twin-ok")
     return f"<span class='{kind}'>{html.escape(text)}</span>"
 
 

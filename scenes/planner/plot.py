@@ -12,19 +12,38 @@ from collections.abc import Callable, Sequence
 
 import geopandas as gpd
 import numpy as np
-from bokeh.models import (ColumnDataSource, HoverTool, PanTool, PolyDrawTool, PolyEditTool, ResetTool, TapTool,
-                          WheelZoomTool)
+import shapely
+from bokeh.models import (ColumnDataSource, CustomJS, HoverTool, Label, Node, PanTool, PolyDrawTool, PolyEditTool,
+                          ResetTool, ScaleBar, TapTool, WheelZoomTool)
 from bokeh.plotting import figure
 
 from scenes.i18n import _
 from scenes.colours import CATEGORICAL, neighbour_distinct_classes
 from scenes.planshapes import line_columns, outline_columns, polygon_columns, ring_rows, vertex_drag
-from scenes.theme import ACCENT, BACKGROUND, MUTED, TEXT
+from scenes.theme import ACCENT, BACKGROUND, TEXT
 from twin.grids.gridrules import Violation
 from twin.grids.reassign import Assets, Reassignment
 
 RED = "#f87171"
 DRAWN = "#facc15"
+
+# The editing modes (the labelled buttons beside the plan) -> the Bokeh tool each turns on (PlanPlot.tools).
+MODE_TOOLS = {"vertex": "edit", "split": "split", "merge": "select", "draw": "draw", "delete": "select"}
+
+# Put away the vertex tool's handles and forget which outline they were of: Bokeh's PolyEditTool redraws the
+# handles of "its" outline (by row) whenever the outlines change, which shows another grid's vertices, or fails,
+# once the rows are other grids (another parent, a split, a merge).
+FORGET_HANDLES = """
+const view = Bokeh.index.query_one((v) => v.model === plot);
+const tool_view = view == null ? null : view.tool_views.get(tool);
+if (tool_view != null) {
+  tool_view._cur_index = null;
+  tool_view._selected_renderer = null;
+  tool_view._drawing = false;
+}
+const handles = tool.vertex_renderer.data_source;
+handles.data = {x: [], y: []};
+"""
 
 # a vertex drag from the plan: (at, to, inserted) in district coordinates (m), or why it is no single-vertex edit
 Drag = tuple[np.ndarray, np.ndarray, bool] | str
@@ -61,21 +80,21 @@ class PlanPlot:
         self.compare_source = ColumnDataSource({"xs": [], "ys": []})
         self.line_source = ColumnDataSource({"xs": [], "ys": []})
         self.draw_source = ColumnDataSource({"xs": [], "ys": []})
+        self.label_source = ColumnDataSource({"x": [], "y": [], "name": []})
+        self._forgotten = 0  # how often the handles were put away: the vertex source's tag, which runs FORGET_HANDLES
         self.grid_source.on_change("data", self._grid_data_changed)
         self.grid_source.selected.on_change("indices", self._grid_picked)
         self.figure = self._make_figure()
 
     def _make_figure(self):
-        fig = figure(match_aspect=True, sizing_mode="stretch_both", min_height=500, background_fill_color=BACKGROUND,
+        fig = figure(match_aspect=True, sizing_mode="stretch_both", min_height=200, background_fill_color=BACKGROUND,
                      border_fill_color=BACKGROUND, tools="pan,wheel_zoom,reset", active_scroll="wheel_zoom",
-                     x_axis_label=_("easting from the district origin (m)"),
-                     y_axis_label=_("northing from the district origin (m)"), name="twin-plan")
+                     name="twin-plan")
         fig.grid.visible = False
         names = {PanTool: _("Pan"), WheelZoomTool: _("Wheel zoom"), ResetTool: _("Reset")}  # Bokeh's own are English
         for tool in fig.tools:
             tool.description = names.get(type(tool), tool.description)
-        for axis in (fig.xaxis, fig.yaxis):
-            axis.axis_label_text_color = axis.major_label_text_color = MUTED
+        _map_furniture(fig)
         self.basemap_source = add_basemap(fig)
         fig.patches("xs", "ys", source=self.footprint_source, fill_color="#52627a", fill_alpha=0.8, line_color=None)
         self.grid_renderer = fig.patches("xs", "ys", source=self.grid_source, fill_color="colour", fill_alpha=0.22,
@@ -96,6 +115,8 @@ class PlanPlot:
                               line_dash="dashed")
         drawn = fig.patches("xs", "ys", source=self.draw_source, fill_color=DRAWN, fill_alpha=0.25, line_color=DRAWN,
                             line_width=2)
+        fig.text("x", "y", text="name", source=self.label_source, text_color=TEXT, text_font_size="12px",
+                 text_font_style="bold", text_align="center", text_baseline="middle", name="twin-grid-names")
         vertices = fig.scatter("x", "y", source=self.vertex_source, size=10, fill_color=ACCENT, line_color=TEXT)
         edit = PolyEditTool(renderers=[self.grid_renderer], vertex_renderer=vertices,
                             description=_("Move a vertex: press and hold on a grid to show its vertices, then "
@@ -109,9 +130,33 @@ class PlanPlot:
         tap = TapTool(renderers=[self.grid_renderer], description=_("Select grids (shift: several)"))
         fig.add_tools(edit, split, new, tap,
                       HoverTool(renderers=[self.grid_renderer], tooltips=[(_("grid"), "@grid_id")]))
+        self.vertex_source.js_on_change("tags", CustomJS(args={"plot": fig, "tool": edit}, code=FORGET_HANDLES))
+        for tool in (edit, split, new, tap):
+            tool.visible = False  # turned on by the labelled mode buttons (set_mode): a toolbar click toggles off
         fig.toolbar.active_tap = tap
+        fig.toolbar.active_multi = edit
         self.tools = {"edit": edit, "split": split, "draw": new, "select": tap}
         return fig
+
+    def mode_switch_js(self, modes: Sequence[str]) -> tuple[dict, str]:
+        """``(args, code)`` of a browser callback that turns on the tool of ``modes[cb_obj.active]`` (and off the
+        others) at once, in the page: the next press on the plan must use the new mode's tool."""
+        pan = next(t for t in self.figure.tools if isinstance(t, PanTool))
+        args = {**self.tools, "pan": pan}
+        tools = ", ".join(MODE_TOOLS[m] for m in modes)
+        return args, (f"const on = [{tools}][cb_obj.active];\n"
+                      "for (const tool of [edit, split, draw, select]) { tool.active = tool === on; }\n"
+                      "if (on === select) { pan.active = true; }")  # the edit tools had taken the drag
+
+    def set_mode(self, mode: str) -> None:
+        """A new editing mode (:data:`MODE_TOOLS`; its tool is turned on in the page, :meth:`mode_switch_js`):
+        put away the vertex handles."""
+        self.forget_handles()
+
+    def forget_handles(self) -> None:
+        """Put away the vertex handles in the page, and the tool's memory of the outline they were of."""
+        self._forgotten += 1
+        self.vertex_source.tags = [self._forgotten]
 
     # -- what is drawn -------------------------------------------------------------
     def push(self, source: ColumnDataSource, data: dict) -> None:
@@ -133,11 +178,18 @@ class PlanPlot:
         px, py = line_columns([parent_shape], self.origin)
         self.push(self.parent_source, {"xs": px, "ys": py})
 
-    def show_grids(self, shapes: gpd.GeoSeries, selected: Sequence[str]) -> None:
-        """The grids being edited, neighbours in distinct colours, ``selected`` ones selected."""
+    def show_grids(self, shapes: gpd.GeoSeries, selected: Sequence[str], names: dict[str, str]) -> None:
+        """The grids being edited, neighbours in distinct colours, ``selected`` ones selected, each labelled with
+        its name. The vertex handles follow a moved outline; when the rows are other grids they are put away
+        first (a long press shows them anew)."""
         ids, rings = ring_rows(shapes, self.origin)
+        if ids != self._ring_ids:
+            self.forget_handles()
         self._ring_ids, self._rings = ids, rings
         self.push(self.grid_source, _coloured_rings(shapes, ids, rings))
+        at = shapely.get_coordinates(shapely.point_on_surface(shapes.to_numpy(dtype=object))) - self.origin
+        self.push(self.label_source, {"x": at[:, 0], "y": at[:, 1],
+                                      "name": [names.get(str(g), str(g)) for g in shapes.index]})
         self._pushing = True
         try:
             self.grid_source.selected.indices = [i for i, g in enumerate(ids) if g in selected]
@@ -217,6 +269,17 @@ def add_basemap(fig) -> ColumnDataSource:
     fig.multi_polygons("xs", "ys", source=source, fill_color="colour", fill_alpha=1.0, line_color=None,
                        name="twin-basemap")
     return source
+
+
+def _map_furniture(fig) -> None:
+    """The plan as a map: no axes of offsets from the district origin, a scale bar and a north arrow."""
+    fig.axis.visible = False
+    fig.add_layout(ScaleBar(range=fig.x_range, unit="m", location="bottom_left", bar_line_color=TEXT,
+                            label_text_color=TEXT, background_fill_color=BACKGROUND, background_fill_alpha=0.7,
+                            border_line_color=None, name="twin-scale-bar"))
+    fig.add_layout(Label(x=Node(target="frame", symbol="right"), y=Node(target="frame", symbol="top"),
+                         x_offset=-28, y_offset=-12, anchor="top_center", text="▲\n" + _("N"), text_color=TEXT,
+                         text_font_size="15px", text_align="center", name="twin-north-arrow"))
 
 
 def _coloured_rings(shapes: gpd.GeoSeries, ids: list[str], rings: list[np.ndarray]) -> dict:

@@ -24,6 +24,20 @@ SUMMARY_ROWS = (("micro_grids", N_("micro-grids")), ("share_in_70_80", N_("share
                 ("households_min", N_("households, min")), ("households_max", N_("households, max")))
 
 
+COMPACTNESS_WORDS = {"better": N_("more compact than now"), "same": N_("about as compact as now"),
+                     "worse": N_("less compact than now")}
+
+
+def verdict_words(judged: dict) -> str:
+    """The proposal against the grids now, in one sentence (see :meth:`Proposal.judged`)."""
+    new, now = judged["proposed"], judged["current"]
+    return _("{n} micro-grids; {inside} hold 70–80 households (now {now_inside} of {now_n}); shapes {compact} "
+             "(median Polsby–Popper {pp} against {now_pp}).").format(
+        n=new["micro_grids"], inside=new["in_70_80"], now_inside=now["in_70_80"], now_n=now["micro_grids"],
+        compact=_(COMPACTNESS_WORDS[judged["compactness"]]), pp=f"{new['polsby_popper_median']:.2f}",
+        now_pp=f"{now['polsby_popper_median']:.2f}")
+
+
 class ProposalDesk:
     """The proposal of micro-grids of 70–80 households for one parent, its summary pane and its buttons.
 
@@ -42,13 +56,28 @@ class ProposalDesk:
         self.buttons = pn.Row(button(_("Accept"), accept, color="primary"), button(_("Edit"), edit),
                               button(_("Discard"), discard), visible=False)
 
-    def make(self, con: duckdb.DuckDBPyConnection, parent_id: str, assets: Assets | None) -> Proposal:
-        """Propose micro-grids for ``parent_id`` (raises TwinError when it cannot) and sum it up in the pane."""
-        self.proposal = propose_micro_grids(con, parent_id, assets=assets)
-        self.loaded = {p: versions_of(con, p) for p in self.proposal.partitions}
-        self.pane.object = self._html()
+    def make(self, con: duckdb.DuckDBPyConnection, parent_id: str, assets: Assets | None, *,
+             compactness: float = 0.0) -> Proposal | None:
+        """Propose micro-grids for ``parent_id`` (raises TwinError when it cannot), judged against the grids now.
+
+        Returns the proposal when it earns an offer (:meth:`~twin.grids.partition.Proposal.judged`), summed up
+        in words and figures; None when it does not, with the pane saying why.
+        """
+        proposal = propose_micro_grids(con, parent_id, assets=assets, compactness=compactness)
+        judged = proposal.judged()
+        self.clear()
+        if not judged["offered"]:
+            self.pane.object = ("<div class='twin-alert'>" + html.escape(_(
+                "No proposal is offered for {scope}: it is not better than the grids now.").format(
+                scope=parent_id)) + f"</div><div>{html.escape(verdict_words(judged))}</div>"
+                + "<div class='twin-muted'>" + _("Try another weight between households and compactness, or "
+                                                 "keep the current grids.") + "</div>")
+            return None
+        self.proposal = proposal
+        self.loaded = {p: versions_of(con, p) for p in proposal.partitions}
+        self.pane.object = f"<div class='twin-verdict'>{html.escape(verdict_words(judged))}</div>" + self._html()
         self.buttons.visible = True
-        return self.proposal
+        return proposal
 
     def shapes(self) -> gpd.GeoSeries:
         """Every proposed micro-grid, of every partition."""

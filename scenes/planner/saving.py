@@ -155,13 +155,17 @@ def check_unchanged(con: duckdb.DuckDBPyConnection, parent_id: str, loaded: dict
 
 
 def edit_write(parent_id: str, shapes: gpd.GeoSeries, *, loaded: dict[str, int], level: str, actor: str,
-               reason: str, source: str | None) -> Write:
-    """The write that saves an edit of ``parent_id``'s children, refused if they changed since ``loaded``."""
+               reason: str, source: str | None, names: dict[str, str] | None = None) -> Write:
+    """The write that saves an edit of ``parent_id``'s children (and ``names``: grid id -> new name), refused if
+    they changed since ``loaded``."""
+    attrs = pd.DataFrame({"name": pd.Series(names or {}, dtype=object)})
+
     def write(con: duckdb.DuckDBPyConnection) -> list[SavedEdit]:
         check_unchanged(con, parent_id, loaded, fix=RELOAD)
         # the buildings, cameras and cases are read in this transaction: another planner may have moved some
         # save_partition writes the audit row (grid.save) in this transaction
-        return [save_partition(con, parent_id, shapes, actor=actor, reason=reason, level=level, source=source)]
+        return [save_partition(con, parent_id, shapes, actor=actor, reason=reason, level=level, source=source,
+                               attrs=attrs)]
     return write
 
 

@@ -21,7 +21,7 @@ from twin.errors import GridEditError
 from twin.geo.basemap import load_basemap
 from twin.grids.gridedit import EditSession, changed_grids
 from twin.grids.gridrules import Violation
-from twin.grids.gridversions import check_edit, current_grids
+from twin.grids.gridversions import check_edit, current_grids, new_names
 from twin.grids.reassign import Assets, Reassignment, load_assets, reassign
 
 VERTEX_MATCH_M = 0.05  # a dragged vertex is every grid vertex this close to where it was (1:500 map precision)
@@ -77,6 +77,7 @@ class ParentEdit:
         self.session = self.restart(self.saved_grids.geometry)
         self.violations: list[Violation] = []
         self.reassignment: Reassignment | None = None
+        self.renamed: dict[str, str] = {}  # grid id -> its new name, saved with the edit
 
     @property
     def shapes(self) -> gpd.GeoSeries:
@@ -87,6 +88,24 @@ class ParentEdit:
         """A new edit session on ``shapes`` that knows the parent, so a move of its outline is refused."""
         self.session = EditSession(shapes, parent=self.parent_shape, parent_id=self.parent_id)
         return self.session
+
+    def names(self) -> dict[str, str]:
+        """The name of each grid as it is now: renamed, as saved, or (a new grid) the district's scheme."""
+        saved = {str(g): n for g, n in self.saved_grids["name"].items() if isinstance(n, str)}
+        new = [str(g) for g in self.shapes.index if g not in self.saved_grids.index]
+        fresh = new_names(self.level, [*saved.values(), *self.renamed.values()], new)
+        return {g: self.renamed.get(g) or saved.get(g) or fresh.get(g, g) for g in map(str, self.shapes.index)}
+
+    def changed_names(self) -> dict[str, str]:
+        """The names to save: of the new grids, and of the grids renamed (those still there)."""
+        names = self.names()
+        return {g: n for g, n in names.items() if g not in self.saved_grids.index or g in self.renamed}
+
+    @property
+    def unsaved(self) -> bool:
+        """Whether the grids or their names differ from those loaded."""
+        changed, added, removed = changed_grids(self.saved_grids.geometry, self.shapes)
+        return bool(changed or added or removed or self.changed_names())
 
     def versions(self) -> dict[str, int]:
         """The version of each child of the parent that this session started from."""
@@ -122,6 +141,24 @@ class ParentEdit:
         near = (self.assets.footprints[self._footprint_tree.query(shapes[grid_id])] if grid_id in shapes.index
                 else np.array([], dtype=object))
         self.session.apply("delete", grid_id, to=to, footprints=near)
+
+    def rename(self, grid_id: str, name: str) -> None:
+        """Give ``grid_id`` a new name (saved with the edit, as a new version of the grid)."""
+        name = str(name).strip()
+        if grid_id not in self.shapes.index:
+            raise GridEditError(f"grid {grid_id!r} is not one of the grids of {self.parent_id}; select one on the "
+                                "plan first.")
+        if not name:
+            raise GridEditError(f"a grid needs a name; type the new name of {grid_id}.")
+        taken = {g for g, n in self.names().items() if n == name and g != grid_id}
+        if taken:
+            raise GridEditError(f"the name {name!r} is already that of {', '.join(sorted(taken))} under "
+                                f"{self.parent_id}; choose another.")
+        saved = self.saved_grids["name"].get(grid_id)
+        if name == saved:
+            self.renamed.pop(grid_id, None)
+        else:
+            self.renamed[grid_id] = name
 
     def step(self, what: str) -> None:
         """``undo`` or ``redo``."""

@@ -15,7 +15,9 @@ import shapely
 from scenes.planner import GridEditor, save_through_writer
 from scenes.planshapes import ring_rows, vertex_drag
 from twin.grids.gridrules import errors
-from twin.grids.gridversions import current_grids, grid_history
+from twin.errors import TwinError
+from twin.grids.gridedit import merge_grids
+from twin.grids.gridversions import current_grids, grid_history, save_partition
 from twin.cases.live import CaseFeed, IntakeWriter, Written
 from twin.grids.reassign import load_assets
 from twin.store.store import Store
@@ -230,7 +232,7 @@ def test_an_edit_breaking_a_rule_is_shown_in_red_and_cannot_be_saved(editor, sto
     assert len(editor.plan.violation_source.data["xs"]) >= 1
     assert "m²" in editor.rules.rules_pane.object and bad[0].grid_id in editor.rules.rules_pane.object
     assert run(editor.save("widen the compound")) is None
-    assert editor.message.startswith("Refused: the edit breaks") and bad[0].rule in editor.message
+    assert editor.message.startswith("Refused: the edit breaks") and bad[0].grid_id in editor.message
     assert store.con.execute("SELECT count(*), max(version) FROM grids").fetchone() == before
     assert editor.saved == {}
 
@@ -369,9 +371,38 @@ def test_history_and_restore(editor, store):
     assert editor.saved["action"] == "restore"
 
 
-def test_the_proposal_is_shown_with_its_figures_and_accepted(editor, store):
+def crowd(con, parents) -> None:
+    """Make the grids now worse on households: under each parent, two neighbouring residential micro-grids
+    (about 150 households) saved as one."""
+    for parent in parents:
+        now = current_grids(con, parent_id=parent)
+        res = now[now["kind"] == "residential"].geometry
+        pairs = [(a, b) for a in res.index for b in res.index if a < b and res[a].intersection(res[b]).length > 1]
+        for a, b in pairs:
+            try:
+                save_partition(con, parent, merge_grids(now.geometry, [a, b]), actor="test", reason="crowded")
+            except TwinError:
+                continue
+            break
+
+
+def test_a_proposal_no_better_than_the_grids_now_is_not_offered(editor):
+    # the small demo's micro-grids are squares of 70–80 households: no proposal can beat them
+    assert editor.propose() is None and editor.proposal is None
+    assert "No proposal is offered" in editor.proposals.pane.object and not editor.proposals.buttons.visible
+    assert "hold 70–80 households (now" in editor.proposals.pane.object
+    assert editor.plan.proposal_source.data["xs"] == [] and editor.show == "edit"
+
+
+def test_the_proposal_is_shown_with_its_figures_and_accepted(store):
+    crowd(store.con, [PARENT])
+    editor = GridEditor(store.con.cursor(), actor="planner.one", source="127.0.0.1", parent_id=PARENT)
     proposal = editor.propose()
     assert proposal is not None, editor.message
+    judged = proposal.judged()
+    assert judged["households"] == "better" and judged["offered"]
+    assert (f"{judged['proposed']['in_70_80']} hold 70–80 households (now {judged['current']['in_70_80']} of "
+            f"{judged['current']['micro_grids']})") in editor.proposals.pane.object
     assert editor.show == "proposal" and editor.plan.proposal_renderer.visible and not editor.plan.grid_renderer.visible
     assert len(editor.plan.proposal_source.data["xs"]) >= len(proposal.partitions[PARENT])
     assert "70–80" in editor.proposals.pane.object and "Polsby–Popper" in editor.proposals.pane.object
@@ -390,7 +421,9 @@ def test_the_proposal_is_shown_with_its_figures_and_accepted(editor, store):
     assert editor.proposal is None and set(editor.session.shapes.index) == set(now.index)
 
 
-def test_a_proposal_can_be_edited_or_discarded(editor):
+def test_a_proposal_can_be_edited_or_discarded(store):
+    crowd(store.con, [PARENT])
+    editor = GridEditor(store.con.cursor(), actor="planner.one", source="127.0.0.1", parent_id=PARENT)
     proposal = editor.propose()
     editor.discard_proposal()
     assert editor.proposal is None and editor.show == "edit" and editor.plan.proposal_source.data["xs"] == []
@@ -477,6 +510,7 @@ def test_an_accepted_proposal_is_saved_whole_or_not_at_all(store, through):
     # With the writer, this needs it to undo every write of a job that raises (the writer branch of issue 12).
     save = save_through_writer(IntakeWriter(store.con, CaseFeed(), dedupe_window_s=60)) if through == "writer" \
         else None
+    crowd(store.con, current_grids(store.con, parent_id=COMMUNITY).index)
     editor = GridEditor(store.con.cursor(), save=save, actor="planner.one", parent_id=COMMUNITY)
     proposal = editor.propose()
     parents = list(proposal.partitions)

@@ -11,12 +11,14 @@ import time
 
 import numpy as np
 import pytest
+import shapely
 from playwright.sync_api import expect
 
 from bench.browser import chromium, served, sign_in
 from bench.concurrency import PARENT, a_move, drag_vertex, on_plan
-from twin.grids.gridedit import fresh_ids
-from twin.grids.gridversions import current_grids, grid_history
+from twin.errors import TwinError
+from twin.grids.gridedit import fresh_ids, move_vertex
+from twin.grids.gridversions import check_edit, current_grids, grid_history
 from twin.store.store import Store
 
 pytestmark = pytest.mark.browser
@@ -27,13 +29,15 @@ log = logging.getLogger(__name__)
 def planner_page(browser, small_demo, tmp_path):
     """A planner signed in to `twin serve` on a copy of the small demo, on the Planner screen:
     ``(page, url, moves)``: ``moves[breaks]`` from :func:`a_move`, ``moves['shapes']``, the parent's grids,
-    read before the server holds the store, ``moves['store']``, the store's path, and ``moves['stop']``, which
-    closes the page and stops the server (to read the store file afterwards)."""
+    read before the server holds the store, ``moves['store']``, the store's path, ``moves['demo']``, the small
+    demo it is a copy of (to read while the server runs), and ``moves['stop']``, which closes the page and stops
+    the server (to read the store file afterwards)."""
     store_path = tmp_path / "served.duckdb"
     shutil.copy(small_demo, store_path)
     moves = {breaks: a_move(store_path, breaks=breaks) for breaks in (False, True)}
     with Store(store_path, read_only=True) as store:
         moves["shapes"] = current_grids(store.con, parent_id=PARENT).geometry
+    moves["demo"] = small_demo
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(served(store_path, role="planner"))
         page = browser.new_page(viewport={"width": 1700, "height": 1000})
@@ -75,7 +79,7 @@ def test_a_planner_drags_a_shared_vertex_sees_what_moves_and_saves_it(planner_pa
     expect(page.locator(".twin-planner-message")).to_contain_text("Saved gc-", timeout=15_000)
     expect(figures).to_contain_text("No change yet")
     # the store holds the new version: the app's history view reads it back
-    page.locator("[title^='Select grids']").first.click()
+    page.get_by_role("button", name="Merge", exact=True).click()  # a mode that selects grids by a click
     page.mouse.click(*on_plan(page, inside, origin))
     page.get_by_role("button", name="Show history of selected").click()
     history = page.locator(".twin-history-versions")
@@ -127,7 +131,7 @@ def test_a_line_drawn_across_a_grid_splits_it(planner_page):
     grid = moves["shapes"][owners[0]]
     new_id = fresh_ids(moves["shapes"].index, owners[0], 1)[0]
     x0, y0, x1, y1 = grid.bounds
-    page.locator("[title^='Draw a split line']").first.click()
+    page.get_by_role("button", name="Split", exact=True).click()
     start = on_plan(page, np.array([(x0 + x1) / 2, y0 - 3]), origin)
     end = on_plan(page, np.array([(x0 + x1) / 2, y1 + 3]), origin)
     page.mouse.move(*start)  # press and hold to start, press and hold to end (Bokeh's PolyDrawTool)
@@ -143,4 +147,203 @@ def test_a_line_drawn_across_a_grid_splits_it(planner_page):
     figures = page.locator(".twin-before-after")
     expect(figures).to_contain_text(new_id, timeout=10_000)
     expect(figures).to_contain_text(owners[0])
+    assert page.errors_seen == []
+
+
+# -- issue 14: the editor tells the truth before Save ---------------------------------------------------------
+
+COMMUNITY = "S01-C01"
+# The plan's Bokeh models, read in the page: a renderer's data column, a tool's state.
+COLUMN = """([name, column]) => { for (const doc of Bokeh.documents) {
+    const r = doc.get_model_by_name(name); if (r) { const d = r.data_source.data;
+    return Array.from(d instanceof Map ? d.get(column) : d[column]); } } return null; }"""
+ACTIVE_TOOLS = """() => { for (const doc of Bokeh.documents) { const plot = doc.get_model_by_name("twin-plan");
+    if (plot) return plot.toolbar.tools.filter((t) => t.active).map((t) => t.description || t.type); }
+    return null; }"""
+VERTEX_HANDLES = """() => { for (const doc of Bokeh.documents) { const plot = doc.get_model_by_name("twin-plan");
+    if (plot) { const tool = plot.toolbar.tools.find((t) => t.vertex_renderer != null);
+      const d = tool.vertex_renderer.data_source.data; return (d instanceof Map ? d.get("x") : d.x).length; } }
+    return null; }"""
+
+
+def a_community_move(db) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A vertex of grids of ``COMMUNITY`` and a move of it (along the community's outline: the small demo's grids
+    span the community) that keeps the grids' own rules but breaks those of the micro-grids a save redraws
+    under them: ``(at, to, a point inside a grid having it, origin)``."""
+    with Store(db, read_only=True) as store:
+        con = store.con
+        origin = np.array(store.district.origin[:2])
+        shapes = current_grids(con, parent_id=COMMUNITY).geometry
+        parent = current_grids(con, grid_ids=[COMMUNITY]).geometry.iloc[0]
+        for g, geom in shapes.items():
+            for xy in np.unique(np.round(shapely.get_coordinates(geom), 3), axis=0):
+                for step in ([25.0, 0.0], [-25.0, 0.0], [0.0, 25.0], [0.0, -25.0]):
+                    try:
+                        moved = move_vertex(shapes, at=xy, to=xy + step, tolerance_m=0.05, parent=parent,
+                                            parent_id=COMMUNITY)
+                    except TwinError:
+                        continue
+                    found = [v for v in check_edit(con, COMMUNITY, moved) if v.severity == "error"]
+                    if found and all(v.under is not None for v in found):
+                        return xy, xy + step, np.array(geom.representative_point().coords[0]), origin
+    raise RuntimeError(f"no vertex of {COMMUNITY} has a move that only its redrawn micro-grids break")
+
+
+SNAP_BACK_M = 12.0
+
+
+def snapped_back(db, at: np.ndarray) -> np.ndarray:
+    """A point 8 m from the vertex ``at`` of ``PARENT``'s grids whose nearest grid vertex or building corner within
+    :data:`SNAP_BACK_M` is ``at`` itself: a move there snaps back."""
+    from scenes.planner.session import ParentEdit
+    with Store(db, read_only=True) as store:
+        edit = ParentEdit(store.con, PARENT)
+        for angle in np.linspace(0, 2 * np.pi, 16, endpoint=False):
+            to = at + 8.0 * np.array([np.cos(angle), np.sin(angle)])
+            if np.allclose(edit.snapped(to, SNAP_BACK_M), at, atol=1e-6):
+                return to
+    raise RuntimeError(f"every point 8 m from {at} snaps to another vertex or corner")
+
+
+def open_parent(page, parent: str) -> None:
+    """Find ``parent`` with the picker's search (by id) and open it."""
+    page.locator(".twin-parent-search input").press_sequentially(parent, delay=50)  # completions follow the keys
+    page.locator(".bk-menu").get_by_text(parent).first.click()
+    expect(page.locator(".twin-before-after")).to_contain_text("No change yet", timeout=30_000)
+    page.wait_for_timeout(1500)  # the plan's new layout
+
+
+def test_a_community_boundary_move_the_redrawn_micro_grids_cannot_follow_shows_the_breach_before_save(
+        planner_page):
+    page, url, moves = planner_page
+    at, to, inside, origin = a_community_move(moves["demo"])
+    open_parent(page, COMMUNITY)
+    drag_vertex(page, at, to, inside, origin)
+    rules = page.locator(".twin-rules")
+    expect(rules).to_contain_text(re.compile(r"rules: [1-9]\d* error"), timeout=10_000)
+    expect(rules).to_contain_text("Saving redraws")
+    assert page.evaluate(COLUMN, ["twin-violations", "rule"]), "the redrawn micro-grids' breach is drawn on the plan"
+    page.get_by_placeholder("why (required to save)").fill("widen the community")
+    page.get_by_placeholder("why (required to save)").press("Tab")
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator(".twin-planner-message")).to_contain_text("Refused: the edit breaks", timeout=10_000)
+    assert page.errors_seen == []
+
+
+def test_the_tools_are_labelled_stay_on_when_pressed_again_and_an_idle_drag_says_why(planner_page):
+    page, url, moves = planner_page
+    at, to, owners, inside, origin = moves[False]
+    split = page.get_by_role("button", name="Split", exact=True)
+    for _ in range(2):  # pressing the active mode again keeps it on
+        split.click()
+        page.wait_for_timeout(500)
+        expect(split).to_have_class(re.compile(r"bk-active"))
+        active = page.evaluate(ACTIVE_TOOLS)
+        assert any(t.startswith("Draw a split line") for t in active), active
+    expect(page.get_by_role("button", name="Split along the line")).to_be_enabled()
+    expect(page.get_by_role("button", name="Merge selected")).to_be_disabled()
+    expect(page.get_by_role("button", name="Move vertex", exact=True)).not_to_have_class(re.compile(r"bk-active"))
+    # a drag within the snap radius of where the vertex was (and of nothing nearer): it snaps back, and the
+    # planner is told so
+    snap = page.locator(".twin-snap input")
+    snap.fill(str(SNAP_BACK_M))
+    snap.press("Enter")
+    page.wait_for_timeout(500)
+    drag_vertex(page, at, snapped_back(moves["demo"], at), inside, origin)
+    expect(page.get_by_role("button", name="Move vertex", exact=True)).to_have_class(re.compile(r"bk-active"))
+    expect(page.locator(".twin-planner-message")).to_contain_text("Nothing moved: the vertex snapped back",
+                                                                  timeout=10_000)
+    expect(page.locator(".twin-before-after")).to_contain_text("No change yet")
+    assert page.errors_seen == []
+
+
+def test_grids_are_labelled_new_ones_named_in_the_scheme_and_a_rename_is_saved_as_a_version(planner_page):
+    page, url, moves = planner_page
+    at, to, owners, inside, origin = moves[False]
+    with Store(moves["demo"], read_only=True) as store:
+        names = current_grids(store.con, parent_id=PARENT)["name"]
+    labels = page.evaluate(COLUMN, ["twin-grid-names", "name"])
+    assert sorted(labels) == sorted(names), "every micro-grid is labelled with its name on the plan"
+    top = max(int(re.fullmatch(r"第(\d+)微网格", n).group(1)) for n in names)
+    # a split: the new grid is named after the highest sibling
+    grid = moves["shapes"][owners[0]]
+    x0, y0, x1, y1 = grid.bounds
+    page.get_by_role("button", name="Split", exact=True).click()
+    for xy in ([(x0 + x1) / 2, y0 - 3], [(x0 + x1) / 2, y1 + 3]):
+        page.mouse.move(*on_plan(page, np.array(xy), origin), steps=5)
+        page.mouse.down()
+        page.wait_for_timeout(900)
+        page.mouse.up()
+    page.wait_for_timeout(300)
+    page.get_by_role("button", name="Split along the line").click()
+    new_id = fresh_ids(moves["shapes"].index, owners[0], 1)[0]
+    expect(page.locator(".twin-before-after")).to_contain_text(new_id, timeout=10_000)
+    assert f"第{top + 1}微网格" in page.evaluate(COLUMN, ["twin-grid-names", "name"])
+    page.get_by_role("button", name="Undo").click()  # the line cuts buildings: that split cannot be saved
+    expect(page.locator(".twin-before-after")).to_contain_text("No change yet", timeout=10_000)
+    # a rename of the grid under the pointer, saved as an edit
+    page.get_by_role("button", name="Merge", exact=True).click()
+    page.mouse.click(*on_plan(page, inside, origin))
+    page.wait_for_timeout(500)
+    page.get_by_placeholder(re.compile("new name of")).fill("滨江微网格")
+    page.get_by_placeholder(re.compile("new name of")).press("Tab")
+    page.get_by_role("button", name="Rename", exact=True).click()
+    expect(page.locator(".twin-planner-message")).to_contain_text("is now called 滨江微网格", timeout=10_000)
+    assert "滨江微网格" in page.evaluate(COLUMN, ["twin-grid-names", "name"])
+    page.get_by_placeholder("why (required to save)").fill("renamed")
+    page.get_by_placeholder("why (required to save)").press("Tab")
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator(".twin-planner-message")).to_contain_text("Saved gc-", timeout=15_000)
+    assert page.errors_seen == []
+    moves["stop"]()
+    with Store(moves["store"], read_only=True) as store:
+        now = current_grids(store.con, parent_id=PARENT)
+        assert list(now.index[now["name"] == "滨江微网格"]) == [owners[0]]
+        hist = grid_history(store.con, owners[0])
+        assert list(hist["name"]) == [names[owners[0]], "滨江微网格"] and hist["reason"].iloc[-1] == "renamed"
+
+
+def test_the_parent_picker_is_a_searchable_tree(planner_page):
+    page, url, moves = planner_page
+    tree = page.locator(".twin-parent-tree select")
+    groups = tree.locator("optgroup")
+    assert groups.count() >= 1, "the streets are the tree's branches"
+    first = groups.first.locator("option")
+    texts = first.all_inner_texts()
+    community = next(i for i, t in enumerate(texts) if "(Community)" in t)
+    assert "(Grid)" in texts[community + 1], "a community's grids follow it"
+    assert len(texts[community + 1]) - len(texts[community + 1].lstrip("\u3000")) == 2, "grids are indented twice"
+    # found by name: the community's name, typed in part
+    with Store(moves["demo"], read_only=True) as store:
+        name = current_grids(store.con, grid_ids=[COMMUNITY])["name"].iloc[0]
+    search = page.locator(".twin-parent-search input")
+    search.fill(name[:2])
+    search.press("End")  # the completions follow a key
+    page.locator(".bk-menu").get_by_text(f"{COMMUNITY} {name}").first.click()
+    expect(page.locator(".twin-before-after")).to_contain_text("No change yet", timeout=30_000)
+    expect(tree).to_have_value(re.compile(f"^\u3000{COMMUNITY} "))
+    assert page.errors_seen == []
+
+
+def test_switching_parent_with_unsaved_edits_asks_first_and_leaves_no_vertex_handles(planner_page):
+    page, url, moves = planner_page
+    at, to, owners, inside, origin = moves[False]
+    figures = page.locator(".twin-before-after")
+    drag_vertex(page, at, to, inside, origin)
+    expect(figures).to_contain_text(owners[0], timeout=10_000)
+    tree = page.locator(".twin-parent-tree select")
+    community = tree.locator("option").filter(has_text=f"{COMMUNITY} ").first.get_attribute("value")
+    tree.select_option(community)
+    prompt = page.locator(".twin-unsaved-prompt")
+    expect(prompt).to_contain_text(f"The edits of {PARENT} are not saved", timeout=10_000)
+    page.get_by_role("button", name="Keep editing").click()
+    expect(prompt).to_be_hidden()
+    expect(figures).to_contain_text(owners[0])
+    expect(tree).to_have_value(re.compile(f"^\u3000+{PARENT} "))
+    tree.select_option(community)
+    expect(prompt).to_be_visible(timeout=10_000)
+    page.get_by_role("button", name="Discard the edits and switch").click()
+    expect(figures).to_contain_text("No change yet", timeout=30_000)
+    expect(tree).to_have_value(community)
+    assert page.evaluate(VERTEX_HANDLES) == 0, "no handle of the grids before stays on the plan"
     assert page.errors_seen == []

@@ -63,6 +63,8 @@ class Violation:
         What, where, and how to fix it.
     other_id : str or None
         The other grid (overlap) or the building (building_cut).
+    under : str or None
+        For a child that a save would redraw to fit its edited parent: that parent (the edited grid).
     """
 
     rule: str
@@ -72,9 +74,11 @@ class Violation:
     severity: Literal["error", "warning"]
     message: str
     other_id: str | None = None
+    under: str | None = None
 
     def as_dict(self) -> dict:
-        return {"rule": self.rule, "grid_id": self.grid_id, "other_id": self.other_id, "severity": self.severity,
+        return {"rule": self.rule, "grid_id": self.grid_id, "other_id": self.other_id, "under": self.under,
+                "severity": self.severity,
                 "area_m2": round(self.area_m2, 3), "message": self.message, "wkt": self.geometry.wkt}
 
 

@@ -23,8 +23,8 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import duckdb
 import geopandas as gpd
@@ -180,7 +180,56 @@ def check_edit(con: duckdb.DuckDBPyConnection, parent_id: str | None, shapes: gp
     shapes = as_partition(shapes)
     current = current_grids(con, parent_id=parent_id)
     level = _level(current, level, parent_id)
-    return _check(con, parent_id, current, shapes, level, assets, kinds)
+    return edit_check(con, parent_id, current, shapes, level=level, assets=assets, kinds=kinds).all
+
+
+@dataclass
+class EditCheck:
+    """What :func:`edit_check` found: the rules the edited partition breaks, and those its redrawn children would.
+
+    Attributes
+    ----------
+    violations : list of Violation
+        The edited partition's own broken rules (errors first).
+    redrawn : list of Violation
+        The errors of the children (any level below) that saving would redraw to fit their changed parents,
+        each with ``under`` naming that parent; checked only when ``violations`` holds no error.
+    fits : list of dict
+        The children's new parents and outlines, per level below (see ``_refit``); used by the save.
+    """
+
+    violations: list[Violation]
+    redrawn: list[Violation] = field(default_factory=list)
+    fits: list[dict[str, dict]] = field(default_factory=list)
+
+    @property
+    def all(self) -> list[Violation]:
+        """Every broken rule, errors first."""
+        return sorted(self.violations + self.redrawn, key=lambda v: v.severity != "error")
+
+
+def edit_check(con: duckdb.DuckDBPyConnection, parent_id: str | None, current: gpd.GeoDataFrame,
+               shapes: gpd.GeoSeries, *, level: str, assets: Assets | None = None,
+               kinds: Mapping[str, str] | None = None) -> EditCheck:
+    """The one rule check of an edit: run live after each edit in the planner, and by every save before it writes.
+
+    Parameters
+    ----------
+    current : GeoDataFrame
+        ``parent_id``'s children in force (:func:`current_grids`).
+    shapes : GeoSeries of Polygon indexed by grid_id
+        The children after the edit (district CRS, m).
+    level : str
+        The children's level.
+    assets : Assets, optional
+        Buildings around the edit (read from the store when not given).
+    """
+    violations = _check(con, parent_id, current, shapes, level, assets, kinds)
+    if errors(violations):
+        return EditCheck(violations)
+    changed, added, removed = changed_grids(current.geometry, shapes)
+    fits, bad = _refit(con, level, shapes, touched=changed + removed, grown=changed + added, assets=assets)
+    return EditCheck(violations, bad, fits)
 
 
 def _level(current: gpd.GeoDataFrame, level: str | None, parent_id: str | None) -> str:
@@ -251,7 +300,7 @@ def save_partition(con: duckdb.DuckDBPyConnection, parent_id: str | None, shapes
     attrs : DataFrame indexed by grid_id, optional
         ``name``, ``kind``, ``worker`` for added grids (or to change them);
         an added grid otherwise takes the kind and worker of the sibling it
-        took most area from, and its id as name.
+        took most area from, and a name in the district's scheme (:func:`new_names`).
     action : {'edit', 'restore', 'import'}
     assets : Assets, optional
         The session's :func:`~twin.grids.reassign.load_assets`; read from the store
@@ -297,9 +346,19 @@ def _save(con, parent_id, shapes, *, actor, reason, level, attrs, action, assets
     todo = [shapes[g] for g in changed + added] + [current.geometry[g] for g in changed + removed]
     if assets is None and level == "micro":
         assets = load_assets(con, bbox=_bbox(todo))
-    violations = _check(con, parent_id, current, shapes, level, assets, None)
+    check = edit_check(con, parent_id, current, shapes, level=level, assets=assets)
+    violations = check.violations
     raise_on_errors(violations, where=where)
-    fits = _refit(con, level, shapes, touched=changed + removed, grown=changed + added, where=where, assets=assets)
+    if check.redrawn:
+        edited = sorted({v.under for v in check.redrawn})
+        # the errors are those of the children, or (when the children are redrawn too) of the grandchildren
+        below = GRID_LEVELS.index(level) + (1 if set(edited) <= set(shapes.index) else 2)
+        listed = "\n".join(f"  - {v.message}" for v in check.redrawn[:10])
+        raise GridRuleError(f"{where} redraws the {GRID_LEVELS[below]} children of {', '.join(edited)}, and they "
+                            f"would break {len(check.redrawn)} rule(s); nothing was saved:\n{listed}\nMove the "
+                            "edited boundary along the children's edges (or off the buildings), or edit the "
+                            "children first.", check.redrawn)
+    fits = check.fits
     kids = {g: row for fit in fits for g, row in fit.items()}
     reparent = {g: r["parent_id"] for g, r in kids.items() if r["parent_id"] != r["old_parent"]}
     redrawn = sorted(g for g, r in kids.items() if r["redrawn"])
@@ -345,8 +404,8 @@ def _same(a: object, b: object) -> bool:
     return (pd.isna(a) and pd.isna(b)) or a == b
 
 
-def _refit(con, level: str, shapes: gpd.GeoSeries, *, touched: list[str], grown: list[str], where: str,
-           assets: Assets | None) -> list[dict[str, dict]]:
+def _refit(con, level: str, shapes: gpd.GeoSeries, *, touched: list[str], grown: list[str],
+           assets: Assets | None) -> tuple[list[dict[str, dict]], list[Violation]]:
     """The children (and theirs, down to micro) of grids changed above the micro level, fitted to them.
 
     Parameters
@@ -360,23 +419,20 @@ def _refit(con, level: str, shapes: gpd.GeoSeries, *, touched: list[str], grown:
 
     Returns
     -------
-    list of dict, one per level below
+    fits : list of dict, one per level below
         child id -> ``parent_id``, ``old_parent``, ``geometry``, ``level``, ``redrawn``
         (its outline changed), ``row`` (its version in force), for every child
         whose parent or outline changes.
-
-    Raises
-    ------
-    GridRuleError
-        A child cannot be fitted: its new parent holds area no child borders, or
-        the redrawn children break a rule (a micro-grid boundary cutting a
-        building, say); names each child, its parent and the fix.
+    errors : list of Violation
+        Where a child cannot be fitted (its new parent holds area no child borders), or the redrawn children
+        break a rule (a micro-grid boundary cutting a building, say), each with ``under`` = its new parent;
+        ``fits`` is empty then.
     """
     if level == "micro" or not touched:
-        return []
+        return [], []
     kids = _frame(con, "valid_to IS NULL AND parent_id IN (SELECT unnest(?))", [touched]).set_index("grid_id")
     if not len(kids):
-        return []
+        return [], []
     child_level = str(kids["level"].iloc[0])
     ids, geoms = shapes.index.to_numpy(dtype=object), shapes.to_numpy(dtype=object)
     members: dict[str, dict[str, BaseGeometry]] = {g: {} for g in ids}
@@ -410,7 +466,7 @@ def _refit(con, level: str, shapes: gpd.GeoSeries, *, touched: list[str], grown:
                                      f"gap: grid {p}: {part.area:.2f} m² at ({c.x:.2f}, {c.y:.2f}) of its new area "
                                      f"borders none of its {child_level} children "
                                      f"({', '.join(kin.index) or 'it has none'}); draw a child there first, or "
-                                     "move the edited boundary so a child borders that area."))
+                                     "move the edited boundary so a child borders that area.", under=p))
             for g, extra in shares.items():
                 kin[g] = _polygonal(shapely.union(kin[g], extra, grid_size=GRID_SIZE_M))
         kin = _noded(kin, [g for g in kin.index if g in kids.index])
@@ -421,12 +477,9 @@ def _refit(con, level: str, shapes: gpd.GeoSeries, *, touched: list[str], grown:
             buildings = _buildings_frame(assets, nearby_buildings(assets, list(kin[moved_here].values)))
         found = check_partition(kin, parent=shapes[p], parent_id=p, level=child_level, buildings=buildings,
                                 only=moved_here)
-        bad += [v for v in errors(found) if v.rule != "households"]
+        bad += [replace(v, under=p) for v in errors(found) if v.rule != "households"]
     if bad:
-        listed = "\n".join(f"  - {v.message}" for v in bad[:10])
-        raise GridRuleError(f"{where} redraws the {child_level} children of {', '.join(touched)}, and they would "
-                            f"break {len(bad)} rule(s); nothing was saved:\n{listed}\nMove the edited boundary "
-                            f"along the children's edges (or off the buildings), or edit the children first.", bad)
+        return [], bad
     out: dict[str, dict] = {}
     for p, kin in fitted.items():
         for g in kin.index:
@@ -440,9 +493,10 @@ def _refit(con, level: str, shapes: gpd.GeoSeries, *, touched: list[str], grown:
                           "geometry": kin[g] if redrawn else old.geometry, "redrawn": redrawn, "row": old}
     deeper = [g for g, r in out.items() if r["redrawn"]]
     if not deeper:
-        return [out]
+        return [out], []
     below = gpd.GeoSeries({g: out[g]["geometry"] for g in deeper})
-    return [out, *_refit(con, child_level, below, touched=deeper, grown=deeper, where=where, assets=assets)]
+    fits, bad = _refit(con, child_level, below, touched=deeper, grown=deeper, assets=assets)
+    return ([], bad) if bad else ([out, *fits], [])
 
 
 def _write_versions(con, current, shapes, attrs, changed, added, removed, *, parent_id, level, at) -> dict[str, int]:
@@ -455,6 +509,7 @@ def _write_versions(con, current, shapes, attrs, changed, added, removed, *, par
     if changed + removed:
         con.execute("UPDATE grids SET valid_to = ? WHERE valid_to IS NULL AND grid_id IN (SELECT unnest(?))",
                     [at, changed + removed])
+    names = new_names(level, current["name"], added)
     rows = []
     for g in changed + added:
         base = current.loc[g] if g in current.index else None
@@ -467,7 +522,7 @@ def _write_versions(con, current, shapes, attrs, changed, added, removed, *, par
             elif base is not None:
                 row[c] = base[c]
             else:
-                row[c] = _default_name(g, row["level"]) if c == "name" else _inherit(current, shapes[g], c)
+                row[c] = names[g] if c == "name" else _inherit(current, shapes[g], c)
         rows.append(row)
     if rows:
         insert_frame(con, "grids", pd.DataFrame(rows), geometry=("boundary",))
@@ -489,10 +544,33 @@ def _write_children(con, kids: dict[str, dict], at: pd.Timestamp) -> dict[str, i
     return {r["grid_id"]: r["version"] for r in rows}
 
 
-def _default_name(grid_id: str, level: str | None) -> str:
-    """The demo's manner of naming: micro-grid ``…-M012`` is 第12微网格; other ids name themselves."""
-    m = re.search(r"M(\d+)$", grid_id)
-    return f"第{int(m.group(1))}微网格" if level == "micro" and m else grid_id
+NAME_SCHEMES = {"grid": "第{n}网格", "micro": "第{n}微网格"}  # the district's naming (data/layout.py)
+
+
+def new_names(level: str | None, siblings: Iterable[object], new_ids: Sequence[str]) -> dict[str, str]:
+    """Names for new grids in the district's scheme: 第N网格 / 第N微网格, numbered after the highest sibling.
+
+    Parameters
+    ----------
+    level : str
+        The new grids' level; a level without a numbered scheme (street, community) names a grid by its id.
+    siblings : iterable of str or None
+        The names of the siblings they join (the numbers are read from those in the scheme).
+    new_ids : sequence of str
+        The new grids, in the order they get numbers.
+
+    Returns
+    -------
+    dict
+        grid id -> name.
+    """
+    scheme = NAME_SCHEMES.get(str(level))
+    if scheme is None:
+        return {g: g for g in new_ids}
+    pattern = re.compile(re.escape(scheme).replace(re.escape("{n}"), r"(\d+)") + "$")
+    numbers = [int(m.group(1)) for n in siblings if isinstance(n, str) and (m := pattern.match(n))]
+    top = max(numbers, default=0)
+    return {g: scheme.format(n=top + k) for k, g in enumerate(new_ids, start=1)}
 
 
 def _write_moves(con: duckdb.DuckDBPyConnection, result: Reassignment) -> None:
@@ -556,5 +634,5 @@ def _check_all(con, parent_id, current, level) -> list[Violation]:
                            kinds=dict(current["kind"].items()))
 
 
-__all__ = ["SavedEdit", "check_edit", "check_store_partition", "current_grids", "grid_history",
-           "partition_at", "restore_version", "save_partition"]
+__all__ = ["EditCheck", "SavedEdit", "check_edit", "check_store_partition", "current_grids", "edit_check",
+           "grid_history", "new_names", "partition_at", "restore_version", "save_partition"]

@@ -54,7 +54,8 @@ def _groups(count: float, low: int, high: int) -> int:
     return max(1, min(max(k, k_min), k_max) if k_min <= k_max else k)
 
 
-def bisect_households(xy: np.ndarray, households: np.ndarray, *, low: int = 70, high: int = 80) -> np.ndarray:
+def bisect_households(xy: np.ndarray, households: np.ndarray, *, low: int = 70, high: int = 80,
+                      compactness: float = 0.0) -> np.ndarray:
     """Group points into clusters of ``low``–``high`` households by recursive bisection.
 
     Parameters
@@ -63,6 +64,13 @@ def bisect_households(xy: np.ndarray, households: np.ndarray, *, low: int = 70, 
         Label points of the residential buildings, metres.
     households : ndarray, shape (n,)
         Households per building (each at most ``high``).
+    compactness : float in [0, 1]
+        The weight of compact groups against balanced households. 0: each cut is the first side (longer side
+        first, then the diagonals) that cuts within the range, at the cut nearest the ideal share; above 0 both
+        sides are tried (not the diagonals, whose halves are triangles) and a cut scores
+        ``(1 - compactness) * balance + compactness * elongation``, where balance is the miss from the ideal share
+        in groups (plus 1 for a cut that leaves a half unable to reach the range) and elongation is
+        that of the more stretched half's label points (:func:`_elongation`).
 
     Returns
     -------
@@ -87,6 +95,13 @@ def bisect_households(xy: np.ndarray, households: np.ndarray, *, low: int = 70, 
         axes = [p[:, a] for a in np.argsort(-extent)] + [p[:, 0] + p[:, 1], p[:, 0] - p[:, 1]]
         orders = [idx[np.argsort(along, kind="stable")] for along in axes]
         splits = sorted(range(1, k), key=lambda m: (abs(m - k / 2), m))
+        if compactness > 0:
+            _, j, order, k1 = min((_weighted_cut(xy, households, order, k, k1, low=low, high=high,
+                                                 compactness=compactness) + (order, k1)
+                                   for order in orders[:2] for k1 in splits), key=lambda c: c[0])
+            cut(order[:j + 1], k1)
+            cut(order[j + 1:], k - k1)
+            return
         for k1 in splits:
             for order in orders:
                 left = np.cumsum(households[order])[:-1]
@@ -108,6 +123,36 @@ def bisect_households(xy: np.ndarray, households: np.ndarray, *, low: int = 70, 
 
     cut(np.arange(len(xy)), _groups(households.sum(), low, high))
     return _repair(xy, households, labels, low=low, high=high)
+
+
+def _weighted_cut(xy: np.ndarray, households: np.ndarray, order: np.ndarray, k: int, k1: int, *, low: int,
+                  high: int, compactness: float) -> tuple[float, int]:
+    """The best cut of ``order`` into ``k1`` and ``k - k1`` groups by the weighted score (see
+    :func:`bisect_households`): ``(score, index of the last point of the first half)``."""
+    hh = households[order]
+    total = hh.sum()
+    left = np.cumsum(hh)[:-1]
+    right = total - left
+    feasible = (left >= low * k1) & (left <= high * k1) & (right >= low * (k - k1)) & (right <= high * (k - k1))
+    balance = np.abs(left - total * k1 / k) / max(total / k, 1.0) + np.where(feasible, 0.0, 1.0)
+    p = xy[order] - xy[order].mean(axis=0)
+    stretched = np.maximum(_elongation(p)[:-1], _elongation(p[::-1])[::-1][1:])
+    score = (1 - compactness) * balance + compactness * stretched
+    j = int(np.argmin(score))
+    return float(score[j]), j
+
+
+def _elongation(points: np.ndarray) -> np.ndarray:
+    """How stretched each prefix of ``points`` (n, 2) is, shape (n,): 1 - sqrt(minor/major principal variance),
+    0 for a round or square group, near 1 for a line (rotation-invariant, from running sums)."""
+    n = np.arange(1, len(points) + 1, dtype=float)
+    x, y = points[:, 0], points[:, 1]
+    mx, my = np.cumsum(x) / n, np.cumsum(y) / n
+    sxx = np.cumsum(x * x) / n - mx ** 2 + 1.0  # +1 m²: a single point is no sliver
+    syy = np.cumsum(y * y) / n - my ** 2 + 1.0
+    sxy = np.cumsum(x * y) / n - mx * my
+    half, root = (sxx + syy) / 2, np.sqrt(((sxx - syy) / 2) ** 2 + sxy ** 2)
+    return 1.0 - np.sqrt(np.maximum(half - root, 0.0) / (half + root))
 
 
 def _repair(xy: np.ndarray, households: np.ndarray, labels: np.ndarray, *, low: int, high: int,
@@ -228,6 +273,35 @@ class Proposal:
         """JSON-ready: counts, share within 70–80 households, and compactness, proposed vs current."""
         return {"scope": self.scope, "proposed": _stats(self.proposed), "current": _stats(self.current)}
 
+    def judged(self) -> dict:
+        """The proposal against the current grids (JSON-ready), and whether it earns an offer.
+
+        Returns
+        -------
+        dict
+            ``micro_grids``, ``in_70_80``, ``share_in_70_80``, ``polsby_popper_median`` for ``proposed`` and
+            ``current``; ``households`` and ``compactness``: ``'better'``, ``'same'`` or ``'worse'`` (the
+            share within the range; the median Polsby–Popper, the same within :data:`SAME_COMPACTNESS`);
+            ``offered``: whether it is better on at least one of the two (a proposal no better than the grids
+            now is not offered).
+        """
+        now, new = _stats(self.current), _stats(self.proposed)
+        keys = ("micro_grids", "in_70_80", "share_in_70_80", "polsby_popper_median")
+        households = _compare(new.get("share_in_70_80", 0.0) - now.get("share_in_70_80", 0.0), 0.0)
+        compact = _compare(new.get("polsby_popper_median", 0.0) - now.get("polsby_popper_median", 0.0),
+                           SAME_COMPACTNESS)
+        offered = "better" in (households, compact)
+        return {"scope": self.scope, "proposed": {k: new.get(k) for k in keys},
+                "current": {k: now.get(k) for k in keys}, "households": households, "compactness": compact,
+                "offered": offered}
+
+
+SAME_COMPACTNESS = 0.02  # medians of Polsby–Popper closer than this count as equally compact
+
+
+def _compare(difference: float, same: float) -> str:
+    return "better" if difference > same else "worse" if difference < -same else "same"
+
 
 def _stats(frame: pd.DataFrame) -> dict:
     if not len(frame):
@@ -258,7 +332,8 @@ def _figures(ids, parents, geoms, labels_of: list[np.ndarray], households: np.nd
 
 
 def propose_micro_grids(con: duckdb.DuckDBPyConnection, grid_id: str, *, assets: Assets | None = None,
-                        low: int = HOUSEHOLDS_RANGE[0], high: int = HOUSEHOLDS_RANGE[1]) -> Proposal:
+                        low: int = HOUSEHOLDS_RANGE[0], high: int = HOUSEHOLDS_RANGE[1],
+                        compactness: float = 0.0) -> Proposal:
     """Propose micro-grids of ``low``–``high`` households for the residential area under a community or grid.
 
     Parameters
@@ -267,11 +342,16 @@ def propose_micro_grids(con: duckdb.DuckDBPyConnection, grid_id: str, *, assets:
         A community or grid in force.
     assets : Assets, optional
         The session's :func:`twin.grids.reassign.load_assets` (read when not given).
+    compactness : float in [0, 1]
+        The weight of compact micro-grids against households within the range (see :func:`bisect_households`).
 
     Returns
     -------
     Proposal
     """
+    if not 0.0 <= compactness <= 1.0:
+        raise GridEditError(f"the compactness weight of a proposal is between 0 (households only) and 1 (shape "
+                            f"only); got {compactness}.")
     scope = current_grids(con, grid_ids=[grid_id])
     if not len(scope) or scope["level"].iloc[0] not in ("community", "grid"):
         found = scope["level"].iloc[0] if len(scope) else "no such grid in force"
@@ -306,7 +386,7 @@ def propose_micro_grids(con: duckdb.DuckDBPyConnection, grid_id: str, *, assets:
             flat = np.flatnonzero((hh > 0) & (hh <= high))
             if len(flat):
                 labels[flat] = len(tall) + bisect_households(b[["x", "y"]].to_numpy()[here[flat]], hh[flat],
-                                                             low=low, high=high)
+                                                             low=low, high=high, compactness=compactness)
             rest = np.flatnonzero(labels < 0)  # no households: with the nearest residential building
             if len(rest) and (labels >= 0).any():
                 placed = np.flatnonzero(labels >= 0)

@@ -338,3 +338,11 @@ def test_the_first_children_of_a_grid_take_its_id_as_parent_and_the_level_given(
         child = current_grids(con, parent_id=parent)
     assert list(child.index) == [f"{parent}-A"] and child["level"].iloc[0] == "micro"
     assert child["parent_id"].iloc[0] == parent and child["version"].iloc[0] == 1
+
+
+def test_new_grids_are_named_after_the_highest_sibling_in_the_scheme_of_their_level():
+    from twin.grids.gridversions import new_names
+    named = new_names("micro", ["第3微网格", "第12微网格", "广场", None], ["a", "b"])
+    assert named == {"a": "第13微网格", "b": "第14微网格"}
+    assert new_names("grid", ["第2网格", "第7微网格"], ["g"]) == {"g": "第3网格"}
+    assert new_names("community", ["陆家社区"], ["S01-C09"]) == {"S01-C09": "S01-C09"}
