@@ -15,7 +15,7 @@ import panel as pn
 import param
 import shapely
 
-from scenes.i18n import N_, _, level_name
+from scenes.i18n import N_, _, error_text, level_name
 from scenes.planner.plot import MODE_TOOLS, Drag, PlanPlot
 from scenes.planner.proposal import ProposalDesk
 from scenes.planner.rules import RulesDisplay, plain_words
@@ -277,7 +277,7 @@ class GridEditor(pn.viewable.Viewer):
         try:
             edit()
         except TwinError as exc:
-            self.message = _(REFUSED).format(reason=exc)
+            self.message = _(REFUSED).format(reason=error_text(exc))
             self._show_grids()  # undo what the browser tool did locally
             return False
         self.message = ""
@@ -359,7 +359,7 @@ class GridEditor(pn.viewable.Viewer):
         try:
             self.edit.step(what)
         except TwinError as exc:
-            self.message = _(REFUSED).format(reason=exc)
+            self.message = _(REFUSED).format(reason=error_text(exc))
             return False
         self.message = ""
         self._after_edit()
@@ -505,7 +505,7 @@ class GridEditor(pn.viewable.Viewer):
         except WriteCancelled as exc:
             self.message = _(CANCELLED).format(reason=exc)
         except TwinError as exc:
-            self.message = _(REFUSED).format(reason=exc)
+            self.message = _(REFUSED).format(reason=error_text(exc))
         except duckdb.Error as exc:
             log.exception("planner: saving failed")
             self.message = _("Refused: the store did not take the write ({error}); nothing was saved.").format(
@@ -546,7 +546,7 @@ class GridEditor(pn.viewable.Viewer):
         try:
             versions = self.history.load(self._con, grid_id)
         except TwinError as exc:
-            self.message = _(REFUSED).format(reason=exc)
+            self.message = _(REFUSED).format(reason=error_text(exc))
             return
         self.history_grid = grid_id
         self.param.history_version.objects = versions
@@ -584,7 +584,7 @@ class GridEditor(pn.viewable.Viewer):
         try:
             proposal = self.proposals.make(self._con, self.parent_id, self.edit.assets, compactness=self.compactness)
         except TwinError as exc:
-            self.message = _(REFUSED).format(reason=exc)
+            self.message = _(REFUSED).format(reason=error_text(exc))
             return None
         if proposal is None:
             with pn.io.hold():

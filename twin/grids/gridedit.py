@@ -29,7 +29,7 @@ import shapely
 import shapely.ops
 from shapely.geometry.base import BaseGeometry
 
-from twin.errors import GridEditError, check_choice
+from twin.errors import N_, GridEditError, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +219,9 @@ def move_vertex(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], *, at: Seque
     hit = shapely.dwithin(out.values, shapely.Point(at_), tolerance_m)
     hit &= shapely.distance(shapely.boundary(out.values), shapely.Point(at_)) <= tolerance_m
     if not hit.any():
-        raise GridEditError(f"no grid has a vertex or edge within {tolerance_m} m of ({at_[0]:.2f}, {at_[1]:.2f}); "
-                            "pick a point on a grid outline, or raise tolerance_m.")
+        raise GridEditError(N_("no grid has a vertex or edge within {tolerance_m} m of ({x:.2f}, {y:.2f}); pick a "
+                               "point on a grid outline, or raise tolerance_m."), tolerance_m=tolerance_m,
+                            x=at_[0], y=at_[1])
     for grid_id in out.index[hit]:
         # first give the grid every sibling vertex lying on its edges, so that its edges pivot about
         # the same points as its neighbours' do
@@ -230,9 +231,10 @@ def move_vertex(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], *, at: Seque
             out[grid_id] = shapely.snap(out[grid_id], shapely.multipoints(shapely.get_coordinates(near)), tolerance_m)
         moved = _map_rings(out[grid_id], lambda r: _move_in_ring(r, at_, to_, tolerance_m))
         if not moved.is_valid or moved.area <= 0:
-            raise GridEditError(f"moving ({at_[0]:.2f}, {at_[1]:.2f}) to ({to_[0]:.2f}, {to_[1]:.2f}) makes the "
-                                f"outline of grid {grid_id} cross itself ({shapely.is_valid_reason(moved)}); "
-                                "move the vertex less far, or move its neighbours first.")
+            raise GridEditError(N_("moving ({x:.2f}, {y:.2f}) to ({to_x:.2f}, {to_y:.2f}) makes the outline of grid "
+                                   "{grid_id} cross itself ({why}); move the vertex less far, or move its "
+                                   "neighbours first."), x=at_[0], y=at_[1], to_x=to_[0], to_y=to_[1],
+                                grid_id=grid_id, why=shapely.is_valid_reason(moved))
         out[grid_id] = moved
     moved_ids = list(out.index[hit])
     out = _noded(out, moved_ids)
@@ -255,9 +257,9 @@ def _check_move(before: gpd.GeoSeries, after: gpd.GeoSeries, moved: list[str], a
         k = int(np.argmax(inter))
         if inter[k] > OVERLAP_M2:
             a, b = after.index[left[keep][k]], after.index[right[keep][k]]
-            raise GridEditError(f"{where} makes grid {a} overlap grid {b} by {inter[k]:.2f} m² ({b} does not "
-                                f"share that vertex); move the vertex less far, or move {b}'s vertices out of the "
-                                "way first.")
+            raise GridEditError(N_("{where} makes grid {a} overlap grid {b} by {area:.2f} m² ({b} does not share "
+                                   "that vertex); move the vertex less far, or move {b}'s vertices out of the way "
+                                   "first."), where=where, a=a, b=b, area=inter[k])
     if parent is None or shapely.distance(parent.boundary, shapely.Point(at)) > tolerance_m:
         return
     outside = float(shapely.area(shapely.difference(shapely.union_all(after[moved].values, grid_size=GRID_SIZE_M),
@@ -266,12 +268,12 @@ def _check_move(before: gpd.GeoSeries, after: gpd.GeoSeries, moved: list[str], a
     lost = float(before[moved].area.sum() - after[moved].area.sum()) + outside
     if outside > OVERLAP_M2 or lost > OVERLAP_M2:
         name = parent_id or "the parent"
-        raise GridEditError(
-            f"{where}: the vertex lies on the outline of the parent {name}, so the move would put "
-            f"{outside:.2f} m² of grid(s) {', '.join(moved)} outside {name} and leave {max(lost, 0.0):.2f} m² of it "
-            f"uncovered. Expected the vertex to stay on the parent's outline. Move it at the level above "
-            f"instead (edit the partition holding {name}; saving that redraws its children), or slide it along "
-            f"{name}'s outline, or move a vertex inside {name}.")
+        raise GridEditError(N_(
+            "{where}: the vertex lies on the outline of the parent {name}, so the move would put {outside:.2f} m² "
+            "of grid(s) {grids} outside {name} and leave {lost:.2f} m² of it uncovered. Expected the vertex to stay "
+            "on the parent's outline. Move it at the level above instead (edit the partition holding {name}; "
+            "saving that redraws its children), or slide it along {name}'s outline, or move a vertex inside "
+            "{name}."), where=where, name=name, outside=outside, grids=", ".join(moved), lost=max(lost, 0.0))
 
 
 def snap_point(point: Sequence[float], *, shapes: gpd.GeoSeries | Sequence[BaseGeometry],
@@ -349,8 +351,8 @@ def split_grid(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_id: str,
     inside = shapely.contains(poly, ends) & (shapely.distance(poly.boundary, ends) > SPLIT_REACH_M)
     pieces = [poly] if inside.any() else _cut(poly, line)
     if len(pieces) < 2:
-        raise GridEditError(f"the line does not cut grid {grid_id} in two; draw it across the grid from one edge "
-                            "to another, starting and ending outside it.")
+        raise GridEditError(N_("the line does not cut grid {grid_id} in two; draw it across the grid from one edge "
+                               "to another, starting and ending outside it."), grid_id=grid_id)
     pieces.sort(key=lambda g: -g.area)
     ids = list(new_ids) if new_ids is not None else fresh_ids(out.index, grid_id, len(pieces) - 1)
     if len(ids) < len(pieces) - 1:
@@ -407,14 +409,14 @@ def merge_grids(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_ids: Se
     out = as_partition(shapes, snap=True)
     grid_ids = list(dict.fromkeys(grid_ids))
     if len(grid_ids) < 2:
-        raise GridEditError(f"a merge needs at least two grids; got {grid_ids}.")
+        raise GridEditError(N_("a merge needs at least two grids; got {grids}."), grids=", ".join(grid_ids))
     keep = grid_ids[0] if keep is None else keep
     if keep not in grid_ids:
         raise GridEditError(f"keep={keep!r} is not one of the merged grids {grid_ids}.")
     merged = _polygonal(shapely.union_all([_need(out, g) for g in grid_ids], grid_size=GRID_SIZE_M))
     if merged.geom_type != "Polygon":
-        raise GridEditError(f"grids {grid_ids} do not form one piece when merged (they share no edge); "
-                            "merge only neighbours that share a boundary.")
+        raise GridEditError(N_("grids {grids} do not form one piece when merged (they share no edge); merge only "
+                               "neighbours that share a boundary."), grids=", ".join(grid_ids))
     out = out.drop([g for g in grid_ids if g != keep])
     out[keep] = merged
     return _noded(out, [keep])
@@ -435,12 +437,12 @@ def draw_grid(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], polygon: BaseG
     out = as_partition(shapes, snap=True)
     polygon = polygon if isinstance(polygon, BaseGeometry) else shapely.Polygon(polygon)
     if not polygon.is_valid:
-        raise GridEditError(f"the drawn grid's outline is invalid ({shapely.is_valid_reason(polygon)}); draw it "
-                            "without crossing its own edges.")
+        raise GridEditError(N_("the drawn grid's outline is invalid ({why}); draw it without crossing its own "
+                               "edges."), why=shapely.is_valid_reason(polygon))
     new = _polygonal(shapely.intersection(polygon, parent, grid_size=GRID_SIZE_M))
     if new.area < min_area_m2:
-        raise GridEditError(f"the drawn grid has {new.area:.2f} m² inside its parent, expected at least "
-                            f"{min_area_m2} m²; draw it inside the parent.")
+        raise GridEditError(N_("the drawn grid has {area:.2f} m² inside its parent, expected at least {least} m²; "
+                               "draw it inside the parent."), area=new.area, least=min_area_m2)
     new_id = new_id or fresh_ids(out.index, out.index[0] if len(out) else "M000", 1)[0]
     if new_id in out.index:
         raise GridEditError(f"grid id {new_id!r} already belongs to a sibling; choose an unused id.")
@@ -494,12 +496,12 @@ def delete_grid(shapes: gpd.GeoSeries | Mapping[str, BaseGeometry], grid_id: str
     out = as_partition(shapes, snap=True)
     near = neighbours(out, grid_id)
     if not near:
-        raise GridEditError(f"grid {grid_id} shares no edge with a sibling, so its area cannot go to a neighbour; "
-                            "redraw a neighbour over it first, or merge it.")
+        raise GridEditError(N_("grid {grid_id} shares no edge with a sibling, so its area cannot go to a neighbour; "
+                               "redraw a neighbour over it first, or merge it."), grid_id=grid_id)
     if to is not None:
         if to not in near:
-            raise GridEditError(f"grid {to!r} is not a neighbour of {grid_id}; its neighbours are "
-                                f"{', '.join(near)}.")
+            raise GridEditError(N_("grid {to!r} is not a neighbour of {grid_id}; its neighbours are {near}."),
+                                to=to, grid_id=grid_id, near=", ".join(near))
         return merge_grids(out, [to, grid_id], keep=to)
     parts = share_area(out[grid_id], out[list(near)], footprints=footprints)
     out = out.drop(grid_id)
@@ -720,7 +722,7 @@ class EditSession:
     def _step(self, source: list, target: list, what: str) -> gpd.GeoSeries:
         """Take the last state off ``source``, keep the current one on ``target``, and show it."""
         if not source:
-            raise GridEditError(f"nothing to {what}.")
+            raise GridEditError(N_("nothing to undo.") if what == "undo" else N_("nothing to redo."))
         edit, shapes = source.pop()
         target.append((edit, self.shapes))
         self.shapes = shapes
