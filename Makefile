@@ -27,8 +27,9 @@ catalogues: $(CATALOGUES)
 setup: $(BIN)/twin
 
 # Debian packages the tests use: Chromium for the browser tests, a CJK font for the
-# district's names, and Mesa's EGL for offscreen VTK pictures.
-APT_PACKAGES := chromium fonts-wqy-zenhei libegl1 libegl-mesa0 libgl1-mesa-dri
+# district's names, Mesa's EGL for offscreen VTK pictures, and PostgreSQL with PostGIS (the second
+# backend: the tests start a throwaway cluster of their own, see tests/pgcluster.py) and nginx.
+APT_PACKAGES := chromium fonts-wqy-zenhei libegl1 libegl-mesa0 libgl1-mesa-dri postgresql postgresql-15-postgis-3 nginx
 
 $(VENV)/.test-deps: $(BIN)/twin
 	$(BIN)/pip install --quiet -e '.[test]'

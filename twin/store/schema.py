@@ -226,3 +226,9 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cases", "attributes", "VARCHAR"),
     ("grids", "worker_phone", "VARCHAR"),
 )
+
+# (table, column) of every geometry column: a PostgreSQL store types them geometry(Geometry, SRID) in the store's
+# CRS once it is known (twin.store.store.tag_geometry_srid).
+GEOMETRY_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (table, line.split()[0]) for table, columns in TABLES.items() for line in columns.splitlines()
+    if len(line.split()) > 1 and line.split()[1].rstrip(",") == "GEOMETRY")
