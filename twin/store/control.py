@@ -27,6 +27,7 @@ from pathlib import Path
 import duckdb
 
 from twin.errors import InputError, StoreError, TwinError
+from twin.store.store import is_postgres
 
 log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # a request is a command and its arguments, never data in bulk
@@ -94,6 +95,8 @@ def ask_server(db: str | os.PathLike, name: str, args: dict) -> dict | None:
     StoreError
         A server listens but cannot be asked (another user's, or it hung up).
     """
+    if is_postgres(db):  # any process may write to PostgreSQL; no server holds it alone
+        return None
     path = socket_path(db)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:
