@@ -64,14 +64,14 @@ class Cluster:
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
 
-    def create_database(self, name: str | None = None, *, postgis: bool = True) -> str:
-        """A new empty database (with PostGIS unless told otherwise); returns its URL."""
+    def create_database(self, name: str | None = None, *, postgis: bool = True, template: str | None = None) -> str:
+        """A new database, empty with PostGIS (unless told otherwise) or a copy of ``template``; returns its URL."""
         import psycopg
 
         name = name or f"t_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.url(), autocommit=True) as con:
-            con.execute(f'CREATE DATABASE "{name}"')
-        if postgis:
+            con.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        if postgis and not template:
             with psycopg.connect(self.url(name), autocommit=True) as con:
                 con.execute("CREATE EXTENSION postgis")
         return self.url(name)

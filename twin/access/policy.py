@@ -43,6 +43,7 @@ from twin.access.access import PUBLIC_ROLE, Principal, audit, list_users, mask_i
 from twin.access.ratelimit import RateLimiter
 from twin.errors import AccessError, InputError
 from twin.grids.grids import grids_under
+from twin.store.store import building_rows
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +199,8 @@ class Gate:
         """
         card = inspector.building_card(self.con, building_id)
         card["tags"] = dict(self.con.execute(
-            "SELECT tag, count(*) FROM (SELECT unnest(tags) AS tag FROM residents WHERE rowid IN "
-            "(SELECT rowid FROM residents WHERE building_id = ?)) GROUP BY tag ORDER BY count(*) DESC, tag",
+            f"SELECT tag, count(*) FROM (SELECT unnest(tags) AS tag FROM residents WHERE {building_rows(self.con)}) "
+            "GROUP BY tag ORDER BY count(*) DESC, tag",
             [building_id]).fetchall())
         card["may_see_residents"] = self.may("residents") and self.in_scope(card["grid_id"])
         card["may_see_cases"] = self.may("cases") and self.in_scope(card["grid_id"])

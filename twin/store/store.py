@@ -125,6 +125,18 @@ class AttachedConnection:
         self._con.close()
 
 
+def building_rows(con: duckdb.DuckDBPyConnection, table: str = "residents") -> str:
+    """A WHERE clause, with one parameter (the building id), that picks one building's rows of ``table`` fast.
+
+    In a DuckDB file, filtering by rowid first fetches only those rows (10x faster than a plain filter on
+    the residents). A PostgreSQL table has no rowid that DuckDB's scanner can filter on (the same clause finds
+    nothing there), and the plain filter goes down to PostgreSQL, which answers it from its index.
+    """
+    if isinstance(con, AttachedConnection):
+        return "building_id = ?"
+    return f"rowid IN (SELECT rowid FROM {table} WHERE building_id = ?)"
+
+
 def connect(path: str | os.PathLike, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open a DuckDB file, or attach a PostgreSQL database, with the spatial extension loaded, downloading nothing."""
     postgres = is_postgres(path)
