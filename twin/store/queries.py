@@ -17,6 +17,7 @@ from twin.cases.cases import OPEN_STATUSES
 from twin.errors import check_choice
 from twin.store.clock import store_now
 from twin.store.schema import GRID_LEVELS
+from twin.store.store import whole_table_reads
 
 
 def _now(con: duckdb.DuckDBPyConnection) -> pd.Timestamp:
@@ -51,13 +52,14 @@ def _in_grids(grids: frozenset[str] | None, column: str = "grid_id") -> tuple[st
 def district_totals(con: duckdb.DuckDBPyConnection, *, grids: frozenset[str] | None = None) -> dict:
     """``buildings``, ``residents``, ``households``, ``cameras`` and ``cameras_online`` (in ``grids``, if given)."""
     where, params = _in_grids(grids)
-    buildings, = con.execute(f"SELECT count(*) FROM buildings WHERE {where}", params).fetchone()
-    residents, households = con.execute(
-        "SELECT count(*), count(DISTINCT household_id) FROM residents" if grids is None else
-        f"SELECT count(*), count(DISTINCT household_id) FROM residents JOIN buildings b USING (building_id) "
-        f"WHERE {_in_grids(grids, 'b.grid_id')[0]}", params).fetchone()
-    cameras, online = con.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE status = 'online') FROM cameras WHERE {where}", params).fetchone()
+    with whole_table_reads(con):
+        buildings, = con.execute(f"SELECT count(*) FROM buildings WHERE {where}", params).fetchone()
+        residents, households = con.execute(
+            "SELECT count(*), count(DISTINCT household_id) FROM residents" if grids is None else
+            f"SELECT count(*), count(DISTINCT household_id) FROM residents JOIN buildings b USING (building_id) "
+            f"WHERE {_in_grids(grids, 'b.grid_id')[0]}", params).fetchone()
+        cameras, online = con.execute(f"SELECT count(*), count(*) FILTER (WHERE status = 'online') FROM cameras "
+                                      f"WHERE {where}", params).fetchone()
     return {"buildings": buildings, "residents": residents, "households": households, "cameras": cameras,
             "cameras_online": online}
 
@@ -111,17 +113,18 @@ def micro_figures(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     seen = cameras_per_building(con)
     con.register("seen_buildings", pd.DataFrame({"building_id": seen.index[seen.to_numpy() > 0]}))
     try:
-        return con.execute("""
-            WITH b AS (SELECT grid_id, count(*) AS buildings, count(s.building_id) AS seen
-                       FROM buildings LEFT JOIN seen_buildings s USING (building_id) GROUP BY grid_id),
-                 r AS (SELECT bl.grid_id, count(*) AS residents, count(DISTINCT r.household_id) AS households
-                       FROM residents r JOIN buildings bl USING (building_id) GROUP BY bl.grid_id),
-                 k AS (SELECT grid_id, count(*) AS cameras FROM cameras GROUP BY grid_id)
-            SELECT g.grid_id AS micro_id, coalesce(b.buildings, 0) AS buildings, coalesce(b.seen, 0) AS seen,
-                   coalesce(r.residents, 0) AS residents, coalesce(r.households, 0) AS households,
-                   coalesce(k.cameras, 0) AS cameras
-            FROM grids g LEFT JOIN b USING (grid_id) LEFT JOIN r USING (grid_id) LEFT JOIN k USING (grid_id)
-            WHERE g.level = 'micro' AND g.valid_to IS NULL""").df()
+        with whole_table_reads(con):
+            return con.execute("""
+                WITH b AS (SELECT grid_id, count(*) AS buildings, count(s.building_id) AS seen
+                           FROM buildings LEFT JOIN seen_buildings s USING (building_id) GROUP BY grid_id),
+                     r AS (SELECT bl.grid_id, count(*) AS residents, count(DISTINCT r.household_id) AS households
+                           FROM residents r JOIN buildings bl USING (building_id) GROUP BY bl.grid_id),
+                     k AS (SELECT grid_id, count(*) AS cameras FROM cameras GROUP BY grid_id)
+                SELECT g.grid_id AS micro_id, coalesce(b.buildings, 0) AS buildings, coalesce(b.seen, 0) AS seen,
+                       coalesce(r.residents, 0) AS residents, coalesce(r.households, 0) AS households,
+                       coalesce(k.cameras, 0) AS cameras
+                FROM grids g LEFT JOIN b USING (grid_id) LEFT JOIN r USING (grid_id) LEFT JOIN k USING (grid_id)
+                WHERE g.level = 'micro' AND g.valid_to IS NULL""").df()
     finally:
         con.unregister("seen_buildings")
 

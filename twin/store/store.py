@@ -110,6 +110,9 @@ class AttachedConnection:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"USE {ATTACHED}")
+        # One query per table read, so that PostgreSQL looks a building's rows up in its index; the scanner's
+        # default, parallel reads of page ranges, reads every page for them (see whole_table_reads).
+        con.execute("SET SESSION pg_use_ctid_scan = false")
         self._con = con
 
     def cursor(self) -> AttachedConnection:
@@ -123,6 +126,24 @@ class AttachedConnection:
 
     def __exit__(self, *exc: object) -> None:
         self._con.close()
+
+
+@contextlib.contextmanager
+def whole_table_reads(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Read PostgreSQL tables in parallel page ranges within the block: for aggregates over whole tables.
+
+    On the full demo, per-grid figures take 0.6 s so and 2.2 s in one stream; a lookup of one building's
+    residents reads every page that way (50 ms or more) and 0.1 ms through the index in one stream, which is
+    the connection's default. Nothing changes on a DuckDB file.
+    """
+    if not isinstance(con, AttachedConnection):
+        yield
+        return
+    con.execute("SET SESSION pg_use_ctid_scan = true")
+    try:
+        yield
+    finally:
+        con.execute("SET SESSION pg_use_ctid_scan = false")
 
 
 def building_rows(con: duckdb.DuckDBPyConnection, table: str = "residents") -> str:
@@ -287,9 +308,31 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create every table and index of the store contract."""
     for name, columns in TABLES.items():
         con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
+    if isinstance(con, AttachedConnection):
+        collate_text_binary(con)
     create_indexes(con)
     set_timezone(con)
     set_schema_version(con)
+
+
+def collate_text_binary(con: duckdb.DuckDBPyConnection) -> None:
+    """Give a PostgreSQL store's text columns the "C" collation (bytewise, as DuckDB compares text).
+
+    DuckDB's scanner sends every text filter as ``column = 'value' COLLATE "C"``, and PostgreSQL uses an
+    index only for the collation it was built with: under the database's default collation, a building's
+    residents were found by reading all 1.1 M rows (150 ms) instead of through the index (0.1 ms). Text sorts
+    the same in both backends as a result. The primary keys, made with the tables, are rebuilt with them.
+    """
+    columns = con.execute(f"SELECT table_name, column_name FROM duckdb_columns() WHERE {THIS_STORE} AND "
+                          "data_type = 'VARCHAR' ORDER BY table_name, column_index").fetchall()
+    by_table: dict[str, list[str]] = {}
+    for table, column in columns:
+        if table in TABLES:
+            by_table.setdefault(table, []).append(column)
+    for table, names in by_table.items():
+        alter = ", ".join(f'ALTER COLUMN "{c}" TYPE varchar COLLATE "C"' for c in names)
+        con.execute(f"CALL postgres_execute('{ATTACHED}', 'ALTER TABLE {table} {alter}')")
+    con.execute("CALL pg_clear_cache()")
 
 
 # The store's own tables in DuckDB's catalog views: a DuckDB in memory that attached PostgreSQL lists its own

@@ -43,6 +43,16 @@ def test_a_new_store_has_the_contract_tables_in_either_backend(new_store_db, bac
             assert kinds[("meshes", "vertices")] == "bytea"
 
 
+def test_postgres_finds_a_buildings_residents_through_its_index(request):
+    """PostgreSQL-only: DuckDB's scanner sends text filters with COLLATE "C", which only a "C" index serves."""
+    import psycopg
+
+    with psycopg.connect(small_demo_in("postgres", request)) as con:
+        plan = "\n".join(r[0] for r in con.execute(
+            "EXPLAIN SELECT household_id FROM residents WHERE building_id = 'demo:B000001' COLLATE \"C\"").fetchall())
+    assert "residents_building" in plan, plan
+
+
 def test_a_failed_first_command_leaves_no_store_in_either_backend(new_store_db):
     with pytest.raises(RuntimeError), open_for_command(new_store_db) as store:
         store.set_meta(crs="EPSG:4547")
