@@ -38,7 +38,7 @@ from twin.cases.open311 import (Open311Error, decode_form, discovery, find_reque
                                 to_xml)
 from twin.store.clock import store_timezone
 from twin.store.control import Command, ControlChannel
-from twin.store.store import Store, is_postgres
+from twin.store.store import Store
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024  # one intake request
@@ -341,8 +341,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     else:
         sign_in = {"auth_provider": StoreAuthProvider(signins)}
     signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C, so the socket is removed and the writer drained
-    # A PostgreSQL store takes every process's writes itself: the command line needs no channel into this one.
-    control = None if is_postgres(db) else ControlChannel(db, commands or {}, execute=execute)
+    control = ControlChannel(db, commands or {}, execute=execute)
     try:
         pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
                  title="District twin", extra_patterns=intake_routes(store, writer, cursors=shared.cursors,
@@ -353,8 +352,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     except KeyboardInterrupt:
         log.info("stopping")
     finally:
-        if control is not None:
-            control.close()
+        control.close()
         writer.close()
 
 

@@ -83,6 +83,13 @@ def _extension_path(package: str, name: str) -> Path:
     return path
 
 
+def user_folder() -> Path:
+    """This user's own folder for the program's files (``~/.cache/twin``, mode 700)."""
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "twin"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
 def postgres_extension_path() -> Path:
     """The postgres extension of ``duckdb-extension-postgres``, under the file name DuckDB loads it by.
 
@@ -91,8 +98,8 @@ def postgres_extension_path() -> Path:
     folder of this user's own (not a shared temporary one, where another user could put a library in its place).
     """
     shipped = _extension_path("duckdb-extension-postgres", "postgres")
-    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "twin" / f"v{duckdb.__version__}"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = user_folder() / f"v{duckdb.__version__}"
+    folder.mkdir(exist_ok=True, mode=0o700)
     link = folder / "postgres_scanner.duckdb_extension"
     if not (link.is_symlink() and link.resolve() == shipped.resolve()):
         link.unlink(missing_ok=True)
