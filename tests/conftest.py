@@ -20,6 +20,20 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def store_fingerprint(db: str | Path) -> dict[str, tuple]:
+    """Per table of a store in either backend: its row count and, per column, the XOR of its values' hashes.
+
+    To prove a failed command left a store unchanged where there is no one file to hash (PostgreSQL); the
+    same store in either backend has the same fingerprint.
+    """
+    from twin.store.schema import TABLES
+    from twin.store.store import Store
+
+    with Store(db, read_only=True) as store:
+        return {t: store.con.execute(f"SELECT count(*), coalesce(bit_xor(hash(COLUMNS(*))), 0) FROM {t}").fetchall()[0]
+                for t in TABLES}
+
+
 @pytest.fixture(scope="session")
 def lujiazui_store(tmp_path_factory) -> Path:
     """A store holding the Lujiazui footprints (do not modify; copy it first)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.conftest import small_demo_in
+from tests.conftest import small_demo_in, store_fingerprint
 from twin.access.access import verify_audit
 from twin.errors import StoreError
 from twin.store import copy as copy_module
@@ -84,6 +84,7 @@ def test_a_store_copied_to_postgres_and_back_is_the_same_row_for_row_and_byte_fo
         srids = middle.con.execute("SELECT * FROM postgres_query('store', "
                                    "'SELECT DISTINCT ST_SRID(footprint) FROM buildings')").fetchall()
         assert srids == [(4547,)], "PostGIS knows the store's CRS from the column"
+    assert store_fingerprint(url) == store_fingerprint(small_demo), "every column, as PostgreSQL holds it"
 
 
 def test_a_copy_that_fails_its_check_leaves_the_target_unchanged(small_demo, pg_cluster, tmp_path, monkeypatch):
