@@ -33,7 +33,7 @@ from twin.access.keys import client_for
 from twin.access.policy import Gate, Refusals, client_principal, public_principal
 from twin.access.ratelimit import RateLimiter
 from twin.cases.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
-from twin.cases.live import CaseFeed, IntakeWriter
+from twin.cases.live import CaseFeed, IntakeWriter, follow_other_processes
 from twin.cases.open311 import (Open311Error, decode_form, discovery, find_requests, service_definition, services,
                                 to_xml)
 from twin.store.clock import store_timezone
@@ -295,6 +295,8 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         log.warning("%s has no users: nobody can sign in. Add one with `twin users add NAME --role admin`.", db)
     feed = CaseFeed()
     writer = IntakeWriter(store.con, feed, dedupe_window_s=dedupe_window_s)
+    # Other processes serving the same PostgreSQL store: their cases are drawn here too.
+    listener = follow_other_processes(db, store.con.cursor(), feed) if store.postgres else None
     # Each thread reads on its own cursor (scenes/shared.py); the writer has its own and checkpoints there.
     shared = SharedDistrict(store.con.cursor(), feed=feed, writer=writer)
     signins = SignIns(store.con.cursor(), writer)
@@ -353,6 +355,8 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         log.info("stopping")
     finally:
         control.close()
+        if listener is not None:
+            listener.close()
         writer.close()
 
 

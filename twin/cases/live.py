@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from twin.cases.cases import CaseNumbers, LocationMatcher, record_transition, wr
 from twin.cases.detections import DetectionDesk, write_detections
 from twin.errors import TwinError
 from twin.cases.open311 import submit_request
+from twin.store.notices import CASES, Listener, notify
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 512
@@ -52,11 +54,14 @@ class Written:
 class CaseFeed:
     """Committed case changes, numbered 1, 2, ...; sessions ask for those after the last they saw.
 
+    With a PostgreSQL store, the changes that other processes commit come in too (:func:`follow_other_processes`).
+
     Thread-safe. Only the latest ``keep`` changes are held; a session that falls
     further behind is told to reload everything.
     """
 
     def __init__(self, *, keep: int = 200_000) -> None:
+        self.origin = secrets.token_hex(8)  # names this feed's writer in notices to other processes
         self._lock = threading.Lock()
         self._rows: list[dict] = []
         self._first = 1  # the number of self._rows[0]
@@ -85,6 +90,20 @@ class CaseFeed:
             if version < self._first - 1:
                 return latest, None
             return latest, self._rows[version - self._first + 1:]
+
+
+def follow_other_processes(url: str, con: duckdb.DuckDBPyConnection, feed: CaseFeed) -> Listener:
+    """Publish on ``feed`` the cases that other processes serving the PostgreSQL store at ``url`` create or change.
+
+    ``con`` (a cursor of the store, for the listener's thread only) reads the rows that the notices name.
+    """
+    def follow(case_ids: list[str] | None) -> None:
+        if case_ids is None:
+            log.warning("case notices may have been missed while listening was down: sessions catch up on reload")
+            return
+        feed.publish(changed_cases(con, case_ids))
+
+    return Listener(url, CASES, follow, skip=feed.origin)
 
 
 def changed_cases(con: duckdb.DuckDBPyConnection, case_ids: list[str]) -> list[dict]:
@@ -270,6 +289,8 @@ class IntakeWriter:
             _audit_intake(con, [w for _, w in done if w.cases])
             write_detections(con, [d for _, w in done for d in w.detections])
             changed = changed_cases(con, [c for _, w in done for c in w.changed])
+            notify(con, CASES, [c["case_id"] for c in new_cases] + [c["case_id"] for c in changed],
+                   sender=self.feed.origin)  # delivered at COMMIT
             started = time.perf_counter()
             con.execute("COMMIT")  # durable before any answer
             if time.perf_counter() - started > SLOW_COMMIT_S:
