@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import random
 import secrets
 import threading
 import time
@@ -114,6 +115,25 @@ def changed_cases(con: duckdb.DuckDBPyConnection, case_ids: list[str]) -> list[d
                         "subcategory, updated_at FROM cases WHERE case_id IN (SELECT unnest(?))",
                         [list(case_ids)]).df()
     return frame.to_dict("records")
+
+
+# Another process's writer took the same audit row, case number or key in the meantime (PostgreSQL store).
+CONFLICTS = ("could not serialize access", 'unique constraint "audit_pkey"')
+MAX_CONFLICTS = 50
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether a write failed only because another process's transaction wrote first (PostgreSQL store).
+
+    The audit trail's next row is numbered from the chain's head as the transaction saw it; when another
+    process appended first, the number is taken, and the whole transaction runs again on the new head. So the
+    chain stays one line under concurrent writers: two rows can never follow the same one.
+    """
+    return isinstance(exc, duckdb.Error) and any(c in str(exc) for c in CONFLICTS)
+
+
+class Conflict(NamedTuple):
+    error: Exception
 
 
 class _Job(NamedTuple):
@@ -247,8 +267,17 @@ class IntakeWriter:
 
     def _commit(self, batch: list[_Job]) -> None:
         """Run jobs in as few transactions as all-or-nothing per job allows, and answer each after its COMMIT."""
+        conflicts = 0
         while batch:
             outcome = self._transaction(batch)
+            if isinstance(outcome, Conflict):  # another process wrote the same row first: run the batch again
+                conflicts += 1
+                if conflicts > MAX_CONFLICTS:
+                    log.error("writer: %d write conflicts in a row; the batch is refused", conflicts)
+                    _settle([(job.future, None, outcome.error) for job in batch])
+                    return
+                time.sleep(random.uniform(0, 0.01 * conflicts))
+                continue
             if isinstance(outcome, int):  # that many jobs were committed (or refused) and answered
                 batch = batch[outcome:]
                 continue
@@ -260,8 +289,9 @@ class IntakeWriter:
             self._commit(batch[:failed])
             batch = batch[failed + 1:]
 
-    def _transaction(self, batch: list[_Job]) -> int | tuple[int, Exception]:
-        """Run jobs in one transaction and commit them: the number of jobs answered, or, rolled back, the failed one.
+    def _transaction(self, batch: list[_Job]) -> int | tuple[int, Exception] | Conflict:
+        """Run jobs in one transaction and commit them: the number of jobs answered, or, rolled back, the failed one,
+        or a :class:`Conflict` with another process's writer (nothing answered; the batch may run again).
 
         A job that changes grids ends the transaction, so the jobs after it are matched
         to the new micro-grids.
@@ -278,7 +308,7 @@ class IntakeWriter:
                     refused.append((job.future, exc))
                     continue
                 self._roll_back()
-                return k, exc
+                return Conflict(exc) if is_conflict(exc) else (k, exc)
             done.append((job.future, written))
             if written.grids_changed:
                 break
@@ -297,6 +327,8 @@ class IntakeWriter:
                 log.warning("intake: a commit of %d took %.2f s", ran, time.perf_counter() - started)
         except Exception as exc:  # the bulk write failed: nothing of this batch was written
             self._roll_back()
+            if is_conflict(exc):
+                return Conflict(exc)
             if ran > 1:
                 log.warning("intake: a batch of %d was rolled back (%s); retrying one by one", ran, exc)
                 for job in batch[:ran]:

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from twin.errors import StoreError
 from twin.store.schema import GEOMETRY_COLUMNS, TABLES
-from twin.store.store import (Store, create_indexes, drop_indexes, is_postgres, one_thread, open_for_command,
-                              postgres_extension_path, tag_geometry_srid)
+from twin.store.store import (Store, advance_sequences, create_indexes, drop_indexes, is_postgres, one_thread,
+                              open_for_command, postgres_extension_path, tag_geometry_srid)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,8 @@ def copy_store(source: str | os.PathLike, target: str | os.PathLike, *,
                 rows[table] = _compare(con, table, checked)
                 step(table, rows[table])
         create_indexes(con)
+        if store.postgres:
+            advance_sequences(con)
     log.info("copied %s to %s: %s", source, target, rows)
     return {"source": str(source), "target": str(target), "tables": rows, "checked": checked}
 

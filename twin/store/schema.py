@@ -232,3 +232,10 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
 GEOMETRY_COLUMNS: tuple[tuple[str, str], ...] = tuple(
     (table, line.split()[0]) for table, columns in TABLES.items() for line in columns.splitlines()
     if len(line.split()) > 1 and line.split()[1].rstrip(",") == "GEOMETRY")
+
+# PostgreSQL sequences of a PostgreSQL store, each with the query (DuckDB's dialect) of the last number its table
+# has used; a copy into PostgreSQL sets the sequence there (twin.store.store.advance_sequences). Case numbers come
+# from one sequence for every process that writes (``C20261126-0042``: the day, then a number that never repeats).
+SEQUENCES: dict[str, str] = {
+    "case_numbers": "SELECT max(TRY_CAST(split_part(case_id, '-', 2) AS BIGINT)) FROM cases",
+}

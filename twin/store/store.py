@@ -34,7 +34,7 @@ import shapely
 from twin.geo.crs import District
 from twin.errors import StoreError
 from twin.store.schema import (ADDED_COLUMNS, DEFAULT_TIMEZONE, DROPPED_INDEXES, GEOMETRY_COLUMNS, INDEXES,
-                               SCHEMA_VERSION, TABLES)
+                               SCHEMA_VERSION, SEQUENCES, TABLES)
 
 log = logging.getLogger(__name__)
 
@@ -317,9 +317,25 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
     if isinstance(con, AttachedConnection):
         collate_text_binary(con)
+        for name in SEQUENCES:  # DuckDB cannot make a sequence in PostgreSQL; PostgreSQL can
+            con.execute(f"CALL postgres_execute('{ATTACHED}', 'CREATE SEQUENCE IF NOT EXISTS {name}')")
     create_indexes(con)
     set_timezone(con)
     set_schema_version(con)
+
+
+def advance_sequences(con: duckdb.DuckDBPyConnection) -> None:
+    """Start a PostgreSQL store's sequences after the numbers its tables hold (after a copy into it)."""
+    for name, last_used in SEQUENCES.items():
+        last = con.execute(last_used).fetchall()[0][0] or 0
+        con.execute(f"CALL postgres_execute('{ATTACHED}', 'SELECT setval(''{name}'', {int(last) + 1}, false)')")
+
+
+def next_numbers(con: duckdb.DuckDBPyConnection, sequence: str, count: int) -> list[int]:
+    """``count`` numbers from a PostgreSQL store's sequence, in one round trip (never rolled back: gaps happen)."""
+    return [r[0] for r in con.execute(
+        f"SELECT * FROM postgres_query('{ATTACHED}', 'SELECT nextval(''{sequence}'') "
+        f"FROM generate_series(1, {int(count)})')").fetchall()]
 
 
 def collate_text_binary(con: duckdb.DuckDBPyConnection) -> None:

@@ -171,7 +171,7 @@ def test_the_in_memory_matcher_agrees_with_the_store_at_footprint_edges(demo_mat
     _same_match(matcher, con, x + dx, y - dy)
 
 
-def test_case_numbers_continue_after_the_stores_last_and_restart_after_a_rollback(demo_copy_db):
+def test_case_numbers_continue_after_the_stores_last_and_restart_after_a_rollback(demo_copy_db, backend):
     import pandas as pd
 
     from twin.cases.cases import CaseNumbers
@@ -183,4 +183,8 @@ def test_case_numbers_continue_after_the_stores_last_and_restart_after_a_rollbac
         first = numbers.next(store.con, at)
         assert first > (last or "") and numbers.next(store.con, at) > first
         numbers.reset()
-        assert numbers.next(store.con, at) == first, "after a rollback, numbering starts from the store again"
+        again = numbers.next(store.con, at)
+    if backend == "duckdb":
+        assert again == first, "after a rollback, numbering starts from the store again"
+    else:  # PostgreSQL's sequence: what a rolled-back transaction took is never handed out again (a gap)
+        assert again > first

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from twin.access.access import verify_audit
 from twin.cases.cases import load_taxonomy
 from twin.geo.crs import transform_xy
 from twin.cases.detections import DetectionError, parse_detection
@@ -277,3 +278,27 @@ def test_a_case_taken_by_one_process_reaches_the_feed_of_another(request, backen
                 h.close()
             writer_one.close()
             writer_other.close()
+
+
+def test_two_processes_taking_cases_at_once_number_them_apart(request, backend):
+    """PostgreSQL-only: two writers on one database (as two `twin serve`) take requests at the same time; every
+    case gets its own number from the store's sequence and is stored. A file has one writing process."""
+    if backend == "duckdb":
+        pytest.skip("a DuckDB file has one writing process")
+    url = request.getfixturevalue("demo_copy_db")
+    with Store(url) as one, Store(url) as other:
+        writers = [IntakeWriter(one.con, CaseFeed(), dedupe_window_s=600),
+                   IntakeWriter(other.con, CaseFeed(), dedupe_window_s=600)]
+        try:
+            forms = _forms(one, 40)
+            ids = []
+            for k in range(0, 40, 2):  # in rounds, so each writer's transactions fall between the other's
+                futures = [w.take_request(f, district_crs="EPSG:4547") for w, f in zip(writers, forms[k:k + 2])]
+                ids += [f.result(timeout=60)["service_request_id"] for f in futures]
+        finally:
+            for w in writers:
+                w.close()
+        assert len(set(ids)) == 40
+        stored, = one.con.execute("SELECT count(*) FROM cases WHERE case_id IN (SELECT unnest(?))", [ids]).fetchone()
+        assert stored == 40
+        assert verify_audit(one.con) is None, "the audit chain is one line: each writer appended to the real head"
