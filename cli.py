@@ -299,6 +299,15 @@ def _cmd_audit(args: argparse.Namespace) -> dict:
 def _cmd_serve(args: argparse.Namespace) -> dict:
     from scenes.server import serve
 
+    if args.print_proxy_config or args.workers:
+        from scenes.workers import proxy_config, serve_workers
+
+        if args.print_proxy_config:
+            print(proxy_config(address=args.address, port=args.port, workers=args.workers or 2), end="")
+            return {}
+        serve_workers(args.db, address=args.address, port=args.port, workers=args.workers,
+                      serve_args=_worker_options(args))
+        return {}
     origins = [f"{args.address}:{args.port}", f"localhost:{args.port}", f"127.0.0.1:{args.port}", *args.allow_origin]
     log.info("serving %s on http://%s:%s/app", args.db, args.address, args.port)
     oauth = None
@@ -310,9 +319,21 @@ def _cmd_serve(args: argparse.Namespace) -> dict:
         oauth = {"provider": args.oauth_provider, "key": args.oauth_key, "secret": secret,
                  "redirect_uri": args.oauth_redirect_uri}
     serve(args.db, port=args.port, address=args.address, origins=origins, dedupe_window_s=args.dedupe_window,
-          intake_rate=args.intake_rate, oauth=oauth, commands=writing_commands(),
+          intake_rate=args.intake_rate, oauth=oauth, commands=writing_commands(), behind_proxy=args.behind_proxy,
           public_rate=args.open311_public_rate if args.open311_public == "on" else None)
     return {}
+
+
+def _worker_options(args: argparse.Namespace) -> list[str]:
+    """The ``twin serve`` options each app process of ``--workers`` gets as given (the OAuth secret: from the
+    environment it inherits)."""
+    options = ["--intake-rate", str(args.intake_rate), "--open311-public", args.open311_public,
+               "--open311-public-rate", str(args.open311_public_rate), "--dedupe-window", str(args.dedupe_window),
+               *(a for origin in args.allow_origin for a in ("--allow-origin", origin))]
+    if args.oauth_provider:
+        options += ["--oauth-provider", args.oauth_provider, "--oauth-key", args.oauth_key or ""]
+        options += ["--oauth-redirect-uri", args.oauth_redirect_uri] if args.oauth_redirect_uri else []
+    return options + (["-v"] if args.verbose else [])
 
 
 def _cmd_feed_replay(args: argparse.Namespace) -> dict:
@@ -443,6 +464,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = command("serve", _cmd_serve, help="serve the app")
     serve.add_argument("--port", type=int, default=5006)
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="N app processes on the next N ports behind Debian's nginx on --port (a PostgreSQL "
+                            "store only)")
+    serve.add_argument("--print-proxy-config", action="store_true",
+                       help="print the nginx configuration for --workers N (default 2) on --port, for an existing "
+                            "nginx's http block, and exit")
+    serve.add_argument("--behind-proxy", action="store_true",
+                       help="take the client's address from the proxy's X-Real-IP (only when just the proxy can "
+                            "reach this port; --workers sets it)")
     serve.add_argument("--address", default="127.0.0.1", help="0.0.0.0 to serve the intranet")
     serve.add_argument("--allow-origin", action="append", default=[], metavar="HOST:PORT",
                        help="another host name browsers use to reach the app (repeatable)")

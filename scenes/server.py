@@ -277,7 +277,7 @@ def intake_routes(store: Store, writer: IntakeWriter, *, cursors: Cursors | None
 def serve(db: str, *, port: int, address: str, origins: list[str],
           dedupe_window_s: float = DEDUPE_WINDOW_S, intake_rate: float = INTAKE_RATE,
           public_rate: float | None = PUBLIC_RATE, oauth: dict | None = None,
-          commands: dict[str, Command] | None = None) -> None:
+          commands: dict[str, Command] | None = None, behind_proxy: bool = False) -> None:
     """Serve the app at ``/app`` (after sign-in at ``/login``), the intake at ``/open311/v2/`` and
     ``/api/detections`` (with API keys) until interrupted (Ctrl-C or SIGTERM). Open311 requests are
     read without a key at ``public_rate`` per address, or not at all when it is None (:func:`intake_routes`).
@@ -286,7 +286,8 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     Panel's OAuth providers instead of the store's passwords; the user name the provider gives
     must still be a user of the store, whose role and grids apply. ``commands`` are the writing
     commands (``twin keys``, ``users``, ``grids import``) that reach the server's writer through
-    the store's control socket (:mod:`twin.store.control`) while it runs.
+    the store's control socket (:mod:`twin.store.control`) while it runs. ``behind_proxy``: the client's
+    address (for the rate limits and the audit trail) is the one the proxy sends (:mod:`scenes.workers`).
     """
     for lang in LANGS:  # refuse to start without the compiled catalogues, rather than speak English silently
         translations(lang)
@@ -350,7 +351,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
                                                                      refusals=shared.refusals, intake_rate=intake_rate,
                                                                      public_rate=public_rate),
                  cookie_secret=secrets.token_urlsafe(32), websocket_max_message_size=MAX_WS_MESSAGE_BYTES,
-                 http_server_kwargs={"max_body_size": MAX_HTTP_BODY_BYTES}, **sign_in)
+                 http_server_kwargs={"max_body_size": MAX_HTTP_BODY_BYTES, "xheaders": behind_proxy}, **sign_in)
     except KeyboardInterrupt:
         log.info("stopping")
     finally:
