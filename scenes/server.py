@@ -38,6 +38,8 @@ from twin.cases.open311 import (Open311Error, decode_form, discovery, find_reque
                                 to_xml)
 from twin.store.clock import store_timezone
 from twin.store.control import Command, ControlChannel
+from twin.store.notices import Listener
+from twin.store.schema import CHANGES_CHANNEL, NOTIFIED_TABLES
 from twin.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -252,16 +254,18 @@ class DetectionsHandler(_Intake):
 
 def intake_routes(store: Store, writer: IntakeWriter, *, cursors: Cursors | None = None,
                   refusals: Refusals | None = None, intake_rate: float = INTAKE_RATE,
-                  public_rate: float | None = PUBLIC_RATE) -> list[tuple]:
+                  public_rate: float | None = PUBLIC_RATE, clients: Remembered | None = None) -> list[tuple]:
     """Tornado routes of the GeoReport v2 API and the detection API.
 
     Posting needs an API key. Reading Open311 requests needs none, within ``public_rate`` requests
     a second per address; ``public_rate`` None turns keyless reading off (a 401).
     ``cursors`` and ``refusals`` are the app's (:class:`scenes.shared.SharedDistrict`), so that the
     routes' reader threads and the sessions' share cursors and one throttle of refused accesses.
+    ``clients`` (:func:`clients_of`): the API keys' clients as remembered, when the caller forgets them on a change.
     """
     cursors = cursors if cursors is not None else Cursors(store.con)
-    args = {"store": store, "writer": writer, "clients": clients_of(cursors), "off_loop": OffLoop(cursors, writer),
+    clients = clients if clients is not None else clients_of(cursors)
+    args = {"store": store, "writer": writer, "clients": clients, "off_loop": OffLoop(cursors, writer),
             "refusals": refusals if refusals is not None else Refusals(), "crs": store.district.crs,
             "limiter": RateLimiter(rate_per_s=intake_rate, burst=2 * intake_rate),
             "public": RateLimiter(rate_per_s=public_rate, burst=2 * public_rate) if public_rate else None,
@@ -296,12 +300,16 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         log.warning("%s has no users: nobody can sign in. Add one with `twin users add NAME --role admin`.", db)
     feed = CaseFeed()
     writer = IntakeWriter(store.con, feed, dedupe_window_s=dedupe_window_s)
-    # Other processes serving the same PostgreSQL store: their cases are drawn here too.
-    listener = follow_other_processes(db, store.con.cursor(), feed) if store.postgres else None
     # Each thread reads on its own cursor (scenes/shared.py); the writer has its own and checkpoints there.
     shared = SharedDistrict(store.con.cursor(), feed=feed, writer=writer)
     signins = SignIns(store.con.cursor(), writer)
     sessions = store.con.cursor()  # makes each browser session's cursor, on the event loop
+    clients = clients_of(shared.cursors)
+    # Other processes serving the same PostgreSQL store: their cases are drawn here too, and their changes of
+    # keys, users and grids are followed at once.
+    listeners = [follow_other_processes(db, store.con.cursor(), feed),
+                 follow_store_changes(db, clients=clients, signins=signins, shared=shared, writer=writer)
+                 ] if store.postgres else []
     pn.extension("vtk", theme="dark", sizing_mode="stretch_width", global_css=[PAGE_CSS])
 
     def app() -> pn.viewable.Viewable:
@@ -349,16 +357,35 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
                  title="District twin", extra_patterns=intake_routes(store, writer, cursors=shared.cursors,
                                                                      refusals=shared.refusals, intake_rate=intake_rate,
-                                                                     public_rate=public_rate),
+                                                                     public_rate=public_rate, clients=clients),
                  cookie_secret=secrets.token_urlsafe(32), websocket_max_message_size=MAX_WS_MESSAGE_BYTES,
                  http_server_kwargs={"max_body_size": MAX_HTTP_BODY_BYTES, "xheaders": behind_proxy}, **sign_in)
     except KeyboardInterrupt:
         log.info("stopping")
     finally:
         control.close()
-        if listener is not None:
+        for listener in listeners:
             listener.close()
         writer.close()
+
+
+def follow_store_changes(db: str, *, clients: Remembered, signins: SignIns, shared: SharedDistrict | None,
+                         writer: IntakeWriter) -> Listener:
+    """Follow what any process changes in a PostgreSQL store's keys, users and grids, as it commits
+    (:func:`twin.store.store.create_change_triggers`): a revoked key or a disabled user is refused here at once,
+    and saved grids are drawn and matched to."""
+    def follow(tables: list[str] | None) -> None:
+        tables = set(NOTIFIED_TABLES if tables is None else tables)  # None: notices may have been missed
+        if "api_keys" in tables:
+            clients.clear()
+        if "users" in tables:
+            signins.forget_users()
+        if "grids" in tables:
+            writer.command(lambda con: {}, grids_changed=True).result()  # the intake matches to the new grids
+            if shared is not None:
+                shared.forget_grids()
+
+    return Listener(db, CHANGES_CHANNEL, follow, skip="")
 
 
 def _keep_lang(con: duckdb.DuckDBPyConnection, *, username: str, lang: str) -> dict:

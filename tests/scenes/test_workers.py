@@ -89,3 +89,36 @@ def test_two_workers_behind_nginx_take_intake_and_read_one_store(demo_copy_db, b
     assert group.returncode == 0
     for p in (port, port + 1, port + 2):
         assert _get(f"http://127.0.0.1:{p}/open311/v2/services.json")[0] == 0, "nothing is left listening"
+
+
+def test_a_key_revoked_by_another_process_is_refused_here_at_once(demo_copy_db, backend):
+    """PostgreSQL-only: a key revoked anywhere (here: another connection, as another process or the command
+    line) is forgotten by this process as the revocation commits, not when its key cache lapses."""
+    if backend == "duckdb":
+        pytest.skip("a DuckDB file has one writing process, whose commands reach the server's own writer")
+    from scenes.auth import Remembered, SignIns
+    from scenes.server import follow_store_changes
+    from scenes.shared import Cursors
+    from twin.access.keys import client_for, revoke_key
+    from twin.cases.live import CaseFeed, IntakeWriter
+    from twin.store.store import Store
+
+    with open_for_command(demo_copy_db, create=False) as store:
+        key = add_key(store.con, "camera-9")
+    with Store(demo_copy_db) as here:
+        writer = IntakeWriter(here.con, CaseFeed(), dedupe_window_s=600)
+        cursors = Cursors(here.con)
+        clients = Remembered(lambda k: client_for(cursors(), k), ttl_s=3600)  # only a notice makes it look again
+        listener = follow_store_changes(demo_copy_db, clients=clients, signins=SignIns(here.con.cursor(), writer),
+                                        shared=None, writer=writer)
+        try:
+            assert listener.wait_listening(30) and clients(key) == "camera-9"
+            with open_for_command(demo_copy_db, create=False) as elsewhere:
+                revoke_key(elsewhere.con, "camera-9")
+            deadline = time.monotonic() + 30
+            while clients(key) is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert clients(key) is None, "the revoked key is refused here"
+        finally:
+            listener.close()
+            writer.close()

@@ -33,9 +33,10 @@ def add_key(con: duckdb.DuckDBPyConnection, name: str) -> str:
 
 
 def revoke_key(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    if con.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING name",
-                   [store_now(con), name]).fetchone() is None:
+    # Asked first: DuckDB updates PostgreSQL tables without RETURNING.
+    if not con.execute("SELECT count(*) FROM api_keys WHERE name = ? AND revoked_at IS NULL", [name]).fetchall()[0][0]:
         raise InputError(f"no active key named {name!r}.")
+    con.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", [store_now(con), name])
 
 
 def client_for(con: duckdb.DuckDBPyConnection, key: str | None) -> str | None:

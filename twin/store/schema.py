@@ -239,3 +239,8 @@ GEOMETRY_COLUMNS: tuple[tuple[str, str], ...] = tuple(
 SEQUENCES: dict[str, str] = {
     "case_numbers": "SELECT max(TRY_CAST(split_part(case_id, '-', 2) AS BIGINT)) FROM cases",
 }
+
+# Tables whose changes every process serving a PostgreSQL store must hear of at once (a revoked key, a disabled
+# user, a saved grid): a trigger there sends NOTIFY twin_changes with the table's name, whoever writes.
+NOTIFIED_TABLES = ("api_keys", "users", "grids")
+CHANGES_CHANNEL = "twin_changes"

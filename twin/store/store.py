@@ -33,8 +33,8 @@ import shapely
 
 from twin.geo.crs import District
 from twin.errors import StoreError
-from twin.store.schema import (ADDED_COLUMNS, DEFAULT_TIMEZONE, DROPPED_INDEXES, GEOMETRY_COLUMNS, INDEXES,
-                               SCHEMA_VERSION, SEQUENCES, TABLES)
+from twin.store.schema import (ADDED_COLUMNS, CHANGES_CHANNEL, DEFAULT_TIMEZONE, DROPPED_INDEXES, GEOMETRY_COLUMNS,
+                               INDEXES, NOTIFIED_TABLES, SCHEMA_VERSION, SEQUENCES, TABLES)
 
 log = logging.getLogger(__name__)
 
@@ -319,9 +319,21 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
         collate_text_binary(con)
         for name in SEQUENCES:  # DuckDB cannot make a sequence in PostgreSQL; PostgreSQL can
             con.execute(f"CALL postgres_execute('{ATTACHED}', 'CREATE SEQUENCE IF NOT EXISTS {name}')")
+        create_change_triggers(con)
     create_indexes(con)
     set_timezone(con)
     set_schema_version(con)
+
+
+def create_change_triggers(con: duckdb.DuckDBPyConnection) -> None:
+    """Have PostgreSQL announce every committed change of :data:`NOTIFIED_TABLES` (``NOTIFY twin_changes``,
+    payload ``store|<table>``), whoever makes it: a process's writer, the command line, psql."""
+    function = (f"CREATE OR REPLACE FUNCTION twin_announce_change() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"PERFORM pg_notify(''{CHANGES_CHANNEL}'', ''store|'' || TG_TABLE_NAME); RETURN NULL; END $$")
+    con.execute(f"CALL postgres_execute('{ATTACHED}', '{function}')")
+    for table in NOTIFIED_TABLES:
+        con.execute(f"CALL postgres_execute('{ATTACHED}', 'CREATE OR REPLACE TRIGGER {table}_changed AFTER INSERT OR "
+                    f"UPDATE OR DELETE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION twin_announce_change()')")
 
 
 def advance_sequences(con: duckdb.DuckDBPyConnection) -> None:

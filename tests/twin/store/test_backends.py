@@ -131,7 +131,11 @@ def test_every_command_takes_a_postgres_store(demo_copy_db, backend, capsys):
     from cli import main
 
     assert main(["keys", "add", "camera-7", "--db", demo_copy_db, "--json"]) == 0
+    assert main(["keys", "add", "camera-8", "--db", demo_copy_db, "--json"]) == 0
+    assert main(["keys", "revoke", "camera-8", "--db", demo_copy_db, "--json"]) == 0
+    assert main(["keys", "revoke", "camera-8", "--db", demo_copy_db, "--json"]) == 2, "revoked already"
     assert main(["audit", "verify", "--db", demo_copy_db, "--json"]) == 0
     assert '"intact": true' in capsys.readouterr().out
     with Store(demo_copy_db, read_only=True) as store:
-        assert store.con.execute("SELECT count(*) FROM api_keys WHERE name = 'camera-7'").fetchall() == [(1,)]
+        assert store.con.execute("SELECT name FROM api_keys WHERE name LIKE 'camera-%' AND revoked_at IS NULL"
+                                 ).fetchall() == [("camera-7",)]
