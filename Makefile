@@ -27,8 +27,9 @@ catalogues: $(CATALOGUES)
 setup: $(BIN)/twin
 
 # Debian packages the tests use: Chromium for the browser tests, a CJK font for the
-# district's names, and Mesa's EGL for offscreen VTK pictures.
-APT_PACKAGES := chromium fonts-wqy-zenhei libegl1 libegl-mesa0 libgl1-mesa-dri
+# district's names, Mesa's EGL for offscreen VTK pictures, and PostgreSQL with PostGIS (the second
+# backend: the tests start a throwaway cluster of their own, see tests/pgcluster.py) and nginx.
+APT_PACKAGES := chromium fonts-wqy-zenhei libegl1 libegl-mesa0 libgl1-mesa-dri postgresql postgresql-15-postgis-3 nginx
 
 $(VENV)/.test-deps: $(BIN)/twin
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -69,7 +70,7 @@ test: test-setup catalogues
 
 # Every bench on a copy of the full demo store; each writes bench/results/NAME.json (committed), then the
 # README's table is made from those files. Run it on a quiet machine: the figures are timings.
-BENCHES := ingest ifc grids feed security view concurrency tiles
+BENCHES := ingest ifc grids feed security view concurrency tiles backends
 
 bench: $(DEMO_DB) test-setup
 	@set -e; for name in $(BENCHES); do \

@@ -1,6 +1,7 @@
 """The ``twin`` command line.
 
-Every subcommand takes ``--db PATH``; with ``--json`` it prints one JSON
+Every subcommand takes ``--db PATH`` (a DuckDB file) or ``--db postgresql://user@host:port/dbname`` (the password
+in ``PGPASSWORD`` or ``~/.pgpass``, never on the command line); with ``--json`` it prints one JSON
 object on stdout. Progress bars go to stderr. Bad input exits with code 2
 and a message naming the file, the feature and the fix, and the store is left
 as it was (each command is one transaction). While ``twin serve`` holds the
@@ -40,14 +41,40 @@ class StageBar:
         self.bar.close()
 
 
+def db_option(value: str) -> str:
+    """``--db``: a DuckDB file, or a PostgreSQL URL without a password (refused here, before anything runs)."""
+    from twin.store.store import check_postgres_url, is_postgres
+
+    if is_postgres(value):
+        try:
+            check_postgres_url(value)
+        except TwinError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+    return value
+
+
+def _side_files(db: str) -> Path:
+    """What the demo's side files (feed, key, users) are named after: the store file, or the database's name
+    in the current folder for a PostgreSQL store."""
+    from urllib.parse import urlsplit
+
+    from twin.store.store import is_postgres
+
+    return Path(urlsplit(db).path.strip("/") + ".duckdb") if is_postgres(db) else Path(db)
+
+
 def _cmd_demo(args: argparse.Namespace) -> dict:
+    import shutil
+    import tempfile
+
     from data.build import DEMO_STAGES, build_demo_store, demo_users, write_demo_users
-    from twin.store.store import open_for_command
+    from twin.store.copy import copy_store
+    from twin.store.store import is_postgres, open_for_command
 
     if args.users:
         with open_for_command(args.db, create=False) as store:
             users = demo_users(store.con)
-        return {"users_file": str(write_demo_users(users, Path(args.db)))}
+        return {"users_file": str(write_demo_users(users, _side_files(args.db)))}
 
     if args.scale == "city":
         return _build_city(args)
@@ -56,7 +83,17 @@ def _cmd_demo(args: argparse.Namespace) -> dict:
                           "Give --scale city, or leave --copies out.")
     bar = StageBar(DEMO_STAGES, desc="demo district")
     try:
-        return build_demo_store(args.db, scale=args.scale, seed=args.seed, step=bar, force=args.force)
+        if not is_postgres(args.db):
+            return build_demo_store(args.db, scale=args.scale, seed=args.seed, step=bar, force=args.force)
+        # Built as a file first (DuckDB's bulk load is the fast one), then copied in one transaction.
+        with tempfile.TemporaryDirectory(prefix="twin-demo-") as folder:
+            built = build_demo_store(Path(folder) / _side_files(args.db).name, scale=args.scale, seed=args.seed,
+                                     step=bar)
+            copied = copy_store(built["db"], args.db)
+            side = {}
+            for key in ("feed", "api_key_file", "users_file"):
+                side[key] = str(Path(shutil.move(built[key], Path.cwd() / Path(built[key]).name)))
+        return {**built, **side, "db": args.db, "tables": copied["tables"]}
     finally:
         bar.close()
 
@@ -72,6 +109,20 @@ def _build_city(args: argparse.Namespace) -> dict:
             bar.update(done - bar.n)
         return build_city_store(args.db, copies=args.copies or CITY_COPIES, seed=args.seed, force=args.force,
                                 progress=progress)
+
+
+def _cmd_store_copy(args: argparse.Namespace) -> dict:
+    from tqdm import tqdm
+
+    from twin.store.copy import copy_store
+    from twin.store.schema import TABLES
+
+    with tqdm(total=len(TABLES), desc=f"copy to {args.target}", file=sys.stderr, unit="table", leave=False) as bar:
+        def step(table: str, rows: int) -> None:
+            bar.set_postfix_str(f"{table}: {rows:,} rows")
+            bar.update(1)
+
+        return copy_store(args.source, args.target, step=step)
 
 
 def _cmd_ingest_footprints(args: argparse.Namespace) -> dict:
@@ -296,6 +347,15 @@ def _cmd_export_tiles(args: argparse.Namespace) -> dict:
 def _cmd_serve(args: argparse.Namespace) -> dict:
     from scenes.server import serve
 
+    if args.print_proxy_config or args.workers:
+        from scenes.workers import proxy_config, serve_workers
+
+        if args.print_proxy_config:
+            print(proxy_config(address=args.address, port=args.port, workers=args.workers or 2), end="")
+            return {}
+        serve_workers(args.db, address=args.address, port=args.port, workers=args.workers,
+                      serve_args=_worker_options(args))
+        return {}
     origins = [f"{args.address}:{args.port}", f"localhost:{args.port}", f"127.0.0.1:{args.port}", *args.allow_origin]
     log.info("serving %s on http://%s:%s/app", args.db, args.address, args.port)
     oauth = None
@@ -307,9 +367,21 @@ def _cmd_serve(args: argparse.Namespace) -> dict:
         oauth = {"provider": args.oauth_provider, "key": args.oauth_key, "secret": secret,
                  "redirect_uri": args.oauth_redirect_uri}
     serve(args.db, port=args.port, address=args.address, origins=origins, dedupe_window_s=args.dedupe_window,
-          intake_rate=args.intake_rate, oauth=oauth, commands=writing_commands(),
+          intake_rate=args.intake_rate, oauth=oauth, commands=writing_commands(), behind_proxy=args.behind_proxy,
           public_rate=args.open311_public_rate if args.open311_public == "on" else None)
     return {}
+
+
+def _worker_options(args: argparse.Namespace) -> list[str]:
+    """The ``twin serve`` options each app process of ``--workers`` gets as given (the OAuth secret: from the
+    environment it inherits)."""
+    options = ["--intake-rate", str(args.intake_rate), "--open311-public", args.open311_public,
+               "--open311-public-rate", str(args.open311_public_rate), "--dedupe-window", str(args.dedupe_window),
+               *(a for origin in args.allow_origin for a in ("--allow-origin", origin))]
+    if args.oauth_provider:
+        options += ["--oauth-provider", args.oauth_provider, "--oauth-key", args.oauth_key or ""]
+        options += ["--oauth-redirect-uri", args.oauth_redirect_uri] if args.oauth_redirect_uri else []
+    return options + (["-v"] if args.verbose else [])
 
 
 def _cmd_feed_replay(args: argparse.Namespace) -> dict:
@@ -346,7 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, handler: Callable, sub=sub, db: bool = True, **kw) -> argparse.ArgumentParser:
         p = sub.add_parser(name, **kw)
         if db:
-            p.add_argument("--db", required=True, help="the DuckDB store file")
+            p.add_argument("--db", required=True, type=db_option,
+                           help="the store: a DuckDB file, or postgresql://user@host:port/dbname (password in "
+                                "PGPASSWORD or ~/.pgpass)")
         p.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
         p.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
         p.set_defaults(handler=handler)
@@ -454,8 +528,26 @@ def build_parser() -> argparse.ArgumentParser:
     tiles.add_argument("--max-vertices", type=int, default=42_000, metavar="N",
                        help="the most vertices a tile wider than one cell may hold (tyler's rule)")
 
+    stores = sub.add_parser("store", help="the store as a whole")
+    ssub = stores.add_subparsers(dest="action", required=True)
+    copy = command("copy", _cmd_store_copy, sub=ssub, db=False,
+                   help="copy a whole store into a new one, between DuckDB files and PostgreSQL databases either way "
+                        "(one transaction; rows and geometry and mesh checksums are compared before it commits)")
+    copy.add_argument("source", type=db_option, metavar="SRC", help="a DuckDB file or a postgresql:// URL")
+    copy.add_argument("target", type=db_option, metavar="DST",
+                      help="a new DuckDB file, or a postgresql:// URL of a database without a store")
+
     serve = command("serve", _cmd_serve, help="serve the app")
     serve.add_argument("--port", type=int, default=5006)
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="N app processes on the next N ports behind Debian's nginx on --port (a PostgreSQL "
+                            "store only)")
+    serve.add_argument("--print-proxy-config", action="store_true",
+                       help="print the nginx configuration for --workers N (default 2) on --port, for an existing "
+                            "nginx's http block, and exit")
+    serve.add_argument("--behind-proxy", action="store_true",
+                       help="take the client's address from the proxy's X-Real-IP (only when just the proxy can "
+                            "reach this port; --workers sets it)")
     serve.add_argument("--address", default="127.0.0.1", help="0.0.0.0 to serve the intranet")
     serve.add_argument("--allow-origin", action="append", default=[], metavar="HOST:PORT",
                        help="another host name browsers use to reach the app (repeatable)")
@@ -489,8 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="send detections with their recorded times (default: the time of sending)")
 
     bench = command("bench", _cmd_bench, db=False, help="run a benchmark and print JSON results")
-    bench.add_argument("--db", help="the store to use (view, feed, concurrency, tiles: default data/demo.duckdb)")
-    bench.add_argument("name", choices=("ingest", "view", "ifc", "feed", "grids", "security", "concurrency", "tiles"))
+    bench.add_argument("--db", type=db_option,
+                       help="the store to use (view, feed, concurrency, tiles: default data/demo.duckdb)")
+    bench.add_argument("name", choices=("ingest", "view", "ifc", "feed", "grids", "security", "concurrency", "tiles",
+                                        "backends"))
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     return parser
 

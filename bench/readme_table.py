@@ -200,6 +200,17 @@ ROWS = (
                   f"{count(f('rate_limits.intake.sent'))} intake requests at "
                   f"{count(f('rate_limits.intake.rate_per_s'))}/s: {count(f('rate_limits.intake.accepted'))} taken, "
                   f"{count(f('rate_limits.intake.refused_429'))} × 429"),
+    Row("per-grid figures from 1.127 M residents, PostgreSQL store (DuckDB attaching it, the same SQL); goal ≤ 1 s",
+        "backends",
+        lambda f: f"{secs(f('grid_figures.postgres_attached.median_s'))}",
+        lambda f: f"the DuckDB file: {secs(f('grid_figures.duckdb_file.median_s'))}; PostgreSQL itself over psycopg, "
+                  f"the core aggregate only: {secs(f('grid_figures.postgres_native_core_aggregate.median_s'))}"),
+    Row("a building's card (its residents counted, grid path, cameras), PostgreSQL store", "backends",
+        lambda f: f"{ms(1000 * f('building_card.postgres_attached.median_s'))}",
+        lambda f: f"the DuckDB file: {ms(1000 * f('building_card.duckdb_file.median_s'))}; PostgreSQL itself, the "
+                  f"residents lookup only: {ms(1000 * f('building_card.postgres_native_residents_lookup.median_s'))}"),
+    Row("`twin store copy`, the full demo, file to PostgreSQL / back (checksums included)", "backends",
+        lambda f: f"{secs(f('copy_s.file_to_postgres'))} / {secs(f('copy_s.postgres_to_file'))}"),
     Row("IFC geometry, FZK-Haus / Duplex", "ifc",
         lambda f: f"{f('files.fzk_haus.ours_model_elements.elements_per_s'):.0f} / "
                   f"{f('files.duplex.ours_model_elements.elements_per_s'):.0f} elements/s on {f('cores')} cores",

@@ -81,6 +81,10 @@ class Remembered:
     def forget(self, key: str) -> None:
         self._seen.pop(key, None)
 
+    def clear(self) -> None:
+        """Forget every answer (the store changed them elsewhere)."""
+        self._seen = {}
+
 
 class SignIns:
     """Checks sign-ins against the store: rate limits, the password check off the event loop, the audit.
@@ -120,6 +124,10 @@ class SignIns:
         self.per_user.forget(f"{username}|{address}")  # a right password clears the name's tries from there
         self._users.forget(username)
         return True
+
+    def forget_users(self) -> None:
+        """Look every user up afresh (users were changed elsewhere: disabled, given other grids)."""
+        self._users.clear()
 
     def _check(self, username: str, password: str) -> tuple[dict | None, str]:
         con = self._con.cursor()

@@ -35,11 +35,13 @@ from twin.access.keys import KeyUse, client_for, record_key_use
 from twin.access.policy import Gate, Refusals, client_principal, public_principal
 from twin.access.ratelimit import RateLimiter
 from twin.cases.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
-from twin.cases.live import CaseFeed, IntakeWriter, Written
+from twin.cases.live import CaseFeed, IntakeWriter, Written, follow_other_processes
 from twin.cases.open311 import (Open311Error, decode_form, discovery, find_requests, service_definition, services,
                                 to_xml)
 from twin.store.clock import store_timezone
 from twin.store.control import Command, ControlChannel
+from twin.store.notices import Listener
+from twin.store.schema import CHANGES_CHANNEL, NOTIFIED_TABLES
 from twin.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -56,14 +58,13 @@ KEY_SERVICE = "ask the district's administrator for a key (`twin keys add NAME`)
 KEY_USE_FLUSH_S = 5.0  # the keys' use is written to the store this often (when there was any)
 
 
-def clients_of(cursors: Cursors, key_use: KeyUse | None = None) -> Callable[[object], str | None]:
-    """API key to client name, remembered for a few seconds so intake under load does not ask the store each time;
-    each request that names a known key is counted in ``key_use``.
+def clients_of(cursors: Cursors) -> Remembered:
+    """API key to client name, remembered for a few seconds so intake under load does not ask the store each time
+    (:meth:`Remembered.clear` forgets them at once, when another process changed the keys).
 
     A lookup reads on the asking thread's own cursor.
     """
-    remembered = Remembered(lambda key: client_for(cursors(), key), ttl_s=KEY_CACHE_S)
-    return remembered if key_use is None else lambda key: key_use.note(remembered(key))
+    return Remembered(lambda key: client_for(cursors(), key), ttl_s=KEY_CACHE_S)
 
 
 class KeyUseWriter:
@@ -290,18 +291,21 @@ class DetectionsHandler(_Intake):
 
 def intake_routes(store: Store, writer: IntakeWriter, *, cursors: Cursors | None = None,
                   refusals: Refusals | None = None, intake_rate: float = INTAKE_RATE,
-                  public_rate: float | None = PUBLIC_RATE, key_use: KeyUse | None = None) -> list[tuple]:
+                  public_rate: float | None = PUBLIC_RATE, clients: Remembered | None = None,
+                  key_use: KeyUse | None = None) -> list[tuple]:
     """Tornado routes of the GeoReport v2 API and the detection API.
 
     Posting needs an API key. Reading Open311 requests needs none, within ``public_rate`` requests
     a second per address; ``public_rate`` None turns keyless reading off (a 401).
     ``cursors`` and ``refusals`` are the app's (:class:`scenes.shared.SharedDistrict`), so that the
-    routes' reader threads and the sessions' share cursors and one throttle of refused accesses. Each request
-    with a known key is counted in ``key_use`` (:class:`KeyUseWriter` writes the counts).
+    routes' reader threads and the sessions' share cursors and one throttle of refused accesses.
+    ``clients`` (:func:`clients_of`): the API keys' clients as remembered, when the caller forgets them on a change.
+    Each request with a known key is counted in ``key_use`` (:class:`KeyUseWriter` writes the counts).
     """
     cursors = cursors if cursors is not None else Cursors(store.con)
-    args = {"store": store, "writer": writer, "clients": clients_of(cursors, key_use),
-            "off_loop": OffLoop(cursors, writer),
+    clients = clients if clients is not None else clients_of(cursors)
+    counted = clients if key_use is None else (lambda key: key_use.note(clients(key)))
+    args = {"store": store, "writer": writer, "clients": counted, "off_loop": OffLoop(cursors, writer),
             "refusals": refusals if refusals is not None else Refusals(), "crs": store.district.crs,
             "limiter": RateLimiter(rate_per_s=intake_rate, burst=2 * intake_rate),
             "public": RateLimiter(rate_per_s=public_rate, burst=2 * public_rate) if public_rate else None,
@@ -317,7 +321,7 @@ def intake_routes(store: Store, writer: IntakeWriter, *, cursors: Cursors | None
 def serve(db: str, *, port: int, address: str, origins: list[str],
           dedupe_window_s: float = DEDUPE_WINDOW_S, intake_rate: float = INTAKE_RATE,
           public_rate: float | None = PUBLIC_RATE, oauth: dict | None = None,
-          commands: dict[str, Command] | None = None) -> None:
+          commands: dict[str, Command] | None = None, behind_proxy: bool = False) -> None:
     """Serve the app at ``/app`` (after sign-in at ``/login``), the intake at ``/open311/v2/`` and
     ``/api/detections`` (with API keys) until interrupted (Ctrl-C or SIGTERM). Open311 requests are
     read without a key at ``public_rate`` per address, or not at all when it is None (:func:`intake_routes`).
@@ -326,7 +330,8 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     Panel's OAuth providers instead of the store's passwords; the user name the provider gives
     must still be a user of the store, whose role and grids apply. ``commands`` are the writing
     commands (``twin keys``, ``users``, ``grids import``) that reach the server's writer through
-    the store's control socket (:mod:`twin.store.control`) while it runs.
+    the store's control socket (:mod:`twin.store.control`) while it runs. ``behind_proxy``: the client's
+    address (for the rate limits and the audit trail) is the one the proxy sends (:mod:`scenes.workers`).
     """
     for lang in LANGS:  # refuse to start without the compiled catalogues, rather than speak English silently
         translations(lang)
@@ -339,6 +344,12 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     shared = SharedDistrict(store.con.cursor(), feed=feed, writer=writer)
     signins = SignIns(store.con.cursor(), writer)
     sessions = store.con.cursor()  # makes each browser session's cursor, on the event loop
+    clients = clients_of(shared.cursors)
+    # Other processes serving the same PostgreSQL store: their cases are drawn here too, and their changes of
+    # keys, users and grids are followed at once.
+    listeners = [follow_other_processes(db, store.con.cursor(), feed),
+                 follow_store_changes(db, clients=clients, signins=signins, shared=shared, writer=writer)
+                 ] if store.postgres else []
     pn.extension("vtk", theme="dark", sizing_mode="stretch_width", global_css=[PAGE_CSS])
 
     def app() -> pn.viewable.Viewable:
@@ -391,16 +402,37 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
                  title="District twin", extra_patterns=intake_routes(store, writer, cursors=shared.cursors,
                                                                      refusals=shared.refusals, intake_rate=intake_rate,
-                                                                     public_rate=public_rate,
+                                                                     public_rate=public_rate, clients=clients,
                                                                      key_use=key_use.key_use),
                  cookie_secret=secrets.token_urlsafe(32), websocket_max_message_size=MAX_WS_MESSAGE_BYTES,
-                 http_server_kwargs={"max_body_size": MAX_HTTP_BODY_BYTES}, **sign_in)
+                 http_server_kwargs={"max_body_size": MAX_HTTP_BODY_BYTES, "xheaders": behind_proxy}, **sign_in)
     except KeyboardInterrupt:
         log.info("stopping")
     finally:
         control.close()
         key_use.close()
+        for listener in listeners:
+            listener.close()
         writer.close()
+
+
+def follow_store_changes(db: str, *, clients: Remembered, signins: SignIns, shared: SharedDistrict | None,
+                         writer: IntakeWriter) -> Listener:
+    """Follow what any process changes in a PostgreSQL store's keys, users and grids, as it commits
+    (:func:`twin.store.store.create_change_triggers`): a revoked key or a disabled user is refused here at once,
+    and saved grids are drawn and matched to."""
+    def follow(tables: list[str] | None) -> None:
+        tables = set(NOTIFIED_TABLES if tables is None else tables)  # None: notices may have been missed
+        if "api_keys" in tables:
+            clients.clear()
+        if "users" in tables:
+            signins.forget_users()
+        if "grids" in tables:
+            writer.command(lambda con: {}, grids_changed=True).result()  # the intake matches to the new grids
+            if shared is not None:
+                shared.forget_grids()
+
+    return Listener(db, CHANGES_CHANNEL, follow, skip="")
 
 
 def _keep_lang(con: duckdb.DuckDBPyConnection, *, username: str, lang: str) -> dict:

@@ -20,6 +20,20 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def store_fingerprint(db: str | Path) -> dict[str, tuple]:
+    """Per table of a store in either backend: its row count and, per column, the XOR of its values' hashes.
+
+    To prove a failed command left a store unchanged where there is no one file to hash (PostgreSQL); the
+    same store in either backend has the same fingerprint.
+    """
+    from twin.store.schema import TABLES
+    from twin.store.store import Store
+
+    with Store(db, read_only=True) as store:
+        return {t: store.con.execute(f"SELECT count(*), coalesce(bit_xor(hash(COLUMNS(*))), 0) FROM {t}").fetchall()[0]
+                for t in TABLES}
+
+
 @pytest.fixture(scope="session")
 def lujiazui_store(tmp_path_factory) -> Path:
     """A store holding the Lujiazui footprints (do not modify; copy it first)."""
@@ -76,3 +90,56 @@ def bim_demo(small_demo, tmp_path_factory) -> tuple[Path, str]:
     with open_for_command(path) as store:
         ingest_ifc(store, IFC / "ifcopenhouse-ifc4" / "IfcOpenHouse_IFC4.ifc", anchor=f"{lon},{lat},0,0")
     return path, building_id
+
+
+# -- the two backends -----------------------------------------------------------------------------------
+# Store-level tests take a store through these fixtures, parametrised over BACKENDS: a DuckDB file, or a
+# database in a throwaway PostgreSQL/PostGIS cluster that the session starts on first use and stops at its end.
+BACKENDS = ("duckdb", "postgres")
+SMALL_DEMO_TEMPLATE = "small_demo_template"  # never opened by a test: PostgreSQL copies only an idle template
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    from tests.pgcluster import start_cluster
+
+    cluster = start_cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def new_store_db(backend, tmp_path, request) -> str:
+    """Where a test may make a new store: a file that does not exist yet, or an empty PostGIS database."""
+    if backend == "duckdb":
+        return str(tmp_path / "store.duckdb")
+    return request.getfixturevalue("pg_cluster").create_database()
+
+
+@pytest.fixture(scope="session")
+def small_demo_pg(small_demo, pg_cluster) -> str:
+    """The small demo copied into PostgreSQL (do not modify): a database, and a template for copies."""
+    from twin.store.copy import copy_store
+
+    copy_store(small_demo, pg_cluster.create_database(SMALL_DEMO_TEMPLATE))
+    return pg_cluster.create_database("small_demo", template=SMALL_DEMO_TEMPLATE)
+
+
+def small_demo_in(backend: str, request) -> str:
+    """The small demo in one backend (do not modify)."""
+    return str(request.getfixturevalue("small_demo")) if backend == "duckdb" else request.getfixturevalue(
+        "small_demo_pg")
+
+
+@pytest.fixture
+def demo_copy_db(backend, tmp_path, request) -> str:
+    """A copy of the small demo in the backend under test, that the test may change."""
+    if backend == "duckdb":
+        return str(copy_of(request.getfixturevalue("small_demo"), tmp_path))
+    request.getfixturevalue("small_demo_pg")
+    return request.getfixturevalue("pg_cluster").create_database(template=SMALL_DEMO_TEMPLATE)

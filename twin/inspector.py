@@ -18,6 +18,8 @@ from twin.cases.detections import recent_detections
 from twin.errors import N_, InputError
 from twin.grids.grids import grids_under
 from twin.store.queries import _now, building_population, population
+from twin.store.schema import GRID_LEVELS
+from twin.store.store import building_rows
 
 RESIDENT_COLUMNS = ("resident_id", "unit", "household_id", "room", "name", "gender", "age", "id_number", "phone",
                     "tags")
@@ -28,13 +30,15 @@ def grid_path(con: duckdb.DuckDBPyConnection, grid_id: str | None) -> list[dict]
     """The grids from the street down to ``grid_id``: ``[{grid_id, name, level}, ...]``."""
     if grid_id is None:
         return []
-    rows = con.execute("""
-        WITH RECURSIVE up(grid_id, parent_id, name, level, depth) AS (
-            SELECT grid_id, parent_id, name, level, 0 FROM grids WHERE grid_id = ? AND valid_to IS NULL
-            UNION ALL
-            SELECT g.grid_id, g.parent_id, g.name, g.level, up.depth + 1
-            FROM grids g JOIN up ON g.grid_id = up.parent_id WHERE g.valid_to IS NULL AND up.depth < 8)
-        SELECT grid_id, name, level FROM up ORDER BY depth DESC""", [grid_id]).fetchall()
+    # One join per level rather than a recursive query: DuckDB's scanner of PostgreSQL tables reuses the
+    # first step's filter in every step of a recursion, and would find only the first two levels.
+    depth = len(GRID_LEVELS)
+    joins = "".join(f" LEFT JOIN grids g{i} ON g{i}.grid_id = g{i - 1}.parent_id AND g{i}.valid_to IS NULL"
+                    for i in range(1, depth))
+    columns = ", ".join(f"g{i}.grid_id, g{i}.name, g{i}.level" for i in range(depth))
+    found = con.execute(f"SELECT {columns} FROM grids g0{joins} WHERE g0.grid_id = ? AND g0.valid_to IS NULL",
+                        [grid_id]).fetchall()
+    rows = [found[0][i:i + 3] for i in range(0, 3 * depth, 3) if found[0][i] is not None][::-1] if found else []
     return [{"grid_id": g, "name": n, "level": lv} for g, n, lv in rows]
 
 
@@ -74,12 +78,12 @@ def residents_page(con: duckdb.DuckDBPyConnection, building_id: str, *, page: in
         raise InputError(N_("page {page} of size {page_size}: give page >= 0 and a positive page size"),
                          page=page, page_size=page_size)
     now = _now(con)
-    return con.execute("""
+    return con.execute(f"""
         SELECT resident_id, unit, household_id, room, name, gender,
                date_diff('year', birth_date, ?::DATE) - CASE WHEN strftime(birth_date, '%m%d') > strftime(?::DATE, '%m%d')
                                                           THEN 1 ELSE 0 END AS age,
                id_number, phone, array_to_string(tags, ', ') AS tags
-        FROM residents WHERE rowid IN (SELECT rowid FROM residents WHERE building_id = ?)
+        FROM residents WHERE {building_rows(con)}
         ORDER BY unit, household_id, room, resident_id
         LIMIT ? OFFSET ?""", [now, now, building_id, page_size, page * page_size]).df()
 

@@ -161,7 +161,14 @@ def add_user(con: duckdb.DuckDBPyConnection, username: str, password: str, *, ro
 def set_lang(con: duckdb.DuckDBPyConnection, username: str, lang: str) -> None:
     """Keep the UI language ``username`` chose (one of ``LANGS``); the header's language switch calls it."""
     check_choice("lang", lang, LANGS)
-    if con.execute("UPDATE users SET lang = ? WHERE username = ? RETURNING 1", [lang, username]).fetchone() is None:
+    _require_user(con, username)
+    con.execute("UPDATE users SET lang = ? WHERE username = ?", [lang, username])
+
+
+def _require_user(con: duckdb.DuckDBPyConnection, username: str) -> None:
+    """Refuse a change of a user who does not exist (asked first: DuckDB updates PostgreSQL tables without
+    RETURNING)."""
+    if not con.execute("SELECT count(*) FROM users WHERE username = ?", [username]).fetchall()[0][0]:
         raise InputError(f"no user {username!r}.")
 
 
@@ -180,8 +187,8 @@ def list_users(con: duckdb.DuckDBPyConnection) -> list[dict]:
 def disable_user(con: duckdb.DuckDBPyConnection, username: str, *, actor: str = "admin",
                  source: str | None = None) -> None:
     """Refuse ``username``'s sign-ins (and their open sessions' next page); audited as ``user.disable``."""
-    if con.execute("UPDATE users SET disabled = true WHERE username = ? RETURNING 1", [username]).fetchone() is None:
-        raise InputError(f"no user {username!r}.")
+    _require_user(con, username)
+    con.execute("UPDATE users SET disabled = true WHERE username = ?", [username])
     audit(con, actor=actor, action="user.disable", target=username, source=source)
 
 
@@ -189,9 +196,8 @@ def set_password(con: duckdb.DuckDBPyConnection, username: str, password: str, *
                  source: str | None = None) -> None:
     """Give ``username`` a new password (refused when weak: :class:`WeakPassword`); audited as ``user.passwd``."""
     _check_password(password, username=username)
-    if con.execute("UPDATE users SET password_hash = ? WHERE username = ? RETURNING 1",
-                   [hash_password(password), username]).fetchone() is None:
-        raise InputError(f"no user {username!r}.")
+    _require_user(con, username)
+    con.execute("UPDATE users SET password_hash = ? WHERE username = ?", [hash_password(password), username])
     audit(con, actor=actor, action="user.passwd", target=username, source=source)
 
 

@@ -46,9 +46,10 @@ def add_key(con: duckdb.DuckDBPyConnection, name: str, *, actor: str = "admin", 
 
 def revoke_key(con: duckdb.DuckDBPyConnection, name: str, *, actor: str = "admin", source: str | None = None) -> None:
     """Stop accepting client ``name``'s key at once (the server forgets it within ``KEY_CACHE_S``); audited."""
-    if con.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING name",
-                   [store_now(con), name]).fetchone() is None:
+    # Asked first: DuckDB updates PostgreSQL tables without RETURNING.
+    if not con.execute("SELECT count(*) FROM api_keys WHERE name = ? AND revoked_at IS NULL", [name]).fetchall()[0][0]:
         raise InputError(f"no active key named {name!r}.")
+    con.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", [store_now(con), name])
     audit(con, actor=actor, action="key.revoke", target=name, source=source)
 
 

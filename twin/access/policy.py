@@ -47,6 +47,7 @@ from twin.access.ratelimit import RateLimiter
 from twin.errors import N_, AccessError, InputError
 from twin.grids.grids import grids_under
 from twin.store.queries import residents_counted
+from twin.store.store import building_rows
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +209,8 @@ class Gate:
         """
         card = inspector.building_card(self.con, building_id)
         card["tags"] = dict(self.con.execute(
-            "SELECT tag, count(*) FROM (SELECT unnest(tags) AS tag FROM residents WHERE rowid IN "
-            "(SELECT rowid FROM residents WHERE building_id = ?)) GROUP BY tag ORDER BY count(*) DESC, tag",
+            f"SELECT tag, count(*) FROM (SELECT unnest(tags) AS tag FROM residents WHERE {building_rows(self.con)}) "
+            "GROUP BY tag ORDER BY count(*) DESC, tag",
             [building_id]).fetchall())
         card["residents_counted"] = residents_counted(self.con)
         card["may_see_residents"] = (self.may("residents") and self.in_scope(card["grid_id"])

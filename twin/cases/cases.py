@@ -17,12 +17,14 @@ import pyarrow as pa
 import shapely
 
 from twin.store.clock import store_now
+from twin.store.store import AttachedConnection, next_numbers
 from twin.errors import N_, InputError
 from twin.grids.grids import locate
 
 CASE_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "evaluated", "closed", "rejected", "reopened")
 # The department still owes work on these; only they can be overdue.
 OPEN_STATUSES = ("reported", "dispatched", "in_progress", "reopened")
+NUMBER_BLOCK = 64  # case numbers taken from a PostgreSQL store's sequence in one round trip
 CASE_TRANSITIONS = frozenset({
     (None, "reported"), ("reported", "dispatched"), ("reported", "rejected"),
     ("dispatched", "in_progress"), ("dispatched", "rejected"), ("in_progress", "resolved"),
@@ -169,17 +171,24 @@ class LocationMatcher:
 
 
 class CaseNumbers:
-    """Case ids ``{prefix}{YYYYMMDD}-NNNN``, numbered in memory after the store's last one of the day.
+    """Case ids ``{prefix}{YYYYMMDD}-NNNN``.
 
-    Only for the one process that writes the store (``twin serve`` holds its write lock):
-    numbers are read from the store once per day and prefix, then counted here.
+    In a DuckDB file, numbered in memory after the store's last one of the day: only for the one process that
+    writes the store (``twin serve`` holds its write lock); numbers are read from the store once per day and
+    prefix, then counted here. In PostgreSQL, where several processes write, the number comes from the store's
+    sequence (taken :data:`NUMBER_BLOCK` at a time): unique across processes and days, with gaps.
     """
 
     def __init__(self) -> None:
         self._last: dict[str, int] = {}
+        self._block: list[int] = []
 
     def next(self, con: duckdb.DuckDBPyConnection, at: pd.Timestamp, prefix: str = "C") -> str:
         day = f"{prefix}{at:%Y%m%d}-"
+        if isinstance(con, AttachedConnection):
+            if not self._block:
+                self._block = next_numbers(con, "case_numbers", NUMBER_BLOCK)[::-1]
+            return f"{day}{self._block.pop():04d}"
         if day not in self._last:
             self._last[day] = _last_number(con, day)
         self._last[day] += 1

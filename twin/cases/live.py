@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import random
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from twin.cases.cases import CaseNumbers, LocationMatcher, record_transition, wr
 from twin.cases.detections import DetectionDesk, write_detections
 from twin.errors import TwinError
 from twin.cases.open311 import submit_request
+from twin.store.notices import CASES, Listener, notify
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 512
@@ -52,11 +55,14 @@ class Written:
 class CaseFeed:
     """Committed case changes, numbered 1, 2, ...; sessions ask for those after the last they saw.
 
+    With a PostgreSQL store, the changes that other processes commit come in too (:func:`follow_other_processes`).
+
     Thread-safe. Only the latest ``keep`` changes are held; a session that falls
     further behind is told to reload everything.
     """
 
     def __init__(self, *, keep: int = 200_000) -> None:
+        self.origin = secrets.token_hex(8)  # names this feed's writer in notices to other processes
         self._lock = threading.Lock()
         self._rows: list[dict] = []
         self._first = 1  # the number of self._rows[0]
@@ -87,6 +93,20 @@ class CaseFeed:
             return latest, self._rows[version - self._first + 1:]
 
 
+def follow_other_processes(url: str, con: duckdb.DuckDBPyConnection, feed: CaseFeed) -> Listener:
+    """Publish on ``feed`` the cases that other processes serving the PostgreSQL store at ``url`` create or change.
+
+    ``con`` (a cursor of the store, for the listener's thread only) reads the rows that the notices name.
+    """
+    def follow(case_ids: list[str] | None) -> None:
+        if case_ids is None:
+            log.warning("case notices may have been missed while listening was down: sessions catch up on reload")
+            return
+        feed.publish(changed_cases(con, case_ids))
+
+    return Listener(url, CASES, follow, skip=feed.origin)
+
+
 def changed_cases(con: duckdb.DuckDBPyConnection, case_ids: list[str]) -> list[dict]:
     """Feed records of existing cases, read back after a change."""
     if not case_ids:
@@ -95,6 +115,25 @@ def changed_cases(con: duckdb.DuckDBPyConnection, case_ids: list[str]) -> list[d
                         "subcategory, updated_at FROM cases WHERE case_id IN (SELECT unnest(?))",
                         [list(case_ids)]).df()
     return frame.to_dict("records")
+
+
+# Another process's writer took the same audit row, case number or key in the meantime (PostgreSQL store).
+CONFLICTS = ("could not serialize access", 'unique constraint "audit_pkey"')
+MAX_CONFLICTS = 50
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether a write failed only because another process's transaction wrote first (PostgreSQL store).
+
+    The audit trail's next row is numbered from the chain's head as the transaction saw it; when another
+    process appended first, the number is taken, and the whole transaction runs again on the new head. So the
+    chain stays one line under concurrent writers: two rows can never follow the same one.
+    """
+    return isinstance(exc, duckdb.Error) and any(c in str(exc) for c in CONFLICTS)
+
+
+class Conflict(NamedTuple):
+    error: Exception
 
 
 class _Job(NamedTuple):
@@ -231,8 +270,17 @@ class IntakeWriter:
 
     def _commit(self, batch: list[_Job]) -> None:
         """Run jobs in as few transactions as all-or-nothing per job allows, and answer each after its COMMIT."""
+        conflicts = 0
         while batch:
             outcome = self._transaction(batch)
+            if isinstance(outcome, Conflict):  # another process wrote the same row first: run the batch again
+                conflicts += 1
+                if conflicts > MAX_CONFLICTS:
+                    log.error("writer: %d write conflicts in a row; the batch is refused", conflicts)
+                    _settle([(job.future, None, outcome.error) for job in batch])
+                    return
+                time.sleep(random.uniform(0, 0.01 * conflicts))
+                continue
             if isinstance(outcome, int):  # that many jobs were committed (or refused) and answered
                 batch = batch[outcome:]
                 continue
@@ -244,8 +292,9 @@ class IntakeWriter:
             self._commit(batch[:failed])
             batch = batch[failed + 1:]
 
-    def _transaction(self, batch: list[_Job]) -> int | tuple[int, Exception]:
-        """Run jobs in one transaction and commit them: the number of jobs answered, or, rolled back, the failed one.
+    def _transaction(self, batch: list[_Job]) -> int | tuple[int, Exception] | Conflict:
+        """Run jobs in one transaction and commit them: the number of jobs answered, or, rolled back, the failed one,
+        or a :class:`Conflict` with another process's writer (nothing answered; the batch may run again).
 
         A job that changes grids ends the transaction, so the jobs after it are matched
         to the new micro-grids.
@@ -262,7 +311,7 @@ class IntakeWriter:
                     refused.append((job.future, exc))
                     continue
                 self._roll_back()
-                return k, exc
+                return Conflict(exc) if is_conflict(exc) else (k, exc)
             done.append((job.future, written))
             if written.grids_changed:
                 break
@@ -273,12 +322,16 @@ class IntakeWriter:
             _audit_intake(con, [w for _, w in done if w.cases])
             write_detections(con, [d for _, w in done for d in w.detections])
             changed = changed_cases(con, [c for _, w in done for c in w.changed])
+            notify(con, CASES, [c["case_id"] for c in new_cases] + [c["case_id"] for c in changed],
+                   sender=self.feed.origin)  # delivered at COMMIT
             started = time.perf_counter()
             con.execute("COMMIT")  # durable before any answer
             if time.perf_counter() - started > SLOW_COMMIT_S:
                 log.warning("intake: a commit of %d took %.2f s", ran, time.perf_counter() - started)
         except Exception as exc:  # the bulk write failed: nothing of this batch was written
             self._roll_back()
+            if is_conflict(exc):
+                return Conflict(exc)
             if ran > 1:
                 log.warning("intake: a batch of %d was rolled back (%s); retrying one by one", ran, exc)
                 for job in batch[:ran]:

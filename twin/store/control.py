@@ -12,6 +12,7 @@ the commands then work on the store file as usual.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 import duckdb
 
 from twin.errors import InputError, StoreError, TwinError
+from twin.store.store import is_postgres, user_folder
 
 log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # a request is a command and its arguments, never data in bulk
@@ -74,7 +76,10 @@ class Command:
 
 
 def socket_path(db: str | os.PathLike) -> Path:
-    """Where the server that holds the store ``db`` listens: ``<store>.sock`` beside it."""
+    """Where the server that holds the store ``db`` listens: ``<store>.sock`` beside a file; for a PostgreSQL
+    store, a socket named after its URL in this user's own folder (only the user who serves may use it)."""
+    if is_postgres(db):
+        return user_folder() / f"{hashlib.sha256(str(db).encode()).hexdigest()[:16]}.sock"
     path = Path(db).resolve()
     return path.with_name(path.name + ".sock")
 

@@ -235,3 +235,21 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("grids", "worker_phone", "VARCHAR"),
     ("buildings", "residents", "INTEGER"),
 )
+
+# (table, column) of every geometry column: a PostgreSQL store types them geometry(Geometry, SRID) in the store's
+# CRS once it is known (twin.store.store.tag_geometry_srid).
+GEOMETRY_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (table, line.split()[0]) for table, columns in TABLES.items() for line in columns.splitlines()
+    if len(line.split()) > 1 and line.split()[1].rstrip(",") == "GEOMETRY")
+
+# PostgreSQL sequences of a PostgreSQL store, each with the query (DuckDB's dialect) of the last number its table
+# has used; a copy into PostgreSQL sets the sequence there (twin.store.store.advance_sequences). Case numbers come
+# from one sequence for every process that writes (``C20261126-0042``: the day, then a number that never repeats).
+SEQUENCES: dict[str, str] = {
+    "case_numbers": "SELECT max(TRY_CAST(split_part(case_id, '-', 2) AS BIGINT)) FROM cases",
+}
+
+# Tables whose changes every process serving a PostgreSQL store must hear of at once (a revoked key, a disabled
+# user, a saved grid): a trigger there sends NOTIFY twin_changes with the table's name, whoever writes.
+NOTIFIED_TABLES = ("api_keys", "users", "grids")
+CHANGES_CHANNEL = "twin_changes"

@@ -48,8 +48,8 @@ def test_masks_hide_the_middle_and_keep_the_length(id_number, phone):
     assert mask_id_number("410105199001011234") == "410105********1234" and mask_phone("13812345678") == "138****5678"
 
 
-def test_users_are_bound_to_known_roles_and_operators_to_grids(demo_copy):
-    with open_for_command(demo_copy, create=False) as store:
+def test_users_are_bound_to_known_roles_and_operators_to_grids(demo_copy_db):
+    with open_for_command(demo_copy_db, create=False) as store:
         with pytest.raises(InputError, match="bound to grids"):
             add_user(store.con, "li.lei", "a long passphrase", role="operator")
         with pytest.raises(OptionError, match="role"):
@@ -100,29 +100,29 @@ def test_sign_in_over_http_lets_in_the_right_password_only_and_audits_every_atte
     ]
 
 
-def test_the_audit_chain_finds_an_edited_or_removed_row(demo_copy):
-    with open_for_command(demo_copy, create=False) as store:
+def test_the_audit_chain_finds_an_edited_or_removed_row(demo_copy_db):
+    with open_for_command(demo_copy_db, create=False) as store:
         seqs = [audit(store.con, actor="op", action="resident.view", target=f"R{k}", source="10.0.0.7")
                 for k in range(5)]
         assert verify_audit(store.con) is None
-    with Store(demo_copy) as store:  # someone edits the file behind the product's back
+    with Store(demo_copy_db) as store:  # someone edits the file behind the product's back
         store.con.execute("UPDATE audit SET target = 'R9' WHERE seq = ?", [seqs[2]])
         assert verify_audit(store.con) == seqs[2]
         store.con.execute("UPDATE audit SET target = 'R2' WHERE seq = ?", [seqs[2]])
         store.con.execute("DELETE FROM audit WHERE seq = ?", [seqs[3]])
         assert verify_audit(store.con) == seqs[4]
-    done = twin("audit", "verify", "--db", str(demo_copy))
+    done = twin("audit", "verify", "--db", str(demo_copy_db))
     assert done.returncode == 2 and f"broken at row {seqs[4]}" in done.stderr
 
 
-def test_users_from_the_command_line(demo_copy):
+def test_users_from_the_command_line(demo_copy_db):
     import subprocess
     import sys
 
     from tests.conftest import ROOT
 
     def run(*args, stdin=""):
-        return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args, "--db", str(demo_copy)], input=stdin,
+        return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args, "--db", str(demo_copy_db)], input=stdin,
                               capture_output=True, text=True, cwd=ROOT, timeout=120)
 
     added = run("users", "add", "zhao.min", "--role", "planner", "--password-stdin", stdin="long enough pw\n")

@@ -95,10 +95,10 @@ def _building(db):
                                  "grid_id FROM buildings ORDER BY building_id LIMIT 1").fetchone()
 
 
-def test_intake_matches_the_building_the_grid_and_its_worker_and_sets_the_deadline(demo_copy):
-    building_id, x, y, xmin, ymin, grid_id = _building(demo_copy)
+def test_intake_matches_the_building_the_grid_and_its_worker_and_sets_the_deadline(demo_copy_db):
+    building_id, x, y, xmin, ymin, grid_id = _building(demo_copy_db)
     code = load_taxonomy()["subcategories"][0]["code"]
-    with open_for_command(demo_copy) as store:
+    with open_for_command(demo_copy_db) as store:
         case = create_case(store.con, subcategory_code=code, source="citizen", x=x, y=y,
                            reported_at="2026-11-26 10:00")
         record = store.con.execute("SELECT building_id, grid_id, status, due_at FROM cases WHERE case_id = ?",
@@ -111,9 +111,9 @@ def test_intake_matches_the_building_the_grid_and_its_worker_and_sets_the_deadli
     assert case["case_id"].startswith("C20261126-")
 
 
-def test_a_point_beside_a_building_goes_to_it_within_30_m_and_no_further(demo_copy):
-    building_id, _, _, xmin, ymin, _ = _building(demo_copy)
-    with Store(demo_copy, read_only=True) as store:
+def test_a_point_beside_a_building_goes_to_it_within_30_m_and_no_further(demo_copy_db):
+    building_id, _, _, xmin, ymin, _ = _building(demo_copy_db)
+    with Store(demo_copy_db, read_only=True) as store:
         near = match_location(store.con, xmin - 3.0, ymin + 1.0)
         assert near["building_id"] is not None and near["distance_m"] <= 30
         lonely = store.con.execute("""
@@ -124,12 +124,12 @@ def test_a_point_beside_a_building_goes_to_it_within_30_m_and_no_further(demo_co
         assert far["building_id"] is None and far["grid_id"] is not None
 
 
-def test_points_outside_the_district_and_unknown_kinds_are_refused(demo_copy):
-    building_id, x, y, *_ = _building(demo_copy)
+def test_points_outside_the_district_and_unknown_kinds_are_refused(demo_copy_db):
+    building_id, x, y, *_ = _building(demo_copy_db)
     code = load_taxonomy()["subcategories"][0]["code"]
-    with pytest.raises(InputError, match="outside every grid"), open_for_command(demo_copy) as store:
+    with pytest.raises(InputError, match="outside every grid"), open_for_command(demo_copy_db) as store:
         create_case(store.con, subcategory_code=code, source="citizen", x=x + 50_000, y=y)
-    with pytest.raises(InputError, match="unknown case subcategory 'nope'"), open_for_command(demo_copy) as store:
+    with pytest.raises(InputError, match="unknown case subcategory 'nope'"), open_for_command(demo_copy_db) as store:
         create_case(store.con, subcategory_code="nope", source="citizen", x=x, y=y)
 
 
@@ -171,16 +171,20 @@ def test_the_in_memory_matcher_agrees_with_the_store_at_footprint_edges(demo_mat
     _same_match(matcher, con, x + dx, y - dy)
 
 
-def test_case_numbers_continue_after_the_stores_last_and_restart_after_a_rollback(demo_copy):
+def test_case_numbers_continue_after_the_stores_last_and_restart_after_a_rollback(demo_copy_db, backend):
     import pandas as pd
 
     from twin.cases.cases import CaseNumbers
 
     numbers = CaseNumbers()
     at = pd.Timestamp("2026-11-26 10:00")
-    with Store(demo_copy) as store:
+    with Store(demo_copy_db) as store:
         last, = store.con.execute("SELECT max(case_id) FROM cases WHERE case_id LIKE 'C20261126-%'").fetchone()
         first = numbers.next(store.con, at)
         assert first > (last or "") and numbers.next(store.con, at) > first
         numbers.reset()
-        assert numbers.next(store.con, at) == first, "after a rollback, numbering starts from the store again"
+        again = numbers.next(store.con, at)
+    if backend == "duckdb":
+        assert again == first, "after a rollback, numbering starts from the store again"
+    else:  # PostgreSQL's sequence: what a rolled-back transaction took is never handed out again (a gap)
+        assert again > first

@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from twin.access.access import verify_audit
 from twin.cases.cases import load_taxonomy
 from twin.geo.crs import transform_xy
 from twin.cases.detections import DetectionError, parse_detection
 from twin.errors import InputError
-from twin.cases.live import CaseFeed, IntakeWriter, Written
+from twin.cases.live import CaseFeed, IntakeWriter, Written, follow_other_processes
 from twin.cases.open311 import Open311Error
 from twin.store.store import Store
 
@@ -31,8 +32,8 @@ def test_the_feed_hands_out_changes_after_a_version_and_says_when_one_fell_behin
 
 
 @pytest.fixture
-def writer(demo_copy):
-    store = Store(demo_copy)
+def writer(demo_copy_db):
+    store = Store(demo_copy_db)
     feed = CaseFeed()
     writer = IntakeWriter(store.con, feed, dedupe_window_s=600)
     yield writer, store, feed
@@ -210,7 +211,10 @@ def test_a_request_after_a_grid_change_is_matched_to_the_new_micro_grid(writer):
     assert store.con.execute("SELECT grid_id FROM cases WHERE case_id = ?", [case_id]).fetchall() == [(grid_id,)]
 
 
-def test_a_checkpoint_asked_for_runs_on_the_writers_connection(writer, demo_copy):
+def test_a_checkpoint_asked_for_runs_on_the_writers_connection(writer, backend):
+    """DuckDB-only: a CHECKPOINT folds a DuckDB file's log into it; PostgreSQL checkpoints by itself."""
+    if backend == "postgres":
+        pytest.skip("about the DuckDB file's write-ahead log")
     w, store, feed = writer
     store.count("users")  # the server reads on its shared connection before it serves
 
@@ -219,7 +223,7 @@ def test_a_checkpoint_asked_for_runs_on_the_writers_connection(writer, demo_copy
                     "(SELECT building_id FROM buildings ORDER BY building_id LIMIT 50)")
         return Written(None, checkpoint=True)
 
-    wal = demo_copy.with_name(demo_copy.name + ".wal")
+    wal = store.path.with_name(store.path.name + ".wal")
 
     def logged() -> int:  # bytes in the log (DuckDB removes it after a CHECKPOINT)
         return wal.stat().st_size if wal.exists() else 0
@@ -233,3 +237,68 @@ def test_a_checkpoint_asked_for_runs_on_the_writers_connection(writer, demo_copy
     session.execute("SELECT 1").fetchall()  # the session moves on
     w.submit(lambda con: Written(None)).result(timeout=30)
     assert logged() == 0, "folded in after the next commit"
+
+
+def _in_feed(feed: CaseFeed, case_id: str, status: str, *, within_s: float = 30.0) -> bool:
+    """Whether the feed gets the case in that status (waited for, up to ``within_s``: an event, not a timing)."""
+    import time
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if any(r["case_id"] == case_id and r["status"] == status for r in feed.since(0)[1]):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_case_taken_by_one_process_reaches_the_feed_of_another(request, backend):
+    """PostgreSQL-only in effect: each of two stores opened on one database (as two `twin serve` would) hears
+    the other's new and changed cases through LISTEN/NOTIFY, and not its own twice. A file has one writer."""
+    if backend == "duckdb":
+        pytest.skip("a DuckDB file has one writing process: there is no other process to hear from")
+    url = request.getfixturevalue("demo_copy_db")
+    with Store(url) as one, Store(url) as other:
+        feed_one, feed_other = CaseFeed(), CaseFeed()
+        writer_one = IntakeWriter(one.con, feed_one, dedupe_window_s=600)
+        writer_other = IntakeWriter(other.con, feed_other, dedupe_window_s=600)
+        hearing = [follow_other_processes(url, one.con.cursor(), feed_one),
+                   follow_other_processes(url, other.con.cursor(), feed_other)]
+        try:
+            assert all(h.wait_listening(30) for h in hearing)
+            form = _forms(one, 1)[0]
+            with pytest.raises(Open311Error):  # refused: rolled back, so nobody hears of it
+                writer_one.take_request({**form, "lat": "10.0"}, district_crs="EPSG:4547").result(timeout=60)
+            case_id = writer_one.take_request(form, district_crs="EPSG:4547").result(timeout=60)["service_request_id"]
+            assert _in_feed(feed_other, case_id, "reported"), "the other process draws the new case"
+            writer_other.transition(case_id, "dispatched", actor="王芳").result(timeout=60)
+            assert _in_feed(feed_one, case_id, "dispatched"), "and the first one its change"
+            assert [r["status"] for r in feed_one.since(0)[1]] == ["reported", "dispatched"], "each change once"
+        finally:
+            for h in hearing:
+                h.close()
+            writer_one.close()
+            writer_other.close()
+
+
+def test_two_processes_taking_cases_at_once_number_them_apart(request, backend):
+    """PostgreSQL-only: two writers on one database (as two `twin serve`) take requests at the same time; every
+    case gets its own number from the store's sequence and is stored. A file has one writing process."""
+    if backend == "duckdb":
+        pytest.skip("a DuckDB file has one writing process")
+    url = request.getfixturevalue("demo_copy_db")
+    with Store(url) as one, Store(url) as other:
+        writers = [IntakeWriter(one.con, CaseFeed(), dedupe_window_s=600),
+                   IntakeWriter(other.con, CaseFeed(), dedupe_window_s=600)]
+        try:
+            forms = _forms(one, 40)
+            ids = []
+            for k in range(0, 40, 2):  # in rounds, so each writer's transactions fall between the other's
+                futures = [w.take_request(f, district_crs="EPSG:4547") for w, f in zip(writers, forms[k:k + 2])]
+                ids += [f.result(timeout=60)["service_request_id"] for f in futures]
+        finally:
+            for w in writers:
+                w.close()
+        assert len(set(ids)) == 40
+        stored, = one.con.execute("SELECT count(*) FROM cases WHERE case_id IN (SELECT unnest(?))", [ids]).fetchone()
+        assert stored == 40
+        assert verify_audit(one.con) is None, "the audit chain is one line: each writer appended to the real head"

@@ -37,11 +37,11 @@ def test_services_list_every_subcategory_in_json_and_xml():
     assert len(xml.findall("service")) == len(listed) and xml.find("service/metadata").text == "true"
 
 
-def test_a_request_becomes_a_case_and_reads_back(demo_copy):
-    form = a_form(demo_copy)
-    with open_for_command(demo_copy) as store:
+def test_a_request_becomes_a_case_and_reads_back(demo_copy_db):
+    form = a_form(demo_copy_db)
+    with open_for_command(demo_copy_db) as store:
         reply = submit_request(store.con, form, district_crs="EPSG:4547")
-    with Store(demo_copy, read_only=True) as store:
+    with Store(demo_copy_db, read_only=True) as store:
         (record,) = find_requests(reader(store.con), {"service_request_id": reply["service_request_id"]},
                                   district_crs="EPSG:4547")
         source, = store.con.execute("SELECT source FROM cases WHERE case_id = ?",
@@ -62,20 +62,20 @@ def test_a_request_becomes_a_case_and_reads_back(demo_copy):
     ({"media_url": "javascript:alert(1)"}, 400, "not an http"),
     ({"colour": "red"}, 400, "unknown field"),
 ])
-def test_malformed_requests_name_the_field_and_store_nothing(demo_copy, changes, code, words):
-    with Store(demo_copy, read_only=True) as store:
+def test_malformed_requests_name_the_field_and_store_nothing(demo_copy_db, changes, code, words):
+    with Store(demo_copy_db, read_only=True) as store:
         before = store.count("cases")
-    form = a_form(demo_copy, **changes)
-    with pytest.raises(Open311Error, match=words) as err, open_for_command(demo_copy) as store:
+    form = a_form(demo_copy_db, **changes)
+    with pytest.raises(Open311Error, match=words) as err, open_for_command(demo_copy_db) as store:
         submit_request(store.con, form, district_crs="EPSG:4547")
     assert err.value.code == code and err.value.body() == [{"code": code, "description": err.value.description}]
-    with Store(demo_copy, read_only=True) as store:
+    with Store(demo_copy_db, read_only=True) as store:
         assert store.count("cases") == before
 
 
-def test_a_point_outside_the_district_is_a_400(demo_copy):
-    form = a_form(demo_copy, lat="39.9", long="116.4")
-    with pytest.raises(Open311Error, match="outside every grid") as err, open_for_command(demo_copy) as store:
+def test_a_point_outside_the_district_is_a_400(demo_copy_db):
+    form = a_form(demo_copy_db, lat="39.9", long="116.4")
+    with pytest.raises(Open311Error, match="outside every grid") as err, open_for_command(demo_copy_db) as store:
         submit_request(store.con, form, district_crs="EPSG:4547")
     assert err.value.code == 400
 

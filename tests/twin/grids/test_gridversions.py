@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import shapely
 
-from tests.conftest import file_digest
+from tests.conftest import file_digest, store_fingerprint
 from twin.access.access import verify_audit
 from twin.cases.cases import OPEN_STATUSES
 from twin.errors import GridEditError, GridRuleError
@@ -115,8 +115,8 @@ def _two_neighbours(con) -> tuple[gpd.GeoSeries, str, str]:
     return shapes, shapes.index[2], shapes.index[3]
 
 
-def test_save_merge_moves_everything_and_writes_history(demo_copy):
-    with open_for_command(demo_copy, create=False) as store:
+def test_save_merge_moves_everything_and_writes_history(demo_copy_db):
+    with open_for_command(demo_copy_db, create=False) as store:
         con = store.con
         shapes, a, b = _two_neighbours(con)
         cases_before = con.execute("SELECT case_id, grid_id, reported_grid_id, status FROM cases").df()
@@ -125,7 +125,7 @@ def test_save_merge_moves_everything_and_writes_history(demo_copy):
     assert saved.changed == [a] and saved.deleted == [b] and saved.versions == {a: 2}
     assert saved.summary()["moved"]["buildings"] == b_buildings > 0
     assert any(w.rule == "households" for w in saved.warnings)
-    with Store(demo_copy, read_only=True) as store:
+    with Store(demo_copy_db, read_only=True) as store:
         con = store.con
         assert con.execute("SELECT count(*) FROM buildings WHERE grid_id = ?", [b]).fetchone()[0] == 0
         assert con.execute("SELECT count(*) FROM cameras WHERE grid_id = ?", [b]).fetchone()[0] == 0
@@ -149,9 +149,9 @@ def test_save_merge_moves_everything_and_writes_history(demo_copy):
             v.severity == "warning" for v in check_store_partition(con, PARENT))
 
 
-def test_an_invalid_edit_is_refused_and_nothing_is_saved(demo_copy):
-    digest = file_digest(demo_copy)
-    with Store(demo_copy, read_only=True) as store:
+def test_an_invalid_edit_is_refused_and_nothing_is_saved(demo_copy_db):
+    digest = store_fingerprint(demo_copy_db)
+    with Store(demo_copy_db, read_only=True) as store:
         shapes = current_grids(store.con, parent_id=PARENT).geometry
     xy = shapely.get_coordinates(shapes.iloc[2])[0]
     cutting = move_vertex(shapes, at=xy, to=xy + [30.0, 25.0])  # its neighbours follow, but buildings are cut
@@ -159,31 +159,31 @@ def test_an_invalid_edit_is_refused_and_nothing_is_saved(demo_copy):
     overlapping[shapes.index[3]] = shapes.iloc[3].buffer(4.0, join_style="mitre")
     for bad, rule in ((cutting, "building_cut"), (overlapping, "overlap")):
         with pytest.raises(GridRuleError, match=f"{rule}: grid") as info:
-            with open_for_command(demo_copy, create=False) as store:
+            with open_for_command(demo_copy_db, create=False) as store:
                 assert any(v.rule == rule for v in check_edit(store.con, PARENT, bad))
                 save_partition(store.con, PARENT, bad, actor="planner1", reason="oops")
         assert rule in {v.rule for v in info.value.violations}
         assert "nothing was saved" in str(info.value)
-        assert file_digest(demo_copy) == digest
+        assert store_fingerprint(demo_copy_db) == digest
     with pytest.raises(GridEditError, match="who saves and why"):
-        with open_for_command(demo_copy, create=False) as store:
+        with open_for_command(demo_copy_db, create=False) as store:
             save_partition(store.con, PARENT, shapes.drop(shapes.index[0]), actor="", reason="x")
-    assert file_digest(demo_copy) == digest
+    assert store_fingerprint(demo_copy_db) == digest
 
 
-def test_restore_is_a_new_version(demo_copy):
-    with open_for_command(demo_copy, create=False) as store:
+def test_restore_is_a_new_version(demo_copy_db):
+    with open_for_command(demo_copy_db, create=False) as store:
         con = store.con
         shapes, a, b = _two_neighbours(con)
         owners = con.execute("SELECT building_id, grid_id FROM buildings ORDER BY 1").df()
         save_partition(con, PARENT, merge_grids(shapes, [a, b]), actor="p", reason="merge")
-    with open_for_command(demo_copy, create=False) as store:
+    with open_for_command(demo_copy_db, create=False) as store:
         con = store.con
         restored = restore_version(con, b, 1, actor="p", reason="merged by mistake")
         assert restored.versions == {a: 3, b: 2} and restored.added == [b]
         with pytest.raises(GridEditError, match="has no version 7; its versions are \\[1, 2\\]"):
             restore_version(con, b, 7, actor="p", reason="x")
-    with Store(demo_copy, read_only=True) as store:
+    with Store(demo_copy_db, read_only=True) as store:
         con = store.con
         assert con.execute("SELECT building_id, grid_id FROM buildings ORDER BY 1").df().equals(owners)
         now = current_grids(con, parent_id=PARENT)
@@ -310,8 +310,8 @@ def test_a_grid_boundary_move_through_buildings_is_refused(demo_copy):
     assert file_digest(demo_copy) == digest
 
 
-def test_restore_and_save_are_audited(demo_copy):
-    with open_for_command(demo_copy, create=False) as store:
+def test_restore_and_save_are_audited(demo_copy_db):
+    with open_for_command(demo_copy_db, create=False) as store:
         con = store.con
         shapes, a, b = _two_neighbours(con)
         before = con.execute("SELECT count(*) FROM audit").fetchone()[0]

@@ -20,9 +20,11 @@ def _echo(con, args, step):
     return {"text": args["text"], "note": args["note"]}
 
 
-@pytest.fixture
-def channel(tmp_path):
-    db = tmp_path / "s.duckdb"
+@pytest.fixture(params=("duckdb", "postgres"))
+def channel(tmp_path, monkeypatch, request):
+    """A channel for a store file (its socket beside it) or a PostgreSQL URL (its socket in the user's folder)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    db = tmp_path / "s.duckdb" if request.param == "duckdb" else "postgresql://twin@127.0.0.1:5432/district"
     commands = {"echo": Command({"text": str, "note": str | None}, _echo),
                 "tag": Command({"tags": list}, lambda con, args, step: {"tags": args["tags"]})}
     served = ControlChannel(db, commands, execute=lambda command, args: command(None, args))

@@ -1,4 +1,4 @@
-"""Read-side queries on the small demo: figures agree with each other and with the tables."""
+"""Read-side queries on the small demo, in either backend: figures agree with each other and with the tables."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from twin.cases.cases import OPEN_STATUSES
 from twin.errors import InputError, OptionError
 from twin.inspector import building_card, grid_path, open_cases, residents_page, search
 from twin.store.queries import grid_table, key_figures
+from tests.conftest import BACKENDS, small_demo_in
 from twin.store.store import Store
 
 
-@pytest.fixture(scope="module")
-def con(small_demo):
-    with Store(small_demo, read_only=True) as store:
+@pytest.fixture(scope="module", params=BACKENDS)
+def con(request):
+    with Store(small_demo_in(request.param, request), read_only=True) as store:
         yield store.con.cursor()
 
 

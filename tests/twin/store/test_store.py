@@ -1,4 +1,10 @@
-"""The store contract: tables, columns, indexes, schema version, offline spatial extension, transactions."""
+"""The store contract: tables, columns, indexes, schema version, offline spatial extension, transactions.
+
+DuckDB-only: these tests are about the DuckDB file itself (its catalog views and R-tree, a foreign DuckDB file,
+the file removed after a failed first command, upgrades of an older file in place, its write-ahead log after a
+crash). The contract in both backends is in test_backends.py; the read-side queries run on both in
+test_queries.py.
+"""
 
 from __future__ import annotations
 
