@@ -8,6 +8,7 @@ import pytest
 from data.build_city import build_city_store
 from data.city import CityPlan, city_district, relabel
 from data.demo import OPEN_STATUSES, generate_district
+from scenes.i18n import use
 from scenes.inspector import why_not_listed
 from twin.access.access import Principal
 from twin.access.policy import Gate
@@ -130,7 +131,10 @@ def test_an_operator_is_told_the_residents_are_counted_not_offered_an_empty_list
         card = gate.building_card(f"demo:{one['source_id']}")
         assert card["residents"] == one["residents"] > 0
         assert card["residents_counted"] and not card["may_see_residents"]
+        use("en")  # (the UI's language is a session's, or else global: set it here)
         assert "counted per building" in why_not_listed(card, gate)
+        use("zh")
+        assert "按楼栋统计" in why_not_listed(card, gate)
 
 
 def test_a_stopped_build_resumes_where_it_stopped(tmp_path, city):
