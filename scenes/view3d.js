@@ -625,7 +625,6 @@ export function render({ model, el }) {
     }
     probe.twinCameraGlyphs = n;
   }
-  }
 
   function queueCases() { // live changes redraw the dots a few times a second at most
     if (caseFrame) return;
@@ -650,7 +649,6 @@ export function render({ model, el }) {
       if (d <= best) { best = d; index = i; }
     }
     return index;
-  }
   }
 
   function applyCaseUpdates() {
