@@ -316,7 +316,8 @@ def _cmd_serve(args: argparse.Namespace) -> dict:
                  "redirect_uri": args.oauth_redirect_uri}
     serve(args.db, port=args.port, address=args.address, origins=origins, dedupe_window_s=args.dedupe_window,
           intake_rate=args.intake_rate, oauth=oauth, commands=writing_commands(),
-          public_rate=args.open311_public_rate if args.open311_public == "on" else None)
+          public_rate=args.open311_public_rate if args.open311_public == "on" else None,
+          view=args.view, tiles=args.tiles)
     return {}
 
 
@@ -474,6 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "its user names must be users of the store")
     serve.add_argument("--oauth-key", help="the OAuth client id (the secret goes in TWIN_OAUTH_SECRET)")
     serve.add_argument("--oauth-redirect-uri")
+    serve.add_argument("--view", choices=("auto", "tiles", "buffer"), default="auto",
+                       help="how the 3D view draws the buildings: streamed 3D tiles, one buffer, or auto "
+                            "(tiles above 50,000 buildings)")
+    serve.add_argument("--tiles", metavar="DIR", help="serve this tileset (from `twin export tiles`) to the view; "
+                                                     "without it the server exports one to DB.tiles when it needs it")
     serve.add_argument("--dedupe-window", type=float, default=600.0, metavar="S",
                        help="detections from one camera and category this close become one case (default 600 s)")
 

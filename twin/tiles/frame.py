@@ -107,3 +107,31 @@ def relative_to_enu(vertices: np.ndarray, district: District, frame: EnuFrame) -
     """
     absolute = np.asarray(vertices, dtype=np.float64) + np.asarray(district.origin, dtype=np.float64)
     return frame.to_enu(district_to_ecef(absolute, district.crs))
+
+
+def enu_to_district_affines(low: np.ndarray, high: np.ndarray, district: District, frame: EnuFrame) -> np.ndarray:
+    """Per box of the ENU frame, the affine map that best takes its points to the district CRS (relative to the origin).
+
+    A viewer drawing in the district's projected frame (the app's 3D view) places each tile by its own map:
+    over a tile's few hundred metres the CRS is flat to well under a centimetre, while one map for a whole
+    city would be off by metres (grid convergence and the earth's curvature grow with distance).
+
+    Parameters
+    ----------
+    low, high : ndarray, shape (n, 3)
+        Corners of the boxes in the ENU frame, metres.
+
+    Returns
+    -------
+    ndarray, shape (n, 3, 4), float64
+        ``[A | b]`` with ``district_xyz - origin ≈ A @ enu + b``, least squares over each box's corners and centre.
+    """
+    low, high = np.atleast_2d(low).astype(np.float64), np.atleast_2d(high).astype(np.float64)
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)] + [[0.5, 0.5, 0.5]])
+    high = np.where(high - low < 1.0, low + 1.0, high)  # a flat box still spans all three axes
+    samples = low[:, None, :] + corners[None, :, :] * (high - low)[:, None, :]  # (n, 9, 3)
+    enu = samples.reshape(-1, 3)
+    district_xyz = ecef_to_district(frame.to_ecef(enu), district.crs) - np.asarray(district.origin, np.float64)
+    design = np.concatenate([samples, np.ones(samples.shape[:2] + (1,))], axis=2)  # (n, 9, 4)
+    solution = np.linalg.pinv(design) @ district_xyz.reshape(samples.shape)  # (n, 4, 3)
+    return np.transpose(solution, (0, 2, 1))
