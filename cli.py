@@ -496,8 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="send detections with their recorded times (default: the time of sending)")
 
     bench = command("bench", _cmd_bench, db=False, help="run a benchmark and print JSON results")
-    bench.add_argument("--db", help="the store to use (view, feed, concurrency, tiles: default data/demo.duckdb)")
-    bench.add_argument("name", choices=("ingest", "view", "ifc", "feed", "grids", "security", "concurrency", "tiles"))
+    bench.add_argument("--db", help="the store to use (view, feed, concurrency, tiles, city: default data/demo.duckdb)")
+    bench.add_argument("name", choices=("ingest", "view", "ifc", "feed", "grids", "security", "concurrency", "tiles",
+                                        "city"))
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     return parser
 

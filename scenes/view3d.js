@@ -499,6 +499,7 @@ export function render({ model, el }) {
     probe.twinTiles.drawn = [...draw].map((n) => n.uri);
     evictTiles();
     pumpTiles();
+    if (!tiled.pending.size) probe.twinTilesSettled = performance.now();  // every tile wanted is drawn
   }
 
   function evictTiles() {
@@ -1036,7 +1037,8 @@ export function render({ model, el }) {
     clearTimeout(pulseTimer);
     if (caseFrame > 0) cancelAnimationFrame(caseFrame);
     const finish = () => { cam.setFocalPoint(...target.fp); cam.setPosition(...target.pos); cam.setViewUp(...target.up);
-                           renderer.resetCameraClippingRange(); clampCamera(); render(); };
+                           renderer.resetCameraClippingRange(); clampCamera(); render();
+                           probe.twinFlightEnd = performance.now(); };
     if (!animate) return finish();
     const t0 = performance.now(), ms = 650;
     const step = (now) => {
