@@ -417,7 +417,7 @@ export function render({ model, el }) {
   // them and never fetches geometry again.
   const MAX_SSE = 16, MAX_TILES_KEPT = 128, MAX_FETCHES = 4;
   const tiled = { root: null, base: "", loaded: new Map(), pending: new Set(), drawn: new Set(), queue: [],
-                  fetching: 0, seq: 0, bytes: 0, planes: new Float64Array(24) };
+                  fetching: 0, seq: 0, bytes: 0 };
   probe.twinTiles = { loaded: [], drawn: [], bytes: 0, requested: 0 };
 
   function applyAffine(a, x, y, z) {
@@ -454,16 +454,19 @@ export function render({ model, el }) {
     setView("oblique", false);
   }
 
-  function tileWanted(node, cam, eye, k, out) {
-    const c = node.centre, p = tiled.planes;
-    for (let i = 0; i < 6; i++) {  // outside the view's frustum: neither this tile nor any under it
-      if (p[4 * i] * c[0] + p[4 * i + 1] * c[1] + p[4 * i + 2] * c[2] + p[4 * i + 3] < -node.radius) return;
+  function tileWanted(node, view, out) {
+    // outside the cone around the line of sight that holds the screen: neither this tile nor any under it
+    const c = node.centre, e = view.eye, v = [c[0] - e[0], c[1] - e[1], c[2] - e[2]];
+    const dist = Math.hypot(v[0], v[1], v[2]);
+    if (dist > node.radius) {
+      const off = Math.acos(Math.min(1, (v[0] * view.dir[0] + v[1] * view.dir[1] + v[2] * view.dir[2]) / dist));
+      if (off > view.halfAngle + Math.asin(node.radius / dist)) return;
     }
-    const d = Math.max(Math.hypot(c[0] - eye[0], c[1] - eye[1], c[2] - eye[2]) - node.radius, 1);
+    const d = Math.max(dist - node.radius, 1);
     // As 3D Tiles define it: a tile whose error on screen is small enough is drawn as it is, content or none.
-    const refine = node.children.length && (node.error * k) / d > MAX_SSE;
+    const refine = node.children.length && (node.error * view.k) / d > MAX_SSE;
     if (!refine) { if (node.uri) out.push(node); return; }
-    for (const child of node.children) tileWanted(child, cam, eye, k, out);
+    for (const child of node.children) tileWanted(child, view, out);
   }
 
   // Which tiles to draw for the camera as it is: those the screen-space error asks for when loaded, else their
@@ -472,11 +475,13 @@ export function render({ model, el }) {
     if (!tiled.root) return;
     const cam = renderer.getActiveCamera();
     const [w, h] = glWindow.getSize();
-    cam.getFrustumPlanes(w / Math.max(h, 1), tiled.planes);
-    const eye = cam.getPosition();
-    const k = h / (2 * Math.tan((cam.getViewAngle() * Math.PI) / 360));
+    const eye = cam.getPosition(), fp = cam.getFocalPoint();
+    const tanHalf = Math.tan((cam.getViewAngle() * Math.PI) / 360);
+    const look = [fp[0] - eye[0], fp[1] - eye[1], fp[2] - eye[2]], len = Math.hypot(...look) || 1;
+    const view = { eye, dir: look.map((x) => x / len), k: h / (2 * tanHalf),
+                   halfAngle: Math.atan(tanHalf * Math.hypot(1, w / Math.max(h, 1))) };
     const wanted = [];
-    tileWanted(tiled.root, cam, eye, k, wanted);
+    tileWanted(tiled.root, view, wanted);
     const draw = new Set();
     tiled.seq += 1;
     for (const node of wanted) {
