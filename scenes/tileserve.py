@@ -1,8 +1,8 @@
 """The app's 3D tiles: the store's tileset served beside the app, to signed-in users only.
 
 ``/tiles/tileset.json`` is the exported tileset (:mod:`twin.tiles.export`), each tile given under
-``extras.district_affine`` the affine map from the tileset's ENU frame to the district CRS relative to its origin,
-the frame the 3D view draws in (:func:`twin.tiles.frame.enu_to_district_affines`). ``/tiles/ids/<uri>`` is a
+``extras.district_map`` the quadratic map from the tileset's ENU frame to the district CRS relative to its origin,
+the frame the 3D view draws in (:func:`twin.tiles.frame.enu_to_district_maps`, under a millimetre over 4 km). ``/tiles/ids/<uri>`` is a
 tile's building index per feature (uint32, the order of :class:`scenes.layers.BuildingLayer`), so the view colours
 and picks a feature through the session's small per-building arrays. ``/tiles/<uri>`` are the GLB files.
 Every route answers 403 without a signed-in, enabled user, as the app does.
@@ -23,7 +23,7 @@ from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
 from twin.geo.crs import District
 from twin.tiles.export import TILESET
-from twin.tiles.frame import enu_frame, enu_to_district_affines
+from twin.tiles.frame import enu_frame, enu_to_district_maps
 from twin.tiles.glb import property_column, read_glb
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ def tiled_view(mode: str, buildings: int) -> bool:
 
 
 def annotated_tileset(tileset: dict, district: District) -> dict:
-    """A copy of ``tileset`` whose every tile carries ``extras.district_affine``: 12 floats, row-major ``[A | b]``."""
+    """A copy of ``tileset`` whose every tile carries ``extras.district_map``: its box's ENU ``centre`` and the
+    27 ``coefficients`` (row-major 3 x 9) of :func:`twin.tiles.frame.enu_to_district_maps`."""
     tileset = json.loads(json.dumps(tileset))
     nodes, stack = [], [tileset["root"]]
     while stack:
@@ -47,9 +48,10 @@ def annotated_tileset(tileset: dict, district: District) -> dict:
         stack.extend(node.get("children", []))
     boxes = np.array([node["boundingVolume"]["box"] for node in nodes], dtype=np.float64)
     half = np.abs(boxes[:, 3:].reshape(-1, 3, 3)).sum(axis=1)
-    affines = enu_to_district_affines(boxes[:, :3] - half, boxes[:, :3] + half, district, enu_frame(district))
-    for node, affine in zip(nodes, affines):
-        node.setdefault("extras", {})["district_affine"] = [round(float(v), 9) for v in affine.ravel()]
+    centres, maps = enu_to_district_maps(boxes[:, :3] - half, boxes[:, :3] + half, district, enu_frame(district))
+    for node, centre, coefficients in zip(nodes, centres, maps):
+        node.setdefault("extras", {})["district_map"] = {"centre": centre.tolist(),
+                                                         "coefficients": coefficients.ravel().tolist()}
     return tileset
 
 

@@ -410,7 +410,7 @@ export function render({ model, el }) {
 
   // --- streamed tiles (model.tileset) -----------------------------------
   // A 3D Tiles 1.1 tileset served beside the app (scenes/tileserve.py) instead of one buffer of every building.
-  // Each tile node carries extras.district_affine, the map from the tileset's ENU frame to the district frame the
+  // Each tile node carries extras.district_map, the map from the tileset's ENU frame to the district frame the
   // rest of the view draws in. Tiles are chosen by screen-space error whenever the camera settles; each tile's
   // features come with their building indices (its ids file), so colours, highlight and picks go through the same
   // small per-building arrays as the single buffer: a colouring rewrites each loaded tile's colour attribute from
@@ -420,23 +420,27 @@ export function render({ model, el }) {
                   fetching: 0, seq: 0, bytes: 0 };
   probe.twinTiles = { loaded: [], drawn: [], bytes: 0, requested: 0 };
 
-  function applyAffine(a, x, y, z) {
-    return [a[0] * x + a[1] * y + a[2] * z + a[3], a[4] * x + a[5] * y + a[6] * z + a[7],
-            a[8] * x + a[9] * y + a[10] * z + a[11]];
+  // A tile's map from the tileset's ENU frame to the district frame (scenes/tileserve.py): quadratic terms about
+  // the tile's centre, which take the earth's curvature and the CRS's convergence (under a millimetre over 4 km).
+  function applyMap(m, e, n, u) {
+    const x = e - m.centre[0], y = n - m.centre[1], z = u - m.centre[2], c = m.coefficients;
+    const t = [x, y, z, 1, x * x, y * y, x * y, x * z, y * z], out = [0, 0, 0];
+    for (let i = 0; i < 3; i++) for (let j = 0; j < 9; j++) out[i] += c[9 * i + j] * t[j];
+    return out;
   }
 
   function prepareNode(json, parent) {
-    const a = (json.extras && json.extras.district_affine) || parent.affine;
+    const a = (json.extras && json.extras.district_map) || parent.map;
     const b = json.boundingVolume.box, lo = [Infinity, Infinity, Infinity], hi = [-Infinity, -Infinity, -Infinity];
     const half = [0, 1, 2].map((k) => Math.abs(b[3 + k]) + Math.abs(b[6 + k]) + Math.abs(b[9 + k]));
     for (const sx of [-1, 1]) for (const sy of [-1, 1]) for (const sz of [-1, 1]) {
-      const p = applyAffine(a, b[0] + sx * half[0], b[1] + sy * half[1], b[2] + sz * half[2]);
+      const p = applyMap(a, b[0] + sx * half[0], b[1] + sy * half[1], b[2] + sz * half[2]);
       for (let k = 0; k < 3; k++) { lo[k] = Math.min(lo[k], p[k]); hi[k] = Math.max(hi[k], p[k]); }
     }
-    const node = { error: json.geometricError, uri: json.content ? json.content.uri : null, affine: a, parent: parent.node,
+    const node = { error: json.geometricError, uri: json.content ? json.content.uri : null, map: a, parent: parent.node,
                    box: new Float32Array([...lo, ...hi]), centre: [0, 1, 2].map((k) => (lo[k] + hi[k]) / 2),
                    radius: 0.5 * Math.hypot(hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]), children: [] };
-    node.children = (json.children || []).map((c) => prepareNode(c, { affine: a, node }));
+    node.children = (json.children || []).map((c) => prepareNode(c, { map: a, node }));
     return node;
   }
 
@@ -446,7 +450,7 @@ export function render({ model, el }) {
     marks.load = marks.load || performance.now();
     const doc = await (await fetch(url, { credentials: "same-origin" })).json();
     tiled.base = new URL(".", new URL(url, window.location.href)).href;
-    tiled.root = prepareNode(doc.root, { affine: [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0], node: null });
+    tiled.root = prepareNode(doc.root, { map: null, node: null });
     marks.parsed = marks.parsed || performance.now();
     const b = Array.from(tiled.root.box);
     b[2] = Math.min(b[2], 0);
@@ -542,7 +546,7 @@ export function render({ model, el }) {
     if (removed) return;
     tiled.bytes += glb.byteLength + ids.byteLength;
     probe.twinTiles.bytes = tiled.bytes;
-    const tile = parseTile(glb, new Uint32Array(ids), node.affine);
+    const tile = parseTile(glb, new Uint32Array(ids), node.map);
     tile.actor = makeActor(false);
     const prop = tile.actor.actor.getProperty();
     prop.setInterpolationToFlat(); prop.setAmbient(0.25); prop.setDiffuse(0.8);
@@ -562,7 +566,7 @@ export function render({ model, el }) {
 
   // One tile's GLB (twin/tiles/glb.py): one primitive, positions relative to the node's translation in glTF's
   // y-up axes, _FEATURE_ID_0 per vertex. Points come out in the district frame, triangles grouped by feature.
-  function parseTile(ab, ids, a) {
+  function parseTile(ab, ids, m) {
     const head = new DataView(ab);
     if (head.getUint32(0, true) !== 0x46546C67) throw new Error("not a GLB file");
     const jsonLength = head.getUint32(12, true);
@@ -583,7 +587,7 @@ export function render({ model, el }) {
     const featBox = new Float32Array(nf * 6);
     for (let f = 0; f < nf; f++) featBox.set([Infinity, Infinity, Infinity, -Infinity, -Infinity, -Infinity], 6 * f);
     for (let v = 0; v < nv; v++) {  // glTF (x, y, z) is east, up, -north
-      const p = applyAffine(a, pos[3 * v] + t[0], -(pos[3 * v + 2] + t[2]), pos[3 * v + 1] + t[1]);
+      const p = applyMap(m, pos[3 * v] + t[0], -(pos[3 * v + 2] + t[2]), pos[3 * v + 1] + t[1]);
       points[3 * v] = p[0]; points[3 * v + 1] = p[1]; points[3 * v + 2] = p[2];
       const f = feat[v];
       pointBuilding[v] = ids[f];
