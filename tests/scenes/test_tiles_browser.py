@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
-from bench.browser import WebSocketMeter, chromium, served, sign_in
-from tests.scenes.test_browser import canvas_pixels
+from bench.browser import served, sign_in
+from tests.scenes.test_browser import browser, canvas_pixels, watched_page  # noqa: F401 (a fixture)
 from twin.store.store import Store
 from twin.tiles.export import export_tiles
 from twin.tiles.glb import property_column, read_glb
@@ -42,19 +42,9 @@ def tiled_url(small_demo, tileset, tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
 @pytest.fixture
 def page(browser, tiled_url):
-    page = browser.new_page(viewport={"width": 1600, "height": 900})
-    page.console_errors = []
-    page.on("console", lambda m: m.type == "error" and page.console_errors.append(f"{m.text} at {m.location}"))
-    page.on("pageerror", lambda e: page.console_errors.append(f"{e}: {e.stack}"))
-    page.meter = WebSocketMeter(page)
+    page = watched_page(browser)
     page.tile_requests = []
     page.on("request", lambda r: "/tiles/" in r.url and page.tile_requests.append(r.url))
     sign_in(page, tiled_url)
