@@ -477,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--oauth-redirect-uri")
     serve.add_argument("--view", choices=("auto", "tiles", "buffer"), default="auto",
                        help="how the 3D view draws the buildings: streamed 3D tiles, one buffer, or auto "
-                            "(tiles above 50,000 buildings)")
+                            "(tiles above 200,000 buildings)")
     serve.add_argument("--tiles", metavar="DIR", help="serve this tileset (from `twin export tiles`) to the view; "
                                                      "without it the server exports one to DB.tiles when it needs it")
     serve.add_argument("--dedupe-window", type=float, default=600.0, metavar="S",
