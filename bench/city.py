@@ -13,7 +13,8 @@ side by side, in headless Debian Chromium on SwiftShader at 1920x1080, signed in
 - fly to a far grid: the search box takes the id of the building farthest from the district's centre; from
   Enter to the frame where every tile the new view wants is drawn (``window.twinTilesSettled`` after
   ``window.twinFlightEnd``), or to the end of the flight for the single buffer;
-- click to inspector: as ``bench/view.py`` measures it (an operator, the tallest buildings from the top view).
+- click to inspector: as ``bench/view.py`` measures it (an operator, the tallest buildings from the top view; for
+  the tiled view the tallest of those whose tiles the top view draws).
 
 The tiles are exported by the server at start (``DB.tiles`` beside the copy); that export's time is reported.
 Results go to ``bench/results/city.json`` through ``bench.common.write_result``.
@@ -26,6 +27,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -98,16 +101,11 @@ def first_frame(browser, url, area: dict, *, timeout_s: float = 300.0) -> dict:
     metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
     result = {"first_frame_ms": ms, "bytes": received["websocket"] + received["tiles"], "received": received,
               "browser_js_heap_bytes": int(metrics.get("JSHeapUsedSize", 0)), "browser_rss_bytes": _chromium_rss(),
-              "tiles": page.evaluate("window.twinTiles ? window.twinTiles.requested : null")}
+              "tiles": page.evaluate("window.twinTiles ? window.twinTiles.requested : null"),
+              # with no coarse content above the leaves, a city seen whole may be drawn as ground and outlines only
+              "tiles_drawn": page.evaluate("window.twinTiles ? window.twinTiles.drawn.length : null")}
     page.close()
     return result
-
-
-def building_count(db: Path) -> int:
-    from twin.store.store import Store
-
-    with Store(db, read_only=True) as store:
-        return store.count("buildings")
 
 
 def far_building(db: Path) -> str:
@@ -142,7 +140,46 @@ def fly_to_far_ms(browser, url, building_id: str, *, tiled: bool) -> float | Non
     return round(end - started, 1)
 
 
-def measure(work: Path, view: str, *, runs: int, targets, operator, far: str) -> dict:
+# Run in a signed-in page of the tiled view: the building indices of every tile it draws now.
+DRAWN_BUILDINGS = """async () => {
+  const out = [];
+  for (const uri of window.twinTiles.drawn) {
+    const ids = new Uint32Array(await (await fetch(`/tiles/ids/${uri}`)).arrayBuffer());
+    for (const i of ids) if (i !== 0xFFFFFFFF) out.push(i);
+  }
+  return out;
+}"""
+
+
+def building_rows(db: Path) -> tuple[tuple, dict]:
+    """The district origin and every building's id, label point and roof height in the view's order (columns as
+    arrays), read before the server locks the store."""
+    from twin.store.store import Store
+
+    with Store(db, read_only=True) as store:
+        return store.district.origin, store.con.execute(
+            "SELECT building_id, label_x, label_y, base_z + height AS top FROM buildings ORDER BY building_id"
+        ).fetchnumpy()
+
+
+def drawn_targets(browser, url, buildings: tuple[tuple, dict], *, count: int = 30) -> tuple[tuple, list[tuple]]:
+    """The tallest buildings among those the tiled view draws from the top (the clicks' targets), as
+    :func:`bench.view.tall_buildings` gives them: a click on a building whose tile is not drawn finds nothing."""
+    page = browser.new_page(viewport=VIEWPORT)
+    sign_in(page, url)
+    page.wait_for_function("window.twinFirstFrame !== undefined", timeout=300_000)
+    page.get_by_role("button", name="Top").click()
+    page.wait_for_function("window.twinFlightEnd !== undefined && window.twinTilesSettled > window.twinFlightEnd",
+                           timeout=120_000)
+    indices = np.unique(np.array(page.evaluate(DRAWN_BUILDINGS), dtype=np.int64))
+    page.close()
+    origin, columns = buildings
+    tallest = indices[np.argsort(-np.asarray(columns["top"])[indices], kind="stable")[:count]]
+    return origin, [(str(columns["building_id"][i]), float(columns["label_x"][i]), float(columns["label_y"][i]),
+                     float(columns["top"][i])) for i in tallest]
+
+
+def measure(work: Path, view: str, *, runs: int, targets, operator, far: str, buildings: tuple[tuple, dict]) -> dict:
     with served(work, role="leader", args=("--view", view), timeout=1800) as url, chromium() as browser:
         renderer = webgl_renderer(browser)
         pid = _server_pid(int(url.rsplit(":", 1)[1].split("/")[0]))
@@ -151,6 +188,8 @@ def measure(work: Path, view: str, *, runs: int, targets, operator, far: str) ->
         server_rss = _rss(pid)
         tiled = frames[0]["tiles"] is not None and frames[0]["received"]["tiles"] > 0
         fly = [fly_to_far_ms(browser, url, far, tiled=tiled) for _ in range(runs)]
+        if tiled:
+            targets = drawn_targets(browser, url, buildings)
         click = click_to_inspector_ms(browser, as_user(url, *operator), *targets)
     best = median_run(frames, "first_frame_ms", runs_key="runs_ms")
     flown = sorted(f for f in fly if f is not None)
@@ -168,10 +207,12 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
     targets = tall_buildings(work, 30)
     operator = browser_user(work, role="operator")
     far = far_building(work)
-    n = building_count(work)
+    buildings = building_rows(work)
+    n = len(buildings[1]["building_id"])
     views = ["auto"] + (["tiles", "buffer"] if n <= BUFFER_UP_TO else [])
     started = time.perf_counter()
-    measured = {view: measure(work, view, runs=runs, targets=targets, operator=operator, far=far) for view in views}
+    measured = {view: measure(work, view, runs=runs, targets=targets, operator=operator, far=far, buildings=buildings)
+                for view in views}
     auto = measured["auto"]
     result = {
         "benchmark": "city", "db": str(source), "buildings": n, "tiled_above": TILED_ABOVE, "viewport": VIEWPORT,
