@@ -314,6 +314,9 @@ def _cmd_serve(args: argparse.Namespace) -> dict:
                               "TWIN_OAUTH_SECRET environment variable (not on the command line, where ps shows it).")
         oauth = {"provider": args.oauth_provider, "key": args.oauth_key, "secret": secret,
                  "redirect_uri": args.oauth_redirect_uri}
+    if args.tiles and not (Path(args.tiles) / "tileset.json").is_file():
+        raise OptionError(f"--tiles {args.tiles}: no tileset.json there. Give a folder written by "
+                          "`twin export tiles`, or leave --tiles out and the server exports one beside the store.")
     serve(args.db, port=args.port, address=args.address, origins=origins, dedupe_window_s=args.dedupe_window,
           intake_rate=args.intake_rate, oauth=oauth, commands=writing_commands(),
           public_rate=args.open311_public_rate if args.open311_public == "on" else None,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from scenes.tileserve import TILED_ABOVE, annotated_tileset, tiled_view
+from tests.conftest import ROOT
 from tests.twin.tiles.tileset_checks import content_enu, tiles, to_district
 from twin.geo.crs import District
 from twin.store.store import Store
@@ -51,3 +54,11 @@ def test_the_map_of_a_box_up_to_four_kilometres_is_exact_to_a_millimetre(crs, or
 def test_the_view_streams_tiles_above_the_measured_size_or_when_told():
     assert not tiled_view("auto", 12_813) and tiled_view("auto", TILED_ABOVE + 1)
     assert tiled_view("tiles", 10) and not tiled_view("buffer", 10_000_000)
+
+
+def test_serving_a_folder_that_holds_no_tileset_is_refused_before_anything_starts(small_demo, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "serve", "--db", str(small_demo), "--view", "tiles",
+                           "--tiles", str(tmp_path), "--port", "1"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 2
+    assert f"--tiles {tmp_path}: no tileset.json there" in done.stderr and "twin export tiles" in done.stderr
