@@ -366,9 +366,13 @@ def _cmd_serve(args: argparse.Namespace) -> dict:
                               "TWIN_OAUTH_SECRET environment variable (not on the command line, where ps shows it).")
         oauth = {"provider": args.oauth_provider, "key": args.oauth_key, "secret": secret,
                  "redirect_uri": args.oauth_redirect_uri}
+    if args.tiles and not (Path(args.tiles) / "tileset.json").is_file():
+        raise OptionError(f"--tiles {args.tiles}: no tileset.json there. Give a folder written by "
+                          "`twin export tiles`, or leave --tiles out and the server exports one beside the store.")
     serve(args.db, port=args.port, address=args.address, origins=origins, dedupe_window_s=args.dedupe_window,
           intake_rate=args.intake_rate, oauth=oauth, commands=writing_commands(), behind_proxy=args.behind_proxy,
-          public_rate=args.open311_public_rate if args.open311_public == "on" else None)
+          public_rate=args.open311_public_rate if args.open311_public == "on" else None,
+          view=args.view, tiles=args.tiles)
     return {}
 
 
@@ -565,6 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "its user names must be users of the store")
     serve.add_argument("--oauth-key", help="the OAuth client id (the secret goes in TWIN_OAUTH_SECRET)")
     serve.add_argument("--oauth-redirect-uri")
+    serve.add_argument("--view", choices=("auto", "tiles", "buffer"), default="auto",
+                       help="how the 3D view draws the buildings: streamed 3D tiles, one buffer, or auto "
+                            "(tiles above 200,000 buildings)")
+    serve.add_argument("--tiles", metavar="DIR", help="serve this tileset (from `twin export tiles`) to the view; "
+                                                     "without it the server exports one to DB.tiles when it needs it")
     serve.add_argument("--dedupe-window", type=float, default=600.0, metavar="S",
                        help="detections from one camera and category this close become one case (default 600 s)")
 
@@ -582,9 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = command("bench", _cmd_bench, db=False, help="run a benchmark and print JSON results")
     bench.add_argument("--db", type=db_option,
-                       help="the store to use (view, feed, concurrency, tiles: default data/demo.duckdb)")
+                       help="the store to use (view, feed, concurrency, tiles, city: default data/demo.duckdb)")
     bench.add_argument("name", choices=("ingest", "view", "ifc", "feed", "grids", "security", "concurrency", "tiles",
-                                        "backends"))
+                                        "backends", "city"))
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     return parser
 

@@ -118,8 +118,9 @@ class DistrictApp(pn.viewable.Viewer):
                                                                           self.grid_table.value["name"])))
         self.figures.param.watch(lambda e: self.drilldown.open(e.new["kind"]), "door")
         self.drilldown.param.watch(lambda e: self._go_to(f"{e.new['kind']}|{e.new['id']}"), "picked")
-        self.view = DistrictView(buildings=layer.payload, models=shared.models, sizing_mode="stretch_both",
-                                 min_height=400)
+        tiled = shared.tileset is not None  # tiles carry the models too; else one buffer of every building
+        self.view = DistrictView(buildings=b"" if tiled else layer.payload, models=b"" if tiled else shared.models,
+                                 tileset=shared.tileset or "", sizing_mode="stretch_both", min_height=400)
         self._editor: GridEditor | None = None
         self._cameras = shared.cameras
         self._roof = pd.Series(layer.centre[:, 2], index=layer.building_id)

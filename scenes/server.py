@@ -22,6 +22,7 @@ from collections.abc import Callable
 from functools import partial
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 import panel as pn
 from tornado.web import RequestHandler
 
@@ -30,6 +31,7 @@ from scenes.i18n import choose_lang, translations, use
 from scenes.screens import DistrictApp, SignedOut
 from scenes.shared import READS, Cursors, OffLoop, SharedDistrict
 from scenes.theme import PAGE_CSS
+from scenes.tileserve import tile_routes, tiled_view
 from twin.access.access import LANGS, set_lang, user_lang
 from twin.access.keys import KeyUse, client_for, record_key_use
 from twin.access.policy import Gate, Refusals, client_principal, public_principal
@@ -321,7 +323,8 @@ def intake_routes(store: Store, writer: IntakeWriter, *, cursors: Cursors | None
 def serve(db: str, *, port: int, address: str, origins: list[str],
           dedupe_window_s: float = DEDUPE_WINDOW_S, intake_rate: float = INTAKE_RATE,
           public_rate: float | None = PUBLIC_RATE, oauth: dict | None = None,
-          commands: dict[str, Command] | None = None, behind_proxy: bool = False) -> None:
+          commands: dict[str, Command] | None = None, behind_proxy: bool = False, view: str = "auto",
+          tiles: str | None = None) -> None:
     """Serve the app at ``/app`` (after sign-in at ``/login``), the intake at ``/open311/v2/`` and
     ``/api/detections`` (with API keys) until interrupted (Ctrl-C or SIGTERM). Open311 requests are
     read without a key at ``public_rate`` per address, or not at all when it is None (:func:`intake_routes`).
@@ -332,6 +335,11 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     commands (``twin keys``, ``users``, ``grids import``) that reach the server's writer through
     the store's control socket (:mod:`twin.store.control`) while it runs. ``behind_proxy``: the client's
     address (for the rate limits and the audit trail) is the one the proxy sends (:mod:`scenes.workers`).
+
+    ``view`` is how the 3D view draws the buildings: "buffer" (all at once), "tiles" (3D Tiles streamed from
+    ``/tiles/``, :mod:`scenes.tileserve`) or "auto" (tiles above ``TILED_ABOVE`` buildings). The tiles are
+    the folder ``tiles`` (written by ``twin export tiles``), or else exported at start to ``DB.tiles`` beside
+    the store (only the changed tiles are rewritten).
     """
     for lang in LANGS:  # refuse to start without the compiled catalogues, rather than speak English silently
         translations(lang)
@@ -350,6 +358,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     listeners = [follow_other_processes(db, store.con.cursor(), feed),
                  follow_store_changes(db, clients=clients, signins=signins, shared=shared, writer=writer)
                  ] if store.postgres else []
+    tile_patterns = _tiles(store, shared, signins, view=view, folder=tiles)
     pn.extension("vtk", theme="dark", sizing_mode="stretch_width", global_css=[PAGE_CSS])
 
     def app() -> pn.viewable.Viewable:
@@ -403,7 +412,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
                  title="District twin", extra_patterns=intake_routes(store, writer, cursors=shared.cursors,
                                                                      refusals=shared.refusals, intake_rate=intake_rate,
                                                                      public_rate=public_rate, clients=clients,
-                                                                     key_use=key_use.key_use),
+                                                                     key_use=key_use.key_use) + tile_patterns,
                  cookie_secret=secrets.token_urlsafe(32), websocket_max_message_size=MAX_WS_MESSAGE_BYTES,
                  http_server_kwargs={"max_body_size": MAX_HTTP_BODY_BYTES, "xheaders": behind_proxy}, **sign_in)
     except KeyboardInterrupt:
@@ -433,6 +442,31 @@ def follow_store_changes(db: str, *, clients: Remembered, signins: SignIns, shar
                 shared.forget_grids()
 
     return Listener(db, CHANGES_CHANNEL, follow, skip="")
+
+
+def _tiles(store: Store, shared: SharedDistrict, signins: SignIns, *, view: str, folder: str | None) -> list[tuple]:
+    """The tile routes when the view streams tiles (and ``shared.tileset`` set to their URL); else none."""
+    if not tiled_view(view, len(shared.layer.building_id)):
+        return []
+    if folder is None:
+        from twin.tiles.export import export_tiles
+
+        folder = f"{store.path}.tiles"
+        with store.con.cursor() as cursor:
+            summary = export_tiles(cursor, store.district, folder)
+        log.info("tiles for the view in %s: %d of %d written in %.1f s", folder, len(summary["written"]),
+                 summary["tiles"], summary["seconds"])
+    ids: dict[int, pd.Index] = {}
+
+    def building_ids() -> pd.Index:  # one index per layer (a grid save replaces the layer, not its ids' order)
+        key = id(shared.layer.building_id)
+        if key not in ids:
+            ids.clear()
+            ids[key] = pd.Index(shared.layer.building_id)
+        return ids[key]
+    shared.tileset = "/tiles/tileset.json"
+    return tile_routes(folder, district=store.district, building_ids=building_ids,
+                       signed_in=lambda name: signins.principal(name) is not None)
 
 
 def _keep_lang(con: duckdb.DuckDBPyConnection, *, username: str, lang: str) -> dict:

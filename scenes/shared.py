@@ -142,6 +142,7 @@ class SharedDistrict:
         self._totals = district_totals(con)
         self._tree = grid_tree(con)
         self._memo: dict[tuple, tuple[int, float, object]] = {}
+        self.tileset: str | None = None  # the tileset's URL when the view streams tiles (scenes.tileserve)
 
     @property
     def _con(self) -> duckdb.DuckDBPyConnection:

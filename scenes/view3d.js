@@ -326,7 +326,8 @@ export function render({ model, el }) {
       if (removed) return;
       if (!state.firstFrame) marks.renderCall = performance.now();
       renderWindow.render();
-      if (!state.firstFrame && state.layer) {
+      if (tiled.root) updateTiles();
+      if (!state.firstFrame && (state.layer || tiled.drawn.size || (tiled.root && !tiled.pending.size))) {
         state.firstFrame = true;
         // Everything else waits until the frame is on screen (two animation frames on): the side panels and
         // the cameras, which Python sends on `ready`, and the overlays, which each need a shader that software
@@ -367,6 +368,13 @@ export function render({ model, el }) {
         b[k + 3] = Math.max(b[k + 3], layer.bbox[6 * i + 3 + k]);
       }
     }
+    setBounds(b);
+    applyColours();
+    if (first) setView("oblique", false);
+  }
+
+  // The district's box (relative to the origin), and the ground plane under it.
+  function setBounds(b) {
     state.bounds = b;
     const pad = 0.15 * Math.max(b[3] - b[0], b[4] - b[1]);
     const z = GROUND_Z;
@@ -374,16 +382,22 @@ export function render({ model, el }) {
                                 b[3] + pad, b[4] + pad, z, b[0] - pad, b[4] + pad, z]);
     ground.polydata.getPoints().setData(g, 3);
     ground.polydata.getPolys().setData(new Uint32Array([4, 0, 1, 2, 3]));
-    applyColours();
-    if (first) setView("oblique", false);
   }
 
   function applyColours() {
-    const layer = state.layer;
-    if (!layer || !state.colours) return;
+    if (state.layer && state.colours) {
+      colourPoints(state.layer.pointBuilding, state.colours);
+      buildings.polydata.modified();
+    }
+    for (const tile of tiled.loaded.values()) { colourPoints(tile.pointBuilding, tile.colours); tile.actor.polydata.modified(); }
+    render();
+  }
+
+  // Each point takes its building's colour from the small per-building array (`colors`), or the highlight.
+  function colourPoints(pointBuilding, colours) {
     const src = new Uint8Array(asArrayBuffer(model.colors) || new ArrayBuffer(0));
-    const out = state.colours.getData();
-    const cb = layer.pointBuilding;
+    const out = colours.getData();
+    const cb = pointBuilding;
     const sel = model.selected;
     for (let c = 0; c < cb.length; c++) {
       const b = cb[c];
@@ -391,10 +405,208 @@ export function render({ model, el }) {
       else if (src.length >= 3 * (b + 1)) { out[3 * c] = src[3 * b]; out[3 * c + 1] = src[3 * b + 1]; out[3 * c + 2] = src[3 * b + 2]; }
       else { out[3 * c] = 143; out[3 * c + 1] = 179; out[3 * c + 2] = 217; }
     }
-    state.colours.modified();
-    buildings.polydata.modified();
-    render();
+    colours.modified();
   }
+
+  // --- streamed tiles (model.tileset) -----------------------------------
+  // A 3D Tiles 1.1 tileset served beside the app (scenes/tileserve.py) instead of one buffer of every building.
+  // Each tile node carries extras.district_map, the map from the tileset's ENU frame to the district frame the
+  // rest of the view draws in. Tiles are chosen by screen-space error whenever the camera settles; each tile's
+  // features come with their building indices (its ids file), so colours, highlight and picks go through the same
+  // small per-building arrays as the single buffer: a colouring rewrites each loaded tile's colour attribute from
+  // them and never fetches geometry again.
+  const MAX_SSE = 16, MAX_TILES_KEPT = 128, MAX_FETCHES = 4;
+  const tiled = { root: null, base: "", loaded: new Map(), pending: new Set(), drawn: new Set(), queue: [],
+                  fetching: 0, seq: 0, bytes: 0 };
+  probe.twinTiles = { loaded: [], drawn: [], bytes: 0, requested: 0 };
+
+  // A tile's map from the tileset's ENU frame to the district frame (scenes/tileserve.py): quadratic terms about
+  // the tile's centre, which take the earth's curvature and the CRS's convergence (under a millimetre over 4 km).
+  function applyMap(m, e, n, u) {
+    const x = e - m.centre[0], y = n - m.centre[1], z = u - m.centre[2], c = m.coefficients;
+    const t = [x, y, z, 1, x * x, y * y, x * y, x * z, y * z], out = [0, 0, 0];
+    for (let i = 0; i < 3; i++) for (let j = 0; j < 9; j++) out[i] += c[9 * i + j] * t[j];
+    return out;
+  }
+
+  function prepareNode(json, parent) {
+    const a = (json.extras && json.extras.district_map) || parent.map;
+    const b = json.boundingVolume.box, lo = [Infinity, Infinity, Infinity], hi = [-Infinity, -Infinity, -Infinity];
+    const half = [0, 1, 2].map((k) => Math.abs(b[3 + k]) + Math.abs(b[6 + k]) + Math.abs(b[9 + k]));
+    for (const sx of [-1, 1]) for (const sy of [-1, 1]) for (const sz of [-1, 1]) {
+      const p = applyMap(a, b[0] + sx * half[0], b[1] + sy * half[1], b[2] + sz * half[2]);
+      for (let k = 0; k < 3; k++) { lo[k] = Math.min(lo[k], p[k]); hi[k] = Math.max(hi[k], p[k]); }
+    }
+    const node = { error: json.geometricError, uri: json.content ? json.content.uri : null, map: a, parent: parent.node,
+                   box: new Float32Array([...lo, ...hi]), centre: [0, 1, 2].map((k) => (lo[k] + hi[k]) / 2),
+                   radius: 0.5 * Math.hypot(hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]), children: [] };
+    node.children = (json.children || []).map((c) => prepareNode(c, { map: a, node }));
+    return node;
+  }
+
+  async function loadTileset() {
+    const url = model.tileset;
+    if (!url || tiled.root) return;
+    marks.load = marks.load || performance.now();
+    const doc = await (await fetch(url, { credentials: "same-origin" })).json();
+    tiled.base = new URL(".", new URL(url, window.location.href)).href;
+    tiled.root = prepareNode(doc.root, { map: null, node: null });
+    marks.parsed = marks.parsed || performance.now();
+    const b = Array.from(tiled.root.box);
+    b[2] = Math.min(b[2], 0);
+    setBounds(b);
+    setView("oblique", false);
+  }
+
+  function tileWanted(node, view, out) {
+    // outside the cone around the line of sight that holds the screen: neither this tile nor any under it
+    const c = node.centre, e = view.eye, v = [c[0] - e[0], c[1] - e[1], c[2] - e[2]];
+    const dist = Math.hypot(v[0], v[1], v[2]);
+    if (dist > node.radius) {
+      const off = Math.acos(Math.min(1, (v[0] * view.dir[0] + v[1] * view.dir[1] + v[2] * view.dir[2]) / dist));
+      if (off > view.halfAngle + Math.asin(node.radius / dist)) return;
+    }
+    const d = Math.max(dist - node.radius, 1);
+    // As 3D Tiles define it: a tile whose error on screen is small enough is drawn as it is, content or none.
+    const refine = node.children.length && (node.error * view.k) / d > MAX_SSE;
+    if (!refine) { if (node.uri) out.push(node); return; }
+    for (const child of node.children) tileWanted(child, view, out);
+  }
+
+  // Which tiles to draw for the camera as it is: those the screen-space error asks for when loaded, else their
+  // nearest loaded ancestor meanwhile; what is missing is fetched, nearest first.
+  function updateTiles() {
+    if (!tiled.root) return;
+    const cam = renderer.getActiveCamera();
+    const [w, h] = glWindow.getSize();
+    const eye = cam.getPosition(), fp = cam.getFocalPoint();
+    const tanHalf = Math.tan((cam.getViewAngle() * Math.PI) / 360);
+    const look = [fp[0] - eye[0], fp[1] - eye[1], fp[2] - eye[2]], len = Math.hypot(...look) || 1;
+    const view = { eye, dir: look.map((x) => x / len), k: h / (2 * tanHalf),
+                   halfAngle: Math.atan(tanHalf * Math.hypot(1, w / Math.max(h, 1))) };
+    const wanted = [];
+    tileWanted(tiled.root, view, wanted);
+    const draw = new Set();
+    tiled.seq += 1;
+    for (const node of wanted) {
+      let shown = node;
+      while (shown && !tiled.loaded.has(shown)) shown = shown.parent;
+      if (shown) { draw.add(shown); shown.used = tiled.seq; }
+      node.used = tiled.seq;
+      if (!tiled.loaded.has(node) && !tiled.pending.has(node)) {
+        node.distance = Math.hypot(node.centre[0] - eye[0], node.centre[1] - eye[1], node.centre[2] - eye[2]);
+        tiled.pending.add(node);
+        tiled.queue.push(node);
+      }
+    }
+    tiled.queue = tiled.queue.filter((n) => n.used === tiled.seq || n.fetching);
+    for (const n of tiled.pending) if (!n.fetching && n.used !== tiled.seq) tiled.pending.delete(n);
+    tiled.queue.sort((a, b) => b.distance - a.distance);
+    for (const [node, tile] of tiled.loaded) tile.actor.actor.setVisibility(draw.has(node));
+    tiled.drawn = draw;
+    renderer.resetCameraClippingRange();  // the near and far planes follow what is drawn
+    probe.twinTiles.drawn = [...draw].map((n) => n.uri);
+    evictTiles();
+    pumpTiles();
+    if (!tiled.pending.size) probe.twinTilesSettled = performance.now();  // every tile wanted is drawn
+  }
+
+  function evictTiles() {
+    if (tiled.loaded.size <= MAX_TILES_KEPT) return;
+    const old = [...tiled.loaded.keys()].filter((n) => !tiled.drawn.has(n)).sort((a, b) => a.used - b.used);
+    for (const node of old.slice(0, tiled.loaded.size - MAX_TILES_KEPT)) {
+      const tile = tiled.loaded.get(node);
+      renderer.removeActor(tile.actor.actor);
+      tile.actor.actor.delete(); tile.actor.mapper.delete(); tile.actor.polydata.delete();
+      tiled.loaded.delete(node);
+    }
+    probe.twinTiles.loaded = [...tiled.loaded.keys()].map((n) => n.uri);
+  }
+
+  function pumpTiles() {
+    while (tiled.fetching < MAX_FETCHES && tiled.queue.length) {
+      const node = tiled.queue.pop();  // the nearest
+      node.fetching = true;
+      tiled.fetching += 1;
+      probe.twinTiles.requested += 1;
+      fetchTile(node).catch((e) => console.error(`tile ${node.uri}: ${e}`)).finally(() => {
+        node.fetching = false; tiled.fetching -= 1; tiled.pending.delete(node);
+        if (!removed) { updateTiles(); render(); }
+      });
+    }
+  }
+
+  async function fetchTile(node) {
+    const get = async (url) => {
+      const res = await fetch(url, { credentials: "same-origin" });
+      if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+      return res.arrayBuffer();
+    };
+    const [glb, ids] = await Promise.all([get(tiled.base + node.uri), get(tiled.base + "ids/" + node.uri)]);
+    if (removed) return;
+    tiled.bytes += glb.byteLength + ids.byteLength;
+    probe.twinTiles.bytes = tiled.bytes;
+    const tile = parseTile(glb, new Uint32Array(ids), node.map);
+    tile.actor = makeActor(false);
+    const prop = tile.actor.actor.getProperty();
+    prop.setInterpolationToFlat(); prop.setAmbient(0.25); prop.setDiffuse(0.8);
+    tile.actor.mapper.setScalarModeToUsePointData();
+    tile.actor.mapper.setColorModeToDirectScalars();
+    tile.actor.polydata.getPoints().setData(tile.points, 3);
+    tile.actor.polydata.getPolys().setData(tile.cells);
+    tile.colours = vtkDataArray.newInstance({ name: "colour", numberOfComponents: 3,
+                                              values: new Uint8Array(tile.pointBuilding.length * 3) });
+    tile.actor.polydata.getPointData().setScalars(tile.colours);
+    tile.actor.actor.setVisibility(false);
+    tiled.loaded.set(node, tile);
+    node.used = tiled.seq;
+    probe.twinTiles.loaded = [...tiled.loaded.keys()].map((n) => n.uri);
+    colourPoints(tile.pointBuilding, tile.colours);
+  }
+
+  // One tile's GLB (twin/tiles/glb.py): one primitive, positions relative to the node's translation in glTF's
+  // y-up axes, _FEATURE_ID_0 per vertex. Points come out in the district frame, triangles grouped by feature.
+  function parseTile(ab, ids, m) {
+    const head = new DataView(ab);
+    if (head.getUint32(0, true) !== 0x46546C67) throw new Error("not a GLB file");
+    const jsonLength = head.getUint32(12, true);
+    const doc = JSON.parse(new TextDecoder().decode(new Uint8Array(ab, 20, jsonLength)));
+    const bin = 28 + jsonLength;
+    const accessor = (i) => {
+      const acc = doc.accessors[i], view = doc.bufferViews[acc.bufferView];
+      const Type = { 5126: Float32Array, 5123: Uint16Array, 5125: Uint32Array }[acc.componentType];
+      const width = acc.type === "VEC3" ? 3 : 1;
+      return new Type(ab, bin + view.byteOffset + (acc.byteOffset || 0), acc.count * width);
+    };
+    const prim = doc.meshes[0].primitives[0];
+    const pos = accessor(prim.attributes.POSITION), feat = accessor(prim.attributes._FEATURE_ID_0);
+    const idx = accessor(prim.indices);
+    const t = doc.nodes[0].translation || [0, 0, 0];
+    const nv = pos.length / 3, nt = idx.length / 3, nf = ids.length;
+    const points = new Float32Array(nv * 3), pointBuilding = new Uint32Array(nv);
+    const featBox = new Float32Array(nf * 6);
+    for (let f = 0; f < nf; f++) featBox.set([Infinity, Infinity, Infinity, -Infinity, -Infinity, -Infinity], 6 * f);
+    for (let v = 0; v < nv; v++) {  // glTF (x, y, z) is east, up, -north
+      const p = applyMap(m, pos[3 * v] + t[0], -(pos[3 * v + 2] + t[2]), pos[3 * v + 1] + t[1]);
+      points[3 * v] = p[0]; points[3 * v + 1] = p[1]; points[3 * v + 2] = p[2];
+      const f = feat[v];
+      pointBuilding[v] = ids[f];
+      for (let k = 0; k < 3; k++) {
+        if (p[k] < featBox[6 * f + k]) featBox[6 * f + k] = p[k];
+        if (p[k] > featBox[6 * f + 3 + k]) featBox[6 * f + 3 + k] = p[k];
+      }
+    }
+    const featStart = new Uint32Array(nf + 1);  // triangles by feature, for picking
+    for (let c = 0; c < nt; c++) featStart[feat[idx[3 * c]] + 1] += 1;
+    for (let f = 0; f < nf; f++) featStart[f + 1] += featStart[f];
+    const fill = featStart.slice(0, nf), cells = new Uint32Array(nt * 4);
+    for (let c = 0; c < nt; c++) {
+      const o = 4 * fill[feat[idx[3 * c]]]++;
+      cells[o] = 3; cells[o + 1] = idx[3 * c]; cells[o + 2] = idx[3 * c + 1]; cells[o + 3] = idx[3 * c + 2];
+    }
+    return { points, pointBuilding, cells, ids, featBox, featStart, nf };
+  }
+
 
   // --- the ground: roads, water and green space ---------------------------
   // One buffer of triangles by kind (scenes/layers.py basemap_layer), flat just above the ground plane. It
@@ -791,7 +1003,7 @@ export function render({ model, el }) {
   // --- camera -------------------------------------------------------------
   function clampCamera() {
     const b = state.bounds, layer = state.layer;
-    if (!b || !layer) return;
+    if (!b || !(layer || tiled.root)) return;
     const cam = renderer.getActiveCamera();
     const fp = cam.getFocalPoint(), pos = cam.getPosition();
     const span = Math.max(b[3] - b[0], b[4] - b[1], 100);
@@ -803,10 +1015,14 @@ export function render({ model, el }) {
     dir = dir.map((d) => (d / dist) * clamped);
     const npos = [cfp[0] + dir[0], cfp[1] + dir[1], Math.max(cfp[2] + dir[2], 5)];
     // Never inside a building: lift the eye above the roof of any building around it.
-    for (let i = 0; i < layer.nb; i++) {
-      const o = 6 * i;
-      if (npos[0] > layer.bbox[o] - 2 && npos[0] < layer.bbox[o + 3] + 2 && npos[1] > layer.bbox[o + 1] - 2 &&
-          npos[1] < layer.bbox[o + 4] + 2 && npos[2] < layer.bbox[o + 5] + 5) npos[2] = layer.bbox[o + 5] + 5;
+    const boxes = layer ? [[layer.bbox, layer.nb]] : [...tiled.drawn].map((n) => tiled.loaded.get(n))
+      .filter(Boolean).map((t) => [t.featBox, t.nf]);
+    for (const [bbox, count] of boxes) {
+      for (let i = 0; i < count; i++) {
+        const o = 6 * i;
+        if (npos[0] > bbox[o] - 2 && npos[0] < bbox[o + 3] + 2 && npos[1] > bbox[o + 1] - 2 &&
+            npos[1] < bbox[o + 4] + 2 && npos[2] < bbox[o + 5] + 5) npos[2] = bbox[o + 5] + 5;
+      }
     }
     const moved = Math.hypot(npos[0] - pos[0], npos[1] - pos[1], npos[2] - pos[2]) > 1e-3 ||
                   Math.hypot(cfp[0] - fp[0], cfp[1] - fp[1]) > 1e-3;
@@ -814,7 +1030,7 @@ export function render({ model, el }) {
     renderer.resetCameraClippingRange();
     return moved;
   }
-  interactor.onEndAnimation(() => { if (clampCamera()) render(); });
+  interactor.onEndAnimation(() => { if (clampCamera() || tiled.root) render(); });  // render picks the tiles too
 
   function viewAround(cx, cy, cz, radius, mode) {
     const d = Math.max(radius * 2.6, 60);
@@ -830,7 +1046,8 @@ export function render({ model, el }) {
     clearTimeout(pulseTimer);
     if (caseFrame > 0) cancelAnimationFrame(caseFrame);
     const finish = () => { cam.setFocalPoint(...target.fp); cam.setPosition(...target.pos); cam.setViewUp(...target.up);
-                           renderer.resetCameraClippingRange(); clampCamera(); render(); };
+                           renderer.resetCameraClippingRange(); clampCamera(); render();
+                           probe.twinFlightEnd = performance.now(); };
     if (!animate) return finish();
     const t0 = performance.now(), ms = 650;
     const step = (now) => {
@@ -909,6 +1126,30 @@ export function render({ model, el }) {
     return { t: best, index };
   }
 
+  // The drawn tiles: their features' boxes first, then the triangles of those the ray crosses, nearest first.
+  function pickTiles(o, d, inv, best) {
+    const candidates = [];
+    for (const node of tiled.drawn) {
+      const tile = tiled.loaded.get(node);
+      if (!tile || rayBox(o, inv, node.box, 0) === Infinity) continue;
+      for (let f = 0; f < tile.nf; f++) {
+        const t = rayBox(o, inv, tile.featBox, 6 * f);
+        if (t < Infinity) candidates.push([t, tile, f]);
+      }
+    }
+    candidates.sort((a, b) => a[0] - b[0]);
+    let hit = null;
+    for (const [tBox, tile, f] of candidates) {
+      if (tBox > best) break;
+      const p = tile.points, cells = tile.cells;
+      for (let c = tile.featStart[f]; c < tile.featStart[f + 1]; c++) {
+        const t = rayTriangle(o, d, p, cells[4 * c + 1], cells[4 * c + 2], cells[4 * c + 3]);
+        if (t < best && tile.ids[f] !== 0xFFFFFFFF) { best = t; hit = { t, index: tile.ids[f] }; }
+      }
+    }
+    return hit;
+  }
+
   function pickAt(clientX, clientY) {
     const started = performance.now();
     const { o, d } = eyeRay(clientX, clientY);
@@ -931,6 +1172,8 @@ export function render({ model, el }) {
         }
       }
     }
+    const tileHit = pickTiles(o, d, inv, best);
+    if (tileHit) { best = tileHit.t; hit = { kind: "building", index: tileHit.index, element: -1 }; }
     if (cameras.actor.getVisibility() && state.cameraCount) {
       const m = rayMarkers(o, d, cameras, state.cameraCount, 4);
       if (m.t < best) { best = m.t; hit = { kind: "camera", index: m.index }; }
@@ -1045,6 +1288,7 @@ export function render({ model, el }) {
     drawnSize = `${container.clientWidth}x${container.clientHeight}`;
     grw.resize();
     loadBuildings();
+    loadTileset().catch((e) => console.error(`tileset ${model.tileset}: ${e}`));
     setSegments(gridLines, model.grid_lines, 0.4);
     setSegments(gridHighlight, model.grid_highlight, 0.6);
     loadCases();

@@ -28,6 +28,8 @@ class DistrictView(JSComponent):
     """
 
     buildings = param.Bytes(default=b"", doc="Geometry buffer from scenes.layers.building_layer")
+    tileset = param.String(default="", doc="URL of a 3D Tiles tileset (scenes.tileserve) to stream the buildings "
+                                           "from instead of ``buildings``; its features are building indices")
     models = param.Bytes(default=b"", doc="BIM and mesh models that replace LOD1 blocks (scenes.layers.model_layer)")
     basemap = param.Bytes(default=b"", doc="Roads, water and green space, triangulated (scenes.layers.basemap_layer); "
                                            "sent after the first frame")

@@ -36,13 +36,20 @@ def browser():
         yield b
 
 
-@pytest.fixture
-def page(browser, app_url):
+def watched_page(browser):
+    """A new page that keeps its console errors (``page.console_errors``) and counts its websocket bytes
+    (``page.meter``)."""
     page = browser.new_page(viewport={"width": 1600, "height": 900})
     page.console_errors = []
     page.on("console", lambda m: m.type == "error" and page.console_errors.append(f"{m.text} at {m.location}"))
     page.on("pageerror", lambda e: page.console_errors.append(f"{e}: {e.stack}"))
     page.meter = WebSocketMeter(page)
+    return page
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = watched_page(browser)
     page.requests = []
     sign_in(page, app_url)
     page.on("request", lambda r: page.requests.append(r.url))

@@ -1,0 +1,124 @@
+"""The app's 3D tiles: the store's tileset served beside the app, to signed-in users only.
+
+``/tiles/tileset.json`` is the exported tileset (:mod:`twin.tiles.export`), each tile given under
+``extras.district_map`` the quadratic map from the tileset's ENU frame to the district CRS relative to its origin,
+the frame the 3D view draws in (:func:`twin.tiles.frame.enu_to_district_maps`, under a millimetre over 4 km). ``/tiles/ids/<uri>`` is a
+tile's building index per feature (uint32, the order of :class:`scenes.layers.BuildingLayer`), so the view colours
+and picks a feature through the session's small per-building arrays. ``/tiles/<uri>`` are the GLB files.
+Every route answers 403 without a signed-in, enabled user, as the app does.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tornado.web import HTTPError, RequestHandler, StaticFileHandler
+
+from twin.geo.crs import District
+from twin.tiles.export import TILESET
+from twin.tiles.frame import enu_frame, enu_to_district_maps
+from twin.tiles.glb import property_column, read_glb
+
+log = logging.getLogger(__name__)
+
+TILED_ABOVE = 200_000  # buildings: above, the view streams tiles; at 115,000 one buffer still drew sooner (README)
+VIEW_MODES = ("auto", "tiles", "buffer")
+
+
+def tiled_view(mode: str, buildings: int) -> bool:
+    """Whether the 3D view streams tiles: ``mode`` "tiles" or "buffer" says so, "auto" by the district's size."""
+    return mode == "tiles" or (mode == "auto" and buildings > TILED_ABOVE)
+
+
+def annotated_tileset(tileset: dict, district: District) -> dict:
+    """A copy of ``tileset`` whose every tile carries ``extras.district_map``: its box's ENU ``centre`` and the
+    27 ``coefficients`` (row-major 3 x 9) of :func:`twin.tiles.frame.enu_to_district_maps`."""
+    tileset = json.loads(json.dumps(tileset))
+    nodes, stack = [], [tileset["root"]]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(node.get("children", []))
+    boxes = np.array([node["boundingVolume"]["box"] for node in nodes], dtype=np.float64)
+    half = np.abs(boxes[:, 3:].reshape(-1, 3, 3)).sum(axis=1)
+    centres, maps = enu_to_district_maps(boxes[:, :3] - half, boxes[:, :3] + half, district, enu_frame(district))
+    for node, centre, coefficients in zip(nodes, centres, maps):
+        node.setdefault("extras", {})["district_map"] = {"centre": centre.tolist(),
+                                                         "coefficients": coefficients.ravel().tolist()}
+    return tileset
+
+
+class _SignedIn:
+    """Refuses anyone but a signed-in, enabled user (the app's cookie), as the app's routes do."""
+
+    signed_in: Callable[[str | None], bool]
+
+    def prepare(self) -> None:
+        name = self.get_secure_cookie("user")
+        if not self.signed_in(name.decode("utf-8") if name else None):
+            raise HTTPError(403, "sign in at /login to read the district's tiles")
+
+
+class TileFileHandler(_SignedIn, StaticFileHandler):
+    """The GLB files, as they are on disk."""
+
+    def initialize(self, path: str, signed_in: Callable[[str | None], bool]) -> None:
+        super().initialize(path=path)
+        self.signed_in = signed_in
+
+
+class TilesetHandler(_SignedIn, RequestHandler):
+    """The tileset with each tile's map to the view's frame (remembered while the file is unchanged)."""
+
+    def initialize(self, folder: Path, district: District, signed_in: Callable[[str | None], bool]) -> None:
+        self.folder, self.district, self.signed_in = folder, district, signed_in
+
+    def get(self) -> None:
+        path = self.folder / TILESET
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(_annotated(str(path), path.stat().st_mtime_ns, self.district))
+
+
+@functools.lru_cache(maxsize=2)
+def _annotated(path: str, mtime_ns: int, district: District) -> bytes:
+    with open(path, "rb") as f:
+        return json.dumps(annotated_tileset(json.load(f), district), separators=(",", ":")).encode()
+
+
+class FeatureIndexHandler(_SignedIn, RequestHandler):
+    """``/tiles/ids/<uri>``: each feature's building index in the view's order, uint32 little-endian."""
+
+    def initialize(self, folder: Path, building_ids: Callable[[], pd.Index],
+                   signed_in: Callable[[str | None], bool]) -> None:
+        self.folder, self.building_ids, self.signed_in = folder, building_ids, signed_in
+
+    def get(self, uri: str) -> None:
+        path = (self.folder / uri).resolve()
+        if not path.is_relative_to(self.folder.resolve()) or path.suffix != ".glb" or not path.is_file():
+            raise HTTPError(404)
+        document, binary = read_glb(path.read_bytes())
+        index = self.building_ids().get_indexer(property_column(document, binary, "building_id"))
+        self.set_header("Content-Type", "application/octet-stream")
+        self.finish(np.where(index < 0, 0xFFFFFFFF, index).astype("<u4").tobytes())
+
+
+def tile_routes(folder: str | os.PathLike, *, district: District, building_ids: Callable[[], pd.Index],
+                signed_in: Callable[[str | None], bool]) -> list[tuple]:
+    """Tornado routes serving the tileset in ``folder`` at ``/tiles/`` (see the module's docstring).
+
+    ``building_ids`` gives the view's building ids in its order (read on each request: grid saves keep it);
+    ``signed_in(username)`` says whether that user may read the district.
+    """
+    folder = Path(folder).resolve()
+    common = {"signed_in": signed_in}
+    return [(r"/tiles/tileset\.json", TilesetHandler, {"folder": folder, "district": district, **common}),
+            (r"/tiles/ids/(.+)", FeatureIndexHandler, {"folder": folder, "building_ids": building_ids, **common}),
+            (r"/tiles/(.+\.glb)", TileFileHandler, {"path": str(folder), **common})]
