@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -45,10 +46,14 @@ def _driver(path: Path) -> str:
     return driver
 
 
-def grids_frame(con: duckdb.DuckDBPyConnection, *, level: str | None = None, history: bool = False
-                ) -> gpd.GeoDataFrame:
-    """The grids in force (every version with ``history``), optionally of one level, as a GeoDataFrame."""
+def grids_frame(con: duckdb.DuckDBPyConnection, *, level: str | None = None, history: bool = False,
+                parent_id: str | None = None) -> gpd.GeoDataFrame:
+    """The grids in force (every version with ``history``), optionally of one level or of one parent's children,
+    as a GeoDataFrame."""
     where, params = [], []
+    if parent_id is not None:
+        where.append("parent_id = ?")
+        params.append(parent_id)
     if not history:
         where.append("valid_to IS NULL")
     if level is not None:
@@ -67,7 +72,7 @@ def grids_frame(con: duckdb.DuckDBPyConnection, *, level: str | None = None, his
 
 
 def export_grids(con: duckdb.DuckDBPyConnection, path: str | os.PathLike, *, level: str | None = None,
-                 history: bool = False, layer: str = "grids") -> dict:
+                 history: bool = False, parent_id: str | None = None, layer: str = "grids") -> dict:
     """Write grids to a GeoJSON or GeoPackage file (by its suffix).
 
     Parameters
@@ -76,6 +81,8 @@ def export_grids(con: duckdb.DuckDBPyConnection, path: str | os.PathLike, *, lev
         Only this level (default all).
     history : bool
         Every version, not only those in force.
+    parent_id : str, optional
+        Only the children of this grid (default any parent).
     layer : str
         GeoPackage layer name.
 
@@ -86,7 +93,7 @@ def export_grids(con: duckdb.DuckDBPyConnection, path: str | os.PathLike, *, lev
     """
     path = Path(path)
     driver = _driver(path)
-    frame = grids_frame(con, level=level, history=history)
+    frame = grids_frame(con, level=level, history=history, parent_id=parent_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         path.unlink()
@@ -224,3 +231,17 @@ def import_grids(con: duckdb.DuckDBPyConnection, frame: gpd.GeoDataFrame, *, act
     log.info("%s: imported %d grids (%d changed, %d added, %d deleted)", where, len(frame), len(out["changed"]),
              len(out["added"]), len(out["deleted"]))
     return out
+
+
+def import_grids_file(con: duckdb.DuckDBPyConnection, path: str | os.PathLike, *, actor: str, reason: str,
+                      layer: str | None = None, mode: str = "update", where: str | None = None,
+                      source: str | None = None, step: Callable[[str], None] = lambda stage: None) -> dict:
+    """Read a grid file (:func:`read_grids`, into the store's CRS) and save it (:func:`import_grids`), as
+    ``twin grids import`` and the planner's screen do; ``where`` names the file in messages (default its path),
+    ``step`` is told when each stage ("read", "check and save") is done. Run it in one transaction."""
+    crs, = con.execute("SELECT value FROM meta WHERE key = 'crs'").fetchall()[0]
+    frame = read_grids(path, layer=layer, crs=crs)
+    step("read")
+    summary = import_grids(con, frame, actor=actor, reason=reason, where=where or str(path), mode=mode, source=source)
+    step("check and save")
+    return summary
