@@ -29,7 +29,7 @@ from scenes.planner.session import NO_MOVE_M, ParentEdit
 from scenes.planshapes import basemap_columns
 from scenes.theme import CSS
 from twin.access.access import audit
-from twin.errors import GridEditError, TwinError
+from twin.errors import GridEditError, GridRuleError, TwinError
 from twin.grids.gridedit import EditSession
 from twin.grids.gridrules import Violation, errors
 from twin.grids.gridversions import SavedEdit
@@ -624,6 +624,12 @@ class GridEditor(pn.viewable.Viewer):
                                  running=lambda: self._still_saving(what))
         except WriteCancelled as exc:
             self.message = _(CANCELLED).format(reason=exc)
+        except GridRuleError as exc:  # the rules in plain words, as the live check lists them
+            names = self.edit.names() if self.edit is not None else {}
+            self.message = _(REFUSED).format(reason=_(
+                "{what} breaks {n} grid rule(s); nothing was saved: {rules}").format(
+                what=what, n=len(exc.violations), rules=" ".join(plain_words(v, names) for v in exc.violations[:5]))
+                if exc.violations else error_text(exc))
         except TwinError as exc:
             self.message = _(REFUSED).format(reason=error_text(exc))
         except duckdb.Error as exc:
