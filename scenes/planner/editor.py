@@ -263,15 +263,15 @@ class GridEditor(pn.viewable.Viewer):
         """Export (a download of the grids in force) and import (an uploaded file, checked and saved) of grids as
         GeoJSON or GeoPackage, by the rules of ``twin grids export|import``."""
         self.download = pn.widgets.FileDownload(callback=self.export_file, filename="grids.geojson", embed=False,
-                                                label=_("Export grids"), button_type="default", width=150,
+                                                label=_("Export grids"), button_type="default", width=130,
                                                 css_classes=["twin-grids-export"])
-        self.upload = pn.widgets.FileInput(accept=",".join(FILE_FORMATS), multiple=False, width=200,
+        self.upload = pn.widgets.FileInput(accept=",".join(FILE_FORMATS), multiple=False, width=190,
                                            css_classes=["twin-grids-upload"])
-        self.import_button = _button(_("Import file"), self.import_file, width=100)
+        self.import_button = _button(_("Import file"), self.import_file, width=90)
         self.files = pn.Column(
-            pn.Row(pn.widgets.Select.from_param(self.param.export_scope, name="", width=140, options={
+            pn.Row(pn.widgets.Select.from_param(self.param.export_scope, name="", width=130, options={
                        _(EXPORT_SCOPES[v]): v for v in EXPORT_SCOPES}),
-                   pn.widgets.Select.from_param(self.param.export_suffix, name="", width=110, options={
+                   pn.widgets.Select.from_param(self.param.export_suffix, name="", width=100, options={
                        label: v for v, label in FILE_FORMATS.items()}), self.download),
             pn.Row(self.upload, pn.widgets.Select.from_param(self.param.import_mode, name="", width=90, options={
                 _(IMPORT_MODE_NAMES[v]): v for v in IMPORT_MODES}), self.import_button),
