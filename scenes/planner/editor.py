@@ -263,7 +263,7 @@ class GridEditor(pn.viewable.Viewer):
         """Export (a download of the grids in force) and import (an uploaded file, checked and saved) of grids as
         GeoJSON or GeoPackage, by the rules of ``twin grids export|import``."""
         self.download = pn.widgets.FileDownload(callback=self.export_file, filename="grids.geojson", embed=False,
-                                                label=_("Export grids"), button_type="default", width=130,
+                                                label=_("Export grids"), width=130,
                                                 css_classes=["twin-grids-export"])
         self.upload = pn.widgets.FileInput(accept=",".join(FILE_FORMATS), multiple=False, width=190,
                                            css_classes=["twin-grids-upload"])

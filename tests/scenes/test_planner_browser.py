@@ -55,6 +55,16 @@ def planner_page(browser, small_demo, tmp_path):
         yield page, url, moves
 
 
+def second_versions(con, grids, *, actor: str, reason: str) -> dict:
+    """Assert that each of ``grids`` has versions 1 and 2, the second saved by ``actor`` for ``reason``;
+    their histories, by grid."""
+    histories = {g: grid_history(con, g) for g in grids}
+    for g, hist in histories.items():
+        assert list(hist["version"]) == [1, 2], g
+        assert hist["actor"].iloc[-1] == actor and hist["reason"].iloc[-1] == reason, g
+    return histories
+
+
 @pytest.fixture(scope="module")
 def browser():
     with chromium() as b:
@@ -95,10 +105,7 @@ def test_a_planner_drags_a_shared_vertex_sees_what_moves_and_saves_it(planner_pa
     # its commit: DuckDB 1.5.5 can fail to replay a log holding an UPDATE and an INSERT of grids)
     moves["stop"]()
     with Store(moves["store"], read_only=True) as store:
-        for g in owners:
-            hist = grid_history(store.con, g)
-            assert list(hist["version"]) == [1, 2], g
-            assert hist["actor"].iloc[-1] == url.user and hist["reason"].iloc[-1] == "gate of the compound moved"
+        second_versions(store.con, owners, actor=url.user, reason="gate of the compound moved")
         row = store.con.execute("SELECT actor, action, target FROM audit WHERE action LIKE 'grid%' "
                                 "ORDER BY seq").fetchall()
         assert row == [(url.user, "grid.save", PARENT)], "one audit row for the save"
@@ -400,10 +407,8 @@ def test_grids_exported_edited_and_imported_from_the_screen_become_new_versions(
     assert page.errors_seen == []
     moves["stop"]()
     with Store(moves["store"], read_only=True) as store:
-        for g in owners:
-            hist = grid_history(store.con, g)
-            assert list(hist["version"]) == [1, 2], g
-            assert hist["actor"].iloc[-1] == url.user and hist["reason"].iloc[-1] == "boundaries from the survey"
+        histories = second_versions(store.con, owners, actor=url.user, reason="boundaries from the survey")
+        for g, hist in histories.items():
             before, after = hist.geometry
             assert shapely.hausdorff_distance(after, shapely.geometry.shape(feature_of(collection, g)["geometry"])) \
                 < 0.01 < shapely.hausdorff_distance(after, before), g
