@@ -334,16 +334,13 @@ class GridEditor(pn.viewable.Viewer):
                 summary.update(import_grids_file(con, path, actor=self.actor, reason=reason, mode=self.import_mode,
                                                  where=name, source=self.source))
                 return []
-            saved = await self._write(write, action="import", what=_("the file {file}").format(file=name),
-                                      told=lambda: _(
-                                          "Imported {file}: {changed} grid(s) changed, {added} added, {deleted} "
-                                          "deleted, of {grids} in the file.").format(
-                                          file=name, grids=summary["grids"], **{
-                                              k: len(summary[k]) for k in ("changed", "added", "deleted")}))
-        if saved is None:
-            return None
-        self.saved = {**self.saved, "change_ids": [s["change_id"] for s in summary["saves"]]}
-        return summary
+            def told() -> tuple[str, list[str], dict[str, int]]:
+                said = _("Imported {file}: {changed} grid(s) changed, {added} added, {deleted} deleted, of {grids} "
+                         "in the file.").format(file=name, grids=summary["grids"], **{
+                             k: len(summary[k]) for k in ("changed", "added", "deleted")})
+                return said, [s["change_id"] for s in summary["saves"]], summary["versions"]
+            saved = await self._write(write, action="import", what=_("the file {file}").format(file=name), told=told)
+        return summary if saved is not None else None
 
     async def discard_and_import(self) -> dict | None:
         """Drop the unsaved edits and import the file asked for."""
@@ -588,10 +585,12 @@ class GridEditor(pn.viewable.Viewer):
         return reason
 
     async def _write(self, write: Write, *, action: str, what: str,
-                     told: Callable[[], str] | None = None) -> list[SavedEdit] | None:
+                     told: Callable[[], tuple[str, list[str], dict[str, int]]] | None = None
+                     ) -> list[SavedEdit] | None:
         """Run a write through the injected ``save``, awaited off the event loop; then load the saved grids
         (off the loop too) and say what happened. ``what`` names the write for the planner; ``told``, when
-        given, is what the planner is told after the commit."""
+        given, says after the commit what the planner is told, the change ids and the versions written
+        (for a write whose saves are not returned as :class:`SavedEdit`)."""
         if self.saving:
             self.message = _("Refused: another save is under way; wait for its outcome, then try again.")
             return None
@@ -605,13 +604,15 @@ class GridEditor(pn.viewable.Viewer):
             self.saving = False
         if saved is None:
             return None
-        ids = [s.change_id for s in saved if s.change_id]
-        written = {g: v for s in saved for g, v in s.versions.items()}
-        versions = ", ".join(f"{g} v{v}" for g, v in sorted(written.items()))
-        self.message = (told() if told is not None else
-                        _("Saved {changes} ({what}): {versions}").format(changes=", ".join(ids), what=what,
-                                                                          versions=versions) if ids else
-                        _("Nothing differed from the store; nothing was written."))
+        if told is not None:
+            self.message, ids, written = told()
+        else:
+            ids = [s.change_id for s in saved if s.change_id]
+            written = {g: v for s in saved for g, v in s.versions.items()}
+            versions = ", ".join(f"{g} v{v}" for g, v in sorted(written.items()))
+            self.message = (_("Saved {changes} ({what}): {versions}").format(changes=", ".join(ids), what=what,
+                                                                              versions=versions) if ids else
+                            _("Nothing differed from the store; nothing was written."))
         self.reason = ""
         self.saved = {"change_ids": ids, "parent_id": self.parent_id, "level": self.edit.level, "action": action,
                       "versions": written}
