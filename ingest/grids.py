@@ -28,7 +28,7 @@ import pandas as pd
 import pyogrio
 from pyogrio.errors import DataSourceError
 
-from twin.errors import N_, GridRuleError, InputError, check_choice
+from twin.errors import N_, AccessError, GridRuleError, InputError, check_choice
 from twin.grids.gridversions import ATTRS, current_grids, save_partition
 from twin.store.schema import GRID_LEVELS
 
@@ -163,7 +163,8 @@ def read_grids(path: str | os.PathLike, *, layer: str | None = None, crs: str | 
 
 
 def import_grids(con: duckdb.DuckDBPyConnection, frame: gpd.GeoDataFrame, *, actor: str, reason: str,
-                 where: str = "the file", mode: str = "update", source: str | None = None) -> dict:
+                 where: str = "the file", mode: str = "update", source: str | None = None,
+                 parents: set[str] | None = None) -> dict:
     """Save grids read by :func:`read_grids` as new versions, level by level from the top.
 
     Run inside one transaction (``open_for_command``): on an error nothing is saved.
@@ -183,6 +184,8 @@ def import_grids(con: duckdb.DuckDBPyConnection, frame: gpd.GeoDataFrame, *, act
     source : str, optional
         Where the import came from (a host, ``cli``); each saved parent's change
         gets a ``grid.import`` row in the audit trail with it.
+    parents : set of str, optional
+        The parents whose children the importer may change (a planner bound to grids); None: any.
 
     Returns
     -------
@@ -196,6 +199,8 @@ def import_grids(con: duckdb.DuckDBPyConnection, frame: gpd.GeoDataFrame, *, act
         A grid breaks a rule; the message names the file, the grid and the rule.
     InputError
         A stale version (the store's is newer), or a parent that is neither in force nor in the file.
+    AccessError
+        A grid's parent is not among ``parents``.
     """
     check_choice("mode", mode, IMPORT_MODES)
     out = {"grids": len(frame), "changed": [], "added": [], "deleted": [], "reparented": [], "versions": {},
@@ -213,6 +218,10 @@ def import_grids(con: duckdb.DuckDBPyConnection, frame: gpd.GeoDataFrame, *, act
         rows = frame[frame["level"] == level]
         for parent_id, group in rows.groupby(rows["parent_id"].fillna("\0"), sort=True):
             parent_id = None if parent_id == "\0" else parent_id
+            if parents is not None and parent_id not in parents:
+                raise AccessError(N_("{where}: grid {grid_id}: you may not change the grids under {parent}; import "
+                                     "only grids under those you edit."), where=where,
+                                  grid_id=str(group["grid_id"].iloc[0]), parent=str(parent_id))
             if parent_id is not None and current_grids(con, grid_ids=[parent_id]).empty:
                 raise InputError(N_("{where}: grid {grid_id}: its parent {parent!r} is neither in force nor in the "
                                     "file; add the parent first or fix parent_id."),
@@ -248,13 +257,16 @@ def import_grids(con: duckdb.DuckDBPyConnection, frame: gpd.GeoDataFrame, *, act
 
 def import_grids_file(con: duckdb.DuckDBPyConnection, path: str | os.PathLike, *, actor: str, reason: str,
                       layer: str | None = None, mode: str = "update", where: str | None = None,
-                      source: str | None = None, step: Callable[[str], None] = lambda stage: None) -> dict:
+                      source: str | None = None, parents: set[str] | None = None,
+                      step: Callable[[str], None] = lambda stage: None) -> dict:
     """Read a grid file (:func:`read_grids`, into the store's CRS) and save it (:func:`import_grids`), as
     ``twin grids import`` and the planner's screen do; ``where`` names the file in messages (default its path),
-    ``step`` is told when each stage ("read", "check and save") is done. Run it in one transaction."""
+    ``step`` is told when each stage ("read", "check and save") is done; ``parents`` as for :func:`import_grids`.
+    Run it in one transaction."""
     crs, = con.execute("SELECT value FROM meta WHERE key = 'crs'").fetchall()[0]
     frame = read_grids(path, layer=layer, crs=crs, where=where)
     step("read")
-    summary = import_grids(con, frame, actor=actor, reason=reason, where=where or str(path), mode=mode, source=source)
+    summary = import_grids(con, frame, actor=actor, reason=reason, where=where or str(path), mode=mode, source=source,
+                           parents=parents)
     step("check and save")
     return summary

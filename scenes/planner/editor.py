@@ -154,6 +154,8 @@ class GridEditor(pn.viewable.Viewer):
                                       discard=self.discard_proposal)
         self._widgets()
         options = self._parent_options(allowed_parents)
+        # an import may change the children of these only (None: anywhere in the district)
+        self.import_parents = set(options.values()) if allowed_parents is not None else None
         if not options:
             # shown instead of the plan: a planner bound to micro-grids only has nothing to redraw here
             self.message = _("Refused: no community or grid with children to edit under {grids}; an administrator "
@@ -332,7 +334,7 @@ class GridEditor(pn.viewable.Viewer):
 
             def write(con: duckdb.DuckDBPyConnection) -> list[SavedEdit]:
                 summary.update(import_grids_file(con, path, actor=self.actor, reason=reason, mode=self.import_mode,
-                                                 where=name, source=self.source))
+                                                 where=name, source=self.source, parents=self.import_parents))
                 return []
             def told() -> tuple[str, list[str], dict[str, int]]:
                 said = _("Imported {file}: {changed} grid(s) changed, {added} added, {deleted} deleted, of {grids} "
