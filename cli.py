@@ -186,15 +186,10 @@ def _cmd_ingest_mesh(args: argparse.Namespace) -> dict:
 
 
 def _grids_import(con, args: dict, step: Callable[[str], None]) -> dict:
-    from ingest.grids import import_grids, read_grids
+    from ingest.grids import import_grids_file
 
-    crs, = con.execute("SELECT value FROM meta WHERE key = 'crs'").fetchall()[0]
-    frame = read_grids(args["path"], layer=args["layer"], crs=crs)
-    step("read")
-    summary = import_grids(con, frame, actor=args["actor"], reason=args["reason"], where=args["path"],
-                           mode=args["mode"])
-    step("check and save")
-    return summary
+    return import_grids_file(con, args["path"], layer=args["layer"], actor=args["actor"], reason=args["reason"],
+                             mode=args["mode"], step=step)
 
 
 def _tiles_export(con, args: dict, step: Callable[[str], None]) -> dict:

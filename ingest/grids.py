@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -25,8 +26,9 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyogrio
+from pyogrio.errors import DataSourceError
 
-from twin.errors import GridRuleError, InputError, check_choice
+from twin.errors import N_, AccessError, GridRuleError, InputError, check_choice
 from twin.grids.gridversions import ATTRS, current_grids, save_partition
 from twin.store.schema import GRID_LEVELS
 
@@ -37,18 +39,23 @@ COLUMNS = ("grid_id", "parent_id", "level", "name", "kind", "worker", "worker_ph
 IMPORT_MODES = ("update", "replace")
 
 
-def _driver(path: Path) -> str:
+def _driver(path: Path, where: str | None = None) -> str:
     driver = DRIVERS.get(path.suffix.lower())
     if driver is None:
-        raise InputError(f"{path}: grids go in and out as GeoJSON (.geojson, .json) or GeoPackage (.gpkg); "
-                         f"found the suffix {path.suffix or '(none)'!r}. Rename the file or pick one of those.")
+        raise InputError(N_("{where}: grids go in and out as GeoJSON (.geojson, .json) or GeoPackage (.gpkg); "
+                            "found the suffix {suffix!r}. Rename the file or pick one of those."),
+                         where=where or str(path), suffix=path.suffix or "(none)")
     return driver
 
 
-def grids_frame(con: duckdb.DuckDBPyConnection, *, level: str | None = None, history: bool = False
-                ) -> gpd.GeoDataFrame:
-    """The grids in force (every version with ``history``), optionally of one level, as a GeoDataFrame."""
+def grids_frame(con: duckdb.DuckDBPyConnection, *, level: str | None = None, history: bool = False,
+                parent_id: str | None = None) -> gpd.GeoDataFrame:
+    """The grids in force (every version with ``history``), optionally of one level or of one parent's children,
+    as a GeoDataFrame."""
     where, params = [], []
+    if parent_id is not None:
+        where.append("parent_id = ?")
+        params.append(parent_id)
     if not history:
         where.append("valid_to IS NULL")
     if level is not None:
@@ -67,7 +74,7 @@ def grids_frame(con: duckdb.DuckDBPyConnection, *, level: str | None = None, his
 
 
 def export_grids(con: duckdb.DuckDBPyConnection, path: str | os.PathLike, *, level: str | None = None,
-                 history: bool = False, layer: str = "grids") -> dict:
+                 history: bool = False, parent_id: str | None = None, layer: str = "grids") -> dict:
     """Write grids to a GeoJSON or GeoPackage file (by its suffix).
 
     Parameters
@@ -76,6 +83,8 @@ def export_grids(con: duckdb.DuckDBPyConnection, path: str | os.PathLike, *, lev
         Only this level (default all).
     history : bool
         Every version, not only those in force.
+    parent_id : str, optional
+        Only the children of this grid (default any parent).
     layer : str
         GeoPackage layer name.
 
@@ -86,7 +95,7 @@ def export_grids(con: duckdb.DuckDBPyConnection, path: str | os.PathLike, *, lev
     """
     path = Path(path)
     driver = _driver(path)
-    frame = grids_frame(con, level=level, history=history)
+    frame = grids_frame(con, level=level, history=history, parent_id=parent_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         path.unlink()
@@ -96,13 +105,16 @@ def export_grids(con: duckdb.DuckDBPyConnection, path: str | os.PathLike, *, lev
             "levels": {k: int(v) for k, v in frame["level"].value_counts().items()}, "crs": str(frame.crs)}
 
 
-def read_grids(path: str | os.PathLike, *, layer: str | None = None, crs: str | None = None) -> gpd.GeoDataFrame:
+def read_grids(path: str | os.PathLike, *, layer: str | None = None, crs: str | None = None,
+               where: str | None = None) -> gpd.GeoDataFrame:
     """Read a grid file and check its columns and values (not yet the rules).
 
     Parameters
     ----------
     crs : str, optional
         The district CRS to reproject to (a file without a CRS is taken to be in it).
+    where : str, optional
+        The file as messages name it (default its path; an upload's own name, not its temporary copy's).
 
     Raises
     ------
@@ -111,14 +123,20 @@ def read_grids(path: str | os.PathLike, *, layer: str | None = None, crs: str | 
         the message names the file, the grid and the fix.
     """
     path = Path(path)
-    _driver(path)
+    where = where or str(path)
+    _driver(path, where)
     if not path.exists():
-        raise InputError(f"{path}: no such file.")
-    frame = pyogrio.read_dataframe(path, layer=layer)
+        raise InputError(N_("{where}: no such file."), where=where)
+    try:
+        frame = pyogrio.read_dataframe(path, layer=layer)
+    except DataSourceError as exc:
+        raise InputError(N_("{where}: cannot be read as grids ({error}); export a file to see the expected form."),
+                         where=where, error=str(exc).replace(str(path), where)) from exc
     missing = [c for c in ("grid_id", "level") if c not in frame.columns]
     if missing:
-        raise InputError(f"{path}: the grids need the column(s) {missing}; found {list(frame.columns)}. "
-                         "Export a template with `export_grids` to see the expected columns.")
+        raise InputError(N_("{where}: the grids need the column(s) {missing}; found {found}. "
+                            "Export a template with `export_grids` to see the expected columns."),
+                         where=where, missing=repr(missing), found=repr(list(frame.columns)))
     for c in COLUMNS:
         if c not in frame.columns:
             frame[c] = None
@@ -126,26 +144,27 @@ def read_grids(path: str | os.PathLike, *, layer: str | None = None, crs: str | 
     frame["parent_id"] = frame["parent_id"].map(lambda v: None if v is None or pd.isna(v) or v == "" else str(v))
     dup = frame["grid_id"][frame["grid_id"].duplicated()].unique().tolist()
     if dup:
-        raise InputError(f"{path}: grid(s) {dup[:5]} appear more than once; give each grid one feature "
-                         "(export without history).")
+        raise InputError(N_("{where}: grid(s) {grids} appear more than once; give each grid one feature "
+                            "(export without history)."), where=where, grids=", ".join(dup[:5]))
     bad_level = frame[~frame["level"].isin(GRID_LEVELS)]
     if len(bad_level):
         row = bad_level.iloc[0]
-        raise InputError(f"{path}: grid {row['grid_id']}: level {row['level']!r} is not one of "
-                         f"{', '.join(GRID_LEVELS)}.")
+        raise InputError(N_("{where}: grid {grid_id}: level {found!r} is not one of {expected}."), where=where,
+                         grid_id=str(row["grid_id"]), found=str(row["level"]), expected=", ".join(GRID_LEVELS))
     kinds = frame.geometry.geom_type.to_numpy()
     bad = ~np.isin(kinds, ["Polygon", "MultiPolygon"])
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
-        raise InputError(f"{path}: grid {frame['grid_id'].iloc[k]}: valid: expected a polygon, found {kinds[k]}; "
-                         "draw the grid as a polygon.")
+        raise InputError(N_("{where}: grid {grid_id}: valid: expected a polygon, found {found}; draw the grid as "
+                            "a polygon."), where=where, grid_id=str(frame["grid_id"].iloc[k]), found=str(kinds[k]))
     if crs is not None:
         frame = frame.set_crs(crs) if frame.crs is None else frame.to_crs(crs)
     return frame
 
 
 def import_grids(con: duckdb.DuckDBPyConnection, frame: gpd.GeoDataFrame, *, actor: str, reason: str,
-                 where: str = "the file", mode: str = "update", source: str | None = None) -> dict:
+                 where: str = "the file", mode: str = "update", source: str | None = None,
+                 parents: set[str] | None = None) -> dict:
     """Save grids read by :func:`read_grids` as new versions, level by level from the top.
 
     Run inside one transaction (``open_for_command``): on an error nothing is saved.
@@ -165,6 +184,8 @@ def import_grids(con: duckdb.DuckDBPyConnection, frame: gpd.GeoDataFrame, *, act
     source : str, optional
         Where the import came from (a host, ``cli``); each saved parent's change
         gets a ``grid.import`` row in the audit trail with it.
+    parents : set of str, optional
+        The parents whose children the importer may change (a planner bound to grids); None: any.
 
     Returns
     -------
@@ -178,6 +199,8 @@ def import_grids(con: duckdb.DuckDBPyConnection, frame: gpd.GeoDataFrame, *, act
         A grid breaks a rule; the message names the file, the grid and the rule.
     InputError
         A stale version (the store's is newer), or a parent that is neither in force nor in the file.
+    AccessError
+        A grid's parent is not among ``parents``.
     """
     check_choice("mode", mode, IMPORT_MODES)
     out = {"grids": len(frame), "changed": [], "added": [], "deleted": [], "reparented": [], "versions": {},
@@ -187,16 +210,22 @@ def import_grids(con: duckdb.DuckDBPyConnection, frame: gpd.GeoDataFrame, *, act
              if g in in_force.index and v is not None and not pd.isna(v) and int(v) < int(in_force.at[g, "version"])]
     if stale:
         g, v, now = stale[0]
-        raise InputError(f"{where}: grid {g} is version {v} in the file but version {now} in the store (and "
-                         f"{len(stale) - 1} more like it); export again and redo the changes on the newer version, "
-                         "or drop the version column to overwrite.")
+        raise InputError(N_("{where}: grid {grid_id} is version {version} in the file but version {now} in the store "
+                            "(and {more} more like it); export again and redo the changes on the newer version, or "
+                            "drop the version column to overwrite."), where=where, grid_id=g, version=v, now=now,
+                         more=len(stale) - 1)
     for level in GRID_LEVELS:
         rows = frame[frame["level"] == level]
         for parent_id, group in rows.groupby(rows["parent_id"].fillna("\0"), sort=True):
             parent_id = None if parent_id == "\0" else parent_id
+            if parents is not None and parent_id not in parents:
+                raise AccessError(N_("{where}: grid {grid_id}: you may not change the grids under {parent}; import "
+                                     "only grids under those you edit."), where=where,
+                                  grid_id=str(group["grid_id"].iloc[0]), parent=str(parent_id))
             if parent_id is not None and current_grids(con, grid_ids=[parent_id]).empty:
-                raise InputError(f"{where}: grid {group['grid_id'].iloc[0]}: its parent {parent_id!r} is neither "
-                                 "in force nor in the file; add the parent first or fix parent_id.")
+                raise InputError(N_("{where}: grid {grid_id}: its parent {parent!r} is neither in force nor in the "
+                                    "file; add the parent first or fix parent_id."),
+                                 where=where, grid_id=str(group["grid_id"].iloc[0]), parent=parent_id)
             current = current_grids(con, parent_id=parent_id)
             shapes = gpd.GeoSeries(group.geometry.to_numpy(dtype=object),
                                    index=pd.Index(group["grid_id"], name="grid_id"))
@@ -224,3 +253,20 @@ def import_grids(con: duckdb.DuckDBPyConnection, frame: gpd.GeoDataFrame, *, act
     log.info("%s: imported %d grids (%d changed, %d added, %d deleted)", where, len(frame), len(out["changed"]),
              len(out["added"]), len(out["deleted"]))
     return out
+
+
+def import_grids_file(con: duckdb.DuckDBPyConnection, path: str | os.PathLike, *, actor: str, reason: str,
+                      layer: str | None = None, mode: str = "update", where: str | None = None,
+                      source: str | None = None, parents: set[str] | None = None,
+                      step: Callable[[str], None] = lambda stage: None) -> dict:
+    """Read a grid file (:func:`read_grids`, into the store's CRS) and save it (:func:`import_grids`), as
+    ``twin grids import`` and the planner's screen do; ``where`` names the file in messages (default its path),
+    ``step`` is told when each stage ("read", "check and save") is done; ``parents`` as for :func:`import_grids`.
+    Run it in one transaction."""
+    crs, = con.execute("SELECT value FROM meta WHERE key = 'crs'").fetchall()[0]
+    frame = read_grids(path, layer=layer, crs=crs, where=where)
+    step("read")
+    summary = import_grids(con, frame, actor=actor, reason=reason, where=where or str(path), mode=mode, source=source,
+                           parents=parents)
+    step("check and save")
+    return summary

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import html
 import inspect
+import io
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -18,13 +21,15 @@ import shapely
 from scenes.i18n import N_, _, error_text, level_name
 from scenes.planner.plot import MODE_TOOLS, Drag, PlanPlot
 from scenes.planner.proposal import ProposalDesk
+from ingest.grids import IMPORT_MODES, export_grids, import_grids_file
 from scenes.planner.rules import RulesDisplay, plain_words
 from scenes.planner.saving import (WRITE_TIMEOUT_S, Save, VersionHistory, Write, WriteCancelled, awaited, edit_write,
                                    read_off_loop, save_in_transaction)
 from scenes.planner.session import NO_MOVE_M, ParentEdit
 from scenes.planshapes import basemap_columns
 from scenes.theme import CSS
-from twin.errors import GridEditError, TwinError
+from twin.access.access import audit
+from twin.errors import GridEditError, GridRuleError, TwinError
 from twin.grids.gridedit import EditSession
 from twin.grids.gridrules import Violation, errors
 from twin.grids.gridversions import SavedEdit
@@ -48,6 +53,9 @@ MODE_HINTS = {
     "delete": N_("Click the grid to delete (and, shift-click, the neighbour to take its area), then Delete "
                  "selected."),
 }
+EXPORT_SCOPES = {"parent": N_("this parent's grids"), "level": N_("all grids of this level")}
+FILE_FORMATS = {".geojson": "GeoJSON", ".gpkg": "GeoPackage"}
+IMPORT_MODE_NAMES = {"update": N_("update"), "replace": N_("replace")}
 INDENT = "\u3000"  # a full-width space: the tree's indent in the parent picker
 # The message line's kinds, told apart by how their text begins (message_html).
 REFUSED = N_("Refused: {reason}")
@@ -116,6 +124,13 @@ class GridEditor(pn.viewable.Viewer):
     pending_parent = param.String(default=None, allow_None=True,
                                   doc="The parent asked for while the edit had unsaved changes (asked first)")
     saving = param.Boolean(default=False, doc="A save, restore or accepted proposal is under way")
+    export_scope = param.Selector(default="parent", objects=list(EXPORT_SCOPES),
+                                  doc="Export the parent's grids in force, or every grid in force of their level")
+    export_suffix = param.Selector(default=".geojson", objects=list(FILE_FORMATS), doc="The exported file's format")
+    import_mode = param.Selector(default="update", objects=list(IMPORT_MODES),
+                                 doc="update: the file's grids join or replace their siblings; replace: each parent's "
+                                     "children become exactly the file's (as `twin grids import --mode`)")
+    pending_import = param.Boolean(default=False, doc="An import was asked for while the edit had unsaved changes")
 
     def __init__(self, con: duckdb.DuckDBPyConnection, *, save: Save | None = None, actor: str,
                  source: str | None = None, allowed_parents: set[str] | None = None,
@@ -139,6 +154,8 @@ class GridEditor(pn.viewable.Viewer):
                                       discard=self.discard_proposal)
         self._widgets()
         options = self._parent_options(allowed_parents)
+        # an import may change the children of these only (None: anywhere in the district)
+        self.import_parents = set(options.values()) if allowed_parents is not None else None
         if not options:
             # shown instead of the plan: a planner bound to micro-grids only has nothing to redraw here
             self.message = _("Refused: no community or grid with children to edit under {grids}; an administrator "
@@ -234,12 +251,103 @@ class GridEditor(pn.viewable.Viewer):
         self.ask_row = pn.Row(self.ask_pane, _button(_("Discard the edits and switch"), self.discard_and_switch),
                               _button(_("Keep editing"), self.keep_editing), visible=False,
                               sizing_mode="stretch_width")
+        self.import_discard = _button(_("Discard the edits and import"), self.discard_and_import, visible=False)
+        self.ask_row.insert(2, self.import_discard)
         self._mode_changed()
+        self._file_widgets()
         self.save_button = _button(_("Save"), self.save, color="primary", width=90)
         self.message_pane = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width",
                                          css_classes=["twin-planner-message"])
         self.history_buttons = pn.Row(_button(_("Show history of selected"), self.show_history),
                                       _button(_("Restore this version"), self.restore))
+
+    def _file_widgets(self) -> None:
+        """Export (a download of the grids in force) and import (an uploaded file, checked and saved) of grids as
+        GeoJSON or GeoPackage, by the rules of ``twin grids export|import``."""
+        self.download = pn.widgets.FileDownload(callback=self.export_file, filename="grids.geojson", embed=False,
+                                                label=_("Export grids"), width=130,
+                                                css_classes=["twin-grids-export"])
+        self.upload = pn.widgets.FileInput(accept=",".join(FILE_FORMATS), multiple=False, width=190,
+                                           css_classes=["twin-grids-upload"])
+        self.import_button = _button(_("Import file"), self.import_file, width=90)
+        self.files = pn.Column(
+            pn.Row(pn.widgets.Select.from_param(self.param.export_scope, name="", width=130, options={
+                       _(EXPORT_SCOPES[v]): v for v in EXPORT_SCOPES}),
+                   pn.widgets.Select.from_param(self.param.export_suffix, name="", width=100, options={
+                       label: v for v, label in FILE_FORMATS.items()}), self.download),
+            pn.Row(self.upload, pn.widgets.Select.from_param(self.param.import_mode, name="", width=90, options={
+                _(IMPORT_MODE_NAMES[v]): v for v in IMPORT_MODES}), self.import_button),
+            css_classes=["twin-grids-files"])
+
+    @param.depends("export_scope", "export_suffix", watch=True)
+    def _name_download(self) -> None:
+        if self.edit is not None:
+            scope = self.parent_id if self.export_scope == "parent" else self.edit.level
+            self.download.filename = f"grids-{scope}{self.export_suffix}"
+
+    def export_bytes(self, con: duckdb.DuckDBPyConnection) -> bytes:
+        """The file :meth:`export_file` downloads, read on ``con``: the grids in force of the parent (or of its
+        children's level, :attr:`export_scope`), written by ``export_grids`` in the chosen format."""
+        scope = {"parent_id": self.parent_id} if self.export_scope == "parent" else {"level": self.edit.level}
+        with tempfile.TemporaryDirectory(prefix="twin-export-") as folder:
+            path = Path(folder) / self.download.filename
+            export_grids(con, path, **scope)
+            return path.read_bytes()
+
+    async def export_file(self) -> io.BytesIO | None:
+        """The download of :meth:`export_bytes`, read off the event loop; audited (``grids.export``) like
+        ``twin grids export``, through the store's writer, before the file is handed over."""
+        data = await read_off_loop(self._con, self.export_bytes)
+        detail = {"parent_id": self.parent_id} if self.export_scope == "parent" else {"level": self.edit.level}
+        target = self.download.filename
+
+        def write(con: duckdb.DuckDBPyConnection) -> list[SavedEdit]:
+            audit(con, actor=self.actor, action="grids.export", target=target, source=self.source, detail=detail)
+            return []
+        try:
+            await awaited(self._save, write, timeout_s=self.write_timeout_s, running=lambda: None)
+        except (TwinError, duckdb.Error) as exc:
+            log.exception("planner: the export of %s was not audited", target)
+            self.message = _("Refused: the export could not be recorded in the audit trail ({error}); "
+                             "no file was given.").format(error=exc)
+            return None
+        return io.BytesIO(data)
+
+    async def import_file(self, reason: str | None = None, *, unsaved_ok: bool = False) -> dict | None:
+        """Import the uploaded file (:attr:`upload`) as ``twin grids import`` does, with ``reason`` (default
+        :attr:`reason`) and :attr:`import_mode`, through the store's writer: every rule is checked, nothing is
+        saved on an error. With unsaved edits, asks first (unless ``unsaved_ok``). The import's summary."""
+        if not self.upload.value or not self.upload.filename:
+            self.message = _("Refused: choose a GeoJSON or GeoPackage file to import first.")
+            return None
+        reason = self._reason(reason)
+        if reason is None:
+            return None
+        if self.edit.unsaved and not unsaved_ok:
+            self.pending_import = True
+            return None
+        name = Path(self.upload.filename).name
+        summary: dict = {}
+        with tempfile.TemporaryDirectory(prefix="twin-import-") as folder:
+            path = Path(folder) / name
+            path.write_bytes(self.upload.value)
+
+            def write(con: duckdb.DuckDBPyConnection) -> list[SavedEdit]:
+                summary.update(import_grids_file(con, path, actor=self.actor, reason=reason, mode=self.import_mode,
+                                                 where=name, source=self.source, parents=self.import_parents))
+                return []
+            def told() -> tuple[str, list[str], dict[str, int]]:
+                said = _("Imported {file}: {changed} grid(s) changed, {added} added, {deleted} deleted, of {grids} "
+                         "in the file.").format(file=name, grids=summary["grids"], **{
+                             k: len(summary[k]) for k in ("changed", "added", "deleted")})
+                return said, [s["change_id"] for s in summary["saves"]], summary["versions"]
+            saved = await self._write(write, action="import", what=_("the file {file}").format(file=name), told=told)
+        return summary if saved is not None else None
+
+    async def discard_and_import(self) -> dict | None:
+        """Drop the unsaved edits and import the file asked for."""
+        self.pending_import = False
+        return await self.import_file(unsaved_ok=True)
 
     # -- loading a parent ------------------------------------------------------
     @param.depends("parent_id", watch=True)
@@ -261,11 +369,13 @@ class GridEditor(pn.viewable.Viewer):
             p = self.plan
             p.push(p.basemap_source, basemap_columns(edit.basemap, self.origin, clip=edit.around))
             p.clear(p.history_source, p.proposal_source, p.compare_source, p.line_source, p.draw_source)
-            self.param.update(selected=[], show="edit", history_grid=None, message="", pending_parent=None)
+            self.param.update(selected=[], show="edit", history_grid=None, message="", pending_parent=None,
+                              pending_import=False)
             self.plan.set_mode(self.mode)  # no vertex handles of the parent shown before stay
             self._after_edit()
         if hasattr(self, "picker"):
             self.picker.value = edit.parent_id
+        self._name_download()
 
     # -- edits -------------------------------------------------------------------
     def _apply(self, edit: Callable[[], None], name: str) -> bool:
@@ -444,13 +554,19 @@ class GridEditor(pn.viewable.Viewer):
             return
         self.parent_id = parent_id
 
-    @param.depends("pending_parent", watch=True)
+    @param.depends("pending_parent", "pending_import", watch=True)
     def _ask(self) -> None:
         if self.pending_parent is not None:
             self.ask_pane.object = html.escape(_(
                 "The edits of {parent} are not saved. Switching to {other} discards them.").format(
                 parent=self.parent_id, other=self.pending_parent))
-        self.ask_row.visible = self.pending_parent is not None
+        elif self.pending_import:
+            self.ask_pane.object = html.escape(_(
+                "The edits of {parent} are not saved. Importing {file} discards them.").format(
+                parent=self.parent_id, file=self.upload.filename))
+        self.ask_row[1].visible = self.pending_parent is not None
+        self.import_discard.visible = self.pending_import and self.pending_parent is None
+        self.ask_row.visible = self.pending_parent is not None or self.pending_import
 
     def discard_and_switch(self) -> None:
         """Drop the unsaved edits and open the parent asked for."""
@@ -459,7 +575,7 @@ class GridEditor(pn.viewable.Viewer):
             self.parent_id = pending
 
     def keep_editing(self) -> None:
-        self.pending_parent = None
+        self.param.update(pending_parent=None, pending_import=False)
         self.search.value = ""
 
     # -- saving ------------------------------------------------------------------
@@ -470,9 +586,13 @@ class GridEditor(pn.viewable.Viewer):
             return None
         return reason
 
-    async def _write(self, write: Write, *, action: str, what: str) -> list[SavedEdit] | None:
+    async def _write(self, write: Write, *, action: str, what: str,
+                     told: Callable[[], tuple[str, list[str], dict[str, int]]] | None = None
+                     ) -> list[SavedEdit] | None:
         """Run a write through the injected ``save``, awaited off the event loop; then load the saved grids
-        (off the loop too) and say what happened. ``what`` names the write for the planner."""
+        (off the loop too) and say what happened. ``what`` names the write for the planner; ``told``, when
+        given, says after the commit what the planner is told, the change ids and the versions written
+        (for a write whose saves are not returned as :class:`SavedEdit`)."""
         if self.saving:
             self.message = _("Refused: another save is under way; wait for its outcome, then try again.")
             return None
@@ -486,12 +606,15 @@ class GridEditor(pn.viewable.Viewer):
             self.saving = False
         if saved is None:
             return None
-        ids = [s.change_id for s in saved if s.change_id]
-        written = {g: v for s in saved for g, v in s.versions.items()}
-        versions = ", ".join(f"{g} v{v}" for g, v in sorted(written.items()))
-        self.message = (_("Saved {changes} ({what}): {versions}").format(changes=", ".join(ids), what=what,
-                                                                          versions=versions) if ids else
-                        _("Nothing differed from the store; nothing was written."))
+        if told is not None:
+            self.message, ids, written = told()
+        else:
+            ids = [s.change_id for s in saved if s.change_id]
+            written = {g: v for s in saved for g, v in s.versions.items()}
+            versions = ", ".join(f"{g} v{v}" for g, v in sorted(written.items()))
+            self.message = (_("Saved {changes} ({what}): {versions}").format(changes=", ".join(ids), what=what,
+                                                                              versions=versions) if ids else
+                            _("Nothing differed from the store; nothing was written."))
         self.reason = ""
         self.saved = {"change_ids": ids, "parent_id": self.parent_id, "level": self.edit.level, "action": action,
                       "versions": written}
@@ -504,6 +627,12 @@ class GridEditor(pn.viewable.Viewer):
                                  running=lambda: self._still_saving(what))
         except WriteCancelled as exc:
             self.message = _(CANCELLED).format(reason=exc)
+        except GridRuleError as exc:  # the rules in plain words, as the live check lists them
+            names = self.edit.names() if self.edit is not None else {}
+            self.message = _(REFUSED).format(reason=_(
+                "{what} breaks {n} grid rule(s); nothing was saved: {rules}").format(
+                what=what, n=len(exc.violations), rules=" ".join(plain_words(v, names) for v in exc.violations[:5]))
+                if exc.violations else error_text(exc))
         except TwinError as exc:
             self.message = _(REFUSED).format(reason=error_text(exc))
         except duckdb.Error as exc:
@@ -668,6 +797,7 @@ class GridEditor(pn.viewable.Viewer):
             self.save_button, sizing_mode="stretch_width")
         side = pn.Column(
             self.message_pane, self.ask_row, self.rules.rules_pane, self.rules.figures_pane, self.rename_row, saving,
+            self.files,
             pn.widgets.FloatSlider.from_param(self.param.compactness, label=_(
                 "proposal: households in 70–80 (0) … compact shapes (1)"), sizing_mode="stretch_width"),
             pn.Row(_button(_("Propose micro-grids"), self.propose),

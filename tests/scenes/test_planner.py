@@ -604,3 +604,17 @@ def test_a_save_the_writer_has_started_is_awaited_and_the_planner_told(store, mo
     assert versions_meanwhile == [1], "not committed while the planner was told it is still saving"
     assert saved and editor.message.startswith("Saved gc-") and not editor.saving
     assert list(grid_history(store.con, owners[0])["version"]) == [1, 2]
+
+
+def test_a_planner_bound_to_grids_imports_only_under_them_and_the_export_is_audited(store):
+    editor = GridEditor(store.con.cursor(), actor="p", allowed_parents={PARENT}, parent_id=PARENT)
+    editor.export_scope = "level"  # every micro-grid of the district, most of them under other grids
+    before = last_audit_seq(store)
+    exported = run(editor.export_file()).getvalue()
+    assert [r[1:4] for r in audit_rows_after(store, before)] == [("p", "grids.export", "grids-micro.geojson")]
+    editor.upload.param.update(value=exported, filename="grids-micro.geojson")
+    in_force = current_grids(store.con, level="micro")["version"]
+    assert run(editor.import_file("all of them")) is None
+    assert "you may not change the grids under" in editor.message and PARENT not in editor.message
+    assert current_grids(store.con, level="micro")["version"].equals(in_force)
+    assert audit_rows_after(store, before + 1) == []

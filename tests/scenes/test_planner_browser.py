@@ -4,6 +4,7 @@ vertex with Bokeh's own edit tool, see the before → after table and the rules,
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import shutil
@@ -54,6 +55,16 @@ def planner_page(browser, small_demo, tmp_path):
         yield page, url, moves
 
 
+def second_versions(con, grids, *, actor: str, reason: str) -> dict:
+    """Assert that each of ``grids`` has versions 1 and 2, the second saved by ``actor`` for ``reason``;
+    their histories, by grid."""
+    histories = {g: grid_history(con, g) for g in grids}
+    for g, hist in histories.items():
+        assert list(hist["version"]) == [1, 2], g
+        assert hist["actor"].iloc[-1] == actor and hist["reason"].iloc[-1] == reason, g
+    return histories
+
+
 @pytest.fixture(scope="module")
 def browser():
     with chromium() as b:
@@ -94,10 +105,7 @@ def test_a_planner_drags_a_shared_vertex_sees_what_moves_and_saves_it(planner_pa
     # its commit: DuckDB 1.5.5 can fail to replay a log holding an UPDATE and an INSERT of grids)
     moves["stop"]()
     with Store(moves["store"], read_only=True) as store:
-        for g in owners:
-            hist = grid_history(store.con, g)
-            assert list(hist["version"]) == [1, 2], g
-            assert hist["actor"].iloc[-1] == url.user and hist["reason"].iloc[-1] == "gate of the compound moved"
+        second_versions(store.con, owners, actor=url.user, reason="gate of the compound moved")
         row = store.con.execute("SELECT actor, action, target FROM audit WHERE action LIKE 'grid%' "
                                 "ORDER BY seq").fetchall()
         assert row == [(url.user, "grid.save", PARENT)], "one audit row for the save"
@@ -347,3 +355,85 @@ def test_switching_parent_with_unsaved_edits_asks_first_and_leaves_no_vertex_han
     expect(tree).to_have_value(community)
     assert page.evaluate(VERTEX_HANDLES) == 0, "no handle of the grids before stays on the plan"
     assert page.errors_seen == []
+
+
+def export_through_the_button(page, folder) -> dict:
+    """Download the parent's grids with the Export button (GeoJSON, the default); the file as GeoJSON."""
+    with page.expect_download(timeout=30_000) as download:
+        page.locator(".twin-grids-export").get_by_text("Export grids").click()
+    path = folder / download.value.suggested_filename
+    download.value.save_as(path)
+    assert path.name == f"grids-{PARENT}.geojson"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def import_through_the_input(page, collection: dict, path, reason: str) -> None:
+    """Upload ``collection`` as ``path`` with the file input, give ``reason`` and press Import."""
+    path.write_text(json.dumps(collection, ensure_ascii=False), encoding="utf-8")
+    page.locator(".twin-grids-upload input[type=file]").set_input_files(str(path))
+    page.wait_for_timeout(500)  # the upload reaches the server before the click
+    page.get_by_placeholder("why (required to save)").fill(reason)
+    page.get_by_placeholder("why (required to save)").press("Tab")
+    page.get_by_role("button", name="Import file").click()
+
+
+def feature_of(collection: dict, grid_id: str) -> dict:
+    return next(f for f in collection["features"] if f["properties"]["grid_id"] == grid_id)
+
+
+def test_grids_exported_edited_and_imported_from_the_screen_become_new_versions(planner_page, tmp_path):
+    page, url, moves = planner_page
+    at, to, owners, inside, origin = moves[False]
+    collection = export_through_the_button(page, tmp_path)
+    assert sorted(f["properties"]["grid_id"] for f in collection["features"]) == sorted(moves["shapes"].index)
+    for g in owners:  # the shared vertex moved by a few metres in every grid that has it, keeping the rules
+        shape = shapely.geometry.shape(feature_of(collection, g)["geometry"])
+        moved = shapely.transform(shape, lambda xy: np.where(np.hypot(*(xy - at).T)[:, None] < 0.01, to, xy))
+        assert not moved.equals(shape), g
+        feature_of(collection, g)["geometry"] = shapely.geometry.mapping(moved)
+    feature_of(collection, owners[0])["properties"]["name"] = "导入微网格"
+    drag_vertex(page, at, to, inside, origin)  # an unsaved edit: the import asks first
+    expect(page.locator(".twin-before-after")).to_contain_text(owners[0], timeout=10_000)
+    import_through_the_input(page, collection, tmp_path / "edited.geojson", "boundaries from the survey")
+    prompt = page.locator(".twin-unsaved-prompt")
+    expect(prompt).to_contain_text(f"The edits of {PARENT} are not saved. Importing edited.geojson", timeout=10_000)
+    page.get_by_role("button", name="Discard the edits and import").click()
+    expect(page.locator(".twin-planner-message")).to_contain_text(
+        f"Imported edited.geojson: {len(owners)} grid(s) changed, 0 added, 0 deleted", timeout=30_000)
+    page.wait_for_function("""() => { for (const doc of Bokeh.documents) {
+        const r = doc.get_model_by_name("twin-grid-names"); if (r) { const d = r.data_source.data;
+        return (d instanceof Map ? d.get("name") : d.name).includes("导入微网格"); } } return false; }""",
+                           timeout=10_000)
+    assert page.errors_seen == []
+    moves["stop"]()
+    with Store(moves["store"], read_only=True) as store:
+        histories = second_versions(store.con, owners, actor=url.user, reason="boundaries from the survey")
+        for g, hist in histories.items():
+            before, after = hist.geometry
+            assert shapely.hausdorff_distance(after, shapely.geometry.shape(feature_of(collection, g)["geometry"])) \
+                < 0.01 < shapely.hausdorff_distance(after, before), g
+        assert grid_history(store.con, owners[0])["name"].iloc[-1] == "导入微网格"
+        rows = store.con.execute("SELECT actor, action, target FROM audit WHERE action LIKE 'grid%' "
+                                 "ORDER BY seq").fetchall()
+        assert rows == [(url.user, "grids.export", f"grids-{PARENT}.geojson"), (url.user, "grid.import", PARENT)]
+
+
+def test_an_imported_file_with_overlapping_grids_is_refused_with_the_rule_and_nothing_changes(planner_page,
+                                                                                            tmp_path):
+    page, url, moves = planner_page
+    at, to, owners, inside, origin = moves[False]
+    collection = export_through_the_button(page, tmp_path)
+    grown, neighbour = (shapely.geometry.shape(feature_of(collection, g)["geometry"]) for g in owners[:2])
+    feature_of(collection, owners[0])["geometry"] = shapely.geometry.mapping(
+        grown.union(neighbour.intersection(grown.buffer(3.0))))  # a bite of its neighbour: the two overlap
+    import_through_the_input(page, collection, tmp_path / "overlapping.geojson", "survey")
+    message = page.locator(".twin-planner-message")
+    expect(message).to_contain_text("Refused: the file overlapping.geojson breaks", timeout=30_000)
+    expect(message).to_contain_text(re.compile(f"{owners[0]}.*{owners[1]}.*overlap by"))
+    assert page.errors_seen == []
+    moves["stop"]()
+    with Store(moves["store"], read_only=True) as store:
+        now = current_grids(store.con, parent_id=PARENT)
+        assert set(now["version"]) == {1}, "no grid got a new version"
+        assert all(now.geometry[g].equals(moves["shapes"][g]) for g in moves["shapes"].index)
+        assert store.con.execute("SELECT count(*) FROM audit WHERE action = 'grid.import'").fetchone() == (0,)
