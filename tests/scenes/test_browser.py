@@ -121,8 +121,24 @@ def inside_points(shape, *, inset: float, avoid=None, n: int = 12) -> list[tuple
     return [(p.x, p.y) for p in inside[:: max(1, len(inside) // n)]]
 
 
+UNCHECK_ALL = """() => {
+  const boxes = [];
+  const walk = (root) => { for (const e of root.querySelectorAll("*")) {
+    if (e.shadowRoot) walk(e.shadowRoot);
+    if (e.tagName === "INPUT" && e.type === "checkbox") boxes.push(e);
+  } };
+  walk(document);
+  for (const b of boxes) if (b.checked) b.click();
+  return boxes.length;
+}"""
+
+
 def test_roads_and_the_river_are_drawn_under_the_buildings_after_the_first_frame(page, small_demo):
     page.wait_for_function("window.twinBasemap > 0", timeout=30_000)
+    # The camera fans and case dots are drawn over everything, the ground included: switched off (the view's
+    # two checkboxes, "cameras" and "cases", the page's only ones).
+    assert page.evaluate(UNCHECK_ALL) == 2
+    page.wait_for_timeout(500)
     page.locator(".twin-nav-top").click()  # the whole district from above
     page.wait_for_timeout(1500)
     box = page.locator(".twin-view canvas").first.bounding_box()
