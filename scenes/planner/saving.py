@@ -79,8 +79,9 @@ def save_through_writer(writer: IntakeWriter) -> Save:
             saved = write(con)
             moved = [c for s in saved if s.reassignment is not None
                      for c in s.reassignment.moves["cases"]["case_id"].tolist()]
-            # A save rewrites many rows: fold it into the database file now rather than at the next restart.
-            return Written(saved, changed=moved, checkpoint=True, grids_changed=True)
+            # A save rewrites many rows: fold it into the database file now rather than at the next restart. A write
+            # that saved no grids (an export's audit row) neither re-matches the intake nor checkpoints.
+            return Written(saved, changed=moved, checkpoint=bool(saved), grids_changed=bool(saved))
         return writer.submit(job, loop=asyncio.get_running_loop())
     return save
 
