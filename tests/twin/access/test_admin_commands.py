@@ -60,8 +60,10 @@ def test_a_role_is_bound_to_grids_audited_with_before_and_after(demo_copy):
             "role": "operator", "grids": [micro], "role_before": "leader", "grids_before": [community]}
 
 
-def test_the_keys_list_says_when_each_was_last_used_and_how_often_today(demo_copy):
-    with open_for_command(demo_copy, create=False) as store:
+def test_the_keys_list_says_when_each_was_last_used_and_how_often_today(demo_copy_db):
+    """On both backends: the day's count is an upsert (INSERT ... ON CONFLICT DO UPDATE), which DuckDB runs
+    itself on a file and hands to PostgreSQL on an attached store."""
+    with open_for_command(demo_copy_db, create=False) as store:
         con = store.con
         add_key(con, "field-app", actor="boss", source="cli")
         add_key(con, "spare")
