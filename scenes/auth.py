@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 import panel as pn
 import tornado.escape
+from tornado.web import HTTPError
 from panel.auth import BasicAuthProvider, BasicLoginHandler, _validate_next_url
 from panel.config import config
 from panel.io.state import state
@@ -28,6 +29,8 @@ from scenes.i18n import N_, choose_lang, translations
 from twin.access.access import SIGNIN_REFUSED, Principal, check_credentials, find_user
 from twin.cases.live import IntakeWriter
 from twin.access.ratelimit import RateLimiter
+from twin.errors import StoreUnavailable
+from twin.store.store import is_unavailable
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
@@ -39,6 +42,8 @@ MAX_FIELD = 256
 # The store's refusal (twin.access.access.SIGNIN_REFUSED) as a msgid: the login page shows it translated.
 N_("wrong user name or password, or the user is disabled.")
 TOO_MANY_TRIES = N_("Too many attempts: wait {seconds} s and try again.")
+STORE_UNREACHABLE = N_("The district's store cannot be reached just now: try again in a few seconds.")
+STORE_RETRY_S = 2  # Retry-After of a sign-in while the store's database server cannot be reached
 _page_lang: ContextVar[str] = ContextVar("page_lang")
 
 
@@ -106,6 +111,9 @@ class SignIns:
         self.per_address = RateLimiter(**SIGNIN_PER_ADDRESS)
         # A burst of refused tries is one audit row a minute per address, so it cannot flood the trail.
         self.refusals_recorded = RateLimiter(rate_per_s=1 / 60, burst=1)
+        # Whether the store is known to be reachable, asked without a round trip (``twin serve`` on PostgreSQL:
+        # its listeners are connected); while it is not, pages and sign-ins answer 503.
+        self.reachable: Callable[[], bool] = lambda: True
 
     def wait_s(self, username: str, address: str) -> float:
         """0 when this attempt may be checked, else the seconds to wait (and the attempt is spent)."""
@@ -168,7 +176,20 @@ class SignInHandler(PageLanguage, BasicLoginHandler):
                 errormessage=_page_gettext(TOO_MANY_TRIES).format(
                     seconds=int(wait + 0.999))))
             return
-        if await self.signins.check(username, password, address=address):
+        try:
+            if not self.signins.reachable():
+                raise StoreUnavailable("the store's PostgreSQL server is not answering this process.")
+            right = await self.signins.check(username, password, address=address)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.warning("a sign-in was refused: the store cannot be reached (%s)", exc)
+            self.set_status(503)
+            self.set_header("Retry-After", str(STORE_RETRY_S))
+            self.write(self._login_template.render(login_endpoint=self._login_endpoint,
+                                                   errormessage=_page_gettext(STORE_UNREACHABLE)))
+            return
+        if right:
             self.set_current_user(username)
             self.redirect(_validate_next_url(self.get_cookie("next_url", state.base_url)) or state.base_url)
         else:
@@ -191,7 +212,18 @@ class StoreAuthProvider(BasicAuthProvider):
         def get_user(handler) -> str | None:
             name = handler.get_secure_cookie("user", max_age_days=config.oauth_expiry)
             name = name.decode("utf-8") if name else None
-            return name if self._signins.principal(name) is not None else None
+            if name is None:
+                return None  # off to the sign-in page, which needs no store until its form is sent
+            try:
+                if not self._signins.reachable():
+                    raise StoreUnavailable("the store's PostgreSQL server is not answering this process.")
+                principal = self._signins.principal(name)
+            except Exception as exc:  # every page asks: a store that cannot be reached is a 503, not a 500
+                if is_unavailable(exc):
+                    log.warning("a page was refused with 503: %s", exc)
+                    raise HTTPError(503, reason="Store Unavailable") from exc
+                raise
+            return name if principal is not None else None
         return get_user
 
     @property

@@ -28,6 +28,7 @@ from tornado.web import RequestHandler
 
 from scenes.auth import Remembered, SignIns, StoreAuthProvider, session_principal
 from scenes.i18n import choose_lang, translations, use
+from scenes.reconnect import StoreUnreachable, reconnect_when_lost
 from scenes.screens import DistrictApp, SignedOut
 from scenes.shared import READS, Cursors, OffLoop, SharedDistrict
 from scenes.theme import PAGE_CSS
@@ -44,7 +45,7 @@ from twin.store.clock import store_timezone
 from twin.store.control import Command, ControlChannel
 from twin.store.notices import Listener
 from twin.store.schema import CHANGES_CHANNEL, NOTIFIED_TABLES
-from twin.store.store import Store
+from twin.store.store import Store, is_unavailable
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024  # one intake request
@@ -55,6 +56,9 @@ INTAKE_RATE = 1000.0  # requests per second per API key (bursts of twice that)
 PUBLIC_RATE = 5.0  # keyless Open311 reads per second per address (bursts of twice that)
 CONTACT = "the district's grid governance office (see the README's Open311 section)"
 KEY_SERVICE = "ask the district's administrator for a key (`twin keys add NAME`); reading needs none"
+STORE_RETRY_S = 2  # Retry-After while the store's PostgreSQL server cannot be reached (a restart takes seconds)
+UNREACHABLE = ("the store cannot be reached just now (its database server is restarting or down); nothing was "
+               "written. Send the request again after the Retry-After seconds.")
 
 
 KEY_USE_FLUSH_S = 5.0  # the keys' use is written to the store this often (when there was any)
@@ -87,7 +91,10 @@ class KeyUseWriter:
         if rows:
             try:
                 self._writer.submit(lambda con: Written(record_key_use(con, rows))).result()
-            except Exception:
+            except Exception as exc:
+                if is_unavailable(exc):  # counted again, and written with the next flush after the store is back
+                    self.key_use.give_back(rows)
+                    return
                 log.exception("the use of %d API keys was not recorded", len(rows))
 
     def _run(self) -> None:
@@ -133,6 +140,28 @@ class _Intake(RequestHandler):
     def retry_after(self, wait_s: float) -> None:
         self.set_header("Retry-After", str(max(1, round(wait_s))))
 
+    # A store that cannot be reached (a PostgreSQL store's server restarting) fails whatever the request needed
+    # of it: the key lookup, the read or the writer's commit. Any of these answers 503 with Retry-After, never
+    # a 500, and nothing was acknowledged (the writer answers only after its COMMIT).
+    def log_exception(self, typ, value, tb) -> None:
+        if is_unavailable(value):  # the writer logs the outage once; each refusal is no bug
+            log.info("%s %s: 503, the store cannot be reached", self.request.method, self.request.path)
+            return
+        super().log_exception(typ, value, tb)
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if not is_unavailable(error):
+            return super().write_error(status_code, **kwargs)
+        self.set_status(503)
+        self.retry_after(STORE_RETRY_S)
+        self.unreachable()
+
+    def unreachable(self) -> None:
+        """Send the 503 body of a store that cannot be reached, in the route's format."""
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"error": {"field": "store", "message": UNREACHABLE}}))
+
 
 class _Open311(_Intake):
     """The GeoReport routes: the format, errors in the spec's shape."""
@@ -151,6 +180,10 @@ class _Open311(_Intake):
         if error.retry_after_s is not None:
             self.retry_after(error.retry_after_s)
         self.reply(error.body(), fmt=fmt, root="errors", item="error", status=error.code)
+
+    def unreachable(self) -> None:
+        fmt = self.path_args[-1] if self.path_args and self.path_args[-1] in ("json", "xml") else "json"
+        self.fail(Open311Error(503, UNREACHABLE, retry_after_s=STORE_RETRY_S), fmt=fmt)
 
     def query(self) -> dict[str, str]:
         return {k: v[-1].decode(errors="replace") for k, v in self.request.query_arguments.items()}
@@ -291,6 +324,31 @@ class DetectionsHandler(_Intake):
         self.reply(answer, 201)
 
 
+class HealthHandler(RequestHandler):
+    """``GET /health``: 200 while this process can read its store, else 503 with Retry-After. The pages ask it
+    before reloading (:mod:`scenes.reconnect`); a proxy or a monitor may ask it too. It tells nothing else."""
+
+    def initialize(self, cursors: Cursors) -> None:
+        self.cursors = cursors
+
+    async def get(self) -> None:
+        def read() -> bool:
+            try:
+                self.cursors().execute("SELECT count(*) FROM meta").fetchall()
+                return True
+            except Exception as exc:
+                if is_unavailable(exc):
+                    return False
+                raise
+        reachable = await asyncio.get_running_loop().run_in_executor(READS, read)
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        if not reachable:
+            self.set_status(503)
+            self.set_header("Retry-After", str(STORE_RETRY_S))
+        self.finish(json.dumps({"store": "reachable" if reachable else "unreachable"}))
+
+
 def intake_routes(store: Store, writer: IntakeWriter, *, cursors: Cursors | None = None,
                   refusals: Refusals | None = None, intake_rate: float = INTAKE_RATE,
                   public_rate: float | None = PUBLIC_RATE, clients: Remembered | None = None,
@@ -317,7 +375,8 @@ def intake_routes(store: Store, writer: IntakeWriter, *, cursors: Cursors | None
             (r"/open311/v2/services/([^/]+)\.(json|xml)", ServiceHandler, args),
             (r"/open311/v2/requests\.(json|xml)", RequestsHandler, args),
             (r"/open311/v2/requests/([^/.]+)\.(json|xml)", RequestHandler, args),
-            (r"/api/detections", DetectionsHandler, args)]
+            (r"/api/detections", DetectionsHandler, args),
+            (r"/health", HealthHandler, {"cursors": cursors})]
 
 
 def serve(db: str, *, port: int, address: str, origins: list[str],
@@ -358,13 +417,29 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     listeners = [follow_other_processes(db, store.con.cursor(), feed),
                  follow_store_changes(db, clients=clients, signins=signins, shared=shared, writer=writer)
                  ] if store.postgres else []
+    # While this process hears nothing from the PostgreSQL server, it is down or out of reach: pages answer 503.
+    signins.reachable = lambda: all(listener.listening for listener in listeners)
     tile_patterns = _tiles(store, shared, signins, view=view, folder=tiles)
     pn.extension("vtk", theme="dark", sizing_mode="stretch_width", global_css=[PAGE_CSS])
 
     def app() -> pn.viewable.Viewable:
-        principal = session_principal(signins)
         asked = {k: v[-1].decode(errors="replace") for k, v in pn.state.session_args.items()
                  if k in ("lang", "set_lang")}
+        try:
+            page = session_app(asked)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # The store went away between the page's request (a 503 while it is known to be away: SignIns)
+            # and its session: say so, and open the page once it is back.
+            log.warning("a session was opened without the store, which cannot be reached (%s)", exc)
+            use(choose_lang(asked.get("set_lang") or asked.get("lang"), None))
+            return StoreUnreachable()
+        reconnect_when_lost(pn.state.curdoc)
+        return page
+
+    def session_app(asked: dict[str, str]) -> pn.viewable.Viewable:
+        principal = session_principal(signins)
         if principal is None:  # the cookie's user was disabled or removed since, or OAuth found no such user
             use(choose_lang(asked.get("set_lang") or asked.get("lang"), None))
             writer.audit(actor=pn.state.user or "?", action="session.refused", source=None)
@@ -429,7 +504,8 @@ def follow_store_changes(db: str, *, clients: Remembered, signins: SignIns, shar
                          writer: IntakeWriter) -> Listener:
     """Follow what any process changes in a PostgreSQL store's keys, users and grids, as it commits
     (:func:`twin.store.store.create_change_triggers`): a revoked key or a disabled user is refused here at once,
-    and saved grids are drawn and matched to."""
+    and saved grids are drawn and matched to. This process's own grid saves are left out: its writer and the
+    saving session followed them already (the keys and users it changed are looked up afresh, which is cheap)."""
     def follow(tables: list[str] | None) -> None:
         tables = set(NOTIFIED_TABLES if tables is None else tables)  # None: notices may have been missed
         if "api_keys" in tables:
@@ -441,7 +517,8 @@ def follow_store_changes(db: str, *, clients: Remembered, signins: SignIns, shar
             if shared is not None:
                 shared.forget_grids()
 
-    return Listener(db, CHANGES_CHANNEL, follow, skip="")
+    origin = writer.feed.origin
+    return Listener(db, CHANGES_CHANNEL, follow, skip=lambda sender, table: sender == origin and table == "grids")
 
 
 def _tiles(store: Store, shared: SharedDistrict, signins: SignIns, *, view: str, folder: str | None) -> list[tuple]:

@@ -53,6 +53,7 @@ class Cluster:
     port: int
     bindir: Path
     user: str | None
+    options: str  # the server's options (pg_ctl -o), kept so that it starts again as it was
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
@@ -76,8 +77,18 @@ class Cluster:
             con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def stop(self) -> None:
-        _run(self.user, [str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop"])
+        self.stop_server()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def stop_server(self) -> None:
+        """Stop the server as an administrator would to restart it (``pg_ctl stop -m fast``: open sessions are
+        ended, their transactions rolled back); its data stay. :meth:`start_server` starts it again."""
+        _run(self.user, [str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop"])
+
+    def start_server(self) -> None:
+        """Start the server on its folder and port (at the start, or again after :meth:`stop_server`)."""
+        _run(self.user, [str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-o", self.options, "-l",
+                         str(self.root / "log"), "-w", "start"])
 
 
 def _run(user: str | None, argv: list[str]) -> None:
@@ -106,9 +117,10 @@ def start_cluster() -> Cluster:
     port = free_port()
     options = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
                "-c full_page_writes=off -c max_connections=200 -c shared_buffers=128MB")
-    _run(user, [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"])
+    cluster = Cluster(root=root, port=port, bindir=bindir, user=user, options=options)
+    cluster.start_server()
     log.info("PostgreSQL %s running in %s on port %d", bindir.parent.name, root, port)
-    return Cluster(root=root, port=port, bindir=bindir, user=user)
+    return cluster
 
 
 if __name__ == "__main__":  # a cluster to try things by hand: prints its URL, stops on Enter

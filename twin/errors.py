@@ -48,6 +48,12 @@ class StoreError(TwinError):
     """The DuckDB store is missing, of another schema version, or unusable."""
 
 
+class StoreUnavailable(StoreError):
+    """The store's PostgreSQL server cannot be reached for now (stopped, restarting, unreachable): nothing was
+    written, and the same request may be sent again in a few seconds (``twin serve`` answers 503 with
+    ``Retry-After``)."""
+
+
 class OptionError(TwinError, ValueError):
     """A keyword option has a value outside its documented choices."""
 

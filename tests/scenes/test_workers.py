@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -119,6 +120,56 @@ def test_a_key_revoked_by_another_process_is_refused_here_at_once(demo_copy_db, 
             while clients(key) is not None and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert clients(key) is None, "the revoked key is refused here"
+        finally:
+            listener.close()
+            writer.close()
+
+
+def test_a_process_follows_its_own_grid_save_once_and_another_processs_as_it_commits(demo_copy_db, backend, caplog):
+    """PostgreSQL-only: the change triggers' notices name the writing process, which skips its own grid saves
+    (its writer re-matched the intake to the new grids at the save already); another process's save is followed."""
+    if backend == "duckdb":
+        pytest.skip("a DuckDB file has one writing process: no notices")
+    from scenes.auth import Remembered, SignIns
+    from scenes.server import follow_store_changes
+    from scenes.shared import Cursors
+    from twin.access.keys import client_for, revoke_key
+    from twin.cases.live import CaseFeed, IntakeWriter
+    from twin.store.store import Store
+
+    caplog.set_level(logging.INFO, logger="twin.cases.live")
+    with open_for_command(demo_copy_db, create=False) as store:
+        key = add_key(store.con, "sentinel")
+        grid_id, = store.con.execute("SELECT grid_id FROM grids WHERE level = 'micro' AND valid_to IS NULL "
+                                     "ORDER BY grid_id LIMIT 1").fetchone()
+    rename = "UPDATE grids SET name = name || ' (renamed)' WHERE grid_id = ?"
+
+    def rematched() -> int:
+        return sum("matching follows the new grids" in r.getMessage() for r in caplog.records)
+
+    with Store(demo_copy_db) as here:
+        writer = IntakeWriter(here.con, CaseFeed(), dedupe_window_s=600)
+        clients = Remembered(lambda k: client_for(Cursors(here.con)(), k), ttl_s=3600)
+        listener = follow_store_changes(demo_copy_db, clients=clients, signins=SignIns(here.con.cursor(), writer),
+                                        shared=None, writer=writer)
+        try:
+            assert listener.wait_listening(30) and clients(key) == "sentinel"
+            writer.command(lambda con: con.execute(rename, [grid_id]).fetchall() and {}, grids_changed=True).result()
+            deadline = time.monotonic() + 30
+            while rematched() < 1 and time.monotonic() < deadline:  # after the answer, the writer re-matches
+                time.sleep(0.05)
+            assert rematched() == 1, "the save itself re-matches"
+            with open_for_command(demo_copy_db, create=False) as elsewhere:  # its notice comes after the save's
+                revoke_key(elsewhere.con, "sentinel")
+            while clients(key) is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert clients(key) is None, "the notices up to the revocation were handled"
+            assert rematched() == 1, "this process's own save is not followed a second time"
+            with open_for_command(demo_copy_db, create=False) as elsewhere:
+                elsewhere.con.execute(rename, [grid_id])
+            while rematched() < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert rematched() == 2, "another process's save is followed"
         finally:
             listener.close()
             writer.close()

@@ -102,6 +102,14 @@ class KeyUse:
             pending, self._pending = self._pending, {}
         return [(name, day, count, last) for (name, day), (count, last) in pending.items()]
 
+    def give_back(self, rows: list[tuple[str, object, int, pd.Timestamp]]) -> None:
+        """Count again what :meth:`take` handed out and could not be written (the store was out of reach)."""
+        with self._lock:
+            for name, day, count, last in rows:
+                tally = self._pending.setdefault((name, day), [0, last])
+                tally[0] += count
+                tally[1] = max(tally[1], last)
+
 
 def record_key_use(con: duckdb.DuckDBPyConnection, rows: list[tuple]) -> int:
     """Add :meth:`KeyUse.take`'s rows to ``key_use`` (inside the caller's transaction); the number of rows."""

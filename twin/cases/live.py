@@ -24,13 +24,16 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import duckdb
+import pandas as pd
 
 from twin.access.access import audit
 from twin.cases.cases import CaseNumbers, LocationMatcher, record_transition, write_cases
 from twin.cases.detections import DetectionDesk, write_detections
 from twin.errors import TwinError
 from twin.cases.open311 import submit_request
-from twin.store.notices import CASES, Listener, notify
+from twin.store.clock import now_in, store_timezone
+from twin.store.notices import CASES, Listener, notify, sign_transaction
+from twin.store.store import is_unavailable, unavailable
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 512
@@ -93,18 +96,33 @@ class CaseFeed:
             return latest, self._rows[version - self._first + 1:]
 
 
+MISSED_MARGIN_S = 10.0  # how far before a lost connection the cases are read again (the processes' clocks differ)
+
+
 def follow_other_processes(url: str, con: duckdb.DuckDBPyConnection, feed: CaseFeed) -> Listener:
     """Publish on ``feed`` the cases that other processes serving the PostgreSQL store at ``url`` create or change.
 
-    ``con`` (a cursor of the store, for the listener's thread only) reads the rows that the notices name.
+    ``con`` (a cursor of the store, for the listener's thread only) reads the rows that the notices name. After
+    the listening connection was lost (the server restarted), the cases changed since a little before the loss
+    are read and published again, so none that another process wrote meanwhile is left undrawn.
     """
     def follow(case_ids: list[str] | None) -> None:
         if case_ids is None:
-            log.warning("case notices may have been missed while listening was down: sessions catch up on reload")
-            return
+            case_ids = cases_changed_since(con, listener.lost_at - MISSED_MARGIN_S)
+            log.warning("listening was lost: %d cases changed since are published again", len(case_ids))
         feed.publish(changed_cases(con, case_ids))
 
-    return Listener(url, CASES, follow, skip=feed.origin)
+    listener = Listener(url, CASES, follow, skip=lambda sender, _case_id: sender == feed.origin)
+    return listener
+
+
+def cases_changed_since(con: duckdb.DuckDBPyConnection, epoch_s: float) -> list[str]:
+    """Ids of the cases updated between ``epoch_s`` (seconds since the epoch) and now, by the store's clock."""
+    zone = store_timezone(con)
+    since = pd.Timestamp(epoch_s, unit="s", tz="UTC").tz_convert(zone).tz_localize(None)
+    until = now_in(zone) + pd.Timedelta(seconds=MISSED_MARGIN_S)
+    return [r[0] for r in con.execute("SELECT case_id FROM cases WHERE updated_at BETWEEN ? AND ?",
+                                      [since, until]).fetchall()]
 
 
 def changed_cases(con: duckdb.DuckDBPyConnection, case_ids: list[str]) -> list[dict]:
@@ -136,6 +154,12 @@ class Conflict(NamedTuple):
     error: Exception
 
 
+class Unreachable(NamedTuple):
+    """The store's server could not be reached: the whole batch is refused (nothing of it was committed)."""
+
+    error: Exception
+
+
 class _Job(NamedTuple):
     run: Callable[[duckdb.DuckDBPyConnection], Written]
     future: Future | asyncio.Future
@@ -150,7 +174,10 @@ class IntakeWriter:
     may have written and then raises rolls its whole transaction back; the jobs before
     it run again in a transaction of their own, and the jobs after it in the next.
     The intake jobs (requests, detections) only read and return what to write, so
-    their refusals cost nothing.
+    their refusals cost nothing. While a PostgreSQL store's server cannot be reached
+    (restarted, say), every job is refused with :class:`~twin.errors.StoreUnavailable`
+    and none answered as written; the writer carries on, and its next transaction
+    connects again.
 
     Parameters
     ----------
@@ -168,6 +195,7 @@ class IntakeWriter:
         self.feed = feed
         self._window_s = dedupe_window_s
         self._checkpoint_due = False
+        self._unreachable = False  # the last job failed because the store's server could not be reached
         self._jobs: queue.Queue = queue.Queue()
         ready: Future = Future()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="twin-intake-writer", daemon=True)
@@ -264,6 +292,9 @@ class IntakeWriter:
             try:
                 self._commit(batch)
             except Exception as exc:  # the connection itself failed: answer rather than leave callers waiting
+                if is_unavailable(exc):
+                    self._refuse_unreachable(batch, exc)
+                    continue
                 log.exception("intake: the writer failed")
                 _settle([(job.future, None, exc) for job in batch if not job.future.done()])
         self._con.close()
@@ -273,6 +304,9 @@ class IntakeWriter:
         conflicts = 0
         while batch:
             outcome = self._transaction(batch)
+            if isinstance(outcome, Unreachable):  # every job would fail alike: refuse them all at once
+                self._refuse_unreachable(batch, outcome.error)
+                return
             if isinstance(outcome, Conflict):  # another process wrote the same row first: run the batch again
                 conflicts += 1
                 if conflicts > MAX_CONFLICTS:
@@ -303,6 +337,13 @@ class IntakeWriter:
         done: list[tuple[Future, Written]] = []
         refused: list[tuple[Future, TwinError]] = []
         con.execute("BEGIN TRANSACTION")
+        try:  # the change triggers' notices name this process, which skips its own grid saves (scenes.server)
+            sign_transaction(con, self.feed.origin)
+        except Exception as exc:
+            self._roll_back()
+            if is_unavailable(exc):
+                return Unreachable(exc)
+            raise
         for k, job in enumerate(batch):
             try:
                 written = job.run(con)
@@ -311,6 +352,8 @@ class IntakeWriter:
                     refused.append((job.future, exc))
                     continue
                 self._roll_back()
+                if is_unavailable(exc):
+                    return Unreachable(exc)
                 return Conflict(exc) if is_conflict(exc) else (k, exc)
             done.append((job.future, written))
             if written.grids_changed:
@@ -332,6 +375,8 @@ class IntakeWriter:
             self._roll_back()
             if is_conflict(exc):
                 return Conflict(exc)
+            if is_unavailable(exc):  # a COMMIT cut off may have committed: the callers are told to send again
+                return Unreachable(exc)
             if ran > 1:
                 log.warning("intake: a batch of %d was rolled back (%s); retrying one by one", ran, exc)
                 for job in batch[:ran]:
@@ -340,6 +385,9 @@ class IntakeWriter:
                 log.exception("intake: a job failed and was rolled back")
                 _settle([(batch[0].future, None, exc)])
             return ran
+        if self._unreachable:
+            log.warning("writer: the store is reachable again")
+            self._unreachable = False
         if self._checkpoint_due or any(w.checkpoint for _, w in done):
             self._checkpoint()
         self.feed.publish(new_cases + changed)
@@ -347,6 +395,14 @@ class IntakeWriter:
         if any(w.grids_changed for _, w in done):
             self._follow_grids()
         return ran
+
+    def _refuse_unreachable(self, batch: list[_Job], error: Exception) -> None:
+        """Answer every job of ``batch`` with :class:`~twin.errors.StoreUnavailable` (logged once per outage)."""
+        if not self._unreachable:
+            log.warning("writer: the store cannot be reached (%s); jobs are refused until it can", error)
+            self._unreachable = True
+        refusal = unavailable(error)
+        _settle([(job.future, None, refusal) for job in batch if not job.future.done()])
 
     def _checkpoint(self) -> None:
         """Fold the log into the database file, now or, when refused, after a later commit.

@@ -3,8 +3,10 @@
 A writer queues a notice in its transaction (:func:`notify`); PostgreSQL delivers it to every listening
 session when the transaction commits, and never when it rolls back. Each process listens on its own
 connection (:class:`Listener`) and reads the rows the ids name. A notice names its sender, and a listener
-skips its own side's (that process published those changes already). A DuckDB file has one writing process,
-so there :func:`notify` does nothing.
+skips what its own process did already (its own cases, its own grid saves). The change triggers on the keys,
+users and grids (:func:`twin.store.store.create_change_triggers`) name the sender that
+:func:`sign_transaction` gave the writing transaction. A DuckDB file has one writing process, so there
+:func:`notify` and :func:`sign_transaction` do nothing.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 
 import duckdb
 
 from twin.errors import StoreError
+from twin.store.schema import ORIGIN_SETTING
 from twin.store.store import ATTACHED, AttachedConnection, check_postgres_url
 
 log = logging.getLogger(__name__)
@@ -46,15 +50,29 @@ def notify(con: duckdb.DuckDBPyConnection, channel: str, ids: list[str], *, send
             chunk.append(i)
 
 
+def sign_transaction(con: duckdb.DuckDBPyConnection, sender: str) -> None:
+    """Name ``sender`` as the writer of the open transaction of a PostgreSQL store, for the change triggers' notices
+    (nothing on a file). Costs one round trip."""
+    if not isinstance(con, AttachedConnection):
+        return
+    if not SAFE_ID.fullmatch(sender):
+        raise StoreError(f"cannot sign a transaction as {sender!r}: a sender is letters, digits and _.:- only.")
+    sql = f"SELECT set_config('{ORIGIN_SETTING}', '{sender}', true)"
+    con.execute(f"CALL postgres_execute('{ATTACHED}', '{sql.replace(chr(39), chr(39) * 2)}')")
+
+
 class Listener:
-    """A thread that listens on ``channel`` of the store at ``url`` and hands the ids of every sender but
-    ``skip`` to ``on_ids``.
+    """A thread that listens on ``channel`` of the store at ``url`` and hands the ids of its notices to ``on_ids``,
+    but those that ``skip(sender, id)`` says to leave out (what this process did itself).
 
     It reconnects by itself after a lost connection (``on_ids`` is then called with None: notices may have been
-    missed meanwhile, so what depends on them should be read afresh).
+    missed meanwhile, so what depends on them should be read afresh; :attr:`lost_at` says since when).
     """
 
-    def __init__(self, url: str, channel: str, on_ids: Callable[[list[str] | None], None], *, skip: str) -> None:
+    lost_at: float | None = None  # when listening was last lost (seconds since the epoch), None before
+
+    def __init__(self, url: str, channel: str, on_ids: Callable[[list[str] | None], None], *,
+                 skip: Callable[[str, str], bool]) -> None:
         self._url = check_postgres_url(url)
         self._skip = skip
         self._channel = channel
@@ -63,6 +81,11 @@ class Listener:
         self._listening = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"twin-listen-{channel}", daemon=True)
         self._thread.start()
+
+    @property
+    def listening(self) -> bool:
+        """Whether the listener is connected now (while not, the server is down or out of reach)."""
+        return self._listening.is_set()
 
     def wait_listening(self, timeout: float) -> bool:
         """Whether the listener listens (within ``timeout`` seconds): notices committed after that reach it."""
@@ -85,9 +108,12 @@ class Listener:
                         self._hand_over(None)
                     for notice in _notices(con, self._stop):
                         sender, _, ids = notice.payload.partition("|")
-                        if sender != self._skip and ids:
-                            self._hand_over(ids.split(","))
+                        kept = [i for i in ids.split(",") if i and not self._skip(sender, i)]
+                        if kept:
+                            self._hand_over(kept)
             except psycopg.Error as exc:
+                if self._listening.is_set() or self.lost_at is None:
+                    self.lost_at = time.time()
                 self._listening.clear()
                 missed = True
                 log.warning("listening on %s lost (%s); reconnecting in %.0f s", self._channel, exc, RECONNECT_S)

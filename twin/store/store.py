@@ -32,9 +32,9 @@ import pyarrow as pa
 import shapely
 
 from twin.geo.crs import District
-from twin.errors import StoreError
+from twin.errors import StoreError, StoreUnavailable
 from twin.store.schema import (ADDED_COLUMNS, CHANGES_CHANNEL, DEFAULT_TIMEZONE, DROPPED_INDEXES, GEOMETRY_COLUMNS,
-                               INDEXES, NOTIFIED_TABLES, SCHEMA_VERSION, SEQUENCES, TABLES)
+                               INDEXES, NOTIFIED_TABLES, ORIGIN_SETTING, SCHEMA_VERSION, SEQUENCES, TABLES)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,29 @@ def _extension_path(package: str, name: str) -> Path:
         raise StoreError(f"No {name} extension for DuckDB {duckdb.__version__} in {root} (found: {found}). "
                          f"Install {package}=={duckdb.__version__}.")
     return path
+
+
+# What DuckDB's postgres scanner says when the PostgreSQL server is gone (stopped, restarting, the network down):
+# it fails to connect, or a connection it held was closed under it.
+UNREACHABLE = ("Unable to connect to Postgres", "server closed the connection", "terminating connection",
+               "the database system is shutting down", "the database system is starting up",
+               "the database system is in recovery mode", "no connection to the server", "could not receive data",
+               "could not send data", "SSL SYSCALL error", "connection to server", "Connection refused")
+
+
+def is_unavailable(exc: BaseException | None) -> bool:
+    """Whether ``exc`` says only that a PostgreSQL store's server cannot be reached now (a retry may succeed)."""
+    return isinstance(exc, StoreUnavailable) or (
+        isinstance(exc, duckdb.Error) and any(marker in str(exc) for marker in UNREACHABLE))
+
+
+def unavailable(exc: BaseException) -> StoreUnavailable:
+    """The :class:`StoreUnavailable` to raise for ``exc`` (see :func:`is_unavailable`)."""
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return StoreUnavailable(f"the store's PostgreSQL server cannot be reached ({first}); nothing was written. "
+                            "Send the request again in a few seconds.")
 
 
 def user_folder() -> Path:
@@ -223,6 +246,8 @@ class Store:
                 create_schema(self.con)
             else:
                 check_schema(self.con, self.name, read_only=read_only)
+                if self.postgres and not read_only:
+                    refresh_change_triggers(self.con)
         except BaseException:
             self.con.close()  # let go of the file: another open, even in this process, must find it free
             raise
@@ -330,15 +355,39 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     set_schema_version(con)
 
 
+# What the change triggers run: the sender is the writing transaction's ORIGIN_SETTING (a serving process's writer
+# sets it, twin.store.notices.sign_transaction), else ``store``.
+ANNOUNCE_CHANGE = (f" BEGIN PERFORM pg_notify('{CHANGES_CHANNEL}', coalesce(nullif(current_setting('{ORIGIN_SETTING}', "
+                   f"true), ''), 'store') || '|' || TG_TABLE_NAME); RETURN NULL; END ")
+
+
+def _quoted(sql: str) -> str:
+    """``sql`` as the text of a single-quoted SQL string."""
+    return sql.replace("'", "''")
+
+
 def create_change_triggers(con: duckdb.DuckDBPyConnection) -> None:
     """Have PostgreSQL announce every committed change of :data:`NOTIFIED_TABLES` (``NOTIFY twin_changes``,
-    payload ``store|<table>``), whoever makes it: a process's writer, the command line, psql."""
-    function = (f"CREATE OR REPLACE FUNCTION twin_announce_change() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                f"PERFORM pg_notify(''{CHANGES_CHANNEL}'', ''store|'' || TG_TABLE_NAME); RETURN NULL; END $$")
-    con.execute(f"CALL postgres_execute('{ATTACHED}', '{function}')")
+    payload ``<sender>|<table>``), whoever makes it: a process's writer, the command line, psql."""
+    function = ("CREATE OR REPLACE FUNCTION twin_announce_change() RETURNS trigger LANGUAGE plpgsql "
+                f"AS $${ANNOUNCE_CHANGE}$$")
+    con.execute(f"CALL postgres_execute('{ATTACHED}', '{_quoted(function)}')")
     for table in NOTIFIED_TABLES:
         con.execute(f"CALL postgres_execute('{ATTACHED}', 'CREATE OR REPLACE TRIGGER {table}_changed AFTER INSERT OR "
                     f"UPDATE OR DELETE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION twin_announce_change()')")
+
+
+def refresh_change_triggers(con: duckdb.DuckDBPyConnection) -> None:
+    """Give a PostgreSQL store made by an earlier version this version's change triggers (they name the sender);
+    nothing is written when they are this version's already."""
+    query = "SELECT prosrc FROM pg_proc WHERE proname = 'twin_announce_change'"
+    found = con.execute(f"SELECT * FROM postgres_query('{ATTACHED}', '{_quoted(query)}')").fetchall()
+    if found and found[0][0] == ANNOUNCE_CHANGE:
+        return
+    try:
+        create_change_triggers(con)
+    except duckdb.Error as exc:  # another process starting at the same time replaced them first
+        log.info("the change triggers were being replaced by another process (%s)", exc)
 
 
 def advance_sequences(con: duckdb.DuckDBPyConnection) -> None:

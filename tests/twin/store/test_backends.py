@@ -139,3 +139,30 @@ def test_every_command_takes_a_postgres_store(demo_copy_db, backend, capsys):
     with Store(demo_copy_db, read_only=True) as store:
         assert store.con.execute("SELECT name FROM api_keys WHERE name LIKE 'camera-%' AND revoked_at IS NULL"
                                  ).fetchall() == [("camera-7",)]
+
+
+def test_the_change_notices_name_their_sender_and_an_older_stores_triggers_are_brought_up_to_date(pg_cluster):
+    """PostgreSQL-only (a file has no notices): a serving process's writer signs its transactions, and its own
+    changes come back named after it; anyone else's (the command line) as ``store``. A store whose triggers
+    sent no sender (before this version) gets this version's when a writer opens it."""
+    import psycopg
+
+    from twin.access.keys import add_key
+    from twin.store.notices import sign_transaction
+    from twin.store.schema import CHANGES_CHANNEL
+
+    url = pg_cluster.create_database()
+    Store(url, create=True).close()
+    with psycopg.connect(url, autocommit=True) as con:  # the trigger function as the earlier version made it
+        con.execute("CREATE OR REPLACE FUNCTION twin_announce_change() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    f"PERFORM pg_notify('{CHANGES_CHANNEL}', 'store|' || TG_TABLE_NAME); RETURN NULL; END $$")
+    with psycopg.connect(url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {CHANGES_CHANNEL}")
+        with Store(url) as store:
+            with store.transaction():
+                sign_transaction(store.con, "process-7")
+                add_key(store.con, "signed")
+            with store.transaction():
+                add_key(store.con, "unsigned")
+        payloads = [n.payload for n in listener.notifies(timeout=5, stop_after=2)]
+    assert payloads == ["process-7|api_keys", "store|api_keys"]
