@@ -7,6 +7,7 @@ runs as, an unprivileged user (``postgres``, which Debian's package makes, else 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +86,16 @@ class Cluster:
         """Stop the server as an administrator would to restart it (``pg_ctl stop -m fast``: open sessions are
         ended, their transactions rolled back); its data stay. :meth:`start_server` starts it again."""
         _run(self.user, [str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop"])
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """The server stopped for the block, as for a restart, and started again after it whatever happens (other
+        tests share the cluster)."""
+        self.stop_server()
+        try:
+            yield
+        finally:
+            self.start_server()
 
     def start_server(self) -> None:
         """Start the server on its folder and port (at the start, or again after :meth:`stop_server`)."""
