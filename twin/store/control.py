@@ -8,6 +8,11 @@ commands it was given, each as one job of its writer (one transaction). The sock
 is its owner's alone (mode 0600) and the server checks each caller's user id too;
 nothing but JSON crosses it. A socket left by a server that died answers nobody, and
 the commands then work on the store file as usual.
+
+A PostgreSQL store may be served by several processes (``twin serve --workers``): each has a socket of its
+own, named after the store's URL and the process id in this user's folder, and a command goes to any one of
+them that answers (the others hear of its changes through the store's notices, :mod:`twin.store.notices`).
+Sockets of processes that have died are removed as they are found.
 """
 
 from __future__ import annotations
@@ -75,13 +80,45 @@ class Command:
         return args
 
 
-def socket_path(db: str | os.PathLike) -> Path:
+def socket_path(db: str | os.PathLike, *, pid: int | None = None) -> Path:
     """Where the server that holds the store ``db`` listens: ``<store>.sock`` beside a file; for a PostgreSQL
-    store, a socket named after its URL in this user's own folder (only the user who serves may use it)."""
+    store, the socket of the process ``pid`` (this one by default) serving it, named after the URL and the
+    process in this user's own folder (only the user who serves may use it)."""
     if is_postgres(db):
-        return user_folder() / f"{hashlib.sha256(str(db).encode()).hexdigest()[:16]}.sock"
+        return user_folder() / f"{_url_tag(db)}.{os.getpid() if pid is None else int(pid)}.sock"
     path = Path(db).resolve()
     return path.with_name(path.name + ".sock")
+
+
+def _url_tag(db: str | os.PathLike) -> str:
+    return hashlib.sha256(str(db).encode()).hexdigest()[:16]
+
+
+def server_sockets(db: str | os.PathLike) -> list[Path]:
+    """The sockets of the servers holding ``db`` that may be alive: the one beside a file; for a PostgreSQL store,
+    one per serving process, newest first (the sockets of processes that no longer run are removed here)."""
+    if not is_postgres(db):
+        return [socket_path(db)]
+    found = []
+    for path in user_folder().glob(f"{_url_tag(db)}.*.sock"):
+        pid = path.name.split(".")[1]
+        if not pid.isdigit():
+            continue
+        if not _running(int(pid)):  # left by a process that was killed
+            path.unlink(missing_ok=True)
+            continue
+        found.append(path)
+    return sorted(found, key=lambda p: p.stat().st_mtime if p.exists() else 0, reverse=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process of that number: not ours, and not dead
+        return True
+    return True
 
 
 class ServerRefused(TwinError):
@@ -94,7 +131,8 @@ class ServerRefused(TwinError):
 
 
 def ask_server(db: str | os.PathLike, name: str, args: dict) -> dict | None:
-    """Run a command in the server that holds ``db``; None when no server listens there.
+    """Run a command in the server that holds ``db`` (of a PostgreSQL store's serving processes, the first that
+    answers); None when no server listens there.
 
     Raises
     ------
@@ -103,17 +141,12 @@ def ask_server(db: str | os.PathLike, name: str, args: dict) -> dict | None:
     StoreError
         A server listens but cannot be asked (another user's, or it hung up).
     """
-    path = socket_path(db)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        try:
-            sock.connect(_address(path))
-        except (FileNotFoundError, ConnectionRefusedError):  # no server, or the socket of one that died
-            return None
-        except PermissionError as exc:
-            raise StoreError(f"{path}: the server holding {db} runs as another user ({exc}); run the command as "
-                             "the user who runs `twin serve`.") from exc
-        sock.sendall(json.dumps({"command": name, "args": args}, ensure_ascii=False).encode() + b"\n")
-        reply = _read_line(sock.makefile("rb"))
+    for path in server_sockets(db):  # the first that answers runs it
+        reply = _ask(path, db, name, args)
+        if reply is not _NO_SERVER:
+            break
+    else:
+        return None
     if reply is None:
         raise StoreError(f"{path}: the server holding {db} hung up without an answer; see its log. The command "
                          "may not have run: check before running it again.")
@@ -123,13 +156,30 @@ def ask_server(db: str | os.PathLike, name: str, args: dict) -> dict | None:
     raise ServerRefused(answer["error"], error_type=answer["error_type"], exit_code=int(answer["exit_code"]))
 
 
+_NO_SERVER = object()
+
+
+def _ask(path: Path, db: str | os.PathLike, name: str, args: dict) -> bytes | None | object:
+    """The reply line of the server at ``path`` (None when it hung up), or ``_NO_SERVER`` when none listens there."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(_address(path))
+        except (FileNotFoundError, ConnectionRefusedError):  # no server, or the socket of one that died
+            return _NO_SERVER
+        except PermissionError as exc:
+            raise StoreError(f"{path}: the server holding {db} runs as another user ({exc}); run the command as "
+                             "the user who runs `twin serve`.") from exc
+        sock.sendall(json.dumps({"command": name, "args": args}, ensure_ascii=False).encode() + b"\n")
+        return _read_line(sock.makefile("rb"))
+
+
 class ControlChannel:
     """The server's end: answers each connection's one request with ``execute(command, args)`` in a thread.
 
     Parameters
     ----------
     db : path-like
-        The store the server holds (the socket goes beside it).
+        The store the server holds (the socket goes beside it; for a PostgreSQL store, one per process).
     commands : dict of str to Command
         What the channel runs; any other name is refused.
     execute : callable
@@ -142,7 +192,8 @@ class ControlChannel:
         self.path = socket_path(db)
         self._commands = commands
         self._execute = execute
-        # The caller holds the store's write lock, so a socket here is a dead server's: replace it.
+        # The caller holds the store's write lock (or, on PostgreSQL, this process id), so a socket here is a dead
+        # server's: replace it.
         self.path.unlink(missing_ok=True)
         umask = os.umask(0o177)  # the socket is made 0600, never readable by others even for an instant
         try:

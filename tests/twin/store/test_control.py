@@ -91,3 +91,49 @@ def test_a_store_deep_in_the_file_system_still_gets_its_socket(tmp_path):
     finally:
         served.close()
     assert not socket_path(db).exists()
+
+
+SERVE_IN_ANOTHER_PROCESS = """
+import os, sys, time
+from twin.store.control import Command, ControlChannel
+channel = ControlChannel(sys.argv[1], {"who": Command({}, lambda con, args, step: {"pid": os.getpid()})},
+                         execute=lambda command, args: command(None, args))
+print("ready", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+channel.close()
+"""
+
+
+def test_each_process_serving_a_postgres_store_has_its_own_socket_and_any_one_answers(tmp_path, monkeypatch):
+    """Several processes serve one PostgreSQL store (`twin serve --workers`): each keeps its own socket, a command
+    reaches one that is alive, and a killed one's socket is cleared away."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from twin.store.control import server_sockets
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    db = "postgresql://twin@127.0.0.1:5432/district"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = socket.socket(socket.AF_UNIX)  # what a process killed with -9 leaves behind
+    stale.bind(str(socket_path(db, pid=dead_pid)))
+    stale.close()
+    here = ControlChannel(db, {"who": Command({}, lambda con, args, step: {"pid": os.getpid()})},
+                          execute=lambda command, args: command(None, args))
+    other = subprocess.Popen([sys.executable, "-c", SERVE_IN_ANOTHER_PROCESS, db], cwd=ROOT, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert other.stdout.readline().strip() == "ready"
+        assert sorted(server_sockets(db)) == sorted([socket_path(db), socket_path(db, pid=other.pid)])
+        assert not socket_path(db, pid=dead_pid).exists(), "the dead process's socket is cleared away"
+        assert ask_server(db, "who", {})["pid"] in (os.getpid(), other.pid)
+        here.close()
+        assert ask_server(db, "who", {}) == {"pid": other.pid}, "the other process answers when this one stops"
+    finally:
+        here.close()
+        other.stdin.close()
+        other.wait(timeout=30)
+    assert server_sockets(db) == [] and ask_server(db, "who", {}) is None
