@@ -364,10 +364,12 @@ def _cmd_serve(args: argparse.Namespace) -> dict:
     if args.tiles and not (Path(args.tiles) / "tileset.json").is_file():
         raise OptionError(f"--tiles {args.tiles}: no tileset.json there. Give a folder written by "
                           "`twin export tiles`, or leave --tiles out and the server exports one beside the store.")
+    from scenes.workers import COOKIE_SECRET_ENV
+
     serve(args.db, port=args.port, address=args.address, origins=origins, dedupe_window_s=args.dedupe_window,
           intake_rate=args.intake_rate, oauth=oauth, commands=writing_commands(), behind_proxy=args.behind_proxy,
           public_rate=args.open311_public_rate if args.open311_public == "on" else None,
-          view=args.view, tiles=args.tiles)
+          view=args.view, tiles=args.tiles, cookie_secret=os.environ.get(COOKIE_SECRET_ENV))
     return {}
 
 

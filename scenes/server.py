@@ -383,7 +383,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
           dedupe_window_s: float = DEDUPE_WINDOW_S, intake_rate: float = INTAKE_RATE,
           public_rate: float | None = PUBLIC_RATE, oauth: dict | None = None,
           commands: dict[str, Command] | None = None, behind_proxy: bool = False, view: str = "auto",
-          tiles: str | None = None) -> None:
+          tiles: str | None = None, cookie_secret: str | None = None) -> None:
     """Serve the app at ``/app`` (after sign-in at ``/login``), the intake at ``/open311/v2/`` and
     ``/api/detections`` (with API keys) until interrupted (Ctrl-C or SIGTERM). Open311 requests are
     read without a key at ``public_rate`` per address, or not at all when it is None (:func:`intake_routes`).
@@ -399,6 +399,9 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     ``/tiles/``, :mod:`scenes.tileserve`) or "auto" (tiles above ``TILED_ABOVE`` buildings). The tiles are
     the folder ``tiles`` (written by ``twin export tiles``), or else exported at start to ``DB.tiles`` beside
     the store (only the changed tiles are rewritten).
+
+    ``cookie_secret`` signs the sign-in cookies; None draws a fresh one. The processes of ``twin serve --workers``
+    share one, so that a browser sent to another process (its own was stopped or killed) stays signed in.
     """
     for lang in LANGS:  # refuse to start without the compiled catalogues, rather than speak English silently
         translations(lang)
@@ -473,7 +476,8 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    # A fresh cookie secret each start: signing in again after a restart is the price of keeping no secret on disk.
+    # A fresh cookie secret each start (unless the workers share one): signing in again after a restart is the
+    # price of keeping no secret on disk.
     if oauth:
         sign_in = {"oauth_provider": oauth["provider"], "oauth_key": oauth["key"], "oauth_secret": oauth["secret"],
                    "oauth_redirect_uri": oauth.get("redirect_uri"), "oauth_encryption_key": oauth.get("encryption_key")}
@@ -488,7 +492,8 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
                                                                      refusals=shared.refusals, intake_rate=intake_rate,
                                                                      public_rate=public_rate, clients=clients,
                                                                      key_use=key_use.key_use) + tile_patterns,
-                 cookie_secret=secrets.token_urlsafe(32), websocket_max_message_size=MAX_WS_MESSAGE_BYTES,
+                 cookie_secret=cookie_secret or secrets.token_urlsafe(32),
+                 websocket_max_message_size=MAX_WS_MESSAGE_BYTES,
                  http_server_kwargs={"max_body_size": MAX_HTTP_BODY_BYTES, "xheaders": behind_proxy}, **sign_in)
     except KeyboardInterrupt:
         log.info("stopping")

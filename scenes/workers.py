@@ -6,11 +6,17 @@ so a Bokeh session's page and its websocket reach the same one, and the websocke
 ``--print-proxy-config`` prints the part of it that goes into an existing nginx's ``http`` block.
 
 Only a PostgreSQL store can be served so: a DuckDB file has one writing process.
+
+The app processes share one secret for the sign-in cookies (:data:`COOKIE_SECRET_ENV`, drawn at start and handed
+down in their environment, never on a command line): when a process is stopped or killed, its browsers reload
+through nginx onto another (:mod:`scenes.reconnect`) and stay signed in. A process that ends is started again.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -27,6 +33,7 @@ log = logging.getLogger(__name__)
 UPSTREAM = "twin_workers"
 PROXY_READ_TIMEOUT_S = 3600  # a browser's websocket stays open for its whole session
 MAX_BODY = "1m"  # as scenes.server.MAX_HTTP_BODY_BYTES
+COOKIE_SECRET_ENV = "TWIN_COOKIE_SECRET"  # the sign-in cookies' secret that `twin serve` takes from its environment
 
 
 def worker_ports(port: int, workers: int) -> list[int]:
@@ -126,9 +133,11 @@ def serve_workers(db: str, *, address: str, port: int, workers: int, serve_args:
                for a in ("--allow-origin", o)]
     cli = str(Path(__file__).resolve().parent.parent / "cli.py")
 
+    env = {**os.environ, COOKIE_SECRET_ENV: os.environ.get(COOKIE_SECRET_ENV) or secrets.token_urlsafe(32)}
+
     def app_process(p: int) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, cli, "serve", "--db", db, "--port", str(p), "--address", "127.0.0.1",
-                                 "--behind-proxy", *origins, *serve_args])
+                                 "--behind-proxy", *origins, *serve_args], env=env)
 
     apps = {p: app_process(p) for p in ports}
     proxy = subprocess.Popen([nginx, "-c", str(config), "-p", str(prefix)])
