@@ -30,14 +30,22 @@ banner.style.cssText = 'position:fixed;top:0;left:0;right:0;z-index:10000;paddin
   'color:#fff;font:14px sans-serif;text-align:center';
 document.body.appendChild(banner);
 const url = new URL(health, window.location.href);
+// A page that was reloaded so a moment ago and lost its connection again waits longer: no reload storm when a
+// process accepts sessions but drops them at once.
+const last = Number(window.sessionStorage.getItem('twinReconnectedAt') || 0);
+const first = Date.now() - last < 15000 ? 5 * poll_ms : Math.min(300, poll_ms);
 const ask = async () => {
   try {
     const answer = await fetch(url, {cache: 'no-store'});
-    if (answer.ok) { window.location.reload(); return; }
+    if (answer.ok) {
+      window.sessionStorage.setItem('twinReconnectedAt', String(Date.now()));
+      window.location.reload();
+      return;
+    }
   } catch (e) { /* no process answers yet */ }
   setTimeout(ask, poll_ms);
 };
-setTimeout(ask, Math.min(300, poll_ms));
+setTimeout(ask, first);
 """
 
 
