@@ -57,8 +57,8 @@ PUBLIC_RATE = 5.0  # keyless Open311 reads per second per address (bursts of twi
 CONTACT = "the district's grid governance office (see the README's Open311 section)"
 KEY_SERVICE = "ask the district's administrator for a key (`twin keys add NAME`); reading needs none"
 STORE_RETRY_S = 2  # Retry-After while the store's PostgreSQL server cannot be reached (a restart takes seconds)
-UNREACHABLE = ("the store cannot be reached just now (its database server is restarting or down); nothing was "
-               "written. Send the request again after the Retry-After seconds.")
+UNREACHABLE = ("the store cannot be reached just now (its database server is restarting or down); the request "
+               "is not acknowledged. Send it again after the Retry-After seconds.")
 
 
 KEY_USE_FLUSH_S = 5.0  # the keys' use is written to the store this often (when there was any)

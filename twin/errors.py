@@ -49,9 +49,9 @@ class StoreError(TwinError):
 
 
 class StoreUnavailable(StoreError):
-    """The store's PostgreSQL server cannot be reached for now (stopped, restarting, unreachable): nothing was
-    written, and the same request may be sent again in a few seconds (``twin serve`` answers 503 with
-    ``Retry-After``)."""
+    """The store's PostgreSQL server cannot be reached for now (stopped, restarting, unreachable): the work is not
+    acknowledged (only a COMMIT cut off may have been kept), and may be sent again in a few seconds (``twin serve``
+    answers 503 with ``Retry-After``)."""
 
 
 class OptionError(TwinError, ValueError):

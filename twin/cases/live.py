@@ -155,7 +155,7 @@ class Conflict(NamedTuple):
 
 
 class Unreachable(NamedTuple):
-    """The store's server could not be reached: the whole batch is refused (nothing of it was committed)."""
+    """The store's server could not be reached: the whole batch is refused, none of it answered as written."""
 
     error: Exception
 

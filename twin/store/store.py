@@ -102,8 +102,8 @@ def unavailable(exc: BaseException) -> StoreUnavailable:
     if isinstance(exc, StoreUnavailable):
         return exc
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StoreUnavailable(f"the store's PostgreSQL server cannot be reached ({first}); nothing was written. "
-                            "Send the request again in a few seconds.")
+    return StoreUnavailable(f"the store's PostgreSQL server cannot be reached ({first}); the work was not done, "
+                            "or its COMMIT was cut off. Check, or send it again, in a few seconds.")
 
 
 def user_folder() -> Path:

@@ -122,3 +122,19 @@ def test_only_an_admin_runs_the_commands_on_users_and_keys(demo_copy):
         assert con.execute("SELECT actor, source FROM audit ORDER BY seq DESC LIMIT 1").fetchone() == (
             "boss", "10.0.0.1")
         assert con.execute("SELECT action FROM audit WHERE action = 'access.refused'").fetchall()
+
+
+def test_counts_given_back_after_a_failed_write_are_written_with_the_next():
+    """The server gives the keys' counts back when the store could not be reached, so the next flush has them."""
+    from zoneinfo import ZoneInfo
+
+    from twin.store.schema import DEFAULT_TIMEZONE
+
+    use = KeyUse(ZoneInfo(DEFAULT_TIMEZONE))
+    for _ in range(3):
+        use.note("field-app")
+    taken = use.take()
+    use.note("field-app")
+    use.give_back(taken)  # the write of ``taken`` failed
+    (name, day, count, last), = use.take()
+    assert (name, count) == ("field-app", 4) and last >= taken[0][3]
