@@ -16,8 +16,7 @@ import pandas as pd
 
 from data.common import DEMO_NOW, _Plan
 from data.people import _person_names
-
-PARTY_MEMBER_TAG = "党员"
+from twin.party.orgs import PARTY_MEMBER_TAG
 _PARTY_SHARE = 0.061  # party members per resident in the listed residents' tags (small, seeds 0-2: 6.06-6.18 %)
 _ELSEWHERE = 0.25  # of reported members, those who report to another grid of their community than their home's
 SERVICES = ("楼栋巡查", "环境整治", "政策宣讲", "关爱独居老人", "文明劝导", "矛盾调解", "垃圾分类引导", "防汛值守",
