@@ -10,8 +10,8 @@ import duckdb
 import pandas as pd
 
 from twin.errors import check_choice
-from twin.party.orgs import PARTY_MEMBER_TAG
-from twin.store.queries import _now, grid_tree, residents_counted
+from twin.party.orgs import PARTY_MEMBER_TAG, grid_ancestors
+from twin.store.queries import _now, residents_counted
 
 PARTY_LEVELS = ("street", "community", "grid")  # members report to grids: the table stops at the grid level
 PARTY_FIGURES = ("orgs", "members", "living", "reported", "active", "services", "hours")
@@ -61,11 +61,12 @@ def party_table(con: duckdb.DuckDBPyConnection, *, level: str = "grid",
         records of the month) and ``hours`` (their hours).
     """
     check_choice("level", level, PARTY_LEVELS)
-    tree = grid_tree(con)
+    ancestors = grid_ancestors(con)
+    up = ancestors[ancestors["level"] == level].set_index("grid_id")["ancestor"]
     per_grid = _per_grid(con, month_of(con, month))
-    at_level = tree.set_index("grid_id")[level].reindex(per_grid.index)
-    figures = per_grid.groupby(at_level.to_numpy(), dropna=True).sum(min_count=1)
-    rows = tree[tree["level"] == level][["grid_id", "name"]].sort_values("grid_id")
+    figures = per_grid.groupby(up.reindex(per_grid.index).to_numpy(), dropna=True).sum(min_count=1)
+    rows = con.execute("SELECT grid_id, name FROM grids WHERE level = ? AND valid_to IS NULL ORDER BY grid_id",
+                       [level]).df()
     out = rows.join(figures, on="grid_id").reset_index(drop=True)
     for column in PARTY_FIGURES:
         if column not in out:

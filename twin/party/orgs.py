@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from twin.store.queries import grid_tree
 from twin.store.schema import GRID_LEVELS, PARTY_ORG_KINDS
 
 PARTY_MEMBER_TAG = "党员"  # the resident tag that makes a resident a party member
@@ -37,41 +36,48 @@ def sort_orgs(orgs: pd.DataFrame) -> pd.DataFrame:
     return orgs.iloc[order].reset_index(drop=True)
 
 
-def _micro_ancestors(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """``micro_id``, ``ancestor``: each micro-grid in force with itself and every grid above it."""
-    tree = grid_tree(con)
-    micro = tree[tree["level"] == "micro"]
-    return pd.concat([pd.DataFrame({"micro_id": micro["grid_id"].to_numpy(), "ancestor": micro[lvl].to_numpy()})
-                      for lvl in GRID_LEVELS], ignore_index=True).dropna()
+def _ancestors_sql() -> str:
+    """SQL of ``(grid_id, ancestor, level)``: every grid in force with itself and each grid above it (``level`` is the
+    ancestor's). One join per level, as :func:`twin.inspector.grid_path` reads (a recursive query reads wrong from
+    PostgreSQL), in SQL rather than :func:`twin.store.queries.grid_tree`'s walk in Python."""
+    depth = len(GRID_LEVELS)
+    joins = "".join(f" LEFT JOIN grids g{i} ON g{i}.grid_id = g{i - 1}.parent_id AND g{i}.valid_to IS NULL"
+                    for i in range(1, depth))
+    pairs = ", ".join(f"{{'ancestor': g{i}.grid_id, 'level': g{i}.level}}" for i in range(depth))
+    return (f"SELECT grid_id, a.ancestor, a.level FROM (SELECT g0.grid_id, unnest([{pairs}]) AS a "
+            f"FROM grids g0{joins} WHERE g0.valid_to IS NULL) WHERE a.ancestor IS NOT NULL")
 
 
-def covered_buildings(con: duckdb.DuckDBPyConnection, orgs: pd.DataFrame | None = None) -> pd.DataFrame:
+def grid_ancestors(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every grid in force with itself and each grid above it: ``grid_id``, ``ancestor``, ``level`` (the ancestor's)."""
+    return con.execute(_ancestors_sql()).df()
+
+
+def covered_buildings(con: duckdb.DuckDBPyConnection, org_ids: list[str] | None = None) -> pd.DataFrame:
     """The buildings each organisation covers (see the module's rule).
 
     Parameters
     ----------
-    orgs : DataFrame, optional
-        Every organisation, with ``org_id``, ``kind``, ``grid_id`` and ``compound_id`` (default: the store's), as
-        :func:`load_orgs` reads them: a compound covered by one is left out of the others' grids.
+    org_ids : list of str, optional
+        Only these organisations (default: every one).
 
     Returns
     -------
     DataFrame
-        ``org_id``, ``building_id``: one row per organisation and building it covers.
+        ``org_id``, ``building_id``: one row per organisation and building it covers, by both.
     """
-    orgs = load_orgs(con) if orgs is None else orgs
-    buildings = con.execute("SELECT building_id, grid_id AS micro_id, compound_id FROM buildings").df()
-    in_compound = orgs["compound_id"].notna()
-    by_compound = orgs.loc[in_compound, ["org_id", "compound_id"]].merge(buildings, on="compound_id")
-    ancestors = _micro_ancestors(con)
-    rest = buildings[~buildings["compound_id"].isin(set(orgs["compound_id"].dropna()))]
-    parts = [by_compound[["org_id", "building_id"]]]
-    for is_group, pool in ((True, buildings), (False, rest)):
-        chosen = orgs[~in_compound & ((orgs["kind"] == "group") == is_group)][["org_id", "grid_id"]]
-        within = chosen.merge(ancestors, left_on="grid_id", right_on="ancestor").merge(pool, on="micro_id")
-        parts.append(within[["org_id", "building_id"]])
-    return pd.concat(parts, ignore_index=True).drop_duplicates().sort_values(["org_id", "building_id"],
-                                                                             ignore_index=True)
+    chosen = "TRUE" if org_ids is None else "org_id IN (SELECT unnest(?))"
+    params = [] if org_ids is None else [sorted(org_ids)]
+    return con.execute(f"""
+        WITH o AS (SELECT org_id, kind, grid_id, compound_id FROM party_orgs WHERE {chosen}),
+             taken AS (SELECT DISTINCT compound_id FROM party_orgs WHERE compound_id IS NOT NULL),
+             up AS ({_ancestors_sql()})
+        SELECT org_id, building_id FROM o JOIN buildings b USING (compound_id)
+        UNION
+        SELECT o.org_id, b.building_id FROM o JOIN up ON up.ancestor = o.grid_id JOIN buildings b ON b.grid_id = up.grid_id
+        WHERE o.compound_id IS NULL AND (o.kind = 'group' OR b.compound_id IS NULL
+                                         OR b.compound_id NOT IN (SELECT compound_id FROM taken))
+        ORDER BY org_id, building_id""", params).df()
 
 
 def org_places(con: duckdb.DuckDBPyConnection, *, orgs: pd.DataFrame | None = None,
@@ -92,7 +98,7 @@ def org_places(con: duckdb.DuckDBPyConnection, *, orgs: pd.DataFrame | None = No
         Sorted as :func:`sort_orgs`.
     """
     orgs = load_orgs(con) if orgs is None else orgs
-    covered = covered_buildings(con, orgs) if covered is None else covered
+    covered = covered_buildings(con, list(orgs["org_id"])) if covered is None else covered
     where = con.execute("SELECT building_id, label_x, label_y, base_z + height AS top FROM buildings").df()
     place = covered.merge(where, on="building_id").groupby("org_id").agg(
         buildings=("building_id", "size"), x=("label_x", "mean"), y=("label_y", "mean"), z=("top", "max"))
@@ -110,13 +116,27 @@ def org_places(con: duckdb.DuckDBPyConnection, *, orgs: pd.DataFrame | None = No
     return out
 
 
-def grid_orgs(con: duckdb.DuckDBPyConnection, grid_ids: list[str] | frozenset[str]) -> pd.DataFrame:
+def grid_orgs(con: duckdb.DuckDBPyConnection, grid_ids: list[str] | frozenset[str], *,
+              above: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
     """The organisations of some grids (a grid and every grid under it): those on them, and those covering their
-    buildings (a micro-grid's compound organisation, say), as :func:`org_places` rows, sorted as :func:`sort_orgs`."""
+    buildings (a micro-grid's compound organisation, a branch of the grid above), as :func:`org_places` rows,
+    sorted as :func:`sort_orgs`.
+
+    Parameters
+    ----------
+    above : list of str
+        The grids above them (:func:`twin.inspector.grid_path`): their organisations without a compound may cover
+        buildings here.
+    """
     grid_ids = sorted(grid_ids)
     orgs = load_orgs(con)
-    covers = covered_buildings(con, orgs)
-    places = org_places(con, orgs=orgs, covered=covers)
-    inside = con.execute("SELECT building_id FROM buildings WHERE grid_id IN (SELECT unnest(?))", [grid_ids]).df()
-    near = set(covers.loc[covers["building_id"].isin(inside["building_id"]), "org_id"])
-    return places[places["grid_id"].isin(grid_ids) | places["org_id"].isin(near)].reset_index(drop=True)
+    compounds = {c for c, in con.execute("SELECT DISTINCT compound_id FROM buildings WHERE grid_id IN "
+                                         "(SELECT unnest(?)) AND compound_id IS NOT NULL", [grid_ids]).fetchall()}
+    maybe = orgs[orgs["grid_id"].isin(grid_ids) | orgs["compound_id"].isin(compounds)
+                 | (orgs["grid_id"].isin(list(above)) & orgs["compound_id"].isna())]
+    covers = covered_buildings(con, list(maybe["org_id"]))
+    inside = {b for b, in con.execute("SELECT building_id FROM buildings WHERE grid_id IN (SELECT unnest(?))",
+                                      [grid_ids]).fetchall()}
+    near = set(covers.loc[covers["building_id"].isin(inside), "org_id"])
+    mine = maybe[maybe["grid_id"].isin(grid_ids) | maybe["org_id"].isin(near)]
+    return org_places(con, orgs=mine, covered=covers[covers["org_id"].isin(mine["org_id"])]).reset_index(drop=True)
