@@ -29,10 +29,10 @@ if TYPE_CHECKING:
 
 MARK_LIFT_M = 8.0  # a mark stands this far above the highest roof it covers
 OUTLINE_LIFT_M = 0.3  # the outline lies just above each roof, clear of its faces
-PARTY_TABLE_TITLES = {"grid_id": N_("Grid"), "name": N_("Name"), "orgs": N_("Organisations"),
-                      "members": N_("Organisation members"), "living": N_("Living here"),
-                      "reported": N_("Members reported"), "active": N_("Active this month"),
-                      "services": N_("Services this month"), "hours": N_("Service hours")}
+# Short: the left panel is narrow, and the title above the table says what they count.
+PARTY_TABLE_TITLES = {"grid_id": N_("Grid"), "name": N_("Name"), "orgs": N_("Orgs"), "members": N_("Members"),
+                      "living": N_("Living"), "reported": N_("Reporting"), "active": N_("Active"),
+                      "services": N_("Services"), "hours": N_("Hours")}
 # What the leader compares first; the last give way when the table is narrow (scenes.table.SortableTable).
 PARTY_TABLE_IMPORTANCE = ("name", "reported", "active", "services", "hours", "orgs", "members", "living", "grid_id")
 
@@ -156,12 +156,13 @@ class PartyLayer(pn.viewable.Viewer):
         if (table["living"] < 0).all():  # residents counted, not listed: no one's tag to count
             table = table.drop(columns="living")
         self.value = table
-        month = _("this month")
         totals = table[["reported", "active", "services"]].sum()
         self.title.object = ("<div class='label'>" + _("Party members in the grids") + "</div><div class='twin-muted'>"
-                             + _("{reported} reported · {active} active {month} · {services} services").format(
-                                 reported=format_number(totals["reported"]), active=format_number(totals["active"]),
-                                 month=month, services=format_number(totals["services"])) + "</div>")
+                             + _("{reported} reporting to grids · {active} active this month · {services} services this "
+                                 "month (orgs: organisations; members: theirs; living: tagged residents living there)"
+                                 ).format(reported=format_number(totals["reported"]),
+                                          active=format_number(totals["active"]),
+                                          services=format_number(totals["services"])) + "</div>")
         self.table.param.update(
             columns=[[_(PARTY_TABLE_TITLES[c]), bool(pd.api.types.is_numeric_dtype(table[c]))] for c in table.columns],
             importance=[list(table.columns).index(c) for c in PARTY_TABLE_IMPORTANCE if c in table.columns],

@@ -87,8 +87,8 @@ def test_the_leaders_table_compares_grids_at_the_screens_level_and_a_row_opens_t
     rows = app.party.table.rows
     assert len(rows) == 16 and [r[0] for r in rows] == shown["grid_id"].tolist()
     titles = [c[0] for c in app.party.table.columns]
-    assert {"Members reported", "Active this month", "Services this month"} <= set(titles)
-    assert "205 reported" in app.party.title.object
+    assert {"Reporting", "Active", "Services"} <= set(titles)
+    assert "205 reporting to grids" in app.party.title.object
     app.level = "community"
     assert app.party.level == "community" and len(app.party.table.rows) == 4
     assert app.party.value["reported"].sum() == 205
@@ -108,7 +108,7 @@ def test_the_layer_speaks_chinese(app):
         zh.party.toggle.value = True
         assert zh.party.toggle.label == "党组织"
         assert any("书记" in m[0] and "名党员" in m[0] for m in zh.view.party)
-        assert {"报到党员", "本月活跃", "本月服务"} <= {c[0] for c in zh.party.table.columns}
-        assert "党员报到" in zh.party.title.object
+        assert {"报到", "活跃", "服务"} <= {c[0] for c in zh.party.table.columns}
+        assert "网格党员报到" in zh.party.title.object and "本月活跃" in zh.party.title.object
     finally:
         use(DEFAULT_LANG)
