@@ -172,7 +172,8 @@ def _party_services(rng, reports: pd.DataFrame) -> pd.DataFrame:
         rows.append(pd.DataFrame({"resident_id": reports["resident_id"].to_numpy()[who],
                                   "grid_id": reports["grid_id"].to_numpy()[who], "day": days.to_numpy(),
                                   "hours": np.array(SERVICE_HOURS)[rng.integers(0, len(SERVICE_HOURS), len(who))],
-                                  "service": np.array(SERVICES, dtype=object)[rng.integers(0, len(SERVICES), len(who))]}))
+                                  "service": np.array(SERVICES, dtype=object)[
+                                      rng.integers(0, len(SERVICES), len(who))]}))
     out = pd.concat(rows, ignore_index=True).sort_values(["day", "resident_id"], kind="stable", ignore_index=True)
     out.insert(0, "service_id", [f"PS{k + 1:06d}" for k in range(len(out))])
     return out[columns]

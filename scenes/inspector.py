@@ -121,7 +121,8 @@ def party_html(orgs: pd.DataFrame, figures: dict | None = None, *, shown: int = 
     else:
         facts = _("secretary {secretary} · {members} members · {buildings} buildings covered")
         items = "".join(
-            f"<li class='twin-party-org{' twin-picked' if r.org_id == first else ''}' data-org='{html.escape(r.org_id)}'>"
+            f"<li class='twin-party-org{' twin-picked' if r.org_id == first else ''}' "
+            f"data-org='{html.escape(r.org_id)}'>"
             f"<b>{html.escape(r.name)}</b> · {html.escape(party_kind_name(r.kind))}<br><span class='twin-muted'>"
             + html.escape(facts.format(secretary=r.secretary or "—", members=format_number(r.members or 0),
                                        buildings=format_number(r.buildings))) + "</span></li>"

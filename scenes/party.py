@@ -158,9 +158,9 @@ class PartyLayer(pn.viewable.Viewer):
         self.value = table
         totals = table[["reported", "active", "services"]].sum()
         self.title.object = ("<div class='label'>" + _("Party members in the grids") + "</div><div class='twin-muted'>"
-                             + _("{reported} reporting to grids · {active} active this month · {services} services this "
-                                 "month (orgs: organisations; members: theirs; living: tagged residents living there)"
-                                 ).format(reported=format_number(totals["reported"]),
+                             + _("{reported} reporting to grids · {active} active this month · {services} services "
+                                 "this month (orgs: organisations; members: theirs; living: tagged residents living "
+                                 "there)").format(reported=format_number(totals["reported"]),
                                           active=format_number(totals["active"]),
                                           services=format_number(totals["services"])) + "</div>")
         self.table.param.update(

@@ -74,7 +74,8 @@ def covered_buildings(con: duckdb.DuckDBPyConnection, org_ids: list[str] | None 
              up AS ({_ancestors_sql()})
         SELECT org_id, building_id FROM o JOIN buildings b USING (compound_id)
         UNION
-        SELECT o.org_id, b.building_id FROM o JOIN up ON up.ancestor = o.grid_id JOIN buildings b ON b.grid_id = up.grid_id
+        SELECT o.org_id, b.building_id FROM o JOIN up ON up.ancestor = o.grid_id
+        JOIN buildings b ON b.grid_id = up.grid_id
         WHERE o.compound_id IS NULL AND (o.kind = 'group' OR b.compound_id IS NULL
                                          OR b.compound_id NOT IN (SELECT compound_id FROM taken))
         ORDER BY org_id, building_id""", params).df()
@@ -106,8 +107,8 @@ def org_places(con: duckdb.DuckDBPyConnection, *, orgs: pd.DataFrame | None = No
     out["buildings"] = out["buildings"].fillna(0).astype(int)
     bare = out["x"].isna() & out["grid_id"].notna()
     if bare.any():
-        grids = con.execute("SELECT grid_id, ST_AsWKB(boundary) AS wkb FROM grids WHERE valid_to IS NULL AND grid_id IN "
-                            "(SELECT unnest(?))", [sorted(set(out.loc[bare, "grid_id"]))]).df()
+        grids = con.execute("SELECT grid_id, ST_AsWKB(boundary) AS wkb FROM grids WHERE valid_to IS NULL "
+                            "AND grid_id IN (SELECT unnest(?))", [sorted(set(out.loc[bare, "grid_id"]))]).df()
         inside = shapely.point_on_surface(shapely.from_wkb(grids["wkb"].map(bytes).to_numpy()))
         xy = pd.DataFrame(shapely.get_coordinates(inside), index=grids["grid_id"], columns=["x", "y"])
         out.loc[bare, "x"] = xy["x"].reindex(out.loc[bare, "grid_id"]).to_numpy()
