@@ -125,7 +125,8 @@ class PartyLayer(pn.viewable.Viewer):
             self.refresh()
 
     def picked(self, index: int) -> None:
-        """A mark was clicked: its grid's card with the organisation first, and the roofs it covers outlined."""
+        """A mark was clicked: its grid's card with the organisation first, and the roofs it covers outlined and
+        framed in the view."""
         marked = self.places[self.places["x"].notna()] if self.places is not None else None
         if marked is None or not 0 <= index < len(marked):
             return
@@ -137,7 +138,14 @@ class PartyLayer(pn.viewable.Viewer):
         def outline(con: duckdb.DuckDBPyConnection) -> bytes:
             covered = covered_buildings(con, [str(org["org_id"])])
             return roof_outlines(con, list(covered["building_id"]), origin)
-        self._read(outline, lambda segments: setattr(self.app.view, "party_highlight", segments))
+        self._read(outline, self._show_outline)
+
+    def _show_outline(self, segments: bytes) -> None:
+        self.app.view.party_highlight = segments
+        points = np.frombuffer(segments, dtype="<f4").reshape(-1, 3)
+        if len(points):
+            (x0, y0, _z0), (x1, y1, top) = points.min(axis=0), points.max(axis=0)
+            self.app.frame(np.array([x0, y0, 0.0, x1, y1, top], dtype=float))
 
     # -- the table -----------------------------------------------------------------------------------------------
     def _follow(self, level: str) -> None:

@@ -12,7 +12,7 @@ const HIGHLIGHT = [255, 196, 0];
 // Party organisations by kind (twin.store.schema.PARTY_ORG_KINDS: committee, general branch, branch, joint branch,
 // group), and the outline of what the picked one covers.
 const PARTY_COLOURS = ["#b91c1c", "#f97316", "#facc15", "#a855f7", "#f472b6"];
-const PARTY_OUTLINE = [0.86, 0.15, 0.15];
+const PARTY_OUTLINE = [1.0, 0.2, 0.2];
 const STATUS_COLOURS = [[239, 68, 68], [249, 115, 22], [234, 179, 8], [34, 197, 94], [56, 189, 248],
                         [148, 163, 184], [100, 116, 139], [217, 70, 239]];
 
@@ -269,7 +269,7 @@ export function render({ model, el }) {
   cones.actor.getProperty().setBackfaceCulling(false);
 
   partyOutline.actor.getProperty().setColor(...PARTY_OUTLINE);
-  partyOutline.actor.getProperty().setLineWidth(3);
+  partyOutline.actor.getProperty().setLineWidth(4);
   partyOutline.actor.getProperty().setLighting(false);
 
   const deferred = [ground, basemap, gridLines, gridHighlight];

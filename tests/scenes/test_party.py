@@ -77,6 +77,8 @@ def test_a_mark_opens_its_grid_card_with_the_organisation_first_and_outlines_the
                                        "building_id IN (SELECT unnest(?))", [covered]).fetchone()
     assert segments[:, 0].min() == pytest.approx(x0 - ox, abs=0.01) and segments[:, 3].max() == pytest.approx(
         x1 - ox, abs=0.01), "around those buildings and no others"
+    focal = np.array(app.view.fly_to["fp"][:2]) + np.array([ox, oy])
+    assert x0 <= focal[0] <= x1 and y0 <= focal[1] <= y1, "the view flies to frame them"
 
 
 def test_the_leaders_table_compares_grids_at_the_screens_level_and_a_row_opens_the_grid(app, store):
