@@ -107,9 +107,8 @@ class PartyLayer(pn.viewable.Viewer):
     @param.depends("shown", watch=True)
     def _shown(self) -> None:
         self.app.view.show_party = self._panel.visible = self.shown
-        if self.shown and self.places is None:
+        if self.shown:  # read afresh each time: an import may have changed them meanwhile
             self._read(org_places, self._show_places)
-        if self.shown:
             self.refresh()
 
     def _show_places(self, places: pd.DataFrame) -> None:
@@ -117,12 +116,9 @@ class PartyLayer(pn.viewable.Viewer):
         self.app.view.party = party_marks(places, self.app.layer.origin)
 
     def forget(self) -> None:
-        """Grids or organisations changed: read the marks and the table again (now if the layer is on)."""
-        self.places = None
+        """Grids changed (a planner's save): coverage follows the buildings; read the marks and table again."""
         self.app.view.party_highlight = b""
-        if self.shown:
-            self._read(org_places, self._show_places)
-            self.refresh()
+        self._shown()
 
     def picked(self, index: int) -> None:
         """A mark was clicked: its grid's card with the organisation first, and the roofs it covers outlined and

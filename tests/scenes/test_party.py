@@ -114,3 +114,22 @@ def test_the_layer_speaks_chinese(app):
         assert "网格党员报到" in zh.party.title.object and "本月活跃" in zh.party.title.object
     finally:
         use(DEFAULT_LANG)
+
+
+def test_the_layer_reads_afresh_when_shown_again_and_after_a_grid_save(app, store):
+    app.party.toggle.value = True
+    app.view.pick = {"kind": "party", "index": 0, "seq": 1}
+    assert app.view.party_highlight
+    first = app.view.party[0][0]
+    org_id = org_places(store.con)["org_id"].iloc[0]
+    store.con.execute("UPDATE party_orgs SET name = '改名党委' WHERE org_id = ?", [org_id])
+    try:
+        app._grids_saved(None)  # what a planner's save does to every open screen
+        assert app.view.party_highlight == b"", "the outline of the old coverage goes"
+        assert app.view.party[0][0].startswith("改名党委 · ") and app.view.party[0][0] != first
+        store.con.execute("UPDATE party_orgs SET name = '再改名党委' WHERE org_id = ?", [org_id])
+        app.party.toggle.value = False
+        app.party.toggle.value = True  # an import while the server runs changes them too
+        assert app.view.party[0][0].startswith("再改名党委 · ")
+    finally:
+        store.con.execute("UPDATE party_orgs SET name = ? WHERE org_id = ?", [first.split(" · ")[0], org_id])
