@@ -53,6 +53,21 @@ def grid_ancestors(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     return con.execute(_ancestors_sql()).df()
 
 
+def _coverage_sql(org_ids: list[str] | None) -> tuple[str, list]:
+    """SQL of ``(org_id, building_id)``, what organisations cover (all, or ``org_ids``), and its parameters."""
+    chosen = "TRUE" if org_ids is None else "org_id IN (SELECT unnest(?))"
+    return (f"""
+        WITH o AS (SELECT org_id, kind, grid_id, compound_id FROM party_orgs WHERE {chosen}),
+             taken AS (SELECT DISTINCT compound_id FROM party_orgs WHERE compound_id IS NOT NULL),
+             up AS MATERIALIZED ({_ancestors_sql()})
+        SELECT org_id, building_id FROM o JOIN buildings b USING (compound_id)
+        UNION ALL
+        SELECT o.org_id, b.building_id FROM o JOIN up ON up.ancestor = o.grid_id
+        JOIN buildings b ON b.grid_id = up.grid_id LEFT JOIN taken t ON t.compound_id = b.compound_id
+        WHERE o.compound_id IS NULL AND (o.kind = 'group' OR t.compound_id IS NULL)""",
+            [] if org_ids is None else [sorted(org_ids)])
+
+
 def covered_buildings(con: duckdb.DuckDBPyConnection, org_ids: list[str] | None = None) -> pd.DataFrame:
     """The buildings each organisation covers (see the module's rule).
 
@@ -66,29 +81,18 @@ def covered_buildings(con: duckdb.DuckDBPyConnection, org_ids: list[str] | None 
     DataFrame
         ``org_id``, ``building_id``: one row per organisation and building it covers, by both.
     """
-    chosen = "TRUE" if org_ids is None else "org_id IN (SELECT unnest(?))"
-    params = [] if org_ids is None else [sorted(org_ids)]
-    return con.execute(f"""
-        WITH o AS (SELECT org_id, kind, grid_id, compound_id FROM party_orgs WHERE {chosen}),
-             taken AS (SELECT DISTINCT compound_id FROM party_orgs WHERE compound_id IS NOT NULL),
-             up AS ({_ancestors_sql()})
-        SELECT org_id, building_id FROM o JOIN buildings b USING (compound_id)
-        UNION
-        SELECT o.org_id, b.building_id FROM o JOIN up ON up.ancestor = o.grid_id
-        JOIN buildings b ON b.grid_id = up.grid_id
-        WHERE o.compound_id IS NULL AND (o.kind = 'group' OR b.compound_id IS NULL
-                                         OR b.compound_id NOT IN (SELECT compound_id FROM taken))
-        ORDER BY org_id, building_id""", params).df()
+    sql, params = _coverage_sql(org_ids)
+    return con.execute(f"SELECT * FROM ({sql}) ORDER BY org_id, building_id", params).df()
 
 
-def org_places(con: duckdb.DuckDBPyConnection, *, orgs: pd.DataFrame | None = None,
-               covered: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Every organisation with what the map and the grid card show of it.
+def org_places(con: duckdb.DuckDBPyConnection, org_ids: list[str] | None = None, *,
+               within: list[str] | None = None) -> pd.DataFrame:
+    """Organisations (all, or ``org_ids``) with what the map and the grid card show of them.
 
     Parameters
     ----------
-    orgs, covered : DataFrame, optional
-        :func:`load_orgs` and :func:`covered_buildings`, when already read.
+    within : list of str, optional
+        Grid ids: count, in ``here``, the buildings each organisation covers in them.
 
     Returns
     -------
@@ -98,13 +102,19 @@ def org_places(con: duckdb.DuckDBPyConnection, *, orgs: pd.DataFrame | None = No
         organisation that covers none stands on the ground at a point inside its grid (NaN without a grid in force).
         Sorted as :func:`sort_orgs`.
     """
-    orgs = load_orgs(con) if orgs is None else orgs
-    covered = covered_buildings(con, list(orgs["org_id"])) if covered is None else covered
-    where = con.execute("SELECT building_id, label_x, label_y, base_z + height AS top FROM buildings").df()
-    place = covered.merge(where, on="building_id").groupby("org_id").agg(
-        buildings=("building_id", "size"), x=("label_x", "mean"), y=("label_y", "mean"), z=("top", "max"))
+    orgs = load_orgs(con)
+    if org_ids is not None:
+        orgs = orgs[orgs["org_id"].isin(org_ids)].reset_index(drop=True)
+    sql, params = _coverage_sql(org_ids)
+    here = "count(*) FILTER (WHERE b.grid_id IN (SELECT unnest(?)))" if within is not None else "0"
+    place = con.execute(f"""
+        SELECT c.org_id, count(*) AS buildings, avg(b.label_x) AS x, avg(b.label_y) AS y, max(b.base_z + b.height) AS z,
+               {here} AS here
+        FROM ({sql}) c JOIN buildings b USING (building_id) GROUP BY c.org_id""",
+                        [*([] if within is None else [sorted(within)]), *params]).df().set_index("org_id")
     out = orgs.join(place, on="org_id")
     out["buildings"] = out["buildings"].fillna(0).astype(int)
+    out["here"] = out["here"].fillna(0).astype(int)
     bare = out["x"].isna() & out["grid_id"].notna()
     if bare.any():
         grids = con.execute("SELECT grid_id, ST_AsWKB(boundary) AS wkb FROM grids WHERE valid_to IS NULL "
@@ -135,9 +145,6 @@ def grid_orgs(con: duckdb.DuckDBPyConnection, grid_ids: list[str] | frozenset[st
                                          "(SELECT unnest(?)) AND compound_id IS NOT NULL", [grid_ids]).fetchall()}
     maybe = orgs[orgs["grid_id"].isin(grid_ids) | orgs["compound_id"].isin(compounds)
                  | (orgs["grid_id"].isin(list(above)) & orgs["compound_id"].isna())]
-    covers = covered_buildings(con, list(maybe["org_id"]))
-    inside = {b for b, in con.execute("SELECT building_id FROM buildings WHERE grid_id IN (SELECT unnest(?))",
-                                      [grid_ids]).fetchall()}
-    near = set(covers.loc[covers["building_id"].isin(inside), "org_id"])
-    mine = maybe[maybe["grid_id"].isin(grid_ids) | maybe["org_id"].isin(near)]
-    return org_places(con, orgs=mine, covered=covers[covers["org_id"].isin(mine["org_id"])]).reset_index(drop=True)
+    places = org_places(con, list(maybe["org_id"]), within=grid_ids)
+    mine = places["grid_id"].isin(grid_ids) | (places["here"] > 0)
+    return places[mine].drop(columns="here").reset_index(drop=True)
