@@ -5,7 +5,7 @@ in ``PGPASSWORD`` or ``~/.pgpass``, never on the command line); with ``--json`` 
 object on stdout. Progress bars go to stderr. Bad input exits with code 2
 and a message naming the file, the feature and the fix, and the store is left
 as it was (each command is one transaction). While ``twin serve`` holds the
-store, ``keys`` and ``users`` (:mod:`twin.access.commands`) and ``grids import`` run in that
+store, ``keys`` and ``users`` (:mod:`twin.access.commands`), ``grids import`` and ``party import`` run in that
 server's writer, through the store's control socket (:mod:`twin.store.control`).
 """
 
@@ -192,6 +192,16 @@ def _grids_import(con, args: dict, step: Callable[[str], None]) -> dict:
                              mode=args["mode"], step=step)
 
 
+def _party_import(con, args: dict, step: Callable[[str], None]) -> dict:
+    from ingest.party import import_party_file
+    from twin.access.access import audit
+
+    summary = import_party_file(con, args["path"], what=args["what"], mode=args["mode"], step=step)
+    audit(con, actor=args["actor"], action="party.import", target=args["path"], source=args["source"],
+          detail={"what": args["what"], "mode": args["mode"], "rows": summary["rows"]})
+    return summary
+
+
 def _tiles_export(con, args: dict, step: Callable[[str], None]) -> dict:
     from twin.store.store import district_of
     from twin.tiles.export import export_tiles
@@ -202,7 +212,8 @@ def _tiles_export(con, args: dict, step: Callable[[str], None]) -> dict:
 
 def writing_commands() -> dict:
     """The commands on the store that run offline, or in the server that holds it (``twin serve``): those on
-    users and keys (:mod:`twin.access.commands`), the grid import, and ``tiles.export``, which reads the store whole."""
+    users and keys (:mod:`twin.access.commands`), the grid and party imports, and ``tiles.export``, which reads the
+    store whole."""
     from twin.access.commands import access_commands
     from twin.store.control import Command
 
@@ -210,7 +221,9 @@ def writing_commands() -> dict:
             "tiles.export": Command({"out_dir": str, "cell_size": float, "max_vertices": int}, _tiles_export,
                                     reads_only=True),
             "grids.import": Command({"path": str, "layer": str | None, "actor": str, "reason": str, "mode": str},
-                                    _grids_import, grids_changed=True)}
+                                    _grids_import, grids_changed=True),
+            "party.import": Command({"path": str, "what": str, "mode": str, "actor": str, "source": str},
+                                    _party_import)}
 
 
 def _who() -> dict:
@@ -267,6 +280,25 @@ def _cmd_grids(args: argparse.Namespace) -> dict:
         return _run(args.db, "grids.import", {"path": str(Path(args.path).resolve()), "layer": args.layer,
                                                 "actor": args.actor, "reason": args.reason, "mode": args.mode},
                       step=bar)
+    finally:
+        bar.close()
+
+
+def _cmd_party(args: argparse.Namespace) -> dict:
+    if args.action == "export":
+        from ingest.party import export_party
+        from twin.access.access import audit
+        from twin.store.store import open_for_command
+
+        with open_for_command(args.db, create=False) as store:  # party membership is personal: the export is audited
+            summary = export_party(store.con, args.path, what=args.what)
+            audit(store.con, action="party.export", target=str(args.path), detail={"what": args.what, "rows":
+                                                                                    summary["rows"]}, **_who())
+            return summary
+    bar = StageBar(("read", "check and save"), desc="party")
+    try:
+        return _run(args.db, "party.import", {"path": str(Path(args.path).resolve()), "what": args.what,
+                                                "mode": args.mode, **_who()}, step=bar)
     finally:
         bar.close()
 
@@ -499,6 +531,21 @@ def build_parser() -> argparse.ArgumentParser:
     gimp.add_argument("--reason", required=True, help="why (kept with each new version)")
     gimp.add_argument("--mode", choices=("update", "replace"), default="update",
                       help="replace: each parent's children become exactly the file's")
+
+    party = sub.add_parser("party", help="party organisations and party members' reporting to grids (CSV, GeoJSON)")
+    psub = party.add_subparsers(dest="action", required=True)
+    pexp = command("export", _cmd_party, sub=psub,
+                   help="write the organisations (.csv, .geojson) or the members' reports (.csv) to a file")
+    pimp = command("import", _cmd_party, sub=psub,
+                   help="read organisations or members' reports from a file, checked against the store's grids and "
+                        "residents: an unknown one is refused with its row, and nothing is written")
+    for p in (pexp, pimp):
+        p.add_argument("path", metavar="FILE")
+        p.add_argument("--what", choices=("orgs", "members"), default="orgs",
+                       help="orgs: the organisations; members: which party member reports to which grid (报到)")
+    pimp.add_argument("--mode", choices=("update", "replace"), default="update",
+                      help="update: add the file's rows, replacing those of the same id; replace: the file becomes "
+                           "the whole list")
 
     users = sub.add_parser("users", help="who may sign in, with which role and grids")
     usub = users.add_subparsers(dest="action", required=True)

@@ -135,7 +135,7 @@ def write_district(store: Store, demo: DemoDistrict, *, lap: Callable[[str], Non
     set_demo_meta(store, demo.grids.total_bounds, name="郑东新区 (demo)", scale=scale, seed=seed)
     write_tables(store, demo, lap=lap)
     tables = ("buildings", "meshes", "grids", "compounds", "residents", "cameras", "cases", "case_events",
-              "party_orgs", "basemap")
+              "party_orgs", "party_reports", "party_services", "basemap")
     counts = {t: store.count(t) for t in tables}
     counts["households"] = store.con.execute("SELECT count(DISTINCT household_id) FROM residents").fetchone()[0]
     return counts
@@ -194,7 +194,11 @@ def write_tables(store: Store, demo: DemoDistrict, *, lap: Callable[[str], None]
             "building_id": _demo_id(r["building_source_id"]), "unit": r["unit"], "room": r["room"],
             "name": r["name"], "gender": r["gender"], "id_number": r["id_number"], "phone": r["phone"],
             "birth_date": pd.to_datetime(r["birth_date"]), "tags": r["tags"]}))
-    insert_frame(con, "party_orgs", demo.party_orgs[["org_id", "name", "grid_id", "compound_id", "members"]])
+    insert_frame(con, "party_orgs", demo.party_orgs[["org_id", "name", "kind", "grid_id", "compound_id", "members",
+                                                     "parent_id", "secretary"]])
+    if len(demo.party_reports):
+        insert_frame(con, "party_reports", demo.party_reports)
+        insert_frame(con, "party_services", demo.party_services)
     lap("residents")
 
     cams = demo.cameras

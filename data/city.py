@@ -127,5 +127,6 @@ def relabel(demo: DemoDistrict, *, prefix: str, name: str, offset: tuple[float, 
         cameras=cameras,
         cases=moved(demo.cases, "case_id", "building_source_id", "camera_id", "grid_id"),
         case_events=moved(demo.case_events, "case_id"),
-        party_orgs=moved(demo.party_orgs, "org_id", "compound_id", "grid_id"),
-        basemap=moved(demo.basemap, "source_id"))
+        party_orgs=moved(demo.party_orgs, "org_id", "compound_id", "grid_id", "parent_id"),
+        basemap=moved(demo.basemap, "source_id"),
+        party_reports=demo.party_reports, party_services=demo.party_services)  # none: residents are counted

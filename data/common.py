@@ -38,11 +38,12 @@ class _Plan:
     cameras: int
     cases: int
     party_orgs: int
+    party_reported: int  # party members who report to a grid (报到)
 
 
 _PLANS = {
-    "full": _Plan(20, 20, 12_813, 400_000, 1_127_000, 18_000, 2_400, 483),
-    "small": _Plan(4, 4, 500, 15_600, 43_980, 700, 100, 19),
+    "full": _Plan(20, 20, 12_813, 400_000, 1_127_000, 18_000, 2_400, 483, 5_246),
+    "small": _Plan(4, 4, 500, 15_600, 43_980, 700, 100, 19, 205),  # 205: the full plan's share of residents
 }
 _BLOCK_MIX = (("tower", .18), ("slab", .15), ("mixed", .20), ("office", .17), ("public", .12),
               ("village", .10), ("park", .08))

@@ -28,7 +28,8 @@ This module is the entry point; the generator is split by topic into
 :mod:`data.common` (constants, scale plans), :mod:`data.layout` (lattice and
 grid tables), :mod:`data.shapes` (footprints and cuts), :mod:`data.blocks`
 (block fillers), :mod:`data.people` (households, residents, ID numbers) and
-:mod:`data.events` (cameras, cases, party organisations). :mod:`data.city` tiles
+:mod:`data.events` (cameras, cases) and :mod:`data.party` (party organisations, the
+members who report to grids and their services). :mod:`data.city` tiles
 the district into the city demo (about a million buildings, residents counted
 per building rather than listed).
 
@@ -63,9 +64,11 @@ from data.common import (
     RESIDENT_MODES,
     SCALES,
 )
-from data.events import _cameras, _cases, _party_members, _party_members_counted, _party_orgs, load_taxonomy
+from data.events import _cameras, _cases, load_taxonomy
 from data.ground import demo_basemap
 from data.layout import _assemble, _layout
+from data.party import (_party_members, _party_members_counted, _party_orgs, _party_reports, _party_services,
+                        _secretary_picker)
 from data.people import RESIDENT_COLUMNS, _resident_counts, _residents, id_check_digit
 from twin.errors import check_choice
 
@@ -124,7 +127,14 @@ class DemoDistrict:
     case_events : pandas.DataFrame
         ``case_id``, ``at``, ``from_status``, ``to_status``, ``actor``, ``note``.
     party_orgs : pandas.DataFrame
-        ``org_id``, ``name``, ``compound_id``, ``grid_id``, ``members``.
+        ``org_id``, ``name``, ``kind``, ``compound_id``, ``grid_id``, ``members``, ``parent_id``, ``secretary``:
+        one on every grid (:func:`data.party._party_orgs`).
+    party_reports : pandas.DataFrame
+        ``resident_id``, ``grid_id``, ``reported_on``: party members and the grid each reports to (报到);
+        no rows when residents are counted.
+    party_services : pandas.DataFrame
+        ``service_id``, ``resident_id``, ``grid_id``, ``day``, ``hours``, ``service``: what the reported
+        members did, in the last two months.
     basemap : geopandas.GeoDataFrame
         The ground under the buildings (:func:`data.ground.demo_basemap`): ``source_id``, ``kind``
         (road, water, green), ``name`` and polygonal ``geometry``.
@@ -139,6 +149,8 @@ class DemoDistrict:
     case_events: pd.DataFrame
     party_orgs: pd.DataFrame
     basemap: gpd.GeoDataFrame
+    party_reports: pd.DataFrame
+    party_services: pd.DataFrame
 
 
 # --------------------------------------------------------------------------- public helpers
@@ -157,7 +169,8 @@ def generate_district(*, scale: Literal["full", "small"] = "full", seed: int = 0
     ----------
     scale : {"full", "small"}
         ``"full"``: 12,813 buildings, about 1,127,000 residents, 18,000 cameras,
-        about 2,400 cases and 483 party organisations on a 20 x 20 block
+        about 2,400 cases, 483 party organisations and 5,246 party members
+        reporting to its grids, on a 20 x 20 block
         lattice of about 7.6 km square. ``"small"``: the same generator on a
         4 x 4 lattice (500 buildings) for tests and quick looks.
     seed : int
@@ -203,8 +216,14 @@ def generate_district(*, scale: Literal["full", "small"] = "full", seed: int = 0
     log.info("residents: %d listed (%.1f s)", len(residents), time.perf_counter() - t0)
     cameras = _cameras(rng, lat, bld, buildings, info, plan)
     cases, events = _cases(rng, lat, bld, buildings, cameras, info, plan)
-    party = _party_orgs(rng, compounds, members, plan)
+    listed = len(residents) > 0
+    party = _party_orgs(rng, compounds, grids, members, plan,
+                        secretaries=_secretary_picker(rng, buildings, residents, grids) if listed else None)
+    reports = (_party_reports(rng, buildings, residents, grids, plan) if listed
+               else pd.DataFrame(columns=["resident_id", "grid_id", "reported_on"]))
+    services = _party_services(rng, reports)
     ground = demo_basemap(lat, buildings, ns_roads=info["ns_roads"], ew_roads=info["ew_roads"])
     log.info("district generated (%.1f s)", time.perf_counter() - t0)
     return DemoDistrict(buildings=buildings, grids=grids, compounds=compounds, residents=residents,
-                        cameras=cameras, cases=cases, case_events=events, party_orgs=party, basemap=ground)
+                        cameras=cameras, cases=cases, case_events=events, party_orgs=party, basemap=ground,
+                        party_reports=reports, party_services=services)

@@ -1,9 +1,8 @@
-"""Cameras, cases with their histories, and party organisations of the demo district.
+"""Cameras, and cases with their histories, of the demo district.
 
 Cameras stand at intersections, compound gates, building corners and along
 the streets; cases are drawn from the taxonomy (``load_taxonomy``) and walk
-the status machine up to ``DEMO_NOW``; party organisations are attached to
-compounds with the party members living in them.
+the status machine up to ``DEMO_NOW``. Party organisations are in :mod:`data.party`.
 """
 
 from __future__ import annotations
@@ -269,40 +268,3 @@ def _cases(rng, lat, B, buildings, cameras, info, plan: _Plan):
     events["at"] = events["at"].astype("datetime64[s]")
     events["from_status"] = _nullable(events["from_status"])
     return cases, events
-
-
-# --------------------------------------------------------------------------- party organisations
-
-_PARTY_SHARE = 0.061  # party members per resident in the listed residents' tags (small, seeds 0-2: 6.06-6.18 %)
-
-
-def _party_members(buildings, residents) -> pd.Series:
-    """Party members (residents tagged 党员) per ``compound_id``, from the listed residents."""
-    flat = residents["tags"].list.flatten()
-    rows_ = np.unique(flat.index[(flat == "党员").to_numpy(dtype=bool, na_value=False)])
-    comp_of = buildings.set_index("source_id")["compound_id"]
-    return comp_of.reindex(residents["building_source_id"].to_numpy()[rows_]).value_counts()
-
-
-def _party_members_counted(buildings) -> pd.Series:
-    """Party members per ``compound_id`` when residents are counted: ``_PARTY_SHARE`` of its residents."""
-    per_comp = buildings.groupby("compound_id")["residents"].sum()
-    return (per_comp * _PARTY_SHARE).round().astype(np.int64)
-
-
-def _party_orgs(rng, compounds, per_comp: pd.Series, plan: _Plan) -> pd.DataFrame:
-    """``plan.party_orgs`` compound party organisations; ``per_comp``: party members per ``compound_id``."""
-    nc = len(compounds)
-    if nc >= plan.party_orgs:
-        picks = np.sort(rng.choice(nc, plan.party_orgs, replace=False))
-    else:
-        picks = np.sort(np.r_[np.arange(nc), rng.choice(nc, plan.party_orgs - nc, replace=True)])
-    rows, seen = [], {}
-    for k, c in enumerate(picks):
-        cid = compounds["compound_id"].iat[c]
-        seen[cid] = seen.get(cid, 0) + 1
-        mem = max(3, int(per_comp.get(cid, 0)) // seen[cid])
-        kind = "党委" if mem > 100 else "党总支" if mem >= 50 else "党支部"
-        part = "" if seen[cid] == 1 else f"第{seen[cid]}"
-        rows.append((f"DZ{k + 1:04d}", f"{compounds['name'].iat[c]}{part}{kind}", cid, compounds["grid_id"].iat[c], mem))
-    return pd.DataFrame(rows, columns=["org_id", "name", "compound_id", "grid_id", "members"])

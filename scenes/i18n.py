@@ -116,7 +116,11 @@ AUDIT_ACTION_NAMES = {"signin": N_("signed in"), "signin.failed": N_("sign-in re
                       "grid.import": N_("imported grids"), "grids.export": N_("exported grids"),
                       "key.add": N_("added an API key"), "key.revoke": N_("revoked an API key"),
                       "user.grants": N_("bound a user to grids"), "access.refused": N_("access refused"),
-                      "audit.export": N_("exported the audit trail")}
+                      "audit.export": N_("exported the audit trail"),
+                      "party.import": N_("imported party records"), "party.export": N_("exported party records")}
+# twin.store.schema.PARTY_ORG_KINDS; the 3D view's legend names them by the same msgids (view3d.js).
+PARTY_KIND_NAMES = {"committee": N_("Party committee"), "general_branch": N_("General party branch"),
+                    "branch": N_("Party branch"), "joint_branch": N_("Joint party branch"), "group": N_("Party group")}
 SOURCE_NAMES = {"ai": N_("camera AI"), "open311": N_("Open311 app"), "intake": N_("intake"),
                 "hotline": N_("hotline"), "patrol": N_("patrol"), "citizen": N_("citizen")}
 
@@ -136,6 +140,7 @@ use_name = partial(_named, USE_NAMES)
 source_name = partial(_named, SOURCE_NAMES)
 audit_action_name = partial(_named, AUDIT_ACTION_NAMES)
 camera_status_name = partial(_named, CAMERA_STATUS_NAMES)
+party_kind_name = partial(_named, PARTY_KIND_NAMES)
 
 # Codes in an error's parameters, named by the parameter's name (its last word): the UI shows no codes.
 _PARAM_NAMERS = {"status": status_name, "statuses": status_name, "role": role_name, "level": level_name}

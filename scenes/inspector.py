@@ -13,7 +13,7 @@ import panel as pn
 import param
 
 from scenes.i18n import (_, camera_status_name, case_kind_name, error_text, format_number, format_time, gender_name,
-                         height_source_name, level_name, source_name, status_name, tag_name, use_name)
+                         height_source_name, level_name, party_kind_name, source_name, status_name, tag_name, use_name)
 from scenes.shared import OffLoop
 from scenes.theme import CSS
 from twin.access.policy import MIN_REASON, Gate
@@ -110,17 +110,36 @@ def grid_cases_html(cases: pd.DataFrame) -> str:
             f"<tr>{heads}</tr>{rows}</table>")
 
 
-def party_html(orgs: pd.DataFrame, *, shown: int = 6) -> str:
-    """The party organisations in a grid: name and members, the largest first."""
+def party_html(orgs: pd.DataFrame, figures: dict | None = None, *, shown: int = 6, first: str | None = None) -> str:
+    """A grid's party organisations (the largest kind first; ``first``, an org_id, before them all), each with its
+    kind, secretary, members and the buildings it covers; then its party members' figures of the month."""
     title = "<div class='label'>" + _("party organisation") + "</div>"
+    if first is not None and first in set(orgs["org_id"]):
+        orgs = pd.concat([orgs[orgs["org_id"] == first], orgs[orgs["org_id"] != first]])
     if orgs.empty:
-        return title + "<div class='twin-muted'>" + _("none recorded") + "</div>"
-    members = _("{members} members")
-    names = "".join(f"<li>{html.escape(r.name)} · {members.format(members=format_number(r.members))}</li>"
-                    for r in orgs.head(shown).itertuples())
-    more = ("<li class='twin-muted'>" + _("and {count} more").format(count=format_number(len(orgs) - shown))
-            + "</li>") if len(orgs) > shown else ""
-    return f"{title}<ul class='twin-party'>{names}{more}</ul>"
+        listed = "<div class='twin-muted'>" + _("none recorded") + "</div>"
+    else:
+        facts = _("secretary {secretary} · {members} members · {buildings} buildings covered")
+        items = "".join(
+            f"<li class='twin-party-org{' twin-picked' if r.org_id == first else ''}' "
+            f"data-org='{html.escape(r.org_id)}'>"
+            f"<b>{html.escape(r.name)}</b> · {html.escape(party_kind_name(r.kind))}<br><span class='twin-muted'>"
+            + html.escape(facts.format(secretary=r.secretary or "—", members=format_number(r.members or 0),
+                                       buildings=format_number(r.buildings))) + "</span></li>"
+            for r in orgs.head(shown).itertuples())
+        more = ("<li class='twin-muted'>" + _("and {count} more").format(count=format_number(len(orgs) - shown))
+                + "</li>") if len(orgs) > shown else ""
+        listed = f"<ul class='twin-party'>{items}{more}</ul>"
+    if not figures:
+        return title + listed
+    line = _("party members reported here: {reported} · active this month: {active} · services this month: "
+             "{services} ({hours} h)").format(reported=format_number(figures["reported"]),
+                                               active=format_number(figures["active"]),
+                                               services=format_number(figures["services"]),
+                                               hours=format_number(figures["hours"], digits=1))
+    if figures.get("living") is not None:
+        line += " · " + _("living here: {living}").format(living=format_number(figures["living"]))
+    return f"{title}{listed}<div class='twin-party-figures twin-muted'>{html.escape(line)}</div>"
 
 
 def why_not_listed(card: dict, gate: Gate) -> str:
@@ -165,6 +184,7 @@ class Inspector(pn.viewable.Viewer):
         self._writer = writer
         self._off_loop = off_loop  # served: looks run off the event loop (see look)
         self._looks = 0  # looks that replace the card, so far
+        self.party_org: str | None = None  # a party organisation picked on the map: first on its grid's card
         self._last_look: asyncio.Future | None = None
         self.note = pn.widgets.TextInput(placeholder=_("note for the next step (optional)"),
                                          sizing_mode="stretch_width")
@@ -446,8 +466,10 @@ class Inspector(pn.viewable.Viewer):
             self.show_case(case_id)
         self.look(read, show, replaces=False)
 
-    def show_grid(self, grid_id: str) -> None:
-        """Show a grid's card: its worker, head counts, cases by category (for roles that see cases), party."""
+    def show_grid(self, grid_id: str, *, party_org: str | None = None) -> None:
+        """Show a grid's card: its worker, head counts, cases by category (for roles that see cases), party
+        organisations (``party_org``, one picked on the map, first and marked)."""
+        self.party_org = party_org
         self.look(lambda gate: gate.grid_card(grid_id), self._fill_grid)
 
     def _fill_grid(self, card: dict | TwinError) -> None:
@@ -463,7 +485,9 @@ class Inspector(pn.viewable.Viewer):
                  (_("buildings"), format_number(card["buildings"])), (_("cameras"), format_number(card["cameras"]))]
         cases = grid_cases_html(card["cases"]) if card["may_see_cases"] else ""
         self.card.object = _card(card["name"], facts, subtitle=f"{card['grid_id']} · {level_name(card['level'])}",
-                                 tail=cases + party_html(card["party_orgs"]), kind="twin-grid-card")
+                                 tail=cases + party_html(card["party_orgs"], card.get("party"),
+                                                         first=self.party_org),
+                                 kind="twin-grid-card")
 
     def _ask_rejection(self, asking: bool) -> None:
         """Show (or put away) the rejection's confirmation in place of the case's buttons."""

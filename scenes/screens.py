@@ -29,6 +29,7 @@ from scenes.i18n import (N_, _, case_kind_name, current_lang, error_text, level_
                          translated_legend)
 from scenes.inspector import Inspector
 from scenes.layers import COLOUR_MEASURES, GRID_MEASURES, case_markers, case_update_records, grid_labels, grid_segments
+from scenes.party import PartyLayer
 from scenes.planner import GridEditor, save_through_writer
 from scenes.shared import READS, REFRESH_S, SharedDistrict
 from scenes.theme import CSS
@@ -144,6 +145,7 @@ class DistrictApp(pn.viewable.Viewer):
         self.show_cameras.link(self.view, value="show_cameras")
         self.show_cases = pn.widgets.Checkbox(label=_("cases"), value=True, width=65)
         self.show_cases.link(self.view, value="show_cases")
+        self.party = PartyLayer(self)  # its toggle in the toolbar, its table under the grid table
         self.ticker = CaseTicker(title=_("LIVE CASES"), sizing_mode="stretch_width", height=44)
         self.ticker.param.watch(lambda e: self._go_to(f"case|{e.new['case_id']}"), "clicked")
         self._fill_ticker()
@@ -153,7 +155,7 @@ class DistrictApp(pn.viewable.Viewer):
                                          options={_(label): m for m, label in MEASURE_LABELS.items()}),
             pn.widgets.Select.from_param(self.param.level, label="", width=100,
                                          options={level_name(v): v for v in GRID_LEVELS}),
-            self.show_cases, self.show_cameras, sizing_mode="stretch_width", height=44,
+            self.show_cases, self.show_cameras, self.party.toggle, sizing_mode="stretch_width", height=44,
             css_classes=["twin-toolbar"])
         self.centre = pn.Column(self.toolbar, self.view, sizing_mode="stretch_both", css_classes=["twin-centre"])
         self.view.param.watch(self._picked, "pick")
@@ -314,7 +316,7 @@ class DistrictApp(pn.viewable.Viewer):
         """Put the key figures, the grid table, the inspector and the ticker on the page."""
         if not self._left.objects:
             with pn.io.hold():
-                self._left.objects = [self.figures, self.grid_table]
+                self._left.objects = [self.figures, self.grid_table, self.party]
                 self._right.objects = [self.drilldown, self.inspector]
                 self._bottom.objects = [self.ticker]
 
@@ -356,6 +358,8 @@ class DistrictApp(pn.viewable.Viewer):
         elif kind == "camera" and 0 <= index < len(self._cameras):
             self.view.selected = -1
             self.inspector.show_camera(str(self._cameras["camera_id"].iloc[index]))
+        elif kind == "party":
+            self.party.picked(index)
         else:
             self.select_building(-1)
 
@@ -502,6 +506,7 @@ class DistrictApp(pn.viewable.Viewer):
             self._show_grids(frame, shapes)
             self.view.param.update(colors=colours, legend=translated_legend(legend))
             self.grid_table.refresh(table)
+            self.party.forget()  # coverage follows the buildings into their new grids
 
     def _lang_switch(self) -> str:
         """Links to the page in the other language; ``set_lang`` keeps the choice as the user's preference."""

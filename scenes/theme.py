@@ -5,6 +5,7 @@ PANEL = "#16213a"
 TEXT = "#e6edf7"
 MUTED = "#8fa3bf"
 ACCENT = "#38bdf8"
+PARTY_RED = "#dc2626"  # the party layer's marks and outlines
 # Fonts with CJK that street offices' machines have (Windows, macOS, Debian/Ubuntu), nothing downloaded.
 FONT_STACK = '"Microsoft YaHei", "PingFang SC", "Noto Sans CJK SC", "WenQuanYi Zen Hei", sans-serif'
 
@@ -41,6 +42,9 @@ body, .bk-root {{ background: {BACKGROUND}; color: {TEXT}; font-family: {FONT_ST
 .twin-figure-half.twin-mine .value {{ color: {ACCENT}; }}
 .twin-figure-scope, .twin-figure-note {{ font-size: 12px; color: {MUTED}; }}
 .twin-unmasked-row {{ font-size: 12px; color: {ACCENT}; padding: 2px 0; }}
+.twin-party {{ padding-left: 16px; margin: 4px 0; }}
+.twin-party-org.twin-picked {{ border-left: 3px solid {PARTY_RED}; padding-left: 6px; margin-left: -9px; }}
+.twin-party-figures {{ font-size: 12px; }}
 """
 
 # For the whole page (Panel's and Bokeh's own widgets read the variable), given to pn.extension(global_css=...).

@@ -9,6 +9,10 @@ const GROUND_Z = -0.2; // the ground plane; the basemap's kinds lie just above i
 const BASEMAP_STEP_Z = 0.05;
 const BACKGROUND = [0.059, 0.09, 0.141];
 const HIGHLIGHT = [255, 196, 0];
+// Party organisations by kind (twin.store.schema.PARTY_ORG_KINDS: committee, general branch, branch, joint branch,
+// group), and the outline of what the picked one covers.
+const PARTY_COLOURS = ["#b91c1c", "#f97316", "#facc15", "#a855f7", "#f472b6"];
+const PARTY_OUTLINE = [1.0, 0.2, 0.2];
 const STATUS_COLOURS = [[239, 68, 68], [249, 115, 22], [234, 179, 8], [34, 197, 94], [56, 189, 248],
                         [148, 163, 184], [100, 116, 139], [217, 70, 239]];
 
@@ -240,6 +244,7 @@ export function render({ model, el }) {
   const gridHighlight = makeActor(false);
   const cameras = makeActor(true);
   const cones = makeActor(false);
+  const partyOutline = makeActor(false);
   buildings.actor.getProperty().setInterpolationToFlat();
   buildings.actor.getProperty().setAmbient(0.25);
   buildings.actor.getProperty().setDiffuse(0.8);
@@ -263,8 +268,12 @@ export function render({ model, el }) {
   cones.actor.getProperty().setLighting(false);
   cones.actor.getProperty().setBackfaceCulling(false);
 
+  partyOutline.actor.getProperty().setColor(...PARTY_OUTLINE);
+  partyOutline.actor.getProperty().setLineWidth(4);
+  partyOutline.actor.getProperty().setLighting(false);
+
   const deferred = [ground, basemap, gridLines, gridHighlight];
-  for (const a of [...deferred, cameras, cones]) a.actor.setVisibility(false);
+  for (const a of [...deferred, cameras, cones, partyOutline]) a.actor.setVisibility(false);
 
   // Overlay elements: tooltip, legend, labels, navigation buttons.
   const overlay = document.createElement("div");
@@ -278,6 +287,10 @@ export function render({ model, el }) {
   overlay.appendChild(caseCanvas);
   const labelLayer = document.createElement("div");
   overlay.appendChild(labelLayer);
+  // Party organisations' marks: each one a button over the view (a click opens its grid's card).
+  const partyLayer = document.createElement("div");
+  partyLayer.className = "twin-party-layer";
+  overlay.appendChild(partyLayer);
   const tooltip = document.createElement("div");
   tooltip.className = "twin-tooltip";
   tooltip.style.cssText = "position:absolute;display:none;background:rgba(15,23,36,.92);border:1px solid #38bdf8;" +
@@ -957,12 +970,68 @@ export function render({ model, el }) {
       d.style.display = free ? "block" : "none";
     });
   }
+  // --- the party layer ----------------------------------------------------
+  const PARTY_MARK_PX = 14;
+  function placeParty() {
+    const marks = model.party || [];
+    partyLayer.style.display = model.show_party ? "block" : "none";
+    if (!model.show_party) { probe.twinPartyMarks = 0; return; }
+    while (partyLayer.childElementCount < marks.length) {
+      const d = document.createElement("div"), i = partyLayer.childElementCount;
+      d.className = "twin-party-mark";
+      d.setAttribute("role", "button");
+      d.textContent = "★";
+      d.style.cssText = `position:absolute;width:${PARTY_MARK_PX}px;height:${PARTY_MARK_PX}px;border-radius:50%;` +
+        "transform:translate(-50%,-50%);border:1.5px solid #fff;color:#fff;font-size:9px;line-height:" +
+        `${PARTY_MARK_PX - 3}px;text-align:center;cursor:pointer;pointer-events:auto;box-shadow:0 0 3px #000;`;
+      d.addEventListener("click", (e) => {
+        e.stopPropagation();
+        state.clickSeq += 1;
+        model.pick = { kind: "party", index: i, seq: state.clickSeq };
+      });
+      partyLayer.appendChild(d);
+    }
+    while (partyLayer.childElementCount > marks.length) partyLayer.lastChild.remove();
+    const dpr = window.devicePixelRatio || 1;
+    const [, h] = glWindow.getSize();
+    let shown = 0;
+    marks.forEach(([text, x, y, z, kind], i) => {
+      const d = partyLayer.children[i];
+      const p = glWindow.worldToDisplay(x, y, z, renderer);
+      const on = p[2] > 0 && p[2] < 1;
+      if (d.title !== text) d.title = text;
+      d.style.background = PARTY_COLOURS[kind] || PARTY_COLOURS[2];
+      d.style.left = `${p[0] / dpr}px`;
+      d.style.top = `${(h - p[1]) / dpr}px`;
+      d.style.display = on ? "block" : "none";
+      shown += on ? 1 : 0;
+    });
+    probe.twinPartyMarks = shown;
+  }
+
+  function setSegments3(layer, data) { // float32 (x0, y0, z0, x1, y1, z1) per segment
+    const pts = floatBuffer(data), n = pts.length / 3;
+    const lines = new Uint32Array((n / 2) * 3);
+    for (let s = 0; s < n / 2; s++) lines.set([2, 2 * s, 2 * s + 1], 3 * s);
+    layer.polydata.getPoints().setData(pts, 3);
+    layer.polydata.getLines().setData(lines);
+    layer.polydata.modified();
+  }
+
+  function showParty() {
+    partyOutline.actor.setVisibility(!!model.show_party && floatBuffer(model.party_highlight).length > 0);
+    placeParty();
+    drawMarkerLegend();
+    render();
+  }
+
   let labelFrame = 0;
   const cameraWatch = renderer.getActiveCamera().onModified(() => {
     if (!labelFrame) labelFrame = requestAnimationFrame(() => {
       labelFrame = 0;
       if (removed) return;
       placeLabels();
+      placeParty();
       drawCases();
       if (overlaysShown && cones.actor.getVisibility() !== conesWanted()) {
         cones.actor.setVisibility(conesWanted());
@@ -988,8 +1057,18 @@ export function render({ model, el }) {
       `<div><span style="display:inline-block;width:0;height:0;border-left:5px solid transparent;` +
       `border-right:5px solid transparent;border-bottom:10px solid rgba(56,189,248,0.45);` +
       `margin-right:6px;vertical-align:middle"></span>${cone}</div>`;
-    markerLegend.innerHTML = cases + cams;
-    markerLegend.style.display = cases || cams ? "block" : "none";
+    const kinds = [_("Party committee"), _("General party branch"), _("Party branch"), _("Joint party branch"),
+                   _("Party group")];
+    const partyTitle = _("Party organisations"), covers = _("buildings the picked one covers");
+    const party = !model.show_party ? "" :
+      `<div class="twin-party-legend"><div style="font-weight:600;margin:4px 0 2px">${partyTitle}</div>` +
+      kinds.map((name, k) => `<div class="twin-party-kind">` +
+        `${swatch(PARTY_COLOURS[k].match(/\w\w/g).map((c) => parseInt(c, 16)), true)}${name}</div>`).join("") +
+      `<div><span style="display:inline-block;width:10px;height:0;border-top:3px solid rgb(${PARTY_OUTLINE.map(
+        (c) => Math.round(255 * c))});margin-right:6px;vertical-align:middle"></span>` +
+      `${covers}</div></div>`;
+    markerLegend.innerHTML = cases + cams + party;
+    markerLegend.style.display = cases || cams || party ? "block" : "none";
   }
 
   function drawLegend() {
@@ -1259,6 +1338,9 @@ export function render({ model, el }) {
   model.on("basemap", loadBasemap);
   model.on("show_cameras", () => { applyLayerVisibility(); drawMarkerLegend(); });
   model.on("show_cases", () => { applyLayerVisibility(); drawMarkerLegend(); });
+  model.on("party", placeParty);
+  model.on("show_party", showParty);
+  model.on("party_highlight", () => { setSegments3(partyOutline, model.party_highlight); showParty(); });
   model.on("tooltip", () => {
     tooltip.textContent = model.tooltip || "";
     tooltip.style.display = model.tooltip && model.hovered >= 0 ? "block" : "none";
@@ -1278,7 +1360,7 @@ export function render({ model, el }) {
     const size = `${container.clientWidth}x${container.clientHeight}`;
     if (size === drawnSize) return;
     drawnSize = size;
-    grw.resize(); placeLabels(); queueCases(); render();
+    grw.resize(); placeLabels(); placeParty(); queueCases(); render();
   };
   model.on("resize", resize);
   let started = false;
@@ -1294,10 +1376,11 @@ export function render({ model, el }) {
     loadCases();
     loadBasemap();
     loadCameras();
+    setSegments3(partyOutline, model.party_highlight);
     drawLegend();
     drawMarkerLegend();
     placeLabels();
-    render();
+    showParty();
   });
   const observer = new ResizeObserver(() => resize());
   observer.observe(container);

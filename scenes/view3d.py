@@ -46,6 +46,12 @@ class DistrictView(JSComponent):
     cameras = param.Bytes(default=b"", doc="float32 (x, y, z, heading, pitch, fov, range, online) per camera")
     show_cameras = param.Boolean(default=True)
     show_cases = param.Boolean(default=True)
+    party = param.List(default=[], doc="[text, x, y, z, kind] per party organisation: its mark above what it covers "
+                                       "(relative to the origin), the index of its kind in PARTY_ORG_KINDS, and what "
+                                       "hovering it says (scenes.party.party_marks)")
+    party_highlight = param.Bytes(default=b"", doc="float32 (x0, y0, z0, x1, y1, z1) per segment: the roof outlines "
+                                                   "of the buildings the picked party organisation covers")
+    show_party = param.Boolean(default=False, doc="Show the party layer: its marks, outlines and legend")
     fly_to = param.Dict(default={}, doc="{'fp', 'pos'} (focal point and eye, scenes.framing.frame_view) or "
                                         "{'x', 'y', 'z', 'r'} to fly to, or {'view': 'oblique'|'top'|'reset'}")
     tooltip = param.String(default="")
@@ -57,7 +63,7 @@ class DistrictView(JSComponent):
 
     # Set by the browser.
     ready = param.Boolean(default=False, doc="The first frame is drawn")
-    pick = param.Dict(default={}, doc="{'kind': 'building'|'case'|'camera'|'ground'|'none', 'index': int, "
+    pick = param.Dict(default={}, doc="{'kind': 'building'|'case'|'camera'|'party'|'ground'|'none', 'index': int, "
                                       "'seq': int, 'element': int (a model's element, -1 for an LOD1 block), "
                                       "'x', 'y': where a 'ground' click meets z = 0 (relative to the origin)}")
     hovered = param.Integer(default=-1, doc="Building index under the pointer")

@@ -17,6 +17,8 @@ from twin.cases.cases import OPEN_STATUSES, next_statuses
 from twin.cases.detections import recent_detections
 from twin.errors import N_, InputError
 from twin.grids.grids import grids_under
+from twin.party.figures import grid_party_figures
+from twin.party.orgs import grid_orgs
 from twin.store.queries import _now, building_population, population
 from twin.store.schema import GRID_LEVELS
 from twin.store.store import building_rows
@@ -183,7 +185,10 @@ def grid_card(con: duckdb.DuckDBPyConnection, grid_id: str) -> dict:
     dict
         ``grid_id``, ``name``, ``level``, ``kind``, ``worker``, ``worker_phone``, ``grid_path``, ``buildings``, ``residents``,
         ``households``, ``cameras``; ``cases`` (DataFrame ``category``, ``open``, ``overdue``, most open
-        first) and ``party_orgs`` (DataFrame ``org_id``, ``name``, ``members``).
+        first); ``party_orgs`` (DataFrame: the organisations on it or covering its buildings, largest kind first,
+        as :func:`twin.party.orgs.grid_orgs`: ``org_id``, ``name``, ``kind``, ``secretary``, ``members``,
+        ``buildings`` covered, ...) and ``party`` (its members reported, active and services this month:
+        :func:`twin.party.figures.grid_party_figures`).
 
     Raises
     ------
@@ -209,8 +214,8 @@ def grid_card(con: duckdb.DuckDBPyConnection, grid_id: str) -> dict:
         f"""SELECT category, count(*) AS open, count(*) FILTER (WHERE due_at < ?) AS overdue FROM cases
             WHERE grid_id IN (SELECT unnest(?)) AND status IN ({placeholders})
             GROUP BY category ORDER BY open DESC, category""", [_now(con), under, *OPEN_STATUSES]).df()
-    card["party_orgs"] = con.execute("SELECT org_id, name, members FROM party_orgs WHERE grid_id IN "
-                                     "(SELECT unnest(?)) ORDER BY members DESC, org_id", [under]).df()
+    card["party_orgs"] = grid_orgs(con, under, above=[g["grid_id"] for g in card["grid_path"][:-1]])
+    card["party"] = grid_party_figures(con, under)
     return card
 
 

@@ -344,10 +344,43 @@ def test_some_open_cases_are_overdue():
 
 def test_party_orgs(small):
     p = small.party_orgs
-    assert p["org_id"].is_unique and p["compound_id"].isin(small.compounds["compound_id"]).all()
+    in_compound = p["compound_id"].notna()
+    assert p["org_id"].is_unique and p.loc[in_compound, "compound_id"].isin(small.compounds["compound_id"]).all()
     grid_of = small.compounds.set_index("compound_id")["grid_id"]
-    assert (p["grid_id"].to_numpy() == grid_of.reindex(p["compound_id"]).to_numpy()).all()
-    assert (p["members"] >= 3).all() and p["name"].str.contains("党").all()
+    assert (p.loc[in_compound, "grid_id"].to_numpy() == grid_of.reindex(p.loc[in_compound, "compound_id"]).to_numpy()
+            ).all()
+    grids = small.grids[small.grids["level"] == "grid"]["grid_id"]
+    assert set(grids) == set(p["grid_id"]), "a party organisation on every grid"
+    bare = ~grids.isin(small.compounds["grid_id"])
+    assert set(p.loc[~in_compound, "grid_id"]) == set(grids[bare]) and (p.loc[~in_compound, "kind"] == "joint_branch"
+                                                                        ).all(), "a joint branch where no compound is"
+    assert (p["members"] >= 3).all() and p["name"].str.contains("党").all() and p["secretary"].notna().all()
+    sized = p[in_compound]
+    assert (sized["kind"] == np.select([sized["members"] > 100, sized["members"] >= 50], ["committee",
+                                                                                           "general_branch"], "branch")
+            ).all(), "a compound's organisation is a committee, general branch or branch by its members"
+    members = set(small.residents.loc[small.residents["tags"].map(lambda t: "党员" in list(t)), "name"])
+    assert sized["secretary"].isin(members).all(), "a compound's secretary is a party member living there"
+
+
+def test_party_members_report_to_grids_and_serve(small):
+    r, s = small.party_reports, small.party_services
+    assert len(r) == 205 and r["resident_id"].is_unique
+    tags = small.residents.set_index("resident_id")["tags"]
+    assert r["resident_id"].map(lambda i: "党员" in list(tags[i])).all(), "every one reporting is a party member"
+    grids = small.grids.set_index("grid_id")
+    assert (grids.loc[r["grid_id"], "level"] == "grid").all()
+    home = small.buildings.set_index("source_id")["grid_id"].reindex(
+        small.residents.set_index("resident_id").loc[r["resident_id"], "building_source_id"]).map(grids["parent_id"])
+    elsewhere = (home.to_numpy() != r["grid_id"].to_numpy()).mean()
+    assert 0.1 < elsewhere < 0.4, "a quarter serve in another grid of their community than their home's"
+    assert (r["reported_on"] < DEMO_NOW).all()
+    assert set(s["resident_id"]) <= set(r["resident_id"]) and s["service_id"].is_unique
+    assert (s["day"] >= pd.Timestamp("2026-10-01")).all() and (s["day"] <= DEMO_NOW).all()
+    this_month = s[s["day"] >= pd.Timestamp("2026-11-01")]
+    active = this_month.groupby("grid_id")["resident_id"].nunique() / r.groupby("grid_id").size()
+    assert 0.4 < this_month["resident_id"].nunique() / len(r) < 0.9 and active.max() - active.min() > 0.2, \
+        "most members served this month, more in some grids than in others"
 
 
 # --------------------------------------------------------------------------- full scale
@@ -389,6 +422,7 @@ def test_full_scale_counts():
     assert .78 <= in_comp <= .82
     assert len(d.cameras) == 18_000 and len(d.party_orgs) == 483
     assert abs(len(d.cases) - 2_400) <= 240
-    assert d.party_orgs["compound_id"].is_unique
+    assert d.party_orgs["compound_id"].dropna().is_unique and d.party_orgs["grid_id"].nunique() == 400
+    assert len(d.party_reports) == 5_246
     x0, y0, x1, y1 = d.grids.total_bounds
     assert x1 - x0 <= 8000 and y1 - y0 <= 8000

@@ -136,8 +136,8 @@ UNCHECK_ALL = """() => {
 def test_roads_and_the_river_are_drawn_under_the_buildings_after_the_first_frame(page, small_demo):
     page.wait_for_function("window.twinBasemap > 0", timeout=30_000)
     # The camera fans and case dots are drawn over everything, the ground included: switched off (the view's
-    # two checkboxes, "cameras" and "cases", the page's only ones).
-    assert page.evaluate(UNCHECK_ALL) == 2
+    # checkboxes, "cameras" and "cases", the page's only ones with "party", which starts off).
+    assert page.evaluate(UNCHECK_ALL) == 3
     page.wait_for_timeout(500)
     page.locator(".twin-nav-top").click()  # the whole district from above
     page.wait_for_timeout(1500)

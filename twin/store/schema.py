@@ -9,12 +9,13 @@ Timestamps are naive and in the store's zone, ``meta.timezone`` (an IANA name,
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 11  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
+SCHEMA_VERSION = 14  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
 # 5 grid_changes (who changed which grid version, when and why), 6 users and the audit trail,
 # 7 no R-tree on grid boundaries (see DROPPED_INDEXES), 8 users.lang (the UI language a user chose),
 # cases.attributes (Open311 attributes) and meta.timezone; 9 the basemap (roads, water, green) and
 # grids.worker_phone; 10 key_use (requests per API key and day); 11 buildings.residents (head counts
-# where residents are counted, not listed);
+# where residents are counted, not listed); 12 and 13 (kept for other work); 14 party_orgs.kind, parent_id and
+# secretary, party_reports (party members reporting to a grid, 报到) and party_services (their service records);
 # older stores are upgraded in place
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"  # the demo district's; a new store, and an upgraded one, get it in meta.timezone
@@ -22,6 +23,13 @@ GRID_LEVELS = ("street", "community", "grid", "micro")
 HEIGHT_SOURCES = ("height", "levels", "default", "bim", "mesh")
 MESH_LODS = ("lod1", "bim", "mesh")
 BASEMAP_KINDS = ("road", "water", "green")
+# Party organisations, largest first: a committee (党委; a compound's 综合党委 too), a general branch (党总支), a
+# branch (党支部), a joint branch of several small units (联合党支部) and a party group inside a branch (党小组).
+PARTY_ORG_KINDS = ("committee", "general_branch", "branch", "joint_branch", "group")
+# How an organisation's name ends for each kind, the longest first: an upgraded store's organisations get their
+# kind from their names (the demo's are named so: 普罗新村党委, 如意家园党支部).
+PARTY_KIND_SUFFIXES = (("联合党支部", "joint_branch"), ("党总支", "general_branch"), ("党支部", "branch"),
+                       ("党小组", "group"), ("党委", "committee"), ("支部", "branch"))
 
 TABLES: dict[str, str] = {
     "meta": """
@@ -199,8 +207,22 @@ TABLES: dict[str, str] = {
         org_id VARCHAR PRIMARY KEY,
         name VARCHAR NOT NULL,
         grid_id VARCHAR,
-        compound_id VARCHAR,
-        members INTEGER""",
+        compound_id VARCHAR,         -- a compound's organisation covers its buildings (twin.party.orgs)
+        members INTEGER,
+        kind VARCHAR,                -- one of PARTY_ORG_KINDS
+        parent_id VARCHAR,           -- the organisation above it (a group's branch), if any
+        secretary VARCHAR""",
+    "party_reports": """
+        resident_id VARCHAR PRIMARY KEY,  -- a resident tagged 党员
+        grid_id VARCHAR NOT NULL,         -- the grid whose services the member joins (not where they live)
+        reported_on DATE NOT NULL""",
+    "party_services": """
+        service_id VARCHAR PRIMARY KEY,
+        resident_id VARCHAR NOT NULL,     -- the party member who served
+        grid_id VARCHAR NOT NULL,         -- where
+        day DATE NOT NULL,
+        hours DOUBLE,
+        service VARCHAR""",
 }
 
 # Lookups later issues need: building -> residents and cases, grid -> buildings,
@@ -234,6 +256,9 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cases", "attributes", "VARCHAR"),
     ("grids", "worker_phone", "VARCHAR"),
     ("buildings", "residents", "INTEGER"),
+    ("party_orgs", "kind", "VARCHAR"),
+    ("party_orgs", "parent_id", "VARCHAR"),
+    ("party_orgs", "secretary", "VARCHAR"),
 )
 
 # (table, column) of every geometry column: a PostgreSQL store types them geometry(Geometry, SRID) in the store's

@@ -34,7 +34,8 @@ import shapely
 from twin.geo.crs import District
 from twin.errors import StoreError, StoreUnavailable
 from twin.store.schema import (ADDED_COLUMNS, CHANGES_CHANNEL, DEFAULT_TIMEZONE, DROPPED_INDEXES, GEOMETRY_COLUMNS,
-                               INDEXES, NOTIFIED_TABLES, ORIGIN_SETTING, SCHEMA_VERSION, SEQUENCES, TABLES)
+                               INDEXES, NOTIFIED_TABLES, ORIGIN_SETTING, PARTY_KIND_SUFFIXES, SCHEMA_VERSION, SEQUENCES,
+                               TABLES)
 
 log = logging.getLogger(__name__)
 
@@ -509,10 +510,18 @@ def set_timezone(con: duckdb.DuckDBPyConnection) -> None:
                 [DEFAULT_TIMEZONE])
 
 
+def name_party_kinds(con: duckdb.DuckDBPyConnection) -> None:
+    """Give party organisations without a kind (stores before schema 14) the kind their name ends with
+    (``PARTY_KIND_SUFFIXES``); a name that ends otherwise keeps none."""
+    cases = " ".join(f"WHEN name LIKE '%{suffix}' THEN '{kind}'" for suffix, kind in PARTY_KIND_SUFFIXES)
+    con.execute(f"UPDATE party_orgs SET kind = CASE {cases} END WHERE kind IS NULL")
+
+
 # The steps that bring an older store to this version, in order, inside one transaction
-# (every step so far only added tables, columns and indexes, dropped indexes, and added meta keys).
+# (every step so far added tables, columns and indexes, dropped indexes, added meta keys, and named the kinds of
+# party organisations from their names).
 UPGRADE_STEPS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [add_missing_tables, set_timezone,
-                                                                      set_schema_version]
+                                                                      name_party_kinds, set_schema_version]
 
 
 def create_indexes(con: duckdb.DuckDBPyConnection) -> None:

@@ -192,3 +192,22 @@ def test_a_grid_change_survives_a_crash_before_the_store_is_closed(demo_copy):
                                           "(SELECT unnest(?))", [acknowledged["moved"]]).fetchall()}
         assert owners == {kept}, "the buildings it moved are in their new grid"
         assert con.execute("SELECT count(*) FROM audit WHERE seq = ?", [acknowledged["audit_seq"]]).fetchone()[0] == 1
+
+
+def test_a_store_before_schema_14_gets_the_party_tables_and_its_organisations_kinds_from_their_names(tmp_path):
+    path = tmp_path / "old.duckdb"
+    with Store(path, create=True) as store:
+        con = store.con
+        for column in ("kind", "parent_id", "secretary"):
+            con.execute(f"ALTER TABLE party_orgs DROP COLUMN {column}")
+        con.execute("DROP TABLE party_reports")
+        con.execute("DROP TABLE party_services")
+        con.execute("INSERT INTO party_orgs (org_id, name, members) VALUES ('A', '普罗新村党委', 111), "
+                    "('B', '如意家园党支部', 46), ('C', '第3网格联合党支部', 9), ('D', '怡景雅居党总支', 62), "
+                    "('E', '某某协会', 5)")
+        con.execute("UPDATE meta SET value = '11' WHERE key = 'schema_version'")
+    with Store(path) as store:
+        kinds = dict(store.con.execute("SELECT org_id, kind FROM party_orgs").fetchall())
+        assert kinds == {"A": "committee", "B": "branch", "C": "joint_branch", "D": "general_branch", "E": None}
+        assert store.count("party_reports") == store.count("party_services") == 0
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION) == "14"
