@@ -251,7 +251,8 @@ ROWS = (
                   f", worst {ms(f('sessions.pick_to_inspector.max_ms'))}, {count(f('sessions.pick_to_inspector.failed'))}"
                   f" failed of {count(f('sessions.pick_to_inspector.count'))}; CPU per click "
                   f"{ms(f('sessions.cpu.workers_per_pick_ms'))} + PostgreSQL {ms(f('sessions.cpu.postgres_per_pick_ms'))}"
-                  f", per open session {_figure(f('sessions.cpu.idle_ms_per_session_second'))} ms a second"),
+                  f", per open session {_figure(f('sessions.cpu.idle_ms_per_session_second'))} ms a second; "
+                  f"machine load {_figure(f('sessions.machine_load.before_picks'))} when the clicks began"),
     Row("memory per session (the app processes' resident memory over their baseline with none)", "scale",
         lambda f: f"{mb(f('sessions.memory.per_session_after_picks_bytes'))} after the clicks "
                   f"({mb(f('sessions.memory.per_session_bytes'))} just opened)",

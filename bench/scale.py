@@ -18,9 +18,9 @@ a throwaway PostgreSQL 15/PostGIS 3 cluster that the bench starts (tests/pgclust
   Memory per session: the app processes' resident memory with the sessions open, over their baseline with none
   (each worker having served one session first, so that what a process loads once is in the baseline).
   CPU: the app processes' over an idle stretch (sessions open, nobody clicking) and over the clicking.
-- **Live across processes**: cases posted to worker A's port one every ``LIVE_EVERY_S``; from each reply to the
-  case's marker update arriving in each session: on worker B (the case came by PostgreSQL's NOTIFY) and, as
-  the baseline, on worker A itself.
+- **Live across processes**: cases posted to worker A's port one every ``LIVE_EVERY_S``; from each post (the
+  intake's commit included) to the case's marker update arriving in each session: on worker B (the case came
+  by PostgreSQL's NOTIFY) and, as the baseline, on worker A itself.
 
 Then the README's command centre, on paper (:func:`command_centre`): the app processes, memory, cores and
 database that ``TARGET_SESSIONS`` sessions and ``TARGET_CASES_PER_MIN`` cases a minute need, from the measured
@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -62,6 +63,7 @@ OPEN_AT_ONCE = 4  # sessions being opened at the same time (people arrive over m
 THINK_S = (3.0, 7.0)  # an operator reads the card between clicks: uniform, seconds
 PICK_S, PICK_S_QUICK = 45.0, 12.0
 IDLE_S, IDLE_S_QUICK = 10.0, 4.0
+SETTLE_S = 5.0
 LIVE_PROBES, LIVE_PROBES_QUICK = 20, 6
 LIVE_EVERY_S = 0.75
 LIVE_TIMEOUT_S = 5.0
@@ -75,6 +77,10 @@ WORKER_BUSY_AT_MOST = 0.5  # of one core per app process, on paper: one Python p
 TARGET_SESSIONS = 500
 TARGET_CASES_PER_MIN = 2000
 GOALS = {"pick_p95_ms_at_most": 300.0, "cross_process_p95_ms_at_most": 1000.0, "intake_p99_ms_at_most": P99_MS}
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 1)
 
 
 def _percentiles(values: list[float]) -> dict:
@@ -129,6 +135,16 @@ def database_bytes(url: str) -> int:
         return con.execute("SELECT pg_database_size(current_database())").fetchone()[0]
 
 
+def transactions(url: str) -> tuple[int, int]:
+    """The database's transactions so far: (committed, rolled back). Rolled back are mostly writers that lost
+    the race for the audit chain's head to another process and ran again."""
+    import psycopg
+
+    with psycopg.connect(url) as con:
+        return con.execute("SELECT xact_commit, xact_rollback FROM pg_stat_database "
+                           "WHERE datname = current_database()").fetchone()
+
+
 def client_connections(url: str) -> int:
     """Connections of clients to the cluster (the app processes' and their listeners'), this one's apart."""
     import psycopg
@@ -145,18 +161,21 @@ def rss_bytes(pids: list[int]) -> list[int]:
 
 
 def intake(base: str, work: Path, points: np.ndarray, crs: str, key: str, *, quick: bool, cpu: CPU,
-           sources: tuple[str, ...] = ()) -> tuple[dict, list[dict], dict[str, list[str]], float]:
-    """Offered rate raised step by step against ``base``: the warm-up, the steps, their acknowledged case ids, and
-    the CPU seconds ``cpu``'s processes spent meanwhile. :func:`intake_figures` checks the store afterwards."""
+           sources: tuple[str, ...] = ()) -> tuple[dict, list[dict], dict[str, list[str]], float, list[float]]:
+    """Offered rate raised step by step against ``base``: the warm-up, the steps, their acknowledged case ids,
+    the CPU seconds ``cpu``'s processes spent meanwhile, and the machine's load before and after.
+    :func:`intake_figures` checks the store afterwards."""
     def post(**step) -> tuple[dict, list[str]]:
         return post_phase(base, points, crs, key, work, **step, sources=sources)
+    load = [_load()]
     cpu.start()
     warm, steps, acked = raise_rate(post, quick=quick, rates=RATES, step_s=STEP_S, warmup_s=WARMUP_S,
                                     server_warmup_s=SERVER_WARMUP_S)
-    return warm, steps, acked, cpu.seconds()
+    return warm, steps, acked, cpu.seconds(), [*load, _load()]
 
 
-def intake_figures(db: str | Path, warm: dict, steps: list[dict], acked: dict[str, list[str]], cpu_s: float) -> dict:
+def intake_figures(db: str | Path, warm: dict, steps: list[dict], acked: dict[str, list[str]], cpu_s: float,
+                   load: list[float]) -> dict:
     """The knee, the steps and what was lost, once every acknowledged case is looked for in the store ``db``
     (a file only once its server stopped); CPU per acknowledged case."""
     check_store(db, {"warmup": warm, **{f"step{n}": step for n, step in enumerate(steps)}}, acked)
@@ -166,7 +185,7 @@ def intake_figures(db: str | Path, warm: dict, steps: list[dict], acked: dict[st
             "first_failing_step": next((s for s in steps if not s["held"]), None), "steps": steps,
             "server_warmup": warm, "lost": sum(s["lost"] for s in [warm, *steps]),
             "duplicated": sum(s["duplicated"] for s in [warm, *steps]), "cases_acknowledged": cases,
-            "cpu_ms_per_case": round(1000 * cpu_s / cases, 2) if cases else None}
+            "cpu_ms_per_case": round(1000 * cpu_s / cases, 2) if cases else None, "machine_load": load}
 
 
 async def _open_all(base: str, user: tuple[str, str], sources: list[str]) -> list[OperatorSession]:
@@ -219,8 +238,9 @@ async def _picks(sessions: list[OperatorSession], building_ids: list[str], secon
 
 async def _live(sessions: list[OperatorSession], worker_of: list[int], post_to: str, forms: list[dict],
                 key: str) -> tuple[dict[int, list[float]], dict[int, int]]:
-    """Post ``forms`` to ``post_to`` one every ``LIVE_EVERY_S``; per worker, each session's seconds from the reply
-    to the case's marker update, and the updates that never came within ``LIVE_TIMEOUT_S``."""
+    """Post ``forms`` to ``post_to`` one every ``LIVE_EVERY_S``; per worker, each session's seconds from the post
+    (the intake's commit included: the reply may reach this client after the update, whose loop serves every
+    session) to the case's marker update, and the updates that never came within ``LIVE_TIMEOUT_S``."""
     from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
     http = AsyncHTTPClient()
@@ -228,15 +248,15 @@ async def _live(sessions: list[OperatorSession], worker_of: list[int], post_to: 
     missed: dict[int, int] = {w: 0 for w in set(worker_of)}
 
     async def probe(form: dict) -> None:
+        posted = time.perf_counter()
         answer = await http.fetch(HTTPRequest(post_to + "/open311/v2/requests.json", method="POST",
                                               body=urllib.parse.urlencode({**form, "api_key": key})))
-        replied = time.perf_counter()
         case_id = json.loads(answer.body)[0]["service_request_id"]
         futures = [s.case_arrival(case_id) for s in sessions]
         await asyncio.wait(futures, timeout=LIVE_TIMEOUT_S)
         for worker, future in zip(worker_of, futures):
             if future.done():
-                arrived[worker].append(future.result() - replied)
+                arrived[worker].append(future.result() - posted)
             else:
                 missed[worker] += 1
                 future.cancel()
@@ -265,20 +285,25 @@ def interactive(workers, cluster: Cluster, url: str, user: tuple[str, str], buil
         started = time.perf_counter()
         sessions = await _open_all(workers.base, user, session_sources)
         opened_s = time.perf_counter() - started
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(SETTLE_S)  # the last sessions' first frame (ground, cameras, framing) is served
         with_sessions = rss_bytes(workers.pids)
         connections = client_connections(url)
         idle_s = IDLE_S_QUICK if quick else IDLE_S
+        load = {"before_idle": _load()}
         workers_cpu.start()
         await asyncio.sleep(idle_s)
         idle_cpu = workers_cpu.seconds()
+        load["before_picks"] = _load()
         pick_s = PICK_S_QUICK if quick else PICK_S
         workers_cpu.start()
         postgres_cpu = CPU([postmaster_pid(cluster)]).start()
+        before = transactions(url)
         started = time.perf_counter()
         times, failed = await _picks(sessions, building_ids, pick_s)
         picking_s = time.perf_counter() - started
         pick_cpu, pick_pg_cpu = workers_cpu.seconds(), postgres_cpu.seconds()
+        after = transactions(url)
+        load["after_picks"] = _load()
         after_picks = rss_bytes(workers.pids)
         arrived, missed = await _live(sessions, worker_of, f"http://127.0.0.1:{workers.ports[0]}", live_forms, key)
         errors = [repr(s.error) for s in sessions if s.error is not None]
@@ -288,7 +313,8 @@ def interactive(workers, cluster: Cluster, url: str, user: tuple[str, str], buil
                 "connections": connections, "opened_s": opened_s, "open_s": [s.open_s for s in sessions],
                 "open_bytes": [s.opened_bytes for s in sessions], "idle": (idle_s, idle_cpu),
                 "picking": (picking_s, pick_cpu, pick_pg_cpu), "times": times, "failed": failed,
-                "arrived": arrived, "missed": missed, "errors": errors}
+                "arrived": arrived, "missed": missed, "errors": errors, "load": load,
+                "transactions": {"committed": after[0] - before[0], "rolled_back": after[1] - before[1]}}
     got = asyncio.run(run())
     n = len(session_sources)
     idle_s, idle_cpu = got["idle"]
@@ -297,6 +323,7 @@ def interactive(workers, cluster: Cluster, url: str, user: tuple[str, str], buil
     per_worker = {f"worker_{w}": _percentiles([t for k, t in got["times"] if worker_of[k] == w])
                   for w in range(WORKERS)}
     idle_per_session_ms_s = 1000 * idle_cpu / idle_s / n
+    # a click's own CPU: the clicking stretch's less what the open sessions cost meanwhile when nobody clicked
     pick_ms = (1000 * (pick_cpu - idle_cpu / idle_s * picking_s) / picks) if picks else None
     return {
         "sessions": n, "sessions_per_worker": [worker_of.count(w) for w in range(WORKERS)],
@@ -316,12 +343,15 @@ def interactive(workers, cluster: Cluster, url: str, user: tuple[str, str], buil
                 "workers_per_pick_ms": round(pick_ms, 1) if pick_ms is not None else None,
                 "postgres_per_pick_ms": round(1000 * pick_pg_cpu / picks, 1) if picks else None,
                 "workers_busy_while_picking_cores": round(pick_cpu / picking_s, 2)},
+        "postgres_transactions_while_picking": got["transactions"],
         "live": {"posted_to": "worker_0", "probes": len(live_forms), "every_s": LIVE_EVERY_S,
                  "cross_process": {**_percentiles(got["arrived"][1]), "missed": got["missed"][1],
                                    "sessions": worker_of.count(1)},
                  "same_process": {**_percentiles(got["arrived"][0]), "missed": got["missed"][0],
                                   "sessions": worker_of.count(0)}},
         "session_errors": got["errors"],
+        # one-minute load averages of the machine (2 cores): far above 2, every process here waited for a core
+        "machine_load": got["load"],
     }
 
 
@@ -376,7 +406,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
         with Store(copy, read_only=True) as store:
             building_ids = [r[0] for r in store.con.execute("SELECT building_id FROM buildings "
                                                             "ORDER BY building_id").fetchall()]
-        cluster = start_cluster()
+        cluster = start_cluster(durable=True)  # commits flushed, as on a real server (and as the file's are)
         try:
             url = cluster.create_database("scale")
             copied_at = time.perf_counter()
@@ -391,9 +421,11 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
                 postgres_cpu = CPU([postmaster_pid(cluster)])
                 app_cpu = CPU([*workers.pids, *workers.proxy_pids])
                 postgres_cpu.start()
+                before = transactions(url)
                 pg_steps = intake(workers.base, work, points, crs, key, quick=quick, cpu=app_cpu,
                                   sources=tuple(loaders))
                 pg_cpu_s = postgres_cpu.seconds()
+                after = transactions(url)
                 pg_intake = intake_figures(url, *pg_steps)
                 size_after = database_bytes(url)
                 live_forms = report_forms(points, crs, LIVE_PROBES_QUICK if quick else LIVE_PROBES, label="live",
@@ -405,7 +437,9 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
     postgres = {"intake": pg_intake, "app_and_proxy_cpu_ms_per_case": pg_intake["cpu_ms_per_case"],
                 "postgres_cpu_ms_per_case": round(1000 * pg_cpu_s / cases, 2) if cases else None,
                 "database_bytes_before_intake": size_before, "database_bytes_after_intake": size_after,
-                "database_bytes_per_case": round((size_after - size_before) / cases) if cases else None}
+                "database_bytes_per_case": round((size_after - size_before) / cases) if cases else None,
+                "transactions_during_intake": {"committed": after[0] - before[0],
+                                               "rolled_back": after[1] - before[1]}}
     picks, live = sessions["pick_to_inspector"], sessions["live"]["cross_process"]
     result = {
         "benchmark": "scale", "db": str(source), "workers": WORKERS, "copy_to_postgres_s": round(copy_s, 1),
