@@ -298,9 +298,10 @@ def interactive(workers, cluster: Cluster, url: str, user: tuple[str, str], buil
         workers_cpu.start()
         postgres_cpu = CPU([postmaster_pid(cluster)]).start()
         before = transactions(url)
-        started = time.perf_counter()
+        started, client_started = time.perf_counter(), time.process_time()
         times, failed = await _picks(sessions, building_ids, pick_s)
         picking_s = time.perf_counter() - started
+        client_cpu = time.process_time() - client_started
         pick_cpu, pick_pg_cpu = workers_cpu.seconds(), postgres_cpu.seconds()
         after = transactions(url)
         load["after_picks"] = _load()
@@ -312,13 +313,13 @@ def interactive(workers, cluster: Cluster, url: str, user: tuple[str, str], buil
         return {"baseline": baseline, "with_sessions": with_sessions, "after_picks": after_picks,
                 "connections": connections, "opened_s": opened_s, "open_s": [s.open_s for s in sessions],
                 "open_bytes": [s.opened_bytes for s in sessions], "idle": (idle_s, idle_cpu),
-                "picking": (picking_s, pick_cpu, pick_pg_cpu), "times": times, "failed": failed,
+                "picking": (picking_s, pick_cpu, pick_pg_cpu, client_cpu), "times": times, "failed": failed,
                 "arrived": arrived, "missed": missed, "errors": errors, "load": load,
                 "transactions": {"committed": after[0] - before[0], "rolled_back": after[1] - before[1]}}
     got = asyncio.run(run())
     n = len(session_sources)
     idle_s, idle_cpu = got["idle"]
-    picking_s, pick_cpu, pick_pg_cpu = got["picking"]
+    picking_s, pick_cpu, pick_pg_cpu, client_cpu = got["picking"]
     picks = len(got["times"])
     per_worker = {f"worker_{w}": _percentiles([t for k, t in got["times"] if worker_of[k] == w])
                   for w in range(WORKERS)}
@@ -342,7 +343,9 @@ def interactive(workers, cluster: Cluster, url: str, user: tuple[str, str], buil
         "cpu": {"idle_ms_per_session_second": round(idle_per_session_ms_s, 3),
                 "workers_per_pick_ms": round(pick_ms, 1) if pick_ms is not None else None,
                 "postgres_per_pick_ms": round(1000 * pick_pg_cpu / picks, 1) if picks else None,
-                "workers_busy_while_picking_cores": round(pick_cpu / picking_s, 2)},
+                "workers_busy_while_picking_cores": round(pick_cpu / picking_s, 2),
+                # the sessions' client (this process) shares the machine: a client starved of CPU reads late
+                "client_busy_while_picking_cores": round(client_cpu / picking_s, 2)},
         "postgres_transactions_while_picking": got["transactions"],
         "live": {"posted_to": "worker_0", "probes": len(live_forms), "every_s": LIVE_EVERY_S,
                  "cross_process": {**_percentiles(got["arrived"][1]), "missed": got["missed"][1],

@@ -20,8 +20,6 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 
-from bokeh.protocol import Protocol
-from bokeh.protocol.receiver import Receiver
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -139,13 +137,12 @@ class OperatorSession:
             HTTPRequest(ws_url, headers={"Cookie": self._cookie, "Origin": self.base}, network_interface=self.source,
                         request_timeout=OPEN_TIMEOUT_S),
             subprotocols=["bokeh", found.group(1)], max_message_size=MAX_MESSAGE_BYTES)
-        self._receiver = Receiver(Protocol())
-        ack = await self._next()
-        if ack.header["msgtype"] != "ACK":
-            raise RuntimeError(f"{self.source}: the server's first message is {ack.header['msgtype']}, not ACK")
+        header, _, _ = await self._next()
+        if header["msgtype"] != "ACK":
+            raise RuntimeError(f"{self.source}: the server's first message is {header['msgtype']}, not ACK")
         await self._send("PULL-DOC-REQ", {})
-        doc = await self._next()
-        views = [o["id"] for o in _objects(doc.content) if VIEW_MODEL.fullmatch(str(o.get("name")))]
+        _, doc, _ = await self._next()
+        views = [o["id"] for o in _objects(json.loads(doc)) if VIEW_MODEL.fullmatch(str(o.get("name")))]
         if len(views) != 1:
             raise RuntimeError(f"{self.source}: the document holds {len(views)} 3D views, not one")
         self.view_id = views[0]
@@ -186,22 +183,34 @@ class OperatorSession:
         await self._send("PATCH-DOC", {"events": [{"kind": "ModelChanged", "model": {"id": self.view_id},
                                                    "attr": attr, "new": value}]})
 
-    async def _next(self):
-        while True:
-            fragment = await self._ws.read_message()
-            if fragment is None:
-                raise ConnectionError(f"{self.source}: the server closed the session's websocket")
-            self.received_bytes += len(fragment)
-            message = await self._receiver.consume(fragment)
-            if message is not None:
-                return message
+    async def _frame(self) -> str | bytes:
+        fragment = await self._ws.read_message()
+        if fragment is None:
+            raise ConnectionError(f"{self.source}: the server closed the session's websocket")
+        self.received_bytes += len(fragment)
+        return fragment
+
+    async def _next(self) -> tuple[dict, str, dict[str, bytes]]:
+        """The next message: its header, its content as the JSON text it came in, and its buffers by id.
+
+        The content is left undecoded (unlike bokeh's own ``Receiver``): one client serves every session, and
+        most of what the server sends them (figures, tables, colours) is not looked at.
+        """
+        header = json.loads(await self._frame())
+        await self._frame()  # metadata
+        content = await self._frame()
+        buffers: dict[str, bytes] = {}
+        for _ in range(header.get("num_buffers", 0)):
+            ref = json.loads(await self._frame())["id"]
+            buffers[ref] = await self._frame()
+        return header, content, buffers
 
     async def _read(self) -> None:
         try:
             while True:
-                message = await self._next()
-                if message.header["msgtype"] == "PATCH-DOC":
-                    self._patched(message, time.perf_counter())
+                header, content, buffers = await self._next()
+                if header["msgtype"] == "PATCH-DOC" and self._wanted(content):
+                    self._patched(json.loads(content).get("events", []), buffers, time.perf_counter())
         except BaseException as exc:  # closed: waiters fail with it
             self.error = exc
             for _, future in self._card_waiters:
@@ -209,15 +218,19 @@ class OperatorSession:
                     future.set_exception(ConnectionError(str(exc)))
             raise
 
-    def _patched(self, message, at: float) -> None:
-        events = message.content.get("events", [])
+    def _wanted(self, content: str) -> bool:
+        """Whether a patch may hold the inspector card (its model, or its text) or case markers."""
+        if self.card_id is None:
+            return CARD_CLASS in content
+        return (bool(self._card_waiters) and f'"{self.card_id}"' in content) or '"case_updates"' in content
+
+    def _patched(self, events: list[dict], buffers: dict[str, bytes], at: float) -> None:
         if self.card_id is None:
             cards = [o["id"] for o in _objects(events) if CARD_CLASS in (o.get("attributes", {}).get("css_classes")
                                                                          or [])]
             if cards:
                 self.card_id = cards[0]
                 self._card_ready.set()
-        buffers = {b.id: b.to_bytes() for b in message.buffers}
         for event in events:
             if event.get("kind") != "ModelChanged":
                 continue
@@ -243,7 +256,11 @@ class OperatorSession:
         self._seq += 1
         started = time.perf_counter()
         await self._set("pick", _map({"kind": "building", "index": int(index), "seq": self._seq, "element": -1}))
-        return await asyncio.wait_for(future, timeout) - started
+        try:
+            return await asyncio.wait_for(future, timeout) - started
+        finally:
+            if (building_id, future) in self._card_waiters:  # timed out
+                self._card_waiters.remove((building_id, future))
 
     def case_arrival(self, case_id: str) -> asyncio.Future:
         """A future of when case ``case_id``'s marker update reaches this session (perf_counter)."""
