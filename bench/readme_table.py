@@ -124,7 +124,9 @@ def _scale_knee(f: Figures, at: str) -> str:
 
 def _command_centre(f: Figures) -> str:
     c = f("command_centre")
-    return (f"{count(c['workers'])} app processes ({c['app_cores']:.1f} cores busy, "
+    busy = ("(measured on a busy machine: the costs come out too low; rerun `twin bench scale` on a quiet one) "
+            if f("command_centre.measured_on_a_busy_machine") else "")
+    return (f"{busy}{count(c['workers'])} app processes ({c['app_cores']:.1f} cores busy, "
             f"{count(c['sessions_per_worker'])} sessions each), {gb(c['app_memory_bytes'])} of memory; PostgreSQL "
             f"{c['postgres_cores']:.1f} cores, {count(c['postgres_connections'])} connections; {count(c['cores'])} "
             f"cores in all; database {gb(c['database_bytes_now'])} now, +{gb(c['database_growth_bytes_per_day'])} "

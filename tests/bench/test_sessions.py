@@ -123,7 +123,7 @@ def test_a_pick_that_names_another_building_is_not_taken_for_this_one(demo_copy)
 def test_the_command_centre_grows_with_its_sessions_and_cases():
     sessions = {"cpu": {"idle_ms_per_session_second": 5.0, "workers_per_pick_ms": 50.0, "postgres_per_pick_ms": 10.0},
                 "memory": {"workers_rss_baseline_bytes": [400e6, 400e6], "per_session_after_picks_bytes": 4e6},
-                "postgres_client_connections": 12}
+                "postgres_client_connections": 12, "machine_load": {"before_idle": 1.0, "after_picks": 1.5}}
     postgres = {"app_and_proxy_cpu_ms_per_case": 20.0, "postgres_cpu_ms_per_case": 2.0, "database_bytes_per_case": 2000,
                 "intake": {"knee_offered_per_s": 100}}
     small = command_centre(sessions, postgres, database_bytes_now=10**9, sessions_target=100, cases_per_min=600)
@@ -133,3 +133,7 @@ def test_the_command_centre_grows_with_its_sessions_and_cases():
     assert big["workers"] > small["workers"] and big["app_memory_bytes"] > small["app_memory_bytes"]
     assert small["database_growth_bytes_per_day"] == 2000 * 600 * 60 * 24
     assert small["intake_headroom"] == 10.0 and small["postgres_connections"] == 4 * 6
+    assert not small["measured_on_a_busy_machine"]
+    busy = command_centre({**sessions, "machine_load": {"before_idle": 1.0, "after_picks": 30.0}}, postgres,
+                          database_bytes_now=10**9)
+    assert busy["measured_on_a_busy_machine"]
