@@ -205,7 +205,8 @@ def post_phase(base: str, points: np.ndarray, crs: str, key: str, work: Path, *,
     loader, done = post_step(base, requests, rate, work, sources=sources)
     while loader.poll() is None:
         while_posting()
-    out = json.loads(done.read_text()) if loader.returncode == 0 else {"error": (work / "client.log").read_text()[-2000:]}
+    out = (json.loads(done.read_text()) if loader.returncode == 0
+           else {"error": (work / "client.log").read_text()[-2000:]})
     if "error" in out:
         return {"offered_per_s": rate, "posted": len(requests), "client_error": out["error"],
                 "not_acknowledged": len(requests)}, []

@@ -250,9 +250,11 @@ ROWS = (
                   f"{_figure(f('sessions.pick_to_inspector.think_s')[0])}–"
                   f"{_figure(f('sessions.pick_to_inspector.think_s')[1])} s: p95 "
                   f"{ms(f('sessions.pick_to_inspector.p95_ms'))}, median {ms(f('sessions.pick_to_inspector.p50_ms'))}"
-                  f", worst {ms(f('sessions.pick_to_inspector.max_ms'))}, {count(f('sessions.pick_to_inspector.failed'))}"
-                  f" failed of {count(f('sessions.pick_to_inspector.count'))}; CPU per click "
-                  f"{ms(f('sessions.cpu.workers_per_pick_ms'))} + PostgreSQL {ms(f('sessions.cpu.postgres_per_pick_ms'))}"
+                  f", worst {ms(f('sessions.pick_to_inspector.max_ms'))}, "
+                  f"{count(f('sessions.pick_to_inspector.failed'))} failed of "
+                  f"{count(f('sessions.pick_to_inspector.count'))}; CPU per click "
+                  f"{ms(f('sessions.cpu.workers_per_pick_ms'))} + PostgreSQL "
+                  f"{ms(f('sessions.cpu.postgres_per_pick_ms'))}"
                   f", per open session {_figure(f('sessions.cpu.idle_ms_per_session_second'))} ms a second; "
                   f"machine load {_figure(f('sessions.machine_load.before_picks'))} when the clicks began"),
     Row("memory per session (the app processes' resident memory over their baseline with none)", "scale",

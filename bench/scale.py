@@ -333,7 +333,8 @@ def interactive(workers, cluster: Cluster, url: str, user: tuple[str, str], buil
                     "per_session_s": {part: round(statistics.median(o[part] for o in got["open_s"]), 3)
                                       for part in ("sign_in", "page", "document", "panels", "total")},
                     "bytes_per_session_median": int(statistics.median(got["open_bytes"]))},
-        "memory": {"workers_rss_baseline_bytes": got["baseline"], "workers_rss_with_sessions_bytes": got["with_sessions"],
+        "memory": {"workers_rss_baseline_bytes": got["baseline"],
+                   "workers_rss_with_sessions_bytes": got["with_sessions"],
                    "workers_rss_after_picks_bytes": got["after_picks"],
                    "per_session_bytes": int((sum(got["with_sessions"]) - sum(got["baseline"])) / n),
                    "per_session_after_picks_bytes": int((sum(got["after_picks"]) - sum(got["baseline"])) / n)},
