@@ -261,7 +261,7 @@ ROWS = (
         lambda f: f"{mb(f('sessions.memory.per_session_after_picks_bytes'))} after the clicks "
                   f"({mb(f('sessions.memory.per_session_bytes'))} just opened)",
         lambda f: f"an app process with no session: {mb(min(f('sessions.memory.workers_rss_baseline_bytes')))}"),
-    Row("a case posted to one app process, in sessions on the other (PostgreSQL NOTIFY): reply → the marker "
+    Row("a case posted to one app process, in sessions on the other (PostgreSQL NOTIFY): post → the marker "
         "update in the session's document; goal p95 ≤ 1 s", "scale",
         lambda f: f"p95 {ms(f('sessions.live.cross_process.p95_ms'))}, median "
                   f"{ms(f('sessions.live.cross_process.p50_ms'))}, worst {ms(f('sessions.live.cross_process.max_ms'))}"
