@@ -256,7 +256,9 @@ ROWS = (
                   f"{ms(f('sessions.cpu.workers_per_pick_ms'))} + PostgreSQL "
                   f"{ms(f('sessions.cpu.postgres_per_pick_ms'))}"
                   f", per open session {_figure(f('sessions.cpu.idle_ms_per_session_second'))} ms a second; "
-                  f"machine load {_figure(f('sessions.machine_load.before_picks'))} when the clicks began"),
+                  f"machine load {_figure(f('sessions.machine_load.before_picks'))} when the clicks began",
+        lambda f: f"one click at a time, the same sessions open: p95 {ms(f('sessions.one_click_at_a_time.p95_ms'))}, "
+                  f"median {ms(f('sessions.one_click_at_a_time.p50_ms'))}"),
     Row("memory per session (the app processes' resident memory over their baseline with none)", "scale",
         lambda f: f"{mb(f('sessions.memory.per_session_after_picks_bytes'))} after the clicks "
                   f"({mb(f('sessions.memory.per_session_bytes'))} just opened)",

@@ -15,9 +15,11 @@ a throwaway PostgreSQL 15/PostGIS 3 cluster that the bench starts (tests/pgclust
   protocol, as BokehJS speaks it, not browsers), each signed in from its own loopback address through the proxy,
   half on each worker. Each clicks a random building every ``THINK_S`` seconds (uniform) for ``PICK_S``: the
   ``pick`` the 3D view sets, timed to the inspector card's text naming the building in the session's document.
+  The baseline, in the same run: ``CALIBRATION_PICKS`` clicks one at a time, the same sessions open.
   Memory per session: the app processes' resident memory with the sessions open, over their baseline with none
   (each worker having served one session first, so that what a process loads once is in the baseline).
-  CPU: the app processes' over an idle stretch (sessions open, nobody clicking) and over the clicking.
+  CPU: the app processes' and PostgreSQL's over an idle stretch (sessions open, nobody clicking) and over the
+  clicks one at a time; a click's cost is the difference per click.
 - **Live across processes**: cases posted to worker A's port one every ``LIVE_EVERY_S``; from each post (the
   intake's commit included) to the case's marker update arriving in each session: on worker B (the case came
   by PostgreSQL's NOTIFY) and, as the baseline, on worker A itself.
@@ -68,6 +70,7 @@ LIVE_PROBES, LIVE_PROBES_QUICK = 20, 6
 LIVE_EVERY_S = 0.75
 LIVE_TIMEOUT_S = 5.0
 PICK_TIMEOUT_S = 30.0
+CALIBRATION_PICKS, CALIBRATION_PICKS_QUICK = 30, 8
 RATES = (50, 100, 200, 300, 400, 600, 800, 1000, 1500)  # offered cases per second
 STEP_S = (6.0, 3.0)  # measured seconds of a step (full, quick)
 WARMUP_S = (2.0, 1.0)
@@ -237,6 +240,25 @@ async def _picks(sessions: list[OperatorSession], building_ids: list[str], secon
     return times, failed
 
 
+async def _one_at_a_time(sessions: list[OperatorSession], building_ids: list[str], clicks: int, workers_cpu: CPU,
+                         postgres_cpu: CPU) -> tuple[list[float], int, float, float, float]:
+    """``clicks`` clicks one after the other, by the sessions in turn (both processes), the others open and idle:
+    each click's seconds, the failed ones, and the stretch's seconds and CPU seconds of the app processes and of
+    PostgreSQL."""
+    rng = np.random.default_rng(7)
+    times, failed = [], 0
+    workers_cpu.start()
+    postgres_cpu.start()
+    started = time.perf_counter()
+    for k in range(clicks):
+        index = int(rng.integers(len(building_ids)))
+        try:
+            times.append(await sessions[k % len(sessions)].pick(index, building_ids[index], timeout=PICK_TIMEOUT_S))
+        except (TimeoutError, asyncio.TimeoutError):
+            failed += 1
+    return times, failed, time.perf_counter() - started, workers_cpu.seconds(), postgres_cpu.seconds()
+
+
 async def _live(sessions: list[OperatorSession], worker_of: list[int], post_to: str, forms: list[dict],
                 key: str) -> tuple[dict[int, list[float]], dict[int, int]]:
     """Post ``forms`` to ``post_to`` one every ``LIVE_EVERY_S``; per worker, each session's seconds from the post
@@ -294,6 +316,8 @@ def interactive(workers, cluster: Cluster, url: str, user: tuple[str, str], buil
         workers_cpu.start()
         await asyncio.sleep(idle_s)
         idle_cpu = workers_cpu.seconds()
+        calibration = await _one_at_a_time(sessions, building_ids, CALIBRATION_PICKS_QUICK if quick
+                                           else CALIBRATION_PICKS, workers_cpu, CPU([postmaster_pid(cluster)]))
         load["before_picks"] = _load()
         pick_s = PICK_S_QUICK if quick else PICK_S
         workers_cpu.start()
@@ -314,6 +338,7 @@ def interactive(workers, cluster: Cluster, url: str, user: tuple[str, str], buil
         return {"baseline": baseline, "with_sessions": with_sessions, "after_picks": after_picks,
                 "connections": connections, "opened_s": opened_s, "open_s": [s.open_s for s in sessions],
                 "open_bytes": [s.opened_bytes for s in sessions], "idle": (idle_s, idle_cpu),
+                "calibration": calibration,
                 "picking": (picking_s, pick_cpu, pick_pg_cpu, client_cpu), "times": times, "failed": failed,
                 "arrived": arrived, "missed": missed, "errors": errors, "load": load,
                 "transactions": {"committed": after[0] - before[0], "rolled_back": after[1] - before[1]}}
@@ -325,8 +350,11 @@ def interactive(workers, cluster: Cluster, url: str, user: tuple[str, str], buil
     per_worker = {f"worker_{w}": _percentiles([t for k, t in got["times"] if worker_of[k] == w])
                   for w in range(WORKERS)}
     idle_per_session_ms_s = 1000 * idle_cpu / idle_s / n
-    # a click's own CPU: the clicking stretch's less what the open sessions cost meanwhile when nobody clicked
-    pick_ms = (1000 * (pick_cpu - idle_cpu / idle_s * picking_s) / picks) if picks else None
+    # a click's own CPU: a stretch's less what the open sessions cost meanwhile when nobody clicked; taken from
+    # the clicks one at a time (with fifty at once the processes may get less CPU than they want)
+    cal_times, cal_failed, cal_s, cal_cpu, cal_pg_cpu = got["calibration"]
+    pick_ms = (1000 * (cal_cpu - idle_cpu / idle_s * cal_s) / len(cal_times)) if cal_times else None
+    concurrent_pick_ms = (1000 * (pick_cpu - idle_cpu / idle_s * picking_s) / picks) if picks else None
     return {
         "sessions": n, "sessions_per_worker": [worker_of.count(w) for w in range(WORKERS)],
         "opening": {"all_s": round(got["opened_s"], 1), "at_once": OPEN_AT_ONCE,
@@ -342,9 +370,12 @@ def interactive(workers, cluster: Cluster, url: str, user: tuple[str, str], buil
         "pick_to_inspector": {**_percentiles([t for _, t in got["times"]]), "failed": got["failed"],
                               "by_worker": per_worker, "seconds": round(picking_s, 1),
                               "picks_per_s": round(picks / picking_s, 2), "think_s": list(THINK_S)},
+        "one_click_at_a_time": {**_percentiles(cal_times), "failed": cal_failed},
         "cpu": {"idle_ms_per_session_second": round(idle_per_session_ms_s, 3),
                 "workers_per_pick_ms": round(pick_ms, 1) if pick_ms is not None else None,
-                "postgres_per_pick_ms": round(1000 * pick_pg_cpu / picks, 1) if picks else None,
+                "postgres_per_pick_ms": round(1000 * cal_pg_cpu / len(cal_times), 1) if cal_times else None,
+                "workers_per_pick_ms_all_at_once": round(concurrent_pick_ms, 1) if concurrent_pick_ms else None,
+                "postgres_per_pick_ms_all_at_once": round(1000 * pick_pg_cpu / picks, 1) if picks else None,
                 "workers_busy_while_picking_cores": round(pick_cpu / picking_s, 2),
                 # the sessions' client (this process) shares the machine: a client starved of CPU reads late
                 "client_busy_while_picking_cores": round(client_cpu / picking_s, 2)},
