@@ -124,7 +124,8 @@ def _scale_knee(f: Figures, at: str) -> str:
 
 def _command_centre(f: Figures) -> str:
     c = f("command_centre")
-    busy = ("(measured on a busy machine: the costs come out too low; rerun `twin bench scale` on a quiet one) "
+    busy = (f"(measured on a machine busy with other work, load average up to "
+            f"{_figure(max(f('sessions.machine_load').values()))}: rerun `twin bench scale` on a quiet one) "
             if f("command_centre.measured_on_a_busy_machine") else "")
     return (f"{busy}{count(c['workers'])} app processes ({c['app_cores']:.1f} cores busy, "
             f"{count(c['sessions_per_worker'])} sessions each), {gb(c['app_memory_bytes'])} of memory; PostgreSQL "

@@ -424,8 +424,8 @@ def command_centre(sessions: dict, postgres: dict, *, database_bytes_now: int, s
         # processes are not assumed to take more)
         "intake_headroom": round(knee / cases_per_s, 1) if knee else None,
         "worker_busy_at_most": WORKER_BUSY_AT_MOST,
-        # on a machine busy with other work the processes here got less CPU than the clicks wanted, and a
-        # click's cost (the clicking stretch's CPU less the idle one's) comes out too low: rerun on a quiet one
+        # on a machine busy with other work the processes here waited for the cores: the latencies are the
+        # load's, and the CPU costs less sure (rerun on a quiet one)
         "measured_on_a_busy_machine": max(sessions["machine_load"].values()) > BUSY_LOAD,
     }
 
