@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from scenes.view3d import PROBES_ENV
@@ -49,11 +51,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(length: int) -> int:
+    """A port P with P .. P+length-1 all free on 127.0.0.1 (for nginx and its workers: ``twin serve --workers``)."""
+    for _ in range(50):
+        first = free_port()
+        if first + length > 65535:
+            continue
+        try:
+            for p in range(first, first + length):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return first
+        except OSError:
+            continue
+    raise RuntimeError(f"no run of {length} free ports on 127.0.0.1")
+
+
 class ServedURL(str):
-    """The app's URL, with the user made for signing in to it (``user``, ``password``)."""
+    """The app's URL, with the user made for signing in to it (``user``, ``password``) and the server's process id
+    (``pid``, when :func:`served` started it)."""
 
     user: str | None = None
     password: str | None = None
+    pid: int | None = None
 
 
 def browser_user(db: str | os.PathLike, *, role: str, lang: str | None = "en",
@@ -128,7 +148,7 @@ def served(db: str | os.PathLike, *, app: str | None = None, role: str = "operat
     env = {**os.environ, PROBES_ENV: "1"} if probes else {k: v for k, v in os.environ.items() if k != PROBES_ENV}
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = ServedURL(f"http://127.0.0.1:{port}/{path}")
-    url.user, url.password = user, password
+    url.user, url.password, url.pid = user, password, proc.pid
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -146,6 +166,58 @@ def served(db: str | os.PathLike, *, app: str | None = None, role: str = "operat
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
+
+
+@dataclass
+class ServedWorkers:
+    """``twin serve --workers N`` running: the proxy's URL, and each app process's port and process id (in order),
+    and nginx's processes."""
+
+    base: str
+    ports: list[int]
+    pids: list[int]
+    proxy_pids: list[int]
+    log: Path
+
+
+@contextlib.contextmanager
+def served_workers(db: str, *, workers: int = 2, args: tuple[str, ...] = (), timeout: float = 300.0,
+                   log_dir: str | os.PathLike | None = None) -> Iterator[ServedWorkers]:
+    """Serve a PostgreSQL store with ``twin serve --workers N`` (app processes behind Debian's nginx) until the
+    block ends; ``args`` go to ``twin serve``. Yields once nginx and every app process answer."""
+    import psutil
+
+    port = free_ports(workers + 1)
+    log_path = Path(log_dir or tempfile.gettempdir()) / f"twin-serve-workers-{port}.log"
+    log = open(log_path, "w")
+    group = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "serve", "--db", db, "--port", str(port),
+                              "--workers", str(workers), *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    ports = [port + k for k in range(1, workers + 1)]
+    try:
+        deadline = time.monotonic() + timeout
+        for p in [port, *ports]:
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{p}/open311/v2/services.json", timeout=5)
+                    break
+                except OSError:
+                    if group.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"twin serve --workers {workers} did not start: see {log_path}") from None
+                    time.sleep(0.5)
+        children = psutil.Process(group.pid).children()
+        by_port = {int(c.cmdline()[c.cmdline().index("--port") + 1]): c.pid for c in children
+                   if "--port" in c.cmdline()}
+        proxy = [c for c in children if c.name() == "nginx"]
+        yield ServedWorkers(base=f"http://127.0.0.1:{port}", ports=ports, pids=[by_port[p] for p in ports],
+                            proxy_pids=[p.pid for c in proxy for p in (c, *c.children())], log=log_path)
+    finally:
+        group.send_signal(signal.SIGTERM)
+        try:
+            group.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(group.pid, signal.SIGKILL)  # the group it was started in: its app processes and nginx
         log.close()
 
 

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -146,15 +147,17 @@ def in_process(db: Path, points: np.ndarray, crs: str, *, quick: bool) -> dict:
     }
 
 
-def post_step(base: str, requests: list[tuple[str, str, bytes]], rate: float,
-              work: Path) -> tuple[subprocess.Popen, Path]:
+def post_step(base: str, requests: list[tuple[str, str, bytes]], rate: float, work: Path, *,
+              sources: tuple[str, ...] = ()) -> tuple[subprocess.Popen, Path]:
     """Post ``requests`` at ``rate`` from a client in its own process (so it shares no GIL with the browser's driver).
 
+    ``sources``: loopback addresses the client's connections leave from, in turn (a proxy's ``ip_hash`` then
+    spreads them as it spreads many clients); none: the system's choice.
     Returns the running client and the file where it writes ``posts`` (index, status, case id or None, scheduled
     and answered ``perf_counter`` times: the machine's monotonic clock, shared by processes) or ``error``.
     """
     todo, done = work / "requests.json", work / "posted.json"
-    todo.write_text(json.dumps([[p, t, b.decode()] for p, t, b in requests]))
+    todo.write_text(json.dumps({"sources": list(sources), "requests": [[p, t, b.decode()] for p, t, b in requests]}))
     with open(work / "client.log", "w") as log:
         loader = subprocess.Popen([sys.executable, __file__, "--post", base, str(rate), str(todo), str(done)],
                                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
@@ -163,9 +166,11 @@ def post_step(base: str, requests: list[tuple[str, str, bytes]], rate: float,
 
 def client(base: str, rate: float, todo: Path, done: Path) -> None:
     """The load client's process: post, then write what came back."""
-    requests = [(p, t, b.encode()) for p, t, b in json.loads(todo.read_text())]
+    asked = json.loads(todo.read_text())
+    requests = [(p, t, b.encode()) for p, t, b in asked["requests"]]
     try:
-        posted = asyncio.run(post_all(base, iter(requests), rate=rate, connections=CONNECTIONS))
+        posted = asyncio.run(post_all(base, iter(requests), rate=rate, connections=CONNECTIONS,
+                                      sources=asked["sources"]))
         out = {"posts": [[p.index, p.status, p.reply[0].get("service_request_id") if p.status == 201 else None,
                           p.sent, p.answered] for p in posted]}
     except Exception as exc:  # a broken connection: the step is lost, and says why
@@ -190,15 +195,69 @@ def step_figures(rate: float, posts: list[list], warmup_s: float, sent: int) -> 
             "not_acknowledged": sent - sum(p[1] == 201 for p in posts), "refused": statuses}
 
 
+def post_phase(base: str, points: np.ndarray, crs: str, key: str, work: Path, *, label: str, rate: float,
+               seconds: float, warmup: float, seed: int, sources: tuple[str, ...] = (),
+               while_posting: Callable[[], None] = lambda: time.sleep(0.2)) -> tuple[dict, list[str]]:
+    """Post Open311 forms labelled ``label`` at ``rate`` for ``seconds`` (the first ``warmup`` of them not timed),
+    calling ``while_posting`` until the client is done; the step's figures and its acknowledged case ids."""
+    forms = report_forms(points, crs, int(rate * seconds), label=label, seed=seed)
+    requests = [encode({"kind": "open311", "form": f}, api_key=key) for f in forms]
+    loader, done = post_step(base, requests, rate, work, sources=sources)
+    while loader.poll() is None:
+        while_posting()
+    out = (json.loads(done.read_text()) if loader.returncode == 0
+           else {"error": (work / "client.log").read_text()[-2000:]})
+    if "error" in out:
+        return {"offered_per_s": rate, "posted": len(requests), "client_error": out["error"],
+                "not_acknowledged": len(requests)}, []
+    return step_figures(rate, out["posts"], warmup, len(requests)), [p[2] for p in out["posts"] if p[1] == 201]
+
+
+def raise_rate(post: Callable[..., tuple[dict, list[str]]], *, quick: bool, rates: tuple[float, ...] = RATES,
+               step_s: tuple[float, float] = (STEP_S, STEP_S_QUICK),
+               warmup_s: tuple[float, float] = (WARMUP_S, WARMUP_S_QUICK), server_warmup_s: float = SERVER_WARMUP_S,
+               settle: Callable[[], None] = lambda: time.sleep(1.0)) -> tuple[dict, list[dict], dict[str, list[str]]]:
+    """The server's warm-up at the lowest rate, then ``rates`` step by step until a step's p99 exceeds
+    :data:`P99_MS` or a request is not acknowledged.
+
+    ``post(label=, rate=, seconds=, warmup=, seed=)`` runs one step (:func:`post_phase` with its target);
+    ``step_s`` and ``warmup_s`` are (full, quick) seconds. Returns the warm-up, the steps, and each one's
+    acknowledged case ids by label (``warmup``, ``step0``...).
+    """
+    step, warmup = (step_s[1], warmup_s[1]) if quick else (step_s[0], warmup_s[0])
+    acked: dict[str, list[str]] = {}
+    warm, acked["warmup"] = post(label="warmup", rate=rates[0], seconds=server_warmup_s, warmup=0.0, seed=9)
+    steps = []
+    for n, rate in enumerate(rates):
+        figures, acked[f"step{n}"] = post(label=f"step{n}", rate=rate, seconds=warmup + step, warmup=warmup,
+                                          seed=10 + n)
+        steps.append(figures)
+        if figures.get("p99_ms", float("inf")) > P99_MS or figures["not_acknowledged"]:
+            break
+        settle()  # the server settles between steps
+    return warm, steps, acked
+
+
+def knee_of(steps: list[dict]) -> tuple[dict | None, list[dict]]:
+    """The knee (the last of the steps that all held, from the first on; None if the first did not) and the
+    steps up to it (each checked by :func:`check_store`)."""
+    knee, held = None, []
+    for step in steps:
+        if not step["held"]:
+            break
+        knee = step
+        held.append(step)
+    return knee, held
+
+
 def capacity(work: Path, points: np.ndarray, crs: str, key: str, *,
              quick: bool) -> tuple[dict, list[dict], dict, str | None]:
-    """Offered rate raised step by step against ``twin serve`` on ``work``, after the server's warm-up.
+    """Offered rate raised step by step against ``twin serve`` on ``work`` (:func:`raise_rate`), a browser
+    probing the marker of a case of its own every :data:`PROBE_EVERY_MS` meanwhile.
 
     Returns the warm-up (figures as a step's), the steps, each one's acknowledged case ids by label
     (``warmup``, ``step0``...), and the browser's WebGL renderer.
     """
-    step_s, warmup_s = (STEP_S_QUICK, WARMUP_S_QUICK) if quick else (STEP_S, WARMUP_S)
-    acked: dict[str, list[str]] = {}
     probe_forms = iter(report_forms(points, crs, 10_000, label="probe", seed=4))
     with chromium() as browser, served(work, args=("--intake-rate", "1000000")) as url:
         base = url.rsplit("/", 1)[0]
@@ -208,42 +267,29 @@ def capacity(work: Path, points: np.ndarray, crs: str, key: str, *,
         page.wait_for_function("window.twinCameras > 0", timeout=60_000)
         renderer = webgl_renderer(page)
 
-        def phase(label: str, rate: float, seconds: float, warmup: float, seed: int) -> dict:
-            """Post at ``rate`` for ``seconds`` (the first ``warmup`` of them not timed), the browser probing."""
-            forms = report_forms(points, crs, int(rate * seconds), label=label, seed=seed)
-            requests = [encode({"kind": "open311", "form": f}, api_key=key) for f in forms]
-            loader, done = post_step(base, requests, rate, work.parent)
-            probes = []
-            while loader.poll() is None:
+        def post(**step) -> tuple[dict, list[str]]:
+            probes: list[dict] = []
+
+            def probe() -> None:
                 probes.append(page.evaluate(POST_AND_WAIT_FOR_MARKER, [{**next(probe_forms), "api_key": key}, 5000]))
                 page.wait_for_timeout(PROBE_EVERY_MS)
-            out = (json.loads(done.read_text()) if loader.returncode == 0
-                   else {"error": (work.parent / "client.log").read_text()[-2000:]})
+            figures, acked = post_phase(base, points, crs, key, work.parent, **step, while_posting=probe)
             marker_ms = [p["ms"] for p in probes if p.get("ms") is not None]
-            marker = {"probes": len(probes), "drawn": len(marker_ms),
-                      "median_ms": round(float(np.median(marker_ms)), 1) if marker_ms else None,
-                      "max_ms": round(float(max(marker_ms)), 1) if marker_ms else None}
-            if "error" in out:
-                return {"offered_per_s": rate, "posted": len(requests), "client_error": out["error"],
-                        "not_acknowledged": len(requests), "marker": marker}
-            acked[label] = [p[2] for p in out["posts"] if p[1] == 201]
-            return {**step_figures(rate, out["posts"], warmup, len(requests)), "marker": marker}
+            figures["marker"] = {"probes": len(probes), "drawn": len(marker_ms),
+                                 "median_ms": round(float(np.median(marker_ms)), 1) if marker_ms else None,
+                                 "max_ms": round(float(max(marker_ms)), 1) if marker_ms else None}
+            return figures, acked
 
-        warm = phase("warmup", RATES[0], SERVER_WARMUP_S, 0.0, seed=9)
-        steps = []
-        for n, rate in enumerate(RATES):
-            steps.append(phase(f"step{n}", rate, warmup_s + step_s, warmup_s, seed=10 + n))
-            if steps[-1].get("p99_ms", float("inf")) > P99_MS or steps[-1]["not_acknowledged"]:
-                break
-            page.wait_for_timeout(1000)  # the server settles between steps
+        warm, steps, acked = raise_rate(post, quick=quick, settle=lambda: page.wait_for_timeout(1000))
         page.close()
     return warm, steps, acked, renderer
 
 
-def check_store(work: Path, phases: dict[str, dict], acked: dict[str, list[str]]) -> None:
-    """Per phase (by label): acknowledged cases missing from the store, cases stored more than once (one form,
-    two cases), and whether it held (p99 within :data:`P99_MS`, every request acknowledged, none lost or doubled)."""
-    with Store(work, read_only=True) as store:
+def check_store(db: Path | str, phases: dict[str, dict], acked: dict[str, list[str]]) -> None:
+    """Per phase (by label): acknowledged cases missing from the store ``db`` (a file or a PostgreSQL URL), cases
+    stored more than once (one form, two cases), and whether it held (p99 within :data:`P99_MS`, every request
+    acknowledged, none lost or doubled)."""
+    with Store(db, read_only=True) as store:
         rows = store.con.execute("SELECT description, list(case_id) FROM cases WHERE description LIKE 'bench %' "
                                  "AND description NOT LIKE 'bench probe %' GROUP BY description").fetchall()
     stored_ids = {case_id for _, ids in rows for case_id in ids}
@@ -271,12 +317,7 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
         writer = in_process(work, points, crs, quick=quick)
         warm, steps, acked, renderer = capacity(work, points, crs, key, quick=quick)
         check_store(work, {"warmup": warm, **{f"step{n}": step for n, step in enumerate(steps)}}, acked)
-    knee, held = None, []
-    for step in steps:  # the knee: the last of the steps that all held, from the first on
-        if not step["held"]:
-            break
-        knee = step
-        held.append(step)
+    knee, held = knee_of(steps)
     marker_ms = [s["marker"]["max_ms"] for s in held if s["marker"]["max_ms"] is not None]
     result = {
         "benchmark": "feed",

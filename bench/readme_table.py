@@ -76,6 +76,10 @@ def mb(x: int | None) -> str:
     return "—" if _absent(x) else f"{x / 1e6:.2f} MB"
 
 
+def gb(x: int | None) -> str:
+    return "—" if _absent(x) else f"{_figure(x / 1e9)} GB"
+
+
 def pct(x: float | None) -> str:
     return "—" if _absent(x) else f"{100 * x:.1f} %"
 
@@ -104,6 +108,31 @@ def _beyond_knee(f: Figures) -> str:
     if failing.get("lost") or failing.get("duplicated"):
         why = f"{failing['lost']} lost, {failing['duplicated']} duplicated"
     return f"at {count(failing['offered_per_s'])}/s: {why}"
+
+
+def _scale_knee(f: Figures, at: str) -> str:
+    """A knee of ``twin bench scale``'s intake (``at``: the backend's object), what broke the step after it, and the
+    CPU per case."""
+    knee = f(f"{at}.knee")
+    head = "no step held" if knee is None else (f"{count(f(f'{at}.knee_offered_per_s'))} cases/s (p50 "
+                                                f"{ms(knee['p50_ms'])}, p99 {ms(knee['p99_ms'])})")
+    failing = f(f"{at}.first_failing_step")
+    beyond = "" if failing is None else f"; at {count(failing['offered_per_s'])}/s p99 {ms(failing.get('p99_ms'))}"
+    return (f"{head}{beyond}; {count(f(f'{at}.lost'))} lost, {count(f(f'{at}.duplicated'))} duplicated; "
+            f"{ms(f(f'{at}.cpu_ms_per_case'))} CPU per case")
+
+
+def _command_centre(f: Figures) -> str:
+    c = f("command_centre")
+    busy = (f"(measured on a machine busy with other work, load average up to "
+            f"{_figure(max(f('sessions.machine_load').values()))}: rerun `twin bench scale` on a quiet one) "
+            if f("command_centre.measured_on_a_busy_machine") else "")
+    return (f"{busy}{count(c['workers'])} app processes ({c['app_cores']:.1f} cores busy, "
+            f"{count(c['sessions_per_worker'])} sessions each), {gb(c['app_memory_bytes'])} of memory; PostgreSQL "
+            f"{c['postgres_cores']:.1f} cores, {count(c['postgres_connections'])} connections; {count(c['cores'])} "
+            f"cores in all; database {gb(c['database_bytes_now'])} now, +{gb(c['database_growth_bytes_per_day'])} "
+            f"a day at that rate (+{gb(365 * c['database_growth_bytes_per_day'])} a year); the measured intake knee "
+            f"is {_figure(c['intake_headroom']) if c['intake_headroom'] is not None else '—'}× the case rate")
 
 
 def _fuzzed_http(f: Figures) -> int:
@@ -211,6 +240,42 @@ ROWS = (
                   f"residents lookup only: {ms(1000 * f('building_card.postgres_native_residents_lookup.median_s'))}"),
     Row("`twin store copy`, the full demo, file to PostgreSQL / back (checksums included)", "backends",
         lambda f: f"{secs(f('copy_s.file_to_postgres'))} / {secs(f('copy_s.postgres_to_file'))}"),
+    Row("intake capacity on PostgreSQL, 2 app processes behind nginx (p99 ≤ 200 ms, nothing lost; no browser "
+        "open; CPU of the app processes, nginx and PostgreSQL)", "scale",
+        lambda f: _scale_knee(f, "intake.postgres_workers_behind_nginx.intake")
+        + f" (+ PostgreSQL {ms(f('intake.postgres_workers_behind_nginx.postgres_cpu_ms_per_case'))})",
+        lambda f: "one process on the DuckDB file, same run: " + _scale_knee(f, "intake.duckdb_file_one_process")),
+    Row("simulated operator sessions through nginx on 2 app processes (PostgreSQL; Bokeh's websocket protocol, no "
+        "browsers): pick → the inspector card in the session's document; goal p95 ≤ 300 ms", "scale",
+        lambda f: f"{count(f('sessions.sessions'))} sessions, one click each every "
+                  f"{_figure(f('sessions.pick_to_inspector.think_s')[0])}–"
+                  f"{_figure(f('sessions.pick_to_inspector.think_s')[1])} s: p95 "
+                  f"{ms(f('sessions.pick_to_inspector.p95_ms'))}, median {ms(f('sessions.pick_to_inspector.p50_ms'))}"
+                  f", worst {ms(f('sessions.pick_to_inspector.max_ms'))}, "
+                  f"{count(f('sessions.pick_to_inspector.failed'))} failed of "
+                  f"{count(f('sessions.pick_to_inspector.count'))}; CPU per click "
+                  f"{ms(f('sessions.cpu.workers_per_pick_ms'))} + PostgreSQL "
+                  f"{ms(f('sessions.cpu.postgres_per_pick_ms'))}"
+                  f", per open session {_figure(f('sessions.cpu.idle_ms_per_session_second'))} ms a second; "
+                  f"machine load {_figure(f('sessions.machine_load.before_picks'))} when the clicks began",
+        lambda f: f"one click at a time, the same sessions open: p95 {ms(f('sessions.one_click_at_a_time.p95_ms'))}, "
+                  f"median {ms(f('sessions.one_click_at_a_time.p50_ms'))}"),
+    Row("memory per session (the app processes' resident memory over their baseline with none)", "scale",
+        lambda f: f"{mb(f('sessions.memory.per_session_after_picks_bytes'))} after the clicks "
+                  f"({mb(f('sessions.memory.per_session_bytes'))} just opened)",
+        lambda f: f"an app process with no session: {mb(min(f('sessions.memory.workers_rss_baseline_bytes')))}"),
+    Row("a case posted to one app process, in sessions on the other (PostgreSQL NOTIFY): post → the marker "
+        "update in the session's document; goal p95 ≤ 1 s", "scale",
+        lambda f: f"p95 {ms(f('sessions.live.cross_process.p95_ms'))}, median "
+                  f"{ms(f('sessions.live.cross_process.p50_ms'))}, worst {ms(f('sessions.live.cross_process.max_ms'))}"
+                  f", {count(f('sessions.live.cross_process.missed'))} missed of "
+                  f"{count(f('sessions.live.cross_process.count') + f('sessions.live.cross_process.missed'))}",
+        lambda f: f"sessions on the process that took the case: p95 {ms(f('sessions.live.same_process.p95_ms'))}, "
+                  f"median {ms(f('sessions.live.same_process.p50_ms'))}"),
+    Row("a city command centre on paper: 500 operator sessions clicking as above and 2,000 cases a minute "
+        "(see [the extrapolation](#a-city-command-centre-on-paper))", "scale", _command_centre,
+        lambda f: "each app process at most "
+                  f"{pct(f('command_centre.worker_busy_at_most'))} busy, from the costs measured above"),
     Row("IFC geometry, FZK-Haus / Duplex", "ifc",
         lambda f: f"{f('files.fzk_haus.ours_model_elements.elements_per_s'):.0f} / "
                   f"{f('files.duplex.ours_model_elements.elements_per_s'):.0f} elements/s on {f('cores')} cores",

@@ -109,8 +109,12 @@ def _run(user: str | None, argv: list[str]) -> None:
         raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
 
 
-def start_cluster() -> Cluster:
-    """initdb a new cluster in a temporary folder and start it on a free port; :meth:`Cluster.stop` ends it."""
+def start_cluster(*, durable: bool = False) -> Cluster:
+    """initdb a new cluster in a temporary folder and start it on a free port; :meth:`Cluster.stop` ends it.
+
+    A test's cluster skips flushing to disk (its data dies with it); a ``durable`` one flushes every commit as a
+    production server does, for benchmarks whose figures include the commits.
+    """
     bindir = postgres_bindir()
     if bindir is None:
         raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql postgresql-15-postgis-3 "
@@ -127,8 +131,8 @@ def start_cluster() -> Cluster:
     from bench.browser import free_port
 
     port = free_port()
-    options = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
-               "-c full_page_writes=off -c max_connections=200 -c shared_buffers=128MB")
+    options = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=128MB"
+               + ("" if durable else " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"))
     cluster = Cluster(root=root, port=port, bindir=bindir, user=user, options=options)
     cluster.start_server()
     log.info("PostgreSQL %s running in %s on port %d", bindir.parent.name, root, port)

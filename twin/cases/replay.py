@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode, urlparse
@@ -94,11 +94,13 @@ async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host
 
 
 async def post_all(url: str, requests: Iterable[tuple[str, str, bytes]], *, rate: float, connections: int = 8,
-                   on_reply: Callable[[Posted], None] | None = None) -> list[Posted]:
+                   on_reply: Callable[[Posted], None] | None = None, sources: Sequence[str] = ()) -> list[Posted]:
     """Post ``(path, content_type, body)`` requests to the server at ``url``, ``rate`` per second.
 
     Requests are sent on schedule over ``connections`` kept-alive connections; a
     request whose connection is busy waits for it (and its wait counts in its latency).
+    ``sources``: local addresses the connections leave from, in turn (as many clients would, to a proxy
+    that spreads clients by address); empty: the system's choice.
     """
     if not rate > 0:
         raise InputError(f"--rate must be above 0 requests per second, found {rate!r}.")
@@ -107,9 +109,10 @@ async def post_all(url: str, requests: Iterable[tuple[str, str, bytes]], *, rate
     queue: asyncio.Queue = asyncio.Queue()
     results: list[Posted] = []
 
-    async def worker() -> None:
+    async def worker(source: str | None) -> None:
         try:
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(host, port,
+                                                           local_addr=(source, 0) if source else None)
         except OSError as exc:
             raise InputError(f"cannot reach {url} ({exc}); is `twin serve` running there?") from None
         try:
@@ -127,7 +130,8 @@ async def post_all(url: str, requests: Iterable[tuple[str, str, bytes]], *, rate
         finally:
             writer.close()
 
-    workers = [asyncio.create_task(worker()) for _ in range(connections)]
+    workers = [asyncio.create_task(worker(sources[k % len(sources)] if sources else None))
+               for k in range(connections)]
     start = time.perf_counter()
     for index, request in enumerate(requests):
         due = start + index / rate

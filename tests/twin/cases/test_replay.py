@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
 from twin.errors import InputError
-from twin.cases.replay import encode, read_feed
+from twin.cases.replay import encode, post_all, read_feed
 
 
 def test_the_demo_feed_reads_and_encodes(small_demo):
@@ -32,3 +33,32 @@ def test_a_bad_line_is_named(tmp_path, text, words):
         read_feed(path)
     with pytest.raises(InputError, match="no such feed file"):
         read_feed(tmp_path / "missing.jsonl")
+
+
+def test_the_connections_leave_from_the_given_addresses_in_turn():
+    """A proxy that spreads clients by address (nginx's ip_hash) sees as many clients as there are sources."""
+    peers: list[str] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer.get_extra_info("peername")[0])
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            length = int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")))
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n[]")
+            await writer.drain()
+        writer.close()
+
+    async def run() -> list:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            return await post_all(f"http://127.0.0.1:{port}", [("/x", "text/plain", b"hi")] * 8, rate=1000,
+                                  connections=4, sources=["127.0.5.1", "127.0.6.1"])
+
+    posted = asyncio.run(run())
+    assert [p.status for p in posted] == [201] * 8
+    assert sorted(peers) == ["127.0.5.1", "127.0.5.1", "127.0.6.1", "127.0.6.1"]
