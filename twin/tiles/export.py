@@ -350,7 +350,9 @@ def export_tiles(con: duckdb.DuckDBPyConnection, district: District, out_dir: st
         "extras": {"crs": district.crs, "origin": list(district.origin), "buildings": len(properties),
                    "tiling": {"cell_m": cell_m, "max_vertices": max_vertices, "error_per_metre": ERROR_PER_METRE,
                               "content_error_share": CONTENT_ERROR_SHARE, "normals": normals}},
-        "geometricError": root.width * ERROR_PER_METRE,
+        # The error of drawing nothing: the whole district missing, its box's diagonal. CesiumJS draws nothing
+        # once this is under its 16 pixels, so the root's own error (width x 0.024) would hide a city seen whole.
+        "geometricError": max(float(np.linalg.norm(np.subtract(*boxes[id(root)]))), root.geometric_error),
         "root": {"transform": frame.matrix.T.ravel().tolist(), "refine": "REPLACE", **_tile_json(root, boxes)},
     }
     _write_file(out_dir / TILESET, json.dumps(tileset, indent=1).encode())

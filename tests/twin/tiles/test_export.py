@@ -46,6 +46,15 @@ def bim_tiles(bim_demo, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def compact_tiles(bim_demo, tmp_path_factory):
+    """The same store and budget as ``bim_tiles``, exported without normals: (store, tileset)."""
+    db, _ = bim_demo
+    out = tmp_path_factory.mktemp("tiles") / "compact"
+    export(db, out, max_vertices=SMALL_BUDGET, normals=False)
+    return db, out
+
+
+@pytest.fixture(scope="module")
 def lujiazui_gauss_kruger(tmp_path_factory):
     """Lujiazui in CGCS2000 3-degree Gauss-Kruger zone 40, whose eastings carry the zone: about 40,650,000 m."""
     db = tmp_path_factory.mktemp("gk") / "lujiazui.duckdb"
@@ -332,6 +341,31 @@ def test_a_second_export_writes_nothing_and_an_ingest_or_grid_save_rewrites_only
     assert schema_problems(out) == []
 
 
+def test_the_compact_tiles_share_vertices_without_normals_and_keep_the_centimetre(bim_tiles, compact_tiles):
+    db, out = compact_tiles
+    with Store(db, read_only=True) as store:
+        stored = dict(store.con.execute("SELECT building_id, max_by(n_vertices, lod = 'bim') FROM meshes "
+                                        "GROUP BY building_id").fetchall())  # full detail: the BIM, else LOD1
+    positions = set()
+    for node, _ in tiles(json.loads((out / "tileset.json").read_text())["root"]):
+        document, binary = read_glb((out / node["content"]["uri"]).read_bytes())
+        primitive = document["meshes"][0]["primitives"][0]
+        assert set(primitive["attributes"]) == {"POSITION", "_FEATURE_ID_0"}  # no normals
+        position = document["accessors"][primitive["attributes"]["POSITION"]]
+        positions.add(position["componentType"])
+        if position["componentType"] == 5122:  # 16-bit, normalized, as KHR_mesh_quantization has them
+            assert position["normalized"] and document["extensionsRequired"] == ["KHR_mesh_quantization"]
+        assert document["accessors"][primitive["attributes"]["_FEATURE_ID_0"]]["componentType"] == 5123
+        if "children" not in node:  # vertices shared as the store has them, not one per face
+            ids = property_column(document, binary, "building_id")
+            assert position["count"] == sum(stored[b] for b in ids)
+    assert positions == {5122, 5126}  # 16-bit where a leaf keeps 5 mm, float32 in the wider ones
+    assert schema_problems(out) == []
+    assert 0 < round_trip_error(db, out) <= 0.01
+    size = {d: sum(p.stat().st_size for p in d.rglob("*.glb")) for d in (out, bim_tiles[2])}
+    assert size[out] < 0.6 * size[bim_tiles[2]]
+
+
 def test_export_refuses_a_folder_of_other_files(small_demo, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="not a tileset this program wrote"):
@@ -339,8 +373,9 @@ def test_export_refuses_a_folder_of_other_files(small_demo, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
-def test_every_glb_passes_the_khronos_gltf_validator(bim_tiles):
-    _, _, out = bim_tiles
+@pytest.mark.parametrize("encoding", ["bim_tiles", "compact_tiles"])
+def test_every_glb_passes_the_khronos_gltf_validator(encoding, request):
+    out = request.getfixturevalue(encoding)[-1]
     if not (NODE_TOOLS / "node_modules" / "gltf-validator").exists():
         pytest.fail(f"gltf-validator is not installed in {NODE_TOOLS}: run `make test-setup`")
     result = subprocess.run(["node", str(NODE_TOOLS / "validate_gltf.js"), str(out)], capture_output=True,

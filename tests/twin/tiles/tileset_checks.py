@@ -80,6 +80,10 @@ def schema_problems(out_dir: Path) -> list[str]:
         problems.append("root needs a 4x4 transform and a refine")
     if tileset["geometricError"] < root["geometricError"]:
         problems.append("the tileset's geometric error is below its root's")
+    diagonal = 2 * np.linalg.norm(np.array(root["boundingVolume"]["box"][3:]).reshape(3, 3).sum(axis=0))
+    if tileset["geometricError"] < diagonal - 0.01:  # viewers stop drawing a tileset whose own error is small
+        problems.append(f"the tileset's geometric error {tileset['geometricError']} is below the size of what it "
+                        f"draws ({diagonal:.0f} m): seen from afar, it would not be drawn at all")
     referenced = set()
     under: dict[int, set[str]] = {}  # each tile's buildings: those of the leaves under it
     for node, _ in reversed(list(tiles(root))):
