@@ -160,25 +160,38 @@ def _load(con: duckdb.DuckDBPyConnection, district: District) -> tuple[pa.Table,
         high[v_counts > 0] = np.maximum.reduceat(enu, starts)
         z_low[v_counts > 0] = np.minimum.reduceat(relative[:, 2], starts)
         z_high[v_counts > 0] = np.maximum.reduceat(relative[:, 2], starts)
-    # footprints: the upward faces of each mesh, projected (an LOD1 block's roof is its footprint)
-    mesh_of_triangle = np.repeat(np.arange(n_meshes), t_counts)
-    corners = relative[triangles.astype(np.int64) + vertex_offsets[mesh_of_triangle][:, None]].astype(np.float64)
-    edges = corners[:, 1:, :2] - corners[:, :1, :2]
-    up = 0.5 * (edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0])
-    upward = np.bincount(mesh_of_triangle, weights=np.maximum(up, 0.0), minlength=n_meshes)
     full, lod1 = full[has_mesh], lod1[has_mesh]
+    upward = _upward_area(relative, triangles, vertex_offsets, triangle_offsets, lod1)
     label_relative = np.column_stack([label[0] - district.origin[0], label[1] - district.origin[1]])[has_mesh]
     spine = relative_to_enu(np.vstack([np.column_stack([label_relative, z_low[full]]),
                                        np.column_stack([label_relative, z_high[full]])]), district, frame_enu)
     kept = frame[has_mesh].reset_index(drop=True)
     kept["floors"] = kept["floors"].astype("Int32")
     meshes = _Meshes(enu=enu, triangles=triangles, vertex_offsets=vertex_offsets, triangle_offsets=triangle_offsets,
-                     full=full, lod1=lod1, low=low, high=high, area=upward[lod1],
+                     full=full, lod1=lod1, low=low, high=high, area=upward,
                      spine_bottom=spine[:len(full)], spine_top=spine[len(full):])
     skipped = int((~has_mesh).sum())
     if skipped:
         log.warning("%d buildings have no mesh and are left out of the tileset", skipped)
     return pa.Table.from_pandas(kept, preserve_index=False), meshes, skipped
+
+
+def _upward_area(vertices: np.ndarray, triangles: np.ndarray, vertex_offsets: np.ndarray,
+                 triangle_offsets: np.ndarray, meshes: np.ndarray, *, chunk: int = 1 << 20) -> np.ndarray:
+    """Each of ``meshes``' upward faces' area seen from above, square metres (an LOD1 block's: its footprint).
+
+    Vertices (V, 3) and triangles (T, 3) as in :class:`_Meshes`; read a million triangles at a time.
+    """
+    rows, counts = _rows(triangle_offsets, meshes)
+    owner = np.repeat(np.arange(len(meshes)), counts)
+    area = np.zeros(len(meshes))
+    for s in range(0, len(rows), chunk):
+        corner = (triangles[rows[s:s + chunk]].astype(np.int64)
+                  + vertex_offsets[meshes[owner[s:s + chunk]]][:, None])
+        x, y = vertices[corner, 0].astype(np.float64), vertices[corner, 1].astype(np.float64)
+        up = 0.5 * ((x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (y[:, 1] - y[:, 0]) * (x[:, 2] - x[:, 0]))
+        area += np.bincount(owner[s:s + chunk], weights=np.maximum(up, 0.0), minlength=len(meshes))
+    return area
 
 
 def _box(low: np.ndarray, high: np.ndarray) -> list[float]:

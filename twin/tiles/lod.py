@@ -81,12 +81,29 @@ class CoarseContent:
         return len(self.main)
 
 
-def _segment_distance(points: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """Distance from each point (n, 3) to the segment between its row of ``start`` and ``end`` (n, 3)."""
-    along = end - start
-    length2 = (along * along).sum(axis=1)
-    t = np.clip(((points - start) * along).sum(axis=1) / np.where(length2 > 0, length2, 1.0), 0.0, 1.0)
-    return np.linalg.norm(points - (start + t[:, None] * along), axis=1)
+def _segment_distance(points: np.ndarray, start: np.ndarray, along: np.ndarray, length2: np.ndarray) -> np.ndarray:
+    """Distance from each point (n, 3) to the segment from its row of ``start`` (n, 3) along ``along`` (n, 3),
+    whose squared lengths are ``length2`` (n,)."""
+    t = np.clip(np.einsum("ij,ij->i", points - start, along) / np.where(length2 > 0, length2, 1.0), 0.0, 1.0)
+    gap = points - start - t[:, None] * along
+    return np.sqrt(np.einsum("ij,ij->i", gap, gap))
+
+
+def _block_size(total: np.ndarray, group_low: np.ndarray, group_high: np.ndarray) -> np.ndarray:
+    """The block's width and length (g, 2): a square of the footprints' ``total`` area, narrowed (and lengthened)
+    where the group's extent (its buildings' lowest and highest corners) is thinner."""
+    extent = np.maximum(group_high[:, :2] - group_low[:, :2], MIN_SIZE_M)
+    size_x = np.minimum(np.sqrt(total), extent[:, 0])
+    size_y = np.minimum(total / size_x, extent[:, 1])
+    size_x = np.minimum(total / size_y, extent[:, 0])
+    return np.maximum(np.column_stack([size_x, size_y]), MIN_SIZE_M)
+
+
+def _error_at_least(total: np.ndarray, group_low: np.ndarray, group_high: np.ndarray) -> np.ndarray:
+    """A lower bound of each block's error, from its group's extent alone: the block lies inside the extent, so
+    of the buildings at its two ends along an axis, one is at least half the extent less the block away."""
+    size = _block_size(total, group_low, group_high)
+    return ((group_high[:, :2] - group_low[:, :2] - size) / 2).max(axis=1)
 
 
 def _blocks(rows: np.ndarray, starts: np.ndarray, counts: np.ndarray, *, low: np.ndarray, high: np.ndarray,
@@ -100,12 +117,7 @@ def _blocks(rows: np.ndarray, starts: np.ndarray, counts: np.ndarray, *, low: np
     group_low, group_high = np.minimum.reduceat(lo, starts), np.maximum.reduceat(hi, starts)
     total = np.add.reduceat(a, starts)
     centre = np.add.reduceat(a[:, None] * (lo[:, :2] + hi[:, :2]) / 2, starts) / total[:, None]
-    extent = np.maximum(group_high[:, :2] - group_low[:, :2], MIN_SIZE_M)
-    # a square of the footprints' total area, narrowed (and lengthened) where the group is thinner
-    size_x = np.minimum(np.sqrt(total), extent[:, 0])
-    size_y = np.minimum(total / size_x, extent[:, 1])
-    size_x = np.minimum(total / size_y, extent[:, 0])
-    size = np.maximum(np.column_stack([size_x, size_y]), MIN_SIZE_M)
+    size = _block_size(total, group_low, group_high)
     centre = np.clip(centre, group_low[:, :2] + size / 2, np.maximum(group_high[:, :2] - size / 2,
                                                                        group_low[:, :2] + size / 2))
     base = group_low[:, 2]
@@ -117,10 +129,14 @@ def _blocks(rows: np.ndarray, starts: np.ndarray, counts: np.ndarray, *, low: np
     buildings_to_block = np.maximum.reduceat(np.linalg.norm(excess, axis=1), starts)
     # the block to the buildings: its farthest corner from the nearest spine
     farthest = np.zeros(len(rows))
+    start = spine_bottom[rows]
+    along = spine_top[rows] - start
+    length2 = np.einsum("ij,ij->i", along, along)
+    corner_low, corner_high = block_low[group], block_high[group]
     for corner in range(8):
         pick = np.array([(corner >> axis) & 1 for axis in range(3)], dtype=bool)
-        point = np.where(pick, block_high[group], block_low[group])
-        farthest = np.maximum(farthest, _segment_distance(point, spine_bottom[rows], spine_top[rows]))
+        point = np.where(pick, corner_high, corner_low)
+        farthest = np.maximum(farthest, _segment_distance(point, start, along, length2))
     block_to_buildings = np.minimum.reduceat(farthest, starts)
     volume = a * (hi[:, 2] - lo[:, 2])
     first_best = np.flatnonzero(volume == np.maximum.reduceat(volume, starts)[group])
@@ -177,7 +193,18 @@ def coarse_content(members: np.ndarray, *, level: int, cell_m: float, target_m: 
         if not len(rows):
             break
         starts = np.cumsum(counts) - counts
-        block_low, block_high, error, main = _blocks(rows, starts, counts, **arrays)
+        # most groups of the first, wide squares are too spread to be one block: told apart cheaply
+        hopeful = _error_at_least(np.add.reduceat(np.maximum(area[rows], MIN_AREA_M2), starts),
+                                  np.minimum.reduceat(low[rows], starts),
+                                  np.maximum.reduceat(high[rows], starts)) <= target_m
+        error = np.full(len(counts), np.inf)
+        block_low, block_high = np.zeros((len(counts), 3)), np.zeros((len(counts), 3))
+        main = np.zeros(len(counts), np.int64)
+        if hopeful.any():
+            mine = np.repeat(hopeful, counts)
+            some = counts[hopeful]
+            (block_low[hopeful], block_high[hopeful], error[hopeful],
+             main[hopeful]) = _blocks(rows[mine], np.cumsum(some) - some, some, **arrays)
         taken = error <= target_m
         members_out.append(rows[np.repeat(taken, counts)])
         sizes.append(counts[taken])
