@@ -36,7 +36,7 @@ from twin.store.schema import GRID_LEVELS
 from twin.tiles.frame import enu_frame, relative_to_enu
 from twin.tiles.glb import encode_positions, enu_to_gltf, flat_shaded, gltf_to_enu, tile_glb
 from twin.tiles.lod import CONTENT_ERROR_SHARE, box_meshes, coarse_content
-from twin.tiles.quadtree import CELL_M, ERROR_PER_METRE, MAX_VERTICES, Tile, build_quadtree
+from twin.tiles.quadtree import CELL_M, ERROR_PER_METRE, MAX_LEAF_CELLS, MAX_VERTICES, Tile, build_quadtree
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,9 @@ def _coarse_rows(tile: Tile, meshes: _Meshes, properties: pa.Table, cell_m: floa
                              centres=(low[:, :2] + high[:, :2]) / 2, low=low, high=high, area=meshes.area,
                              spine_bottom=meshes.spine_bottom, spine_top=meshes.spine_top)
     kept, kept_triangles, kept_feature = meshes.gather(meshes.lod1[content.singles])
+    a, b, c = (kept[kept_triangles[:, k]] for k in range(3))
+    up = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    kept_triangles = kept_triangles[up >= 0]  # floors face down: unseen from the heights a coarse tile is seen from
     box_vertices, box_triangles = box_meshes(content.low, content.high)
     vertices = np.vstack([kept, box_vertices])
     triangles = np.vstack([kept_triangles, box_triangles + len(kept)])
@@ -361,7 +364,8 @@ def export_tiles(con: duckdb.DuckDBPyConnection, district: District, out_dir: st
     tileset = {
         "asset": {"version": "1.1", "generator": "district-twin"},
         "extras": {"crs": district.crs, "origin": list(district.origin), "buildings": len(properties),
-                   "tiling": {"cell_m": cell_m, "max_vertices": max_vertices, "error_per_metre": ERROR_PER_METRE,
+                   "tiling": {"cell_m": cell_m, "max_vertices": max_vertices, "max_leaf_cells": MAX_LEAF_CELLS,
+                              "error_per_metre": ERROR_PER_METRE,
                               "content_error_share": CONTENT_ERROR_SHARE, "normals": normals}},
         # The error of drawing nothing: the whole district missing, its box's diagonal. CesiumJS draws nothing
         # once this is under its 16 pixels, so the root's own error (width x 0.024) would hide a city seen whole.

@@ -42,7 +42,7 @@ import numpy as np
 
 from twin.tiles.quadtree import LEVELS, square_keys
 
-CONTENT_ERROR_SHARE = 0.5  # content error at most this share of the tile's geometric error (quantizing takes < 0.01 %)
+CONTENT_ERROR_SHARE = 0.95  # of the tile's geometric error, for blocks; the rest (quantizing takes < 0.01 %) is margin
 MIN_SQUARE_M = 1.0  # buildings whose centres no square wider than this separates are drawn each as its LOD1 block
 MIN_AREA_M2 = 1.0  # a footprint counts at least this much (a mesh seen edge-on from above has none)
 MIN_SIZE_M = 0.1  # a block is at least this wide, long and tall

@@ -3,8 +3,10 @@
 The ground is a fixed grid of ``cell_m`` squares (250 m) anchored at the district origin, so a tile keeps
 its address from one export to the next. A building belongs to the cell holding the centre of its bounding
 box. From the smallest square holding every building down, a square becomes a leaf once its buildings have
-at most ``max_vertices`` vertices at full detail (42,000), or once it is one cell; otherwise it is split in
-four. Leaves show every building at full detail (BIM and mesh models as they are, LOD1 blocks for the rest)
+at most ``max_vertices`` vertices at full detail (42,000) and it is at most ``max_leaf_cells`` cells wide (8:
+2 km), or once it is one cell; otherwise it is split in four. The width cap is ours, not tyler's: a leaf is
+drawn at full detail from wherever its parent's error is too large, which for a leaf of sparse buildings 16 km
+wide is 80 km away; 2 km leaves leave a whole city's view to the coarse tiles. Leaves show every building at full detail (BIM and mesh models as they are, LOD1 blocks for the rest)
 and have geometric error 0. A square above them has geometric error = its width x 0.024 (tyler's factor), in
 metres, and shows its buildings coarsely, within that error (:mod:`twin.tiles.lod`: each building's LOD1
 block, or blocks that stand for several). Refinement is REPLACE: the children's buildings take the place of
@@ -21,6 +23,7 @@ from twin.errors import InputError
 
 CELL_M = 250.0
 MAX_VERTICES = 42_000
+MAX_LEAF_CELLS = 8  # a leaf is at most this many cells wide (2 km)
 ERROR_PER_METRE = 0.024  # geometric error of a tile above the leaves, per metre of its width
 LEVELS = 10  # the fixed grid's root is CELL_M * 2**LEVELS wide (256 km)
 # The origin lies a third of the root's width from its corner: 1/3 is 0.010101... in binary, so the origin is
@@ -86,7 +89,7 @@ def square_keys(centres: np.ndarray, level: int, cell_m: float) -> np.ndarray:
 
 
 def build_quadtree(centres: np.ndarray, *, full_vertices: np.ndarray, cell_m: float = CELL_M,
-                   max_vertices: int = MAX_VERTICES) -> Tile | None:
+                   max_vertices: int = MAX_VERTICES, max_leaf_cells: int = MAX_LEAF_CELLS) -> Tile | None:
     """The quadtree over buildings.
 
     Parameters
@@ -99,6 +102,8 @@ def build_quadtree(centres: np.ndarray, *, full_vertices: np.ndarray, cell_m: fl
         The leaves' smallest width, metres.
     max_vertices : int
         The most vertices a tile above one cell may hold.
+    max_leaf_cells : int
+        The widest a leaf may be, in cells.
 
     Returns
     -------
@@ -120,7 +125,7 @@ def build_quadtree(centres: np.ndarray, *, full_vertices: np.ndarray, cell_m: fl
         shift = LEVELS - level
         x, y = (int(v) for v in cell[members[0]] >> shift)
         width = cell_m * 2 ** shift
-        if level == LEVELS or full_vertices[members].sum() <= max_vertices:
+        if level == LEVELS or (full_vertices[members].sum() <= max_vertices and 2 ** shift <= max_leaf_cells):
             return Tile(level, x, y, width, members, "full")
         child_cell = cell[members] >> (shift - 1)
         keys, which = np.unique((child_cell[:, 0] << 32) | child_cell[:, 1], return_inverse=True)

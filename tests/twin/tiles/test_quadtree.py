@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from twin.errors import InputError
-from twin.tiles.quadtree import CELL_M, ERROR_PER_METRE, build_quadtree
+from twin.tiles.quadtree import CELL_M, ERROR_PER_METRE, MAX_LEAF_CELLS, build_quadtree
 
 
 def _district(n: int, *, seed: int = 0, spread_m: float = 3000.0) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +24,7 @@ def test_leaves_hold_at_most_the_budget_unless_one_cell_and_parents_more():
     members = []
     for tile in root.walk():
         if tile.children:
-            assert full[tile.buildings].sum() > 3000
+            assert full[tile.buildings].sum() > 3000 or tile.width > MAX_LEAF_CELLS * CELL_M
             assert tile.geometric_error == pytest.approx(tile.width * ERROR_PER_METRE)
             assert all(child.width == tile.width / 2 for child in tile.children)
             assert tile.content == "coarse"
@@ -32,8 +32,17 @@ def test_leaves_hold_at_most_the_budget_unless_one_cell_and_parents_more():
         else:
             assert tile.content == "full" and tile.geometric_error == 0
             assert full[tile.buildings].sum() <= 3000 or tile.width == CELL_M
+            assert tile.width <= MAX_LEAF_CELLS * CELL_M
             members.append(tile.buildings)
     assert sorted(np.concatenate(members)) == list(range(len(centres)))  # every building in exactly one leaf
+
+
+def test_leaves_of_sparse_buildings_are_at_most_two_kilometres_wide():
+    centres, full = _district(300, spread_m=12_000.0)  # 300 buildings over 12 km: within any vertex budget
+    root = build_quadtree(centres, full_vertices=full // 100 + 8)
+    leaves = [t for t in root.walk() if not t.children]
+    assert root.width > 8000 and len(leaves) > 4
+    assert max(t.width for t in leaves) == MAX_LEAF_CELLS * CELL_M == 2000
 
 
 def test_a_small_district_is_one_leaf_the_size_of_its_square():
