@@ -349,6 +349,7 @@ export function render({ model, el }) {
   function loadBuildings() {
     const ab = asArrayBuffer(model.buildings);
     if (!ab || ab.byteLength < 32) return;
+    probe.twinBufferBytes = ab.byteLength;  // the single buffer came (a tiled view gets none)
     const first = !state.layer;
     marks.load = marks.load || performance.now();
     const layer = parseBuildings(ab, parseModels(asArrayBuffer(model.models)));
