@@ -34,7 +34,7 @@ PAGE = """<!doctype html>
 </head><body><div id="view"></div></body></html>"""
 
 # Load the tileset (once a page), look at a point obliquely, wait for every tile in view, and pick there.
-LOAD_AND_PICK = """async ([ecef, range, spot]) => {
+LOAD_AND_PICK = """async ([ecef, range]) => {
   if (!window.viewer) {
     window.viewer = new Cesium.Viewer("view", {baseLayer: false, baseLayerPicker: false, geocoder: false,
       homeButton: false, sceneModePicker: false, navigationHelpButton: false, animation: false, timeline: false,
@@ -53,8 +53,7 @@ LOAD_AND_PICK = """async ([ecef, range, spot]) => {
     check();
   });
   for (let i = 0; i < 3; i++) await new Promise((r) => requestAnimationFrame(r));  // drawn, not only loaded
-  const onScreen = Cesium.SceneTransforms.worldToWindowCoordinates(viewer.scene,
-                                                                   spot ? new Cesium.Cartesian3(...spot) : target);
+  const onScreen = Cesium.SceneTransforms.worldToWindowCoordinates(viewer.scene, target);
   const picked = viewer.scene.pick(onScreen);
   const empty = viewer.scene.pick(new Cesium.Cartesian2(2, 2));  // a corner of sky
   return {picked: picked && picked.getProperty ? picked.getProperty("building_id") : null,
@@ -90,18 +89,26 @@ def test_cesium_loads_the_tileset_and_picking_a_building_gives_its_id(small_demo
             "SELECT building_id, name, height, grid_id, label_x, label_y, base_z + height FROM buildings "
             "ORDER BY height DESC, building_id LIMIT 1").fetchone()
     (site / "index.html").write_text(PAGE)
-    # the root's largest block: the top of its middle, in ECEF
-    tileset = json.loads((site / "tiles" / "tileset.json").read_text())
-    root = tileset["root"]
+    root = json.loads((site / "tiles" / "tileset.json").read_text())["root"]
+    transform = np.array(root["transform"], dtype=np.float64).reshape(4, 4).T
+    to_ecef = pyproj.Transformer.from_crs("EPSG:4979", "EPSG:4978", always_xy=True)
+    to_lonlat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+
+    def roof(x: float, y: float, z: float) -> list[float]:
+        return list(np.asarray(to_ecef.transform(*to_lonlat.transform(x, y), z), dtype=float))
+
+    # in the coarse root: its tallest building drawn as itself, and its largest block (the top of its middle)
     enu, feature, columns = content_features(site / "tiles", root["content"]["uri"])
     stands = np.asarray(columns["buildings"])
+    single = max((f for f in np.flatnonzero(stands == 1)), key=lambda f: columns["height"][f])
+    single_id = columns["building_id"][single]
+    with Store(small_demo, read_only=True) as store:
+        single_roof = roof(*store.con.execute("SELECT label_x, label_y, base_z + height FROM buildings "
+                                              "WHERE building_id = ?", [single_id]).fetchone())
     block = max(np.flatnonzero(stands > 1), key=lambda f: np.ptp(enu[feature == f][:, :2], axis=0).prod())
     main, stands_for = columns["building_id"][block], int(stands[block])
     low, high = enu[feature == block].min(axis=0), enu[feature == block].max(axis=0)
-    transform = np.array(root["transform"], dtype=np.float64).reshape(4, 4).T
     block_top = list(transform[:3, :3] @ [(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, high[2]] + transform[:3, 3])
-    lon, lat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(x, y)
-    ecef = pyproj.Transformer.from_crs("EPSG:4979", "EPSG:4978", always_xy=True).transform(lon, lat, top)
     server, url = _serve(site)
     elsewhere = []
     try:
@@ -117,15 +124,14 @@ def test_cesium_loads_the_tileset_and_picking_a_building_gives_its_id(small_demo
             page.route("**/*", only_here)
             page.goto(f"{url}/index.html")
             # from 8 km the root's error (its width x 0.024) is under Cesium's 16 pixels: it is drawn alone
-            target = list(np.asarray(ecef, dtype=float))
-            afar = page.evaluate(LOAD_AND_PICK, [target, 8000.0, None])
-            on_block = page.evaluate(LOAD_AND_PICK, [target, 8000.0, block_top])
-            result = page.evaluate(LOAD_AND_PICK, [target, 250.0, None])
+            afar = page.evaluate(LOAD_AND_PICK, [single_roof, 8000.0])
+            on_block = page.evaluate(LOAD_AND_PICK, [block_top, 8000.0])
+            result = page.evaluate(LOAD_AND_PICK, [roof(x, y, top), 250.0])
     finally:
         server.shutdown()
     assert elsewhere == []  # no ion, no CDN: nothing left this machine
-    # the tallest building stays itself in the root (merged, its block would be far too low)
-    assert afar["tile"].endswith(root["content"]["uri"]) and afar["picked"] == building_id
+    assert afar["tile"].endswith(root["content"]["uri"])
+    assert afar["picked"] == single_id and afar["buildings"] == 1
     assert on_block["tile"].endswith(root["content"]["uri"])
     assert on_block["picked"] == main and on_block["buildings"] == stands_for > 1
     assert result["tiles"] >= 1
