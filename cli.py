@@ -207,7 +207,7 @@ def _tiles_export(con, args: dict, step: Callable[[str], None]) -> dict:
     from twin.tiles.export import export_tiles
 
     return export_tiles(con, district_of(con), args["out_dir"], cell_m=args["cell_size"],
-                        max_vertices=args["max_vertices"])
+                        max_vertices=args["max_vertices"], normals=args["normals"])
 
 
 def writing_commands() -> dict:
@@ -218,7 +218,8 @@ def writing_commands() -> dict:
     from twin.store.control import Command
 
     return {**access_commands(),
-            "tiles.export": Command({"out_dir": str, "cell_size": float, "max_vertices": int}, _tiles_export,
+            "tiles.export": Command({"out_dir": str, "cell_size": float, "max_vertices": int, "normals": bool},
+                                    _tiles_export,
                                     reads_only=True),
             "grids.import": Command({"path": str, "layer": str | None, "actor": str, "reason": str, "mode": str},
                                     _grids_import, grids_changed=True),
@@ -349,7 +350,7 @@ def _cmd_export_tiles(args: argparse.Namespace) -> dict:
     from twin.tiles.export import export_tiles
 
     given = {"out_dir": str(Path(args.out_dir).resolve()), "cell_size": args.cell_size,
-             "max_vertices": args.max_vertices}
+             "max_vertices": args.max_vertices, "normals": args.normals}
     summary = ask_server(args.db, "tiles.export", writing_commands()["tiles.export"].check("tiles.export", given))
     if summary is not None:
         log.info("the server that holds %s exported the tiles", args.db)
@@ -361,7 +362,7 @@ def _cmd_export_tiles(args: argparse.Namespace) -> dict:
                 bar.update(done - bar.n)
 
             summary = export_tiles(store.con, store.district, given["out_dir"], cell_m=args.cell_size,
-                                   max_vertices=args.max_vertices, progress=progress)
+                                   max_vertices=args.max_vertices, normals=args.normals, progress=progress)
     if not args.json:
         for action in ("written", "removed"):
             uris = summary[action]
@@ -575,6 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiles.add_argument("--cell-size", type=float, default=250.0, metavar="M", help="the leaves' smallest width")
     tiles.add_argument("--max-vertices", type=int, default=42_000, metavar="N",
                        help="the most vertices a tile wider than one cell may hold (tyler's rule)")
+    tiles.add_argument("--no-normals", dest="normals", action="store_false",
+                       help="leave normals out: about half the bytes, for viewers that shade flat themselves "
+                            "(the app's view; CesiumJS draws such tiles unlit)")
 
     stores = sub.add_parser("store", help="the store as a whole")
     ssub = stores.add_subparsers(dest="action", required=True)

@@ -102,7 +102,7 @@ def first_frame(browser, url, area: dict, *, timeout_s: float = 300.0) -> dict:
     result = {"first_frame_ms": ms, "bytes": received["websocket"] + received["tiles"], "received": received,
               "browser_js_heap_bytes": int(metrics.get("JSHeapUsedSize", 0)), "browser_rss_bytes": _chromium_rss(),
               "tiles": page.evaluate("window.twinTiles ? window.twinTiles.requested : null"),
-              # with no coarse content above the leaves, a city seen whole may be drawn as ground and outlines only
+              # the tiles drawn at the first frame: coarse ones (blocks) stand in for the leaves far away
               "tiles_drawn": page.evaluate("window.twinTiles ? window.twinTiles.drawn.length : null")}
     page.close()
     return result

@@ -534,8 +534,8 @@ def _tiles(store: Store, shared: SharedDistrict, signins: SignIns, *, view: str,
         from twin.tiles.export import export_tiles
 
         folder = f"{store.path}.tiles"
-        with store.con.cursor() as cursor:
-            summary = export_tiles(cursor, store.district, folder)
+        with store.con.cursor() as cursor:  # no normals: the view shades flat itself, from half the bytes
+            summary = export_tiles(cursor, store.district, folder, normals=False)
         log.info("tiles for the view in %s: %d of %d written in %.1f s", folder, len(summary["written"]),
                  summary["tiles"], summary["seconds"])
     ids: dict[int, pd.Index] = {}

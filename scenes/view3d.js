@@ -362,6 +362,7 @@ export function render({ model, el }) {
   function loadBuildings() {
     const ab = asArrayBuffer(model.buildings);
     if (!ab || ab.byteLength < 32) return;
+    probe.twinBufferBytes = ab.byteLength;  // the single buffer came (a tiled view gets none)
     const first = !state.layer;
     marks.load = marks.load || performance.now();
     const layer = parseBuildings(ab, parseModels(asArrayBuffer(model.models)));
@@ -427,7 +428,9 @@ export function render({ model, el }) {
   // rest of the view draws in. Tiles are chosen by screen-space error whenever the camera settles; each tile's
   // features come with their building indices (its ids file), so colours, highlight and picks go through the same
   // small per-building arrays as the single buffer: a colouring rewrites each loaded tile's colour attribute from
-  // them and never fetches geometry again.
+  // them and never fetches geometry again. Every tile has content: the leaves every building at full detail, the
+  // tiles above them each building's LOD1 block or blocks that stand for several (twin/tiles/lod.py), whose
+  // feature is their main building (for colours) and which a click flies into rather than picks.
   const MAX_SSE = 16, MAX_TILES_KEPT = 128, MAX_FETCHES = 4;
   const tiled = { root: null, base: "", loaded: new Map(), pending: new Set(), drawn: new Set(), queue: [],
                   fetching: 0, seq: 0, bytes: 0 };
@@ -451,6 +454,7 @@ export function render({ model, el }) {
       for (let k = 0; k < 3; k++) { lo[k] = Math.min(lo[k], p[k]); hi[k] = Math.max(hi[k], p[k]); }
     }
     const node = { error: json.geometricError, uri: json.content ? json.content.uri : null, map: a, parent: parent.node,
+                   depth: parent.node ? parent.node.depth + 1 : 0,
                    box: new Float32Array([...lo, ...hi]), centre: [0, 1, 2].map((k) => (lo[k] + hi[k]) / 2),
                    radius: 0.5 * Math.hypot(hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]), children: [] };
     node.children = (json.children || []).map((c) => prepareNode(c, { map: a, node }));
@@ -471,23 +475,39 @@ export function render({ model, el }) {
     setView("oblique", false);
   }
 
-  function tileWanted(node, view, out) {
+  // REPLACE refinement: a tile whose screen-space error is small enough is drawn with its content; else its
+  // children are, once every child in view is ready to be drawn. Until then the tile stands in for all of them
+  // (fetched too, when it is not yet loaded), or else its nearest loaded ancestor does: never a parent beside its
+  // children. Returns whether the tile's part of the view is covered by loaded content; `want` gets what to fetch.
+  function selectTiles(node, view, draw, want) {
     // outside the cone around the line of sight that holds the screen: neither this tile nor any under it
     const c = node.centre, e = view.eye, v = [c[0] - e[0], c[1] - e[1], c[2] - e[2]];
     const dist = Math.hypot(v[0], v[1], v[2]);
     if (dist > node.radius) {
       const off = Math.acos(Math.min(1, (v[0] * view.dir[0] + v[1] * view.dir[1] + v[2] * view.dir[2]) / dist));
-      if (off > view.halfAngle + Math.asin(node.radius / dist)) return;
+      if (off > view.halfAngle + Math.asin(node.radius / dist)) return true;
     }
-    const d = Math.max(dist - node.radius, 1);
-    // As 3D Tiles define it: a tile whose error on screen is small enough is drawn as it is, content or none.
-    const refine = node.children.length && (node.error * view.k) / d > MAX_SSE;
-    if (!refine) { if (node.uri) out.push(node); return; }
-    for (const child of node.children) tileWanted(child, view, out);
+    const loaded = tiled.loaded.has(node);
+    const refine = node.children.length && (node.error * view.k) / Math.max(dist - node.radius, 1) > MAX_SSE;
+    if (!refine) {
+      if (!node.uri) return true;
+      want.push(node);
+      if (loaded) draw.push(node);
+      return loaded;
+    }
+    const mark = draw.length;
+    let ready = true;
+    for (const child of node.children) ready = selectTiles(child, view, draw, want) && ready;
+    if (ready || !node.uri) return ready;
+    want.push(node);
+    if (!loaded) return false;  // the children drawn so far stay, unless an ancestor stands in for them
+    draw.length = mark;
+    draw.push(node);
+    return true;
   }
 
-  // Which tiles to draw for the camera as it is: those the screen-space error asks for when loaded, else their
-  // nearest loaded ancestor meanwhile; what is missing is fetched, nearest first.
+  // Which tiles to draw for the camera as it is, and which to fetch: coarser first (each stands in for all the
+  // tiles under it), then nearest first.
   function updateTiles() {
     if (!tiled.root) return;
     const cam = renderer.getActiveCamera();
@@ -497,15 +517,11 @@ export function render({ model, el }) {
     const look = [fp[0] - eye[0], fp[1] - eye[1], fp[2] - eye[2]], len = Math.hypot(...look) || 1;
     const view = { eye, dir: look.map((x) => x / len), k: h / (2 * tanHalf),
                    halfAngle: Math.atan(tanHalf * Math.hypot(1, w / Math.max(h, 1))) };
-    const wanted = [];
-    tileWanted(tiled.root, view, wanted);
-    const draw = new Set();
+    const draw = [], want = [];
+    selectTiles(tiled.root, view, draw, want);
     tiled.seq += 1;
-    for (const node of wanted) {
-      let shown = node;
-      while (shown && !tiled.loaded.has(shown)) shown = shown.parent;
-      if (shown) { draw.add(shown); shown.used = tiled.seq; }
-      node.used = tiled.seq;
+    for (const node of [...draw, ...want]) node.used = tiled.seq;
+    for (const node of want) {
       if (!tiled.loaded.has(node) && !tiled.pending.has(node)) {
         node.distance = Math.hypot(node.centre[0] - eye[0], node.centre[1] - eye[1], node.centre[2] - eye[2]);
         tiled.pending.add(node);
@@ -514,11 +530,11 @@ export function render({ model, el }) {
     }
     tiled.queue = tiled.queue.filter((n) => n.used === tiled.seq || n.fetching);
     for (const n of tiled.pending) if (!n.fetching && n.used !== tiled.seq) tiled.pending.delete(n);
-    tiled.queue.sort((a, b) => b.distance - a.distance);
-    for (const [node, tile] of tiled.loaded) tile.actor.actor.setVisibility(draw.has(node));
-    tiled.drawn = draw;
+    tiled.queue.sort((a, b) => b.depth - a.depth || b.distance - a.distance);  // pop() takes the last
+    tiled.drawn = new Set(draw);
+    for (const [node, tile] of tiled.loaded) tile.actor.actor.setVisibility(tiled.drawn.has(node));
     renderer.resetCameraClippingRange();  // the near and far planes follow what is drawn
-    probe.twinTiles.drawn = [...draw].map((n) => n.uri);
+    probe.twinTiles.drawn = draw.map((n) => n.uri);
     evictTiles();
     pumpTiles();
     if (!tiled.pending.size) probe.twinTilesSettled = performance.now();  // every tile wanted is drawn
@@ -538,7 +554,7 @@ export function render({ model, el }) {
 
   function pumpTiles() {
     while (tiled.fetching < MAX_FETCHES && tiled.queue.length) {
-      const node = tiled.queue.pop();  // the nearest
+      const node = tiled.queue.pop();  // the coarsest, then the nearest
       node.fetching = true;
       tiled.fetching += 1;
       probe.twinTiles.requested += 1;
@@ -577,32 +593,45 @@ export function render({ model, el }) {
     colourPoints(tile.pointBuilding, tile.colours);
   }
 
-  // One tile's GLB (twin/tiles/glb.py): one primitive, positions relative to the node's translation in glTF's
-  // y-up axes, _FEATURE_ID_0 per vertex. Points come out in the district frame, triangles grouped by feature.
+  // One tile's GLB (twin/tiles/glb.py): one primitive, one node whose translation and uniform scale place it (in
+  // glTF's y-up axes); positions float32 or normalized 16-bit (KHR_mesh_quantization), normals (if any) unused:
+  // the actor shades flat. _FEATURE_ID_0 per vertex (16-bit or float). Points come out in the district frame,
+  // triangles grouped by feature; `stands` is how many buildings each feature stands for (a block: more than 1).
+  const COMPONENTS = { 5120: [Int8Array, 127], 5121: [Uint8Array, 255], 5122: [Int16Array, 32767],
+                       5123: [Uint16Array, 65535], 5125: [Uint32Array, 0], 5126: [Float32Array, 0] };
   function parseTile(ab, ids, m) {
     const head = new DataView(ab);
     if (head.getUint32(0, true) !== 0x46546C67) throw new Error("not a GLB file");
     const jsonLength = head.getUint32(12, true);
     const doc = JSON.parse(new TextDecoder().decode(new Uint8Array(ab, 20, jsonLength)));
     const bin = 28 + jsonLength;
-    const accessor = (i) => {
+    const accessor = (i) => {  // { data, stride, scale }: element v's component k is data[v * stride + k] * scale
       const acc = doc.accessors[i], view = doc.bufferViews[acc.bufferView];
-      const Type = { 5126: Float32Array, 5123: Uint16Array, 5125: Uint32Array }[acc.componentType];
-      const width = acc.type === "VEC3" ? 3 : 1;
-      return new Type(ab, bin + view.byteOffset + (acc.byteOffset || 0), acc.count * width);
+      const [Type, max] = COMPONENTS[acc.componentType];
+      const width = { SCALAR: 1, VEC2: 2, VEC3: 3, VEC4: 4 }[acc.type];
+      const stride = (view.byteStride || width * Type.BYTES_PER_ELEMENT) / Type.BYTES_PER_ELEMENT;
+      const data = new Type(ab, bin + view.byteOffset + (acc.byteOffset || 0), (acc.count - 1) * stride + width);
+      return { data, stride, scale: acc.normalized ? 1 / max : 1 };
     };
     const prim = doc.meshes[0].primitives[0];
     const pos = accessor(prim.attributes.POSITION), feat = accessor(prim.attributes._FEATURE_ID_0);
-    const idx = accessor(prim.indices);
-    const t = doc.nodes[0].translation || [0, 0, 0];
-    const nv = pos.length / 3, nt = idx.length / 3, nf = ids.length;
-    const points = new Float32Array(nv * 3), pointBuilding = new Uint32Array(nv);
+    const idx = accessor(prim.indices).data;
+    const node = doc.nodes[0], t = node.translation || [0, 0, 0], s = (node.scale || [1, 1, 1]).map((k) => k * pos.scale);
+    const nv = doc.accessors[prim.attributes.POSITION].count, nt = idx.length / 3, nf = ids.length;
+    const table = doc.extensions && doc.extensions.EXT_structural_metadata &&
+      doc.extensions.EXT_structural_metadata.propertyTables[0];
+    const standsFor = table && table.properties.buildings;
+    const stands = standsFor ? new Uint32Array(ab, bin + doc.bufferViews[standsFor.values].byteOffset, nf) : null;
+    const points = new Float32Array(nv * 3), pointBuilding = new Uint32Array(nv), feature = new Uint32Array(nv);
     const featBox = new Float32Array(nf * 6);
     for (let f = 0; f < nf; f++) featBox.set([Infinity, Infinity, Infinity, -Infinity, -Infinity, -Infinity], 6 * f);
+    const P = pos.data, ps = pos.stride;
     for (let v = 0; v < nv; v++) {  // glTF (x, y, z) is east, up, -north
-      const p = applyMap(m, pos[3 * v] + t[0], -(pos[3 * v + 2] + t[2]), pos[3 * v + 1] + t[1]);
+      const x = P[ps * v] * s[0] + t[0], y = P[ps * v + 1] * s[1] + t[1], z = P[ps * v + 2] * s[2] + t[2];
+      const p = applyMap(m, x, -z, y);
       points[3 * v] = p[0]; points[3 * v + 1] = p[1]; points[3 * v + 2] = p[2];
-      const f = feat[v];
+      const f = feat.data[feat.stride * v];
+      feature[v] = f;
       pointBuilding[v] = ids[f];
       for (let k = 0; k < 3; k++) {
         if (p[k] < featBox[6 * f + k]) featBox[6 * f + k] = p[k];
@@ -610,14 +639,14 @@ export function render({ model, el }) {
       }
     }
     const featStart = new Uint32Array(nf + 1);  // triangles by feature, for picking
-    for (let c = 0; c < nt; c++) featStart[feat[idx[3 * c]] + 1] += 1;
+    for (let c = 0; c < nt; c++) featStart[feature[idx[3 * c]] + 1] += 1;
     for (let f = 0; f < nf; f++) featStart[f + 1] += featStart[f];
     const fill = featStart.slice(0, nf), cells = new Uint32Array(nt * 4);
     for (let c = 0; c < nt; c++) {
-      const o = 4 * fill[feat[idx[3 * c]]]++;
+      const o = 4 * fill[feature[idx[3 * c]]]++;
       cells[o] = 3; cells[o + 1] = idx[3 * c]; cells[o + 2] = idx[3 * c + 1]; cells[o + 3] = idx[3 * c + 2];
     }
-    return { points, pointBuilding, cells, ids, featBox, featStart, nf };
+    return { points, pointBuilding, cells, ids, featBox, featStart, nf, stands };
   }
 
 
@@ -1223,7 +1252,11 @@ export function render({ model, el }) {
       const p = tile.points, cells = tile.cells;
       for (let c = tile.featStart[f]; c < tile.featStart[f + 1]; c++) {
         const t = rayTriangle(o, d, p, cells[4 * c + 1], cells[4 * c + 2], cells[4 * c + 3]);
-        if (t < best && tile.ids[f] !== 0xFFFFFFFF) { best = t; hit = { t, index: tile.ids[f] }; }
+        if (t < best && tile.ids[f] !== 0xFFFFFFFF) {
+          best = t;
+          hit = tile.stands && tile.stands[f] > 1 ? { t, block: tile.featBox.slice(6 * f, 6 * f + 6) }
+            : { t, index: tile.ids[f] };
+        }
       }
     }
     return hit;
@@ -1252,7 +1285,11 @@ export function render({ model, el }) {
       }
     }
     const tileHit = pickTiles(o, d, inv, best);
-    if (tileHit) { best = tileHit.t; hit = { kind: "building", index: tileHit.index, element: -1 }; }
+    if (tileHit) {
+      best = tileHit.t;
+      hit = tileHit.block ? { kind: "block", index: -1, box: tileHit.block }
+        : { kind: "building", index: tileHit.index, element: -1 };
+    }
     if (cameras.actor.getVisibility() && state.cameraCount) {
       const m = rayMarkers(o, d, cameras, state.cameraCount, 4);
       if (m.t < best) { best = m.t; hit = { kind: "camera", index: m.index }; }
@@ -1297,6 +1334,12 @@ export function render({ model, el }) {
     e.stopImmediatePropagation();
     probe.twinLastClick = performance.now();
     const hit = pickAt(e.clientX, e.clientY);
+    if (hit && hit.kind === "block") {  // a block of a coarse tile: close enough, its buildings answer clicks
+      const b = hit.box;
+      flyTo(viewAround((b[0] + b[3]) / 2, (b[1] + b[4]) / 2, (b[2] + b[5]) / 2,
+                       0.5 * Math.hypot(b[3] - b[0], b[4] - b[1]), "oblique"));
+      return;
+    }
     state.clickSeq += 1;
     model.pick = hit ? { ...hit, seq: state.clickSeq } : { kind: "none", index: -1, seq: state.clickSeq };
   }, true);

@@ -1,11 +1,13 @@
 """The view streaming 3D tiles (``twin serve --view tiles``), in Debian's Chromium on a small demo store.
 
 The tileset is exported with a small vertex budget, so the small district is cut into several tiles of one or
-a few 250 m cells, and a close view leaves the far ones out.
+a few 250 m cells, and a close view leaves the far ones out. Above the leaves, coarse tiles draw each building
+as its LOD1 block or blocks that stand for several; one of them stands in while the leaves under it load.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import urllib.error
 import urllib.request
@@ -17,20 +19,21 @@ from playwright.sync_api import expect
 
 from bench.browser import served, sign_in
 from tests.scenes.test_browser import browser, canvas_pixels, watched_page  # noqa: F401 (a fixture)
+from tests.twin.tiles.tileset_checks import content_features, tiles, to_district
 from twin.store.store import Store
 from twin.tiles.export import export_tiles
 from twin.tiles.glb import property_column, read_glb
 
 pytestmark = pytest.mark.browser
 
-SMALL_BUDGET = 3000  # vertices per tile: the small demo's 500 buildings fall into 7 leaf tiles
+SMALL_BUDGET = 3000  # vertices per tile: the small demo's 500 buildings fall into 7 leaf tiles and 2 coarse ones
 
 
 @pytest.fixture(scope="module")
 def tileset(small_demo, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiles") / "tileset"
     with Store(small_demo, read_only=True) as store:
-        export_tiles(store.con, store.district, out, max_vertices=SMALL_BUDGET)
+        export_tiles(store.con, store.district, out, max_vertices=SMALL_BUDGET, normals=False)  # as the app's own
     return out
 
 
@@ -56,12 +59,13 @@ def page(browser, tiled_url):
 
 
 def tile_of(tileset: Path) -> dict[str, str]:
-    """Each building's tile uri, read from the GLBs' property tables."""
+    """Each building's leaf tile uri, read from the leaves' property tables."""
     found = {}
-    for path in tileset.glob("tiles/**/*.glb"):
-        document, binary = read_glb(path.read_bytes())
-        for building_id in property_column(document, binary, "building_id"):
-            found[building_id] = str(path.relative_to(tileset))
+    for node, _ in tiles(json.loads((tileset / "tileset.json").read_text())["root"]):
+        if "children" not in node:
+            document, binary = read_glb((tileset / node["content"]["uri"]).read_bytes())
+            for building_id in property_column(document, binary, "building_id"):
+                found[building_id] = node["content"]["uri"]
     return found
 
 
@@ -96,8 +100,7 @@ def test_the_tiles_need_a_signed_in_user(tiled_url, tileset):
 def test_the_buildings_come_as_tiles_and_a_click_on_one_fills_the_inspector(page, small_demo, tileset):
     assert page.evaluate("window.twinTiles.loaded.length") > 0
     assert any(u.endswith(".glb") for u in page.tile_requests), "the geometry came as tiles"
-    assert page.meter.received < 0.5 * sum(p.stat().st_size for p in tileset.glob("tiles/**/*.glb")), \
-        "no buffer of every building over the websocket"
+    assert page.evaluate("window.twinBufferBytes") is None, "no buffer of every building over the websocket"
     page.get_by_role("button", name="Top").click()
     page.wait_for_function("window.twinFlightEnd !== undefined")
     page.wait_for_timeout(1200)
@@ -142,3 +145,66 @@ def test_a_fly_to_a_far_grid_loads_and_draws_its_tiles(page, small_demo, tileset
     page.mouse.click(px, py)
     expect(page.locator(".twin-inspector")).to_contain_text(building_id, timeout=10_000)
     assert page.console_errors == []
+
+
+def test_the_coarse_root_stands_in_until_its_leaves_come_and_answers_clicks_and_colours(browser, tiled_url, small_demo,
+                                                                                         tileset):
+    root = json.loads((tileset / "tileset.json").read_text())["root"]
+    leaves = {node["content"]["uri"] for node, _ in tiles(root) if "children" not in node}
+    held = []  # the leaves' requests, answered only at the end
+
+    def hold_leaves(route):
+        if any(route.request.url.endswith(uri) for uri in leaves):
+            held.append(route)
+        else:
+            route.continue_()
+
+    page = watched_page(browser)
+    page.route("**/tiles/**", hold_leaves)
+    sign_in(page, tiled_url)
+    page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
+    page.get_by_role("button", name="Top").click()
+    page.wait_for_function("window.twinFlightEnd !== undefined")
+    page.wait_for_function(f"JSON.stringify(window.twinTiles.drawn) === '{json.dumps([root['content']['uri']])}'",
+                           timeout=30_000)
+    page.wait_for_timeout(800)
+    assert held, "the leaves were asked for, and the root stands in for them meanwhile"
+
+    # a building the root draws as its own LOD1 block answers a click
+    enu, feature, columns = content_features(tileset, root["content"]["uri"])
+    ids, stands = list(columns["building_id"]), np.asarray(columns["buildings"])
+    singles = {ids[f] for f in np.flatnonzero(stands == 1)}
+    building_id, x, y, top = next(r for r in roofs(small_demo) if r[0] in singles)
+    px, py = page.evaluate(f"window.twinView.worldToPage({x}, {y}, {top - 0.5})")
+    page.mouse.click(px, py)
+    expect(page.locator(".twin-inspector")).to_contain_text(building_id, timeout=10_000)
+
+    # colours go through the coarse tile: blocks take their main building's
+    before = canvas_pixels(page)
+    page.locator(".twin-colour-by select").select_option(label="height")
+    expect(page.locator(".twin-legend")).to_contain_text("Height", timeout=10_000)
+    page.wait_for_timeout(800)
+    assert np.abs(canvas_pixels(page) - before).sum(axis=2).mean() > 5
+
+    # a block (the largest) flies the camera to it and fills no inspector
+    with Store(small_demo, read_only=True) as store:
+        crs, origin = store.district.crs, np.asarray(store.district.origin)
+    largest = max(np.flatnonzero(stands > 1), key=lambda f: np.ptp(enu[feature == f][:, :2], axis=0).prod())
+    corners = to_district(tileset, enu[feature == largest], crs) - origin
+    (x0, y0, _), (x1, y1, z1) = corners.min(axis=0), corners.max(axis=0)
+    px, py = page.evaluate(f"window.twinView.worldToPage({(x0 + x1) / 2}, {(y0 + y1) / 2}, {z1})")
+    flown = page.evaluate("window.twinFlightEnd")
+    page.mouse.click(px, py)
+    page.wait_for_function(f"window.twinFlightEnd > {flown}", timeout=10_000)
+    expect(page.locator(".twin-inspector")).to_contain_text(building_id)  # still the building clicked before
+
+    # the leaves come, and replace the root
+    leaf_uris = set(leaves)
+    leaves.clear()  # from now on every request goes through
+    for route in held:
+        route.continue_()
+    page.wait_for_function(f"window.twinTiles.drawn.length && !window.twinTiles.drawn.includes("
+                           f"'{root['content']['uri']}')", timeout=30_000)
+    assert set(page.evaluate("window.twinTiles.drawn")) & leaf_uris
+    assert page.console_errors == []
+    page.close()

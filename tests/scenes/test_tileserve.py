@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from scenes.tileserve import TILED_ABOVE, annotated_tileset, tiled_view
+from scenes.tileserve import TILED_ABOVE, annotated_tileset, tile_routes, tiled_view
 from tests.conftest import ROOT
 from tests.twin.tiles.tileset_checks import content_enu, tiles, to_district
 from twin.geo.crs import District
@@ -62,3 +62,51 @@ def test_serving_a_folder_that_holds_no_tileset_is_refused_before_anything_start
                           timeout=120)
     assert done.returncode == 2
     assert f"--tiles {tmp_path}: no tileset.json there" in done.stderr and "twin export tiles" in done.stderr
+
+
+def test_tiles_ids_and_the_tileset_go_out_gzipped_to_a_browser_that_accepts_it(small_demo, tmp_path):
+    import asyncio
+    import gzip
+    import threading
+    import urllib.request
+
+    import pandas as pd
+    import tornado.web
+
+    from bench.browser import free_port
+
+    with Store(small_demo, read_only=True) as store:
+        district = store.district
+        export_tiles(store.con, district, tmp_path, max_vertices=3000, normals=False)
+        order = pd.Index(store.con.execute("SELECT building_id FROM buildings ORDER BY building_id").df()["building_id"])
+    routes = tile_routes(tmp_path, district=district, building_ids=lambda: order, signed_in=lambda name: True)
+    port, started, loop = free_port(), threading.Event(), {}
+
+    def serve() -> None:
+        loop["loop"] = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop["loop"])
+        tornado.web.Application(routes, cookie_secret="test").listen(port, address="127.0.0.1")
+        started.set()
+        loop["loop"].run_forever()
+
+    threading.Thread(target=serve, daemon=True).start()
+    started.wait(10)
+
+    def get(path: str, *, accept: str | None) -> tuple[bytes, str | None]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/tiles/{path}",
+                                         headers={"Accept-Encoding": accept} if accept else {})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.read(), answer.headers.get("Content-Encoding")
+
+    try:
+        uri = json.loads((tmp_path / "tileset.json").read_text())["root"]["content"]["uri"]
+        on_disk = (tmp_path / uri).read_bytes()
+        for path in (uri, f"ids/{uri}", "tileset.json"):
+            plain, encoding = get(path, accept=None)
+            assert encoding is None
+            zipped, encoding = get(path, accept="gzip, deflate")
+            assert encoding == "gzip" and gzip.decompress(zipped) == plain and len(zipped) < 0.7 * len(plain), path
+        assert plain != b"" and get(uri, accept=None)[0] == on_disk
+        assert len(get(uri, accept="gzip")[0]) < 0.6 * len(on_disk)
+    finally:
+        loop["loop"].call_soon_threadsafe(loop["loop"].stop)

@@ -2,9 +2,17 @@
 
 Pure: arrays in, ``bytes`` out. The mesh is one primitive whose ``_FEATURE_ID_0`` vertex attribute
 (``EXT_mesh_features``) indexes a property table (``EXT_structural_metadata``) holding one row per
-feature. Positions are float32 relative to the tile's centre, which the root node's translation (float64
-in the JSON) carries; glTF is y-up, and 3D Tiles turns it z-up, so east, north, up become x, -z, y.
-Vertices are split where faces meet at an angle so each face gets its own normal (flat shading).
+feature. glTF is y-up, and 3D Tiles turns it z-up, so east, north, up become x, -z, y.
+
+Compact by default (``KHR_mesh_quantization``):
+
+- positions are 16-bit integers over the tile's cube (the node's translation, float64 in the JSON, is its
+  centre, and its uniform scale the cube's half width) when that puts every vertex within the error the
+  caller allows (a leaf: 5 mm, so any 1:500 map's centimetre holds), else float32 relative to the centre;
+- no normals, and vertices shared between faces, when the caller says its viewers shade flat themselves (the
+  app's view does; CesiumJS draws a mesh without normals unlit); else faces get their own vertices where
+  they meet at an angle, with 8-bit normals;
+- feature ids are 16-bit (float above 65,536 features), indices 16-bit up to 65,535 vertices.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -19,10 +28,16 @@ import pyarrow.compute as pc
 
 # glTF constants
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
-_FLOAT, _UNSIGNED_SHORT, _UNSIGNED_INT = 5126, 5123, 5125
+_BYTE, _UNSIGNED_BYTE, _SHORT, _UNSIGNED_SHORT, _UNSIGNED_INT, _FLOAT = 5120, 5121, 5122, 5123, 5125, 5126
+COMPONENT_DTYPES = {_BYTE: "<i1", _UNSIGNED_BYTE: "<u1", _SHORT: "<i2", _UNSIGNED_SHORT: "<u2",
+                    _UNSIGNED_INT: "<u4", _FLOAT: "<f4"}
+TYPE_WIDTHS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
 _TRIANGLES = 4
 _GLB_MAGIC, _GLB_VERSION, _CHUNK_JSON, _CHUNK_BIN = 0x46546C67, 2, 0x4E4F534A, 0x004E4942
 
+QUANTIZATION = "KHR_mesh_quantization"
+SHORT_MAX = 32767  # a normalized short's 1.0
+BYTE_MAX = 127
 METADATA_ALIGNMENT = 8  # EXT_structural_metadata: every buffer view of a property table starts at a multiple of 8
 NORMAL_STEPS = 127  # faces whose normals round to the same of 127 steps per axis share their vertices
 SCALAR_DTYPES = {"INT8": "<i1", "UINT8": "<u1", "INT16": "<i2", "UINT16": "<u2", "INT32": "<i4", "UINT32": "<u4",
@@ -81,6 +96,37 @@ def flat_shaded(vertices: np.ndarray, triangles: np.ndarray, vertex_feature: np.
             inverse.reshape(-1, 3).astype(np.int64))
 
 
+@dataclass(frozen=True)
+class Positions:
+    """A tile's vertex positions as stored: ``values`` (V, 3), int16 normalized over the node's uniform
+    ``scale`` or float32 (scale 1), relative to the node's ``translation`` (glTF axes, metres)."""
+
+    values: np.ndarray
+    translation: np.ndarray
+    scale: float
+
+    @property
+    def quantized(self) -> bool:
+        return self.values.dtype == np.int16
+
+    def decoded(self) -> np.ndarray:
+        """The positions as a viewer computes them (float64, glTF axes, the tileset's frame)."""
+        unit = self.values.astype(np.float64) / SHORT_MAX if self.quantized else self.values.astype(np.float64)
+        return unit * self.scale + self.translation
+
+
+def encode_positions(positions: np.ndarray, *, max_error_m: float) -> Positions:
+    """Positions (V, 3) float64 as 16-bit integers when every vertex then stays within ``max_error_m`` metres of
+    where it is, else as float32; either way relative to their bounding box's centre (the node translation)."""
+    positions = np.asarray(positions, dtype=np.float64)
+    low, high = positions.min(axis=0), positions.max(axis=0)
+    centre = (low + high) / 2
+    half = max(float((high - low).max()) / 2, 1e-3)
+    if np.sqrt(3) * half / SHORT_MAX / 2 <= max_error_m:  # half a step on each axis, at worst
+        return Positions(np.rint((positions - centre) / half * SHORT_MAX).astype(np.int16), centre, half)
+    return Positions((positions - centre).astype(np.float32), centre, 1.0)
+
+
 class _Buffer:
     """The BIN chunk under construction and its buffer views."""
 
@@ -127,51 +173,66 @@ def _property_buffers(buffer: _Buffer, definition: Mapping, values: Sequence | n
     raise ValueError(f"property type {kind!r} is not written here; use STRING or SCALAR")
 
 
-def tile_glb(*, positions: np.ndarray, normals: np.ndarray, features: np.ndarray, triangles: np.ndarray,
-             translation: Sequence[float], schema: Mapping, class_name: str,
-             columns: Mapping[str, Sequence | np.ndarray], colour: Sequence[float] = (0.8, 0.8, 0.78, 1.0),
-             generator: str = "district-twin") -> bytes:
+def tile_glb(*, positions: Positions, normals: np.ndarray | None, features: np.ndarray, triangles: np.ndarray,
+             schema: Mapping, class_name: str, columns: Mapping[str, Sequence | np.ndarray],
+             colour: Sequence[float] = (0.8, 0.8, 0.78, 1.0), generator: str = "district-twin") -> bytes:
     """A binary glTF 2.0 of one tile.
 
     Parameters
     ----------
-    positions : ndarray, shape (V, 3), float32
-        glTF axes (y up), metres relative to ``translation``.
-    normals : ndarray, shape (V, 3), float32
-        Unit length, glTF axes.
+    positions : Positions
+        From :func:`encode_positions` (glTF axes, y up).
+    normals : ndarray, shape (V, 3), or None
+        Unit length, glTF axes; None for none (viewers then shade flat themselves, or not at all).
     features : ndarray, shape (V,), int
         Each vertex's feature, 0 .. F-1, the row of ``columns``.
     triangles : ndarray, shape (T, 3), int
-    translation : sequence of 3 float
-        The tile centre in the tileset's frame, glTF axes (float64 in the JSON).
     schema : mapping
         An ``EXT_structural_metadata`` schema holding ``class_name``.
     columns : mapping of str to sequence, each of length F
         The property values of each feature, by property id of the class (strings as a list or a pyarrow
-        array; None or null is written as the empty string).
+        array; None or null is written as the empty string); properties the class does not require may be
+        left out.
 
     Returns
     -------
     bytes
         The GLB file.
     """
-    positions = np.ascontiguousarray(positions, dtype="<f4")
+    n_vertices = len(positions.values)
     n_features = len(next(iter(columns.values()))) if columns else 0
-    index_type, index_dtype = (_UNSIGNED_SHORT, "<u2") if len(positions) <= 0xFFFF else (_UNSIGNED_INT, "<u4")
+    index_type = _UNSIGNED_SHORT if n_vertices <= 0xFFFF else _UNSIGNED_INT  # 65,535 itself may not be an index
     buffer = _Buffer()
     accessors = []
 
-    def vertex_accessor(data: np.ndarray, kind: str, **extra) -> int:
+    def vertex_accessor(data: np.ndarray, component: int, kind: str, **extra) -> int:
+        """``data`` (V, k) of ``component`` type, padded to whole 4-byte words per vertex as glTF asks."""
+        data = np.ascontiguousarray(data, dtype=COMPONENT_DTYPES[component]).reshape(n_vertices, -1)
+        width = TYPE_WIDTHS[kind]
+        stride = -(-width * data.itemsize // 4) * 4
+        if stride != width * data.itemsize:
+            padded = np.zeros((n_vertices, stride // data.itemsize), dtype=data.dtype)
+            padded[:, :width] = data
+            data = padded
         view = buffer.add(data.tobytes(), target=_ARRAY_BUFFER)
-        accessors.append({"bufferView": view, "componentType": _FLOAT, "count": len(data), "type": kind, **extra})
+        if stride != width * data.itemsize:
+            buffer.views[view]["byteStride"] = stride
+        accessors.append({"bufferView": view, "componentType": component, "count": n_vertices, "type": kind,
+                          **extra})
         return len(accessors) - 1
 
-    position = vertex_accessor(positions, "VEC3", min=positions.min(axis=0).tolist(),
-                               max=positions.max(axis=0).tolist())
-    normal = vertex_accessor(np.ascontiguousarray(normals, dtype="<f4"), "VEC3")
-    # float ids: exact to 2**24, and 4-byte aligned as vertex attributes must be (unlike 2-byte shorts)
-    feature = vertex_accessor(np.ascontiguousarray(features, dtype="<f4"), "SCALAR")
-    index_view = buffer.add(np.ascontiguousarray(triangles, dtype=index_dtype).tobytes(),
+    values = positions.values
+    quantized = positions.quantized
+    attributes = {"POSITION": vertex_accessor(values, _SHORT if quantized else _FLOAT, "VEC3",
+                                              min=values.min(axis=0).tolist(), max=values.max(axis=0).tolist(),
+                                              **({"normalized": True} if quantized else {}))}
+    if normals is not None:
+        attributes["NORMAL"] = vertex_accessor(np.rint(np.clip(normals, -1, 1) * BYTE_MAX), _BYTE, "VEC3",
+                                               normalized=True)
+    # feature ids: 16-bit while they fit (padded to 4 bytes a vertex all the same), else float (exact to 2**24)
+    feature_type = _UNSIGNED_SHORT if n_features <= 0x10000 else _FLOAT
+    attributes["_FEATURE_ID_0"] = vertex_accessor(features, feature_type, "SCALAR")
+    index_view = buffer.add(np.ascontiguousarray(triangles, dtype=COMPONENT_DTYPES[index_type]).tobytes(),
                             target=_ELEMENT_ARRAY_BUFFER)
     accessors.append({"bufferView": index_view, "componentType": index_type, "count": int(np.size(triangles)),
                       "type": "SCALAR"})
@@ -180,18 +241,23 @@ def tile_glb(*, positions: np.ndarray, normals: np.ndarray, features: np.ndarray
              "properties": {name: _property_buffers(buffer, properties[name], values)
                             for name, values in columns.items()}}
     binary = buffer.bytes()
+    node = {"mesh": 0, "translation": [float(t) for t in positions.translation]}
+    if positions.scale != 1.0:
+        node["scale"] = [float(positions.scale)] * 3
+    extensions = ["EXT_mesh_features", "EXT_structural_metadata"]
+    compact = quantized or normals is not None  # 8-bit normals are quantized too
     document = {
         "asset": {"version": "2.0", "generator": generator},
-        "extensionsUsed": ["EXT_mesh_features", "EXT_structural_metadata"],
+        "extensionsUsed": extensions + [QUANTIZATION] * compact,
+        **({"extensionsRequired": [QUANTIZATION]} if compact else {}),
         "extensions": {"EXT_structural_metadata": {"schema": dict(schema), "propertyTables": [table]}},
         "scene": 0,
         "scenes": [{"nodes": [0]}],
-        "nodes": [{"mesh": 0, "translation": [float(t) for t in translation]}],
+        "nodes": [node],
         "meshes": [{"primitives": [{
-            "attributes": {"POSITION": position, "NORMAL": normal, "_FEATURE_ID_0": feature},
-            "indices": len(accessors) - 1, "material": 0, "mode": _TRIANGLES,
+            "attributes": attributes, "indices": len(accessors) - 1, "material": 0, "mode": _TRIANGLES,
             "extensions": {"EXT_mesh_features": {"featureIds": [
-                {"featureCount": n_features, "attribute": 0, "propertyTable": 0}]}}}]}],
+                {"featureCount": max(n_features, 1), "attribute": 0, "propertyTable": 0}]}}}]}],
         "materials": [{"pbrMetallicRoughness": {"baseColorFactor": list(colour), "metallicFactor": 0.0,
                                                 "roughnessFactor": 1.0},
                        "doubleSided": True}],  # BIM and scanned meshes do not always wind outward
@@ -222,14 +288,16 @@ def read_glb(data: bytes) -> tuple[dict, bytes]:
 
 
 def accessor_array(document: Mapping, binary: bytes, index: int) -> np.ndarray:
-    """An accessor's data as a numpy array, shape (count,) or (count, components)."""
+    """An accessor's values as stored (a normalized one not divided out), shape (count,) or (count, components)."""
     accessor = document["accessors"][index]
     view = document["bufferViews"][accessor["bufferView"]]
-    dtype = {_FLOAT: "<f4", _UNSIGNED_SHORT: "<u2", _UNSIGNED_INT: "<u4"}[accessor["componentType"]]
-    width = {"SCALAR": 1, "VEC3": 3}[accessor["type"]]
+    dtype = np.dtype(COMPONENT_DTYPES[accessor["componentType"]])
+    width = TYPE_WIDTHS[accessor["type"]]
+    stride = view.get("byteStride", width * dtype.itemsize)
     start = view["byteOffset"] + accessor.get("byteOffset", 0)
-    array = np.frombuffer(binary, dtype=dtype, count=accessor["count"] * width, offset=start)
-    return array if width == 1 else array.reshape(-1, width)
+    array = np.ndarray((accessor["count"], width), dtype=dtype, buffer=binary, offset=start,
+                       strides=(stride, dtype.itemsize)).copy()
+    return array[:, 0] if width == 1 else array
 
 
 def property_column(document: Mapping, binary: bytes, name: str, *, table: int = 0) -> list | np.ndarray:

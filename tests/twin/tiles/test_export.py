@@ -1,5 +1,6 @@
-"""3D Tiles export on real stores: the schema, the 1 cm round trip, metadata, detail levels, incremental
-writes, Khronos' glTF-Validator, and the command line."""
+"""3D Tiles export on real stores: the schema, the 1 cm round trip, the coarse tiles' geometric errors,
+metadata, detail levels, the compact encoding, incremental writes, Khronos' glTF-Validator, and the command
+line."""
 
 from __future__ import annotations
 
@@ -12,17 +13,19 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
+from shapely import STRtree
 
 from ingest.footprints import ingest_footprints, read_footprints
 from ingest.ifc import ingest_ifc
 from tests.conftest import IFC, LUJIAZUI, ROOT
-from tests.twin.tiles.tileset_checks import content_enu, schema_problems, tiles, to_district
+from tests.twin.tiles.tileset_checks import (content_enu, content_features, from_district, schema_problems, tiles,
+                                             to_district)
 from twin.errors import InputError
 from twin.grids.gridedit import merge_grids
 from twin.grids.gridversions import current_grids, save_partition
 from twin.store.store import Store, open_for_command
 from twin.tiles.export import MANIFEST, export_tiles
-from twin.tiles.glb import property_column, read_glb
+from twin.tiles.glb import accessor_array, property_column, read_glb
 
 NODE_TOOLS = ROOT / "tests" / "node"
 SMALL_BUDGET = 2000  # vertices: the small demo then makes a tree with LOD1 blocks above the BIM leaf
@@ -40,6 +43,15 @@ def bim_tiles(bim_demo, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiles") / "bim"
     export(db, out, max_vertices=SMALL_BUDGET)
     return db, building_id, out
+
+
+@pytest.fixture(scope="module")
+def compact_tiles(bim_demo, tmp_path_factory):
+    """The same store and budget as ``bim_tiles``, exported without normals: (store, tileset)."""
+    db, _ = bim_demo
+    out = tmp_path_factory.mktemp("tiles") / "compact"
+    export(db, out, max_vertices=SMALL_BUDGET, normals=False)
+    return db, out
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +84,9 @@ def _nearest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def round_trip_error(db, out_dir) -> float:
-    """The farthest any drawn vertex lies from the store's float64 position of the vertex it draws, and any
-    store vertex from the drawn ones, in metres. Leaves must draw each building's BIM, else its mesh, else its
-    LOD1 block; tiles above them the LOD1 block."""
+    """The farthest any vertex a leaf draws lies from the store's float64 position of the vertex it draws, and
+    any store vertex from the drawn ones, in metres. Leaves must draw each building's BIM, else its mesh, else
+    its LOD1 block (the tiles above them are checked by :func:`coarse_errors`)."""
     with Store(db, read_only=True) as store:
         district = store.district
         rows = store.con.execute("SELECT building_id, lod, vertices FROM meshes").fetchall()
@@ -84,18 +96,90 @@ def round_trip_error(db, out_dir) -> float:
     root = json.loads((out_dir / "tileset.json").read_text())["root"]
     worst = 0.0
     for node, _ in tiles(root):
-        if "content" not in node:
+        if "children" in node:
             continue
         enu, ids = content_enu(out_dir, node["content"]["uri"])
         drawn = to_district(out_dir, enu, district.crs)
         ids = np.asarray(ids)
         for building_id in np.unique(ids):
-            lods = ("bim", "mesh", "lod1") if "children" not in node else ("lod1",)
-            lod = next(lod for lod in lods if (building_id, lod) in stored)
+            lod = next(lod for lod in ("bim", "mesh", "lod1") if (building_id, lod) in stored)
             mine = drawn[ids == building_id]
             worst = max(worst, _nearest(mine, stored[building_id, lod]).max(),
                         _nearest(stored[building_id, lod], mine).max())
     return worst
+
+
+def _box_distance(points: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Distance from each point (p, 3) to the nearest of the boxes (b, 3); inf without boxes."""
+    out = np.full(len(points), np.inf)
+    for s in range(0, len(points), 512):
+        chunk = points[s:s + 512, None, :]
+        excess = np.maximum(np.maximum(low[None] - chunk, chunk - high[None]), 0.0)
+        out[s:s + 512] = np.linalg.norm(excess, axis=2).min(axis=1, initial=np.inf)
+    return out
+
+
+def coarse_errors(db, out_dir, *, samples: int = 30) -> dict[str, tuple[float, float, float]]:
+    """For each tile above the leaves: how far its content lies from the buildings under it at LOD1, both ways
+    (metres, as solids), and its geometric error. Read independently of the exporter, from the store and the GLBs.
+
+    - Buildings to content: every LOD1 vertex of every building under the tile (in the root frame, through the
+      exact chain), to the nearest drawn block (a feature standing for several buildings: the box of its 8
+      vertices, an exact distance) or drawn vertex of a building drawn as itself (at least the distance to it).
+    - Content to buildings: each block's corners and ``samples`` random points inside it, to the nearest
+      building's LOD1 prism (footprint and heights from the store, in the district's CRS).
+    - A building drawn as itself: its drawn vertices to its LOD1 vertices, both ways.
+    """
+    rng = np.random.default_rng(0)
+    with Store(db, read_only=True) as store:
+        district = store.district
+        rows = store.con.execute("SELECT building_id, vertices FROM meshes WHERE lod = 'lod1'").fetchall()
+        prisms = store.con.execute("SELECT building_id, ST_AsWKB(footprint), base_z, base_z + height "
+                                   "FROM buildings").fetchall()
+    lod1 = {b: np.frombuffer(v, "<f4").reshape(-1, 3).astype(np.float64) + district.origin for b, v in rows}
+    lod1_enu = {b: from_district(out_dir, v, district.crs) for b, v in lod1.items()}
+    footprint = {b: (shapely.from_wkb(bytes(w)), z0, z1) for b, w, z0, z1 in prisms}
+    root = json.loads((out_dir / "tileset.json").read_text())["root"]
+    under: dict[int, set[str]] = {}
+    for node, _ in reversed(list(tiles(root))):
+        under[id(node)] = (set().union(*(under[id(c)] for c in node["children"])) if "children" in node
+                           else set(content_features(out_dir, node["content"]["uri"])[2]["building_id"]))
+    found = {}
+    for node, _ in tiles(root):
+        if "children" not in node:
+            continue
+        enu, feature, columns = content_features(out_dir, node["content"]["uri"])
+        ids, counts = np.asarray(columns["building_id"]), np.asarray(columns["buildings"])
+        block = counts[feature] > 1
+        boxes = [(enu[feature == f].min(axis=0), enu[feature == f].max(axis=0)) for f in np.flatnonzero(counts > 1)]
+        low = np.array([b[0] for b in boxes]).reshape(-1, 3)
+        high = np.array([b[1] for b in boxes]).reshape(-1, 3)
+        singles = enu[~block]
+        mine = sorted(under[id(node)])
+        stored = np.vstack([lod1_enu[b] for b in mine])
+        to_content = np.minimum(_box_distance(stored, low, high), _nearest(stored, singles) if len(singles)
+                                else np.inf)
+        worst_single = 0.0
+        for f in np.flatnonzero(counts == 1):
+            drawn = enu[feature == f]
+            worst_single = max(worst_single, _nearest(drawn, lod1_enu[ids[f]]).max(),
+                               _nearest(lod1_enu[ids[f]], drawn).max())
+        corners = np.array([[(c >> a) & 1 for a in range(3)] for c in range(8)], dtype=float)
+        unit = np.vstack([corners, rng.random((samples, 3))])
+        points = (low[:, None, :] + unit[None] * (high - low)[:, None, :]).reshape(-1, 3)
+        in_crs = to_district(out_dir, points, district.crs)
+        shapes = [footprint[b] for b in mine]
+        tree = STRtree([s[0] for s in shapes])
+        base, top = np.array([s[1] for s in shapes]), np.array([s[2] for s in shapes])
+        to_buildings = np.full(len(points), np.inf)
+        reach = node["geometricError"] * 2
+        which, near = tree.query(shapely.points(in_crs[:, :2]), predicate="dwithin", distance=reach)
+        flat = shapely.distance(shapely.points(in_crs[which, :2]), np.asarray(tree.geometries)[near])
+        up = np.maximum(np.maximum(base[near] - in_crs[which, 2], in_crs[which, 2] - top[near]), 0.0)
+        np.minimum.at(to_buildings, which, np.hypot(flat, up))
+        found[node["content"]["uri"]] = (float(max(to_content.max(), worst_single)), float(to_buildings.max(initial=0)),
+                                         node["geometricError"])
+    return found
 
 
 def test_the_tileset_passes_the_schema_checks(bim_tiles):
@@ -105,6 +189,20 @@ def test_the_tileset_passes_the_schema_checks(bim_tiles):
     assert tileset["asset"]["version"] == "1.1"
     leaves = [n for n, _ in tiles(tileset["root"]) if "children" not in n]
     assert len(leaves) > 1 and all(n["geometricError"] == 0 and "content" in n for n in leaves)
+    above = [n for n, _ in tiles(tileset["root"]) if "children" in n]
+    assert above and all("content" in n for n in above)  # the tiles above the leaves draw too
+
+
+def test_what_a_tile_above_the_leaves_draws_lies_within_its_geometric_error_of_its_buildings(bim_tiles):
+    db, _, out = bim_tiles
+    errors = coarse_errors(db, out)
+    assert len(errors) >= 2
+    for uri, (to_content, to_buildings, geometric_error) in errors.items():
+        assert to_content <= geometric_error and to_buildings <= geometric_error, (uri, to_content, to_buildings)
+    # and the root merged buildings into blocks (it would not be small otherwise)
+    root = json.loads((out / "tileset.json").read_text())["root"]
+    _, _, columns = content_features(out, root["content"]["uri"])
+    assert np.max(columns["buildings"]) > 1 and len(columns["building_id"]) < 0.75 * np.sum(columns["buildings"])
 
 
 def test_the_schema_checks_catch_a_child_outside_its_parent(bim_tiles, tmp_path):
@@ -134,16 +232,15 @@ def test_bim_models_are_full_detail_in_the_leaves_with_lod1_blocks_above(bim_dem
                                         [building_id]).fetchall())
         lod1_total, = store.con.execute("SELECT sum(n_vertices) FROM meshes WHERE lod = 'lod1'").fetchone()
     assert counts["bim"] > counts["lod1"]
-    # Every LOD1 block fits in one tile, but not with the BIM model: the root shows blocks, its leaves the model.
+    # Every LOD1 block fits in one tile, but not with the BIM model: the root is coarse, its leaves the model.
     export(db, tmp_path, max_vertices=lod1_total)
     root = json.loads((tmp_path / "tileset.json").read_text())["root"]
     assert "content" in root and "children" in root
-    drawn = {}  # leaf or not -> how many vertices the building has there
+    drawn = {}  # leaf or not -> how many vertices the building (or a block it is the main building of) has there
     for node, _ in tiles(root):
-        if "content" in node:
-            _, ids = content_enu(tmp_path, node["content"]["uri"])
-            if building_id in ids:
-                drawn["children" not in node] = ids.count(building_id)
+        _, ids = content_enu(tmp_path, node["content"]["uri"])
+        if building_id in ids:
+            drawn["children" not in node] = ids.count(building_id)
     assert set(drawn) == {True, False}
     assert drawn[True] >= counts["bim"] and drawn[False] < counts["bim"]
     assert 0 < round_trip_error(db, tmp_path) <= 0.01  # and each is the level it should be, vertex for vertex
@@ -163,9 +260,8 @@ def test_each_building_is_a_feature_with_the_stores_properties(bim_tiles):
     expected = {row[0]: row for row in expected}
     seen = set()
     names = ("building_id", "name", "use", "height", "floors", "street_id", "community_id", "grid_id", "micro_id")
+    coarse = 0
     for node, _ in tiles(json.loads((out / "tileset.json").read_text())["root"]):
-        if "content" not in node:
-            continue
         data = (out / node["content"]["uri"]).read_bytes()
         document, binary = read_glb(data)
         # EXT_structural_metadata's 8-byte alignment: the BIN data, and every property's buffer view in it
@@ -176,12 +272,20 @@ def test_each_building_is_a_feature_with_the_stores_properties(bim_tiles):
         ids = property_column(document, binary, "building_id")
         (features,) = document["meshes"][0]["primitives"][0]["extensions"]["EXT_mesh_features"]["featureIds"]
         assert features["featureCount"] == len(ids) and features["attribute"] == 0
+        if "children" in node:  # coarse: the id, the height, and how many buildings the feature stands for
+            assert set(table["properties"]) == {"building_id", "height", "buildings"}
+            height, stands_for = (property_column(document, binary, n) for n in ("height", "buildings"))
+            assert set(ids) <= set(expected) and stands_for.min() >= 1
+            assert all(h == expected[i][3] for i, h, n in zip(ids, height, stands_for) if n == 1)
+            coarse += 1
+            continue
+        assert "buildings" not in table["properties"]  # one building a feature: the class's default
         columns = [property_column(document, binary, name) for name in names]
         for row in zip(*columns):
             row = tuple(v.item() if hasattr(v, "item") else v for v in row)
             assert row == expected[row[0]]
         seen.update(ids)
-    assert seen == set(expected)
+    assert seen == set(expected) and coarse > 0
 
 
 def test_a_second_export_writes_nothing_and_an_ingest_or_grid_save_rewrites_only_their_tiles(demo_copy, tmp_path):
@@ -191,9 +295,24 @@ def test_a_second_export_writes_nothing_and_an_ingest_or_grid_save_rewrites_only
     again = export(demo_copy, out, max_vertices=SMALL_BUDGET)
     assert again["written"] == [] and again["unchanged"] == first["tiles"]
 
-    def tiles_holding(building_ids: set[str]) -> set[str]:
-        return {uri for uri in json.loads((out / MANIFEST).read_text())["tiles"]
-                if building_ids & set(property_column(*read_glb((out / uri).read_bytes()), "building_id"))}
+    def leaves_holding(building_ids: set[str]) -> set[str]:
+        return {node["content"]["uri"] for node, _ in tiles(json.loads((out / "tileset.json").read_text())["root"])
+                if "children" not in node and building_ids & set(content_features(out, node["content"]["uri"])[2]
+                                                                 ["building_id"])}
+
+    def above(uris: set[str]) -> set[str]:
+        """The tiles above these leaves (the coarse tiles that stand for their buildings)."""
+        found = set()
+
+        def walk(node: dict) -> bool:
+            holds = node["content"]["uri"] in uris
+            for child in node.get("children", []):
+                holds = walk(child) or holds
+            if holds and "children" in node:
+                found.add(node["content"]["uri"])
+            return holds
+        walk(json.loads((out / "tileset.json").read_text())["root"])
+        return found
 
     # An ingest: one footprint of the demo comes again, taller.
     with open_for_command(demo_copy, create=False) as store:
@@ -203,7 +322,9 @@ def test_a_second_export_writes_nothing_and_an_ingest_or_grid_save_rewrites_only
                                     geometry=[shapely.from_wkb(bytes(row[1]))], crs=store.district.crs)
         ingest_footprints(store, features, source="demo", where="test", id_attr="id", height_attr="height")
     after_ingest = export(demo_copy, out, max_vertices=SMALL_BUDGET)
-    assert set(after_ingest["written"]) == tiles_holding({f"demo:{row[0]}"}) != set()
+    leaf = leaves_holding({f"demo:{row[0]}"})
+    assert len(leaf) == 1 and leaf <= set(after_ingest["written"]) <= leaf | above(leaf)  # its leaf, and the
+    assert len(after_ingest["written"]) >= 2  # coarse tiles whose blocks it changed (the root's, at least)
     assert after_ingest["unchanged"] == first["tiles"] - len(after_ingest["written"])
 
     # A grid save: two micro-grids merge, so the buildings of the one that goes get the other's id.
@@ -216,8 +337,33 @@ def test_a_second_export_writes_nothing_and_an_ingest_or_grid_save_rewrites_only
         save_partition(store.con, parent, merge_grids(shapes, [keep, gone]), actor="planner1", reason="merge")
     assert moved
     after_save = export(demo_copy, out, max_vertices=SMALL_BUDGET)
-    assert set(after_save["written"]) == tiles_holding(moved) != set()
+    assert set(after_save["written"]) == leaves_holding(moved) != set()  # coarse tiles hold no grids
     assert schema_problems(out) == []
+
+
+def test_the_compact_tiles_share_vertices_without_normals_and_keep_the_centimetre(bim_tiles, compact_tiles):
+    db, out = compact_tiles
+    with Store(db, read_only=True) as store:
+        stored = dict(store.con.execute("SELECT building_id, max_by(n_vertices, lod = 'bim') FROM meshes "
+                                        "GROUP BY building_id").fetchall())  # full detail: the BIM, else LOD1
+    positions = set()
+    for node, _ in tiles(json.loads((out / "tileset.json").read_text())["root"]):
+        document, binary = read_glb((out / node["content"]["uri"]).read_bytes())
+        primitive = document["meshes"][0]["primitives"][0]
+        assert set(primitive["attributes"]) == {"POSITION", "_FEATURE_ID_0"}  # no normals
+        position = document["accessors"][primitive["attributes"]["POSITION"]]
+        positions.add(position["componentType"])
+        if position["componentType"] == 5122:  # 16-bit, normalized, as KHR_mesh_quantization has them
+            assert position["normalized"] and document["extensionsRequired"] == ["KHR_mesh_quantization"]
+        assert document["accessors"][primitive["attributes"]["_FEATURE_ID_0"]]["componentType"] == 5123
+        if "children" not in node:  # vertices shared as the store has them, not one per face
+            ids = property_column(document, binary, "building_id")
+            assert position["count"] == sum(stored[b] for b in ids)
+    assert positions == {5122, 5126}  # 16-bit where a leaf keeps 5 mm, float32 in the wider ones
+    assert schema_problems(out) == []
+    assert 0 < round_trip_error(db, out) <= 0.01
+    size = {d: sum(p.stat().st_size for p in d.rglob("*.glb")) for d in (out, bim_tiles[2])}
+    assert size[out] < 0.6 * size[bim_tiles[2]]
 
 
 def test_export_refuses_a_folder_of_other_files(small_demo, tmp_path):
@@ -227,8 +373,9 @@ def test_export_refuses_a_folder_of_other_files(small_demo, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
-def test_every_glb_passes_the_khronos_gltf_validator(bim_tiles):
-    _, _, out = bim_tiles
+@pytest.mark.parametrize("encoding", ["bim_tiles", "compact_tiles"])
+def test_every_glb_passes_the_khronos_gltf_validator(encoding, request):
+    out = request.getfixturevalue(encoding)[-1]
     if not (NODE_TOOLS / "node_modules" / "gltf-validator").exists():
         pytest.fail(f"gltf-validator is not installed in {NODE_TOOLS}: run `make test-setup`")
     result = subprocess.run(["node", str(NODE_TOOLS / "validate_gltf.js"), str(out)], capture_output=True,

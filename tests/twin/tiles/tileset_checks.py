@@ -33,18 +33,39 @@ def outside_box(points: np.ndarray, box: list[float]) -> float:
     return float(np.abs(local).max() - 1.0)
 
 
-def content_enu(out_dir: Path, uri: str) -> tuple[np.ndarray, list[str]]:
-    """A tile's vertices in the tileset's root frame (float64, metres) and each vertex's building_id.
+NORMALIZED_MAX = {"<i1": 127, "<u1": 255, "<i2": 32767, "<u2": 65535}  # glTF: a normalized integer's 1.0
 
-    glTF is y-up; 3D Tiles turns (x, y, z) into (x, -z, y) before the tile transforms.
+
+def content_features(out_dir: Path, uri: str) -> tuple[np.ndarray, np.ndarray, dict[str, list | np.ndarray]]:
+    """A tile's vertices in the tileset's root frame (float64, metres), each vertex's feature, and the property
+    table's columns (``buildings`` filled with its class default, 1, where the table leaves it out).
+
+    As glTF has a viewer read them: a normalized integer is divided by its type's largest value, then the
+    node's scale and translation apply; glTF is y-up, and 3D Tiles turns (x, y, z) into (x, -z, y) before the
+    tile transforms.
     """
     document, binary = read_glb((out_dir / uri).read_bytes())
     primitive = document["meshes"][0]["primitives"][0]
-    local = accessor_array(document, binary, primitive["attributes"]["POSITION"]).astype(np.float64)
-    gltf = local + np.array(document["nodes"][0].get("translation", [0, 0, 0]), dtype=np.float64)
+    accessor = document["accessors"][primitive["attributes"]["POSITION"]]
+    local = accessor_array(document, binary, primitive["attributes"]["POSITION"])
+    if accessor.get("normalized"):
+        local = local / NORMALIZED_MAX[local.dtype.str]
+    node = document["nodes"][0]
+    assert "matrix" not in node and "rotation" not in node, "the exporter writes translation and scale only"
+    gltf = (local.astype(np.float64) * np.array(node.get("scale", [1, 1, 1]), dtype=np.float64)
+            + np.array(node.get("translation", [0, 0, 0]), dtype=np.float64))
     enu = np.column_stack([gltf[:, 0], -gltf[:, 2], gltf[:, 1]])
     feature = accessor_array(document, binary, primitive["attributes"]["_FEATURE_ID_0"]).astype(np.int64)
-    ids = property_column(document, binary, "building_id")
+    table = document["extensions"]["EXT_structural_metadata"]["propertyTables"][0]
+    columns = {name: property_column(document, binary, name) for name in table["properties"]}
+    columns.setdefault("buildings", np.ones(table["count"], dtype=np.uint32))
+    return enu, feature, columns
+
+
+def content_enu(out_dir: Path, uri: str) -> tuple[np.ndarray, list[str]]:
+    """A tile's vertices in the tileset's root frame (float64, metres) and each vertex's building_id."""
+    enu, feature, columns = content_features(out_dir, uri)
+    ids = columns["building_id"]
     return enu, [ids[f] for f in feature]
 
 
@@ -59,7 +80,17 @@ def schema_problems(out_dir: Path) -> list[str]:
         problems.append("root needs a 4x4 transform and a refine")
     if tileset["geometricError"] < root["geometricError"]:
         problems.append("the tileset's geometric error is below its root's")
+    diagonal = 2 * np.linalg.norm(np.array(root["boundingVolume"]["box"][3:]).reshape(3, 3).sum(axis=0))
+    if tileset["geometricError"] < diagonal - 0.01:  # viewers stop drawing a tileset whose own error is small
+        problems.append(f"the tileset's geometric error {tileset['geometricError']} is below the size of what it "
+                        f"draws ({diagonal:.0f} m): seen from afar, it would not be drawn at all")
     referenced = set()
+    under: dict[int, set[str]] = {}  # each tile's buildings: those of the leaves under it
+    for node, _ in reversed(list(tiles(root))):
+        if "children" in node:
+            under[id(node)] = set().union(*(under[id(c)] for c in node["children"]))
+        elif "content" in node:
+            under[id(node)] = set(content_features(out_dir, node["content"]["uri"])[2]["building_id"])
     for node, parent in tiles(root):
         box = node["boundingVolume"]["box"]
         if parent is not None:
@@ -75,10 +106,17 @@ def schema_problems(out_dir: Path) -> list[str]:
             if not (out_dir / uri).is_file():
                 problems.append(f"{uri} does not resolve")
                 continue
-            enu, _ = content_enu(out_dir, uri)
+            enu, _, columns = content_features(out_dir, uri)
             beyond = outside_box(enu, box)
             if beyond > TOLERANCE_M:
                 problems.append(f"{uri}: content leaves the tile's box by {beyond}")
+            if "children" in node:  # a coarse tile stands for every building under it, each once
+                stands_for = int(np.sum(columns["buildings"]))
+                if stands_for != len(under[id(node)]) or not set(columns["building_id"]) <= under[id(node)]:
+                    problems.append(f"{uri}: stands for {stands_for} buildings, the leaves under it hold "
+                                    f"{len(under[id(node)])}")
+        else:
+            problems.append(f"a tile at {box[:3]} has no content: every tile should draw its buildings")
     stray = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*.glb")} - referenced
     if stray:
         problems.append(f"tiles no tile refers to: {sorted(stray)[:5]}")
@@ -93,3 +131,14 @@ def to_district(out_dir: Path, enu: np.ndarray, crs: str) -> np.ndarray:
     lon, lat, h = pyproj.Transformer.from_crs("EPSG:4978", "EPSG:4979", always_xy=True).transform(*ecef.T)
     x, y = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
     return np.column_stack([x, y, h])
+
+
+def from_district(out_dir: Path, xyz: np.ndarray, crs: str) -> np.ndarray:
+    """The inverse of :func:`to_district`: district CRS and height, through ECEF, to the root frame."""
+    tileset = json.loads((out_dir / "tileset.json").read_text())
+    matrix = np.array(tileset["root"]["transform"], dtype=np.float64).reshape(4, 4).T
+    xyz = np.asarray(xyz, dtype=np.float64)
+    lon, lat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xyz[:, 0], xyz[:, 1])
+    ecef = np.column_stack(pyproj.Transformer.from_crs("EPSG:4979", "EPSG:4978", always_xy=True)
+                           .transform(lon, lat, xyz[:, 2]))
+    return (ecef - matrix[:3, 3]) @ matrix[:3, :3]
