@@ -460,10 +460,18 @@ def set_timezone(con: duckdb.DuckDBPyConnection) -> None:
                 [DEFAULT_TIMEZONE])
 
 
+def postgres_upkeep(con: duckdb.DuckDBPyConnection) -> None:
+    """In a PostgreSQL store, give the tables an upgrade made (or made anew) what :func:`create_schema` gives them:
+    the "C" collation of their text columns and the change triggers (a table made anew has neither)."""
+    if isinstance(con, AttachedConnection):
+        collate_text_binary(con)
+        create_change_triggers(con)
+
+
 # The steps that bring an older store to this version, in order, inside one transaction
 # (every step so far only added tables, columns and indexes, dropped indexes, and added meta keys).
-UPGRADE_STEPS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [add_missing_tables, set_timezone,
-                                                                      set_schema_version]
+UPGRADE_STEPS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [add_missing_tables, postgres_upkeep,
+                                                                      set_timezone, set_schema_version]
 
 
 def create_indexes(con: duckdb.DuckDBPyConnection) -> None:
