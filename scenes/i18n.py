@@ -171,12 +171,12 @@ def _taxonomy() -> dict[str, tuple[str, str]]:
     return {t["code"]: (t["name"], t["name_en"]) for t in taxonomy["categories"] + taxonomy["subcategories"]}
 
 
-def case_kind_name(code: str | None) -> str:
-    """A case category's or kind's (subcategory's) name from the taxonomy, in the session's language."""
+def case_kind_name(code: str | None, lang: str | None = None) -> str:
+    """A case category's or kind's (subcategory's) name from the taxonomy, in ``lang`` (default: the session's)."""
     names = _taxonomy().get(code)
     if names is None:
         return "" if code is None else str(code)
-    return names[0] if current_lang() == "zh" else names[1]
+    return names[0] if (lang or current_lang()) == "zh" else names[1]
 
 
 # -- formats ------------------------------------------------------------------
