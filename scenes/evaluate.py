@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 from tornado.web import RequestHandler
 
-from scenes.i18n import EVALUATION_NAMES, STATUS_NAMES, case_kind_name, choose_lang, translations
+from scenes.i18n import N_, EVALUATION_NAMES, STATUS_NAMES, case_kind_name, choose_lang, translations
 from scenes.shared import READS, Cursors
 from twin.access.ratelimit import RateLimiter
 from twin.cases.evaluations import ANSWERS, ASK_DAYS, MAX_NOTE, QUESTION, EvaluationError, token_case
@@ -64,7 +64,7 @@ class EvaluationPage(RequestHandler):
         if self.limiter.allow(address):
             return True
         self.set_header("Retry-After", str(max(1, round(self.limiter.retry_after(address)))))
-        self._render(None, error=self._gettext("Too many tries from here: wait a little and try again."),
+        self._render(None, error=self._gettext(N_("Too many tries from here: wait a little and try again.")),
                      status=429)
         return False
 
@@ -97,7 +97,7 @@ class EvaluationPage(RequestHandler):
             return self._render(None, error=self._error(case), status=STATUS_OF[case.reason])
         if answer not in ANSWERS:
             return self._render(case, token=token, note=note, status=400,
-                                error=self._gettext("Choose satisfied or not satisfied."))
+                                error=self._gettext(N_("Choose satisfied or not satisfied.")))
         try:
             done = await self.writer.evaluate(token, satisfied=answer == "satisfied", note=note,
                                               source=self.request.remote_ip, loop=asyncio.get_running_loop())
