@@ -12,8 +12,9 @@
   any level), per worker and per department. Each evaluation keeps the case's micro-grid, worker and department
   as they stood then.
 
-Every evaluation is audited (``case.evaluate``). Times are the district's clock
-(:func:`twin.store.clock.district_now`), as deadlines are.
+Every evaluation is audited (``case.evaluate``). The 3 and 7 days are measured on the district's clock
+(:func:`twin.store.clock.district_now`), as deadlines are; answers are stamped with the store's clock, as
+every step of the loop is.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pandas as pd
 from twin.access.access import audit
 from twin.cases.cases import ASK_DAYS, record_transition
 from twin.errors import N_, InputError, check_choice
-from twin.store.clock import district_now, with_offset
+from twin.store.clock import district_now, store_now, with_offset
 from twin.store.queries import grid_tree
 from twin.store.schema import EVALUATION_RESULTS, GRID_LEVELS
 
@@ -66,7 +67,7 @@ def issue_token(con: duckdb.DuckDBPyConnection, case_id: str, *, at: pd.Timestam
     Asked already (the case resolved), it answers for ``ASK_DAYS`` from ``at``; else from when it is resolved.
     """
     token = new_token()
-    at = district_now(con, unit="s") if at is None else pd.Timestamp(at)
+    at = store_now(con) if at is None else pd.Timestamp(at)
     status = con.execute("SELECT status FROM cases WHERE case_id = ?", [case_id]).fetchall()
     if not status:
         raise InputError(N_("no case {case_id!r} in the store"), case_id=case_id)
@@ -145,17 +146,17 @@ def answer_evaluation(con: duckdb.DuckDBPyConnection, token: str, *, satisfied: 
     if not satisfied and note is None:
         raise InputError(N_("say what is still wrong in the note: the case is reopened with it."))
     case_id = case["case_id"]
-    con.execute("UPDATE evaluation_tokens SET used_at = ? WHERE token_hash = ?",
-                [district_now(con) if now is None else pd.Timestamp(now), token_hash(token)])
+    at = pd.Timestamp(now) if now is not None else store_now(con)  # the answer's moment, as transitions are stamped
+    con.execute("UPDATE evaluation_tokens SET used_at = ? WHERE token_hash = ?", [at, token_hash(token)])
     result = "satisfied" if satisfied else "not_satisfied"
-    _record(con, case_id, result, note=note, via="token")
+    _record(con, case_id, result, note=note, via="token", at=at)
     next_token = None
     if satisfied:
-        record_transition(con, case_id, "evaluated", actor=REPORTER, note=_note("satisfied", note))
-        record_transition(con, case_id, "closed", actor=BY_DEFAULT, note="closed on the reporter's evaluation")
+        record_transition(con, case_id, "evaluated", actor=REPORTER, note=_note("satisfied", note), at=at)
+        record_transition(con, case_id, "closed", actor=BY_DEFAULT, note="closed on the reporter's evaluation", at=at)
     else:
-        record_transition(con, case_id, "reopened", actor=REPORTER, note=_note("not satisfied", note))
-        next_token = issue_token(con, case_id)
+        record_transition(con, case_id, "reopened", actor=REPORTER, note=_note("not satisfied", note), at=at)
+        next_token = issue_token(con, case_id, at=at)
     status = "closed" if satisfied else "reopened"
     audit(con, actor=REPORTER, action="case.evaluate", target=case_id, source=source,
           detail={"result": result, "via": "token", "note": note})
@@ -168,14 +169,14 @@ def _note(result: str, note: str | None) -> str:
 
 def _record(con: duckdb.DuckDBPyConnection, case_id: str, result: str, *, note: str | None, via: str,
             at: pd.Timestamp | None = None) -> None:
-    """One ``evaluations`` row, with the case's micro-grid, worker (its assigned one, else its micro-grid's) and
-    department as they stand."""
+    """One ``evaluations`` row at ``at`` (the store's clock when None), with the case's micro-grid, worker (its
+    assigned one, else its micro-grid's) and department as they stand."""
     check_choice("result", result, EVALUATION_RESULTS)
     con.execute("""INSERT INTO evaluations (case_id, "at", result, note, via, grid_id, worker, department)
                    SELECT c.case_id, ?, ?, ?, ?, c.grid_id, coalesce(c.assigned_worker, g.worker), c.department
                    FROM cases c LEFT JOIN grids g ON g.grid_id = c.grid_id AND g.valid_to IS NULL
                    WHERE c.case_id = ?""",
-                [district_now(con) if at is None else pd.Timestamp(at), result, note, via, case_id])
+                [store_now(con) if at is None else pd.Timestamp(at), result, note, via, case_id])
 
 
 def sweep_evaluations(con: duckdb.DuckDBPyConnection, *, now: pd.Timestamp | None = None,
