@@ -27,7 +27,7 @@ def district(small_demo, tmp_path_factory) -> dict:
     """A served copy of the small demo with two residents' Open311 reports: one handled (asked), one not yet."""
     path = tmp_path_factory.mktemp("evaluate") / "demo.duckdb"
     shutil.copy(small_demo, path)
-    found = {"db": path}
+    found = {"db": path, "key": small_demo.with_suffix(".key").read_text().strip()}
     with Store(path) as store, store.transaction():
         con = store.con
         now = pd.Timestamp(con.execute("SELECT value FROM meta WHERE key = 'now'").fetchone()[0])
@@ -35,6 +35,7 @@ def district(small_demo, tmp_path_factory) -> dict:
         lon, lat = transform_xy(np.array([[x, y]]), "EPSG:4547", "EPSG:4326")[0]
         form = {"service_code": "sanitation.garbage_overflow", "lat": f"{lat:.7f}", "long": f"{lon:.7f}",
                 "description": "小区门口垃圾桶满了"}
+        found["form"] = form
         for name in ("handled", "waiting"):
             reply = submit_request(con, form, district_crs="EPSG:4547", reported_at=now - pd.Timedelta(hours=5))
             found[name], found[f"{name}_token"] = reply["service_request_id"], reply["evaluation_token"]
@@ -98,3 +99,14 @@ def test_a_case_not_yet_handled_and_a_wrong_link(district, phone):
     page.goto(f"{base}/r/{district['waiting_token']}?lang=en")
     assert "Once it is, you will be asked here" in page.locator("#wait").inner_text()
     assert page.locator(".lang a").inner_text() == "中文"
+
+
+def test_an_open311_receipt_carries_the_link_to_the_page(district, phone):
+    page, base = phone, district["base"]
+    posted = page.request.post(f"{base}/open311/v2/requests.json", form={**district["form"], "api_key": district["key"]})
+    assert posted.status == 201
+    receipt = posted.json()[0]
+    assert "evaluation_token" not in receipt and receipt["evaluation_url"].startswith(f"{base}/r/")
+    opened = page.goto(receipt["evaluation_url"])
+    assert opened.status == 200 and page.locator("#case-id").inner_text() == receipt["service_request_id"]
+    assert "案件正在处置中" in page.locator("#wait").inner_text()

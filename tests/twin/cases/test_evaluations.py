@@ -186,3 +186,29 @@ def test_satisfaction_per_grid_worker_and_department_by_hand(demo_copy_db):
     assert per_worker.loc["worker1", "satisfaction"] == 66.7 and per_worker.loc["worker2", "satisfaction"] == 0.0
     assert per_department.loc["cgj", "satisfaction"] == 100.0 and per_department.loc["ga", "satisfaction"] == 0.0
     assert per_department.loc["ga", "name"] == "公安" and per_department.loc["ga", "answered"] == 2
+
+
+def test_the_servers_writer_sweeps_and_takes_answers_and_publishes_the_cases(demo_copy):
+    from scenes.server import EvaluationSweeper
+    from twin.cases.live import CaseFeed, IntakeWriter
+
+    swept, token = report(demo_copy)
+    handle(demo_copy, swept)
+    answered, other = report(demo_copy)
+    handle(demo_copy, answered, at=T0 + 2 * DAY)
+    with open_for_command(demo_copy) as store:  # the district's clock: 3 days after the first was handled
+        store.set_meta(now=(T0 + 3 * DAY).isoformat())
+    store = Store(demo_copy)
+    feed = CaseFeed()
+    writer = IntakeWriter(store.con, feed, dedupe_window_s=600)
+    try:
+        sweeper = EvaluationSweeper(writer, period_s=3600)  # sweeps at start
+        sweeper.close()
+        done = writer.evaluate(other, satisfied=True, source="10.1.1.1").result(timeout=30)
+        published = {r["case_id"]: r["status"] for r in feed.since(0)[1]}
+    finally:
+        writer.close()
+        store.close()
+    assert done["status"] == "closed" and published == {swept: "closed", answered: "closed"}
+    assert history(demo_copy, swept)[-2][2] == "evaluated by default: no answer in 3 days"
+    assert history(demo_copy, answered)[-2][:2] == ("evaluated", "reporter")
