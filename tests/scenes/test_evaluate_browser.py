@@ -103,7 +103,8 @@ def test_a_case_not_yet_handled_and_a_wrong_link(district, phone):
 
 def test_an_open311_receipt_carries_the_link_to_the_page(district, phone):
     page, base = phone, district["base"]
-    posted = page.request.post(f"{base}/open311/v2/requests.json", form={**district["form"], "api_key": district["key"]})
+    posted = page.request.post(f"{base}/open311/v2/requests.json",
+                               form={**district["form"], "api_key": district["key"]})
     assert posted.status == 201
     receipt = posted.json()[0]
     assert "evaluation_token" not in receipt and receipt["evaluation_url"].startswith(f"{base}/r/")

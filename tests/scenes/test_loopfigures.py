@@ -53,7 +53,8 @@ def test_the_escalated_door_opens_the_street_leaders_list(store, shared):
     app = leader_app(store, shared)
     escalated = escalated_cases(store.con)
     assert len(escalated) >= 1
-    assert "Escalated by departments" in app.loop.escalated.object and f">{len(escalated)}<" in app.loop.escalated.object
+    card = app.loop.escalated.object
+    assert "Escalated by departments" in card and f">{len(escalated)}<" in card
     app.loop.escalated.clicks += 1
     assert app.drilldown.kind == "escalated"
     assert [r[0] for r in app.drilldown.table.rows] == escalated["case_id"].tolist()

@@ -216,8 +216,8 @@ def assign_worker(con: duckdb.DuckDBPyConnection, case_id: str, worker: str, *, 
     at = store_now(con)
     note = f"reassigned from {previous or '-'} to {worker}: {reason}"
     con.execute("UPDATE cases SET assigned_worker = ?, updated_at = ? WHERE case_id = ?", [worker, at, case_id])
-    con.execute('INSERT INTO case_events (case_id, "at", from_status, to_status, actor, note) VALUES (?, ?, ?, ?, ?, ?)',
-                [case_id, at, status, status, actor, note])
+    con.execute('INSERT INTO case_events (case_id, "at", from_status, to_status, actor, note) '
+                "VALUES (?, ?, ?, ?, ?, ?)", [case_id, at, status, status, actor, note])
     audit(con, actor=actor, action="case.assign", target=case_id, source=source,
           detail={"worker": worker, "previous": previous, "reason": reason})
     return {"case_id": case_id, "worker": worker, "previous": previous, "at": at, "status": status}

@@ -178,8 +178,8 @@ def check_duties(rows: list[dict], *, where: str) -> tuple[pd.DataFrame, pd.Data
         duties.append((kind, department_id, deadline, escalation))
     if problems:
         more = f" (and {len(problems) - MAX_PROBLEMS} more)" if len(problems) > MAX_PROBLEMS else ""
-        raise InputError(N_("{where}: {count} problem(s) in its rows, nothing was imported{more}:\n{problems}"), where=where,
-                         count=len(problems), more=more, problems="\n".join(problems[:MAX_PROBLEMS]))
+        raise InputError(N_("{where}: {count} problem(s) in its rows, nothing was imported{more}:\n{problems}"),
+                         where=where, count=len(problems), more=more, problems="\n".join(problems[:MAX_PROBLEMS]))
     return (pd.DataFrame(duties, columns=["kind", "department_id", "deadline_hours", "escalation_hours"]),
             pd.DataFrame([(d, name, phones.get(d)) for d, (name, _) in names.items()],
                          columns=["department_id", "name", "phone"]))

@@ -244,7 +244,8 @@ class IntakeWriter:
         return self.submit(job, loop=loop)
 
     def sweep_evaluations(self) -> Future:
-        """Close the cases left unanswered as evaluated by default (:func:`twin.cases.evaluations.sweep_evaluations`)."""
+        """Close the cases left unanswered as evaluated by default
+        (:func:`twin.cases.evaluations.sweep_evaluations`)."""
         def job(con: duckdb.DuckDBPyConnection) -> Written:
             swept = sweep_evaluations(con, source="sweep")
             return Written(swept, changed=swept)
