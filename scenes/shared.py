@@ -209,5 +209,5 @@ class SharedDistrict:
         department_figures`), the satisfaction per ``grid`` at ``level`` and per ``worker``
         (:func:`twin.cases.evaluations.satisfaction`)."""
         return self._fresh(("loop", level), lambda: {
-            "departments": department_figures(self._con), "grid": satisfaction(self._con, by="grid", level=level),
+            "departments": department_figures(self._con), "grid": satisfaction(self._con, by="grid", level=level, tree=self._tree),
             "worker": satisfaction(self._con, by="worker")}, live=True)

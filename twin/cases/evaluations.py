@@ -225,8 +225,10 @@ SATISFACTION_BY = ("grid", "worker", "department")
 
 
 def satisfaction(con: duckdb.DuckDBPyConnection, *, by: Literal["grid", "worker", "department"],
-                 level: str = "micro") -> pd.DataFrame:
+                 level: str = "micro", tree: pd.DataFrame | None = None) -> pd.DataFrame:
     """Satisfaction (满意率) per grid (at ``level``), worker or department, from every evaluation so far.
+
+    ``tree`` is :func:`twin.store.queries.grid_tree`, when known (the micro-grids are rolled up through it).
 
     Returns
     -------
@@ -243,7 +245,7 @@ def satisfaction(con: duckdb.DuckDBPyConnection, *, by: Literal["grid", "worker"
                                     count(*) FILTER (WHERE result = 'default') AS by_default
                              FROM evaluations WHERE {column} IS NOT NULL GROUP BY {column}""").df()
     if by == "grid" and level != "micro":
-        tree = grid_tree(con)
+        tree = grid_tree(con) if tree is None else tree
         up = dict(zip(tree["grid_id"], tree[level]))
         counts["key"] = counts["key"].map(up)
         counts = counts.dropna(subset=["key"]).groupby("key", as_index=False)[
