@@ -210,14 +210,35 @@ def _tiles_export(con, args: dict, step: Callable[[str], None]) -> dict:
                         max_vertices=args["max_vertices"], normals=args["normals"])
 
 
+def _duties_import(con, args: dict, step: Callable[[str], None]) -> dict:
+    from twin.cases.duties import import_duties
+
+    return import_duties(con, args["path"], actor=args["actor"], source=args["source"])
+
+
+def _duties_export(con, args: dict, step: Callable[[str], None]) -> dict:
+    from twin.cases.duties import export_duties
+
+    return export_duties(con, args["path"])
+
+
+def _evaluations_sweep(con, args: dict, step: Callable[[str], None]) -> dict:
+    from twin.cases.evaluations import sweep_evaluations
+
+    return {"evaluated_by_default": sweep_evaluations(con, source=args["source"])}
+
+
 def writing_commands() -> dict:
     """The commands on the store that run offline, or in the server that holds it (``twin serve``): those on
-    users and keys (:mod:`twin.access.commands`), the grid and party imports, and ``tiles.export``, which reads the
-    store whole."""
+    users and keys (:mod:`twin.access.commands`), the grid and party imports, the duties list's import and export,
+    the evaluations' sweep, and ``tiles.export``, which reads the store whole."""
     from twin.access.commands import access_commands
     from twin.store.control import Command
 
     return {**access_commands(),
+            "duties.import": Command({"path": str, "actor": str, "source": str | None}, _duties_import),
+            "duties.export": Command({"path": str}, _duties_export, reads_only=True),
+            "evaluations.sweep": Command({"source": str | None}, _evaluations_sweep),
             "tiles.export": Command({"out_dir": str, "cell_size": float, "max_vertices": int, "normals": bool},
                                     _tiles_export,
                                     reads_only=True),
@@ -302,6 +323,15 @@ def _cmd_party(args: argparse.Namespace) -> dict:
                                                 "mode": args.mode, **_who()}, step=bar)
     finally:
         bar.close()
+def _cmd_duties(args: argparse.Namespace) -> dict:
+    path = str(Path(args.path).resolve())
+    if args.action == "export":
+        return _run(args.db, "duties.export", {"path": path})
+    return _run(args.db, "duties.import", {"path": path, **_who()})
+
+
+def _cmd_evaluations(args: argparse.Namespace) -> dict:
+    return _run(args.db, "evaluations.sweep", {"source": "cli"})
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -317,13 +347,14 @@ def _cmd_users(args: argparse.Namespace) -> dict:
         answer = _run(args.db, "users.list", {})
         if not args.json:
             for u in answer["users"]:
-                print(f"{u['username']}\t{u['role']}\t{','.join(u['grids'])}\t{'disabled' if u['disabled'] else ''}")
+                print(f"{u['username']}\t{u['role']}\t{u['department'] or ','.join(u['grids'])}\t"
+                      f"{'disabled' if u['disabled'] else ''}")
         return answer
     given = {"name": args.name, **_who()}
     if args.action in ("add", "passwd"):
         given["password"] = _password(args)
     if args.action in ("add", "grants"):
-        given.update(role=args.role, grids=[g for g in (args.grids or "").split(",") if g])
+        given.update(role=args.role, grids=[g for g in (args.grids or "").split(",") if g], department=args.department)
     if args.action == "add":
         given["lang"] = args.lang
     return _run(args.db, f"users.{args.action}", given)
@@ -547,6 +578,19 @@ def build_parser() -> argparse.ArgumentParser:
     pimp.add_argument("--mode", choices=("update", "replace"), default="update",
                       help="update: add the file's rows, replacing those of the same id; replace: the file becomes "
                            "the whole list")
+    duties = sub.add_parser("duties", help="the list of duties: which department handles which kind of case, by when")
+    dsub = duties.add_subparsers(dest="action", required=True)
+    dimp = command("import", _cmd_duties, sub=dsub,
+                   help="make a .csv or .json file the duties list (columns kind, department_id, department, "
+                        "deadline_hours, escalation_hours[, department_phone]); a bad row refuses the whole file")
+    dimp.add_argument("path", metavar="FILE")
+    dexp = command("export", _cmd_duties, sub=dsub, help="write the duties list to a .csv or .json file")
+    dexp.add_argument("path", metavar="FILE")
+    evaluations = sub.add_parser("evaluations", help="residents' evaluations of handled cases")
+    evsub = evaluations.add_subparsers(dest="action", required=True)
+    command("sweep", _cmd_evaluations, sub=evsub,
+            help="close as evaluated by default the cases resolved 3 days ago or more without an answer "
+                 "(twin serve does it every few minutes)")
 
     users = sub.add_parser("users", help="who may sign in, with which role and grids")
     usub = users.add_subparsers(dest="action", required=True)
@@ -560,8 +604,11 @@ def build_parser() -> argparse.ArgumentParser:
     ugrants = command("grants", _cmd_users, sub=usub, help="bind a user's role to grids (none: the whole district)")
     ugrants.add_argument("name")
     for u in (uadd, ugrants):
-        u.add_argument("--role", required=True, choices=("leader", "operator", "planner", "admin"))
-        u.add_argument("--grids", help="comma-separated grid ids the role is bound to")
+        u.add_argument("--role", required=True,
+                       choices=("leader", "operator", "planner", "admin", "worker", "department"))
+        u.add_argument("--grids", help="comma-separated grid ids the role is bound to (operator, worker: needed)")
+        u.add_argument("--department", metavar="ID", help="role department: the department it acts for "
+                                                          "(`twin duties export FILE` lists them)")
     for u in (uadd, usub.choices["passwd"]):
         u.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     audit = sub.add_parser("audit", help="the audit trail")

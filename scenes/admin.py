@@ -20,7 +20,8 @@ import pandas as pd
 import panel as pn
 import param
 
-from scenes.i18n import N_, _, audit_action_name, error_text, format_time, level_name, role_name, status_name
+from scenes.i18n import (N_, _, audit_action_name, error_text, evaluation_name, format_time, level_name,
+                         role_name, status_name)
 from scenes.planner.saving import save_in_transaction
 from scenes.shared import OffLoop
 from scenes.theme import CSS, TABS_CSS
@@ -39,7 +40,11 @@ DETAIL_KEYS = {"from": N_("from status"), "to": N_("to status"), "note": N_("not
                "lang": N_("language"), "reason": N_("reason"), "page": N_("page"), "rows": N_("rows"),
                "cases": N_("cases"), "change_id": N_("change"), "parent_id": N_("parent"), "level": N_("level"),
                "what": N_("what was asked"), "history": N_("all versions"), "actor": N_("who"), "action": N_("what"),
-               "target": N_("on"), "since": N_("since"), "until": N_("until"), "kind": N_("entry kind")}
+               "target": N_("on"), "since": N_("since"), "until": N_("until"), "kind": N_("entry kind"),
+               "department": N_("department"), "department_before": N_("department before"),
+               "worker": N_("worker"), "previous": N_("worker before"), "result": N_("evaluation"),
+               "via": N_("through"), "duties": N_("duties"), "departments": N_("departments"),
+               "added": N_("added"), "removed": N_("removed")}
 KIND_NAMES = {"refused": N_("refused access"), "signin": N_("sign-in"), "read": N_("read"),
               OTHER_KIND: N_("change")}
 # Detail keys whose values are grid or building ids: shown with their names.
@@ -89,6 +94,8 @@ def _value_text(key: str, value: object, names: dict[str, str]) -> str:
         return _(KIND_NAMES.get(value, str(value)))
     if key == "level":
         return level_name(value)
+    if key == "result":
+        return evaluation_name(value)
     return named(value, names) if key in ID_KEYS else str(value)
 
 
@@ -345,12 +352,21 @@ class UserDesk(pn.viewable.Viewer):
                                                      placeholder=_("empty: one is made for you"))
         self.new_grids = GridPicker(gate.con, label=_("grids (none: the whole district)"),
                                     css_class="twin-new-grids")
+        # A department user is bound to one department of the duties list, not to grids.
+        units = {f"{name} ({d})": d for d, name in gate.con.execute(
+            "SELECT department_id, name FROM departments ORDER BY department_id").fetchall()}
+        self.new_department = pn.widgets.Select(label=_("department"), options=units, width=200, visible=False,
+                                                css_classes=["twin-new-department"])
+        self.new_role.param.watch(lambda e: setattr(self.new_department, "visible", e.new == "department"), "value")
         self.add = pn.widgets.Button(label=_("Add user"), color="primary", width=110, css_classes=["twin-add-user"])
         self.add.on_click(self._add)
         self.chosen = pn.widgets.Select(label=_("user"), options=[], width=180, css_classes=["twin-chosen-user"])
         self.role = pn.widgets.Select(label=_("role"), options=roles, width=120, css_classes=["twin-user-role"])
         self.grids = GridPicker(gate.con, label=_("grids (none: the whole district)"),
                                 css_class="twin-user-grids")
+        self.department = pn.widgets.Select(label=_("department"), options=units, width=200, visible=False,
+                                            css_classes=["twin-user-department"])
+        self.role.param.watch(lambda e: setattr(self.department, "visible", e.new == "department"), "value")
         self.save = pn.widgets.Button(label=_("Save role and grids"), width=160, css_classes=["twin-save-grants"])
         self.save.on_click(self._grants)
         self.reset = pn.widgets.Button(label=_("Reset password"), width=130, css_classes=["twin-reset-password"])
@@ -383,6 +399,8 @@ class UserDesk(pn.viewable.Viewer):
         if user is not None:
             self.role.value = user["role"]
             self.grids.value = list(user["grids"])
+            if user["department"] in self.department.options.values():
+                self.department.value = user["department"]
             self.disable.disabled = user["disabled"]
 
     async def _add(self, _event=None) -> None:
@@ -392,8 +410,11 @@ class UserDesk(pn.viewable.Viewer):
         if rule is not None:  # the same check as the store's: said before anything is sent
             return self.desk.refuse(_("Refused: a password needs {rule}.").format(rule=rule_text(rule, _)))
         password = typed or generate_password(name)
-        done = await self.desk.run("users.add", {"name": name, "password": password, "role": self.new_role.value,
-                                                 "grids": list(self.new_grids.value), "lang": self.new_lang.value})
+        role = self.new_role.value
+        done = await self.desk.run("users.add", {"name": name, "password": password, "role": role,
+                                                 "grids": list(self.new_grids.value), "lang": self.new_lang.value,
+                                                 "department": self.new_department.value if role == "department"
+                                                 else None})
         if done is not None:
             self.new_name.value = self.new_password.value = ""
             self.new_grids.value = []
@@ -402,8 +423,10 @@ class UserDesk(pn.viewable.Viewer):
 
     async def _grants(self, _event=None) -> None:
         name = self.chosen.value
-        done = await self.desk.run("users.grants", {"name": name, "role": self.role.value,
-                                                    "grids": list(self.grids.value)})
+        role = self.role.value
+        done = await self.desk.run("users.grants", {"name": name, "role": role, "grids": list(self.grids.value),
+                                                    "department": self.department.value if role == "department"
+                                                    else None})
         if done is not None:
             names = self.gate.record_names(done["grids"])
             self.desk.tell(_("{name} is now {role} of {grids}.").format(
@@ -430,11 +453,11 @@ class UserDesk(pn.viewable.Viewer):
         return pn.Column(
             self.table,
             label("<div class='label'>" + _("Add a user") + "</div>"),
-            pn.FlexBox(self.new_name, self.new_role, self.new_lang, self.new_password, flex_wrap="wrap",
-                       sizing_mode="stretch_width"),
+            pn.FlexBox(self.new_name, self.new_role, self.new_department, self.new_lang, self.new_password,
+                       flex_wrap="wrap", sizing_mode="stretch_width"),
             self.new_grids, self.add,
             label("<div class='label'>" + _("A user's role, grids and password") + "</div>"),
-            pn.FlexBox(self.chosen, self.role, flex_wrap="wrap", sizing_mode="stretch_width"),
+            pn.FlexBox(self.chosen, self.role, self.department, flex_wrap="wrap", sizing_mode="stretch_width"),
             self.grids, pn.FlexBox(self.save, self.reset, self.disable, flex_wrap="wrap", sizing_mode="stretch_width"),
             sizing_mode="stretch_width")
 

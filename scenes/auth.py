@@ -11,6 +11,7 @@ access at the next page or session, not only at the next sign-in.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -154,7 +155,7 @@ class SignIns:
     def principal(self, username: str | None, *, source: str | None = None) -> Principal | None:
         """The enabled user ``username`` (looked up at most every ``USER_CACHE_S``), or None."""
         user = self._users(username)
-        return None if user is None else Principal(user.username, user.role, user.grids, source)
+        return None if user is None else dataclasses.replace(user, source=source)
 
 
 class SignInHandler(PageLanguage, BasicLoginHandler):

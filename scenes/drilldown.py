@@ -19,19 +19,29 @@ from twin.cases.cases import OPEN_STATUSES, load_taxonomy
 from twin.errors import TwinError
 
 DRILL_TITLES = {"open": N_("Open cases"), "overdue": N_("Overdue cases, longest overdue first"),
-                "offline": N_("Cameras not online")}
+                "offline": N_("Cameras not online"),
+                "escalated": N_("Escalated by departments, longest past the deadline first")}
 ANY = "any"
 CATEGORIES = tuple(c["code"] for c in load_taxonomy()["categories"])
 
 
-def drill_rows(kind: str, found: pd.DataFrame, grid_names: dict[str, str]) -> tuple[list[list], list[list]]:
-    """``(columns, rows)`` for :class:`SortableTable`: the first column is the case or camera id."""
+def drill_rows(kind: str, found: pd.DataFrame, grid_names: dict[str, str],
+               departments: dict[str, str] | None = None) -> tuple[list[list], list[list]]:
+    """``(columns, rows)`` for :class:`SortableTable`: the first column is the case or camera id.
+    ``departments`` names the departments (by id) of the escalated cases."""
+    departments = departments or {}
     def grid(grid_id: str | None) -> str:
         return grid_names.get(grid_id, grid_id or "")
 
     if kind == "offline":
         return ([[_("Camera"), False], [_("Name"), False], [_("Status"), False], [_("Grid"), False]],
                 [[r.camera_id, r.name or "", camera_status_name(r.status), grid(r.grid_id)]
+                 for r in found.itertuples()])
+    if kind == "escalated":
+        return ([[_("Case"), False], [_("Category"), False], [_("Department"), False], [_("Grid"), False],
+                 [_("Department's deadline"), False], [_("Overdue by"), False]],
+                [[r.case_id, case_kind_name(r.category), departments.get(r.department, r.department or ""),
+                  grid(r.grid_id), format_time(r.deadline, short=True), overdue_text(r.overdue_h)]
                  for r in found.itertuples()])
     if kind == "overdue":
         return ([[_("Case"), False], [_("Category"), False], [_("Grid"), False], [_("Due"), False],
@@ -53,15 +63,19 @@ class DrillDown(pn.viewable.Viewer):
         ``look(read, show)``, as :meth:`scenes.inspector.Inspector.look`: ``show(read(gate))`` off the event loop.
     grids : callable
         ``grids() -> {grid_id: name}`` of the grids at the chosen level, for the grid filter.
+    departments : callable, optional
+        ``departments() -> {department_id: name}``, to name the escalated cases' departments.
     """
 
     kind = param.Selector(default=None, objects=[None, *DRILL_TITLES], allow_None=True)
     picked = param.Dict(default={}, doc="The clicked row: {'kind': 'case'|'camera', 'id', 'seq'}")
 
-    def __init__(self, look: Callable, grids: Callable[[], dict[str, str]], **params) -> None:
+    def __init__(self, look: Callable, grids: Callable[[], dict[str, str]],
+                 departments: Callable[[], dict[str, str]] = dict, **params) -> None:
         super().__init__(**params)
         self._look = look
         self._grids = grids
+        self._departments = departments
         self._grid_names: dict[str, str] = {}
         self.title = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width")
         self.close = pn.widgets.Button(label="×", width=36, css_classes=["twin-drill-close"])
@@ -117,6 +131,8 @@ class DrillDown(pn.viewable.Viewer):
                 return gate.offline_cameras()
             if kind == "overdue":
                 return gate.case_list(overdue=True)
+            if kind == "escalated":
+                return gate.case_list(escalated=True)
             return gate.case_list(statuses=(status,) if status else None, category=category, grid_id=grid)
         self._look(read, lambda found: self._show(kind, found))
 
@@ -127,7 +143,8 @@ class DrillDown(pn.viewable.Viewer):
             self.title.object = f"<span class='twin-muted'>{html.escape(error_text(found))}</span>"
             self.table.param.update(columns=[], rows=[])
             return
-        columns, rows = drill_rows(kind, found, self._grid_names)
+        units = dict(self._departments()) if kind == "escalated" else {}
+        columns, rows = drill_rows(kind, found, self._grid_names, units)
         self._ids = [r[0] for r in rows]
         more = _(" (the first {count})").format(count=format_number(len(rows))) if len(rows) >= 500 else ""
         self.title.object = (f"<div class='twin-title' style='font-size:16px'>{_(DRILL_TITLES[kind])}: "

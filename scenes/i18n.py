@@ -91,7 +91,10 @@ def choose_lang(asked: str | None, preference: str | None) -> str:
 # -- domain words -------------------------------------------------------------
 STATUS_NAMES = {"reported": N_("Reported"), "dispatched": N_("Dispatched"), "in_progress": N_("In progress"),
                 "resolved": N_("Resolved"), "evaluated": N_("Evaluated"), "closed": N_("Closed"),
-                "rejected": N_("Rejected"), "reopened": N_("Reopened")}
+                "rejected": N_("Rejected"), "reopened": N_("Reopened"), "accepted": N_("Accepted"),
+                "on_site": N_("On site"), "handed_up": N_("Handed up")}
+EVALUATION_NAMES = {"satisfied": N_("satisfied"), "not_satisfied": N_("not satisfied"),
+                    "default": N_("evaluated by default")}
 ROLE_NAMES = {"leader": N_("Leader"), "operator": N_("Operator"), "planner": N_("Planner"), "admin": N_("Admin"),
               "worker": N_("Grid worker"), "department": N_("Department")}
 LEVEL_NAMES = {"street": N_("Street"), "community": N_("Community"), "grid": N_("Grid"), "micro": N_("Micro-grid")}
@@ -116,7 +119,8 @@ AUDIT_ACTION_NAMES = {"signin": N_("signed in"), "signin.failed": N_("sign-in re
                       "grid.import": N_("imported grids"), "grids.export": N_("exported grids"),
                       "key.add": N_("added an API key"), "key.revoke": N_("revoked an API key"),
                       "user.grants": N_("bound a user to grids"), "access.refused": N_("access refused"),
-                      "audit.export": N_("exported the audit trail"),
+                      "audit.export": N_("exported the audit trail"), "case.assign": N_("reassigned a case"),
+                      "case.evaluate": N_("evaluated a case"), "duties.import": N_("imported the duties list"),
                       "party.import": N_("imported party records"), "party.export": N_("exported party records")}
 # twin.store.schema.PARTY_ORG_KINDS; the 3D view's legend names them by the same msgids (view3d.js).
 PARTY_KIND_NAMES = {"committee": N_("Party committee"), "general_branch": N_("General party branch"),
@@ -141,6 +145,7 @@ source_name = partial(_named, SOURCE_NAMES)
 audit_action_name = partial(_named, AUDIT_ACTION_NAMES)
 camera_status_name = partial(_named, CAMERA_STATUS_NAMES)
 party_kind_name = partial(_named, PARTY_KIND_NAMES)
+evaluation_name = partial(_named, EVALUATION_NAMES)
 
 # Codes in an error's parameters, named by the parameter's name (its last word): the UI shows no codes.
 _PARAM_NAMERS = {"status": status_name, "statuses": status_name, "role": role_name, "level": level_name}
@@ -171,12 +176,12 @@ def _taxonomy() -> dict[str, tuple[str, str]]:
     return {t["code"]: (t["name"], t["name_en"]) for t in taxonomy["categories"] + taxonomy["subcategories"]}
 
 
-def case_kind_name(code: str | None) -> str:
-    """A case category's or kind's (subcategory's) name from the taxonomy, in the session's language."""
+def case_kind_name(code: str | None, lang: str | None = None) -> str:
+    """A case category's or kind's (subcategory's) name from the taxonomy, in ``lang`` (default: the session's)."""
     names = _taxonomy().get(code)
     if names is None:
         return "" if code is None else str(code)
-    return names[0] if current_lang() == "zh" else names[1]
+    return names[0] if (lang or current_lang()) == "zh" else names[1]
 
 
 # -- formats ------------------------------------------------------------------

@@ -190,7 +190,10 @@ class Inspector(pn.viewable.Viewer):
                                          sizing_mode="stretch_width")
         self.actions = pn.Row(sizing_mode="stretch_width", css_classes=["twin-actions"])
         self.act_message = pn.pane.HTML("", stylesheets=[CSS])
-        self.act = pn.Column(self.note, self.actions, sizing_mode="stretch_width", visible=False)
+        # Where a handed-up case is dispatched: by the duties list, or by hand to a department (the note says why).
+        self.dispatch_to = pn.widgets.Select(options={}, sizing_mode="stretch_width", visible=False,
+                                             css_classes=["twin-dispatch-to"])
+        self.act = pn.Column(self.note, self.dispatch_to, self.actions, sizing_mode="stretch_width", visible=False)
         self.card = pn.pane.HTML(_nothing_picked(),
                                  sizing_mode="stretch_width", stylesheets=[CSS], css_classes=["twin-inspector"])
         # Plain HTML tables: a page of 50 needs no grid widget, and the page loads no table library.
@@ -419,6 +422,9 @@ class Inspector(pn.viewable.Viewer):
         facts = [(_("category"), f"{case_kind_name(card['category'])} · {case_kind_name(card['subcategory'])}"),
                  (_("status"), status_name(card["status"])), (_("source"), source_name(card["source"])),
                  (_("Reported at"), format_time(card["reported_at"])), (_("due"), format_time(card["due_at"])),
+                 (_("worker"), card["assigned_worker"]), (_("department"), card["department_name"]),
+                 (_("department's deadline"), format_time(card["deadline"]) if card["deadline"] is not None
+                  else None),
                  (_("where"), card["address"]), (_("building"), card["building_id"]),
                  (_("grid"), grid), (_("camera"), card["camera_id"]),
                  (_("detections"), card["detections"] or None), (_("what"), card["description"])]
@@ -440,6 +446,12 @@ class Inspector(pn.viewable.Viewer):
             buttons.append(b)
         self.actions.objects = buttons
         self.act.visible = bool(buttons) and self.can_act and self._writer is not None and self.gate.may("act")
+        self.dispatch_to.visible = card["status"] == "handed_up" and "dispatched" in card["next_statuses"]
+        if self.dispatch_to.visible:
+            self.dispatch_to.options = {_("by the duties list"): "", **{
+                f"{name} ({d})": d for d, name in self.gate.con.execute(
+                    "SELECT department_id, name FROM departments ORDER BY department_id").fetchall()}}
+            self.dispatch_to.value = ""
 
     def move_case(self, to_status: str, *, note: str | None = None) -> None:
         """Move the shown case to ``to_status`` through the store's writer, and show the card again.
@@ -450,12 +462,14 @@ class Inspector(pn.viewable.Viewer):
             return
         case_id, who = self.case_id, self.gate.principal
         note = (self.note.value.strip() if note is None else note) or None
+        department = (self.dispatch_to.value or None) if self.dispatch_to.visible and to_status == "dispatched" \
+            else None
 
         def read(gate: Gate) -> dict:
-            gate.check_act(case_id)
+            gate.check_act(case_id, to_status)
             # On a reader thread served: waiting for the writer's commit holds no event loop.
             return self._writer.transition(case_id, to_status, actor=who.username, source=who.source,
-                                           note=note).result(timeout=WRITE_TIMEOUT_S)
+                                           note=note, department=department).result(timeout=WRITE_TIMEOUT_S)
 
         def show(moved: dict | TwinError) -> None:
             if isinstance(moved, TwinError):

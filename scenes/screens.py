@@ -28,6 +28,7 @@ from scenes.framing import frame_view
 from scenes.i18n import (N_, _, case_kind_name, current_lang, error_text, level_name, role_name, status_name,
                          translated_legend)
 from scenes.inspector import Inspector
+from scenes.loopfigures import LoopFigures
 from scenes.layers import COLOUR_MEASURES, GRID_MEASURES, case_markers, case_update_records, grid_labels, grid_segments
 from scenes.party import PartyLayer
 from scenes.planner import GridEditor, save_through_writer
@@ -47,7 +48,8 @@ SCREENS = ("Overview", "Planner", "Operator", "Admin")
 SCREEN_NAMES = {"Overview": N_("Overview"), "Planner": N_("Planner"), "Operator": N_("Operator"), "Admin": N_("Admin")}
 # The screens each role works on; the first is where it starts.
 ROLE_SCREENS = {"leader": ("Overview",), "operator": ("Operator", "Overview"), "planner": ("Planner", "Overview"),
-                "admin": ("Admin", "Overview")}
+                "admin": ("Admin", "Overview"), "worker": ("Operator", "Overview"),
+                "department": ("Operator", "Overview")}
 TICKER_SIZE = 8
 LIVE_POLL_MS = 250  # how often a session looks for committed case changes
 T = TypeVar("T")
@@ -116,8 +118,12 @@ class DistrictApp(pn.viewable.Viewer):
         self.grid_table = GridTable(shared.grid_table, level=self.level)
         self.inspector = Inspector(self.gate, writer=writer, off_loop=shared.off_loop)
         self.drilldown = DrillDown(self.inspector.look, lambda: dict(zip(self.grid_table.value["grid_id"],
-                                                                          self.grid_table.value["name"])))
+                                                                          self.grid_table.value["name"])),
+                                   lambda: dict(zip(self.loop.value["departments"]["department_id"],
+                                                    self.loop.value["departments"]["name"])))
         self.figures.param.watch(lambda e: self.drilldown.open(e.new["kind"]), "door")
+        self.loop = LoopFigures(shared.loop_figures, level=self.level)
+        self.loop.param.watch(lambda e: self.drilldown.open("escalated"), "door")
         self.drilldown.param.watch(lambda e: self._go_to(f"{e.new['kind']}|{e.new['id']}"), "picked")
         tiled = shared.tileset is not None  # tiles carry the models too; else one buffer of every building
         self.view = DistrictView(buildings=b"" if tiled else layer.payload, models=b"" if tiled else shared.models,
@@ -233,16 +239,21 @@ class DistrictApp(pn.viewable.Viewer):
         self._live_at, self._live_version = time.monotonic(), self._seen
         return True
 
-    def _live_figures(self) -> tuple[dict, pd.DataFrame, tuple | None, dict | None]:
+    def _live_figures(self) -> tuple[dict, pd.DataFrame, tuple | None, dict | None, tuple[str, dict]]:
         measure, level = self.colour_by, self.level
         colours = (measure, level, self.shared.colours(measure, level=level)) if measure in GRID_MEASURES else None
         mine = None if self._my_grids is None else key_figures(self.shared.cursors(), grids=self._my_grids)
-        return self.shared.key_figures(), self.shared.grid_table(self.grid_table.level), colours, mine
+        loop_level = self.loop.level
+        return (self.shared.key_figures(), self.shared.grid_table(self.grid_table.level), colours, mine,
+                (loop_level, self.shared.loop_figures(loop_level)))
 
-    def _show_figures(self, figures: dict, table: pd.DataFrame, colours: tuple | None, mine: dict | None) -> None:
+    def _show_figures(self, figures: dict, table: pd.DataFrame, colours: tuple | None, mine: dict | None,
+                      loop: tuple[str, dict]) -> None:
         with pn.io.hold():
             self.figures.refresh(figures, mine)
             self.grid_table.refresh(table)
+            if loop[0] == self.loop.level:
+                self.loop.refresh(loop[1])
             self._fill_ticker()
             if colours is not None and colours[:2] == (self.colour_by, self.level):
                 self._show_colours(colours[2])
@@ -297,7 +308,7 @@ class DistrictApp(pn.viewable.Viewer):
         self._grid_frame, self._grid_shapes = frame, shapes
         self.view.param.update(grid_lines=grid_segments(shapes, self.layer.origin),
                                labels=grid_labels(frame, shapes, self.layer.origin), grid_highlight=b"")
-        self.grid_table.level = self.level
+        self.grid_table.level = self.loop.level = self.level
 
     def _ready(self, event: param.parameterized.Event) -> None:
         # The ground, cameras and live updates start after the first frame, so they never delay it.
@@ -316,7 +327,7 @@ class DistrictApp(pn.viewable.Viewer):
         """Put the key figures, the grid table, the inspector and the ticker on the page."""
         if not self._left.objects:
             with pn.io.hold():
-                self._left.objects = [self.figures, self.grid_table, self.party]
+                self._left.objects = [self.figures, self.grid_table, self.loop, self.party]
                 self._right.objects = [self.drilldown, self.inspector]
                 self._bottom.objects = [self.ticker]
 

@@ -27,6 +27,7 @@ import panel as pn
 from tornado.web import RequestHandler
 
 from scenes.auth import Remembered, SignIns, StoreAuthProvider, session_principal
+from scenes.evaluate import evaluation_routes
 from scenes.i18n import choose_lang, translations, use
 from scenes.reconnect import StoreUnreachable, reconnect_when_lost
 from scenes.screens import DistrictApp, SignedOut
@@ -38,6 +39,7 @@ from twin.access.keys import KeyUse, client_for, record_key_use
 from twin.access.policy import Gate, Refusals, client_principal, public_principal
 from twin.access.ratelimit import RateLimiter
 from twin.cases.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
+from twin.cases.evaluations import TOKEN_PATH
 from twin.cases.live import CaseFeed, IntakeWriter, Written, follow_other_processes
 from twin.cases.open311 import (Open311Error, decode_form, discovery, find_requests, service_definition, services,
                                 to_xml)
@@ -62,6 +64,39 @@ UNREACHABLE = ("the store cannot be reached just now (its database server is res
 
 
 KEY_USE_FLUSH_S = 5.0  # the keys' use is written to the store this often (when there was any)
+SWEEP_S = 300.0  # cases resolved 3 days ago without an answer are evaluated by default this often (and at start)
+
+
+class EvaluationSweeper:
+    """Closes unanswered resolved cases as evaluated by default (:func:`twin.cases.evaluations.sweep_evaluations`)
+    through the writer, at start and every ``period_s``, from a thread of its own."""
+
+    def __init__(self, writer: IntakeWriter, *, period_s: float = SWEEP_S) -> None:
+        self._writer = writer
+        self._period_s = period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="twin-evaluation-sweep", daemon=True)
+        self._thread.start()
+
+    def sweep(self) -> list[str]:
+        """Sweep now; the cases closed (none when the sweep failed: it is logged, and tried again later)."""
+        try:
+            swept = self._writer.sweep_evaluations().result()
+        except Exception:
+            log.exception("the evaluations' sweep failed; it runs again in %.0f s", self._period_s)
+            return []
+        if swept:
+            log.info("evaluated by default: %d case(s)", len(swept))
+        return swept
+
+    def _run(self) -> None:
+        self.sweep()
+        while not self._stop.wait(self._period_s):
+            self.sweep()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def clients_of(cursors: Cursors) -> Remembered:
@@ -279,6 +314,10 @@ class RequestsHandler(_Open311):
                                                    loop=asyncio.get_running_loop())
         except Open311Error as exc:
             return self.fail(exc, fmt=fmt)
+        # The reporter's one-use link to evaluate the case once it is handled (twin.cases.evaluations).
+        token = answer.pop("evaluation_token", None)
+        if token:
+            answer["evaluation_url"] = f"{self.request.protocol}://{self.request.host}{TOKEN_PATH}{token}"
         log.info("open311: %s from %s", answer["service_request_id"], client)
         self.reply([answer], fmt=fmt, root="service_requests", item="request", status=201)
 
@@ -486,12 +525,14 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C, so the socket is removed and the writer drained
     control = ControlChannel(db, commands or {}, execute=execute)
     key_use = KeyUseWriter(KeyUse(store_timezone(store.con)), writer)
+    sweeper = EvaluationSweeper(writer)
     try:
         pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
                  title="District twin", extra_patterns=intake_routes(store, writer, cursors=shared.cursors,
                                                                      refusals=shared.refusals, intake_rate=intake_rate,
                                                                      public_rate=public_rate, clients=clients,
-                                                                     key_use=key_use.key_use) + tile_patterns,
+                                                                     key_use=key_use.key_use)
+                 + evaluation_routes(shared.cursors, writer) + tile_patterns,
                  cookie_secret=cookie_secret or secrets.token_urlsafe(32),
                  websocket_max_message_size=MAX_WS_MESSAGE_BYTES,
                  http_server_kwargs={"max_body_size": MAX_HTTP_BODY_BYTES, "xheaders": behind_proxy}, **sign_in)
@@ -499,6 +540,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         log.info("stopping")
     finally:
         control.close()
+        sweeper.close()
         key_use.close()
         for listener in listeners:
             listener.close()

@@ -41,6 +41,8 @@ from twin.access.policy import Gate, Refusals
 from twin.cases.live import CaseFeed, IntakeWriter, Written
 from twin.errors import TwinError
 from twin.geo.basemap import load_basemap
+from twin.cases.duties import department_figures
+from twin.cases.evaluations import satisfaction
 from twin.store.queries import district_totals, grid_table, grid_tree, key_figures, micro_figures
 
 REFRESH_S = 1.0  # live figures are at most this old
@@ -201,3 +203,11 @@ class SharedDistrict:
             micro = self._fresh(("micro",), lambda: micro_figures(self._con), live=False)
             return grid_table(self._con, level=level, micro=micro, tree=self._tree)
         return self._fresh(("table", level), compute, live=True).copy()
+
+    def loop_figures(self, level: str) -> dict:
+        """The field loop's figures for the leader's screen: ``departments`` (:func:`twin.cases.duties.
+        department_figures`), the satisfaction per ``grid`` at ``level`` and per ``worker``
+        (:func:`twin.cases.evaluations.satisfaction`)."""
+        return self._fresh(("loop", level), lambda: {
+            "departments": department_figures(self._con), "grid": satisfaction(self._con, by="grid", level=level, tree=self._tree),
+            "worker": satisfaction(self._con, by="worker")}, live=True)

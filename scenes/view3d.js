@@ -13,8 +13,10 @@ const HIGHLIGHT = [255, 196, 0];
 // group), and the outline of what the picked one covers.
 const PARTY_COLOURS = ["#b91c1c", "#f97316", "#facc15", "#a855f7", "#f472b6"];
 const PARTY_OUTLINE = [1.0, 0.2, 0.2];
+// By the index of twin.cases.cases.CASE_STATUSES; the field's steps (accepted, on site, handed up) last.
 const STATUS_COLOURS = [[239, 68, 68], [249, 115, 22], [234, 179, 8], [34, 197, 94], [56, 189, 248],
-                        [148, 163, 184], [100, 116, 139], [217, 70, 239]];
+                        [148, 163, 184], [100, 116, 139], [217, 70, 239], [45, 212, 191], [163, 230, 53],
+                        [129, 140, 248]];
 
 function asArrayBuffer(data) {
   if (!data) return null;
@@ -1069,12 +1071,14 @@ export function render({ model, el }) {
     });
   });
 
-  const OPEN_STATUS_SLOTS = [[0, "Reported"], [1, "Dispatched"], [2, "In progress"], [7, "Reopened"]];
+  const OPEN_STATUS_SLOTS = [[0, "Reported"], [1, "Dispatched"], [2, "In progress"], [7, "Reopened"], [8, "Accepted"],
+                             [9, "On site"], [10, "Handed up"]];
   function drawMarkerLegend() {
     const swatch = (rgb, round) => `<span style="display:inline-block;width:10px;height:10px;margin-right:6px;` +
       `vertical-align:middle;background:rgb(${rgb});border-radius:${round ? "50%" : "0"}"></span>`;
     const names = { Reported: _("Reported"), Dispatched: _("Dispatched"), "In progress": _("In progress"),
-                    Reopened: _("Reopened") };
+                    Reopened: _("Reopened"), Accepted: _("Accepted"), "On site": _("On site"),
+                    "Handed up": _("Handed up") };
     const casesTitle = _("Open cases"), camerasTitle = _("Cameras"), online = _("online"), offline = _("offline");
     const cone = _("field of view (near)");
     const cases = model.show_cases === false ? "" :

@@ -14,6 +14,7 @@ import pandas as pd
 
 from twin.cases.cameras import cameras_seeing
 from twin.cases.cases import OPEN_STATUSES, next_statuses
+from twin.cases.duties import escalated_condition
 from twin.cases.detections import recent_detections
 from twin.errors import N_, InputError
 from twin.grids.grids import grids_under
@@ -91,8 +92,11 @@ def residents_page(con: duckdb.DuckDBPyConnection, building_id: str, *, page: in
 
 
 def open_cases(con: duckdb.DuckDBPyConnection, *, building_id: str | None = None,
-               grid_id: str | None = None) -> pd.DataFrame:
-    """Open cases of a building (or a micro-grid): id, category, status, age in hours, overdue flag."""
+               grid_id: str | None = None, where: tuple[str, list] = ("true", [])) -> pd.DataFrame:
+    """Open cases of a building (or a micro-grid): id, category, status, age in hours, overdue flag.
+
+    ``where`` is a further SQL condition on ``cases`` and its parameters (the gate's, ``Gate.case_filter``).
+    """
     placeholders = ", ".join("?" for _ in OPEN_STATUSES)
     column, value = ("building_id", building_id) if building_id is not None else ("grid_id", grid_id)
     now = _now(con)
@@ -100,20 +104,21 @@ def open_cases(con: duckdb.DuckDBPyConnection, *, building_id: str | None = None
         SELECT case_id, category, subcategory, status,
                round(date_diff('minute', reported_at, ?::TIMESTAMP) / 60.0, 1) AS age_h,
                due_at < ?::TIMESTAMP AS overdue
-        FROM cases WHERE {column} = ? AND status IN ({placeholders})
-        ORDER BY reported_at DESC""", [now, now, value, *OPEN_STATUSES]).df()
+        FROM cases WHERE {column} = ? AND status IN ({placeholders}) AND ({where[0]})
+        ORDER BY reported_at DESC""", [now, now, value, *OPEN_STATUSES, *where[1]]).df()
 
 
 def case_card(con: duckdb.DuckDBPyConnection, case_id: str) -> dict:
     """A case with its history, the statuses it may move to next, and its detections' snapshots."""
-    row = con.execute("""SELECT case_id, category, subcategory, source, status, description, address, building_id,
-                                grid_id, reported_grid_id, camera_id, reported_at, due_at, media_url
-                         FROM cases WHERE case_id = ?""", [case_id]).fetchone()
+    keys = ("case_id", "category", "subcategory", "source", "status", "description", "address", "building_id",
+            "grid_id", "reported_grid_id", "camera_id", "reported_at", "due_at", "media_url", "assigned_worker",
+            "department", "deadline")
+    row = con.execute(f"SELECT {', '.join(keys)} FROM cases WHERE case_id = ?", [case_id]).fetchone()
     if row is None:
         raise InputError(N_("no case {case_id!r} in the store"), case_id=case_id)
-    keys = ("case_id", "category", "subcategory", "source", "status", "description", "address", "building_id",
-            "grid_id", "reported_grid_id", "camera_id", "reported_at", "due_at", "media_url")
     card = dict(zip(keys, row))
+    named = con.execute("SELECT name FROM departments WHERE department_id = ?", [card["department"]]).fetchall()
+    card["department_name"] = named[0][0] if named else None
     card["history"] = con.execute('SELECT "at", from_status, to_status, actor, note FROM case_events '
                                   'WHERE case_id = ? ORDER BY "at"', [case_id]).df()
     card["next_statuses"] = next_statuses(card["status"])
@@ -126,13 +131,15 @@ def case_card(con: duckdb.DuckDBPyConnection, case_id: str) -> dict:
     return card
 
 
-CASE_LIST_COLUMNS = ("case_id", "category", "subcategory", "status", "grid_id", "reported_at", "due_at", "overdue_h")
+CASE_LIST_COLUMNS = ("case_id", "category", "subcategory", "status", "grid_id", "reported_at", "due_at", "overdue_h",
+                     "department", "deadline")
 
 
 def case_list(con: duckdb.DuckDBPyConnection, *, statuses: tuple[str, ...] = OPEN_STATUSES,
               category: str | None = None, grid_ids: list[str] | None = None, overdue: bool = False,
-              where: tuple[str, list] = ("true", []), limit: int = 500) -> pd.DataFrame:
-    """Cases for the leader's drill-downs: filtered by status, category and grids, or the overdue ones.
+              escalated: bool = False, where: tuple[str, list] = ("true", []), limit: int = 500) -> pd.DataFrame:
+    """Cases for the leader's drill-downs: filtered by status, category and grids, or the overdue ones, or the
+    departments' cases escalated to the street leader.
 
     Parameters
     ----------
@@ -140,6 +147,10 @@ def case_list(con: duckdb.DuckDBPyConnection, *, statuses: tuple[str, ...] = OPE
         The grids (micro-grids included) a case's ``grid_id`` must be among.
     overdue : bool
         Only cases past their deadline, the longest overdue first; otherwise the newest first.
+    escalated : bool
+        Only the departments' cases past their department's deadline by more than their duty's escalation hours
+        (:func:`twin.cases.duties.escalated_condition`), the longest past it first; ``overdue_h`` is then the hours
+        past the department's deadline.
     where : (str, list)
         A further SQL condition on ``cases`` and its parameters (the gate's scope, ``Gate.case_filter``).
 
@@ -161,10 +172,14 @@ def case_list(con: duckdb.DuckDBPyConnection, *, statuses: tuple[str, ...] = OPE
     if overdue:
         conditions.append("due_at < ?")
         params.append(now)
-    order = "due_at ASC" if overdue else "reported_at DESC"
+    if escalated:
+        conditions.append(escalated_condition())
+        params.append(now)
+    order = "deadline ASC" if escalated else "due_at ASC" if overdue else "reported_at DESC"
+    late = "deadline" if escalated else "due_at"
     return con.execute(f"""
         SELECT case_id, category, subcategory, status, grid_id, reported_at, due_at,
-               round(date_diff('minute', due_at, ?::TIMESTAMP) / 60.0, 1) AS overdue_h
+               round(date_diff('minute', {late}, ?::TIMESTAMP) / 60.0, 1) AS overdue_h, department, deadline
         FROM cases WHERE {' AND '.join(f'({c})' for c in conditions)}
         ORDER BY {order}, case_id LIMIT ?""", [now, *params, limit]).df()
 
@@ -232,11 +247,12 @@ def camera_card(con: duckdb.DuckDBPyConnection, camera_id: str) -> dict:
 
 
 def search(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 10,
-           case_grids: frozenset[str] | None = None) -> list[dict]:
+           case_grids: frozenset[str] | None = None, case_where: tuple[str, list] = ("true", [])) -> list[dict]:
     """Buildings by address or name, and cases by id, best matches first.
 
     ``case_grids`` keeps the cases in those grids only (before the limit: a user's cases are
-    never crowded out by others'); None keeps every case.
+    never crowded out by others'); None keeps every case. ``case_where`` is a further SQL condition on
+    ``cases`` and its parameters (the gate's, for the roles that see cases by department or assignment).
 
     Returns
     -------
@@ -255,8 +271,9 @@ def search(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 10,
     pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     in_grids = "" if case_grids is None else "AND grid_id IN (SELECT unnest(?)) "
     cases = con.execute("SELECT case_id, category || ' · ' || status FROM cases WHERE case_id ILIKE ? ESCAPE '\\' "
-                        f"{in_grids}ORDER BY case_id LIMIT ?",
-                        [pattern, *([] if case_grids is None else [sorted(case_grids)]), limit]).fetchall()
+                        f"{in_grids}AND ({case_where[0]}) ORDER BY case_id LIMIT ?",
+                        [pattern, *([] if case_grids is None else [sorted(case_grids)]), *case_where[1],
+                         limit]).fetchall()
     buildings = con.execute("""
         SELECT building_id, coalesce(name, '') || ' · ' || coalesce(address, '') FROM buildings
         WHERE name ILIKE ? ESCAPE '\\' OR address ILIKE ? ESCAPE '\\' OR building_id = ?

@@ -7,7 +7,9 @@ and cases goes through the per-role rules of :mod:`twin.access.policy`.
 - Passwords are stored as salted scrypt hashes; sign-ins, failed or not, are audited.
 - Roles: ``leader`` (aggregates, residents only as counts and tags), ``operator``
   (residents and cases of their grids, ID numbers and phones masked), ``planner``
-  (grids and buildings, no residents), ``admin`` (users and settings).
+  (grids and buildings, no residents), ``admin`` (users and settings), and for the field loop
+  ``worker`` (a grid worker, 网格员, bound to micro-grids) and ``department`` (a unit of the duties
+  list, bound to one department: ``users.department``).
 - The audit table is append-only in the product, and each row carries the SHA-256
   of the previous row's hash and its own content, so an edited or deleted row
   breaks the chain at that row (:func:`verify_audit`).
@@ -29,11 +31,13 @@ import pandas as pd
 from twin.errors import N_, InputError, check_choice
 from twin.store.clock import store_now
 
-ROLES = ("leader", "operator", "planner", "admin")
+ROLES = ("leader", "operator", "planner", "admin", "worker", "department")
+GRID_BOUND_ROLES = ("operator", "worker")  # roles that must be bound to grids
 LANGS = ("zh", "en")  # the UI languages a user may choose; the first is the default
 PUBLIC_ROLE = "public"  # anyone without a key or a sign-in (Open311 reads): a principal's role, never a user's
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 10
+MIN_REASON = 5  # characters of a stated reason (unmasking a resident, dispatching or reassigning a case by hand)
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}  # about 50 ms a check here: slow for a guesser, fine for a sign-in
 GENESIS = "0" * 64
 SIGNIN_REFUSED = "wrong user name or password, or the user is disabled."
@@ -45,13 +49,15 @@ class Principal:
 
     Every read of residents or cases takes one (``principal=``), so the rules of
     :mod:`twin.access.policy` decide what it gets. ``grids`` empty means the whole district
-    (leaders, planners and admins may be bound to all of it; operators may not).
+    (leaders, planners and admins may be bound to all of it; operators and workers may not).
+    A ``department`` user is bound to one department (``department``) instead.
     """
 
     username: str
     role: str
     grids: tuple[str, ...] = ()
     source: str | None = field(default=None, compare=False)
+    department: str | None = None  # role department: the department it acts for
 
     def __post_init__(self) -> None:
         check_choice("role", self.role, (*ROLES, PUBLIC_ROLE))
@@ -133,14 +139,33 @@ def _known_grids(con: duckdb.DuckDBPyConnection, grids: list[str], *, role: str)
                                        "(SELECT unnest(?))", [grids]).fetchall()} if grids else set()
     if set(grids) - known:
         raise InputError(f"no grid {sorted(set(grids) - known)[0]!r} in force; `twin grids export` lists them.")
-    if role == "operator" and not grids:
-        raise InputError("an operator is bound to grids: give --grids G1,G2 (their residents and cases only).")
+    if role in GRID_BOUND_ROLES and not grids:
+        raise InputError(f"a user of role {role} is bound to grids: give --grids G1,G2 (their residents and cases "
+                         "only).")
     return grids
 
 
+def _known_department(con: duckdb.DuckDBPyConnection, department: str | None, *, role: str) -> str | None:
+    """The department a user of ``role`` is bound to: one of the store's for role department, none otherwise."""
+    if role != "department":
+        if department:
+            raise InputError(f"--department {department!r} binds only a user of role department; leave it out "
+                             f"for role {role}.")
+        return None
+    if not department:
+        raise InputError("a user of role department is bound to one department: give --department ID "
+                         "(`twin duties export FILE` lists them).")
+    if not con.execute("SELECT count(*) FROM departments WHERE department_id = ?", [department]).fetchall()[0][0]:
+        raise InputError(f"no department {department!r}; the departments come with the duties list "
+                         "(`twin duties export FILE` lists them, `twin duties import FILE` adds them).")
+    return department
+
+
 def add_user(con: duckdb.DuckDBPyConnection, username: str, password: str, *, role: str,
-             grids: list[str] = (), lang: str | None = None, actor: str = "admin", source: str | None = None) -> dict:
-    """Add a user bound to ``grids`` (grid ids in force, any level), with a UI language (None: the default); audited."""
+             grids: list[str] = (), lang: str | None = None, actor: str = "admin", source: str | None = None,
+             department: str | None = None) -> dict:
+    """Add a user bound to ``grids`` (grid ids in force, any level), or for role department to ``department``,
+    with a UI language (None: the default); audited."""
     if not USERNAME.match(username or ""):
         raise InputError(f"user name {username!r}: use 1-64 letters, digits, '.', '_', '@' or '-'.")
     check_choice("role", role, ROLES)
@@ -150,12 +175,13 @@ def add_user(con: duckdb.DuckDBPyConnection, username: str, password: str, *, ro
     if con.execute("SELECT 1 FROM users WHERE username = ?", [username]).fetchone():
         raise InputError(f"there is already a user {username!r}; pick another name or use `twin users passwd`.")
     grids = _known_grids(con, grids, role=role)
-    con.execute("INSERT INTO users (username, password_hash, role, grids, disabled, created_at, lang) "
-                "VALUES (?, ?, ?, ?, false, ?, ?)",
-                [username, hash_password(password), role, grids, store_now(con), lang])
-    audit(con, actor=actor, action="user.add", target=username, detail={"role": role, "grids": grids, "lang": lang},
-          source=source)
-    return {"username": username, "role": role, "grids": grids, "lang": lang}
+    department = _known_department(con, department, role=role)
+    con.execute("INSERT INTO users (username, password_hash, role, grids, disabled, created_at, lang, department) "
+                "VALUES (?, ?, ?, ?, false, ?, ?, ?)",
+                [username, hash_password(password), role, grids, store_now(con), lang, department])
+    detail = {"role": role, "grids": grids, "lang": lang, **({"department": department} if department else {})}
+    audit(con, actor=actor, action="user.add", target=username, detail=detail, source=source)
+    return {"username": username, "role": role, "grids": grids, "lang": lang, "department": department}
 
 
 def set_lang(con: duckdb.DuckDBPyConnection, username: str, lang: str) -> None:
@@ -179,9 +205,11 @@ def user_lang(con: duckdb.DuckDBPyConnection, username: str) -> str | None:
 
 
 def list_users(con: duckdb.DuckDBPyConnection) -> list[dict]:
-    """Every user with role, grids and whether disabled (never the hashes)."""
-    rows = con.execute("SELECT username, role, grids, disabled, created_at FROM users ORDER BY username").fetchall()
-    return [{"username": u, "role": r, "grids": list(g), "disabled": d, "created_at": str(c)} for u, r, g, d, c in rows]
+    """Every user with role, grids (or department) and whether disabled (never the hashes)."""
+    rows = con.execute("SELECT username, role, grids, disabled, created_at, department FROM users "
+                       "ORDER BY username").fetchall()
+    return [{"username": u, "role": r, "grids": list(g), "disabled": d, "created_at": str(c), "department": p}
+            for u, r, g, d, c, p in rows]
 
 
 def disable_user(con: duckdb.DuckDBPyConnection, username: str, *, actor: str = "admin",
@@ -202,18 +230,22 @@ def set_password(con: duckdb.DuckDBPyConnection, username: str, password: str, *
 
 
 def set_grants(con: duckdb.DuckDBPyConnection, username: str, *, role: str, grids: list[str], actor: str = "admin",
-               source: str | None = None) -> dict:
-    """Bind ``username``'s role to ``grids`` (grid ids in force, any level; none: the whole district); audited
-    as ``user.grants`` with the role and grids before and after."""
+               source: str | None = None, department: str | None = None) -> dict:
+    """Bind ``username``'s role to ``grids`` (grid ids in force, any level; none: the whole district), or for
+    role department to ``department``; audited as ``user.grants`` with the role and grids before and after."""
     check_choice("role", role, ROLES)
     grids = _known_grids(con, grids, role=role)
-    before = con.execute("SELECT role, grids FROM users WHERE username = ?", [username]).fetchone()
+    department = _known_department(con, department, role=role)
+    before = con.execute("SELECT role, grids, department FROM users WHERE username = ?", [username]).fetchone()
     if before is None:
         raise InputError(f"no user {username!r}.")
-    con.execute("UPDATE users SET role = ?, grids = ? WHERE username = ?", [role, grids, username])
-    audit(con, actor=actor, action="user.grants", target=username, source=source,
-          detail={"role": role, "grids": grids, "role_before": before[0], "grids_before": list(before[1])})
-    return {"username": username, "role": role, "grids": grids}
+    con.execute("UPDATE users SET role = ?, grids = ?, department = ? WHERE username = ?",
+                [role, grids, department, username])
+    detail = {"role": role, "grids": grids, "role_before": before[0], "grids_before": list(before[1])}
+    if department or before[2]:
+        detail.update(department=department, department_before=before[2])
+    audit(con, actor=actor, action="user.grants", target=username, source=source, detail=detail)
+    return {"username": username, "role": role, "grids": grids, "department": department}
 
 
 _DUMMY_HASH = hash_password("x" * MIN_PASSWORD)
@@ -224,19 +256,20 @@ def check_credentials(con: duckdb.DuckDBPyConnection, username: str, password: s
 
     Reads only: the caller audits the attempt (``scenes.auth.SignIns.check`` does, through the writer).
     """
-    row = con.execute("SELECT password_hash, role, grids, disabled FROM users WHERE username = ?",
+    row = con.execute("SELECT password_hash, role, grids, disabled, department FROM users WHERE username = ?",
                       [username]).fetchone()
     # A missing user costs a hash too, so the answer's time does not tell which names exist.
     ok = verify_password(password, row[0] if row else _DUMMY_HASH) and row is not None
     if not ok or row[3]:
         return None, "disabled" if ok else "wrong name or password"
-    return {"username": username, "role": row[1], "grids": list(row[2])}, ""
+    return {"username": username, "role": row[1], "grids": list(row[2]), "department": row[4]}, ""
 
 
 def find_user(con: duckdb.DuckDBPyConnection, username: str) -> Principal | None:
     """The enabled user ``username`` as a :class:`Principal` (no source), or None."""
-    row = con.execute("SELECT role, grids FROM users WHERE username = ? AND NOT disabled", [username]).fetchone()
-    return Principal(username, row[0], tuple(row[1])) if row else None
+    row = con.execute("SELECT role, grids, department FROM users WHERE username = ? AND NOT disabled",
+                      [username]).fetchone()
+    return Principal(username, row[0], tuple(row[1]), department=row[2]) if row else None
 
 
 def mask_id_number(value: str | None) -> str | None:

@@ -31,7 +31,7 @@ def _keys_revoke(con: duckdb.DuckDBPyConnection, args: dict, step: Callable[[str
 
 def _users_add(con: duckdb.DuckDBPyConnection, args: dict, step: Callable[[str], None]) -> dict:
     return add_user(con, args["name"], args["password"], role=args["role"], grids=args["grids"], lang=args["lang"],
-                    actor=args["actor"], source=args["source"])
+                    actor=args["actor"], source=args["source"], department=args["department"])
 
 
 def _users_passwd(con: duckdb.DuckDBPyConnection, args: dict, step: Callable[[str], None]) -> dict:
@@ -46,7 +46,7 @@ def _users_disable(con: duckdb.DuckDBPyConnection, args: dict, step: Callable[[s
 
 def _users_grants(con: duckdb.DuckDBPyConnection, args: dict, step: Callable[[str], None]) -> dict:
     return set_grants(con, args["name"], role=args["role"], grids=args["grids"], actor=args["actor"],
-                      source=args["source"])
+                      source=args["source"], department=args["department"])
 
 
 def access_commands() -> dict[str, Command]:
@@ -55,9 +55,9 @@ def access_commands() -> dict[str, Command]:
     name = {"name": str, **WHO}
     return {"keys.add": Command(name, _keys_add), "keys.revoke": Command(name, _keys_revoke),
             "keys.list": Command({}, lambda con, args, step: {"keys": list_keys(con)}),
-            "users.add": Command({**name, "password": str, "role": str, "grids": list, "lang": str | None},
-                                 _users_add),
+            "users.add": Command({**name, "password": str, "role": str, "grids": list, "lang": str | None,
+                                  "department": str | None}, _users_add),
             "users.passwd": Command({**name, "password": str}, _users_passwd),
             "users.disable": Command(name, _users_disable),
-            "users.grants": Command({**name, "role": str, "grids": list}, _users_grants),
+            "users.grants": Command({**name, "role": str, "grids": list, "department": str | None}, _users_grants),
             "users.list": Command({}, lambda con, args, step: {"users": list_users(con)})}

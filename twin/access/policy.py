@@ -12,6 +12,10 @@ The rules, all here:
 - **planner**: grids and buildings with head counts; no residents, no case records.
 - **admin**: users, API keys and the audit trail; no residents, no case records. The admin's
   commands on users and keys (:mod:`twin.access.commands`) are checked here too (:meth:`Gate.command`).
+- **worker** (网格员, bound to micro-grids): as an operator, the residents (masked) and cases of their grids,
+  and the cases assigned to them anywhere; of the loop's steps only their own (:data:`ROLE_STEPS`).
+- **department** (bound to one department of the duties list): the details of the cases dispatched to it,
+  and only those; no residents; of the loop's steps only its own.
 - **public** (:func:`public_principal`, no user has it): anyone reading Open311 without a key.
   The cases of the whole district in their public view (:data:`CASE_VIEWS`): no house
   numbers, coarse places, descriptions with every number masked, or none.
@@ -41,9 +45,11 @@ import duckdb
 import pandas as pd
 
 from twin import inspector
-from twin.access.access import PUBLIC_ROLE, Principal, audit, list_users, mask_id_number, mask_phone, verify_audit
+from twin.access.access import (MIN_REASON, PUBLIC_ROLE, Principal, audit, list_users, mask_id_number, mask_phone,
+                                verify_audit)
 from twin.access.keys import list_keys
 from twin.access.ratelimit import RateLimiter
+from twin.cases.cases import next_statuses
 from twin.errors import N_, AccessError, InputError
 from twin.grids.grids import grids_under
 from twin.store.queries import residents_counted
@@ -57,14 +63,26 @@ RIGHTS: dict[str, frozenset[str]] = {
     "operator": frozenset({"cases", "cameras", "residents", "act"}),
     "planner": frozenset({"grids"}),
     "admin": frozenset({"users", "audit"}),
+    "worker": frozenset({"cases", "cameras", "residents", "act"}),
+    "department": frozenset({"cases", "act"}),
     PUBLIC_ROLE: frozenset({"public cases"}),
+}
+#: The steps of the case loop (from, to) a role may take; a role not named here takes every step it may act on.
+ROLE_STEPS: dict[str, frozenset[tuple[str, str]]] = {
+    "worker": frozenset({("reported", "accepted"), ("dispatched", "accepted"), ("reopened", "accepted"),
+                         ("accepted", "on_site"), ("on_site", "resolved"), ("accepted", "handed_up"),
+                         ("on_site", "handed_up")}),
+    "department": frozenset({("dispatched", "in_progress"), ("in_progress", "resolved")}),
 }
 #: How much of a case a right shows: the whole record, or its public view.
 CASE_VIEWS = {"cases": "full", "public cases": "public"}
-MIN_REASON = 5  # characters of a stated reason for unmasking
 # Numbers people type into free text: mainland mobiles and resident ID numbers.
 PHONE_IN_TEXT = re.compile(r"(?<!\d)(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
 ID_IN_TEXT = re.compile(r"(?<!\d)(\d{6})(\d{8})(\d{3}[\dXx])(?![\dXx])")
+
+# Roles whose cases are not simply those of their grids: a department's are dispatched to it, a worker's are also
+# those assigned to it.
+ROLES_BY_CASE = ("department", "worker")
 
 AuditSink = Callable[..., object]
 """Writes one audit row: called with ``actor``, ``action``, ``target``, ``detail``, ``source``."""
@@ -84,10 +102,10 @@ def client_principal(con: duckdb.DuckDBPyConnection, client: str, *, source: str
     The store's user named like the client, with that user's role and grids; a disabled
     user of that name reads nothing. A client with no such user is a leader of the whole district.
     """
-    row = con.execute("SELECT role, grids, disabled FROM users WHERE username = ?", [client]).fetchone()
+    row = con.execute("SELECT role, grids, disabled, department FROM users WHERE username = ?", [client]).fetchone()
     if row is None:
         return Principal(client, "leader", (), source)
-    return None if row[2] else Principal(client, row[0], tuple(row[1]), source)
+    return None if row[2] else Principal(client, row[0], tuple(row[1]), source, department=row[3])
 
 
 def public_principal(*, source: str | None = None) -> Principal:
@@ -271,35 +289,79 @@ class Gate:
     def open_cases(self, *, building_id: str | None = None, grid_id: str | None = None) -> pd.DataFrame:
         """A building's (or micro-grid's) open cases the principal may see; empty otherwise."""
         grid = self._building_grid(building_id) if building_id is not None else grid_id
-        if not (self.may("cases") and self.in_scope(grid)):
+        if not self.may("cases") or (self.principal.role not in ROLES_BY_CASE and not self.in_scope(grid)):
             return pd.DataFrame(columns=list(inspector.OPEN_CASE_COLUMNS))
-        return inspector.open_cases(self.con, building_id=building_id, grid_id=grid_id)
+        return inspector.open_cases(self.con, building_id=building_id, grid_id=grid_id, where=self._case_sql())
 
     def case_card(self, case_id: str) -> dict:
-        """A case with its history (:func:`twin.inspector.case_card`); numbers in free text masked."""
+        """A case with its history (:func:`twin.inspector.case_card`); numbers in free text masked.
+        ``next_statuses`` are the steps this principal may take (:meth:`steps`)."""
         self._require("cases", N_("case records"), case_id)
         card = inspector.case_card(self.con, case_id)
-        self._require_grid(card["grid_id"], N_("case"), case_id)
+        self._require_case(case_id, card["grid_id"], card["department"], card["assigned_worker"])
         card["description"] = mask_text(card["description"])
         card["history"]["note"] = card["history"]["note"].map(mask_text)
+        card["next_statuses"] = self.steps(card["status"], department=card["department"])
         return card
 
-    def check_act(self, case_id: str) -> None:
-        """Raise :class:`AccessError` unless the principal may move ``case_id`` along the case loop."""
+    def sees_case(self, grid_id: str | None, department: str | None, assigned_worker: str | None) -> bool:
+        """Whether the principal's role and binding reach a case (of ``grid_id``, dispatched to ``department``,
+        assigned to ``assigned_worker``): a department its own cases, a worker its grids' and those given to it,
+        the others their grids'."""
+        role = self.principal.role
+        if role == "department":
+            return department is not None and department == self.principal.department
+        if role == "worker" and assigned_worker is not None and assigned_worker == self.principal.username:
+            return True
+        return self.in_scope(grid_id)
+
+    def _require_case(self, case_id: str, grid_id: str | None, department: str | None,
+                      assigned_worker: str | None) -> None:
+        """Refuse (audited) unless :meth:`sees_case`."""
+        if self.sees_case(grid_id, department, assigned_worker):
+            return
+        if self.principal.role == "department":
+            self._refuse(f"case {case_id}", case_id, AccessError(
+                N_("case {target} is not dispatched to {user}'s department ({department}); a department sees only "
+                   "its own cases."), target=case_id, user=self.principal.username,
+                department=self.principal.department))
+        self._require_grid(grid_id, N_("case"), case_id)
+
+    def steps(self, status: str, *, department: str | None = None) -> list[str]:
+        """The statuses the principal may move a case in ``status`` to: the loop's next ones that its role takes
+        (:data:`ROLE_STEPS`; a worker takes no case a department holds), none for a role that does not act."""
+        if not self.may("act"):
+            return []
+        allowed = ROLE_STEPS.get(self.principal.role)
+        return [s for s in next_statuses(status) if allowed is None or (
+            (status, s) in allowed and not (self.principal.role == "worker" and status == "dispatched"
+                                            and department is not None))]
+
+    def check_act(self, case_id: str, to_status: str | None = None) -> None:
+        """Raise :class:`AccessError` unless the principal may move ``case_id`` along the case loop (to
+        ``to_status``, when given: a step of its role, :meth:`steps`)."""
         self._require("act", N_("the case loop's actions"), case_id)
-        row = self.con.execute("SELECT grid_id FROM cases WHERE case_id = ?", [case_id]).fetchone()
+        row = self.con.execute("SELECT grid_id, department, assigned_worker, status FROM cases WHERE case_id = ?",
+                               [case_id]).fetchone()
         if row is None:
             raise InputError(N_("no case {case_id!r} in the store"), case_id=case_id)
-        self._require_grid(row[0], N_("case"), case_id)
+        self._require_case(case_id, *row[:3])
+        if to_status is not None and to_status not in self.steps(row[3], department=row[1]) \
+                and to_status in next_statuses(row[3]):
+            self._refuse(f"case {case_id} to {to_status}", case_id, AccessError(
+                N_("{user} ({role}) may not move case {target} from {from_status} to {to_status}; that step is "
+                   "another role's."), user=self.principal.username, role=self.principal.role, target=case_id,
+                from_status=row[3], to_status=to_status))
 
     def case_list(self, *, statuses: tuple[str, ...] | None = None, category: str | None = None,
-                  grid_id: str | None = None, overdue: bool = False) -> pd.DataFrame:
-        """:func:`twin.inspector.case_list` within the principal's grids; ``grid_id`` at any level (its cases
-        and those of the grids under it). Refused for roles without case records."""
+                  grid_id: str | None = None, overdue: bool = False, escalated: bool = False) -> pd.DataFrame:
+        """:func:`twin.inspector.case_list` within the principal's cases (:meth:`case_filter`); ``grid_id`` at any
+        level (its cases and those of the grids under it); ``escalated``: the departments' cases on the street
+        leader's list. Refused for roles without case records."""
         where = self.case_filter()
         grids = sorted(grids_under(self.con, [grid_id])) if grid_id is not None else None
         return inspector.case_list(self.con, statuses=statuses or inspector.OPEN_STATUSES, category=category,
-                                   grid_ids=grids, overdue=overdue, where=where)
+                                   grid_ids=grids, overdue=overdue, escalated=escalated, where=where)
 
     def offline_cameras(self) -> pd.DataFrame:
         """:func:`twin.inspector.offline_cameras` (cameras are no one's personal data)."""
@@ -310,7 +372,8 @@ class Gate:
         clear, only for roles that see cases, in their grids (an empty table and a masked phone otherwise, with
         ``may_see_cases`` False): those roles coordinate with the worker, the others have no need of the number."""
         card = inspector.grid_card(self.con, grid_id)
-        card["may_see_cases"] = self.may("cases") and self.in_scope(grid_id)
+        # A department sees its own cases, not a grid's.
+        card["may_see_cases"] = self.may("cases") and self.in_scope(grid_id) and self.principal.role != "department"
         if not card["may_see_cases"]:
             card["cases"] = card["cases"].head(0)
             card["worker_phone"] = mask_phone(card["worker_phone"])
@@ -329,8 +392,12 @@ class Gate:
     # -- search --------------------------------------------------------------------
     def search(self, text: str, *, limit: int = 10) -> list[dict]:
         """:func:`twin.inspector.search`, keeping only the cases the principal may see."""
-        found = inspector.search(self.con, text, limit=limit,
-                                 case_grids=self.scope if self.may("cases") else frozenset())
+        if not self.may("cases"):
+            found = inspector.search(self.con, text, limit=limit, case_grids=frozenset())
+        elif self.principal.role in ROLES_BY_CASE:
+            found = inspector.search(self.con, text, limit=limit, case_where=self._case_sql())
+        else:
+            found = inspector.search(self.con, text, limit=limit, case_grids=self.scope)
         asked = text.strip()
         if not any(r["kind"] == "case" and r["id"] == asked for r in found) and self.con.execute(
                 "SELECT 1 FROM cases WHERE case_id = ?", [asked]).fetchone():
@@ -347,10 +414,11 @@ class Gate:
         cases = [r["id"] for r in inspector.search(self.con, text, limit=1) if r["kind"] == "case"]
         if not cases:
             return None
-        grid_id, = self.con.execute("SELECT grid_id FROM cases WHERE case_id = ?", cases).fetchone()
+        row = self.con.execute("SELECT grid_id, department, assigned_worker FROM cases WHERE case_id = ?",
+                               cases).fetchone()
         try:
             self._require("cases", N_("case records"), cases[0])
-            self._require_grid(grid_id, N_("case"), cases[0])
+            self._require_case(cases[0], *row)
         except AccessError as exc:
             return exc
         return None
@@ -381,12 +449,25 @@ class Gate:
             For a role without case records, or an ``asked`` case outside the principal's grids.
         """
         self.case_view(asked[0] if len(asked) == 1 else None)
-        if self.scope is None:
+        if self.scope is None and self.principal.role not in ROLES_BY_CASE:
             return "true", []
         if asked:
-            for case_id, grid_id in self.con.execute("SELECT case_id, grid_id FROM cases WHERE case_id IN "
-                                                     "(SELECT unnest(?)) ORDER BY case_id", [list(asked)]).fetchall():
-                self._require_grid(grid_id, N_("case"), case_id)
+            for case_id, *row in self.con.execute(
+                    "SELECT case_id, grid_id, department, assigned_worker FROM cases WHERE case_id IN "
+                    "(SELECT unnest(?)) ORDER BY case_id", [list(asked)]).fetchall():
+                self._require_case(case_id, *row)
+        return self._case_sql()
+
+    def _case_sql(self) -> tuple[str, list]:
+        """The SQL condition on ``cases`` (and its parameters) of :meth:`sees_case`."""
+        role = self.principal.role
+        if role == "department":
+            return "department = ?", [self.principal.department]
+        if self.scope is None:
+            return "true", []
+        if role == "worker":
+            return "(grid_id IN (SELECT unnest(?)) OR assigned_worker = ?)", [sorted(self.scope),
+                                                                               self.principal.username]
         return "grid_id IN (SELECT unnest(?))", [sorted(self.scope)]
 
     # -- the admin's reads and commands ------------------------------------------------

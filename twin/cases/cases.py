@@ -2,7 +2,13 @@
 
 reported -> dispatched -> in_progress -> resolved -> evaluated -> closed, plus
 rejected (from reported or dispatched) and reopened (after evaluation, then
-dispatched again). Every transition is checked and written to ``case_events``.
+dispatched again). In the field, a grid worker accepts a case (reported, dispatched or
+reopened), goes on site and handles it (resolved), or hands it up (handed_up) with a reason;
+a handed-up case is dispatched to a department by the duties list, or by hand with a reason.
+A resolved case is evaluated by its reporter (satisfied, or reopened when not) or, after
+three days without an answer, by default (:mod:`twin.cases.evaluations`).
+Every transition is checked and written to ``case_events`` by :func:`record_transition`,
+with its effects on the case (its worker, department and deadline; the reporter's question).
 """
 
 from __future__ import annotations
@@ -16,21 +22,29 @@ import pandas as pd
 import pyarrow as pa
 import shapely
 
+from twin.access.access import MIN_REASON, audit
 from twin.store.clock import store_now
 from twin.store.store import AttachedConnection, next_numbers
 from twin.errors import N_, InputError
 from twin.grids.grids import locate
 
-CASE_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "evaluated", "closed", "rejected", "reopened")
-# The department still owes work on these; only they can be overdue.
-OPEN_STATUSES = ("reported", "dispatched", "in_progress", "reopened")
+CASE_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "evaluated", "closed", "rejected", "reopened",
+                 "accepted", "on_site", "handed_up")
+# Someone still owes work on these (a worker, a department); only they can be overdue.
+OPEN_STATUSES = ("reported", "dispatched", "in_progress", "reopened", "accepted", "on_site", "handed_up")
 NUMBER_BLOCK = 64  # case numbers taken from a PostgreSQL store's sequence in one round trip
 CASE_TRANSITIONS = frozenset({
     (None, "reported"), ("reported", "dispatched"), ("reported", "rejected"),
     ("dispatched", "in_progress"), ("dispatched", "rejected"), ("in_progress", "resolved"),
     ("resolved", "evaluated"), ("evaluated", "closed"), ("evaluated", "reopened"),
     ("reopened", "dispatched"),
+    # the grid worker's steps
+    ("reported", "accepted"), ("dispatched", "accepted"), ("reopened", "accepted"), ("accepted", "on_site"),
+    ("on_site", "resolved"), ("accepted", "handed_up"), ("on_site", "handed_up"),
+    # a department takes a handed-up case; the reporter evaluates a resolved one (not satisfied: reopened)
+    ("handed_up", "dispatched"), ("resolved", "reopened"),
 })
+ASK_DAYS = 7  # a reporter's evaluation token answers for this long after the question is asked (the case resolved)
 
 
 @lru_cache(maxsize=1)
@@ -65,25 +79,148 @@ def next_statuses(status: str | None) -> list[str]:
 
 
 def record_transition(con: duckdb.DuckDBPyConnection, case_id: str, to_status: str, *, actor: str,
-                      note: str | None = None, at: pd.Timestamp | None = None) -> dict:
-    """Move a case to ``to_status`` and write the event (inside the caller's transaction).
+                      note: str | None = None, at: pd.Timestamp | None = None, department: str | None = None) -> dict:
+    """Move a case to ``to_status`` and write the event (inside the caller's transaction), with the step's effects.
+
+    The effects, whoever takes the step:
+
+    - **accepted**: ``actor`` becomes the case's ``assigned_worker``.
+    - **dispatched** to a department: a handed-up case goes to ``department``, or, when None, to the one the
+      duties list names for its kind (:func:`duty_for`); a reopened case that a department handled goes back to
+      it. A department other than the list's is dispatching *by hand* and needs ``note`` as the reason (at least
+      ``MIN_REASON`` characters). ``deadline`` is then ``at`` plus the duty's hours (the kind's taxonomy hours
+      without a duty). A case reported and dispatched with no ``department`` stays with its grid, as before.
+    - **resolved**: the reporter is asked (their unused evaluation tokens answer for ``ASK_DAYS`` from ``at``).
 
     Returns
     -------
     dict
-        The event: ``case_id``, ``at``, ``from_status``, ``to_status``, ``actor``, ``note``.
+        The event: ``case_id``, ``at``, ``from_status``, ``to_status``, ``actor``, ``note``; and, dispatched to a
+        department, ``department`` and ``deadline``.
+
+    Raises
+    ------
+    InputError
+        For no such case, no actor, a step the loop does not allow, an unknown department, a handed-up case whose
+        kind has no duty and no department given, or a department by hand without a reason.
     """
-    row = con.execute("SELECT status FROM cases WHERE case_id = ?", [case_id]).fetchone()
+    row = con.execute("SELECT status, subcategory, category, department FROM cases WHERE case_id = ?",
+                      [case_id]).fetchone()
     if row is None:
         raise InputError(N_("no case {case_id!r} in the store"), case_id=case_id)
     if not actor:
         raise InputError(N_("case {case_id}: a transition needs the actor who makes it"), case_id=case_id)
-    check_transition(row[0], to_status)
+    from_status, kind, category, had_department = row
+    check_transition(from_status, to_status)
     at = pd.Timestamp(at) if at is not None else store_now(con)
-    con.execute("UPDATE cases SET status = ?, updated_at = ? WHERE case_id = ?", [to_status, at, case_id])
+    event = {"case_id": case_id, "at": at, "from_status": from_status, "to_status": to_status, "actor": actor,
+             "note": note}
+    routed = None
+    if to_status == "dispatched" and (department is not None or from_status == "handed_up" or had_department):
+        routed = _route(con, case_id, kind=kind, category=category, asked=department,
+                        current=None if from_status == "handed_up" else had_department, note=note)
+    changes = {"status": to_status, "updated_at": at}
+    if to_status == "accepted":
+        changes["assigned_worker"] = actor
+    if routed is not None:
+        changes["department"], hours, name = routed
+        changes["deadline"] = at + pd.Timedelta(hours=hours)
+        event.update(department=changes["department"], deadline=changes["deadline"])
+        event["note"] = note = f"{name}: {note}" if note else name  # the history names where it went
+    con.execute(f"UPDATE cases SET {', '.join(f'{c} = ?' for c in changes)} WHERE case_id = ?",
+                [*changes.values(), case_id])
+    if to_status == "resolved":
+        con.execute("UPDATE evaluation_tokens SET expires_at = ? WHERE case_id = ? AND used_at IS NULL",
+                    [at + pd.Timedelta(days=ASK_DAYS), case_id])
     con.execute('INSERT INTO case_events (case_id, "at", from_status, to_status, actor, note) VALUES (?, ?, ?, ?, ?, ?)',
-                [case_id, at, row[0], to_status, actor, note])
-    return {"case_id": case_id, "at": at, "from_status": row[0], "to_status": to_status, "actor": actor, "note": note}
+                [case_id, at, from_status, to_status, actor, note])
+    return event
+
+
+def duty_for(con: duckdb.DuckDBPyConnection, kind: str) -> dict | None:
+    """The duties list's entry for a subcategory code: its own row, else its category's; None without either.
+
+    Returns
+    -------
+    dict or None
+        ``kind`` (the row's: the subcategory or its category), ``department_id``, ``deadline_hours`` and
+        ``escalation_hours``.
+    """
+    category = kind.split(".", 1)[0]
+    row = con.execute("SELECT kind, department_id, deadline_hours, escalation_hours FROM duties WHERE kind IN (?, ?) "
+                      "ORDER BY kind = ? DESC LIMIT 1", [kind, category, kind]).fetchall()
+    return dict(zip(("kind", "department_id", "deadline_hours", "escalation_hours"), row[0])) if row else None
+
+
+def _route(con: duckdb.DuckDBPyConnection, case_id: str, *, kind: str, category: str, asked: str | None,
+           current: str | None, note: str | None) -> tuple[str, float, str]:
+    """The department a dispatched case goes to, the hours it has, and its name: see :func:`record_transition`."""
+    duty = duty_for(con, kind)
+    listed = duty["department_id"] if duty else None
+    department = asked or current or listed
+    if department is None:
+        raise InputError(N_("case {case_id}: the duties list names no department for {kind!r} (nor its category "
+                            "{category!r}); dispatch it by hand to a department with a reason, or add the kind to "
+                            "the list (twin duties import)."), case_id=case_id, kind=kind, category=category)
+    named = con.execute("SELECT name FROM departments WHERE department_id = ?", [department]).fetchall()
+    if not named:
+        raise InputError(N_("case {case_id}: no department {department!r}; the departments are those of the duties "
+                            "list (twin duties export lists them)."), case_id=case_id, department=department)
+    if asked is not None and asked != listed and len((note or "").strip()) < MIN_REASON:
+        raise InputError(N_("case {case_id}: dispatching it by hand to {department!r} (the duties list says "
+                            "{listed!r}) needs a reason of at least {n} characters in the note; it goes into the "
+                            "case's history."), case_id=case_id, department=department, listed=listed, n=MIN_REASON)
+    hours = duty["deadline_hours"] if duty else subcategory(kind)["deadline_hours"]
+    return department, float(hours), named[0][0]
+
+
+def assign_worker(con: duckdb.DuckDBPyConnection, case_id: str, worker: str, *, actor: str, reason: str,
+                  source: str | None = None) -> dict:
+    """Give a case to another grid worker, for a stated reason (inside the caller's transaction); audited.
+
+    The case keeps its status; its history gets an event from and to that status naming both workers and
+    the reason, and the audit trail a ``case.assign`` row.
+
+    Parameters
+    ----------
+    worker : str
+        The user name of an enabled user of role ``worker``.
+    reason : str
+        Why, at least ``MIN_REASON`` characters.
+
+    Returns
+    -------
+    dict
+        ``case_id``, ``worker``, ``previous`` (the worker before, or None), ``at``, ``status``.
+
+    Raises
+    ------
+    InputError
+        For no such case, a closed or rejected one, no such worker, or a missing reason.
+    """
+    reason = (reason or "").strip()
+    if len(reason) < MIN_REASON:
+        raise InputError(N_("case {case_id}: reassigning it needs a reason of at least {n} characters; it goes into "
+                            "the case's history and the audit trail."), case_id=case_id, n=MIN_REASON)
+    row = con.execute("SELECT status, assigned_worker FROM cases WHERE case_id = ?", [case_id]).fetchone()
+    if row is None:
+        raise InputError(N_("no case {case_id!r} in the store"), case_id=case_id)
+    status, previous = row
+    if status not in OPEN_STATUSES:
+        raise InputError(N_("case {case_id} is {status!r}: only an open case can go to another worker."),
+                         case_id=case_id, status=status)
+    user = con.execute("SELECT role, disabled FROM users WHERE username = ?", [worker]).fetchone()
+    if user is None or user[0] != "worker" or user[1]:
+        raise InputError(N_("case {case_id}: {worker!r} is not an enabled grid worker (a user of role worker); "
+                            "twin users list shows them."), case_id=case_id, worker=worker)
+    at = store_now(con)
+    note = f"reassigned from {previous or '-'} to {worker}: {reason}"
+    con.execute("UPDATE cases SET assigned_worker = ?, updated_at = ? WHERE case_id = ?", [worker, at, case_id])
+    con.execute('INSERT INTO case_events (case_id, "at", from_status, to_status, actor, note) '
+                "VALUES (?, ?, ?, ?, ?, ?)", [case_id, at, status, status, actor, note])
+    audit(con, actor=actor, action="case.assign", target=case_id, source=source,
+          detail={"worker": worker, "previous": previous, "reason": reason})
+    return {"case_id": case_id, "worker": worker, "previous": previous, "at": at, "status": status}
 
 
 BUILDING_MATCH_M = 30.0  # a point outside every footprint goes to the nearest building this close
@@ -230,7 +367,8 @@ def new_case(*, subcategory_code: str, source: str, x: float, y: float, where: d
 
 
 def write_cases(con: duckdb.DuckDBPyConnection, cases: list[dict]) -> None:
-    """Insert new cases and their first events, in two statements (inside the caller's transaction)."""
+    """Insert new cases and their first events, in two statements (inside the caller's transaction), and the
+    evaluation tokens of those that carry a ``token_hash``."""
     if not cases:
         return
     # An Arrow table: far cheaper to build and to scan than a DataFrame for a few rows.
@@ -248,6 +386,11 @@ def write_cases(con: duckdb.DuckDBPyConnection, cases: list[dict]) -> None:
                     "FROM incoming_cases")
     finally:
         con.unregister("incoming_cases")
+    # The reporters' evaluation tokens (twin.cases.evaluations), as hashes: Open311 intake gives each its own.
+    tokens = [(c["token_hash"], c["case_id"], c["reported_at"]) for c in cases if c.get("token_hash")]
+    if tokens:
+        con.execute("INSERT INTO evaluation_tokens (token_hash, case_id, issued_at) VALUES "  # one statement: see
+                    + ", ".join(["(?, ?, ?)"] * len(tokens)), [v for row in tokens for v in row])  # Store.set_meta
 
 
 def create_case(con: duckdb.DuckDBPyConnection, *, subcategory_code: str, source: str, x: float, y: float,

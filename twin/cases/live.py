@@ -27,7 +27,8 @@ import duckdb
 import pandas as pd
 
 from twin.access.access import audit
-from twin.cases.cases import CaseNumbers, LocationMatcher, record_transition, write_cases
+from twin.cases.cases import CaseNumbers, LocationMatcher, assign_worker, record_transition, write_cases
+from twin.cases.evaluations import answer_evaluation, sweep_evaluations
 from twin.cases.detections import DetectionDesk, write_detections
 from twin.errors import TwinError
 from twin.cases.open311 import submit_request
@@ -246,13 +247,36 @@ class IntakeWriter:
         return self._queue(job, loop=loop, writes=False)
 
     def transition(self, case_id: str, to_status: str, *, actor: str, note: str | None = None,
-                   source: str | None = None) -> Future:
-        """Move a case along the loop; audited as ``case.transition`` with who and from where."""
+                   source: str | None = None, department: str | None = None) -> Future:
+        """Move a case along the loop (:func:`twin.cases.cases.record_transition`, with its effects: dispatched to
+        ``department``, or by the duties list); audited as ``case.transition`` with who and from where."""
         def job(con: duckdb.DuckDBPyConnection) -> Written:
-            event = record_transition(con, case_id, to_status, actor=actor, note=note)
+            event = record_transition(con, case_id, to_status, actor=actor, note=note, department=department)
             audit(con, actor=actor, action="case.transition", target=case_id, source=source,
-                  detail={"from": event["from_status"], "to": to_status, "note": note})
+                  detail={"from": event["from_status"], "to": to_status, "note": event["note"],
+                          **({"department": event["department"]} if "department" in event else {})})
             return Written(event, changed=[case_id])
+        return self.submit(job)
+
+    def assign(self, case_id: str, worker: str, *, actor: str, reason: str, source: str | None = None) -> Future:
+        """Give a case to another worker (:func:`twin.cases.cases.assign_worker`, audited as ``case.assign``)."""
+        return self.submit(lambda con: Written(assign_worker(con, case_id, worker, actor=actor, reason=reason,
+                                                             source=source), changed=[case_id]))
+
+    def evaluate(self, token: str, *, satisfied: bool, note: str | None = None, source: str | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> Future | asyncio.Future:
+        """A reporter's answer through their token (:func:`twin.cases.evaluations.answer_evaluation`)."""
+        def job(con: duckdb.DuckDBPyConnection) -> Written:
+            answer = answer_evaluation(con, token, satisfied=satisfied, note=note, source=source)
+            return Written(answer, changed=[answer["case_id"]])
+        return self.submit(job, loop=loop)
+
+    def sweep_evaluations(self) -> Future:
+        """Close the cases left unanswered as evaluated by default
+        (:func:`twin.cases.evaluations.sweep_evaluations`)."""
+        def job(con: duckdb.DuckDBPyConnection) -> Written:
+            swept = sweep_evaluations(con, source="sweep")
+            return Written(swept, changed=swept)
         return self.submit(job)
 
     def audit(self, **row) -> Future:

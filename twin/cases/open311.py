@@ -24,7 +24,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from twin.cases.cases import OPEN_STATUSES, create_case, load_taxonomy
+from twin.cases.cases import OPEN_STATUSES, create_case, load_taxonomy, write_cases
+from twin.cases.evaluations import new_token, open311_question, token_hash
 from twin.geo.crs import transform_xy
 from twin.errors import AccessError, InputError, TwinError
 from twin.access.policy import Gate, mask_text
@@ -99,7 +100,8 @@ def discovery(url: str, *, contact: str, key_service: str) -> dict:
 
 
 # The element of each item of a list in the XML forms (the spec's names).
-XML_ITEMS = {"attributes": "attribute", "values": "value", "endpoints": "endpoint", "formats": "format"}
+XML_ITEMS = {"attributes": "attribute", "values": "value", "endpoints": "endpoint", "formats": "format",
+             "choices": "choice"}
 
 
 def _xml_node(parent: ElementTree.Element, key: str, value: object) -> None:
@@ -237,18 +239,25 @@ def submit_request(con: duckdb.DuckDBPyConnection, form: dict[str, str], *, dist
 
     ``intake`` goes to :func:`twin.cases.cases.create_case` (``matcher``, ``numbers``, ``write``);
     the reply's ``case`` holds the case record, which is not part of the GeoReport answer.
+    The reply's ``evaluation_token`` is the reporter's one-use token (:mod:`twin.cases.evaluations`), kept only
+    as its hash: the server gives it as ``evaluation_url``.
     """
     request = parse_request(form)
     x, y = transform_xy(np.array([[request["long"], request["lat"]]]), "EPSG:4326", district_crs)[0]
+    write = intake.pop("write", True)
     try:
         case = create_case(con, subcategory_code=request["service_code"], source="open311", x=float(x), y=float(y),
                            description=request["description"], address=request["address_string"],
                            media_url=request["media_url"], attributes=request["attributes"], actor="open311",
-                           **intake)
+                           write=False, **intake)
     except InputError as exc:
         raise Open311Error(400, str(exc)) from exc
+    token = new_token()
+    case["token_hash"] = token_hash(token)
+    if write:
+        write_cases(con, [case])
     return {"service_request_id": case["case_id"], "service_notice": f"assigned to {case['worker']}",
-            "account_id": None, "case": case}
+            "account_id": None, "evaluation_token": token, "case": case}
 
 
 def public_description(text: str | None) -> str | None:
@@ -285,7 +294,9 @@ def describe(rows: pd.DataFrame, *, district_crs: str, zone, view: str = "full")
                 "requested_datetime": with_offset(r.reported_at, zone),
                 "updated_datetime": with_offset(r.updated_at, zone), "expected_datetime": with_offset(r.due_at, zone),
                 "lat": round(float(lat), 7), "long": round(float(lon), 7),
-                "media_url": _text(getattr(r, "media_url", None))}
+                "media_url": _text(getattr(r, "media_url", None)),
+                "evaluation": open311_question(r.status, r.updated_at, _text(getattr(r, "evaluation", None)),
+                                               zone=zone)}
                for r, (lon, lat) in zip(rows.itertuples(), lonlat)]
     return [public_record(r) for r in records] if view == "public" else records
 
@@ -345,7 +356,8 @@ def find_requests(gate: Gate, query: dict[str, str], *, district_crs: str, limit
     except AccessError as exc:
         raise Open311Error(403, str(exc)) from exc
     sql = ("SELECT case_id, subcategory, status, description, address, grid_id, reported_at, updated_at, due_at, "
-           "media_url, ST_X(location) AS x, ST_Y(location) AS y FROM cases WHERE "
+           "media_url, ST_X(location) AS x, ST_Y(location) AS y, (SELECT arg_max(result, \"at\") FROM evaluations e "
+           "WHERE e.case_id = cases.case_id) AS evaluation FROM cases WHERE "
            + " AND ".join([*where, visible]) + f" ORDER BY reported_at DESC LIMIT {int(limit)}")
     return describe(gate.con.execute(sql, [*params, *visible_params]).df(), district_crs=district_crs, zone=zone,
                     view=view)

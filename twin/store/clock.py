@@ -49,3 +49,12 @@ def now_in(zone: ZoneInfo, *, unit: str = "s") -> pd.Timestamp:
 def store_now(con: duckdb.DuckDBPyConnection, *, unit: str = "s") -> pd.Timestamp:
     """The wall clock as the store keeps times: naive, in its zone (:func:`store_timezone`)."""
     return now_in(store_timezone(con), unit=unit)
+
+
+def district_now(con: duckdb.DuckDBPyConnection, *, unit: str = "us") -> pd.Timestamp:
+    """The district's clock: ``meta.now`` when set (the demo's fixed day), else :func:`store_now`.
+
+    What deadlines, overdue cases and evaluation windows are measured against.
+    """
+    rows = con.execute("SELECT value FROM meta WHERE key = 'now'").fetchall()
+    return pd.Timestamp(rows[0][0]) if rows else store_now(con, unit=unit)

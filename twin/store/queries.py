@@ -15,15 +15,14 @@ import shapely
 from twin.cases.cameras import cameras_per_building
 from twin.cases.cases import OPEN_STATUSES
 from twin.errors import check_choice
-from twin.store.clock import store_now
+from twin.store.clock import district_now
 from twin.store.schema import GRID_LEVELS
 from twin.store.store import building_rows, whole_table_reads
 
 
 def _now(con: duckdb.DuckDBPyConnection) -> pd.Timestamp:
     """The store's clock: ``meta.now`` when set (the demo's fixed day), else the wall clock in the store's zone."""
-    row = con.execute("SELECT value FROM meta WHERE key = 'now'").fetchone()
-    return pd.Timestamp(row[0]) if row else store_now(con, unit="us")
+    return district_now(con)
 
 
 def key_figures(con: duckdb.DuckDBPyConnection, *, totals: dict | None = None,

@@ -14,7 +14,9 @@ SCHEMA_VERSION = 14  # 2 added elements (BIM parts), 3 api_keys, 4 detections an
 # 7 no R-tree on grid boundaries (see DROPPED_INDEXES), 8 users.lang (the UI language a user chose),
 # cases.attributes (Open311 attributes) and meta.timezone; 9 the basemap (roads, water, green) and
 # grids.worker_phone; 10 key_use (requests per API key and day); 11 buildings.residents (head counts
-# where residents are counted, not listed); 12 and 13 (kept for other work); 14 party_orgs.kind, parent_id and
+# where residents are counted, not listed); 12 the field loop's core: cases.assigned_worker, cases.department and
+# cases.deadline, users.department, the departments, their duties list, residents' evaluations and the one-use
+# tokens that ask for them; 13 (kept for the field workers' work); 14 party_orgs.kind, parent_id and
 # secretary, party_reports (party members reporting to a grid, 报到) and party_services (their service records);
 # older stores are upgraded in place
 
@@ -30,6 +32,7 @@ PARTY_ORG_KINDS = ("committee", "general_branch", "branch", "joint_branch", "gro
 # kind from their names (the demo's are named so: 普罗新村党委, 如意家园党支部).
 PARTY_KIND_SUFFIXES = (("联合党支部", "joint_branch"), ("党总支", "general_branch"), ("党支部", "branch"),
                        ("党小组", "group"), ("党委", "committee"), ("支部", "branch"))
+EVALUATION_RESULTS = ("satisfied", "not_satisfied", "default")  # a resident's answer, or none in time
 
 TABLES: dict[str, str] = {
     "meta": """
@@ -112,7 +115,11 @@ TABLES: dict[str, str] = {
         due_at TIMESTAMP,
         media_url VARCHAR,
         -- JSON: the service's attributes as asked at intake (Open311)
-        attributes VARCHAR""",
+        attributes VARCHAR,
+        assigned_worker VARCHAR,  -- the user (role worker) who took the case on, or was given it
+        department VARCHAR,       -- the departments row the case was dispatched to (the duties list, or by hand)
+        -- the department's deadline, from the duties list when dispatched
+        deadline TIMESTAMP""",
     "case_events": """
         case_id VARCHAR NOT NULL,
         "at" TIMESTAMP NOT NULL,
@@ -184,7 +191,9 @@ TABLES: dict[str, str] = {
         disabled BOOLEAN NOT NULL DEFAULT false,
         created_at TIMESTAMP NOT NULL,
         -- the UI language the user chose (zh, en); NULL: the default
-        lang VARCHAR""",
+        lang VARCHAR,
+        -- role department: the departments row it is bound to
+        department VARCHAR""",
     "audit": """
         seq BIGINT PRIMARY KEY,
         "at" TIMESTAMP NOT NULL,
@@ -203,6 +212,32 @@ TABLES: dict[str, str] = {
         source_id VARCHAR,
         -- polygons in the district CRS; roads as their carriageway
         geometry GEOMETRY NOT NULL""",
+    "departments": """
+        department_id VARCHAR PRIMARY KEY,  -- a short code (cgj), what users and cases name
+        name VARCHAR NOT NULL,              -- as people call it (城市管理局)
+        phone VARCHAR""",
+    "duties": """
+        kind VARCHAR PRIMARY KEY,           -- a taxonomy category, or a subcategory (which overrides its category)
+        department_id VARCHAR NOT NULL,
+        deadline_hours DOUBLE NOT NULL,     -- from dispatch to handled
+        -- past the deadline by this many hours, the case goes on the street leader's list
+        escalation_hours DOUBLE NOT NULL""",
+    "evaluations": """
+        case_id VARCHAR NOT NULL,
+        "at" TIMESTAMP NOT NULL,
+        result VARCHAR NOT NULL,            -- one of EVALUATION_RESULTS
+        note VARCHAR,
+        via VARCHAR NOT NULL,               -- token (the resident's page), sweep (by default), demo
+        -- who handled it, as the case stood when evaluated: for the satisfaction per grid, worker and department
+        grid_id VARCHAR,
+        worker VARCHAR,
+        department VARCHAR""",
+    "evaluation_tokens": """
+        token_hash VARCHAR PRIMARY KEY,     -- sha256 of the token; the token itself is shown once, in the receipt
+        case_id VARCHAR NOT NULL,
+        issued_at TIMESTAMP NOT NULL,
+        expires_at TIMESTAMP,               -- 7 days after the question is asked (the case resolved); NULL before
+        used_at TIMESTAMP""",
     "party_orgs": """
         org_id VARCHAR PRIMARY KEY,
         name VARCHAR NOT NULL,
@@ -241,6 +276,8 @@ INDEXES: dict[str, str] = {
     "detections_case": "detections (case_id)",
     "detections_camera": "detections (camera_id)",
     "grid_changes_grid": "grid_changes (grid_id)",
+    "evaluations_case": "evaluations (case_id)",
+    "evaluation_tokens_case": "evaluation_tokens (case_id)",
 }
 
 # Indexes older stores have and this version drops. DuckDB 1.5.5's spatial R-tree breaks on an UPDATE of
@@ -259,6 +296,10 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("party_orgs", "kind", "VARCHAR"),
     ("party_orgs", "parent_id", "VARCHAR"),
     ("party_orgs", "secretary", "VARCHAR"),
+    ("cases", "assigned_worker", "VARCHAR"),
+    ("cases", "department", "VARCHAR"),
+    ("cases", "deadline", "TIMESTAMP"),
+    ("users", "department", "VARCHAR"),
 )
 
 # (table, column) of every geometry column: a PostgreSQL store types them geometry(Geometry, SRID) in the store's

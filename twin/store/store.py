@@ -510,6 +510,14 @@ def set_timezone(con: duckdb.DuckDBPyConnection) -> None:
                 [DEFAULT_TIMEZONE])
 
 
+def postgres_upkeep(con: duckdb.DuckDBPyConnection) -> None:
+    """In a PostgreSQL store, give the tables an upgrade made (or made anew) what :func:`create_schema` gives them:
+    the "C" collation of their text columns and the change triggers (a table made anew has neither)."""
+    if isinstance(con, AttachedConnection):
+        collate_text_binary(con)
+        create_change_triggers(con)
+
+
 def name_party_kinds(con: duckdb.DuckDBPyConnection) -> None:
     """Give party organisations without a kind (stores before schema 14) the kind their name ends with
     (``PARTY_KIND_SUFFIXES``); a name that ends otherwise keeps none."""
@@ -520,8 +528,9 @@ def name_party_kinds(con: duckdb.DuckDBPyConnection) -> None:
 # The steps that bring an older store to this version, in order, inside one transaction
 # (every step so far added tables, columns and indexes, dropped indexes, added meta keys, and named the kinds of
 # party organisations from their names).
-UPGRADE_STEPS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [add_missing_tables, set_timezone,
-                                                                      name_party_kinds, set_schema_version]
+UPGRADE_STEPS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [add_missing_tables, postgres_upkeep,
+                                                                      set_timezone, name_party_kinds,
+                                                                      set_schema_version]
 
 
 def create_indexes(con: duckdb.DuckDBPyConnection) -> None:

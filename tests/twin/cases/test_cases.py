@@ -26,25 +26,33 @@ from twin.store.store import Store, open_for_command
 # 上报 reported -> 派遣 dispatched -> 处置 in_progress -> 反馈 resolved -> 核查评价 evaluated -> 结案 closed.
 # A report that is no case for the grid (or that the department sends back) is 不予受理 rejected, which is final;
 # a result that fails evaluation is 返工 reopened and dispatched again. A case is born reported.
+# In the field the grid worker 接单 accepts a case (reported, dispatched to them, or reopened), goes 到场 on site and
+# handles it (resolved), or 上报 hands it up (handed_up) from either step; a handed-up case is dispatched to a
+# department. The reporter evaluates a resolved case: satisfied (evaluated), or not (reopened).
 LOOP = {
     None: {"reported"},
-    "reported": {"dispatched", "rejected"},
-    "dispatched": {"in_progress", "rejected"},
+    "reported": {"dispatched", "rejected", "accepted"},
+    "dispatched": {"in_progress", "rejected", "accepted"},
     "in_progress": {"resolved"},
-    "resolved": {"evaluated"},
+    "resolved": {"evaluated", "reopened"},
     "evaluated": {"closed", "reopened"},
-    "reopened": {"dispatched"},
+    "reopened": {"dispatched", "accepted"},
+    "accepted": {"on_site", "handed_up"},
+    "on_site": {"resolved", "handed_up"},
+    "handed_up": {"dispatched"},
     "closed": set(),
     "rejected": set(),
 }
-STATUSES = ["reported", "dispatched", "in_progress", "resolved", "evaluated", "closed", "rejected", "reopened"]
+STATUSES = ["reported", "dispatched", "in_progress", "resolved", "evaluated", "closed", "rejected", "reopened",
+            "accepted", "on_site", "handed_up"]
 ALLOWED = sorted(((f, t) for f, targets in LOOP.items() for t in targets), key=str)
 FORBIDDEN = sorted(set(itertools.product([None, *STATUSES], STATUSES)) - set(ALLOWED), key=str)
 
 
 def test_the_statuses_are_the_loops():
     assert list(CASE_STATUSES) == STATUSES
-    assert set(OPEN_STATUSES) == {"reported", "dispatched", "in_progress", "reopened"}, "the department owes work"
+    assert set(OPEN_STATUSES) == {"reported", "dispatched", "in_progress", "reopened", "accepted", "on_site",
+                                  "handed_up"}, "a worker or a department owes work"
 
 
 @pytest.mark.parametrize("from_status, to_status", ALLOWED)
