@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from twin.access.access import ROLES
 from twin.errors import OptionError, TwinError
 
 log = logging.getLogger("twin")
@@ -510,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     ugrants = command("grants", _cmd_users, sub=usub, help="bind a user's role to grids (none: the whole district)")
     ugrants.add_argument("name")
     for u in (uadd, ugrants):
-        u.add_argument("--role", required=True, choices=("leader", "operator", "planner", "admin"))
+        u.add_argument("--role", required=True, choices=ROLES)
         u.add_argument("--grids", help="comma-separated grid ids the role is bound to")
     for u in (uadd, usub.choices["passwd"]):
         u.add_argument("--password-stdin", action="store_true", help="read the password from standard input")

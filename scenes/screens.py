@@ -536,3 +536,12 @@ class SignedOut(pn.viewable.Viewer):
                    "district's admin.")
         return pn.pane.HTML("<div class='twin-card'><div class='twin-title'>" + _("Signed out") +
                             f"</div><p>{reason}</p></div>", stylesheets=[CSS])
+
+
+class FieldWorkerElsewhere(pn.viewable.Viewer):
+    """What a grid worker gets at ``/app``: their page is the phone's, at ``/worker``."""
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.pane.HTML("<div class='twin-card'><div class='twin-title'>" + _("Grid worker") + "</div><p>"
+                            + _("Grid workers work on the phone page: <a href='/worker'>open it</a>.") + "</p></div>",
+                            stylesheets=[CSS])

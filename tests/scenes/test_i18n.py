@@ -49,7 +49,7 @@ def test_every_message_of_the_source_is_in_the_catalogues_and_translated_into_ch
 def test_domain_words_are_chinese_by_default_and_english_on_request():
     use("zh")
     assert [status_name(s) for s in CASE_STATUSES] == ["已上报", "已派遣", "处置中", "已办结", "已评价", "已结案", "已驳回",
-                                                       "已重启"]
+                                                       "已重启", "已接单", "现场处置中", "已上报上级"]
     assert [level_name(v) for v in ("street", "community", "grid", "micro")] == ["街道", "社区", "网格", "微网格"]
     assert case_kind_name("fire_safety.corridor_clutter") == "楼道堆物"  # taxonomy.json's name
     assert case_kind_name("fire_safety") == "消防安全"

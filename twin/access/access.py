@@ -7,7 +7,8 @@ and cases goes through the per-role rules of :mod:`twin.access.policy`.
 - Passwords are stored as salted scrypt hashes; sign-ins, failed or not, are audited.
 - Roles: ``leader`` (aggregates, residents only as counts and tags), ``operator``
   (residents and cases of their grids, ID numbers and phones masked), ``planner``
-  (grids and buildings, no residents), ``admin`` (users and settings).
+  (grids and buildings, no residents), ``admin`` (users and settings), ``worker`` (a grid
+  worker bound to micro-grids: their cases on the phone page, :mod:`twin.field`).
 - The audit table is append-only in the product, and each row carries the SHA-256
   of the previous row's hash and its own content, so an edited or deleted row
   breaks the chain at that row (:func:`verify_audit`).
@@ -29,7 +30,7 @@ import pandas as pd
 from twin.errors import N_, InputError, check_choice
 from twin.store.clock import store_now
 
-ROLES = ("leader", "operator", "planner", "admin")
+ROLES = ("leader", "operator", "planner", "admin", "worker")
 LANGS = ("zh", "en")  # the UI languages a user may choose; the first is the default
 PUBLIC_ROLE = "public"  # anyone without a key or a sign-in (Open311 reads): a principal's role, never a user's
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -135,6 +136,13 @@ def _known_grids(con: duckdb.DuckDBPyConnection, grids: list[str], *, role: str)
         raise InputError(f"no grid {sorted(set(grids) - known)[0]!r} in force; `twin grids export` lists them.")
     if role == "operator" and not grids:
         raise InputError("an operator is bound to grids: give --grids G1,G2 (their residents and cases only).")
+    if role == "worker":
+        coarser = [g for g, in con.execute("SELECT grid_id FROM grids WHERE valid_to IS NULL AND level <> 'micro' "
+                                           "AND grid_id IN (SELECT unnest(?)) ORDER BY grid_id", [grids]).fetchall()
+                   ] if grids else []
+        if not grids or coarser:
+            raise InputError("a grid worker is bound to micro-grids: give --grids M1,M2 with micro-grid ids"
+                             + (f" ({', '.join(coarser)} is not one)." if coarser else "."))
     return grids
 
 

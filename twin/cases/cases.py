@@ -2,7 +2,9 @@
 
 reported -> dispatched -> in_progress -> resolved -> evaluated -> closed, plus
 rejected (from reported or dispatched) and reopened (after evaluation, then
-dispatched again). Every transition is checked and written to ``case_events``.
+dispatched again). In the field, a grid worker accepts a case (reported, dispatched or
+reopened), goes on site and handles it (resolved), or hands it up (handed_up) with a reason.
+Every transition is checked and written to ``case_events``.
 """
 
 from __future__ import annotations
@@ -21,15 +23,19 @@ from twin.store.store import AttachedConnection, next_numbers
 from twin.errors import N_, InputError
 from twin.grids.grids import locate
 
-CASE_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "evaluated", "closed", "rejected", "reopened")
-# The department still owes work on these; only they can be overdue.
-OPEN_STATUSES = ("reported", "dispatched", "in_progress", "reopened")
+CASE_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "evaluated", "closed", "rejected", "reopened",
+                 "accepted", "on_site", "handed_up")
+# Someone still owes work on these (a worker, a department); only they can be overdue.
+OPEN_STATUSES = ("reported", "dispatched", "in_progress", "reopened", "accepted", "on_site", "handed_up")
 NUMBER_BLOCK = 64  # case numbers taken from a PostgreSQL store's sequence in one round trip
 CASE_TRANSITIONS = frozenset({
     (None, "reported"), ("reported", "dispatched"), ("reported", "rejected"),
     ("dispatched", "in_progress"), ("dispatched", "rejected"), ("in_progress", "resolved"),
     ("resolved", "evaluated"), ("evaluated", "closed"), ("evaluated", "reopened"),
     ("reopened", "dispatched"),
+    # the grid worker's steps (twin.field)
+    ("reported", "accepted"), ("dispatched", "accepted"), ("reopened", "accepted"), ("accepted", "on_site"),
+    ("on_site", "resolved"), ("accepted", "handed_up"), ("on_site", "handed_up"),
 })
 
 
@@ -84,6 +90,46 @@ def record_transition(con: duckdb.DuckDBPyConnection, case_id: str, to_status: s
     con.execute('INSERT INTO case_events (case_id, "at", from_status, to_status, actor, note) VALUES (?, ?, ?, ?, ?, ?)',
                 [case_id, at, row[0], to_status, actor, note])
     return {"case_id": case_id, "at": at, "from_status": row[0], "to_status": to_status, "actor": actor, "note": note}
+
+
+def assign_worker(con: duckdb.DuckDBPyConnection, case_id: str, worker: str, *, actor: str, reason: str,
+                  at: pd.Timestamp | None = None) -> dict:
+    """Give an open case to the grid worker ``worker`` (a user of role ``worker``), for a stated reason.
+
+    The case keeps its status; its history gets an event (from and to the same status) saying who
+    had it, who has it now and why. Runs inside the caller's transaction; the caller audits it.
+
+    Returns
+    -------
+    dict
+        ``case_id``, ``at``, ``status``, ``from_worker`` (None when no one had it), ``to_worker``, ``actor``,
+        ``reason``.
+    """
+    from twin.access.policy import MIN_REASON  # the policy reads cases: imported here, not at the top
+
+    row = con.execute("SELECT status, assigned_worker FROM cases WHERE case_id = ?", [case_id]).fetchone()
+    if row is None:
+        raise InputError(N_("no case {case_id!r} in the store"), case_id=case_id)
+    status, before = row
+    reason = (reason or "").strip()
+    if len(reason) < MIN_REASON:
+        raise InputError(N_("case {case_id}: giving it to another worker needs a reason (at least {n} characters); "
+                            "it goes into the case's history."), case_id=case_id, n=MIN_REASON)
+    if status not in OPEN_STATUSES or status == "handed_up":
+        raise InputError(N_("case {case_id} is {status}: only a case a worker still owes work on can be given to "
+                            "another worker."), case_id=case_id, status=status)
+    user = con.execute("SELECT role, disabled FROM users WHERE username = ?", [worker]).fetchone()
+    if user is None or user[0] != "worker" or user[1]:
+        raise InputError(N_("{worker!r} is no enabled grid worker; pick one from the list of workers."), worker=worker)
+    if worker == before:
+        raise InputError(N_("case {case_id} is {worker}'s already."), case_id=case_id, worker=worker)
+    at = pd.Timestamp(at) if at is not None else store_now(con)
+    note = f"{before or '—'} → {worker}: {reason}"
+    con.execute("UPDATE cases SET assigned_worker = ?, updated_at = ? WHERE case_id = ?", [worker, at, case_id])
+    con.execute('INSERT INTO case_events (case_id, "at", from_status, to_status, actor, note) VALUES (?, ?, ?, ?, ?, ?)',
+                [case_id, at, status, status, actor, note])
+    return {"case_id": case_id, "at": at, "status": status, "from_worker": before, "to_worker": worker,
+            "actor": actor, "reason": reason}
 
 
 BUILDING_MATCH_M = 30.0  # a point outside every footprint goes to the nearest building this close

@@ -9,12 +9,13 @@ Timestamps are naive and in the store's zone, ``meta.timezone`` (an IANA name,
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 11  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
+SCHEMA_VERSION = 13  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
 # 5 grid_changes (who changed which grid version, when and why), 6 users and the audit trail,
 # 7 no R-tree on grid boundaries (see DROPPED_INDEXES), 8 users.lang (the UI language a user chose),
 # cases.attributes (Open311 attributes) and meta.timezone; 9 the basemap (roads, water, green) and
 # grids.worker_phone; 10 key_use (requests per API key and day); 11 buildings.residents (head counts
-# where residents are counted, not listed);
+# where residents are counted, not listed); 12 cases.assigned_worker, department, deadline (the case loop's
+# field and duties); 13 the grid workers' field tables: case_photos, patrol_shifts, patrol_checkins, field_actions;
 # older stores are upgraded in place
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"  # the demo district's; a new store, and an upgraded one, get it in meta.timezone
@@ -104,7 +105,11 @@ TABLES: dict[str, str] = {
         due_at TIMESTAMP,
         media_url VARCHAR,
         -- JSON: the service's attributes as asked at intake (Open311)
-        attributes VARCHAR""",
+        attributes VARCHAR,
+        assigned_worker VARCHAR,  -- the user name of the grid worker who has the case (NULL: the micro-grid's)
+        department VARCHAR,       -- the department on the list of duties it is handed up to
+        -- by when the one who has it must have handled it
+        deadline TIMESTAMP""",
     "case_events": """
         case_id VARCHAR NOT NULL,
         "at" TIMESTAMP NOT NULL,
@@ -195,6 +200,45 @@ TABLES: dict[str, str] = {
         source_id VARCHAR,
         -- polygons in the district CRS; roads as their carriageway
         geometry GEOMETRY NOT NULL""",
+    # The grid workers' field loop (twin.field): photos of cases, patrol, and the phone's actions applied once.
+    "case_photos": """
+        photo_id VARCHAR PRIMARY KEY,
+        case_id VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,           -- one of PHOTO_KINDS: before or after the work
+        sha256 VARCHAR NOT NULL,         -- of the stored bytes (re-encoded, no metadata)
+        original_sha256 VARCHAR NOT NULL,  -- of the bytes the phone sent
+        media_type VARCHAR NOT NULL,     -- image/jpeg, image/png, image/webp
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        size INTEGER NOT NULL,           -- bytes stored
+        image BLOB NOT NULL,
+        taken_by VARCHAR NOT NULL,       -- the worker's user name
+        "at" TIMESTAMP NOT NULL""",
+    "patrol_shifts": """
+        worker VARCHAR NOT NULL,         -- the worker's user name
+        started_at TIMESTAMP NOT NULL,
+        ended_at TIMESTAMP,              -- NULL: on patrol now
+        PRIMARY KEY (worker, started_at)""",
+    "patrol_checkins": """
+        -- the phone's idempotency key: a check-in sent twice is kept once (looked up near its time: no index,
+        -- which would cost memory for every position of 30 days; the time's zone maps find it)
+        key VARCHAR NOT NULL,
+        worker VARCHAR NOT NULL,
+        x DOUBLE NOT NULL,               -- district CRS, metres
+        y DOUBLE NOT NULL,
+        accuracy_m DOUBLE,               -- as the phone reported it
+        grid_id VARCHAR NOT NULL,        -- the micro-grid the position is in
+        -- kept PATROL_KEEP_DAYS (twin.field.patrol), then deleted (and the deletion audited)
+        "at" TIMESTAMP NOT NULL""",
+    "field_actions": """
+        key VARCHAR PRIMARY KEY,         -- the phone's idempotency key
+        worker VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,           -- step, photo, patrol
+        case_id VARCHAR,
+        "at" TIMESTAMP NOT NULL,
+        request VARCHAR NOT NULL,        -- JSON of what was asked (a key sent again with another request is refused)
+        -- JSON of the answer, given again to a replay
+        result VARCHAR NOT NULL""",
     "party_orgs": """
         org_id VARCHAR PRIMARY KEY,
         name VARCHAR NOT NULL,
@@ -219,6 +263,7 @@ INDEXES: dict[str, str] = {
     "detections_case": "detections (case_id)",
     "detections_camera": "detections (camera_id)",
     "grid_changes_grid": "grid_changes (grid_id)",
+    "case_photos_case": "case_photos (case_id)",
 }
 
 # Indexes older stores have and this version drops. DuckDB 1.5.5's spatial R-tree breaks on an UPDATE of
@@ -234,6 +279,9 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cases", "attributes", "VARCHAR"),
     ("grids", "worker_phone", "VARCHAR"),
     ("buildings", "residents", "INTEGER"),
+    ("cases", "assigned_worker", "VARCHAR"),
+    ("cases", "department", "VARCHAR"),
+    ("cases", "deadline", "TIMESTAMP"),
 )
 
 # (table, column) of every geometry column: a PostgreSQL store types them geometry(Geometry, SRID) in the store's

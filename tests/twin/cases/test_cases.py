@@ -26,25 +26,32 @@ from twin.store.store import Store, open_for_command
 # 上报 reported -> 派遣 dispatched -> 处置 in_progress -> 反馈 resolved -> 核查评价 evaluated -> 结案 closed.
 # A report that is no case for the grid (or that the department sends back) is 不予受理 rejected, which is final;
 # a result that fails evaluation is 返工 reopened and dispatched again. A case is born reported.
+# In the field, the micro-grid's 网格员 takes it (接单 accepted) when reported, dispatched or reopened, goes there
+# (到达现场 on_site) and handles it (resolved), or hands it up (上报 handed_up) from either.
 LOOP = {
     None: {"reported"},
-    "reported": {"dispatched", "rejected"},
-    "dispatched": {"in_progress", "rejected"},
+    "reported": {"dispatched", "rejected", "accepted"},
+    "dispatched": {"in_progress", "rejected", "accepted"},
     "in_progress": {"resolved"},
     "resolved": {"evaluated"},
     "evaluated": {"closed", "reopened"},
-    "reopened": {"dispatched"},
+    "reopened": {"dispatched", "accepted"},
+    "accepted": {"on_site", "handed_up"},
+    "on_site": {"resolved", "handed_up"},
+    "handed_up": set(),
     "closed": set(),
     "rejected": set(),
 }
-STATUSES = ["reported", "dispatched", "in_progress", "resolved", "evaluated", "closed", "rejected", "reopened"]
+STATUSES = ["reported", "dispatched", "in_progress", "resolved", "evaluated", "closed", "rejected", "reopened",
+            "accepted", "on_site", "handed_up"]
 ALLOWED = sorted(((f, t) for f, targets in LOOP.items() for t in targets), key=str)
 FORBIDDEN = sorted(set(itertools.product([None, *STATUSES], STATUSES)) - set(ALLOWED), key=str)
 
 
 def test_the_statuses_are_the_loops():
     assert list(CASE_STATUSES) == STATUSES
-    assert set(OPEN_STATUSES) == {"reported", "dispatched", "in_progress", "reopened"}, "the department owes work"
+    assert set(OPEN_STATUSES) == {"reported", "dispatched", "in_progress", "reopened", "accepted", "on_site",
+                                  "handed_up"}, "a worker or a department owes work"
 
 
 @pytest.mark.parametrize("from_status, to_status", ALLOWED)
