@@ -117,14 +117,17 @@ def _given_away(con: duckdb.DuckDBPyConnection, case_id: str, worker: str, what:
                          now, case_id=case_id, other=now["assigned_worker"], what=what, worker=worker)
 
 
-def _workers_case(gate: Gate, case_id: str, what: str) -> dict:
-    """:meth:`Gate.field_case` to act; a case the worker had (in their micro-grids, or with a step of theirs in its
-    history) but that was given to another worker since is a conflict to show them, not an access refused."""
+def _workers_case(gate: Gate, case_id: str, what: str, *, seen_status: str | None = None) -> dict:
+    """:meth:`Gate.field_case` to act. A case the worker had (in their micro-grids, or with a step of theirs in its
+    history) that another worker has now is a conflict to show them, not an access refused: the case moved on
+    (another worker accepted it) when it left ``seen_status``, else it was given away."""
     con, principal = gate.con, gate.principal
-    row = con.execute("SELECT assigned_worker, grid_id FROM cases WHERE case_id = ?", [case_id]).fetchone()
+    row = con.execute("SELECT assigned_worker, grid_id, status FROM cases WHERE case_id = ?", [case_id]).fetchone()
     me = principal.username
     if row is not None and row[0] not in (None, me) and gate.may("field") and (gate.in_scope(row[1]) or con.execute(
             "SELECT count(*) FROM case_events WHERE case_id = ? AND actor = ?", [case_id, me]).fetchone()[0]):
+        if seen_status is not None and row[2] != seen_status:
+            raise _moved_on(con, case_id, seen_status, what)
         raise _given_away(con, case_id, me, what)
     return gate.field_case(case_id, act=True)
 
@@ -185,7 +188,7 @@ def take_step(gate: Gate, *, key: str, case_id: str, step: str, seen_status: str
     if done is not None:
         return done
     what = f"the step {step!r}"
-    case = _workers_case(gate, case_id, what)
+    case = _workers_case(gate, case_id, what, seen_status=seen_status)
     if case["status"] != seen_status:
         raise _moved_on(con, case_id, seen_status, what)
     to_status = FIELD_STEPS[step]
