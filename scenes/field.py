@@ -298,11 +298,13 @@ class PhotoUploadHandler(_FieldRoute):
         super().prepare()
         if self._finished:
             return
+        # Up to a little over the limit the body is read (and dropped) so that the phone gets the refusal; a far
+        # larger one is cut off unread (the phone checks the size before it sends).
         self.request.connection.set_max_body_size(MAX_PHOTO_BYTES + UPLOAD_SLACK)
         declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_PHOTO_BYTES:
-            self.refuse(PhotoTooLarge(f"the photo is {int(declared) / 2**20:.1f} MB; a photo may be at most "
-                                      f"{MAX_PHOTO_BYTES // 2**20} MB."))
+        if declared is not None and declared.isdigit() and int(declared) > MAX_PHOTO_BYTES + UPLOAD_SLACK:
+            self.refuse(PhotoTooLarge(_photo_size_template(), size_mb=int(declared) / 2**20,
+                                      max_mb=MAX_PHOTO_BYTES // 2**20, name=N_("the photo")))
 
     def data_received(self, chunk: bytes) -> None:
         self.received += len(chunk)
@@ -311,7 +313,8 @@ class PhotoUploadHandler(_FieldRoute):
 
     async def post(self, case_id: str) -> None:
         if self.received > MAX_PHOTO_BYTES:
-            return self.refuse(PhotoTooLarge(f"the photo is over {MAX_PHOTO_BYTES // 2**20} MB."))
+            return self.refuse(PhotoTooLarge(_photo_size_template(), size_mb=self.received / 2**20,
+                                             max_mb=MAX_PHOTO_BYTES // 2**20, name=N_("the photo")))
         data = b"".join(self.chunks)
         self.chunks = []
         kind, key = self.get_argument("kind", ""), self.get_argument("key", "")
@@ -331,6 +334,11 @@ class PhotoUploadHandler(_FieldRoute):
         if isinstance(answer, TwinError):
             return self.refuse(answer)
         self.reply(_with_offsets(answer, self.desk.zone))
+
+
+def _photo_size_template() -> str:
+    """:func:`twin.field.photos.check_photo`'s refusal of a photo over the limit, for one refused unread."""
+    return N_("{name} is {size_mb:.1f} MB; a photo may be at most {max_mb} MB. Take it at a lower resolution.")
 
 
 class PhotoHandler(_FieldRoute):
