@@ -33,12 +33,17 @@ PASS_DISTANCE_M = 30.0
 FULL_COVERAGE = 0.95
 MAX_GAP_S = 300.0
 REPLAY_WINDOW = pd.Timedelta(hours=6)  # a check-in sent again is looked for this close to its time
+# Times come from the phone's "so long ago", each off by its own network delay: a check-in taken just as patrol
+# was switched on may arrive timed a little before it.
+CLOCK_SLACK = pd.Timedelta(seconds=5)
 WORKLOAD_STATUSES = tuple(s for s in OPEN_STATUSES if s != "handed_up")  # a worker's open load
 
 
 def _patrolling_at(con: duckdb.DuckDBPyConnection, worker: str, at: pd.Timestamp) -> bool:
+    """Whether one of the worker's shifts covers ``at`` (within :data:`CLOCK_SLACK`)."""
     found, = con.execute("SELECT count(*) FROM patrol_shifts WHERE worker = ? AND started_at <= ? AND "
-                         "(ended_at IS NULL OR ended_at >= ?)", [worker, at, at]).fetchone()
+                         "(ended_at IS NULL OR ended_at >= ?)", [worker, at + CLOCK_SLACK, at - CLOCK_SLACK]
+                         ).fetchone()
     return found > 0
 
 
