@@ -257,26 +257,26 @@ def test_coverage_is_the_share_of_buildings_passed_within_30_m_and_lines_join_cl
     day = now.date()
     start = pd.Timestamp(day) + pd.Timedelta(hours=8) if now.hour >= 9 else now - pd.Timedelta(minutes=30)
     run(db, lambda con: set_patrol(Gate(con, w1), key="cover-on-1", on=True, at=start))
-    # One check-in at the first building only, long before the next: a point, not a line.
+    # A check-in at each end of the micro-grid, further apart in time than a walk is assumed: two points, not a line.
     (x0, y0), (x1, y1) = buildings[0], buildings[-1]
+    gap = start + pd.Timedelta(seconds=MAX_GAP_S + 60)
     run(db, lambda con: check_in(Gate(con, w1), key="cover-p-01", x=x0, y=y0, at=start + pd.Timedelta(seconds=1)))
+    run(db, lambda con: check_in(Gate(con, w1), key="cover-p-02", x=x1, y=y1, at=gap))
     table = patrol_coverage(Store(db, read_only=True).con, day=day)
     expected = _expected_coverage(db, day)
     merged = table.merge(expected, on="grid_id", suffixes=("", "_sql"))
     assert (merged["buildings"] == merged["buildings_sql"]).all() and (merged["passed"] == merged["passed_sql"]).all()
     row = table.set_index("grid_id").loc[micro]
     assert 0 < row["passed"] and row["share"] == pytest.approx(row["passed"] / row["buildings"])
-    # Walking on from there to the far building, checked in 30 s apart: the line between passes what lies near it.
-    later = start + pd.Timedelta(seconds=MAX_GAP_S + 60)
-    for k, t in enumerate((later, later + pd.Timedelta(seconds=30))):
-        px, py = ((x0, y0), (x1, y1))[k]
-        run(db, lambda con, k=k, t=t, px=px, py=py: check_in(Gate(con, w1), key=f"cover-l-0{k}", x=px, y=py, at=t))
+    # Walking back to the first end, checked in 30 s later: the line between passes what lies near it.
+    run(db, lambda con: check_in(Gate(con, w1), key="cover-l-01", x=x0, y=y0, at=gap + pd.Timedelta(seconds=30)))
+    later = gap + pd.Timedelta(seconds=30)
     with Store(db, read_only=True) as store:
         walked = patrol_coverage(store.con, day=day).set_index("grid_id").loc[micro]
         near_line, = store.con.execute(
             f"SELECT count(*) FROM buildings WHERE grid_id = ? AND ST_DWithin(footprint, "
             f"ST_MakeLine(ST_Point(?, ?), ST_Point(?, ?)), {PASS_DISTANCE_M})", [micro, x0, y0, x1, y1]).fetchone()
-    assert walked["passed"] == near_line > row["passed"], "the line passes more than its end did alone"
+    assert walked["passed"] == near_line > row["passed"], "the line passes more than its ends did alone"
     assert walked["full"] == (walked["passed"] / walked["buildings"] >= FULL_COVERAGE == 0.95)
     # Past every building of the micro-grid: all passed, full coverage.
     for k, (bx, by) in enumerate(buildings):
