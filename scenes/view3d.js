@@ -10,7 +10,8 @@ const BASEMAP_STEP_Z = 0.05;
 const BACKGROUND = [0.059, 0.09, 0.141];
 const HIGHLIGHT = [255, 196, 0];
 const STATUS_COLOURS = [[239, 68, 68], [249, 115, 22], [234, 179, 8], [34, 197, 94], [56, 189, 248],
-                        [148, 163, 184], [100, 116, 139], [217, 70, 239]];
+                        [148, 163, 184], [100, 116, 139], [217, 70, 239],
+                        [96, 165, 250], [45, 212, 191], [167, 139, 250]]; // accepted, on site, handed up (the field)
 
 function asArrayBuffer(data) {
   if (!data) return null;
@@ -777,6 +778,7 @@ export function render({ model, el }) {
       ctx.arc(caseScreen.x[slot], caseScreen.y[slot], CASE_RADIUS_PX + 3 + 12 * phase, 0, 2 * Math.PI);
       ctx.stroke();
     }
+    drawWorkers(ctx, project, w, h);
     if (visible && state.pendingDrawn.length) { // when each new marker was first drawn, for tests and the bench
       probe.twinCaseDrawn = probe.twinCaseDrawn || {};
       for (const id of state.pendingDrawn) if (!(id in probe.twinCaseDrawn)) probe.twinCaseDrawn[id] = now;
@@ -784,6 +786,34 @@ export function render({ model, el }) {
     }
     clearTimeout(pulseTimer);
     pulseTimer = pulsing && visible ? setTimeout(queueCases, 100) : 0;
+  }
+
+  // Grid workers on patrol (the operator's screen): a square at their last position with their open load in it,
+  // above the case dots; a few hundred at most, drawn with the canvas's own calls.
+  const WORKER_HALF_PX = 8;
+  const workerScreen = { x: new Float32Array(0), y: new Float32Array(0), n: 0 };
+  function drawWorkers(ctx, project, w, h) {
+    const rec = floatBuffer(model.workers), n = rec.length / 4;
+    if (workerScreen.x.length < n) { workerScreen.x = new Float32Array(n); workerScreen.y = new Float32Array(n); }
+    workerScreen.n = n;
+    let drawn = 0;
+    ctx.font = `bold 11px ${getComputedStyle(container).fontFamily || "sans-serif"}`;
+    ctx.textAlign = "center";
+    ctx.textBaseline = "middle";
+    for (let i = 0; i < n; i++) {
+      workerScreen.x[i] = NaN;
+      const p = state.firstFrame ? project(rec[4 * i], rec[4 * i + 1], rec[4 * i + 2]) : null;
+      if (!p || p[0] < -10 || p[1] < -10 || p[0] > w + 10 || p[1] > h + 10) continue;
+      workerScreen.x[i] = p[0]; workerScreen.y[i] = p[1];
+      const s = WORKER_HALF_PX;
+      ctx.fillStyle = "#f8fafc"; ctx.strokeStyle = "#0e7490"; ctx.lineWidth = 2.5;
+      ctx.fillRect(p[0] - s, p[1] - s, 2 * s, 2 * s);
+      ctx.strokeRect(p[0] - s, p[1] - s, 2 * s, 2 * s);
+      ctx.fillStyle = "#0f1724";
+      ctx.fillText(String(Math.round(rec[4 * i + 3])), p[0], p[1] + 0.5);
+      drawn += 1;
+    }
+    probe.twinWorkersDrawn = drawn;
   }
 
   // Far away, the 3D cameras and cones are below a pixel: each camera is stamped as a small fan pointing
@@ -971,12 +1001,14 @@ export function render({ model, el }) {
     });
   });
 
-  const OPEN_STATUS_SLOTS = [[0, "Reported"], [1, "Dispatched"], [2, "In progress"], [7, "Reopened"]];
+  const OPEN_STATUS_SLOTS = [[0, "Reported"], [1, "Dispatched"], [2, "In progress"], [7, "Reopened"], [8, "Accepted"],
+                             [9, "On site"], [10, "Handed up"]];
   function drawMarkerLegend() {
     const swatch = (rgb, round) => `<span style="display:inline-block;width:10px;height:10px;margin-right:6px;` +
       `vertical-align:middle;background:rgb(${rgb});border-radius:${round ? "50%" : "0"}"></span>`;
     const names = { Reported: _("Reported"), Dispatched: _("Dispatched"), "In progress": _("In progress"),
-                    Reopened: _("Reopened") };
+                    Reopened: _("Reopened"), Accepted: _("Accepted"), "On site": _("On site"),
+                    "Handed up": _("Handed up") };
     const casesTitle = _("Open cases"), camerasTitle = _("Cameras"), online = _("online"), offline = _("offline");
     const cone = _("field of view (near)");
     const cases = model.show_cases === false ? "" :
@@ -988,8 +1020,13 @@ export function render({ model, el }) {
       `<div><span style="display:inline-block;width:0;height:0;border-left:5px solid transparent;` +
       `border-right:5px solid transparent;border-bottom:10px solid rgba(56,189,248,0.45);` +
       `margin-right:6px;vertical-align:middle"></span>${cone}</div>`;
-    markerLegend.innerHTML = cases + cams;
-    markerLegend.style.display = cases || cams ? "block" : "none";
+    const workersTitle = _("Grid workers on patrol"), load = _("number: their open cases");
+    const workers = !(model.worker_names || []).length ? "" :
+      `<div style="font-weight:600;margin:4px 0 2px">${workersTitle}</div><div>` +
+      `<span style="display:inline-block;width:10px;height:10px;margin-right:6px;vertical-align:middle;` +
+      `background:#f8fafc;border:2px solid #0e7490"></span>${load}</div>`;
+    markerLegend.innerHTML = cases + cams + workers;
+    markerLegend.style.display = cases || cams || workers ? "block" : "none";
   }
 
   function drawLegend() {
@@ -1186,6 +1223,8 @@ export function render({ model, el }) {
     // dots lie on top of everything
     const c = model.show_cases !== false ? nearestOnScreen(caseScreen, CASE_RADIUS_PX + 3, clientX, clientY) : -1;
     if (c >= 0) hit = { kind: "case", index: c };
+    const worker = nearestOnScreen(workerScreen, WORKER_HALF_PX + 2, clientX, clientY);
+    if (worker >= 0) hit = { kind: "worker", index: worker };
     if (!hit && d[2] < 0) {  // open ground: where the ray meets z = 0, for the grid there
       const t = -o[2] / d[2];
       hit = { kind: "ground", index: -1, x: o[0] + t * d[0], y: o[1] + t * d[1] };
@@ -1256,6 +1295,8 @@ export function render({ model, el }) {
   model.on("cases", loadCases);
   model.on("case_updates", applyCaseUpdates);
   model.on("cameras", loadCameras);
+  model.on("workers", queueCases);
+  model.on("worker_names", drawMarkerLegend);
   model.on("basemap", loadBasemap);
   model.on("show_cameras", () => { applyLayerVisibility(); drawMarkerLegend(); });
   model.on("show_cases", () => { applyLayerVisibility(); drawMarkerLegend(); });

@@ -105,19 +105,22 @@ def open_cases(con: duckdb.DuckDBPyConnection, *, building_id: str | None = None
 def case_card(con: duckdb.DuckDBPyConnection, case_id: str) -> dict:
     """A case with its history, the statuses it may move to next, and its detections' snapshots."""
     row = con.execute("""SELECT case_id, category, subcategory, source, status, description, address, building_id,
-                                grid_id, reported_grid_id, camera_id, reported_at, due_at, media_url
+                                grid_id, reported_grid_id, camera_id, reported_at, due_at, media_url, assigned_worker
                          FROM cases WHERE case_id = ?""", [case_id]).fetchone()
     if row is None:
         raise InputError(N_("no case {case_id!r} in the store"), case_id=case_id)
     keys = ("case_id", "category", "subcategory", "source", "status", "description", "address", "building_id",
-            "grid_id", "reported_grid_id", "camera_id", "reported_at", "due_at", "media_url")
+            "grid_id", "reported_grid_id", "camera_id", "reported_at", "due_at", "media_url", "assigned_worker")
     card = dict(zip(keys, row))
     card["history"] = con.execute('SELECT "at", from_status, to_status, actor, note FROM case_events '
                                   'WHERE case_id = ? ORDER BY "at"', [case_id]).df()
     card["next_statuses"] = next_statuses(card["status"])
     detections = recent_detections(con, case_id=case_id, limit=20)
     card["detections"] = len(detections)
-    card["photos"] = list(dict.fromkeys([u for u in [card["media_url"], *detections["snapshot_url"]] if u]))
+    # The grid worker's photos (twin.field), served to whoever may see the case (scenes.field).
+    taken = [f"/api/field/photos/{p}" for p, in con.execute(
+        'SELECT photo_id FROM case_photos WHERE case_id = ? ORDER BY "at", photo_id', [case_id]).fetchall()]
+    card["photos"] = list(dict.fromkeys([u for u in [card["media_url"], *taken, *detections["snapshot_url"]] if u]))
     late = _now(con) - pd.Timestamp(card["due_at"]) if card["due_at"] is not None else None
     card["overdue_h"] = (late.total_seconds() / 3600 if card["status"] in OPEN_STATUSES and late is not None
                          and late > pd.Timedelta(0) else None)

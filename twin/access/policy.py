@@ -349,6 +349,21 @@ class Gate:
         """Raise :class:`AccessError` (audited) unless the principal may see grid workers' positions on patrol."""
         self._require("positions", N_("the grid workers' positions"))
 
+    def check_worker(self, worker: str) -> tuple[str, ...]:
+        """The micro-grids of the grid worker ``worker``, when the principal may see their position and load (an
+        operator of one of those grids); else :class:`AccessError` (audited)."""
+        self.check_positions()
+        row = self.con.execute("SELECT grids FROM users WHERE username = ? AND role = 'worker'", [worker]).fetchone()
+        if row is None:
+            raise InputError(N_("{worker!r} is no enabled grid worker; pick one from the list of workers."),
+                             worker=worker)
+        grids = tuple(row[0])
+        if not any(self.in_scope(g) for g in grids):
+            self._refuse(f"worker {worker}", worker, AccessError(
+                N_("grid worker {worker} works in {grids}, outside {user}'s grids."), worker=worker,
+                grids=", ".join(grids), user=self.principal.username))
+        return grids
+
     def check_act(self, case_id: str) -> None:
         """Raise :class:`AccessError` unless the principal may move ``case_id`` along the case loop."""
         self._require("act", N_("the case loop's actions"), case_id)

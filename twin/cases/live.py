@@ -26,7 +26,7 @@ from typing import NamedTuple
 import duckdb
 
 from twin.access.access import audit
-from twin.cases.cases import CaseNumbers, LocationMatcher, record_transition, write_cases
+from twin.cases.cases import CaseNumbers, LocationMatcher, assign_worker, record_transition, write_cases
 from twin.cases.detections import DetectionDesk, write_detections
 from twin.errors import TwinError
 from twin.cases.open311 import submit_request
@@ -225,6 +225,15 @@ class IntakeWriter:
             audit(con, actor=actor, action="case.transition", target=case_id, source=source,
                   detail={"from": event["from_status"], "to": to_status, "note": note})
             return Written(event, changed=[case_id])
+        return self.submit(job)
+
+    def assign(self, case_id: str, worker: str, *, actor: str, reason: str, source: str | None = None) -> Future:
+        """Give a case to another grid worker (:func:`twin.cases.cases.assign_worker`); audited as ``case.assign``."""
+        def job(con: duckdb.DuckDBPyConnection) -> Written:
+            given = assign_worker(con, case_id, worker, actor=actor, reason=reason)
+            audit(con, actor=actor, action="case.assign", target=case_id, source=source,
+                  detail={"from": given["from_worker"], "to": worker, "reason": given["reason"]})
+            return Written(given, changed=[case_id])
         return self.submit(job)
 
     def audit(self, **row) -> Future:

@@ -239,6 +239,53 @@ def field_workers(con: duckdb.DuckDBPyConnection, *, grids: frozenset[str] | Non
                (SELECT count(*) FROM cases c WHERE c.status IN (SELECT unnest(?)) AND (c.assigned_worker = w.worker
                  OR (c.assigned_worker IS NULL AND c.grid_id IN (SELECT unnest(w.grids))))) AS open_load
         FROM workers w JOIN last l ON l.worker = w.worker ORDER BY w.worker""", [statuses]).df()
+    return frame if grids is None else of_grids(frame, grids)
+
+
+def of_grids(workers: pd.DataFrame, grids: frozenset[str]) -> pd.DataFrame:
+    """The rows of :func:`field_workers` whose worker is bound to one of ``grids``."""
+    return workers[[bool(set(g.split(",")) & grids) for g in workers["grids"]]].reset_index(drop=True)
+
+
+def workers(con: duckdb.DuckDBPyConnection, *, grids: frozenset[str] | None = None) -> pd.DataFrame:
+    """The enabled grid workers (``worker``, ``grids`` as a list), those bound to one of ``grids`` (None: all)."""
+    frame = con.execute("SELECT username AS worker, grids FROM users WHERE role = 'worker' AND NOT disabled "
+                        "ORDER BY username").df()
+    frame["grids"] = [list(g) for g in frame["grids"]]
     if grids is not None:
-        frame = frame[[bool(set(g.split(",")) & grids) for g in frame["grids"]]].reset_index(drop=True)
+        frame = frame[[bool(set(g) & grids) for g in frame["grids"]]].reset_index(drop=True)
     return frame
+
+
+def worker_card(gate: Gate, worker: str) -> dict:
+    """A grid worker as their operator sees them: micro-grids, last position on patrol, open cases.
+
+    Returns
+    -------
+    dict
+        ``worker``, ``grids`` (ids), ``grid_names``, ``on_patrol_since`` (Timestamp or None), ``last_at`` and
+        ``last_grid_id`` (their last check-in of this patrol, or None), ``open_load`` (their open cases) and
+        ``cases`` (DataFrame ``case_id``, ``subcategory``, ``status``, ``deadline``: those of their open cases the
+        principal may see, soonest deadline first).
+
+    Raises
+    ------
+    AccessError
+        For a principal who may not see workers' positions, or a worker of other grids.
+    """
+    grids = gate.check_worker(worker)
+    con = gate.con
+    since = on_patrol(con, worker)
+    last = con.execute('SELECT "at", grid_id FROM patrol_checkins WHERE worker = ? AND "at" >= ? ORDER BY "at" DESC '
+                       "LIMIT 1", [worker, since]).fetchone() if since is not None else None
+    names = dict(con.execute("SELECT grid_id, name FROM grids WHERE valid_to IS NULL AND grid_id IN "
+                             "(SELECT unnest(?))", [list(grids)]).fetchall())
+    cases = con.execute("""
+        SELECT case_id, subcategory, status, coalesce(deadline, due_at) AS deadline, grid_id FROM cases
+        WHERE status IN (SELECT unnest(?)) AND (assigned_worker = ? OR (assigned_worker IS NULL AND
+              grid_id IN (SELECT unnest(?))))
+        ORDER BY deadline NULLS LAST, case_id""", [list(WORKLOAD_STATUSES), worker, list(grids)]).df()
+    seen = cases[[gate.in_scope(g) for g in cases["grid_id"]]].drop(columns="grid_id").reset_index(drop=True)
+    return {"worker": worker, "grids": list(grids), "grid_names": [names.get(g, g) for g in grids],
+            "on_patrol_since": since, "last_at": None if last is None else pd.Timestamp(last[0]),
+            "last_grid_id": None if last is None else last[1], "open_load": len(cases), "cases": seen}
