@@ -587,9 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = command("bench", _cmd_bench, db=False, help="run a benchmark and print JSON results")
     bench.add_argument("--db", type=db_option,
-                       help="the store to use (view, feed, concurrency, tiles, city: default data/demo.duckdb)")
+                       help="the store to use (view, feed, concurrency, tiles, city, field: default data/demo.duckdb)")
     bench.add_argument("name", choices=("ingest", "view", "ifc", "feed", "grids", "security", "concurrency", "tiles",
-                                        "backends", "city"))
+                                        "backends", "city", "field"))
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     return parser
 

@@ -58,7 +58,7 @@ from twin.field.patrol import on_patrol, check_in, set_patrol
 from twin.field.photos import MAX_PHOTO_BYTES, PhotoError, PhotoTooLarge, check_photo
 from twin.field.worklist import worker_case, worker_cases
 from twin.geo.crs import transform_xy
-from twin.store.clock import store_now, store_timezone, with_offset
+from twin.store.clock import now_in, store_timezone, with_offset
 from twin.store.queries import _now as store_clock
 
 log = logging.getLogger(__name__)
@@ -208,22 +208,23 @@ class _FieldRoute(RequestHandler):
             return None
         if not math.isfinite(age) or age < 0:
             return None
-        return store_now(self.desk.cursors(), unit="us") - pd.Timedelta(milliseconds=min(age, MAX_AGE_MS))
+        return now_in(self.desk.zone, unit="us") - pd.Timedelta(milliseconds=min(age, MAX_AGE_MS))
 
 
 class CasesHandler(_FieldRoute):
     """``GET /api/field/cases``: the worker's cases with their places in longitude and latitude."""
 
     async def get(self) -> None:
-        cases = await self.look(worker_cases)
-        if isinstance(cases, TwinError):
-            return self.refuse(cases)
+        found = await self.look(lambda gate: (worker_cases(gate), store_clock(gate.con)))
+        if isinstance(found, TwinError):
+            return self.refuse(found)
+        cases, now = found
         lonlat = self.desk.to_lonlat(np.array([c["x"] for c in cases]), np.array([c["y"] for c in cases]))
         for case, (lon, lat) in zip(cases, lonlat):
             del case["x"], case["y"]
             case["lon"], case["lat"] = round(float(lon), 7), round(float(lat), 7)
         # The store's clock (a demo's is fixed): the phone counts deadlines from it, not from its own.
-        self.reply({"cases": cases, "now": store_clock(self.desk.cursors())})
+        self.reply({"cases": cases, "now": now})
 
 
 class CaseHandler(_FieldRoute):
