@@ -54,7 +54,7 @@ from twin.cases.cases import load_taxonomy, match_location
 from twin.cases.live import IntakeWriter, Written
 from twin.errors import AccessError, InputError, TwinError
 from twin.field.actions import FIELD_STEPS, PHOTO_STATUSES, FieldConflict, add_photo, case_photo, take_step
-from twin.field.patrol import on_patrol, check_in, set_patrol
+from twin.field.patrol import CHECK_IN_EVERY_S, check_in, on_patrol, set_patrol
 from twin.field.photos import MAX_PHOTO_BYTES, PhotoError, PhotoTooLarge, check_photo
 from twin.field.worklist import worker_case, worker_cases
 from twin.geo.crs import transform_xy
@@ -63,7 +63,6 @@ from twin.store.queries import _now as store_clock
 
 log = logging.getLogger(__name__)
 WGS84 = "EPSG:4326"
-CHECK_IN_S = 30  # the phone checks in this often on patrol
 MAX_AGE_MS = 30 * 24 * 3600 * 1000  # an action queued longer than positions are kept is refused
 UPLOAD_SLACK = 64 * 1024  # a photo's request may carry this much over the photo's limit before it is cut off
 FIELD_HEADER = "X-Twin-Field"
@@ -406,7 +405,7 @@ def page_config(principal: Principal, *, lang: str, patrol_since: str | None) ->
             "kinds": {k["code"]: case_kind_name(k["code"]) for k in taxonomy["categories"] + taxonomy["subcategories"]},
             "steps": FIELD_STEPS, "next": _next_steps(), "photo_statuses": PHOTO_STATUSES,
             "max_photo_bytes": MAX_PHOTO_BYTES, "photo_types": ["image/jpeg", "image/png", "image/webp"],
-            "min_reason": MIN_REASON, "check_in_s": CHECK_IN_S, "header": FIELD_HEADER,
+            "min_reason": MIN_REASON, "check_in_s": CHECK_IN_EVERY_S, "header": FIELD_HEADER,
             "texts": js_texts(WORKER_JS)}
 
 

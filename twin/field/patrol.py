@@ -29,6 +29,7 @@ from twin.store.clock import store_now
 from twin.store.queries import _now
 
 PATROL_KEEP_DAYS = 30
+CHECK_IN_EVERY_S = 30  # the phone page checks in this often on patrol
 PASS_DISTANCE_M = 30.0
 FULL_COVERAGE = 0.95
 MAX_GAP_S = 300.0
@@ -138,14 +139,15 @@ def check_in(gate: Gate, *, key: str, x: float, y: float, at: pd.Timestamp | Non
 
 def purge_positions(con: duckdb.DuckDBPyConnection, *, now: pd.Timestamp | None = None,
                     keep_days: int = PATROL_KEEP_DAYS, actor: str = "retention") -> dict:
-    """Delete the check-ins (and patrol shifts ended) more than ``keep_days`` days ago; audited as ``patrol.purge``.
+    """Delete the check-ins (and patrol shifts ended) more than ``keep_days`` days before ``now`` (by default the
+    store's clock: a demo's stands still, so its day of patrols stays); audited as ``patrol.purge``.
 
     Returns
     -------
     dict
         ``before`` (the cut-off, ISO), ``positions`` and ``shifts`` deleted. Nothing deleted, nothing audited.
     """
-    now = pd.Timestamp(now) if now is not None else store_now(con)
+    now = pd.Timestamp(now) if now is not None else _now(con)
     cutoff = now - pd.Timedelta(days=keep_days)
     positions, = con.execute('SELECT count(*) FROM patrol_checkins WHERE "at" < ?', [cutoff]).fetchone()
     shifts, = con.execute("SELECT count(*) FROM patrol_shifts WHERE ended_at < ?", [cutoff]).fetchone()
