@@ -21,6 +21,7 @@ import shapely
 
 from data.demo import DEMO_NOW, DemoDistrict, generate_district, level_counts
 from data.feed import demo_feed, write_feed
+from data.field import demo_patrols, demo_workers
 from twin.access.access import add_user, set_password
 from twin.buildings import building_ids, upsert_buildings
 from twin.geo.crs import District
@@ -83,9 +84,12 @@ def check_target(path: Path, *, force: bool) -> None:
 
 
 def demo_extras(con: duckdb.DuckDBPyConnection, *, seed: int, small: bool) -> tuple[list[dict], str, list[dict]]:
-    """In the store: a day of intake to replay (returned, not stored), the intake key and the four users."""
+    """In the store: a day of intake to replay (returned, not stored), the intake key, the users (one per role
+    and a handful of grid workers) and the workers' patrols of the day."""
     feed = demo_feed(con, crs=DEMO_CRS, seed=seed, incidents=40 if small else 400, reports=30 if small else 300)
-    return feed, add_key(con, "demo-feed", actor="demo"), demo_users(con)
+    key, users = add_key(con, "demo-feed", actor="demo"), demo_users(con)
+    demo_patrols(con, seed=seed)
+    return feed, key, users
 
 
 def write_extras(path: Path, feed: list[dict], key: str, users: list[dict]) -> dict:
@@ -102,7 +106,8 @@ DEMO_ROLES = ("leader", "operator", "planner", "admin")
 
 
 def demo_users(con: duckdb.DuckDBPyConnection) -> list[dict]:
-    """(Re)make the demo's four users, one per role, with fresh random passwords.
+    """(Re)make the demo's four users, one per role, and its grid workers (:mod:`data.field`), with fresh random
+    passwords.
 
     The operator is bound to the first community, so the demo shows what an
     operator cannot see as well as what they can.
@@ -117,7 +122,7 @@ def demo_users(con: duckdb.DuckDBPyConnection) -> list[dict]:
         else:
             add_user(con, role, password, role=role, grids=grids, actor="demo")
         made.append({"username": role, "password": password, "role": role, "grids": grids})
-    return made
+    return made + demo_workers(con)
 
 
 def write_demo_users(users: list[dict], db: Path) -> Path:
