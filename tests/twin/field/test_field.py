@@ -216,21 +216,25 @@ def test_positions_are_kept_only_on_patrol_inside_the_district_and_audited_witho
     x, y = field["spots"][0]
     unchanged(db, lambda: run(db, lambda con: check_in(Gate(con, w1), key="pos-00001", x=x, y=y)), InputError,
               "patrol was off")
-    run(db, lambda con: set_patrol(Gate(con, w1), key="patrol-on-1", on=True))
-    unchanged(db, lambda: run(db, lambda con: check_in(Gate(con, w1), key="pos-00002", x=x + 50_000, y=y)),
-              InputError, "outside every grid of the district")
-    kept = run(db, lambda con: check_in(Gate(con, w1), key="pos-00003", x=x, y=y, accuracy_m=8.0))
-    assert kept["grid_id"] == field["micro"] and not kept["replayed"]
-    assert run(db, lambda con: check_in(Gate(con, w1), key="pos-00003", x=x, y=y))["replayed"]
     with Store(db, read_only=True) as store:
-        rows = store.con.execute("SELECT worker, x, y, grid_id FROM patrol_checkins").fetchall()
+        now = store_now(store.con)
+    minutes = lambda m: now - pd.Timedelta(minutes=m)  # noqa: E731
+    run(db, lambda con: set_patrol(Gate(con, w1), key="patrol-on-1", on=True, at=minutes(10)))
+    unchanged(db, lambda: run(db, lambda con: check_in(Gate(con, w1), key="pos-00002", x=x + 50_000, y=y,
+                                                                 at=minutes(5))),
+              InputError, "outside every grid of the district")
+    kept = run(db, lambda con: check_in(Gate(con, w1), key="pos-00003", x=x, y=y, accuracy_m=8.0, at=minutes(5)))
+    assert kept["grid_id"] == field["micro"] and not kept["replayed"]
+    assert run(db, lambda con: check_in(Gate(con, w1), key="pos-00003", x=x, y=y, at=minutes(5)))["replayed"]
+    with Store(db, read_only=True) as store:
+        rows = store.con.execute("SELECT worker, x, y, grid_id FROM patrol_checkins WHERE worker = 'w1'").fetchall()
         trail = store.con.execute("SELECT action, target, detail FROM audit WHERE actor = 'w1' ORDER BY seq").fetchall()
         on_map = field_workers(store.con)
     assert rows == [("w1", x, y, field["micro"])]
     assert [t[0] for t in trail] == ["patrol.start", "patrol.position"] and trail[1][1] == field["micro"]
     assert f"{x:.1f}"[:6] not in trail[1][2] and f"{y:.1f}"[:6] not in trail[1][2], "no position in the trail"
     assert on_map[["worker", "x", "y", "open_load"]].values.tolist() == [["w1", x, y, 2]]
-    run(db, lambda con: set_patrol(Gate(con, w1), key="patrol-off1", on=False))
+    run(db, lambda con: set_patrol(Gate(con, w1), key="patrol-off1", on=False, at=minutes(2)))
     with Store(db, read_only=True) as store:
         assert field_workers(store.con).empty, "off patrol, a worker is not on the operators' map"
     unchanged(db, lambda: run(db, lambda con: check_in(Gate(con, w1), key="pos-00004", x=x, y=y)), InputError,
@@ -300,12 +304,18 @@ def test_positions_are_deleted_after_30_days_and_the_deletion_is_audited(field):
     run(db, lambda con: check_in(Gate(con, w1), key="new-pos-01", x=x, y=y, at=now - pd.Timedelta(hours=1)))
     unchanged(db, lambda: run(db, lambda con: check_in(Gate(con, w1), key="ancient-01", x=x, y=y,
                                                        at=now - pd.Timedelta(days=31))), InputError, "older than the 30 days")
-    assert run(db, lambda con: purge_positions(con, now=now))["positions"] == 0
-    summary = run(db, lambda con: purge_positions(con, now=now + pd.Timedelta(days=2)))
-    assert summary["positions"] == 1
+    old = "SELECT count(*) FROM patrol_checkins WHERE \"at\" < ?"  # the demo's own patrols are of its fixed day
     with Store(db, read_only=True) as store:
-        keys = [k for k, in store.con.execute("SELECT key FROM patrol_checkins").fetchall()]
+        due_now, = store.con.execute(old, [now - pd.Timedelta(days=30)]).fetchone()
+    assert run(db, lambda con: purge_positions(con, now=now))["positions"] == due_now
+    with Store(db, read_only=True) as store:
+        due_later, = store.con.execute(old, [now - pd.Timedelta(days=28)]).fetchone()
+    summary = run(db, lambda con: purge_positions(con, now=now + pd.Timedelta(days=2)))
+    assert summary["positions"] == due_later >= 1
+    with Store(db, read_only=True) as store:
+        keys = [k for k, in store.con.execute("SELECT key FROM patrol_checkins WHERE worker = 'w1'").fetchall()]
         purges = store.con.execute("SELECT actor, detail FROM audit WHERE action = 'patrol.purge'").fetchall()
         assert verify_audit(store.con) is None
     assert keys == ["new-pos-01"]
-    assert len(purges) == 1 and json.loads(purges[0][1])["positions"] == 1 and purges[0][0] == "retention"
+    assert len(purges) == 1 + bool(due_now) and json.loads(purges[-1][1])["positions"] == due_later
+    assert purges[-1][0] == "retention"
