@@ -8,7 +8,7 @@ On a copy of the store, served by ``twin serve``:
   ``Network.emulateNetworkConditions``), the cache empty, the worker signed in. Timed from the navigation's
   start to the worker's list painted: the largest contentful paint (the browser's own record of pixels on
   screen) once the page's script has drawn the list; the bytes are every response's bytes on the wire
-  (``Network.loadingFinished``). The baseline, in the same run and the same emulation: the same list in a
+  (``Network.loadingFinished``). The list and a case are saved to ``bench/out/worker.png`` and ``worker-case.png``. The baseline, in the same run and the same emulation: the same list in a
   Panel document (``bench/worker_panel_baseline_app.py``, served by ``panel serve``), as a fair Panel user
   would build it, timed to its list painted. Median of ``LOADS`` loads each.
 - **Positions under intake.** ``WORKERS`` grid workers (users made on the copy, one per micro-grid), each
@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.browser import CHROMIUM, CHROMIUM_FLAGS, served  # noqa: E402
-from bench.common import store_copy, write_result  # noqa: E402
+from bench.common import OUT, store_copy, write_result  # noqa: E402
 from bench.feed import building_points, post_step, report_forms  # noqa: E402
 from twin.access.access import add_user  # noqa: E402
 from twin.access.keys import add_key  # noqa: E402
@@ -122,6 +122,7 @@ def first_loads(work: Path, *, quick: bool) -> dict:
                 runs = [phone_load(browser, f"{base}/worker?lang=zh", cookies=cookies,
                                    ready_js="window.twinWorkerReady === true") for _ in range(loads)]
                 out["worker_page"] = _median(runs)
+                out["screenshots"] = phone_screenshots(browser, f"{base}/worker?lang=zh", cookies)
             with served(work, app=str(BASELINE_APP), probes=False) as url:
                 runs = [phone_load(browser, f"{url}?worker=bench.phone", ready_js=IN_SHADOW_JS)
                         for _ in range(loads)]
@@ -129,6 +130,24 @@ def first_loads(work: Path, *, quick: bool) -> dict:
         finally:
             browser.close()
     return out
+
+
+def phone_screenshots(browser, url: str, cookies: list[dict]) -> list[str]:
+    """The worker's list and its first case, as the README shows them (``bench/out/worker*.png``)."""
+    context = browser.new_context(**PHONE, locale="zh-CN")
+    context.add_cookies(cookies)
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_function("window.twinWorkerReady === true", timeout=120_000)
+    OUT.mkdir(exist_ok=True)
+    shots = [OUT / "worker.png", OUT / "worker-case.png"]
+    page.screenshot(path=str(shots[0]))
+    if page.locator("button.case").count():
+        page.locator("button.case").first.tap()
+        page.locator("#map path").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(shots[1]))
+    context.close()
+    return [str(s.relative_to(ROOT)) for s in shots if s.exists()]
 
 
 def _median(runs: list[dict]) -> dict:
