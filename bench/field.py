@@ -8,7 +8,8 @@ On a copy of the store, served by ``twin serve``:
   ``Network.emulateNetworkConditions``), the cache empty, the worker signed in. Timed from the navigation's
   start to the worker's list painted: the largest contentful paint (the browser's own record of pixels on
   screen) once the page's script has drawn the list; the bytes are every response's bytes on the wire
-  (``Network.loadingFinished``). The list and a case are saved to ``bench/out/worker.png`` and ``worker-case.png``. The baseline, in the same run and the same emulation: the same list in a
+  (``Network.loadingFinished``). The list and a case are saved to ``bench/out/worker.png`` and
+  ``worker-case.png``. The baseline, in the same run and the same emulation: the same list in a
   Panel document (``bench/worker_panel_baseline_app.py``, served by ``panel serve``), as a fair Panel user
   would build it, timed to its list painted. Median of ``LOADS`` loads each.
 - **Positions under intake.** ``WORKERS`` grid workers (users made on the copy, one per micro-grid), each
@@ -239,7 +240,8 @@ def check_ins(workers: list[Worker], *, label: str, seconds: float) -> dict:
     latency = np.array([r[0] for r in results])
     return {"check_ins": len(schedule), "answered": len(results), "acknowledged": sum(r[1] == 200 for r in results),
             "refused": {str(s): sum(r[1] == s for r in results) for s in {r[1] for r in results if r[1] != 200}},
-            "p50_ms": round(float(np.percentile(latency, 50)), 1), "p99_ms": round(float(np.percentile(latency, 99)), 1),
+            "p50_ms": round(float(np.percentile(latency, 50)), 1),
+            "p99_ms": round(float(np.percentile(latency, 99)), 1),
             "max_ms": round(float(latency.max()), 1), "keys": [r[2] for r in results if r[2]]}
 
 

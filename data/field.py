@@ -61,14 +61,16 @@ def demo_patrols(con: duckdb.DuckDBPyConnection, *, seed: int) -> int:
         times = [start + pd.Timedelta(seconds=CHECK_IN_EVERY_S * (i + 1)) for i in range(len(points))]
         end = (times[-1] if times else start) + pd.Timedelta(minutes=5)
         con.execute("INSERT INTO patrol_shifts VALUES (?, ?, ?)", [worker, start, end])
-        audit(con, actor=worker, action="patrol.start", source="demo", detail={"at": start.isoformat()})
+        audit(con, actor=worker, action="patrol.start", target=worker, source="demo",
+              detail={"at": start.isoformat()})
         for i, ((x, y), at) in enumerate(zip(points, times)):
             key = f"demo-{worker}-{i:04d}"
             con.execute('INSERT INTO patrol_checkins (key, worker, x, y, accuracy_m, grid_id, "at") '
                         "VALUES (?, ?, ?, ?, ?, ?, ?)", [key, worker, float(x), float(y), 8.0, grid_id, at])
             audit(con, actor=worker, action="patrol.position", target=grid_id, source="demo",
                   detail={"at": at.isoformat(), "key": key})
-        audit(con, actor=worker, action="patrol.stop", source="demo", detail={"at": end.isoformat()})
+        audit(con, actor=worker, action="patrol.stop", target=worker, source="demo",
+              detail={"at": end.isoformat()})
         written += len(points)
     return written
 

@@ -225,7 +225,8 @@ class DistrictApp(pn.viewable.Viewer):
         if self._figures_task is None and self._figures_due():
             self._figures_task = asyncio.get_running_loop().run_in_executor(READS, self._live_figures)
             self._figures_task.add_done_callback(self._figures_computed)
-        if self._sees_workers and self._workers_task is None and time.monotonic() - self._workers_at > WORKERS_REFRESH_S:
+        workers_due = time.monotonic() - self._workers_at > WORKERS_REFRESH_S
+        if self._sees_workers and self._workers_task is None and workers_due:
             self._workers_at = time.monotonic()
             self._workers_task = asyncio.get_running_loop().run_in_executor(READS, self._read_workers)
         elif self._workers_task is not None and self._workers_task.done():

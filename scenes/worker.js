@@ -125,7 +125,9 @@
   function describe(item) {
     const c = item.case_id ? `${item.case_id} · ` : "";
     if (item.type === "step") return c + STEP_NAMES[item.body.step];
-    if (item.type === "photo") return c + (item.kind === "after" ? _("Photo after the work") : _("Photo before the work"));
+    if (item.type === "photo") {
+      return c + (item.kind === "after" ? _("Photo after the work") : _("Photo before the work"));
+    }
     if (item.type === "patrol") return item.body.on ? _("Patrol on") : _("Patrol off");
     return _("Check-in");
   }
@@ -203,7 +205,8 @@
   function duration(ms) {
     const minutes = Math.round(Math.abs(ms) / 60000), days = Math.floor(minutes / 1440), rest = minutes % 1440;
     if (days) return fill(_("{days} d {hours} h"), { days, hours: Math.floor(rest / 60) });
-    return rest >= 60 ? fill(_("{hours} h"), { hours: Math.floor(rest / 60) }) : fill(_("{minutes} min"), { minutes: rest });
+    return rest >= 60 ? fill(_("{hours} h"), { hours: Math.floor(rest / 60) })
+                      : fill(_("{minutes} min"), { minutes: rest });
   }
   function deadlineText(c) {
     if (!c.deadline) return ["", ""];
@@ -288,7 +291,8 @@
   function renderCase() {
     const c = currentCase();
     $("case-title").textContent = `${CFG.kinds[c.subcategory] || c.subcategory || ""} · ${c.case_id}`;
-    $("case-status").textContent = (CFG.statuses[c.status] || c.status) + (c.waiting ? ` · ${_("waiting to send")}` : "");
+    const waiting = _("waiting to send");
+    $("case-status").textContent = (CFG.statuses[c.status] || c.status) + (c.waiting ? ` · ${waiting}` : "");
     $("case-status").className = `status s-${c.status}`;
     const [due, dueClass] = deadlineText(c);
     const facts = [[_("where"), c.address], [_("what"), c.description], [_("deadline"), due],
@@ -385,7 +389,8 @@
     if (!map) return;
     const pad = Math.max(map.width, map.height) * 0.06, w = map.width + 2 * pad, h = map.height + 2 * pad;
     box.setAttribute("viewBox", `${-pad} ${-pad} ${w} ${h}`);
-    const path = (rings) => rings.map((r) => "M" + r.map(([x, y]) => `${x},${map.height - y}`).join("L") + "Z").join("");
+    const path = (rings) => rings.map((r) => "M" + r.map(([x, y]) => `${x},${map.height - y}`).join("L") + "Z")
+      .join("");
     box.append(svg("path", { d: path(map.grid), class: "map-grid" }));
     box.append(svg("path", { d: path(map.buildings), class: "map-buildings" }));
     const r = Math.max(w, h) / 45;
@@ -426,8 +431,8 @@
   function watchPosition(on) {
     if (!navigator.geolocation) return;
     if (on && state.watch === null) {
-      state.watch = navigator.geolocation.watchPosition(onFix, onGeoError,
-                                                        { enableHighAccuracy: true, maximumAge: 10000, timeout: 30000 });
+      state.watch = navigator.geolocation.watchPosition(
+        onFix, onGeoError, { enableHighAccuracy: true, maximumAge: 10000, timeout: 30000 });
       state.checkTimer = setInterval(checkIn, CFG.check_in_s * 1000);
     } else if (!on && state.watch !== null) {
       navigator.geolocation.clearWatch(state.watch);

@@ -79,12 +79,14 @@ def set_patrol(gate: Gate, *, key: str, on: bool, at: pd.Timestamp | None = None
         con.execute("INSERT INTO patrol_shifts (worker, started_at, ended_at) VALUES (?, ?, NULL)",
                     [principal.username, at])
         since = at
-        audit(con, actor=principal.username, action="patrol.start", source=principal.source, detail={"key": key})
+        audit(con, actor=principal.username, action="patrol.start", target=principal.username,
+              source=principal.source, detail={"key": key})
     elif not on and since is not None:
         con.execute("UPDATE patrol_shifts SET ended_at = ? WHERE worker = ? AND ended_at IS NULL",
                     [max(at, since), principal.username])
         since = None
-        audit(con, actor=principal.username, action="patrol.stop", source=principal.source, detail={"key": key})
+        audit(con, actor=principal.username, action="patrol.stop", target=principal.username,
+              source=principal.source, detail={"key": key})
     result = {"on": since is not None, "since": None if since is None else since.isoformat(), "at": at.isoformat()}
     return remember(con, key, worker=principal.username, kind="patrol", case_id=None, request=request,
                     result=result, at=at)
@@ -129,7 +131,8 @@ def check_in(gate: Gate, *, key: str, x: float, y: float, at: pd.Timestamp | Non
     if not _patrolling_at(con, principal.username, at):
         raise InputError(N_("{user}'s patrol was off at {at}: positions are recorded only on patrol. Switch patrol "
                             "on first."), user=principal.username, at=str(at)[:19])
-    con.execute('INSERT INTO patrol_checkins (key, worker, x, y, accuracy_m, grid_id, "at") VALUES (?, ?, ?, ?, ?, ?, ?)',
+    con.execute('INSERT INTO patrol_checkins (key, worker, x, y, accuracy_m, grid_id, "at") '
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [key, principal.username, float(x), float(y), accuracy_m, where["grid_id"], at])
     # Who checked in, when and in which micro-grid; never where (the trail is kept for good, positions are not).
     audit(con, actor=principal.username, action="patrol.position", target=where["grid_id"], source=principal.source,

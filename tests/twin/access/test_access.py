@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from bench.browser import served
 from data.build import DEMO_ROLES
+from data.field import DEMO_WORKERS
 from scenes.i18n import translations
 from tests.scenes.test_server import fetch
 from tests.test_cli import twin
@@ -131,6 +132,7 @@ def test_users_from_the_command_line(demo_copy_db):
     assert short.returncode == 2 and "at least 10" in short.stderr
     listed = run("users", "list", "--json")
     users = {u["username"]: u for u in __import__("json").loads(listed.stdout)["users"]}
-    assert users["zhao.min"]["role"] == "planner" and set(users) == {"zhao.min", *DEMO_ROLES}
+    assert users["zhao.min"]["role"] == "planner" and set(users) == {
+        "zhao.min", *DEMO_ROLES, *(f"worker{k}" for k in range(1, DEMO_WORKERS + 1))}
     assert "password" not in listed.stdout and "scrypt" not in listed.stdout
     assert run("audit", "verify", "--json").returncode == 0

@@ -120,7 +120,8 @@ def test_a_worker_takes_a_case_from_accepted_to_handled_with_photos_and_every_st
         card = worker_case(Gate(con, w1), case)
         assert verify_audit(con) is None
     assert (status, assigned) == ("resolved", "w1")
-    assert [h[0] for h in history] == ["reported", "accepted", "on_site", "resolved"] and history[-1][2] == "摊位已清理"
+    assert [h[0] for h in history] == ["reported", "accepted", "on_site", "resolved"]
+    assert history[-1][2] == "摊位已清理"
     assert [p[0] for p in photos] == ["before", "after"] and photos[1][1] == after["sha256"]
     assert [a[0] for a in audited] == ["case.intake", "case.transition", "case.transition", "case.photo",
                                        "case.photo", "case.transition"][-len(audited):]
@@ -192,7 +193,8 @@ def test_handing_up_needs_a_reason(field):
     step(db, w1, case, "accept", "reported", key="up-accept-1")
     unchanged(db, lambda: step(db, w1, case, "hand_up", "accepted", key="up-hand-001", note="no"), InputError,
               "needs a reason")
-    assert step(db, w1, case, "hand_up", "accepted", key="up-hand-002", note="需要住建局处理")["status"] == "handed_up"
+    handed = step(db, w1, case, "hand_up", "accepted", key="up-hand-002", note="需要住建局处理")
+    assert handed["status"] == "handed_up"
     with Store(db, read_only=True) as store:
         assert case not in {c["case_id"] for c in worker_cases(Gate(store.con, w1))}, "a department's now"
 
@@ -303,7 +305,8 @@ def test_positions_are_deleted_after_30_days_and_the_deletion_is_audited(field):
     run(db, lambda con: check_in(Gate(con, w1), key="old-pos-01", x=x, y=y, at=now - pd.Timedelta(days=29)))
     run(db, lambda con: check_in(Gate(con, w1), key="new-pos-01", x=x, y=y, at=now - pd.Timedelta(hours=1)))
     unchanged(db, lambda: run(db, lambda con: check_in(Gate(con, w1), key="ancient-01", x=x, y=y,
-                                                       at=now - pd.Timedelta(days=31))), InputError, "older than the 30 days")
+                                                       at=now - pd.Timedelta(days=31))), InputError,
+              "older than the 30 days")
     old = "SELECT count(*) FROM patrol_checkins WHERE \"at\" < ?"  # the demo's own patrols are of its fixed day
     with Store(db, read_only=True) as store:
         due_now, = store.con.execute(old, [now - pd.Timedelta(days=30)]).fetchone()
