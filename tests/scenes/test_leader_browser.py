@@ -150,17 +150,17 @@ MARKER_PIXELS = """(points) => {
   });
 }"""
 STATUS_NAMES = {"reported": "Reported", "dispatched": "Dispatched", "in_progress": "In progress",
-                "reopened": "Reopened"}
+                "reopened": "Reopened", "accepted": "Accepted", "on_site": "On site", "handed_up": "Handed up"}
 
 
 def test_the_markers_have_a_legend_of_case_statuses_and_cameras(page, small_demo):
     legend = page.locator(".twin-marker-legend")
-    for text in ("Open cases", "Reported", "Dispatched", "In progress", "Reopened", "Cameras", "online", "offline",
-                 "field of view"):
+    for text in ("Open cases", "Reported", "Dispatched", "In progress", "Reopened", "Accepted", "On site", "Handed up",
+                 "Cameras", "online", "offline", "field of view"):
         expect(legend).to_contain_text(text)
     statuses = legend.locator(".twin-marker-status")
     colours = statuses.locator("span").evaluate_all("spans => spans.map(s => s.style.background)")
-    assert len(colours) == 4 and len(set(colours)) == 4, f"four statuses, four colours: {colours}"
+    assert len(colours) == 7 and len(set(colours)) == 7, f"seven open statuses, seven colours: {colours}"
     colour_of = dict(zip(statuses.all_inner_texts(), colours))
     cameras = legend.locator("div", has_text="line").locator("span").evaluate_all(
         "spans => spans.map(s => s.style.background)")
