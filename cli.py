@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from twin.access.access import ROLES
 from twin.errors import OptionError, TwinError
 
 log = logging.getLogger("twin")
@@ -604,8 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     ugrants = command("grants", _cmd_users, sub=usub, help="bind a user's role to grids (none: the whole district)")
     ugrants.add_argument("name")
     for u in (uadd, ugrants):
-        u.add_argument("--role", required=True,
-                       choices=("leader", "operator", "planner", "admin", "worker", "department"))
+        u.add_argument("--role", required=True, choices=ROLES)
         u.add_argument("--grids", help="comma-separated grid ids the role is bound to (operator, worker: needed)")
         u.add_argument("--department", metavar="ID", help="role department: the department it acts for "
                                                           "(`twin duties export FILE` lists them)")
@@ -686,10 +686,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = command("bench", _cmd_bench, db=False, help="run a benchmark and print JSON results")
     bench.add_argument("--db", type=db_option,
-                       help="the store to use (view, feed, concurrency, tiles, city, scale: default "
+                       help="the store to use (view, feed, concurrency, tiles, city, scale, field: default "
                             "data/demo.duckdb)")
     bench.add_argument("name", choices=("ingest", "view", "ifc", "feed", "grids", "security", "concurrency", "tiles",
-                                        "backends", "city", "scale"))
+                                        "backends", "city", "scale", "field"))
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     return parser
 

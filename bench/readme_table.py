@@ -288,6 +288,16 @@ ROWS = (
                   f"{secs(f('unchanged.command_s'))} ({count(f('unchanged.written'))} written); after one building "
                   f"changed {secs(f('one_building.command_s'))} ({count(f('one_building.written'))} written)",
         lambda f: f"goal: ≤ {secs(f('goal_s'))} on 2 cores"),
+    Row("the grid worker's phone page, first load to the list painted (390×844, CPU 4× slower, Slow 4G); "
+        "goal ≤ 3 s, ≤ 500 KB", "field",
+        lambda f: f"{secs(f('first_load.worker_page.ms') / 1000)}, {f('first_load.worker_page.kb'):,.0f} KB",
+        lambda f: f"the same list as a Panel document: {secs(f('first_load.panel_baseline.ms') / 1000)}, "
+                  f"{f('first_load.panel_baseline.kb'):,.0f} KB"),
+    Row("200 grid workers checking in every 30 s while intake takes 100 cases/s; goal p99 ≤ 300 ms", "field",
+        lambda f: f"p99 {ms(f('positions.under_intake.p99_ms'))}, median {ms(f('positions.under_intake.p50_ms'))}; "
+                  f"{count(f('positions.lost_check_ins'))} check-ins and {count(f('positions.lost_cases'))} cases "
+                  "lost",
+        lambda f: f"check-ins alone: p99 {ms(f('positions.alone.p99_ms'))}"),
 )
 
 

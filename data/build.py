@@ -21,6 +21,7 @@ import shapely
 
 from data.demo import DEMO_NOW, DemoDistrict, generate_district, level_counts
 from data.feed import demo_feed, write_feed
+from data.field import DEMO_WORKERS, demo_patrols, demo_workers
 from data.loop import write_loop
 from twin.access.access import add_user, set_password
 from twin.buildings import building_ids, upsert_buildings
@@ -85,10 +86,13 @@ def check_target(path: Path, *, force: bool) -> None:
 
 def demo_extras(con: duckdb.DuckDBPyConnection, *, seed: int, small: bool) -> tuple[list[dict], str, list[dict]]:
     """In the store: the duties list and the past cases' departments and evaluations (:mod:`data.loop`); a day
-    of intake to replay (returned, not stored), the intake key and the users."""
+    of intake to replay (returned, not stored), the intake key, the users (one per desk role and department, and
+    a handful of grid workers) and the workers' patrols of the day."""
     write_loop(con)
     feed = demo_feed(con, crs=DEMO_CRS, seed=seed, incidents=40 if small else 400, reports=30 if small else 300)
-    return feed, add_key(con, "demo-feed", actor="demo"), demo_users(con)
+    key, users = add_key(con, "demo-feed", actor="demo"), demo_users(con)
+    demo_patrols(con, seed=seed)
+    return feed, key, users
 
 
 def write_extras(path: Path, feed: list[dict], key: str, users: list[dict]) -> dict:
@@ -104,7 +108,6 @@ def write_extras(path: Path, feed: list[dict], key: str, users: list[dict]) -> d
 DEMO_ROLES = ("leader", "operator", "planner", "admin")
 # Users of the departments on the demo's duties list (data/duties.csv), one each: dept-<department id>.
 DEMO_DEPARTMENTS = ("cgj", "sthjj", "zjj", "xfjy", "ga", "scjg")
-DEMO_WORKERS = 3  # grid workers worker1..3, each bound to one micro-grid of the operator's community
 
 
 def demo_user_names() -> tuple[str, ...]:
@@ -114,20 +117,15 @@ def demo_user_names() -> tuple[str, ...]:
 
 def demo_users(con: duckdb.DuckDBPyConnection) -> list[dict]:
     """(Re)make the demo's users with fresh random passwords: one per desk role, one per demo department
-    (``dept-cgj``...), and a few grid workers (``worker1``...).
+    (``dept-cgj``...), and its grid workers (``worker1``..., :mod:`data.field`).
 
     The operator is bound to the first community, so the demo shows what an
     operator cannot see as well as what they can; the workers to its first micro-grids.
     """
     community, = con.execute("SELECT min(grid_id) FROM grids WHERE level = 'community' AND valid_to IS NULL").fetchone()
-    micro = [r[0] for r in con.execute(
-        "SELECT m.grid_id FROM grids m JOIN grids g ON g.grid_id = m.parent_id AND g.valid_to IS NULL "
-        "WHERE m.level = 'micro' AND m.valid_to IS NULL AND g.parent_id = ? ORDER BY m.grid_id LIMIT ?",
-        [community, DEMO_WORKERS]).fetchall()]
     wanted = [(role, role, [community] if role == "operator" and community else [], None) for role in DEMO_ROLES]
     known = {r[0] for r in con.execute("SELECT department_id FROM departments").fetchall()}
     wanted += [(f"dept-{d}", "department", [], d) for d in DEMO_DEPARTMENTS if d in known]
-    wanted += [(f"worker{k + 1}", "worker", [grid], None) for k, grid in enumerate(micro)]
     made = []
     for name, role, grids, department in wanted:
         password = secrets.token_urlsafe(12)
@@ -136,7 +134,7 @@ def demo_users(con: duckdb.DuckDBPyConnection) -> list[dict]:
         else:
             add_user(con, name, password, role=role, grids=grids, actor="demo", department=department)
         made.append({"username": name, "password": password, "role": role, "grids": grids, "department": department})
-    return made
+    return made + demo_workers(con)
 
 
 def write_demo_users(users: list[dict], db: Path) -> Path:

@@ -17,9 +17,12 @@ store and the APIs.
 
 from __future__ import annotations
 
+import contextlib
 import gettext
 import json
 import weakref
+from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import datetime
 from functools import cache, partial
 from pathlib import Path
@@ -36,10 +39,13 @@ LOCALE_DIR = Path(__file__).with_name("locale")
 DOMAIN = "twin"
 BABEL_LOCALES = {"zh": "zh_Hans_CN", "en": "en"}
 JS_SOURCE = Path(__file__).with_name("view3d.js")
+WORKER_JS = Path(__file__).with_name("worker.js")  # the grid worker's phone page (scenes/field.py)
 TAXONOMY = Path(__file__).parents[1] / "twin" / "cases" / "taxonomy.json"
 
 _session_langs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _fallback = [DEFAULT_LANG]  # outside a session (scripts, tests without a server)
+# A plain HTTP request's language (the phone page's API, scenes/field.py): each request runs in its own context.
+_request_lang: ContextVar[str | None] = ContextVar("request_lang", default=None)
 
 
 class CatalogueError(TwinError):
@@ -69,8 +75,22 @@ def use(lang: str) -> None:
         _session_langs[doc] = lang
 
 
+@contextlib.contextmanager
+def speaking(lang: str) -> Iterator[None]:
+    """Speak ``lang`` inside the block, in this context only (a Tornado request's handler, not a session)."""
+    translations(lang)
+    token = _request_lang.set(lang)
+    try:
+        yield
+    finally:
+        _request_lang.reset(token)
+
+
 def current_lang() -> str:
-    """The language of the current session (:func:`use`)."""
+    """The language of the current request (:func:`speaking`) or session (:func:`use`)."""
+    asked = _request_lang.get()
+    if asked is not None:
+        return asked
     doc = pn.state.curdoc
     return _session_langs.get(doc, _fallback[0]) if doc is not None else _fallback[0]
 
@@ -121,7 +141,10 @@ AUDIT_ACTION_NAMES = {"signin": N_("signed in"), "signin.failed": N_("sign-in re
                       "user.grants": N_("bound a user to grids"), "access.refused": N_("access refused"),
                       "audit.export": N_("exported the audit trail"), "case.assign": N_("reassigned a case"),
                       "case.evaluate": N_("evaluated a case"), "duties.import": N_("imported the duties list"),
-                      "party.import": N_("imported party records"), "party.export": N_("exported party records")}
+                      "party.import": N_("imported party records"), "party.export": N_("exported party records"),
+                      "case.photo": N_("added a case photo"), "patrol.start": N_("started patrol"),
+                      "patrol.stop": N_("ended patrol"), "patrol.position": N_("checked in on patrol"),
+                      "patrol.purge": N_("deleted old patrol positions")}
 # twin.store.schema.PARTY_ORG_KINDS; the 3D view's legend names them by the same msgids (view3d.js).
 PARTY_KIND_NAMES = {"committee": N_("Party committee"), "general_branch": N_("General party branch"),
                     "branch": N_("Party branch"), "joint_branch": N_("Joint party branch"), "group": N_("Party group")}
@@ -206,15 +229,16 @@ def format_time(value: object, *, short: bool = False) -> str:
 
 # -- the 3D view's strings ------------------------------------------------------
 @cache
-def js_messages() -> tuple[str, ...]:
-    """The msgids of ``view3d.js`` (its ``_("...")`` calls), found with Babel's javascript extractor."""
-    with JS_SOURCE.open("rb") as f:
+def js_messages(source: Path = JS_SOURCE) -> tuple[str, ...]:
+    """The msgids of a JavaScript file (its ``_("...")`` calls; ``view3d.js`` by default), found with Babel's
+    javascript extractor."""
+    with source.open("rb") as f:
         return tuple(dict.fromkeys(m[1] for m in extract("javascript", f, keywords={"_": None})))
 
 
-def js_texts() -> dict[str, str]:
-    """The 3D view's strings in the session's language, for its ``texts`` parameter."""
-    return {m: _(m) for m in js_messages()}
+def js_texts(source: Path = JS_SOURCE) -> dict[str, str]:
+    """A JavaScript file's strings (the 3D view's by default) in the session's language, by English msgid."""
+    return {m: _(m) for m in js_messages(source)}
 
 
 def translated_legend(legend: dict) -> dict:

@@ -19,6 +19,8 @@ from scenes.theme import CSS
 from twin.access.policy import MIN_REASON, Gate
 from twin.cases.live import IntakeWriter
 from twin.errors import TwinError
+from twin.field.patrol import WORKLOAD_STATUSES, grid_coverage, worker_card, workers
+from twin.grids.grids import grids_under
 
 PAGE_SIZE = 50
 WRITE_TIMEOUT_S = 10.0  # a case transition not committed by then is reported as failed
@@ -76,6 +78,16 @@ def _residents_fact(card: dict) -> tuple[str, str]:
     """The card's line "residents: 1,234 in 456 households"."""
     return _("residents"), _("{residents} in {households} households").format(
         residents=format_number(card["residents"]), households=format_number(card["households"]))
+
+
+def coverage_text(coverage: dict | None) -> str | None:
+    """"87 % (26 of 30 buildings passed)", and "full" at 95 % and more; None without buildings or figures."""
+    if not coverage or coverage["share"] is None:
+        return None
+    text = _("{share} % ({passed} of {buildings} buildings passed)").format(
+        share=format_number(100 * coverage["share"]), passed=format_number(coverage["passed"]),
+        buildings=format_number(coverage["buildings"]))
+    return text + (" · " + _("full") if coverage["full"] else "")
 
 
 def _nothing_picked() -> str:
@@ -178,10 +190,11 @@ class Inspector(pn.viewable.Viewer):
                                      doc="The building whose card was last shown (the view's highlight follows it)")
 
     def __init__(self, gate: Gate, *, writer: IntakeWriter | None = None, off_loop: OffLoop | None = None,
-                 **params) -> None:
+                 coverage: Callable[[], pd.DataFrame] | None = None, **params) -> None:
         super().__init__(**params)
         self.gate = gate
         self._writer = writer
+        self._coverage = coverage  # today's patrol coverage per micro-grid (scenes.shared.SharedDistrict.coverage)
         self._off_loop = off_loop  # served: looks run off the event loop (see look)
         self._looks = 0  # looks that replace the card, so far
         self.party_org: str | None = None  # a party organisation picked on the map: first on its grid's card
@@ -235,6 +248,19 @@ class Inspector(pn.viewable.Viewer):
                          + "</div>", stylesheets=[CSS]),
             self.reject_reason, pn.Row(self.reject_confirm, self.reject_cancel), visible=False,
             sizing_mode="stretch_width", css_classes=["twin-rejecting"])
+        # Giving the case to another grid worker (the operator's), with a reason that goes into its history.
+        self.assign_to = pn.widgets.Select(options={}, sizing_mode="stretch_width", min_width=120,
+                                           css_classes=["twin-assign-to"])
+        self.assign_reason = pn.widgets.TextInput(placeholder=_("reason for giving it to them (recorded)"),
+                                                  sizing_mode="stretch_width", min_width=120,
+                                                  css_classes=["twin-assign-reason"])
+        self.assign_button = pn.widgets.Button(label=_("Give to this worker"), height=32,
+                                               css_classes=["twin-assign"])
+        self.assign_button.on_click(lambda _e: self.assign())
+        self.assigning = pn.Column(pn.pane.HTML("<div class='label'>" + _("give to another grid worker") + "</div>",
+                                                stylesheets=[CSS]),
+                                   pn.Row(self.assign_to, self.assign_reason, sizing_mode="stretch_width"),
+                                   self.assign_button, visible=False, sizing_mode="stretch_width")
         # The tables join the page with the first building: nothing to draw before, and the first frame is sooner.
         self.details = pn.Column(sizing_mode="stretch_width")
         self._total = 0
@@ -405,7 +431,11 @@ class Inspector(pn.viewable.Viewer):
             self._fill_case(case_id, card)
             if then is not None:
                 then(card)
-        self.look(lambda gate: {**gate.case_card(case_id), "location": _case_location(gate, case_id)}, show)
+        def read(gate: Gate) -> dict:
+            card = {**gate.case_card(case_id), "location": _case_location(gate, case_id)}
+            card["workers"] = workers(gate.con, grids=gate.scope) if gate.may("act") else None
+            return card
+        self.look(read, show)
 
     def _fill_case(self, case_id: str, card: dict) -> None:
         self.building_id = self.camera_id = None
@@ -426,7 +456,7 @@ class Inspector(pn.viewable.Viewer):
                  (_("department's deadline"), format_time(card["deadline"]) if card["deadline"] is not None
                   else None),
                  (_("where"), card["address"]), (_("building"), card["building_id"]),
-                 (_("grid"), grid), (_("camera"), card["camera_id"]),
+                 (_("grid"), grid), (_("grid worker"), card.get("assigned_worker")), (_("camera"), card["camera_id"]),
                  (_("detections"), card["detections"] or None), (_("what"), card["description"])]
         photo = _("photo")
         photos = "".join(f"<a href='{html.escape(u)}' target='_blank' rel='noopener'><img class='twin-photo' "
@@ -452,6 +482,11 @@ class Inspector(pn.viewable.Viewer):
                 f"{name} ({d})": d for d, name in self.gate.con.execute(
                     "SELECT department_id, name FROM departments ORDER BY department_id").fetchall()}}
             self.dispatch_to.value = ""
+        others = [] if card.get("workers") is None else [
+            w for w in card["workers"]["worker"] if w != card.get("assigned_worker")]
+        self.assign_to.options = others
+        self.assigning.visible = (bool(others) and card["status"] in WORKLOAD_STATUSES and self.can_act
+                                  and self._writer is not None and self.gate.may("act"))
 
     def move_case(self, to_status: str, *, note: str | None = None) -> None:
         """Move the shown case to ``to_status`` through the store's writer, and show the card again.
@@ -480,11 +515,59 @@ class Inspector(pn.viewable.Viewer):
             self.show_case(case_id)
         self.look(read, show, replaces=False)
 
+    def assign(self) -> None:
+        """Give the shown case to the grid worker picked, with the reason typed (refused without one)."""
+        if self.case_id is None or self._writer is None or not self.assign_to.value:
+            return
+        case_id, who, worker = self.case_id, self.gate.principal, self.assign_to.value
+        reason = (self.assign_reason.value_input or self.assign_reason.value or "").strip()
+
+        def read(gate: Gate) -> dict:
+            gate.check_act(case_id)
+            return self._writer.assign(case_id, worker, actor=who.username, reason=reason,
+                                       source=who.source).result(timeout=WRITE_TIMEOUT_S)
+
+        def show(given: dict | TwinError) -> None:
+            if isinstance(given, TwinError):
+                self.act_message.object = f"<span class='twin-muted'>{html.escape(error_text(given))}</span>"
+                return
+            self.assign_reason.value = ""
+            self.act_message.object = ""
+            self.show_case(case_id)
+        self.look(read, show, replaces=False)
+
+    def show_worker(self, worker: str) -> None:
+        """Show a grid worker's card: their micro-grids, their last check-in on patrol, their open cases."""
+        self.look(lambda gate: worker_card(gate, worker), self._fill_worker)
+
+    def _fill_worker(self, card: dict | TwinError) -> None:
+        if isinstance(card, TwinError):
+            return self._show_error(card)
+        self.building_id = self.case_id = self.camera_id = None
+        self._hide_tables()
+        facts = [(_("micro-grids"), "、".join(card["grid_names"])),
+                 (_("on patrol since"), format_time(card["on_patrol_since"]) if card["on_patrol_since"] else _("off")),
+                 (_("last check-in"), format_time(card["last_at"]) if card["last_at"] else None),
+                 (_("open cases"), format_number(card["open_load"]))]
+        rows = "".join(f"<tr><td>{html.escape(r.case_id)}</td><td>{html.escape(case_kind_name(r.subcategory))}</td>"
+                       f"<td>{html.escape(status_name(r.status))}</td><td>{format_time(r.deadline, short=True)}</td>"
+                       "</tr>" for r in card["cases"].itertuples())
+        heads = "".join(f"<th>{h}</th>" for h in (_("case"), _("kind"), _("status"), _("due")))
+        cases = f"<table class='twin-table twin-worker-cases'><tr>{heads}</tr>{rows}</table>" if rows else ""
+        self.card.object = _card(_("Grid worker {worker}").format(worker=card["worker"]), facts, tail=cases,
+                                 kind="twin-worker-card")
+
     def show_grid(self, grid_id: str, *, party_org: str | None = None) -> None:
         """Show a grid's card: its worker, head counts, cases by category (for roles that see cases), party
-        organisations (``party_org``, one picked on the map, first and marked)."""
+        organisations (``party_org``, one picked on the map, first and marked), and today's patrol coverage."""
         self.party_org = party_org
-        self.look(lambda gate: gate.grid_card(grid_id), self._fill_grid)
+
+        def read(gate: Gate) -> dict:
+            card = gate.grid_card(grid_id)
+            if self._coverage is not None:
+                card["coverage"] = grid_coverage(self._coverage(), grids_under(gate.con, [grid_id]))
+            return card
+        self.look(read, self._fill_grid)
 
     def _fill_grid(self, card: dict | TwinError) -> None:
         if isinstance(card, TwinError):
@@ -496,7 +579,8 @@ class Inspector(pn.viewable.Viewer):
                  (_("grid worker"), card["worker"] or "—"),
                  (_("worker's phone"), card["worker_phone"] or "—"),
                  _residents_fact(card),
-                 (_("buildings"), format_number(card["buildings"])), (_("cameras"), format_number(card["cameras"]))]
+                 (_("buildings"), format_number(card["buildings"])), (_("cameras"), format_number(card["cameras"])),
+                 (_("patrol coverage today"), coverage_text(card.get("coverage")))]
         cases = grid_cases_html(card["cases"]) if card["may_see_cases"] else ""
         self.card.object = _card(card["name"], facts, subtitle=f"{card['grid_id']} · {level_name(card['level'])}",
                                  tail=cases + party_html(card["party_orgs"], card.get("party"),
@@ -577,7 +661,7 @@ class Inspector(pn.viewable.Viewer):
     def _hide_tables(self) -> None:
         """Put away what the previous card showed: its tables and its case's actions (a card shows only its own)."""
         self.residents.visible = self.cases.visible = self.pager.visible = self.act.visible = False
-        self.unmasking.visible = self.rejecting.visible = False
+        self.unmasking.visible = self.rejecting.visible = self.assigning.visible = False
         self.shown_building_id = None
         self.actions.objects = []
         self.act_message.object = ""
@@ -588,5 +672,5 @@ class Inspector(pn.viewable.Viewer):
             self.show_case(self.case_id)
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(self.card, self.act, self.rejecting, self.act_message, self.details,
+        return pn.Column(self.card, self.act, self.rejecting, self.assigning, self.act_message, self.details,
                          sizing_mode="stretch_width")

@@ -27,10 +27,16 @@ BUILDING_MAGIC = 0x31425754  # "TWB1"
 # Per building: its micro-grid, its residents, its height. Per grid at the chosen level: its cases.
 BUILDING_MEASURES = ("grid", "population", "height")
 GRID_MEASURES = ("open_cases", "overdue_cases", "cases_per_1000")
-COLOUR_MEASURES = ("grid", *GRID_MEASURES, "population", "height")
+# Per micro-grid: the share of its buildings the day's patrols passed (twin.field.patrol).
+COVERAGE_MEASURE = "coverage"
+COLOUR_MEASURES = ("grid", *GRID_MEASURES, COVERAGE_MEASURE, "population", "height")
 MEASURE_TITLES = {"grid": N_("Micro-grid"), "open_cases": N_("Open cases"), "overdue_cases": N_("Overdue cases"),
                   "cases_per_1000": N_("Open cases per 1,000 residents"), "population": N_("Residents"),
-                  "height": N_("Height (m)")}
+                  "height": N_("Height (m)"), COVERAGE_MEASURE: N_("Patrol coverage today")}
+# Coverage classes, low to full (grid-management practice scores 95 % and more as full).
+COVERAGE_CLASSES = ((0.0, CLASSED[0], N_("not patrolled")), (1e-9, CLASSED[4], N_("under 50 %")),
+                    (0.5, CLASSED[3], N_("50-80 %")), (0.8, CLASSED[2], N_("80-95 %")),
+                    (0.95, "#22c55e", N_("full (95 % and more)")))
 OUTSIDE_GRIDS = "#8fa3bf"  # buildings outside every grid
 
 
@@ -330,4 +336,35 @@ def camera_records(cameras: pd.DataFrame, origin: tuple[float, float, float]) ->
                            cameras["heading_deg"].fillna(0), cameras["pitch_deg"].fillna(-20),
                            cameras["fov_deg"].fillna(60), cameras["range_m"].fillna(40),
                            (cameras["status"] == "online").astype(float)])
+    return rec.astype("<f4").tobytes()
+
+
+def coverage_colours(layer: BuildingLayer, coverage: pd.DataFrame) -> tuple[bytes, dict]:
+    """Per-building RGB (n x 3 uint8) painting each micro-grid in the class of its patrol coverage, and the legend.
+
+    Parameters
+    ----------
+    coverage : DataFrame
+        :func:`twin.field.patrol.patrol_coverage`: ``grid_id`` and ``share`` (0-1) per micro-grid.
+    """
+    bounds = np.array([c[0] for c in COVERAGE_CLASSES])
+    share = dict(zip(coverage["grid_id"], coverage["share"]))
+    values = np.array([share.get(g, np.nan) for g in layer.grid_id], dtype=np.float64)
+    idx = np.where(np.isnan(values), -1, np.searchsorted(bounds, np.nan_to_num(values), side="right") - 1)
+    palette = _hex_rgb([c[1] for c in COVERAGE_CLASSES] + [OUTSIDE_GRIDS])
+    legend = {"title": MEASURE_TITLES[COVERAGE_MEASURE],
+              "items": [[colour, text] for _, colour, text in reversed(COVERAGE_CLASSES)]
+              + [[OUTSIDE_GRIDS, N_("outside any grid")]]}
+    return palette[idx].tobytes(), legend
+
+
+def worker_records(workers: pd.DataFrame, origin: tuple[float, float, float]) -> bytes:
+    """Float32 records (x, y, z, open load) per grid worker on patrol, relative to the origin, on the ground.
+
+    ``workers`` is :func:`twin.field.patrol.field_workers`: ``x``, ``y`` (district CRS) and ``open_load``.
+    """
+    if len(workers) == 0:
+        return b""
+    rec = np.column_stack([workers["x"] - origin[0], workers["y"] - origin[1], np.full(len(workers), 1.5),
+                           workers["open_load"]])
     return rec.astype("<f4").tobytes()

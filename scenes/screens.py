@@ -28,17 +28,19 @@ from scenes.framing import frame_view
 from scenes.i18n import (N_, _, case_kind_name, current_lang, error_text, level_name, role_name, status_name,
                          translated_legend)
 from scenes.inspector import Inspector
+from scenes.layers import (COLOUR_MEASURES, COVERAGE_MEASURE, GRID_MEASURES, case_markers, case_update_records,
+                           grid_labels, grid_segments, worker_records)
 from scenes.loopfigures import LoopFigures
-from scenes.layers import COLOUR_MEASURES, GRID_MEASURES, case_markers, case_update_records, grid_labels, grid_segments
 from scenes.party import PartyLayer
 from scenes.planner import GridEditor, save_through_writer
-from scenes.shared import READS, REFRESH_S, SharedDistrict
+from scenes.shared import READS, REFRESH_S, WORKERS_REFRESH_S, SharedDistrict
 from scenes.theme import CSS
 from scenes.ticker import CaseTicker
 from scenes.view3d import DistrictView
 from twin.access.access import Principal
 from twin.cases.cases import CASE_STATUSES, OPEN_STATUSES
 from twin.errors import TwinError
+from twin.field.patrol import of_grids
 from twin.access.policy import Gate
 from twin.store.queries import grid_boundaries, key_figures
 from twin.store.schema import GRID_LEVELS
@@ -54,7 +56,8 @@ TICKER_SIZE = 8
 LIVE_POLL_MS = 250  # how often a session looks for committed case changes
 T = TypeVar("T")
 MEASURE_LABELS = {"grid": N_("grid"), "open_cases": N_("open cases"), "overdue_cases": N_("overdue"),
-                  "cases_per_1000": N_("per 1,000"), "population": N_("population"), "height": N_("height")}
+                  "cases_per_1000": N_("per 1,000"), COVERAGE_MEASURE: N_("patrol coverage"),
+                  "population": N_("population"), "height": N_("height")}
 LANG_SWITCH = (("zh", "中文"), ("en", "English"))  # each named in its own language
 # Side panels take a share of the screen's width between these bounds: the 3D view keeps the rest at
 # 1280 px and a wall screen's 3840 px alike (Panel's fixed widths would push controls off a small screen).
@@ -116,7 +119,7 @@ class DistrictApp(pn.viewable.Viewer):
         if self._my_grids is not None:
             self.figures.refresh(mine=key_figures(con, grids=self._my_grids))
         self.grid_table = GridTable(shared.grid_table, level=self.level)
-        self.inspector = Inspector(self.gate, writer=writer, off_loop=shared.off_loop)
+        self.inspector = Inspector(self.gate, writer=writer, off_loop=shared.off_loop, coverage=shared.coverage)
         self.drilldown = DrillDown(self.inspector.look, lambda: dict(zip(self.grid_table.value["grid_id"],
                                                                           self.grid_table.value["name"])),
                                    lambda: dict(zip(self.loop.value["departments"]["department_id"],
@@ -136,6 +139,11 @@ class DistrictApp(pn.viewable.Viewer):
         self._poll = None
         self._figures_task: asyncio.Future | None = None
         self._figures_ready: tuple | None = None
+        # Operators see their grids' workers on patrol, with their open load (refreshed every WORKERS_REFRESH_S).
+        self._sees_workers = self.gate.may("positions")
+        self._workers_at = -WORKERS_REFRESH_S
+        self._workers_task: asyncio.Future | None = None
+        self._worker_names: list[str] = []
         self._show_colours(shared.colours(self.colour_by, level=self.level))  # the first frame's, at once
         self._show_grids(*grid_boundaries(con, level=self.level))
         self.search_box = pn.widgets.TextInput(placeholder=_("Search address, building or case id"), width=260,
@@ -225,6 +233,29 @@ class DistrictApp(pn.viewable.Viewer):
         if self._figures_task is None and self._figures_due():
             self._figures_task = asyncio.get_running_loop().run_in_executor(READS, self._live_figures)
             self._figures_task.add_done_callback(self._figures_computed)
+        workers_due = time.monotonic() - self._workers_at > WORKERS_REFRESH_S
+        if self._sees_workers and self._workers_task is None and workers_due:
+            self._workers_at = time.monotonic()
+            self._workers_task = asyncio.get_running_loop().run_in_executor(READS, self._read_workers)
+        elif self._workers_task is not None and self._workers_task.done():
+            task, self._workers_task = self._workers_task, None
+            if task.exception() is None:
+                self.show_workers(task.result())
+            else:
+                log.error("the workers' positions failed", exc_info=task.exception())
+
+    def _read_workers(self) -> pd.DataFrame:
+        """The workers on patrol of this operator's grids (on a reader thread)."""
+        found = self.shared.field_workers()
+        return found if self._my_grids is None else of_grids(found, self._my_grids)
+
+    def show_workers(self, workers: pd.DataFrame) -> None:
+        """Draw the grid workers on patrol at their last positions, with their open load."""
+        names = workers["worker"].tolist()
+        records = worker_records(workers, self.layer.origin)
+        if names != self._worker_names or records != self.view.workers:
+            self._worker_names = names
+            self.view.param.update(workers=records, worker_names=names)
 
     def _figures_computed(self, task: asyncio.Future) -> None:
         self._figures_task = None
@@ -241,7 +272,8 @@ class DistrictApp(pn.viewable.Viewer):
 
     def _live_figures(self) -> tuple[dict, pd.DataFrame, tuple | None, dict | None, tuple[str, dict]]:
         measure, level = self.colour_by, self.level
-        colours = (measure, level, self.shared.colours(measure, level=level)) if measure in GRID_MEASURES else None
+        colours = ((measure, level, self.shared.colours(measure, level=level))
+                   if measure in GRID_MEASURES or measure == COVERAGE_MEASURE else None)
         mine = None if self._my_grids is None else key_figures(self.shared.cursors(), grids=self._my_grids)
         loop_level = self.loop.level
         return (self.shared.key_figures(), self.shared.grid_table(self.grid_table.level), colours, mine,
@@ -371,6 +403,9 @@ class DistrictApp(pn.viewable.Viewer):
             self.inspector.show_camera(str(self._cameras["camera_id"].iloc[index]))
         elif kind == "party":
             self.party.picked(index)
+        elif kind == "worker" and 0 <= index < len(self._worker_names):
+            self.view.selected = -1
+            self.inspector.show_worker(self._worker_names[index])
         else:
             self.select_building(-1)
 
@@ -552,3 +587,12 @@ class SignedOut(pn.viewable.Viewer):
                    "district's admin.")
         return pn.pane.HTML("<div class='twin-card'><div class='twin-title'>" + _("Signed out") +
                             f"</div><p>{reason}</p></div>", stylesheets=[CSS])
+
+
+class FieldWorkerElsewhere(pn.viewable.Viewer):
+    """What a grid worker gets at ``/app``: their page is the phone's, at ``/worker``."""
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.pane.HTML("<div class='twin-card'><div class='twin-title'>" + _("Grid worker") + "</div><p>"
+                            + _("Grid workers work on the phone page: <a href='/worker'>open it</a>.") + "</p></div>",
+                            stylesheets=[CSS])

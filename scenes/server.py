@@ -28,9 +28,10 @@ from tornado.web import RequestHandler
 
 from scenes.auth import Remembered, SignIns, StoreAuthProvider, session_principal
 from scenes.evaluate import evaluation_routes
+from scenes.field import FieldDesk, field_routes
 from scenes.i18n import choose_lang, translations, use
 from scenes.reconnect import StoreUnreachable, reconnect_when_lost
-from scenes.screens import DistrictApp, SignedOut
+from scenes.screens import DistrictApp, FieldWorkerElsewhere, SignedOut
 from scenes.shared import READS, Cursors, OffLoop, SharedDistrict
 from scenes.theme import PAGE_CSS
 from scenes.tileserve import tile_routes, tiled_view
@@ -43,6 +44,7 @@ from twin.cases.evaluations import TOKEN_PATH
 from twin.cases.live import CaseFeed, IntakeWriter, Written, follow_other_processes
 from twin.cases.open311 import (Open311Error, decode_form, discovery, find_requests, service_definition, services,
                                 to_xml)
+from twin.field.patrol import purge_positions
 from twin.store.clock import store_timezone
 from twin.store.control import Command, ControlChannel
 from twin.store.notices import Listener
@@ -140,6 +142,38 @@ class KeyUseWriter:
         self._stop.set()
         self._thread.join()
         self.flush()
+
+
+RETENTION_EVERY_S = 3600.0  # positions past their keeping are looked for this often (and at start)
+
+
+class Retention:
+    """Deletes patrol positions older than they are kept (:func:`twin.field.patrol.purge_positions`, audited)
+    through the writer, at start and every ``period_s``, from a thread of its own."""
+
+    def __init__(self, writer: IntakeWriter, *, period_s: float = RETENTION_EVERY_S) -> None:
+        self._writer = writer
+        self._period_s = period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="twin-retention", daemon=True)
+        self._thread.start()
+
+    def purge(self) -> dict | None:
+        try:
+            return self._writer.submit(lambda con: Written(purge_positions(con))).result()
+        except Exception:
+            log.exception("old patrol positions were not deleted (tried again in %.0f s)", self._period_s)
+            return None
+
+    def _run(self) -> None:
+        while True:
+            self.purge()
+            if self._stop.wait(self._period_s):
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class _Intake(RequestHandler):
@@ -486,6 +520,9 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
             use(choose_lang(asked.get("set_lang") or asked.get("lang"), None))
             writer.audit(actor=pn.state.user or "?", action="session.refused", source=None)
             return SignedOut()
+        if principal.role == "worker":  # their page is the phone's, at /worker
+            use(choose_lang(asked.get("lang"), None))
+            return FieldWorkerElsewhere()
         con = sessions.cursor()
         if asked.get("set_lang") in LANGS:  # the header's switch: kept as the user's preference (not awaited:
             # this page speaks it already, and the event loop does not wait on the writer)
@@ -526,13 +563,16 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     control = ControlChannel(db, commands or {}, execute=execute)
     key_use = KeyUseWriter(KeyUse(store_timezone(store.con)), writer)
     sweeper = EvaluationSweeper(writer)
+    retention = Retention(writer)
+    field = field_routes(FieldDesk(cursors=shared.cursors, writer=writer, signins=signins, refusals=shared.refusals,
+                                   crs=store.district.crs))
     try:
         pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
                  title="District twin", extra_patterns=intake_routes(store, writer, cursors=shared.cursors,
                                                                      refusals=shared.refusals, intake_rate=intake_rate,
                                                                      public_rate=public_rate, clients=clients,
                                                                      key_use=key_use.key_use)
-                 + evaluation_routes(shared.cursors, writer) + tile_patterns,
+                 + evaluation_routes(shared.cursors, writer) + tile_patterns + field,
                  cookie_secret=cookie_secret or secrets.token_urlsafe(32),
                  websocket_max_message_size=MAX_WS_MESSAGE_BYTES,
                  http_server_kwargs={"max_body_size": MAX_HTTP_BODY_BYTES, "xheaders": behind_proxy}, **sign_in)
@@ -542,6 +582,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         control.close()
         sweeper.close()
         key_use.close()
+        retention.close()
         for listener in listeners:
             listener.close()
         writer.close()

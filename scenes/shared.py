@@ -34,18 +34,21 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from scenes.layers import (GRID_MEASURES, BuildingLayer, basemap_layer, building_colours, building_layer,
-                           camera_records, grid_measure_colours, model_layer)
+from scenes.layers import (COVERAGE_MEASURE, GRID_MEASURES, BuildingLayer, basemap_layer, building_colours,
+                           building_layer, camera_records, coverage_colours, grid_measure_colours, model_layer)
 from twin.access.access import audit
 from twin.access.policy import Gate, Refusals
 from twin.cases.live import CaseFeed, IntakeWriter, Written
 from twin.errors import TwinError
+from twin.field.patrol import field_workers, patrol_coverage
 from twin.geo.basemap import load_basemap
 from twin.cases.duties import department_figures
 from twin.cases.evaluations import satisfaction
 from twin.store.queries import district_totals, grid_table, grid_tree, key_figures, micro_figures
 
 REFRESH_S = 1.0  # live figures are at most this old
+WORKERS_REFRESH_S = 5.0  # the grid workers' positions on the operators' maps are at most this old
+COVERAGE_REFRESH_S = 60.0  # the day's patrol coverage is at most this old
 # The threads that read the store for the event loop (DuckDB runs a query without the GIL, so a few help).
 READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="twin-read")
 T = TypeVar("T")
@@ -150,8 +153,10 @@ class SharedDistrict:
     def _con(self) -> duckdb.DuckDBPyConnection:
         return self.cursors()  # the asking thread's own cursor
 
-    def _fresh(self, key: tuple, compute: Callable[[], object], *, live: bool) -> object:
-        """A memoised value; a ``live`` one is recomputed once the feed moved (sessions ask once per ``REFRESH_S``).
+    def _fresh(self, key: tuple, compute: Callable[[], object], *, live: bool,
+               max_age_s: float | None = None) -> object:
+        """A memoised value; a ``live`` one is recomputed once the feed moved (sessions ask once per ``REFRESH_S``),
+        one with ``max_age_s`` once it is that old (what the case feed does not announce: patrol positions).
 
         Each value has its own lock: a session asking for one never waits for another being computed.
         """
@@ -160,7 +165,8 @@ class SharedDistrict:
         with key_lock:
             version = self.feed.version
             hit = self._memo.get(key)
-            if hit is None or (live and hit[0] != version):
+            if hit is None or (live and hit[0] != version) or (
+                    max_age_s is not None and time.monotonic() - hit[1] > max_age_s):
                 hit = self._memo[key] = (version, time.monotonic(), compute())
             return hit[2]
 
@@ -190,8 +196,21 @@ class SharedDistrict:
         if measure in GRID_MEASURES:
             return self._fresh(("colours", measure, level), lambda: grid_measure_colours(
                 self.layer, self.grid_table(level), self._tree, level=level, measure=measure), live=True)
+        if measure == COVERAGE_MEASURE:
+            return self._fresh(("colours", measure), lambda: coverage_colours(self.layer, self.coverage()),
+                               live=False, max_age_s=COVERAGE_REFRESH_S)
         return self._fresh(("colours", measure), lambda: building_colours(self._con, self.layer, measure=measure),
                            live=False)
+
+    def coverage(self) -> pd.DataFrame:
+        """Each micro-grid's patrol coverage today (:func:`twin.field.patrol.patrol_coverage`), at most a minute old."""
+        return self._fresh(("coverage",), lambda: patrol_coverage(self._con), live=False,
+                           max_age_s=COVERAGE_REFRESH_S)
+
+    def field_workers(self) -> pd.DataFrame:
+        """Every grid worker on patrol at their last position, with their open load
+        (:func:`twin.field.patrol.field_workers`), at most ``WORKERS_REFRESH_S`` old; sessions keep their own."""
+        return self._fresh(("workers",), lambda: field_workers(self._con), live=False, max_age_s=WORKERS_REFRESH_S)
 
     def key_figures(self) -> dict:
         """The leader's key figures (see :func:`twin.store.queries.key_figures`)."""

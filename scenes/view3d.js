@@ -821,6 +821,7 @@ export function render({ model, el }) {
       ctx.arc(caseScreen.x[slot], caseScreen.y[slot], CASE_RADIUS_PX + 3 + 12 * phase, 0, 2 * Math.PI);
       ctx.stroke();
     }
+    drawWorkers(ctx, project, w, h);
     if (visible && state.pendingDrawn.length) { // when each new marker was first drawn, for tests and the bench
       probe.twinCaseDrawn = probe.twinCaseDrawn || {};
       for (const id of state.pendingDrawn) if (!(id in probe.twinCaseDrawn)) probe.twinCaseDrawn[id] = now;
@@ -828,6 +829,34 @@ export function render({ model, el }) {
     }
     clearTimeout(pulseTimer);
     pulseTimer = pulsing && visible ? setTimeout(queueCases, 100) : 0;
+  }
+
+  // Grid workers on patrol (the operator's screen): a square at their last position with their open load in it,
+  // above the case dots; a few hundred at most, drawn with the canvas's own calls.
+  const WORKER_HALF_PX = 8;
+  const workerScreen = { x: new Float32Array(0), y: new Float32Array(0), n: 0 };
+  function drawWorkers(ctx, project, w, h) {
+    const rec = floatBuffer(model.workers), n = rec.length / 4;
+    if (workerScreen.x.length < n) { workerScreen.x = new Float32Array(n); workerScreen.y = new Float32Array(n); }
+    workerScreen.n = n;
+    let drawn = 0;
+    ctx.font = `bold 11px ${getComputedStyle(container).fontFamily || "sans-serif"}`;
+    ctx.textAlign = "center";
+    ctx.textBaseline = "middle";
+    for (let i = 0; i < n; i++) {
+      workerScreen.x[i] = NaN;
+      const p = state.firstFrame ? project(rec[4 * i], rec[4 * i + 1], rec[4 * i + 2]) : null;
+      if (!p || p[0] < -10 || p[1] < -10 || p[0] > w + 10 || p[1] > h + 10) continue;
+      workerScreen.x[i] = p[0]; workerScreen.y[i] = p[1];
+      const s = WORKER_HALF_PX;
+      ctx.fillStyle = "#f8fafc"; ctx.strokeStyle = "#0e7490"; ctx.lineWidth = 2.5;
+      ctx.fillRect(p[0] - s, p[1] - s, 2 * s, 2 * s);
+      ctx.strokeRect(p[0] - s, p[1] - s, 2 * s, 2 * s);
+      ctx.fillStyle = "#0f1724";
+      ctx.fillText(String(Math.round(rec[4 * i + 3])), p[0], p[1] + 0.5);
+      drawn += 1;
+    }
+    probe.twinWorkersDrawn = drawn;
   }
 
   // Far away, the 3D cameras and cones are below a pixel: each camera is stamped as a small fan pointing
@@ -1100,8 +1129,13 @@ export function render({ model, el }) {
       `<div><span style="display:inline-block;width:10px;height:0;border-top:3px solid rgb(${PARTY_OUTLINE.map(
         (c) => Math.round(255 * c))});margin-right:6px;vertical-align:middle"></span>` +
       `${covers}</div></div>`;
-    markerLegend.innerHTML = cases + cams + party;
-    markerLegend.style.display = cases || cams || party ? "block" : "none";
+    const workersTitle = _("Grid workers on patrol"), load = _("number: their open cases");
+    const workers = !(model.worker_names || []).length ? "" :
+      `<div style="font-weight:600;margin:4px 0 2px">${workersTitle}</div><div>` +
+      `<span style="display:inline-block;width:10px;height:10px;margin-right:6px;vertical-align:middle;` +
+      `background:#f8fafc;border:2px solid #0e7490"></span>${load}</div>`;
+    markerLegend.innerHTML = cases + cams + party + workers;
+    markerLegend.style.display = cases || cams || party || workers ? "block" : "none";
   }
 
   function drawLegend() {
@@ -1306,6 +1340,8 @@ export function render({ model, el }) {
     // dots lie on top of everything
     const c = model.show_cases !== false ? nearestOnScreen(caseScreen, CASE_RADIUS_PX + 3, clientX, clientY) : -1;
     if (c >= 0) hit = { kind: "case", index: c };
+    const worker = nearestOnScreen(workerScreen, WORKER_HALF_PX + 2, clientX, clientY);
+    if (worker >= 0) hit = { kind: "worker", index: worker };
     if (!hit && d[2] < 0) {  // open ground: where the ray meets z = 0, for the grid there
       const t = -o[2] / d[2];
       hit = { kind: "ground", index: -1, x: o[0] + t * d[0], y: o[1] + t * d[1] };
@@ -1382,6 +1418,8 @@ export function render({ model, el }) {
   model.on("cases", loadCases);
   model.on("case_updates", applyCaseUpdates);
   model.on("cameras", loadCameras);
+  model.on("workers", queueCases);
+  model.on("worker_names", drawMarkerLegend);
   model.on("basemap", loadBasemap);
   model.on("show_cameras", () => { applyLayerVisibility(); drawMarkerLegend(); });
   model.on("show_cases", () => { applyLayerVisibility(); drawMarkerLegend(); });

@@ -44,6 +44,9 @@ class DistrictView(JSComponent):
                                                 "case its slot, x, y, z, status (-1 hides) and fresh flag, then "
                                                 "the case ids; a slot past the end adds a marker")
     cameras = param.Bytes(default=b"", doc="float32 (x, y, z, heading, pitch, fov, range, online) per camera")
+    workers = param.Bytes(default=b"", doc="float32 (x, y, z, open load) per grid worker on patrol "
+                                           "(scenes.layers.worker_records); the operator's screen only")
+    worker_names = param.List(default=[], doc="The workers of ``workers``, in order (their markers' tooltips)")
     show_cameras = param.Boolean(default=True)
     show_cases = param.Boolean(default=True)
     party = param.List(default=[], doc="[text, x, y, z, kind] per party organisation: its mark above what it covers "
@@ -63,7 +66,8 @@ class DistrictView(JSComponent):
 
     # Set by the browser.
     ready = param.Boolean(default=False, doc="The first frame is drawn")
-    pick = param.Dict(default={}, doc="{'kind': 'building'|'case'|'camera'|'party'|'ground'|'none', 'index': int, "
+    pick = param.Dict(default={}, doc="{'kind': 'building'|'case'|'camera'|'party'|'worker'|'ground'|'none', "
+                                      "'index': int, "
                                       "'seq': int, 'element': int (a model's element, -1 for an LOD1 block), "
                                       "'x', 'y': where a 'ground' click meets z = 0 (relative to the origin)}")
     hovered = param.Integer(default=-1, doc="Building index under the pointer")

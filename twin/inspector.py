@@ -124,7 +124,10 @@ def case_card(con: duckdb.DuckDBPyConnection, case_id: str) -> dict:
     card["next_statuses"] = next_statuses(card["status"])
     detections = recent_detections(con, case_id=case_id, limit=20)
     card["detections"] = len(detections)
-    card["photos"] = list(dict.fromkeys([u for u in [card["media_url"], *detections["snapshot_url"]] if u]))
+    # The grid worker's photos (twin.field), served to whoever may see the case (scenes.field).
+    taken = [f"/api/field/photos/{p}" for p, in con.execute(
+        'SELECT photo_id FROM case_photos WHERE case_id = ? ORDER BY "at", photo_id', [case_id]).fetchall()]
+    card["photos"] = list(dict.fromkeys([u for u in [card["media_url"], *taken, *detections["snapshot_url"]] if u]))
     late = _now(con) - pd.Timestamp(card["due_at"]) if card["due_at"] is not None else None
     card["overdue_h"] = (late.total_seconds() / 3600 if card["status"] in OPEN_STATUSES and late is not None
                          and late > pd.Timedelta(0) else None)

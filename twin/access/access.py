@@ -142,6 +142,12 @@ def _known_grids(con: duckdb.DuckDBPyConnection, grids: list[str], *, role: str)
     if role in GRID_BOUND_ROLES and not grids:
         raise InputError(f"a user of role {role} is bound to grids: give --grids G1,G2 (their residents and cases "
                          "only).")
+    if role == "worker":
+        coarser = [g for g, in con.execute("SELECT grid_id FROM grids WHERE valid_to IS NULL AND level <> 'micro' "
+                                           "AND grid_id IN (SELECT unnest(?)) ORDER BY grid_id", [grids]).fetchall()]
+        if coarser:
+            raise InputError("a grid worker is bound to micro-grids: give --grids M1,M2 with micro-grid ids"
+                             f" ({', '.join(coarser)} is not one).")
     return grids
 
 

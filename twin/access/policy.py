@@ -10,6 +10,10 @@ The rules, all here:
   phones masked. Unmasking one resident needs a stated reason and is audited.
   Every page of residents shown or exported is audited.
 - **planner**: grids and buildings with head counts; no residents, no case records.
+- **worker** (a grid worker, bound to micro-grids): on the phone page (:mod:`twin.field`), the cases given
+  to them and those of their micro-grids, the steps of the field loop on them (:meth:`Gate.field_case`), the
+  residents of their micro-grids masked as an operator sees them. Their positions on patrol are seen by
+  the operators of their grids (``positions``), who may give a case to another worker (``act``).
 - **admin**: users, API keys and the audit trail; no residents, no case records. The admin's
   commands on users and keys (:mod:`twin.access.commands`) are checked here too (:meth:`Gate.command`).
 - **worker** (网格员, bound to micro-grids): as an operator, the residents (masked) and cases of their grids,
@@ -60,10 +64,10 @@ log = logging.getLogger(__name__)
 #: What each role may read besides aggregates and buildings.
 RIGHTS: dict[str, frozenset[str]] = {
     "leader": frozenset({"cases", "cameras"}),
-    "operator": frozenset({"cases", "cameras", "residents", "act"}),
+    "operator": frozenset({"cases", "cameras", "residents", "act", "positions"}),
     "planner": frozenset({"grids"}),
     "admin": frozenset({"users", "audit"}),
-    "worker": frozenset({"cases", "cameras", "residents", "act"}),
+    "worker": frozenset({"cases", "cameras", "residents", "act", "field"}),
     "department": frozenset({"cases", "act"}),
     PUBLIC_ROLE: frozenset({"public cases"}),
 }
@@ -299,10 +303,85 @@ class Gate:
         self._require("cases", N_("case records"), case_id)
         card = inspector.case_card(self.con, case_id)
         self._require_case(case_id, card["grid_id"], card["department"], card["assigned_worker"])
-        card["description"] = mask_text(card["description"])
-        card["history"]["note"] = card["history"]["note"].map(mask_text)
         card["next_statuses"] = self.steps(card["status"], department=card["department"])
-        return card
+        return _masked(card)
+
+    # -- the grid worker's field -------------------------------------------------
+    def check_field(self) -> None:
+        """Raise :class:`AccessError` (audited) unless the principal is a grid worker (the phone page's role)."""
+        self._require("field", N_("the grid worker's page"))
+
+    def field_cases_filter(self) -> tuple[str, list]:
+        """An SQL condition on ``cases`` (with its parameters) keeping a worker's: given to them, or in their
+        micro-grids. Refused (and audited) for any other role."""
+        self.check_field()
+        return "(assigned_worker = ? OR grid_id IN (SELECT unnest(?)))", [self.principal.username,
+                                                                          sorted(self.scope or ())]
+
+    def field_case(self, case_id: str, *, act: bool = False) -> dict:
+        """A case's ``status``, ``grid_id`` and ``assigned_worker``, when the worker may see it (given to them, or in
+        their micro-grids) or, with ``act``, take a step on it (given to them, or in their micro-grids and given
+        to no one else).
+
+        Raises
+        ------
+        AccessError
+            For any role but worker, or a case that is not theirs (audited as ``access.refused``).
+        InputError
+            When there is no such case.
+        """
+        self._require("field", N_("the grid worker's page"), case_id)
+        row = self.con.execute("SELECT status, grid_id, assigned_worker FROM cases WHERE case_id = ?",
+                               [case_id]).fetchone()
+        if row is None:
+            raise InputError(N_("no case {case_id!r} in the store"), case_id=case_id)
+        status, grid_id, assigned = row
+        me = self.principal.username
+        if assigned != me and not (self.in_scope(grid_id) and (not act or assigned is None)):
+            reason = (N_("case {case_id} is given to {worker}, not to {user}; ask the operator to give it to you.")
+                      if assigned else
+                      N_("case {case_id} is in micro-grid {grid_id}, outside {user}'s micro-grids ({grids})."))
+            self._refuse(f"case {case_id}", case_id, AccessError(reason, case_id=case_id, worker=assigned,
+                                                                 grid_id=grid_id, user=me,
+                                                                 grids=", ".join(self.principal.grids)))
+        return {"case_id": case_id, "status": status, "grid_id": grid_id, "assigned_worker": assigned}
+
+    def field_case_card(self, case_id: str) -> dict:
+        """:meth:`case_card` for a worker's case (:meth:`field_case`): one given to them may lie outside their
+        micro-grids."""
+        self.field_case(case_id)
+        return _masked(inspector.case_card(self.con, case_id))
+
+    def check_case(self, case_id: str) -> None:
+        """Raise :class:`AccessError` (audited) unless the principal may see ``case_id``'s record and photos: a
+        worker their cases (:meth:`field_case`), other roles with case records those of their grids."""
+        if self.may("field"):
+            self.field_case(case_id)
+            return
+        self._require("cases", N_("case records"), case_id)
+        row = self.con.execute("SELECT grid_id FROM cases WHERE case_id = ?", [case_id]).fetchone()
+        if row is None:
+            raise InputError(N_("no case {case_id!r} in the store"), case_id=case_id)
+        self._require_grid(row[0], N_("case"), case_id)
+
+    def check_positions(self) -> None:
+        """Raise :class:`AccessError` (audited) unless the principal may see grid workers' positions on patrol."""
+        self._require("positions", N_("the grid workers' positions"))
+
+    def check_worker(self, worker: str) -> tuple[str, ...]:
+        """The micro-grids of the grid worker ``worker``, when the principal may see their position and load (an
+        operator of one of those grids); else :class:`AccessError` (audited)."""
+        self.check_positions()
+        row = self.con.execute("SELECT grids FROM users WHERE username = ? AND role = 'worker'", [worker]).fetchone()
+        if row is None:
+            raise InputError(N_("{worker!r} is no enabled grid worker; pick one from the list of workers."),
+                             worker=worker)
+        grids = tuple(row[0])
+        if not any(self.in_scope(g) for g in grids):
+            self._refuse(f"worker {worker}", worker, AccessError(
+                N_("grid worker {worker} works in {grids}, outside {user}'s grids."), worker=worker,
+                grids=", ".join(grids), user=self.principal.username))
+        return grids
 
     def sees_case(self, grid_id: str | None, department: str | None, assigned_worker: str | None) -> bool:
         """Whether the principal's role and binding reach a case (of ``grid_id``, dispatched to ``department``,
@@ -534,6 +613,13 @@ class Gate:
         where filled in, when the principal may manage users; a refused access otherwise."""
         self._require("users", "the users and keys", name)
         return {**args, "actor": self.principal.username, "source": self.principal.source}
+
+
+def _masked(card: dict) -> dict:
+    """A case card with the phone and ID numbers in its description and history masked."""
+    card["description"] = mask_text(card["description"])
+    card["history"]["note"] = card["history"]["note"].map(mask_text)
+    return card
 
 
 MAX_TRAIL_ROWS = 100_000  # rows of the trail one read (or CSV export) gives

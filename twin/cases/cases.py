@@ -191,7 +191,8 @@ def assign_worker(con: duckdb.DuckDBPyConnection, case_id: str, worker: str, *, 
     Returns
     -------
     dict
-        ``case_id``, ``worker``, ``previous`` (the worker before, or None), ``at``, ``status``.
+        ``case_id``, ``worker`` (also ``to_worker``), ``previous`` (the worker before, or None; also
+        ``from_worker``), ``at``, ``status``, ``actor``, ``reason``.
 
     Raises
     ------
@@ -206,13 +207,15 @@ def assign_worker(con: duckdb.DuckDBPyConnection, case_id: str, worker: str, *, 
     if row is None:
         raise InputError(N_("no case {case_id!r} in the store"), case_id=case_id)
     status, previous = row
-    if status not in OPEN_STATUSES:
-        raise InputError(N_("case {case_id} is {status!r}: only an open case can go to another worker."),
-                         case_id=case_id, status=status)
+    if status not in OPEN_STATUSES or status == "handed_up":
+        raise InputError(N_("case {case_id} is {status!r}: only a case a worker still owes work on can go to "
+                            "another worker."), case_id=case_id, status=status)
     user = con.execute("SELECT role, disabled FROM users WHERE username = ?", [worker]).fetchone()
     if user is None or user[0] != "worker" or user[1]:
         raise InputError(N_("case {case_id}: {worker!r} is not an enabled grid worker (a user of role worker); "
                             "twin users list shows them."), case_id=case_id, worker=worker)
+    if worker == previous:
+        raise InputError(N_("case {case_id} is {worker}'s already."), case_id=case_id, worker=worker)
     at = store_now(con)
     note = f"reassigned from {previous or '-'} to {worker}: {reason}"
     con.execute("UPDATE cases SET assigned_worker = ?, updated_at = ? WHERE case_id = ?", [worker, at, case_id])
@@ -220,7 +223,8 @@ def assign_worker(con: duckdb.DuckDBPyConnection, case_id: str, worker: str, *, 
                 "VALUES (?, ?, ?, ?, ?, ?)", [case_id, at, status, status, actor, note])
     audit(con, actor=actor, action="case.assign", target=case_id, source=source,
           detail={"worker": worker, "previous": previous, "reason": reason})
-    return {"case_id": case_id, "worker": worker, "previous": previous, "at": at, "status": status}
+    return {"case_id": case_id, "worker": worker, "previous": previous, "at": at, "status": status,
+            "from_worker": previous, "to_worker": worker, "actor": actor, "reason": reason}
 
 
 BUILDING_MATCH_M = 30.0  # a point outside every footprint goes to the nearest building this close

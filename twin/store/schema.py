@@ -16,7 +16,8 @@ SCHEMA_VERSION = 14  # 2 added elements (BIM parts), 3 api_keys, 4 detections an
 # grids.worker_phone; 10 key_use (requests per API key and day); 11 buildings.residents (head counts
 # where residents are counted, not listed); 12 the field loop's core: cases.assigned_worker, cases.department and
 # cases.deadline, users.department, the departments, their duties list, residents' evaluations and the one-use
-# tokens that ask for them; 13 (kept for the field workers' work); 14 party_orgs.kind, parent_id and
+# tokens that ask for them; 13 the grid workers' field tables: case_photos, patrol_shifts, patrol_checkins,
+# field_actions; 14 party_orgs.kind, parent_id and
 # secretary, party_reports (party members reporting to a grid, 报到) and party_services (their service records);
 # older stores are upgraded in place
 
@@ -238,6 +239,45 @@ TABLES: dict[str, str] = {
         issued_at TIMESTAMP NOT NULL,
         expires_at TIMESTAMP,               -- 7 days after the question is asked (the case resolved); NULL before
         used_at TIMESTAMP""",
+    # The grid workers' field loop (twin.field): photos of cases, patrol, and the phone's actions applied once.
+    "case_photos": """
+        photo_id VARCHAR PRIMARY KEY,
+        case_id VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,           -- one of PHOTO_KINDS: before or after the work
+        sha256 VARCHAR NOT NULL,         -- of the stored bytes (re-encoded, no metadata)
+        original_sha256 VARCHAR NOT NULL,  -- of the bytes the phone sent
+        media_type VARCHAR NOT NULL,     -- image/jpeg, image/png, image/webp
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        size INTEGER NOT NULL,           -- bytes stored
+        image BLOB NOT NULL,
+        taken_by VARCHAR NOT NULL,       -- the worker's user name
+        "at" TIMESTAMP NOT NULL""",
+    "patrol_shifts": """
+        worker VARCHAR NOT NULL,         -- the worker's user name
+        started_at TIMESTAMP NOT NULL,
+        ended_at TIMESTAMP,              -- NULL: on patrol now
+        PRIMARY KEY (worker, started_at)""",
+    "patrol_checkins": """
+        -- the phone's idempotency key: a check-in sent twice is kept once (looked up near its time: no index,
+        -- which would cost memory for every position of 30 days; the time's zone maps find it)
+        key VARCHAR NOT NULL,
+        worker VARCHAR NOT NULL,
+        x DOUBLE NOT NULL,               -- district CRS, metres
+        y DOUBLE NOT NULL,
+        accuracy_m DOUBLE,               -- as the phone reported it
+        grid_id VARCHAR NOT NULL,        -- the micro-grid the position is in
+        -- kept PATROL_KEEP_DAYS (twin.field.patrol), then deleted (and the deletion audited)
+        "at" TIMESTAMP NOT NULL""",
+    "field_actions": """
+        key VARCHAR PRIMARY KEY,         -- the phone's idempotency key
+        worker VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,           -- step, photo, patrol
+        case_id VARCHAR,
+        "at" TIMESTAMP NOT NULL,
+        request VARCHAR NOT NULL,        -- JSON of what was asked (a key sent again with another request is refused)
+        -- JSON of the answer, given again to a replay
+        result VARCHAR NOT NULL""",
     "party_orgs": """
         org_id VARCHAR PRIMARY KEY,
         name VARCHAR NOT NULL,
@@ -278,6 +318,7 @@ INDEXES: dict[str, str] = {
     "grid_changes_grid": "grid_changes (grid_id)",
     "evaluations_case": "evaluations (case_id)",
     "evaluation_tokens_case": "evaluation_tokens (case_id)",
+    "case_photos_case": "case_photos (case_id)",
 }
 
 # Indexes older stores have and this version drops. DuckDB 1.5.5's spatial R-tree breaks on an UPDATE of

@@ -1,0 +1,23 @@
+"""The demo's grid workers: accounts for a handful of micro-grids, and a day of patrols that cover them unevenly."""
+
+from __future__ import annotations
+
+from twin.access.access import verify_audit
+from twin.field.patrol import patrol_coverage
+from twin.store.store import Store
+
+
+def test_the_demo_has_worker_accounts_and_their_patrols_of_the_demo_day(small_demo):
+    with Store(small_demo, read_only=True) as store:
+        con = store.con
+        workers = dict(con.execute("SELECT username, grids[1] FROM users WHERE role = 'worker'").fetchall())
+        levels = {level for level, in con.execute("SELECT level FROM grids WHERE valid_to IS NULL AND grid_id IN "
+                                                  "(SELECT unnest(?))", [list(workers.values())]).fetchall()}
+        checkins = dict(con.execute("SELECT worker, count(*) FROM patrol_checkins GROUP BY 1").fetchall())
+        audited, = con.execute("SELECT count(*) FROM audit WHERE action = 'patrol.position'").fetchone()
+        coverage = patrol_coverage(con).set_index("grid_id")
+        assert verify_audit(con) is None
+    assert len(workers) == 6 and levels == {"micro"}
+    assert set(checkins) == set(workers) and audited == sum(checkins.values())
+    shares = coverage.loc[list(workers.values()), "share"]
+    assert shares.max() == 1.0 and shares.min() < 0.95, "full and partial micro-grids for the leader's colouring"
