@@ -69,7 +69,7 @@ def test_the_operator_sees_a_worker_on_patrol_and_gives_a_case_to_another_worker
         expect(page.get_by_text("needs a reason")).to_be_visible(timeout=15_000)
         page.locator(".twin-assign-reason input").fill("w2 is on the next street")
         page.get_by_role("button", name="Give to this worker").click()
-        expect(card).to_contain_text("— → w2: w2 is on the next street", timeout=15_000)
+        expect(card).to_contain_text("reassigned from - to w2: w2 is on the next street", timeout=15_000)
         expect(card.locator("tr", has_text="grid worker")).to_contain_text("w2")
         assert errors == []
     listed = {c["case_id"]: c for c in Phone(district["root"], "w1").json("GET", "/api/field/cases")[1]["cases"]}

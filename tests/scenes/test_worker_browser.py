@@ -72,7 +72,7 @@ def test_a_worker_accepts_goes_on_site_and_handles_a_case_with_photos_in_chinese
     page.get_by_role("button", name="接单").tap()
     expect(page.locator("#case-status")).to_contain_text("已接单")
     page.get_by_role("button", name="到达现场").tap()
-    expect(page.locator("#case-status")).to_contain_text("现场处置中")
+    expect(page.locator("#case-status")).to_contain_text("已到场")
     page.set_input_files("#photo-before", files=[photo("orange")])
     handled = page.get_by_role("button", name="处置完毕")
     expect(handled).to_be_disabled()

@@ -176,7 +176,7 @@ def test_a_worker_acts_only_on_their_own_cases(field):
     unchanged(db, lambda: run(db, lambda con: assign_worker(con, case, "w3", actor="op", reason="ok")), InputError,
               "needs a reason")
     unchanged(db, lambda: run(db, lambda con: assign_worker(con, case, "op", actor="op", reason="他在附近巡查")),
-              InputError, "no enabled grid worker")
+              InputError, "not an enabled grid worker")
     run(db, lambda con: assign_worker(con, case, "w3", actor="op", reason="w3 在附近巡查"))
     unchanged(db, lambda: step(db, field["w1"], case, "accept", "reported", key="w1-accept-2"), FieldConflict,
               "was given to w3")
@@ -184,7 +184,7 @@ def test_a_worker_acts_only_on_their_own_cases(field):
         mine = {c["case_id"]: c for c in worker_cases(Gate(store.con, field["w3"]))}
         note, = store.con.execute('SELECT note FROM case_events WHERE case_id = ? ORDER BY "at" DESC LIMIT 1',
                                   [case]).fetchone()
-    assert mine[case]["mine"] and mine[case]["steps"] == ["accept"] and note == "— → w3: w3 在附近巡查"
+    assert mine[case]["mine"] and mine[case]["steps"] == ["accept"] and note == "reassigned from - to w3: w3 在附近巡查"
     step(db, field["w3"], case, "accept", "reported", key="w3-accept-2")
 
 
