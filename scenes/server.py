@@ -69,16 +69,43 @@ KEY_USE_FLUSH_S = 5.0  # the keys' use is written to the store this often (when 
 SWEEP_S = 300.0  # cases resolved 3 days ago without an answer are evaluated by default this often (and at start)
 
 
-class EvaluationSweeper:
-    """Closes unanswered resolved cases as evaluated by default (:func:`twin.cases.evaluations.sweep_evaluations`)
-    through the writer, at start and every ``period_s``, from a thread of its own."""
+class PeriodicJob:
+    """A job run through the writer at start and every ``period_s``, from a thread of its own; a failure is logged
+    and the job tried again at the next period."""
 
-    def __init__(self, writer: IntakeWriter, *, period_s: float = SWEEP_S) -> None:
+    name = "job"
+
+    def __init__(self, writer: IntakeWriter, *, period_s: float) -> None:
         self._writer = writer
         self._period_s = period_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="twin-evaluation-sweep", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"twin-{self.name}", daemon=True)
         self._thread.start()
+
+    def run_once(self) -> object:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("%s failed; it runs again in %.0f s", self.name, self._period_s)
+            if self._stop.wait(self._period_s):
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class EvaluationSweeper(PeriodicJob):
+    """Closes unanswered resolved cases as evaluated by default (:func:`twin.cases.evaluations.sweep_evaluations`)."""
+
+    name = "evaluation-sweep"
+
+    def __init__(self, writer: IntakeWriter, *, period_s: float = SWEEP_S) -> None:
+        super().__init__(writer, period_s=period_s)
 
     def sweep(self) -> list[str]:
         """Sweep now; the cases closed (none when the sweep failed: it is logged, and tried again later)."""
@@ -91,14 +118,7 @@ class EvaluationSweeper:
             log.info("evaluated by default: %d case(s)", len(swept))
         return swept
 
-    def _run(self) -> None:
-        self.sweep()
-        while not self._stop.wait(self._period_s):
-            self.sweep()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
+    run_once = sweep
 
 
 def clients_of(cursors: Cursors) -> Remembered:
@@ -147,16 +167,13 @@ class KeyUseWriter:
 RETENTION_EVERY_S = 3600.0  # positions past their keeping are looked for this often (and at start)
 
 
-class Retention:
-    """Deletes patrol positions older than they are kept (:func:`twin.field.patrol.purge_positions`, audited)
-    through the writer, at start and every ``period_s``, from a thread of its own."""
+class Retention(PeriodicJob):
+    """Deletes patrol positions older than they are kept (:func:`twin.field.patrol.purge_positions`, audited)."""
+
+    name = "retention"
 
     def __init__(self, writer: IntakeWriter, *, period_s: float = RETENTION_EVERY_S) -> None:
-        self._writer = writer
-        self._period_s = period_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="twin-retention", daemon=True)
-        self._thread.start()
+        super().__init__(writer, period_s=period_s)
 
     def purge(self) -> dict | None:
         try:
@@ -165,15 +182,7 @@ class Retention:
             log.exception("old patrol positions were not deleted (tried again in %.0f s)", self._period_s)
             return None
 
-    def _run(self) -> None:
-        while True:
-            self.purge()
-            if self._stop.wait(self._period_s):
-                return
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
+    run_once = purge
 
 
 class _Intake(RequestHandler):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
+from bench.browser import free_ports
 from scenes.workers import check_config, nginx_main_config, proxy_config
 from tests.conftest import ROOT
 from twin.access.keys import add_key
@@ -31,24 +31,6 @@ def test_the_generated_configuration_is_one_nginx_accepts(tmp_path):
     assert [line.split()[1] for line in http.splitlines() if line.strip().startswith("server 127")] == [
         "127.0.0.1:8081;", "127.0.0.1:8082;", "127.0.0.1:8083;"]
     check_config(nginx_main_config(http, prefix=tmp_path))  # nginx -t
-
-
-def _free_run(length: int) -> int:
-    """A port P with P .. P+length-1 all free on 127.0.0.1 (for nginx and its workers)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            first = s.getsockname()[1]
-        if first + length > 65535:
-            continue
-        try:
-            for p in range(first, first + length):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-            return first
-        except OSError:
-            continue
-    raise RuntimeError("no run of free ports")
 
 
 def _get(url: str) -> tuple[int, object]:
@@ -78,7 +60,7 @@ def two_workers(pg_cluster, small_demo_pg, tmp_path_factory):
         x, y = store.con.execute("SELECT label_x, label_y FROM buildings ORDER BY height DESC LIMIT 1").fetchone()
     user, password = browser_user(db, role="operator")
     (lon, lat), = transform_xy(np.array([[x, y]]), "EPSG:4547", "EPSG:4326")
-    port = _free_run(3)
+    port = free_ports(3)
     log = tmp_path_factory.mktemp("workers") / "serve.log"
     with log.open("w") as out:
         group = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "serve", "--db", db, "--port", str(port),
