@@ -30,7 +30,7 @@ def write_loop(con: duckdb.DuckDBPyConnection) -> dict:
     dict
         ``duties``, ``departments``, ``department_cases``, ``evaluations``.
     """
-    summary = import_duties(con, DEMO_DUTIES, actor="demo")
+    summary = import_duties(con, DEMO_DUTIES, actor="demo", audited=False)  # set-up, no one's act
     con.execute("""
         UPDATE cases SET department = d.department_id,
                          deadline = x.dispatched_at + to_seconds(CAST(d.deadline_hours * 3600 AS BIGINT))

@@ -185,8 +185,10 @@ def check_duties(rows: list[dict], *, where: str) -> tuple[pd.DataFrame, pd.Data
                          columns=["department_id", "name", "phone"]))
 
 
-def import_duties(con: duckdb.DuckDBPyConnection, path: str | Path, *, actor: str, source: str | None = None) -> dict:
-    """Make the file's rows the duties list (inside the caller's transaction); audited as ``duties.import``.
+def import_duties(con: duckdb.DuckDBPyConnection, path: str | Path, *, actor: str, source: str | None = None,
+                  audited: bool = True) -> dict:
+    """Make the file's rows the duties list (inside the caller's transaction); audited as ``duties.import``
+    unless not ``audited`` (a new store's set-up, as the demo's: no one's act).
 
     The list is replaced whole. Departments are added or renamed from the file; those it no longer names stay
     (users and cases may name them) and are listed as ``departments_unlisted``.
@@ -220,8 +222,9 @@ def import_duties(con: duckdb.DuckDBPyConnection, path: str | Path, *, actor: st
     summary = {"path": str(path), "duties": len(duties), "departments": len(departments),
                "added": sorted(listed - before), "removed": sorted(before - listed),
                "uncovered": uncovered_categories(listed), "departments_unlisted": unlisted}
-    audit(con, actor=actor, action="duties.import", target=str(path), source=source,
-          detail={k: summary[k] for k in ("duties", "departments", "added", "removed")})
+    if audited:
+        audit(con, actor=actor, action="duties.import", target=str(path), source=source,
+              detail={k: summary[k] for k in ("duties", "departments", "added", "removed")})
     return summary
 
 
