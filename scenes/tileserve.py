@@ -6,6 +6,11 @@ the frame the 3D view draws in (:func:`twin.tiles.frame.enu_to_district_maps`, u
 tile's building index per feature (uint32, the order of :class:`scenes.layers.BuildingLayer`), so the view colours
 and picks a feature through the session's small per-building arrays. ``/tiles/<uri>`` are the GLB files.
 Every route answers 403 without a signed-in, enabled user, as the app does.
+
+The server's own tileset (``DB.tiles`` beside the store) is brought up to date at start in a process of its own
+(:func:`update_in_own_process`: an export of a million buildings passes 2.6 GB, which the server never holds),
+which writes nothing when nothing changed; after each grid save, :class:`TileRefresher` rewrites the tiles
+whose buildings' grids changed (their property tables hold the grid ids).
 """
 
 from __future__ import annotations
@@ -14,13 +19,18 @@ import functools
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import duckdb
 import numpy as np
-import pandas as pd
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
+from scenes.helper import in_helper
+from scenes.layers import SortedIds
+from scenes.shared import release_memory
 from twin.geo.crs import District
 from twin.tiles.export import TILESET
 from twin.tiles.frame import enu_frame, enu_to_district_maps
@@ -96,7 +106,7 @@ def _annotated(path: str, mtime_ns: int, district: District) -> bytes:
 class FeatureIndexHandler(_SignedIn, RequestHandler):
     """``/tiles/ids/<uri>``: each feature's building index in the view's order, uint32 little-endian."""
 
-    def initialize(self, folder: Path, building_ids: Callable[[], pd.Index],
+    def initialize(self, folder: Path, building_ids: Callable[[], SortedIds],
                    signed_in: Callable[[str | None], bool]) -> None:
         self.folder, self.building_ids, self.signed_in = folder, building_ids, signed_in
 
@@ -105,12 +115,12 @@ class FeatureIndexHandler(_SignedIn, RequestHandler):
         if not path.is_relative_to(self.folder.resolve()) or path.suffix != ".glb" or not path.is_file():
             raise HTTPError(404)
         document, binary = read_glb(path.read_bytes())
-        index = self.building_ids().get_indexer(property_column(document, binary, "building_id"))
+        index = self.building_ids().indices_of(property_column(document, binary, "building_id"))
         self.set_header("Content-Type", "application/octet-stream")
         self.finish(np.where(index < 0, 0xFFFFFFFF, index).astype("<u4").tobytes())
 
 
-def tile_routes(folder: str | os.PathLike, *, district: District, building_ids: Callable[[], pd.Index],
+def tile_routes(folder: str | os.PathLike, *, district: District, building_ids: Callable[[], SortedIds],
                 signed_in: Callable[[str | None], bool]) -> list[tuple]:
     """Tornado routes serving the tileset in ``folder`` at ``/tiles/`` (see the module's docstring).
 
@@ -122,3 +132,67 @@ def tile_routes(folder: str | os.PathLike, *, district: District, building_ids: 
     return [(r"/tiles/tileset\.json", TilesetHandler, {"folder": folder, "district": district, **common}),
             (r"/tiles/ids/(.+)", FeatureIndexHandler, {"folder": folder, "building_ids": building_ids, **common}),
             (r"/tiles/(.+\.glb)", TileFileHandler, {"path": str(folder), **common})]
+
+
+def _update_tileset(db: str, folder: str) -> dict:
+    """Bring the tileset in ``folder`` up to date with the store ``db`` (run in a process of its own)."""
+    from twin.store.store import Store
+    from twin.tiles.update import update_tiles
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    with Store(db, read_only=True) as store:
+        return update_tiles(store.con, store.district, folder)
+
+
+def update_in_own_process(db: str, folder: str | os.PathLike) -> dict:
+    """:func:`twin.tiles.update.update_tiles` on the store ``db`` into ``folder``, in a helper process that opens the
+    store read-only: a DuckDB file must not be open for writing meanwhile (the server opens it after)."""
+    return in_helper(_update_tileset, str(db), str(folder))
+
+
+class TileRefresher:
+    """Rewrites the server's tiles whose buildings changed grids, after each grid save, off the event loop.
+
+    One update runs at a time, on a thread of its own; the saves made while one waits to start share it.
+
+    Parameters
+    ----------
+    cursor : callable
+        Gives the calling thread's own cursor of the store (:class:`scenes.shared.Cursors`).
+    district : District
+    folder : path-like
+        The tileset the server exported (:func:`update_in_own_process`).
+    """
+
+    def __init__(self, cursor: Callable[[], duckdb.DuckDBPyConnection], *, district: District,
+                 folder: str | os.PathLike) -> None:
+        self._cursor, self._district, self._folder = cursor, district, Path(folder)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-tiles")
+        self._lock = threading.Lock()
+        self._queued: Future | None = None
+
+    def request(self) -> Future:
+        """Ask for an update; the future gives its summary (:func:`twin.tiles.update.update_tiles`)."""
+        with self._lock:
+            if self._queued is None:
+                self._queued = self._pool.submit(self._run)
+            return self._queued
+
+    def _run(self) -> dict:
+        from twin.tiles.update import update_tiles
+
+        with self._lock:
+            self._queued = None  # a save from now on asks for another update
+        try:
+            summary = update_tiles(self._cursor(), self._district, self._folder)
+        except Exception:
+            log.exception("the tiles in %s did not follow the saved grids", self._folder)
+            raise
+        finally:
+            release_memory()
+        log.info("tiles after the grid save: %s, %d rewritten in %.1f s", summary["how"], len(summary["written"]),
+                 summary["seconds"])
+        return summary
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

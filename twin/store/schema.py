@@ -9,12 +9,13 @@ Timestamps are naive and in the store's zone, ``meta.timezone`` (an IANA name,
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 11  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
+SCHEMA_VERSION = 12  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
 # 5 grid_changes (who changed which grid version, when and why), 6 users and the audit trail,
 # 7 no R-tree on grid boundaries (see DROPPED_INDEXES), 8 users.lang (the UI language a user chose),
 # cases.attributes (Open311 attributes) and meta.timezone; 9 the basemap (roads, water, green) and
 # grids.worker_phone; 10 key_use (requests per API key and day); 11 buildings.residents (head counts
-# where residents are counted, not listed);
+# where residents are counted, not listed); 12 camera_sight (how many cameras see each building, kept for
+# the per-grid coverage: twin.cases.cameras);
 # older stores are upgraded in place
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"  # the demo district's; a new store, and an upgraded one, get it in meta.timezone
@@ -195,6 +196,11 @@ TABLES: dict[str, str] = {
         source_id VARCHAR,
         -- polygons in the district CRS; roads as their carriageway
         geometry GEOMETRY NOT NULL""",
+    # How many cameras see each building (twin.cases.cameras.cameras_per_building), for the buildings that one
+    # camera sees at least; valid while meta.camera_sight_of is the fingerprint of the cameras and footprints.
+    "camera_sight": """
+        building_id VARCHAR NOT NULL,
+        cameras INTEGER NOT NULL""",
     "party_orgs": """
         org_id VARCHAR PRIMARY KEY,
         name VARCHAR NOT NULL,

@@ -33,6 +33,7 @@ from twin.store.schema import GRID_LEVELS
 from twin.tiles.frame import enu_frame, relative_to_enu
 from twin.tiles.glb import enu_to_gltf, flat_shaded, tile_glb
 from twin.tiles.quadtree import CELL_M, ERROR_PER_METRE, MAX_VERTICES, Tile, build_quadtree
+from twin.tiles.sources import building_digests, export_source, sources_table, write_sources
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,13 @@ def _rows(offsets: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.repeat(starts - first, counts) + np.arange(int(counts.sum())), counts
 
 
-def _load(con: duckdb.DuckDBPyConnection, district: District) -> tuple[pa.Table, _Meshes, int]:
-    """The buildings that have a mesh, their properties (one row each), and their meshes in the tileset's frame."""
+def _load(con: duckdb.DuckDBPyConnection, district: District, *,
+          only: list[str] | None = None) -> tuple[pa.Table, _Meshes, int]:
+    """The buildings that have a mesh, their properties (one row each), and their meshes in the tileset's frame;
+    those of the buildings ``only`` when given (in the same order as among all)."""
+    among = "" if only is None else "WHERE building_id IN (SELECT unnest(?))"
     frame = con.execute("SELECT building_id, name, use, height, floors, grid_id FROM buildings "
-                        "ORDER BY building_id").df()
+                        f"{among} ORDER BY building_id", [] if only is None else [list(only)]).df()
     tree = grid_tree(con).set_index("grid_id")
     holding = frame.pop("grid_id")  # the micro-grid; its id is also a property name, for the grid level
     for level, prop in GRID_PROPERTIES.items():
@@ -110,7 +114,7 @@ def _load(con: duckdb.DuckDBPyConnection, district: District) -> tuple[pa.Table,
     mesh_of = {}
     n_meshes = 0
     for lod in ("lod1", *FULL_DETAIL_LODS):
-        mesh_ids, batch = load_meshes(con, lod=lod)
+        mesh_ids, batch = load_meshes(con, lod=lod, building_ids=only)
         position = ids.get_indexer(mesh_ids)
         keep = position >= 0
         mesh_of[lod] = np.full(len(ids), -1)
@@ -199,6 +203,12 @@ def _read_manifest(out_dir: Path) -> dict[str, dict]:
     return {}
 
 
+def write_manifest(out_dir: Path, tiles: dict[str, dict], source: dict) -> None:
+    """Write the manifest: each tile's digest and size, and what the export was made with (``source``)."""
+    _write_file(out_dir / MANIFEST, json.dumps({"format": MANIFEST_FORMAT, "source": source, "tiles": tiles},
+                                               indent=1).encode())
+
+
 def _write_file(path: Path, data: bytes) -> None:
     """Write through a temporary file, so a reader never sees half a tile."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,11 +253,14 @@ def export_tiles(con: duckdb.DuckDBPyConnection, district: District, out_dir: st
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir} is a file; give a folder for the tileset (new, empty, or an earlier export).")
     before = _read_manifest(out_dir)
+    digests = building_digests(con)  # before the rows themselves: a change in between shows next time
     properties, meshes, skipped = _load(con, district)
     frame = enu_frame(district)
     low, high = meshes.low[meshes.full], meshes.high[meshes.full]
-    root = build_quadtree((low[:, :2] + high[:, :2]) / 2, full_vertices=meshes.vertex_counts(meshes.full),
-                          lod1_vertices=meshes.vertex_counts(meshes.lod1), cell_m=cell_m, max_vertices=max_vertices)
+    quadtree_inputs = ((low[:, :2] + high[:, :2]) / 2, meshes.vertex_counts(meshes.full),
+                       meshes.vertex_counts(meshes.lod1))
+    root = build_quadtree(quadtree_inputs[0], full_vertices=quadtree_inputs[1], lod1_vertices=quadtree_inputs[2],
+                          cell_m=cell_m, max_vertices=max_vertices)
     if root is None:
         raise InputError("The store has no buildings with a mesh to export. Ingest footprints or run `twin demo`.")
     tiles = list(root.walk())
@@ -280,7 +293,8 @@ def export_tiles(con: duckdb.DuckDBPyConnection, district: District, out_dir: st
         "root": {"transform": frame.matrix.T.ravel().tolist(), "refine": "REPLACE", **_tile_json(root, boxes)},
     }
     _write_file(out_dir / TILESET, json.dumps(tileset, indent=1).encode())
-    _write_file(out_dir / MANIFEST, json.dumps({"format": MANIFEST_FORMAT, "tiles": after}, indent=1).encode())
+    write_sources(out_dir, sources_table(digests, properties.column("building_id"), *quadtree_inputs))
+    write_manifest(out_dir, after, export_source(district, cell_m=cell_m, max_vertices=max_vertices))
     size = sum(t["bytes"] for t in after.values()) + (out_dir / TILESET).stat().st_size
     log.info("%d of %d tiles written to %s, %d removed", len(written), len(after), out_dir, len(removed))
     return {"out_dir": str(out_dir), "tiles": len(with_content), "features": len(properties), "bytes": size,
