@@ -349,10 +349,12 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     """
     for lang in LANGS:  # refuse to start without the compiled catalogues, rather than speak English silently
         translations(lang)
+    started = time.perf_counter()
     store = Store(db)
     if not store.count("users"):
         log.warning("%s has no users: nobody can sign in. Add one with `twin users add NAME --role admin`.", db)
     _keep_camera_sight(store)
+    coverage_s = time.perf_counter() - started
     tiled = tiled_view(view, store.count("buildings"))
     own_tiles = tiled and tiles is None
     if own_tiles:  # exported (or found up to date) by a process of its own, which must open the file alone
@@ -364,6 +366,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
                  len(summary["written"]), summary["tiles"], summary["seconds"])
         if not store.postgres:
             store = Store(db)
+    tiles_s = time.perf_counter() - started - coverage_s
     for name, value in SERVER_DUCKDB_SETTINGS.items():
         store.con.execute(f"SET {name} = '{value}'")
     feed = CaseFeed()
@@ -372,6 +375,8 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     shared = SharedDistrict(store.con.cursor(), feed=feed, writer=writer, tiled=tiled)
     shared.warm()  # the first session's colouring and table, computed before anyone waits for them
     release_memory()
+    log.info("start-up in %.1f s: camera coverage %.1f s, tiles %.1f s, the district's layers and figures %.1f s",
+             time.perf_counter() - started, coverage_s, tiles_s, time.perf_counter() - started - coverage_s - tiles_s)
     signins = SignIns(store.con.cursor(), writer)
     sessions = store.con.cursor()  # makes each browser session's cursor, on the event loop
     clients = clients_of(shared.cursors)
