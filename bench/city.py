@@ -272,8 +272,9 @@ def measure(url, *, tiled: bool, runs: int, targets, operator, far: str, buildin
 
 def _prepare(source: Path) -> dict:
     work = store_copy(source)
+    operator = browser_user(work, role="operator")  # opens it for writing first: an older store is upgraded
     buildings = building_rows(work)
-    return {"work": work, "targets": tall_buildings(work, 30), "operator": browser_user(work, role="operator"),
+    return {"work": work, "targets": tall_buildings(work, 30), "operator": operator,
             "far": far_building(work), "buildings": buildings, "n": len(buildings[1]["building_id"])}
 
 
