@@ -298,6 +298,27 @@ def model_layer(con: duckdb.DuckDBPyConnection, layer: BuildingLayer) -> bytes:
                  np.concatenate(tris).astype(np.uint32), np.concatenate(elems).astype(np.uint32))
 
 
+def model_elements(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
+    """Per building with a BIM or mesh model: the element index of each of its model's triangles (uint32, in the
+    model's order; 0xFFFFFFFF for hidden elements such as spaces, which :func:`model_layer` leaves out).
+
+    For picking a model's parts through tiles (:class:`scenes.tileserve.ElementIndexHandler`): models are few, so
+    the server keeps these.
+    """
+    rows = con.execute("""
+        SELECT m.building_id, m.lod, m.element_ids,
+               list(e.element_index ORDER BY e.element_index) FILTER (WHERE e.hidden) AS hidden
+        FROM meshes m LEFT JOIN elements e ON e.mesh_id = m.mesh_id
+        WHERE m.lod IN ('bim', 'mesh') AND m.element_ids IS NOT NULL
+        GROUP BY ALL ORDER BY m.building_id, m.lod""").fetchall()
+    out = {}
+    for building_id, _lod, element_ids, hidden in rows:
+        e = np.frombuffer(element_ids, "<u4").copy()
+        e[np.isin(e, np.asarray(hidden or [], dtype=np.uint32))] = 0xFFFFFFFF
+        out.setdefault(building_id, e)  # its BIM model before a mesh model, as the tiles draw it
+    return out
+
+
 def _triangle_normal_z(vertices: np.ndarray, tri: np.ndarray, base: np.ndarray) -> np.ndarray:
     g = tri + base[:, None]
     a, b, c = (vertices[g[:, k], :2].astype(np.float64) for k in range(3))

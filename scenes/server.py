@@ -498,7 +498,8 @@ def _tile_routes(store: Store, shared: SharedDistrict, signins: SignIns, *, fold
     shared.tileset = "/tiles/tileset.json"
     # The ids are read on each request: a grid save replaces the layer, not its ids' order.
     return tile_routes(folder, district=store.district, building_ids=lambda: shared.layer.building_id,
-                       signed_in=lambda name: signins.principal(name) is not None)
+                       signed_in=lambda name: signins.principal(name) is not None,
+                       model_elements=lambda: shared.model_elements)
 
 
 def _keep_lang(con: duckdb.DuckDBPyConnection, *, username: str, lang: str) -> dict:

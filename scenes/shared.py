@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from scenes.layers import (GRID_MEASURES, BuildingLayer, CameraLayer, basemap_layer, building_colours,
                            building_layer, camera_layer, grid_codes, grid_labels, grid_measure_colours,
-                           grid_segments, model_layer)
+                           grid_segments, model_elements, model_layer)
 from twin.access.access import audit
 from twin.access.policy import Gate, Refusals
 from twin.cases.live import CaseFeed, IntakeWriter, Written
@@ -175,6 +175,8 @@ class SharedDistrict:
         con = self.cursors()
         self.layer: BuildingLayer = building_layer(con, geometry=not tiled)
         self.models: bytes = b"" if tiled else model_layer(con, self.layer)  # tiles carry the models
+        # their parts, picked through tiles (scenes.tileserve.ElementIndexHandler)
+        self.model_elements: dict[str, np.ndarray] = model_elements(con) if tiled else {}
         self.cameras: CameraLayer = camera_layer(con, self.layer.origin)
         self.camera_payload: bytes = self.cameras.payload
         self.basemap_payload: bytes = basemap_layer(load_basemap(con), self.layer.origin)  # sent after the first frame

@@ -34,7 +34,7 @@ from scenes.shared import release_memory
 from twin.geo.crs import District
 from twin.tiles.export import TILESET
 from twin.tiles.frame import enu_frame, enu_to_district_maps
-from twin.tiles.glb import property_column, read_glb
+from twin.tiles.glb import accessor_array, property_column, read_glb
 
 log = logging.getLogger(__name__)
 
@@ -107,30 +107,87 @@ class FeatureIndexHandler(_SignedIn, RequestHandler):
     """``/tiles/ids/<uri>``: each feature's building index in the view's order, uint32 little-endian."""
 
     def initialize(self, folder: Path, building_ids: Callable[[], SortedIds],
+                   model_elements: Callable[[], dict[str, np.ndarray]],
                    signed_in: Callable[[str | None], bool]) -> None:
         self.folder, self.building_ids, self.signed_in = folder, building_ids, signed_in
+        self.model_buildings = lambda: set(model_elements())
 
     def get(self, uri: str) -> None:
-        path = (self.folder / uri).resolve()
-        if not path.is_relative_to(self.folder.resolve()) or path.suffix != ".glb" or not path.is_file():
-            raise HTTPError(404)
-        document, binary = read_glb(path.read_bytes())
-        index = self.building_ids().indices_of(property_column(document, binary, "building_id"))
+        document, binary = _tile_file(self.folder, uri)
+        ids = property_column(document, binary, "building_id")
+        index = self.building_ids().indices_of(ids)
+        if self.model_buildings() & set(ids):
+            self.set_header("X-Twin-Elements", "1")  # its models' parts may be picked (/tiles/elements/)
         self.set_header("Content-Type", "application/octet-stream")
         self.finish(np.where(index < 0, 0xFFFFFFFF, index).astype("<u4").tobytes())
 
 
+class ElementIndexHandler(_SignedIn, RequestHandler):
+    """``/tiles/elements/<uri>``: the model element under each triangle of a tile, uint32 little-endian
+    (0xFFFFFFFF: none, or a hidden element), in the order the view keeps a tile's triangles: grouped by feature,
+    each feature's in the tile's order. 404 for a tile without a model's parts; the ids route says which have them
+    (header ``X-Twin-Elements``).
+
+    A feature's triangles are its model's, in order, when there are as many: a tile that draws a model in full
+    (its leaf). Elsewhere (LOD1 blocks above) a model building has no parts to pick.
+    """
+
+    def initialize(self, folder: Path, model_elements: Callable[[], dict[str, np.ndarray]],
+                   signed_in: Callable[[str | None], bool]) -> None:
+        self.folder, self.model_elements, self.signed_in = folder, model_elements, signed_in
+
+    def get(self, uri: str) -> None:
+        document, binary = _tile_file(self.folder, uri)
+        elements = tile_elements(document, binary, self.model_elements())
+        if elements is None:
+            raise HTTPError(404)
+        self.set_header("Content-Type", "application/octet-stream")
+        self.finish(elements.astype("<u4").tobytes())
+
+
+def tile_elements(document: dict, binary: bytes, models: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Each triangle's model element in a tile, in the view's order (:class:`ElementIndexHandler`), or None when
+    the tile draws no model's parts."""
+    ids = property_column(document, binary, "building_id")
+    if not any(b in models for b in ids):
+        return None
+    primitive = document["meshes"][0]["primitives"][0]
+    feature = accessor_array(document, binary, primitive["attributes"]["_FEATURE_ID_0"]).astype(np.int64)
+    triangle_feature = feature[accessor_array(document, binary, primitive["indices"]).reshape(-1, 3)[:, 0]]
+    out = np.full(len(triangle_feature), 0xFFFFFFFF, dtype=np.uint32)
+    for f, building_id in enumerate(ids):
+        elements = models.get(building_id)
+        rows = np.flatnonzero(triangle_feature == f) if elements is not None else ()
+        if len(rows) and len(rows) == len(elements):
+            out[rows] = elements
+    drawn = out[np.argsort(triangle_feature, kind="stable")]
+    return drawn if (drawn != 0xFFFFFFFF).any() else None
+
+
+def _tile_file(folder: Path, uri: str) -> tuple[dict, bytes]:
+    """A tile of the folder, parsed (404 for anything else)."""
+    path = (folder / uri).resolve()
+    if not path.is_relative_to(folder.resolve()) or path.suffix != ".glb" or not path.is_file():
+        raise HTTPError(404)
+    return read_glb(path.read_bytes())
+
+
 def tile_routes(folder: str | os.PathLike, *, district: District, building_ids: Callable[[], SortedIds],
-                signed_in: Callable[[str | None], bool]) -> list[tuple]:
+                signed_in: Callable[[str | None], bool],
+                model_elements: Callable[[], dict[str, np.ndarray]] = dict) -> list[tuple]:
     """Tornado routes serving the tileset in ``folder`` at ``/tiles/`` (see the module's docstring).
 
     ``building_ids`` gives the view's building ids in its order (read on each request: grid saves keep it);
-    ``signed_in(username)`` says whether that user may read the district.
+    ``signed_in(username)`` says whether that user may read the district; ``model_elements`` gives each model
+    building's element per triangle (:func:`scenes.layers.model_elements`), for picking a model's parts.
     """
     folder = Path(folder).resolve()
     common = {"signed_in": signed_in}
     return [(r"/tiles/tileset\.json", TilesetHandler, {"folder": folder, "district": district, **common}),
-            (r"/tiles/ids/(.+)", FeatureIndexHandler, {"folder": folder, "building_ids": building_ids, **common}),
+            (r"/tiles/ids/(.+)", FeatureIndexHandler, {"folder": folder, "building_ids": building_ids,
+                                                       "model_elements": model_elements, **common}),
+            (r"/tiles/elements/(.+)", ElementIndexHandler, {"folder": folder, "model_elements": model_elements,
+                                                            **common}),
             (r"/tiles/(.+\.glb)", TileFileHandler, {"path": str(folder), **common})]
 
 

@@ -542,11 +542,19 @@ export function render({ model, el }) {
       if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
       return res.arrayBuffer();
     };
-    const [glb, ids] = await Promise.all([get(tiled.base + node.uri), get(tiled.base + "ids/" + node.uri)]);
+    let withParts = false;  // the ids' answer says whether a model's parts may be picked in this tile
+    const [glb, ids] = await Promise.all([get(tiled.base + node.uri), fetch(tiled.base + "ids/" + node.uri,
+      { credentials: "same-origin" }).then((res) => {
+        if (!res.ok) throw new Error(`ids of ${node.uri}: HTTP ${res.status}`);
+        withParts = res.headers.get("X-Twin-Elements") === "1";
+        return res.arrayBuffer();
+      })]);
+    const parts = withParts ? await get(tiled.base + "elements/" + node.uri) : null;
     if (removed) return;
-    tiled.bytes += glb.byteLength + ids.byteLength;
+    tiled.bytes += glb.byteLength + ids.byteLength + (parts ? parts.byteLength : 0);
     probe.twinTiles.bytes = tiled.bytes;
     const tile = parseTile(glb, new Uint32Array(ids), node.map);
+    tile.elements = parts ? new Uint32Array(parts) : null;  // per triangle, in the order of tile.cells
     tile.actor = makeActor(false);
     const prop = tile.actor.actor.getProperty();
     prop.setInterpolationToFlat(); prop.setAmbient(0.25); prop.setDiffuse(0.8);
@@ -1210,7 +1218,10 @@ export function render({ model, el }) {
       const p = tile.points, cells = tile.cells;
       for (let c = tile.featStart[f]; c < tile.featStart[f + 1]; c++) {
         const t = rayTriangle(o, d, p, cells[4 * c + 1], cells[4 * c + 2], cells[4 * c + 3]);
-        if (t < best && tile.ids[f] !== 0xFFFFFFFF) { best = t; hit = { t, index: tile.ids[f] }; }
+        if (t < best && tile.ids[f] !== 0xFFFFFFFF) {
+          const element = tile.elements ? tile.elements[c] : 0xFFFFFFFF;
+          best = t; hit = { t, index: tile.ids[f], element: element === 0xFFFFFFFF ? -1 : element };
+        }
       }
     }
     return hit;
@@ -1239,7 +1250,7 @@ export function render({ model, el }) {
       }
     }
     const tileHit = pickTiles(o, d, inv, best);
-    if (tileHit) { best = tileHit.t; hit = { kind: "building", index: tileHit.index, element: -1 }; }
+    if (tileHit) { best = tileHit.t; hit = { kind: "building", index: tileHit.index, element: tileHit.element }; }
     if (cameras.actor.getVisibility() && state.cameraCount) {
       const m = rayMarkers(o, d, cameras, state.cameraCount, 4);
       const near = state.cameraNear;
