@@ -45,9 +45,9 @@ from twin.access.policy import Gate, Refusals
 from twin.cases.live import CaseFeed, IntakeWriter, Written
 from twin.errors import TwinError
 from twin.geo.basemap import load_basemap
-from twin.store.schema import GRID_LEVELS
 from twin.store.queries import (district_totals, grid_boundaries, grid_table, grid_tree, key_figures,
                                 micro_figures)
+from twin.store.schema import GRID_LEVELS
 
 REFRESH_S = 1.0  # live figures are at most this old
 # The threads that read the store for the event loop (DuckDB runs a query without the GIL, so a few help).
