@@ -129,6 +129,8 @@ class DistrictApp(pn.viewable.Viewer):
         self._figures_task: asyncio.Future | None = None
         self._figures_ready: tuple | None = None
         self._show_colours(shared.colours(self.colour_by, level=self.level))  # the first frame's, at once
+        # A city's grid outlines and labels (3 MB at the grid level) follow its first frame, as the ground does.
+        self._grids_late = tiled
         self._show_grids(shared.grid_outlines(self.level))
         self.search_box = pn.widgets.TextInput(placeholder=_("Search address, building or case id"), width=260,
                                                css_classes=["twin-search"])
@@ -293,7 +295,8 @@ class DistrictApp(pn.viewable.Viewer):
 
     def _show_grids(self, outlines: GridOutlines) -> None:
         self._grid_frame, self._grid_shapes = outlines.frame, outlines.shapes  # shared by every session
-        self.view.param.update(grid_lines=outlines.segments, labels=outlines.labels, grid_highlight=b"")
+        if not self._grids_late:
+            self.view.param.update(grid_lines=outlines.segments, labels=outlines.labels, grid_highlight=b"")
         self.grid_table.level = self.level
 
     def _ready(self, event: param.parameterized.Event) -> None:
@@ -305,6 +308,10 @@ class DistrictApp(pn.viewable.Viewer):
             self.frame_my_grids()
         # The ground and the cameras in one message: the browser draws them in one more frame.
         late = {"basemap": self.shared.basemap_payload, "cameras": self.shared.camera_payload}
+        if self._grids_late:
+            self._grids_late = False
+            outlines = self.shared.grid_outlines(self.level)
+            late.update(grid_lines=outlines.segments, labels=outlines.labels)
         self.view.param.update({name: payload for name, payload in late.items() if not getattr(self.view, name)})
         if self._poll is None and pn.state.curdoc is not None:
             self._poll = pn.state.add_periodic_callback(self._catch_up_live, period=LIVE_POLL_MS)

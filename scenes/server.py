@@ -55,7 +55,7 @@ MAX_WS_MESSAGE_BYTES = 4 * 1024 * 1024  # a browser session's message (picks, ty
 # DuckDB in the server: its buffers capped (it keeps the blocks it read up to 80 % of the machine by default; a
 # query needing more spills to disk), and its allocator giving freed memory back soon. See twin bench city.
 SERVER_DUCKDB_SETTINGS = {"memory_limit": "256MB", "allocator_flush_threshold": "32MB",
-                          "allocator_background_threads": "true"}
+                          "allocator_background_threads": "true", "enable_progress_bar": "false"}
 KEY_CACHE_S = 10.0  # a key is looked up again after this long
 INTAKE_RATE = 1000.0  # requests per second per API key (bursts of twice that)
 PUBLIC_RATE = 5.0  # keyless Open311 reads per second per address (bursts of twice that)
@@ -407,6 +407,8 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
                                                                          principal.username, f.exception()))
         use(choose_lang(asked.get("set_lang") or asked.get("lang"), user_lang(con, principal.username)))
         writer.audit(actor=principal.username, action="session.open", source=principal.source)
+        # a session's objects go when it ends; the heap they leave free goes back to the system
+        pn.state.on_session_destroyed(lambda _context: release_memory())
         return DistrictApp(con, shared, principal=principal)
 
     def execute(command: Command, args: dict) -> dict:

@@ -238,8 +238,9 @@ class SharedDistrict:
         self.grid_outlines(level)
 
     def colours(self, measure: str, *, level: str = "grid") -> tuple[bytes, dict]:
-        """Per-building RGB bytes and legend for a measure: the cases per grid at ``level``
-        (:func:`scenes.layers.grid_measure_colours`), else per building (:func:`scenes.layers.building_colours`)."""
+        """Per-building colours (:func:`scenes.layers.indexed_colours`) and legend for a measure: the cases per grid
+        at ``level`` (:func:`scenes.layers.grid_measure_colours`), else per building
+        (:func:`scenes.layers.building_colours`)."""
         if measure in GRID_MEASURES:
             return self._fresh(("colours", measure, level), lambda: grid_measure_colours(
                 self.layer, self.grid_table(level), self._tree, level=level, measure=measure), live=True)
@@ -260,8 +261,9 @@ class SharedDistrict:
         return self._fresh(("figures",), lambda: key_figures(self._con, totals=self._totals), live=True)
 
     def grid_table(self, level: str) -> pd.DataFrame:
-        """Figures per grid at a level (see :func:`twin.store.queries.grid_table`); a copy the caller may sort."""
+        """Figures per grid at a level (see :func:`twin.store.queries.grid_table`), one frame for every session while
+        the figures hold: do not change it (a city's table at the grid level has 32,400 rows)."""
         def compute() -> pd.DataFrame:
             micro = self._fresh(("micro",), lambda: micro_figures(self._con), live=False)
             return grid_table(self._con, level=level, micro=micro, tree=self._tree)
-        return self._fresh(("table", level), compute, live=True).copy()
+        return self._fresh(("table", level), compute, live=True)

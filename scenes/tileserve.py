@@ -198,6 +198,7 @@ def _update_tileset(db: str, folder: str) -> dict:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with Store(db, read_only=True) as store:
+        store.con.execute("SET enable_progress_bar = false")  # its stderr is the server's log
         return update_tiles(store.con, store.district, folder)
 
 

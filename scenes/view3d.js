@@ -393,9 +393,30 @@ export function render({ model, el }) {
     render();
   }
 
+  // `colors` as RGB per building: it comes as a palette and one byte per building (scenes/layers.py
+  // indexed_colours; a third of RGB, before the first frame), or as RGB.
+  const COLOURS_MAGIC = 0x31435754;
+  let rgbOfBuildings = null;
+  function buildingRGB() {
+    if (rgbOfBuildings) return rgbOfBuildings;
+    const ab = asArrayBuffer(model.colors) || new ArrayBuffer(0);
+    if (ab.byteLength >= 12 && new Uint32Array(ab, 0, 1)[0] === COLOURS_MAGIC) {
+      const [, n, k] = new Uint32Array(ab, 0, 3);
+      const palette = new Uint8Array(ab, 12, 3 * k), index = new Uint8Array(ab, 12 + 4 * Math.ceil((3 * k) / 4), n);
+      rgbOfBuildings = new Uint8Array(3 * n);
+      for (let i = 0; i < n; i++) {
+        const c = 3 * index[i];
+        rgbOfBuildings[3 * i] = palette[c]; rgbOfBuildings[3 * i + 1] = palette[c + 1]; rgbOfBuildings[3 * i + 2] = palette[c + 2];
+      }
+    } else {
+      rgbOfBuildings = new Uint8Array(ab);
+    }
+    return rgbOfBuildings;
+  }
+
   // Each point takes its building's colour from the small per-building array (`colors`), or the highlight.
   function colourPoints(pointBuilding, colours) {
-    const src = new Uint8Array(asArrayBuffer(model.colors) || new ArrayBuffer(0));
+    const src = buildingRGB();
     const out = colours.getData();
     const cb = pointBuilding;
     const sel = model.selected;
@@ -1325,7 +1346,7 @@ export function render({ model, el }) {
   // --- wiring -------------------------------------------------------------
   model.on("buildings", loadBuildings);
   model.on("models", () => { if (state.layer) loadBuildings(); });
-  model.on("colors", applyColours);
+  model.on("colors", () => { rgbOfBuildings = null; applyColours(); });
   model.on("selected", applyColours);
   model.on("grid_lines", () => { setSegments(gridLines, model.grid_lines, 0.4); render(); });
   model.on("grid_highlight", () => { setSegments(gridHighlight, model.grid_highlight, 0.6); render(); });
