@@ -144,3 +144,20 @@ def test_an_open311_key_of_a_department_user_reads_its_cases(demo_copy):
         found = find_requests(Gate(store.con, principal), {}, district_crs="EPSG:4547")
         mine = set(cases_of(store.con, "ga"))
     assert principal.department == "ga" and found and {r["service_request_id"] for r in found} <= mine
+
+
+def test_a_cases_photos_are_seen_by_who_sees_the_case_only(store):
+    """``Gate.check_case`` (the photos' door) follows the case's own rule: a department its own cases, not every
+    case because it is bound to no grid."""
+    con = store.con
+    gate = Gate(con, CITY)
+    mine, theirs = cases_of(con, "cgj"), cases_of(con, "ga")
+    gate.check_case(mine[0])
+    with pytest.raises(AccessError, match="not dispatched to dept-cgj's department"):
+        gate.check_case(theirs[0])
+    undepartmented, = con.execute("SELECT case_id FROM cases WHERE department IS NULL LIMIT 1").fetchone()
+    with pytest.raises(AccessError):
+        gate.check_case(undepartmented)
+    assert refusals(con, "dept-cgj") == [theirs[0], undepartmented]
+    grid, = con.execute("SELECT grid_id FROM cases WHERE case_id = ?", [undepartmented]).fetchone()
+    Gate(con, Principal("op", "operator", (grid,))).check_case(undepartmented)
