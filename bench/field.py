@@ -155,8 +155,8 @@ def phone_screenshots(browser, url: str, cookies: list[dict]) -> list[str]:
 
 def departments_screenshot(work: Path, path: Path = OUT / "departments.png") -> str:
     """The department figures on the leader's screen, as the README shows them (``bench/out/departments.png``):
-    the leader signed in, in Chinese, the left panel scrolled to the departments' table and the 满意率 below it,
-    photographed with the 3D view beside it."""
+    the leader signed in, in Chinese, at 1920×1080, the left panel scrolled to the departments' table and the 满意率
+    below it, photographed with a strip of the 3D view beside it."""
     from bench.browser import chromium, sign_in
 
     with served(work, role="leader", lang=None) as url, chromium() as browser:
@@ -164,16 +164,15 @@ def departments_screenshot(work: Path, path: Path = OUT / "departments.png") -> 
         sign_in(page, url, open_app=False)
         page.goto(f"{url}?lang=zh")
         page.wait_for_function("window.twinFirstFrame !== undefined", timeout=180_000)
-        table = page.locator(".twin-department-table")
-        table.locator("tr").nth(3).wait_for(timeout=60_000)
+        page.locator(".twin-department-table tr").nth(3).wait_for(timeout=60_000)
         page.wait_for_timeout(2500)  # the opening camera move
-        page.locator(".twin-loop").scroll_into_view_if_needed()
         page.locator(".twin-satisfaction-table").scroll_into_view_if_needed()
-        table.scroll_into_view_if_needed()
         page.wait_for_timeout(500)
-        left = page.locator(".twin-left").bounding_box()
+        loop = page.locator(".twin-loop").bounding_box()
+        top = max(0.0, loop["y"] - 8)
         OUT.mkdir(exist_ok=True)
-        page.screenshot(path=str(path), clip={"x": 0, "y": left["y"], "width": 1100, "height": left["height"]})
+        page.screenshot(path=str(path), clip={"x": 0, "y": top, "width": 900,
+                                              "height": min(1080 - top, loop["y"] + loop["height"] + 8 - top)})
         page.close()
     return str(path.relative_to(ROOT))
 
