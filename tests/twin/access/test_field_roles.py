@@ -161,3 +161,23 @@ def test_a_cases_photos_are_seen_by_who_sees_the_case_only(store):
     assert refusals(con, "dept-cgj") == [theirs[0], undepartmented]
     grid, = con.execute("SELECT grid_id FROM cases WHERE case_id = ?", [undepartmented]).fetchone()
     Gate(con, Principal("op", "operator", (grid,))).check_case(undepartmented)
+
+
+def test_a_worker_sees_the_residents_of_its_micro_grids_only_masked_and_audited(store):
+    con = store.con
+    mine, here = con.execute("SELECT grid_id, building_id FROM residents JOIN buildings USING (building_id) "
+                             "GROUP BY ALL ORDER BY count(*) DESC LIMIT 1").fetchone()
+    add_user(con, "w-res", "a long password 1", role="worker", grids=[mine])
+    gate = Gate(con, find_user(con, "w-res"))
+    there, = con.execute("SELECT building_id FROM residents JOIN buildings USING (building_id) WHERE grid_id <> ? "
+                         "LIMIT 1", [mine]).fetchone()
+    shown = gate.residents_page(here, page_size=1000)
+    clear = dict(con.execute("SELECT resident_id, phone FROM residents WHERE building_id = ?", [here]).fetchall())
+    assert len(shown) == len(clear) > 0
+    assert all("****" in p and p != clear[r] for r, p in zip(shown["resident_id"], shown["phone"]) if clear[r])
+    assert shown["id_number"].str.contains(r"\*{8}").all(), "ID numbers masked as the operators see them"
+    assert gate.building_card(here)["may_see_residents"] and not gate.building_card(there)["may_see_residents"]
+    with pytest.raises(AccessError, match="outside w-res's grids"):
+        gate.residents_page(there)
+    audited = con.execute("SELECT action, target FROM audit WHERE actor = 'w-res' ORDER BY seq").fetchall()
+    assert audited == [("residents.view", here), ("access.refused", there)]

@@ -169,6 +169,11 @@ def test_a_worker_acts_only_on_their_own_cases(field):
               f"outside w3's micro-grids")
     unchanged(db, lambda: step(db, field["op"], case, "accept", "reported", key="op-accept-1"), AccessError,
               "may not see the grid worker's page")
+    # A photo for a case that is not theirs (w1's, in another micro-grid): refused, and nothing changes.
+    other = field["cases"][1]
+    step(db, field["w1"], other, "accept", "reported", key="w1-takes-it")
+    unchanged(db, lambda: photo(db, field["w3"], other, "before", key="w3-photo-01"), AccessError,
+              f"case {other} is given to w1, not to w3")
     with Store(db, read_only=True) as store:
         listed = {c["case_id"] for c in worker_cases(Gate(store.con, field["w3"]))}
     assert case not in listed
