@@ -137,7 +137,10 @@ def changed_cases(con: duckdb.DuckDBPyConnection, case_ids: list[str]) -> list[d
 
 
 # Another process's writer took the same audit row, case number or key in the meantime (PostgreSQL store).
-CONFLICTS = ("could not serialize access", 'unique constraint "audit_pkey"')
+# The audit trail's and the points ledger's next rows, and a volunteer task's places (twin.volunteers), are numbered
+# from what the transaction saw: another process's transaction taking the same number first is a conflict.
+CONFLICTS = ("could not serialize access", 'unique constraint "audit_pkey"', 'unique constraint "points_ledger_pkey"',
+             'unique constraint "volunteer_grabs_pkey"')
 MAX_CONFLICTS = 50
 
 
