@@ -590,9 +590,16 @@ class SignedOut(pn.viewable.Viewer):
 
 
 class FieldWorkerElsewhere(pn.viewable.Viewer):
-    """What a grid worker gets at ``/app``: their page is the phone's, at ``/worker``."""
+    """What a grid worker gets at ``/app``: their page is the phone's, at ``/worker``; a resident's or a merchant's
+    of the volunteer scheme is ``page`` (``/v``, ``/m``)."""
+
+    page = param.String(default="/worker")
 
     def __panel__(self) -> pn.viewable.Viewable:
+        if self.page != "/worker":
+            return pn.pane.HTML("<div class='twin-card'><p>" + _("Your page is the phone page: <a href='{page}'>open "
+                                                                 "it</a>.").format(page=self.page) + "</p></div>",
+                                stylesheets=[CSS])
         return pn.pane.HTML("<div class='twin-card'><div class='twin-title'>" + _("Grid worker") + "</div><p>"
                             + _("Grid workers work on the phone page: <a href='/worker'>open it</a>.") + "</p></div>",
                             stylesheets=[CSS])

@@ -29,7 +29,7 @@ def add_reward(con: duckdb.DuckDBPyConnection, merchant_id: str, title: str, *, 
     title = (title or "").strip()
     if not title or len(title) > 80:
         raise InputError(N_("a reward needs a title of 1 to 80 characters."))
-    for what, value in (("points", points), ("stock", stock)):
+    for what, value in ((N_("points"), points), (N_("stock"), stock)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
             raise InputError(N_("{what} {value!r}: expected a whole number from 1 to 100000."), what=what,
                              value=value)

@@ -74,10 +74,10 @@ def publish_task(gate: Gate, *, title: str, place: str, x: float, y: float, star
     if principal.role not in PUBLISHERS:
         raise AccessError(N_("{user} ({role}) may not publish volunteer tasks; a community's operator or a grid "
                              "worker does."), user=principal.username, role=principal.role)
-    title = _text(title, "the task's title", MAX_TITLE)
-    place = _text(place, "the task's place", 120)
+    title = _text(title, N_("the task's title"), MAX_TITLE)
+    place = _text(place, N_("the task's place"), 120)
     check_choice("eligibility", eligibility, TASK_ELIGIBILITY)
-    places, points = _whole(places, "places", MAX_PLACES), _whole(points, "points", MAX_POINTS)
+    places, points = _whole(places, N_("places"), MAX_PLACES), _whole(points, N_("points"), MAX_POINTS)
     try:
         starts_at, ends_at = pd.Timestamp(starts_at), pd.Timestamp(ends_at)
     except (TypeError, ValueError) as exc:
