@@ -252,3 +252,25 @@ def test_the_ledger_chain_finds_a_row_changed_behind_its_back(tmp_path):
         store.con.execute("UPDATE points_ledger SET amount = 10 WHERE seq = 1")
         store.con.execute("DELETE FROM points_ledger WHERE seq = 2")
         assert ledger.verify_ledger(store.con) == 3
+
+
+VOLUNTEER_TABLES = ("volunteer_tasks", "volunteer_grabs", "points_ledger", "merchants", "rewards", "redemptions",
+                    "resident_accounts", "volunteer_reports")
+
+
+def test_a_store_at_schema_14_is_upgraded_in_place_with_the_volunteer_tables(new_store_db):
+    from twin.store.store import has_table
+
+    with open_for_command(new_store_db) as store:
+        store.set_meta(marker="kept")
+    with Store(new_store_db) as store:
+        for table in VOLUNTEER_TABLES:
+            store.con.execute(f"DROP TABLE {table}")
+        store.con.execute("UPDATE meta SET value = '14' WHERE key = 'schema_version'")
+    with pytest.raises(Exception, match="older than this program's 15"):  # read-only: told how to upgrade
+        Store(new_store_db, read_only=True)
+    with Store(new_store_db) as store:
+        assert store.meta()["schema_version"] == "15" and store.meta()["marker"] == "kept"
+        assert all(has_table(store.con, t) for t in VOLUNTEER_TABLES)
+        ledger.append(store.con, resident_id="R1", amount=3, reason="task", ref=None, actor="t")
+        assert ledger.verify_ledger(store.con) is None
