@@ -1,7 +1,7 @@
 """The demo's volunteer scheme (文明小杜): a month of tasks done and points earned and spent, a few merchants with
 rewards, open tasks in the demo workers' micro-grids, and resident accounts to sign in with.
 
-The month is the one before the demo's fixed clock (``meta.now``): in each community a few tasks at its
+The month is the 30 days before the demo's fixed clock (``meta.now``): in each community a few tasks at its
 buildings (more in some communities than others, so the ranking has an order), their places mostly taken,
 checked in and out and confirmed by the micro-grid's worker, each confirmation a credit on the points ledger (in
 time order, so the chain is one line), and some residents' points spent at the merchants (codes, most of them
@@ -37,7 +37,7 @@ def demo_volunteers(con: duckdb.DuckDBPyConnection, *, seed: int, worker_grids: 
     """Write the demo's scheme; its accounts get their passwords from :func:`volunteer_users`."""
     rng = np.random.default_rng(seed + 18)
     now = _now(con)
-    month_start = (pd.Period(now, "M") - 1).start_time
+    month_start = now.normalize() - pd.Timedelta(days=31)
     _merchants(con)
     buildings = con.execute("""
         SELECT b.building_id, b.label_x, b.label_y, b.grid_id, c.grid_id AS community FROM buildings b
@@ -63,7 +63,7 @@ def demo_volunteers(con: duckdb.DuckDBPyConnection, *, seed: int, worker_grids: 
             people = by_building.get(b["building_id"])
             if people is None or len(people) == 0:
                 continue
-            day = month_start + pd.Timedelta(days=int(rng.integers(0, pd.Period(month_start, "M").days_in_month)))
+            day = now.normalize() - pd.Timedelta(days=int(rng.integers(1, 31)))
             starts = day + pd.Timedelta(hours=int(rng.integers(8, 17)))
             hours = float(rng.choice([1.0, 1.5, 2.0, 3.0]))
             places, points = int(rng.integers(3, 11)), int(rng.choice([5, 10, 15, 20, 30]))
