@@ -735,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the store to use (view, feed, concurrency, tiles, city, scale, field: default "
                             "data/demo.duckdb)")
     bench.add_argument("name", choices=("ingest", "view", "ifc", "feed", "grids", "security", "concurrency", "tiles",
-                                        "backends", "city", "scale", "field"))
+                                        "backends", "city", "scale", "field", "volunteers"))
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     return parser
 
