@@ -144,7 +144,8 @@ def write_demo_users(users: list[dict], db: Path) -> Path:
     out = Path(db).with_suffix(".users")
     out.write_text("".join(f"{u['username']:<9} {u['password']}  ({u['role']}"
                            + (f", department {u['department']}" if u.get("department") else
-                              f", grids {','.join(u['grids'])}" if u["grids"] else ", whole district") + ")\n"
+                              f", grids {','.join(u['grids'])}" if u["grids"] else
+                              "" if u["role"] in ("resident", "merchant") else ", whole district") + ")\n"
                            for u in users))
     out.chmod(0o600)
     return out
