@@ -70,7 +70,8 @@ def prepare(db: str) -> dict:
         micro, x, y = con.execute("SELECT b.grid_id, b.label_x, b.label_y FROM buildings b JOIN grids g ON g.grid_id = "
                                   "b.grid_id AND g.valid_to IS NULL ORDER BY b.building_id LIMIT 1").fetchone()
         add_user(con, "vw1", PASSWORD, role="worker", grids=[micro], actor="test", lang="en")
-        residents = [r for r, in con.execute("SELECT resident_id FROM residents ORDER BY resident_id LIMIT ?",
+        residents = [r for r, in con.execute("SELECT resident_id FROM residents WHERE resident_id NOT IN (SELECT "
+                                             "resident_id FROM resident_accounts) ORDER BY resident_id LIMIT ?",
                                              [RESIDENTS]).fetchall()]
         for k, rid in enumerate(residents):
             made = create_resident_account(con, rid, username=f"res{k:02d}", actor="test")

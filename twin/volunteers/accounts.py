@@ -113,16 +113,20 @@ def resident_of(con: duckdb.DuckDBPyConnection, principal: Principal) -> dict:
     if principal.role != "resident":
         raise AccessError(N_("{user} ({role}) has no resident's account; this is for residents of the volunteer "
                              "scheme."), user=principal.username, role=principal.role)
-    row = con.execute("SELECT a.resident_id, r.name, r.tags, r.building_id, b.grid_id, b.label_x, b.label_y "
-                      "FROM resident_accounts a JOIN residents r USING (resident_id) "
-                      "LEFT JOIN buildings b USING (building_id) WHERE a.username = ?",
-                      [principal.username]).fetchall()
-    if not row:
+    # Three lookups by key, not one join: on a PostgreSQL store each goes down to its index, where the join would
+    # read every resident through DuckDB's scanner (a second a call on the full demo).
+    found = con.execute("SELECT resident_id FROM resident_accounts WHERE username = ?", [principal.username]).fetchall()
+    person = con.execute("SELECT name, tags, building_id FROM residents WHERE resident_id = ?",
+                         [found[0][0]]).fetchall() if found else []
+    if not person:
         raise AccessError(N_("{user} has no resident's account; ask your community for one."),
                           user=principal.username)
-    rid, name, tags, building, grid, x, y = row[0]
-    return {"resident_id": rid, "name": name, "tags": list(tags or []), "building_id": building, "grid_id": grid,
-            "x": x, "y": y}
+    name, tags, building = person[0]
+    home = con.execute("SELECT grid_id, label_x, label_y FROM buildings WHERE building_id = ?",
+                       [building]).fetchall() or [(None, None, None)]
+    grid, x, y = home[0]
+    return {"resident_id": found[0][0], "name": name, "tags": list(tags or []), "building_id": building,
+            "grid_id": grid, "x": x, "y": y}
 
 
 def add_merchant(con: duckdb.DuckDBPyConnection, merchant_id: str, name: str, *, address: str | None = None,

@@ -46,10 +46,12 @@ def make_scheme(db: str) -> dict:
         ).fetchone()
         x, y = con.execute("SELECT label_x, label_y FROM buildings WHERE grid_id = ? ORDER BY building_id LIMIT 1",
                            [micro]).fetchone()
-        member = con.execute("SELECT resident_id FROM residents WHERE list_contains(tags, ?) ORDER BY resident_id "
-                             "LIMIT 1", [PARTY_MEMBER_TAG]).fetchone()[0]
-        others = [r for r, in con.execute("SELECT resident_id FROM residents WHERE NOT list_contains(coalesce(tags, "
-                                          "[]), ?) ORDER BY resident_id LIMIT 2", [PARTY_MEMBER_TAG]).fetchall()]
+        free = "resident_id NOT IN (SELECT resident_id FROM resident_accounts)"  # the demo's have accounts
+        member = con.execute(f"SELECT resident_id FROM residents WHERE list_contains(tags, ?) AND {free} "
+                             "ORDER BY resident_id LIMIT 1", [PARTY_MEMBER_TAG]).fetchone()[0]
+        others = [r for r, in con.execute(f"SELECT resident_id FROM residents WHERE NOT list_contains(coalesce(tags, "
+                                          f"[]), ?) AND {free} ORDER BY resident_id LIMIT 2",
+                                          [PARTY_MEMBER_TAG]).fetchall()]
         add_user(con, "w1", PASSWORD, role="worker", grids=[micro], actor="test")
         add_user(con, "w3", PASSWORD, role="worker", grids=[other], actor="test")
         names = {}
@@ -57,8 +59,8 @@ def make_scheme(db: str) -> dict:
             made = create_resident_account(con, rid, username=name, actor="op", source="10.0.0.1")
             activate_account(con, name, made["code"], PASSWORD)
             names[name] = rid
-        shops = {m: add_merchant(con, m, f"shop {m}", actor="op") for m in ("m1", "m2")}
-        rewards = {m: add_reward(con, m, f"tea at {m}", points=10, stock=2, actor="op")["reward_id"]
+        shops = {m: add_merchant(con, f"t{m[-1]}", f"shop {m}", actor="op") for m in ("m1", "m2")}
+        rewards = {m: add_reward(con, f"t{m[-1]}", f"tea at {m}", points=10, stock=2, actor="op")["reward_id"]
                    for m in ("m1", "m2")}
     return {"db": db, "micro": micro, "other": other, "x": x, "y": y, "residents": names, "shops": shops,
             "rewards": rewards, "w1": Principal("w1", "worker", (micro,), source="10.0.0.7"),
