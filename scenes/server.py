@@ -35,6 +35,7 @@ from scenes.screens import DistrictApp, FieldWorkerElsewhere, SignedOut
 from scenes.shared import READS, Cursors, OffLoop, SharedDistrict
 from scenes.theme import PAGE_CSS
 from scenes.tileserve import tile_routes, tiled_view
+from scenes.volunteers import PAGES as VOLUNTEER_PAGES, VolunteerDesk, volunteer_routes
 from twin.access.access import LANGS, set_lang, user_lang
 from twin.access.keys import KeyUse, client_for, record_key_use
 from twin.access.policy import Gate, Refusals, client_principal, public_principal
@@ -532,6 +533,9 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         if principal.role == "worker":  # their page is the phone's, at /worker
             use(choose_lang(asked.get("lang"), None))
             return FieldWorkerElsewhere()
+        if principal.role in ("resident", "merchant"):  # the volunteer scheme's phone pages, /v and /m
+            use(choose_lang(asked.get("lang"), None))
+            return FieldWorkerElsewhere(page=VOLUNTEER_PAGES[principal.role])
         con = sessions.cursor()
         if asked.get("set_lang") in LANGS:  # the header's switch: kept as the user's preference (not awaited:
             # this page speaks it already, and the event loop does not wait on the writer)
@@ -575,6 +579,8 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     retention = Retention(writer)
     field = field_routes(FieldDesk(cursors=shared.cursors, writer=writer, signins=signins, refusals=shared.refusals,
                                    crs=store.district.crs))
+    field += volunteer_routes(VolunteerDesk(cursors=shared.cursors, writer=writer, signins=signins,
+                                            refusals=shared.refusals, crs=store.district.crs))
     try:
         pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
                  title="District twin", extra_patterns=intake_routes(store, writer, cursors=shared.cursors,

@@ -34,8 +34,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from scenes.layers import (COVERAGE_MEASURE, GRID_MEASURES, BuildingLayer, basemap_layer, building_colours,
-                           building_layer, camera_records, coverage_colours, grid_measure_colours, model_layer)
+from scenes.layers import (COVERAGE_MEASURE, GRID_MEASURES, VOLUNTEER_MEASURES, BuildingLayer, basemap_layer,
+                           building_colours, building_layer, camera_records, coverage_colours, grid_measure_colours,
+                           model_layer)
 from twin.access.access import audit
 from twin.access.policy import Gate, Refusals
 from twin.cases.live import CaseFeed, IntakeWriter, Written
@@ -45,10 +46,12 @@ from twin.geo.basemap import load_basemap
 from twin.cases.duties import department_figures
 from twin.cases.evaluations import satisfaction
 from twin.store.queries import district_totals, grid_table, grid_tree, key_figures, micro_figures
+from twin.volunteers.figures import community_ranking, newest_completed, volunteer_table
 
 REFRESH_S = 1.0  # live figures are at most this old
 WORKERS_REFRESH_S = 5.0  # the grid workers' positions on the operators' maps are at most this old
 COVERAGE_REFRESH_S = 60.0  # the day's patrol coverage is at most this old
+VOLUNTEER_REFRESH_S = 5.0  # the volunteer figures (tasks confirmed, points) are at most this old
 # The threads that read the store for the event loop (DuckDB runs a query without the GIL, so a few help).
 READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="twin-read")
 T = TypeVar("T")
@@ -196,11 +199,34 @@ class SharedDistrict:
         if measure in GRID_MEASURES:
             return self._fresh(("colours", measure, level), lambda: grid_measure_colours(
                 self.layer, self.grid_table(level), self._tree, level=level, measure=measure), live=True)
+        if measure in VOLUNTEER_MEASURES:
+            return self._fresh(("colours", measure, level), lambda: grid_measure_colours(
+                self.layer, self.volunteer_table(level), self._tree, level=level, measure=measure),
+                live=False, max_age_s=VOLUNTEER_REFRESH_S)
         if measure == COVERAGE_MEASURE:
             return self._fresh(("colours", measure), lambda: coverage_colours(self.layer, self.coverage()),
                                live=False, max_age_s=COVERAGE_REFRESH_S)
         return self._fresh(("colours", measure), lambda: building_colours(self._con, self.layer, measure=measure),
                            live=False)
+
+    def volunteer_table(self, level: str) -> pd.DataFrame:
+        """Volunteer hours and points per grid at ``level`` this month (:func:`twin.volunteers.figures.
+        volunteer_table`, its columns named as the colour measures), at most ``VOLUNTEER_REFRESH_S`` old."""
+        return self._fresh(("volunteers", level), lambda: volunteer_table(self._con, level=level).rename(
+            columns={"hours": "volunteer_hours", "points": "volunteer_points"}), live=False,
+            max_age_s=VOLUNTEER_REFRESH_S)
+
+    def volunteer_ranking(self) -> pd.DataFrame:
+        """The communities ranked by volunteer points this month (:func:`twin.volunteers.figures.
+        community_ranking`), at most ``VOLUNTEER_REFRESH_S`` old."""
+        return self._fresh(("volunteer ranking",), lambda: community_ranking(self._con), live=False,
+                           max_age_s=VOLUNTEER_REFRESH_S)
+
+    def tasks_done(self) -> list[dict]:
+        """The newest completed volunteer tasks (:func:`twin.volunteers.figures.newest_completed`), at most
+        ``VOLUNTEER_REFRESH_S`` old."""
+        return self._fresh(("tasks done",), lambda: newest_completed(self._con, limit=5), live=False,
+                           max_age_s=VOLUNTEER_REFRESH_S)
 
     def coverage(self) -> pd.DataFrame:
         """Each micro-grid's patrol coverage today (:func:`twin.field.patrol.patrol_coverage`), at most a minute old."""

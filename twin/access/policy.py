@@ -69,6 +69,9 @@ RIGHTS: dict[str, frozenset[str]] = {
     "admin": frozenset({"users", "audit"}),
     "worker": frozenset({"cases", "cameras", "residents", "act", "field"}),
     "department": frozenset({"cases", "act"}),
+    # the volunteer scheme (twin.volunteers): their own account, tasks, points; a merchant's offers and codes
+    "resident": frozenset({"volunteer"}),
+    "merchant": frozenset({"merchant"}),
     PUBLIC_ROLE: frozenset({"public cases"}),
 }
 #: The steps of the case loop (from, to) a role may take; a role not named here takes every step it may act on.

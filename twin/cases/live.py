@@ -137,7 +137,10 @@ def changed_cases(con: duckdb.DuckDBPyConnection, case_ids: list[str]) -> list[d
 
 
 # Another process's writer took the same audit row, case number or key in the meantime (PostgreSQL store).
-CONFLICTS = ("could not serialize access", 'unique constraint "audit_pkey"')
+# The audit trail's and the points ledger's next rows, and a volunteer task's places (twin.volunteers), are numbered
+# from what the transaction saw: another process's transaction taking the same number first is a conflict.
+CONFLICTS = ("could not serialize access", 'unique constraint "audit_pkey"', 'unique constraint "points_ledger_pkey"',
+             'unique constraint "volunteer_grabs_pkey"')
 MAX_CONFLICTS = 50
 
 
@@ -245,6 +248,25 @@ class IntakeWriter:
                                    numbers=self._numbers, write=False)
             return Written({k: v for k, v in reply.items() if k != "case"}, cases=[reply["case"]], client=client)
         return self._queue(job, loop=loop, writes=False)
+
+    def take_report(self, form: dict[str, str], *, district_crs: str,
+                    then: Callable[[duckdb.DuckDBPyConnection, dict], dict], client: str = "resident",
+                    loop: asyncio.AbstractEventLoop | None = None) -> Future:
+        """An Open311 request form taken in as :meth:`take_request` takes one (the same matching and numbering),
+        with ``then(con, case)`` run in the same job on the case record before the batch writes it (a resident's
+        小杜拍 report: its photo and row, :mod:`twin.volunteers.reports`). The answer is the request's id and
+        ``then``'s answer; a :class:`TwinError` from either is the answer instead, and nothing of the job is written
+        (``then`` checks before it writes)."""
+        def job(con: duckdb.DuckDBPyConnection) -> Written:
+            try:
+                reply = submit_request(con, form, district_crs=district_crs, matcher=self._matcher,
+                                       numbers=self._numbers, write=False)
+                extra = then(con, reply["case"])
+            except TwinError as exc:
+                return Written(exc)
+            return Written({"service_request_id": reply["service_request_id"], **extra}, cases=[reply["case"]],
+                           client=client)
+        return self.submit(job, loop=loop)
 
     def transition(self, case_id: str, to_status: str, *, actor: str, note: str | None = None,
                    source: str | None = None, department: str | None = None) -> Future:
