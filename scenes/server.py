@@ -403,6 +403,9 @@ class DetectionsHandler(_Intake):
                                                      loop=asyncio.get_running_loop())
         except DetectionError as exc:
             return self.refuse(400, exc.field, str(exc))
+        token = answer.pop("evaluation_token", None)  # a new case's: its reporter's link, as an Open311 receipt's
+        if token:
+            answer["evaluation_url"] = f"{self.request.protocol}://{self.request.host}{TOKEN_PATH}{token}"
         log.debug("detection %s from %s -> %s", answer["detection_id"], client, answer["case_id"])
         self.reply(answer, 201)
 

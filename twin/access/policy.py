@@ -357,15 +357,17 @@ class Gate:
 
     def check_case(self, case_id: str) -> None:
         """Raise :class:`AccessError` (audited) unless the principal may see ``case_id``'s record and photos: a
-        worker their cases (:meth:`field_case`), other roles with case records those of their grids."""
+        worker their cases (:meth:`field_case`), other roles with case records those they see (:meth:`sees_case`:
+        a department its own, the others those of their grids)."""
         if self.may("field"):
             self.field_case(case_id)
             return
         self._require("cases", N_("case records"), case_id)
-        row = self.con.execute("SELECT grid_id FROM cases WHERE case_id = ?", [case_id]).fetchone()
+        row = self.con.execute("SELECT grid_id, department, assigned_worker FROM cases WHERE case_id = ?",
+                               [case_id]).fetchone()
         if row is None:
             raise InputError(N_("no case {case_id!r} in the store"), case_id=case_id)
-        self._require_grid(row[0], N_("case"), case_id)
+        self._require_case(case_id, *row)
 
     def check_positions(self) -> None:
         """Raise :class:`AccessError` (audited) unless the principal may see grid workers' positions on patrol."""

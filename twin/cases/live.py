@@ -235,7 +235,7 @@ class IntakeWriter:
                        loop: asyncio.AbstractEventLoop | None = None) -> Future:
         def job(con: duckdb.DuckDBPyConnection) -> Written:
             taken = self._desk.take(con, detection, write=False)
-            answer = {k: taken[k] for k in ("detection_id", "case_id", "duplicate")}
+            answer = {k: taken[k] for k in ("detection_id", "case_id", "duplicate", "evaluation_token")}
             return Written(answer, cases=[taken["case"]] if taken["case"] else [],
                            detections=[taken["detection"]], client=client)
         return self._queue(job, loop=loop, writes=False)
