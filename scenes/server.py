@@ -599,12 +599,15 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
 
 def follow_store_changes(db: str, *, clients: Remembered, signins: SignIns, shared: SharedDistrict | None,
                          writer: IntakeWriter) -> Listener:
-    """Follow what any process changes in a PostgreSQL store's keys, users and grids, as it commits
+    """Follow what any process changes in a PostgreSQL store's keys, users, grids and ``meta``, as it commits
     (:func:`twin.store.store.create_change_triggers`): a revoked key or a disabled user is refused here at once,
-    and saved grids are drawn and matched to. This process's own grid saves are left out: its writer and the
-    saving session followed them already (the keys and users it changed are looked up afresh, which is cheap)."""
+    saved grids are drawn and matched to, and ``meta`` (its time zone, its clock) is read afresh. This process's
+    own grid saves are left out: its writer and the saving session followed them already (the keys and users it
+    changed are looked up afresh, which is cheap)."""
     def follow(tables: list[str] | None) -> None:
         tables = set(NOTIFIED_TABLES if tables is None else tables)  # None: notices may have been missed
+        if "meta" in tables:
+            writer.forget_meta()  # every cursor of the store's connection shares what it remembers
         if "api_keys" in tables:
             clients.clear()
         if "users" in tables:

@@ -34,7 +34,7 @@ from twin.errors import TwinError
 from twin.cases.open311 import submit_request
 from twin.store.clock import now_in, store_timezone
 from twin.store.notices import CASES, Listener, notify, sign_transaction
-from twin.store.store import is_unavailable, unavailable
+from twin.store.store import forget_meta, is_unavailable, unavailable
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 512
@@ -221,6 +221,11 @@ class IntakeWriter:
         future = loop.create_future() if loop is not None else Future()
         self._jobs.put(_Job(job, future, writes))
         return future
+
+    def forget_meta(self) -> None:
+        """Read the store's ``meta`` afresh from now on (another process changed it), here and in every cursor of
+        the store's connection (:class:`twin.store.store.MetaCache`); any thread may call it."""
+        forget_meta(self._con)
 
     def close(self) -> None:
         """Finish the jobs queued so far, then stop the thread and close its cursor."""

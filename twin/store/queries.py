@@ -17,7 +17,7 @@ from twin.cases.cases import OPEN_STATUSES
 from twin.errors import check_choice
 from twin.store.clock import district_now
 from twin.store.schema import GRID_LEVELS
-from twin.store.store import building_rows, whole_table_reads
+from twin.store.store import building_rows, meta_value, whole_table_reads
 
 
 def _now(con: duckdb.DuckDBPyConnection) -> pd.Timestamp:
@@ -58,8 +58,7 @@ RESIDENTS_COUNTED = "counted"  # the value of meta.residents in a store that cou
 
 def residents_counted(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the store counts residents per building (``buildings.residents``) instead of listing them."""
-    rows = con.execute("SELECT value FROM meta WHERE key = 'residents'").fetchall()  # fetchall: see Store.count
-    return bool(rows) and rows[0][0] == RESIDENTS_COUNTED
+    return meta_value(con, "residents") == RESIDENTS_COUNTED
 
 
 def per_building_population(con: duckdb.DuckDBPyConnection, *, among: str | None = None) -> str:

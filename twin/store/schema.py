@@ -359,7 +359,7 @@ SEQUENCES: dict[str, str] = {
 # Tables whose changes every process serving a PostgreSQL store must hear of at once (a revoked key, a disabled
 # user, a saved grid): a trigger there sends NOTIFY twin_changes with the table's name, whoever writes, after the
 # writing transaction's sender (the setting ORIGIN_SETTING, which a serving process's writer sets; ``store`` when
-# unset: the command line, psql).
-NOTIFIED_TABLES = ("api_keys", "users", "grids")
+# unset: the command line, psql). ``meta`` too: each process remembers it (twin.store.store.MetaCache).
+NOTIFIED_TABLES = ("api_keys", "users", "grids", "meta")
 CHANGES_CHANNEL = "twin_changes"
 ORIGIN_SETTING = "twin.origin"
