@@ -45,6 +45,7 @@ from twin.geo.basemap import load_basemap
 from twin.cases.duties import department_figures
 from twin.cases.evaluations import satisfaction
 from twin.store.queries import district_totals, grid_table, grid_tree, key_figures, micro_figures
+from twin.store.schema import GRID_LEVELS
 
 REFRESH_S = 1.0  # live figures are at most this old
 WORKERS_REFRESH_S = 5.0  # the grid workers' positions on the operators' maps are at most this old
@@ -81,9 +82,11 @@ class OffLoop:
         The store's writer; the loop awaits its commit of a look's audit rows, never blocks on it.
     """
 
-    def __init__(self, cursors: Cursors, writer: IntakeWriter) -> None:
+    def __init__(self, cursors: Cursors, writer: IntakeWriter, *,
+                 paths: Callable[[str | None], list[dict]] | None = None) -> None:
         self.cursors = cursors
         self.writer = writer
+        self.paths = paths  # a grid's path from the server's grid tree (SharedDistrict.grid_path), not the store
 
     async def read(self, gate: Gate, read: Callable[[Gate], T]) -> tuple[T | TwinError, list[dict]]:
         """``read(gate)`` on a reader thread: its result (or the :class:`TwinError` it raised) and the audit
@@ -92,7 +95,7 @@ class OffLoop:
 
         def work() -> T | TwinError:
             try:
-                return read(gate.bound(self.cursors(), audit_sink=lambda **row: rows.append(row)))
+                return read(gate.bound(self.cursors(), audit_sink=lambda **row: rows.append(row), paths=self.paths))
             except TwinError as exc:
                 return exc
         return await asyncio.get_running_loop().run_in_executor(READS, work), rows
@@ -131,7 +134,7 @@ class SharedDistrict:
         self.cursors = Cursors(con)
         self.feed = feed if feed is not None else CaseFeed()
         self.writer = writer
-        self.off_loop = OffLoop(self.cursors, writer) if writer is not None else None
+        self.off_loop = OffLoop(self.cursors, writer, paths=self.grid_path) if writer is not None else None
         self.refusals = Refusals()  # one throttle for every session's refused accesses
         self._lock = threading.Lock()
         self._key_locks: dict[tuple, threading.Lock] = {}
@@ -146,6 +149,7 @@ class SharedDistrict:
         self.basemap_payload: bytes = basemap_layer(load_basemap(con), self.layer.origin)  # sent after the first frame
         self._totals = district_totals(con)
         self._tree = grid_tree(con)
+        self._tree_index: tuple[pd.DataFrame, dict] | None = None  # the tree's grids by id, for grid_path
         self._memo: dict[tuple, tuple[int, float, object]] = {}
         self.tileset: str | None = None  # the tileset's URL when the view streams tiles (scenes.tileserve)
 
@@ -169,6 +173,24 @@ class SharedDistrict:
                     max_age_s is not None and time.monotonic() - hit[1] > max_age_s):
                 hit = self._memo[key] = (version, time.monotonic(), compute())
             return hit[2]
+
+    def grid_path(self, grid_id: str | None) -> list[dict]:
+        """The grids from the street down to ``grid_id`` (:func:`twin.inspector.grid_path`), from the grid tree
+        held here (followed on every grid save), not the store: a click's card costs no read of the grids."""
+        with self._lock:
+            tree = self._tree
+            index = self._tree_index if self._tree_index is not None and self._tree_index[0] is tree else None
+        if index is None:
+            index = (tree, {g: (n, lv, p) for g, n, lv, p in zip(tree["grid_id"], tree["name"], tree["level"],
+                                                                 tree["parent_id"])})
+            with self._lock:
+                self._tree_index = index
+        path = []
+        while isinstance(grid_id, str) and grid_id in index[1] and len(path) <= len(GRID_LEVELS):
+            name, level, parent = index[1][grid_id]
+            path.append({"grid_id": grid_id, "name": name, "level": level})
+            grid_id = parent
+        return path[::-1]
 
     def forget_grids(self) -> None:
         """Grids were saved (the planner): the grid tree, the micro-grid figures and every memoised table

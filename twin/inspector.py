@@ -7,7 +7,10 @@ personal data), masks and the audit trail in one place.
 
 from __future__ import annotations
 
+import collections
 import json
+from collections.abc import Callable
+from functools import partial
 
 import duckdb
 import pandas as pd
@@ -20,7 +23,7 @@ from twin.errors import N_, InputError
 from twin.grids.grids import grids_under
 from twin.party.figures import grid_party_figures
 from twin.party.orgs import grid_orgs
-from twin.store.queries import _now, building_population, population
+from twin.store.queries import _now, population, residents_counted
 from twin.store.schema import GRID_LEVELS
 from twin.store.store import building_rows
 
@@ -45,24 +48,36 @@ def grid_path(con: duckdb.DuckDBPyConnection, grid_id: str | None) -> list[dict]
     return [{"grid_id": g, "name": n, "level": lv} for g, n, lv in rows]
 
 
-def building_card(con: duckdb.DuckDBPyConnection, building_id: str) -> dict:
-    """The building's facts, grid path and head counts.
+def building_card(con: duckdb.DuckDBPyConnection, building_id: str, *,
+                  paths: Callable[[str | None], list[dict]] | None = None) -> dict:
+    """The building's facts, grid path, head counts and its residents' tags (``tags``: tag to count, most first).
+
+    ``paths`` gives a grid's path (:func:`grid_path`) from what the caller holds already (a server's grid tree);
+    by default it is read from the store. Three reads in all, and the cameras': one per round trip to a
+    PostgreSQL store counts (a click's card is read while others click).
 
     Raises
     ------
     InputError
         When there is no such building.
     """
-    row = con.execute("""
-        SELECT building_id, name, address, use, height, base_z, floors, height_source, source, source_id, grid_id,
-               compound_id FROM buildings WHERE building_id = ?""", [building_id]).fetchone()
-    if row is None:
-        raise InputError(N_("no building {building_id!r} in the store"), building_id=building_id)
     keys = ("building_id", "name", "address", "use", "height", "base_z", "floors", "height_source", "source",
             "source_id", "grid_id", "compound_id")
-    card = dict(zip(keys, row))
-    card["residents"], card["households"] = building_population(con, building_id)
-    card["grid_path"] = grid_path(con, card["grid_id"])
+    row = con.execute(f"SELECT {', '.join(keys)}, coalesce(residents, 0), coalesce(households, 0) FROM buildings "
+                      "WHERE building_id = ?", [building_id]).fetchall()
+    if not row:
+        raise InputError(N_("no building {building_id!r} in the store"), building_id=building_id)
+    card = dict(zip(keys, row[0]))
+    counted = residents_counted(con)
+    # One read of the building's residents gives their head count, households and tags alike.
+    people = con.execute(f"SELECT household_id, tags FROM residents WHERE {building_rows(con)}",
+                         [building_id]).fetchall()
+    tags = collections.Counter(t for _, listed in people for t in (listed or ()))
+    card["tags"] = dict(sorted(tags.items(), key=lambda kv: (-kv[1], kv[0])))
+    card["residents"], card["households"] = (row[0][-2:] if counted else
+                                             (len(people), len({h for h, _ in people if h is not None})))
+    card["residents_counted"] = counted
+    card["grid_path"] = (paths or partial(grid_path, con))(card["grid_id"])
     card["cameras"] = cameras_seeing(con, building_id)
     return card
 
@@ -193,8 +208,10 @@ def offline_cameras(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
                        "WHERE status <> 'online' ORDER BY camera_id").df()
 
 
-def grid_card(con: duckdb.DuckDBPyConnection, grid_id: str) -> dict:
-    """A grid in force: its facts, its worker, head counts, open and overdue cases by category, party organisations.
+def grid_card(con: duckdb.DuckDBPyConnection, grid_id: str, *,
+              paths: Callable[[str | None], list[dict]] | None = None) -> dict:
+    """A grid in force: its facts, its worker, head counts, open and overdue cases by category, party organisations
+    (``paths``: as :func:`building_card`'s).
 
     Figures cover the grid and every grid under it (its micro-grids hold the buildings and cases).
 
@@ -220,7 +237,7 @@ def grid_card(con: duckdb.DuckDBPyConnection, grid_id: str) -> dict:
         raise InputError(N_("no grid {grid_id!r} in force in the store; pick one from the per-grid table"),
                          grid_id=grid_id)
     card = dict(zip(facts, row))
-    card["grid_path"] = grid_path(con, grid_id)
+    card["grid_path"] = (paths or partial(grid_path, con))(grid_id)
     under = sorted(grids_under(con, [grid_id]))
     card["buildings"], = con.execute("SELECT count(*) FROM buildings WHERE grid_id IN (SELECT unnest(?))",
                                      [under]).fetchone()

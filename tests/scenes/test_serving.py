@@ -169,3 +169,33 @@ def test_the_loop_answers_while_an_open311_read_is_held(demo_copy, monkeypatch):
             loop.call_soon_threadsafe(stop.set)
             thread.join(timeout=30)
         assert slow and slow[0][0] == 200
+
+
+def test_a_served_building_look_reads_the_same_card_with_the_grid_path_from_the_servers_tree(demo_copy_db):
+    """The grid path comes from the server's grid tree (no read of the grids per click), the head counts and tags
+    from one read of the building's residents: the card is the store's, on both backends."""
+    from twin.inspector import building_card, grid_path
+
+    with Store(demo_copy_db) as store:
+        con = store.con.cursor()
+        shared = SharedDistrict(store.con.cursor(), writer=IntakeWriter(store.con, CaseFeed(), dedupe_window_s=60))
+        grids = con.execute("SELECT grid_id FROM grids WHERE valid_to IS NULL ORDER BY grid_id").fetchall()
+        for grid_id, in grids[::max(1, len(grids) // 40)] + [("no-such-grid",)]:
+            assert shared.grid_path(grid_id) == grid_path(con, grid_id)
+        assert shared.grid_path(None) == []
+        building_id, tag = con.execute(
+            "SELECT building_id, any_value(tags[1]) FROM residents WHERE len(tags) > 0 "
+            "GROUP BY building_id ORDER BY count(*) DESC, building_id LIMIT 1").fetchone()
+        residents, households, tagged = con.execute(
+            "SELECT count(*), count(DISTINCT household_id), count(*) FILTER (WHERE list_contains(tags, ?)) "
+            "FROM residents WHERE building_id = ?", [tag, building_id]).fetchone()
+        gate = Gate(store.con.cursor(), Principal("op", "operator", (), source=None))
+        served = asyncio.run(shared.off_loop.look(gate, lambda g: g.building_card(building_id)))
+        read = building_card(con, building_id)
+        assert (served["residents"], served["households"], served["tags"][tag]) == (residents, households, tagged)
+        assert list(served["tags"].values()) == sorted(served["tags"].values(), reverse=True)
+        assert served["grid_path"] == read["grid_path"] and len(served["grid_path"]) == 4
+        assert {k: v for k, v in served.items() if k not in ("cameras", "grid_path")} == {
+            k: v for k, v in read.items() if k not in ("cameras", "grid_path")} | {
+            k: served[k] for k in ("may_see_residents", "may_see_cases")}
+        shared.writer.close()

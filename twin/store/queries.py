@@ -75,16 +75,6 @@ def per_building_population(con: duckdb.DuckDBPyConnection, *, among: str | None
             f"FROM residents WHERE {within} GROUP BY building_id")
 
 
-def building_population(con: duckdb.DuckDBPyConnection, building_id: str) -> tuple[int, int]:
-    """``(residents, households)`` of one building."""
-    if residents_counted(con):
-        row = con.execute("SELECT coalesce(residents, 0), coalesce(households, 0) FROM buildings "
-                          "WHERE building_id = ?", [building_id]).fetchall()
-        return tuple(row[0]) if row else (0, 0)
-    return tuple(con.execute(f"SELECT count(*), count(DISTINCT household_id) FROM residents WHERE {building_rows(con)}",
-                             [building_id]).fetchall()[0])
-
-
 def population(con: duckdb.DuckDBPyConnection, *, grids: frozenset[str] | list[str] | None = None) -> tuple[int, int]:
     """``(residents, households)`` of the buildings whose grid is among ``grids`` (grid ids; None: all)."""
     grids = None if grids is None else frozenset(grids)
