@@ -106,19 +106,25 @@ def residents_page(con: duckdb.DuckDBPyConnection, building_id: str, *, page: in
         LIMIT ? OFFSET ?""", [now, now, building_id, page_size, page * page_size]).df()
 
 
+ACCESS_COLUMNS = ("grid_id", "department", "assigned_worker")  # what decides who sees a case (Gate.sees_case)
+
+
 def open_cases(con: duckdb.DuckDBPyConnection, *, building_id: str | None = None,
-               grid_id: str | None = None, where: tuple[str, list] = ("true", [])) -> pd.DataFrame:
+               grid_id: str | None = None, where: tuple[str, list] = ("true", []),
+               access_columns: bool = False) -> pd.DataFrame:
     """Open cases of a building (or a micro-grid): id, category, status, age in hours, overdue flag.
 
     ``where`` is a further SQL condition on ``cases`` and its parameters (the gate's, ``Gate.case_filter``).
+    ``access_columns`` adds :data:`ACCESS_COLUMNS`, for a caller that decides per case who sees it.
     """
     placeholders = ", ".join("?" for _ in OPEN_STATUSES)
     column, value = ("building_id", building_id) if building_id is not None else ("grid_id", grid_id)
     now = _now(con)
+    more = "".join(f", {c}" for c in ACCESS_COLUMNS) if access_columns else ""
     return con.execute(f"""
         SELECT case_id, category, subcategory, status,
                round(date_diff('minute', reported_at, ?::TIMESTAMP) / 60.0, 1) AS age_h,
-               due_at < ?::TIMESTAMP AS overdue
+               due_at < ?::TIMESTAMP AS overdue{more}
         FROM cases WHERE {column} = ? AND status IN ({placeholders}) AND ({where[0]})
         ORDER BY reported_at DESC""", [now, now, value, *OPEN_STATUSES, *where[1]]).df()
 
