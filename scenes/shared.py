@@ -234,9 +234,15 @@ class SharedDistrict:
         (:func:`twin.field.patrol.field_workers`), at most ``WORKERS_REFRESH_S`` old; sessions keep their own."""
         return self._fresh(("workers",), lambda: field_workers(self._con), live=False, max_age_s=WORKERS_REFRESH_S)
 
-    def key_figures(self) -> dict:
-        """The leader's key figures (see :func:`twin.store.queries.key_figures`)."""
-        return self._fresh(("figures",), lambda: key_figures(self._con, totals=self._totals), live=True)
+    def key_figures(self, *, grids: frozenset[str] | None = None) -> dict:
+        """The leader's key figures (see :func:`twin.store.queries.key_figures`), or those of ``grids`` (an
+        operator's scope: the sessions of operators of the same grids share them). The totals of a grid set (a
+        count of its residents: a second and more on PostgreSQL) are computed once, its case figures once per
+        change of the cases."""
+        if grids is None:
+            return self._fresh(("figures",), lambda: key_figures(self._con, totals=self._totals), live=True)
+        totals = self._fresh(("totals", grids), lambda: district_totals(self._con, grids=grids), live=False)
+        return self._fresh(("figures", grids), lambda: key_figures(self._con, totals=totals, grids=grids), live=True)
 
     def grid_table(self, level: str) -> pd.DataFrame:
         """Figures per grid at a level (see :func:`twin.store.queries.grid_table`); a copy the caller may sort."""

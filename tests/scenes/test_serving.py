@@ -199,3 +199,30 @@ def test_a_served_building_look_reads_the_same_card_with_the_grid_path_from_the_
             k: v for k, v in read.items() if k not in ("cameras", "grid_path")} | {
             k: served[k] for k in ("may_see_residents", "may_see_cases")}
         shared.writer.close()
+
+
+def test_an_operators_own_figures_are_computed_once_for_all_their_sessions_and_follow_the_cases(demo_copy_db):
+    """An operator's figures (their grids' residents counted: a second on PostgreSQL) are the server's, shared by
+    every session of operators of those grids; the case figures among them follow the case feed."""
+    from twin.cases.cases import OPEN_STATUSES
+    from twin.grids.grids import grids_under
+    from twin.store.queries import key_figures
+
+    with Store(demo_copy_db) as store:
+        con = store.con.cursor()
+        feed = CaseFeed()
+        shared = SharedDistrict(store.con.cursor(), feed=feed)
+        street, = con.execute("SELECT grid_id FROM grids WHERE level = 'street' AND valid_to IS NULL "
+                              "ORDER BY grid_id LIMIT 1").fetchone()
+        mine = grids_under(con, [street])
+        first = shared.key_figures(grids=mine)
+        assert first == key_figures(con, grids=mine) and first != shared.key_figures()
+        assert shared.key_figures(grids=frozenset(mine)) is first, "another session of the same grids: no read"
+        case_id, status = con.execute("SELECT case_id, status FROM cases WHERE grid_id IN (SELECT unnest(?)) AND "
+                                      "status IN (SELECT unnest(?)) ORDER BY case_id LIMIT 1",
+                                      [sorted(mine), list(OPEN_STATUSES)]).fetchone()
+        con.execute("UPDATE cases SET status = 'closed' WHERE case_id = ?", [case_id])
+        feed.publish([{"case_id": case_id, "status": "closed"}])
+        after = shared.key_figures(grids=mine)
+        assert after["open_cases"][status] == first["open_cases"][status] - 1
+        assert after == key_figures(con, grids=mine)
