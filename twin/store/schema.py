@@ -9,7 +9,7 @@ Timestamps are naive and in the store's zone, ``meta.timezone`` (an IANA name,
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 14  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
+SCHEMA_VERSION = 15  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
 # 5 grid_changes (who changed which grid version, when and why), 6 users and the audit trail,
 # 7 no R-tree on grid boundaries (see DROPPED_INDEXES), 8 users.lang (the UI language a user chose),
 # cases.attributes (Open311 attributes) and meta.timezone; 9 the basemap (roads, water, green) and
@@ -19,6 +19,7 @@ SCHEMA_VERSION = 14  # 2 added elements (BIM parts), 3 api_keys, 4 detections an
 # tokens that ask for them; 13 the grid workers' field tables: case_photos, patrol_shifts, patrol_checkins,
 # field_actions; 14 party_orgs.kind, parent_id and
 # secretary, party_reports (party members reporting to a grid, 报到) and party_services (their service records);
+# 15 intake_keys (the idempotency keys of intake requests, with the answer a resend gets again);
 # older stores are upgraded in place
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"  # the demo district's; a new store, and an upgraded one, get it in meta.timezone
@@ -278,6 +279,15 @@ TABLES: dict[str, str] = {
         request VARCHAR NOT NULL,        -- JSON of what was asked (a key sent again with another request is refused)
         -- JSON of the answer, given again to a replay
         result VARCHAR NOT NULL""",
+    "intake_keys": """
+        client VARCHAR NOT NULL,         -- the API key's client that sent the request
+        key VARCHAR NOT NULL,            -- its idempotency key (twin.cases.idempotency)
+        route VARCHAR NOT NULL,          -- open311 or detection
+        request VARCHAR NOT NULL,        -- digest of what was asked (a key sent again with another request is refused)
+        case_id VARCHAR,
+        "at" TIMESTAMP NOT NULL,
+        answer VARCHAR NOT NULL,         -- JSON of the answer, given again to a resend
+        PRIMARY KEY (client, key)""",
     "party_orgs": """
         org_id VARCHAR PRIMARY KEY,
         name VARCHAR NOT NULL,
