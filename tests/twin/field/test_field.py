@@ -15,8 +15,8 @@ from twin.access.policy import Gate
 from twin.cases.cases import assign_worker, create_case, load_taxonomy, record_transition
 from twin.errors import AccessError, InputError
 from twin.field.actions import FieldConflict, add_photo, take_step
-from twin.field.patrol import (FULL_COVERAGE, MAX_GAP_S, PASS_DISTANCE_M, check_in, field_workers, patrol_coverage,
-                               purge_positions, set_patrol)
+from twin.field.patrol import (FULL_COVERAGE, MAX_GAP_S, PASS_DISTANCE_M, check_in, field_workers, of_grids,
+                               patrol_coverage, purge_positions, set_patrol)
 from twin.field.photos import check_photo
 from twin.field.worklist import worker_case, worker_cases
 from twin.store.clock import store_now
@@ -249,7 +249,9 @@ def test_positions_are_kept_only_on_patrol_inside_the_district_and_audited_witho
     assert on_map[["worker", "x", "y", "open_load"]].values.tolist() == [["w1", x, y, 2]]
     run(db, lambda con: set_patrol(Gate(con, w1), key="patrol-off1", on=False, at=minutes(2)))
     with Store(db, read_only=True) as store:
-        assert field_workers(store.con).empty, "off patrol, a worker is not on the operators' map"
+        off = field_workers(store.con)
+        assert off.empty, "off patrol, a worker is not on the operators' map"
+        assert "worker" in of_grids(off, frozenset({field["micro"]})), "an operator's empty map keeps its columns"
     unchanged(db, lambda: run(db, lambda con: check_in(Gate(con, w1), key="pos-00004", x=x, y=y)), InputError,
               "patrol was off")
 
