@@ -338,7 +338,11 @@ def test_a_request_sent_again_with_its_idempotency_key_gets_the_first_answer_and
         except DetectionError:  # a camera whose target lies outside the district
             continue
         resent = w.take_detection(parse_detection(body), client="cam", key=f"{camera}:0001").result(timeout=30)
+        first_token, again_token = seen.pop("evaluation_token"), resent.pop("evaluation_token")
         assert resent == {**seen, "replayed": True}
+        # a new case's reporter link is kept only as a hash: the resend gets a link of its own, as a request's does
+        assert (first_token is None) == (again_token is None) == seen["duplicate"]
+        assert seen["duplicate"] or first_token != again_token
         kept, = store.con.execute("SELECT count(*) FROM detections WHERE camera_id = ?", [camera]).fetchone()
         assert kept == 1, "the resend was not taken as a second sighting"
         break
