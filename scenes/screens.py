@@ -43,7 +43,7 @@ from twin.cases.cases import CASE_STATUSES, OPEN_STATUSES
 from twin.errors import TwinError
 from twin.field.patrol import of_grids
 from twin.access.policy import Gate
-from twin.store.queries import grid_boundaries, key_figures
+from twin.store.queries import grid_boundaries
 from twin.store.schema import GRID_LEVELS
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class DistrictApp(pn.viewable.Viewer):
         # An operator's own grids (with every grid under them): their figures stand beside the district's.
         self._my_grids = self.gate.scope if principal.role == "operator" else None
         if self._my_grids is not None:
-            self.figures.refresh(mine=key_figures(con, grids=self._my_grids))
+            self.figures.refresh(mine=shared.key_figures(grids=self._my_grids))
         self.grid_table = GridTable(shared.grid_table, level=self.level)
         self.inspector = Inspector(self.gate, writer=writer, off_loop=shared.off_loop, coverage=shared.coverage)
         self.drilldown = DrillDown(self.inspector.look, lambda: dict(zip(self.grid_table.value["grid_id"],
@@ -279,7 +279,7 @@ class DistrictApp(pn.viewable.Viewer):
         measure, level = self.colour_by, self.level
         colours = ((measure, level, self.shared.colours(measure, level=level))
                    if measure in (*GRID_MEASURES, COVERAGE_MEASURE, *VOLUNTEER_MEASURES) else None)
-        mine = None if self._my_grids is None else key_figures(self.shared.cursors(), grids=self._my_grids)
+        mine = None if self._my_grids is None else self.shared.key_figures(grids=self._my_grids)
         loop_level = self.loop.level
         return (self.shared.key_figures(), self.shared.grid_table(self.grid_table.level), colours, mine,
                 (loop_level, self.shared.loop_figures(loop_level)),

@@ -47,6 +47,7 @@ from twin.cases.duties import department_figures
 from twin.cases.evaluations import satisfaction
 from twin.store.queries import district_totals, grid_table, grid_tree, key_figures, micro_figures
 from twin.volunteers.figures import community_ranking, newest_completed, volunteer_table
+from twin.store.schema import GRID_LEVELS
 
 REFRESH_S = 1.0  # live figures are at most this old
 WORKERS_REFRESH_S = 5.0  # the grid workers' positions on the operators' maps are at most this old
@@ -84,9 +85,11 @@ class OffLoop:
         The store's writer; the loop awaits its commit of a look's audit rows, never blocks on it.
     """
 
-    def __init__(self, cursors: Cursors, writer: IntakeWriter) -> None:
+    def __init__(self, cursors: Cursors, writer: IntakeWriter, *,
+                 paths: Callable[[str | None], list[dict]] | None = None) -> None:
         self.cursors = cursors
         self.writer = writer
+        self.paths = paths  # a grid's path from the server's grid tree (SharedDistrict.grid_path), not the store
 
     async def read(self, gate: Gate, read: Callable[[Gate], T]) -> tuple[T | TwinError, list[dict]]:
         """``read(gate)`` on a reader thread: its result (or the :class:`TwinError` it raised) and the audit
@@ -95,7 +98,7 @@ class OffLoop:
 
         def work() -> T | TwinError:
             try:
-                return read(gate.bound(self.cursors(), audit_sink=lambda **row: rows.append(row)))
+                return read(gate.bound(self.cursors(), audit_sink=lambda **row: rows.append(row), paths=self.paths))
             except TwinError as exc:
                 return exc
         return await asyncio.get_running_loop().run_in_executor(READS, work), rows
@@ -134,7 +137,7 @@ class SharedDistrict:
         self.cursors = Cursors(con)
         self.feed = feed if feed is not None else CaseFeed()
         self.writer = writer
-        self.off_loop = OffLoop(self.cursors, writer) if writer is not None else None
+        self.off_loop = OffLoop(self.cursors, writer, paths=self.grid_path) if writer is not None else None
         self.refusals = Refusals()  # one throttle for every session's refused accesses
         self._lock = threading.Lock()
         self._key_locks: dict[tuple, threading.Lock] = {}
@@ -149,6 +152,7 @@ class SharedDistrict:
         self.basemap_payload: bytes = basemap_layer(load_basemap(con), self.layer.origin)  # sent after the first frame
         self._totals = district_totals(con)
         self._tree = grid_tree(con)
+        self._tree_index: tuple[pd.DataFrame, dict] | None = None  # the tree's grids by id, for grid_path
         self._memo: dict[tuple, tuple[int, float, object]] = {}
         self.tileset: str | None = None  # the tileset's URL when the view streams tiles (scenes.tileserve)
 
@@ -172,6 +176,24 @@ class SharedDistrict:
                     max_age_s is not None and time.monotonic() - hit[1] > max_age_s):
                 hit = self._memo[key] = (version, time.monotonic(), compute())
             return hit[2]
+
+    def grid_path(self, grid_id: str | None) -> list[dict]:
+        """The grids from the street down to ``grid_id`` (:func:`twin.inspector.grid_path`), from the grid tree
+        held here (followed on every grid save), not the store: a click's card costs no read of the grids."""
+        with self._lock:
+            tree = self._tree
+            index = self._tree_index if self._tree_index is not None and self._tree_index[0] is tree else None
+        if index is None:
+            index = (tree, {g: (n, lv, p) for g, n, lv, p in zip(tree["grid_id"], tree["name"], tree["level"],
+                                                                 tree["parent_id"])})
+            with self._lock:
+                self._tree_index = index
+        path = []
+        while isinstance(grid_id, str) and grid_id in index[1] and len(path) <= len(GRID_LEVELS):
+            name, level, parent = index[1][grid_id]
+            path.append({"grid_id": grid_id, "name": name, "level": level})
+            grid_id = parent
+        return path[::-1]
 
     def forget_grids(self) -> None:
         """Grids were saved (the planner): the grid tree, the micro-grid figures and every memoised table
@@ -238,9 +260,15 @@ class SharedDistrict:
         (:func:`twin.field.patrol.field_workers`), at most ``WORKERS_REFRESH_S`` old; sessions keep their own."""
         return self._fresh(("workers",), lambda: field_workers(self._con), live=False, max_age_s=WORKERS_REFRESH_S)
 
-    def key_figures(self) -> dict:
-        """The leader's key figures (see :func:`twin.store.queries.key_figures`)."""
-        return self._fresh(("figures",), lambda: key_figures(self._con, totals=self._totals), live=True)
+    def key_figures(self, *, grids: frozenset[str] | None = None) -> dict:
+        """The leader's key figures (see :func:`twin.store.queries.key_figures`), or those of ``grids`` (an
+        operator's scope: the sessions of operators of the same grids share them). The totals of a grid set (a
+        count of its residents: a second and more on PostgreSQL) are computed once, its case figures once per
+        change of the cases."""
+        if grids is None:
+            return self._fresh(("figures",), lambda: key_figures(self._con, totals=self._totals), live=True)
+        totals = self._fresh(("totals", grids), lambda: district_totals(self._con, grids=grids), live=False)
+        return self._fresh(("figures", grids), lambda: key_figures(self._con, totals=totals, grids=grids), live=True)
 
     def grid_table(self, level: str) -> pd.DataFrame:
         """Figures per grid at a level (see :func:`twin.store.queries.grid_table`); a copy the caller may sort."""

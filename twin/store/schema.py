@@ -9,7 +9,7 @@ Timestamps are naive and in the store's zone, ``meta.timezone`` (an IANA name,
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 15  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
+SCHEMA_VERSION = 16  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
 # 5 grid_changes (who changed which grid version, when and why), 6 users and the audit trail,
 # 7 no R-tree on grid boundaries (see DROPPED_INDEXES), 8 users.lang (the UI language a user chose),
 # cases.attributes (Open311 attributes) and meta.timezone; 9 the basemap (roads, water, green) and
@@ -21,6 +21,7 @@ SCHEMA_VERSION = 15  # 2 added elements (BIM parts), 3 api_keys, 4 detections an
 # secretary, party_reports (party members reporting to a grid, 报到) and party_services (their service records);
 # 15 the volunteer scheme (文明小杜, twin.volunteers): volunteer_tasks, volunteer_grabs, points_ledger, merchants,
 # rewards, redemptions, resident_accounts, volunteer_reports (new tables only);
+# 16 intake_keys (the idempotency keys of intake requests, with the answer a resend gets again);
 # older stores are upgraded in place
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"  # the demo district's; a new store, and an upgraded one, get it in meta.timezone
@@ -287,6 +288,15 @@ TABLES: dict[str, str] = {
         request VARCHAR NOT NULL,        -- JSON of what was asked (a key sent again with another request is refused)
         -- JSON of the answer, given again to a replay
         result VARCHAR NOT NULL""",
+    "intake_keys": """
+        client VARCHAR NOT NULL,         -- the API key's client that sent the request
+        key VARCHAR NOT NULL,            -- its idempotency key (twin.cases.idempotency)
+        route VARCHAR NOT NULL,          -- open311 or detection
+        request VARCHAR NOT NULL,        -- digest of what was asked (a key sent again with another request is refused)
+        case_id VARCHAR,
+        "at" TIMESTAMP NOT NULL,
+        answer VARCHAR NOT NULL,         -- JSON of the answer, given again to a resend
+        PRIMARY KEY (client, key)""",
     "party_orgs": """
         org_id VARCHAR PRIMARY KEY,
         name VARCHAR NOT NULL,
@@ -449,7 +459,7 @@ SEQUENCES: dict[str, str] = {
 # Tables whose changes every process serving a PostgreSQL store must hear of at once (a revoked key, a disabled
 # user, a saved grid): a trigger there sends NOTIFY twin_changes with the table's name, whoever writes, after the
 # writing transaction's sender (the setting ORIGIN_SETTING, which a serving process's writer sets; ``store`` when
-# unset: the command line, psql).
-NOTIFIED_TABLES = ("api_keys", "users", "grids")
+# unset: the command line, psql). ``meta`` too: each process remembers it (twin.store.store.MetaCache).
+NOTIFIED_TABLES = ("api_keys", "users", "grids", "meta")
 CHANGES_CHANNEL = "twin_changes"
 ORIGIN_SETTING = "twin.origin"

@@ -210,4 +210,12 @@ def test_a_store_before_schema_14_gets_the_party_tables_and_its_organisations_ki
         kinds = dict(store.con.execute("SELECT org_id, kind FROM party_orgs").fetchall())
         assert kinds == {"A": "committee", "B": "branch", "C": "joint_branch", "D": "general_branch", "E": None}
         assert store.count("party_reports") == store.count("party_services") == 0
-        assert store.meta()["schema_version"] == str(SCHEMA_VERSION) == "15"
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION)
+
+
+def test_a_store_before_schema_16_gets_the_intake_keys(new_store_db):
+    with Store(new_store_db, create=True) as store:
+        store.con.execute("DROP TABLE intake_keys")
+        store.con.execute("UPDATE meta SET value = '14' WHERE key = 'schema_version'")
+    with Store(new_store_db) as store:
+        assert store.count("intake_keys") == 0 and store.meta()["schema_version"] == str(SCHEMA_VERSION)

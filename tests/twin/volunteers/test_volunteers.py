@@ -15,6 +15,7 @@ from twin.access.policy import Gate
 from twin.errors import AccessError, InputError
 from twin.party.orgs import PARTY_MEMBER_TAG
 from twin.store.clock import store_now
+from twin.store.schema import SCHEMA_VERSION
 from twin.store.store import Store, open_for_command
 from twin.volunteers import ledger
 from twin.volunteers.accounts import activate_account, add_merchant, create_resident_account
@@ -269,10 +270,10 @@ def test_a_store_at_schema_14_is_upgraded_in_place_with_the_volunteer_tables(new
         for table in VOLUNTEER_TABLES:
             store.con.execute(f"DROP TABLE {table}")
         store.con.execute("UPDATE meta SET value = '14' WHERE key = 'schema_version'")
-    with pytest.raises(Exception, match="older than this program's 15"):  # read-only: told how to upgrade
+    with pytest.raises(Exception, match=f"older than this program's {SCHEMA_VERSION}"):  # read-only: told how to upgrade
         Store(new_store_db, read_only=True)
     with Store(new_store_db) as store:
-        assert store.meta()["schema_version"] == "15" and store.meta()["marker"] == "kept"
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION) and store.meta()["marker"] == "kept"
         assert all(has_table(store.con, t) for t in VOLUNTEER_TABLES)
         ledger.append(store.con, resident_id="R1", amount=3, reason="task", ref=None, actor="t")
         assert ledger.verify_ledger(store.con) is None
