@@ -136,6 +136,9 @@ def test_a_detection_goes_round_the_whole_loop_to_closed(small_demo, tmp_path):
         expect(card.locator("tr", has_text="department").first).to_contain_text("城市管理局")
         assert desk.errors_seen == []
         desk.close()
+        wpage.reload()  # the department holds it now: not on the worker's phone, nor theirs to accept
+        wpage.wait_for_function("window.twinWorkerReady === true", timeout=30_000)
+        expect(wpage.locator(f"button.case[data-case-id='{case_id}']")).to_have_count(0)
 
         # 4. The department handles it on its own screen: in progress, then resolved.
         office = _desk(browser, url, "cgj1")

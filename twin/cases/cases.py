@@ -112,7 +112,7 @@ def record_transition(con: duckdb.DuckDBPyConnection, case_id: str, to_status: s
         raise InputError(N_("case {case_id}: a transition needs the actor who makes it"), case_id=case_id)
     from_status, kind, category, had_department = row
     check_transition(from_status, to_status)
-    at = pd.Timestamp(at) if at is not None else store_now(con)
+    at = pd.Timestamp(at) if at is not None else not_before_last_event(con, case_id, store_now(con))
     event = {"case_id": case_id, "at": at, "from_status": from_status, "to_status": to_status, "actor": actor,
              "note": note}
     routed = None
@@ -135,6 +135,13 @@ def record_transition(con: duckdb.DuckDBPyConnection, case_id: str, to_status: s
     con.execute('INSERT INTO case_events (case_id, "at", from_status, to_status, actor, note) VALUES (?, ?, ?, ?, ?, ?)',
                 [case_id, at, from_status, to_status, actor, note])
     return event
+
+
+def not_before_last_event(con: duckdb.DuckDBPyConnection, case_id: str, at: pd.Timestamp) -> pd.Timestamp:
+    """``at``, or the case's last event's time when that is later: a step stamped now (to the second) after one
+    stamped to the microsecond in the same second (a worker's, from the phone) keeps the case's history in order."""
+    last, = con.execute('SELECT max("at") FROM case_events WHERE case_id = ?', [case_id]).fetchone()
+    return max(pd.Timestamp(at), pd.Timestamp(last)) if last is not None else pd.Timestamp(at)
 
 
 def duty_for(con: duckdb.DuckDBPyConnection, kind: str) -> dict | None:

@@ -27,7 +27,7 @@ import duckdb
 import pandas as pd
 
 from twin.access.access import audit
-from twin.cases.cases import ASK_DAYS, record_transition
+from twin.cases.cases import ASK_DAYS, not_before_last_event, record_transition
 from twin.errors import N_, InputError, check_choice
 from twin.store.clock import district_now, store_now, with_offset
 from twin.store.queries import grid_tree
@@ -146,7 +146,8 @@ def answer_evaluation(con: duckdb.DuckDBPyConnection, token: str, *, satisfied: 
     if not satisfied and note is None:
         raise InputError(N_("say what is still wrong in the note: the case is reopened with it."))
     case_id = case["case_id"]
-    at = pd.Timestamp(now) if now is not None else store_now(con)  # the answer's moment, as transitions are stamped
+    # the answer's moment, as transitions are stamped (never before the case's last step: its history in order)
+    at = pd.Timestamp(now) if now is not None else not_before_last_event(con, case_id, store_now(con))
     con.execute("UPDATE evaluation_tokens SET used_at = ? WHERE token_hash = ?", [at, token_hash(token)])
     result = "satisfied" if satisfied else "not_satisfied"
     _record(con, case_id, result, note=note, via="token", at=at)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from twin.access.access import audit
 from twin.access.policy import MIN_REASON, Gate
-from twin.cases.cases import CASE_TRANSITIONS, record_transition
+from twin.cases.cases import CASE_TRANSITIONS, not_before_last_event, record_transition
 from twin.errors import N_, InputError
 from twin.field.photos import PHOTO_KINDS, CheckedPhoto
 from twin.store.clock import store_now
@@ -137,11 +137,7 @@ def _when(con: duckdb.DuckDBPyConnection, at: pd.Timestamp | None, case_id: str 
     never before the case's last event nor after now: the case's history stays in order."""
     now = store_now(con, unit="us")
     at = now if at is None else min(pd.Timestamp(at), now)
-    if case_id is not None:
-        last, = con.execute('SELECT max("at") FROM case_events WHERE case_id = ?', [case_id]).fetchone()
-        if last is not None and pd.Timestamp(last) > at:
-            at = pd.Timestamp(last)
-    return at
+    return at if case_id is None else not_before_last_event(con, case_id, at)
 
 
 def take_step(gate: Gate, *, key: str, case_id: str, step: str, seen_status: str, note: str | None = None,

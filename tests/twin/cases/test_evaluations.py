@@ -19,6 +19,7 @@ from twin.cases.evaluations import (EvaluationError, answer_evaluation, satisfac
 from twin.cases.open311 import find_requests, submit_request, to_xml
 from twin.errors import InputError
 from twin.geo.crs import transform_xy
+from twin.store.clock import store_now
 from twin.store.store import Store, open_for_command
 
 T0 = pd.Timestamp("2026-11-20 08:00")
@@ -212,3 +213,18 @@ def test_the_servers_writer_sweeps_and_takes_answers_and_publishes_the_cases(dem
     assert done["status"] == "closed" and published == {swept: "closed", answered: "closed"}
     assert history(demo_copy, swept)[-2][2] == "evaluated by default: no answer in 3 days"
     assert history(demo_copy, answered)[-2][:2] == ("evaluated", "reporter")
+
+
+def test_an_answer_in_the_second_the_case_was_handled_comes_after_it_in_the_history(demo_copy):
+    """A worker's step is stamped to the microsecond (the phone's time), an answer now to the second: an answer in the
+    same second is still stamped after the step, and the history keeps the loop's order."""
+    case_id, token = report(demo_copy)
+    with open_for_command(demo_copy) as store:
+        handled = store_now(store.con, unit="us").floor("s") + pd.Timedelta(milliseconds=999)
+        for hours_before, step in ((2, "accepted"), (1, "on_site"), (0, "resolved")):
+            record_transition(store.con, case_id, step, actor="worker1", at=handled - pd.Timedelta(hours=hours_before))
+        answer_evaluation(store.con, token, satisfied=True)
+        stamps = store.con.execute('SELECT to_status, "at" FROM case_events WHERE case_id = ? ORDER BY rowid',
+                                   [case_id]).fetchall()
+    assert [s for s, _ in stamps][-3:] == ["resolved", "evaluated", "closed"]
+    assert [at for _, at in stamps] == sorted(at for _, at in stamps), "stamped in the loop's order"
