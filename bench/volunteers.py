@@ -70,7 +70,7 @@ def prepare(db: str) -> dict:
         gate, now = Gate(con, Principal("bench-w", "worker", (micro,))), store_now(con)
         tasks = [publish_task(gate, title=title, place="楼下", x=x, y=y, starts_at=now,
                               ends_at=now + pd.Timedelta(hours=3), places=places, points=10)["task_id"]
-                 for title, places in (("burst", PLACES), ("baseline", RESIDENTS))]
+                 for title, places in (("压测：抢名额", PLACES), ("压测：逐个报名", RESIDENTS))]
     return {"burst": tasks[0], "baseline": tasks[1], "users": [f"bench-r{k:02d}" for k in range(len(residents))]}
 
 
@@ -163,8 +163,8 @@ def run(*, db: str | None = None, quick: bool = False) -> dict:
         _demo_passwords(work)
         with served(work) as url:
             port = int(url.split(":")[2].split("/")[0])
+            result["screenshots"] = [] if quick else screenshots(port)  # before the bench's grabs
             result["duckdb"] = grabs(port, found)
-            result["screenshots"] = [] if quick else screenshots(port)
         result["duckdb"].update(after(work, found))
         cluster = start_cluster()
         try:

@@ -26,7 +26,7 @@ from twin.volunteers import ledger
 DEMO_RESIDENT_ACCOUNTS = 6  # res1 ... with passwords in the demo's users file
 TASK_TITLES = ("清扫楼道", "垃圾分类督导", "关爱独居老人", "文明劝导", "清理小广告", "社区防疫宣传", "护送学生过马路",
                "绿地除草")
-MERCHANTS = (("m1", "便民超市", (("一袋大米", 60, 30), ("一瓶食用油", 40, 30))),
+MERCHANTS = (("m1", "便民超市", (("一袋大米", 30, 30), ("一瓶食用油", 20, 30))),
              ("m2", "阳光理发店", (("理发一次", 50, 20),)),
              ("m3", "早点铺", (("早餐一份", 15, 100), ("豆浆一杯", 5, 200))),
              ("m4", "百姓药房", (("口罩一盒", 20, 50),)))
@@ -40,7 +40,8 @@ def demo_volunteers(con: duckdb.DuckDBPyConnection, *, seed: int, worker_grids: 
     month_start = now.normalize() - pd.Timedelta(days=31)
     _merchants(con)
     buildings = con.execute("""
-        SELECT b.building_id, b.label_x, b.label_y, b.grid_id, c.grid_id AS community FROM buildings b
+        SELECT b.building_id, coalesce(b.address, b.name, b.building_id) AS spot, b.label_x, b.label_y, b.grid_id,
+               c.grid_id AS community FROM buildings b
         JOIN grids m ON m.grid_id = b.grid_id AND m.valid_to IS NULL
         JOIN grids g ON g.grid_id = m.parent_id AND g.valid_to IS NULL
         JOIN grids c ON c.grid_id = g.parent_id AND c.valid_to IS NULL
@@ -68,7 +69,7 @@ def demo_volunteers(con: duckdb.DuckDBPyConnection, *, seed: int, worker_grids: 
             hours = float(rng.choice([1.0, 1.5, 2.0, 3.0]))
             places, points = int(rng.integers(3, 11)), int(rng.choice([5, 10, 15, 20, 30]))
             task_id = f"T{starts:%Y%m%d}-d{k:03d}{n}"
-            tasks.append({"task_id": task_id, "title": str(rng.choice(TASK_TITLES)), "place": f"{b['building_id']} 楼下",
+            tasks.append({"task_id": task_id, "title": str(rng.choice(TASK_TITLES)), "place": f"{b['spot']} 楼下",
                           "x": float(b["label_x"]), "y": float(b["label_y"]), "grid_id": b["grid_id"],
                           "starts_at": starts, "ends_at": starts + pd.Timedelta(hours=hours), "places": places,
                           "points": points, "eligibility": "party" if rng.random() < 0.2 else "anyone",
@@ -171,12 +172,13 @@ def _signing_in(con: duckdb.DuckDBPyConnection, worker_grids: list[str]) -> None
     """Open tasks in the demo workers' micro-grids from now (the wall clock) for a week, and residents living there
     with accounts to sign in with (res1 ...; the first a party member where one lives there)."""
     now = store_now(con)
-    spots = con.execute("SELECT grid_id, building_id, label_x, label_y FROM buildings WHERE grid_id IN (SELECT "
+    spots = con.execute("SELECT grid_id, coalesce(address, name, building_id), label_x, label_y FROM buildings "
+                        "WHERE grid_id IN (SELECT "
                         "unnest(?)) ORDER BY grid_id, building_id", [worker_grids]).fetchall() if worker_grids else []
-    for k, (grid_id, building_id, x, y) in enumerate(spots[:: max(1, len(spots) // 4)][:4]):
+    for k, (grid_id, spot, x, y) in enumerate(spots[:: max(1, len(spots) // 4)][:4]):
         worker = f"worker{worker_grids.index(grid_id) + 1}"
         con.execute("INSERT INTO volunteer_tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [f"T{now:%Y%m%d}-open{k}", TASK_TITLES[k % len(TASK_TITLES)], f"{building_id} 楼下", x, y, grid_id,
+                    [f"T{now:%Y%m%d}-open{k}", TASK_TITLES[k % len(TASK_TITLES)], f"{spot} 楼下", x, y, grid_id,
                      now + pd.Timedelta(hours=k), now + pd.Timedelta(days=7), 5 + 5 * (k % 2), 10 + 5 * k,
                      "party" if k == 3 else "anyone", worker, now])
     people = con.execute("SELECT r.resident_id FROM residents r JOIN buildings b USING (building_id) WHERE b.grid_id "

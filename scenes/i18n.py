@@ -116,7 +116,8 @@ STATUS_NAMES = {"reported": N_("Reported"), "dispatched": N_("Dispatched"), "in_
 EVALUATION_NAMES = {"satisfied": N_("satisfied"), "not_satisfied": N_("not satisfied"),
                     "default": N_("evaluated by default")}
 ROLE_NAMES = {"leader": N_("Leader"), "operator": N_("Operator"), "planner": N_("Planner"), "admin": N_("Admin"),
-              "worker": N_("Grid worker"), "department": N_("Department")}
+              "worker": N_("Grid worker"), "department": N_("Department"), "resident": N_("Resident"),
+              "merchant": N_("Merchant")}
 LEVEL_NAMES = {"street": N_("Street"), "community": N_("Community"), "grid": N_("Grid"), "micro": N_("Micro-grid")}
 # Resident tags are kept in Chinese (data/names.py TAGS); English sessions name them here.
 TAG_NAMES = {"独居老人": N_("Elderly living alone"), "残疾人": N_("Disabled"), "党员": N_("Party member"),
@@ -144,7 +145,16 @@ AUDIT_ACTION_NAMES = {"signin": N_("signed in"), "signin.failed": N_("sign-in re
                       "party.import": N_("imported party records"), "party.export": N_("exported party records"),
                       "case.photo": N_("added a case photo"), "patrol.start": N_("started patrol"),
                       "patrol.stop": N_("ended patrol"), "patrol.position": N_("checked in on patrol"),
-                      "patrol.purge": N_("deleted old patrol positions")}
+                      "patrol.purge": N_("deleted old patrol positions"),
+                      # the volunteer scheme (twin.volunteers)
+                      "volunteer.account": N_("made a resident's account"), "volunteer.code": N_("issued a new code"),
+                      "volunteer.activate": N_("set a password with a code"),
+                      "volunteer.publish": N_("published a volunteer task"), "volunteer.grab": N_("grabbed a task"),
+                      "volunteer.checkin": N_("checked in on a task"), "volunteer.checkout": N_("checked out of a task"),
+                      "volunteer.confirm": N_("confirmed a task done"), "points.credit": N_("credited points"),
+                      "points.spend": N_("spent points"), "redemption.use": N_("took a redemption code"),
+                      "volunteer.report": N_("reported a problem (小杜拍)"), "volunteer.review": N_("reviewed a report"),
+                      "merchant.add": N_("added a merchant"), "reward.add": N_("added a reward")}
 # twin.store.schema.PARTY_ORG_KINDS; the 3D view's legend names them by the same msgids (view3d.js).
 PARTY_KIND_NAMES = {"committee": N_("Party committee"), "general_branch": N_("General party branch"),
                     "branch": N_("Party branch"), "joint_branch": N_("Joint party branch"), "group": N_("Party group")}

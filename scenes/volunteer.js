@@ -69,7 +69,10 @@
     if (m === null || m === undefined) return "";
     return m < 1000 ? fill(_("{m} m"), { m: Math.round(m) }) : fill(_("{km} km"), { km: (m / 1000).toFixed(1) });
   }
-  function windowText(t) { return `${when(t.starts_at)} – ${when(t.ends_at).slice(6)}`; }
+  function windowText(t) { // the end's day only when it differs from the start's
+    const a = when(t.starts_at), b = when(t.ends_at);
+    return `${a} – ${a.slice(0, 5) === b.slice(0, 5) ? b.slice(6) : b}`;
+  }
 
   // -- the resident --------------------------------------------------------------------------------------------
   const state = { near: null };

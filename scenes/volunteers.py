@@ -43,7 +43,7 @@ from twin.errors import InputError, TwinError
 from twin.field.photos import MAX_PHOTO_BYTES, check_photo
 from twin.store.clock import to_store_time
 from twin.volunteers import ledger
-from twin.volunteers.accounts import CODE_REFUSED, activate_account, resident_of
+from twin.volunteers.accounts import activate_account, resident_of
 from twin.volunteers.reports import REPORT_POINTS, my_reports, pending_reports, record_report, report_form, \
     review_report
 from twin.volunteers.rewards import check_code, merchant_overview, my_redemptions, redeem, rewards, use_code
@@ -410,5 +410,3 @@ def volunteer_routes(desk: VolunteerDesk) -> list[tuple]:
             (r"/api/v/worker", WorkerTasksHandler, args),
             (r"/api/v/worker/(publish|confirm|review)", WorkerActionHandler, args)]
 
-
-__all__ = ["CODE_REFUSED", "PAGES", "VolunteerDesk", "volunteer_routes"]
