@@ -24,8 +24,8 @@ from twin.store.queries import _now
 from twin.volunteers import ledger
 
 DEMO_RESIDENT_ACCOUNTS = 6  # res1 ... with passwords in the demo's users file
-TASK_TITLES = ("清扫楼道", "垃圾分类督导", "关爱独居老人", "文明劝导", "清理小广告", "社区防疫宣传", "护送学生过马路",
-               "绿地除草")
+TASK_TITLES = ("清扫楼道", "垃圾分类督导", "关爱独居老人", "文明劝导", "清理小广告", "社区防疫宣传",
+               "护送学生过马路", "绿地除草")
 MERCHANTS = (("m1", "便民超市", (("一袋大米", 30, 30), ("一瓶食用油", 20, 30))),
              ("m2", "阳光理发店", (("理发一次", 50, 20),)),
              ("m3", "早点铺", (("早餐一份", 15, 100), ("豆浆一杯", 5, 200))),
@@ -73,8 +73,10 @@ def demo_volunteers(con: duckdb.DuckDBPyConnection, *, seed: int, worker_grids: 
                           "x": float(b["label_x"]), "y": float(b["label_y"]), "grid_id": b["grid_id"],
                           "starts_at": starts, "ends_at": starts + pd.Timedelta(hours=hours), "places": places,
                           "points": points, "eligibility": "party" if rng.random() < 0.2 else "anyone",
-                          "published_by": workers.get(b["grid_id"], "worker"), "published_at": starts - pd.Timedelta(days=3)})
-            takers = rng.choice(people, size=min(len(people), int(rng.integers(places // 2, places + 1))), replace=False)
+                          "published_by": workers.get(b["grid_id"], "worker"),
+                          "published_at": starts - pd.Timedelta(days=3)})
+            taken = min(len(people), int(rng.integers(places // 2, places + 1)))
+            takers = rng.choice(people, size=taken, replace=False)
             for place_no, rid in enumerate(takers, start=1):
                 checked_in = starts + pd.Timedelta(minutes=int(rng.integers(-10, 10)))
                 checked_out = checked_in + pd.Timedelta(hours=hours)
@@ -124,7 +126,8 @@ def _merchants(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("INSERT INTO users (username, password_hash, role, grids, disabled, created_at, lang) VALUES "
                     "(?, ?, 'merchant', [], false, ?, 'zh')", [username, UNUSABLE, store_now(con)])
         con.execute("INSERT INTO merchants VALUES (?, ?, ?, ?, ?)",
-                    [merchant_id, name, f"金水路{10 + 7 * k}号", grids[k % len(grids)] if grids else None, username])
+                    [merchant_id, name, f"金水路{10 + 7 * k}号", grids[k % len(grids)] if grids else None,
+                     username])
         for j, (title, points, stock) in enumerate(offers):
             con.execute("INSERT INTO rewards VALUES (?, ?, ?, ?, ?, true)",
                         [f"RW-{merchant_id}-{j + 1}", merchant_id, title, points, stock])
