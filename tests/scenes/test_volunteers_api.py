@@ -37,8 +37,12 @@ class Client:
 
     def __init__(self, port: int, user: str, address: str = "127.0.0.1") -> None:
         self.port, self.address, self.cookie = port, address, ""
-        status, headers, _ = self.call("POST", "/login", urllib.parse.urlencode(
-            {"username": user, "password": PASSWORD}).encode(), content_type="application/x-www-form-urlencoded")
+        form = urllib.parse.urlencode({"username": user, "password": PASSWORD}).encode()
+        for _ in range(30):  # a PostgreSQL store's process answers 503 until its listeners are connected
+            status, headers, _ = self.call("POST", "/login", form, content_type="application/x-www-form-urlencoded")
+            if status != 503:
+                break
+            time.sleep(1)
         assert status == 302 and "error=" not in headers["Location"], f"{user} signs in ({status})"
         self.cookie = "; ".join(v.split(";")[0] for k, v in headers.items() if k.lower() == "set-cookie")
 
