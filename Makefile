@@ -70,7 +70,7 @@ test: test-setup catalogues
 
 # Every bench on a copy of the full demo store; each writes bench/results/NAME.json (committed), then the
 # README's table is made from those files. Run it on a quiet machine: the figures are timings.
-BENCHES := ingest ifc grids feed security view concurrency tiles backends scale field
+BENCHES := ingest ifc grids feed security view concurrency tiles backends scale field volunteers
 
 bench: $(DEMO_DB) test-setup
 	@set -e; for name in $(BENCHES); do \

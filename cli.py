@@ -613,15 +613,16 @@ def build_parser() -> argparse.ArgumentParser:
     dimp.add_argument("path", metavar="FILE")
     dexp = command("export", _cmd_duties, sub=dsub, help="write the duties list to a .csv or .json file")
     dexp.add_argument("path", metavar="FILE")
-    volunteers = sub.add_parser("volunteers", help="the volunteer scheme (文明小杜): residents' and merchants' accounts, "
-                                                   "rewards, the points ledger's check")
+    volunteers = sub.add_parser("volunteers", help="the volunteer scheme (文明小杜): residents' and merchants' "
+                                                   "accounts, rewards, the points ledger's check")
     vsub = volunteers.add_subparsers(dest="action", required=True)
     vacc = command("account", _cmd_volunteers, sub=vsub,
                    help="make a resident's account from their record (or a new code for it): prints the one-time "
                         "code the resident sets a password with at /v/activate")
     vacc.add_argument("resident_id")
     vacc.add_argument("--username", help="the account's name (default: r<resident id>)")
-    vmer = command("merchant", _cmd_volunteers, sub=vsub, help="add a merchant and its account (prints the password once)")
+    vmer = command("merchant", _cmd_volunteers, sub=vsub,
+                   help="add a merchant and its account (prints the password once)")
     vmer.add_argument("merchant_id")
     vmer.add_argument("name")
     vmer.add_argument("--address")

@@ -298,6 +298,12 @@ ROWS = (
                   f"{count(f('positions.lost_check_ins'))} check-ins and {count(f('positions.lost_cases'))} cases "
                   "lost",
         lambda f: f"check-ins alone: p99 {ms(f('positions.alone.p99_ms'))}"),
+    Row("50 residents grabbing a 10-place volunteer task at once over HTTP (文明小杜): places taken, the burst's "
+        "answers; the DuckDB file / PostgreSQL / two processes behind nginx", "volunteers",
+        lambda f: " / ".join(f"{count(f(k + '.succeeded'))} of {count(f(k + '.grabs'))} in {secs(f(k + '.burst_s'))}"
+                             for k in ("duckdb", "postgres", "postgres_2_processes")),
+        lambda f: "one grab at a time, median: " + " / ".join(ms(f(k + ".one_at_a_time.p50_ms"))
+                                                               for k in ("duckdb", "postgres", "postgres_2_processes"))),
 )
 
 

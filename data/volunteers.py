@@ -24,12 +24,12 @@ from twin.store.queries import _now
 from twin.volunteers import ledger
 
 DEMO_RESIDENT_ACCOUNTS = 6  # res1 ... with passwords in the demo's users file
-TASK_TITLES = ("清扫楼道", "垃圾分类督导", "关爱独居老人", "文明劝导", "清理小广告", "社区防疫宣传", "护送学生过马路",
-               "绿地除草")
-MERCHANTS = (("m1", "便民超市", (("一袋大米", 30, 30), ("一瓶食用油", 20, 30))),
-             ("m2", "阳光理发店", (("理发一次", 50, 20),)),
-             ("m3", "早点铺", (("早餐一份", 15, 100), ("豆浆一杯", 5, 200))),
-             ("m4", "百姓药房", (("口罩一盒", 20, 50),)))
+TASK_TITLES = ("清扫楼道", "垃圾分类督导", "关爱独居老人", "文明劝导", "清理小广告", "社区防疫宣传",
+               "护送学生过马路", "绿地除草")
+MERCHANTS = (("m1", "便民超市", (("一袋大米", 30, 300), ("一瓶食用油", 20, 300))),
+             ("m2", "阳光理发店", (("理发一次", 50, 100),)),
+             ("m3", "早点铺", (("早餐一份", 15, 800), ("豆浆一杯", 5, 800))),
+             ("m4", "百姓药房", (("口罩一盒", 20, 300),)))
 UNUSABLE = "!"  # the password of the demo residents' accounts that nobody signs in to (verify_password refuses it)
 
 
@@ -73,8 +73,10 @@ def demo_volunteers(con: duckdb.DuckDBPyConnection, *, seed: int, worker_grids: 
                           "x": float(b["label_x"]), "y": float(b["label_y"]), "grid_id": b["grid_id"],
                           "starts_at": starts, "ends_at": starts + pd.Timedelta(hours=hours), "places": places,
                           "points": points, "eligibility": "party" if rng.random() < 0.2 else "anyone",
-                          "published_by": workers.get(b["grid_id"], "worker"), "published_at": starts - pd.Timedelta(days=3)})
-            takers = rng.choice(people, size=min(len(people), int(rng.integers(places // 2, places + 1))), replace=False)
+                          "published_by": workers.get(b["grid_id"], "worker"),
+                          "published_at": starts - pd.Timedelta(days=3)})
+            taken = min(len(people), int(rng.integers(places // 2, places + 1)))
+            takers = rng.choice(people, size=taken, replace=False)
             for place_no, rid in enumerate(takers, start=1):
                 checked_in = starts + pd.Timedelta(minutes=int(rng.integers(-10, 10)))
                 checked_out = checked_in + pd.Timedelta(hours=hours)
@@ -88,7 +90,7 @@ def demo_volunteers(con: duckdb.DuckDBPyConnection, *, seed: int, worker_grids: 
     _insert(con, "volunteer_tasks", tasks)
     _insert(con, "volunteer_grabs", grabs)
     _accounts(con, accounts, at=month_start)
-    spends = _spends(con, rng, credits)
+    spends = _spends(con, rng, credits, now=now)
     for at, rid, amount, ref, actor in sorted(credits + [s[:5] for s in spends], key=lambda c: (c[0], c[3])):
         ledger.append(con, resident_id=rid, amount=amount, reason="task" if amount > 0 else "redeem", ref=ref,
                       actor=actor, at=at)
@@ -124,7 +126,8 @@ def _merchants(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("INSERT INTO users (username, password_hash, role, grids, disabled, created_at, lang) VALUES "
                     "(?, ?, 'merchant', [], false, ?, 'zh')", [username, UNUSABLE, store_now(con)])
         con.execute("INSERT INTO merchants VALUES (?, ?, ?, ?, ?)",
-                    [merchant_id, name, f"金水路{10 + 7 * k}号", grids[k % len(grids)] if grids else None, username])
+                    [merchant_id, name, f"金水路{10 + 7 * k}号", grids[k % len(grids)] if grids else None,
+                     username])
         for j, (title, points, stock) in enumerate(offers):
             con.execute("INSERT INTO rewards VALUES (?, ?, ?, ?, ?, true)",
                         [f"RW-{merchant_id}-{j + 1}", merchant_id, title, points, stock])
@@ -141,26 +144,30 @@ def _accounts(con: duckdb.DuckDBPyConnection, accounts: dict[str, str], *, at: p
                 "SELECT username, resident_id, ?, 'demo', ? FROM frame", [at, at])
 
 
-def _spends(con: duckdb.DuckDBPyConnection, rng: np.random.Generator, credits: list) -> list[tuple]:
-    """Some residents spend at the merchants, within what they earned before: (at, resident, -points, code, actor,
-    redemption row)."""
+def _spends(con: duckdb.DuckDBPyConnection, rng: np.random.Generator, credits: list, *,
+            now: pd.Timestamp) -> list[tuple]:
+    """Some residents spend at the merchants, within what they earned before, the rewards' stock and the demo's
+    clock: (at, resident, -points, code, actor, redemption row)."""
     rewards = con.execute("SELECT reward_id, merchant_id, points FROM rewards ORDER BY reward_id").fetchall()
+    left = dict(con.execute("SELECT reward_id, stock FROM rewards").fetchall())
     earned: dict[str, list] = {}
     for at, rid, points, _, _ in sorted(credits, key=lambda c: c[0]):
         earned.setdefault(rid, []).append((at, points))
     spends, used_codes = [], set()
     for rid, rows in sorted(earned.items()):
         total, last = sum(p for _, p in rows), max(a for a, _ in rows)
-        affordable = [r for r in rewards if r[2] <= total]
+        affordable = [r for r in rewards if r[2] <= total and left[r[0]] > 0]
         if not affordable or rng.random() < 0.4:
             continue
         reward_id, merchant_id, points = affordable[int(rng.integers(len(affordable)))]
         at = last + pd.Timedelta(hours=int(rng.integers(1, 72)))
         code = f"{int(rng.integers(10**7, 10**8))}"
-        if code in used_codes:
+        if code in used_codes or at >= now:
             continue
         used_codes.add(code)
+        left[reward_id] -= 1
         used = at + pd.Timedelta(hours=int(rng.integers(1, 48))) if rng.random() < 0.8 else None
+        used = used if used is not None and used < now else None
         spends.append((at, rid, -int(points), code, f"r{rid.lower()}",
                        {"code": code, "reward_id": reward_id, "merchant_id": merchant_id, "resident_id": rid,
                         "points": int(points), "created_at": at, "used_at": used,

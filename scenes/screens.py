@@ -522,8 +522,9 @@ class DistrictApp(pn.viewable.Viewer):
             self._frame_point(*card["location"], self.layer.box[index, 5] if index >= 0 else 0.0)
 
     def _fill_ticker(self) -> None:
-        items = ticker_items(self._tasks_done) + [[case_id, f"{case_id} · {case_kind_name(sub)} · {status_name(status)}"]
-                                                  for case_id, sub, status in self._latest]
+        cases = [[case_id, f"{case_id} · {case_kind_name(sub)} · {status_name(status)}"]
+                 for case_id, sub, status in self._latest]
+        items = ticker_items(self._tasks_done) + cases
         if items != self.ticker.items:
             self.ticker.items = items
 

@@ -51,7 +51,8 @@ class VolunteerRanking(pn.viewable.Viewer):
 
     def _show(self, table: pd.DataFrame) -> None:
         self.value = table
-        self.title.object = ("<div class='label'>" + _("Volunteers this month (文明小杜)") + "</div><div class='twin-muted'>"
+        self.title.object = ("<div class='label'>" + _("Volunteers this month (文明小杜)")
+                             + "</div><div class='twin-muted'>"
                              + _("{points} points and {hours} hours in {tasks} tasks done; communities ranked").format(
                                  points=format_number(table["points"].sum()),
                                  hours=format_number(table["hours"].sum(), digits=1),

@@ -23,11 +23,16 @@ def test_the_demo_has_a_month_of_volunteering_merchants_and_open_tasks(small_dem
         negative, = con.execute("SELECT count(*) FROM (SELECT resident_id, sum(amount) AS s FROM points_ledger "
                                 "GROUP BY 1) WHERE s < 0").fetchone()
         spent, = con.execute("SELECT count(*) FROM redemptions WHERE used_at IS NOT NULL").fetchone()
+        overdrawn, = con.execute("SELECT count(*) FROM rewards w WHERE stock < (SELECT count(*) FROM redemptions d "
+                                 "WHERE d.reward_id = w.reward_id)").fetchone()
+        future, = con.execute("SELECT count(*) FROM redemptions WHERE created_at >= ? OR used_at >= ?",
+                              [now, now]).fetchone()
         logins = [u for u, in con.execute("SELECT username FROM users WHERE role IN ('resident', 'merchant') AND "
                                           "password_hash <> '!' ORDER BY username").fetchall()]
     assert table["tasks"].sum() > 20 and table["hours"].sum() > 0 and table["points"].sum() > 0
     assert ranking["rank"].iloc[0] == 1 and ranking["points"].is_monotonic_decreasing
     assert merchants == 4 and rewards >= 4 and open_tasks >= 1 and negative == 0 and spent > 0
+    assert overdrawn == 0 and future == 0, "within the rewards' stock and before the demo's clock"
     assert {"m-m1", "res1"} <= set(logins)
     users_file = small_demo.with_suffix(".users").read_text()
     assert "res1 " in users_file and "m-m1 " in users_file

@@ -49,10 +49,12 @@ def test_the_communities_are_ranked_and_the_ticker_leads_with_the_newest_tasks_d
     app.show_panels()
     ranking = community_ranking(store.con)
     rows = app.volunteers.table.rows
-    assert [r[1] for r in rows] == ranking["name"].tolist() and rows[0][0] == 1 and rows[0][2] == ranking["points"].max()
+    assert [r[1] for r in rows] == ranking["name"].tolist()
+    assert rows[0][0] == 1 and rows[0][2] == ranking["points"].max()
     assert app.volunteers._panel in app._left.objects
     app.volunteers.table.clicked = {"row": 0, "seq": 1}
-    assert ranking["grid_id"].iloc[0] in app.inspector.card.object or ranking["name"].iloc[0] in app.inspector.card.object
+    card = app.inspector.card.object
+    assert ranking["grid_id"].iloc[0] in card or ranking["name"].iloc[0] in card
     done = newest_completed(store.con, limit=3)
     assert [i[0] for i in app.ticker.items[:3]] == [f"task|{t['task_id']}" for t in done]
     assert app.ticker.items[3][0].startswith(("C", "ZD"))  # then the cases

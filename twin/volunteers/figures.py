@@ -71,8 +71,8 @@ def newest_completed(con: duckdb.DuckDBPyConnection, *, limit: int = 10) -> list
     """The tasks most lately confirmed done, newest first, one row a task: ``task_id``, ``title``, ``place``,
     ``grid_id``, ``x``, ``y``, ``confirmed_at`` (the last confirmation), ``points`` (each), ``done`` (places confirmed),
     ``hours`` (theirs in all). No resident is named."""
-    rows = con.execute("SELECT t.task_id, t.title, t.place, t.grid_id, t.x, t.y, max(g.confirmed_at) AS last_at, t.points, "
-                       "count(*), sum(g.hours) FROM volunteer_grabs g JOIN volunteer_tasks t USING (task_id) "
+    rows = con.execute("SELECT t.task_id, t.title, t.place, t.grid_id, t.x, t.y, max(g.confirmed_at) AS last_at, "
+                       "t.points, count(*), sum(g.hours) FROM volunteer_grabs g JOIN volunteer_tasks t USING (task_id) "
                        "WHERE g.confirmed_at IS NOT NULL GROUP BY ALL ORDER BY last_at DESC, t.task_id LIMIT ?",
                        [int(limit)]).fetchall()
     return [dict(zip(("task_id", "title", "place", "grid_id", "x", "y", "confirmed_at", "points", "done", "hours"), r))

@@ -270,7 +270,7 @@ def test_a_store_at_schema_14_is_upgraded_in_place_with_the_volunteer_tables(new
         for table in VOLUNTEER_TABLES:
             store.con.execute(f"DROP TABLE {table}")
         store.con.execute("UPDATE meta SET value = '14' WHERE key = 'schema_version'")
-    with pytest.raises(Exception, match=f"older than this program's {SCHEMA_VERSION}"):  # read-only: told how to upgrade
+    with pytest.raises(Exception, match=f"older than this program's {SCHEMA_VERSION}"):  # read-only: how to upgrade
         Store(new_store_db, read_only=True)
     with Store(new_store_db) as store:
         assert store.meta()["schema_version"] == str(SCHEMA_VERSION) and store.meta()["marker"] == "kept"
