@@ -9,7 +9,7 @@ Timestamps are naive and in the store's zone, ``meta.timezone`` (an IANA name,
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 14  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
+SCHEMA_VERSION = 16  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
 # 5 grid_changes (who changed which grid version, when and why), 6 users and the audit trail,
 # 7 no R-tree on grid boundaries (see DROPPED_INDEXES), 8 users.lang (the UI language a user chose),
 # cases.attributes (Open311 attributes) and meta.timezone; 9 the basemap (roads, water, green) and
@@ -19,6 +19,8 @@ SCHEMA_VERSION = 14  # 2 added elements (BIM parts), 3 api_keys, 4 detections an
 # tokens that ask for them; 13 the grid workers' field tables: case_photos, patrol_shifts, patrol_checkins,
 # field_actions; 14 party_orgs.kind, parent_id and
 # secretary, party_reports (party members reporting to a grid, 报到) and party_services (their service records);
+# 15 reserved (volunteers, another branch); 16 camera_sight (how many cameras see each building, kept for the
+# per-grid coverage: twin.cases.cameras; a store at 14 or 15 gets it from add_missing_tables);
 # older stores are upgraded in place
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"  # the demo district's; a new store, and an upgraded one, get it in meta.timezone
@@ -278,6 +280,11 @@ TABLES: dict[str, str] = {
         request VARCHAR NOT NULL,        -- JSON of what was asked (a key sent again with another request is refused)
         -- JSON of the answer, given again to a replay
         result VARCHAR NOT NULL""",
+    # How many cameras see each building (twin.cases.cameras.cameras_per_building), for the buildings that one
+    # camera sees at least; valid while meta.camera_sight_of is the fingerprint of the cameras and footprints.
+    "camera_sight": """
+        building_id VARCHAR NOT NULL,
+        cameras INTEGER NOT NULL""",
     "party_orgs": """
         org_id VARCHAR PRIMARY KEY,
         name VARCHAR NOT NULL,
