@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import copy_of
 from tests.twin.tiles.test_export import SMALL_BUDGET, export
+from tests.twin.tiles.tileset_checks import tiles
 from twin.grids.gridedit import merge_grids
 from twin.grids.gridversions import current_grids, save_partition
 from twin.store.store import Store, open_for_command
@@ -64,8 +65,10 @@ def test_a_grid_save_rewrites_only_the_tiles_of_the_moved_buildings_as_a_new_exp
     db, out = exported
     moved = merge_two_micro_grids(db)
     summary = update(db, out)
+    leaves = {node["content"]["uri"] for node, _ in tiles(json.loads((out / "tileset.json").read_text())["root"])
+              if "children" not in node}  # the coarse tiles above show no grids: they stay
     holding = {uri for uri in json.loads((out / MANIFEST).read_text())["tiles"]
-               if moved & set(property_column(*read_glb((out / uri).read_bytes()), "building_id"))}
+               if uri in leaves and moved & set(property_column(*read_glb((out / uri).read_bytes()), "building_id"))}
     assert summary["how"] == "properties"
     assert set(summary["written"]) == holding != set() and len(holding) < summary["tiles"]
     fresh = tmp_path / "fresh"
@@ -101,8 +104,7 @@ def test_a_folder_without_a_sources_file_or_with_a_tile_missing_is_exported_whol
     assert summary["why"] == f"{some_tile} is missing or changed" and some_tile in summary["written"]
 
 
-def test_the_blocks_above_a_changed_building_are_rewritten_too_and_a_reparented_grid_reaches_its_buildings(
-        bim_demo, tmp_path):
+def test_a_reparented_grid_rewrites_its_buildings_leaf_and_not_the_coarse_tiles_above(bim_demo, tmp_path):
     source, building_id = bim_demo
     db = copy_of(source, tmp_path)
     out = tmp_path / "tiles"
@@ -119,8 +121,8 @@ def test_the_blocks_above_a_changed_building_are_rewritten_too_and_a_reparented_
                 found[uri] = "leaf" if not node.get("children") else "above"
         return found
 
-    tiles = holding(building_id)
-    assert sorted(tiles.values()) == ["above", "leaf"], "the BIM leaf and LOD1 blocks above it"
+    found = holding(building_id)
+    assert sorted(set(found.values())) == ["above", "leaf"], "the BIM leaf and coarse tiles above it"
     # The building's micro-grid goes under another grid: no buildings row changes, its grid ids do.
     with open_for_command(db, create=False) as store:
         micro, grid = store.con.execute("SELECT b.grid_id, g.parent_id FROM buildings b JOIN grids g "
@@ -130,7 +132,23 @@ def test_the_blocks_above_a_changed_building_are_rewritten_too_and_a_reparented_
                                    "AND grid_id <> ? ORDER BY grid_id LIMIT 1", [grid]).fetchone()
         store.con.execute("UPDATE grids SET parent_id = ? WHERE grid_id = ? AND valid_to IS NULL", [other, micro])
     summary = update(db, out, max_vertices=LOD1_ABOVE_BUDGET)
-    assert summary["how"] == "properties" and set(tiles) <= set(summary["written"])
+    leaf = [uri for uri, kind in found.items() if kind == "leaf"]
+    above = [uri for uri, kind in found.items() if kind == "above"]
+    # the coarse tiles carry ids, heights and counts, no grids (twin.tiles.lod): they stay as they are
+    assert summary["how"] == "properties" and set(leaf) <= set(summary["written"])
+    assert not set(above) & set(summary["written"])
     fresh = tmp_path / "fresh"
     export(db, fresh, max_vertices=LOD1_ABOVE_BUDGET)
+    assert files(out) == files(fresh)
+
+
+def test_a_changed_height_rebuilds_the_coarse_tiles_that_draw_it(exported, tmp_path):
+    db, out = exported
+    with open_for_command(db, create=False) as store:  # the row alone: the coarse tiles take heights from it
+        store.con.execute("UPDATE buildings SET height = height + 7 WHERE building_id = "
+                          "(SELECT min(building_id) FROM buildings)")
+    summary = update(db, out)
+    assert summary["how"] == "export" and summary["why"] == "heights or label points changed"
+    fresh = tmp_path / "fresh"
+    export(db, fresh, max_vertices=SMALL_BUDGET)
     assert files(out) == files(fresh)
