@@ -4,7 +4,8 @@ Two stores, each on a copy, served by ``twin serve`` in headless Debian Chromium
 in as a leader:
 
 - **the city** (``--db``, default ``data/city.duckdb`` from ``twin demo --scale city``), as ``--view auto`` draws it
-  (tiles above ``scenes.tileserve.TILED_ABOVE`` buildings). The server is started twice on the copy: the first start
+  (tiles above ``scenes.tileserve.TILED_ABOVE`` buildings; ``TWIN_BENCH_CITY_VIEW=tiles`` forces tiles, for a
+  small city made with ``--copies 2`` as a smoke run of the whole bench). The server is started twice on the copy: the first start
   exports the tileset beside it (in a helper process), the second finds it up to date; both start-up times are
   reported, with the server's own account of them (its log, ``-v``). Everything else is measured on the second:
 - **the district** (``data/demo.duckdb``, or ``district=``), with ``--view tiles`` and ``--view buffer`` side by
@@ -51,7 +52,7 @@ from bench.browser import WebSocketMeter, as_user, browser_user, chromium, serve
 from bench.common import OUT, median_run, store_copy, write_result  # noqa: E402
 from bench.view import (DRAWN_SHARE, POLL_S, VIEWPORT, canvas_area, click_to_inspector_ms, drawn_share,  # noqa: E402
                         screenshooter, tall_buildings, webgl_renderer)
-from scenes.tileserve import TILED_ABOVE  # noqa: E402
+from scenes.tileserve import TILED_ABOVE, VIEW_MODES, tiled_view  # noqa: E402
 
 GOALS = {"first_frame_ms_at_most": 4000, "bytes_before_first_frame_at_most": 5_000_000,
          "browser_memory_bytes_at_most": 1.5e9, "server_memory_bytes_at_most": 1e9, "fly_to_far_grid_ms_at_most": 2000,
@@ -291,17 +292,20 @@ def run(*, db: str | None = None, quick: bool = False, district: str | None = No
         if not path.exists():
             raise FileNotFoundError(f"{path}: build it first ({how})")
     OUT.mkdir(exist_ok=True)
+    city_view = os.environ.get("TWIN_BENCH_CITY_VIEW", "auto")
+    if city_view not in VIEW_MODES:
+        raise ValueError(f"TWIN_BENCH_CITY_VIEW={city_view!r}: give one of {', '.join(VIEW_MODES)}")
     runs = 1 if quick else 3
     started = time.perf_counter()
     city = _prepare(city_db)
-    context, _, first_start = serve(city["work"], "auto")  # exports the tiles beside the copy
+    context, _, first_start = serve(city["work"], city_view)  # exports the tiles beside the copy
     context.__exit__(None, None, None)
-    context, url, second_start = serve(city["work"], "auto")  # finds them up to date
+    context, url, second_start = serve(city["work"], city_view)  # finds them up to date
     try:
         with chromium() as browser:
             renderer = webgl_renderer(browser)
-            auto = measure(url, tiled=city["n"] > TILED_ABOVE, runs=runs, targets=city["targets"], operator=city["operator"], far=city["far"],
-                           buildings=city["buildings"], browser=browser)
+            auto = measure(url, tiled=tiled_view(city_view, city["n"]), runs=runs, targets=city["targets"],
+                           operator=city["operator"], far=city["far"], buildings=city["buildings"], browser=browser)
             city_screenshot(browser, url, OUT / "city.png")
     finally:
         context.__exit__(None, None, None)
@@ -323,7 +327,7 @@ def run(*, db: str | None = None, quick: bool = False, district: str | None = No
     frame = auto["first_frame"]
     result = {
         "benchmark": "city", "db": str(city_db), "district_db": str(district_db), "buildings": city["n"],
-        "district_buildings": demo["n"], "tiled_above": TILED_ABOVE, "viewport": VIEWPORT, "signed_in_as": "leader",
+        "district_buildings": demo["n"], "tiled_above": TILED_ABOVE, "city_view": city_view, "viewport": VIEWPORT, "signed_in_as": "leader",
         "runs": runs, "load_average_1min": round(os.getloadavg()[0], 2),
         "seconds": round(time.perf_counter() - started, 1),
         "city": {**auto, "start_up_exporting": first_start, "start_up_reusing": second_start},
