@@ -20,6 +20,8 @@ whose buildings' grids changed (their property tables hold the grid ids).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import gzip
 import json
@@ -27,7 +29,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -260,13 +262,27 @@ def tile_routes(folder: str | os.PathLike, *, district: District, building_ids: 
                                                     **common})]
 
 
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold the tileset ``folder``'s lock (a file beside it) for the block: the processes of ``twin serve --workers``
+    bring the same folder up to date, one after another (the later ones then find it up to date)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _update_tileset(db: str, folder: str) -> dict:
     """Bring the tileset in ``folder`` up to date with the store ``db`` (run in a process of its own)."""
     from twin.store.store import Store
     from twin.tiles.update import update_tiles
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    with Store(db, read_only=True) as store:
+    with folder_lock(folder), Store(db, read_only=True) as store:
         store.con.execute("SET enable_progress_bar = false")  # its stderr is the server's log
         return update_tiles(store.con, store.district, folder, normals=VIEW_NORMALS)
 
@@ -311,7 +327,8 @@ class TileRefresher:
         with self._lock:
             self._queued = None  # a save from now on asks for another update
         try:
-            summary = update_tiles(self._cursor(), self._district, self._folder, normals=VIEW_NORMALS)
+            with folder_lock(self._folder):
+                summary = update_tiles(self._cursor(), self._district, self._folder, normals=VIEW_NORMALS)
         except Exception:
             log.exception("the tiles in %s did not follow the saved grids", self._folder)
             raise

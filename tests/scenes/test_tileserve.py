@@ -146,3 +146,25 @@ def test_a_bim_models_parts_are_picked_through_its_leaf_in_the_views_triangle_or
     assert np.abs(drawn - model[batch.triangles].mean(axis=1)).max() < 0.01, "the model's triangles, in its order"
     assert np.array_equal(elements[triangle_feature[order] == f], models[building_id])
     assert (elements[triangle_feature[order] != f] == 0xFFFFFFFF).all()
+
+
+def test_the_processes_of_one_store_bring_its_tiles_up_to_date_one_after_another(tmp_path):
+    """``twin serve --workers``: each process updates the same folder at start and after grid saves; the folder's
+    lock makes the second wait for the first (which here holds it in another process)."""
+    import time
+
+    from scenes.tileserve import folder_lock
+
+    folder = tmp_path / "store.duckdb.tiles"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from scenes.tileserve import folder_lock\n"
+        "with folder_lock(sys.argv[2]):\n    print('held', flush=True); time.sleep(1.5)"), str(ROOT), str(folder)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with folder_lock(folder):
+            waited = time.monotonic() - started
+    finally:
+        holder.wait(10)
+    assert waited > 0.8
