@@ -25,7 +25,7 @@ Per view:
   Enter to the frame where every tile the new view wants is drawn (``window.twinTilesSettled`` after
   ``window.twinFlightEnd``), or to the end of the flight for the single buffer;
 - click to inspector: as ``bench/view.py`` measures it (an operator, the tallest buildings from the top view; for
-  the tiled view, after a fly to the far building, the tallest of those whose tiles are drawn there).
+  the tiled view, after a fly to the far building, the tallest of those whose leaves are drawn there).
 
 It also saves the leader's city screen in Chinese to ``bench/out/city.png`` (for the README).
 Results go to ``bench/results/city.json`` through ``bench.common.write_result``.
@@ -182,10 +182,19 @@ def fly_to_far_ms(browser, url, building_id: str, *, tiled: bool) -> float | Non
     return round(end - started, 1)
 
 
-# Run in a signed-in page of the tiled view: the building indices of every tile it draws now.
+# Run in a signed-in page of the tiled view: the building indices of every leaf it draws now. A coarse tile's
+# features may be blocks, and a click on a block flies into it (moving the view for the clicks after it).
 DRAWN_BUILDINGS = """async () => {
+  const doc = await (await fetch("/tiles/tileset.json")).json();
+  const leaves = new Set(), stack = [doc.root];
+  while (stack.length) {
+    const node = stack.pop();
+    if (node.children && node.children.length) stack.push(...node.children);
+    else if (node.content) leaves.add(node.content.uri);
+  }
   const out = [];
   for (const uri of window.twinTiles.drawn) {
+    if (!leaves.has(uri)) continue;
     const ids = new Uint32Array(await (await fetch(`/tiles/ids/${uri}`)).arrayBuffer());
     for (const i of ids) if (i !== 0xFFFFFFFF) out.push(i);
   }
@@ -206,8 +215,8 @@ def building_rows(db: Path) -> tuple[tuple, dict]:
 
 def near_targets(buildings: tuple[tuple, dict], far: str, *, count: int = 30):
     """For :func:`bench.view.click_to_inspector_ms` on the tiled view: fly to the far building, and click the
-    tallest of the buildings whose tiles are drawn there (a click on a building whose tile is not drawn finds
-    nothing)."""
+    tallest of the buildings whose leaves are drawn there (a click on a building whose tile is not drawn finds
+    nothing, and one on a coarse tile's block flies into it)."""
     def prepare(page) -> tuple[tuple, list[tuple]]:
         page.evaluate("window.__flyStart = performance.now()")
         box = page.locator(".twin-search input").first
