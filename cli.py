@@ -235,8 +235,9 @@ def writing_commands() -> dict:
     the evaluations' sweep, and ``tiles.export``, which reads the store whole."""
     from twin.access.commands import access_commands
     from twin.store.control import Command
+    from twin.volunteers.commands import volunteer_commands
 
-    return {**access_commands(),
+    return {**access_commands(), **volunteer_commands(),
             "duties.import": Command({"path": str, "actor": str, "source": str | None}, _duties_import),
             "duties.export": Command({"path": str}, _duties_export, reads_only=True),
             "evaluations.sweep": Command({"source": str | None}, _evaluations_sweep),
@@ -329,6 +330,31 @@ def _cmd_duties(args: argparse.Namespace) -> dict:
     if args.action == "export":
         return _run(args.db, "duties.export", {"path": path})
     return _run(args.db, "duties.import", {"path": path, **_who()})
+
+
+def _cmd_volunteers(args: argparse.Namespace) -> dict:
+    if args.action == "verify":
+        answer = _run(args.db, "volunteers.verify", {})
+        if answer["broken_at"] is not None:
+            raise TwinError(f"{args.db}: the points ledger is broken at row {answer['broken_at']} of {answer['rows']}: "
+                            "that row or the one before it was changed or removed outside the product.")
+        return answer
+    if args.action == "account":
+        answer = _run(args.db, "volunteers.account", {"resident_id": args.resident_id, "username": args.username,
+                                                      **_who()})
+        if not args.json:  # shown once: the resident sets their password with it at /v/activate
+            print(f"account {answer['username']} for {answer['resident_id']}: one-time code {answer['code']} "
+                  f"(until {answer['expires_at'][:16]}; the resident sets a password with it at /v/activate)")
+        return answer
+    if args.action == "merchant":
+        answer = _run(args.db, "volunteers.merchant", {"merchant_id": args.merchant_id, "name": args.name,
+                                                       "address": args.address, "grid": args.grid, **_who()})
+        if not args.json:
+            print(f"merchant {answer['merchant_id']}: user {answer['username']}, password {answer['password']} "
+                  "(shown once)")
+        return answer
+    return _run(args.db, "volunteers.reward", {"merchant_id": args.merchant_id, "title": args.title,
+                                               "points": args.points, "stock": args.stock, **_who()})
 
 
 def _cmd_evaluations(args: argparse.Namespace) -> dict:
@@ -587,6 +613,26 @@ def build_parser() -> argparse.ArgumentParser:
     dimp.add_argument("path", metavar="FILE")
     dexp = command("export", _cmd_duties, sub=dsub, help="write the duties list to a .csv or .json file")
     dexp.add_argument("path", metavar="FILE")
+    volunteers = sub.add_parser("volunteers", help="the volunteer scheme (文明小杜): residents' and merchants' accounts, "
+                                                   "rewards, the points ledger's check")
+    vsub = volunteers.add_subparsers(dest="action", required=True)
+    vacc = command("account", _cmd_volunteers, sub=vsub,
+                   help="make a resident's account from their record (or a new code for it): prints the one-time "
+                        "code the resident sets a password with at /v/activate")
+    vacc.add_argument("resident_id")
+    vacc.add_argument("--username", help="the account's name (default: r<resident id>)")
+    vmer = command("merchant", _cmd_volunteers, sub=vsub, help="add a merchant and its account (prints the password once)")
+    vmer.add_argument("merchant_id")
+    vmer.add_argument("name")
+    vmer.add_argument("--address")
+    vmer.add_argument("--grid", help="the grid the shop is in")
+    vrew = command("reward", _cmd_volunteers, sub=vsub, help="add a merchant's reward for points")
+    vrew.add_argument("merchant_id")
+    vrew.add_argument("title")
+    vrew.add_argument("--points", type=int, required=True)
+    vrew.add_argument("--stock", type=int, required=True)
+    command("verify", _cmd_volunteers, sub=vsub, help="check the points ledger's hash chain and that no balance "
+                                                      "ever went below zero")
     evaluations = sub.add_parser("evaluations", help="residents' evaluations of handled cases")
     evsub = evaluations.add_subparsers(dest="action", required=True)
     command("sweep", _cmd_evaluations, sub=evsub,
@@ -689,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the store to use (view, feed, concurrency, tiles, city, scale, field: default "
                             "data/demo.duckdb)")
     bench.add_argument("name", choices=("ingest", "view", "ifc", "feed", "grids", "security", "concurrency", "tiles",
-                                        "backends", "city", "scale", "field"))
+                                        "backends", "city", "scale", "field", "volunteers"))
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     return parser
 

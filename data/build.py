@@ -21,7 +21,8 @@ import shapely
 
 from data.demo import DEMO_NOW, DemoDistrict, generate_district, level_counts
 from data.feed import demo_feed, write_feed
-from data.field import DEMO_WORKERS, demo_patrols, demo_workers
+from data.field import DEMO_WORKERS, demo_patrols, demo_worker_grids, demo_workers
+from data.volunteers import demo_volunteers, volunteer_users
 from data.loop import write_loop
 from twin.access.access import add_user, set_password
 from twin.buildings import building_ids, upsert_buildings
@@ -93,6 +94,7 @@ def demo_extras(con: duckdb.DuckDBPyConnection, *, seed: int, small: bool) -> tu
     a handful of grid workers) and the workers' patrols of the day."""
     write_loop(con)
     feed = demo_feed(con, crs=DEMO_CRS, seed=seed, incidents=40 if small else 400, reports=30 if small else 300)
+    demo_volunteers(con, seed=seed, worker_grids=demo_worker_grids(con))
     key, users = add_key(con, "demo-feed", actor="demo"), demo_users(con)
     demo_patrols(con, seed=seed)
     return feed, key, users
@@ -137,7 +139,7 @@ def demo_users(con: duckdb.DuckDBPyConnection) -> list[dict]:
         else:
             add_user(con, name, password, role=role, grids=grids, actor="demo", department=department)
         made.append({"username": name, "password": password, "role": role, "grids": grids, "department": department})
-    return made + demo_workers(con)
+    return made + demo_workers(con) + volunteer_users(con)
 
 
 def write_demo_users(users: list[dict], db: Path) -> Path:
@@ -145,7 +147,8 @@ def write_demo_users(users: list[dict], db: Path) -> Path:
     out = Path(db).with_suffix(".users")
     out.write_text("".join(f"{u['username']:<9} {u['password']}  ({u['role']}"
                            + (f", department {u['department']}" if u.get("department") else
-                              f", grids {','.join(u['grids'])}" if u["grids"] else ", whole district") + ")\n"
+                              f", grids {','.join(u['grids'])}" if u["grids"] else
+                              "" if u["role"] in ("resident", "merchant") else ", whole district") + ")\n"
                            for u in users))
     out.chmod(0o600)
     return out

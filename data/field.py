@@ -2,9 +2,11 @@
 
 Every micro-grid of the demo has its worker's name (``grids.worker``); a handful of them get an account of
 role ``worker`` here (``worker1`` ...), bound to the micro-grids of the operator's community, so that the
-phone page and the operator's map have someone to show. Each walked a patrol on the demo's day (its fixed
-clock, ``meta.now``), past a different share of their micro-grid's buildings, so the leader's coverage colouring
-shows full, partial and missed micro-grids. Check-ins every 30 s at a walking pace, audited as the phone's are.
+phone page and the operator's map have someone to show. Each patrols past a different share of their micro-grid's
+buildings, so the leader's coverage colouring shows full, partial and missed micro-grids: a day of rounds the day
+before the demo's (its fixed clock, ``meta.now``), and an early round on the demo's day, over before its clock.
+A round walks the worker's route there and back for ``ROUND_MIN`` minutes; check-ins every 30 s at a walking
+pace, audited as the phone's are.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from twin.store.queries import _now
 DEMO_WORKERS = 6
 WALK_M_PER_S = 1.2
 SHARES_WALKED = (1.0, 1.0, 0.9, 0.75, 0.5, 0.25)  # of each worker's buildings, in order
+ROUND_MIN = 40  # a round of patrol
+# When each worker's rounds start: (days before the demo's day, hours after its midnight); the k-th worker starts
+# 15 minutes after the one before. The demo's day's round is over before its clock (09:00).
+ROUNDS = ((1, 8.5), (1, 10.5), (1, 14.0), (1, 16.0), (0, 7.0))
 
 
 def demo_worker_grids(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -47,32 +53,47 @@ def demo_workers(con: duckdb.DuckDBPyConnection) -> list[dict]:
 
 
 def demo_patrols(con: duckdb.DuckDBPyConnection, *, seed: int) -> int:
-    """A patrol on the demo's day for each demo worker; returns the check-ins written (each audited)."""
+    """The demo workers' rounds of patrol (:data:`ROUNDS`); returns the check-ins written (each audited)."""
     rng = np.random.default_rng(seed)
     day = pd.Timestamp(_now(con).date())
+    per_round = int(ROUND_MIN * 60 // CHECK_IN_EVERY_S)
     written = 0
     for k, grid_id in enumerate(demo_worker_grids(con)):
         worker = f"worker{k + 1}"
         spots = con.execute("SELECT label_x, label_y FROM buildings WHERE grid_id = ? ORDER BY building_id",
                             [grid_id]).df().to_numpy()
         route = _nearest_first(spots)[:int(round(len(spots) * SHARES_WALKED[k % len(SHARES_WALKED)]))]
-        start = day + pd.Timedelta(hours=8, minutes=20 * k)
-        points = _walk(route, rng)
-        times = [start + pd.Timedelta(seconds=CHECK_IN_EVERY_S * (i + 1)) for i in range(len(points))]
-        end = (times[-1] if times else start) + pd.Timedelta(minutes=5)
-        con.execute("INSERT INTO patrol_shifts VALUES (?, ?, ?)", [worker, start, end])
-        audit(con, actor=worker, action="patrol.start", target=worker, source="demo",
-              detail={"at": start.isoformat()})
-        for i, ((x, y), at) in enumerate(zip(points, times)):
-            key = f"demo-{worker}-{i:04d}"
-            con.execute('INSERT INTO patrol_checkins (key, worker, x, y, accuracy_m, grid_id, "at") '
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)", [key, worker, float(x), float(y), 8.0, grid_id, at])
-            audit(con, actor=worker, action="patrol.position", target=grid_id, source="demo",
-                  detail={"at": at.isoformat(), "key": key})
-        audit(con, actor=worker, action="patrol.stop", target=worker, source="demo",
-              detail={"at": end.isoformat()})
-        written += len(points)
+        for r, (days_before, hours) in enumerate(ROUNDS):
+            start = day - pd.Timedelta(days=days_before) + pd.Timedelta(hours=hours, minutes=15 * k)
+            points = _round(route, per_round, rng)
+            times = [start + pd.Timedelta(seconds=CHECK_IN_EVERY_S * (i + 1)) for i in range(len(points))]
+            end = (times[-1] if times else start) + pd.Timedelta(minutes=1)
+            con.execute("INSERT INTO patrol_shifts VALUES (?, ?, ?)", [worker, start, end])
+            audit(con, actor=worker, action="patrol.start", target=worker, source="demo",
+                  detail={"at": start.isoformat()})
+            for i, ((x, y), at) in enumerate(zip(points, times)):
+                key = f"demo-{worker}-{r}-{i:04d}"
+                con.execute('INSERT INTO patrol_checkins (key, worker, x, y, accuracy_m, grid_id, "at") '
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)", [key, worker, float(x), float(y), 8.0, grid_id, at])
+                audit(con, actor=worker, action="patrol.position", target=grid_id, source="demo",
+                      detail={"at": at.isoformat(), "key": key})
+            audit(con, actor=worker, action="patrol.stop", target=worker, source="demo",
+                  detail={"at": end.isoformat()})
+            written += len(points)
     return written
+
+
+def _round(route: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` check-ins of a round along ``route``, there and back again and again (standing by a lone
+    building); none without a route."""
+    if len(route) == 0:
+        return route
+    if len(route) == 1:
+        return route[[0] * count] + rng.normal(0.0, 3.0, (count, 2))
+    there_and_back = _walk(np.concatenate([route, route[-2::-1]]), rng)
+    if len(there_and_back) > 1:
+        there_and_back = there_and_back[:-1]  # it ends where the next one starts
+    return np.concatenate([there_and_back] * (count // len(there_and_back) + 1))[:count]
 
 
 def _nearest_first(spots: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 import panel as pn
 import tornado.escape
-from tornado.web import HTTPError
+import tornado.web
 from panel.auth import BasicAuthProvider, BasicLoginHandler, _validate_next_url
 from panel.config import config
 from panel.io.state import state
@@ -222,7 +222,7 @@ class StoreAuthProvider(BasicAuthProvider):
             except Exception as exc:  # every page asks: a store that cannot be reached is a 503, not a 500
                 if is_unavailable(exc):
                     log.warning("a page was refused with 503: %s", exc)
-                    raise HTTPError(503, reason="Store Unavailable") from exc
+                    refuse_unreachable(handler)
                 raise
             return name if principal is not None else None
         return get_user
@@ -236,6 +236,21 @@ class StoreAuthProvider(BasicAuthProvider):
         return type("StoreSignInHandler", (SignInHandler,), {
             "_login_endpoint": self._login_endpoint, "_login_template": self._login_template,
             "signins": self._signins})
+
+
+def refuse_unreachable(handler: tornado.web.RequestHandler) -> None:
+    """Answer ``handler``'s request 503 with Retry-After (the store cannot be reached), and end it.
+
+    A :class:`tornado.web.HTTPError` would not do: Tornado's error page starts from a cleared response, without the
+    Retry-After that tells a browser, a proxy or a monitor when to ask again.
+    """
+    handler.clear()
+    handler.set_status(503, reason="Store Unavailable")
+    handler.set_header("Retry-After", str(STORE_RETRY_S))
+    handler.set_header("Cache-Control", "no-store")
+    handler.set_header("Content-Type", "text/plain; charset=utf-8")
+    raise tornado.web.Finish(translations(choose_lang(handler.get_argument("lang", None), None)).gettext(
+        STORE_UNREACHABLE))
 
 
 def session_principal(signins: SignIns) -> Principal | None:

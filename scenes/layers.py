@@ -33,10 +33,14 @@ BUILDING_MEASURES = ("grid", "population", "height")
 GRID_MEASURES = ("open_cases", "overdue_cases", "cases_per_1000")
 # Per micro-grid: the share of its buildings the day's patrols passed (twin.field.patrol).
 COVERAGE_MEASURE = "coverage"
-COLOUR_MEASURES = ("grid", *GRID_MEASURES, COVERAGE_MEASURE, "population", "height")
+# Per grid at the chosen level: its volunteers' hours and points this month (twin.volunteers.figures).
+VOLUNTEER_MEASURES = ("volunteer_hours", "volunteer_points")
+COLOUR_MEASURES = ("grid", *GRID_MEASURES, COVERAGE_MEASURE, *VOLUNTEER_MEASURES, "population", "height")
 MEASURE_TITLES = {"grid": N_("Micro-grid"), "open_cases": N_("Open cases"), "overdue_cases": N_("Overdue cases"),
                   "cases_per_1000": N_("Open cases per 1,000 residents"), "population": N_("Residents"),
-                  "height": N_("Height (m)"), COVERAGE_MEASURE: N_("Patrol coverage today")}
+                  "height": N_("Height (m)"), COVERAGE_MEASURE: N_("Patrol coverage today"),
+                  "volunteer_hours": N_("Volunteer hours this month"),
+                  "volunteer_points": N_("Volunteer points this month")}
 # Coverage classes, low to full (grid-management practice scores 95 % and more as full).
 COVERAGE_CLASSES = ((0.0, CLASSED[0], N_("not patrolled")), (1e-9, CLASSED[4], N_("under 50 %")),
                     (0.5, CLASSED[3], N_("50-80 %")), (0.8, CLASSED[2], N_("80-95 %")),
@@ -413,20 +417,21 @@ def grid_measure_colours(layer: BuildingLayer, table: pd.DataFrame, tree: pd.Dat
     Parameters
     ----------
     table : DataFrame
-        :func:`twin.store.queries.grid_table` at ``level``: ``grid_id`` and the measure's column.
+        :func:`twin.store.queries.grid_table` at ``level``: ``grid_id`` and the measure's column (for the
+        volunteer measures, :func:`twin.volunteers.figures.volunteer_table` with its columns so named).
     tree : DataFrame
         :func:`twin.store.queries.grid_tree`: each micro-grid's ancestor at ``level``.
-    measure : {'open_cases', 'overdue_cases', 'cases_per_1000'}
+    measure : {'open_cases', 'overdue_cases', 'cases_per_1000', 'volunteer_hours', 'volunteer_points'}
     """
-    check_choice("measure", measure, GRID_MEASURES)
+    check_choice("measure", measure, (*GRID_MEASURES, *VOLUNTEER_MEASURES))
     values = table[measure].to_numpy(dtype=np.float64)
     edges = class_breaks(values)
     palette = _hex_rgb(list(CLASSED[:len(edges) - 1]) + [OUTSIDE_GRIDS])
     grid_class = pd.Series(classify(values, edges), index=table["grid_id"].to_numpy(dtype=object))
     micro = tree[tree["level"] == "micro"]
-    micro_class = micro[level].map(grid_class).fillna(-1).to_numpy(dtype=np.int64)
+    micro_class = micro[level].astype(object).map(grid_class).fillna(-1).to_numpy(dtype=np.int64)
     idx = layer.per_building(micro["grid_id"], micro_class, missing=-1)
-    labels = class_labels(edges, integer=measure != "cases_per_1000")
+    labels = class_labels(edges, integer=measure not in ("cases_per_1000", "volunteer_hours"))
     legend = {"title": MEASURE_TITLES[measure], "level": level,
               "items": [[CLASSED[k], text] for k, text in enumerate(labels)]
               + [[OUTSIDE_GRIDS, N_("outside any grid")]]}

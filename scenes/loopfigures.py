@@ -23,8 +23,9 @@ from scenes.theme import CSS
 DEPARTMENT_TITLES = {"name": N_("Department"), "open": N_("Open"), "overdue": N_("Overdue"),
                      "escalated": N_("Escalated"), "median_handle_h": N_("Median hours to handle"),
                      "reopened_share": N_("Reopened %"), "satisfaction": N_("Satisfaction %")}
-# What the leader reads first; the last give way when the panel is narrow.
-DEPARTMENT_IMPORTANCE = ("name", "open", "overdue", "satisfaction", "escalated", "median_handle_h", "reopened_share")
+# What the leader reads first; the last give way when the panel is narrow. The escalated cases come last: the
+# card above the table counts them, and the figures (open, overdue, time to handle, reopened, 满意率) stay.
+DEPARTMENT_IMPORTANCE = ("name", "open", "overdue", "median_handle_h", "reopened_share", "satisfaction", "escalated")
 SATISFACTION_TITLES = {"name": N_("Name"), "satisfaction": N_("Satisfaction %"), "answered": N_("Answers"),
                        "by_default": N_("By default")}
 SATISFACTION_IMPORTANCE = ("name", "satisfaction", "answered", "by_default")
@@ -59,7 +60,7 @@ class LoopFigures(pn.viewable.Viewer):
         self.escalated = FigureDoor(sizing_mode="stretch_width", margin=(4, 0), css_classes=["twin-escalated"])
         self.escalated.param.watch(lambda e: setattr(self, "door", self.door + 1), "clicks")
         self.departments = SortableTable(rows_word=_("rows"), sizing_mode="stretch_width", page_size=8,
-                                         css_classes=["twin-department-table"])
+                                         wrap_titles=True, css_classes=["twin-department-table"])
         self.choose = pn.widgets.RadioButtonGroup(options={_(label): k for k, label in SATISFACTION_BY.items()},
                                                   value=self.by, sizing_mode="stretch_width",
                                                   css_classes=["twin-satisfaction-by"])

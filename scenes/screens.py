@@ -28,21 +28,21 @@ from scenes.framing import frame_view
 from scenes.i18n import (N_, _, case_kind_name, current_lang, error_text, level_name, role_name, status_name,
                          translated_legend)
 from scenes.inspector import Inspector
-from scenes.layers import (COLOUR_MEASURES, COVERAGE_MEASURE, GRID_MEASURES, case_markers, case_update_records,
-                           grid_segments, worker_records)
+from scenes.layers import (COLOUR_MEASURES, COVERAGE_MEASURE, GRID_MEASURES, VOLUNTEER_MEASURES, case_markers,
+                           case_update_records, grid_segments, worker_records)
 from scenes.loopfigures import LoopFigures
 from scenes.party import PartyLayer
 from scenes.planner import GridEditor, save_through_writer
 from scenes.shared import READS, REFRESH_S, WORKERS_REFRESH_S, GridOutlines, SharedDistrict
 from scenes.theme import CSS
 from scenes.ticker import CaseTicker
+from scenes.volunteerboard import VolunteerRanking, ticker_items
 from scenes.view3d import DistrictView
 from twin.access.access import Principal
 from twin.cases.cases import CASE_STATUSES, OPEN_STATUSES
 from twin.errors import TwinError
 from twin.field.patrol import of_grids
 from twin.access.policy import Gate
-from twin.store.queries import key_figures
 from twin.store.schema import GRID_LEVELS
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ LIVE_POLL_MS = 250  # how often a session looks for committed case changes
 T = TypeVar("T")
 MEASURE_LABELS = {"grid": N_("grid"), "open_cases": N_("open cases"), "overdue_cases": N_("overdue"),
                   "cases_per_1000": N_("per 1,000"), COVERAGE_MEASURE: N_("patrol coverage"),
+                  "volunteer_hours": N_("volunteer hours"), "volunteer_points": N_("volunteer points"),
                   "population": N_("population"), "height": N_("height")}
 LANG_SWITCH = (("zh", "中文"), ("en", "English"))  # each named in its own language
 # Side panels take a share of the screen's width between these bounds: the 3D view keeps the rest at
@@ -117,7 +118,7 @@ class DistrictApp(pn.viewable.Viewer):
         # An operator's own grids (with every grid under them): their figures stand beside the district's.
         self._my_grids = self.gate.scope if principal.role == "operator" else None
         if self._my_grids is not None:
-            self.figures.refresh(mine=key_figures(con, grids=self._my_grids))
+            self.figures.refresh(mine=shared.key_figures(grids=self._my_grids))
         self.grid_table = GridTable(shared.grid_table, level=self.level)
         self.inspector = Inspector(self.gate, writer=writer, off_loop=shared.off_loop, coverage=shared.coverage)
         self.drilldown = DrillDown(self.inspector.look, lambda: dict(zip(self.grid_table.value["grid_id"],
@@ -161,11 +162,14 @@ class DistrictApp(pn.viewable.Viewer):
         self.show_cases = pn.widgets.Checkbox(label=_("cases"), value=True, width=65)
         self.show_cases.link(self.view, value="show_cases")
         self.party = PartyLayer(self)  # its toggle in the toolbar, its table under the grid table
+        self.volunteers = VolunteerRanking(self)  # the communities ranked, under the party table
+        self._tasks_done: list[dict] = shared.tasks_done()  # the newest completed volunteer tasks, first in the ticker
         self.ticker = CaseTicker(title=_("LIVE CASES"), sizing_mode="stretch_width", height=44)
-        self.ticker.param.watch(lambda e: self._go_to(f"case|{e.new['case_id']}"), "clicked")
+        self.ticker.param.watch(lambda e: self._go_to(e.new["case_id"] if e.new["case_id"].startswith("task|")
+                                                      else f"case|{e.new['case_id']}"), "clicked")
         self._fill_ticker()
         self.toolbar = pn.Row(
-            # Six colourings: a list in the toolbar's room (buttons would not fit beside the level at 1280 px).
+            # Eight colourings: a list in the toolbar's room (buttons would not fit beside the level at 1280 px).
             pn.widgets.Select.from_param(self.param.colour_by, label="", width=160, css_classes=["twin-colour-by"],
                                          options={_(label): m for m, label in MEASURE_LABELS.items()}),
             pn.widgets.Select.from_param(self.param.level, label="", width=100,
@@ -271,19 +275,23 @@ class DistrictApp(pn.viewable.Viewer):
         self._live_at, self._live_version = time.monotonic(), self._seen
         return True
 
-    def _live_figures(self) -> tuple[dict, pd.DataFrame, tuple | None, dict | None, tuple[str, dict]]:
+    def _live_figures(self) -> tuple[dict, pd.DataFrame, tuple | None, dict | None, tuple[str, dict], tuple]:
         measure, level = self.colour_by, self.level
         colours = ((measure, level, self.shared.colours(measure, level=level))
-                   if measure in GRID_MEASURES or measure == COVERAGE_MEASURE else None)
-        mine = None if self._my_grids is None else key_figures(self.shared.cursors(), grids=self._my_grids)
+                   if measure in (*GRID_MEASURES, COVERAGE_MEASURE, *VOLUNTEER_MEASURES) else None)
+        mine = None if self._my_grids is None else self.shared.key_figures(grids=self._my_grids)
         loop_level = self.loop.level
         return (self.shared.key_figures(), self.shared.grid_table(self.grid_table.level), colours, mine,
-                (loop_level, self.shared.loop_figures(loop_level)))
+                (loop_level, self.shared.loop_figures(loop_level)),
+                (self.shared.volunteer_ranking(), self.shared.tasks_done()))
 
     def _show_figures(self, figures: dict, table: pd.DataFrame, colours: tuple | None, mine: dict | None,
-                      loop: tuple[str, dict]) -> None:
+                      loop: tuple[str, dict], volunteers: tuple[pd.DataFrame, list[dict]]) -> None:
         with pn.io.hold():
             self.figures.refresh(figures, mine)
+            self._tasks_done = volunteers[1]
+            if self.volunteers.value is None or not self.volunteers.value.equals(volunteers[0]):
+                self.volunteers._show(volunteers[0])
             self.grid_table.refresh(table)
             if loop[0] == self.loop.level:
                 self.loop.refresh(loop[1])
@@ -335,7 +343,7 @@ class DistrictApp(pn.viewable.Viewer):
         level = self.level
         self._read_then(lambda _con: self.shared.grid_outlines(level),
                         lambda found: self._show_grids(found) if level == self.level else None)
-        if self.colour_by in GRID_MEASURES:  # the cases are coloured per grid at the level
+        if self.colour_by in (*GRID_MEASURES, *VOLUNTEER_MEASURES):  # coloured per grid at the level
             self._colour()
 
     def _show_grids(self, outlines: GridOutlines) -> None:
@@ -365,7 +373,8 @@ class DistrictApp(pn.viewable.Viewer):
         """Put the key figures, the grid table, the inspector and the ticker on the page."""
         if not self._left.objects:
             with pn.io.hold():
-                self._left.objects = [self.figures, self.grid_table, self.loop, self.party]
+                self._left.objects = [self.figures, self.grid_table, self.loop, self.party, self.volunteers]
+                self.volunteers.refresh()
                 self._right.objects = [self.drilldown, self.inspector]
                 self._bottom.objects = [self.ticker]
 
@@ -488,6 +497,10 @@ class DistrictApp(pn.viewable.Viewer):
                 self.select_building(index, fly=True)
         elif kind == "case":
             self.inspector.show_case(ident, then=self._fly_to_case)
+        elif kind == "task":  # a completed volunteer task in the ticker: its place
+            for task in self._tasks_done:
+                if task["task_id"] == ident:
+                    self._frame_point(task["x"], task["y"], 20.0, half_m=30.0)
         elif kind == "camera":
             index = self._cameras.camera_id.index_of(ident)
             if index >= 0:
@@ -513,8 +526,8 @@ class DistrictApp(pn.viewable.Viewer):
             self._frame_point(*card["location"], self.layer.box[index, 5] if index >= 0 else 0.0)
 
     def _fill_ticker(self) -> None:
-        items = [[case_id, f"{case_id} · {case_kind_name(sub)} · {status_name(status)}"]
-                 for case_id, sub, status in self._latest]
+        items = ticker_items(self._tasks_done) + [[case_id, f"{case_id} · {case_kind_name(sub)} · {status_name(status)}"]
+                                                  for case_id, sub, status in self._latest]
         if items != self.ticker.items:
             self.ticker.items = items
 
@@ -595,9 +608,16 @@ class SignedOut(pn.viewable.Viewer):
 
 
 class FieldWorkerElsewhere(pn.viewable.Viewer):
-    """What a grid worker gets at ``/app``: their page is the phone's, at ``/worker``."""
+    """What a grid worker gets at ``/app``: their page is the phone's, at ``/worker``; a resident's or a merchant's
+    of the volunteer scheme is ``page`` (``/v``, ``/m``)."""
+
+    page = param.String(default="/worker")
 
     def __panel__(self) -> pn.viewable.Viewable:
+        if self.page != "/worker":
+            return pn.pane.HTML("<div class='twin-card'><p>" + _("Your page is the phone page: <a href='{page}'>open "
+                                                                 "it</a>.").format(page=self.page) + "</p></div>",
+                                stylesheets=[CSS])
         return pn.pane.HTML("<div class='twin-card'><div class='twin-title'>" + _("Grid worker") + "</div><p>"
                             + _("Grid workers work on the phone page: <a href='/worker'>open it</a>.") + "</p></div>",
                             stylesheets=[CSS])

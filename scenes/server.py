@@ -36,6 +36,7 @@ from scenes.screens import DistrictApp, FieldWorkerElsewhere, SignedOut
 from scenes.shared import READS, Cursors, OffLoop, SharedDistrict, release_memory
 from scenes.theme import PAGE_CSS
 from scenes.tileserve import TileRefresher, tile_routes, tiled_view, update_in_own_process
+from scenes.volunteers import PAGES as VOLUNTEER_PAGES, VolunteerDesk, volunteer_routes
 from twin.access.access import LANGS, set_lang, user_lang
 from twin.access.keys import KeyUse, client_for, record_key_use
 from twin.access.policy import Gate, Refusals, client_principal, public_principal
@@ -43,6 +44,8 @@ from twin.access.ratelimit import RateLimiter
 from twin.cases.cameras import keep_camera_sight
 from twin.cases.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
 from twin.cases.evaluations import TOKEN_PATH
+from twin.cases.idempotency import check_key
+from twin.errors import InputError
 from twin.cases.live import CaseFeed, IntakeWriter, Written, follow_other_processes
 from twin.cases.open311 import (Open311Error, decode_form, discovery, find_requests, service_definition, services,
                                 to_xml)
@@ -224,6 +227,19 @@ class _Intake(RequestHandler):
     def retry_after(self, wait_s: float) -> None:
         self.set_header("Retry-After", str(max(1, round(wait_s))))
 
+    def idempotency_key(self, fallback: object = None) -> str | None:
+        """The request's ``Idempotency-Key`` header (else ``fallback``, a detection's own id), checked; None without
+        one. A resend with the same key gets the first answer again (:mod:`twin.cases.idempotency`)."""
+        key = self.request.headers.get("Idempotency-Key", fallback)
+        return None if key is None else check_key(key)
+
+    def replayed(self, answer: dict) -> bool:
+        """Whether ``answer`` is a resend's (the first sending's answer again): said in a header, out of the body."""
+        if not answer.pop("replayed", False):
+            return False
+        self.set_header("Idempotent-Replayed", "true")
+        return True
+
     # A store that cannot be reached (a PostgreSQL store's server restarting) fails whatever the request needed
     # of it: the key lookup, the read or the writer's commit. Any of these answers 503 with Retry-After, never
     # a 500, and nothing was acknowledged (the writer answers only after its COMMIT).
@@ -359,16 +375,20 @@ class RequestsHandler(_Open311):
         try:
             form = decode_form(self.request.body, content_type=self.request.headers.get("Content-Type"))
             client = self.client_of(form.get("api_key"))
-            answer = await self.writer.take_request(form, district_crs=self.crs, client=client,
+            key = self.idempotency_key()
+            answer = await self.writer.take_request(form, district_crs=self.crs, client=client, key=key,
                                                    loop=asyncio.get_running_loop())
+        except InputError as exc:
+            return self.fail(Open311Error(400, str(exc)), fmt=fmt)
         except Open311Error as exc:
             return self.fail(exc, fmt=fmt)
         # The reporter's one-use link to evaluate the case once it is handled (twin.cases.evaluations).
         token = answer.pop("evaluation_token", None)
         if token:
             answer["evaluation_url"] = f"{self.request.protocol}://{self.request.host}{TOKEN_PATH}{token}"
-        log.info("open311: %s from %s", answer["service_request_id"], client)
-        self.reply([answer], fmt=fmt, root="service_requests", item="request", status=201)
+        replayed = self.replayed(answer)
+        log.info("open311: %s from %s%s", answer["service_request_id"], client, " (sent again)" if replayed else "")
+        self.reply([answer], fmt=fmt, root="service_requests", item="request", status=200 if replayed else 201)
 
 
 class RequestHandler(_Open311):
@@ -404,12 +424,20 @@ class DetectionsHandler(_Intake):
         if refusal:
             return self.refuse(429, "api_key", refusal)
         try:
-            answer = await self.writer.take_detection(parse_detection(body, zone=self.zone), client=client,
+            key = self.idempotency_key(body.pop("source_id", None) if isinstance(body, dict) else None)
+        except InputError as exc:
+            return self.refuse(400, "Idempotency-Key", str(exc))
+        try:
+            answer = await self.writer.take_detection(parse_detection(body, zone=self.zone), client=client, key=key,
                                                      loop=asyncio.get_running_loop())
         except DetectionError as exc:
             return self.refuse(400, exc.field, str(exc))
+        token = answer.pop("evaluation_token", None)  # a new case's: its reporter's link, as an Open311 receipt's
+        if token:
+            answer["evaluation_url"] = f"{self.request.protocol}://{self.request.host}{TOKEN_PATH}{token}"
+        replayed = self.replayed(answer)
         log.debug("detection %s from %s -> %s", answer["detection_id"], client, answer["case_id"])
-        self.reply(answer, 201)
+        self.reply(answer, 200 if replayed else 201)
 
 
 class HealthHandler(RequestHandler):
@@ -562,6 +590,9 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         if principal.role == "worker":  # their page is the phone's, at /worker
             use(choose_lang(asked.get("lang"), None))
             return FieldWorkerElsewhere()
+        if principal.role in ("resident", "merchant"):  # the volunteer scheme's phone pages, /v and /m
+            use(choose_lang(asked.get("lang"), None))
+            return FieldWorkerElsewhere(page=VOLUNTEER_PAGES[principal.role])
         con = sessions.cursor()
         if asked.get("set_lang") in LANGS:  # the header's switch: kept as the user's preference (not awaited:
             # this page speaks it already, and the event loop does not wait on the writer)
@@ -607,6 +638,8 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     retention = Retention(writer)
     field = field_routes(FieldDesk(cursors=shared.cursors, writer=writer, signins=signins, refusals=shared.refusals,
                                    crs=store.district.crs))
+    field += volunteer_routes(VolunteerDesk(cursors=shared.cursors, writer=writer, signins=signins,
+                                            refusals=shared.refusals, crs=store.district.crs))
     try:
         pn.serve({"app": app}, port=port, address=address, websocket_origin=origins, show=False,
                  title="District twin", extra_patterns=intake_routes(store, writer, cursors=shared.cursors,
@@ -633,12 +666,15 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
 
 def follow_store_changes(db: str, *, clients: Remembered, signins: SignIns, shared: SharedDistrict | None,
                          writer: IntakeWriter) -> Listener:
-    """Follow what any process changes in a PostgreSQL store's keys, users and grids, as it commits
+    """Follow what any process changes in a PostgreSQL store's keys, users, grids and ``meta``, as it commits
     (:func:`twin.store.store.create_change_triggers`): a revoked key or a disabled user is refused here at once,
-    and saved grids are drawn and matched to. This process's own grid saves are left out: its writer and the
-    saving session followed them already (the keys and users it changed are looked up afresh, which is cheap)."""
+    saved grids are drawn and matched to, and ``meta`` (its time zone, its clock) is read afresh. This process's
+    own grid saves are left out: its writer and the saving session followed them already (the keys and users it
+    changed are looked up afresh, which is cheap)."""
     def follow(tables: list[str] | None) -> None:
         tables = set(NOTIFIED_TABLES if tables is None else tables)  # None: notices may have been missed
+        if "meta" in tables:
+            writer.forget_meta()  # every cursor of the store's connection shares what it remembers
         if "api_keys" in tables:
             clients.clear()
         if "users" in tables:

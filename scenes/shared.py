@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from scenes.layers import (COVERAGE_MEASURE, GRID_MEASURES, BuildingLayer, CameraLayer, basemap_layer,
-                           building_colours, building_layer, camera_layer, coverage_colours,
+from scenes.layers import (COVERAGE_MEASURE, GRID_MEASURES, VOLUNTEER_MEASURES, BuildingLayer, CameraLayer,
+                           basemap_layer, building_colours, building_layer, camera_layer, coverage_colours,
                            grid_codes, grid_labels, grid_measure_colours, grid_segments, model_elements, model_layer)
 from twin.access.access import audit
 from twin.access.policy import Gate, Refusals
@@ -50,11 +50,13 @@ from twin.cases.duties import department_figures
 from twin.cases.evaluations import satisfaction
 from twin.store.queries import (district_totals, grid_boundaries, grid_table, grid_tree, key_figures,
                                 micro_figures)
+from twin.volunteers.figures import community_ranking, newest_completed, volunteer_table
 from twin.store.schema import GRID_LEVELS
 
 REFRESH_S = 1.0  # live figures are at most this old
 WORKERS_REFRESH_S = 5.0  # the grid workers' positions on the operators' maps are at most this old
 COVERAGE_REFRESH_S = 60.0  # the day's patrol coverage is at most this old
+VOLUNTEER_REFRESH_S = 5.0  # the volunteer figures (tasks confirmed, points) are at most this old
 # The threads that read the store for the event loop (DuckDB runs a query without the GIL, so a few help).
 READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="twin-read")
 T = TypeVar("T")
@@ -98,9 +100,11 @@ class OffLoop:
         The store's writer; the loop awaits its commit of a look's audit rows, never blocks on it.
     """
 
-    def __init__(self, cursors: Cursors, writer: IntakeWriter) -> None:
+    def __init__(self, cursors: Cursors, writer: IntakeWriter, *,
+                 paths: Callable[[str | None], list[dict]] | None = None) -> None:
         self.cursors = cursors
         self.writer = writer
+        self.paths = paths  # a grid's path from the server's grid tree (SharedDistrict.grid_path), not the store
 
     async def read(self, gate: Gate, read: Callable[[Gate], T]) -> tuple[T | TwinError, list[dict]]:
         """``read(gate)`` on a reader thread: its result (or the :class:`TwinError` it raised) and the audit
@@ -109,7 +113,7 @@ class OffLoop:
 
         def work() -> T | TwinError:
             try:
-                return read(gate.bound(self.cursors(), audit_sink=lambda **row: rows.append(row)))
+                return read(gate.bound(self.cursors(), audit_sink=lambda **row: rows.append(row), paths=self.paths))
             except TwinError as exc:
                 return exc
         return await asyncio.get_running_loop().run_in_executor(READS, work), rows
@@ -130,10 +134,9 @@ class OffLoop:
 
 
 def _slim_tree(tree: pd.DataFrame) -> pd.DataFrame:
-    """The grid tree as the tables and colourings read it, in half the memory: no parents, and the levels and the
-    ancestors above the micro-grids as categories (a city has 700,000 grids under 41,000 ancestors)."""
-    tree = tree.drop(columns="parent_id")
-    for column in ("level", *GRID_LEVELS[:-1]):
+    """The grid tree as the tables, colourings and grid paths read it, in half the memory: the levels, the parents
+    and the ancestors above the micro-grids as categories (a city has 700,000 grids under 41,000 ancestors)."""
+    for column in ("level", "parent_id", *GRID_LEVELS[:-1]):
         tree[column] = tree[column].astype("category")
     return tree
 
@@ -173,7 +176,7 @@ class SharedDistrict:
         self.cursors = Cursors(con)
         self.feed = feed if feed is not None else CaseFeed()
         self.writer = writer
-        self.off_loop = OffLoop(self.cursors, writer) if writer is not None else None
+        self.off_loop = OffLoop(self.cursors, writer, paths=self.grid_path) if writer is not None else None
         self.refusals = Refusals()  # one throttle for every session's refused accesses
         self._lock = threading.Lock()
         self._key_locks: dict[tuple, threading.Lock] = {}
@@ -187,6 +190,7 @@ class SharedDistrict:
         self.basemap_payload: bytes = basemap_layer(load_basemap(con), self.layer.origin)  # sent after the first frame
         self._totals = district_totals(con)
         self._tree = _slim_tree(grid_tree(con))
+        self._tree_index: tuple[pd.DataFrame, dict] | None = None  # the tree's grids by id, for grid_path
         self._memo: dict[tuple, tuple[int, float, object]] = {}
         self.tileset: str | None = None  # the tileset's URL when the view streams tiles (scenes.tileserve)
         # Called once a grid save is read (twin serve: the tiles holding the moved buildings are rewritten).
@@ -212,6 +216,24 @@ class SharedDistrict:
                     max_age_s is not None and time.monotonic() - hit[1] > max_age_s):
                 hit = self._memo[key] = (version, time.monotonic(), compute())
             return hit[2]
+
+    def grid_path(self, grid_id: str | None) -> list[dict]:
+        """The grids from the street down to ``grid_id`` (:func:`twin.inspector.grid_path`), from the grid tree
+        held here (followed on every grid save), not the store: a click's card costs no read of the grids."""
+        with self._lock:
+            tree = self._tree
+            index = self._tree_index if self._tree_index is not None and self._tree_index[0] is tree else None
+        if index is None:
+            index = (tree, {g: (n, lv, p) for g, n, lv, p in zip(tree["grid_id"], tree["name"], tree["level"],
+                                                                 tree["parent_id"])})
+            with self._lock:
+                self._tree_index = index
+        path = []
+        while isinstance(grid_id, str) and grid_id in index[1] and len(path) <= len(GRID_LEVELS):
+            name, level, parent = index[1][grid_id]
+            path.append({"grid_id": grid_id, "name": name, "level": level})
+            grid_id = parent
+        return path[::-1]
 
     def forget_grids(self) -> None:
         """Grids were saved (the planner): the grid tree, the micro-grid figures and every memoised table
@@ -252,11 +274,34 @@ class SharedDistrict:
         if measure in GRID_MEASURES:
             return self._fresh(("colours", measure, level), lambda: grid_measure_colours(
                 self.layer, self.grid_table(level), self._tree, level=level, measure=measure), live=True)
+        if measure in VOLUNTEER_MEASURES:
+            return self._fresh(("colours", measure, level), lambda: grid_measure_colours(
+                self.layer, self.volunteer_table(level), self._tree, level=level, measure=measure),
+                live=False, max_age_s=VOLUNTEER_REFRESH_S)
         if measure == COVERAGE_MEASURE:
             return self._fresh(("colours", measure), lambda: coverage_colours(self.layer, self.coverage()),
                                live=False, max_age_s=COVERAGE_REFRESH_S)
         return self._fresh(("colours", measure), lambda: building_colours(self._con, self.layer, measure=measure),
                            live=False)
+
+    def volunteer_table(self, level: str) -> pd.DataFrame:
+        """Volunteer hours and points per grid at ``level`` this month (:func:`twin.volunteers.figures.
+        volunteer_table`, its columns named as the colour measures), at most ``VOLUNTEER_REFRESH_S`` old."""
+        return self._fresh(("volunteers", level), lambda: volunteer_table(self._con, level=level).rename(
+            columns={"hours": "volunteer_hours", "points": "volunteer_points"}), live=False,
+            max_age_s=VOLUNTEER_REFRESH_S)
+
+    def volunteer_ranking(self) -> pd.DataFrame:
+        """The communities ranked by volunteer points this month (:func:`twin.volunteers.figures.
+        community_ranking`), at most ``VOLUNTEER_REFRESH_S`` old."""
+        return self._fresh(("volunteer ranking",), lambda: community_ranking(self._con), live=False,
+                           max_age_s=VOLUNTEER_REFRESH_S)
+
+    def tasks_done(self) -> list[dict]:
+        """The newest completed volunteer tasks (:func:`twin.volunteers.figures.newest_completed`), at most
+        ``VOLUNTEER_REFRESH_S`` old."""
+        return self._fresh(("tasks done",), lambda: newest_completed(self._con, limit=5), live=False,
+                           max_age_s=VOLUNTEER_REFRESH_S)
 
     def coverage(self) -> pd.DataFrame:
         """Each micro-grid's patrol coverage today (:func:`twin.field.patrol.patrol_coverage`), at most a minute old."""
@@ -277,9 +322,15 @@ class SharedDistrict:
                                 labels=grid_labels(frame, shapes, self.layer.origin))
         return self._fresh(("outlines", level), compute, live=False)
 
-    def key_figures(self) -> dict:
-        """The leader's key figures (see :func:`twin.store.queries.key_figures`)."""
-        return self._fresh(("figures",), lambda: key_figures(self._con, totals=self._totals), live=True)
+    def key_figures(self, *, grids: frozenset[str] | None = None) -> dict:
+        """The leader's key figures (see :func:`twin.store.queries.key_figures`), or those of ``grids`` (an
+        operator's scope: the sessions of operators of the same grids share them). The totals of a grid set (a
+        count of its residents: a second and more on PostgreSQL) are computed once, its case figures once per
+        change of the cases."""
+        if grids is None:
+            return self._fresh(("figures",), lambda: key_figures(self._con, totals=self._totals), live=True)
+        totals = self._fresh(("totals", grids), lambda: district_totals(self._con, grids=grids), live=False)
+        return self._fresh(("figures", grids), lambda: key_figures(self._con, totals=totals, grids=grids), live=True)
 
     def grid_table(self, level: str) -> pd.DataFrame:
         """Figures per grid at a level (see :func:`twin.store.queries.grid_table`), one frame for every session while

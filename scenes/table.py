@@ -20,7 +20,8 @@ class SortableTable(JSComponent):
     row sets ``clicked`` to ``{'row': index into rows, 'seq': n}``. ``cells`` patches
     ``[row, column, value]`` into the rows without resending them. A row's title is its first cell.
     ``importance`` lists the columns, most important first: those at its end are left out while a
-    title or a cell of the first row would be cut short (all columns are shown without it).
+    title or a cell of the first row would be cut short (all columns are shown without it); with
+    ``wrap_titles`` the titles wrap instead, and only the cells decide.
     """
 
     columns = param.List(default=[], doc="[title, numeric] per column")
@@ -30,6 +31,8 @@ class SortableTable(JSComponent):
     clicked = param.Dict(default={}, doc="Set by the browser: {'row', 'seq'}")
     rows_word = param.String(default="rows", doc="The pager's word for rows, in the session's language")
     importance = param.List(default=[], doc="Column indices, most important first; the last give way to the width")
+    wrap_titles = param.Boolean(default=False, doc="Titles wrap onto more lines rather than be cut (and their "
+                                                   "columns left out): for many short numeric columns")
 
     _esm = """
     export function render({ model, el }) {
@@ -48,6 +51,7 @@ class SortableTable(JSComponent):
       }
       function draw() {
         // The most important columns that fit the box's width (all of them without an importance order).
+        box.classList.toggle("wrap", !!model.wrap_titles);
         const ranked = (model.importance || []).filter((c) => c < model.columns.length);
         for (let keep = ranked.length || model.columns.length; keep >= 1; keep--) {
           drawColumns(ranked.length ? new Set(ranked.slice(0, keep)) : null);
@@ -107,6 +111,9 @@ class SortableTable(JSComponent):
     td {{ padding: 3px 4px; border-bottom: 1px solid {PANEL}; white-space: nowrap; overflow: hidden;
           text-overflow: ellipsis; max-width: 110px; }}
     .num {{ text-align: right; }}
+    /* Titles wrap at spaces (between any characters in Chinese), and inside a word only when it cannot fit. */
+    .wrap th {{ white-space: normal; overflow-wrap: break-word; vertical-align: bottom; }}
+    .wrap th:first-child {{ width: 30%; }}  /* the names: the numbers beside them are short */
     tbody tr {{ cursor: pointer; }}
     tbody tr:hover {{ background: {PANEL}; }}
     .pager {{ display: flex; gap: 8px; align-items: center; justify-content: flex-end; padding: 6px 0; color: {MUTED}; }}

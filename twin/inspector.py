@@ -7,7 +7,10 @@ personal data), masks and the audit trail in one place.
 
 from __future__ import annotations
 
+import collections
 import json
+from collections.abc import Callable
+from functools import partial
 
 import duckdb
 import pandas as pd
@@ -20,7 +23,7 @@ from twin.errors import N_, InputError
 from twin.grids.grids import grids_under
 from twin.party.figures import grid_party_figures
 from twin.party.orgs import grid_orgs
-from twin.store.queries import _now, building_population, population
+from twin.store.queries import _now, population, residents_counted
 from twin.store.schema import GRID_LEVELS
 from twin.store.store import building_rows
 
@@ -45,24 +48,36 @@ def grid_path(con: duckdb.DuckDBPyConnection, grid_id: str | None) -> list[dict]
     return [{"grid_id": g, "name": n, "level": lv} for g, n, lv in rows]
 
 
-def building_card(con: duckdb.DuckDBPyConnection, building_id: str) -> dict:
-    """The building's facts, grid path and head counts.
+def building_card(con: duckdb.DuckDBPyConnection, building_id: str, *,
+                  paths: Callable[[str | None], list[dict]] | None = None) -> dict:
+    """The building's facts, grid path, head counts and its residents' tags (``tags``: tag to count, most first).
+
+    ``paths`` gives a grid's path (:func:`grid_path`) from what the caller holds already (a server's grid tree);
+    by default it is read from the store. Three reads in all, and the cameras': one per round trip to a
+    PostgreSQL store counts (a click's card is read while others click).
 
     Raises
     ------
     InputError
         When there is no such building.
     """
-    row = con.execute("""
-        SELECT building_id, name, address, use, height, base_z, floors, height_source, source, source_id, grid_id,
-               compound_id FROM buildings WHERE building_id = ?""", [building_id]).fetchone()
-    if row is None:
-        raise InputError(N_("no building {building_id!r} in the store"), building_id=building_id)
     keys = ("building_id", "name", "address", "use", "height", "base_z", "floors", "height_source", "source",
             "source_id", "grid_id", "compound_id")
-    card = dict(zip(keys, row))
-    card["residents"], card["households"] = building_population(con, building_id)
-    card["grid_path"] = grid_path(con, card["grid_id"])
+    row = con.execute(f"SELECT {', '.join(keys)}, coalesce(residents, 0), coalesce(households, 0) FROM buildings "
+                      "WHERE building_id = ?", [building_id]).fetchall()
+    if not row:
+        raise InputError(N_("no building {building_id!r} in the store"), building_id=building_id)
+    card = dict(zip(keys, row[0]))
+    counted = residents_counted(con)
+    # One read of the building's residents gives their head count, households and tags alike.
+    people = con.execute(f"SELECT household_id, tags FROM residents WHERE {building_rows(con)}",
+                         [building_id]).fetchall()
+    tags = collections.Counter(t for _, listed in people for t in (listed or ()))
+    card["tags"] = dict(sorted(tags.items(), key=lambda kv: (-kv[1], kv[0])))
+    card["residents"], card["households"] = (row[0][-2:] if counted else
+                                             (len(people), len({h for h, _ in people if h is not None})))
+    card["residents_counted"] = counted
+    card["grid_path"] = (paths or partial(grid_path, con))(card["grid_id"])
     card["cameras"] = cameras_seeing(con, building_id)
     return card
 
@@ -91,19 +106,25 @@ def residents_page(con: duckdb.DuckDBPyConnection, building_id: str, *, page: in
         LIMIT ? OFFSET ?""", [now, now, building_id, page_size, page * page_size]).df()
 
 
+ACCESS_COLUMNS = ("grid_id", "department", "assigned_worker")  # what decides who sees a case (Gate.sees_case)
+
+
 def open_cases(con: duckdb.DuckDBPyConnection, *, building_id: str | None = None,
-               grid_id: str | None = None, where: tuple[str, list] = ("true", [])) -> pd.DataFrame:
+               grid_id: str | None = None, where: tuple[str, list] = ("true", []),
+               access_columns: bool = False) -> pd.DataFrame:
     """Open cases of a building (or a micro-grid): id, category, status, age in hours, overdue flag.
 
     ``where`` is a further SQL condition on ``cases`` and its parameters (the gate's, ``Gate.case_filter``).
+    ``access_columns`` adds :data:`ACCESS_COLUMNS`, for a caller that decides per case who sees it.
     """
     placeholders = ", ".join("?" for _ in OPEN_STATUSES)
     column, value = ("building_id", building_id) if building_id is not None else ("grid_id", grid_id)
     now = _now(con)
+    more = "".join(f", {c}" for c in ACCESS_COLUMNS) if access_columns else ""
     return con.execute(f"""
         SELECT case_id, category, subcategory, status,
                round(date_diff('minute', reported_at, ?::TIMESTAMP) / 60.0, 1) AS age_h,
-               due_at < ?::TIMESTAMP AS overdue
+               due_at < ?::TIMESTAMP AS overdue{more}
         FROM cases WHERE {column} = ? AND status IN ({placeholders}) AND ({where[0]})
         ORDER BY reported_at DESC""", [now, now, value, *OPEN_STATUSES, *where[1]]).df()
 
@@ -193,8 +214,10 @@ def offline_cameras(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
                        "WHERE status <> 'online' ORDER BY camera_id").df()
 
 
-def grid_card(con: duckdb.DuckDBPyConnection, grid_id: str) -> dict:
-    """A grid in force: its facts, its worker, head counts, open and overdue cases by category, party organisations.
+def grid_card(con: duckdb.DuckDBPyConnection, grid_id: str, *,
+              paths: Callable[[str | None], list[dict]] | None = None) -> dict:
+    """A grid in force: its facts, its worker, head counts, open and overdue cases by category, party organisations
+    (``paths``: as :func:`building_card`'s).
 
     Figures cover the grid and every grid under it (its micro-grids hold the buildings and cases).
 
@@ -220,7 +243,7 @@ def grid_card(con: duckdb.DuckDBPyConnection, grid_id: str) -> dict:
         raise InputError(N_("no grid {grid_id!r} in force in the store; pick one from the per-grid table"),
                          grid_id=grid_id)
     card = dict(zip(facts, row))
-    card["grid_path"] = grid_path(con, grid_id)
+    card["grid_path"] = (paths or partial(grid_path, con))(grid_id)
     under = sorted(grids_under(con, [grid_id]))
     card["buildings"], = con.execute("SELECT count(*) FROM buildings WHERE grid_id IN (SELECT unnest(?))",
                                      [under]).fetchone()

@@ -76,6 +76,29 @@ def test_open311_as_a_client_sends_it(intake):
         assert status == 400 and "form-encoded" in body
         status, body = call(f"{base}/requests/nope.json?api_key={key}")
         assert status == 404
+        # Sent again with its idempotency key (after a 503, say): the first answer, no second case.
+        keyed, idem = {**form, "description": "sent twice with its key"}, "3f0c8a52-7d0e-4b8e-a1f2-5a6b7c8d9e0f"
+        answers = [_post_form(f"{base}/requests.json", keyed, idempotency_key=idem) for _ in range(2)]
+        assert [a[0] for a in answers] == [201, 200] and answers[1][2].get("Idempotent-Replayed") == "true"
+        assert answers[0][1][0]["service_request_id"] == answers[1][1][0]["service_request_id"]
+        assert "/r/" in answers[1][1][0]["evaluation_url"], "the resend's evaluation link works too"
+        status, body, _ = _post_form(f"{base}/requests.json", form, idempotency_key=idem)
+        assert status == 422 and "another request" in body[0]["description"]
+        status, body, _ = _post_form(f"{base}/requests.json", keyed, idempotency_key="short")
+        assert status == 400 and "idempotency key" in body[0]["description"]
+    with Store(db, read_only=True) as store:
+        assert store.con.execute("SELECT count(*) FROM cases WHERE description = ?",
+                                 [keyed["description"]]).fetchone()[0] == 1
+
+
+def _post_form(url: str, form: dict, *, idempotency_key: str) -> tuple[int, object, dict]:
+    request = urllib.request.Request(url, data=urllib.parse.urlencode(form).encode(), headers={
+        "Content-Type": "application/x-www-form-urlencoded", "Idempotency-Key": idempotency_key})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read()), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), dict(exc.headers)
 
 
 def test_no_acknowledged_case_is_lost_when_the_server_is_killed_under_load(intake, tmp_path):
@@ -156,6 +179,10 @@ def test_detections_open_one_case_per_scene_and_bad_ones_store_nothing(intake, t
         for first, repeats in answers:
             assert not first["duplicate"] and all(s == 201 and r["case_id"] == first["case_id"] and r["duplicate"]
                                                   for s, r in repeats)
+        # A detection sent again with its own id (after a 503, say) is the first one: not a further sighting.
+        sent = [post_json(api, _detection(cameras[0], source_id="vms-7:evt-000042"), key=form["api_key"])
+                for _ in range(2)]
+        assert [s for s, _ in sent] == [201, 200] and sent[0][1] == sent[1][1]
         for body, key, code, field in ((_detection(cameras[0], confidence=7), form["api_key"], 400, "confidence"),
                                        (_detection("CAM-NOPE"), form["api_key"], 400, "camera_id"),
                                        (_detection(cameras[0]), "wrong", 403, "api_key"),
@@ -164,7 +191,7 @@ def test_detections_open_one_case_per_scene_and_bad_ones_store_nothing(intake, t
             assert status == code and reply["error"]["field"] == field
     with Store(copy, read_only=True) as store:
         assert store.count("cases") == before + len(answers)
-        assert store.count("detections") == 5 * len(answers)
+        assert store.count("detections") == 5 * len(answers) + 1
 
 
 def test_feed_replay_posts_the_demo_day_to_a_running_server(intake, small_demo, tmp_path):

@@ -169,3 +169,60 @@ def test_the_loop_answers_while_an_open311_read_is_held(demo_copy, monkeypatch):
             loop.call_soon_threadsafe(stop.set)
             thread.join(timeout=30)
         assert slow and slow[0][0] == 200
+
+
+def test_a_served_building_look_reads_the_same_card_with_the_grid_path_from_the_servers_tree(demo_copy_db):
+    """The grid path comes from the server's grid tree (no read of the grids per click), the head counts and tags
+    from one read of the building's residents: the card is the store's, on both backends."""
+    from twin.inspector import building_card, grid_path
+
+    with Store(demo_copy_db) as store:
+        con = store.con.cursor()
+        shared = SharedDistrict(store.con.cursor(), writer=IntakeWriter(store.con, CaseFeed(), dedupe_window_s=60))
+        grids = con.execute("SELECT grid_id FROM grids WHERE valid_to IS NULL ORDER BY grid_id").fetchall()
+        for grid_id, in grids[::max(1, len(grids) // 40)] + [("no-such-grid",)]:
+            assert shared.grid_path(grid_id) == grid_path(con, grid_id)
+        assert shared.grid_path(None) == []
+        building_id, tag = con.execute(
+            "SELECT building_id, any_value(tags[1]) FROM residents WHERE len(tags) > 0 "
+            "GROUP BY building_id ORDER BY count(*) DESC, building_id LIMIT 1").fetchone()
+        residents, households, tagged = con.execute(
+            "SELECT count(*), count(DISTINCT household_id), count(*) FILTER (WHERE list_contains(tags, ?)) "
+            "FROM residents WHERE building_id = ?", [tag, building_id]).fetchone()
+        gate = Gate(store.con.cursor(), Principal("op", "operator", (), source=None))
+        served = asyncio.run(shared.off_loop.look(gate, lambda g: g.building_card(building_id)))
+        read = building_card(con, building_id)
+        assert (served["residents"], served["households"], served["tags"][tag]) == (residents, households, tagged)
+        assert list(served["tags"].values()) == sorted(served["tags"].values(), reverse=True)
+        assert served["grid_path"] == read["grid_path"] and len(served["grid_path"]) == 4
+        assert {k: v for k, v in served.items() if k not in ("cameras", "grid_path")} == {
+            k: v for k, v in read.items() if k not in ("cameras", "grid_path")} | {
+            k: served[k] for k in ("may_see_residents", "may_see_cases")}
+        shared.writer.close()
+
+
+def test_an_operators_own_figures_are_computed_once_for_all_their_sessions_and_follow_the_cases(demo_copy_db):
+    """An operator's figures (their grids' residents counted: a second on PostgreSQL) are the server's, shared by
+    every session of operators of those grids; the case figures among them follow the case feed."""
+    from twin.cases.cases import OPEN_STATUSES
+    from twin.grids.grids import grids_under
+    from twin.store.queries import key_figures
+
+    with Store(demo_copy_db) as store:
+        con = store.con.cursor()
+        feed = CaseFeed()
+        shared = SharedDistrict(store.con.cursor(), feed=feed)
+        street, = con.execute("SELECT grid_id FROM grids WHERE level = 'street' AND valid_to IS NULL "
+                              "ORDER BY grid_id LIMIT 1").fetchone()
+        mine = grids_under(con, [street])
+        first = shared.key_figures(grids=mine)
+        assert first == key_figures(con, grids=mine) and first != shared.key_figures()
+        assert shared.key_figures(grids=frozenset(mine)) is first, "another session of the same grids: no read"
+        case_id, status = con.execute("SELECT case_id, status FROM cases WHERE grid_id IN (SELECT unnest(?)) AND "
+                                      "status IN (SELECT unnest(?)) ORDER BY case_id LIMIT 1",
+                                      [sorted(mine), list(OPEN_STATUSES)]).fetchone()
+        con.execute("UPDATE cases SET status = 'closed' WHERE case_id = ?", [case_id])
+        feed.publish([{"case_id": case_id, "status": "closed"}])
+        after = shared.key_figures(grids=mine)
+        assert after["open_cases"][status] == first["open_cases"][status] - 1
+        assert after == key_figures(con, grids=mine)

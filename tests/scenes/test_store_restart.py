@@ -51,22 +51,37 @@ def _ask(opener, url: str, form: dict | None = None) -> tuple[int, dict, bytes]:
 
 
 class Poster:
-    """Posts the form again and again from a thread, keeping each answer: (time, status, Retry-After, case id)."""
+    """Posts the form again and again from a thread, keeping each answer: (time, status, Retry-After, case id).
 
-    def __init__(self, url: str, form: dict[str, str]) -> None:
+    ``keyed``: as a careful client does, each request has an idempotency key of its own (also in its description),
+    and a request not acknowledged (a 503, or no answer) is sent again with the same key until it is;
+    :attr:`keys` holds each key's acknowledged case ids.
+    """
+
+    def __init__(self, url: str, form: dict[str, str], *, keyed: bool = False) -> None:
         self.answers: list[tuple[float, int, str | None, str | None]] = []
-        self._url, self._form = url, form
+        self.keys: dict[str, list[str]] = {}
+        self._url, self._form, self._keyed = url, form, keyed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         opener = urllib.request.build_opener()
+        key, form = None, self._form
         while not self._stop.is_set():
+            if self._keyed and key is None:
+                key = f"restart-{len(self.keys):06d}-{time.monotonic_ns()}"
+                form = {**self._form, "description": f"{self._form['description']} {key}"}
+                self.keys[key] = []
+            opener.addheaders = [("Idempotency-Key", key)] if key else []
             sent = time.monotonic()
-            status, headers, body = _ask(opener, self._url, self._form)
-            case_id = json.loads(body)[0]["service_request_id"] if status == 201 else None
+            status, headers, body = _ask(opener, self._url, form)
+            case_id = json.loads(body)[0]["service_request_id"] if status in (200, 201) else None
             self.answers.append((sent, status, headers.get("Retry-After"), case_id))
+            if key is not None and case_id is not None:
+                self.keys[key].append(case_id)
+                key = None
             time.sleep(0.02)
 
     def acknowledged_after(self, moment: float) -> list[str]:
@@ -104,6 +119,8 @@ def test_intake_answers_503_with_retry_after_while_postgres_restarts_loses_nothi
                 health = _ask(signed_in, f"{base}/health")
                 assert (health[0], "Retry-After" in health[1]) == (503, True), health
                 assert _wait(lambda: _ask(signed_in, f"{base}/app")[0] == 503, 5), "a page of a signed-in user"
+                page = _ask(signed_in, f"{base}/app")
+                assert (page[0], page[1].get("Retry-After")) == (503, "2"), page[:2]
                 sign_in = _ask(urllib.request.build_opener(), f"{base}/login",
                                {"username": url.user, "password": url.password})
                 assert (sign_in[0], "Retry-After" in sign_in[1]) == (503, True), sign_in[:2]
@@ -148,3 +165,34 @@ def test_the_cases_another_process_wrote_while_listening_was_down_reach_the_feed
         finally:
             other.close()
             listener.close()
+
+
+def test_a_request_sent_again_after_a_503_with_its_key_is_kept_once(pg_cluster, demo_in_postgres):
+    """A client that sends each request with an idempotency key, and sends it again with the same key until it is
+    acknowledged, gets each kept exactly once across a restart of PostgreSQL, even when a 503's COMMIT was kept."""
+    db = demo_in_postgres
+    form = _intake_form(db)
+    with served(db, probes=False) as url:
+        base = url.rsplit("/", 1)[0]
+        poster = Poster(f"{base}/open311/v2/requests.json", form, keyed=True)
+        try:
+            assert _wait(lambda: len(poster.keys) >= 5, 60), poster.answers[-3:]
+            with pg_cluster.down():
+                stopped = time.monotonic()
+                assert _wait(lambda: any(a[1] == 503 for a in poster.answers if a[0] >= stopped), 30)
+                time.sleep(1)
+            started = time.monotonic()
+            assert _wait(lambda: poster.acknowledged_after(started) or any(
+                a[1] == 200 and a[0] >= started for a in poster.answers), 5), "intake works again within 5 s"
+            time.sleep(1)
+        finally:
+            poster.stop()
+    acknowledged = {key: ids for key, ids in poster.keys.items() if ids}
+    assert len(acknowledged) >= 5 and all(len(set(ids)) == 1 for ids in acknowledged.values())
+    with Store(db, read_only=True) as store:
+        kept = dict(store.con.execute(
+            "SELECT split_part(description, ' ', -1), list(case_id) FROM cases WHERE description LIKE ? GROUP BY 1",
+            [form["description"] + " restart-%"]).fetchall())
+    assert all(len(ids) == 1 for ids in kept.values()), {k: v for k, v in kept.items() if len(v) > 1}
+    assert {key: ids[0] for key, ids in acknowledged.items()} == {key: kept[key][0] for key in acknowledged}
+    assert set(kept) <= set(poster.keys), "nothing but what was sent"

@@ -322,3 +322,33 @@ def test_a_process_follows_its_own_grid_save_once_and_another_processs_as_it_com
         finally:
             listener.close()
             writer.close()
+
+
+def test_a_time_zone_changed_by_another_process_is_read_afresh_here(demo_copy_db, backend):
+    """PostgreSQL-only: a process remembers its store's meta (the time zone is read for every case), and reads it
+    afresh when another process (here: another connection) changes it."""
+    if backend == "duckdb":
+        pytest.skip("a DuckDB file's meta is read afresh each time: nothing remembered")
+    from scenes.auth import Remembered, SignIns
+    from scenes.server import follow_store_changes
+    from twin.cases.live import CaseFeed, IntakeWriter
+    from twin.store.clock import store_timezone
+    from twin.store.store import Store
+
+    with Store(demo_copy_db) as here:
+        writer = IntakeWriter(here.con, CaseFeed(), dedupe_window_s=600)
+        listener = follow_store_changes(demo_copy_db, clients=Remembered(lambda k: None, ttl_s=3600),
+                                        signins=SignIns(here.con.cursor(), writer), shared=None, writer=writer)
+        reader = here.con.cursor()
+        try:
+            assert listener.wait_listening(30) and str(store_timezone(reader)) == "Asia/Shanghai"
+            with open_for_command(demo_copy_db, create=False) as elsewhere:
+                elsewhere.con.execute("UPDATE meta SET value = 'Europe/Berlin' WHERE key = 'timezone'")
+            deadline = time.monotonic() + 30
+            while str(store_timezone(reader)) != "Europe/Berlin" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert str(store_timezone(reader)) == "Europe/Berlin", "the new zone is read once it is committed"
+            assert str(store_timezone(here.con)) == "Europe/Berlin", "by every cursor of the process's connection"
+        finally:
+            listener.close()
+            writer.close()

@@ -31,7 +31,10 @@ import pandas as pd
 from twin.errors import N_, InputError, check_choice
 from twin.store.clock import store_now
 
-ROLES = ("leader", "operator", "planner", "admin", "worker", "department")
+ROLES = ("leader", "operator", "planner", "admin", "worker", "department", "resident", "merchant")
+# Roles of the volunteer scheme (twin.volunteers): their users are made with their account (a resident record, a
+# merchant), never by ``twin users add``.
+ACCOUNT_ROLES = ("resident", "merchant")
 GRID_BOUND_ROLES = ("operator", "worker")  # roles that must be bound to grids
 LANGS = ("zh", "en")  # the UI languages a user may choose; the first is the default
 PUBLIC_ROLE = "public"  # anyone without a key or a sign-in (Open311 reads): a principal's role, never a user's
@@ -175,6 +178,7 @@ def add_user(con: duckdb.DuckDBPyConnection, username: str, password: str, *, ro
     if not USERNAME.match(username or ""):
         raise InputError(f"user name {username!r}: use 1-64 letters, digits, '.', '_', '@' or '-'.")
     check_choice("role", role, ROLES)
+    _refuse_account_role(role)
     if lang is not None:
         check_choice("lang", lang, LANGS)
     _check_password(password, username=username)
@@ -188,6 +192,13 @@ def add_user(con: duckdb.DuckDBPyConnection, username: str, password: str, *, ro
     detail = {"role": role, "grids": grids, "lang": lang, **({"department": department} if department else {})}
     audit(con, actor=actor, action="user.add", target=username, detail=detail, source=source)
     return {"username": username, "role": role, "grids": grids, "lang": lang, "department": department}
+
+
+def _refuse_account_role(role: str) -> None:
+    """Users of the volunteer scheme's roles come with their account, which links them to a resident or a merchant."""
+    if role in ACCOUNT_ROLES:
+        raise InputError(f"a user of role {role} comes with their account: `twin volunteers "
+                         f"{'account RESIDENT_ID' if role == 'resident' else 'merchant add ID NAME'}` makes both.")
 
 
 def set_lang(con: duckdb.DuckDBPyConnection, username: str, lang: str) -> None:
@@ -240,6 +251,7 @@ def set_grants(con: duckdb.DuckDBPyConnection, username: str, *, role: str, grid
     """Bind ``username``'s role to ``grids`` (grid ids in force, any level; none: the whole district), or for
     role department to ``department``; audited as ``user.grants`` with the role and grids before and after."""
     check_choice("role", role, ROLES)
+    _refuse_account_role(role)
     grids = _known_grids(con, grids, role=role)
     department = _known_department(con, department, role=role)
     before = con.execute("SELECT role, grids, department FROM users WHERE username = ?", [username]).fetchone()

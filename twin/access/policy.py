@@ -46,6 +46,7 @@ import re
 from collections.abc import Callable
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from twin import inspector
@@ -56,8 +57,6 @@ from twin.access.ratelimit import RateLimiter
 from twin.cases.cases import next_statuses
 from twin.errors import N_, AccessError, InputError
 from twin.grids.grids import grids_under
-from twin.store.queries import residents_counted
-from twin.store.store import building_rows
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +68,9 @@ RIGHTS: dict[str, frozenset[str]] = {
     "admin": frozenset({"users", "audit"}),
     "worker": frozenset({"cases", "cameras", "residents", "act", "field"}),
     "department": frozenset({"cases", "act"}),
+    # the volunteer scheme (twin.volunteers): their own account, tasks, points; a merchant's offers and codes
+    "resident": frozenset({"volunteer"}),
+    "merchant": frozenset({"merchant"}),
     PUBLIC_ROLE: frozenset({"public cases"}),
 }
 #: The steps of the case loop (from, to) a role may take; a role not named here takes every step it may act on.
@@ -160,12 +162,20 @@ class Gate:
         self.principal = principal
         self._audit = audit_sink or direct_audit(con)
         self.refusals = refusals if refusals is not None else Refusals()
-        self._scope_cell: list[frozenset[str] | None] = [None]  # shared with the gates bound from this one
+        # The scope and its ids sorted (a query parameter), shared with the gates bound from this one.
+        self._scope_cell: list[frozenset[str] | None] = [None, None]
+        self._paths: Callable[[str | None], list[dict]] | None = None
+        self._grid_of: dict[str, str | None] | None = None  # a bound gate's: the buildings' grids it read
 
-    def bound(self, con: duckdb.DuckDBPyConnection, *, audit_sink: AuditSink) -> "Gate":
-        """This gate on another cursor (another thread's) with another audit sink; the scope is shared."""
+    def bound(self, con: duckdb.DuckDBPyConnection, *, audit_sink: AuditSink,
+              paths: Callable[[str | None], list[dict]] | None = None) -> "Gate":
+        """This gate on another cursor (another thread's) with another audit sink, for one look: the scope is
+        shared, and a building's grid is read once in the look. ``paths`` gives a grid's path from what the
+        caller holds (a server's grid tree, :meth:`scenes.shared.SharedDistrict.grid_path`) rather than the store."""
         gate = copy.copy(self)
-        gate.con, gate._audit = con, audit_sink
+        gate.con, gate._audit, gate._grid_of = con, audit_sink, {}
+        if paths is not None:
+            gate._paths = paths
         return gate
 
     # -- the rules ---------------------------------------------------------------
@@ -217,10 +227,20 @@ class Gate:
                     source=self.principal.source)
 
     def _building_grid(self, building_id: str) -> str | None:
+        if self._grid_of is not None and building_id in self._grid_of:  # read already in this look
+            return self._grid_of[building_id]
         row = self.con.execute("SELECT grid_id FROM buildings WHERE building_id = ?", [building_id]).fetchone()
         if row is None:
             raise InputError(N_("no building {building_id!r} in the store"), building_id=building_id)
+        if self._grid_of is not None:
+            self._grid_of[building_id] = row[0]
         return row[0]
+
+    def _sorted_scope(self) -> list[str]:
+        """:attr:`scope`'s ids sorted, once per principal (a query parameter; thousands of ids for a street's)."""
+        if self._scope_cell[1] is None:
+            self._scope_cell[1] = sorted(self.scope or ())
+        return self._scope_cell[1]
 
     # -- buildings ---------------------------------------------------------------
     def building_card(self, building_id: str) -> dict:
@@ -229,12 +249,9 @@ class Gate:
         ``may_see_residents`` says whether :meth:`residents_page` would answer for it with residents,
         ``residents_counted`` whether the store counts its residents instead of listing them (no page to see).
         """
-        card = inspector.building_card(self.con, building_id)
-        card["tags"] = dict(self.con.execute(
-            f"SELECT tag, count(*) FROM (SELECT unnest(tags) AS tag FROM residents WHERE {building_rows(self.con)}) "
-            "GROUP BY tag ORDER BY count(*) DESC, tag",
-            [building_id]).fetchall())
-        card["residents_counted"] = residents_counted(self.con)
+        card = inspector.building_card(self.con, building_id, paths=self._paths)
+        if self._grid_of is not None:
+            self._grid_of[building_id] = card["grid_id"]
         card["may_see_residents"] = (self.may("residents") and self.in_scope(card["grid_id"])
                                      and not card["residents_counted"])
         card["may_see_cases"] = self.may("cases") and self.in_scope(card["grid_id"])
@@ -295,7 +312,12 @@ class Gate:
         grid = self._building_grid(building_id) if building_id is not None else grid_id
         if not self.may("cases") or (self.principal.role not in ROLES_BY_CASE and not self.in_scope(grid)):
             return pd.DataFrame(columns=list(inspector.OPEN_CASE_COLUMNS))
-        return inspector.open_cases(self.con, building_id=building_id, grid_id=grid_id, where=self._case_sql())
+        # The building's few open cases, kept here by the rule itself (sees_case): the rule in SQL (_case_sql)
+        # sends the ids of every grid in scope with the query, thousands for an operator of streets.
+        found = inspector.open_cases(self.con, building_id=building_id, grid_id=grid_id, access_columns=True)
+        seen = np.array([self.sees_case(g, d, w) for g, d, w in found[list(inspector.ACCESS_COLUMNS)].itertuples(
+            index=False)], dtype=bool)
+        return found.loc[seen, list(inspector.OPEN_CASE_COLUMNS)].reset_index(drop=True)
 
     def case_card(self, case_id: str) -> dict:
         """A case with its history (:func:`twin.inspector.case_card`); numbers in free text masked.
@@ -316,7 +338,7 @@ class Gate:
         micro-grids. Refused (and audited) for any other role."""
         self.check_field()
         return "(assigned_worker = ? OR grid_id IN (SELECT unnest(?)))", [self.principal.username,
-                                                                          sorted(self.scope or ())]
+                                                                          self._sorted_scope()]
 
     def field_case(self, case_id: str, *, act: bool = False) -> dict:
         """A case's ``status``, ``grid_id`` and ``assigned_worker``, when the worker may see it (given to them, or in
@@ -354,15 +376,17 @@ class Gate:
 
     def check_case(self, case_id: str) -> None:
         """Raise :class:`AccessError` (audited) unless the principal may see ``case_id``'s record and photos: a
-        worker their cases (:meth:`field_case`), other roles with case records those of their grids."""
+        worker their cases (:meth:`field_case`), other roles with case records those they see (:meth:`sees_case`:
+        a department its own, the others those of their grids)."""
         if self.may("field"):
             self.field_case(case_id)
             return
         self._require("cases", N_("case records"), case_id)
-        row = self.con.execute("SELECT grid_id FROM cases WHERE case_id = ?", [case_id]).fetchone()
+        row = self.con.execute("SELECT grid_id, department, assigned_worker FROM cases WHERE case_id = ?",
+                               [case_id]).fetchone()
         if row is None:
             raise InputError(N_("no case {case_id!r} in the store"), case_id=case_id)
-        self._require_grid(row[0], N_("case"), case_id)
+        self._require_case(case_id, *row)
 
     def check_positions(self) -> None:
         """Raise :class:`AccessError` (audited) unless the principal may see grid workers' positions on patrol."""
@@ -450,7 +474,7 @@ class Gate:
         """A grid's card (:func:`twin.inspector.grid_card`); its cases by category, and its worker's phone in
         clear, only for roles that see cases, in their grids (an empty table and a masked phone otherwise, with
         ``may_see_cases`` False): those roles coordinate with the worker, the others have no need of the number."""
-        card = inspector.grid_card(self.con, grid_id)
+        card = inspector.grid_card(self.con, grid_id, paths=self._paths)
         # A department sees its own cases, not a grid's.
         card["may_see_cases"] = self.may("cases") and self.in_scope(grid_id) and self.principal.role != "department"
         if not card["may_see_cases"]:
@@ -545,9 +569,9 @@ class Gate:
         if self.scope is None:
             return "true", []
         if role == "worker":
-            return "(grid_id IN (SELECT unnest(?)) OR assigned_worker = ?)", [sorted(self.scope),
+            return "(grid_id IN (SELECT unnest(?)) OR assigned_worker = ?)", [self._sorted_scope(),
                                                                                self.principal.username]
-        return "grid_id IN (SELECT unnest(?))", [sorted(self.scope)]
+        return "grid_id IN (SELECT unnest(?))", [self._sorted_scope()]
 
     # -- the admin's reads and commands ------------------------------------------------
     def audit_trail(self, *, actor: str | None = None, action: str | None = None, target: str | None = None,

@@ -18,6 +18,7 @@ import duckdb
 import pandas as pd
 
 from twin.cases.cases import OPEN_STATUSES, CaseNumbers, LocationMatcher, create_case, load_taxonomy, write_cases
+from twin.cases.evaluations import new_token, token_hash
 from twin.errors import InputError
 from twin.store.clock import now_in, store_timezone, to_store_time
 from twin.store.schema import DEFAULT_TIMEZONE
@@ -198,6 +199,7 @@ class DetectionDesk:
         -------
         dict
             ``detection_id``, ``case_id``, ``duplicate`` (True when it joined an open case),
+            ``evaluation_token`` (a new case's one-use token for its reporter, the client; None for a duplicate),
             ``detection`` (the row for the ``detections`` table) and ``case`` (the new case
             record, or None). With ``write=False`` nothing is written: pass the rows to
             :func:`write_detections` and :func:`twin.cases.cases.write_cases`.
@@ -210,7 +212,7 @@ class DetectionDesk:
             None).floor("ms")
         at = detection["detected_at"]
         case_id = self._recent_case(con, camera.camera_id, detection["category"], at)
-        case = None
+        case = token = None
         if case_id is None:
             x, y = camera_target(camera.x, camera.y, camera.z, heading_deg=camera.heading_deg,
                                  pitch_deg=camera.pitch_deg, range_m=camera.range_m)
@@ -222,6 +224,10 @@ class DetectionDesk:
             except InputError as exc:
                 raise DetectionError("camera_id", f"camera {camera.camera_id}'s target: {exc}") from exc
             case_id = case["case_id"]
+            # The client that reported it is the case's reporter: its one-use link to evaluate the case once
+            # handled (twin.cases.evaluations), as an Open311 receipt carries one; only the hash is kept.
+            token = new_token()
+            case["token_hash"] = token_hash(token)
         key = (camera.camera_id, detection["category"])
         seen = self._last.get(key)
         self._last[key] = (case_id, max(at, seen[1]) if seen and seen[0] == case_id else at)
@@ -233,7 +239,7 @@ class DetectionDesk:
                 write_cases(con, [case])
             write_detections(con, [row])
         return {"detection_id": row["detection_id"], "case_id": case_id, "duplicate": case is None,
-                "detection": row, "case": case}
+                "evaluation_token": token, "detection": row, "case": case}
 
 
 def write_detections(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:

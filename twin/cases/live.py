@@ -28,13 +28,14 @@ import pandas as pd
 
 from twin.access.access import audit
 from twin.cases.cases import CaseNumbers, LocationMatcher, assign_worker, record_transition, write_cases
-from twin.cases.evaluations import answer_evaluation, sweep_evaluations
-from twin.cases.detections import DetectionDesk, write_detections
-from twin.errors import TwinError
-from twin.cases.open311 import submit_request
+from twin.cases.evaluations import answer_evaluation, issue_token, sweep_evaluations
+from twin.cases.detections import DetectionDesk, DetectionError, write_detections
+from twin.cases.idempotency import kept_answer, request_digest, write_keys
+from twin.errors import N_, InputError, TwinError
+from twin.cases.open311 import Open311Error, submit_request
 from twin.store.clock import now_in, store_timezone
 from twin.store.notices import CASES, Listener, notify, sign_transaction
-from twin.store.store import is_unavailable, unavailable
+from twin.store.store import forget_meta, is_unavailable, unavailable
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 512
@@ -51,6 +52,7 @@ class Written:
     detections: list[dict] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)  # ids of existing cases that changed
     client: str | None = None  # the intake client whose new cases these are (for the audit trail)
+    keys: list[dict] = field(default_factory=list)  # idempotency keys to keep with the cases (twin.cases.idempotency)
     # Try a CHECKPOINT after the commit, so a large change (a grid save) leaves the log at once.
     checkpoint: bool = False
     grids_changed: bool = False  # the job changed grids: the intake re-matches cases to them
@@ -137,7 +139,11 @@ def changed_cases(con: duckdb.DuckDBPyConnection, case_ids: list[str]) -> list[d
 
 
 # Another process's writer took the same audit row, case number or key in the meantime (PostgreSQL store).
-CONFLICTS = ("could not serialize access", 'unique constraint "audit_pkey"')
+# The audit trail's and the points ledger's next rows, and a volunteer task's places (twin.volunteers), are numbered
+# from what the transaction saw: another process's transaction taking the same number first is a conflict. Or another
+# process kept the same idempotency key first: run again, the batch finds its answer.
+CONFLICTS = ("could not serialize access", 'unique constraint "audit_pkey"', 'unique constraint "points_ledger_pkey"',
+             'unique constraint "volunteer_grabs_pkey"', 'unique constraint "intake_keys_pkey"')
 MAX_CONFLICTS = 50
 
 
@@ -196,6 +202,7 @@ class IntakeWriter:
         self.feed = feed
         self._window_s = dedupe_window_s
         self._checkpoint_due = False
+        self._keys: dict[tuple[str, str], dict] = {}  # idempotency keys taken in the open transaction
         self._unreachable = False  # the last job failed because the store's server could not be reached
         self._jobs: queue.Queue = queue.Queue()
         ready: Future = Future()
@@ -222,29 +229,101 @@ class IntakeWriter:
         self._jobs.put(_Job(job, future, writes))
         return future
 
+    def forget_meta(self) -> None:
+        """Read the store's ``meta`` afresh from now on (another process changed it), here and in every cursor of
+        the store's connection (:class:`twin.store.store.MetaCache`); any thread may call it."""
+        forget_meta(self._con)
+
     def close(self) -> None:
         """Finish the jobs queued so far, then stop the thread and close its cursor."""
         self._jobs.put(None)
         self._thread.join()
 
     # Jobs for the routes ------------------------------------------------------
-    def take_detection(self, detection: dict, *, client: str | None = None,
+    def take_detection(self, detection: dict, *, client: str | None = None, key: str | None = None,
                        loop: asyncio.AbstractEventLoop | None = None) -> Future:
+        """A detection (:func:`twin.cases.detections.parse_detection`); the answer names its case. With an
+        idempotency ``key``, a resend gets the first sending's answer with ``replayed`` true, and nothing is written."""
         def job(con: duckdb.DuckDBPyConnection) -> Written:
+            try:
+                kept = self._kept(con, client, key, "detection", detection)
+            except InputError as exc:  # the key came with another request
+                raise DetectionError("Idempotency-Key", str(exc)) from exc
+            if kept is not None:  # the first answer; a new case's evaluation token, kept only as a hash, made anew
+                token = issue_token(con, kept["case_id"]) if kept["case_id"] and not kept["duplicate"] else None
+                return Written({**kept, "evaluation_token": token, "replayed": True})
             taken = self._desk.take(con, detection, write=False)
-            answer = {k: taken[k] for k in ("detection_id", "case_id", "duplicate")}
-            return Written(answer, cases=[taken["case"]] if taken["case"] else [],
-                           detections=[taken["detection"]], client=client)
+            answer = {k: taken[k] for k in ("detection_id", "case_id", "duplicate", "evaluation_token")}
+            return Written(answer, cases=[taken["case"]] if taken["case"] else [], detections=[taken["detection"]],
+                           client=client, keys=self._keep(client, key, "detection", detection, taken["case_id"],
+                                                          answer))
         return self._queue(job, loop=loop, writes=False)
 
     def take_request(self, form: dict[str, str], *, district_crs: str, client: str | None = None,
-                     loop: asyncio.AbstractEventLoop | None = None) -> Future:
-        """An Open311 request form; the answer is the GeoReport reply."""
+                     key: str | None = None, loop: asyncio.AbstractEventLoop | None = None) -> Future:
+        """An Open311 request form; the answer is the GeoReport reply. With an idempotency ``key``, a resend gets
+        the first sending's reply (with ``replayed`` true, and a new evaluation token: the first one is kept only as
+        its hash), and no second case."""
         def job(con: duckdb.DuckDBPyConnection) -> Written:
+            try:
+                kept = self._kept(con, client, key, "open311", form)
+            except InputError as exc:  # the key came with another request
+                raise Open311Error(422, str(exc)) from exc
+            if kept is not None:  # the first reply; its evaluation token, kept only as a hash, is made anew
+                token = kept.get("evaluation_token") or issue_token(con, kept["service_request_id"])
+                return Written({**kept, "evaluation_token": token, "replayed": True})
             reply = submit_request(con, form, district_crs=district_crs, matcher=self._matcher,
                                    numbers=self._numbers, write=False)
-            return Written({k: v for k, v in reply.items() if k != "case"}, cases=[reply["case"]], client=client)
+            answer = {k: v for k, v in reply.items() if k != "case"}
+            return Written(answer, cases=[reply["case"]], client=client,
+                           keys=self._keep(client, key, "open311", form, reply["service_request_id"], answer))
         return self._queue(job, loop=loop, writes=False)
+
+    def take_report(self, form: dict[str, str], *, district_crs: str,
+                    then: Callable[[duckdb.DuckDBPyConnection, dict], dict], client: str = "resident",
+                    loop: asyncio.AbstractEventLoop | None = None) -> Future:
+        """An Open311 request form taken in as :meth:`take_request` takes one (the same matching and numbering),
+        with ``then(con, case)`` run in the same job on the case record before the batch writes it (a resident's
+        小杜拍 report: its photo and row, :mod:`twin.volunteers.reports`). The answer is the request's id and
+        ``then``'s answer; a :class:`TwinError` from either is the answer instead, and nothing of the job is written
+        (``then`` checks before it writes)."""
+        def job(con: duckdb.DuckDBPyConnection) -> Written:
+            try:
+                reply = submit_request(con, form, district_crs=district_crs, matcher=self._matcher,
+                                       numbers=self._numbers, write=False)
+                extra = then(con, reply["case"])
+            except TwinError as exc:
+                return Written(exc)
+            return Written({"service_request_id": reply["service_request_id"], **extra}, cases=[reply["case"]],
+                           client=client)
+        return self.submit(job, loop=loop)
+
+    def _kept(self, con: duckdb.DuckDBPyConnection, client: str | None, key: str | None, route: str,
+              request: dict) -> dict | None:
+        """The answer a request sent before with ``key`` got (this transaction's, or the store's), else None."""
+        if key is None:
+            return None
+        digest = request_digest(request)
+        pending = self._keys.get((client or "intake", key))
+        if pending is not None:  # sent twice within one batch: the first is not written yet
+            if (pending["route"], pending["request"]) != (route, digest):
+                raise InputError(N_("the idempotency key {key!r} was sent before with another request; make a new "
+                                    "key for each request, and send the same key only with the same request again."),
+                                 key=key)
+            return pending["first"]  # the same answer as the first sending's (its token too: both come at once)
+        return kept_answer(con, client=client or "intake", key=key, route=route, digest=digest)
+
+    def _keep(self, client: str | None, key: str | None, route: str, request: dict, case_id: str | None,
+              answer: dict) -> list[dict]:
+        """The row that keeps ``key`` with its answer (none without a key; an evaluation token is not kept, not even
+        its hash), known to the rest of the batch."""
+        if key is None:
+            return []
+        row = {"client": client or "intake", "key": key, "route": route, "request": request_digest(request),
+               "case_id": case_id, "first": answer,
+               "answer": {k: v for k, v in answer.items() if k != "evaluation_token"}}
+        self._keys[(row["client"], key)] = row
+        return [row]
 
     def transition(self, case_id: str, to_status: str, *, actor: str, note: str | None = None,
                    source: str | None = None, department: str | None = None) -> Future:
@@ -360,6 +439,7 @@ class IntakeWriter:
         con = self._con
         done: list[tuple[Future, Written]] = []
         refused: list[tuple[Future, TwinError]] = []
+        self._keys.clear()
         con.execute("BEGIN TRANSACTION")
         try:  # the change triggers' notices name this process, which skips its own grid saves (scenes.server)
             sign_transaction(con, self.feed.origin)
@@ -388,6 +468,7 @@ class IntakeWriter:
             write_cases(con, new_cases)
             _audit_intake(con, [w for _, w in done if w.cases])
             write_detections(con, [d for _, w in done for d in w.detections])
+            write_keys(con, [k for _, w in done for k in w.keys])
             changed = changed_cases(con, [c for _, w in done for c in w.changed])
             notify(con, CASES, [c["case_id"] for c in new_cases] + [c["case_id"] for c in changed],
                    sender=self.feed.origin)  # delivered at COMMIT
@@ -450,6 +531,7 @@ class IntakeWriter:
         except duckdb.Error:
             pass
         self._desk.forget()  # the numbers too
+        self._keys.clear()
 
     def _follow_grids(self) -> None:
         """Match from now on to the micro-grids (and their workers) in force after a grid change."""

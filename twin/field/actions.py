@@ -175,7 +175,8 @@ def take_step(gate: Gate, *, key: str, case_id: str, step: str, seen_status: str
     AccessError
         Not a worker, or not their case.
     InputError
-        An unknown step, a hand-up without a reason, "handled" without a photo after the work.
+        An unknown step, one on a case a department holds, a hand-up without a reason, "handled" without a photo
+        after the work.
     """
     con, principal = gate.con, gate.principal
     key = check_key(key)
@@ -196,6 +197,10 @@ def take_step(gate: Gate, *, key: str, case_id: str, step: str, seen_status: str
         raise InputError(N_("case {case_id} is {status}: the step {step!r} is not one to take now; the steps now "
                             "are {steps}."), case_id=case_id, status=seen_status, step=step,
                          steps=", ".join(steps_for(seen_status)) or "—")
+    department, = con.execute("SELECT department FROM cases WHERE case_id = ?", [case_id]).fetchone()
+    if to_status not in gate.steps(seen_status, department=department):  # a department holds it (Gate.steps)
+        raise InputError(N_("case {case_id} is with the department {department} now: it is theirs to handle, not "
+                            "the grid's to accept."), case_id=case_id, department=department)
     if step == "hand_up" and len(note or "") < MIN_REASON:
         raise InputError(N_("handing case {case_id} up needs a reason (at least {n} characters): why the grid "
                             "cannot handle it."), case_id=case_id, n=MIN_REASON)

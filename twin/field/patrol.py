@@ -249,7 +249,9 @@ def field_workers(con: duckdb.DuckDBPyConnection, *, grids: frozenset[str] | Non
 
 def of_grids(workers: pd.DataFrame, grids: frozenset[str]) -> pd.DataFrame:
     """The rows of :func:`field_workers` whose worker is bound to one of ``grids``."""
-    return workers[[bool(set(g.split(",")) & grids) for g in workers["grids"]]].reset_index(drop=True)
+    # a boolean array, not a list: an empty list would select no columns of an empty frame
+    keep = np.array([bool(set(g.split(",")) & grids) for g in workers["grids"]], dtype=bool)
+    return workers[keep].reset_index(drop=True)
 
 
 def workers(con: duckdb.DuckDBPyConnection, *, grids: frozenset[str] | None = None) -> pd.DataFrame:

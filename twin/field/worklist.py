@@ -21,7 +21,8 @@ MAP_TOLERANCE_M = 0.3  # footprints on the phone's map are simplified this much 
 
 
 def worker_cases(gate: Gate, *, limit: int = MAX_LISTED) -> list[dict]:
-    """The worker's open cases (given to them, or in their micro-grids), the soonest deadline first.
+    """The worker's open cases (given to them, or in their micro-grids), the soonest deadline first; not those a
+    department holds (handed up, dispatched to it or in its hands: back on the list when reopened).
 
     Parameters
     ----------
@@ -43,7 +44,8 @@ def worker_cases(gate: Gate, *, limit: int = MAX_LISTED) -> list[dict]:
         SELECT c.case_id, c.category, c.subcategory, c.status, c.description, c.address, c.grid_id,
                g.name AS grid_name, coalesce(c.deadline, c.due_at) AS deadline, c.assigned_worker,
                ST_X(c.location) AS x, ST_Y(c.location) AS y
-        FROM (SELECT * FROM cases WHERE {where} AND status IN (SELECT unnest(?))) c
+        FROM (SELECT * FROM cases WHERE {where} AND status IN (SELECT unnest(?))
+              AND NOT (department IS NOT NULL AND status IN ('dispatched', 'in_progress'))) c
         LEFT JOIN grids g ON g.grid_id = c.grid_id AND g.valid_to IS NULL
         ORDER BY deadline NULLS LAST, c.case_id LIMIT ?""", [*params, list(WORKLOAD_STATUSES), limit]).df()
     out = []

@@ -9,6 +9,7 @@ import pandas as pd
 
 from twin.errors import StoreError
 from twin.store.schema import DEFAULT_TIMEZONE
+from twin.store.store import meta_value
 
 
 def store_timezone(con: duckdb.DuckDBPyConnection) -> ZoneInfo:
@@ -19,8 +20,7 @@ def store_timezone(con: duckdb.DuckDBPyConnection) -> ZoneInfo:
     StoreError
         When ``meta.timezone`` names no IANA zone.
     """
-    rows = con.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchall()
-    name = rows[0][0] if rows else DEFAULT_TIMEZONE
+    name = meta_value(con, "timezone") or DEFAULT_TIMEZONE  # remembered per PostgreSQL store connection
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -56,5 +56,5 @@ def district_now(con: duckdb.DuckDBPyConnection, *, unit: str = "us") -> pd.Time
 
     What deadlines, overdue cases and evaluation windows are measured against.
     """
-    rows = con.execute("SELECT value FROM meta WHERE key = 'now'").fetchall()
-    return pd.Timestamp(rows[0][0]) if rows else store_now(con, unit=unit)
+    now = meta_value(con, "now")
+    return pd.Timestamp(now) if now is not None else store_now(con, unit=unit)

@@ -19,7 +19,7 @@ from twin.cases.cases import OPEN_STATUSES
 from twin.errors import check_choice
 from twin.store.clock import district_now
 from twin.store.schema import GRID_LEVELS
-from twin.store.store import building_rows, read_frame, whole_table_reads
+from twin.store.store import building_rows, meta_value, read_frame, whole_table_reads
 
 
 def _now(con: duckdb.DuckDBPyConnection) -> pd.Timestamp:
@@ -60,8 +60,7 @@ RESIDENTS_COUNTED = "counted"  # the value of meta.residents in a store that cou
 
 def residents_counted(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the store counts residents per building (``buildings.residents``) instead of listing them."""
-    rows = con.execute("SELECT value FROM meta WHERE key = 'residents'").fetchall()  # fetchall: see Store.count
-    return bool(rows) and rows[0][0] == RESIDENTS_COUNTED
+    return meta_value(con, "residents") == RESIDENTS_COUNTED
 
 
 def per_building_population(con: duckdb.DuckDBPyConnection, *, among: str | None = None) -> str:
@@ -76,16 +75,6 @@ def per_building_population(con: duckdb.DuckDBPyConnection, *, among: str | None
                 f"WHERE residents > 0 AND {within}")
     return (f"SELECT building_id, count(*) AS residents, count(DISTINCT household_id) AS households "
             f"FROM residents WHERE {within} GROUP BY building_id")
-
-
-def building_population(con: duckdb.DuckDBPyConnection, building_id: str) -> tuple[int, int]:
-    """``(residents, households)`` of one building."""
-    if residents_counted(con):
-        row = con.execute("SELECT coalesce(residents, 0), coalesce(households, 0) FROM buildings "
-                          "WHERE building_id = ?", [building_id]).fetchall()
-        return tuple(row[0]) if row else (0, 0)
-    return tuple(con.execute(f"SELECT count(*), count(DISTINCT household_id) FROM residents WHERE {building_rows(con)}",
-                             [building_id]).fetchall()[0])
 
 
 def population(con: duckdb.DuckDBPyConnection, *, grids: frozenset[str] | list[str] | None = None) -> tuple[int, int]:

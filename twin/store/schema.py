@@ -9,7 +9,7 @@ Timestamps are naive and in the store's zone, ``meta.timezone`` (an IANA name,
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 16  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
+SCHEMA_VERSION = 17  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
 # 5 grid_changes (who changed which grid version, when and why), 6 users and the audit trail,
 # 7 no R-tree on grid boundaries (see DROPPED_INDEXES), 8 users.lang (the UI language a user chose),
 # cases.attributes (Open311 attributes) and meta.timezone; 9 the basemap (roads, water, green) and
@@ -19,8 +19,11 @@ SCHEMA_VERSION = 16  # 2 added elements (BIM parts), 3 api_keys, 4 detections an
 # tokens that ask for them; 13 the grid workers' field tables: case_photos, patrol_shifts, patrol_checkins,
 # field_actions; 14 party_orgs.kind, parent_id and
 # secretary, party_reports (party members reporting to a grid, 报到) and party_services (their service records);
-# 15 reserved (volunteers, another branch); 16 camera_sight (how many cameras see each building, kept for the
-# per-grid coverage: twin.cases.cameras; a store at 14 or 15 gets it from add_missing_tables);
+# 15 the volunteer scheme (文明小杜, twin.volunteers): volunteer_tasks, volunteer_grabs, points_ledger, merchants,
+# rewards, redemptions, resident_accounts, volunteer_reports (new tables only);
+# 16 intake_keys (the idempotency keys of intake requests, with the answer a resend gets again);
+# 17 camera_sight (how many cameras see each building, kept for the per-grid coverage: twin.cases.cameras;
+# an older store gets it from add_missing_tables);
 # older stores are upgraded in place
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"  # the demo district's; a new store, and an upgraded one, get it in meta.timezone
@@ -35,6 +38,13 @@ PARTY_ORG_KINDS = ("committee", "general_branch", "branch", "joint_branch", "gro
 # kind from their names (the demo's are named so: 普罗新村党委, 如意家园党支部).
 PARTY_KIND_SUFFIXES = (("联合党支部", "joint_branch"), ("党总支", "general_branch"), ("党支部", "branch"),
                        ("党小组", "group"), ("党委", "committee"), ("支部", "branch"))
+# Who may take a volunteer task: anyone with a resident account, or party members only (residents tagged 党员).
+TASK_ELIGIBILITY = ("anyone", "party")
+# Why points were credited or spent (points_ledger.reason): a task confirmed done, a 小杜拍 report confirmed valid,
+# a reward redeemed.
+POINTS_REASONS = ("task", "report", "redeem")
+# A grid worker's verdict on a resident's 小杜拍 report: valid earns points; the others earn none.
+REPORT_VERDICTS = ("valid", "duplicate", "not_a_problem")
 EVALUATION_RESULTS = ("satisfied", "not_satisfied", "default")  # a resident's answer, or none in time
 
 TABLES: dict[str, str] = {
@@ -280,6 +290,15 @@ TABLES: dict[str, str] = {
         request VARCHAR NOT NULL,        -- JSON of what was asked (a key sent again with another request is refused)
         -- JSON of the answer, given again to a replay
         result VARCHAR NOT NULL""",
+    "intake_keys": """
+        client VARCHAR NOT NULL,         -- the API key's client that sent the request
+        key VARCHAR NOT NULL,            -- its idempotency key (twin.cases.idempotency)
+        route VARCHAR NOT NULL,          -- open311 or detection
+        request VARCHAR NOT NULL,        -- digest of what was asked (a key sent again with another request is refused)
+        case_id VARCHAR,
+        "at" TIMESTAMP NOT NULL,
+        answer VARCHAR NOT NULL,         -- JSON of the answer, given again to a resend
+        PRIMARY KEY (client, key)""",
     # How many cameras see each building (twin.cases.cameras.cameras_per_building), for the buildings that one
     # camera sees at least; valid while meta.camera_sight_of is the fingerprint of the cameras and footprints.
     "camera_sight": """
@@ -305,6 +324,84 @@ TABLES: dict[str, str] = {
         day DATE NOT NULL,
         hours DOUBLE,
         service VARCHAR""",
+    # The volunteer scheme (twin.volunteers): tasks residents grab, the points they earn and spend at merchants.
+    "volunteer_tasks": """
+        task_id VARCHAR PRIMARY KEY,
+        title VARCHAR NOT NULL,
+        place VARCHAR NOT NULL,           -- the place as people name it
+        x DOUBLE NOT NULL,                -- the place, district CRS, metres: check-ins within CHECK_IN_RADIUS_M
+        y DOUBLE NOT NULL,
+        grid_id VARCHAR NOT NULL,         -- the micro-grid of the place (its worker confirms)
+        starts_at TIMESTAMP NOT NULL,
+        ends_at TIMESTAMP NOT NULL,
+        places INTEGER NOT NULL,          -- how many residents may take it
+        points INTEGER NOT NULL,          -- credited to each once the worker confirms
+        eligibility VARCHAR NOT NULL,     -- one of TASK_ELIGIBILITY
+        published_by VARCHAR NOT NULL,
+        published_at TIMESTAMP NOT NULL""",
+    "volunteer_grabs": """
+        task_id VARCHAR NOT NULL,
+        place_no INTEGER NOT NULL,        -- 1..places: two grabs of the last place collide on the key
+        resident_id VARCHAR NOT NULL,
+        username VARCHAR NOT NULL,
+        grabbed_at TIMESTAMP NOT NULL,
+        checked_in_at TIMESTAMP,
+        checked_out_at TIMESTAMP,
+        confirmed_at TIMESTAMP,           -- the worker confirmed the work: points credited
+        confirmed_by VARCHAR,
+        hours DOUBLE,                     -- checked out minus checked in, when confirmed
+        PRIMARY KEY (task_id, place_no)""",
+    "points_ledger": """
+        seq BIGINT PRIMARY KEY,           -- one chain over every resident, as the audit trail's
+        "at" TIMESTAMP NOT NULL,
+        resident_id VARCHAR NOT NULL,
+        amount INTEGER NOT NULL,          -- credit > 0, spend < 0; a balance is the sum, never stored
+        reason VARCHAR NOT NULL,          -- one of POINTS_REASONS
+        ref VARCHAR,                      -- the task, case or redemption
+        actor VARCHAR NOT NULL,
+        prev_hash VARCHAR NOT NULL,
+        hash VARCHAR NOT NULL""",
+    "merchants": """
+        merchant_id VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        address VARCHAR,
+        grid_id VARCHAR,
+        -- the merchant's user (role merchant)
+        username VARCHAR""",
+    "rewards": """
+        reward_id VARCHAR PRIMARY KEY,
+        merchant_id VARCHAR NOT NULL,
+        title VARCHAR NOT NULL,
+        points INTEGER NOT NULL,
+        stock INTEGER NOT NULL,           -- offered in all; what is left is stock minus the redemptions
+        active BOOLEAN NOT NULL DEFAULT true""",
+    "redemptions": """
+        code VARCHAR PRIMARY KEY,         -- what the resident shows the merchant
+        reward_id VARCHAR NOT NULL,
+        merchant_id VARCHAR NOT NULL,
+        resident_id VARCHAR NOT NULL,
+        points INTEGER NOT NULL,
+        ledger_seq BIGINT NOT NULL,       -- the spend
+        created_at TIMESTAMP NOT NULL,
+        used_at TIMESTAMP,                -- the merchant took the code: it is spent
+        used_by VARCHAR""",
+    "resident_accounts": """
+        username VARCHAR PRIMARY KEY,     -- the users row (role resident)
+        resident_id VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        created_by VARCHAR NOT NULL,
+        code_hash VARCHAR,                -- sha256 of the one-time code the resident sets a password with
+        code_expires_at TIMESTAMP,
+        activated_at TIMESTAMP""",
+    "volunteer_reports": """
+        case_id VARCHAR PRIMARY KEY,      -- the case the photo report became (小杜拍)
+        resident_id VARCHAR NOT NULL,
+        username VARCHAR NOT NULL,
+        reported_at TIMESTAMP NOT NULL,
+        verdict VARCHAR,                  -- one of REPORT_VERDICTS once the grid worker looked
+        reviewed_by VARCHAR,
+        reviewed_at TIMESTAMP,
+        points INTEGER""",
 }
 
 # Lookups later issues need: building -> residents and cases, grid -> buildings,
@@ -326,6 +423,9 @@ INDEXES: dict[str, str] = {
     "evaluations_case": "evaluations (case_id)",
     "evaluation_tokens_case": "evaluation_tokens (case_id)",
     "case_photos_case": "case_photos (case_id)",
+    "volunteer_grabs_resident": "volunteer_grabs (resident_id)",
+    "points_ledger_resident": "points_ledger (resident_id)",
+    "redemptions_resident": "redemptions (resident_id)",
 }
 
 # Indexes older stores have and this version drops. DuckDB 1.5.5's spatial R-tree breaks on an UPDATE of
@@ -366,7 +466,7 @@ SEQUENCES: dict[str, str] = {
 # Tables whose changes every process serving a PostgreSQL store must hear of at once (a revoked key, a disabled
 # user, a saved grid): a trigger there sends NOTIFY twin_changes with the table's name, whoever writes, after the
 # writing transaction's sender (the setting ORIGIN_SETTING, which a serving process's writer sets; ``store`` when
-# unset: the command line, psql).
-NOTIFIED_TABLES = ("api_keys", "users", "grids")
+# unset: the command line, psql). ``meta`` too: each process remembers it (twin.store.store.MetaCache).
+NOTIFIED_TABLES = ("api_keys", "users", "grids", "meta")
 CHANGES_CHANNEL = "twin_changes"
 ORIGIN_SETTING = "twin.origin"

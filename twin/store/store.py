@@ -21,6 +21,7 @@ import importlib
 import logging
 import os
 import re
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -131,23 +132,53 @@ def postgres_extension_path() -> Path:
     return link
 
 
+class MetaCache:
+    """The store's ``meta`` as last read, shared by a PostgreSQL store's connection and all its cursors.
+
+    Its keys (the time zone, the district's clock, how residents are kept) are set rarely, and each read through
+    DuckDB's scanner is a round trip to the server that costs about as much CPU as the intake's work on a case.
+    :meth:`Store.set_meta` forgets it; so does a serving process when another process (or psql) changed ``meta``
+    (the change trigger's notice, :func:`scenes.server.follow_store_changes`).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, str] | None = None
+
+    def get(self, con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+        """``meta[key]`` (None when unset), read through ``con`` when not known."""
+        values = self._values
+        if values is None:
+            with self._lock:
+                values = self._values
+                if values is None:
+                    # fetchall: a result read to its end closes its transaction (see Store.count)
+                    values = self._values = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        return values.get(key)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._values = None
+
+
 class AttachedConnection:
     """A DuckDB connection whose default catalog is the attached PostgreSQL database, and whose cursors' are too.
 
     DuckDB's ``USE`` holds for one connection only, and the product reads through cursors (one per thread and
     per browser session), so each cursor is made to ``USE`` the store as it is made. Everything else is the
-    DuckDB connection's own.
+    DuckDB connection's own, but :attr:`meta` (:class:`MetaCache`), which its cursors share with it.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, meta: MetaCache | None = None) -> None:
         con.execute(f"USE {ATTACHED}")
         # One query per table read, so that PostgreSQL looks a building's rows up in its index; the scanner's
         # default, parallel reads of page ranges, reads every page for them (see whole_table_reads).
         con.execute("SET SESSION pg_use_ctid_scan = false")
         self._con = con
+        self.meta = meta if meta is not None else MetaCache()
 
     def cursor(self) -> AttachedConnection:
-        return AttachedConnection(self._con.cursor())
+        return AttachedConnection(self._con.cursor(), meta=self.meta)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._con, name)
@@ -181,6 +212,21 @@ def whole_table_reads(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         yield
     finally:
         con.execute("SET SESSION pg_use_ctid_scan = false")
+
+
+def meta_value(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    """``meta[key]`` of the store ``con`` reads (None when unset): remembered per PostgreSQL store connection
+    (:class:`MetaCache`), read afresh from a DuckDB file (where a read costs microseconds)."""
+    if isinstance(con, AttachedConnection):
+        return con.meta.get(con, key)
+    rows = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()  # fetchall: see Store.count
+    return rows[0][0] if rows else None
+
+
+def forget_meta(con: duckdb.DuckDBPyConnection) -> None:
+    """Have :func:`meta_value` read ``meta`` afresh (it was changed; nothing to do on a DuckDB file)."""
+    if isinstance(con, AttachedConnection):
+        con.meta.forget()
 
 
 def building_rows(con: duckdb.DuckDBPyConnection, table: str = "residents") -> str:
@@ -298,6 +344,7 @@ class Store:
         # One statement: executemany costs a few milliseconds per row.
         params = [x for k, v in values.items() for x in (k, str(v))]
         self.con.execute("INSERT OR REPLACE INTO meta VALUES " + ", ".join(["(?, ?)"] * len(values)), params)
+        forget_meta(self.con)
 
     @property
     def district(self) -> District | None:
@@ -385,11 +432,13 @@ def create_change_triggers(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def refresh_change_triggers(con: duckdb.DuckDBPyConnection) -> None:
-    """Give a PostgreSQL store made by an earlier version this version's change triggers (they name the sender);
-    nothing is written when they are this version's already."""
-    query = "SELECT prosrc FROM pg_proc WHERE proname = 'twin_announce_change'"
+    """Give a PostgreSQL store made by an earlier version this version's change triggers (they name the sender,
+    and are on every table of :data:`NOTIFIED_TABLES`); nothing is written when they are this version's already."""
+    names = ", ".join(f"'{table}_changed'" for table in NOTIFIED_TABLES)
+    query = ("SELECT (SELECT prosrc FROM pg_proc WHERE proname = 'twin_announce_change'), "
+             f"(SELECT count(DISTINCT tgname) FROM pg_trigger WHERE tgname IN ({names}))")
     found = con.execute(f"SELECT * FROM postgres_query('{ATTACHED}', '{_quoted(query)}')").fetchall()
-    if found and found[0][0] == ANNOUNCE_CHANGE:
+    if found and found[0][0] == ANNOUNCE_CHANGE and found[0][1] == len(NOTIFIED_TABLES):
         return
     try:
         create_change_triggers(con)

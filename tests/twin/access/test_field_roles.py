@@ -144,3 +144,40 @@ def test_an_open311_key_of_a_department_user_reads_its_cases(demo_copy):
         found = find_requests(Gate(store.con, principal), {}, district_crs="EPSG:4547")
         mine = set(cases_of(store.con, "ga"))
     assert principal.department == "ga" and found and {r["service_request_id"] for r in found} <= mine
+
+
+def test_a_cases_photos_are_seen_by_who_sees_the_case_only(store):
+    """``Gate.check_case`` (the photos' door) follows the case's own rule: a department its own cases, not every
+    case because it is bound to no grid."""
+    con = store.con
+    gate = Gate(con, CITY)
+    mine, theirs = cases_of(con, "cgj"), cases_of(con, "ga")
+    gate.check_case(mine[0])
+    with pytest.raises(AccessError, match="not dispatched to dept-cgj's department"):
+        gate.check_case(theirs[0])
+    undepartmented, = con.execute("SELECT case_id FROM cases WHERE department IS NULL LIMIT 1").fetchone()
+    with pytest.raises(AccessError):
+        gate.check_case(undepartmented)
+    assert refusals(con, "dept-cgj") == [theirs[0], undepartmented]
+    grid, = con.execute("SELECT grid_id FROM cases WHERE case_id = ?", [undepartmented]).fetchone()
+    Gate(con, Principal("op", "operator", (grid,))).check_case(undepartmented)
+
+
+def test_a_worker_sees_the_residents_of_its_micro_grids_only_masked_and_audited(store):
+    con = store.con
+    mine, here = con.execute("SELECT grid_id, building_id FROM residents JOIN buildings USING (building_id) "
+                             "GROUP BY ALL ORDER BY count(*) DESC LIMIT 1").fetchone()
+    add_user(con, "w-res", "a long password 1", role="worker", grids=[mine])
+    gate = Gate(con, find_user(con, "w-res"))
+    there, = con.execute("SELECT building_id FROM residents JOIN buildings USING (building_id) WHERE grid_id <> ? "
+                         "LIMIT 1", [mine]).fetchone()
+    shown = gate.residents_page(here, page_size=1000)
+    clear = dict(con.execute("SELECT resident_id, phone FROM residents WHERE building_id = ?", [here]).fetchall())
+    assert len(shown) == len(clear) > 0
+    assert all("****" in p and p != clear[r] for r, p in zip(shown["resident_id"], shown["phone"]) if clear[r])
+    assert shown["id_number"].str.contains(r"\*{8}").all(), "ID numbers masked as the operators see them"
+    assert gate.building_card(here)["may_see_residents"] and not gate.building_card(there)["may_see_residents"]
+    with pytest.raises(AccessError, match="outside w-res's grids"):
+        gate.residents_page(there)
+    audited = con.execute("SELECT action, target FROM audit WHERE actor = 'w-res' ORDER BY seq").fetchall()
+    assert audited == [("residents.view", here), ("access.refused", there)]

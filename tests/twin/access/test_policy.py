@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from twin.access.access import Principal, verify_audit
+from twin.cases.cases import OPEN_STATUSES
 from twin.errors import AccessError, TwinError
 from twin.cases.open311 import find_requests
 from twin.access.policy import Gate, mask_text
@@ -174,3 +175,31 @@ def test_injection_strings_in_text_inputs_change_nothing(store, text, pick):
     except TwinError:
         pass  # refused with a clear error is fine
     assert digest(con) == before
+
+
+def test_a_buildings_open_cases_are_only_those_the_role_sees(store):
+    """A building's card lists its open cases that the principal sees, case by case: a department its own, a
+    worker those given to them, an operator those in their grids (a case's micro-grid may differ from the
+    building's)."""
+    con = store.con
+    building_id, grid_id = con.execute("SELECT building_id, grid_id FROM buildings WHERE grid_id IS NOT NULL "
+                                       "ORDER BY building_id LIMIT 1").fetchone()
+    mine, given, elsewhere = [r[0] for r in con.execute(
+        "SELECT case_id FROM cases WHERE status IN (SELECT unnest(?)) ORDER BY case_id LIMIT 3",
+        [list(OPEN_STATUSES)]).fetchall()]
+    con.execute("UPDATE cases SET building_id = ?, grid_id = ?, department = NULL, assigned_worker = NULL "
+                "WHERE case_id IN (?, ?, ?)", [building_id, grid_id, mine, given, elsewhere])
+    other_grid, = con.execute("SELECT grid_id FROM grids WHERE level = 'micro' AND valid_to IS NULL AND grid_id <> ? "
+                              "ORDER BY grid_id LIMIT 1", [grid_id]).fetchone()
+    con.execute("UPDATE cases SET department = 'D1' WHERE case_id = ?", [mine])
+    con.execute("UPDATE cases SET assigned_worker = 'w.x', grid_id = ? WHERE case_id = ?", [other_grid, given])
+    con.execute("UPDATE cases SET grid_id = ? WHERE case_id = ?", [other_grid, elsewhere])
+
+    def listed(principal: Principal) -> set[str]:
+        return set(Gate(con, principal).open_cases(building_id=building_id)["case_id"])
+    assert listed(Principal("d1", "department", (), None, department="D1")) == {mine}
+    assert given in listed(Principal("w.x", "worker", (grid_id,), None)) and elsewhere not in listed(
+        Principal("w.x", "worker", (grid_id,), None))
+    operator = listed(Principal("op", "operator", (grid_id,), None))
+    assert mine in operator and given not in operator and elsewhere not in operator
+    assert {mine, given, elsewhere} <= listed(Principal("lead", "leader", (), None))

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from twin.cases.cases import match_location
 from twin.cases.detections import DetectionDesk, DetectionError, ai_categories, camera_target, parse_detection
+from twin.cases.evaluations import token_hash
 from twin.store.store import Store, open_for_command
 
 NOW = pd.Timestamp("2026-11-26 12:00")
@@ -100,6 +101,12 @@ def test_repeats_within_the_window_join_one_case_and_later_ones_open_another(dem
         joined, = store.con.execute("SELECT count(*) FROM detections WHERE case_id = ?",
                                     [taken[0]["case_id"]]).fetchone()
     assert case == ("ai", camera, "reported") and joined == 8
+    # The client that saw it is the new case's reporter: one token (kept as its hash), none for the repeats.
+    assert taken[0]["evaluation_token"] and [t["evaluation_token"] for t in taken[1:]] == [None] * 7
+    with Store(demo_copy, read_only=True) as store:
+        held = store.con.execute("SELECT token_hash FROM evaluation_tokens WHERE case_id = ?",
+                                 [taken[0]["case_id"]]).fetchall()
+    assert held == [(token_hash(taken[0]["evaluation_token"]),)]
 
 
 def test_a_new_desk_finds_the_open_case_in_the_store_and_a_closed_case_is_not_joined(demo_copy):

@@ -302,3 +302,49 @@ def test_two_processes_taking_cases_at_once_number_them_apart(request, backend):
         stored, = one.con.execute("SELECT count(*) FROM cases WHERE case_id IN (SELECT unnest(?))", [ids]).fetchone()
         assert stored == 40
         assert verify_audit(one.con) is None, "the audit chain is one line: each writer appended to the real head"
+
+
+def test_a_request_sent_again_with_its_idempotency_key_gets_the_first_answer_and_makes_no_second_case(writer):
+    """What a client does after a 503 whose COMMIT may have been kept: it sends the same request with the same key.
+    Within one batch or after it, the first answer comes back (with a new evaluation token), nothing is written
+    twice; the key is its client's, and is refused with another request."""
+    w, store, feed = writer
+    form, other = _forms(store, 2)
+    key = "d7b3c2e0-5a1f-4c2e-9b7a-000000000001"
+    first, again = (w.take_request(form, district_crs="EPSG:4547", client="app", key=key),
+                    w.take_request(form, district_crs="EPSG:4547", client="app", key=key))  # likely one batch
+    first, again = first.result(timeout=30), again.result(timeout=30)
+    later = w.take_request(form, district_crs="EPSG:4547", client="app", key=key).result(timeout=30)
+    case_id = first["service_request_id"]
+    assert not first.get("replayed") and again["replayed"] and later["replayed"]
+    assert again["service_request_id"] == later["service_request_id"] == case_id
+    tokens = {first["evaluation_token"], again["evaluation_token"], later["evaluation_token"]}
+    assert later["evaluation_token"] != first["evaluation_token"], "a resend after the commit gets a new link"
+    elsewhere = w.take_request(form, district_crs="EPSG:4547", client="other-app", key=key).result(timeout=30)
+    assert elsewhere["service_request_id"] != case_id, "a key is its client's own"
+    with pytest.raises(Open311Error, match="sent before with another request") as refused:
+        w.take_request(other, district_crs="EPSG:4547", client="app", key=key).result(timeout=30)
+    assert refused.value.code == 422
+    stored, = store.con.execute("SELECT count(*) FROM cases WHERE case_id = ?", [case_id]).fetchone()
+    assert stored == 1 and [r["case_id"] for r in feed.since(0)[1]].count(case_id) == 1
+    issued, = store.con.execute("SELECT count(*) FROM evaluation_tokens WHERE case_id = ?", [case_id]).fetchone()
+    assert issued == len(tokens), "each answer's evaluation link works"
+    cameras = store.con.execute("SELECT camera_id FROM cameras ORDER BY camera_id").df()["camera_id"]
+    for camera in cameras:
+        body = {"camera_id": camera, "category": "sanitation.garbage_overflow", "confidence": 0.8,
+                "detected_at": pd.Timestamp.now().isoformat()}
+        try:
+            seen = w.take_detection(parse_detection(body), client="cam", key=f"{camera}:0001").result(timeout=30)
+        except DetectionError:  # a camera whose target lies outside the district
+            continue
+        resent = w.take_detection(parse_detection(body), client="cam", key=f"{camera}:0001").result(timeout=30)
+        first_token, again_token = seen.pop("evaluation_token"), resent.pop("evaluation_token")
+        assert resent == {**seen, "replayed": True}
+        # a new case's reporter link is kept only as a hash: the resend gets a link of its own, as a request's does
+        assert (first_token is None) == (again_token is None) == seen["duplicate"]
+        assert seen["duplicate"] or first_token != again_token
+        kept, = store.con.execute("SELECT count(*) FROM detections WHERE camera_id = ?", [camera]).fetchone()
+        assert kept == 1, "the resend was not taken as a second sighting"
+        break
+    else:
+        pytest.fail("no camera of the demo looks into the district")

@@ -12,11 +12,11 @@ from PIL import Image
 from tests.conftest import store_fingerprint
 from twin.access.access import Principal, add_user, verify_audit
 from twin.access.policy import Gate
-from twin.cases.cases import assign_worker, create_case, load_taxonomy
+from twin.cases.cases import assign_worker, create_case, load_taxonomy, record_transition
 from twin.errors import AccessError, InputError
 from twin.field.actions import FieldConflict, add_photo, take_step
-from twin.field.patrol import (FULL_COVERAGE, MAX_GAP_S, PASS_DISTANCE_M, check_in, field_workers, patrol_coverage,
-                               purge_positions, set_patrol)
+from twin.field.patrol import (FULL_COVERAGE, MAX_GAP_S, PASS_DISTANCE_M, check_in, field_workers, of_grids,
+                               patrol_coverage, purge_positions, set_patrol)
 from twin.field.photos import check_photo
 from twin.field.worklist import worker_case, worker_cases
 from twin.store.clock import store_now
@@ -169,6 +169,11 @@ def test_a_worker_acts_only_on_their_own_cases(field):
               f"outside w3's micro-grids")
     unchanged(db, lambda: step(db, field["op"], case, "accept", "reported", key="op-accept-1"), AccessError,
               "may not see the grid worker's page")
+    # A photo for a case that is not theirs (w1's, in another micro-grid): refused, and nothing changes.
+    other = field["cases"][1]
+    step(db, field["w1"], other, "accept", "reported", key="w1-takes-it")
+    unchanged(db, lambda: photo(db, field["w3"], other, "before", key="w3-photo-01"), AccessError,
+              f"case {other} is given to w1, not to w3")
     with Store(db, read_only=True) as store:
         listed = {c["case_id"] for c in worker_cases(Gate(store.con, field["w3"]))}
     assert case not in listed
@@ -197,6 +202,12 @@ def test_handing_up_needs_a_reason(field):
     assert handed["status"] == "handed_up"
     with Store(db, read_only=True) as store:
         assert case not in {c["case_id"] for c in worker_cases(Gate(store.con, w1))}, "a department's now"
+    # Dispatched by the list, the department holds it: not on the worker's list, and not the worker's to accept.
+    run(db, lambda con: record_transition(con, case, "dispatched", actor="op"))
+    with Store(db, read_only=True) as store:
+        assert case not in {c["case_id"] for c in worker_cases(Gate(store.con, w1))}, "the department holds it"
+    unchanged(db, lambda: step(db, w1, case, "accept", "dispatched", key="up-take-0001"), InputError,
+              f"case {case} is with the department")
 
 
 def test_my_cases_come_soonest_deadline_first(field):
@@ -238,7 +249,9 @@ def test_positions_are_kept_only_on_patrol_inside_the_district_and_audited_witho
     assert on_map[["worker", "x", "y", "open_load"]].values.tolist() == [["w1", x, y, 2]]
     run(db, lambda con: set_patrol(Gate(con, w1), key="patrol-off1", on=False, at=minutes(2)))
     with Store(db, read_only=True) as store:
-        assert field_workers(store.con).empty, "off patrol, a worker is not on the operators' map"
+        off = field_workers(store.con)
+        assert off.empty, "off patrol, a worker is not on the operators' map"
+        assert "worker" in of_grids(off, frozenset({field["micro"]})), "an operator's empty map keeps its columns"
     unchanged(db, lambda: run(db, lambda con: check_in(Gate(con, w1), key="pos-00004", x=x, y=y)), InputError,
               "patrol was off")
 

@@ -151,3 +151,25 @@ def test_the_kept_camera_coverage_gives_the_figures_computed_afresh_and_follows_
         assert micro_figures(con).set_index("micro_id")["seen"].sort_index().equals(moved.sort_index())
         con.execute("DELETE FROM camera_sight")  # while the fingerprint still holds: the figures read the table
         assert micro_figures(con)["seen"].sum() == 0
+
+
+def test_grids_under_a_street_reach_down_to_its_micro_grids(con):
+    """Every level under a grid, walked in Python over the grid tree as the reference (on PostgreSQL a recursive
+    query found only the first two levels)."""
+    from twin.grids.grids import grids_under
+
+    tree = con.execute("SELECT grid_id, parent_id, level FROM grids WHERE valid_to IS NULL").fetchall()
+    children: dict[str, list[str]] = {}
+    for grid_id, parent_id, _ in tree:
+        children.setdefault(parent_id, []).append(grid_id)
+    street = next(g for g, _, level in tree if level == "street")
+    expected, todo = set(), [street]
+    while todo:
+        expected.add(todo[-1])
+        todo.extend(children.get(todo.pop(), []))
+    found = grids_under(con, [street])
+    assert found == expected
+    assert {level for g, _, level in tree if g in found} == {"street", "community", "grid", "micro"}
+    micro = next(g for g, _, level in tree if level == "micro" and g in found)
+    assert grids_under(con, [micro]) == {micro}
+    assert grids_under(con, []) == frozenset()
