@@ -218,6 +218,13 @@ def near_targets(buildings: tuple[tuple, dict], far: str, *, count: int = 30):
     tallest of the buildings whose leaves are drawn there (a click on a building whose tile is not drawn finds
     nothing, and one on a coarse tile's block flies into it)."""
     def prepare(page) -> tuple[tuple, list[tuple]]:
+        # An operator's page first flies to their own grids (after its first frame): let that flight end, or it
+        # takes the view away from the far building after the bench's flight there, and every click misses.
+        try:
+            page.wait_for_function("window.twinFlightEnd !== undefined", timeout=15_000)
+        except Exception:  # noqa: BLE001 - no flight of its own (an operator without grids)
+            pass
+        page.wait_for_timeout(500)
         page.evaluate("window.__flyStart = performance.now()")
         box = page.locator(".twin-search input").first
         box.fill(far)
