@@ -245,18 +245,23 @@ def tall_buildings(db: Path, count: int) -> tuple[tuple[float, float, float], li
             [count]).fetchall()
 
 
-def click_to_inspector_ms(browser, url, origin: tuple, rows: list[tuple], *, clicks: int = 10) -> dict:
+def click_to_inspector_ms(browser, url, origin: tuple, rows: list[tuple], *, clicks: int = 10,
+                          prepare=None) -> dict:
     """From the click (the view's pointerup) to the operator's inspector card holding the building's id.
 
     A click that fills no card within 5 s is a failure, unless something else stood in front of it: another
     building, or a case dot or camera drawn over the roof (the card then shows that one); that click is not
-    counted either way.
+    counted either way. The clicks are made from the top view, or after ``prepare(page)``, which then gives the
+    ``(origin, rows)`` to click.
     """
     page = browser.new_page(viewport=VIEWPORT)
     sign_in(page, url)
-    page.wait_for_function("window.twinFirstFrame !== undefined", timeout=120_000)
-    page.get_by_role("button", name="Top").click()
-    page.wait_for_timeout(1500)
+    page.wait_for_function("window.twinFirstFrame !== undefined", timeout=300_000)
+    if prepare is None:
+        page.get_by_role("button", name="Top").click()
+        page.wait_for_timeout(1500)
+    else:
+        origin, rows = prepare(page)
     times, failures, hidden = [], 0, 0
     for building_id, x, y, top in rows:
         px, py = page.evaluate(f"window.twinView.worldToPage({x - origin[0]}, {y - origin[1]}, {top - 0.5})")

@@ -32,6 +32,7 @@ from twin.geo.footprints import prepare_footprints
 from twin.grids.grids import locate
 from twin.access.keys import add_key
 from twin.geo.mesh import extrude_footprints
+from twin.cases.cameras import keep_camera_sight
 from twin.store.store import Store, create_indexes, drop_indexes, insert_frame
 from twin.timing import StageTimer
 
@@ -68,6 +69,8 @@ def build_demo_store(path: str | os.PathLike, *, scale: str = "full", seed: int 
             counts = write_district(store, district, lap=lap, scale=scale, seed=seed)
             create_indexes(store.con)
             lap("indexes")
+            keep_camera_sight(store.con)  # the per-grid coverage, so that serving starts without computing it
+            lap("camera sight")
             extras = demo_extras(store.con, seed=seed, small=scale != "full")
         os.replace(partial, path)
     finally:

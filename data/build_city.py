@@ -22,6 +22,7 @@ from pathlib import Path
 
 from data.build import check_target, demo_extras, set_demo_meta, write_extras, write_tables
 from data.city import CITY_COPIES, CityPlan, city_district
+from twin.cases.cameras import keep_camera_sight
 from twin.store.queries import RESIDENTS_COUNTED, population
 from twin.store.schema import GRID_LEVELS
 from twin.store.store import Store, create_indexes, drop_indexes
@@ -83,6 +84,7 @@ def build_city_store(path: str | os.PathLike, *, copies: int = CITY_COPIES, base
         t0 = time.perf_counter()
         with store.transaction():
             create_indexes(store.con)
+            keep_camera_sight(store.con)  # 20-40 s for the city's 1.5 million cameras, once rather than each start
             extras = demo_extras(store.con, seed=seed, small=base != "full")
         store.con.execute("CHECKPOINT")
         counts = {t: store.count(t) for t in CITY_TABLES}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import shapely
 
 # Eight colours that stay apart on a dark background (Okabe-Ito and Tableau, adjusted).
@@ -10,6 +11,12 @@ CATEGORICAL = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#edc948",
 # The ground under the buildings, muted map colours that stay darker than the buildings on the dark theme.
 BASEMAP_COLOURS = {"green": "#2f5d45", "water": "#2a5f8f", "road": "#434c5e"}
 SEQUENTIAL = ("#1b2a49", "#1f4e79", "#2471a3", "#2e9bc6", "#5cc8c8", "#a6e3a1", "#f9e2af", "#fab387", "#f38ba8")
+
+
+def neighbour_distinct_classes_wkb(boundaries: pa.Array) -> np.ndarray:
+    """:func:`neighbour_distinct_classes` of polygons given as WKB (a pyarrow binary array, cheap to send to
+    another process: :func:`scenes.helper.in_helper`)."""
+    return neighbour_distinct_classes(shapely.from_wkb(boundaries.to_numpy(zero_copy_only=False)))
 
 
 def neighbour_distinct_classes(boundaries: np.ndarray, *, n_classes: int = len(CATEGORICAL)) -> np.ndarray:

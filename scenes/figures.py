@@ -122,6 +122,21 @@ GRID_TABLE_IMPORTANCE = ("name", "open_cases", "overdue_cases", "residents", "ca
                          "cameras", "camera_coverage", "buildings", "grid_id")
 
 
+_ROWS: dict[int, tuple[pd.DataFrame, list]] = {}  # the last tables' rows as lists, by the table's id
+
+
+def _rows(table: pd.DataFrame) -> list[list]:
+    """The table's rows as lists of Python values, made once per table however many sessions show it (a city's
+    grid level has 32,400 rows, 16 MB of Python objects). The tables are the shared, unchanging ones of
+    :meth:`scenes.shared.SharedDistrict.grid_table`."""
+    hit = _ROWS.get(id(table))
+    if hit is None or hit[0] is not table:
+        while len(_ROWS) >= 8:
+            _ROWS.pop(next(iter(_ROWS)))
+        hit = _ROWS[id(table)] = (table, table.to_numpy(dtype=object).tolist())
+    return hit[1]
+
+
 class GridTable(pn.viewable.Viewer):
     """A sortable table of figures per grid at the chosen level; a click on a row selects its grid.
 
@@ -158,7 +173,7 @@ class GridTable(pn.viewable.Viewer):
                           bool(pd.api.types.is_numeric_dtype(table[c]))]
                          for c in table.columns],
                 importance=[list(table.columns).index(c) for c in GRID_TABLE_IMPORTANCE if c in table.columns],
-                rows=table.to_numpy(dtype=object).tolist())
+                rows=_rows(table))
             return
         cells = []
         for k, column in enumerate(table.columns):

@@ -40,16 +40,16 @@ def frame_view(box: np.ndarray, boxes: np.ndarray, *, view_angle_deg: float = VI
     radius = max(0.5 * float(np.linalg.norm(hi - lo)), 10.0)
     distance = max(1.1 * radius / np.sin(np.radians(view_angle_deg / 2)), MIN_DISTANCE_M)
     heading = np.asarray(HEADING) / np.hypot(*HEADING)
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 6)
-    others = boxes[~(boxes == box).all(axis=1)]
+    boxes = np.asarray(boxes).reshape(-1, 6)  # float32 for a city: only the boxes near the sight line become float64
+    others = ~(boxes == box.astype(boxes.dtype)).all(axis=1)
     for elevation in [*np.arange(elevation_deg, 89.0, 10.0), 89.0]:
         up = np.radians(elevation)
         eye = centre + distance * np.array([heading[0] * np.cos(up), heading[1] * np.cos(up), np.sin(up)])
         # The buildings under the sight line: their footprint boxes meet the line's box, widened a little.
         x0, x1 = sorted((centre[0], eye[0]))
         y0, y1 = sorted((centre[1], eye[1]))
-        near = others[(others[:, 0] <= x1 + clearance_m) & (others[:, 3] >= x0 - clearance_m)
-                      & (others[:, 1] <= y1 + clearance_m) & (others[:, 4] >= y0 - clearance_m)]
+        near = boxes[others & (boxes[:, 0] <= x1 + clearance_m) & (boxes[:, 3] >= x0 - clearance_m)
+                     & (boxes[:, 1] <= y1 + clearance_m) & (boxes[:, 4] >= y0 - clearance_m)].astype(np.float64)
         if len(near):
             eye[2] = max(eye[2], float(near[:, 5].max()) + clearance_m)
         line = centre + np.linspace(0.0, 1.0, 64)[:, None] * (eye - centre)

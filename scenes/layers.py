@@ -11,17 +11,21 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
 from scenes.colours import (BASEMAP_COLOURS, CATEGORICAL, CLASSED, SEQUENTIAL, class_breaks, class_labels, classify,
-                            neighbour_distinct_classes, sequential)
+                            neighbour_distinct_classes_wkb, sequential)
+from scenes.helper import HELPER_ABOVE, in_helper
 from scenes.i18n import N_
 from twin.buildings import load_meshes
 from twin.cases.cases import CASE_STATUSES
 from twin.errors import check_choice
 from twin.geo.basemap import DRAW_ORDER
 from twin.geo.mesh import triangulate_polygons
-from twin.store.queries import grid_boundaries, per_building_population
+from twin.store.queries import per_building_population
+from twin.store.store import district_of, read_frame
 
 BUILDING_MAGIC = 0x31425754  # "TWB1"
 # Per building: its micro-grid, its residents, its height. Per grid at the chosen level: its cases.
@@ -53,53 +57,161 @@ def _pack(*arrays: np.ndarray) -> bytes:
     return b"".join(out)
 
 
+class SortedIds:
+    """Text ids in sorted order, held as fixed-width UTF-8 bytes and found by binary search.
+
+    A million ids of 16 characters take 16 MB here, against about 70 MB as Python strings (and a hash table
+    more for a pandas Index of them): the server keeps every building's id for a million buildings.
+
+    Parameters
+    ----------
+    ids : pyarrow string array or sequence of str, shape (n,)
+        Unique ids, best in ascending order (the store's ``ORDER BY``); any other order is searched through a
+        sorting permutation, and position ``i`` stays the ``i``-th id given.
+    """
+
+    def __init__(self, ids: pa.Array | pa.ChunkedArray | list[str] | np.ndarray) -> None:
+        if isinstance(ids, (pa.Array, pa.ChunkedArray)):
+            encoded = ids.cast(pa.binary()).to_numpy(zero_copy_only=False)
+        else:
+            encoded = [str(i).encode() for i in ids]
+        self._ids = np.asarray(encoded, dtype="S") if len(encoded) else np.zeros(0, dtype="S1")
+        ordered = bool((self._ids[1:] > self._ids[:-1]).all())
+        self._sorter = None if ordered else np.argsort(self._ids, kind="stable")
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, i: int) -> str:
+        return self._ids[i].decode()
+
+    def __iter__(self):
+        return (v.decode() for v in self._ids)
+
+    def to_list(self) -> list[str]:
+        return [v.decode() for v in self._ids]
+
+    def same_as(self, ids: pa.Array | pa.ChunkedArray) -> bool:
+        """Whether ``ids`` are these, in this order (then values read beside them need no lookup)."""
+        return len(ids) == len(self) and np.array_equal(SortedIds(ids)._ids, self._ids)
+
+    def index_of(self, value: str) -> int:
+        """Position of ``value``, -1 when absent."""
+        return int(self.indices_of([value])[0])
+
+    def indices_of(self, values: pa.Array | pa.ChunkedArray | list[str] | np.ndarray) -> np.ndarray:
+        """Positions of ``values`` (int64, shape (m,)), -1 for those absent."""
+        wanted = SortedIds.__new__(SortedIds)
+        wanted._ids = (values._ids if isinstance(values, SortedIds) else
+                       np.asarray(values.cast(pa.binary()).to_numpy(zero_copy_only=False) if isinstance(
+                           values, (pa.Array, pa.ChunkedArray)) else [str(v).encode() for v in values], dtype="S"))
+        if not len(wanted._ids) or not len(self._ids):
+            return np.full(len(wanted._ids), -1, dtype=np.int64)
+        found = np.searchsorted(self._ids, wanted._ids, sorter=self._sorter)
+        found = np.minimum(found, len(self._ids) - 1)
+        if self._sorter is not None:
+            found = self._sorter[found]
+        return np.where(self._ids[found] == wanted._ids, found, -1).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class BuildingLayer:
-    """What the browser needs to draw and identify every building.
+    """What the browser needs to draw and identify every building, as numpy arrays (a million buildings fit).
 
     Attributes
     ----------
-    building_id : ndarray of str, shape (n,)
-        Index ``i`` in every per-building array is this building.
-    centre : ndarray, shape (n, 3), float64
+    building_id : SortedIds, length n
+        Index ``i`` in every per-building array is this building (the store's order of ``building_id``).
+    centre : ndarray, shape (n, 3), float32
         A point inside each footprint at its roof, relative to the origin (m).
-    radius : ndarray, shape (n,)
+    radius : ndarray, shape (n,), float32
         Half the footprint's diagonal (m), for "fly to".
-    grid_id : ndarray of str, shape (n,)
+    grid_code : ndarray, shape (n,), int32
+        Each building's micro-grid as its position in ``micro_ids``; -1 outside every grid.
+    micro_ids : SortedIds
+        The micro-grids that hold buildings.
     height : ndarray, shape (n,)
-    box : ndarray, shape (n, 6), float64
+    box : ndarray, shape (n, 6), float32
         Each building's ``xmin, ymin, zmin, xmax, ymax, zmax`` relative to the origin (m), for framing a view.
     payload : bytes
-        The binary geometry buffer (see ``view3d.js``'s ``parseBuildings``).
+        The binary geometry buffer (see ``view3d.js``'s ``parseBuildings``); empty when the view streams tiles.
     """
 
-    building_id: np.ndarray
+    building_id: SortedIds
     centre: np.ndarray
     radius: np.ndarray
-    grid_id: np.ndarray
+    grid_code: np.ndarray
+    micro_ids: SortedIds
     height: np.ndarray
     box: np.ndarray
     origin: tuple[float, float, float]
     payload: bytes
 
     def index_of(self, building_id: str) -> int:
-        hits = np.flatnonzero(self.building_id == building_id)
-        return int(hits[0]) if len(hits) else -1
+        return self.building_id.index_of(building_id)
+
+    @property
+    def grid_id(self) -> np.ndarray:
+        """Each building's micro-grid id (None outside every grid), as Python strings: for tests and small
+        districts; per-building work goes through ``grid_code``."""
+        names = np.array([*self.micro_ids, None], dtype=object)
+        return names[self.grid_code]
+
+    def per_building(self, micro_ids: pd.Series | np.ndarray, values: np.ndarray, *, missing) -> np.ndarray:
+        """Spread values given per micro-grid (``values[k]`` of ``micro_ids[k]``) to the buildings in them;
+        ``missing`` for buildings outside every grid or in a grid not given."""
+        values = np.asarray(values)
+        per_grid = np.full(len(self.micro_ids) + 1, missing, dtype=np.result_type(values, np.asarray(missing)))
+        where = self.micro_ids.indices_of(np.asarray(micro_ids, dtype=object))
+        per_grid[where[where >= 0]] = values[where >= 0]
+        return per_grid[self.grid_code]  # -1 takes the last: missing
 
 
-def building_layer(con: duckdb.DuckDBPyConnection) -> BuildingLayer:
-    """Pack every building's footprint rings, heights and roof triangles.
+def grid_codes(grid_ids: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, SortedIds]:
+    """Each row's position among the distinct ids of ``grid_ids`` (-1 for null) and those ids, sorted."""
+    encoded = pc.dictionary_encode(grid_ids.combine_chunks() if isinstance(grid_ids, pa.ChunkedArray) else grid_ids)
+    order = pc.array_sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    codes = encoded.indices.fill_null(-1).to_numpy().astype(np.int32)
+    return np.where(codes >= 0, rank[codes.clip(0)], -1).astype(np.int32), SortedIds(encoded.dictionary.take(order))
+
+
+def building_layer(con: duckdb.DuckDBPyConnection, *, geometry: bool = True) -> BuildingLayer:
+    """Every building's id, place, box and micro-grid, and with ``geometry`` the buffer that draws them all.
 
     The LOD1 mesh of each building holds its floor ring, then its roof ring
     (oriented: shells counter-clockwise, holes clockwise), and its roof
-    triangles first; the browser makes floors and walls from those.
+    triangles first; the browser makes floors and walls from those. Without ``geometry`` (the view streams
+    tiles) no mesh is read and ``payload`` is empty.
     """
-    ids, meshes = load_meshes(con)
-    info = con.execute("SELECT building_id, grid_id, height, base_z, label_x, label_y, "
-                       "ST_AsWKB(footprint) AS wkb FROM buildings ORDER BY building_id").df()
-    if not np.array_equal(info["building_id"].to_numpy(dtype=object), ids):
+    info = con.execute("SELECT building_id, grid_id, height, base_z, label_x, label_y, ST_XMin(footprint) AS xmin, "
+                       "ST_YMin(footprint) AS ymin, ST_XMax(footprint) AS xmax, ST_YMax(footprint) AS ymax "
+                       "FROM buildings ORDER BY building_id").arrow().read_all()
+    ids = SortedIds(info.column("building_id"))
+    district = district_of(con)
+    origin = district.origin if district is not None else (0.0, 0.0, 0.0)
+    payload = _building_payload(con, info, ids) if geometry else b""
+    column = {name: info.column(name).to_numpy() for name in info.column_names
+              if name not in ("building_id", "grid_id")}
+    base_z, top = column["base_z"], column["base_z"] + column["height"]
+    # float32 relative to the origin: millimetres 30 km out, and half the memory of a million buildings
+    centre = np.column_stack([column["label_x"] - origin[0], column["label_y"] - origin[1], top]).astype(np.float32)
+    radius = (0.5 * np.hypot(column["xmax"] - column["xmin"], column["ymax"] - column["ymin"])).astype(np.float32)
+    box = np.column_stack([column["xmin"] - origin[0], column["ymin"] - origin[1], base_z,
+                           column["xmax"] - origin[0], column["ymax"] - origin[1], top]).astype(np.float32)
+    grid_code, micro_ids = grid_codes(info.column("grid_id"))
+    return BuildingLayer(building_id=ids, centre=centre, radius=radius, grid_code=grid_code, micro_ids=micro_ids,
+                         height=column["height"], box=box, origin=origin, payload=payload)
+
+
+def _building_payload(con: duckdb.DuckDBPyConnection, info: pa.Table, ids: SortedIds) -> bytes:
+    """The buffer of every building's rings, heights and roof triangles (see :func:`building_layer`)."""
+    mesh_ids, meshes = load_meshes(con)
+    if not ids.same_as(pa.array(mesh_ids, type=pa.string())):
         raise RuntimeError("buildings and meshes disagree; rebuild the LOD1 meshes")
-    footprints = shapely.from_wkb(info["wkb"].map(bytes).to_numpy())
+    footprints = shapely.from_wkb(con.execute("SELECT ST_AsWKB(footprint) FROM buildings ORDER BY building_id")
+                                  .arrow().read_all().column(0).to_numpy(zero_copy_only=False))
     _, _, (ring_offsets, poly_offsets) = shapely.to_ragged_array(footprints)
     ring_length = np.diff(ring_offsets) - 1
     rings_per = np.diff(poly_offsets)
@@ -124,20 +236,8 @@ def building_layer(con: duckdb.DuckDBPyConnection) -> BuildingLayer:
     index = np.uint16 if big < 2**16 else np.uint32
     header = np.array([BUILDING_MAGIC, len(ids), len(ring_length), len(xy), len(roof_local), np.dtype(index).itemsize,
                        0, 0], dtype=np.uint32)
-    payload = _pack(header, rings_per.astype(index), ring_length.astype(index), roof_per.astype(index),
-                    base.astype(np.float32), top.astype(np.float32), xy.astype(np.float32),
-                    roof_local.astype(index))
-    origin = meshes.origin
-    bounds = shapely.bounds(footprints)
-    centre = np.column_stack([info["label_x"] - origin[0], info["label_y"] - origin[1],
-                              info["base_z"] + info["height"]])
-    radius = 0.5 * np.hypot(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
-    base_z = info["base_z"].to_numpy(dtype=np.float64)
-    box = np.column_stack([bounds[:, 0] - origin[0], bounds[:, 1] - origin[1], base_z,
-                           bounds[:, 2] - origin[0], bounds[:, 3] - origin[1], base_z + info["height"].to_numpy()])
-    return BuildingLayer(building_id=ids, centre=centre, radius=radius,
-                         grid_id=info["grid_id"].to_numpy(dtype=object), height=info["height"].to_numpy(),
-                         box=box, origin=origin, payload=payload)
+    return _pack(header, rings_per.astype(index), ring_length.astype(index), roof_per.astype(index),
+                 base.astype(np.float32), top.astype(np.float32), xy.astype(np.float32), roof_local.astype(index))
 
 
 MODEL_MAGIC = 0x314D5754  # "TWM1"
@@ -209,6 +309,27 @@ def model_layer(con: duckdb.DuckDBPyConnection, layer: BuildingLayer) -> bytes:
                  np.concatenate(tris).astype(np.uint32), np.concatenate(elems).astype(np.uint32))
 
 
+def model_elements(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
+    """Per building with a BIM or mesh model: the element index of each of its model's triangles (uint32, in the
+    model's order; 0xFFFFFFFF for hidden elements such as spaces, which :func:`model_layer` leaves out).
+
+    For picking a model's parts through tiles (:class:`scenes.tileserve.ElementIndexHandler`): models are few, so
+    the server keeps these.
+    """
+    rows = con.execute("""
+        SELECT m.building_id, m.lod, m.element_ids,
+               list(e.element_index ORDER BY e.element_index) FILTER (WHERE e.hidden) AS hidden
+        FROM meshes m LEFT JOIN elements e ON e.mesh_id = m.mesh_id
+        WHERE m.lod IN ('bim', 'mesh') AND m.element_ids IS NOT NULL
+        GROUP BY ALL ORDER BY m.building_id, m.lod""").fetchall()
+    out = {}
+    for building_id, _lod, element_ids, hidden in rows:
+        e = np.frombuffer(element_ids, "<u4").copy()
+        e[np.isin(e, np.asarray(hidden or [], dtype=np.uint32))] = 0xFFFFFFFF
+        out.setdefault(building_id, e)  # its BIM model before a mesh model, as the tiles draw it
+    return out
+
+
 def _triangle_normal_z(vertices: np.ndarray, tri: np.ndarray, base: np.ndarray) -> np.ndarray:
     g = tri + base[:, None]
     a, b, c = (vertices[g[:, k], :2].astype(np.float64) for k in range(3))
@@ -219,8 +340,31 @@ def _hex_rgb(colours: list[str]) -> np.ndarray:
     return np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in colours], dtype=np.uint8)
 
 
+COLOURS_MAGIC = 0x31435754  # "TWC1"
+
+
+def indexed_colours(palette: np.ndarray, index: np.ndarray) -> bytes:
+    """Per-building colours as a palette and one byte per building: a third of RGB (1 MB for a million buildings,
+    sent before the first frame).
+
+    Layout: header u32[3] (magic, buildings n, palette size k); k RGB uint8 triples (padded to 4 bytes); n uint8
+    palette indices. ``index`` -1 takes the palette's last colour.
+    """
+    palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    index = np.asarray(index, dtype=np.int64) % len(palette)
+    header = np.array([COLOURS_MAGIC, len(index), len(palette)], dtype=np.uint32)
+    return _pack(header, palette.ravel(), index.astype(np.uint8))
+
+
+def colours_rgb(data: bytes) -> np.ndarray:
+    """The RGB (n x 3 uint8) of :func:`indexed_colours`' bytes, as the view reads them."""
+    n, k = (int(v) for v in np.frombuffer(data, dtype="<u4", count=3)[1:])
+    palette = np.frombuffer(data, dtype=np.uint8, count=3 * k, offset=12).reshape(-1, 3)
+    return palette[np.frombuffer(data, dtype=np.uint8, count=n, offset=12 + 3 * k + (-3 * k) % 4)]
+
+
 def building_colours(con: duckdb.DuckDBPyConnection, layer: BuildingLayer, *, measure: str) -> tuple[bytes, dict]:
-    """Per-building RGB (n x 3 uint8) for a measure, and its legend.
+    """Per-building colours (:func:`indexed_colours`) for a measure, and its legend.
 
     Parameters
     ----------
@@ -230,37 +374,42 @@ def building_colours(con: duckdb.DuckDBPyConnection, layer: BuildingLayer, *, me
     check_choice("measure", measure, BUILDING_MEASURES)
     n = len(layer.building_id)
     if measure == "grid":
-        micro, shapes = grid_boundaries(con, level="micro")
-        classes = dict(zip(micro["grid_id"], neighbour_distinct_classes(shapes)))
-        idx = np.array([classes.get(g, -1) for g in layer.grid_id], dtype=np.int64)
-        palette = _hex_rgb(list(CATEGORICAL) + [OUTSIDE_GRIDS])
-        rgb = palette[idx]  # -1 picks the last, grey: outside every grid
+        micro = con.execute("SELECT grid_id, ST_AsWKB(boundary) AS wkb FROM grids WHERE level = 'micro' "
+                            "AND valid_to IS NULL ORDER BY grid_id").arrow().read_all()
+        wkb = micro.column("wkb").combine_chunks()
+        # A city's 650,000 polygons would leave the server's heap in pieces: they are made in a helper process.
+        classes = (in_helper(neighbour_distinct_classes_wkb, wkb) if len(wkb) > HELPER_ABOVE
+                   else neighbour_distinct_classes_wkb(wkb))
+        idx = layer.per_building(micro.column("grid_id").to_numpy(zero_copy_only=False), classes, missing=-1)
+        palette = _hex_rgb(list(CATEGORICAL) + [OUTSIDE_GRIDS])  # -1 takes the last, grey: outside every grid
         legend = {"title": MEASURE_TITLES["grid"], "items": [[CATEGORICAL[0], N_("neighbouring micro-grids")],
                                                              [CATEGORICAL[1], N_("differ in colour")],
                                                              [OUTSIDE_GRIDS, N_("outside any grid")]]}
-        return rgb.tobytes(), legend
+        return indexed_colours(palette, idx), legend
     values = _measure_values(con, layer, measure)
     idx, top = sequential(values)
-    rgb = _hex_rgb(list(SEQUENTIAL))[idx]
     steps = np.linspace(0, top, len(SEQUENTIAL))
     legend = {"title": MEASURE_TITLES[measure],
               "items": [[SEQUENTIAL[i], f"{steps[i]:,.0f}" + (" +" if i == len(SEQUENTIAL) - 1 else "")]
                         for i in range(0, len(SEQUENTIAL), 2)]}
-    assert rgb.shape == (n, 3)
-    return rgb.tobytes(), legend
+    assert len(idx) == n
+    return indexed_colours(_hex_rgb(list(SEQUENTIAL)), idx), legend
 
 
 def _measure_values(con: duckdb.DuckDBPyConnection, layer: BuildingLayer, measure: str) -> np.ndarray:
     if measure == "height":
         return layer.height
-    counts = con.execute(f"SELECT building_id, residents FROM ({per_building_population(con)})").df()
-    series = pd.Series(counts.iloc[:, 1].to_numpy(), index=counts.iloc[:, 0].to_numpy())
-    return series.reindex(layer.building_id).fillna(0).to_numpy(dtype=np.float64)
+    counts = con.execute(f"SELECT building_id, residents FROM ({per_building_population(con)}) "
+                         "ORDER BY building_id").arrow().read_all()
+    values = np.zeros(len(layer.building_id), dtype=np.float64)
+    where = layer.building_id.indices_of(counts.column("building_id"))
+    values[where[where >= 0]] = counts.column("residents").to_numpy()[where >= 0]
+    return values
 
 
 def grid_measure_colours(layer: BuildingLayer, table: pd.DataFrame, tree: pd.DataFrame, *, level: str,
                          measure: str) -> tuple[bytes, dict]:
-    """Per-building RGB (n x 3 uint8) painting each grid at ``level`` in the class of its ``measure``.
+    """Per-building colours (:func:`indexed_colours`) painting each grid at ``level`` in the class of its ``measure``.
 
     Classes are quantiles of the grids' values with distinct bounds (:func:`scenes.colours.class_breaks`);
     each building takes its grid's colour, and buildings outside every grid are grey.
@@ -278,15 +427,15 @@ def grid_measure_colours(layer: BuildingLayer, table: pd.DataFrame, tree: pd.Dat
     values = table[measure].to_numpy(dtype=np.float64)
     edges = class_breaks(values)
     palette = _hex_rgb(list(CLASSED[:len(edges) - 1]) + [OUTSIDE_GRIDS])
-    grid_class = dict(zip(table["grid_id"], classify(values, edges)))
+    grid_class = pd.Series(classify(values, edges), index=table["grid_id"].to_numpy(dtype=object))
     micro = tree[tree["level"] == "micro"]
-    micro_class = {m: grid_class.get(g, -1) for m, g in zip(micro["grid_id"], micro[level])}
-    idx = np.array([micro_class.get(g, -1) for g in layer.grid_id], dtype=np.int64)
+    micro_class = micro[level].astype(object).map(grid_class).fillna(-1).to_numpy(dtype=np.int64)
+    idx = layer.per_building(micro["grid_id"], micro_class, missing=-1)
     labels = class_labels(edges, integer=measure not in ("cases_per_1000", "volunteer_hours"))
     legend = {"title": MEASURE_TITLES[measure], "level": level,
               "items": [[CLASSED[k], text] for k, text in enumerate(labels)]
               + [[OUTSIDE_GRIDS, N_("outside any grid")]]}
-    return palette[idx].tobytes(), legend
+    return indexed_colours(palette, idx), legend
 
 
 def grid_segments(shapes: np.ndarray, origin: tuple[float, float, float]) -> bytes:
@@ -318,8 +467,8 @@ def case_markers(cases: pd.DataFrame, layer: BuildingLayer) -> bytes:
     """
     if len(cases) == 0:
         return b""
-    height = pd.Series(layer.centre[:, 2], index=layer.building_id)
-    z = height.reindex(cases["building_id"].to_numpy()).fillna(0.0).to_numpy()
+    index = layer.building_id.indices_of(cases["building_id"].fillna("").to_numpy(dtype=object))
+    z = np.where(index >= 0, layer.centre[index, 2], 0.0)
     status = pd.Categorical(cases["status"], categories=CASE_STATUSES).codes.clip(0)
     rec = np.column_stack([cases["x"] - layer.origin[0], cases["y"] - layer.origin[1], z, status])
     return rec.astype("<f4").tobytes()
@@ -344,8 +493,40 @@ def camera_records(cameras: pd.DataFrame, origin: tuple[float, float, float]) ->
     return rec.astype("<f4").tobytes()
 
 
+@dataclass(frozen=True)
+class CameraLayer:
+    """Every camera's id and its record for the view (:func:`camera_records`), in ``camera_id`` order.
+
+    Attributes
+    ----------
+    camera_id : SortedIds, length n
+    payload : bytes
+        n float32 records of 8 (x, y, z relative to the origin, heading, pitch, fov, range, online).
+    """
+
+    camera_id: SortedIds
+    payload: bytes
+
+    def __len__(self) -> int:
+        return len(self.camera_id)
+
+    def position(self, index: int) -> tuple[float, float, float]:
+        """Where camera ``index`` is: x, y, z relative to the origin (m)."""
+        x, y, z = np.frombuffer(self.payload, dtype="<f4", count=3, offset=32 * index)
+        return float(x), float(y), float(z)
+
+
+def camera_layer(con: duckdb.DuckDBPyConnection, origin: tuple[float, float, float]) -> CameraLayer:
+    """The cameras of the store (see :class:`CameraLayer`)."""
+    cameras = read_frame(con, "SELECT camera_id, ST_X(position) AS x, ST_Y(position) AS y, z, heading_deg, pitch_deg, "
+                              "fov_deg, range_m, status FROM cameras ORDER BY camera_id")
+    return CameraLayer(camera_id=SortedIds(pa.array(cameras.pop("camera_id"), type=pa.string())),
+                       payload=camera_records(cameras, origin))
+
+
 def coverage_colours(layer: BuildingLayer, coverage: pd.DataFrame) -> tuple[bytes, dict]:
-    """Per-building RGB (n x 3 uint8) painting each micro-grid in the class of its patrol coverage, and the legend.
+    """Per-building colours (:func:`indexed_colours`) painting each micro-grid in the class of its patrol coverage,
+    and the legend.
 
     Parameters
     ----------
@@ -353,14 +534,14 @@ def coverage_colours(layer: BuildingLayer, coverage: pd.DataFrame) -> tuple[byte
         :func:`twin.field.patrol.patrol_coverage`: ``grid_id`` and ``share`` (0-1) per micro-grid.
     """
     bounds = np.array([c[0] for c in COVERAGE_CLASSES])
-    share = dict(zip(coverage["grid_id"], coverage["share"]))
-    values = np.array([share.get(g, np.nan) for g in layer.grid_id], dtype=np.float64)
+    values = layer.per_building(coverage["grid_id"].to_numpy(dtype=object),
+                                coverage["share"].to_numpy(dtype=np.float64), missing=np.nan)
     idx = np.where(np.isnan(values), -1, np.searchsorted(bounds, np.nan_to_num(values), side="right") - 1)
     palette = _hex_rgb([c[1] for c in COVERAGE_CLASSES] + [OUTSIDE_GRIDS])
     legend = {"title": MEASURE_TITLES[COVERAGE_MEASURE],
               "items": [[colour, text] for _, colour, text in reversed(COVERAGE_CLASSES)]
               + [[OUTSIDE_GRIDS, N_("outside any grid")]]}
-    return palette[idx].tobytes(), legend
+    return indexed_colours(palette, idx), legend
 
 
 def worker_records(workers: pd.DataFrame, origin: tuple[float, float, float]) -> bytes:

@@ -29,11 +29,11 @@ from scenes.i18n import (N_, _, case_kind_name, current_lang, error_text, level_
                          translated_legend)
 from scenes.inspector import Inspector
 from scenes.layers import (COLOUR_MEASURES, COVERAGE_MEASURE, GRID_MEASURES, VOLUNTEER_MEASURES, case_markers,
-                           case_update_records, grid_labels, grid_segments, worker_records)
+                           case_update_records, grid_segments, worker_records)
 from scenes.loopfigures import LoopFigures
 from scenes.party import PartyLayer
 from scenes.planner import GridEditor, save_through_writer
-from scenes.shared import READS, REFRESH_S, WORKERS_REFRESH_S, SharedDistrict
+from scenes.shared import READS, REFRESH_S, WORKERS_REFRESH_S, GridOutlines, SharedDistrict
 from scenes.theme import CSS
 from scenes.ticker import CaseTicker
 from scenes.volunteerboard import VolunteerRanking, ticker_items
@@ -43,7 +43,6 @@ from twin.cases.cases import CASE_STATUSES, OPEN_STATUSES
 from twin.errors import TwinError
 from twin.field.patrol import of_grids
 from twin.access.policy import Gate
-from twin.store.queries import grid_boundaries
 from twin.store.schema import GRID_LEVELS
 
 log = logging.getLogger(__name__)
@@ -135,7 +134,6 @@ class DistrictApp(pn.viewable.Viewer):
                                  tileset=shared.tileset or "", sizing_mode="stretch_both", min_height=400)
         self._editor: GridEditor | None = None
         self._cameras = shared.cameras
-        self._roof = pd.Series(layer.centre[:, 2], index=layer.building_id)
         self._load_cases()
         self._live_at, self._live_version = time.monotonic(), self._seen
         self._poll = None
@@ -147,7 +145,9 @@ class DistrictApp(pn.viewable.Viewer):
         self._workers_task: asyncio.Future | None = None
         self._worker_names: list[str] = []
         self._show_colours(shared.colours(self.colour_by, level=self.level))  # the first frame's, at once
-        self._show_grids(*grid_boundaries(con, level=self.level))
+        # A city's grid outlines and labels (3 MB at the grid level) follow its first frame, as the ground does.
+        self._grids_late = tiled
+        self._show_grids(shared.grid_outlines(self.level))
         self.search_box = pn.widgets.TextInput(placeholder=_("Search address, building or case id"), width=260,
                                                css_classes=["twin-search"])
         self.search_box.param.watch(self._search, "enter_pressed")
@@ -312,7 +312,8 @@ class DistrictApp(pn.viewable.Viewer):
                     continue
                 slot = self._case_slot[r["case_id"]] = len(self._case_ids)
                 self._case_ids.append(r["case_id"])
-            z = float(self._roof.get(r["building_id"], 0.0)) if r["building_id"] else 0.0
+            index = self.layer.index_of(r["building_id"]) if r["building_id"] else -1
+            z = float(self.layer.centre[index, 2]) if index >= 0 else 0.0
             updates.append((slot, float(r["x"] - ox), float(r["y"] - oy), z, status, new, r["case_id"]))
         return updates
 
@@ -340,15 +341,15 @@ class DistrictApp(pn.viewable.Viewer):
     @param.depends("level", watch=True)
     def _grids(self) -> None:
         level = self.level
-        self._read_then(lambda con: grid_boundaries(con, level=level),
-                        lambda found: self._show_grids(*found) if level == self.level else None)
+        self._read_then(lambda _con: self.shared.grid_outlines(level),
+                        lambda found: self._show_grids(found) if level == self.level else None)
         if self.colour_by in (*GRID_MEASURES, *VOLUNTEER_MEASURES):  # coloured per grid at the level
             self._colour()
 
-    def _show_grids(self, frame: pd.DataFrame, shapes: np.ndarray) -> None:
-        self._grid_frame, self._grid_shapes = frame, shapes
-        self.view.param.update(grid_lines=grid_segments(shapes, self.layer.origin),
-                               labels=grid_labels(frame, shapes, self.layer.origin), grid_highlight=b"")
+    def _show_grids(self, outlines: GridOutlines) -> None:
+        self._grid_frame, self._grid_shapes = outlines.frame, outlines.shapes  # shared by every session
+        if not self._grids_late:
+            self.view.param.update(grid_lines=outlines.segments, labels=outlines.labels, grid_highlight=b"")
         self.grid_table.level = self.loop.level = self.level
 
     def _ready(self, event: param.parameterized.Event) -> None:
@@ -360,6 +361,10 @@ class DistrictApp(pn.viewable.Viewer):
             self.frame_my_grids()
         # The ground and the cameras in one message: the browser draws them in one more frame.
         late = {"basemap": self.shared.basemap_payload, "cameras": self.shared.camera_payload}
+        if self._grids_late:
+            self._grids_late = False
+            outlines = self.shared.grid_outlines(self.level)
+            late.update(grid_lines=outlines.segments, labels=outlines.labels)
         self.view.param.update({name: payload for name, payload in late.items() if not getattr(self.view, name)})
         if self._poll is None and pn.state.curdoc is not None:
             self._poll = pn.state.add_periodic_callback(self._catch_up_live, period=LIVE_POLL_MS)
@@ -410,7 +415,7 @@ class DistrictApp(pn.viewable.Viewer):
             self.inspector.show_case(self._case_ids[index])
         elif kind == "camera" and 0 <= index < len(self._cameras):
             self.view.selected = -1
-            self.inspector.show_camera(str(self._cameras["camera_id"].iloc[index]))
+            self.inspector.show_camera(self._cameras.camera_id[index])
         elif kind == "party":
             self.party.picked(index)
         elif kind == "worker" and 0 <= index < len(self._worker_names):
@@ -420,9 +425,7 @@ class DistrictApp(pn.viewable.Viewer):
             self.select_building(-1)
 
     def _hovered(self, event: param.parameterized.Event) -> None:
-        i = event.new
-        texts = self.shared.hover_text
-        self.view.tooltip = str(texts[i]) if 0 <= i < len(texts) else ""
+        self.view.tooltip = self.shared.hover_text(self._con, event.new)
 
     def _grid_clicked(self, event: param.parameterized.Event) -> None:
         self.select_grid(event.new, fly=True)
@@ -499,12 +502,13 @@ class DistrictApp(pn.viewable.Viewer):
                 if task["task_id"] == ident:
                     self._frame_point(task["x"], task["y"], 20.0, half_m=30.0)
         elif kind == "camera":
-            hits = np.flatnonzero(self._cameras["camera_id"].to_numpy() == ident)
-            if len(hits):
+            index = self._cameras.camera_id.index_of(ident)
+            if index >= 0:
                 self.view.selected = -1
                 self.inspector.show_camera(ident)
-                cam = self._cameras.iloc[hits[0]]
-                self._frame_point(cam["x"], cam["y"], float(cam["z"] if cam["z"] == cam["z"] else 0.0))
+                x, y, z = self._cameras.position(index)
+                ox, oy, _oz = self.layer.origin
+                self._frame_point(x + ox, y + oy, z)
 
     def frame(self, box: np.ndarray) -> None:
         """Fly to a box (``xmin, ymin, zmin, xmax, ymax, zmax`` relative to the origin) from outside every
@@ -558,13 +562,13 @@ class DistrictApp(pn.viewable.Viewer):
     def _saved_grids_read(self, con: duckdb.DuckDBPyConnection) -> tuple:
         """What a grid save changes on this screen, read on ``con`` (the calling thread's own cursor)."""
         self.shared.forget_grids()
-        return (grid_boundaries(con, level=self.level), self.shared.colours(self.colour_by, level=self.level),
+        return (self.shared.grid_outlines(self.level), self.shared.colours(self.colour_by, level=self.level),
                 self.shared.grid_table(self.grid_table.level))
 
     def _show_saved_grids(self, read: tuple) -> None:
-        (frame, shapes), (colours, legend), table = read
+        outlines, (colours, legend), table = read
         with pn.io.hold():
-            self._show_grids(frame, shapes)
+            self._show_grids(outlines)
             self.view.param.update(colors=colours, legend=translated_legend(legend))
             self.grid_table.refresh(table)
             self.party.forget()  # coverage follows the buildings into their new grids

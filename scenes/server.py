@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import json
 import logging
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from zoneinfo import ZoneInfo
 
-import pandas as pd
 import panel as pn
 from tornado.web import RequestHandler
 
@@ -32,14 +33,15 @@ from scenes.field import FieldDesk, field_routes
 from scenes.i18n import choose_lang, translations, use
 from scenes.reconnect import StoreUnreachable, reconnect_when_lost
 from scenes.screens import DistrictApp, FieldWorkerElsewhere, SignedOut
-from scenes.shared import READS, Cursors, OffLoop, SharedDistrict
+from scenes.shared import READS, Cursors, OffLoop, SharedDistrict, release_memory
 from scenes.theme import PAGE_CSS
-from scenes.tileserve import tile_routes, tiled_view
+from scenes.tileserve import TileRefresher, tile_routes, tiled_view, update_in_own_process
 from scenes.volunteers import PAGES as VOLUNTEER_PAGES, VolunteerDesk, volunteer_routes
 from twin.access.access import LANGS, set_lang, user_lang
 from twin.access.keys import KeyUse, client_for, record_key_use
 from twin.access.policy import Gate, Refusals, client_principal, public_principal
 from twin.access.ratelimit import RateLimiter
+from twin.cases.cameras import keep_camera_sight
 from twin.cases.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
 from twin.cases.evaluations import TOKEN_PATH
 from twin.cases.idempotency import check_key
@@ -52,12 +54,16 @@ from twin.store.clock import store_timezone
 from twin.store.control import Command, ControlChannel
 from twin.store.notices import Listener
 from twin.store.schema import CHANGES_CHANNEL, NOTIFIED_TABLES
-from twin.store.store import Store, is_unavailable
+from twin.store.store import Store, is_unavailable, user_folder
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024  # one intake request
 MAX_HTTP_BODY_BYTES = 1024 * 1024  # anything posted to the server (the sign-in form, intake): refused above
 MAX_WS_MESSAGE_BYTES = 4 * 1024 * 1024  # a browser session's message (picks, typed text; no uploads)
+# DuckDB in the server: its buffers capped (it keeps the blocks it read up to 80 % of the machine by default; a
+# query needing more spills to disk), and its allocator giving freed memory back soon. See twin bench city.
+SERVER_DUCKDB_SETTINGS = {"memory_limit": "256MB", "allocator_flush_threshold": "32MB",
+                          "allocator_background_threads": "true", "enable_progress_bar": "false"}
 KEY_CACHE_S = 10.0  # a key is looked up again after this long
 INTAKE_RATE = 1000.0  # requests per second per API key (bursts of twice that)
 PUBLIC_RATE = 5.0  # keyless Open311 reads per second per address (bursts of twice that)
@@ -515,13 +521,34 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     """
     for lang in LANGS:  # refuse to start without the compiled catalogues, rather than speak English silently
         translations(lang)
+    started = time.perf_counter()
     store = Store(db)
     if not store.count("users"):
         log.warning("%s has no users: nobody can sign in. Add one with `twin users add NAME --role admin`.", db)
+    _keep_camera_sight(store)
+    coverage_s = time.perf_counter() - started
+    tiled = tiled_view(view, store.count("buildings"))
+    own_tiles = tiled and tiles is None
+    if own_tiles:  # exported (or found up to date) by a process of its own, which must open the file alone
+        tiles = _tiles_folder(store)
+        if not store.postgres:
+            store.close()
+        summary = update_in_own_process(db, tiles)
+        log.info("tiles for the view in %s: %s, %d of %d written in %.1f s", tiles, summary["how"],
+                 len(summary["written"]), summary["tiles"], summary["seconds"])
+        if not store.postgres:
+            store = Store(db)
+    tiles_s = time.perf_counter() - started - coverage_s
+    for name, value in SERVER_DUCKDB_SETTINGS.items():
+        store.con.execute(f"SET {name} = '{value}'")
     feed = CaseFeed()
     writer = IntakeWriter(store.con, feed, dedupe_window_s=dedupe_window_s)
     # Each thread reads on its own cursor (scenes/shared.py); the writer has its own and checkpoints there.
-    shared = SharedDistrict(store.con.cursor(), feed=feed, writer=writer)
+    shared = SharedDistrict(store.con.cursor(), feed=feed, writer=writer, tiled=tiled)
+    shared.warm()  # the first session's colouring and table, computed before anyone waits for them
+    release_memory()
+    log.info("start-up in %.1f s: camera coverage %.1f s, tiles %.1f s, the district's layers and figures %.1f s",
+             time.perf_counter() - started, coverage_s, tiles_s, time.perf_counter() - started - coverage_s - tiles_s)
     signins = SignIns(store.con.cursor(), writer)
     sessions = store.con.cursor()  # makes each browser session's cursor, on the event loop
     clients = clients_of(shared.cursors)
@@ -532,7 +559,10 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
                  ] if store.postgres else []
     # While this process hears nothing from the PostgreSQL server, it is down or out of reach: pages answer 503.
     signins.reachable = lambda: all(listener.listening for listener in listeners)
-    tile_patterns = _tiles(store, shared, signins, view=view, folder=tiles)
+    tile_patterns = _tile_routes(store, shared, signins, folder=tiles) if tiled else []
+    if own_tiles:  # grid saves change the grid ids in the tiles' property tables
+        refresher = TileRefresher(shared.cursors, district=store.district, folder=tiles)
+        shared.after_grids_saved = refresher.request
     pn.extension("vtk", theme="dark", sizing_mode="stretch_width", global_css=[PAGE_CSS])
 
     def app() -> pn.viewable.Viewable:
@@ -571,6 +601,8 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
                                                                          principal.username, f.exception()))
         use(choose_lang(asked.get("set_lang") or asked.get("lang"), user_lang(con, principal.username)))
         writer.audit(actor=principal.username, action="session.open", source=principal.source)
+        # a session's objects go when it ends; the heap they leave free goes back to the system
+        pn.state.on_session_destroyed(lambda _context: release_memory())
         return DistrictApp(con, shared, principal=principal)
 
     def execute(command: Command, args: dict) -> dict:
@@ -625,6 +657,8 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         sweeper.close()
         key_use.close()
         retention.close()
+        if own_tiles:
+            refresher.close()
         for listener in listeners:
             listener.close()
         writer.close()
@@ -654,29 +688,30 @@ def follow_store_changes(db: str, *, clients: Remembered, signins: SignIns, shar
     return Listener(db, CHANGES_CHANNEL, follow, skip=lambda sender, table: sender == origin and table == "grids")
 
 
-def _tiles(store: Store, shared: SharedDistrict, signins: SignIns, *, view: str, folder: str | None) -> list[tuple]:
-    """The tile routes when the view streams tiles (and ``shared.tileset`` set to their URL); else none."""
-    if not tiled_view(view, len(shared.layer.building_id)):
-        return []
-    if folder is None:
-        from twin.tiles.export import export_tiles
+def _keep_camera_sight(store: Store) -> None:
+    """Keep the per-grid camera coverage in the store when the cameras or footprints changed since it was kept
+    (once: then every start reads it)."""
+    started = time.perf_counter()
+    with store.transaction():
+        computed = keep_camera_sight(store.con)
+    if computed:
+        log.info("camera coverage computed and kept in the store in %.1f s", time.perf_counter() - started)
 
-        folder = f"{store.path}.tiles"
-        with store.con.cursor() as cursor:  # no normals: the view shades flat itself, from half the bytes
-            summary = export_tiles(cursor, store.district, folder, normals=False)
-        log.info("tiles for the view in %s: %d of %d written in %.1f s", folder, len(summary["written"]),
-                 summary["tiles"], summary["seconds"])
-    ids: dict[int, pd.Index] = {}
 
-    def building_ids() -> pd.Index:  # one index per layer (a grid save replaces the layer, not its ids' order)
-        key = id(shared.layer.building_id)
-        if key not in ids:
-            ids.clear()
-            ids[key] = pd.Index(shared.layer.building_id)
-        return ids[key]
+def _tiles_folder(store: Store) -> str:
+    """Where the server keeps its own tileset: beside a DuckDB file, in the user's folder for PostgreSQL."""
+    if store.path is not None:
+        return f"{store.path}.tiles"
+    return str(user_folder() / f"tiles-{hashlib.sha256(store.name.encode()).hexdigest()[:16]}")
+
+
+def _tile_routes(store: Store, shared: SharedDistrict, signins: SignIns, *, folder: str) -> list[tuple]:
+    """The tile routes of the tileset in ``folder`` (and ``shared.tileset`` set to their URL)."""
     shared.tileset = "/tiles/tileset.json"
-    return tile_routes(folder, district=store.district, building_ids=building_ids,
-                       signed_in=lambda name: signins.principal(name) is not None)
+    # The ids are read on each request: a grid save replaces the layer, not its ids' order.
+    return tile_routes(folder, district=store.district, building_ids=lambda: shared.layer.building_id,
+                       signed_in=lambda name: signins.principal(name) is not None,
+                       model_elements=lambda: shared.model_elements)
 
 
 def _keep_lang(con: duckdb.DuckDBPyConnection, *, username: str, lang: str) -> dict:

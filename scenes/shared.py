@@ -23,7 +23,9 @@ Who owns which DuckDB cursor in ``twin serve`` (the one place this rule is writt
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -33,10 +35,11 @@ from typing import TypeVar
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from scenes.layers import (COVERAGE_MEASURE, GRID_MEASURES, VOLUNTEER_MEASURES, BuildingLayer, basemap_layer,
-                           building_colours, building_layer, camera_records, coverage_colours, grid_measure_colours,
-                           model_layer)
+from scenes.layers import (COVERAGE_MEASURE, GRID_MEASURES, VOLUNTEER_MEASURES, BuildingLayer, CameraLayer,
+                           basemap_layer, building_colours, building_layer, camera_layer, coverage_colours,
+                           grid_codes, grid_labels, grid_measure_colours, grid_segments, model_elements, model_layer)
 from twin.access.access import audit
 from twin.access.policy import Gate, Refusals
 from twin.cases.live import CaseFeed, IntakeWriter, Written
@@ -45,7 +48,8 @@ from twin.field.patrol import field_workers, patrol_coverage
 from twin.geo.basemap import load_basemap
 from twin.cases.duties import department_figures
 from twin.cases.evaluations import satisfaction
-from twin.store.queries import district_totals, grid_table, grid_tree, key_figures, micro_figures
+from twin.store.queries import (district_totals, grid_boundaries, grid_table, grid_tree, key_figures,
+                                micro_figures)
 from twin.volunteers.figures import community_ranking, newest_completed, volunteer_table
 from twin.store.schema import GRID_LEVELS
 
@@ -56,6 +60,17 @@ VOLUNTEER_REFRESH_S = 5.0  # the volunteer figures (tasks confirmed, points) are
 # The threads that read the store for the event loop (DuckDB runs a query without the GIL, so a few help).
 READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="twin-read")
 T = TypeVar("T")
+
+
+def release_memory() -> None:
+    """Give back to the system what the big reads of start-up or of a grid save left free: Arrow's pool and the C
+    heap keep freed memory for reuse, and at a million buildings that is a few hundred MB."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: its heap stays as it is
+        pass
 
 
 class Cursors:
@@ -118,6 +133,25 @@ class OffLoop:
         return result
 
 
+def _slim_tree(tree: pd.DataFrame) -> pd.DataFrame:
+    """The grid tree as the tables, colourings and grid paths read it, in half the memory: the levels, the parents
+    and the ancestors above the micro-grids as categories (a city has 700,000 grids under 41,000 ancestors)."""
+    for column in ("level", "parent_id", *GRID_LEVELS[:-1]):
+        tree[column] = tree[column].astype("category")
+    return tree
+
+
+@dataclasses.dataclass(frozen=True)
+class GridOutlines:
+    """The grids at one level (:func:`twin.store.queries.grid_boundaries`) and their outlines and labels for the view
+    (:func:`scenes.layers.grid_segments`, :func:`scenes.layers.grid_labels`)."""
+
+    frame: pd.DataFrame
+    shapes: np.ndarray
+    segments: bytes
+    labels: list[list]
+
+
 class SharedDistrict:
     """The building layer, hover texts, colourings and per-grid tables of one store, memoised.
 
@@ -130,10 +164,15 @@ class SharedDistrict:
     writer : IntakeWriter, optional
         The store's writer, for case transitions and audit rows; None when read-only. With it,
         :attr:`off_loop` runs the sessions' looks off the event loop.
+    tiled : bool
+        The view streams the buildings as tiles (:mod:`scenes.tileserve`): no geometry buffer is built.
+
+    Every building's data is held in numpy arrays, never as Python objects per building: at a million
+    buildings the server stays within its memory (``twin bench city``).
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, *, feed: CaseFeed | None = None,
-                 writer: IntakeWriter | None = None) -> None:
+                 writer: IntakeWriter | None = None, tiled: bool = False) -> None:
         self.cursors = Cursors(con)
         self.feed = feed if feed is not None else CaseFeed()
         self.writer = writer
@@ -142,19 +181,20 @@ class SharedDistrict:
         self._lock = threading.Lock()
         self._key_locks: dict[tuple, threading.Lock] = {}
         con = self.cursors()
-        self.layer: BuildingLayer = building_layer(con)
-        self.models: bytes = model_layer(con, self.layer)
-        self.hover_text: np.ndarray = self._hover_texts()
-        self.cameras: pd.DataFrame = con.execute(
-            "SELECT camera_id, ST_X(position) AS x, ST_Y(position) AS y, z, heading_deg, pitch_deg, fov_deg, "
-            "range_m, status FROM cameras ORDER BY camera_id").df()
-        self.camera_payload: bytes = camera_records(self.cameras, self.layer.origin)
+        self.layer: BuildingLayer = building_layer(con, geometry=not tiled)
+        self.models: bytes = b"" if tiled else model_layer(con, self.layer)  # tiles carry the models
+        # their parts, picked through tiles (scenes.tileserve.ElementIndexHandler)
+        self.model_elements: dict[str, np.ndarray] = model_elements(con) if tiled else {}
+        self.cameras: CameraLayer = camera_layer(con, self.layer.origin)
+        self.camera_payload: bytes = self.cameras.payload
         self.basemap_payload: bytes = basemap_layer(load_basemap(con), self.layer.origin)  # sent after the first frame
         self._totals = district_totals(con)
-        self._tree = grid_tree(con)
+        self._tree = _slim_tree(grid_tree(con))
         self._tree_index: tuple[pd.DataFrame, dict] | None = None  # the tree's grids by id, for grid_path
         self._memo: dict[tuple, tuple[int, float, object]] = {}
         self.tileset: str | None = None  # the tileset's URL when the view streams tiles (scenes.tileserve)
+        # Called once a grid save is read (twin serve: the tiles holding the moved buildings are rewritten).
+        self.after_grids_saved: Callable[[], object] | None = None
 
     @property
     def _con(self) -> duckdb.DuckDBPyConnection:
@@ -198,26 +238,39 @@ class SharedDistrict:
     def forget_grids(self) -> None:
         """Grids were saved (the planner): the grid tree, the micro-grid figures and every memoised table
         and colouring are computed afresh when next asked for. Reads the store: call it off the event loop."""
-        tree = grid_tree(self._con)
-        # Buildings moved to new micro-grids: the grid colouring and hover texts look them up here.
-        grid_ids = self._con.execute("SELECT grid_id FROM buildings ORDER BY building_id").df()["grid_id"]
-        hover_text = self._hover_texts()
+        tree = _slim_tree(grid_tree(self._con))
+        # Buildings moved to new micro-grids: the grid colouring looks them up here.
+        grid_code, micro_ids = grid_codes(self._con.execute("SELECT grid_id FROM buildings ORDER BY building_id")
+                                          .arrow().read_all().column(0))
         with self._lock:
             self._tree = tree
             self._memo.clear()
-            self.layer = dataclasses.replace(self.layer, grid_id=grid_ids.to_numpy(dtype=object))
-            self.hover_text = hover_text
+            self.layer = dataclasses.replace(self.layer, grid_code=grid_code, micro_ids=micro_ids)
+        if self.after_grids_saved is not None:
+            self.after_grids_saved()
 
-    def _hover_texts(self) -> np.ndarray:
-        """Per building: its name (or id) and its micro-grid's name and id."""
-        return self._con.execute(
+    def hover_text(self, con: duckdb.DuckDBPyConnection, index: int) -> str:
+        """Building ``index``'s name (or id) and its micro-grid's name and id ("" for no building), read on
+        ``con`` (one row by its key: light enough for the event loop)."""
+        if not 0 <= index < len(self.layer.building_id):
+            return ""
+        row = con.execute(
             "SELECT coalesce(b.name, b.building_id) || coalesce(' · ' || g.name || ' (' || g.grid_id || ')', '') "
             "FROM buildings b LEFT JOIN grids g ON g.grid_id = b.grid_id AND g.valid_to IS NULL "
-            "ORDER BY b.building_id").df().iloc[:, 0].to_numpy(dtype=object)
+            "WHERE b.building_id = ?", [self.layer.building_id[index]]).fetchall()
+        return str(row[0][0]) if row else ""
+
+    def warm(self, *, level: str = "grid") -> None:
+        """Compute what a session's first frame asks for (the default colouring, the per-grid table), so that
+        the first session does not wait for it: at a million buildings these take seconds."""
+        self.colours("grid", level=level)
+        self.grid_table(level)
+        self.grid_outlines(level)
 
     def colours(self, measure: str, *, level: str = "grid") -> tuple[bytes, dict]:
-        """Per-building RGB bytes and legend for a measure: the cases per grid at ``level``
-        (:func:`scenes.layers.grid_measure_colours`), else per building (:func:`scenes.layers.building_colours`)."""
+        """Per-building colours (:func:`scenes.layers.indexed_colours`) and legend for a measure: the cases per grid
+        at ``level`` (:func:`scenes.layers.grid_measure_colours`), else per building
+        (:func:`scenes.layers.building_colours`)."""
         if measure in GRID_MEASURES:
             return self._fresh(("colours", measure, level), lambda: grid_measure_colours(
                 self.layer, self.grid_table(level), self._tree, level=level, measure=measure), live=True)
@@ -260,6 +313,15 @@ class SharedDistrict:
         (:func:`twin.field.patrol.field_workers`), at most ``WORKERS_REFRESH_S`` old; sessions keep their own."""
         return self._fresh(("workers",), lambda: field_workers(self._con), live=False, max_age_s=WORKERS_REFRESH_S)
 
+    def grid_outlines(self, level: str) -> GridOutlines:
+        """The grids at ``level``: ids, names, boundaries and what the view draws of them, one copy for every
+        session (a city's 32,400 grids are 50 MB of geometry)."""
+        def compute() -> GridOutlines:
+            frame, shapes = grid_boundaries(self._con, level=level)
+            return GridOutlines(frame=frame, shapes=shapes, segments=grid_segments(shapes, self.layer.origin),
+                                labels=grid_labels(frame, shapes, self.layer.origin))
+        return self._fresh(("outlines", level), compute, live=False)
+
     def key_figures(self, *, grids: frozenset[str] | None = None) -> dict:
         """The leader's key figures (see :func:`twin.store.queries.key_figures`), or those of ``grids`` (an
         operator's scope: the sessions of operators of the same grids share them). The totals of a grid set (a
@@ -271,11 +333,12 @@ class SharedDistrict:
         return self._fresh(("figures", grids), lambda: key_figures(self._con, totals=totals, grids=grids), live=True)
 
     def grid_table(self, level: str) -> pd.DataFrame:
-        """Figures per grid at a level (see :func:`twin.store.queries.grid_table`); a copy the caller may sort."""
+        """Figures per grid at a level (see :func:`twin.store.queries.grid_table`), one frame for every session while
+        the figures hold: do not change it (a city's table at the grid level has 32,400 rows)."""
         def compute() -> pd.DataFrame:
             micro = self._fresh(("micro",), lambda: micro_figures(self._con), live=False)
             return grid_table(self._con, level=level, micro=micro, tree=self._tree)
-        return self._fresh(("table", level), compute, live=True).copy()
+        return self._fresh(("table", level), compute, live=True)
 
     def loop_figures(self, level: str) -> dict:
         """The field loop's figures for the leader's screen: ``departments`` (:func:`twin.cases.duties.

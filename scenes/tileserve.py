@@ -11,10 +11,17 @@ GLB files and ids go out gzipped to a browser that accepts it (every browser doe
 and repeated ids, and shrink to about half (the app's Tornado compresses only text types, and nginx in front of
 several processes passes the encoding on). The latest compressed tiles are remembered, up to
 ``GZIP_CACHE_BYTES``.
+
+The server's own tileset (``DB.tiles`` beside the store) is brought up to date at start in a process of its own
+(:func:`update_in_own_process`: an export of a million buildings passes 2.6 GB, which the server never holds),
+which writes nothing when nothing changed; after each grid save, :class:`TileRefresher` rewrites the tiles
+whose buildings' grids changed (their property tables hold the grid ids).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import gzip
 import json
@@ -22,17 +29,21 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import duckdb
 import numpy as np
-import pandas as pd
 from tornado.web import HTTPError, RequestHandler
 
+from scenes.helper import in_helper
+from scenes.layers import SortedIds
+from scenes.shared import release_memory
 from twin.geo.crs import District
 from twin.tiles.export import TILESET
 from twin.tiles.frame import enu_frame, enu_to_district_maps
-from twin.tiles.glb import property_column, read_glb
+from twin.tiles.glb import accessor_array, property_column, read_glb
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +51,7 @@ TILED_ABOVE = 200_000  # buildings: above, the view streams tiles; at 115,000 on
 VIEW_MODES = ("auto", "tiles", "buffer")
 GZIP_LEVEL = 6
 GZIP_CACHE_BYTES = 32 * 2 ** 20
+VIEW_NORMALS = False  # the server's own tiles: the view shades flat itself, from half the bytes
 
 
 def tiled_view(mode: str, buildings: int) -> bool:
@@ -162,13 +174,18 @@ def _annotated(path: str, mtime_ns: int, district: District) -> tuple[bytes, byt
 class FeatureIndexHandler(_SignedIn, RequestHandler):
     """``/tiles/ids/<uri>``: each feature's building index in the view's order, uint32 little-endian."""
 
-    def initialize(self, folder: Path, building_ids: Callable[[], pd.Index],
+    def initialize(self, folder: Path, building_ids: Callable[[], SortedIds],
+                   model_elements: Callable[[], dict[str, np.ndarray]],
                    signed_in: Callable[[str | None], bool]) -> None:
         self.folder, self.building_ids, self.signed_in = folder, building_ids, signed_in
+        self.model_buildings = lambda: set(model_elements())
 
     def get(self, uri: str) -> None:
         document, binary = read_glb(_tile_path(self.folder, uri).read_bytes())
-        index = self.building_ids().get_indexer(property_column(document, binary, "building_id"))
+        ids = property_column(document, binary, "building_id")
+        index = self.building_ids().indices_of(ids)
+        if self.model_buildings() & set(ids):
+            self.set_header("X-Twin-Elements", "1")  # its models' parts may be picked (/tiles/elements/)
         body = np.where(index < 0, 0xFFFFFFFF, index).astype("<u4").tobytes()
         self.set_header("Content-Type", "application/octet-stream")
         self.set_header("Vary", "Accept-Encoding")
@@ -178,16 +195,148 @@ class FeatureIndexHandler(_SignedIn, RequestHandler):
         self.finish(body)
 
 
-def tile_routes(folder: str | os.PathLike, *, district: District, building_ids: Callable[[], pd.Index],
-                signed_in: Callable[[str | None], bool]) -> list[tuple]:
+class ElementIndexHandler(_SignedIn, RequestHandler):
+    """``/tiles/elements/<uri>``: the model element under each triangle of a tile, uint32 little-endian
+    (0xFFFFFFFF: none, or a hidden element), in the order the view keeps a tile's triangles: grouped by feature,
+    each feature's in the tile's order. 404 for a tile without a model's parts; the ids route says which have them
+    (header ``X-Twin-Elements``).
+
+    A feature's triangles are its model's, in order, when there are as many: a tile that draws a model in full
+    (its leaf). Elsewhere (LOD1 blocks above) a model building has no parts to pick.
+    """
+
+    def initialize(self, folder: Path, model_elements: Callable[[], dict[str, np.ndarray]],
+                   signed_in: Callable[[str | None], bool]) -> None:
+        self.folder, self.model_elements, self.signed_in = folder, model_elements, signed_in
+
+    def get(self, uri: str) -> None:
+        document, binary = read_glb(_tile_path(self.folder, uri).read_bytes())
+        elements = tile_elements(document, binary, self.model_elements())
+        if elements is None:
+            raise HTTPError(404)
+        body = elements.astype("<u4").tobytes()
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Vary", "Accept-Encoding")
+        if _accepts_gzip(self):
+            self.set_header("Content-Encoding", "gzip")
+            body = gzip.compress(body, 1, mtime=0)
+        self.finish(body)
+
+
+def tile_elements(document: dict, binary: bytes, models: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Each triangle's model element in a tile, in the view's order (:class:`ElementIndexHandler`), or None when
+    the tile draws no model's parts."""
+    ids = property_column(document, binary, "building_id")
+    if not any(b in models for b in ids):
+        return None
+    primitive = document["meshes"][0]["primitives"][0]
+    feature = accessor_array(document, binary, primitive["attributes"]["_FEATURE_ID_0"]).astype(np.int64)
+    triangle_feature = feature[accessor_array(document, binary, primitive["indices"]).reshape(-1, 3)[:, 0]]
+    out = np.full(len(triangle_feature), 0xFFFFFFFF, dtype=np.uint32)
+    for f, building_id in enumerate(ids):
+        elements = models.get(building_id)
+        rows = np.flatnonzero(triangle_feature == f) if elements is not None else ()
+        if len(rows) and len(rows) == len(elements):
+            out[rows] = elements
+    drawn = out[np.argsort(triangle_feature, kind="stable")]
+    return drawn if (drawn != 0xFFFFFFFF).any() else None
+
+
+def tile_routes(folder: str | os.PathLike, *, district: District, building_ids: Callable[[], SortedIds],
+                signed_in: Callable[[str | None], bool],
+                model_elements: Callable[[], dict[str, np.ndarray]] = dict) -> list[tuple]:
     """Tornado routes serving the tileset in ``folder`` at ``/tiles/`` (see the module's docstring).
 
     ``building_ids`` gives the view's building ids in its order (read on each request: grid saves keep it);
-    ``signed_in(username)`` says whether that user may read the district.
+    ``signed_in(username)`` says whether that user may read the district; ``model_elements`` gives each model
+    building's element per triangle (:func:`scenes.layers.model_elements`), for picking a model's parts.
     """
     folder = Path(folder).resolve()
     common = {"signed_in": signed_in}
     return [(r"/tiles/tileset\.json", TilesetHandler, {"folder": folder, "district": district, **common}),
-            (r"/tiles/ids/(.+)", FeatureIndexHandler, {"folder": folder, "building_ids": building_ids, **common}),
+            (r"/tiles/ids/(.+)", FeatureIndexHandler, {"folder": folder, "building_ids": building_ids,
+                                                       "model_elements": model_elements, **common}),
+            (r"/tiles/elements/(.+)", ElementIndexHandler, {"folder": folder, "model_elements": model_elements,
+                                                            **common}),
             (r"/tiles/(.+\.glb)", TileFileHandler, {"folder": folder, "gzipped": _Gzipped(GZIP_CACHE_BYTES),
                                                     **common})]
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold the tileset ``folder``'s lock (a file beside it) for the block: the processes of ``twin serve --workers``
+    bring the same folder up to date, one after another (the later ones then find it up to date)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _update_tileset(db: str, folder: str) -> dict:
+    """Bring the tileset in ``folder`` up to date with the store ``db`` (run in a process of its own)."""
+    from twin.store.store import Store
+    from twin.tiles.update import update_tiles
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    with folder_lock(folder), Store(db, read_only=True) as store:
+        store.con.execute("SET enable_progress_bar = false")  # its stderr is the server's log
+        return update_tiles(store.con, store.district, folder, normals=VIEW_NORMALS)
+
+
+def update_in_own_process(db: str, folder: str | os.PathLike) -> dict:
+    """:func:`twin.tiles.update.update_tiles` on the store ``db`` into ``folder``, in a helper process that opens the
+    store read-only: a DuckDB file must not be open for writing meanwhile (the server opens it after)."""
+    return in_helper(_update_tileset, str(db), str(folder))
+
+
+class TileRefresher:
+    """Rewrites the server's tiles whose buildings changed grids, after each grid save, off the event loop.
+
+    One update runs at a time, on a thread of its own; the saves made while one waits to start share it.
+
+    Parameters
+    ----------
+    cursor : callable
+        Gives the calling thread's own cursor of the store (:class:`scenes.shared.Cursors`).
+    district : District
+    folder : path-like
+        The tileset the server exported (:func:`update_in_own_process`).
+    """
+
+    def __init__(self, cursor: Callable[[], duckdb.DuckDBPyConnection], *, district: District,
+                 folder: str | os.PathLike) -> None:
+        self._cursor, self._district, self._folder = cursor, district, Path(folder)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-tiles")
+        self._lock = threading.Lock()
+        self._queued: Future | None = None
+
+    def request(self) -> Future:
+        """Ask for an update; the future gives its summary (:func:`twin.tiles.update.update_tiles`)."""
+        with self._lock:
+            if self._queued is None:
+                self._queued = self._pool.submit(self._run)
+            return self._queued
+
+    def _run(self) -> dict:
+        from twin.tiles.update import update_tiles
+
+        with self._lock:
+            self._queued = None  # a save from now on asks for another update
+        try:
+            with folder_lock(self._folder):
+                summary = update_tiles(self._cursor(), self._district, self._folder, normals=VIEW_NORMALS)
+        except Exception:
+            log.exception("the tiles in %s did not follow the saved grids", self._folder)
+            raise
+        finally:
+            release_memory()
+        log.info("tiles after the grid save: %s, %d rewritten in %.1f s", summary["how"], len(summary["written"]),
+                 summary["seconds"])
+        return summary
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

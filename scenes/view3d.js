@@ -237,7 +237,7 @@ export function render({ model, el }) {
   }
 
   const state = { layer: null, colours: null, selected: -1, hiddenGrid: null, bounds: null, camRec: new Float32Array(0),
-                  clickSeq: 0, firstFrame: false, labels: [], cameraCount: 0,
+                  clickSeq: 0, firstFrame: false, labels: [], cameraCount: 0, cameraTotal: 0, cameraNear: null,
                   caseRec: [], caseFresh: new Map(), pendingDrawn: [] };
   const ground = makeActor(false);
   const basemap = makeActor(false);
@@ -409,9 +409,30 @@ export function render({ model, el }) {
     render();
   }
 
+  // `colors` as RGB per building: it comes as a palette and one byte per building (scenes/layers.py
+  // indexed_colours; a third of RGB, before the first frame), or as RGB.
+  const COLOURS_MAGIC = 0x31435754;
+  let rgbOfBuildings = null;
+  function buildingRGB() {
+    if (rgbOfBuildings) return rgbOfBuildings;
+    const ab = asArrayBuffer(model.colors) || new ArrayBuffer(0);
+    if (ab.byteLength >= 12 && new Uint32Array(ab, 0, 1)[0] === COLOURS_MAGIC) {
+      const [, n, k] = new Uint32Array(ab, 0, 3);
+      const palette = new Uint8Array(ab, 12, 3 * k), index = new Uint8Array(ab, 12 + 4 * Math.ceil((3 * k) / 4), n);
+      rgbOfBuildings = new Uint8Array(3 * n);
+      for (let i = 0; i < n; i++) {
+        const c = 3 * index[i];
+        rgbOfBuildings[3 * i] = palette[c]; rgbOfBuildings[3 * i + 1] = palette[c + 1]; rgbOfBuildings[3 * i + 2] = palette[c + 2];
+      }
+    } else {
+      rgbOfBuildings = new Uint8Array(ab);
+    }
+    return rgbOfBuildings;
+  }
+
   // Each point takes its building's colour from the small per-building array (`colors`), or the highlight.
   function colourPoints(pointBuilding, colours) {
-    const src = new Uint8Array(asArrayBuffer(model.colors) || new ArrayBuffer(0));
+    const src = buildingRGB();
     const out = colours.getData();
     const cb = pointBuilding;
     const sel = model.selected;
@@ -573,11 +594,19 @@ export function render({ model, el }) {
       if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
       return res.arrayBuffer();
     };
-    const [glb, ids] = await Promise.all([get(tiled.base + node.uri), get(tiled.base + "ids/" + node.uri)]);
+    let withParts = false;  // the ids' answer says whether a model's parts may be picked in this tile
+    const [glb, ids] = await Promise.all([get(tiled.base + node.uri), fetch(tiled.base + "ids/" + node.uri,
+      { credentials: "same-origin" }).then((res) => {
+        if (!res.ok) throw new Error(`ids of ${node.uri}: HTTP ${res.status}`);
+        withParts = res.headers.get("X-Twin-Elements") === "1";
+        return res.arrayBuffer();
+      })]);
+    const parts = withParts ? await get(tiled.base + "elements/" + node.uri) : null;
     if (removed) return;
-    tiled.bytes += glb.byteLength + ids.byteLength;
+    tiled.bytes += glb.byteLength + ids.byteLength + (parts ? parts.byteLength : 0);
     probe.twinTiles.bytes = tiled.bytes;
     const tile = parseTile(glb, new Uint32Array(ids), node.map);
+    tile.elements = parts ? new Uint32Array(parts) : null;  // per triangle, in the order of tile.cells
     tile.actor = makeActor(false);
     const prop = tile.actor.actor.getProperty();
     prop.setInterpolationToFlat(); prop.setAmbient(0.25); prop.setDiffuse(0.8);
@@ -881,23 +910,25 @@ export function render({ model, el }) {
     return masks;
   }
   function camerasAsGlyphs() {
-    return overlaysShown && !!model.show_cameras && state.cameraCount > 0 && !conesWanted();
+    return overlaysShown && !!model.show_cameras && state.cameraTotal > 0 && !conesWanted();
   }
   function stampCameraGlyphs(project, w, h, dpr, W, H) {
     camScreen.n = 0;
     if (!state.firstFrame || !camerasAsGlyphs()) return;
     if (glyphDpr !== dpr) { glyphMasks = fanMasks(GLYPH_RADIUS_PX * dpr); glyphDpr = dpr; }
-    const rec = state.camRec, n = rec.length / 8;
+    const rec = state.camRec, near = state.cameraNear, n = near ? near.length : rec.length / 8;
     if (camScreen.x.length < n) { camScreen.x = new Float32Array(n); camScreen.y = new Float32Array(n); }
     camScreen.n = n;
+    camScreen.index = near;  // the glyphs' cameras, when only those near are stamped
     const ABGR = ([r, g, b]) => (0xff000000 | (b << 16) | (g << 8) | r) >>> 0;
     const core = [ABGR([56, 189, 248]), ABGR([100, 116, 139])], fan = [ABGR([30, 110, 150]), ABGR([62, 72, 88])];
-    for (let i = 0; i < n; i++) {
-      camScreen.x[i] = NaN;
+    for (let k = 0; k < n; k++) {
+      const i = near ? near[k] : k;
+      camScreen.x[k] = NaN;
       const x = rec[8 * i], y = rec[8 * i + 1], z = rec[8 * i + 2], h0 = (rec[8 * i + 3] * Math.PI) / 180;
       const p = project(x, y, z), q = project(x + 10 * Math.sin(h0), y + 10 * Math.cos(h0), z);
       if (!p || !q || p[0] < -10 || p[1] < -10 || p[0] > w + 10 || p[1] > h + 10) continue;
-      camScreen.x[i] = p[0]; camScreen.y[i] = p[1];
+      camScreen.x[k] = p[0]; camScreen.y[k] = p[1];
       const angle = Math.atan2(q[1] - p[1], q[0] - p[0]);
       const mask = glyphMasks[((Math.round((angle / (2 * Math.PI)) * GLYPH_DIRECTIONS) % GLYPH_DIRECTIONS) +
                                GLYPH_DIRECTIONS) % GLYPH_DIRECTIONS];
@@ -953,15 +984,62 @@ export function render({ model, el }) {
     queueCases();
   }
 
+  // At city scale (over CAMERAS_WHOLE cameras) the 3D markers, view cones and glyphs are made only for the
+  // cameras within CAMERAS_NEAR_M of where the view looks, found in a bucket index and made again as the view
+  // moves on: a million and a half cones would fill the browser's memory and every frame.
+  const CAMERAS_WHOLE = 50000, CAMERA_CELL_M = 500, CAMERAS_NEAR_M = 1500;
+  const camIndex = { cells: null, order: null, centre: null };
+  function bucketCameras(rec, n) {
+    const key = (i) => `${Math.floor(rec[8 * i] / CAMERA_CELL_M)},${Math.floor(rec[8 * i + 1] / CAMERA_CELL_M)}`;
+    const cells = new Map();
+    for (let i = 0; i < n; i++) { const k = key(i); cells.set(k, (cells.get(k) || 0) + 1); }
+    let start = 0;
+    for (const [k, count] of cells) { cells.set(k, [start, start]); start += count; }
+    const order = new Int32Array(n);
+    for (let i = 0; i < n; i++) { const c = cells.get(key(i)); order[c[1]++] = i; }
+    camIndex.cells = cells; camIndex.order = order;
+  }
+  function camerasNear(x, y) {
+    const out = [], r = Math.ceil(CAMERAS_NEAR_M / CAMERA_CELL_M);
+    const ci = Math.floor(x / CAMERA_CELL_M), cj = Math.floor(y / CAMERA_CELL_M);
+    for (let i = ci - r; i <= ci + r; i++) for (let j = cj - r; j <= cj + r; j++) {
+      const c = camIndex.cells.get(`${i},${j}`);
+      if (c) for (let k = c[0]; k < c[1]; k++) out.push(camIndex.order[k]);
+    }
+    return Int32Array.from(out);
+  }
+  function followCameras() { // city scale: the cameras near the focal point, when it moved far enough
+    if (!camIndex.cells) return false;
+    const fp = renderer.getActiveCamera().getFocalPoint(), c = camIndex.centre;
+    if (c && Math.hypot(fp[0] - c[0], fp[1] - c[1]) < CAMERAS_NEAR_M / 3) return false;
+    camIndex.centre = [fp[0], fp[1]];
+    makeCameraMarkers(camerasNear(fp[0], fp[1]));
+    return true;
+  }
+
   function loadCameras() {
     const rec = floatBuffer(model.cameras); // x, y, z, heading, pitch, fov, range, online
-    const n = rec.length / 8;
+    state.camRec = rec;
+    state.cameraTotal = rec.length / 8;
+    probe.twinCameras = state.cameraTotal;
+    if (state.cameraTotal > CAMERAS_WHOLE) {
+      bucketCameras(rec, state.cameraTotal);
+      camIndex.centre = null;
+      followCameras();
+    } else {
+      makeCameraMarkers(null);
+    }
+    if (overlaysShown) applyLayerVisibility(); else showOverlays();
+  }
+
+  function makeCameraMarkers(near) { // the markers and cones of the cameras ``near`` (indices), or of all
+    const rec = state.camRec, n = near ? near.length : rec.length / 8;
     const xyz = new Float32Array(n * 3);
     const apexAndCorners = new Float32Array(n * 5 * 3);
-    state.camRec = rec;
-    for (let i = 0; i < n; i++) {
+    for (let k = 0; k < n; k++) {
+      const i = near ? near[k] : k;
       const [x, y, z, heading, pitch, fov, range] = rec.subarray(8 * i, 8 * i + 7);
-      xyz.set([x, y, z - 2.5], 3 * i);
+      xyz.set([x, y, z - 2.5], 3 * k);
       const h = (heading * Math.PI) / 180, p = (pitch * Math.PI) / 180, half = (fov * Math.PI) / 360;
       const corner = (dh, dp) => {
         const hh = h + dh, pp = p + dp;
@@ -969,10 +1047,11 @@ export function render({ model, el }) {
                 Math.max(0.2, z + range * Math.sin(pp))];
       };
       const c = [corner(-half, half * 0.6), corner(half, half * 0.6), corner(half, -half * 0.6), corner(-half, -half * 0.6)];
-      apexAndCorners.set([x, y, z, ...c[0], ...c[1], ...c[2], ...c[3]], 15 * i);
+      apexAndCorners.set([x, y, z, ...c[0], ...c[1], ...c[2], ...c[3]], 15 * k);
     }
-    state.cameraCount = setMarkers(cameras, xyz, (i) => (rec[8 * i + 7] > 0 ? [56, 189, 248] : [100, 116, 139]), 2.5);
-    probe.twinCameras = state.cameraCount;
+    state.cameraNear = near;
+    state.cameraCount = setMarkers(cameras, xyz,
+                                   (k) => (rec[8 * (near ? near[k] : k) + 7] > 0 ? [56, 189, 248] : [100, 116, 139]), 2.5);
     const faces = new Uint32Array(n * 4 * 4); // the pyramid's four sides: apex and two neighbouring corners
     for (let i = 0; i < n; i++) {
       for (let k = 0; k < 4; k++) faces.set([3, 5 * i, 5 * i + 1 + k, 5 * i + 1 + ((k + 1) % 4)], 16 * i + 4 * k);
@@ -980,7 +1059,6 @@ export function render({ model, el }) {
     cones.polydata.getPoints().setData(apexAndCorners, 3);
     cones.polydata.getPolys().setData(faces);
     cones.polydata.modified();
-    if (overlaysShown) applyLayerVisibility(); else showOverlays();
   }
 
   // Level of detail: 18,000 view cones only read when close, so far away cameras are just markers.
@@ -1001,33 +1079,49 @@ export function render({ model, el }) {
 
   // --- labels and legend ------------------------------------------------
   const LABEL_CHAR_PX = 11;  // a CJK character at the labels' 11 px (Latin ones are narrower: a safe overestimate)
+  const LABELS_SHOWN_AT_MOST = 400, LABEL_CELL_PX = 64;
   function placeLabels() {
     const labels = model.labels || [];
     const dpr = window.devicePixelRatio || 1;
-    const [, h] = glWindow.getSize();
-    while (labelLayer.childElementCount < labels.length) {
+    const [w, h] = glWindow.getSize();
+    const W = w / dpr, H = h / dpr;
+    // Larger grids come first; a label that would overlap one already placed is left out (screen space, looked up
+    // in cells of the screen). Only the labels shown have an element: a city has 32,400 grids.
+    const placed = [], cells = new Map();
+    const cellsOf = (b) => {
+      const out = [];
+      for (let i = Math.floor((b[0] - b[2]) / LABEL_CELL_PX); i <= Math.floor((b[0] + b[2]) / LABEL_CELL_PX); i++)
+        for (let j = Math.floor((b[1] - b[3]) / LABEL_CELL_PX); j <= Math.floor((b[1] + b[3]) / LABEL_CELL_PX); j++)
+          out.push(`${i},${j}`);
+      return out;
+    };
+    for (const [text, x, y] of labels) {
+      if (placed.length >= LABELS_SHOWN_AT_MOST) break;
+      const p = glWindow.worldToDisplay(x, y, 1, renderer);
+      if (!(p[2] > 0 && p[2] < 1)) continue;
+      const b = [p[0] / dpr, (h - p[1]) / dpr, 0.5 * LABEL_CHAR_PX * text.length + 2, 8, text];
+      if (b[0] + b[2] < 0 || b[1] + b[3] < 0 || b[0] - b[2] > W || b[1] - b[3] > H) continue;
+      const keys = cellsOf(b);
+      const free = !keys.some((k) => (cells.get(k) || []).some(
+        (o) => Math.abs(o[0] - b[0]) < o[2] + b[2] && Math.abs(o[1] - b[1]) < o[3] + b[3]));
+      if (!free) continue;
+      placed.push(b);
+      for (const k of keys) { if (!cells.has(k)) cells.set(k, []); cells.get(k).push(b); }
+    }
+    while (labelLayer.childElementCount < placed.length) {
       const d = document.createElement("div");
       d.className = "twin-label";
       d.style.cssText = "position:absolute;transform:translate(-50%,-50%);color:#e6edf7;font-size:11px;" +
         "text-shadow:0 0 3px #000,0 0 2px #000;white-space:nowrap;";
       labelLayer.appendChild(d);
     }
-    while (labelLayer.childElementCount > labels.length) labelLayer.lastChild.remove();
-    // Larger grids come first; a label that would overlap one already placed is left out (screen space).
-    const placed = [];
-    labels.forEach(([text, x, y], i) => {
+    while (labelLayer.childElementCount > placed.length) labelLayer.lastChild.remove();
+    labelLayer.dataset.given = labels.length;  // how many there are, shown or not
+    placed.forEach(([left, top, , , text], i) => {
       const d = labelLayer.children[i];
-      const p = glWindow.worldToDisplay(x, y, 1, renderer);
-      const left = p[0] / dpr, top = (h - p[1]) / dpr;
-      const halfW = 0.5 * LABEL_CHAR_PX * text.length + 2, halfH = 8;
-      const onScreen = p[2] > 0 && p[2] < 1;
-      const free = onScreen &&
-        !placed.some((b) => Math.abs(b[0] - left) < b[2] + halfW && Math.abs(b[1] - top) < b[3] + halfH);
-      if (free) placed.push([left, top, halfW, halfH]);
       if (d.textContent !== text) d.textContent = text;
       d.style.left = `${left}px`;
       d.style.top = `${top}px`;
-      d.style.display = free ? "block" : "none";
     });
   }
   // --- the party layer ----------------------------------------------------
@@ -1092,8 +1186,9 @@ export function render({ model, el }) {
       if (removed) return;
       placeLabels();
       placeParty();
+      const moved = overlaysShown && followCameras();
       drawCases();
-      if (overlaysShown && cones.actor.getVisibility() !== conesWanted()) {
+      if (moved || (overlaysShown && cones.actor.getVisibility() !== conesWanted())) {
         cones.actor.setVisibility(conesWanted());
         render();
       }
@@ -1291,9 +1386,10 @@ export function render({ model, el }) {
       for (let c = tile.featStart[f]; c < tile.featStart[f + 1]; c++) {
         const t = rayTriangle(o, d, p, cells[4 * c + 1], cells[4 * c + 2], cells[4 * c + 3]);
         if (t < best && tile.ids[f] !== 0xFFFFFFFF) {
+          const element = tile.elements ? tile.elements[c] : 0xFFFFFFFF;
           best = t;
           hit = tile.stands && tile.stands[f] > 1 ? { t, block: tile.featBox.slice(6 * f, 6 * f + 6) }
-            : { t, index: tile.ids[f] };
+            : { t, index: tile.ids[f], element: element === 0xFFFFFFFF ? -1 : element };
         }
       }
     }
@@ -1326,16 +1422,17 @@ export function render({ model, el }) {
     if (tileHit) {
       best = tileHit.t;
       hit = tileHit.block ? { kind: "block", index: -1, box: tileHit.block }
-        : { kind: "building", index: tileHit.index, element: -1 };
+        : { kind: "building", index: tileHit.index, element: tileHit.element };
     }
     if (cameras.actor.getVisibility() && state.cameraCount) {
       const m = rayMarkers(o, d, cameras, state.cameraCount, 4);
-      if (m.t < best) { best = m.t; hit = { kind: "camera", index: m.index }; }
+      const near = state.cameraNear;
+      if (m.t < best) { best = m.t; hit = { kind: "camera", index: near ? near[m.index] : m.index }; }
       // A glyph is drawn on top but a building under it wins: cameras are mounted on buildings, and at
       // district zoom a click there is meant for the building (zoomed in, the 3D marker is picked by depth).
       const g = camerasAsGlyphs() && !(hit && hit.kind === "building")
         ? nearestOnScreen(camScreen, GLYPH_CORE_PX + 1, clientX, clientY) : -1;
-      if (g >= 0) hit = { kind: "camera", index: g };
+      if (g >= 0) hit = { kind: "camera", index: camScreen.index ? camScreen.index[g] : g };
     }
     // dots lie on top of everything
     const c = model.show_cases !== false ? nearestOnScreen(caseScreen, CASE_RADIUS_PX + 3, clientX, clientY) : -1;
@@ -1409,7 +1506,7 @@ export function render({ model, el }) {
   // --- wiring -------------------------------------------------------------
   model.on("buildings", loadBuildings);
   model.on("models", () => { if (state.layer) loadBuildings(); });
-  model.on("colors", applyColours);
+  model.on("colors", () => { rgbOfBuildings = null; applyColours(); });
   model.on("selected", applyColours);
   model.on("grid_lines", () => { setSegments(gridLines, model.grid_lines, 0.4); render(); });
   model.on("grid_highlight", () => { setSegments(gridHighlight, model.grid_highlight, 0.6); render(); });

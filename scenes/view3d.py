@@ -33,7 +33,8 @@ class DistrictView(JSComponent):
     models = param.Bytes(default=b"", doc="BIM and mesh models that replace LOD1 blocks (scenes.layers.model_layer)")
     basemap = param.Bytes(default=b"", doc="Roads, water and green space, triangulated (scenes.layers.basemap_layer); "
                                            "sent after the first frame")
-    colors = param.Bytes(default=b"", doc="RGB uint8 per building")
+    colors = param.Bytes(default=b"", doc="Colour per building: a palette and a uint8 index each "
+                                          "(scenes.layers.indexed_colours), or RGB uint8 per building")
     selected = param.Integer(default=-1, doc="Highlighted building index, -1 for none")
     grid_lines = param.Bytes(default=b"", doc="float32 segment end points of the grid outlines")
     grid_highlight = param.Bytes(default=b"", doc="float32 segment end points of the highlighted grid")

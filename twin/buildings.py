@@ -94,8 +94,9 @@ def insert_meshes(con: duckdb.DuckDBPyConnection, building_id: np.ndarray, meshe
     insert_frame(con, "meshes", frame, arrow_columns={**text, **blobs})
 
 
-def load_meshes(con: duckdb.DuckDBPyConnection, *, lod: str = "lod1") -> tuple[np.ndarray, MeshBatch]:
-    """Every building's mesh of one level of detail, in one flat batch.
+def load_meshes(con: duckdb.DuckDBPyConnection, *, lod: str = "lod1",
+                building_ids: list[str] | None = None) -> tuple[np.ndarray, MeshBatch]:
+    """Every building's mesh of one level of detail (or only those of ``building_ids``), in one flat batch.
 
     Returns
     -------
@@ -105,13 +106,26 @@ def load_meshes(con: duckdb.DuckDBPyConnection, *, lod: str = "lod1") -> tuple[n
     """
     meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
     origin = (float(meta.get("origin_x", 0)), float(meta.get("origin_y", 0)), float(meta.get("origin_z", 0)))
+    among = "" if building_ids is None else "AND building_id IN (SELECT unnest(?))"
     table = con.execute("SELECT building_id, vertices, triangles, n_vertices, n_triangles FROM meshes "
-                        "WHERE lod = ? ORDER BY building_id", [lod]).arrow().read_all()
-    vertices = np.frombuffer(b"".join(table.column("vertices").to_pylist()), dtype="<f4").reshape(-1, 3)
-    triangles = np.frombuffer(b"".join(table.column("triangles").to_pylist()), dtype="<u4").reshape(-1, 3)
+                        f"WHERE lod = ? {among} ORDER BY building_id",
+                        [lod] + ([list(building_ids)] if building_ids is not None else [])).arrow().read_all()
+    vertices = np.frombuffer(_joined_bytes(table.column("vertices")), dtype="<f4").reshape(-1, 3)
+    triangles = np.frombuffer(_joined_bytes(table.column("triangles")), dtype="<u4").reshape(-1, 3)
     v_counts = table.column("n_vertices").to_numpy().astype(np.int64)
     t_counts = table.column("n_triangles").to_numpy().astype(np.int64)
     batch = MeshBatch(vertices=vertices, triangles=triangles,
                       vertex_offsets=np.concatenate([[0], np.cumsum(v_counts)]),
                       triangle_offsets=np.concatenate([[0], np.cumsum(t_counts)]), origin=origin)
     return np.asarray(table.column("building_id").to_pylist(), dtype=object), batch
+
+
+def _joined_bytes(column: pa.ChunkedArray) -> bytes:
+    """The values of a binary column end to end, without a Python object per value."""
+    parts = []
+    for chunk in column.chunks:
+        chunk = chunk.cast(pa.large_binary())
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset:chunk.offset + len(chunk) + 1]
+        if len(offsets):
+            parts.append(memoryview(chunk.buffers()[2])[offsets[0]:offsets[-1]])
+    return b"".join(parts)

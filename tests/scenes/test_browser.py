@@ -217,23 +217,27 @@ def test_search_flies_to_a_building_and_opens_its_card(page, small_demo):
     expect(page.locator(".twin-inspector .twin-title")).to_have_text(name)
 
 
-def test_a_bim_model_stands_in_for_its_block_and_its_parts_are_clickable(browser, bim_demo):
+@pytest.mark.parametrize("view", ["buffer", "tiles"])
+def test_a_bim_model_stands_in_for_its_block_and_its_parts_are_clickable(browser, bim_demo, view):
     path, building_id = bim_demo
     with Store(path, read_only=True) as store:
         ox, oy, _ = store.district.origin
         x, y, z = store.con.execute("SELECT (bbox_xmin + bbox_xmax) / 2, (bbox_ymin + bbox_ymax) / 2, bbox_zmax "
                                     "FROM meshes WHERE lod = 'bim'").fetchone()
         x, y = x - ox, y - oy
-    with served(path) as url:
+    with served(path, args=("--view", view)) as url:  # tiles: exported by the server, the model in a leaf
         page = browser.new_page(viewport={"width": 1600, "height": 900})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         sign_in(page, url)
         page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
+        page.evaluate("window.__flyStart = performance.now()")
         page.get_by_placeholder("Search address, building or case id").fill(building_id)
         page.keyboard.press("Enter")
         expect(page.get_by_text(building_id, exact=True)).to_be_visible(timeout=10_000)
-        page.wait_for_timeout(1500)  # the flight
+        page.wait_for_function("window.twinFlightEnd > window.__flyStart", timeout=30_000)
+        if view == "tiles":
+            page.wait_for_function("window.twinTilesSettled > window.twinFlightEnd", timeout=30_000)
         px, py = page.evaluate(f"window.twinView.worldToPage({x}, {y}, {z - 0.3})")  # the roof of the model
         page.mouse.click(px, py)
         expect(page.locator(".twin-element")).to_be_visible(timeout=10_000)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scenes.layers import COVERAGE_CLASSES, OUTSIDE_GRIDS
+from scenes.layers import COVERAGE_CLASSES, OUTSIDE_GRIDS, colours_rgb
 from scenes.screens import DistrictApp
 from scenes.shared import SharedDistrict
 from tests.conftest import copy_of
@@ -56,7 +56,7 @@ def test_the_leader_colours_the_micro_grids_by_todays_patrol_coverage(patrolled)
     assert legend["title"] == "Patrol coverage today"
     assert [text for _, text in legend["items"]] == ["full (95 % and more)", "80-95 %", "50-80 %", "under 50 %",
                                                      "not patrolled", "outside any grid"]
-    rgb = np.frombuffer(app.view.colors, dtype=np.uint8).reshape(-1, 3)
+    rgb = colours_rgb(app.view.colors)
     hexes = np.array([f"#{r:02x}{g:02x}{b:02x}" for r, g, b in rgb])
     full, none = COVERAGE_CLASSES[-1][1], COVERAGE_CLASSES[0][1]
     grids = shared.layer.grid_id

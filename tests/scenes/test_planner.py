@@ -463,7 +463,8 @@ def test_the_planner_screen_edits_and_a_save_redraws_the_grids_and_the_table(sto
     moved = app.shared.layer.grid_id == b
     assert not moved.any() and (app.shared.layer.grid_id == a).sum() == now.loc[a, "buildings"], \
         "the grid colouring looks buildings up in their new micro-grids"
-    assert not any(f"({b})" in t for t in app.shared.hover_text)
+    in_a = np.flatnonzero(app.shared.layer.grid_id == a)
+    assert all(f"({a})" in app.shared.hover_text(store.con, i) for i in in_a)
 
 
 def test_a_planner_bound_to_grids_edits_only_under_them(store):

@@ -9,13 +9,16 @@ import sys
 import numpy as np
 import pytest
 
-from scenes.tileserve import TILED_ABOVE, annotated_tileset, tile_routes, tiled_view
+from scenes.layers import SortedIds, model_elements
+from scenes.tileserve import TILED_ABOVE, annotated_tileset, tile_elements, tile_routes, tiled_view
 from tests.conftest import ROOT
-from tests.twin.tiles.tileset_checks import content_enu, tiles, to_district
+from tests.twin.tiles.tileset_checks import content_enu, content_features, tiles, to_district
+from twin.buildings import load_meshes
 from twin.geo.crs import District
 from twin.store.store import Store
 from twin.tiles.export import export_tiles
-from twin.tiles.frame import ecef_to_district, enu_frame, enu_to_district_maps, map_terms
+from twin.tiles.frame import ecef_to_district, enu_frame, enu_to_district_maps, map_terms, relative_to_enu
+from twin.tiles.glb import accessor_array, property_column, read_glb
 
 
 def test_each_tiles_map_puts_its_vertices_where_the_store_has_them_within_a_millimetre(small_demo, tmp_path):
@@ -70,7 +73,6 @@ def test_tiles_ids_and_the_tileset_go_out_gzipped_to_a_browser_that_accepts_it(s
     import threading
     import urllib.request
 
-    import pandas as pd
     import tornado.web
 
     from bench.browser import free_port
@@ -78,7 +80,8 @@ def test_tiles_ids_and_the_tileset_go_out_gzipped_to_a_browser_that_accepts_it(s
     with Store(small_demo, read_only=True) as store:
         district = store.district
         export_tiles(store.con, district, tmp_path, max_vertices=3000, normals=False)
-        order = pd.Index(store.con.execute("SELECT building_id FROM buildings ORDER BY building_id").df()["building_id"])
+        order = SortedIds(store.con.execute("SELECT building_id FROM buildings ORDER BY building_id")
+                          .arrow().read_all().column(0))
     routes = tile_routes(tmp_path, district=district, building_ids=lambda: order, signed_in=lambda name: True)
     port, started, loop = free_port(), threading.Event(), {}
 
@@ -110,3 +113,58 @@ def test_tiles_ids_and_the_tileset_go_out_gzipped_to_a_browser_that_accepts_it(s
         assert len(get(uri, accept="gzip")[0]) < 0.6 * len(on_disk)
     finally:
         loop["loop"].call_soon_threadsafe(loop["loop"].stop)
+
+
+@pytest.mark.parametrize("normals", [True, False])
+def test_a_bim_models_parts_are_picked_through_its_leaf_in_the_views_triangle_order(bim_demo, tmp_path, normals):
+    """The element under each triangle (/tiles/elements/) is the model's element of that very triangle: the leaf's
+    triangles, grouped by feature as the view keeps them, lie where the model's lie, in its order, whether the
+    tile is written with normals (faces split) or without, and its positions in 16 bits."""
+    db, building_id = bim_demo
+    with Store(db, read_only=True) as store:
+        district = store.district
+        export_tiles(store.con, district, tmp_path, normals=normals)
+        models = model_elements(store.con)
+        _, batch = load_meshes(store.con, lod="bim", building_ids=[building_id])
+    assert building_id in models
+    leaves = [node["content"]["uri"] for node, _ in tiles(json.loads((tmp_path / "tileset.json").read_text())["root"])
+              if "children" not in node and "content" in node]
+    uri = next(u for u in leaves
+               if building_id in property_column(*read_glb((tmp_path / u).read_bytes()), "building_id"))
+    document, binary = read_glb((tmp_path / uri).read_bytes())
+    elements = tile_elements(document, binary, models)
+    assert elements is not None
+    enu, feature, columns = content_features(tmp_path, uri)
+    triangles = accessor_array(document, binary, document["meshes"][0]["primitives"][0]["indices"]).reshape(-1, 3)
+    triangle_feature = feature[triangles[:, 0]]
+    order = np.argsort(triangle_feature, kind="stable")  # the view's order: grouped by feature
+    f = list(columns["building_id"]).index(building_id)
+    mine = order[triangle_feature[order] == f]
+    drawn = enu[triangles[mine]].mean(axis=1)
+    model = relative_to_enu(batch.vertices.astype(np.float64), district, enu_frame(district))
+    assert len(mine) == len(batch.triangles) == len(models[building_id])
+    assert np.abs(drawn - model[batch.triangles].mean(axis=1)).max() < 0.01, "the model's triangles, in its order"
+    assert np.array_equal(elements[triangle_feature[order] == f], models[building_id])
+    assert (elements[triangle_feature[order] != f] == 0xFFFFFFFF).all()
+
+
+def test_the_processes_of_one_store_bring_its_tiles_up_to_date_one_after_another(tmp_path):
+    """``twin serve --workers``: each process updates the same folder at start and after grid saves; the folder's
+    lock makes the second wait for the first (which here holds it in another process)."""
+    import time
+
+    from scenes.tileserve import folder_lock
+
+    folder = tmp_path / "store.duckdb.tiles"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from scenes.tileserve import folder_lock\n"
+        "with folder_lock(sys.argv[2]):\n    print('held', flush=True); time.sleep(1.5)"), str(ROOT), str(folder)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with folder_lock(folder):
+            waited = time.monotonic() - started
+    finally:
+        holder.wait(10)
+    assert waited > 0.8

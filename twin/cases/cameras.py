@@ -101,3 +101,49 @@ def cameras_per_building(con: duckdb.DuckDBPyConnection) -> pd.Series:
     seen = pd.Series(ids[bld_idx[~mounted]]).value_counts()
     counts.loc[seen.index] = seen.to_numpy()
     return counts
+
+
+# ---------------------------------------------------------------- the coverage, kept in the store
+# A city's 1.5 million view sectors against a million footprints take 20-40 s on 2 cores, too long for every
+# start of `twin serve`: the counts are kept in the camera_sight table, with the fingerprint of the cameras and
+# footprints they were computed from in meta. Grid saves move no camera and no footprint, so they keep it valid.
+
+SIGHT_KEY = "camera_sight_of"  # meta: the fingerprint camera_sight was computed from
+SIGHT_RULE = 1  # bump when what counts as seen changes (view_sectors, cameras_per_building)
+
+
+def sight_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+    """What the coverage depends on, in one string: the rule, every footprint, every camera's place and view."""
+    buildings, cameras = con.execute(
+        "SELECT (SELECT coalesce(bit_xor(hash(building_id, ST_AsWKB(footprint))), 0) FROM buildings), "
+        "(SELECT coalesce(bit_xor(hash(camera_id, ST_AsWKB(position), heading_deg, fov_deg, range_m, building_id)), "
+        "0) FROM cameras)").fetchall()[0]
+    return f"{SIGHT_RULE}:{buildings}:{cameras}"
+
+
+def camera_sight_kept(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the store's ``camera_sight`` holds the coverage of its cameras and footprints as they are."""
+    kept = con.execute("SELECT value FROM meta WHERE key = ?", [SIGHT_KEY]).fetchall()
+    return bool(kept) and kept[0][0] == sight_fingerprint(con)
+
+
+def keep_camera_sight(con: duckdb.DuckDBPyConnection) -> bool:
+    """Compute the coverage and keep it in the store, unless it is kept already; True when it was computed.
+
+    Writes ``camera_sight`` and ``meta.camera_sight_of``: run it inside the caller's transaction.
+    """
+    fingerprint = sight_fingerprint(con)
+    kept = con.execute("SELECT value FROM meta WHERE key = ?", [SIGHT_KEY]).fetchall()
+    if kept and kept[0][0] == fingerprint:
+        return False
+    counts = cameras_per_building(con)
+    seen = counts[counts > 0]
+    con.execute("DELETE FROM camera_sight")
+    con.register("sight_rows", pd.DataFrame({"building_id": seen.index.to_numpy(dtype=object),
+                                             "cameras": seen.to_numpy(dtype=np.int32)}))
+    try:
+        con.execute("INSERT INTO camera_sight SELECT building_id, cameras FROM sight_rows")
+    finally:
+        con.unregister("sight_rows")
+    con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [SIGHT_KEY, fingerprint])
+    return True

@@ -14,10 +14,13 @@ with its effects on the case (its worker, department and deadline; the reporter'
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import shapely
@@ -267,7 +270,7 @@ def match_location(con: duckdb.DuckDBPyConnection, x: float, y: float) -> dict:
     grid_id = locate([[x, y]], [g for g, _, _ in near], shapely.from_wkb([bytes(w) for _, _, w in near]))[0]
     if grid_id is None:
         raise _outside(x, y)
-    reach = BUILDING_MATCH_M + 500.0  # label points lie inside footprints; no footprint here is 500 m across
+    reach = LocationMatcher.REACH_M
     building = con.execute("""
         SELECT building_id, ST_Distance(footprint, ST_Point(?, ?)) AS d FROM buildings
         WHERE label_x BETWEEN ? AND ? AND label_y BETWEEN ? AND ? AND d <= ?
@@ -284,38 +287,84 @@ def _outside(x: float, y: float) -> InputError:
 
 
 class LocationMatcher:
-    """:func:`match_location` from memory: the micro-grids in force and the footprints in R-trees.
+    """:func:`match_location` from memory, a square of the district at a time.
 
-    Built once from the store (about 0.5 s for the full demo); a match then takes tens of
-    microseconds instead of milliseconds. Rebuild it after grids or buildings change.
+    The first point to fall in a square of ``CELL_M`` metres reads from the store the micro-grids in force whose
+    extent meets the square and the footprints that may lie within ``BUILDING_MATCH_M`` of it (by
+    :func:`match_location`'s reach), into R-trees; a match there then takes tens of microseconds instead of
+    milliseconds. The ``MAX_CELLS`` squares used last are kept: a district is held whole after its first
+    cases, a city's million footprints never are (about 1 MB a square). Make a new one after grids or
+    buildings change.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        A cursor of the store, used by the matching thread alone (the writer's).
     """
 
+    CELL_M = 2000.0
+    MAX_CELLS = 32
+    REACH_M = BUILDING_MATCH_M + 500.0  # label points lie inside footprints; no footprint here is 500 m across
+
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        grids = con.execute("SELECT grid_id, worker, ST_AsWKB(boundary) AS wkb FROM grids "
-                            "WHERE level = 'micro' AND valid_to IS NULL ORDER BY grid_id").df()
-        buildings = con.execute("SELECT building_id, ST_AsWKB(footprint) AS wkb FROM buildings "
-                                "ORDER BY building_id").df()
-        self._grid_ids = grids["grid_id"].to_numpy(dtype=object)
-        self._workers = dict(zip(grids["grid_id"], grids["worker"]))
-        self._boundaries = shapely.from_wkb(grids["wkb"].map(bytes).to_numpy())
-        self._grids = shapely.STRtree(self._boundaries)
-        self._building_ids = buildings["building_id"].to_numpy(dtype=object)
-        self._footprints = shapely.from_wkb(buildings["wkb"].map(bytes).to_numpy())
-        self._buildings = shapely.STRtree(self._footprints)
+        self._con = con
+        self._cells: OrderedDict[tuple[int, int], _Cell] = OrderedDict()
 
     def match(self, x: float, y: float) -> dict:
         """As :func:`match_location`."""
-        grid_id = locate([[x, y]], self._grid_ids, self._boundaries, tree=self._grids)[0]
+        cell = self._cell(x, y)
+        grid_id = locate([[x, y]], cell.grid_ids, cell.boundaries, tree=cell.grids)[0]
         if grid_id is None:
             raise _outside(x, y)
         point = shapely.Point(x, y)
-        near = self._buildings.query(point, predicate="dwithin", distance=BUILDING_MATCH_M)
+        near = cell.buildings.query(point, predicate="dwithin", distance=BUILDING_MATCH_M)
         found = {"building_id": None, "distance_m": None}
         if len(near):
-            d = shapely.distance(self._footprints[near], point)
-            best = min(range(len(near)), key=lambda k: (d[k], self._building_ids[near[k]]))
-            found = {"building_id": self._building_ids[near[best]], "distance_m": round(float(d[best]), 2)}
-        return {**found, "grid_id": grid_id, "worker": self._workers[grid_id]}
+            d = shapely.distance(cell.footprints[near], point)
+            best = min(range(len(near)), key=lambda k: (d[k], cell.building_ids[near[k]]))
+            found = {"building_id": cell.building_ids[near[best]], "distance_m": round(float(d[best]), 2)}
+        return {**found, "grid_id": grid_id, "worker": cell.workers[grid_id]}
+
+    def _cell(self, x: float, y: float) -> _Cell:
+        key = (int(np.floor(x / self.CELL_M)), int(np.floor(y / self.CELL_M)))
+        cell = self._cells.get(key)
+        if cell is None:
+            cell = self._cells[key] = self._read(*key)
+            if len(self._cells) > self.MAX_CELLS:
+                self._cells.popitem(last=False)
+        self._cells.move_to_end(key)
+        return cell
+
+    def _read(self, i: int, j: int) -> _Cell:
+        x0, y0 = i * self.CELL_M, j * self.CELL_M
+        x1, y1 = x0 + self.CELL_M, y0 + self.CELL_M
+        grids = self._con.execute(
+            "SELECT grid_id, worker, ST_AsWKB(boundary) FROM grids WHERE level = 'micro' AND valid_to IS NULL "
+            "AND ST_Intersects_Extent(boundary, ST_MakeEnvelope(?, ?, ?, ?)) ORDER BY grid_id",
+            [x0, y0, x1, y1]).fetchall()
+        r = self.REACH_M
+        buildings = self._con.execute(
+            "SELECT building_id, ST_AsWKB(footprint) FROM buildings WHERE label_x BETWEEN ? AND ? "
+            "AND label_y BETWEEN ? AND ? ORDER BY building_id", [x0 - r, x1 + r, y0 - r, y1 + r]).fetchall()
+        boundaries = shapely.from_wkb([bytes(g[2]) for g in grids]) if grids else np.array([], dtype=object)
+        footprints = shapely.from_wkb([bytes(b[1]) for b in buildings]) if buildings else np.array([], dtype=object)
+        return _Cell(grid_ids=np.array([g[0] for g in grids], dtype=object), workers={g[0]: g[1] for g in grids},
+                     boundaries=boundaries, grids=shapely.STRtree(boundaries),
+                     building_ids=np.array([b[0] for b in buildings], dtype=object), footprints=footprints,
+                     buildings=shapely.STRtree(footprints))
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """What :class:`LocationMatcher` holds for one square."""
+
+    grid_ids: np.ndarray
+    workers: dict
+    boundaries: np.ndarray
+    grids: shapely.STRtree
+    building_ids: np.ndarray
+    footprints: np.ndarray
+    buildings: shapely.STRtree
 
 
 class CaseNumbers:

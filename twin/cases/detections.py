@@ -9,6 +9,8 @@ opening new ones.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from typing import NamedTuple
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
@@ -121,10 +123,23 @@ def camera_target(x: float, y: float, z: float, *, heading_deg: float, pitch_deg
     return x + reach * math.sin(heading), y + reach * math.cos(heading)
 
 
+CAMERAS_KEPT = 20_000  # cameras a desk keeps in memory, those that sent last
+
+
+class _Camera(NamedTuple):
+    camera_id: str
+    x: float
+    y: float
+    z: float
+    heading_deg: float
+    pitch_deg: float
+    range_m: float
+
+
 class DetectionDesk:
     """Takes detections into cases, for the one process that writes the store.
 
-    Keeps the cameras, a :class:`LocationMatcher` and :class:`CaseNumbers` in memory, and
+    Keeps the cameras that sent last, a :class:`LocationMatcher` and :class:`CaseNumbers` in memory, and
     the latest case per camera and category, so a repeat is recognised without a query.
     """
 
@@ -136,12 +151,26 @@ class DetectionDesk:
         self.matcher = matcher or LocationMatcher(con)
         self.numbers = numbers or CaseNumbers()
         self.zone = store_timezone(con)  # of the store's timestamps: a detection's received_at
-        cams = con.execute("SELECT camera_id, ST_X(position) AS x, ST_Y(position) AS y, coalesce(z, 4.0) AS z, "
-                           "coalesce(heading_deg, 0) AS heading_deg, coalesce(pitch_deg, -20) AS pitch_deg, "
-                           "coalesce(range_m, 40) AS range_m FROM cameras").df()
-        self.cameras = {r.camera_id: r for r in cams.itertuples(index=False)}
+        self._cameras: OrderedDict[str, _Camera] = OrderedDict()  # the cameras that sent last
         self._last: dict[tuple[str, str], tuple[str, pd.Timestamp]] = {}
         self._serial = int(con.execute("SELECT count(*) FROM detections").fetchone()[0])
+
+    def camera(self, con: duckdb.DuckDBPyConnection, camera_id: str) -> _Camera | None:
+        """A camera's place and view, read from the store once and kept while it keeps sending (a city's 1.5
+        million cameras are not all held)."""
+        camera = self._cameras.get(camera_id)
+        if camera is None:
+            row = con.execute(
+                "SELECT camera_id, ST_X(position), ST_Y(position), coalesce(z, 4.0), coalesce(heading_deg, 0), "
+                "coalesce(pitch_deg, -20), coalesce(range_m, 40) FROM cameras WHERE camera_id = ?",
+                [camera_id]).fetchall()
+            if not row:
+                return None
+            camera = self._cameras[camera_id] = _Camera(*row[0])
+            if len(self._cameras) > CAMERAS_KEPT:
+                self._cameras.popitem(last=False)
+        self._cameras.move_to_end(camera_id)
+        return camera
 
     def forget(self) -> None:
         """Drop what is remembered from the store (after a rolled-back transaction)."""
@@ -175,7 +204,7 @@ class DetectionDesk:
             record, or None). With ``write=False`` nothing is written: pass the rows to
             :func:`write_detections` and :func:`twin.cases.cases.write_cases`.
         """
-        camera = self.cameras.get(detection["camera_id"])
+        camera = self.camera(con, detection["camera_id"])
         if camera is None:
             raise DetectionError("camera_id", f"no camera {detection['camera_id']!r} in the district; "
                                               "register the camera first.")

@@ -10,14 +10,16 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
-from twin.cases.cameras import cameras_per_building
+from twin.cases.cameras import camera_sight_kept, cameras_per_building
 from twin.cases.cases import OPEN_STATUSES
 from twin.errors import check_choice
 from twin.store.clock import district_now
 from twin.store.schema import GRID_LEVELS
-from twin.store.store import building_rows, meta_value, whole_table_reads
+from twin.store.store import building_rows, meta_value, read_frame, whole_table_reads
 
 
 def _now(con: duckdb.DuckDBPyConnection) -> pd.Timestamp:
@@ -119,26 +121,34 @@ def case_figures(con: duckdb.DuckDBPyConnection, *, grids: frozenset[str] | None
 def grid_tree(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Grids in force with the ancestor at each level.
 
+    Each grid's chain of parents (among the grids in force) is walked up as many steps as there are levels, on
+    integer positions: a city's 700,000 grids take a fraction of a second and little memory.
+
     Returns
     -------
     DataFrame
-        One row per grid: ``grid_id``, ``name``, ``level``, ``parent_id`` and
-        one column per level above it (``street``, ``community``, ``grid``)
-        holding that ancestor's id.
+        One row per grid, by ``grid_id``: ``grid_id``, ``name``, ``level``, ``parent_id`` and
+        one column per level (``street``, ``community``, ``grid``, ``micro``) holding the id of the grid
+        itself or of its ancestor at that level (the farthest up, should a chain hold a level twice).
     """
-    grids = con.execute("SELECT grid_id, name, level, parent_id FROM grids WHERE valid_to IS NULL").df()
-    parent = dict(zip(grids["grid_id"], grids["parent_id"]))
-    level = dict(zip(grids["grid_id"], grids["level"]))
-    for lvl in GRID_LEVELS:
-        grids[lvl] = None
-    ancestor = grids["grid_id"].to_numpy(dtype=object)
-    for _ in GRID_LEVELS:  # walk up at most the number of levels
-        lv = np.array([level.get(a) for a in ancestor], dtype=object)
-        for lvl in GRID_LEVELS:
-            hit = lv == lvl
-            grids.loc[hit, lvl] = ancestor[hit]
-        ancestor = np.array([parent.get(a) for a in ancestor], dtype=object)
-    return grids
+    grids = con.execute("SELECT grid_id, name, level, parent_id FROM grids WHERE valid_to IS NULL "
+                        "ORDER BY grid_id").arrow().read_all()
+    ids = grids.column("grid_id")
+    parent = pc.index_in(grids.column("parent_id"), value_set=ids).fill_null(-1).to_numpy()
+    level = pc.index_in(grids.column("level"), value_set=pa.array(GRID_LEVELS)).fill_null(-1).to_numpy()
+    none = len(grids)  # position of "no grid": parent and level lookups past the end give nothing
+    parent, level = np.append(np.where(parent < 0, none, parent), none), np.append(level, -1)
+    ancestor = np.arange(len(grids))
+    at_level = np.full((len(GRID_LEVELS), len(grids)), none)
+    for _ in GRID_LEVELS:  # walk up at most the number of levels; farther ancestors overwrite nearer ones
+        lv = level[ancestor]
+        for k in range(len(GRID_LEVELS)):
+            at_level[k, lv == k] = ancestor[lv == k]
+        ancestor = parent[ancestor]
+    ids_or_none = pa.concat_arrays([ids.combine_chunks().cast(pa.string()), pa.nulls(1, pa.string())])
+    for k, name in enumerate(GRID_LEVELS):
+        grids = grids.append_column(name, ids_or_none.take(pa.array(at_level[k])))
+    return grids.to_pandas()
 
 
 GRID_FIGURES = ("buildings", "residents", "households", "cameras", "camera_coverage", "open_cases", "overdue_cases",
@@ -147,14 +157,21 @@ GRID_FIGURES = ("buildings", "residents", "households", "cameras", "camera_cover
 
 def micro_figures(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """What changes slowly, per micro-grid in force: ``buildings``, ``residents``, ``households``,
-    ``cameras``, and ``seen`` (buildings that at least one camera sees; see :mod:`twin.cases.cameras`)."""
-    seen = cameras_per_building(con)
-    con.register("seen_buildings", pd.DataFrame({"building_id": seen.index[seen.to_numpy() > 0]}))
+    ``cameras``, and ``seen`` (buildings that at least one camera sees; see :mod:`twin.cases.cameras`).
+
+    The coverage is read from the store's ``camera_sight`` when it is kept for the cameras and footprints as they
+    are (:func:`twin.cases.cameras.keep_camera_sight`), and computed afresh otherwise.
+    """
+    kept = camera_sight_kept(con)
+    if not kept:
+        counts = cameras_per_building(con)
+        con.register("fresh_sight", pd.DataFrame({"building_id": counts.index[counts.to_numpy() > 0]}))
+    sight = "camera_sight" if kept else "fresh_sight"
     try:
         with whole_table_reads(con):
-            return con.execute(f"""
+            return read_frame(con, f"""
                 WITH b AS (SELECT grid_id, count(*) AS buildings, count(s.building_id) AS seen
-                           FROM buildings LEFT JOIN seen_buildings s USING (building_id) GROUP BY grid_id),
+                           FROM buildings LEFT JOIN {sight} s USING (building_id) GROUP BY grid_id),
                      r AS (SELECT bl.grid_id, sum(p.residents)::BIGINT AS residents, sum(p.households)::BIGINT AS households
                            FROM ({per_building_population(con)}) p JOIN buildings bl USING (building_id)
                            GROUP BY bl.grid_id),
@@ -163,9 +180,10 @@ def micro_figures(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
                        coalesce(r.residents, 0) AS residents, coalesce(r.households, 0) AS households,
                        coalesce(k.cameras, 0) AS cameras
                 FROM grids g LEFT JOIN b USING (grid_id) LEFT JOIN r USING (grid_id) LEFT JOIN k USING (grid_id)
-                WHERE g.level = 'micro' AND g.valid_to IS NULL""").df()
+                WHERE g.level = 'micro' AND g.valid_to IS NULL""")
     finally:
-        con.unregister("seen_buildings")
+        if not kept:
+            con.unregister("fresh_sight")
 
 
 def grid_table(con: duckdb.DuckDBPyConnection, *, level: str = "grid", micro: pd.DataFrame | None = None,
@@ -213,8 +231,8 @@ def grid_table(con: duckdb.DuckDBPyConnection, *, level: str = "grid", micro: pd
 def grid_boundaries(con: duckdb.DuckDBPyConnection, *, level: str) -> tuple[pd.DataFrame, np.ndarray]:
     """Grids in force at one level and their boundaries (shapely, district CRS)."""
     check_choice("level", level, GRID_LEVELS)
-    frame = con.execute("SELECT grid_id, name, parent_id, ST_AsWKB(boundary) AS wkb FROM grids "
-                        "WHERE level = ? AND valid_to IS NULL ORDER BY grid_id", [level]).df()
+    frame = read_frame(con, "SELECT grid_id, name, parent_id, ST_AsWKB(boundary) AS wkb FROM grids "
+                            "WHERE level = ? AND valid_to IS NULL ORDER BY grid_id", [level])
     shapes = shapely.from_wkb(frame.pop("wkb").map(bytes).to_numpy()) if len(frame) else np.array([])
     return frame, shapes
 

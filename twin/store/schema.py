@@ -9,7 +9,7 @@ Timestamps are naive and in the store's zone, ``meta.timezone`` (an IANA name,
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 16  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
+SCHEMA_VERSION = 17  # 2 added elements (BIM parts), 3 api_keys, 4 detections and cases.media_url,
 # 5 grid_changes (who changed which grid version, when and why), 6 users and the audit trail,
 # 7 no R-tree on grid boundaries (see DROPPED_INDEXES), 8 users.lang (the UI language a user chose),
 # cases.attributes (Open311 attributes) and meta.timezone; 9 the basemap (roads, water, green) and
@@ -22,6 +22,8 @@ SCHEMA_VERSION = 16  # 2 added elements (BIM parts), 3 api_keys, 4 detections an
 # 15 the volunteer scheme (文明小杜, twin.volunteers): volunteer_tasks, volunteer_grabs, points_ledger, merchants,
 # rewards, redemptions, resident_accounts, volunteer_reports (new tables only);
 # 16 intake_keys (the idempotency keys of intake requests, with the answer a resend gets again);
+# 17 camera_sight (how many cameras see each building, kept for the per-grid coverage: twin.cases.cameras;
+# an older store gets it from add_missing_tables);
 # older stores are upgraded in place
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"  # the demo district's; a new store, and an upgraded one, get it in meta.timezone
@@ -297,6 +299,11 @@ TABLES: dict[str, str] = {
         "at" TIMESTAMP NOT NULL,
         answer VARCHAR NOT NULL,         -- JSON of the answer, given again to a resend
         PRIMARY KEY (client, key)""",
+    # How many cameras see each building (twin.cases.cameras.cameras_per_building), for the buildings that one
+    # camera sees at least; valid while meta.camera_sight_of is the fingerprint of the cameras and footprints.
+    "camera_sight": """
+        building_id VARCHAR NOT NULL,
+        cameras INTEGER NOT NULL""",
     "party_orgs": """
         org_id VARCHAR PRIMARY KEY,
         name VARCHAR NOT NULL,

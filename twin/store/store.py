@@ -190,6 +190,12 @@ class AttachedConnection:
         self._con.close()
 
 
+def read_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pd.DataFrame:
+    """A query's rows as a DataFrame (as ``.df()`` gives them), streamed through Arrow: DuckDB holds a batch at a
+    time, never the whole result, so a server's DuckDB stays within a small memory limit for city-sized reads."""
+    return con.execute(sql, params or []).arrow().read_all().to_pandas()
+
+
 @contextlib.contextmanager
 def whole_table_reads(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """Read PostgreSQL tables in parallel page ranges within the block: for aggregates over whole tables.

@@ -37,6 +37,7 @@ from twin.tiles.frame import enu_frame, relative_to_enu
 from twin.tiles.glb import encode_positions, enu_to_gltf, flat_shaded, gltf_to_enu, tile_glb
 from twin.tiles.lod import CONTENT_ERROR_SHARE, box_meshes, coarse_content
 from twin.tiles.quadtree import CELL_M, ERROR_PER_METRE, MAX_LEAF_CELLS, MAX_VERTICES, Tile, build_quadtree
+from twin.tiles.sources import building_digests, export_source, sources_table, write_sources
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +113,13 @@ def _rows(offsets: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.repeat(starts - first, counts) + np.arange(int(counts.sum())), counts
 
 
-def _load(con: duckdb.DuckDBPyConnection, district: District) -> tuple[pa.Table, _Meshes, int]:
-    """The buildings that have a mesh, their properties (one row each), and their meshes in the tileset's frame."""
+def _load(con: duckdb.DuckDBPyConnection, district: District, *,
+          only: list[str] | None = None) -> tuple[pa.Table, _Meshes, int]:
+    """The buildings that have a mesh, their properties (one row each), and their meshes in the tileset's frame;
+    those of the buildings ``only`` when given (in the same order as among all)."""
+    among = "" if only is None else "WHERE building_id IN (SELECT unnest(?))"
     frame = con.execute("SELECT building_id, name, use, height, floors, grid_id, label_x, label_y FROM buildings "
-                        "ORDER BY building_id").df()
+                        f"{among} ORDER BY building_id", [] if only is None else [list(only)]).df()
     label = frame.pop("label_x").to_numpy(np.float64), frame.pop("label_y").to_numpy(np.float64)
     tree = grid_tree(con).set_index("grid_id")
     holding = frame.pop("grid_id")  # the micro-grid; its id is also a property name, for the grid level
@@ -126,7 +130,7 @@ def _load(con: duckdb.DuckDBPyConnection, district: District) -> tuple[pa.Table,
     mesh_of = {}
     n_meshes = 0
     for lod in ("lod1", *FULL_DETAIL_LODS):
-        mesh_ids, batch = load_meshes(con, lod=lod)
+        mesh_ids, batch = load_meshes(con, lod=lod, building_ids=only)
         position = ids.get_indexer(mesh_ids)
         keep = position >= 0
         mesh_of[lod] = np.full(len(ids), -1)
@@ -278,6 +282,12 @@ def _read_manifest(out_dir: Path) -> dict[str, dict]:
     return {}
 
 
+def write_manifest(out_dir: Path, tiles: dict[str, dict], source: dict) -> None:
+    """Write the manifest: each tile's digest and size, and what the export was made with (``source``)."""
+    _write_file(out_dir / MANIFEST, json.dumps({"format": MANIFEST_FORMAT, "source": source, "tiles": tiles},
+                                               indent=1).encode())
+
+
 def _write_file(path: Path, data: bytes) -> None:
     """Write through a temporary file, so a reader never sees half a tile."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -327,11 +337,12 @@ def export_tiles(con: duckdb.DuckDBPyConnection, district: District, out_dir: st
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir} is a file; give a folder for the tileset (new, empty, or an earlier export).")
     before = _read_manifest(out_dir)
+    digests = building_digests(con)  # before the rows themselves: a change in between shows next time
     properties, meshes, skipped = _load(con, district)
     frame = enu_frame(district)
     low, high = meshes.low[meshes.full], meshes.high[meshes.full]
-    root = build_quadtree((low[:, :2] + high[:, :2]) / 2, full_vertices=meshes.vertex_counts(meshes.full),
-                          cell_m=cell_m, max_vertices=max_vertices)
+    centres, full_vertices = (low[:, :2] + high[:, :2]) / 2, meshes.vertex_counts(meshes.full)
+    root = build_quadtree(centres, full_vertices=full_vertices, cell_m=cell_m, max_vertices=max_vertices)
     if root is None:
         raise InputError("The store has no buildings with a mesh to export. Ingest footprints or run `twin demo`.")
     tiles = list(root.walk())
@@ -373,7 +384,8 @@ def export_tiles(con: duckdb.DuckDBPyConnection, district: District, out_dir: st
         "root": {"transform": frame.matrix.T.ravel().tolist(), "refine": "REPLACE", **_tile_json(root, boxes)},
     }
     _write_file(out_dir / TILESET, json.dumps(tileset, indent=1).encode())
-    _write_file(out_dir / MANIFEST, json.dumps({"format": MANIFEST_FORMAT, "tiles": after}, indent=1).encode())
+    write_sources(out_dir, sources_table(digests, properties.column("building_id"), centres, full_vertices))
+    write_manifest(out_dir, after, export_source(district, cell_m=cell_m, max_vertices=max_vertices, normals=normals))
     size = sum(t["bytes"] for t in after.values()) + (out_dir / TILESET).stat().st_size
     log.info("%d of %d tiles written to %s, %d removed", len(written), len(after), out_dir, len(removed))
     return {"out_dir": str(out_dir), "tiles": len(with_content), "features": len(properties), "bytes": size,

@@ -13,6 +13,7 @@ from twin.cases.cases import (
     CASE_STATUSES,
     OPEN_STATUSES,
     check_transition,
+    LocationMatcher,
     create_case,
     load_taxonomy,
     match_location,
@@ -196,3 +197,21 @@ def test_case_numbers_continue_after_the_stores_last_and_restart_after_a_rollbac
         assert again == first, "after a rollback, numbering starts from the store again"
     else:  # PostgreSQL's sequence: what a rolled-back transaction took is never handed out again (a gap)
         assert again > first
+
+
+class _OneSmallSquare(LocationMatcher):
+    """A matcher holding one square of 300 m at a time: every few points it reads a square anew."""
+
+    CELL_M = 300.0
+    MAX_CELLS = 1
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fx=st.floats(-0.05, 1.05), fy=st.floats(-0.05, 1.05), k=st.integers(0, 49), dx=st.floats(-40, 40))
+def test_a_matcher_that_holds_one_small_square_still_agrees_with_the_store(demo_matcher, fx, fy, k, dx):
+    _, con, (xmin, ymin, xmax, ymax), corners = demo_matcher
+    matcher = _OneSmallSquare(con)
+    _same_match(matcher, con, xmin + fx * (xmax - xmin), ymin + fy * (ymax - ymin))
+    x, y = corners[k]
+    _same_match(matcher, con, x + dx, y)  # a footprint's edge, often across a square's edge from the last point
+    assert len(matcher._cells) == 1

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
+from twin.cases.cameras import SIGHT_KEY, camera_sight_kept, cameras_per_building, keep_camera_sight
 from twin.cases.cases import OPEN_STATUSES
 from twin.errors import InputError, OptionError
 from twin.inspector import building_card, grid_path, open_cases, residents_page, search
-from twin.store.queries import grid_table, key_figures
-from tests.conftest import BACKENDS, small_demo_in
+from twin.store.queries import grid_table, grid_tree, key_figures, micro_figures
+from tests.conftest import BACKENDS, copy_of, small_demo_in
+from twin.store.schema import GRID_LEVELS
 from twin.store.store import Store
 
 
@@ -84,6 +87,70 @@ def test_search_finds_names_addresses_and_case_ids_and_treats_wildcards_as_text(
 
 def test_grid_path_of_nothing_is_empty(con):
     assert grid_path(con, None) == []
+
+
+def _tree_walked_in_python(con) -> pd.DataFrame:
+    """The grid tree by the rule, one dictionary lookup at a time: each grid in force, walked up its parents (in
+    force) once per level, takes each ancestor at that ancestor's level (the farthest up last)."""
+    grids = con.execute("SELECT grid_id, name, level, parent_id FROM grids WHERE valid_to IS NULL").df()
+    parent, level = dict(zip(grids["grid_id"], grids["parent_id"])), dict(zip(grids["grid_id"], grids["level"]))
+    rows = []
+    for grid_id in grids["grid_id"]:
+        found, ancestor = dict.fromkeys(GRID_LEVELS), grid_id
+        for _ in GRID_LEVELS:
+            if level.get(ancestor) in found:
+                found[level[ancestor]] = ancestor
+            ancestor = parent.get(ancestor)
+        rows.append(found)
+    return pd.concat([grids, pd.DataFrame(rows)], axis=1).sort_values("grid_id").reset_index(drop=True)
+
+
+def test_the_grid_tree_gives_each_grid_its_ancestors_even_under_a_broken_chain(small_demo, tmp_path):
+    with Store(copy_of(small_demo, tmp_path)) as store:
+        con = store.con
+        micro, grid = con.execute("SELECT grid_id, parent_id FROM grids WHERE level = 'micro' AND valid_to IS NULL "
+                                  "ORDER BY grid_id LIMIT 1").fetchone()
+        other = con.execute("SELECT grid_id FROM grids WHERE level = 'micro' AND valid_to IS NULL "
+                            "ORDER BY grid_id DESC LIMIT 2").fetchall()
+        # one micro-grid under a grid no longer in force, another under a micro-grid (a level twice in a chain)
+        con.execute("UPDATE grids SET valid_to = now() WHERE grid_id = ? AND valid_to IS NULL", [grid])
+        con.execute("UPDATE grids SET parent_id = ? WHERE grid_id = ?", [other[1][0], other[0][0]])
+        tree = grid_tree(con)
+        expected = _tree_walked_in_python(con)
+    assert len(tree) == len(expected) > 300
+    for column in tree.columns:
+        assert tree[column].astype(object).where(tree[column].notna(), None).tolist() == \
+            expected[column].astype(object).where(expected[column].notna(), None).tolist(), column
+    row = tree.set_index("grid_id")
+    assert row.loc[micro, "micro"] == micro and pd.isna(row.loc[micro, "grid"]) and pd.isna(row.loc[micro, "street"])
+
+
+def test_the_kept_camera_coverage_gives_the_figures_computed_afresh_and_follows_the_cameras(small_demo, tmp_path):
+    with Store(copy_of(small_demo, tmp_path)) as store:
+        con = store.con
+        assert camera_sight_kept(con), "the demo keeps its coverage"
+        kept = micro_figures(con)
+        con.execute("DELETE FROM meta WHERE key = ?", [SIGHT_KEY])
+        afresh = micro_figures(con)
+        pd.testing.assert_frame_equal(kept.sort_values("micro_id", ignore_index=True),
+                                      afresh.sort_values("micro_id", ignore_index=True))
+        with store.transaction():
+            assert keep_camera_sight(con) and not keep_camera_sight(con)  # computed once, then kept
+        # The cameras turn round: what they see changes, and the kept coverage is no longer used.
+        con.execute("UPDATE cameras SET heading_deg = (coalesce(heading_deg, 0) + 180) % 360")
+        assert not camera_sight_kept(con)
+        seen = cameras_per_building(con)
+        moved = micro_figures(con).set_index("micro_id")["seen"]
+        by_grid = pd.Series((seen > 0).to_numpy(), index=seen.index).groupby(
+            con.execute("SELECT building_id, grid_id FROM buildings").df().set_index("building_id")["grid_id"]).sum()
+        assert (moved.reindex(by_grid.index) == by_grid).all()
+        assert not moved.equals(kept.set_index("micro_id")["seen"])
+        with store.transaction():
+            keep_camera_sight(con)
+        assert camera_sight_kept(con)
+        assert micro_figures(con).set_index("micro_id")["seen"].sort_index().equals(moved.sort_index())
+        con.execute("DELETE FROM camera_sight")  # while the fingerprint still holds: the figures read the table
+        assert micro_figures(con)["seen"].sum() == 0
 
 
 def test_grids_under_a_street_reach_down_to_its_micro_grids(con):

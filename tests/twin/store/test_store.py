@@ -219,3 +219,18 @@ def test_a_store_before_schema_16_gets_the_intake_keys(new_store_db):
         store.con.execute("UPDATE meta SET value = '14' WHERE key = 'schema_version'")
     with Store(new_store_db) as store:
         assert store.count("intake_keys") == 0 and store.meta()["schema_version"] == str(SCHEMA_VERSION)
+
+
+@pytest.mark.parametrize("found", [15, 16])
+def test_a_store_at_schema_15_or_16_gets_the_kept_camera_coverage_table(tmp_path, found):
+    path = tmp_path / "old.duckdb"
+    with Store(path, create=True) as store:
+        store.con.execute("DROP TABLE camera_sight")
+        store.con.execute("INSERT INTO volunteer_tasks (task_id, title, place, x, y, grid_id, starts_at, ends_at, "
+                          "places, points, eligibility, published_by, published_at) VALUES ('t1', 'sweep', 'gate', "
+                          "0, 0, 'g', now(), now(), 1, 5, 'anyone', 'lu', now())")
+        store.con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(found)])
+    with Store(path) as store:
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION) == "17"
+        assert store.count("camera_sight") == 0
+        assert store.con.execute("SELECT task_id FROM volunteer_tasks").fetchall() == [("t1",)]
