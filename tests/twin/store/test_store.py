@@ -219,3 +219,20 @@ def test_a_store_before_schema_15_gets_the_intake_keys(new_store_db):
         store.con.execute("UPDATE meta SET value = '14' WHERE key = 'schema_version'")
     with Store(new_store_db) as store:
         assert store.count("intake_keys") == 0 and store.meta()["schema_version"] == "15"
+
+
+def test_a_row_read_alone_leaves_no_postgresql_transaction_open(new_store_db, backend):
+    """PostgreSQL-only: fetchone reads the result to its end, so the cursor's transaction ends with it (an open one
+    held the locks that another process's start waited for, as long as the cursor was not used again)."""
+    if backend == "duckdb":
+        pytest.skip("a DuckDB file's transactions are the process's own")
+    import psycopg
+
+    with Store(new_store_db, create=True) as store:
+        cursor = store.con.cursor()
+        assert cursor.execute("SELECT key FROM meta WHERE key = 'no such key'").fetchone() is None
+        assert cursor.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchone() == ("Asia/Shanghai",)
+        with psycopg.connect(new_store_db) as con:
+            open_ones, = con.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                                     "state = 'idle in transaction'").fetchone()
+        assert open_ones == 0
