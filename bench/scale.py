@@ -203,19 +203,26 @@ async def _open_all(base: str, user: tuple[str, str], sources: list[str]) -> lis
     return list(await asyncio.gather(*(one(s) for s in sources)))
 
 
+WARM_PICKS = 6  # clicks of a warm-up session, whose CPU shows which worker serves it
+
+
 async def _warm_up(workers, user: tuple[str, str], sources: list[str], building_ids: list[str]) -> None:
     """One session per worker through the proxy, closed again: what a process loads once goes into the baseline.
-    Each checks that the proxy sent it where ``ip_hash`` was computed to: the worker that signed it in takes its
-    cookie (another, with a secret of its own, asks to sign in)."""
+    Each checks that the proxy sent it where ``ip_hash`` was computed to: its clicks cost CPU in that worker, and
+    hardly any in the others (the workers share the sign-in cookies' secret, so a cookie no longer tells)."""
     for worker, source in enumerate(sources):
         session = OperatorSession(workers.base, *user, source=source)
         await session.open()
         await session.pick(0, building_ids[0], timeout=PICK_TIMEOUT_S)
-        answers = [await session.page_status(f"http://127.0.0.1:{p}") for p in workers.ports]
+        cpu = [CPU([pid]).start() for pid in workers.pids]
+        for k in range(1, WARM_PICKS + 1):
+            await session.pick(k, building_ids[k], timeout=PICK_TIMEOUT_S)
+        spent = [c.seconds() for c in cpu]
         await session.close()
-        if answers != [200 if k == worker else 302 for k in range(len(workers.ports))]:
-            raise RuntimeError(f"{source} was computed to reach worker {worker} through nginx's ip_hash, but the "
-                               f"workers answer its cookie with {answers}")
+        others = max((t for k, t in enumerate(spent) if k != worker), default=0.0)
+        if spent[worker] < 2 * others:
+            raise RuntimeError(f"{source} was computed to reach worker {worker} through nginx's ip_hash, but its "
+                               f"clicks cost the workers {[round(t, 2) for t in spent]} CPU seconds")
 
 
 async def _picks(sessions: list[OperatorSession], building_ids: list[str], seconds: float) -> tuple[list, int]:

@@ -158,15 +158,6 @@ class OperatorSession:
                        "panels": time.perf_counter() - pulled, "total": time.perf_counter() - started}
         self.opened_bytes = self.received_bytes
 
-    async def page_status(self, server: str) -> int:
-        """The HTTP status with which ``server`` (an app process behind the proxy, reached directly) answers this
-        session's cookie on ``/app``: 200 from the process that signed it in, 302 (to sign in) from another."""
-        host = urllib.parse.urlparse(self.base).netloc  # the proxy's, which the process expects
-        answer = await AsyncHTTPClient().fetch(HTTPRequest(
-            server + "/app", headers={"Cookie": self._cookie, "Host": host}, follow_redirects=False,
-            network_interface=self.source, request_timeout=OPEN_TIMEOUT_S), raise_error=False)
-        return answer.code
-
     def _request(self, path: str, **kw) -> HTTPRequest:
         headers = {"Cookie": self._cookie} if getattr(self, "_cookie", None) else {}
         return HTTPRequest(self.base + path, headers=headers, follow_redirects=False, network_interface=self.source,

@@ -303,11 +303,14 @@ class Inspector(pn.viewable.Viewer):
                 result, rows = await self._off_loop.read(self.gate, read)
                 if before is not None:
                     await before
+                # Each in one message to the browser (a card's panes, tables and controls change together).
                 if early is not None and ticket == self._looks and not isinstance(result, TwinError):
-                    early(result)
+                    with pn.io.hold():
+                        early(result)
                 await self._off_loop.record(rows)
                 if ticket == self._looks:
-                    show(result)
+                    with pn.io.hold():
+                        show(result)
             finally:
                 done.set_result(None)
         pn.state.execute(run)

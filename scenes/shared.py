@@ -122,7 +122,7 @@ class OffLoop:
         """Commit audit rows through the writer; returns once they are on disk (the loop is free meanwhile)."""
         if rows:
             await self.writer.submit(lambda con: Written([audit(con, **row) for row in rows]),
-                                     loop=asyncio.get_running_loop())
+                                     loop=asyncio.get_running_loop(), quiet=True)
 
     async def look(self, gate: Gate, read: Callable[[Gate], T]) -> T:
         """``read(gate)`` off the loop, its audit rows committed before it returns; raises what ``read`` raised."""

@@ -171,6 +171,7 @@ class _Job(NamedTuple):
     run: Callable[[duckdb.DuckDBPyConnection], Written]
     future: Future | asyncio.Future
     writes: bool  # False: the job only reads, and hands what it wants written back in its Written
+    quiet: bool = False  # True: it writes no table with a change trigger (NOTIFIED_TABLES): nothing to sign
 
 
 class IntakeWriter:
@@ -211,7 +212,7 @@ class IntakeWriter:
         ready.result()  # the matcher is built (or its error raised here)
 
     def submit(self, job: Callable[[duckdb.DuckDBPyConnection], Written], *,
-               loop: asyncio.AbstractEventLoop | None = None) -> Future | asyncio.Future:
+               loop: asyncio.AbstractEventLoop | None = None, quiet: bool = False) -> Future | asyncio.Future:
         """Queue a job; its future holds ``Written.answer`` once committed, or the job's error.
 
         A job that raises (anything) leaves nothing in the store, whatever it wrote
@@ -219,14 +220,15 @@ class IntakeWriter:
         is run again without it: keep its effects to the store and the
         :class:`Written` it returns. Called from an event loop with ``loop``, the
         future is that loop's, and a batch's answers reach the loop together, in one
-        wake-up.
+        wake-up. ``quiet``: the job writes no table that announces its changes (``NOTIFIED_TABLES``: keys, users,
+        grids, meta), so a batch of such jobs skips naming its sender to the change triggers (a round trip).
         """
-        return self._queue(job, loop=loop, writes=True)
+        return self._queue(job, loop=loop, writes=True, quiet=quiet)
 
     def _queue(self, job: Callable[[duckdb.DuckDBPyConnection], Written], *, loop: asyncio.AbstractEventLoop | None,
-               writes: bool) -> Future | asyncio.Future:
+               writes: bool, quiet: bool = False) -> Future | asyncio.Future:
         future = loop.create_future() if loop is not None else Future()
-        self._jobs.put(_Job(job, future, writes))
+        self._jobs.put(_Job(job, future, writes, quiet))
         return future
 
     def forget_meta(self) -> None:
@@ -257,7 +259,7 @@ class IntakeWriter:
             return Written(answer, cases=[taken["case"]] if taken["case"] else [], detections=[taken["detection"]],
                            client=client, keys=self._keep(client, key, "detection", detection, taken["case_id"],
                                                           answer))
-        return self._queue(job, loop=loop, writes=False)
+        return self._queue(job, loop=loop, writes=False, quiet=True)
 
     def take_request(self, form: dict[str, str], *, district_crs: str, client: str | None = None,
                      key: str | None = None, loop: asyncio.AbstractEventLoop | None = None) -> Future:
@@ -277,7 +279,7 @@ class IntakeWriter:
             answer = {k: v for k, v in reply.items() if k != "case"}
             return Written(answer, cases=[reply["case"]], client=client,
                            keys=self._keep(client, key, "open311", form, reply["service_request_id"], answer))
-        return self._queue(job, loop=loop, writes=False)
+        return self._queue(job, loop=loop, writes=False, quiet=True)
 
     def take_report(self, form: dict[str, str], *, district_crs: str,
                     then: Callable[[duckdb.DuckDBPyConnection, dict], dict], client: str = "resident",
@@ -360,7 +362,7 @@ class IntakeWriter:
 
     def audit(self, **row) -> Future:
         """Append one audit row (``actor``, ``action``, ``target``, ``detail``, ``source``) in the next commit."""
-        return self.submit(lambda con: Written(audit(con, **row)))
+        return self.submit(lambda con: Written(audit(con, **row)), quiet=True)
 
     def command(self, run: Callable[[duckdb.DuckDBPyConnection], dict], *, grids_changed: bool = False,
                 loop: asyncio.AbstractEventLoop | None = None) -> Future | asyncio.Future:
@@ -442,7 +444,8 @@ class IntakeWriter:
         self._keys.clear()
         con.execute("BEGIN TRANSACTION")
         try:  # the change triggers' notices name this process, which skips its own grid saves (scenes.server)
-            sign_transaction(con, self.feed.origin)
+            if not all(job.quiet for job in batch):
+                sign_transaction(con, self.feed.origin)
         except Exception as exc:
             self._roll_back()
             if is_unavailable(exc):

@@ -180,6 +180,17 @@ class AttachedConnection:
     def cursor(self) -> AttachedConnection:
         return AttachedConnection(self._con.cursor(), meta=self.meta)
 
+    def execute(self, *args: object, **kwargs: object) -> AttachedConnection:
+        self._con.execute(*args, **kwargs)
+        return self
+
+    def fetchone(self) -> tuple | None:
+        """The first row, the result read to its end: a result left unread keeps its PostgreSQL transaction open
+        (``idle in transaction``) until the cursor's next query, holding locks that a starting process's upgrade
+        or change triggers wait for, and rows that VACUUM may not clean."""
+        rows = self._con.fetchall()
+        return rows[0] if rows else None
+
     def __getattr__(self, name: str) -> object:
         return getattr(self._con, name)
 

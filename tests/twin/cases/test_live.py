@@ -348,3 +348,42 @@ def test_a_request_sent_again_with_its_idempotency_key_gets_the_first_answer_and
         break
     else:
         pytest.fail("no camera of the demo looks into the district")
+
+
+def test_one_key_sent_to_two_processes_at_once_makes_one_case(demo_copy_db, backend):
+    """PostgreSQL-only: two processes' writers take the same request with the same key at once (a client resending
+    through the proxy to another process): one case. The writer whose transaction began before the other's commit
+    does not see its key, loses the race (on the audit chain's head, or on the key), runs its batch again and
+    answers with the first case."""
+    if backend == "duckdb":
+        pytest.skip("a DuckDB file has one writing process")
+    with Store(demo_copy_db) as one, Store(demo_copy_db) as two:
+        first, late = (IntakeWriter(one.con, CaseFeed(), dedupe_window_s=600),
+                       IntakeWriter(two.con, CaseFeed(), dedupe_window_s=600))
+        try:
+            form = _forms(one, 1)[0]
+            key = "race-0001-0123456789"
+            go, read = threading.Event(), threading.Event()
+
+            def held(con) -> Written:  # the late writer's batch has begun and read (its snapshot is taken)
+                go.wait(30)
+                return Written(None)
+
+            def reading(con) -> Written:
+                con.execute("SELECT count(*) FROM intake_keys").fetchall()
+                read.wait(30)
+                return Written(None)
+            late.submit(held)
+            late.submit(reading)
+            racing = late.take_request(form, district_crs="EPSG:4547", client="app", key=key)
+            go.set()  # the reading job and the request run in one batch, the reading one first
+            won = first.take_request(form, district_crs="EPSG:4547", client="app", key=key).result(timeout=60)
+            read.set()
+            lost = racing.result(timeout=60)
+            assert not won.get("replayed") and lost["replayed"]
+            assert lost["service_request_id"] == won["service_request_id"]
+            cases, = one.con.execute("SELECT count(*) FROM intake_keys WHERE key = ?", [key]).fetchone()
+            assert cases == 1
+        finally:
+            first.close()
+            late.close()

@@ -234,3 +234,20 @@ def test_a_store_at_schema_15_or_16_gets_the_kept_camera_coverage_table(tmp_path
         assert store.meta()["schema_version"] == str(SCHEMA_VERSION) == "17"
         assert store.count("camera_sight") == 0
         assert store.con.execute("SELECT task_id FROM volunteer_tasks").fetchall() == [("t1",)]
+
+
+def test_a_row_read_alone_leaves_no_postgresql_transaction_open(new_store_db, backend):
+    """PostgreSQL-only: fetchone reads the result to its end, so the cursor's transaction ends with it (an open one
+    held the locks that another process's start waited for, as long as the cursor was not used again)."""
+    if backend == "duckdb":
+        pytest.skip("a DuckDB file's transactions are the process's own")
+    import psycopg
+
+    with Store(new_store_db, create=True) as store:
+        cursor = store.con.cursor()
+        assert cursor.execute("SELECT key FROM meta WHERE key = 'no such key'").fetchone() is None
+        assert cursor.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchone() == ("Asia/Shanghai",)
+        with psycopg.connect(new_store_db) as con:
+            open_ones, = con.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                                     "state = 'idle in transaction'").fetchone()
+        assert open_ones == 0
