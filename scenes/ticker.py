@@ -34,6 +34,7 @@ class CaseTicker(JSComponent):
         row.replaceChildren(title, ...items.map(([id, label]) => {
           const b = document.createElement("button");
           b.textContent = label;
+          b.className = id.startsWith("task|") ? "twin-ticker-task" : "twin-ticker-case";  // a volunteer task's, or a case's
           b.addEventListener("click", () => { model.clicked = { case_id: id, seq: ++seq }; });
           return b;
         }));

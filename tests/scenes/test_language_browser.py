@@ -129,7 +129,7 @@ def test_the_operators_building_and_case_cards_show_names_not_codes(site, lang):
     page.keyboard.press("Enter")
     expect(page.locator(".twin-residents")).to_be_visible(timeout=15_000)
     check(read(page, site), lang=lang, screen="operator, building card")
-    page.locator(".twin-ticker-row button").first.click()
+    page.locator(".twin-ticker-row button.twin-ticker-case").first.click()  # not a volunteer task's
     expect(page.locator(".twin-history")).to_be_visible(timeout=15_000)
     text = read(page, site)
     for _wait in range(30):  # the card's text and its buttons reach the page in separate messages
