@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import functools
 import gzip
-import html
 import json
 import logging
 import math
@@ -38,15 +36,14 @@ from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import jinja2
 import numpy as np
 import pandas as pd
-from markupsafe import Markup
 from tornado.web import RequestHandler, stream_request_body
 
 from scenes.auth import TEMPLATES, SignIns
 from scenes.i18n import (LANGS, N_, STATUS_NAMES, WORKER_JS, _, case_kind_name, choose_lang, error_text, js_texts,
                          speaking)
+from scenes.phone import not_this_roles_page, render_phone_page
 from scenes.shared import READS, Cursors, OffLoop
 from twin.access.access import Principal, user_lang
 from twin.access.policy import MIN_REASON, Gate, Refusals
@@ -419,24 +416,15 @@ def _next_steps() -> dict[str, list[str]]:
 
 def render_page(principal: Principal, *, lang: str, patrol_since: str | None) -> str:
     """The page's HTML in ``lang`` (inside :func:`speaking`), with its script and configuration inline."""
-    config = json.dumps(page_config(principal, lang=lang, patrol_since=patrol_since), ensure_ascii=False,
-                        separators=(",", ":")).replace("</", "<\\/")
-    return _template().render(_=_, lang=lang, user=principal.username, config=Markup(config),
-                              script=Markup(WORKER_JS.read_text(encoding="utf-8")))
-
-
-@functools.cache
-def _template() -> jinja2.Template:
-    return jinja2.Environment(autoescape=True).from_string(PAGE.read_text(encoding="utf-8"))
+    return render_phone_page(PAGE, config=page_config(principal, lang=lang, patrol_since=patrol_since),
+                             script=WORKER_JS, _=_, lang=lang, user=principal.username)
 
 
 def _page_for_others(principal: Principal, lang: str) -> str:
     """What another role gets at ``/worker``: whose page it is, and the way to the app."""
-    text = _("This page is for grid workers; {user} signs in as another role.").format(user=principal.username)
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
-            f"<title>{html.escape(_('Grid worker'))}</title></head><body style='font-family:sans-serif;padding:1em'>"
-            f"<p class='twin-not-worker'>{html.escape(text)}</p>"
-            f"<p><a href='/app?lang={lang}'>{html.escape(_('Open the app'))}</a></p></body></html>")
+    return not_this_roles_page(
+        title=_("Grid worker"), text=_("This page is for grid workers; {user} signs in as another role.").format(
+            user=principal.username), link=f"/app?lang={lang}", link_text=_("Open the app"), css_class="twin-not-worker")
 
 
 def field_routes(desk: FieldDesk) -> list[tuple]:

@@ -4,21 +4,7 @@
 // Every action is one request whose answer is shown; the server refuses what is not the user's to do.
 "use strict";
 (() => {
-  const CFG = JSON.parse(document.getElementById("twin-config").textContent);
-  const TEXTS = CFG.texts;
-  function _(message) { return TEXTS[message] || message; }
-  function fill(text, params) { return text.replace(/\{(\w+)\}/g, (m, k) => (k in params ? String(params[k]) : m)); }
-  const $ = (id) => document.getElementById(id);
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (k === "class") node.className = v;
-      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-      else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
-    }
-    for (const child of children) if (child !== null && child !== undefined) node.append(child);
-    return node;
-  }
+  const { CFG, _, fill, $, el } = window.twinPhone;  // scenes/phone.js
   const when = (iso) => (iso ? iso.slice(5, 16).replace("T", " ") : "");
 
   function notice(text, ok = false) {

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import gzip
-import html
 import json
 import math
 import urllib.parse
@@ -29,12 +28,12 @@ from pathlib import Path
 import jinja2
 import numpy as np
 import pandas as pd
-from markupsafe import Markup
 from tornado.web import RequestHandler
 
 from scenes.auth import TEMPLATES
 from scenes.field import FIELD_HEADER, FieldDesk, PhotoUploadHandler, _FieldRoute
 from scenes.i18n import LANGS, N_, STATUS_NAMES, _, case_kind_name, choose_lang, error_text, js_texts, speaking
+from scenes.phone import not_this_roles_page, render_phone_page
 from scenes.shared import READS
 from twin.access.access import MIN_PASSWORD, Principal, user_lang
 from twin.cases.cases import load_taxonomy
@@ -365,15 +364,8 @@ def page_config(principal: Principal, *, page: str, lang: str) -> dict:
 
 def render_page(principal: Principal, *, page: str, lang: str) -> str:
     """A volunteer page's HTML in ``lang`` (inside :func:`speaking`), its script and configuration inline."""
-    config = json.dumps(page_config(principal, page=page, lang=lang), ensure_ascii=False,
-                        separators=(",", ":")).replace("</", "<\\/")
-    return _template().render(_=_, lang=lang, user=principal.username, page=page, path=PAGES[principal.role],
-                              config=Markup(config), script=Markup(VOLUNTEER_JS.read_text(encoding="utf-8")))
-
-
-@functools.cache
-def _template() -> jinja2.Template:
-    return jinja2.Environment(autoescape=True).from_string(PAGE.read_text(encoding="utf-8"))
+    return render_phone_page(PAGE, config=page_config(principal, page=page, lang=lang), script=VOLUNTEER_JS, _=_,
+                             lang=lang, user=principal.username, page=page, path=PAGES[principal.role])
 
 
 @functools.cache
@@ -383,12 +375,9 @@ def _activate_template() -> jinja2.Template:
 
 def page_for_others(principal: Principal, path: str) -> str:
     """What another role gets at a volunteer page: whose page it is, and the way to their own."""
-    text = _("This page is not for {user}'s role.").format(user=principal.username)
-    own = PAGES.get(principal.role, "/app")
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
-            f"<title>{html.escape(_('Volunteers'))}</title></head><body style='font-family:sans-serif;padding:1em'>"
-            f"<p class='twin-not-yours'>{html.escape(text)}</p>"
-            f"<p><a href='{own}'>{html.escape(_('Open your page'))}</a></p></body></html>")
+    return not_this_roles_page(title=_("Volunteers"), text=_("This page is not for {user}'s role.").format(
+        user=principal.username), link=PAGES.get(principal.role, "/app"), link_text=_("Open your page"),
+        css_class="twin-not-yours")
 
 
 def volunteer_routes(desk: VolunteerDesk) -> list[tuple]:

@@ -5,23 +5,9 @@
 // The phone's position leaves it only as a patrol check-in, while patrol is on (and the page says so).
 "use strict";
 (() => {
-  const CFG = JSON.parse(document.getElementById("twin-config").textContent);
-  const TEXTS = CFG.texts;
+  const { CFG, _, fill, $, el } = window.twinPhone;  // scenes/phone.js
   const API = "/api/field";
   const FLUSH_EVERY_MS = 15000, REFRESH_EVERY_MS = 60000, FIX_FRESH_MS = 60000;
-  function _(message) { return TEXTS[message] || message; }
-  function fill(text, params) { return text.replace(/\{(\w+)\}/g, (m, k) => (k in params ? String(params[k]) : m)); }
-  const $ = (id) => document.getElementById(id);
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (k === "class") node.className = v;
-      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-      else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
-    }
-    for (const child of children) if (child !== null && child !== undefined) node.append(child);
-    return node;
-  }
 
   const STEP_NAMES = { accept: _("Accept the case"), on_site: _("I am on site"), handled: _("Handled"),
                        hand_up: _("Hand up") };

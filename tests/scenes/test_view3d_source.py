@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 SOURCE = Path(__file__).parents[2] / "scenes" / "view3d.js"
-WORKER = Path(__file__).parents[2] / "scenes" / "worker.js"  # the phone page's script (a classic script)
+SCENES = Path(__file__).parents[2] / "scenes"
+WORKER = SCENES / "worker.js"  # the phone pages' scripts (classic scripts, after phone.js's helpers)
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js (make test-setup installs it)")
-@pytest.mark.parametrize("source, name", [(SOURCE, "view3d.mjs"), (WORKER, "worker.js")])
+@pytest.mark.parametrize("source, name", [(SOURCE, "view3d.mjs"), (WORKER, "worker.js"),
+                                                (SCENES / "volunteer.js", "volunteer.js"), (SCENES / "phone.js", "phone.js")])
 def test_the_views_javascript_parses(tmp_path, source, name):
     module = tmp_path / name  # the component's source is an ES module
     module.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")

@@ -183,6 +183,19 @@ def coarse_errors(db, out_dir, *, samples: int = 30) -> dict[str, tuple[float, f
     return found
 
 
+def merge_two_micro_grids(db) -> set[str]:
+    """Merge two micro-grids of the demo; the ids of the buildings that changed grid."""
+    with open_for_command(db, create=False) as store:
+        parent = "S01-C01-G1"
+        shapes = current_grids(store.con, parent_id=parent).geometry
+        keep, gone = shapes.index[2], shapes.index[3]
+        moved = {r[0] for r in store.con.execute("SELECT building_id FROM buildings WHERE grid_id = ?",
+                                                 [gone]).fetchall()}
+        save_partition(store.con, parent, merge_grids(shapes, [keep, gone]), actor="planner1", reason="merge")
+    assert moved
+    return moved
+
+
 def test_the_tileset_passes_the_schema_checks(bim_tiles):
     _, _, out = bim_tiles
     assert schema_problems(out) == []
@@ -329,14 +342,7 @@ def test_a_second_export_writes_nothing_and_an_ingest_or_grid_save_rewrites_only
     assert after_ingest["unchanged"] == first["tiles"] - len(after_ingest["written"])
 
     # A grid save: two micro-grids merge, so the buildings of the one that goes get the other's id.
-    with open_for_command(demo_copy, create=False) as store:
-        parent = "S01-C01-G1"
-        shapes = current_grids(store.con, parent_id=parent).geometry
-        keep, gone = shapes.index[2], shapes.index[3]
-        moved = {r[0] for r in store.con.execute("SELECT building_id FROM buildings WHERE grid_id = ?",
-                                                 [gone]).fetchall()}
-        save_partition(store.con, parent, merge_grids(shapes, [keep, gone]), actor="planner1", reason="merge")
-    assert moved
+    moved = merge_two_micro_grids(demo_copy)
     after_save = export(demo_copy, out, max_vertices=SMALL_BUDGET)
     assert set(after_save["written"]) == leaves_holding(moved) != set()  # coarse tiles hold no grids
     assert schema_problems(out) == []

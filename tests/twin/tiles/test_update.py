@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import copy_of
-from tests.twin.tiles.test_export import SMALL_BUDGET, export
+from tests.twin.tiles.test_export import SMALL_BUDGET, export, merge_two_micro_grids
 from tests.twin.tiles.tileset_checks import tiles
-from twin.grids.gridedit import merge_grids
-from twin.grids.gridversions import current_grids, save_partition
 from twin.store.store import Store, open_for_command
 from twin.tiles.export import MANIFEST
 from twin.tiles.glb import property_column, read_glb
@@ -29,19 +27,6 @@ def update(db, out_dir, *, max_vertices: int = SMALL_BUDGET) -> dict:
 
 def files(folder) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def merge_two_micro_grids(db) -> set[str]:
-    """Merge two micro-grids of the demo; the ids of the buildings that changed grid."""
-    with open_for_command(db, create=False) as store:
-        parent = "S01-C01-G1"
-        shapes = current_grids(store.con, parent_id=parent).geometry
-        keep, gone = shapes.index[2], shapes.index[3]
-        moved = {r[0] for r in store.con.execute("SELECT building_id FROM buildings WHERE grid_id = ?",
-                                                 [gone]).fetchall()}
-        save_partition(store.con, parent, merge_grids(shapes, [keep, gone]), actor="planner1", reason="merge")
-    assert moved
-    return moved
 
 
 @pytest.fixture
