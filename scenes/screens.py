@@ -33,7 +33,7 @@ from scenes.layers import (COLOUR_MEASURES, COVERAGE_MEASURE, GRID_MEASURES, VOL
 from scenes.loopfigures import LoopFigures
 from scenes.party import PartyLayer
 from scenes.planner import GridEditor, save_through_writer
-from scenes.shared import READS, REFRESH_S, WORKERS_REFRESH_S, GridOutlines, SharedDistrict
+from scenes.shared import QUIET_REFRESH_S, READS, REFRESH_S, WORKERS_REFRESH_S, GridOutlines, SharedDistrict
 from scenes.theme import CSS
 from scenes.ticker import CaseTicker
 from scenes.volunteerboard import VolunteerRanking, ticker_items
@@ -270,7 +270,10 @@ class DistrictApp(pn.viewable.Viewer):
             log.error("live figures failed", exc_info=task.exception())
 
     def _figures_due(self) -> bool:
-        if self._seen == self._live_version or time.monotonic() - self._live_at < REFRESH_S:
+        # Cases move the figures at once; what the case feed does not announce (volunteer tasks confirmed, patrol
+        # coverage) is read again every QUIET_REFRESH_S all the same.
+        wait = REFRESH_S if self._seen != self._live_version else QUIET_REFRESH_S
+        if time.monotonic() - self._live_at < wait:
             return False
         self._live_at, self._live_version = time.monotonic(), self._seen
         return True

@@ -57,6 +57,7 @@ REFRESH_S = 1.0  # live figures are at most this old
 WORKERS_REFRESH_S = 5.0  # the grid workers' positions on the operators' maps are at most this old
 COVERAGE_REFRESH_S = 60.0  # the day's patrol coverage is at most this old
 VOLUNTEER_REFRESH_S = 5.0  # the volunteer figures (tasks confirmed, points) are at most this old
+QUIET_REFRESH_S = 60.0  # a screen's figures are read again this often without a case changing (volunteers, patrols)
 # The threads that read the store for the event loop (DuckDB runs a query without the GIL, so a few help).
 READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="twin-read")
 T = TypeVar("T")
