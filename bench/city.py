@@ -202,6 +202,18 @@ DRAWN_BUILDINGS = """async () => {
 }"""
 
 
+ZOOM_OUT_NOTCHES = 20  # wheel notches back from the flight's close view before the clicks
+
+# Run in the page: which of the points (view coordinates) the view shows, 20 px inside its box.
+ON_SCREEN = """(points) => {
+  const box = window.twinView.getBoundingClientRect();
+  return points.map(([x, y, z]) => {
+    const [px, py] = window.twinView.worldToPage(x, y, z);
+    return px > box.left + 20 && px < box.right - 20 && py > box.top + 20 && py < box.bottom - 20;
+  });
+}"""
+
+
 def building_rows(db: Path) -> tuple[tuple, dict]:
     """The district origin and every building's id, label point and roof height in the view's order (columns as
     arrays), read before the server locks the store."""
@@ -232,8 +244,28 @@ def near_targets(buildings: tuple[tuple, dict], far: str, *, count: int = 30):
         page.wait_for_function("window.twinFlightEnd > window.__flyStart && "
                                "window.twinTilesSettled > window.twinFlightEnd", timeout=120_000)
         page.wait_for_timeout(1000)
+        # The flight frames one building from close by: step back (the wheel, over the view's middle) so that the
+        # clicks have buildings around it to aim at, and let the tiles that view wants come in.
+        middle = page.evaluate("(() => { const b = window.twinView.getBoundingClientRect(); "
+                               "return [b.left + b.width / 2, b.top + b.height / 2]; })()")
+        page.mouse.move(*middle)
+        page.evaluate("window.__zoomStart = performance.now()")
+        for _notch in range(ZOOM_OUT_NOTCHES):
+            page.mouse.wheel(0, 500)
+            page.wait_for_timeout(100)
+        try:
+            page.wait_for_function("window.twinTilesSettled > window.__zoomStart", timeout=60_000)
+        except Exception:  # noqa: BLE001 - no tile was wanted anew: what is drawn is what the view wants
+            pass
+        page.wait_for_timeout(1000)
         indices = np.unique(np.array(page.evaluate(DRAWN_BUILDINGS), dtype=np.int64))
         origin, columns = buildings
+        # A leaf spans up to 2 km: keep the buildings whose roofs are on screen (the view's box, 20 px in).
+        roofs = np.column_stack([np.asarray(columns["label_x"])[indices] - origin[0],
+                                 np.asarray(columns["label_y"])[indices] - origin[1],
+                                 np.asarray(columns["top"])[indices] - 0.5]).tolist()
+        on_screen = np.array(page.evaluate(ON_SCREEN, roofs), dtype=bool) if roofs else np.zeros(0, dtype=bool)
+        indices = indices[on_screen]
         tallest = indices[np.argsort(-np.asarray(columns["top"])[indices], kind="stable")[:count]]
         return origin, [(str(columns["building_id"][i]), float(columns["label_x"][i]),
                          float(columns["label_y"][i]), float(columns["top"][i])) for i in tallest]
