@@ -110,8 +110,10 @@ def first_loads(work: Path, *, quick: bool) -> dict:
 
     loads = LOADS_QUICK if quick else LOADS
     with open_for_command(work, create=False) as store:
-        micro, = store.con.execute("SELECT grid_id FROM cases WHERE status IN ('reported', 'dispatched') "
-                                   "GROUP BY grid_id ORDER BY count(*) DESC, grid_id LIMIT 1").fetchone()
+        # the micro-grid with the most cases on a worker's list (not those a department holds)
+        micro, = store.con.execute("SELECT grid_id FROM cases WHERE status IN ('reported', 'dispatched') AND "
+                                   "department IS NULL GROUP BY grid_id ORDER BY count(*) DESC, grid_id "
+                                   "LIMIT 1").fetchone()
         add_user(store.con, "bench.phone", PASSWORD, role="worker", grids=[micro], lang="zh", actor="bench")
     out: dict = {"micro_grid": micro}
     with sync_playwright() as p:

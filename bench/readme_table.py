@@ -298,6 +298,14 @@ ROWS = (
                   f"{count(f('positions.lost_check_ins'))} check-ins and {count(f('positions.lost_cases'))} cases "
                   "lost",
         lambda f: f"check-ins alone: p99 {ms(f('positions.alone.p99_ms'))}"),
+    Row("the city of 1,037,853 buildings as tiles, a leader at 1920×1080: first frame (goal ≤ 4 s), bytes before it "
+        "(≤ 5 MB), browser PSS (≤ 1.5 GB), server memory (≤ 1 GB), fly to a far grid (≤ 2 s)", "city",
+        lambda f: f"{secs(f('city.first_frame.first_frame_ms') / 1000)}, {mb(f('city.first_frame.bytes'))}, "
+                  f"{gb(f('city.browser_pss_bytes'))}, {gb(f('city.server_rss_bytes'))} (after the sessions "
+                  f"{gb(f('city.server_rss_after_bytes'))}), fly {secs(f('city.fly_to_far_grid_ms') / 1000)}",
+        lambda f: "the district as tiles / as one buffer, first frame: "
+                  f"{secs(f('district.tiles.first_frame.first_frame_ms') / 1000)} / "
+                  f"{secs(f('district.buffer.first_frame.first_frame_ms') / 1000)}"),
     Row("50 residents grabbing a 10-place volunteer task at once over HTTP (文明小杜): places taken, the burst's "
         "answers; the DuckDB file / PostgreSQL / two processes behind nginx", "volunteers",
         lambda f: " / ".join(f"{count(f(k + '.succeeded'))} of {count(f(k + '.grabs'))} in {secs(f(k + '.burst_s'))}"
