@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import gzip
 import json
 import logging
 import math
@@ -43,7 +42,7 @@ from tornado.web import RequestHandler, stream_request_body
 from scenes.auth import TEMPLATES, SignIns
 from scenes.i18n import (LANGS, N_, STATUS_NAMES, WORKER_JS, _, case_kind_name, choose_lang, error_text, js_texts,
                          speaking)
-from scenes.phone import not_this_roles_page, render_phone_page
+from scenes.phone import finish_page, not_this_roles_page, render_phone_page
 from scenes.shared import READS, Cursors, OffLoop
 from twin.access.access import Principal, user_lang
 from twin.access.policy import MIN_REASON, Gate, Refusals
@@ -383,14 +382,7 @@ class WorkerPageHandler(RequestHandler):
                 self.set_status(403)
                 return self.finish(_page_for_others(principal, lang))
             page = render_page(principal, lang=lang, patrol_since=with_offset(since, self.desk.zone))
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-        body = page.encode("utf-8")
-        if "gzip" in self.request.headers.get("Accept-Encoding", ""):
-            body = gzip.compress(body, compresslevel=6)
-            self.set_header("Content-Encoding", "gzip")
-        self.set_header("Vary", "Accept-Encoding")
-        self.finish(body)
+        finish_page(self, page)
 
 
 def page_config(principal: Principal, *, lang: str, patrol_since: str | None) -> dict:

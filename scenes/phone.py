@@ -5,12 +5,14 @@ common rules and helpers first (``templates/phone.css``, ``phone.js``), and the 
 from __future__ import annotations
 
 import functools
+import gzip
 import html
 import json
 from pathlib import Path
 
 import jinja2
 from markupsafe import Markup
+from tornado.web import RequestHandler
 
 from scenes.auth import TEMPLATES
 
@@ -38,3 +40,15 @@ def not_this_roles_page(*, title: str, text: str, link: str, link_text: str, css
             f"<title>{html.escape(title)}</title></head><body style='font-family:sans-serif;padding:1em'>"
             f"<p class='{css_class}'>{html.escape(text)}</p>"
             f"<p><a href='{html.escape(link)}'>{html.escape(link_text)}</a></p></body></html>")
+
+
+def finish_page(handler: RequestHandler, page: str) -> None:
+    """Send a phone page's HTML, never cached (it holds the user's configuration), gzipped when the phone takes it."""
+    handler.set_header("Content-Type", "text/html; charset=utf-8")
+    handler.set_header("Cache-Control", "no-store")
+    body = page.encode("utf-8")
+    if "gzip" in handler.request.headers.get("Accept-Encoding", ""):
+        body = gzip.compress(body, compresslevel=6)
+        handler.set_header("Content-Encoding", "gzip")
+    handler.set_header("Vary", "Accept-Encoding")
+    handler.finish(body)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gzip
 import json
 import math
 import urllib.parse
@@ -33,7 +32,7 @@ from tornado.web import RequestHandler
 from scenes.auth import TEMPLATES
 from scenes.field import FIELD_HEADER, FieldDesk, PhotoUploadHandler, _FieldRoute
 from scenes.i18n import LANGS, N_, STATUS_NAMES, _, case_kind_name, choose_lang, error_text, js_texts, speaking
-from scenes.phone import not_this_roles_page, render_phone_page
+from scenes.phone import finish_page, not_this_roles_page, render_phone_page
 from scenes.shared import READS
 from twin.access.access import MIN_PASSWORD, Principal, user_lang
 from twin.cases.cases import load_taxonomy
@@ -296,14 +295,7 @@ class PageHandler(RequestHandler):
                 self.set_status(403)
                 return self.finish(page_for_others(principal, path))
             page = render_page(principal, page=self.page, lang=lang)
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-        body = page.encode("utf-8")
-        if "gzip" in self.request.headers.get("Accept-Encoding", ""):
-            body = gzip.compress(body, compresslevel=6)
-            self.set_header("Content-Encoding", "gzip")
-        self.set_header("Vary", "Accept-Encoding")
-        self.finish(body)
+        finish_page(self, page)
 
 
 class ActivateHandler(RequestHandler):
