@@ -14,8 +14,9 @@ from functools import partial
 
 import duckdb
 import pandas as pd
+import shapely
 
-from twin.cases.cameras import cameras_seeing
+from twin.cases.cameras import CameraSight, cameras_seeing
 from twin.cases.cases import OPEN_STATUSES, next_statuses
 from twin.cases.duties import escalated_condition
 from twin.cases.detections import recent_detections
@@ -49,12 +50,14 @@ def grid_path(con: duckdb.DuckDBPyConnection, grid_id: str | None) -> list[dict]
 
 
 def building_card(con: duckdb.DuckDBPyConnection, building_id: str, *,
-                  paths: Callable[[str | None], list[dict]] | None = None) -> dict:
-    """The building's facts, grid path, head counts and its residents' tags (``tags``: tag to count, most first).
+                  paths: Callable[[str | None], list[dict]] | None = None, sight: CameraSight | None = None) -> dict:
+    """The building's facts, grid path, head counts, its residents' tags (``tags``: tag to count, most first) and
+    the cameras that see it (``cameras``: :func:`twin.cases.cameras.cameras_seeing`).
 
-    ``paths`` gives a grid's path (:func:`grid_path`) from what the caller holds already (a server's grid tree);
-    by default it is read from the store. Three reads in all, and the cameras': one per round trip to a
-    PostgreSQL store counts (a click's card is read while others click).
+    ``paths`` gives a grid's path (:func:`grid_path`) and ``sight`` the cameras that see a footprint
+    (:class:`twin.cases.cameras.CameraSight`) from what the caller holds already (a server's grid tree and
+    cameras); by default both are read from the store. Two reads in all with both given: one per round trip to
+    a PostgreSQL store counts (a click's card is read while others click).
 
     Raises
     ------
@@ -63,11 +66,12 @@ def building_card(con: duckdb.DuckDBPyConnection, building_id: str, *,
     """
     keys = ("building_id", "name", "address", "use", "height", "base_z", "floors", "height_source", "source",
             "source_id", "grid_id", "compound_id")
-    row = con.execute(f"SELECT {', '.join(keys)}, coalesce(residents, 0), coalesce(households, 0) FROM buildings "
-                      "WHERE building_id = ?", [building_id]).fetchall()
+    row = con.execute(f"SELECT {', '.join(keys)}, ST_AsWKB(footprint), coalesce(residents, 0), "
+                      "coalesce(households, 0) FROM buildings WHERE building_id = ?", [building_id]).fetchall()
     if not row:
         raise InputError(N_("no building {building_id!r} in the store"), building_id=building_id)
     card = dict(zip(keys, row[0]))
+    footprint = shapely.from_wkb(bytes(row[0][len(keys)]))
     counted = residents_counted(con)
     # One read of the building's residents gives their head count, households and tags alike.
     people = con.execute(f"SELECT household_id, tags FROM residents WHERE {building_rows(con)}",
@@ -78,7 +82,8 @@ def building_card(con: duckdb.DuckDBPyConnection, building_id: str, *,
                                              (len(people), len({h for h, _ in people if h is not None})))
     card["residents_counted"] = counted
     card["grid_path"] = (paths or partial(grid_path, con))(card["grid_id"])
-    card["cameras"] = cameras_seeing(con, building_id)
+    card["cameras"] = (sight.seeing(building_id, footprint) if sight is not None
+                       else cameras_seeing(con, building_id, footprint=footprint))
     return card
 
 

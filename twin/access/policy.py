@@ -54,6 +54,7 @@ from twin.access.access import (MIN_REASON, PUBLIC_ROLE, Principal, audit, list_
                                 verify_audit)
 from twin.access.keys import list_keys
 from twin.access.ratelimit import RateLimiter
+from twin.cases.cameras import CameraSight
 from twin.cases.cases import next_statuses
 from twin.errors import N_, AccessError, InputError
 from twin.grids.grids import grids_under
@@ -165,17 +166,21 @@ class Gate:
         # The scope and its ids sorted (a query parameter), shared with the gates bound from this one.
         self._scope_cell: list[frozenset[str] | None] = [None, None]
         self._paths: Callable[[str | None], list[dict]] | None = None
+        self._sight: CameraSight | None = None
         self._grid_of: dict[str, str | None] | None = None  # a bound gate's: the buildings' grids it read
 
     def bound(self, con: duckdb.DuckDBPyConnection, *, audit_sink: AuditSink,
-              paths: Callable[[str | None], list[dict]] | None = None) -> "Gate":
+              paths: Callable[[str | None], list[dict]] | None = None, sight: CameraSight | None = None) -> "Gate":
         """This gate on another cursor (another thread's) with another audit sink, for one look: the scope is
-        shared, and a building's grid is read once in the look. ``paths`` gives a grid's path from what the
-        caller holds (a server's grid tree, :meth:`scenes.shared.SharedDistrict.grid_path`) rather than the store."""
+        shared, and a building's grid is read once in the look. ``paths`` gives a grid's path and ``sight`` the
+        cameras that see a building from what the caller holds (a server's grid tree,
+        :meth:`scenes.shared.SharedDistrict.grid_path`, and its cameras) rather than the store."""
         gate = copy.copy(self)
         gate.con, gate._audit, gate._grid_of = con, audit_sink, {}
         if paths is not None:
             gate._paths = paths
+        if sight is not None:
+            gate._sight = sight
         return gate
 
     # -- the rules ---------------------------------------------------------------
@@ -249,7 +254,7 @@ class Gate:
         ``may_see_residents`` says whether :meth:`residents_page` would answer for it with residents,
         ``residents_counted`` whether the store counts its residents instead of listing them (no page to see).
         """
-        card = inspector.building_card(self.con, building_id, paths=self._paths)
+        card = inspector.building_card(self.con, building_id, paths=self._paths, sight=self._sight)
         if self._grid_of is not None:
             self._grid_of[building_id] = card["grid_id"]
         card["may_see_residents"] = (self.may("residents") and self.in_scope(card["grid_id"])

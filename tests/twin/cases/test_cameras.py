@@ -7,7 +7,8 @@ import shapely
 from hypothesis import given
 from hypothesis import strategies as st
 
-from twin.cases.cameras import cameras_per_building, cameras_seeing, view_sectors
+from tests.conftest import small_demo_in
+from twin.cases.cameras import CameraSight, cameras_per_building, cameras_seeing, view_sectors
 from twin.store.store import Store
 
 
@@ -36,3 +37,19 @@ def test_the_cameras_that_see_a_building_agree_with_the_district_counts(small_de
                                         [building_id]).df()["camera_id"]
             assert not set(mounted) & set(seeing["camera_id"]), "a camera does not count for its own wall"
         assert cameras_seeing(store.con, "no-such-building").empty
+
+
+def test_the_cameras_held_in_memory_see_what_the_store_says_for_every_building(backend, request):
+    # A served process on PostgreSQL answers a click's cameras from memory (scenes.shared.SharedDistrict.sight).
+    with Store(small_demo_in(backend, request), read_only=True) as store:
+        sight = CameraSight.read(store.con)
+        counts = cameras_per_building(store.con)  # every footprint against every sector, another way
+        rows = store.con.execute("SELECT building_id, ST_AsWKB(footprint) FROM buildings ORDER BY building_id").fetchall()
+        seen = 0
+        for building_id, wkb in rows:
+            held = sight.seeing(building_id, shapely.from_wkb(bytes(wkb)))
+            read = cameras_seeing(store.con, building_id)
+            assert list(held.itertuples(index=False)) == list(read.itertuples(index=False)), building_id
+            assert len(held) == counts[building_id], building_id
+            seen += len(held)
+        assert seen > 0
