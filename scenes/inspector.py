@@ -330,7 +330,9 @@ class Inspector(pn.viewable.Viewer):
         if self.building_id is None:
             return
         self.case_id = self.camera_id = None
-        self._hide_tables()  # at once: the previous card's actions go with it
+        # At once: the previous card's actions go with it. Its cases stay until this card's replace them, in the
+        # card's own message (hiding and showing them again cost a click two pane changes).
+        self._hide_tables(keep_cases=True)
         building_id, residents = self.building_id, self.show_residents
 
         def read(gate: Gate) -> dict:
@@ -673,9 +675,12 @@ class Inspector(pn.viewable.Viewer):
         self._hide_tables()
         self.card.object = _nothing_picked()
 
-    def _hide_tables(self) -> None:
-        """Put away what the previous card showed: its tables and its case's actions (a card shows only its own)."""
-        self.residents.visible = self.cases.visible = self.pager.visible = self.act.visible = False
+    def _hide_tables(self, *, keep_cases: bool = False) -> None:
+        """Put away what the previous card showed: its tables and its case's actions (a card shows only its own);
+        with ``keep_cases``, its open cases stay (for the next building card, which replaces them with its own)."""
+        if not keep_cases:
+            self.cases.visible = False
+        self.residents.visible = self.pager.visible = self.act.visible = False
         self.unmasking.visible = self.rejecting.visible = self.assigning.visible = False
         self.shown_building_id = None
         if self.actions.objects:  # setting [] again would send the row anew

@@ -171,9 +171,11 @@ def test_the_loop_answers_while_an_open311_read_is_held(demo_copy, monkeypatch):
         assert slow and slow[0][0] == 200
 
 
-def test_a_served_building_look_reads_the_same_card_with_the_grid_path_from_the_servers_tree(demo_copy_db):
+def test_a_served_building_look_reads_the_same_card_with_the_grid_path_from_the_servers_tree(demo_copy_db, backend):
     """The grid path comes from the server's grid tree (no read of the grids per click), the head counts and tags
-    from one read of the building's residents: the card is the store's, on both backends."""
+    from one read of the building's residents, the cameras from the server's: the card is the store's, on both
+    backends."""
+    from twin.cases.cameras import cameras_per_building
     from twin.inspector import building_card, grid_path
 
     with Store(demo_copy_db) as store:
@@ -198,6 +200,12 @@ def test_a_served_building_look_reads_the_same_card_with_the_grid_path_from_the_
         assert {k: v for k, v in served.items() if k not in ("cameras", "grid_path")} == {
             k: v for k, v in read.items() if k not in ("cameras", "grid_path")} | {
             k: served[k] for k in ("may_see_residents", "may_see_cases")}
+        # The cameras that see it: from the server's cameras on PostgreSQL (no read of every camera per click).
+        assert (shared.sight is not None) == (backend == "postgres")
+        watched = cameras_per_building(con).idxmax()
+        served = asyncio.run(shared.off_loop.look(gate, lambda g: g.building_card(watched)))["cameras"]
+        assert len(served) > 0
+        assert served.to_dict("list") == building_card(con, watched)["cameras"].to_dict("list")
         shared.writer.close()
 
 
