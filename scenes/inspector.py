@@ -330,9 +330,9 @@ class Inspector(pn.viewable.Viewer):
         if self.building_id is None:
             return
         self.case_id = self.camera_id = None
-        # At once: the previous card's actions go with it. Its cases stay until this card's replace them, in the
-        # card's own message (hiding and showing them again cost a click two pane changes).
-        self._hide_tables(keep_cases=True)
+        # At once: the previous card's actions go with it. Its tables stay beside it until this card replaces it
+        # (_fill_building, in the card's own message): a click sends no message of its own before its card.
+        self._hide_tables(building=True)
         building_id, residents = self.building_id, self.show_residents
 
         def read(gate: Gate) -> dict:
@@ -370,6 +370,8 @@ class Inspector(pn.viewable.Viewer):
                                  tail=watchers)
         self.cases.object = cases_html(card["open_cases"])
         self.cases.visible = card["may_see_cases"]
+        # The previous building's residents go with its card; this one's are shown once their look is audited.
+        self.residents.visible = self.pager.visible = self.unmasking.visible = False
         self.unmasked.object = ""
         if not self.details.objects:
             self.details.objects = [self.cases, self.pager, self.unmasking, self.residents]
@@ -675,13 +677,12 @@ class Inspector(pn.viewable.Viewer):
         self._hide_tables()
         self.card.object = _nothing_picked()
 
-    def _hide_tables(self, *, keep_cases: bool = False) -> None:
+    def _hide_tables(self, *, building: bool = False) -> None:
         """Put away what the previous card showed: its tables and its case's actions (a card shows only its own);
-        with ``keep_cases``, its open cases stay (for the next building card, which replaces them with its own)."""
-        if not keep_cases:
-            self.cases.visible = False
-        self.residents.visible = self.pager.visible = self.act.visible = False
-        self.unmasking.visible = self.rejecting.visible = self.assigning.visible = False
+        for a ``building`` card to come, a building card's tables stay until it replaces them (_fill_building)."""
+        if not building:
+            self.cases.visible = self.residents.visible = self.pager.visible = self.unmasking.visible = False
+        self.act.visible = self.rejecting.visible = self.assigning.visible = False
         self.shown_building_id = None
         if self.actions.objects:  # setting [] again would send the row anew
             self.actions.objects = []
