@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import numpy as np
+import panel as pn
 import param
 import pytest
 import shapely
 
 from scenes.i18n import case_kind_name, level_name
 from scenes.layers import BUILDING_MAGIC, colours_rgb
-from scenes.screens import DistrictApp
+from scenes.screens import DistrictApp, session_poll
 from scenes.shared import SharedDistrict
 from tests.conftest import copy_of
 from twin.access.access import Principal
@@ -349,3 +351,17 @@ def test_micro_grids_are_labelled_too_the_largest_first(app):
     assert [labels[k][0] for k in label_at] == list(names[grid]), "each label names the grid it lies in"
     areas = shapely.area(app._grid_shapes[grid[np.argsort(label_at, kind="stable")]])
     assert np.all(np.diff(areas) <= 1e-6), "the largest grids come first"
+
+
+def test_a_sessions_poll_runs_every_period_without_panels_busy_bookkeeping():
+    # Panel counts every run of a periodic callback in one list shared by all sessions (its busy state): at 25
+    # operators polling four times a second that took a fifth of a process's core, and held the clicks.
+    async def poll() -> list[bool]:
+        busy: list[bool] = []
+        running = session_poll(lambda: busy.append(pn.state.busy), period_ms=20)
+        await asyncio.sleep(0.3)
+        running.stop()
+        await asyncio.sleep(0.1)
+        return busy
+    busy = asyncio.run(poll())
+    assert 5 <= len(busy) <= 16 and not any(busy)
