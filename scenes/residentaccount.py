@@ -89,7 +89,7 @@ class ResidentAccount(pn.viewable.Viewer):
         self.layout = pn.Column(
             pn.pane.HTML("<div class='label'>" + html.escape(_("volunteer account (文明小杜)")) + "</div>",
                          stylesheets=[CSS]),
-            pn.Row(self.pick, self.button, sizing_mode="stretch_width"), self.state, self.shown,
+            self.pick, self.button, self.state, self.shown,  # one under another: side by side did not fit at 1280 px
             visible=False, sizing_mode="stretch_width", css_classes=["twin-account-block"])
         self._draw()
 
