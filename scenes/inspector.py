@@ -242,7 +242,7 @@ class Inspector(pn.viewable.Viewer):
                                    pn.Row(self.unmask_button, self.export), self.unmasked, visible=False,
                                    sizing_mode="stretch_width")
         # A listed resident's volunteer account (文明小杜): made here, its one-time code shown once.
-        self.volunteer_account = ResidentAccount(self.look, writer)
+        self.volunteer_account = ResidentAccount(self.look, writer, write_timeout_s=WRITE_TIMEOUT_S)
         # Rejecting a case: the button asks first, with a reason that goes into the case's history.
         self.reject_reason = pn.widgets.TextInput(placeholder=_("reason for rejecting (recorded)"),
                                                   sizing_mode="stretch_width", css_classes=["twin-reject-reason"])

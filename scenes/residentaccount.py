@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from concurrent.futures import TimeoutError as WriteTimeout
 
 import panel as pn
 import param
 
-from scenes.i18n import _, error_text, format_time
+from scenes.i18n import N_, _, error_text, format_time
 from scenes.theme import CSS
 from twin.access.policy import Gate
 from twin.cases.live import IntakeWriter, Written
-from twin.errors import TwinError
+from twin.errors import StoreError, TwinError
 from twin.volunteers.accounts import CODE_DAYS, issue_resident_account, resident_account
 
-WRITE_TIMEOUT_S = 10.0  # an account not committed by then is reported as failed
 ACTIVATE_PATH = "/v/activate"
 
 Look = Callable[..., None]
@@ -64,6 +64,8 @@ class ResidentAccount(pn.viewable.Viewer):
         The inspector's :meth:`~scenes.inspector.Inspector.look`.
     writer : IntakeWriter, optional
         The store's writer; without one (a read-only app) the block is never shown.
+    write_timeout_s : float
+        An account not committed by then is reported as failed (the inspector's, as for its case transitions).
     """
 
     resident_id = param.Selector(default="", objects=[""], doc="The resident picked ('' for none)")
@@ -74,10 +76,11 @@ class ResidentAccount(pn.viewable.Viewer):
     error = param.String(default="", doc="The last refusal, in the session's language")
     active = param.Boolean(default=False, doc="Shown (residents listed, a writer to write with)")
 
-    def __init__(self, look: Look, writer: IntakeWriter | None, **params) -> None:
+    def __init__(self, look: Look, writer: IntakeWriter | None, *, write_timeout_s: float, **params) -> None:
         super().__init__(**params)
         self._look = look
         self._writer = writer
+        self._timeout_s = write_timeout_s
         self._picks = 0  # picks so far: a late answer about an earlier pick is dropped
         self.pick = pn.widgets.Select.from_param(self.param.resident_id, name="", sizing_mode="stretch_width",
                                                  min_width=120, css_classes=["twin-account-who"])
@@ -126,7 +129,7 @@ class ResidentAccount(pn.viewable.Viewer):
         resident_id, ticket = self.resident_id, self._picks
         if not resident_id or self._writer is None:
             return
-        writer = self._writer
+        writer, timeout_s = self._writer, self._timeout_s
 
         def read(gate: Gate) -> dict:
             principal, refusals = gate.principal, gate.refusals
@@ -137,7 +140,12 @@ class ResidentAccount(pn.viewable.Viewer):
                 except TwinError as exc:
                     return Written(exc)
             # On a reader thread served: waiting for the writer's commit holds no event loop.
-            answer = writer.submit(job).result(timeout=WRITE_TIMEOUT_S)
+            try:
+                answer = writer.submit(job).result(timeout=timeout_s)
+            except WriteTimeout:
+                raise StoreError(N_("the store did not answer within {seconds} s; pick the resident again to see "
+                                    "whether their account was made before you press again."),
+                                 seconds=f"{timeout_s:g}") from None
             if isinstance(answer, TwinError):
                 raise answer
             return answer

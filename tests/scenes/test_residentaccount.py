@@ -4,13 +4,15 @@ the card shows refusals and the store is left as it was."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from scenes.inspector import Inspector
 from tests.twin.access.test_policy import two_grids
 from twin.access.access import Principal, check_credentials
 from twin.access.policy import Gate
-from twin.cases.live import CaseFeed, IntakeWriter
+from twin.cases.live import CaseFeed, IntakeWriter, Written
 from twin.errors import AccessError, InputError
 from twin.store.store import Store
 from twin.volunteers.accounts import activate_account, issue_resident_account
@@ -118,3 +120,22 @@ def test_refusals_are_shown_on_the_card_and_change_nothing_but_the_audit(served_
     assert not con.execute("SELECT count(*) FROM resident_accounts WHERE resident_id = ?", [resident_a]).fetchone()[0]
     with pytest.raises(InputError, match="no resident"):
         issue_resident_account(Gate(con, Principal("op.a", "operator", (grid_a,))), "R-nobody")
+
+
+def test_a_writer_that_does_not_answer_in_time_is_said_so_on_the_card(served_store):
+    store, writer = served_store
+    con = store.con.cursor()
+    grid_a, building_a, _, _ = two_grids(con)
+    inspector = inspector_for(store, writer, Principal("op.a", "operator", (grid_a,)))
+    inspector.building_id = building_a
+    block = inspector.volunteer_account
+    block._timeout_s = 0.5
+    rid = [r for r in block.param.resident_id.objects.values() if r][0]
+    block.pick.value = rid
+    busy = threading.Event()
+    writer.submit(lambda con: Written(busy.wait(30)))  # the writer is busy with another job
+    try:
+        block.button.clicks += 1
+    finally:
+        busy.set()
+    assert block.issued is None and "did not answer within 0.5 s" in block.shown.object
