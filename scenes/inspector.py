@@ -14,6 +14,7 @@ import param
 
 from scenes.i18n import (_, camera_status_name, case_kind_name, error_text, format_number, format_time, gender_name,
                          height_source_name, level_name, party_kind_name, source_name, status_name, tag_name, use_name)
+from scenes.residentaccount import ResidentAccount
 from scenes.shared import OffLoop
 from scenes.theme import CSS
 from twin.access.policy import MIN_REASON, Gate
@@ -240,6 +241,8 @@ class Inspector(pn.viewable.Viewer):
         self.unmasking = pn.Column(pn.Row(self.unmask_who, self.unmask_reason, sizing_mode="stretch_width"),
                                    pn.Row(self.unmask_button, self.export), self.unmasked, visible=False,
                                    sizing_mode="stretch_width")
+        # A listed resident's volunteer account (文明小杜): made here, its one-time code shown once.
+        self.volunteer_account = ResidentAccount(self.look, writer, write_timeout_s=WRITE_TIMEOUT_S)
         # Rejecting a case: the button asks first, with a reason that goes into the case's history.
         self.reject_reason = pn.widgets.TextInput(placeholder=_("reason for rejecting (recorded)"),
                                                   sizing_mode="stretch_width", css_classes=["twin-reject-reason"])
@@ -364,7 +367,7 @@ class Inspector(pn.viewable.Viewer):
         self.cases.visible = card["may_see_cases"]
         self.unmasked.object = ""
         if not self.details.objects:
-            self.details.objects = [self.cases, self.pager, self.unmasking, self.residents]
+            self.details.objects = [self.cases, self.pager, self.unmasking, self.volunteer_account, self.residents]
         with param.discard_events(self):  # the first page came with the card
             self.page = 0
         self.shown_building_id = None  # the same building again still announces itself
@@ -401,11 +404,14 @@ class Inspector(pn.viewable.Viewer):
             self.residents.param.update(visible=True, object=f"<div class='twin-muted twin-not-listed'>"
                                                              f"{html.escape(self._why_not_listed)}</div>")
         if not visible:
+            self.volunteer_account.active = False
             return
         self.resident_rows = rows
         self.residents.object = residents_html(self.resident_rows)
         who = {f"{r.room} {r.name} · {r.resident_id[-4:]}": r.resident_id for r in self.resident_rows.itertuples()}
         self.unmask_who.param.update(options=who, value=next(iter(who.values()), None))
+        self.volunteer_account.offer(who)
+        self.volunteer_account.active = self.can_act
         pages = max(1, -(-self._total // PAGE_SIZE))
         self.prev.disabled = self.page == 0
         self.next.disabled = self.page >= pages - 1
@@ -670,6 +676,7 @@ class Inspector(pn.viewable.Viewer):
         """Put away what the previous card showed: its tables and its case's actions (a card shows only its own)."""
         self.residents.visible = self.cases.visible = self.pager.visible = self.act.visible = False
         self.unmasking.visible = self.rejecting.visible = self.assigning.visible = False
+        self.volunteer_account.active = False
         self.shown_building_id = None
         if self.actions.objects:  # setting [] again would send the row anew
             self.actions.objects = []
