@@ -6,26 +6,29 @@ on a building card and hands over the code, with which the resident sets a passw
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 from playwright.sync_api import expect
 
-from bench.browser import ServedURL, as_user, chromium, served, sign_in
+from bench.browser import ServedURL, as_user, chromium, sign_in
+from tests.scenes.conftest import PHONE, served_copy
 from tests.scenes.test_volunteers_api import PASSWORD, POINTS, prepare
 from twin.inspector import residents_page
 from twin.store.store import Store
 
 pytestmark = pytest.mark.browser
-PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
 
 
 @pytest.fixture(scope="module")
 def district(small_demo, tmp_path_factory) -> dict:
-    db = tmp_path_factory.mktemp("volunteers-browser") / "demo.duckdb"
-    shutil.copy(small_demo, db)
-    found = prepare(str(db))
-    with Store(db, read_only=True) as store:  # a building with residents who have no account, and its first
+    with served_copy(small_demo, tmp_path_factory, "volunteers-browser", prepare_with_newcomer) as found:
+        yield found  # and its operator (of every street)
+
+
+def prepare_with_newcomer(db) -> dict:
+    """:func:`prepare`, and a building with residents who have no account, and its first such resident."""
+    found = prepare(db)
+    with Store(db, read_only=True) as store:
         con = store.con
         found["building"], = con.execute("SELECT building_id FROM residents WHERE resident_id NOT IN (SELECT "
                                          "resident_id FROM resident_accounts) GROUP BY ALL ORDER BY count(*) DESC, "
@@ -33,8 +36,7 @@ def district(small_demo, tmp_path_factory) -> dict:
         found["newcomer"] = next(f"{r.room} {r.name} · {r.resident_id[-4:]}" for r in residents_page(
             con, found["building"], page_size=50).itertuples() if not con.execute(
                 "SELECT 1 FROM resident_accounts WHERE resident_id = ?", [r.resident_id]).fetchone())
-    with served(db) as url:  # and its operator (of every street)
-        yield {**found, "root": url.rsplit("/", 1)[0], "url": url}
+    return found
 
 
 def phone(browser, district, path: str, user: str, password: str = PASSWORD):
