@@ -150,15 +150,8 @@ def served(db: str | os.PathLike, *, app: str | None = None, role: str = "operat
     url = ServedURL(f"http://127.0.0.1:{port}/{path}")
     url.user, url.password, url.pid = user, password, proc.pid
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the server did not start: see {log.name}") from None
-                time.sleep(0.3)
+        _wait_answering(f"http://127.0.0.1:{port}/", proc, time.monotonic() + timeout,
+                        f"the server did not start: see {log.name}", poll_s=0.3, timeout_s=2)
         yield url
     finally:
         proc.terminate()
@@ -168,6 +161,19 @@ def served(db: str | os.PathLike, *, app: str | None = None, role: str = "operat
             proc.kill()
         log.close()
 
+
+
+def _wait_answering(url: str, proc: subprocess.Popen, deadline: float, failure: str, *, poll_s: float,
+                    timeout_s: float) -> None:
+    """Wait until ``url`` answers; raise ``RuntimeError(failure)`` if ``proc`` ends or ``deadline`` (monotonic) passes."""
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=timeout_s)
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(failure) from None
+            time.sleep(poll_s)
 
 @dataclass
 class ServedWorkers:
@@ -198,14 +204,8 @@ def served_workers(db: str, *, workers: int = 2, args: tuple[str, ...] = (), tim
     try:
         deadline = time.monotonic() + timeout
         for p in [port, *ports]:
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{p}/open311/v2/services.json", timeout=5)
-                    break
-                except OSError:
-                    if group.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"twin serve --workers {workers} did not start: see {log_path}") from None
-                    time.sleep(0.5)
+            _wait_answering(f"http://127.0.0.1:{p}/open311/v2/services.json", group, deadline,
+                            f"twin serve --workers {workers} did not start: see {log_path}", poll_s=0.5, timeout_s=5)
         children = psutil.Process(group.pid).children()
         by_port = {int(c.cmdline()[c.cmdline().index("--port") + 1]): c.pid for c in children
                    if "--port" in c.cmdline()}

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
-import jinja2
 from tornado.web import RequestHandler
 
+from scenes.phone import PAGE_TEMPLATES
 from scenes.i18n import N_, EVALUATION_NAMES, STATUS_NAMES, case_kind_name, choose_lang, translations
 from scenes.shared import READS, Cursors
 from twin.access.ratelimit import RateLimiter
@@ -25,12 +24,10 @@ from twin.cases.live import IntakeWriter
 from twin.errors import InputError, TwinError
 
 log = logging.getLogger(__name__)
-TEMPLATES = Path(__file__).parent / "templates"
 TOKEN_PATTERN = r"/r/([A-Za-z0-9_-]{1,64})"
 PAGE_RATE = {"rate_per_s": 1.0, "burst": 20}  # per address: a person answers a few times, a guesser is slowed
 # HTTP status of a token that cannot answer, by why (twin.cases.evaluations.EvaluationError.reason).
 STATUS_OF = {"unknown": 404, "used": 410, "expired": 410, "not_yet": 409, "closed": 409}
-_environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
 
 
 def _time(value: object, lang: str) -> str:
@@ -127,7 +124,7 @@ class EvaluationPage(RequestHandler):
                                                                                          case["subcategory"]))
         self.set_status(status)
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(_environment.get_template("evaluate.html").render(
+        self.finish(PAGE_TEMPLATES.get_template("evaluate.html").render(
             _=gettext, lang=lang, case=case, kind=kind, token=token, done=done, note=note, error=error,
             question=QUESTION[lang], status=None if case is None else gettext(STATUS_NAMES[case["status"]]),
             result=None if done is None else gettext(EVALUATION_NAMES[done["result"]]),

@@ -409,7 +409,7 @@ def _next_steps() -> dict[str, list[str]]:
 def render_page(principal: Principal, *, lang: str, patrol_since: str | None) -> str:
     """The page's HTML in ``lang`` (inside :func:`speaking`), with its script and configuration inline."""
     return render_phone_page(PAGE, config=page_config(principal, lang=lang, patrol_since=patrol_since),
-                             script=WORKER_JS, _=_, lang=lang, user=principal.username)
+                             script=WORKER_JS, _=_, lang=lang, user=principal.username, path="/worker")
 
 
 def _page_for_others(principal: Principal, lang: str) -> str:

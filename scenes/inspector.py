@@ -14,6 +14,7 @@ import param
 
 from scenes.i18n import (_, camera_status_name, case_kind_name, error_text, format_number, format_time, gender_name,
                          height_source_name, level_name, party_kind_name, source_name, status_name, tag_name, use_name)
+from scenes.residentaccount import ResidentAccount
 from scenes.shared import OffLoop
 from scenes.theme import CSS
 from twin.access.policy import MIN_REASON, Gate
@@ -243,6 +244,8 @@ class Inspector(pn.viewable.Viewer):
         self.unmasking = pn.Column(pn.Row(self.unmask_who, self.unmask_reason, sizing_mode="stretch_width"),
                                    pn.Row(self.unmask_button, self.export), self.unmasked, visible=False,
                                    sizing_mode="stretch_width")
+        # A listed resident's volunteer account (文明小杜): made here, its one-time code shown once.
+        self.volunteer_account = ResidentAccount(self.look, writer, write_timeout_s=WRITE_TIMEOUT_S)
         # Rejecting a case: the button asks first, with a reason that goes into the case's history.
         self.reject_reason = pn.widgets.TextInput(placeholder=_("reason for rejecting (recorded)"),
                                                   sizing_mode="stretch_width", css_classes=["twin-reject-reason"])
@@ -372,9 +375,10 @@ class Inspector(pn.viewable.Viewer):
         self.cases.visible = card["may_see_cases"]
         # The previous building's residents go with its card; this one's are shown once their look is audited.
         self.residents.visible = self.pager.visible = self.unmasking.visible = False
+        self.volunteer_account.active = False
         self.unmasked.object = ""
         if not self.details.objects:
-            self.details.objects = [self.cases, self.pager, self.unmasking, self.residents]
+            self.details.objects = [self.cases, self.pager, self.unmasking, self.volunteer_account, self.residents]
         with param.discard_events(self):  # the first page came with the card
             self.page = 0
         self.shown_building_id = None  # the same building again still announces itself
@@ -411,12 +415,15 @@ class Inspector(pn.viewable.Viewer):
             self.residents.param.update(visible=True, object=f"<div class='twin-muted twin-not-listed'>"
                                                              f"{html.escape(self._why_not_listed)}</div>")
         if not visible:
+            self.volunteer_account.active = False
             return
         self.resident_rows = rows
         self.residents.object = residents_html(self.resident_rows)
         who = {f"{room} {name} · {resident[-4:]}": resident for room, name, resident in zip(
             *(self.resident_rows[c].tolist() for c in ("room", "name", "resident_id")))}
         self.unmask_who.param.update(options=who, value=next(iter(who.values()), None))
+        self.volunteer_account.offer(who)
+        self.volunteer_account.active = self.can_act
         pages = max(1, -(-self._total // PAGE_SIZE))
         self.prev.disabled = self.page == 0
         self.next.disabled = self.page >= pages - 1
@@ -682,6 +689,7 @@ class Inspector(pn.viewable.Viewer):
         for a ``building`` card to come, a building card's tables stay until it replaces them (_fill_building)."""
         if not building:
             self.cases.visible = self.residents.visible = self.pager.visible = self.unmasking.visible = False
+            self.volunteer_account.active = False
         self.act.visible = self.rejecting.visible = self.assigning.visible = False
         self.shown_building_id = None
         if self.actions.objects:  # setting [] again would send the row anew
@@ -695,6 +703,6 @@ class Inspector(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         if not self.details.objects:
-            self.details.objects = [self.cases, self.pager, self.unmasking, self.residents]
+            self.details.objects = [self.cases, self.pager, self.unmasking, self.volunteer_account, self.residents]
         return pn.Column(self.card, self.act, self.rejecting, self.assigning, self.act_message, self.details,
                          sizing_mode="stretch_width")

@@ -4,7 +4,6 @@ common rules and helpers first (``templates/phone.css``, ``phone.js``), and the 
 
 from __future__ import annotations
 
-import functools
 import gzip
 import html
 import json
@@ -24,14 +23,13 @@ def render_phone_page(template: Path, *, config: dict, script: Path, **values) -
     """``template`` rendered with ``values``, the page's ``config`` (JSON, safe inside a script element), the
     common styles (``phone_css``) and ``script`` after the common helpers (``script``)."""
     text = json.dumps(config, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
-    return _template(template).render(
+    return PAGE_TEMPLATES.get_template(template.name).render(
         config=Markup(text), phone_css=Markup(PHONE_CSS.read_text(encoding="utf-8")),
         script=Markup(PHONE_JS.read_text(encoding="utf-8") + "\n" + script.read_text(encoding="utf-8")), **values)
 
 
-@functools.cache
-def _template(path: Path) -> jinja2.Template:
-    return jinja2.Environment(autoescape=True).from_string(path.read_text(encoding="utf-8"))
+# Every page template under templates/, loaded once; phone pages extend phone_page.html.
+PAGE_TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
 
 
 def not_this_roles_page(*, title: str, text: str, link: str, link_text: str, css_class: str) -> str:

@@ -18,13 +18,11 @@ with the header ``X-Twin-Field: 1`` (no CSRF), and everything asked through the 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import math
 import urllib.parse
 from pathlib import Path
 
-import jinja2
 import numpy as np
 import pandas as pd
 from tornado.web import RequestHandler
@@ -32,7 +30,7 @@ from tornado.web import RequestHandler
 from scenes.auth import TEMPLATES
 from scenes.field import FIELD_HEADER, FieldDesk, PhotoUploadHandler, _FieldRoute
 from scenes.i18n import LANGS, N_, STATUS_NAMES, _, case_kind_name, choose_lang, error_text, js_texts, speaking
-from scenes.phone import finish_page, not_this_roles_page, render_phone_page
+from scenes.phone import PAGE_TEMPLATES, finish_page, not_this_roles_page, render_phone_page
 from scenes.shared import READS
 from twin.access.access import MIN_PASSWORD, Principal, user_lang
 from twin.cases.cases import load_taxonomy
@@ -310,7 +308,7 @@ class ActivateHandler(RequestHandler):
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         with speaking(lang):
-            self.finish(_activate_template().render(_=_, lang=lang, error=error, done=done, min=MIN_PASSWORD))
+            self.finish(PAGE_TEMPLATES.get_template(ACTIVATE.name).render(_=_, lang=lang, error=error, done=done, min=MIN_PASSWORD))
 
     def get(self) -> None:
         self.show(lang=choose_lang(self.get_argument("lang", None), None))
@@ -360,9 +358,6 @@ def render_page(principal: Principal, *, page: str, lang: str) -> str:
                              lang=lang, user=principal.username, page=page, path=PAGES[principal.role])
 
 
-@functools.cache
-def _activate_template() -> jinja2.Template:
-    return jinja2.Environment(autoescape=True).from_string(ACTIVATE.read_text(encoding="utf-8"))
 
 
 def page_for_others(principal: Principal, path: str) -> str:

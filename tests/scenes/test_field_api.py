@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from bench.browser import served
+from tests.scenes.conftest import served_copy
 from twin.access.access import add_user, verify_audit
 from twin.cases.cases import create_case, load_taxonomy
 from twin.field.photos import MAX_PHOTO_BYTES
@@ -99,11 +100,8 @@ def prepare(db) -> dict:
 @pytest.fixture(scope="module")
 def district(small_demo, tmp_path_factory) -> dict:
     """A served copy of the small demo, :func:`prepare`d."""
-    db = tmp_path_factory.mktemp("field-api") / "demo.duckdb"
-    shutil.copy(small_demo, db)
-    found = prepare(db)
-    with served(db) as url:
-        yield {**found, "root": url.rsplit("/", 1)[0]}
+    with served_copy(small_demo, tmp_path_factory, "field-api", prepare) as found:
+        yield found
 
 
 def test_the_page_signs_in_first_and_is_the_grid_workers(district):

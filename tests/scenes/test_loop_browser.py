@@ -19,7 +19,8 @@ from playwright.sync_api import expect
 
 from bench.browser import ServedURL, as_user, chromium, served, sign_in
 from tests.scenes.test_field_api import PASSWORD
-from tests.scenes.test_worker_browser import PHONE, phone, photo
+from tests.scenes.conftest import PHONE
+from tests.scenes.test_worker_browser import phone, photo
 from twin.access.access import add_user, verify_audit
 from twin.cases.cases import match_location
 from twin.cases.detections import camera_target

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from bench.browser import served
+from tests.scenes.conftest import served_copy
 from twin.access.access import Principal, add_user, verify_audit
 from twin.access.policy import Gate
 from twin.geo.crs import transform_xy
@@ -171,13 +172,8 @@ def _reward(client: Client) -> str:
 
 @pytest.fixture(scope="module")
 def district(small_demo, tmp_path_factory) -> dict:
-    import shutil
-
-    db = tmp_path_factory.mktemp("volunteers-api") / "demo.duckdb"
-    shutil.copy(small_demo, db)
-    found = prepare(str(db))
-    with served(db) as url:
-        yield {**found, "port": int(url.split(":")[2].split("/")[0])}
+    with served_copy(small_demo, tmp_path_factory, "volunteers-api", prepare) as found:
+        yield found
 
 
 def test_a_photo_report_becomes_a_case_through_the_intake_and_earns_points_when_valid(district):

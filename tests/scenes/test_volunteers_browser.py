@@ -1,29 +1,42 @@
 """The volunteer scheme in Chromium at 390×844 (touch, Chinese): a grid worker publishes a task, a resident grabs
 it, checks in and out on site, the worker confirms, the points are credited, and the resident redeems them at a
-merchant, who takes the code on their own page."""
+merchant, who takes the code on their own page. And before all that, the resident's account: the operator makes it
+on a building card and hands over the code, with which the resident sets a password on the phone."""
 
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 from playwright.sync_api import expect
 
-from bench.browser import chromium, served
+from bench.browser import ServedURL, as_user, chromium, sign_in
+from tests.scenes.conftest import PHONE, served_copy
 from tests.scenes.test_volunteers_api import PASSWORD, POINTS, prepare
+from twin.inspector import residents_page
+from twin.store.store import Store
 
 pytestmark = pytest.mark.browser
-PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
 
 
 @pytest.fixture(scope="module")
 def district(small_demo, tmp_path_factory) -> dict:
-    db = tmp_path_factory.mktemp("volunteers-browser") / "demo.duckdb"
-    shutil.copy(small_demo, db)
-    found = prepare(str(db))
-    with served(db) as url:
-        yield {**found, "root": url.rsplit("/", 1)[0]}
+    with served_copy(small_demo, tmp_path_factory, "volunteers-browser", prepare_with_newcomer) as found:
+        yield found  # and its operator (of every street)
+
+
+def prepare_with_newcomer(db) -> dict:
+    """:func:`prepare`, and a building with residents who have no account, and its first such resident."""
+    found = prepare(db)
+    with Store(db, read_only=True) as store:
+        con = store.con
+        found["building"], = con.execute("SELECT building_id FROM residents WHERE resident_id NOT IN (SELECT "
+                                         "resident_id FROM resident_accounts) GROUP BY ALL ORDER BY count(*) DESC, "
+                                         "building_id LIMIT 1").fetchone()
+        found["newcomer"] = next(f"{r.room} {r.name} · {r.resident_id[-4:]}" for r in residents_page(
+            con, found["building"], page_size=50).itertuples() if not con.execute(
+                "SELECT 1 FROM resident_accounts WHERE resident_id = ?", [r.resident_id]).fetchone())
+    return found
 
 
 def phone(browser, district, path: str, user: str, password: str = PASSWORD):
@@ -100,3 +113,37 @@ def test_publish_grab_check_in_confirm_and_redeem_at_a_merchant(district):
         expect(merchant.locator("#code-result")).to_contain_text("已于")
         for page in (worker, resident, merchant):
             assert page.errors_seen == []
+
+
+def test_the_operator_makes_a_residents_account_on_the_building_card_and_its_code_sets_the_password(district):
+    url = district["url"]
+    with chromium() as browser:
+        operator = browser.new_page(viewport={"width": 1600, "height": 900})
+        sign_in(operator, as_user(ServedURL(f"{url}?lang=zh"), url.user, url.password))
+        operator.wait_for_function("window.twinFirstFrame !== undefined", timeout=90_000)
+        operator.get_by_placeholder("搜索地址、建筑或案件编号").fill(district["building"])
+        operator.keyboard.press("Enter")
+        block = operator.locator(".twin-account-block")
+        expect(block).to_contain_text("志愿者账号（文明小杜）", timeout=30_000)
+        block.locator("select").select_option(label=district["newcomer"])
+        expect(block).to_contain_text("尚未开通志愿者账号", timeout=30_000)
+        block.get_by_role("button", name="开通志愿者账号").click()
+        expect(block.locator(".twin-account-issued")).to_contain_text("志愿者账号已开通", timeout=30_000)
+        expect(block.locator(".twin-account-issued")).to_contain_text("/v/activate")
+        username = block.locator(".twin-account-username").inner_text().strip()
+        code = block.locator(".twin-account-code").inner_text().strip()
+        assert re.fullmatch(r"[A-Z2-9]{10}", code) and username
+
+        context = browser.new_context(**PHONE, locale="zh-CN")
+        resident = context.new_page()
+        resident.goto(f"{district['root']}/v/activate?lang=zh")
+        resident.fill("#username", username)
+        resident.fill("#code", code)
+        resident.fill("#password", PASSWORD)
+        resident.fill("#password2", PASSWORD)
+        resident.get_by_role("button", name="设置密码").tap()
+        expect(resident.locator("#activated")).to_be_visible(timeout=30_000)
+        context.close()
+        _, signed_in = phone(browser, district, "/v", username)
+        expect(signed_in.locator("#balance")).to_have_text("0")
+        assert signed_in.errors_seen == []

@@ -4,26 +4,22 @@ with photos before and after, patrol said on screen, and the offline queue with 
 from __future__ import annotations
 
 import io
-import shutil
 
 import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from bench.browser import chromium, served
+from bench.browser import chromium
+from tests.scenes.conftest import PHONE, served_copy
 from tests.scenes.test_field_api import PASSWORD, Phone, prepare
 
 pytestmark = pytest.mark.browser
-PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
 
 
 @pytest.fixture(scope="module")
 def district(small_demo, tmp_path_factory) -> dict:
-    db = tmp_path_factory.mktemp("worker-browser") / "demo.duckdb"
-    shutil.copy(small_demo, db)
-    found = prepare(db)
-    with served(db) as url:
-        yield {**found, "root": url.rsplit("/", 1)[0]}
+    with served_copy(small_demo, tmp_path_factory, "worker-browser", prepare) as found:
+        yield found
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ import pandas as pd
 
 from twin.errors import N_, InputError, check_choice
 from twin.store.clock import store_now
+from twin.store.store import newest_row
 
 ROLES = ("leader", "operator", "planner", "admin", "worker", "department", "resident", "merchant")
 # Roles of the volunteer scheme (twin.volunteers): their users are made with their account (a resident record, a
@@ -313,7 +314,7 @@ def _row_hash(prev_hash: str, seq: int, at: str, actor: str, action: str, target
 def audit(con: duckdb.DuckDBPyConnection, *, actor: str, action: str, target: str | None = None,
           detail: dict | str | None = None, source: str | None = None) -> int:
     """Append one row to the audit trail (inside the caller's transaction); returns its number."""
-    last = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    last = newest_row(con, "audit", "seq, hash")
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
     at = store_now(con, unit="us")
     text = json.dumps(detail, ensure_ascii=False, sort_keys=True) if isinstance(detail, dict) else detail

@@ -303,13 +303,38 @@ class Gate:
             raise AccessError(N_("unmasking resident {resident_id} needs a reason (at least {n} characters), "
                                  "for example 'calling about case 2026-0042'; it goes into the audit trail."),
                               resident_id=resident_id, n=MIN_REASON)
-        row = self.con.execute("SELECT r.name, r.id_number, r.phone, b.grid_id FROM residents r "
-                               "JOIN buildings b USING (building_id) WHERE r.resident_id = ?", [resident_id]).fetchone()
+        found = self.check_resident(resident_id)
+        self.record("resident.unmask", resident_id, {"reason": reason})
+        return {"resident_id": resident_id, "name": found["name"], "id_number": found["id_number"],
+                "phone": found["phone"]}
+
+    def check_resident(self, resident_id: str) -> dict:
+        """Refuse (audited) unless the principal may see this resident's record: a role with the right
+        ``residents`` (operator, grid worker), the resident's building in their grids.
+
+        Returns
+        -------
+        dict
+            ``resident_id``, ``name``, ``id_number``, ``phone`` (in clear: the caller masks or audits),
+            ``building_id``, ``grid_id``.
+
+        Raises
+        ------
+        AccessError
+            For a role without the right, or a resident outside the principal's grids.
+        InputError
+            When there is no such resident.
+        """
+        self._require("residents", N_("resident records"), resident_id)
+        # Two lookups by key, not a join: on a PostgreSQL store each goes down to its index.
+        row = self.con.execute("SELECT name, id_number, phone, building_id FROM residents WHERE resident_id = ?",
+                               [resident_id]).fetchone()
         if row is None:
             raise InputError(N_("no resident {resident_id!r} in the store"), resident_id=resident_id)
-        self._require_grid(row[3], N_("resident"), resident_id)
-        self.record("resident.unmask", resident_id, {"reason": reason})
-        return {"resident_id": resident_id, "name": row[0], "id_number": row[1], "phone": row[2]}
+        grid_id = self._building_grid(row[3]) if row[3] is not None else None
+        self._require_grid(grid_id, N_("resident"), resident_id)
+        return {"resident_id": resident_id, **dict(zip(("name", "id_number", "phone", "building_id"), row)),
+                "grid_id": grid_id}
 
     # -- cases and cameras ---------------------------------------------------------
     def open_cases(self, *, building_id: str | None = None, grid_id: str | None = None) -> pd.DataFrame:

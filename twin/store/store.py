@@ -471,6 +471,19 @@ def next_numbers(con: duckdb.DuckDBPyConnection, sequence: str, count: int) -> l
         f"FROM generate_series(1, {int(count)})')").fetchall()]
 
 
+def newest_row(con: duckdb.DuckDBPyConnection, table: str, columns: str) -> tuple | None:
+    """``columns`` of the row of ``table`` with the highest ``seq`` (a hash chain's head), or None when it is empty.
+
+    On PostgreSQL the query is PostgreSQL's own, inside the caller's transaction, so that the primary key's index
+    answers it: the scanner pushes no ``ORDER BY … LIMIT`` down and would read the whole table on every write.
+    """
+    query = f"SELECT {columns} FROM {table} ORDER BY seq DESC LIMIT 1"
+    if isinstance(con, AttachedConnection):
+        query = f"SELECT * FROM postgres_query('{ATTACHED}', '{_quoted(query)}')"
+    rows = con.execute(query).fetchall()
+    return rows[0] if rows else None
+
+
 def collate_text_binary(con: duckdb.DuckDBPyConnection) -> None:
     """Give a PostgreSQL store's text columns the "C" collation (bytewise, as DuckDB compares text).
 

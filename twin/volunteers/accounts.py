@@ -17,6 +17,7 @@ import duckdb
 import pandas as pd
 
 from twin.access.access import USERNAME, Principal, _check_password, audit, generate_password, hash_password
+from twin.access.policy import Gate
 from twin.errors import N_, AccessError, InputError
 from twin.store.clock import store_now
 
@@ -76,6 +77,37 @@ def create_resident_account(con: duckdb.DuckDBPyConnection, resident_id: str, *,
     audit(con, actor=actor, action="volunteer.account", target=username, source=source,
           detail={"resident_id": resident_id})
     return {"username": username, "resident_id": resident_id, "code": code, "expires_at": expires, "new": True}
+
+
+def resident_account(gate: Gate, resident_id: str) -> dict | None:
+    """Whether a resident the gate's principal may see (:meth:`Gate.check_resident`, refused and audited otherwise)
+    has an account: None, or ``username``, ``activated`` (bool), ``code_expires_at`` (a code waiting, or None)."""
+    gate.check_resident(resident_id)
+    row = gate.con.execute("SELECT username, activated_at, code_expires_at FROM resident_accounts "
+                           "WHERE resident_id = ?", [resident_id]).fetchall()
+    if not row:
+        return None
+    username, activated, expires = row[0]
+    return {"username": username, "activated": activated is not None, "code_expires_at": expires}
+
+
+def issue_resident_account(gate: Gate, resident_id: str) -> dict:
+    """:func:`create_resident_account` asked for by a signed-in user (the operator's building card), through the gate
+    on the writing connection: only one who may see the resident's record (an operator or grid worker of their grids,
+    :meth:`Gate.check_resident`; a refusal is audited as ``access.refused``). Audited as the command line's is
+    (``volunteer.account``, or ``volunteer.code`` for a new code), with the user and where they asked from.
+
+    Everything is checked before anything is written: a refusal leaves the store as it was but for its audit row.
+
+    Returns
+    -------
+    dict
+        As :func:`create_resident_account`: ``username``, ``resident_id``, ``code`` (shown once), ``expires_at``,
+        ``new``.
+    """
+    gate.check_resident(resident_id)
+    return create_resident_account(gate.con, resident_id, actor=gate.principal.username,
+                                   source=gate.principal.source)
 
 
 def activate_account(con: duckdb.DuckDBPyConnection, username: str, code: str, password: str, *,

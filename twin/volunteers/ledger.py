@@ -19,6 +19,7 @@ import pandas as pd
 from twin.access.access import GENESIS
 from twin.errors import N_, InputError, check_choice
 from twin.store.clock import store_now
+from twin.store.store import newest_row
 from twin.store.schema import POINTS_REASONS
 
 MAX_AMOUNT = 100_000  # points in one row
@@ -75,8 +76,8 @@ def append(con: duckdb.DuckDBPyConnection, *, resident_id: str, amount: int, rea
     if before + amount < 0:
         raise NotEnoughPoints(N_("{points} points are needed and the balance is {balance}; nothing was spent. Earn "
                                  "more with a task first."), points=-amount, balance=before)
-    last = con.execute("SELECT seq, hash FROM points_ledger ORDER BY seq DESC LIMIT 1").fetchall()
-    seq, prev = (last[0][0] + 1, last[0][1]) if last else (1, GENESIS)
+    last = newest_row(con, "points_ledger", "seq, hash")
+    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
     at = pd.Timestamp(at) if at is not None else store_now(con, unit="us")
     digest = _row_hash(prev, seq, at.isoformat(), resident_id, amount, reason, ref, actor)
     con.execute('INSERT INTO points_ledger (seq, "at", resident_id, amount, reason, ref, actor, prev_hash, hash) '
