@@ -102,10 +102,12 @@ class OffLoop:
     """
 
     def __init__(self, cursors: Cursors, writer: IntakeWriter, *,
-                 paths: Callable[[str | None], list[dict]] | None = None) -> None:
+                 paths: Callable[[str | None], list[dict]] | None = None,
+                 cameras_near: Callable[[float, float, float, float], list[str]] | None = None) -> None:
         self.cursors = cursors
         self.writer = writer
         self.paths = paths  # a grid's path from the server's grid tree (SharedDistrict.grid_path), not the store
+        self.cameras_near = cameras_near  # the cameras in a box from the server's layer (SharedDistrict.cameras_near)
 
     async def read(self, gate: Gate, read: Callable[[Gate], T]) -> tuple[T | TwinError, list[dict]]:
         """``read(gate)`` on a reader thread: its result (or the :class:`TwinError` it raised) and the audit
@@ -114,7 +116,8 @@ class OffLoop:
 
         def work() -> T | TwinError:
             try:
-                return read(gate.bound(self.cursors(), audit_sink=lambda **row: rows.append(row), paths=self.paths))
+                return read(gate.bound(self.cursors(), audit_sink=lambda **row: rows.append(row), paths=self.paths,
+                                       cameras_near=self.cameras_near))
             except TwinError as exc:
                 return exc
         return await asyncio.get_running_loop().run_in_executor(READS, work), rows
@@ -177,7 +180,8 @@ class SharedDistrict:
         self.cursors = Cursors(con)
         self.feed = feed if feed is not None else CaseFeed()
         self.writer = writer
-        self.off_loop = OffLoop(self.cursors, writer, paths=self.grid_path) if writer is not None else None
+        self.off_loop = (OffLoop(self.cursors, writer, paths=self.grid_path, cameras_near=self.cameras_near)
+                         if writer is not None else None)
         self.refusals = Refusals()  # one throttle for every session's refused accesses
         self._lock = threading.Lock()
         self._key_locks: dict[tuple, threading.Lock] = {}
@@ -217,6 +221,16 @@ class SharedDistrict:
                     max_age_s is not None and time.monotonic() - hit[1] > max_age_s):
                 hit = self._memo[key] = (version, time.monotonic(), compute())
             return hit[2]
+
+    def cameras_near(self, xmin: float, xmax: float, ymin: float, ymax: float) -> list[str]:
+        """The ids of the cameras standing in a box of the district CRS (m), a metre wider, from the camera layer
+        held here (:func:`twin.cases.cameras.cameras_seeing`'s ``near``): a click's card reads a few cameras by
+        key, not a city's 1.5 million positions. The cameras are the layer's, read at start as the view's are."""
+        ox, oy, _oz = self.layer.origin
+        xy = np.frombuffer(self.cameras.payload, dtype="<f4").reshape(-1, 8)[:, :2]  # relative to the origin
+        inside = ((xy[:, 0] >= xmin - ox - 1) & (xy[:, 0] <= xmax - ox + 1)
+                  & (xy[:, 1] >= ymin - oy - 1) & (xy[:, 1] <= ymax - oy + 1))
+        return [self.cameras.camera_id[i] for i in np.flatnonzero(inside)]
 
     def grid_path(self, grid_id: str | None) -> list[dict]:
         """The grids from the street down to ``grid_id`` (:func:`twin.inspector.grid_path`), from the grid tree

@@ -49,11 +49,13 @@ def grid_path(con: duckdb.DuckDBPyConnection, grid_id: str | None) -> list[dict]
 
 
 def building_card(con: duckdb.DuckDBPyConnection, building_id: str, *,
-                  paths: Callable[[str | None], list[dict]] | None = None) -> dict:
+                  paths: Callable[[str | None], list[dict]] | None = None,
+                  cameras_near: Callable[[float, float, float, float], list[str]] | None = None) -> dict:
     """The building's facts, grid path, head counts and its residents' tags (``tags``: tag to count, most first).
 
     ``paths`` gives a grid's path (:func:`grid_path`) from what the caller holds already (a server's grid tree);
-    by default it is read from the store. Three reads in all, and the cameras': one per round trip to a
+    by default it is read from the store; ``cameras_near`` likewise gives the cameras standing in a box
+    (:func:`twin.cases.cameras.cameras_seeing`'s ``near``). Three reads in all, and the cameras': one per round trip to a
     PostgreSQL store counts (a click's card is read while others click).
 
     Raises
@@ -78,7 +80,7 @@ def building_card(con: duckdb.DuckDBPyConnection, building_id: str, *,
                                              (len(people), len({h for h, _ in people if h is not None})))
     card["residents_counted"] = counted
     card["grid_path"] = (paths or partial(grid_path, con))(card["grid_id"])
-    card["cameras"] = cameras_seeing(con, building_id)
+    card["cameras"] = cameras_seeing(con, building_id, near=cameras_near)
     return card
 
 

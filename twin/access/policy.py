@@ -165,17 +165,23 @@ class Gate:
         # The scope and its ids sorted (a query parameter), shared with the gates bound from this one.
         self._scope_cell: list[frozenset[str] | None] = [None, None]
         self._paths: Callable[[str | None], list[dict]] | None = None
+        self._cameras_near: Callable[[float, float, float, float], list[str]] | None = None
         self._grid_of: dict[str, str | None] | None = None  # a bound gate's: the buildings' grids it read
 
     def bound(self, con: duckdb.DuckDBPyConnection, *, audit_sink: AuditSink,
-              paths: Callable[[str | None], list[dict]] | None = None) -> "Gate":
+              paths: Callable[[str | None], list[dict]] | None = None,
+              cameras_near: Callable[[float, float, float, float], list[str]] | None = None) -> "Gate":
         """This gate on another cursor (another thread's) with another audit sink, for one look: the scope is
         shared, and a building's grid is read once in the look. ``paths`` gives a grid's path from what the
-        caller holds (a server's grid tree, :meth:`scenes.shared.SharedDistrict.grid_path`) rather than the store."""
+        caller holds (a server's grid tree, :meth:`scenes.shared.SharedDistrict.grid_path`) rather than the store;
+        ``cameras_near`` the cameras standing in a box likewise (:meth:`scenes.shared.SharedDistrict.cameras_near`),
+        for a building card's cameras."""
         gate = copy.copy(self)
         gate.con, gate._audit, gate._grid_of = con, audit_sink, {}
         if paths is not None:
             gate._paths = paths
+        if cameras_near is not None:
+            gate._cameras_near = cameras_near
         return gate
 
     # -- the rules ---------------------------------------------------------------
@@ -249,7 +255,7 @@ class Gate:
         ``may_see_residents`` says whether :meth:`residents_page` would answer for it with residents,
         ``residents_counted`` whether the store counts its residents instead of listing them (no page to see).
         """
-        card = inspector.building_card(self.con, building_id, paths=self._paths)
+        card = inspector.building_card(self.con, building_id, paths=self._paths, cameras_near=self._cameras_near)
         if self._grid_of is not None:
             self._grid_of[building_id] = card["grid_id"]
         card["may_see_residents"] = (self.may("residents") and self.in_scope(card["grid_id"])

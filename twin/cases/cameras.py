@@ -8,6 +8,8 @@ the building a camera is mounted on does not count.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -53,8 +55,13 @@ def _sectors(cams: pd.DataFrame) -> np.ndarray:
                         fov_deg=cams["fov_deg"].to_numpy(), range_m=cams["range_m"].to_numpy())
 
 
-def cameras_seeing(con: duckdb.DuckDBPyConnection, building_id: str) -> pd.DataFrame:
+def cameras_seeing(con: duckdb.DuckDBPyConnection, building_id: str, *,
+                   near: Callable[[float, float, float, float], Sequence[str]] | None = None) -> pd.DataFrame:
     """Cameras whose view sector meets a building's footprint, nearest first.
+
+    ``near(xmin, xmax, ymin, ymax)`` gives the ids of the cameras standing in that box (district CRS, m), or a few
+    more, from what the caller holds (a server's camera layer): only those are read, by key, instead of every
+    camera's position (a city's 1.5 million take 0.3-0.6 s and 100 MB to scan).
 
     Returns
     -------
@@ -69,14 +76,19 @@ def cameras_seeing(con: duckdb.DuckDBPyConnection, building_id: str) -> pd.DataF
         return pd.DataFrame(columns=columns)
     footprint = shapely.from_wkb(bytes(row[0]))
     xmin, xmax, ymin, ymax, reach = row[1:]
+    box = [xmin - reach, xmax + reach, ymin - reach, ymax + reach]
+    candidates = None if near is None else list(near(*box))
+    if candidates is not None and not candidates:
+        return pd.DataFrame(columns=columns)
     # Plain tuples and arrays: this runs on every click in the inspector.
     cams = con.execute(
         "SELECT camera_id, name, status, x, y, heading_deg, fov_deg, range_m FROM ("
         "SELECT camera_id, name, status, building_id, ST_X(position) AS x, ST_Y(position) AS y, "
         "coalesce(heading_deg, 0) AS heading_deg, coalesce(fov_deg, 60) AS fov_deg, "
-        "coalesce(range_m, 40) AS range_m FROM cameras) "
+        "coalesce(range_m, 40) AS range_m FROM cameras"
+        f"{'' if candidates is None else ' WHERE camera_id IN (SELECT unnest(?))'}) "
         "WHERE x BETWEEN ? AND ? AND y BETWEEN ? AND ? AND building_id IS DISTINCT FROM ? ORDER BY camera_id",
-        [xmin - reach, xmax + reach, ymin - reach, ymax + reach, building_id]).fetchall()
+        [*([] if candidates is None else [candidates]), *box, building_id]).fetchall()
     if not cams:
         return pd.DataFrame(columns=columns)
     x, y, heading, fov, reach = (np.array([c[k] for c in cams], dtype=float) for k in range(3, 8))

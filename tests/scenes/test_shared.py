@@ -1,0 +1,38 @@
+"""What every session of one server shares: a building card's cameras found from the camera layer held in memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from scenes.shared import SharedDistrict
+from twin.access.access import Principal
+from twin.access.policy import Gate
+from twin.cases.cameras import cameras_per_building, cameras_seeing
+from twin.store.store import Store
+
+
+@pytest.fixture(scope="module")
+def store(small_demo):
+    with Store(small_demo, read_only=True) as s:
+        yield s
+
+
+def test_a_cards_cameras_from_the_layer_held_are_those_the_store_finds(store):
+    shared = SharedDistrict(store.con.cursor())
+    counts = cameras_per_building(store.con)
+    seen, unseen = counts[counts > 0].index, counts[counts == 0].index
+    assert len(seen) >= 10 and len(unseen)
+    for building_id in [*seen[:: max(1, len(seen) // 10)], unseen[0]]:
+        from_layer = cameras_seeing(store.con, building_id, near=shared.cameras_near)
+        assert from_layer.equals(cameras_seeing(store.con, building_id)), building_id
+        assert len(from_layer) == counts[building_id]
+    # the camera layer is what is read: cameras it does not hold are not looked for
+    assert cameras_seeing(store.con, seen[0], near=lambda *box: []).empty
+    # a session's look reads the card through the shared layer
+    asked = []
+    gate = Gate(store.con.cursor(), Principal("street.leader", "leader"))
+    bound = gate.bound(store.con.cursor(), audit_sink=lambda **row: None,
+                       cameras_near=lambda *box: asked.append(box) or shared.cameras_near(*box))
+    card = bound.building_card(seen[0])
+    assert len(asked) == 1
+    assert list(card["cameras"]["camera_id"]) == list(cameras_seeing(store.con, seen[0])["camera_id"])
