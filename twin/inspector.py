@@ -55,8 +55,8 @@ def building_card(con: duckdb.DuckDBPyConnection, building_id: str, *,
 
     ``paths`` gives a grid's path (:func:`grid_path`) from what the caller holds already (a server's grid tree);
     by default it is read from the store; ``cameras_near`` likewise gives the cameras standing in a box
-    (:func:`twin.cases.cameras.cameras_seeing`'s ``near``). Three reads in all, and the cameras': one per round trip to a
-    PostgreSQL store counts (a click's card is read while others click).
+    (:func:`twin.cases.cameras.cameras_seeing`'s ``near``). Three reads in all, and the cameras': one per round
+    trip to a PostgreSQL store counts (a click's card is read while others click).
 
     Raises
     ------
