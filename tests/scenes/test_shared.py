@@ -1,10 +1,13 @@
-"""What every session of one server shares: a building card's cameras found from the camera layer held in memory."""
+"""What every session of one server shares: a building card's cameras found from the camera layer held in memory;
+the server's heap given back as it grows."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from scenes.shared import SharedDistrict
+from scenes.shared import HeapTrimmer, SharedDistrict, _resident_bytes
 from twin.access.access import Principal
 from twin.access.policy import Gate
 from twin.cases.cameras import cameras_per_building, cameras_seeing
@@ -36,3 +39,25 @@ def test_a_cards_cameras_from_the_layer_held_are_those_the_store_finds(store):
     card = bound.building_card(seen[0])
     assert len(asked) == 1
     assert list(card["cameras"]["camera_id"]) == list(cameras_seeing(store.con, seen[0])["camera_id"])
+
+
+def _grow_heap(mb: int) -> list[bytearray]:
+    """Allocate ``mb`` MB of the C heap in small blocks and free all but one in 64: the heap keeps the freed
+    memory (holes between the kept blocks) until it is trimmed. Returns the blocks kept."""
+    blocks = [bytearray(2000) for _ in range(mb * 2 ** 20 // 2000)]
+    return blocks[::64]
+
+
+def test_the_heap_trimmer_gives_freed_memory_back_once_the_process_grew():
+    before = _resident_bytes()
+    kept = _grow_heap(200)
+    time.sleep(0.5)
+    assert _resident_bytes() > before + 150 * 2 ** 20, "without a trim, the freed memory stays resident"
+    trimmer = HeapTrimmer(period_s=0.1, grown_bytes=32 * 2 ** 20)
+    try:
+        kept += _grow_heap(400)  # past the holes left above: the process grows
+        time.sleep(1.0)
+        assert _resident_bytes() < before + 100 * 2 ** 20, "the trimmer gave most of it back"
+    finally:
+        trimmer.close()
+    assert kept
