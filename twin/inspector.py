@@ -275,12 +275,14 @@ def camera_card(con: duckdb.DuckDBPyConnection, camera_id: str) -> dict:
 
 
 def search(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 10,
-           case_grids: frozenset[str] | None = None, case_where: tuple[str, list] = ("true", [])) -> list[dict]:
+           case_grids: frozenset[str] | None = None, case_where: tuple[str, list] = ("true", []),
+           buildings: bool = True) -> list[dict]:
     """Buildings by address or name, and cases by id, best matches first.
 
     ``case_grids`` keeps the cases in those grids only (before the limit: a user's cases are
     never crowded out by others'); None keeps every case. ``case_where`` is a further SQL condition on
     ``cases`` and its parameters (the gate's, for the roles that see cases by department or assignment).
+    ``buildings`` False finds cases only (a city's names and addresses take a second to scan).
 
     Returns
     -------
@@ -302,13 +304,13 @@ def search(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 10,
                         f"{in_grids}AND ({case_where[0]}) ORDER BY case_id LIMIT ?",
                         [pattern, *([] if case_grids is None else [sorted(case_grids)]), *case_where[1],
                          limit]).fetchall()
-    buildings = con.execute("""
+    found = con.execute("""
         SELECT building_id, coalesce(name, '') || ' · ' || coalesce(address, '') FROM buildings
         WHERE name ILIKE ? ESCAPE '\\' OR address ILIKE ? ESCAPE '\\' OR building_id = ?
         ORDER BY (name = ?) DESC, length(coalesce(address, name)) LIMIT ?""",
-                            [pattern, pattern, text, text, limit]).fetchall()
+                        [pattern, pattern, text, text, limit]).fetchall() if buildings else []
     return ([{"kind": "case", "id": c, "label": f"{c} · {lbl}"} for c, lbl in cases]
-            + [{"kind": "building", "id": b, "label": lbl} for b, lbl in buildings])[:limit]
+            + [{"kind": "building", "id": b, "label": lbl} for b, lbl in found])[:limit]
 
 
 def element_card(con: duckdb.DuckDBPyConnection, building_id: str, element_index: int, *,

@@ -520,7 +520,7 @@ class Gate:
 
         The message names the first matching case and the grid that keeps it from the principal.
         """
-        cases = [r["id"] for r in inspector.search(self.con, text, limit=1) if r["kind"] == "case"]
+        cases = [r["id"] for r in inspector.search(self.con, text, limit=1, buildings=False)]
         if not cases:
             return None
         row = self.con.execute("SELECT grid_id, department, assigned_worker FROM cases WHERE case_id = ?",
