@@ -458,7 +458,7 @@ export function render({ model, el }) {
   // tiles the landing view draws first: the view keeps drawing where it flies from until it lands.
   const MAX_SSE = 16, MAX_TILES_KEPT = 128, MAX_FETCHES = 4;
   const tiled = { root: null, base: "", loaded: new Map(), pending: new Set(), drawn: new Set(), queue: [],
-                  fetching: 0, seq: 0, bytes: 0, landing: null };
+                  fetching: 0, seq: 0, bytes: 0, landing: null, flown: new Set() };
   probe.twinTiles = { loaded: [], drawn: [], bytes: 0, requested: 0 };
 
   // A tile's map from the tileset's ENU frame to the district frame (scenes/tileserve.py): quadratic terms about
@@ -574,9 +574,10 @@ export function render({ model, el }) {
     probe.twinTiles.drawn = draw.map((n) => n.uri);
     evictTiles();
     pumpTiles();
-    // A tile shown or hidden here is on screen after the next frame; every tile wanted is drawn once none is.
+    // A tile shown or hidden here is on screen after the next frame; every tile wanted is drawn once none is
+    // (a stand-in no longer wanted may still be on its way).
     if (changed) render();
-    else if (!tiled.pending.size) probe.twinTilesSettled = performance.now();
+    else if (want.every((n) => tiled.loaded.has(n))) probe.twinTilesSettled = performance.now();
   }
 
   function evictTiles() {
@@ -591,14 +592,19 @@ export function render({ model, el }) {
     probe.twinTiles.loaded = [...tiled.loaded.keys()].map((n) => n.uri);
   }
 
+  // While the tiles a flight asked for are on their way, no stand-in is fetched: it would come after them.
   function pumpTiles() {
     while (tiled.fetching < MAX_FETCHES && tiled.queue.length) {
-      const node = tiled.queue.pop();  // the coarsest, then the nearest
+      let k = tiled.queue.length - 1;  // the coarsest, then the nearest
+      if (tiled.flown.size) while (k >= 0 && tiled.queue[k].standIn) k -= 1;
+      if (k < 0) break;
+      const node = tiled.queue.splice(k, 1)[0];
       node.fetching = true;
       tiled.fetching += 1;
       probe.twinTiles.requested += 1;
+      if (tiled.landing && !node.standIn) tiled.flown.add(node);
       fetchTile(node).catch((e) => console.error(`tile ${node.uri}: ${e}`)).finally(() => {
-        node.fetching = false; tiled.fetching -= 1; tiled.pending.delete(node);
+        node.fetching = false; tiled.fetching -= 1; tiled.pending.delete(node); tiled.flown.delete(node);
         if (!removed) { updateTiles(); if (!tiled.landing) render(); }  // in flight, every frame is drawn anyway
       });
     }
@@ -1304,10 +1310,16 @@ export function render({ model, el }) {
     if (caseFrame > 0) cancelAnimationFrame(caseFrame);
     const finish = () => { tiled.landing = null;
                            cam.setFocalPoint(...target.fp); cam.setPosition(...target.pos); cam.setViewUp(...target.up);
-                           renderer.resetCameraClippingRange(); clampCamera(); render();
+                           renderer.resetCameraClippingRange(); clampCamera();
+                           updateTiles(); render();  // the tiles fetched in flight are in the landing's first frame
                            probe.twinFlightEnd = performance.now(); };
     if (!animate) return finish();
-    tiled.landing = target;  // the tiles where it lands are fetched during the flight
+    // The tiles where it lands are fetched during the flight: for the camera as finish() leaves it (clamped).
+    cam.setFocalPoint(...target.fp); cam.setPosition(...target.pos); cam.setViewUp(...target.up);
+    clampCamera();
+    tiled.landing = { fp: cam.getFocalPoint(), pos: cam.getPosition() };
+    cam.setFocalPoint(...from.fp); cam.setPosition(...from.pos); cam.setViewUp(...from.up);
+    renderer.resetCameraClippingRange();
     updateTiles();
     const t0 = performance.now(), ms = 650;
     const step = (now) => {
