@@ -86,14 +86,20 @@ def _resident_bytes() -> int:
         return 0
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
 class HeapTrimmer:
-    """Gives the C heap's free memory back to the system whenever the process grew by ``grown_bytes`` since it last
-    did, looked at every ``period_s`` on a thread of its own.
+    """Gives the C heap's free memory back to the system, looked at every ``period_s`` on a thread of its own:
+    whenever the process grew by ``grown_bytes`` since the last trim, or the heap's free memory did (glibc's
+    ``mallinfo2``: a trim during a burst of work sees its memory in use; freed later, only the heap knows).
 
     A session's first answers (a city's cameras are 47 MB a page, its grid table and outlines more) and its big
-    reads leave the heap hundreds of MB larger once sent, freed but kept by glibc for reuse until a trim:
-    at a million buildings ``twin serve`` held 1.2-1.6 GB with a page open, of which the trim gives back a third
-    to a half (``twin bench city``). :func:`release_memory` does it when a session ends; this between.
+    reads leave the heap hundreds of MB larger once sent, freed but kept by glibc for reuse until a trim: at a
+    million buildings ``twin serve`` held 1.1-1.5 GB with pages open, about 0.3 GB of it free.
+    :func:`release_memory` does it when a session ends; this between.
     """
 
     def __init__(self, *, period_s: float = TRIM_PERIOD_S, grown_bytes: int = TRIM_GROWN_BYTES) -> None:
@@ -104,18 +110,24 @@ class HeapTrimmer:
 
     def _run(self) -> None:
         try:
-            trim = ctypes.CDLL("libc.so.6").malloc_trim
+            libc = ctypes.CDLL("libc.so.6")
+            trim = libc.malloc_trim
         except (OSError, AttributeError):  # not glibc: its heap stays as it is
             return
-        base = _resident_bytes()  # since the last trim, or the least seen since
+        info = getattr(libc, "mallinfo2", None)
+        if info is not None:
+            info.restype = _MallInfo2
+        free = (lambda: info().fordblks) if info is not None else (lambda: 0)
+        # the least resident and free memory seen since the last trim
+        base, free_base = _resident_bytes(), free()
         while not self._stop.wait(self._period_s):
-            now = _resident_bytes()
-            if now > base + self._grown:
+            now, free_now = _resident_bytes(), free()
+            if now > base + self._grown or free_now > free_base + self._grown:
                 pa.default_memory_pool().release_unused()
                 trim(0)
-                base = _resident_bytes()  # what stays is in use: no trim again until it grows further
+                base, free_base = _resident_bytes(), free()  # a trimmed chunk is still free to the heap
             else:
-                base = min(base, now)
+                base, free_base = min(base, now), min(free_base, free_now)
 
     def close(self) -> None:
         self._stop.set()

@@ -11,12 +11,13 @@ from scenes.shared import HeapTrimmer, SharedDistrict, _resident_bytes, release_
 from twin.access.access import Principal
 from twin.access.policy import Gate
 from twin.cases.cameras import cameras_per_building, cameras_seeing
+from tests.conftest import BACKENDS, small_demo_in
 from twin.store.store import Store
 
 
-@pytest.fixture(scope="module")
-def store(small_demo):
-    with Store(small_demo, read_only=True) as s:
+@pytest.fixture(scope="module", params=BACKENDS)
+def store(request):
+    with Store(small_demo_in(request.param, request), read_only=True) as s:
         yield s
 
 
