@@ -33,7 +33,7 @@ from scenes.field import FieldDesk, field_routes
 from scenes.i18n import choose_lang, translations, use
 from scenes.reconnect import StoreUnreachable, reconnect_when_lost
 from scenes.screens import DistrictApp, FieldWorkerElsewhere, SignedOut
-from scenes.shared import READS, Cursors, OffLoop, SharedDistrict, release_memory
+from scenes.shared import READS, Cursors, HeapTrimmer, OffLoop, SharedDistrict, release_memory
 from scenes.theme import PAGE_CSS
 from scenes.tileserve import TileRefresher, tile_routes, tiled_view, update_in_own_process
 from scenes.volunteers import PAGES as VOLUNTEER_PAGES, VolunteerDesk, volunteer_routes
@@ -636,6 +636,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     key_use = KeyUseWriter(KeyUse(store_timezone(store.con)), writer)
     sweeper = EvaluationSweeper(writer)
     retention = Retention(writer)
+    trimmer = HeapTrimmer()  # the sessions' big sends and reads leave the heap large: given back as it grows
     field = field_routes(FieldDesk(cursors=shared.cursors, writer=writer, signins=signins, refusals=shared.refusals,
                                    crs=store.district.crs))
     field += volunteer_routes(VolunteerDesk(cursors=shared.cursors, writer=writer, signins=signins,
@@ -654,6 +655,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
         log.info("stopping")
     finally:
         control.close()
+        trimmer.close()
         sweeper.close()
         key_use.close()
         retention.close()

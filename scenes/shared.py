@@ -26,6 +26,7 @@ import asyncio
 import ctypes
 import dataclasses
 import gc
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -59,6 +60,8 @@ REFRESH_S = 1.0  # live figures are at most this old
 WORKERS_REFRESH_S = 5.0  # the grid workers' positions on the operators' maps are at most this old
 COVERAGE_REFRESH_S = 60.0  # the day's patrol coverage is at most this old
 VOLUNTEER_REFRESH_S = 5.0  # the volunteer figures (tasks confirmed, points) are at most this old
+TRIM_PERIOD_S = 2.0  # the server gives its heap's free memory back this often when it grew (HeapTrimmer)
+TRIM_GROWN_BYTES = 64 * 2 ** 20
 QUIET_REFRESH_S = 60.0  # a screen's figures are read again this often without a case changing (volunteers, patrols)
 # The threads that read the store for the event loop (DuckDB runs a query without the GIL, so a few help).
 READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="twin-read")
@@ -74,6 +77,63 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: its heap stays as it is
         pass
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory (bytes), from ``/proc`` (0 where there is none)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+class HeapTrimmer:
+    """Gives the C heap's free memory back to the system, looked at every ``period_s`` on a thread of its own:
+    whenever the process grew by ``grown_bytes`` since the last trim, or the heap's free memory did (glibc's
+    ``mallinfo2``: a trim during a burst of work sees its memory in use; freed later, only the heap knows).
+
+    A session's first answers (a city's cameras are 47 MB a page, its grid table and outlines more) and its big
+    reads leave the heap hundreds of MB larger once sent, freed but kept by glibc for reuse until a trim: at a
+    million buildings ``twin serve`` held 1.1-1.5 GB with pages open, about 0.3 GB of it free.
+    :func:`release_memory` does it when a session ends; this between.
+    """
+
+    def __init__(self, *, period_s: float = TRIM_PERIOD_S, grown_bytes: int = TRIM_GROWN_BYTES) -> None:
+        self._period_s, self._grown = period_s, grown_bytes
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="twin-heap-trim", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            trim = libc.malloc_trim
+        except (OSError, AttributeError):  # not glibc: its heap stays as it is
+            return
+        info = getattr(libc, "mallinfo2", None)
+        if info is not None:
+            info.restype = _MallInfo2
+        free = (lambda: info().fordblks) if info is not None else (lambda: 0)
+        # the least resident and free memory seen since the last trim
+        base, free_base = _resident_bytes(), free()
+        while not self._stop.wait(self._period_s):
+            now, free_now = _resident_bytes(), free()
+            if now > base + self._grown or free_now > free_base + self._grown:
+                pa.default_memory_pool().release_unused()
+                trim(0)
+                base, free_base = _resident_bytes(), free()  # a trimmed chunk is still free to the heap
+            else:
+                base, free_base = min(base, now), min(free_base, free_now)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class Cursors:
@@ -104,11 +164,13 @@ class OffLoop:
     """
 
     def __init__(self, cursors: Cursors, writer: IntakeWriter, *,
-                 paths: Callable[[str | None], list[dict]] | None = None, sight: CameraSight | None = None) -> None:
+                 paths: Callable[[str | None], list[dict]] | None = None, sight: CameraSight | None = None,
+                 cameras_near: Callable[[float, float, float, float], list[str]] | None = None) -> None:
         self.cursors = cursors
         self.writer = writer
         self.paths = paths  # a grid's path from the server's grid tree (SharedDistrict.grid_path), not the store
         self.sight = sight  # the cameras that see a building, from the server's cameras (SharedDistrict.sight)
+        self.cameras_near = cameras_near  # the cameras in a box from the server's layer (SharedDistrict.cameras_near)
 
     async def read(self, gate: Gate, read: Callable[[Gate], T]) -> tuple[T | TwinError, list[dict]]:
         """``read(gate)`` on a reader thread: its result (or the :class:`TwinError` it raised) and the audit
@@ -118,7 +180,7 @@ class OffLoop:
         def work() -> T | TwinError:
             try:
                 return read(gate.bound(self.cursors(), audit_sink=lambda **row: rows.append(row), paths=self.paths,
-                                       sight=self.sight))
+                                       sight=self.sight, cameras_near=self.cameras_near))
             except TwinError as exc:
                 return exc
         return await asyncio.get_running_loop().run_in_executor(READS, work), rows
@@ -186,9 +248,11 @@ class SharedDistrict:
         self._key_locks: dict[tuple, threading.Lock] = {}
         con = self.cursors()
         # The cameras that see a clicked building, answered from memory where reading them all is a round trip
-        # through PostgreSQL's scanner (13 ms of CPU a click at 18,000 cameras); a file reads the near ones.
+        # through PostgreSQL's scanner (13 ms of CPU a click at 18,000 cameras); a file reads the near ones by key,
+        # found in the camera layer (cameras_near: a city's 1.5 million would take 150-250 MB more held so).
         self.sight: CameraSight | None = CameraSight.read(con) if isinstance(con, AttachedConnection) else None
-        self.off_loop = (OffLoop(self.cursors, writer, paths=self.grid_path, sight=self.sight)
+        self.off_loop = (OffLoop(self.cursors, writer, paths=self.grid_path, sight=self.sight,
+                                 cameras_near=None if self.sight else self.cameras_near)
                          if writer is not None else None)
         self.layer: BuildingLayer = building_layer(con, geometry=not tiled)
         self.models: bytes = b"" if tiled else model_layer(con, self.layer)  # tiles carry the models
@@ -225,6 +289,16 @@ class SharedDistrict:
                     max_age_s is not None and time.monotonic() - hit[1] > max_age_s):
                 hit = self._memo[key] = (version, time.monotonic(), compute())
             return hit[2]
+
+    def cameras_near(self, xmin: float, xmax: float, ymin: float, ymax: float) -> list[str]:
+        """The ids of the cameras standing in a box of the district CRS (m), a metre wider, from the camera layer
+        held here (:func:`twin.cases.cameras.cameras_seeing`'s ``near``): a click's card reads a few cameras by
+        key, not a city's 1.5 million positions. The cameras are the layer's, read at start as the view's are."""
+        ox, oy, _oz = self.layer.origin
+        xy = np.frombuffer(self.cameras.payload, dtype="<f4").reshape(-1, 8)[:, :2]  # relative to the origin
+        inside = ((xy[:, 0] >= xmin - ox - 1) & (xy[:, 0] <= xmax - ox + 1)
+                  & (xy[:, 1] >= ymin - oy - 1) & (xy[:, 1] <= ymax - oy + 1))
+        return [self.cameras.camera_id[i] for i in np.flatnonzero(inside)]
 
     def grid_path(self, grid_id: str | None) -> list[dict]:
         """The grids from the street down to ``grid_id`` (:func:`twin.inspector.grid_path`), from the grid tree

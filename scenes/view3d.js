@@ -454,9 +454,11 @@ export function render({ model, el }) {
   // them and never fetches geometry again. Every tile has content: the leaves every building at full detail, the
   // tiles above them each building's LOD1 block or blocks that stand for several (twin/tiles/lod.py), whose
   // feature is their main building (for colours) and which a click flies into rather than picks.
+  // While the camera flies, the tiles are chosen for where it lands (tiled.landing) and fetched meanwhile, the
+  // tiles the landing view draws first: the view keeps drawing where it flies from until it lands.
   const MAX_SSE = 16, MAX_TILES_KEPT = 128, MAX_FETCHES = 4;
   const tiled = { root: null, base: "", loaded: new Map(), pending: new Set(), drawn: new Set(), queue: [],
-                  fetching: 0, seq: 0, bytes: 0 };
+                  fetching: 0, seq: 0, bytes: 0, landing: null, flown: new Set() };
   probe.twinTiles = { loaded: [], drawn: [], bytes: 0, requested: 0 };
 
   // A tile's map from the tileset's ENU frame to the district frame (scenes/tileserve.py): quadratic terms about
@@ -514,6 +516,7 @@ export function render({ model, el }) {
     const refine = node.children.length && (node.error * view.k) / Math.max(dist - node.radius, 1) > MAX_SSE;
     if (!refine) {
       if (!node.uri) return true;
+      node.standIn = false;
       want.push(node);
       if (loaded) draw.push(node);
       return loaded;
@@ -522,6 +525,7 @@ export function render({ model, el }) {
     let ready = true;
     for (const child of node.children) ready = selectTiles(child, view, draw, want) && ready;
     if (ready || !node.uri) return ready;
+    node.standIn = true;  // drawn only until its children are ready
     want.push(node);
     if (!loaded) return false;  // the children drawn so far stay, unless an ancestor stands in for them
     draw.length = mark;
@@ -530,12 +534,13 @@ export function render({ model, el }) {
   }
 
   // Which tiles to draw for the camera as it is, and which to fetch: coarser first (each stands in for all the
-  // tiles under it), then nearest first.
+  // tiles under it), then nearest first. In flight, only which to fetch for where it lands: the tiles that view
+  // draws first, nearest first, then their stand-ins.
   function updateTiles() {
     if (!tiled.root) return;
-    const cam = renderer.getActiveCamera();
+    const cam = renderer.getActiveCamera(), landing = tiled.landing;
     const [w, h] = glWindow.getSize();
-    const eye = cam.getPosition(), fp = cam.getFocalPoint();
+    const eye = landing ? landing.pos : cam.getPosition(), fp = landing ? landing.fp : cam.getFocalPoint();
     const tanHalf = Math.tan((cam.getViewAngle() * Math.PI) / 360);
     const look = [fp[0] - eye[0], fp[1] - eye[1], fp[2] - eye[2]], len = Math.hypot(...look) || 1;
     const view = { eye, dir: look.map((x) => x / len), k: h / (2 * tanHalf),
@@ -553,14 +558,26 @@ export function render({ model, el }) {
     }
     tiled.queue = tiled.queue.filter((n) => n.used === tiled.seq || n.fetching);
     for (const n of tiled.pending) if (!n.fetching && n.used !== tiled.seq) tiled.pending.delete(n);
+    if (landing) {
+      tiled.queue.sort((a, b) => b.standIn - a.standIn || b.distance - a.distance);  // pop() takes the last
+      pumpTiles();
+      return;
+    }
     tiled.queue.sort((a, b) => b.depth - a.depth || b.distance - a.distance);  // pop() takes the last
     tiled.drawn = new Set(draw);
-    for (const [node, tile] of tiled.loaded) tile.actor.actor.setVisibility(tiled.drawn.has(node));
+    let changed = false;
+    for (const [node, tile] of tiled.loaded) {
+      const shown = tiled.drawn.has(node);
+      if (shown !== tile.actor.actor.getVisibility()) { tile.actor.actor.setVisibility(shown); changed = true; }
+    }
     renderer.resetCameraClippingRange();  // the near and far planes follow what is drawn
     probe.twinTiles.drawn = draw.map((n) => n.uri);
     evictTiles();
     pumpTiles();
-    if (!tiled.pending.size) probe.twinTilesSettled = performance.now();  // every tile wanted is drawn
+    // A tile shown or hidden here is on screen after the next frame; every tile wanted is drawn once none is
+    // (a stand-in no longer wanted may still be on its way).
+    if (changed) render();
+    else if (want.every((n) => tiled.loaded.has(n))) probe.twinTilesSettled = performance.now();
   }
 
   function evictTiles() {
@@ -575,15 +592,20 @@ export function render({ model, el }) {
     probe.twinTiles.loaded = [...tiled.loaded.keys()].map((n) => n.uri);
   }
 
+  // While the tiles a flight asked for are on their way, no stand-in is fetched: it would come after them.
   function pumpTiles() {
     while (tiled.fetching < MAX_FETCHES && tiled.queue.length) {
-      const node = tiled.queue.pop();  // the coarsest, then the nearest
+      let k = tiled.queue.length - 1;  // the coarsest, then the nearest
+      if (tiled.flown.size) while (k >= 0 && tiled.queue[k].standIn) k -= 1;
+      if (k < 0) break;
+      const node = tiled.queue.splice(k, 1)[0];
       node.fetching = true;
       tiled.fetching += 1;
       probe.twinTiles.requested += 1;
+      if (tiled.landing && !node.standIn) tiled.flown.add(node);
       fetchTile(node).catch((e) => console.error(`tile ${node.uri}: ${e}`)).finally(() => {
-        node.fetching = false; tiled.fetching -= 1; tiled.pending.delete(node);
-        if (!removed) { updateTiles(); render(); }
+        node.fetching = false; tiled.fetching -= 1; tiled.pending.delete(node); tiled.flown.delete(node);
+        if (!removed) { updateTiles(); if (!tiled.landing) render(); }  // in flight, every frame is drawn anyway
       });
     }
   }
@@ -1286,10 +1308,19 @@ export function render({ model, el }) {
     cancelAnimationFrame(flight);
     clearTimeout(pulseTimer);
     if (caseFrame > 0) cancelAnimationFrame(caseFrame);
-    const finish = () => { cam.setFocalPoint(...target.fp); cam.setPosition(...target.pos); cam.setViewUp(...target.up);
-                           renderer.resetCameraClippingRange(); clampCamera(); render();
+    const finish = () => { tiled.landing = null;
+                           cam.setFocalPoint(...target.fp); cam.setPosition(...target.pos); cam.setViewUp(...target.up);
+                           renderer.resetCameraClippingRange(); clampCamera();
+                           updateTiles(); render();  // the tiles fetched in flight are in the landing's first frame
                            probe.twinFlightEnd = performance.now(); };
     if (!animate) return finish();
+    // The tiles where it lands are fetched during the flight: for the camera as finish() leaves it (clamped).
+    cam.setFocalPoint(...target.fp); cam.setPosition(...target.pos); cam.setViewUp(...target.up);
+    clampCamera();
+    tiled.landing = { fp: cam.getFocalPoint(), pos: cam.getPosition() };
+    cam.setFocalPoint(...from.fp); cam.setPosition(...from.pos); cam.setViewUp(...from.up);
+    renderer.resetCameraClippingRange();
+    updateTiles();
     const t0 = performance.now(), ms = 650;
     const step = (now) => {
       const t = Math.min(1, (now - t0) / ms), e = t < 0.5 ? 2 * t * t : 1 - Math.pow(-2 * t + 2, 2) / 2;

@@ -50,14 +50,17 @@ def grid_path(con: duckdb.DuckDBPyConnection, grid_id: str | None) -> list[dict]
 
 
 def building_card(con: duckdb.DuckDBPyConnection, building_id: str, *,
-                  paths: Callable[[str | None], list[dict]] | None = None, sight: CameraSight | None = None) -> dict:
+                  paths: Callable[[str | None], list[dict]] | None = None, sight: CameraSight | None = None,
+                  cameras_near: Callable[[float, float, float, float], list[str]] | None = None) -> dict:
     """The building's facts, grid path, head counts, its residents' tags (``tags``: tag to count, most first) and
     the cameras that see it (``cameras``: :func:`twin.cases.cameras.cameras_seeing`).
 
-    ``paths`` gives a grid's path (:func:`grid_path`) and ``sight`` the cameras that see a footprint
-    (:class:`twin.cases.cameras.CameraSight`) from what the caller holds already (a server's grid tree and
-    cameras); by default both are read from the store. Two reads in all with both given: one per round trip to
-    a PostgreSQL store counts (a click's card is read while others click).
+    ``paths`` gives a grid's path (:func:`grid_path`), ``sight`` the cameras that see a footprint
+    (:class:`twin.cases.cameras.CameraSight`) and ``cameras_near`` the cameras standing in a box
+    (:func:`twin.cases.cameras.cameras_seeing`'s ``near``) from what the caller holds already (a server's grid
+    tree, cameras and camera layer); by default they are read from the store. Two reads in all with ``paths``
+    and ``sight`` given: one per round trip to a PostgreSQL store counts (a click's card is read while others
+    click).
 
     Raises
     ------
@@ -83,7 +86,7 @@ def building_card(con: duckdb.DuckDBPyConnection, building_id: str, *,
     card["residents_counted"] = counted
     card["grid_path"] = (paths or partial(grid_path, con))(card["grid_id"])
     card["cameras"] = (sight.seeing(building_id, footprint) if sight is not None
-                       else cameras_seeing(con, building_id, footprint=footprint))
+                       else cameras_seeing(con, building_id, footprint=footprint, near=cameras_near))
     return card
 
 
@@ -278,12 +281,14 @@ def camera_card(con: duckdb.DuckDBPyConnection, camera_id: str) -> dict:
 
 
 def search(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 10,
-           case_grids: frozenset[str] | None = None, case_where: tuple[str, list] = ("true", [])) -> list[dict]:
+           case_grids: frozenset[str] | None = None, case_where: tuple[str, list] = ("true", []),
+           buildings: bool = True) -> list[dict]:
     """Buildings by address or name, and cases by id, best matches first.
 
     ``case_grids`` keeps the cases in those grids only (before the limit: a user's cases are
     never crowded out by others'); None keeps every case. ``case_where`` is a further SQL condition on
     ``cases`` and its parameters (the gate's, for the roles that see cases by department or assignment).
+    ``buildings`` False finds cases only (a city's names and addresses take a second to scan).
 
     Returns
     -------
@@ -305,13 +310,13 @@ def search(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 10,
                         f"{in_grids}AND ({case_where[0]}) ORDER BY case_id LIMIT ?",
                         [pattern, *([] if case_grids is None else [sorted(case_grids)]), *case_where[1],
                          limit]).fetchall()
-    buildings = con.execute("""
+    found = con.execute("""
         SELECT building_id, coalesce(name, '') || ' · ' || coalesce(address, '') FROM buildings
         WHERE name ILIKE ? ESCAPE '\\' OR address ILIKE ? ESCAPE '\\' OR building_id = ?
         ORDER BY (name = ?) DESC, length(coalesce(address, name)) LIMIT ?""",
-                            [pattern, pattern, text, text, limit]).fetchall()
+                        [pattern, pattern, text, text, limit]).fetchall() if buildings else []
     return ([{"kind": "case", "id": c, "label": f"{c} · {lbl}"} for c, lbl in cases]
-            + [{"kind": "building", "id": b, "label": lbl} for b, lbl in buildings])[:limit]
+            + [{"kind": "building", "id": b, "label": lbl} for b, lbl in found])[:limit]
 
 
 def element_card(con: duckdb.DuckDBPyConnection, building_id: str, element_index: int, *,

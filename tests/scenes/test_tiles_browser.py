@@ -78,6 +78,12 @@ def roofs(db: Path) -> list[tuple[str, float, float, float]]:
             ORDER BY b.height DESC""").fetchall()
 
 
+# Run in the page: when each tile's GLB was last asked for (ms, the page's clock), by its uri in the tileset.
+ASKED_AT = """(() => Object.fromEntries(performance.getEntriesByType("resource")
+  .map((e) => [new URL(e.name).pathname, e.startTime]).filter(([path]) => path.startsWith("/tiles/tiles/"))
+  .map(([path, t]) => [path.slice("/tiles/".length), t])))()"""
+
+
 def fly_by_search(page, building_id: str) -> None:
     """Search a building; wait until the flight has ended and every tile the new view wants is drawn."""
     page.evaluate("window.__flyStart = performance.now()")
@@ -145,6 +151,34 @@ def test_a_fly_to_a_far_grid_loads_and_draws_its_tiles(page, small_demo, tileset
     page.mouse.click(px, py)
     expect(page.locator(".twin-inspector")).to_contain_text(building_id, timeout=10_000)
     assert page.console_errors == []
+
+
+def test_the_tiles_where_a_flight_lands_are_fetched_while_it_flies(browser, tiled_url, small_demo, tileset):
+    where = tile_of(tileset)
+    rows = roofs(small_demo)
+    north, far = max(rows, key=lambda r: r[2]), min(rows, key=lambda r: r[2])
+    blocked = {where[far[0]]}  # the far leaf fails until the flight there: the opening view does not load it
+
+    def block(route):
+        if any(route.request.url.endswith(uri) for uri in blocked):
+            route.abort()
+        else:
+            route.continue_()
+
+    page = watched_page(browser)
+    page.route("**/tiles/**", block)
+    sign_in(page, tiled_url)
+    page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
+    fly_by_search(page, north[0])
+    assert where[far[0]] not in page.evaluate("window.twinTiles.loaded")
+    blocked.clear()
+    page.console_errors.clear()  # the far leaf's failed requests
+    fly_by_search(page, far[0])
+    assert where[far[0]] in page.evaluate("window.twinTiles.drawn")
+    asked, flight_end = page.evaluate(ASKED_AT), page.evaluate("window.twinFlightEnd")
+    assert asked[where[far[0]]] < flight_end - 100, "asked for during the flight, not once it had landed"
+    assert page.console_errors == []
+    page.close()
 
 
 def test_the_coarse_root_stands_in_until_its_leaves_come_and_answers_clicks_and_colours(browser, tiled_url, small_demo,

@@ -167,20 +167,25 @@ class Gate:
         self._scope_cell: list[frozenset[str] | None] = [None, None]
         self._paths: Callable[[str | None], list[dict]] | None = None
         self._sight: CameraSight | None = None
+        self._cameras_near: Callable[[float, float, float, float], list[str]] | None = None
         self._grid_of: dict[str, str | None] | None = None  # a bound gate's: the buildings' grids it read
 
     def bound(self, con: duckdb.DuckDBPyConnection, *, audit_sink: AuditSink,
-              paths: Callable[[str | None], list[dict]] | None = None, sight: CameraSight | None = None) -> "Gate":
+              paths: Callable[[str | None], list[dict]] | None = None, sight: CameraSight | None = None,
+              cameras_near: Callable[[float, float, float, float], list[str]] | None = None) -> "Gate":
         """This gate on another cursor (another thread's) with another audit sink, for one look: the scope is
-        shared, and a building's grid is read once in the look. ``paths`` gives a grid's path and ``sight`` the
-        cameras that see a building from what the caller holds (a server's grid tree,
-        :meth:`scenes.shared.SharedDistrict.grid_path`, and its cameras) rather than the store."""
+        shared, and a building's grid is read once in the look. ``paths`` gives a grid's path, ``sight`` the
+        cameras that see a building and ``cameras_near`` the cameras standing in a box, from what the caller holds
+        (a server's grid tree, :meth:`scenes.shared.SharedDistrict.grid_path`, its cameras and camera layer)
+        rather than the store."""
         gate = copy.copy(self)
         gate.con, gate._audit, gate._grid_of = con, audit_sink, {}
         if paths is not None:
             gate._paths = paths
         if sight is not None:
             gate._sight = sight
+        if cameras_near is not None:
+            gate._cameras_near = cameras_near
         return gate
 
     # -- the rules ---------------------------------------------------------------
@@ -254,7 +259,8 @@ class Gate:
         ``may_see_residents`` says whether :meth:`residents_page` would answer for it with residents,
         ``residents_counted`` whether the store counts its residents instead of listing them (no page to see).
         """
-        card = inspector.building_card(self.con, building_id, paths=self._paths, sight=self._sight)
+        card = inspector.building_card(self.con, building_id, paths=self._paths, sight=self._sight,
+                                       cameras_near=self._cameras_near)
         if self._grid_of is not None:
             self._grid_of[building_id] = card["grid_id"]
         card["may_see_residents"] = (self.may("residents") and self.in_scope(card["grid_id"])
@@ -546,7 +552,7 @@ class Gate:
 
         The message names the first matching case and the grid that keeps it from the principal.
         """
-        cases = [r["id"] for r in inspector.search(self.con, text, limit=1) if r["kind"] == "case"]
+        cases = [r["id"] for r in inspector.search(self.con, text, limit=1, buildings=False)]
         if not cases:
             return None
         row = self.con.execute("SELECT grid_id, department, assigned_worker FROM cases WHERE case_id = ?",

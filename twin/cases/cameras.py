@@ -8,6 +8,8 @@ the building a camera is mounted on does not count.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -115,12 +117,15 @@ class CameraSight:
                              "distance_m": distance[order].astype(float)}, columns=SEEING_COLUMNS)
 
 
-def cameras_seeing(con: duckdb.DuckDBPyConnection, building_id: str, *,
-                   footprint: shapely.Geometry | None = None) -> pd.DataFrame:
+def cameras_seeing(con: duckdb.DuckDBPyConnection, building_id: str, *, footprint: shapely.Geometry | None = None,
+                   near: Callable[[float, float, float, float], Sequence[str]] | None = None) -> pd.DataFrame:
     """Cameras whose view sector meets a building's footprint, nearest first.
 
     ``footprint`` is the building's, when the caller has read it already. Only the cameras within the farthest
     camera's range of the footprint are read (:class:`CameraSight` answers the same from cameras held in memory).
+    ``near(xmin, xmax, ymin, ymax)`` gives the ids of the cameras standing in that box (district CRS, m), or a few
+    more, from what the caller holds (a server's camera layer): only those are read, by key, rather than every
+    camera's position scanned (a city's 1.5 million take 0.3-0.6 s and 100 MB).
 
     Returns
     -------
@@ -135,9 +140,15 @@ def cameras_seeing(con: duckdb.DuckDBPyConnection, building_id: str, *,
     reach, = con.execute(f"SELECT coalesce(max(coalesce(range_m, {DEFAULT_RANGE_M})), {DEFAULT_RANGE_M}) "
                          "FROM cameras").fetchone()
     xmin, ymin, xmax, ymax = footprint.bounds
-    near = _cameras(con, columns="camera_id, status, building_id",
-                    where="WHERE x BETWEEN ? AND ? AND y BETWEEN ? AND ?", params=[xmin - reach, xmax + reach, ymin - reach, ymax + reach])
-    return CameraSight(near).seeing(building_id, footprint)
+    box = [xmin - reach, xmax + reach, ymin - reach, ymax + reach]
+    where, params = "WHERE x BETWEEN ? AND ? AND y BETWEEN ? AND ?", box
+    if near is not None:
+        candidates = list(near(*box))
+        if not candidates:
+            return pd.DataFrame(columns=SEEING_COLUMNS)
+        where, params = f"{where} AND camera_id IN (SELECT unnest(?))", [*box, candidates]
+    return CameraSight(_cameras(con, columns="camera_id, status, building_id", where=where,
+                                params=params)).seeing(building_id, footprint)
 
 
 def cameras_per_building(con: duckdb.DuckDBPyConnection) -> pd.Series:

@@ -80,6 +80,8 @@ def test_search_finds_names_addresses_and_case_ids_and_treats_wildcards_as_text(
     assert any(r["id"] == building_id for r in search(con, name, limit=50))
     category, status = con.execute("SELECT category, status FROM cases WHERE case_id = ?", [case_id]).fetchone()
     assert search(con, case_id)[0] == {"kind": "case", "id": case_id, "label": f"{case_id} · {category} · {status}"}
+    assert search(con, address, buildings=False) == [], "cases only"
+    assert search(con, case_id, buildings=False)[0]["id"] == case_id
     assert search(con, "%") == [] and search(con, "_") == []
     assert search(con, "'; DROP TABLE buildings; --") == []
     assert con.execute("SELECT count(*) FROM buildings").fetchone()[0] == 500
