@@ -11,11 +11,12 @@ import json
 import shutil
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Page, expect
 
 from bench.browser import served, sign_in
 from tests.scenes.test_browser import browser, canvas_pixels, watched_page  # noqa: F401 (a fixture)
@@ -153,6 +154,15 @@ def test_a_fly_to_a_far_grid_loads_and_draws_its_tiles(page, small_demo, tileset
     assert page.console_errors == []
 
 
+def page_with_tiles_routed(browser, url: str, route: Callable) -> Page:
+    """A signed-in page at its first frame, whose tile requests went through ``route`` (Playwright's handler)."""
+    page = watched_page(browser)
+    page.route("**/tiles/**", route)
+    sign_in(page, url)
+    page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
+    return page
+
+
 def test_the_tiles_where_a_flight_lands_are_fetched_while_it_flies(browser, tiled_url, small_demo, tileset):
     where = tile_of(tileset)
     rows = roofs(small_demo)
@@ -165,10 +175,7 @@ def test_the_tiles_where_a_flight_lands_are_fetched_while_it_flies(browser, tile
         else:
             route.continue_()
 
-    page = watched_page(browser)
-    page.route("**/tiles/**", block)
-    sign_in(page, tiled_url)
-    page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
+    page = page_with_tiles_routed(browser, tiled_url, block)
     fly_by_search(page, north[0])
     assert where[far[0]] not in page.evaluate("window.twinTiles.loaded")
     blocked.clear()
@@ -193,10 +200,7 @@ def test_the_coarse_root_stands_in_until_its_leaves_come_and_answers_clicks_and_
         else:
             route.continue_()
 
-    page = watched_page(browser)
-    page.route("**/tiles/**", hold_leaves)
-    sign_in(page, tiled_url)
-    page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
+    page = page_with_tiles_routed(browser, tiled_url, hold_leaves)
     page.get_by_role("button", name="Top").click()
     page.wait_for_function("window.twinFlightEnd !== undefined")
     page.wait_for_function(f"JSON.stringify(window.twinTiles.drawn) === '{json.dumps([root['content']['uri']])}'",
