@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -34,14 +33,12 @@ if str(ROOT) not in sys.path:
 from bench.browser import chromium, served, served_workers  # noqa: E402
 from bench.common import OUT, store_copy, write_result  # noqa: E402
 from tests.pgcluster import start_cluster  # noqa: E402
-from tests.scenes.test_volunteers_api import PASSWORD, Client  # noqa: E402
+from tests.scenes.test_volunteers_api import PASSWORD, Client, activated_residents, grab_at_once  # noqa: E402
 from twin.access.access import Principal, add_user  # noqa: E402
 from twin.access.policy import Gate  # noqa: E402
-from twin.geo.crs import transform_xy  # noqa: E402
 from twin.store.clock import store_now  # noqa: E402
 from twin.store.copy import copy_store  # noqa: E402
 from twin.store.store import Store, open_for_command  # noqa: E402
-from twin.volunteers.accounts import activate_account, create_resident_account  # noqa: E402
 from twin.volunteers.ledger import verify_ledger  # noqa: E402
 from twin.volunteers.tasks import publish_task  # noqa: E402
 
@@ -61,12 +58,7 @@ def prepare(db: str) -> dict:
                                   "g.grid_id = b.grid_id AND g.valid_to IS NULL AND g.level = 'micro' "
                                   "ORDER BY b.building_id LIMIT 1").fetchone()
         add_user(con, "bench-w", PASSWORD, role="worker", grids=[micro], actor="bench")
-        residents = [r for r, in con.execute("SELECT resident_id FROM residents WHERE resident_id NOT IN (SELECT "
-                                             "resident_id FROM resident_accounts) ORDER BY resident_id LIMIT ?",
-                                             [RESIDENTS]).fetchall()]
-        for k, rid in enumerate(residents):
-            made = create_resident_account(con, rid, username=f"bench-r{k:02d}", actor="bench")
-            activate_account(con, made["username"], made["code"], PASSWORD)
+        residents = activated_residents(con, RESIDENTS, prefix="bench-r", password=PASSWORD, actor="bench")
         gate, now = Gate(con, Principal("bench-w", "worker", (micro,))), store_now(con)
         tasks = [publish_task(gate, title=title, place="楼下", x=x, y=y, starts_at=now,
                               ends_at=now + pd.Timedelta(hours=3), places=places, points=10)["task_id"]
@@ -83,21 +75,8 @@ def _percentiles(ms: list[float]) -> dict:
 def grabs(port: int, found: dict) -> dict:
     """The burst and the one-at-a-time baseline against a server on ``port``."""
     phones = [Client(port, user, f"127.0.0.{2 + k % ADDRESSES}") for k, user in enumerate(found["users"])]
-    timed: list[tuple[int, float] | None] = [None] * len(phones)
-    start = threading.Barrier(len(phones))
-
-    def grab(k: int) -> None:
-        start.wait()
-        began = time.perf_counter()
-        status, _ = phones[k].json("POST", "/api/v/grab", {"task_id": found["burst"]})
-        timed[k] = (status, (time.perf_counter() - began) * 1000)
-    threads = [threading.Thread(target=grab, args=(k,)) for k in range(len(phones))]
-    began = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    burst_s = time.perf_counter() - began
+    answers, burst_s = grab_at_once(phones, found["burst"])
+    timed = [(status, ms) for status, _, ms in answers]
     one_by_one = []
     for phone in phones:
         began = time.perf_counter()

@@ -21,8 +21,10 @@ import asyncio
 import json
 import math
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 from tornado.web import RequestHandler
@@ -75,9 +77,18 @@ class _Route(_FieldRoute):
         """``read(con, principal)`` on a reader thread."""
         return await self.look(lambda gate: read(gate.con, gate.principal))
 
-    async def write_as(self, run) -> object:
-        """``run(con, principal)`` (or, with a gate, ``run(gate)``) as one job of the writer."""
-        return await self.apply(run)
+    def body_text(self, field: str) -> str:
+        """The JSON body's ``field`` as text ('' when absent); an :class:`InputError` for a body that is no object."""
+        return str(self.body_json().get(field) or "")
+
+    async def apply_to_field(self, field: str,
+                             act: Callable[[duckdb.DuckDBPyConnection, Principal, str], dict]) -> None:
+        """Answer ``act(con, principal, the body's field)`` run as one job of the writer."""
+        try:
+            value = self.body_text(field)
+        except InputError as exc:
+            return self.refuse(exc)
+        self.answer(await self.apply(lambda gate: act(gate.con, gate.principal, value)))
 
     def position(self, body: dict) -> tuple[float, float]:
         """The phone's position in the district CRS from ``lon`` and ``lat``; an :class:`InputError` without one."""
@@ -145,11 +156,7 @@ class GrabHandler(_Route):
     """``POST /api/v/grab``: ``{"task_id"}``; 400 when the task is full (or the resident may not take it)."""
 
     async def post(self) -> None:
-        try:
-            task_id = str(self.body_json().get("task_id") or "")
-        except InputError as exc:
-            return self.refuse(exc)
-        self.answer(await self.apply(lambda gate: grab_task(gate.con, gate.principal, task_id)))
+        await self.apply_to_field("task_id", grab_task)
 
 
 class SiteHandler(_Route):
@@ -170,11 +177,7 @@ class RedeemHandler(_Route):
     """``POST /api/v/redeem``: ``{"reward_id"}``; the code for the merchant, or 400 with too few points."""
 
     async def post(self) -> None:
-        try:
-            reward_id = str(self.body_json().get("reward_id") or "")
-        except InputError as exc:
-            return self.refuse(exc)
-        self.answer(await self.apply(lambda gate: redeem(gate.con, gate.principal, reward_id)))
+        await self.apply_to_field("reward_id", redeem)
 
 
 class ReportHandler(PhotoUploadHandler):
@@ -224,13 +227,13 @@ class CodeHandler(_Route):
     """``POST /api/m/check`` (what a code is for) and ``/api/m/use`` (take it): ``{"code"}``."""
 
     async def post(self, what: str) -> None:
+        if what != "check":
+            return await self.apply_to_field("code", use_code)
         try:
-            code = str(self.body_json().get("code") or "")
+            code = self.body_text("code")
         except InputError as exc:
             return self.refuse(exc)
-        if what == "check":
-            return self.answer(await self.read_as(lambda con, principal: check_code(con, principal, code)))
-        self.answer(await self.apply(lambda gate: use_code(gate.con, gate.principal, code)))
+        self.answer(await self.read_as(lambda con, principal: check_code(con, principal, code)))
 
 
 # -- the grid worker -------------------------------------------------------------------------------------------

@@ -67,6 +67,38 @@ class Client:
         return status, json.loads(data)
 
 
+def activated_residents(con, count: int, *, prefix: str, password: str, actor: str) -> list[str]:
+    """Accounts ``{prefix}00``... for the first ``count`` residents without one, activated with ``password``;
+    those residents' ids, in the accounts' order."""
+    residents = [r for r, in con.execute("SELECT resident_id FROM residents WHERE resident_id NOT IN (SELECT "
+                                         "resident_id FROM resident_accounts) ORDER BY resident_id LIMIT ?",
+                                         [count]).fetchall()]
+    for k, rid in enumerate(residents):
+        made = create_resident_account(con, rid, username=f"{prefix}{k:02d}", actor=actor)
+        activate_account(con, made["username"], made["code"], password)
+    return residents
+
+
+def grab_at_once(phones: list[Client], task_id: str) -> tuple[list[tuple[int, dict, float]], float]:
+    """Every phone grabs ``task_id`` at the same moment (a thread each, behind a barrier): each one's status,
+    answer and milliseconds, in the phones' order, and the burst's seconds."""
+    answers: list[tuple[int, dict, float] | None] = [None] * len(phones)
+    start = threading.Barrier(len(phones))
+
+    def grab(k: int) -> None:
+        start.wait()
+        began = time.perf_counter()
+        status, body = phones[k].json("POST", "/api/v/grab", {"task_id": task_id})
+        answers[k] = (status, body, (time.perf_counter() - began) * 1000)
+    threads = [threading.Thread(target=grab, args=(k,)) for k in range(len(phones))]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers, time.perf_counter() - began
+
+
 def prepare(db: str) -> dict:
     """50 residents with accounts set up, a grid worker, a merchant with a reward, and a 10-place task at a
     building of the worker's micro-grid."""
@@ -75,12 +107,7 @@ def prepare(db: str) -> dict:
         micro, x, y = con.execute("SELECT b.grid_id, b.label_x, b.label_y FROM buildings b JOIN grids g ON g.grid_id = "
                                   "b.grid_id AND g.valid_to IS NULL ORDER BY b.building_id LIMIT 1").fetchone()
         add_user(con, "vw1", PASSWORD, role="worker", grids=[micro], actor="test", lang="en")
-        residents = [r for r, in con.execute("SELECT resident_id FROM residents WHERE resident_id NOT IN (SELECT "
-                                             "resident_id FROM resident_accounts) ORDER BY resident_id LIMIT ?",
-                                             [RESIDENTS]).fetchall()]
-        for k, rid in enumerate(residents):
-            made = create_resident_account(con, rid, username=f"res{k:02d}", actor="test")
-            activate_account(con, made["username"], made["code"], PASSWORD)
+        residents = activated_residents(con, RESIDENTS, prefix="res", password=PASSWORD, actor="test")
         shop = add_merchant(con, "shop1", "便民超市", actor="test")
         add_reward(con, "shop1", "一袋米", points=POINTS, stock=20, actor="test")
         add_user(con, "op-other", PASSWORD, role="operator",
@@ -109,19 +136,8 @@ def test_fifty_residents_grab_ten_places_at_once_and_the_ledger_balances(demo_co
     with served(demo_copy_db) as url:
         port = int(url.split(":")[2].split("/")[0])
         phones = [Client(port, f"res{k:02d}", f"127.0.0.{2 + k % 10}") for k in range(RESIDENTS)]
-        answers: list[tuple[int, dict] | None] = [None] * RESIDENTS
-        start = threading.Barrier(RESIDENTS)
-
-        def grab(k: int) -> None:
-            start.wait()
-            answers[k] = phones[k].json("POST", "/api/v/grab", {"task_id": found["task"]})
-        threads = [threading.Thread(target=grab, args=(k,)) for k in range(RESIDENTS)]
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        seconds = time.perf_counter() - started
+        timed, seconds = grab_at_once(phones, found["task"])
+        answers = [(status, body) for status, body, _ in timed]
         won = [k for k, (status, _) in enumerate(answers) if status == 200]
         lost = [body["error"]["message"] for status, body in answers if status != 200]
         assert len(won) == PLACES, answers

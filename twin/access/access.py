@@ -171,20 +171,28 @@ def _known_department(con: duckdb.DuckDBPyConnection, department: str | None, *,
     return department
 
 
+def check_new_username(con: duckdb.DuckDBPyConnection, username: str, *,
+                       taken: str = N_("there is already a user {username!r}; pick another name.")) -> None:
+    """Refuse a user name that is malformed, or taken already (``taken``: the message, with ``{username}``)."""
+    if not USERNAME.match(username or ""):
+        raise InputError(N_("user name {username!r}: use 1-64 letters, digits, '.', '_', '@' or '-'."),
+                         username=username)
+    if con.execute("SELECT 1 FROM users WHERE username = ?", [username]).fetchone():
+        raise InputError(taken, username=username)
+
+
 def add_user(con: duckdb.DuckDBPyConnection, username: str, password: str, *, role: str,
              grids: list[str] = (), lang: str | None = None, actor: str = "admin", source: str | None = None,
              department: str | None = None) -> dict:
     """Add a user bound to ``grids`` (grid ids in force, any level), or for role department to ``department``,
     with a UI language (None: the default); audited."""
-    if not USERNAME.match(username or ""):
-        raise InputError(f"user name {username!r}: use 1-64 letters, digits, '.', '_', '@' or '-'.")
+    check_new_username(con, username, taken=N_("there is already a user {username!r}; pick another name or use "
+                                               "`twin users passwd`."))
     check_choice("role", role, ROLES)
     _refuse_account_role(role)
     if lang is not None:
         check_choice("lang", lang, LANGS)
     _check_password(password, username=username)
-    if con.execute("SELECT 1 FROM users WHERE username = ?", [username]).fetchone():
-        raise InputError(f"there is already a user {username!r}; pick another name or use `twin users passwd`.")
     grids = _known_grids(con, grids, role=role)
     department = _known_department(con, department, role=role)
     con.execute("INSERT INTO users (username, password_hash, role, grids, disabled, created_at, lang, department) "

@@ -16,7 +16,7 @@ import secrets
 import duckdb
 import pandas as pd
 
-from twin.access.access import USERNAME, Principal, _check_password, audit, generate_password, hash_password
+from twin.access.access import Principal, check_new_username, _check_password, audit, generate_password, hash_password
 from twin.access.policy import Gate
 from twin.errors import N_, AccessError, InputError
 from twin.store.clock import store_now
@@ -63,11 +63,7 @@ def create_resident_account(con: duckdb.DuckDBPyConnection, resident_id: str, *,
               detail={"resident_id": resident_id})
         return {"username": username, "resident_id": resident_id, "code": code, "expires_at": expires, "new": False}
     username = username or f"r{resident_id.lower()}"
-    if not USERNAME.match(username):
-        raise InputError(N_("user name {username!r}: use 1-64 letters, digits, '.', '_', '@' or '-'."),
-                         username=username)
-    if con.execute("SELECT count(*) FROM users WHERE username = ?", [username]).fetchall()[0][0]:
-        raise InputError(N_("there is already a user {username!r}; pick another name."), username=username)
+    check_new_username(con, username)
     con.execute("INSERT INTO users (username, password_hash, role, grids, disabled, created_at, lang) "
                 "VALUES (?, ?, 'resident', ?, false, ?, 'zh')",
                 [username, hash_password(secrets.token_urlsafe(24)), [], now])
@@ -183,11 +179,7 @@ def add_merchant(con: duckdb.DuckDBPyConnection, merchant_id: str, name: str, *,
                                                [grid_id]).fetchall()[0][0]:
         raise InputError(N_("no grid {grid_id!r} in force; `twin grids export` lists them."), grid_id=grid_id)
     username = username or f"m-{merchant_id.lower()}"
-    if not USERNAME.match(username):
-        raise InputError(N_("user name {username!r}: use 1-64 letters, digits, '.', '_', '@' or '-'."),
-                         username=username)
-    if con.execute("SELECT count(*) FROM users WHERE username = ?", [username]).fetchall()[0][0]:
-        raise InputError(N_("there is already a user {username!r}; pick another name."), username=username)
+    check_new_username(con, username)
     password = generate_password(username)
     now = store_now(con)
     con.execute("INSERT INTO users (username, password_hash, role, grids, disabled, created_at, lang) "
