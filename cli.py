@@ -460,7 +460,7 @@ def _cmd_serve(args: argparse.Namespace) -> dict:
     serve(args.db, port=args.port, address=args.address, origins=origins, dedupe_window_s=args.dedupe_window,
           intake_rate=args.intake_rate, oauth=oauth, commands=writing_commands(), behind_proxy=args.behind_proxy,
           public_rate=args.open311_public_rate if args.open311_public == "on" else None,
-          view=args.view, tiles=args.tiles, cookie_secret=os.environ.get(COOKIE_SECRET_ENV))
+          view=args.view, tiles=args.tiles, cameras=args.cameras, cookie_secret=os.environ.get(COOKIE_SECRET_ENV))
     return {}
 
 
@@ -469,7 +469,8 @@ def _worker_options(args: argparse.Namespace) -> list[str]:
     environment it inherits)."""
     options = ["--intake-rate", str(args.intake_rate), "--open311-public", args.open311_public,
                "--open311-public-rate", str(args.open311_public_rate), "--dedupe-window", str(args.dedupe_window),
-               *(a for origin in args.allow_origin for a in ("--allow-origin", origin))]
+               *(a for origin in args.allow_origin for a in ("--allow-origin", origin)),
+               "--view", args.view, "--cameras", args.cameras, *(("--tiles", args.tiles) if args.tiles else ())]
     if args.oauth_provider:
         options += ["--oauth-provider", args.oauth_provider, "--oauth-key", args.oauth_key or ""]
         options += ["--oauth-redirect-uri", args.oauth_redirect_uri] if args.oauth_redirect_uri else []
@@ -714,6 +715,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--view", choices=("auto", "tiles", "buffer"), default="auto",
                        help="how the 3D view draws the buildings: streamed 3D tiles, one buffer, or auto "
                             "(tiles above 200,000 buildings)")
+    serve.add_argument("--cameras", choices=("auto", "near", "all"), default="auto",
+                       help="which cameras each 3D view gets: all at once, those near where it looks (fetched as it "
+                            "moves), or auto (near above 50,000 cameras)")
     serve.add_argument("--tiles", metavar="DIR", help="serve this tileset (from `twin export tiles`) to the view; "
                                                      "without it the server exports one to DB.tiles when it needs it")
     serve.add_argument("--dedupe-window", type=float, default=600.0, metavar="S",

@@ -157,6 +157,10 @@ class SignIns:
         user = self._users(username)
         return None if user is None else dataclasses.replace(user, source=source)
 
+    def may_read(self, username: str | None) -> bool:
+        """Whether ``username`` is an enabled user, who may read the district's view (its tiles and cameras)."""
+        return self._users(username) is not None
+
 
 class SignInHandler(PageLanguage, BasicLoginHandler):
     """``/login``: the form (GET) and its check (POST)."""

@@ -379,7 +379,8 @@ class DistrictApp(pn.viewable.Viewer):
         if self._my_grids is not None:
             self.frame_my_grids()
         # The ground and the cameras in one message: the browser draws them in one more frame.
-        late = {"basemap": self.shared.basemap_payload, "cameras": self.shared.camera_payload}
+        late = {"basemap": self.shared.basemap_payload, "cameras": self.shared.camera_payload,
+                "cameras_near": self.shared.cameras_url}
         if self._grids_late:
             self._grids_late = False
             outlines = self.shared.grid_outlines(self.level)

@@ -35,7 +35,8 @@ from scenes.reconnect import StoreUnreachable, reconnect_when_lost
 from scenes.screens import DistrictApp, FieldWorkerElsewhere, SignedOut
 from scenes.shared import READS, Cursors, HeapTrimmer, OffLoop, SharedDistrict, release_memory
 from scenes.theme import PAGE_CSS
-from scenes.tileserve import TileRefresher, tile_routes, tiled_view, update_in_own_process
+from scenes.cameraserve import CAMERA_MODES, CAMERAS_NEAR_URL, camera_routes, cameras_by_view
+from scenes.tileserve import VIEW_MODES, TileRefresher, tile_routes, tiled_view, update_in_own_process
 from scenes.volunteers import PAGES as VOLUNTEER_PAGES, VolunteerDesk, volunteer_routes
 from twin.access.access import LANGS, set_lang, user_lang
 from twin.access.keys import KeyUse, client_for, record_key_use
@@ -45,7 +46,7 @@ from twin.cases.cameras import keep_camera_sight
 from twin.cases.detections import DEDUPE_WINDOW_S, DetectionError, parse_detection
 from twin.cases.evaluations import TOKEN_PATH
 from twin.cases.idempotency import check_key
-from twin.errors import InputError
+from twin.errors import InputError, check_choice
 from twin.cases.live import CaseFeed, IntakeWriter, Written, follow_other_processes
 from twin.cases.open311 import (Open311Error, decode_form, discovery, find_requests, service_definition, services,
                                 to_xml)
@@ -499,7 +500,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
           dedupe_window_s: float = DEDUPE_WINDOW_S, intake_rate: float = INTAKE_RATE,
           public_rate: float | None = PUBLIC_RATE, oauth: dict | None = None,
           commands: dict[str, Command] | None = None, behind_proxy: bool = False, view: str = "auto",
-          tiles: str | None = None, cookie_secret: str | None = None) -> None:
+          tiles: str | None = None, cameras: str = "auto", cookie_secret: str | None = None) -> None:
     """Serve the app at ``/app`` (after sign-in at ``/login``), the intake at ``/open311/v2/`` and
     ``/api/detections`` (with API keys) until interrupted (Ctrl-C or SIGTERM). Open311 requests are
     read without a key at ``public_rate`` per address, or not at all when it is None (:func:`intake_routes`).
@@ -514,11 +515,15 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     ``view`` is how the 3D view draws the buildings: "buffer" (all at once), "tiles" (3D Tiles streamed from
     ``/tiles/``, :mod:`scenes.tileserve`) or "auto" (tiles above ``TILED_ABOVE`` buildings). The tiles are
     the folder ``tiles`` (written by ``twin export tiles``), or else exported at start to ``DB.tiles`` beside
-    the store (only the changed tiles are rewritten).
+    the store (only the changed tiles are rewritten). ``cameras`` is how the view gets the cameras: "all" at once,
+    "near" (those near where it looks, from ``/cameras/near``, :mod:`scenes.cameraserve`) or "auto" (near above
+    ``CAMERAS_BY_VIEW_ABOVE`` cameras).
 
     ``cookie_secret`` signs the sign-in cookies; None draws a fresh one. The processes of ``twin serve --workers``
     share one, so that a browser sent to another process (its own was stopped or killed) stays signed in.
     """
+    check_choice("view", view, VIEW_MODES)
+    check_choice("cameras", cameras, CAMERA_MODES)
     for lang in LANGS:  # refuse to start without the compiled catalogues, rather than speak English silently
         translations(lang)
     started = time.perf_counter()
@@ -559,7 +564,10 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
                  ] if store.postgres else []
     # While this process hears nothing from the PostgreSQL server, it is down or out of reach: pages answer 503.
     signins.reachable = lambda: all(listener.listening for listener in listeners)
-    tile_patterns = _tile_routes(store, shared, signins, folder=tiles) if tiled else []
+    view_patterns = _tile_routes(store, shared, signins, folder=tiles) if tiled else []
+    if cameras_by_view(cameras, len(shared.cameras)):
+        shared.cameras_url = CAMERAS_NEAR_URL
+    view_patterns += camera_routes(cameras=lambda: shared.cameras, signed_in=signins.may_read)
     if own_tiles:  # grid saves change the grid ids in the tiles' property tables
         refresher = TileRefresher(shared.cursors, district=store.district, folder=tiles)
         shared.after_grids_saved = refresher.request
@@ -647,7 +655,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
                                                                      refusals=shared.refusals, intake_rate=intake_rate,
                                                                      public_rate=public_rate, clients=clients,
                                                                      key_use=key_use.key_use)
-                 + evaluation_routes(shared.cursors, writer) + tile_patterns + field,
+                 + evaluation_routes(shared.cursors, writer) + view_patterns + field,
                  cookie_secret=cookie_secret or secrets.token_urlsafe(32),
                  websocket_max_message_size=MAX_WS_MESSAGE_BYTES,
                  http_server_kwargs={"max_body_size": MAX_HTTP_BODY_BYTES, "xheaders": behind_proxy}, **sign_in)
@@ -712,7 +720,7 @@ def _tile_routes(store: Store, shared: SharedDistrict, signins: SignIns, *, fold
     shared.tileset = "/tiles/tileset.json"
     # The ids are read on each request: a grid save replaces the layer, not its ids' order.
     return tile_routes(folder, district=store.district, building_ids=lambda: shared.layer.building_id,
-                       signed_in=lambda name: signins.principal(name) is not None,
+                       signed_in=signins.may_read,
                        model_elements=lambda: shared.model_elements)
 
 

@@ -259,7 +259,8 @@ class SharedDistrict:
         # their parts, picked through tiles (scenes.tileserve.ElementIndexHandler)
         self.model_elements: dict[str, np.ndarray] = model_elements(con) if tiled else {}
         self.cameras: CameraLayer = camera_layer(con, self.layer.origin)
-        self.camera_payload: bytes = self.cameras.payload
+        # Set by twin serve (scenes.cameraserve) for a city's cameras: each view fetches those near where it looks.
+        self.cameras_url: str = ""
         self.basemap_payload: bytes = basemap_layer(load_basemap(con), self.layer.origin)  # sent after the first frame
         self._totals = district_totals(con)
         self._tree = _slim_tree(grid_tree(con))
@@ -290,15 +291,18 @@ class SharedDistrict:
                 hit = self._memo[key] = (version, time.monotonic(), compute())
             return hit[2]
 
+    @property
+    def camera_payload(self) -> bytes:
+        """Every camera for a session's view, or nothing when the view fetches those near it (``cameras_url``)."""
+        return b"" if self.cameras_url else self.cameras.payload
+
     def cameras_near(self, xmin: float, xmax: float, ymin: float, ymax: float) -> list[str]:
         """The ids of the cameras standing in a box of the district CRS (m), a metre wider, from the camera layer
         held here (:func:`twin.cases.cameras.cameras_seeing`'s ``near``): a click's card reads a few cameras by
         key, not a city's 1.5 million positions. The cameras are the layer's, read at start as the view's are."""
         ox, oy, _oz = self.layer.origin
-        xy = np.frombuffer(self.cameras.payload, dtype="<f4").reshape(-1, 8)[:, :2]  # relative to the origin
-        inside = ((xy[:, 0] >= xmin - ox - 1) & (xy[:, 0] <= xmax - ox + 1)
-                  & (xy[:, 1] >= ymin - oy - 1) & (xy[:, 1] <= ymax - oy + 1))
-        return [self.cameras.camera_id[i] for i in np.flatnonzero(inside)]
+        inside = self.cameras.in_box(xmin - ox - 1, ymin - oy - 1, xmax - ox + 1, ymax - oy + 1)
+        return [self.cameras.camera_id[i] for i in inside]
 
     def grid_path(self, grid_id: str | None) -> list[dict]:
         """The grids from the street down to ``grid_id`` (:func:`twin.inspector.grid_path`), from the grid tree

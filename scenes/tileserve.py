@@ -77,7 +77,7 @@ def annotated_tileset(tileset: dict, district: District) -> dict:
     return tileset
 
 
-class _SignedIn:
+class SignedIn:
     """Refuses anyone but a signed-in, enabled user (the app's cookie), as the app's routes do."""
 
     signed_in: Callable[[str | None], bool]
@@ -122,11 +122,21 @@ def _tile_path(folder: Path, uri: str) -> Path:
     return path
 
 
-def _accepts_gzip(handler: RequestHandler) -> bool:
+def accepts_gzip(handler: RequestHandler) -> bool:
     return "gzip" in handler.request.headers.get("Accept-Encoding", "")
 
 
-class TileFileHandler(_SignedIn, RequestHandler):
+def finish_binary(handler: RequestHandler, body: bytes) -> None:
+    """Answer ``body``, made for this request, as binary: gzipped quickly (level 1) for a browser that accepts it."""
+    handler.set_header("Content-Type", "application/octet-stream")
+    handler.set_header("Vary", "Accept-Encoding")
+    if accepts_gzip(handler):
+        handler.set_header("Content-Encoding", "gzip")
+        body = gzip.compress(body, 1, mtime=0)
+    handler.finish(body)
+
+
+class TileFileHandler(SignedIn, RequestHandler):
     """The GLB files, gzipped for a browser that accepts it."""
 
     def initialize(self, folder: Path, gzipped: _Gzipped, signed_in: Callable[[str | None], bool]) -> None:
@@ -137,14 +147,14 @@ class TileFileHandler(_SignedIn, RequestHandler):
         self.set_header("Content-Type", "model/gltf-binary")
         self.set_header("Cache-Control", "no-cache")  # an export may rewrite it; the ETag answers 304 meanwhile
         self.set_header("Vary", "Accept-Encoding")
-        if _accepts_gzip(self):
+        if accepts_gzip(self):
             self.set_header("Content-Encoding", "gzip")
             self.finish(self.gzipped.get(path))
         else:
             self.finish(path.read_bytes())
 
 
-class TilesetHandler(_SignedIn, RequestHandler):
+class TilesetHandler(SignedIn, RequestHandler):
     """The tileset with each tile's map to the view's frame (remembered while the file is unchanged)."""
 
     def initialize(self, folder: Path, district: District, signed_in: Callable[[str | None], bool]) -> None:
@@ -156,7 +166,7 @@ class TilesetHandler(_SignedIn, RequestHandler):
         self.set_header("Cache-Control", "no-cache")
         self.set_header("Vary", "Accept-Encoding")
         text, zipped = _annotated(str(path), path.stat().st_mtime_ns, self.district)
-        if _accepts_gzip(self):
+        if accepts_gzip(self):
             self.set_header("Content-Encoding", "gzip")
             self.finish(zipped)
         else:
@@ -171,7 +181,7 @@ def _annotated(path: str, mtime_ns: int, district: District) -> tuple[bytes, byt
     return text, gzip.compress(text, GZIP_LEVEL, mtime=0)
 
 
-class FeatureIndexHandler(_SignedIn, RequestHandler):
+class FeatureIndexHandler(SignedIn, RequestHandler):
     """``/tiles/ids/<uri>``: each feature's building index in the view's order, uint32 little-endian."""
 
     def initialize(self, folder: Path, building_ids: Callable[[], SortedIds],
@@ -186,16 +196,11 @@ class FeatureIndexHandler(_SignedIn, RequestHandler):
         index = self.building_ids().indices_of(ids)
         if self.model_buildings() & set(ids):
             self.set_header("X-Twin-Elements", "1")  # its models' parts may be picked (/tiles/elements/)
-        body = np.where(index < 0, 0xFFFFFFFF, index).astype("<u4").tobytes()
-        self.set_header("Content-Type", "application/octet-stream")
-        self.set_header("Vary", "Accept-Encoding")
-        if _accepts_gzip(self):
-            self.set_header("Content-Encoding", "gzip")
-            body = gzip.compress(body, 1, mtime=0)  # made anew each time: the session's order may change
-        self.finish(body)
+        # made anew each time: the session's order may change
+        finish_binary(self, np.where(index < 0, 0xFFFFFFFF, index).astype("<u4").tobytes())
 
 
-class ElementIndexHandler(_SignedIn, RequestHandler):
+class ElementIndexHandler(SignedIn, RequestHandler):
     """``/tiles/elements/<uri>``: the model element under each triangle of a tile, uint32 little-endian
     (0xFFFFFFFF: none, or a hidden element), in the order the view keeps a tile's triangles: grouped by feature,
     each feature's in the tile's order. 404 for a tile without a model's parts; the ids route says which have them
@@ -214,13 +219,7 @@ class ElementIndexHandler(_SignedIn, RequestHandler):
         elements = tile_elements(document, binary, self.model_elements())
         if elements is None:
             raise HTTPError(404)
-        body = elements.astype("<u4").tobytes()
-        self.set_header("Content-Type", "application/octet-stream")
-        self.set_header("Vary", "Accept-Encoding")
-        if _accepts_gzip(self):
-            self.set_header("Content-Encoding", "gzip")
-            body = gzip.compress(body, 1, mtime=0)
-        self.finish(body)
+        finish_binary(self, elements.astype("<u4").tobytes())
 
 
 def tile_elements(document: dict, binary: bytes, models: dict[str, np.ndarray]) -> np.ndarray | None:

@@ -237,7 +237,7 @@ export function render({ model, el }) {
   }
 
   const state = { layer: null, colours: null, selected: -1, hiddenGrid: null, bounds: null, camRec: new Float32Array(0),
-                  clickSeq: 0, firstFrame: false, labels: [], cameraCount: 0, cameraTotal: 0, cameraNear: null,
+                  clickSeq: 0, firstFrame: false, labels: [], cameraCount: 0, cameraTotal: 0, camIndex: null,
                   caseRec: [], caseFresh: new Map(), pendingDrawn: [] };
   const ground = makeActor(false);
   const basemap = makeActor(false);
@@ -938,19 +938,17 @@ export function render({ model, el }) {
     camScreen.n = 0;
     if (!state.firstFrame || !camerasAsGlyphs()) return;
     if (glyphDpr !== dpr) { glyphMasks = fanMasks(GLYPH_RADIUS_PX * dpr); glyphDpr = dpr; }
-    const rec = state.camRec, near = state.cameraNear, n = near ? near.length : rec.length / 8;
+    const rec = state.camRec, n = rec.length / 8;
     if (camScreen.x.length < n) { camScreen.x = new Float32Array(n); camScreen.y = new Float32Array(n); }
     camScreen.n = n;
-    camScreen.index = near;  // the glyphs' cameras, when only those near are stamped
     const ABGR = ([r, g, b]) => (0xff000000 | (b << 16) | (g << 8) | r) >>> 0;
     const core = [ABGR([56, 189, 248]), ABGR([100, 116, 139])], fan = [ABGR([30, 110, 150]), ABGR([62, 72, 88])];
-    for (let k = 0; k < n; k++) {
-      const i = near ? near[k] : k;
-      camScreen.x[k] = NaN;
+    for (let i = 0; i < n; i++) {
+      camScreen.x[i] = NaN;
       const x = rec[8 * i], y = rec[8 * i + 1], z = rec[8 * i + 2], h0 = (rec[8 * i + 3] * Math.PI) / 180;
       const p = project(x, y, z), q = project(x + 10 * Math.sin(h0), y + 10 * Math.cos(h0), z);
       if (!p || !q || p[0] < -10 || p[1] < -10 || p[0] > w + 10 || p[1] > h + 10) continue;
-      camScreen.x[k] = p[0]; camScreen.y[k] = p[1];
+      camScreen.x[i] = p[0]; camScreen.y[i] = p[1];
       const angle = Math.atan2(q[1] - p[1], q[0] - p[0]);
       const mask = glyphMasks[((Math.round((angle / (2 * Math.PI)) * GLYPH_DIRECTIONS) % GLYPH_DIRECTIONS) +
                                GLYPH_DIRECTIONS) % GLYPH_DIRECTIONS];
@@ -1006,61 +1004,48 @@ export function render({ model, el }) {
     queueCases();
   }
 
-  // At city scale (over CAMERAS_WHOLE cameras) the 3D markers, view cones and glyphs are made only for the
-  // cameras within CAMERAS_NEAR_M of where the view looks, found in a bucket index and made again as the view
-  // moves on: a million and a half cones would fill the browser's memory and every frame.
-  const CAMERAS_WHOLE = 50000, CAMERA_CELL_M = 500, CAMERAS_NEAR_M = 1500;
-  const camIndex = { cells: null, order: null, centre: null };
-  function bucketCameras(rec, n) {
-    const key = (i) => `${Math.floor(rec[8 * i] / CAMERA_CELL_M)},${Math.floor(rec[8 * i + 1] / CAMERA_CELL_M)}`;
-    const cells = new Map();
-    for (let i = 0; i < n; i++) { const k = key(i); cells.set(k, (cells.get(k) || 0) + 1); }
-    let start = 0;
-    for (const [k, count] of cells) { cells.set(k, [start, start]); start += count; }
-    const order = new Int32Array(n);
-    for (let i = 0; i < n; i++) { const c = cells.get(key(i)); order[c[1]++] = i; }
-    camIndex.cells = cells; camIndex.order = order;
-  }
-  function camerasNear(x, y) {
-    const out = [], r = Math.ceil(CAMERAS_NEAR_M / CAMERA_CELL_M);
-    const ci = Math.floor(x / CAMERA_CELL_M), cj = Math.floor(y / CAMERA_CELL_M);
-    for (let i = ci - r; i <= ci + r; i++) for (let j = cj - r; j <= cj + r; j++) {
-      const c = camIndex.cells.get(`${i},${j}`);
-      if (c) for (let k = c[0]; k < c[1]; k++) out.push(camIndex.order[k]);
-    }
-    return Int32Array.from(out);
-  }
-  function followCameras() { // city scale: the cameras near the focal point, when it moved far enough
-    if (!camIndex.cells) return false;
-    const fp = renderer.getActiveCamera().getFocalPoint(), c = camIndex.centre;
-    if (c && Math.hypot(fp[0] - c[0], fp[1] - c[1]) < CAMERAS_NEAR_M / 3) return false;
-    camIndex.centre = [fp[0], fp[1]];
-    makeCameraMarkers(camerasNear(fp[0], fp[1]));
-    return true;
+  // A city's cameras (model.cameras_near set, scenes/cameraserve.py) come from the server for a square of
+  // CAMERAS_NEAR_M around where the view looks, fetched again once it looked a third of that away: a million
+  // and a half cones would fill the browser's memory and every frame, and 47 MB each page the server's.
+  // state.camIndex then holds each drawn camera's index in the server's layer, which a pick sends back.
+  const CAMERAS_NEAR_M = 1500;
+  const camFetch = { centre: null, seq: 0 };
+  function followCameras() { // a city: the cameras near the focal point (in flight, where it lands) once moved
+    if (!model.cameras_near) return;
+    const fp = tiled.landing ? tiled.landing.fp : renderer.getActiveCamera().getFocalPoint(), c = camFetch.centre;
+    if (c && Math.hypot(fp[0] - c[0], fp[1] - c[1]) < CAMERAS_NEAR_M / 3) return;
+    camFetch.centre = [fp[0], fp[1]];
+    const seq = ++camFetch.seq, asked = performance.now();
+    const url = `${model.cameras_near}?x=${fp[0].toFixed(1)}&y=${fp[1].toFixed(1)}&r=${CAMERAS_NEAR_M}`;
+    fetch(url).then((r) => { if (!r.ok) throw new Error(`${r.status}`); return r.arrayBuffer(); }).then((ab) => {
+      if (removed || seq !== camFetch.seq) return;  // a later view's answer is coming
+      const n = new Uint32Array(ab, 0, 1)[0];
+      showCameras(new Float32Array(ab, 4, 8 * n), new Uint32Array(ab, 4 + 32 * n, n));
+      probe.twinCamerasFetchMs = performance.now() - asked;
+    }).catch((e) => { camFetch.centre = null; console.error(`cameras near ${url}: ${e}`); });
   }
 
   function loadCameras() {
-    const rec = floatBuffer(model.cameras); // x, y, z, heading, pitch, fov, range, online
-    state.camRec = rec;
-    state.cameraTotal = rec.length / 8;
-    probe.twinCameras = state.cameraTotal;
-    if (state.cameraTotal > CAMERAS_WHOLE) {
-      bucketCameras(rec, state.cameraTotal);
-      camIndex.centre = null;
-      followCameras();
-    } else {
-      makeCameraMarkers(null);
-    }
-    if (overlaysShown) applyLayerVisibility(); else showOverlays();
+    if (model.cameras_near) { camFetch.centre = null; followCameras(); return; }
+    showCameras(floatBuffer(model.cameras), null); // x, y, z, heading, pitch, fov, range, online
   }
 
-  function makeCameraMarkers(near) { // the markers and cones of the cameras ``near`` (indices), or of all
-    const rec = state.camRec, n = near ? near.length : rec.length / 8;
+  function showCameras(rec, index) { // records of 8 floats, and their indices in the server's layer (null: 0..n)
+    state.camRec = rec;
+    state.camIndex = index;
+    state.cameraTotal = rec.length / 8;
+    probe.twinCameras = state.cameraTotal;
+    makeCameraMarkers();
+    if (overlaysShown) applyLayerVisibility(); else showOverlays();
+  }
+  const cameraIndex = (k) => (state.camIndex ? state.camIndex[k] : k);
+
+  function makeCameraMarkers() { // the markers and cones of the cameras held
+    const rec = state.camRec, n = rec.length / 8;
     const xyz = new Float32Array(n * 3);
     const apexAndCorners = new Float32Array(n * 5 * 3);
     for (let k = 0; k < n; k++) {
-      const i = near ? near[k] : k;
-      const [x, y, z, heading, pitch, fov, range] = rec.subarray(8 * i, 8 * i + 7);
+      const [x, y, z, heading, pitch, fov, range] = rec.subarray(8 * k, 8 * k + 7);
       xyz.set([x, y, z - 2.5], 3 * k);
       const h = (heading * Math.PI) / 180, p = (pitch * Math.PI) / 180, half = (fov * Math.PI) / 360;
       const corner = (dh, dp) => {
@@ -1071,9 +1056,7 @@ export function render({ model, el }) {
       const c = [corner(-half, half * 0.6), corner(half, half * 0.6), corner(half, -half * 0.6), corner(-half, -half * 0.6)];
       apexAndCorners.set([x, y, z, ...c[0], ...c[1], ...c[2], ...c[3]], 15 * k);
     }
-    state.cameraNear = near;
-    state.cameraCount = setMarkers(cameras, xyz,
-                                   (k) => (rec[8 * (near ? near[k] : k) + 7] > 0 ? [56, 189, 248] : [100, 116, 139]), 2.5);
+    state.cameraCount = setMarkers(cameras, xyz, (k) => (rec[8 * k + 7] > 0 ? [56, 189, 248] : [100, 116, 139]), 2.5);
     const faces = new Uint32Array(n * 4 * 4); // the pyramid's four sides: apex and two neighbouring corners
     for (let i = 0; i < n; i++) {
       for (let k = 0; k < 4; k++) faces.set([3, 5 * i, 5 * i + 1 + k, 5 * i + 1 + ((k + 1) % 4)], 16 * i + 4 * k);
@@ -1208,9 +1191,9 @@ export function render({ model, el }) {
       if (removed) return;
       placeLabels();
       placeParty();
-      const moved = overlaysShown && followCameras();
+      if (overlaysShown) followCameras();
       drawCases();
-      if (moved || (overlaysShown && cones.actor.getVisibility() !== conesWanted())) {
+      if (overlaysShown && cones.actor.getVisibility() !== conesWanted()) {
         cones.actor.setVisibility(conesWanted());
         render();
       }
@@ -1457,13 +1440,12 @@ export function render({ model, el }) {
     }
     if (cameras.actor.getVisibility() && state.cameraCount) {
       const m = rayMarkers(o, d, cameras, state.cameraCount, 4);
-      const near = state.cameraNear;
-      if (m.t < best) { best = m.t; hit = { kind: "camera", index: near ? near[m.index] : m.index }; }
+      if (m.t < best) { best = m.t; hit = { kind: "camera", index: cameraIndex(m.index) }; }
       // A glyph is drawn on top but a building under it wins: cameras are mounted on buildings, and at
       // district zoom a click there is meant for the building (zoomed in, the 3D marker is picked by depth).
       const g = camerasAsGlyphs() && !(hit && hit.kind === "building")
         ? nearestOnScreen(camScreen, GLYPH_CORE_PX + 1, clientX, clientY) : -1;
-      if (g >= 0) hit = { kind: "camera", index: camScreen.index ? camScreen.index[g] : g };
+      if (g >= 0) hit = { kind: "camera", index: cameraIndex(g) };
     }
     // dots lie on top of everything
     const c = model.show_cases !== false ? nearestOnScreen(caseScreen, CASE_RADIUS_PX + 3, clientX, clientY) : -1;
@@ -1546,6 +1528,7 @@ export function render({ model, el }) {
   model.on("cases", loadCases);
   model.on("case_updates", applyCaseUpdates);
   model.on("cameras", loadCameras);
+  model.on("cameras_near", loadCameras);
   model.on("workers", queueCases);
   model.on("worker_names", drawMarkerLegend);
   model.on("basemap", loadBasemap);

@@ -45,6 +45,9 @@ class DistrictView(JSComponent):
                                                 "case its slot, x, y, z, status (-1 hides) and fresh flag, then "
                                                 "the case ids; a slot past the end adds a marker")
     cameras = param.Bytes(default=b"", doc="float32 (x, y, z, heading, pitch, fov, range, online) per camera")
+    cameras_near = param.String(default="", doc="URL of the cameras near a point (scenes.cameraserve), for a city: "
+                                                "the view then fetches those near where it looks instead of "
+                                                "``cameras``, as it moves")
     workers = param.Bytes(default=b"", doc="float32 (x, y, z, open load) per grid worker on patrol "
                                            "(scenes.layers.worker_records); the operator's screen only")
     worker_names = param.List(default=[], doc="The workers of ``workers``, in order (their markers' tooltips)")

@@ -30,3 +30,31 @@ def served_copy(small_demo: Path, tmp_path_factory, name: str, prepare: Callable
     found = prepare(db)
     with served(db) as url:
         yield {**found, "url": url, "root": url.rsplit("/", 1)[0], "port": int(url.split(":")[2].split("/")[0])}
+
+
+@contextlib.contextmanager
+def tornado_serving(routes: list[tuple], *, cookie_secret: str = "test") -> Iterator[str]:
+    """``routes`` served by a Tornado application of their own on a thread, as the app serves them: yields the
+    base URL (``http://127.0.0.1:PORT``)."""
+    import asyncio
+    import threading
+
+    import tornado.web
+
+    from bench.browser import free_port
+
+    port, started, loop = free_port(), threading.Event(), {}
+
+    def serve() -> None:
+        loop["loop"] = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop["loop"])
+        tornado.web.Application(routes, cookie_secret=cookie_secret).listen(port, address="127.0.0.1")
+        started.set()
+        loop["loop"].run_forever()
+
+    threading.Thread(target=serve, daemon=True).start()
+    assert started.wait(10), "the Tornado application did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        loop["loop"].call_soon_threadsafe(loop["loop"].stop)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
 from scenes.helper import in_helper
-from scenes.layers import SortedIds, grid_codes
+from scenes.layers import SortedIds, cameras_as_layer, grid_codes
 
 IDS = st.lists(st.text(alphabet="abcXYZ:-_0189微网格", min_size=1, max_size=12), unique=True, max_size=60)
 
@@ -40,3 +41,26 @@ def test_the_helper_process_answers_and_raises_as_the_function_does():
         assert "not a number" in str(exc)
     else:
         raise AssertionError("the helper's error was not raised here")
+
+
+_coordinate = st.floats(min_value=-3000, max_value=3000, allow_nan=False, width=32)
+
+
+@given(points=st.lists(st.tuples(_coordinate, _coordinate), min_size=0, max_size=60),
+       corner=st.tuples(_coordinate, _coordinate), size=st.tuples(st.floats(0, 4000), st.floats(0, 4000)))
+def test_the_camera_layer_finds_in_a_box_exactly_the_cameras_standing_there(points, corner, size):
+    origin = (500_000.0, 3_850_000.0, 0.0)
+    frame = pd.DataFrame({"camera_id": [f"CAM-{i:04d}" for i in range(len(points))],
+                          "x": [origin[0] + p[0] for p in points], "y": [origin[1] + p[1] for p in points],
+                          "z": 4.0, "heading_deg": 0.0, "pitch_deg": -20.0, "fov_deg": 60.0, "range_m": 40.0,
+                          "status": "online"})
+    layer = cameras_as_layer(frame, origin)
+    xmin, ymin = corner
+    xmax, ymax = xmin + size[0], ymin + size[1]
+    xy = layer.records[:, :2]  # float32, as the layer holds them
+    expected = np.flatnonzero((xy[:, 0] >= xmin) & (xy[:, 0] <= xmax) & (xy[:, 1] >= ymin) & (xy[:, 1] <= ymax))
+    assert layer.in_box(xmin, ymin, xmax, ymax).tolist() == expected.tolist()
+    # a camera on the box's edge is in it (its cell may be the box's neighbour's)
+    if len(points):
+        x, y = xy[0]
+        assert 0 in layer.in_box(float(x), float(y), float(x), float(y)).tolist()

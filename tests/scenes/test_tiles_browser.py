@@ -8,8 +8,10 @@ as its LOD1 block or blocks that stand for several; one of them stands in while 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +44,8 @@ def tileset(small_demo, tmp_path_factory) -> Path:
 def tiled_url(small_demo, tileset, tmp_path_factory):
     served_copy = tmp_path_factory.mktemp("served") / "demo.duckdb"
     shutil.copy(small_demo, served_copy)
-    with served(served_copy, args=("--view", "tiles", "--tiles", str(tileset))) as url:
+    # as a city is served: its tiles, and each view's cameras fetched for where it looks
+    with served(served_copy, args=("--view", "tiles", "--tiles", str(tileset), "--cameras", "near")) as url:
         yield url
 
 
@@ -51,6 +54,8 @@ def page(browser, tiled_url):
     page = watched_page(browser)
     page.tile_requests = []
     page.on("request", lambda r: "/tiles/" in r.url and page.tile_requests.append(r.url))
+    page.camera_answers = []
+    page.on("requestfinished", lambda r: "/cameras/near" in r.url and page.camera_answers.append(r.url))
     sign_in(page, tiled_url)
     page.wait_for_function("window.twinFirstFrame !== undefined", timeout=60_000)
     page.wait_for_function("window.twinTilesSettled !== undefined", timeout=60_000)
@@ -151,6 +156,56 @@ def test_a_fly_to_a_far_grid_loads_and_draws_its_tiles(page, small_demo, tileset
     px, py = page.evaluate(f"window.twinView.worldToPage({x}, {y}, {top - 0.5})")
     page.mouse.click(px, py)
     expect(page.locator(".twin-inspector")).to_contain_text(building_id, timeout=10_000)
+    assert page.console_errors == []
+
+
+def cameras_in_square(db: Path, url: str) -> set[str]:
+    """The store's cameras in the square a ``/cameras/near`` request asked for."""
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(url).query)
+    x, y, r = (float(query[k][0]) for k in ("x", "y", "r"))
+    with Store(db, read_only=True) as store:
+        return {c for (c,) in store.con.execute(
+            """SELECT camera_id FROM cameras, meta m, meta n WHERE m.key = 'origin_x' AND n.key = 'origin_y'
+               AND abs(ST_X(position) - m.value::DOUBLE - ?) <= ? AND abs(ST_Y(position) - n.value::DOUBLE - ?) <= ?""",
+            [x, r, y, r]).fetchall()}
+
+
+def test_a_city_view_draws_the_cameras_near_where_it_looks_and_a_click_on_one_opens_its_card(page, small_demo):
+    """``--cameras near``, as a city's cameras are served: no camera layer comes with the page; the view asks for
+    the cameras around where it looks, draws those, asks again for where a flight lands, and a camera it drew is
+    picked by its index in the server's layer."""
+    page.wait_for_function("window.twinCameras > 0", timeout=30_000)
+    assert page.camera_answers, "the cameras came from /cameras/near"
+    assert page.evaluate("window.twinCameras") == len(cameras_in_square(small_demo, page.camera_answers[-1]))
+    # The small district fits in the view's square: from here on it asks for a smaller one, as a city's view
+    # holds a part of the city's cameras.
+    page.route("**/cameras/near?*", lambda route: route.continue_(url=re.sub(r"r=[0-9.]+", "r=400", route.request.url)))
+    rows = roofs(small_demo)
+    north, south = max(rows, key=lambda r: r[2]), min(rows, key=lambda r: r[2])
+    fly_by_search(page, north[0])
+    fly_by_search(page, south[0])
+    page.wait_for_timeout(500)
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(page.camera_answers[-1]).query)
+    assert np.hypot(float(query["x"][0]) - south[1], float(query["y"][0]) - south[2]) < 50, \
+        "the last cameras asked for are those around where the flight landed"
+    near_south = cameras_in_square(small_demo, page.camera_answers[-1])
+    with Store(small_demo, read_only=True) as store:
+        every = store.count("cameras")
+    assert page.evaluate("window.twinCameras") == len(near_south) and 0 < len(near_south) < 0.8 * every
+    page.get_by_role("button", name="Top").click()
+    page.wait_for_function("window.twinFlightEnd !== undefined")
+    page.wait_for_timeout(1500)
+    drawn = cameras_in_square(small_demo, page.camera_answers[-1])
+    assert drawn != near_south and page.evaluate("window.twinCameras") == len(drawn)
+    with Store(small_demo, read_only=True) as store:
+        ox, oy, _ = store.district.origin
+        cams = store.con.execute("""SELECT camera_id, ST_X(position), ST_Y(position), z FROM cameras c
+            WHERE NOT EXISTS (SELECT 1 FROM cases k WHERE ST_DWithin(k.location, c.position, 60))
+            AND NOT EXISTS (SELECT 1 FROM buildings b WHERE ST_DWithin(b.footprint, c.position, 3))
+            ORDER BY camera_id""").fetchall()
+    camera_id, x, y, z = next(c for c in cams if c[0] in drawn)
+    page.mouse.click(*page.evaluate(f"window.twinView.worldToPage({x - ox}, {y - oy}, {z})"))
+    expect(page.locator(".twin-inspector")).to_contain_text(camera_id, timeout=10_000)
     assert page.console_errors == []
 
 

@@ -12,6 +12,7 @@ import pytest
 from scenes.layers import SortedIds, model_elements
 from scenes.tileserve import TILED_ABOVE, annotated_tileset, tile_elements, tile_routes, tiled_view
 from tests.conftest import ROOT
+from tests.scenes.conftest import tornado_serving
 from tests.twin.tiles.tileset_checks import content_enu, content_features, tiles, to_district
 from twin.buildings import load_meshes
 from twin.geo.crs import District
@@ -68,14 +69,8 @@ def test_serving_a_folder_that_holds_no_tileset_is_refused_before_anything_start
 
 
 def test_tiles_ids_and_the_tileset_go_out_gzipped_to_a_browser_that_accepts_it(small_demo, tmp_path):
-    import asyncio
     import gzip
-    import threading
     import urllib.request
-
-    import tornado.web
-
-    from bench.browser import free_port
 
     with Store(small_demo, read_only=True) as store:
         district = store.district
@@ -83,25 +78,14 @@ def test_tiles_ids_and_the_tileset_go_out_gzipped_to_a_browser_that_accepts_it(s
         order = SortedIds(store.con.execute("SELECT building_id FROM buildings ORDER BY building_id")
                           .arrow().read_all().column(0))
     routes = tile_routes(tmp_path, district=district, building_ids=lambda: order, signed_in=lambda name: True)
-    port, started, loop = free_port(), threading.Event(), {}
+    with tornado_serving(routes) as base:
 
-    def serve() -> None:
-        loop["loop"] = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop["loop"])
-        tornado.web.Application(routes, cookie_secret="test").listen(port, address="127.0.0.1")
-        started.set()
-        loop["loop"].run_forever()
+        def get(path: str, *, accept: str | None) -> tuple[bytes, str | None]:
+            request = urllib.request.Request(f"{base}/tiles/{path}",
+                                             headers={"Accept-Encoding": accept} if accept else {})
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.read(), answer.headers.get("Content-Encoding")
 
-    threading.Thread(target=serve, daemon=True).start()
-    started.wait(10)
-
-    def get(path: str, *, accept: str | None) -> tuple[bytes, str | None]:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/tiles/{path}",
-                                         headers={"Accept-Encoding": accept} if accept else {})
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.read(), answer.headers.get("Content-Encoding")
-
-    try:
         uri = json.loads((tmp_path / "tileset.json").read_text())["root"]["content"]["uri"]
         on_disk = (tmp_path / uri).read_bytes()
         for path in (uri, f"ids/{uri}", "tileset.json"):
@@ -111,8 +95,6 @@ def test_tiles_ids_and_the_tileset_go_out_gzipped_to_a_browser_that_accepts_it(s
             assert encoding == "gzip" and gzip.decompress(zipped) == plain and len(zipped) < 0.7 * len(plain), path
         assert plain != b"" and get(uri, accept=None)[0] == on_disk
         assert len(get(uri, accept="gzip")[0]) < 0.6 * len(on_disk)
-    finally:
-        loop["loop"].call_soon_threadsafe(loop["loop"].stop)
 
 
 @pytest.mark.parametrize("normals", [True, False])
