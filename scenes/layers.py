@@ -6,6 +6,7 @@ projected coordinates (float32 at 3.8e6 m resolves only 0.25 m).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import duckdb
@@ -21,6 +22,7 @@ from scenes.helper import HELPER_ABOVE, in_helper
 from scenes.i18n import N_
 from twin.buildings import load_meshes
 from twin.cases.cases import CASE_STATUSES
+from twin.cases.cameras import DEFAULT_RANGE_M
 from twin.errors import check_choice
 from twin.geo.basemap import DRAW_ORDER
 from twin.geo.mesh import triangulate_polygons
@@ -488,7 +490,7 @@ def camera_records(cameras: pd.DataFrame, origin: tuple[float, float, float]) ->
         return b""
     rec = np.column_stack([cameras["x"] - origin[0], cameras["y"] - origin[1], cameras["z"].fillna(4.0),
                            cameras["heading_deg"].fillna(0), cameras["pitch_deg"].fillna(-20),
-                           cameras["fov_deg"].fillna(60), cameras["range_m"].fillna(40),
+                           cameras["fov_deg"].fillna(60), cameras["range_m"].fillna(DEFAULT_RANGE_M),
                            (cameras["status"] == "online").astype(float)])
     return rec.astype("<f4").tobytes()
 
@@ -526,6 +528,11 @@ class CameraLayer:
     def records(self) -> np.ndarray:
         """The payload as an (n, 8) float32 array (a view, no copy)."""
         return np.frombuffer(self.payload, dtype="<f4").reshape(-1, 8)
+
+    @functools.cached_property
+    def reach_m(self) -> float:
+        """The farthest any camera sees (m; 0 without cameras)."""
+        return float(self.records[:, 6].max()) if len(self) else 0.0
 
     def position(self, index: int) -> tuple[float, float, float]:
         """Where camera ``index`` is: x, y, z relative to the origin (m)."""

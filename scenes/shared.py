@@ -297,11 +297,13 @@ class SharedDistrict:
         return b"" if self.cameras_url else self.cameras.payload
 
     def cameras_near(self, xmin: float, xmax: float, ymin: float, ymax: float) -> list[str]:
-        """The ids of the cameras standing in a box of the district CRS (m), a metre wider, from the camera layer
-        held here (:func:`twin.cases.cameras.cameras_seeing`'s ``near``): a click's card reads a few cameras by
-        key, not a city's 1.5 million positions. The cameras are the layer's, read at start as the view's are."""
+        """The ids of the cameras standing within the farthest camera's range of a box of the district CRS (m), a
+        metre more, from the camera layer held here (:func:`twin.cases.cameras.cameras_seeing`'s ``near``): a
+        click's card reads a few cameras by key, not a city's 1.5 million positions and ranges. The cameras are
+        the layer's, read at start as the view's are."""
         ox, oy, _oz = self.layer.origin
-        inside = self.cameras.in_box(xmin - ox - 1, ymin - oy - 1, xmax - ox + 1, ymax - oy + 1)
+        reach = self.cameras.reach_m + 1
+        inside = self.cameras.in_box(xmin - ox - reach, ymin - oy - reach, xmax - ox + reach, ymax - oy + reach)
         return [self.cameras.camera_id[i] for i in inside]
 
     def grid_path(self, grid_id: str | None) -> list[dict]:

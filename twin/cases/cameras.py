@@ -123,9 +123,10 @@ def cameras_seeing(con: duckdb.DuckDBPyConnection, building_id: str, *, footprin
 
     ``footprint`` is the building's, when the caller has read it already. Only the cameras within the farthest
     camera's range of the footprint are read (:class:`CameraSight` answers the same from cameras held in memory).
-    ``near(xmin, xmax, ymin, ymax)`` gives the ids of the cameras standing in that box (district CRS, m), or a few
-    more, from what the caller holds (a server's camera layer): only those are read, by key, rather than every
-    camera's position scanned (a city's 1.5 million take 0.3-0.6 s and 100 MB).
+    ``near(xmin, xmax, ymin, ymax)`` gives the ids of the cameras standing within the farthest camera's range of
+    that box (the footprint's, district CRS, m), or a few more, from what the caller holds (a server's camera
+    layer): only those are read, by key, rather than every camera's position and range scanned (a city's 1.5
+    million take 0.3-0.6 s and 100 MB).
 
     Returns
     -------
@@ -137,16 +138,17 @@ def cameras_seeing(con: duckdb.DuckDBPyConnection, building_id: str, *, footprin
         if row is None:
             return pd.DataFrame(columns=SEEING_COLUMNS)
         footprint = shapely.from_wkb(bytes(row[0]))
-    reach, = con.execute(f"SELECT coalesce(max(coalesce(range_m, {DEFAULT_RANGE_M})), {DEFAULT_RANGE_M}) "
-                         "FROM cameras").fetchone()
     xmin, ymin, xmax, ymax = footprint.bounds
-    box = [xmin - reach, xmax + reach, ymin - reach, ymax + reach]
-    where, params = "WHERE x BETWEEN ? AND ? AND y BETWEEN ? AND ?", box
     if near is not None:
-        candidates = list(near(*box))
+        candidates = list(near(xmin, xmax, ymin, ymax))
         if not candidates:
             return pd.DataFrame(columns=SEEING_COLUMNS)
-        where, params = f"{where} AND camera_id IN (SELECT unnest(?))", [*box, candidates]
+        where, params = "WHERE camera_id IN (SELECT unnest(?))", [candidates]
+    else:
+        reach, = con.execute(f"SELECT coalesce(max(coalesce(range_m, {DEFAULT_RANGE_M})), {DEFAULT_RANGE_M}) "
+                             "FROM cameras").fetchone()
+        where, params = "WHERE x BETWEEN ? AND ? AND y BETWEEN ? AND ?", [xmin - reach, xmax + reach,
+                                                                          ymin - reach, ymax + reach]
     return CameraSight(_cameras(con, columns="camera_id, status, building_id", where=where,
                                 params=params)).seeing(building_id, footprint)
 
