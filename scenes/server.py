@@ -65,6 +65,7 @@ MAX_WS_MESSAGE_BYTES = 4 * 1024 * 1024  # a browser session's message (picks, ty
 # query needing more spills to disk), and its allocator giving freed memory back soon. See twin bench city.
 SERVER_DUCKDB_SETTINGS = {"memory_limit": "256MB", "allocator_flush_threshold": "32MB",
                           "allocator_background_threads": "true", "enable_progress_bar": "false"}
+LISTENING_WAIT_S = 10.0  # at start, for the store's notices (PostgreSQL) before answering pages
 KEY_CACHE_S = 10.0  # a key is looked up again after this long
 INTAKE_RATE = 1000.0  # requests per second per API key (bursts of twice that)
 PUBLIC_RATE = 5.0  # keyless Open311 reads per second per address (bursts of twice that)
@@ -564,6 +565,11 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
                  ] if store.postgres else []
     # While this process hears nothing from the PostgreSQL server, it is down or out of reach: pages answer 503.
     signins.reachable = lambda: all(listener.listening for listener in listeners)
+    # Pages are answered once this process hears the others (a sign-in at once would get a 503 meanwhile).
+    for listener in listeners:
+        if not listener.wait_listening(LISTENING_WAIT_S):
+            log.warning("not yet listening to the store's notices after %.0f s: pages answer 503 until then",
+                        LISTENING_WAIT_S)
     view_patterns = _tile_routes(store, shared, signins, folder=tiles) if tiled else []
     if cameras_by_view(cameras, len(shared.cameras)):
         shared.cameras_url = CAMERAS_NEAR_URL

@@ -1288,6 +1288,7 @@ export function render({ model, el }) {
   function flyTo(target, animate = true) {
     const cam = renderer.getActiveCamera();
     const from = { fp: cam.getFocalPoint(), pos: cam.getPosition(), up: cam.getViewUp() };
+    probe.twinFlightStart = performance.now();
     cancelAnimationFrame(flight);
     clearTimeout(pulseTimer);
     if (caseFrame > 0) cancelAnimationFrame(caseFrame);
