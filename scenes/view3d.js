@@ -1079,7 +1079,7 @@ export function render({ model, el }) {
     cameras.actor.setVisibility(!!model.show_cameras);
     cones.actor.setVisibility(conesWanted());
     queueCases();
-    render();
+    if (!tiled.landing) render();  // in flight, every frame is drawn anyway (a second one would halve its rate)
   }
 
   // --- labels and legend ------------------------------------------------
