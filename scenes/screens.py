@@ -12,7 +12,6 @@ import html
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import TypeVar
 
 import duckdb
@@ -490,20 +489,22 @@ class DistrictApp(pn.viewable.Viewer):
 
     def _search(self, _event: param.parameterized.Event) -> None:
         text = self.search_box.value_input or self.search_box.value or ""
-        # A building's very id flies there at once, from the layer held in memory: the search's scan of a city's
-        # names and addresses takes a second or two, and its list of matches follows when it is done.
+        # A building's very id flies there at once, from the layer held in memory. Nothing else can match it
+        # (twin.inspector.search), so the search's scan of a city's names and addresses, a second or two of the
+        # server's CPU while the flight's tiles are served, is not made.
         index = self.layer.index_of(text.strip()) if text.strip() else -1
         if index >= 0:
+            self.search_results.param.update(options={}, visible=False)
+            self.message.visible = False
             self.select_building(index, fly=True)
+            return
 
         def read(gate: Gate) -> tuple[list[dict], TwinError | None]:
             found = gate.search(text)
             return found, None if any(r["kind"] == "case" for r in found) else gate.search_refusal(text)
-        self.inspector.look(read, partial(self._show_found, gone_to=f"building|{text.strip()}" if index >= 0
-                                          else None), replaces=False)
+        self.inspector.look(read, self._show_found, replaces=False)
 
-    def _show_found(self, answer: tuple[list[dict], TwinError | None] | TwinError, *,
-                    gone_to: str | None = None) -> None:
+    def _show_found(self, answer: tuple[list[dict], TwinError | None] | TwinError) -> None:
         found, refused = ([], answer) if isinstance(answer, TwinError) else answer
         options = {r["label"]: f"{r['kind']}|{r['id']}" for r in found}
         self.search_results.options = options
@@ -511,7 +512,7 @@ class DistrictApp(pn.viewable.Viewer):
         note = error_text(refused) if refused else "" if found else _("nothing found")
         self.message.param.update(object=f"<span class='twin-muted' title='{html.escape(note)}'>{html.escape(note)}"
                                          "</span>", visible=bool(note) and not self.search_results.visible)
-        if found and f"{found[0]['kind']}|{found[0]['id']}" != gone_to:  # not twice to the same building
+        if found:
             self._go_to(f"{found[0]['kind']}|{found[0]['id']}")
 
     def _go_to(self, target: str | None) -> None:

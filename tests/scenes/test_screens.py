@@ -17,6 +17,7 @@ from scenes.screens import DistrictApp, session_poll
 from scenes.shared import SharedDistrict
 from tests.conftest import copy_of
 from twin.access.access import Principal
+from twin.access.policy import Gate
 from twin.buildings import load_meshes
 from twin.store.store import Store
 
@@ -156,6 +157,33 @@ def test_cases_and_cameras_have_their_own_cards(app):
     assert len(app.view.cameras) == 32 * 700
     app.view.pick = {"kind": "camera", "index": 3, "seq": 4}
     assert app.inspector.camera_id is not None
+
+
+def test_a_citys_view_is_told_where_to_ask_for_cameras_and_a_picked_one_opens_its_card(store, shared):
+    shared.cameras_url = "/cameras/near"  # as twin serve sets it above CAMERAS_BY_VIEW_ABOVE
+    try:
+        app = DistrictApp(store.con.cursor(), shared, principal=LEADER)
+        app.view.ready = True
+        assert app.view.cameras == b"" and app.view.cameras_near == "/cameras/near"
+        app.view.pick = {"kind": "camera", "index": 5, "seq": 1}  # its index in the server's layer
+        assert app.inspector.camera_id == shared.cameras.camera_id[5]
+    finally:
+        shared.cameras_url = ""
+
+
+def test_a_buildings_very_id_flies_there_at_once_without_searching(app, layer, monkeypatch):
+    searched = []
+    real = Gate.search
+    monkeypatch.setattr(Gate, "search", lambda gate, text, **kw: searched.append(text) or real(gate, text, **kw))
+    building_id = str(layer.building_id[7])
+    seq = app.view.fly_to.get("seq", 0)
+    app.search_box.value = building_id
+    app._search(None)
+    assert app.view.fly_to["seq"] == seq + 1 and app.inspector.building_id == building_id
+    assert searched == [], "nothing but that building can match its id: no scan"
+    app.search_box.value = building_id[:-1]  # not an id: searched
+    app._search(None)
+    assert searched == [building_id[:-1]]
 
 
 def test_hover_names_the_building_and_its_grid(app, layer):
