@@ -1,5 +1,5 @@
 """What every session of one server shares: a building card's cameras found from the camera layer held in memory;
-the server's heap given back as it grows."""
+the server's heap given back as it grows; a grid's path found in a few bytes a grid."""
 
 from __future__ import annotations
 
@@ -60,3 +60,26 @@ def test_the_heap_trimmer_gives_freed_memory_back_once_the_process_grew():
     finally:
         trimmer.close()
     assert kept
+
+
+def test_a_grids_path_is_found_in_the_trees_ids_held_in_a_few_bytes_a_grid(store):
+    """The server finds a clicked grid's path in its grid tree: held as the tree's ids (tens of bytes a grid), not as
+    a dict of every grid (350 bytes a grid: 250 MB for a city's 700,000, held for the server's life)."""
+    import tracemalloc
+
+    from twin.inspector import grid_path
+
+    warm = SharedDistrict(store.con.cursor())  # the first of each read and conversion, out of the count
+    micro = str(warm._tree["grid_id"].iloc[-1])
+    warm.grid_path(micro)
+    shared = SharedDistrict(store.con.cursor())
+    grids = len(shared._tree)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        path = shared.grid_path(micro)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert path == grid_path(store.con, micro) and len(path) == 4
+    assert grids > 200 and held < 60 * grids, f"{held / grids:.0f} bytes a grid"
