@@ -48,6 +48,7 @@ from twin.cases.live import CaseFeed, IntakeWriter, Written
 from twin.errors import TwinError
 from twin.field.patrol import field_workers, patrol_coverage
 from twin.geo.basemap import load_basemap
+from twin.grids.grids import grids_under
 from twin.cases.duties import department_figures
 from twin.cases.evaluations import satisfaction
 from twin.store.queries import (district_totals, grid_boundaries, grid_table, grid_tree, key_figures,
@@ -324,6 +325,11 @@ class SharedDistrict:
             path.append({"grid_id": grid_id, "name": names.iat[row], "level": levels.iat[row]})
             grid_id = parents.iat[row]
         return path[::-1]
+
+    def scope_of(self, grids: tuple[str, ...]) -> frozenset[str]:
+        """The grids at or under ``grids`` (:func:`twin.grids.grids.grids_under`), one set for every session bound
+        to them (:class:`twin.access.policy.Gate`'s ``scopes``), read afresh after a grid save."""
+        return self._fresh(("scope", tuple(sorted(grids))), lambda: grids_under(self._con, grids), live=False)
 
     def forget_grids(self) -> None:
         """Grids were saved (the planner): the grid tree, the micro-grid figures and every memoised table
