@@ -65,9 +65,6 @@ MAX_WS_MESSAGE_BYTES = 4 * 1024 * 1024  # a browser session's message (picks, ty
 # query needing more spills to disk), and its allocator giving freed memory back soon. See twin bench city.
 SERVER_DUCKDB_SETTINGS = {"memory_limit": "256MB", "allocator_flush_threshold": "32MB",
                           "allocator_background_threads": "true", "enable_progress_bar": "false"}
-# Start-up reads leave DuckDB's buffers holding the blocks read (70 MB of a city's store) until a query needs the
-# room: they are given back once the layers are made, by lowering the limit to this for a moment.
-STARTED_CACHE_LIMIT = "1MB"
 KEY_CACHE_S = 10.0  # a key is looked up again after this long
 INTAKE_RATE = 1000.0  # requests per second per API key (bursts of twice that)
 PUBLIC_RATE = 5.0  # keyless Open311 reads per second per address (bursts of twice that)
@@ -80,6 +77,11 @@ UNREACHABLE = ("the store cannot be reached just now (its database server is res
 
 KEY_USE_FLUSH_S = 5.0  # the keys' use is written to the store this often (when there was any)
 SWEEP_S = 300.0  # cases resolved 3 days ago without an answer are evaluated by default this often (and at start)
+
+
+# Start-up reads leave DuckDB's buffers holding the blocks read (70 MB of a city's store) until a query needs the
+# room: they are given back once the layers are made, by lowering the limit to this for a moment.
+STARTED_CACHE_LIMIT = "1MB"
 
 
 def drop_cached_blocks(con: duckdb.DuckDBPyConnection) -> None:
