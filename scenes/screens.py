@@ -123,7 +123,7 @@ class DistrictApp(pn.viewable.Viewer):
         # store's writer, and what they record is shown only once committed. What still reads through this
         # gate on the loop (the admin's trail) waits on the writer only for a refusal's row.
         self.gate = Gate(con, principal, refusals=shared.refusals, audit_sink=None if writer is None else
-                         (lambda **row: writer.audit(**row).result(timeout=10)))
+                         (lambda **row: writer.audit(**row).result(timeout=10)), scopes=shared.scope_of)
         self.param.screen.objects = list(ROLE_SCREENS[principal.role])
         self.shared = shared
         self.layer = layer = shared.layer

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from functools import partial
 from zoneinfo import ZoneInfo
 
+import duckdb
 import panel as pn
 from tornado.web import RequestHandler
 
@@ -78,6 +79,23 @@ UNREACHABLE = ("the store cannot be reached just now (its database server is res
 
 KEY_USE_FLUSH_S = 5.0  # the keys' use is written to the store this often (when there was any)
 SWEEP_S = 300.0  # cases resolved 3 days ago without an answer are evaluated by default this often (and at start)
+
+
+# Start-up reads leave DuckDB's buffers holding the blocks read (70 MB of a city's store) until a query needs the
+# room: they are given back once the layers are made, by lowering the limit to this for a moment.
+STARTED_CACHE_LIMIT = "1MB"
+
+
+def drop_cached_blocks(con: duckdb.DuckDBPyConnection) -> None:
+    """Evict the blocks DuckDB's buffers keep of what ``con``'s database read (they are read again when needed), and
+    set its memory limit back to ``SERVER_DUCKDB_SETTINGS``'. Call it while nothing else reads (the limit is low for
+    a moment): ``twin serve`` does once its start-up reads are done."""
+    try:
+        con.execute(f"SET memory_limit = '{STARTED_CACHE_LIMIT}'")
+    except duckdb.Error as exc:  # blocks in use cannot go: what could is gone, and serving goes on
+        log.info("DuckDB kept more than %s of blocks after start-up: %s", STARTED_CACHE_LIMIT, exc)
+    finally:
+        con.execute(f"SET memory_limit = '{SERVER_DUCKDB_SETTINGS['memory_limit']}'")
 
 
 class PeriodicJob:
@@ -552,6 +570,7 @@ def serve(db: str, *, port: int, address: str, origins: list[str],
     # Each thread reads on its own cursor (scenes/shared.py); the writer has its own and checkpoints there.
     shared = SharedDistrict(store.con.cursor(), feed=feed, writer=writer, tiled=tiled)
     shared.warm()  # the first session's colouring and table, computed before anyone waits for them
+    drop_cached_blocks(store.con)
     release_memory()
     log.info("start-up in %.1f s: camera coverage %.1f s, tiles %.1f s, the district's layers and figures %.1f s",
              time.perf_counter() - started, coverage_s, tiles_s, time.perf_counter() - started - coverage_s - tiles_s)

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from scenes.layers import (COVERAGE_MEASURE, GRID_MEASURES, VOLUNTEER_MEASURES, BuildingLayer, CameraLayer,
+from scenes.layers import (COVERAGE_MEASURE, GRID_MEASURES, VOLUNTEER_MEASURES, BuildingLayer, CameraLayer, SortedIds,
                            basemap_layer, building_colours, building_layer, camera_layer, coverage_colours,
                            grid_codes, grid_labels, grid_measure_colours, grid_segments, model_elements, model_layer)
 from twin.access.access import audit
@@ -48,6 +48,7 @@ from twin.cases.live import CaseFeed, IntakeWriter, Written
 from twin.errors import TwinError
 from twin.field.patrol import field_workers, patrol_coverage
 from twin.geo.basemap import load_basemap
+from twin.grids.grids import grids_under
 from twin.cases.duties import department_figures
 from twin.cases.evaluations import satisfaction
 from twin.store.queries import (district_totals, grid_boundaries, grid_table, grid_tree, key_figures,
@@ -264,7 +265,7 @@ class SharedDistrict:
         self.basemap_payload: bytes = basemap_layer(load_basemap(con), self.layer.origin)  # sent after the first frame
         self._totals = district_totals(con)
         self._tree = _slim_tree(grid_tree(con))
-        self._tree_index: tuple[pd.DataFrame, dict] | None = None  # the tree's grids by id, for grid_path
+        self._tree_index: tuple[pd.DataFrame, SortedIds] | None = None  # the tree's ids, for grid_path
         self._memo: dict[tuple, tuple[int, float, object]] = {}
         self.tileset: str | None = None  # the tileset's URL when the view streams tiles (scenes.tileserve)
         # Called once a grid save is read (twin serve: the tiles holding the moved buildings are rewritten).
@@ -308,21 +309,33 @@ class SharedDistrict:
 
     def grid_path(self, grid_id: str | None) -> list[dict]:
         """The grids from the street down to ``grid_id`` (:func:`twin.inspector.grid_path`), from the grid tree
-        held here (followed on every grid save), not the store: a click's card costs no read of the grids."""
+        held here (followed on every grid save), not the store: a click's card costs no read of the grids.
+
+        The tree's ids are searched as :class:`scenes.layers.SortedIds` (20 MB for a city's 700,000 grids, made in
+        a fraction of a second): a dict of them held 250 MB more for the server's life, and took seconds to make
+        at the first click."""
         with self._lock:
             tree = self._tree
             index = self._tree_index if self._tree_index is not None and self._tree_index[0] is tree else None
         if index is None:
-            index = (tree, {g: (n, lv, p) for g, n, lv, p in zip(tree["grid_id"], tree["name"], tree["level"],
-                                                                 tree["parent_id"])})
+            index = (tree, SortedIds(pa.array(tree["grid_id"], type=pa.string())))
             with self._lock:
                 self._tree_index = index
+        ids = index[1]
+        names, levels, parents = tree["name"], tree["level"], tree["parent_id"]
         path = []
-        while isinstance(grid_id, str) and grid_id in index[1] and len(path) <= len(GRID_LEVELS):
-            name, level, parent = index[1][grid_id]
-            path.append({"grid_id": grid_id, "name": name, "level": level})
-            grid_id = parent
+        while isinstance(grid_id, str) and len(path) <= len(GRID_LEVELS):
+            row = ids.index_of(grid_id)
+            if row < 0:
+                break
+            path.append({"grid_id": grid_id, "name": names.iat[row], "level": levels.iat[row]})
+            grid_id = parents.iat[row]
         return path[::-1]
+
+    def scope_of(self, grids: tuple[str, ...]) -> frozenset[str]:
+        """The grids at or under ``grids`` (:func:`twin.grids.grids.grids_under`), one set for every session bound
+        to them (:class:`twin.access.policy.Gate`'s ``scopes``), read afresh after a grid save."""
+        return self._fresh(("scope", tuple(sorted(grids))), lambda: grids_under(self._con, grids), live=False)
 
     def forget_grids(self) -> None:
         """Grids were saved (the planner): the grid tree, the micro-grid figures and every memoised table
@@ -355,6 +368,7 @@ class SharedDistrict:
         self.colours("grid", level=level)
         self.grid_table(level)
         self.grid_outlines(level)
+        self.grid_path(None)  # the tree's index, for the first click's card
 
     def colours(self, measure: str, *, level: str = "grid") -> tuple[bytes, dict]:
         """Per-building colours (:func:`scenes.layers.indexed_colours`) and legend for a measure: the cases per grid

@@ -393,3 +393,19 @@ def test_a_sessions_poll_runs_every_period_without_panels_busy_bookkeeping():
         return busy
     busy = asyncio.run(poll())
     assert 5 <= len(busy) <= 16 and not any(busy)
+
+
+def test_the_sessions_of_operators_of_the_same_grids_share_one_scope_read_afresh_after_a_grid_save(store):
+    """An operator of a city's every street has 700,000 grids in scope (80 MB as a set of ids): the server keeps one
+    set per binding for every session of it, and reads it again once grids are saved."""
+    from twin.grids.grids import grids_under
+
+    shared = SharedDistrict(store.con.cursor())
+    streets = tuple(r[0] for r in store.con.execute(
+        "SELECT grid_id FROM grids WHERE level = 'street' AND valid_to IS NULL ORDER BY grid_id").fetchall())
+    first, second = app_for(store, shared, "operator", streets), app_for(store, shared, "operator", streets[::-1])
+    assert first.gate.scope == grids_under(store.con, streets) and len(first.gate.scope) > len(streets)
+    assert second.gate.scope is first.gate.scope
+    assert app_for(store, shared, "operator", streets[:1]).gate.scope < first.gate.scope
+    shared.forget_grids()
+    assert app_for(store, shared, "operator", streets).gate.scope is not first.gate.scope

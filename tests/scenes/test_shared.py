@@ -1,5 +1,5 @@
 """What every session of one server shares: a building card's cameras found from the camera layer held in memory;
-the server's heap given back as it grows."""
+the server's heap given back as it grows; a grid's path found in a few bytes a grid."""
 
 from __future__ import annotations
 
@@ -60,3 +60,53 @@ def test_the_heap_trimmer_gives_freed_memory_back_once_the_process_grew():
     finally:
         trimmer.close()
     assert kept
+
+
+def test_a_grids_path_is_found_in_the_trees_ids_held_in_a_few_bytes_a_grid(store):
+    """The server finds a clicked grid's path in its grid tree: held as the tree's ids (tens of bytes a grid), not as
+    a dict of every grid (350 bytes a grid: 250 MB for a city's 700,000, held for the server's life)."""
+    import tracemalloc
+
+    from twin.inspector import grid_path
+
+    warm = SharedDistrict(store.con.cursor())  # the first of each read and conversion, out of the count
+    micro = str(warm._tree["grid_id"].iloc[-1])
+    warm.grid_path(micro)
+    shared = SharedDistrict(store.con.cursor())
+    grids = len(shared._tree)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        path = shared.grid_path(micro)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert path == grid_path(store.con, micro) and len(path) == 4
+    assert grids > 200 and held < 60 * grids, f"{held / grids:.0f} bytes a grid"
+
+
+def test_the_blocks_start_up_read_are_given_back_and_the_servers_limit_set_again(store):
+    """``twin serve`` reads every building at start; DuckDB keeps the blocks it read (70 MB of a city's store) until
+    a query needs the room. Once the layers are made they are given back, and the serving limit holds again."""
+    from scenes.server import SERVER_DUCKDB_SETTINGS, drop_cached_blocks
+
+    con = store.con.cursor()
+
+    def cached() -> int:
+        return con.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+                           "WHERE tag = 'BASE_TABLE'").fetchone()[0]
+
+    def limit() -> str:
+        return con.execute("SELECT value FROM duckdb_settings() WHERE name = 'memory_limit'").fetchone()[0]
+
+    con.execute(f"SET memory_limit = '{SERVER_DUCKDB_SETTINGS['memory_limit']}'")
+    serving = limit()
+    try:
+        SharedDistrict(store.con.cursor()).warm()  # what twin serve reads at start
+        held = cached()
+        drop_cached_blocks(store.con)
+        assert limit() == serving
+        if not store.postgres:  # a PostgreSQL store's blocks are its server's
+            assert held > 2 ** 20 and cached() < held / 4
+    finally:
+        con.execute("RESET memory_limit")

@@ -155,14 +155,21 @@ class Gate:
         what they record (:meth:`bound`, :class:`scenes.shared.OffLoop`).
     refusals : Refusals, optional
         Which refused accesses are recorded; ``twin serve`` shares one among all its gates.
+    scopes : callable, optional
+        ``scopes(grids) -> frozenset``: the grids at or under ``grids`` (:func:`twin.grids.grids.grids_under`, by
+        default read on ``con``). ``twin serve`` shares one per binding among its sessions
+        (:meth:`scenes.shared.SharedDistrict.scope_of`): an operator of a city's every street has 700,000 grids
+        in scope, 80 MB as a set of ids.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, principal: Principal, *,
-                 audit_sink: AuditSink | None = None, refusals: Refusals | None = None) -> None:
+                 audit_sink: AuditSink | None = None, refusals: Refusals | None = None,
+                 scopes: Callable[[tuple[str, ...]], frozenset[str]] | None = None) -> None:
         self.con = con
         self.principal = principal
         self._audit = audit_sink or direct_audit(con)
         self.refusals = refusals if refusals is not None else Refusals()
+        self._scopes = scopes
         # The scope and its ids sorted (a query parameter), shared with the gates bound from this one.
         self._scope_cell: list[frozenset[str] | None] = [None, None]
         self._paths: Callable[[str | None], list[dict]] | None = None
@@ -199,7 +206,8 @@ class Gate:
         if not self.principal.grids:
             return None
         if self._scope_cell[0] is None:
-            self._scope_cell[0] = grids_under(self.con, self.principal.grids)
+            self._scope_cell[0] = (self._scopes(tuple(self.principal.grids)) if self._scopes is not None
+                                   else grids_under(self.con, self.principal.grids))
         return self._scope_cell[0]
 
     def in_scope(self, grid_id: str | None) -> bool:

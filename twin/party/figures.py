@@ -61,9 +61,8 @@ def party_table(con: duckdb.DuckDBPyConnection, *, level: str = "grid",
         records of the month) and ``hours`` (their hours).
     """
     check_choice("level", level, PARTY_LEVELS)
-    ancestors = grid_ancestors(con)
-    up = ancestors[ancestors["level"] == level].set_index("grid_id")["ancestor"]
     per_grid = _per_grid(con, month_of(con, month))
+    up = grid_ancestors(con, level=level, grid_ids=per_grid.index.dropna()).set_index("grid_id")["ancestor"]
     figures = per_grid.groupby(up.reindex(per_grid.index).to_numpy(), dropna=True).sum(min_count=1)
     rows = con.execute("SELECT grid_id, name FROM grids WHERE level = ? AND valid_to IS NULL ORDER BY grid_id",
                        [level]).df()

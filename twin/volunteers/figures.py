@@ -44,8 +44,7 @@ def volunteer_table(con: duckdb.DuckDBPyConnection, *, level: str = "grid",
     """
     check_choice("level", level, VOLUNTEER_LEVELS)
     done = _done(con, month_of(con, month))
-    ancestors = grid_ancestors(con)
-    up = ancestors[ancestors["level"] == level].set_index("grid_id")["ancestor"]
+    up = grid_ancestors(con, level=level, grid_ids=done["grid_id"].dropna()).set_index("grid_id")["ancestor"]
     done["at_level"] = up.reindex(done["grid_id"]).to_numpy() if len(done) else []
     figures = done.groupby("at_level").agg(hours=("hours", "sum"), points=("points", "sum"),
                                            volunteers=("resident_id", "nunique"), tasks=("task", "sum"))

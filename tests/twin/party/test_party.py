@@ -14,7 +14,7 @@ from ingest.party import export_party, import_party_file, read_party_file
 from tests.conftest import ROOT, store_fingerprint
 from twin.errors import InputError, OptionError
 from twin.party.figures import grid_party_figures, party_table
-from twin.party.orgs import covered_buildings, grid_orgs, org_places
+from twin.party.orgs import covered_buildings, grid_ancestors, grid_orgs, org_places
 from twin.store.store import Store, open_for_command
 
 PARTY_TABLES = ("party_orgs", "party_reports", "party_services")
@@ -219,3 +219,22 @@ def test_twin_party_exits_2_naming_the_row_and_audits_what_it_did(demo_copy_db, 
     with Store(demo_copy_db, read_only=True) as store:
         rows = store.con.execute("SELECT action, detail FROM audit WHERE action LIKE 'party.%' ORDER BY seq").fetchall()
     assert [(a, json.loads(d)["what"]) for a, d in rows] == [("party.export", "orgs"), ("party.import", "orgs")]
+
+
+def test_the_ancestors_of_some_grids_at_one_level_are_those_of_every_grid_filtered(demo_copy_db):
+    """Figures read the ancestors of the grids they count only, at the level they roll up to (a city's 700,000 grids
+    with all their ancestors are 2.8 million rows): the same rows as all of them filtered, and nothing else."""
+    with open_for_command(demo_copy_db) as store:
+        con = store.con
+        every = grid_ancestors(con)
+        micro = sorted(every.loc[every["level"] == "micro", "grid_id"])[::50]
+        some = grid_ancestors(con, level="community", grid_ids=[*micro, "no-such-grid"])
+        expected = every[(every["level"] == "community") & every["grid_id"].isin(micro)]
+        assert len(some) == len(micro) > 1
+        assert (some.sort_values("grid_id").reset_index(drop=True)
+                .equals(expected.sort_values("grid_id").reset_index(drop=True)))
+        assert set(grid_ancestors(con, level="street")["level"]) == {"street"}
+        assert grid_ancestors(con, grid_ids=[]).empty
+        assert len(grid_ancestors(con, grid_ids=micro[:1])) == 4  # itself, its grid, community and street
+        with pytest.raises(OptionError, match="'street', 'community', 'grid', 'micro'"):
+            grid_ancestors(con, level="district")
