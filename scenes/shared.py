@@ -332,10 +332,16 @@ class SharedDistrict:
             grid_id = parents.iat[row]
         return path[::-1]
 
-    def scope_of(self, grids: tuple[str, ...]) -> frozenset[str]:
+    def scope_of(self, grids: tuple[str, ...]) -> frozenset[str] | None:
         """The grids at or under ``grids`` (:func:`twin.grids.grids.grids_under`), one set for every session bound
-        to them (:class:`twin.access.policy.Gate`'s ``scopes``), read afresh after a grid save."""
-        return self._fresh(("scope", tuple(sorted(grids))), lambda: grids_under(self._con, grids), live=False)
+        to them (:class:`twin.access.policy.Gate`'s ``scopes``), read afresh after a grid save; None when they
+        are every grid in force: the whole district, which needs no list of 700,000 ids in a city."""
+        def read() -> frozenset[str] | None:
+            under = grids_under(self._con, grids)
+            with self._lock:
+                every = len(self._tree)
+            return None if len(under) >= every else under
+        return self._fresh(("scope", tuple(sorted(grids))), read, live=False)
 
     def forget_grids(self) -> None:
         """Grids were saved (the planner): the grid tree, the micro-grid figures and every memoised table

@@ -396,16 +396,23 @@ def test_a_sessions_poll_runs_every_period_without_panels_busy_bookkeeping():
 
 
 def test_the_sessions_of_operators_of_the_same_grids_share_one_scope_read_afresh_after_a_grid_save(store):
-    """An operator of a city's every street has 700,000 grids in scope (80 MB as a set of ids): the server keeps one
-    set per binding for every session of it, and reads it again once grids are saved."""
+    """An operator of a city's streets has hundreds of thousands of grids in scope (80 MB as a set of ids for every
+    street): the server keeps one set per binding for every session of it, and reads it again once grids are
+    saved; an operator of every street has the whole district in scope, and no set is held for it."""
     from twin.grids.grids import grids_under
 
     shared = SharedDistrict(store.con.cursor())
     streets = tuple(r[0] for r in store.con.execute(
         "SELECT grid_id FROM grids WHERE level = 'street' AND valid_to IS NULL ORDER BY grid_id").fetchall())
-    first, second = app_for(store, shared, "operator", streets), app_for(store, shared, "operator", streets[::-1])
-    assert first.gate.scope == grids_under(store.con, streets) and len(first.gate.scope) > len(streets)
+    communities = tuple(r[0] for r in store.con.execute(
+        "SELECT grid_id FROM grids WHERE parent_id = ? AND valid_to IS NULL ORDER BY grid_id", [streets[0]]).fetchall())
+    assert len(communities) >= 2
+    first = app_for(store, shared, "operator", communities)
+    second = app_for(store, shared, "operator", communities[::-1])
+    assert first.gate.scope == grids_under(store.con, communities) and len(first.gate.scope) > len(communities)
     assert second.gate.scope is first.gate.scope
-    assert app_for(store, shared, "operator", streets[:1]).gate.scope < first.gate.scope
+    assert app_for(store, shared, "operator", communities[:1]).gate.scope < first.gate.scope
+    every = app_for(store, shared, "operator", streets).gate
+    assert every.scope is None and all(every.in_scope(g) for g in grids_under(store.con, streets))
     shared.forget_grids()
-    assert app_for(store, shared, "operator", streets).gate.scope is not first.gate.scope
+    assert app_for(store, shared, "operator", communities).gate.scope is not first.gate.scope

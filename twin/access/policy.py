@@ -140,6 +140,9 @@ def direct_audit(con: duckdb.DuckDBPyConnection) -> AuditSink:
     return lambda **row: audit(con, **row)
 
 
+_WHOLE_DISTRICT = object()  # a scope found to hold every grid in force
+
+
 class Gate:
     """The records one principal may read, with masks applied and looks audited.
 
@@ -156,22 +159,22 @@ class Gate:
     refusals : Refusals, optional
         Which refused accesses are recorded; ``twin serve`` shares one among all its gates.
     scopes : callable, optional
-        ``scopes(grids) -> frozenset``: the grids at or under ``grids`` (:func:`twin.grids.grids.grids_under`, by
-        default read on ``con``). ``twin serve`` shares one per binding among its sessions
-        (:meth:`scenes.shared.SharedDistrict.scope_of`): an operator of a city's every street has 700,000 grids
-        in scope, 80 MB as a set of ids.
+        ``scopes(grids) -> frozenset | None``: the grids at or under ``grids`` (:func:`twin.grids.grids.grids_under`,
+        by default read on ``con``), or None when they are every grid in force (the whole district). ``twin serve``
+        shares one per binding among its sessions (:meth:`scenes.shared.SharedDistrict.scope_of`): an operator of
+        a city's every street would have 700,000 grids in scope, 80 MB as a set of ids.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, principal: Principal, *,
                  audit_sink: AuditSink | None = None, refusals: Refusals | None = None,
-                 scopes: Callable[[tuple[str, ...]], frozenset[str]] | None = None) -> None:
+                 scopes: Callable[[tuple[str, ...]], frozenset[str] | None] | None = None) -> None:
         self.con = con
         self.principal = principal
         self._audit = audit_sink or direct_audit(con)
         self.refusals = refusals if refusals is not None else Refusals()
         self._scopes = scopes
         # The scope and its ids sorted (a query parameter), shared with the gates bound from this one.
-        self._scope_cell: list[frozenset[str] | None] = [None, None]
+        self._scope_cell: list = [None, None]
         self._paths: Callable[[str | None], list[dict]] | None = None
         self._sight: CameraSight | None = None
         self._cameras_near: Callable[[float, float, float, float], list[str]] | None = None
@@ -206,9 +209,11 @@ class Gate:
         if not self.principal.grids:
             return None
         if self._scope_cell[0] is None:
-            self._scope_cell[0] = (self._scopes(tuple(self.principal.grids)) if self._scopes is not None
-                                   else grids_under(self.con, self.principal.grids))
-        return self._scope_cell[0]
+            scope = (self._scopes(tuple(self.principal.grids)) if self._scopes is not None
+                     else grids_under(self.con, self.principal.grids))
+            self._scope_cell[0] = _WHOLE_DISTRICT if scope is None else scope
+        scope = self._scope_cell[0]
+        return None if scope is _WHOLE_DISTRICT else scope
 
     def in_scope(self, grid_id: str | None) -> bool:
         scope = self.scope
