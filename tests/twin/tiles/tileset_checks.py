@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -123,13 +124,20 @@ def schema_problems(out_dir: Path) -> list[str]:
     return problems
 
 
+@lru_cache(maxsize=None)
+def transformer(source: str, target: str) -> pyproj.Transformer:
+    """One transformer per pair of CRSs, made once: making one costs about 70 ms, and the checks transform
+    each building's vertices on their own."""
+    return pyproj.Transformer.from_crs(source, target, always_xy=True)
+
+
 def to_district(out_dir: Path, enu: np.ndarray, crs: str) -> np.ndarray:
     """Root-frame points through the root transform to ECEF, then (pyproj) to the district CRS and height."""
     tileset = json.loads((out_dir / "tileset.json").read_text())
     matrix = np.array(tileset["root"]["transform"], dtype=np.float64).reshape(4, 4).T  # column-major
     ecef = enu @ matrix[:3, :3].T + matrix[:3, 3]
-    lon, lat, h = pyproj.Transformer.from_crs("EPSG:4978", "EPSG:4979", always_xy=True).transform(*ecef.T)
-    x, y = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
+    lon, lat, h = transformer("EPSG:4978", "EPSG:4979").transform(*ecef.T)
+    x, y = transformer("EPSG:4326", crs).transform(lon, lat)
     return np.column_stack([x, y, h])
 
 
@@ -138,7 +146,7 @@ def from_district(out_dir: Path, xyz: np.ndarray, crs: str) -> np.ndarray:
     tileset = json.loads((out_dir / "tileset.json").read_text())
     matrix = np.array(tileset["root"]["transform"], dtype=np.float64).reshape(4, 4).T
     xyz = np.asarray(xyz, dtype=np.float64)
-    lon, lat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xyz[:, 0], xyz[:, 1])
-    ecef = np.column_stack(pyproj.Transformer.from_crs("EPSG:4979", "EPSG:4978", always_xy=True)
+    lon, lat = transformer(crs, "EPSG:4326").transform(xyz[:, 0], xyz[:, 1])
+    ecef = np.column_stack(transformer("EPSG:4979", "EPSG:4978")
                            .transform(lon, lat, xyz[:, 2]))
     return (ecef - matrix[:3, 3]) @ matrix[:3, :3]
