@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import pyproj
 
+from twin.geo.crs import transformer  # cached: the checks transform each building's vertices on their own
 from twin.tiles.glb import accessor_array, property_column, read_glb
 
 TOLERANCE_M = 1e-6
@@ -122,13 +121,6 @@ def schema_problems(out_dir: Path) -> list[str]:
     if stray:
         problems.append(f"tiles no tile refers to: {sorted(stray)[:5]}")
     return problems
-
-
-@lru_cache(maxsize=None)
-def transformer(source: str, target: str) -> pyproj.Transformer:
-    """One transformer per pair of CRSs, made once: making one costs about 70 ms, and the checks transform
-    each building's vertices on their own."""
-    return pyproj.Transformer.from_crs(source, target, always_xy=True)
 
 
 def to_district(out_dir: Path, enu: np.ndarray, crs: str) -> np.ndarray:
