@@ -61,10 +61,16 @@ def lujiazui_copy(lujiazui_store, tmp_path) -> Path:
 def small_demo(tmp_path_factory) -> Path:
     """The small demo district (about 500 buildings), built once per test run (do not modify)."""
     from data.build import build_demo_store
+    from twin.store.store import connect
 
     path = tmp_path_factory.mktemp("demo") / "small.duckdb"
     build_demo_store(path, scale="small", seed=0)
-    return path
+    # Held open read-only for the session: DuckDB then gives every read-only Store of this file in this process the
+    # same database, whose spatial extension is loaded already (a fresh one spends ~0.3 s loading it). Other
+    # processes may read the file too; a write to it (forbidden anyway) fails.
+    kept = connect(path, read_only=True)
+    yield path
+    kept.close()
 
 
 @pytest.fixture
