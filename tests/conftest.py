@@ -34,6 +34,30 @@ def store_fingerprint(db: str | Path) -> dict[str, tuple]:
                 for t in TABLES}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def extensions_loaded_without_their_signature_check():
+    """In the test process, the stores' DuckDB databases load the extensions without checking their signatures.
+
+    DuckDB hashes the whole file on every LOAD: ~0.3 s for the 80 MB spatial extension, on each Store opened
+    (hundreds per run, most of the time of many store tests), where the check itself takes 3 ms. The files are
+    the pinned wheels' own (``twin.store.store.spatial_extension_path``), checked by the servers and commands the
+    tests start as processes of their own, which keep DuckDB's default. Only the databases opened the way
+    ``twin.store.store.connect`` opens them (no autoloading) are affected.
+    """
+    import duckdb
+
+    original = duckdb.connect
+
+    def connect(*args, config=None, **kwargs):
+        if config is not None and config.get("autoload_known_extensions") is False:
+            config = {**config, "allow_unsigned_extensions": True}
+        return original(*args, config=config, **kwargs)
+
+    duckdb.connect = connect
+    yield
+    duckdb.connect = original
+
+
 @pytest.fixture(scope="session")
 def lujiazui_store(tmp_path_factory) -> Path:
     """A store holding the Lujiazui footprints (do not modify; copy it first)."""
