@@ -38,11 +38,11 @@ def store_fingerprint(db: str | Path) -> dict[str, tuple]:
 def extensions_loaded_without_their_signature_check():
     """In the test process, the stores' DuckDB databases load the extensions without checking their signatures.
 
-    DuckDB hashes the whole file on every LOAD: ~0.3 s for the 80 MB spatial extension, on each Store opened
-    (hundreds per run, most of the time of many store tests), where the check itself takes 3 ms. The files are
-    the pinned wheels' own (``twin.store.store.spatial_extension_path``), checked by the servers and commands the
-    tests start as processes of their own, which keep DuckDB's default. Only the databases opened the way
-    ``twin.store.store.connect`` opens them (no autoloading) are affected.
+    DuckDB hashes the whole file on every LOAD to check it: ~0.3 s for the 80 MB spatial extension, on each Store
+    opened (hundreds per run, most of the time of many store tests), where loading it unchecked takes 3 ms. The
+    files are the pinned wheels' own (``twin.store.store.spatial_extension_path``), still checked by the servers
+    and commands the tests start as processes of their own, which keep DuckDB's default. Only the databases opened
+    the way ``twin.store.store.connect`` opens them (no autoloading) are affected.
     """
     import duckdb
 
