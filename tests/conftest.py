@@ -34,6 +34,30 @@ def store_fingerprint(db: str | Path) -> dict[str, tuple]:
                 for t in TABLES}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def extensions_loaded_without_their_signature_check():
+    """In the test process, the stores' DuckDB databases load the extensions without checking their signatures.
+
+    DuckDB hashes the whole file on every LOAD to check it: ~0.3 s for the 80 MB spatial extension, on each Store
+    opened (hundreds per run, most of the time of many store tests), where loading it unchecked takes 3 ms. The
+    files are the pinned wheels' own (``twin.store.store.spatial_extension_path``), still checked by the servers
+    and commands the tests start as processes of their own, which keep DuckDB's default. Only the databases opened
+    the way ``twin.store.store.connect`` opens them (no autoloading) are affected.
+    """
+    import duckdb
+
+    original = duckdb.connect
+
+    def connect(*args, config=None, **kwargs):
+        if config is not None and config.get("autoload_known_extensions") is False:
+            config = {**config, "allow_unsigned_extensions": True}
+        return original(*args, config=config, **kwargs)
+
+    duckdb.connect = connect
+    yield
+    duckdb.connect = original
+
+
 @pytest.fixture(scope="session")
 def lujiazui_store(tmp_path_factory) -> Path:
     """A store holding the Lujiazui footprints (do not modify; copy it first)."""
@@ -61,10 +85,16 @@ def lujiazui_copy(lujiazui_store, tmp_path) -> Path:
 def small_demo(tmp_path_factory) -> Path:
     """The small demo district (about 500 buildings), built once per test run (do not modify)."""
     from data.build import build_demo_store
+    from twin.store.store import connect
 
     path = tmp_path_factory.mktemp("demo") / "small.duckdb"
     build_demo_store(path, scale="small", seed=0)
-    return path
+    # Held open read-only for the session: DuckDB then gives every read-only Store of this file in this process the
+    # same database, whose spatial extension is loaded already (a fresh one spends ~0.3 s loading it). Other
+    # processes may read the file too; a write to it (forbidden anyway) fails.
+    kept = connect(path, read_only=True)
+    yield path
+    kept.close()
 
 
 @pytest.fixture

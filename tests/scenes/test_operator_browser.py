@@ -243,27 +243,61 @@ LAYOUT = """() => {
 }"""
 
 
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize("lang", ["zh", "en"])
-def test_every_screen_fits_without_sideways_scrolling_or_overlaps(browser, district, lang, role, size):
+# After a resize: the viewport has its new size, and the screen's panels, their children and the 3D view's canvas have
+# kept their boxes for QUIET_MS (Bokeh's and the view's resize observers have run).
+QUIET_MS = 600
+SETTLED = """([w, h, quietMs]) => {
+  if (window.innerWidth !== w || window.innerHeight !== h) return false;
+  const boxes = [];
+  const walk = (root) => { for (const el of root.querySelectorAll('*')) {
+    if (el.shadowRoot) walk(el.shadowRoot);
+    if (el.tagName === 'CANVAS' || String(el.className).match(/\\btwin-/)) {
+      const r = el.getBoundingClientRect(); boxes.push(r.left, r.top, r.width, r.height); } } };
+  walk(document);
+  const seen = `${document.documentElement.scrollWidth} ${boxes.map(Math.round).join(' ')}`, now = performance.now();
+  if (window.__twinLayout !== seen) { window.__twinLayout = seen; window.__twinLayoutSince = now; return false; }
+  return now - window.__twinLayoutSince >= quietMs;
+}"""
+SCREENS = [(lang, role) for lang in ("zh", "en") for role in ROLES]
+
+
+def resized(page, size: tuple[int, int]) -> None:
+    """The page at viewport ``size``, once its layout has settled there."""
+    page.set_viewport_size({"width": size[0], "height": size[1]})
+    page.wait_for_function(SETTLED, arg=[*size, QUIET_MS], polling=100, timeout=30_000)
+
+
+@pytest.mark.parametrize(("lang", "role"), SCREENS, ids=[f"{lang}-{role}" for lang, role in SCREENS])
+def test_every_screen_fits_without_sideways_scrolling_or_overlaps(browser, district, lang, role):
+    """Each screen at each of SIZES: one page per screen and language, opened at one size and resized to the
+    others (each size is the opening one of some screens, and each screen opens at two sizes over its two
+    languages: a layout made at load and one made on a resize are both checked)."""
     user = {"leader": LEADER, "operator": "op.cases", "planner": "a.planner", "admin": "an.admin"}[role]
-    page = open_as(browser, district, user, size=size, lang=lang)
+    first = SCREENS.index((lang, role)) % len(SIZES)
+    sizes = SIZES[first:] + SIZES[:first]
+    page = open_as(browser, district, user, size=sizes[0], lang=lang)
+    problems = []
     try:
         expect(page.locator(".twin-user b")).to_have_text({"zh": "中文", "en": "English"}[lang])  # the page's language
         if role == "operator":  # a building open: its residents, their pager, Unmask and Export CSV
             page.locator(".twin-search input").fill(district["inside"])
             page.keyboard.press("Enter")
             expect(page.locator(".twin-residents table")).to_be_visible(timeout=10_000)
-            for control in (".twin-unmask", ".twin-export", ".twin-next"):
-                expect(page.locator(control).get_by_role("button")).to_be_in_viewport()
-        found = page.evaluate(LAYOUT)
-        assert found["panels"] >= 3, "the header, the body's panels and the ticker are found"
-        where = f"{role} in {lang} at {size}"
-        assert found["outside"] == [], f"{where}: elements beyond the viewport's width"
-        assert found["scrolling"] == [], f"{where}: sideways scrolling"
-        assert found["overlaps"] == [], f"{where}: overlapping panels"
-        assert found["spilling"] == [], f"{where}: elements over a neighbouring panel"
+        for n, size in enumerate(sizes):
+            if n:
+                resized(page, size)
+            where = f"{role} in {lang} at {size} ({'resized to' if n else 'opened at'})"
+            if role == "operator":
+                for control in (".twin-unmask", ".twin-export", ".twin-next"):
+                    expect(page.locator(control).get_by_role("button")).to_be_in_viewport()
+            found = page.evaluate(LAYOUT)
+            if found["panels"] < 3:
+                problems.append(f"{where}: the header, the body's panels and the ticker are not all found")
+            for kind, what in (("outside", "elements beyond the viewport's width"), ("scrolling", "sideways scrolling"),
+                               ("overlaps", "overlapping panels"), ("spilling", "elements over a neighbouring panel")):
+                if found[kind]:
+                    problems.append(f"{where}: {what}: {found[kind]}")
+        assert not problems, "\n".join(problems)
         assert page.errors_seen == []
     finally:
         page.close()

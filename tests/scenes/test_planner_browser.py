@@ -26,33 +26,65 @@ pytestmark = pytest.mark.browser
 log = logging.getLogger(__name__)
 
 
+@pytest.fixture(scope="module")
+def plan(small_demo) -> dict:
+    """What the tests move, read once from the small demo (every served store is a copy of it): ``plan[breaks]``
+    from :func:`a_move`, ``plan['shapes']``, the parent's grids, and ``plan['demo']``, the small demo itself (to read
+    while a server runs)."""
+    found = {breaks: a_move(small_demo, breaks=breaks) for breaks in (False, True)}
+    with Store(small_demo, read_only=True) as store:
+        found["shapes"] = current_grids(store.con, parent_id=PARENT).geometry
+    found["demo"] = small_demo
+    return found
+
+
+def planner_screen(browser, url):
+    """A new page signed in as the planner of ``url``, on the Planner screen with no change yet."""
+    page = browser.new_page(viewport={"width": 1700, "height": 1000})
+    page.errors_seen, page.requests = [], []
+    page.on("pageerror", lambda e: page.errors_seen.append(str(e)))
+    page.on("request", lambda r: page.requests.append(r.url))
+    sign_in(page, url)
+    expect(page.locator(".twin-before-after")).to_contain_text("No change yet", timeout=60_000)
+    expect(page.locator(".twin-rules")).to_contain_text("All rules hold")
+    page.wait_for_function("window.Bokeh && Bokeh.documents.length > 0", timeout=30_000)
+    page.wait_for_timeout(1000)  # the plan's first layout
+    return page
+
+
 @pytest.fixture
-def planner_page(browser, small_demo, tmp_path):
-    """A planner signed in to `twin serve` on a copy of the small demo, on the Planner screen:
-    ``(page, url, moves)``: ``moves[breaks]`` from :func:`a_move`, ``moves['shapes']``, the parent's grids,
-    read before the server holds the store, ``moves['store']``, the store's path, ``moves['demo']``, the small
-    demo it is a copy of (to read while the server runs), and ``moves['stop']``, which closes the page and stops
-    the server (to read the store file afterwards)."""
+def planner_page(browser, small_demo, tmp_path, plan):
+    """For a test that saves: a planner signed in to `twin serve` on its own copy of the small demo, on the
+    Planner screen: ``(page, url, moves)``: ``moves`` holds :func:`plan`'s entries, ``moves['store']``, the store's
+    path, and ``moves['stop']``, which closes the page and stops the server (to read the store file afterwards)."""
     store_path = tmp_path / "served.duckdb"
     shutil.copy(small_demo, store_path)
-    moves = {breaks: a_move(store_path, breaks=breaks) for breaks in (False, True)}
-    with Store(store_path, read_only=True) as store:
-        moves["shapes"] = current_grids(store.con, parent_id=PARENT).geometry
-    moves["demo"] = small_demo
+    moves = dict(plan)
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(served(store_path, role="planner"))
-        page = browser.new_page(viewport={"width": 1700, "height": 1000})
-        stack.callback(page.close)
         moves["store"], moves["stop"] = store_path, stack.close
-        page.errors_seen, page.requests = [], []
-        page.on("pageerror", lambda e: page.errors_seen.append(str(e)))
-        page.on("request", lambda r: page.requests.append(r.url))
-        sign_in(page, url)
-        expect(page.locator(".twin-before-after")).to_contain_text("No change yet", timeout=60_000)
-        expect(page.locator(".twin-rules")).to_contain_text("All rules hold")
-        page.wait_for_function("window.Bokeh && Bokeh.documents.length > 0", timeout=30_000)
-        page.wait_for_timeout(1000)  # the plan's first layout
+        page = planner_screen(browser, url)
+        stack.callback(page.close)
         yield page, url, moves
+
+
+@pytest.fixture(scope="module")
+def shared_server(small_demo, tmp_path_factory):
+    """`twin serve` on one copy of the small demo for the tests that save nothing (refused or undone edits, the
+    tools, the picker): each opens its own page, a session of its own."""
+    store_path = tmp_path_factory.mktemp("planner") / "served.duckdb"
+    shutil.copy(small_demo, store_path)
+    with served(store_path, role="planner") as url:
+        yield url
+
+
+@pytest.fixture
+def planner_view(browser, shared_server, plan):
+    """For a test that saves nothing: ``(page, url, moves)`` as :func:`planner_page` gives, on the shared server
+    (no ``moves['store']`` or ``moves['stop']``)."""
+    page = planner_screen(browser, shared_server)
+    yield page, shared_server, plan
+    page.close()
 
 
 def second_versions(con, grids, *, actor: str, reason: str) -> dict:
@@ -111,8 +143,8 @@ def test_a_planner_drags_a_shared_vertex_sees_what_moves_and_saves_it(planner_pa
         assert row == [(url.user, "grid.save", PARENT)], "one audit row for the save"
 
 
-def test_a_vertex_dragged_across_buildings_is_shown_in_red_refused_and_undone(planner_page):
-    page, url, moves = planner_page
+def test_a_vertex_dragged_across_buildings_is_shown_in_red_refused_and_undone(planner_view):
+    page, url, moves = planner_view
     at, to, owners, inside, origin = moves[True]
     drag_vertex(page, at, to, inside, origin)
     rules = page.locator(".twin-rules")
@@ -133,8 +165,8 @@ def test_a_vertex_dragged_across_buildings_is_shown_in_red_refused_and_undone(pl
 
 
 
-def test_a_line_drawn_across_a_grid_splits_it(planner_page):
-    page, url, moves = planner_page
+def test_a_line_drawn_across_a_grid_splits_it(planner_view):
+    page, url, moves = planner_view
     at, to, owners, inside, origin = moves[False]
     grid = moves["shapes"][owners[0]]
     new_id = fresh_ids(moves["shapes"].index, owners[0], 1)[0]
@@ -222,8 +254,8 @@ def open_parent(page, parent: str) -> None:
 
 
 def test_a_community_boundary_move_the_redrawn_micro_grids_cannot_follow_shows_the_breach_before_save(
-        planner_page):
-    page, url, moves = planner_page
+        planner_view):
+    page, url, moves = planner_view
     at, to, inside, origin = a_community_move(moves["demo"])
     open_parent(page, COMMUNITY)
     drag_vertex(page, at, to, inside, origin)
@@ -238,8 +270,8 @@ def test_a_community_boundary_move_the_redrawn_micro_grids_cannot_follow_shows_t
     assert page.errors_seen == []
 
 
-def test_the_tools_are_labelled_stay_on_when_pressed_again_and_an_idle_drag_says_why(planner_page):
-    page, url, moves = planner_page
+def test_the_tools_are_labelled_stay_on_when_pressed_again_and_an_idle_drag_says_why(planner_view):
+    page, url, moves = planner_view
     at, to, owners, inside, origin = moves[False]
     split = page.get_by_role("button", name="Split", exact=True)
     for _ in range(2):  # pressing the active mode again keeps it on
@@ -311,8 +343,8 @@ def test_grids_are_labelled_new_ones_named_in_the_scheme_and_a_rename_is_saved_a
         assert list(hist["name"]) == [names[owners[0]], "滨江微网格"] and hist["reason"].iloc[-1] == "renamed"
 
 
-def test_the_parent_picker_is_a_searchable_tree(planner_page):
-    page, url, moves = planner_page
+def test_the_parent_picker_is_a_searchable_tree(planner_view):
+    page, url, moves = planner_view
     tree = page.locator(".twin-parent-tree select")
     groups = tree.locator("optgroup")
     assert groups.count() >= 1, "the streets are the tree's branches"
@@ -333,8 +365,8 @@ def test_the_parent_picker_is_a_searchable_tree(planner_page):
     assert page.errors_seen == []
 
 
-def test_switching_parent_with_unsaved_edits_asks_first_and_leaves_no_vertex_handles(planner_page):
-    page, url, moves = planner_page
+def test_switching_parent_with_unsaved_edits_asks_first_and_leaves_no_vertex_handles(planner_view):
+    page, url, moves = planner_view
     at, to, owners, inside, origin = moves[False]
     figures = page.locator(".twin-before-after")
     drag_vertex(page, at, to, inside, origin)

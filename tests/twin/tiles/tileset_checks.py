@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyproj
 
+from twin.geo.crs import transformer  # cached: the checks transform each building's vertices on their own
 from twin.tiles.glb import accessor_array, property_column, read_glb
 
 TOLERANCE_M = 1e-6
@@ -128,8 +128,8 @@ def to_district(out_dir: Path, enu: np.ndarray, crs: str) -> np.ndarray:
     tileset = json.loads((out_dir / "tileset.json").read_text())
     matrix = np.array(tileset["root"]["transform"], dtype=np.float64).reshape(4, 4).T  # column-major
     ecef = enu @ matrix[:3, :3].T + matrix[:3, 3]
-    lon, lat, h = pyproj.Transformer.from_crs("EPSG:4978", "EPSG:4979", always_xy=True).transform(*ecef.T)
-    x, y = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
+    lon, lat, h = transformer("EPSG:4978", "EPSG:4979").transform(*ecef.T)
+    x, y = transformer("EPSG:4326", crs).transform(lon, lat)
     return np.column_stack([x, y, h])
 
 
@@ -138,7 +138,7 @@ def from_district(out_dir: Path, xyz: np.ndarray, crs: str) -> np.ndarray:
     tileset = json.loads((out_dir / "tileset.json").read_text())
     matrix = np.array(tileset["root"]["transform"], dtype=np.float64).reshape(4, 4).T
     xyz = np.asarray(xyz, dtype=np.float64)
-    lon, lat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xyz[:, 0], xyz[:, 1])
-    ecef = np.column_stack(pyproj.Transformer.from_crs("EPSG:4979", "EPSG:4978", always_xy=True)
+    lon, lat = transformer(crs, "EPSG:4326").transform(xyz[:, 0], xyz[:, 1])
+    ecef = np.column_stack(transformer("EPSG:4979", "EPSG:4978")
                            .transform(lon, lat, xyz[:, 2]))
     return (ecef - matrix[:3, 3]) @ matrix[:3, :3]
