@@ -48,10 +48,11 @@ def extensions_loaded_without_their_signature_check():
 
     original = duckdb.connect
 
-    def connect(*args, config=None, **kwargs):
+    def connect(*args, **kwargs):
+        config = kwargs.get("config")
         if config is not None and config.get("autoload_known_extensions") is False:
-            config = {**config, "allow_unsigned_extensions": True}
-        return original(*args, config=config, **kwargs)
+            kwargs["config"] = {**config, "allow_unsigned_extensions": True}
+        return original(*args, **kwargs)
 
     duckdb.connect = connect
     yield
