@@ -70,4 +70,4 @@ class CamerasNearHandler(SignedIn, RequestHandler):
 def camera_routes(*, cameras: Callable[[], CameraLayer], signed_in: Callable[[str | None], bool]) -> list[tuple]:
     """The Tornado route of ``/cameras/near``: ``cameras`` gives the server's camera layer, ``signed_in(username)``
     whether that user may read the district."""
-    return [(CAMERAS_NEAR_URL.replace(".", r"\."), CamerasNearHandler, {"cameras": cameras, "signed_in": signed_in})]
+    return [(CAMERAS_NEAR_URL, CamerasNearHandler, {"cameras": cameras, "signed_in": signed_in})]

@@ -1015,13 +1015,12 @@ export function render({ model, el }) {
     const fp = tiled.landing ? tiled.landing.fp : renderer.getActiveCamera().getFocalPoint(), c = camFetch.centre;
     if (c && Math.hypot(fp[0] - c[0], fp[1] - c[1]) < CAMERAS_NEAR_M / 3) return;
     camFetch.centre = [fp[0], fp[1]];
-    const seq = ++camFetch.seq, asked = performance.now();
+    const seq = ++camFetch.seq;
     const url = `${model.cameras_near}?x=${fp[0].toFixed(1)}&y=${fp[1].toFixed(1)}&r=${CAMERAS_NEAR_M}`;
     fetch(url).then((r) => { if (!r.ok) throw new Error(`${r.status}`); return r.arrayBuffer(); }).then((ab) => {
       if (removed || seq !== camFetch.seq) return;  // a later view's answer is coming
       const n = new Uint32Array(ab, 0, 1)[0];
       showCameras(new Float32Array(ab, 4, 8 * n), new Uint32Array(ab, 4 + 32 * n, n));
-      probe.twinCamerasFetchMs = performance.now() - asked;
     }).catch((e) => { camFetch.centre = null; console.error(`cameras near ${url}: ${e}`); });
   }
 
@@ -1288,7 +1287,6 @@ export function render({ model, el }) {
   function flyTo(target, animate = true) {
     const cam = renderer.getActiveCamera();
     const from = { fp: cam.getFocalPoint(), pos: cam.getPosition(), up: cam.getViewUp() };
-    probe.twinFlightStart = performance.now();
     cancelAnimationFrame(flight);
     clearTimeout(pulseTimer);
     if (caseFrame > 0) cancelAnimationFrame(caseFrame);
